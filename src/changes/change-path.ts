@@ -1,0 +1,75 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Trx } from '../db/database.js';
+import type { DiffEntry } from '../domain/diff.js';
+import type { Kind } from '../domain/manifest.js';
+import { type ChangeAction, cloudEventType, eventName } from '../events/event-types.js';
+import type { RequestContext } from './request-context.js';
+
+/** The desired state of one object at one generation, as kept in lineage, audit and events. */
+export interface ObjectState {
+  metadata: { uuid: string; slug: string; labels: Record<string, string> };
+  spec: unknown;
+  lifecycle: string;
+}
+
+export interface Change {
+  kind: Kind;
+  objectId: string;
+  slug: string;
+  /** The tenant the object belongs to (a tenant's own id for a Tenant); null for platform objects. */
+  tenantId: string | null;
+  action: ChangeAction;
+  /** The generation after the change. */
+  generation: number;
+  before: ObjectState | null;
+  after: ObjectState | null;
+  changes: DiffEntry[];
+}
+
+/**
+ * The change path. In the caller's transaction, and as one statement, writes the new version into
+ * the lineage, the audit record, the outbox event and the reconcile job. The object row itself has
+ * been written by the caller in the same transaction, so either all five persist or none does.
+ *
+ * Concurrency: the caller holds the object's row lock (or has just inserted it); the reconcile job
+ * is upserted on (object_kind, object_id), so many changes to one object collapse into one job.
+ */
+export async function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
+  const kind = change.kind;
+  const name = eventName(kind, change.action);
+  const actor = JSON.stringify(ctx.actor);
+  const eventData = JSON.stringify({
+    kind,
+    uuid: change.objectId,
+    slug: change.slug,
+    generation: change.generation,
+    previous: change.before,
+    current: change.after,
+    actor: ctx.actor,
+  });
+  const subject = `${kind.toLowerCase()}s/${change.objectId}`;
+  await sql`
+    with version as (
+      insert into object_versions
+        (tenant_id, object_kind, object_id, generation, action, slug, state, changes, actor, request_id, correlation_id)
+      values (${change.tenantId}, ${kind}, ${change.objectId}, ${change.generation}, ${change.action}, ${change.slug},
+              ${JSON.stringify(change.after)}, ${JSON.stringify(change.changes)}, ${actor}, ${ctx.requestId}, ${ctx.correlationId})
+    ), audit as (
+      insert into audit_records
+        (id, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id, target_slug,
+         before, after, outcome, decision, request_id, correlation_id)
+      values (${randomUUID()}, ${change.tenantId}, ${ctx.appId}, ${ctx.actor.principal}, ${ctx.actor.kind}, ${ctx.sessionId},
+              ${`${kind.toLowerCase()}.${change.action}`}, ${kind}, ${change.objectId}, ${change.slug},
+              ${JSON.stringify(change.before)}, ${JSON.stringify(change.after)}, 'success', null, ${ctx.requestId}, ${ctx.correlationId})
+    ), event as (
+      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id)
+      values (${randomUUID()}, ${change.tenantId}, ${cloudEventType(name)}, ${subject}, ${eventData}, ${ctx.correlationId})
+    )
+    insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
+    values (${kind}, ${change.objectId}, ${change.tenantId}, ${change.generation})
+    on conflict (object_kind, object_id) do update
+      set generation = greatest(reconcile_jobs.generation, excluded.generation),
+          run_after = now(), attempts = 0, last_error = null, updated_at = now()
+  `.execute(trx);
+}

@@ -1,0 +1,114 @@
+import { createHmac } from 'node:crypto';
+import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely';
+import pg from 'pg';
+import { migrationProvider } from './migrations/index.js';
+import type { Database } from './schema.js';
+
+export type Db = Kysely<Database>;
+export type Trx = Transaction<Database>;
+
+// int8 and numeric come back as strings by default; counts and generations fit in a JS number.
+pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
+
+export function createDb(connectionString: string, max = 10): Db {
+  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
+  // A dropped connection must not crash the process; the pool replaces it.
+  pool.on('error', () => undefined);
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}
+
+/** Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe. */
+export async function migrate(ownerUrl: string): Promise<string[]> {
+  const db = new Kysely<unknown>({
+    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ownerUrl, max: 1 }) }),
+  });
+  try {
+    const migrator = new Migrator({
+      db,
+      provider: migrationProvider,
+      migrationTableName: 'tenantry_migrations',
+      migrationLockTableName: 'tenantry_migrations_lock',
+    });
+    const { error, results } = await migrator.migrateToLatest();
+    if (error) throw error;
+    return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+  } finally {
+    await db.destroy();
+  }
+}
+
+export async function pendingMigrations(db: Kysely<unknown>): Promise<number> {
+  const migrator = new Migrator({
+    db,
+    provider: migrationProvider,
+    migrationTableName: 'tenantry_migrations',
+    migrationLockTableName: 'tenantry_migrations_lock',
+  });
+  const all = await migrator.getMigrations();
+  return all.filter((m) => !m.executedAt).length;
+}
+
+/**
+ * The application connects as `tenantry_app`, which owns nothing and is bound by row-level security.
+ * Unless an explicit URL is configured, its password is derived from the owner's credentials, so
+ * every process with the same DATABASE_URL agrees on it without storing another secret.
+ */
+export async function ensureAppRole(ownerUrl: string): Promise<string> {
+  const url = new URL(ownerUrl);
+  // Roles belong to the cluster, not to one database: derive from the server and owner only.
+  const cluster = `${url.username}:${url.password}@${url.host}`;
+  const password = createHmac('sha256', cluster).update('tenantry_app').digest('base64url');
+  url.username = 'tenantry_app';
+  url.password = password;
+  const appUrl = url.toString();
+  const probe = new pg.Client({ connectionString: appUrl });
+  try {
+    await probe.connect();
+    await probe.end();
+    return appUrl;
+  } catch {
+    await probe.end().catch(() => undefined);
+  }
+  const owner = new pg.Client({ connectionString: ownerUrl });
+  await owner.connect();
+  try {
+    await owner.query('begin');
+    await owner.query(`select pg_advisory_xact_lock(hashtext('tenantry.app_role'))`);
+    await owner.query(`alter role tenantry_app with login password '${password}'`);
+    await owner.query('commit');
+  } finally {
+    await owner.end();
+  }
+  return appUrl;
+}
+
+export type Scope = { kind: 'platform' } | { kind: 'tenant'; tenantId: string };
+export const PLATFORM: Scope = { kind: 'platform' };
+
+/**
+ * Runs one unit of work in one transaction with the row-level-security scope set for that
+ * transaction only: as a platform operator (sees every row) or as one tenant (sees its own rows).
+ */
+export async function inScope<T>(db: Db, scope: Scope, work: (trx: Trx) => Promise<T>): Promise<T> {
+  return db.transaction().execute(async (trx) => {
+    await setScope(trx, scope);
+    return work(trx);
+  });
+}
+
+export async function setScope(trx: Trx, scope: Scope): Promise<void> {
+  if (scope.kind === 'platform') {
+    await sql`select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)`.execute(
+      trx,
+    );
+  } else {
+    await sql`select set_config('tenantry.platform', '', true), set_config('tenantry.tenant_id', ${scope.tenantId}, true)`.execute(
+      trx,
+    );
+  }
+}
+
+export const asPlatform = <T>(db: Db, work: (trx: Trx) => Promise<T>): Promise<T> =>
+  inScope(db, PLATFORM, work);
+export const asTenant = <T>(db: Db, tenantId: string, work: (trx: Trx) => Promise<T>): Promise<T> =>
+  inScope(db, { kind: 'tenant', tenantId }, work);

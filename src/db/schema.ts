@@ -1,0 +1,137 @@
+import type { ColumnType, Generated, Selectable } from 'kysely';
+
+/** Row types: snake_case, exactly as stored. Domain types live with their domain. */
+type Json = ColumnType<unknown, string, string>;
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+
+interface ObjectColumns {
+  id: string;
+  slug: string;
+  spec: Json;
+  labels: ColumnType<Record<string, string>, string | undefined, string>;
+  generation: ColumnType<string, number | undefined, number | string>;
+  lifecycle: Generated<string>;
+  phase: Generated<string>;
+  observed_generation: ColumnType<string, number | undefined, number | string>;
+  conditions: ColumnType<unknown, string | undefined, string>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  deleted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface CustomerTable extends ObjectColumns {
+  short_code: string;
+}
+export interface SystemTable extends ObjectColumns {
+  service_id: string;
+}
+export interface TenantTable extends ObjectColumns {
+  customer_id: string;
+  region: string;
+  environment_type: string;
+  qualifier: string | null;
+}
+export interface DeploymentTable extends ObjectColumns {
+  tenant_id: string;
+  system_id: string;
+  qualifier: string | null;
+}
+export interface IntegrationResourceTable extends ObjectColumns {
+  tenant_id: string;
+  deployment_id: string | null;
+  scope: 'tenant' | 'deployment';
+  resource_type: string;
+  physical_name: string;
+}
+
+export interface ObjectVersionTable {
+  id: Generated<string>;
+  tenant_id: string | null;
+  object_kind: string;
+  object_id: string;
+  generation: ColumnType<string, number, never>;
+  action: string;
+  slug: string;
+  state: Json;
+  changes: Json;
+  actor: Json;
+  request_id: string;
+  correlation_id: string;
+  created_at: Timestamp;
+}
+
+export interface AuditRecordTable {
+  id: string;
+  time: Timestamp;
+  tenant_id: string | null;
+  app_id: string | null;
+  actor_principal: string;
+  actor_kind: string;
+  session_id: string | null;
+  action: string;
+  target_kind: string;
+  target_id: string | null;
+  target_slug: string | null;
+  before: Json;
+  after: Json;
+  outcome: 'success' | 'failure' | 'denied';
+  decision: Json;
+  request_id: string;
+  correlation_id: string;
+}
+
+export interface OutboxEventTable {
+  id: string;
+  tenant_id: string | null;
+  type: string;
+  subject: string;
+  time: Timestamp;
+  data: Json;
+  correlation_id: string;
+  published_at: ColumnType<Date | null, never, Date>;
+}
+
+export interface ReconcileJobTable {
+  object_kind: string;
+  object_id: string;
+  tenant_id: string | null;
+  generation: ColumnType<string, number, number>;
+  run_after: Timestamp;
+  attempts: Generated<number>;
+  locked_by: string | null;
+  locked_until: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface IdempotencyKeyTable {
+  key: string;
+  principal: string;
+  method: string;
+  path: string;
+  request_hash: string;
+  status_code: number;
+  response: Json;
+  created_at: Timestamp;
+}
+
+export interface Database {
+  customers: CustomerTable;
+  systems: SystemTable;
+  tenants: TenantTable;
+  deployments: DeploymentTable;
+  integration_resources: IntegrationResourceTable;
+  object_versions: ObjectVersionTable;
+  audit_records: AuditRecordTable;
+  outbox_events: OutboxEventTable;
+  reconcile_jobs: ReconcileJobTable;
+  idempotency_keys: IdempotencyKeyTable;
+}
+
+export type CustomerRow = Selectable<CustomerTable>;
+export type SystemRow = Selectable<SystemTable>;
+export type TenantRow = Selectable<TenantTable>;
+export type DeploymentRow = Selectable<DeploymentTable>;
+export type IntegrationResourceRow = Selectable<IntegrationResourceTable>;
+export type ObjectVersionRow = Selectable<ObjectVersionTable>;

@@ -1,0 +1,178 @@
+import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import { LABEL_PATTERN, SEGMENT_PATTERN } from './identifiers.js';
+
+/**
+ * The declarative manifest format: `apiVersion: tenantry.dev/v1`, `kind`, `metadata`, `spec`, one
+ * document per object. Unknown fields anywhere are errors (additionalProperties: false).
+ */
+export const API_VERSION = 'tenantry.dev/v1';
+
+export const KINDS = ['Customer', 'System', 'Tenant', 'Deployment', 'IntegrationResource'] as const;
+export type Kind = (typeof KINDS)[number];
+/** The order in which `apply` writes kinds, so references resolve. Deletion runs in reverse. */
+export const APPLY_ORDER: readonly Kind[] = KINDS;
+
+const strict = { additionalProperties: false } as const;
+const Segment = Type.String({
+  pattern: SEGMENT_PATTERN,
+  description: 'lowercase letters, digits, inner hyphens; at most 30',
+});
+const Slug = Type.String({ pattern: LABEL_PATTERN, maxLength: 63, description: 'a lowercase DNS label' });
+const Uuid = Type.String({ minLength: 1, maxLength: 64, description: 'RFC 9562 UUID (8-4-4-4-12 hex)' });
+const Text = (max: number) => Type.String({ minLength: 1, maxLength: max });
+const Labels = Type.Record(
+  Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$' }),
+  Type.String({ maxLength: 253 }),
+  {
+    maxProperties: 64,
+  },
+);
+
+export const Metadata = Type.Object(
+  {
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
+    uuid: Type.Optional(Uuid),
+    labels: Type.Optional(Labels),
+    generation: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        description: 'optimistic concurrency: the generation this change is based on',
+      }),
+    ),
+  },
+  strict,
+);
+
+export const CustomerSpec = Type.Object(
+  {
+    displayName: Text(200),
+    shortCode: Type.String({
+      pattern: SEGMENT_PATTERN,
+      description: 'tenant slug prefix; several customers may share one',
+    }),
+    description: Type.Optional(Text(2000)),
+  },
+  strict,
+);
+
+export const SystemSpec = Type.Object(
+  {
+    displayName: Text(200),
+    serviceId: Type.String({ pattern: '^[A-Za-z0-9._-]{1,64}$' }),
+    description: Type.Optional(Text(2000)),
+  },
+  strict,
+);
+
+export const TenantSpec = Type.Object(
+  {
+    customer: Slug,
+    region: Segment,
+    environmentType: Segment,
+    qualifier: Type.Optional(Segment),
+    description: Type.Optional(Text(2000)),
+  },
+  strict,
+);
+
+export const DeploymentSpec = Type.Object(
+  {
+    tenant: Slug,
+    system: Segment,
+    qualifier: Type.Optional(Segment),
+    description: Type.Optional(Text(2000)),
+    parameters: Type.Optional(
+      Type.Record(Type.String({ pattern: '^[A-Za-z][A-Za-z0-9]{0,62}$' }), Type.String({ maxLength: 1024 }), {
+        maxProperties: 64,
+      }),
+    ),
+  },
+  strict,
+);
+
+const TopicPart = Type.String({ pattern: '^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$' });
+export const KafkaTopicSpec = Type.Object(
+  {
+    domain: TopicPart,
+    subdomain: TopicPart,
+    event: TopicPart,
+    version: Type.String({ pattern: '^v[1-9][0-9]{0,3}$' }),
+    access: Type.String({ pattern: '^[a-z]{2,10}$', description: 'e.g. pub' }),
+    partitions: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    replicationFactor: Type.Optional(Type.Integer({ minimum: 1, maximum: 10 })),
+    retentionMs: Type.Optional(Type.Integer({ minimum: -1, maximum: 315_360_000_000 })),
+    consumers: Type.Optional(
+      Type.Array(Slug, { maxItems: 100, uniqueItems: true, description: 'consumer deployments (read ACLs)' }),
+    ),
+  },
+  strict,
+);
+export const BlobContainerSpec = Type.Object({ publicAccess: Type.Optional(Type.Literal('none')) }, strict);
+export const DatabaseSpec = Type.Object(
+  { isolation: Type.Union([Type.Literal('shared'), Type.Literal('pool'), Type.Literal('silo')]) },
+  strict,
+);
+
+export const ResourceScope = Type.Union([
+  Type.Object({ deployment: Slug }, strict),
+  Type.Object({ tenant: Slug }, strict),
+]);
+
+export const IntegrationResourceSpec = Type.Object(
+  {
+    scope: ResourceScope,
+    type: Type.Union([Type.Literal('kafka-topic'), Type.Literal('blob-container'), Type.Literal('database')]),
+    kafkaTopic: Type.Optional(KafkaTopicSpec),
+    blobContainer: Type.Optional(BlobContainerSpec),
+    database: Type.Optional(DatabaseSpec),
+  },
+  strict,
+);
+
+export const SPEC_SCHEMAS = {
+  Customer: CustomerSpec,
+  System: SystemSpec,
+  Tenant: TenantSpec,
+  Deployment: DeploymentSpec,
+  IntegrationResource: IntegrationResourceSpec,
+} satisfies Record<Kind, TSchema>;
+
+export type Specs = { [K in Kind]: Static<(typeof SPEC_SCHEMAS)[K]> };
+export type MetadataInput = Static<typeof Metadata>;
+
+export interface Manifest<K extends Kind = Kind> {
+  apiVersion: typeof API_VERSION;
+  kind: K;
+  metadata: MetadataInput;
+  spec: Specs[K];
+}
+
+export function manifestSchema<K extends Kind>(kind: K) {
+  return Type.Object(
+    {
+      apiVersion: Type.Literal(API_VERSION),
+      kind: Type.Literal(kind),
+      metadata: Metadata,
+      spec: SPEC_SCHEMAS[kind],
+    },
+    { ...strict, $id: `${kind}Manifest` },
+  );
+}
+
+/** Spec fields that fix an object's identity (its slug); they cannot change after creation. */
+export const IMMUTABLE_FIELDS: Record<Kind, readonly string[]> = {
+  Customer: ['shortCode'],
+  System: [],
+  Tenant: ['customer', 'region', 'environmentType', 'qualifier'],
+  Deployment: ['tenant', 'system', 'qualifier'],
+  IntegrationResource: [
+    'scope',
+    'type',
+    'kafkaTopic/domain',
+    'kafkaTopic/subdomain',
+    'kafkaTopic/event',
+    'kafkaTopic/version',
+    'kafkaTopic/access',
+    'database/isolation',
+  ],
+};

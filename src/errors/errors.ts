@@ -1,0 +1,103 @@
+/**
+ * One error type for the whole product: a stable machine code, an HTTP status and a safe message.
+ * Responses render it as RFC 9457 problem+json (see api/problem.ts).
+ */
+export interface FieldError {
+  /** JSON pointer (RFC 6901) to the offending field, relative to the request body or manifest. */
+  pointer: string;
+  code: string;
+  message: string;
+}
+
+export class TenantryError extends Error {
+  readonly code: string;
+  readonly status: number;
+  readonly errors: FieldError[];
+  readonly details: Record<string, unknown>;
+
+  constructor(
+    code: string,
+    status: number,
+    message: string,
+    opts: { errors?: FieldError[]; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.status = status;
+    this.errors = opts.errors ?? [];
+    this.details = opts.details ?? {};
+  }
+}
+
+/** 400/422: the input is malformed or violates a rule. */
+export class ValidationError extends TenantryError {
+  constructor(code: string, message: string, errors: FieldError[] = [], status = 422) {
+    super(code, status, message, { errors });
+  }
+  static field(pointer: string, code: string, message: string): ValidationError {
+    return new ValidationError(code, message, [{ pointer, code, message }]);
+  }
+}
+
+export class NotFoundError extends TenantryError {
+  constructor(code: string, message: string, details: Record<string, unknown> = {}) {
+    super(code, 404, message, { details });
+  }
+}
+
+export class ConflictError extends TenantryError {
+  constructor(
+    code: string,
+    message: string,
+    opts: { errors?: FieldError[]; details?: Record<string, unknown>; status?: number } = {},
+  ) {
+    super(code, opts.status ?? 409, message, opts);
+  }
+}
+
+export class ForbiddenError extends TenantryError {
+  constructor(code: string, message: string) {
+    super(code, 403, message);
+  }
+}
+
+/** Collects field errors so that one response can name every offending field. */
+export class FieldErrors {
+  readonly list: FieldError[] = [];
+  add(pointer: string, code: string, message: string): void {
+    this.list.push({ pointer, code, message });
+  }
+  get empty(): boolean {
+    return this.list.length === 0;
+  }
+  throwIfAny(code = 'validation.failed', message = 'The input is invalid.'): void {
+    if (this.list.length > 0) throw new ValidationError(code, message, this.list);
+  }
+}
+
+/** Maps PostgreSQL errors that input can provoke to typed errors; everything else stays as is. */
+export function mapDatabaseError(err: unknown): unknown {
+  if (err instanceof TenantryError) return err;
+  const e = err as { code?: string; constraint?: string; detail?: string };
+  switch (e?.code) {
+    case '23505':
+      return new ConflictError('object.duplicate', 'An object with the same identity already exists.', {
+        details: { constraint: e.constraint },
+      });
+    case '23503':
+      return new ConflictError('object.reference_missing', 'A referenced object does not exist.', {
+        details: { constraint: e.constraint },
+      });
+    case '40001':
+    case '40P01':
+      return new ConflictError('transaction.conflict', 'A concurrent change conflicted; retry the request.', {
+        status: 409,
+      });
+    case '22P02':
+    case '22023':
+      return new ValidationError('value.invalid', 'A value has an invalid format.', [], 400);
+    default:
+      return err;
+  }
+}

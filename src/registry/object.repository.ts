@@ -1,0 +1,115 @@
+import { type RawBuilder, sql } from 'kysely';
+import type { Trx } from '../db/database.js';
+import type { Kind } from '../domain/manifest.js';
+
+/** Columns every registry table shares, plus the kind's own ones. */
+export interface ObjectRow {
+  id: string;
+  slug: string;
+  spec: unknown;
+  labels: Record<string, string>;
+  generation: string;
+  lifecycle: string;
+  phase: string;
+  observed_generation: string;
+  conditions: unknown;
+  created_at: Date;
+  updated_at: Date;
+  deleted_at: Date | null;
+  tenant_id?: string;
+  [column: string]: unknown;
+}
+
+export const TABLES: Record<Kind, string> = {
+  Customer: 'customers',
+  System: 'systems',
+  Tenant: 'tenants',
+  Deployment: 'deployments',
+  IntegrationResource: 'integration_resources',
+};
+
+const table = (kind: Kind) => sql.table(TABLES[kind]);
+
+/** Reads one object by UUID. `forUpdate` takes its row lock until the transaction ends. */
+export async function findById(
+  trx: Trx,
+  kind: Kind,
+  id: string,
+  opts: { includeDeleted?: boolean; forUpdate?: boolean } = {},
+): Promise<ObjectRow | undefined> {
+  const r = await sql<ObjectRow>`
+    select * from ${table(kind)} where id = ${id}
+    ${opts.includeDeleted ? sql`` : sql`and deleted_at is null`}
+    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
+  return r.rows[0];
+}
+
+/** Reads the live object with this slug (tombstones keep their slug but do not match). */
+export async function findBySlug(
+  trx: Trx,
+  kind: Kind,
+  slug: string,
+  opts: { forUpdate?: boolean } = {},
+): Promise<ObjectRow | undefined> {
+  const r = await sql<ObjectRow>`
+    select * from ${table(kind)} where slug = ${slug} and deleted_at is null
+    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
+  return r.rows[0];
+}
+
+export async function insertObject(
+  trx: Trx,
+  kind: Kind,
+  columns: Record<string, unknown>,
+): Promise<ObjectRow> {
+  const names = Object.keys(columns);
+  const r = await sql<ObjectRow>`
+    insert into ${table(kind)} (${sql.join(names.map((n) => sql.ref(n)))})
+    values (${sql.join(names.map((n) => columns[n]))})
+    returning *`.execute(trx);
+  return r.rows[0]!;
+}
+
+/** Updates a locked row and bumps its generation by one. */
+export async function updateObject(
+  trx: Trx,
+  kind: Kind,
+  id: string,
+  set: Record<string, unknown>,
+): Promise<ObjectRow> {
+  const assignments = Object.entries(set).map(([k, v]) => sql`${sql.ref(k)} = ${v}`);
+  const r = await sql<ObjectRow>`
+    update ${table(kind)}
+    set ${sql.join([...assignments, sql`generation = generation + 1`, sql`updated_at = now()`])}
+    where id = ${id}
+    returning *`.execute(trx);
+  return r.rows[0]!;
+}
+
+export interface ListQuery {
+  where: RawBuilder<unknown>[];
+  after?: { slug: string; id: string } | undefined;
+  limit: number;
+  includeDeleted: boolean;
+}
+
+/** Keyset pagination on (slug, id): rows that existed when paging began are never skipped or repeated. */
+export async function listObjects(trx: Trx, kind: Kind, q: ListQuery): Promise<ObjectRow[]> {
+  const where = [...q.where];
+  if (!q.includeDeleted) where.push(sql`deleted_at is null`);
+  if (q.after) where.push(sql`(slug, id) > (${q.after.slug}, ${q.after.id})`);
+  const r = await sql<ObjectRow>`
+    select * from ${table(kind)}
+    ${where.length > 0 ? sql`where ${sql.join(where, sql` and `)}` : sql``}
+    order by slug, id
+    limit ${q.limit}`.execute(trx);
+  return r.rows;
+}
+
+export async function countLive(trx: Trx, kind: Kind, column: string, value: string): Promise<number> {
+  const r = await sql<{ n: string }>`
+    select count(*) as n from ${table(kind)} where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(
+    trx,
+  );
+  return Number(r.rows[0]?.n ?? 0);
+}

@@ -1,0 +1,83 @@
+import type { ObjectState } from '../changes/change-path.js';
+import { API_VERSION, type Kind } from '../domain/manifest.js';
+import type { ObjectRow } from './object.repository.js';
+
+export interface Condition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+}
+
+/** The API's view of an object: desired state in `spec`, identity in `metadata`, observed in `status`. */
+export interface ApiObject {
+  apiVersion: typeof API_VERSION;
+  kind: Kind;
+  metadata: {
+    uuid: string;
+    name: string;
+    slug: string;
+    generation: number;
+    labels: Record<string, string>;
+    createdAt: string;
+    updatedAt: string;
+    deletedAt?: string;
+    tenantUuid?: string;
+  };
+  spec: unknown;
+  status: {
+    observedGeneration: number;
+    phase: string;
+    lifecycle: string;
+    conditions: Condition[];
+    physicalName?: string;
+  };
+}
+
+export function initialConditions(now = new Date()): Condition[] {
+  return [
+    {
+      type: 'Ready',
+      status: 'Unknown',
+      reason: 'AwaitingReconcile',
+      message: 'The change is recorded; the controller has not reconciled it yet.',
+      lastTransitionTime: now.toISOString(),
+    },
+  ];
+}
+
+export function toApiObject(kind: Kind, row: ObjectRow): ApiObject {
+  const tenantUuid = kind === 'Deployment' || kind === 'IntegrationResource' ? row.tenant_id : undefined;
+  return {
+    apiVersion: API_VERSION,
+    kind,
+    metadata: {
+      uuid: row.id,
+      name: row.slug,
+      slug: row.slug,
+      generation: Number(row.generation),
+      labels: row.labels ?? {},
+      createdAt: row.created_at.toISOString(),
+      updatedAt: row.updated_at.toISOString(),
+      ...(row.deleted_at ? { deletedAt: row.deleted_at.toISOString() } : {}),
+      ...(tenantUuid ? { tenantUuid } : {}),
+    },
+    spec: row.spec,
+    status: {
+      observedGeneration: Number(row.observed_generation),
+      phase: row.phase,
+      lifecycle: row.lifecycle,
+      conditions: (row.conditions as Condition[]) ?? [],
+      ...(kind === 'IntegrationResource' ? { physicalName: String(row.physical_name) } : {}),
+    },
+  };
+}
+
+export function stateOf(row: ObjectRow): ObjectState {
+  return {
+    metadata: { uuid: row.id, slug: row.slug, labels: row.labels ?? {} },
+    spec: row.spec,
+    lifecycle: row.lifecycle,
+  };
+}

@@ -106,13 +106,13 @@ export interface ReconcileJobTable {
 }
 
 export interface IdempotencyKeyTable {
-  key: string;
   principal: string;
+  key: string;
   method: string;
   path: string;
   request_hash: string;
-  status_code: number;
-  response: Json;
+  status_code: number | null;
+  response: ColumnType<unknown, string | null | undefined, string | null>;
   created_at: Timestamp;
 }
 

@@ -1,0 +1,32 @@
+/**
+ * Writes docs/openapi.json from the route schemas (no database needed), or with --check fails when
+ * the checked-in file is out of date.
+ */
+import fs from 'node:fs';
+import pino from 'pino';
+import { localOperator } from '../src/api/identity.js';
+import { buildServer } from '../src/api/server.js';
+import { loadConfig } from '../src/config/config.js';
+import { createDb } from '../src/db/database.js';
+import { RegistryService } from '../src/registry/registry.service.js';
+
+const config = loadConfig({}, {});
+// The pool connects lazily and is never used here.
+const db = createDb('postgres://unused@127.0.0.1:1/unused', 1);
+const app = await buildServer({ config, db, registry: new RegistryService(db, config), identify: localOperator, logger: pino({ level: 'silent' }) });
+await app.ready();
+const text = `${JSON.stringify(app.swagger(), null, 2)}\n`;
+await app.close();
+await db.destroy();
+const file = new URL('../docs/openapi.json', import.meta.url);
+if (process.argv.includes('--check')) {
+  const current = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+  if (current !== text) {
+    console.error('docs/openapi.json is out of date: run `npm run openapi`');
+    process.exit(1);
+  }
+  console.log('docs/openapi.json is up to date');
+} else {
+  fs.writeFileSync(file, text);
+  console.log('wrote docs/openapi.json');
+}

@@ -1,0 +1,79 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { type FieldError, TenantryError } from '../errors/errors.js';
+
+/** RFC 9457 problem details with Tenantry's stable `code` and, for validation, JSON pointers. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  code: string;
+  instance?: string;
+  errors?: { pointer: string; code: string; detail: string }[];
+  [extension: string]: unknown;
+}
+
+const TITLES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  405: 'Method Not Allowed',
+  406: 'Not Acceptable',
+  409: 'Conflict',
+  412: 'Precondition Failed',
+  413: 'Content Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Content',
+  428: 'Precondition Required',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  503: 'Service Unavailable',
+};
+
+export function problem(status: number, code: string, detail: string, errors: FieldError[] = [], extra: Record<string, unknown> = {}): Problem {
+  return {
+    type: `https://tenantry.dev/problems/${code}`,
+    title: TITLES[status] ?? 'Error',
+    status,
+    detail,
+    code,
+    ...(errors.length > 0 ? { errors: errors.map((e) => ({ pointer: e.pointer, code: e.code, detail: e.message })) } : {}),
+    ...extra,
+  };
+}
+
+/** Fastify's own client errors, mapped to stable codes. */
+const FASTIFY_CODES: Record<string, string> = {
+  FST_ERR_CTP_INVALID_JSON_BODY: 'body.malformed',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'body.empty',
+  FST_ERR_CTP_BODY_TOO_LARGE: 'body.too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'body.media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'body.length',
+  FST_ERR_CTP_INVALID_TYPE: 'body.media_type',
+  FST_ERR_VALIDATION: 'request.invalid',
+};
+
+export function toProblem(err: unknown, request: FastifyRequest): Problem {
+  if (err instanceof TenantryError) {
+    return problem(err.status, err.code, err.message, err.errors, { instance: request.id, ...(Object.keys(err.details).length ? { details: err.details } : {}) });
+  }
+  const fe = err as FastifyError & { validation?: { instancePath: string; message?: string; params?: Record<string, unknown>; keyword: string }[]; validationContext?: string };
+  if (fe.validation) {
+    const errors = fe.validation.map((v) => {
+      const name = v.keyword === 'required' ? `/${String(v.params?.missingProperty)}` : v.keyword === 'additionalProperties' ? `/${String(v.params?.additionalProperty)}` : '';
+      return { pointer: `${v.instancePath}${name}` || '/', code: v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid', message: `${fe.validationContext ?? 'request'}: ${v.message ?? 'invalid'}` };
+    });
+    return problem(400, `${fe.validationContext === 'querystring' ? 'query' : (fe.validationContext ?? 'request')}.invalid`, 'The request is invalid.', errors, { instance: request.id });
+  }
+  const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
+  if (status < 500) {
+    const code = FASTIFY_CODES[fe.code] ?? 'request.invalid';
+    return problem(status, code, fe.message, [], { instance: request.id });
+  }
+  return problem(500, 'internal', 'An internal error occurred; it has been logged.', [], { instance: request.id });
+}
+
+export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  return reply.code(p.status).type('application/problem+json').send(p);
+}

@@ -1,0 +1,63 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import { parseDocuments } from '../../domain/manifest-parser.js';
+import { ValidationError } from '../../errors/errors.js';
+import type { RegistryService } from '../../registry/registry.service.js';
+import type { IdentityHook } from '../identity.js';
+import { DiffEntrySchema, errorResponses } from '../schemas.js';
+
+function documentsOf(body: unknown): unknown[] {
+  if (typeof body === 'string') return parseDocuments(body);
+  if (Array.isArray(body)) return body;
+  if (body && typeof body === 'object') {
+    const b = body as Record<string, unknown>;
+    if (b.kind === 'List' && Array.isArray(b.items)) return b.items;
+    return [body];
+  }
+  return [];
+}
+
+export function registerApplyRoute(app: FastifyInstance, registry: RegistryService, identify: IdentityHook): void {
+  app.post(
+    '/v1/apply',
+    {
+      schema: {
+        operationId: 'apply',
+        summary: 'Apply manifests (multi-document YAML or JSON) in dependency order, all or nothing',
+        description:
+          'Idempotent: applying the same manifests again reports every object "unchanged" and bumps no generation. ' +
+          'With dryRun=true nothing is written; the response says what would change per object.',
+        tags: ['Apply'],
+        querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+        body: Type.Unknown({ description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}' }),
+        response: {
+          200: Type.Object({
+            dryRun: Type.Boolean(),
+            summary: Type.Object({ created: Type.Integer(), configured: Type.Integer(), unchanged: Type.Integer() }),
+            results: Type.Array(
+              Type.Object({
+                kind: Type.String(),
+                name: Type.String(),
+                uuid: Type.String({ format: 'uuid' }),
+                action: Type.Union([Type.Literal('created'), Type.Literal('configured'), Type.Literal('unchanged')]),
+                generation: Type.Integer(),
+                changes: Type.Array(DiffEntrySchema),
+              }),
+            ),
+          }),
+          ...errorResponses(400, 409, 412, 413, 415, 422),
+        },
+      },
+    },
+    async (request) => {
+      const ctx = await identify(request);
+      const docs = documentsOf(request.body);
+      if (docs.length === 0) throw new ValidationError('body.empty', 'The body holds no manifest.', [{ pointer: '/', code: 'body.empty', message: 'no documents' }], 400);
+      const dryRun = (request.query as { dryRun?: boolean }).dryRun === true;
+      const results = await registry.apply(ctx, docs, { dryRun });
+      const summary = { created: 0, configured: 0, unchanged: 0 };
+      for (const r of results) if (r.action in summary) summary[r.action as keyof typeof summary]++;
+      return { dryRun, summary, results: results.map(({ object: _object, ...r }) => r) };
+    },
+  );
+}

@@ -1,0 +1,64 @@
+import { type TSchema, Type } from '@sinclair/typebox';
+import { KINDS, type Kind, manifestSchema } from '../domain/manifest.js';
+
+/** Schemas used to document routes in OpenAPI (bodies are validated by the services, with pointers). */
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String({ description: 'stable machine-readable error code' }),
+    instance: Type.Optional(Type.String()),
+    errors: Type.Optional(Type.Array(Type.Object({ pointer: Type.String({ description: 'JSON pointer (RFC 6901)' }), code: Type.String(), detail: Type.String() }))),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details' },
+);
+
+export const ConditionSchema = Type.Object({
+  type: Type.String(),
+  status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
+  reason: Type.String(),
+  message: Type.String(),
+  lastTransitionTime: Type.String({ format: 'date-time' }),
+});
+
+export const objectSchema = (kind: Kind) =>
+  Type.Object(
+    {
+      apiVersion: Type.Literal('tenantry.dev/v1'),
+      kind: Type.Literal(kind),
+      metadata: Type.Object({
+        uuid: Type.String({ format: 'uuid' }),
+        name: Type.String(),
+        slug: Type.String(),
+        generation: Type.Integer(),
+        labels: Type.Record(Type.String(), Type.String()),
+        createdAt: Type.String({ format: 'date-time' }),
+        updatedAt: Type.String({ format: 'date-time' }),
+        deletedAt: Type.Optional(Type.String({ format: 'date-time' })),
+        tenantUuid: Type.Optional(Type.String({ format: 'uuid' })),
+      }),
+      spec: manifestSchema(kind).properties.spec,
+      status: Type.Object({
+        observedGeneration: Type.Integer(),
+        phase: Type.String(),
+        lifecycle: Type.String(),
+        conditions: Type.Array(ConditionSchema),
+        physicalName: Type.Optional(Type.String()),
+      }),
+    },
+    { $id: `${kind}` },
+  );
+
+export const OBJECT_SCHEMAS = Object.fromEntries(KINDS.map((k) => [k, objectSchema(k)])) as unknown as Record<Kind, TSchema>;
+
+export const DiffEntrySchema = Type.Object({
+  op: Type.Union([Type.Literal('add'), Type.Literal('remove'), Type.Literal('replace')]),
+  path: Type.String(),
+  from: Type.Optional(Type.Unknown()),
+  to: Type.Optional(Type.Unknown()),
+});
+
+export const errorResponses = (...statuses: number[]) =>
+  Object.fromEntries(statuses.map((s) => [s, { description: 'Problem details', content: { 'application/problem+json': { schema: Type.Ref('Problem') } } }]));

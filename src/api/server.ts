@@ -1,0 +1,139 @@
+import { createHash, randomUUID } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from '../config/config.js';
+import type { Db } from '../db/database.js';
+import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
+import type { RegistryService } from '../registry/registry.service.js';
+import type { IdentityHook } from './identity.js';
+import { problem, sendProblem, toProblem } from './problem.js';
+import { registerApplyRoute } from './routes/apply.routes.js';
+import { registerHealthRoutes } from './routes/health.routes.js';
+import { registerObjectRoutes } from './routes/objects.routes.js';
+import { OBJECT_SCHEMAS, ProblemSchema } from './schemas.js';
+
+export interface ServerDeps {
+  config: Config;
+  db: Db;
+  registry: RegistryService;
+  identify: IdentityHook;
+  logger: Logger;
+}
+
+const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,200}$/;
+
+export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
+  const { config, db, registry, identify } = deps;
+  const app: FastifyInstance = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    bodyLimit: config.bodyLimitBytes,
+    genReqId: () => randomUUID(),
+    requestIdHeader: false,
+    ajv: { customOptions: { removeAdditional: false } },
+  });
+
+  // Query strings, params and headers are checked with coercion; bodies are checked by the services
+  // (manifest validation with JSON pointers), so the route body schemas only document them.
+  const ajv = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: true, strict: false });
+  addFormats.default(ajv);
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? () => true : ajv.compile(schema)));
+  // Responses are serialised as they are; response schemas document them.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+
+  app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
+
+  app.addSchema(ProblemSchema);
+  for (const schema of Object.values(OBJECT_SCHEMAS)) app.addSchema(schema);
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Tenantry API',
+        version: '1.0.0',
+        description: 'Control plane for multi-tenant SaaS: customers, tenants, deployments, integration resources.',
+        license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
+      },
+      servers: [{ url: '/' }],
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+
+  // Idempotency-Key on POST: the first response is stored and replayed; another body under the same key is refused.
+  app.addHook('preHandler', async (request, reply) => {
+    const key = request.headers['idempotency-key'];
+    if (request.method !== 'POST' || key === undefined) return;
+    if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
+      return sendProblem(reply, problem(400, 'header.idempotency_key', 'Idempotency-Key must be 1-200 characters of letters, digits and ._:-', [], { instance: request.id }));
+    }
+    const ctx = await identify(request);
+    const hash = createHash('sha256').update(typeof request.body === 'string' ? request.body : JSON.stringify(request.body ?? null)).digest('hex');
+    const claim = await claimKey(db, ctx.actor.principal, key, request.method, request.url, hash);
+    if (claim.kind === 'mismatch') {
+      return sendProblem(reply, problem(422, 'idempotency.key_reused', 'This Idempotency-Key was used with a different request.', [], { instance: request.id }));
+    }
+    if (claim.kind === 'in_progress') {
+      return sendProblem(reply, problem(409, 'idempotency.in_progress', 'A request with this Idempotency-Key is still being processed.', [], { instance: request.id }));
+    }
+    if (claim.kind === 'replay') {
+      const { statusCode, headers, body } = claim.response;
+      for (const [h, v] of Object.entries(headers)) reply.header(h, v);
+      return reply.code(statusCode).header('idempotency-replayed', 'true').send(body);
+    }
+    request.idempotency = { principal: ctx.actor.principal, key };
+  });
+  app.addHook('onSend', async (request, reply, payload) => {
+    const idem = request.idempotency;
+    if (!idem) return payload;
+    request.idempotency = undefined;
+    if (reply.statusCode >= 500) {
+      await releaseKey(db, idem.principal, idem.key);
+      return payload;
+    }
+    const headers: Record<string, string> = {};
+    for (const h of ['content-type', 'etag', 'location']) {
+      const v = reply.getHeader(h);
+      if (v !== undefined) headers[h] = String(v);
+    }
+    const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : '';
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // keep the text
+    }
+    await completeKey(db, idem.principal, idem.key, { statusCode: reply.statusCode, headers, body });
+    return payload;
+  });
+
+  app.setErrorHandler((err, request, reply) => {
+    const p = toProblem(err, request);
+    if (p.status >= 500) request.log.error({ err }, 'request failed');
+    return sendProblem(reply, p);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(reply, problem(404, 'route.not_found', `No route ${request.method} ${request.url.split('?')[0]}.`, [], { instance: request.id })),
+  );
+
+  registerHealthRoutes(app, db as never);
+  registerApplyRoute(app, registry, identify);
+  registerObjectRoutes(app, registry, identify, config.pageSizeMax);
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  return app;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    idempotency?: { principal: string; key: string } | undefined;
+  }
+}

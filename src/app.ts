@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { type IdentityHook, localOperator } from './api/identity.js';
 import { buildServer } from './api/server.js';
 import type { Config } from './config/config.js';
-import { type Db, createDb, ensureAppRole, migrate } from './db/database.js';
+import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { RegistryService } from './registry/registry.service.js';
 
@@ -60,7 +60,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
   };
   try {
     if (!ownerUrl) {
-      embedded = new EmbeddedDatabase({ clusterDir: path.join(config.dataDir, 'pg'), credentialsFile: path.join(config.dataDir, 'pg-password'), logger: log });
+      embedded = new EmbeddedDatabase({
+        clusterDir: path.join(config.dataDir, 'pg'),
+        credentialsFile: path.join(config.dataDir, 'pg-password'),
+        logger: log,
+      });
       log.info({ dataDir: config.dataDir }, 'starting embedded PostgreSQL');
       await embedded.start();
       const e = embedded;
@@ -76,7 +80,13 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20);
     stops.push(() => db.destroy());
     const registry = new RegistryService(db, config);
-    const server = await buildServer({ config, db, registry, identify: opts.identify ?? localOperator, logger: log });
+    const server = await buildServer({
+      config,
+      db,
+      registry,
+      identify: opts.identify ?? localOperator,
+      logger: log,
+    });
     stops.push(() => server.close());
     await server.listen({ port: config.port, host: config.host });
     const address = server.server.address();

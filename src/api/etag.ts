@@ -9,7 +9,12 @@ export function ifMatchGeneration(header: string | string[] | undefined): number
   if (value === '*') return undefined;
   const m = /^(?:W\/)?"(\d{1,15})"$/.exec(value);
   if (!m?.[1]) {
-    throw new ValidationError('header.if_match', 'If-Match must be an ETag this server issued, e.g. "3".', [{ pointer: '/headers/if-match', code: 'header.if_match', message: 'malformed' }], 400);
+    throw new ValidationError(
+      'header.if_match',
+      'If-Match must be an ETag this server issued, e.g. "3".',
+      [{ pointer: '/headers/if-match', code: 'header.if_match', message: 'malformed' }],
+      400,
+    );
   }
   return Number(m[1]);
 }

@@ -31,14 +31,22 @@ const TITLES: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-export function problem(status: number, code: string, detail: string, errors: FieldError[] = [], extra: Record<string, unknown> = {}): Problem {
+export function problem(
+  status: number,
+  code: string,
+  detail: string,
+  errors: FieldError[] = [],
+  extra: Record<string, unknown> = {},
+): Problem {
   return {
     type: `https://tenantry.dev/problems/${code}`,
     title: TITLES[status] ?? 'Error',
     status,
     detail,
     code,
-    ...(errors.length > 0 ? { errors: errors.map((e) => ({ pointer: e.pointer, code: e.code, detail: e.message })) } : {}),
+    ...(errors.length > 0
+      ? { errors: errors.map((e) => ({ pointer: e.pointer, code: e.code, detail: e.message })) }
+      : {}),
     ...extra,
   };
 }
@@ -56,22 +64,51 @@ const FASTIFY_CODES: Record<string, string> = {
 
 export function toProblem(err: unknown, request: FastifyRequest): Problem {
   if (err instanceof TenantryError) {
-    return problem(err.status, err.code, err.message, err.errors, { instance: request.id, ...(Object.keys(err.details).length ? { details: err.details } : {}) });
+    return problem(err.status, err.code, err.message, err.errors, {
+      instance: request.id,
+      ...(Object.keys(err.details).length ? { details: err.details } : {}),
+    });
   }
-  const fe = err as FastifyError & { validation?: { instancePath: string; message?: string; params?: Record<string, unknown>; keyword: string }[]; validationContext?: string };
+  const fe = err as FastifyError & {
+    validation?: {
+      instancePath: string;
+      message?: string;
+      params?: Record<string, unknown>;
+      keyword: string;
+    }[];
+    validationContext?: string;
+  };
   if (fe.validation) {
     const errors = fe.validation.map((v) => {
-      const name = v.keyword === 'required' ? `/${String(v.params?.missingProperty)}` : v.keyword === 'additionalProperties' ? `/${String(v.params?.additionalProperty)}` : '';
-      return { pointer: `${v.instancePath}${name}` || '/', code: v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid', message: `${fe.validationContext ?? 'request'}: ${v.message ?? 'invalid'}` };
+      const name =
+        v.keyword === 'required'
+          ? `/${String(v.params?.missingProperty)}`
+          : v.keyword === 'additionalProperties'
+            ? `/${String(v.params?.additionalProperty)}`
+            : '';
+      return {
+        pointer: `${v.instancePath}${name}` || '/',
+        code: v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid',
+        message: `${fe.validationContext ?? 'request'}: ${v.message ?? 'invalid'}`,
+      };
     });
-    return problem(400, `${fe.validationContext === 'querystring' ? 'query' : (fe.validationContext ?? 'request')}.invalid`, 'The request is invalid.', errors, { instance: request.id });
+    return problem(
+      400,
+      `${fe.validationContext === 'querystring' ? 'query' : (fe.validationContext ?? 'request')}.invalid`,
+      'The request is invalid.',
+      errors,
+      { instance: request.id },
+    );
   }
-  const status = typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
+  const status =
+    typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500 ? fe.statusCode : 500;
   if (status < 500) {
     const code = FASTIFY_CODES[fe.code] ?? 'request.invalid';
     return problem(status, code, fe.message, [], { instance: request.id });
   }
-  return problem(500, 'internal', 'An internal error occurred; it has been logged.', [], { instance: request.id });
+  return problem(500, 'internal', 'An internal error occurred; it has been logged.', [], {
+    instance: request.id,
+  });
 }
 
 export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {

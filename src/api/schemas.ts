@@ -10,7 +10,15 @@ export const ProblemSchema = Type.Object(
     detail: Type.String(),
     code: Type.String({ description: 'stable machine-readable error code' }),
     instance: Type.Optional(Type.String()),
-    errors: Type.Optional(Type.Array(Type.Object({ pointer: Type.String({ description: 'JSON pointer (RFC 6901)' }), code: Type.String(), detail: Type.String() }))),
+    errors: Type.Optional(
+      Type.Array(
+        Type.Object({
+          pointer: Type.String({ description: 'JSON pointer (RFC 6901)' }),
+          code: Type.String(),
+          detail: Type.String(),
+        }),
+      ),
+    ),
   },
   { $id: 'Problem', description: 'RFC 9457 problem details' },
 );
@@ -51,7 +59,10 @@ export const objectSchema = (kind: Kind) =>
     { $id: `${kind}` },
   );
 
-export const OBJECT_SCHEMAS = Object.fromEntries(KINDS.map((k) => [k, objectSchema(k)])) as unknown as Record<Kind, TSchema>;
+export const OBJECT_SCHEMAS = Object.fromEntries(KINDS.map((k) => [k, objectSchema(k)])) as unknown as Record<
+  Kind,
+  TSchema
+>;
 
 export const DiffEntrySchema = Type.Object({
   op: Type.Union([Type.Literal('add'), Type.Literal('remove'), Type.Literal('replace')]),
@@ -61,4 +72,12 @@ export const DiffEntrySchema = Type.Object({
 });
 
 export const errorResponses = (...statuses: number[]) =>
-  Object.fromEntries(statuses.map((s) => [s, { description: 'Problem details', content: { 'application/problem+json': { schema: Type.Ref('Problem') } } }]));
+  Object.fromEntries(
+    statuses.map((s) => [
+      s,
+      {
+        description: 'Problem details',
+        content: { 'application/problem+json': { schema: Type.Ref('Problem') } },
+      },
+    ]),
+  );

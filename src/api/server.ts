@@ -39,9 +39,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   // Query strings, params and headers are checked with coercion; bodies are checked by the services
   // (manifest validation with JSON pointers), so the route body schemas only document them.
-  const ajv = new Ajv({ coerceTypes: 'array', useDefaults: true, removeAdditional: false, allErrors: true, strict: false });
+  const ajv = new Ajv({
+    coerceTypes: 'array',
+    useDefaults: true,
+    removeAdditional: false,
+    allErrors: true,
+    strict: false,
+  });
   addFormats.default(ajv);
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? () => true : ajv.compile(schema)));
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    httpPart === 'body' ? () => true : ajv.compile(schema),
+  );
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
@@ -56,7 +64,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       info: {
         title: 'Tenantry API',
         version: '1.0.0',
-        description: 'Control plane for multi-tenant SaaS: customers, tenants, deployments, integration resources.',
+        description:
+          'Control plane for multi-tenant SaaS: customers, tenants, deployments, integration resources.',
         license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       },
       servers: [{ url: '/' }],
@@ -74,16 +83,45 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     const key = request.headers['idempotency-key'];
     if (request.method !== 'POST' || key === undefined) return;
     if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
-      return sendProblem(reply, problem(400, 'header.idempotency_key', 'Idempotency-Key must be 1-200 characters of letters, digits and ._:-', [], { instance: request.id }));
+      return sendProblem(
+        reply,
+        problem(
+          400,
+          'header.idempotency_key',
+          'Idempotency-Key must be 1-200 characters of letters, digits and ._:-',
+          [],
+          { instance: request.id },
+        ),
+      );
     }
     const ctx = await identify(request);
-    const hash = createHash('sha256').update(typeof request.body === 'string' ? request.body : JSON.stringify(request.body ?? null)).digest('hex');
+    const hash = createHash('sha256')
+      .update(typeof request.body === 'string' ? request.body : JSON.stringify(request.body ?? null))
+      .digest('hex');
     const claim = await claimKey(db, ctx.actor.principal, key, request.method, request.url, hash);
     if (claim.kind === 'mismatch') {
-      return sendProblem(reply, problem(422, 'idempotency.key_reused', 'This Idempotency-Key was used with a different request.', [], { instance: request.id }));
+      return sendProblem(
+        reply,
+        problem(
+          422,
+          'idempotency.key_reused',
+          'This Idempotency-Key was used with a different request.',
+          [],
+          { instance: request.id },
+        ),
+      );
     }
     if (claim.kind === 'in_progress') {
-      return sendProblem(reply, problem(409, 'idempotency.in_progress', 'A request with this Idempotency-Key is still being processed.', [], { instance: request.id }));
+      return sendProblem(
+        reply,
+        problem(
+          409,
+          'idempotency.in_progress',
+          'A request with this Idempotency-Key is still being processed.',
+          [],
+          { instance: request.id },
+        ),
+      );
     }
     if (claim.kind === 'replay') {
       const { statusCode, headers, body } = claim.response;
@@ -105,7 +143,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       const v = reply.getHeader(h);
       if (v !== undefined) headers[h] = String(v);
     }
-    const text = typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : '';
+    const text =
+      typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : '';
     let body: unknown = text;
     try {
       body = JSON.parse(text);
@@ -122,7 +161,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     return sendProblem(reply, p);
   });
   app.setNotFoundHandler((request, reply) =>
-    sendProblem(reply, problem(404, 'route.not_found', `No route ${request.method} ${request.url.split('?')[0]}.`, [], { instance: request.id })),
+    sendProblem(
+      reply,
+      problem(404, 'route.not_found', `No route ${request.method} ${request.url.split('?')[0]}.`, [], {
+        instance: request.id,
+      }),
+    ),
   );
 
   registerHealthRoutes(app, db as never);

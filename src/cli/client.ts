@@ -25,7 +25,11 @@ export class ApiError extends Error {
 
 /** ~/.config/tenantry/config.json: { "server": "...", "token": "..." } */
 function fileConfig(): ClientOptions {
-  const file = path.join(process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'), 'tenantry', 'config.json');
+  const file = path.join(
+    process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'),
+    'tenantry',
+    'config.json',
+  );
   try {
     return JSON.parse(fs.readFileSync(file, 'utf8')) as ClientOptions;
   } catch {
@@ -40,11 +44,21 @@ export class TenantryClient {
 
   constructor(opts: ClientOptions) {
     const file = fileConfig();
-    this.server = (opts.server ?? process.env.TENANTRY_SERVER ?? file.server ?? 'http://127.0.0.1:8080').replace(/\/$/, '');
+    this.server = (
+      opts.server ??
+      process.env.TENANTRY_SERVER ??
+      file.server ??
+      'http://127.0.0.1:8080'
+    ).replace(/\/$/, '');
     this.token = opts.token ?? process.env.TENANTRY_TOKEN ?? file.token;
   }
 
-  async request<T>(method: string, urlPath: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T; headers: Headers }> {
+  async request<T>(
+    method: string,
+    urlPath: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: T; headers: Headers }> {
     let res: Response;
     try {
       res = await fetch(`${this.server}${urlPath}`, {
@@ -58,7 +72,10 @@ export class TenantryClient {
         body: body !== undefined ? JSON.stringify(body) : undefined,
       });
     } catch (err) {
-      throw new ApiError(0, { code: 'client.unreachable', detail: `cannot reach ${this.server}: ${(err as Error).cause ?? (err as Error).message}` });
+      throw new ApiError(0, {
+        code: 'client.unreachable',
+        detail: `cannot reach ${this.server}: ${(err as Error).cause ?? (err as Error).message}`,
+      });
     }
     const text = await res.text();
     let parsed: unknown = text;
@@ -67,7 +84,11 @@ export class TenantryClient {
     } catch {
       // not JSON
     }
-    if (!res.ok) throw new ApiError(res.status, typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text });
+    if (!res.ok)
+      throw new ApiError(
+        res.status,
+        typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text },
+      );
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
 }

@@ -28,7 +28,8 @@ const KIND_ALIASES: Record<string, string> = {
 
 function kindPath(kind: string): string {
   const p = KIND_ALIASES[kind.toLowerCase()];
-  if (!p) throw new CliError(`unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource`);
+  if (!p)
+    throw new CliError(`unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource`);
   return p;
 }
 
@@ -45,7 +46,9 @@ const program = new Command('tenantry')
   .version('0.1.0')
   .option('--server <url>', 'API server (or TENANTRY_SERVER)')
   .option('--token <token>', 'bearer token (or TENANTRY_TOKEN)')
-  .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'yaml', 'json']).default('table'));
+  .addOption(
+    new Option('-o, --output <format>', 'output format').choices(['table', 'yaml', 'json']).default('table'),
+  );
 
 const globals = () => program.opts<GlobalOpts>();
 const client = () => new TenantryClient(globals());
@@ -53,7 +56,8 @@ const client = () => new TenantryClient(globals());
 function reportProblem(err: ApiError, docs?: SourcedDocument[]): void {
   const p = err.problem;
   console.error(`error: ${p.detail ?? err.message}${p.code ? ` [${p.code}]` : ''}`);
-  for (const e of p.errors ?? []) console.error(`  ${docs ? locate(e.pointer, docs) : e.pointer}: ${e.detail} [${e.code}]`);
+  for (const e of p.errors ?? [])
+    console.error(`  ${docs ? locate(e.pointer, docs) : e.pointer}: ${e.detail} [${e.code}]`);
 }
 
 async function run(action: () => Promise<void>, docs?: () => SourcedDocument[] | undefined): Promise<void> {
@@ -108,15 +112,32 @@ program
 interface ApplyResponse {
   dryRun: boolean;
   summary: Record<string, number>;
-  results: { kind: string; name: string; uuid: string; action: string; generation: number; changes: { op: string; path: string; from?: unknown; to?: unknown }[] }[];
+  results: {
+    kind: string;
+    name: string;
+    uuid: string;
+    action: string;
+    generation: number;
+    changes: { op: string; path: string; from?: unknown; to?: unknown }[];
+  }[];
 }
 
 async function postApply(docs: SourcedDocument[], dryRun: boolean): Promise<ApplyResponse> {
-  const res = await client().request<ApplyResponse>('POST', `/v1/apply${dryRun ? '?dryRun=true' : ''}`, docs.map((d) => d.doc));
+  const res = await client().request<ApplyResponse>(
+    'POST',
+    `/v1/apply${dryRun ? '?dryRun=true' : ''}`,
+    docs.map((d) => d.doc),
+  );
   return res.body;
 }
 
-const PATH_OF: Record<string, string> = { Customer: 'customers', System: 'systems', Tenant: 'tenants', Deployment: 'deployments', IntegrationResource: 'integration-resources' };
+const PATH_OF: Record<string, string> = {
+  Customer: 'customers',
+  System: 'systems',
+  Tenant: 'tenants',
+  Deployment: 'deployments',
+  IntegrationResource: 'integration-resources',
+};
 
 async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
   const c = client();
@@ -125,16 +146,26 @@ async function waitReady(results: ApplyResponse['results'], timeoutSec: number):
   const started = Date.now();
   for (;;) {
     for (const [key, r] of [...pending]) {
-      const { body } = await c.request<{ metadata: { generation: number }; status: { phase: string; observedGeneration: number; conditions: { type: string; status: string; reason: string; message: string }[] } }>('GET', `/v1/${PATH_OF[r.kind]}/${r.uuid}`);
+      const { body } = await c.request<{
+        metadata: { generation: number };
+        status: {
+          phase: string;
+          observedGeneration: number;
+          conditions: { type: string; status: string; reason: string; message: string }[];
+        };
+      }>('GET', `/v1/${PATH_OF[r.kind]}/${r.uuid}`);
       if (body.status.phase === 'Failed') {
         const ready = body.status.conditions.find((x) => x.type === 'Ready');
         throw new CliError(`${key} failed: ${ready?.reason ?? ''} ${ready?.message ?? ''}`);
       }
-      if (body.status.phase === 'Ready' && body.status.observedGeneration >= body.metadata.generation) pending.delete(key);
+      if (body.status.phase === 'Ready' && body.status.observedGeneration >= body.metadata.generation)
+        pending.delete(key);
     }
     const elapsed = Math.round((Date.now() - started) / 1000);
     const slowest = pending.keys().next().value;
-    process.stderr.write(`\rReady ${total - pending.size}/${total}${slowest ? `, waiting for ${slowest}` : ''} (${elapsed}s)   `);
+    process.stderr.write(
+      `\rReady ${total - pending.size}/${total}${slowest ? `, waiting for ${slowest}` : ''} (${elapsed}s)   `,
+    );
     if (pending.size === 0) {
       process.stderr.write('\n');
       return;
@@ -160,8 +191,11 @@ program
       async () => {
         docs = readManifests(opts.filename);
         const res = await postApply(docs, opts.dryRun === true);
-        if (globals().output !== 'table') console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
-        else for (const r of res.results) console.log(`${r.kind.toLowerCase()}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}`);
+        if (globals().output !== 'table')
+          console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
+        else
+          for (const r of res.results)
+            console.log(`${r.kind.toLowerCase()}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}`);
         if (opts.wait && !res.dryRun) await waitReady(res.results, Number(opts.timeout));
       },
       () => docs,
@@ -205,33 +239,41 @@ program
   .argument('[name]', 'slug or UUID')
   .option('--filter <key=value...>', 'e.g. --filter region=eu customer=circlek-europe phase=Ready')
   .option('--include-deleted', 'include tombstones')
-  .action(async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
-    await run(async () => {
-      const base = `/v1/${kindPath(kind)}`;
-      const c = client();
-      if (name) {
-        const { body } = await c.request<Parameters<typeof renderObjects>[0][number]>('GET', `${base}/${encodeURIComponent(name)}${opts.includeDeleted ? '?includeDeleted=true' : ''}`);
-        console.log(renderObjects([body], globals().output));
-        return;
-      }
-      const items: Parameters<typeof renderObjects>[0] = [];
-      let cursor: string | null = null;
-      do {
-        const q = new URLSearchParams({ limit: '500' });
-        for (const f of opts.filter ?? []) {
-          const [k, ...v] = f.split('=');
-          if (!k || v.length === 0) throw new CliError(`--filter wants key=value, got "${f}"`);
-          q.set(k, v.join('='));
+  .action(
+    async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
+      await run(async () => {
+        const base = `/v1/${kindPath(kind)}`;
+        const c = client();
+        if (name) {
+          const { body } = await c.request<Parameters<typeof renderObjects>[0][number]>(
+            'GET',
+            `${base}/${encodeURIComponent(name)}${opts.includeDeleted ? '?includeDeleted=true' : ''}`,
+          );
+          console.log(renderObjects([body], globals().output));
+          return;
         }
-        if (opts.includeDeleted) q.set('includeDeleted', 'true');
-        if (cursor) q.set('cursor', cursor);
-        const { body }: { body: { items: typeof items; nextCursor: string | null } } = await c.request('GET', `${base}?${q}`);
-        items.push(...body.items);
-        cursor = body.nextCursor;
-      } while (cursor);
-      console.log(renderObjects(items, globals().output));
-    });
-  });
+        const items: Parameters<typeof renderObjects>[0] = [];
+        let cursor: string | null = null;
+        do {
+          const q = new URLSearchParams({ limit: '500' });
+          for (const f of opts.filter ?? []) {
+            const [k, ...v] = f.split('=');
+            if (!k || v.length === 0) throw new CliError(`--filter wants key=value, got "${f}"`);
+            q.set(k, v.join('='));
+          }
+          if (opts.includeDeleted) q.set('includeDeleted', 'true');
+          if (cursor) q.set('cursor', cursor);
+          const { body }: { body: { items: typeof items; nextCursor: string | null } } = await c.request(
+            'GET',
+            `${base}?${q}`,
+          );
+          items.push(...body.items);
+          cursor = body.nextCursor;
+        } while (cursor);
+        console.log(renderObjects(items, globals().output));
+      });
+    },
+  );
 
 program
   .command('describe')
@@ -242,8 +284,28 @@ program
     await run(async () => {
       const base = `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`;
       const c = client();
-      const { body: obj } = await c.request<Record<string, unknown> & { status: { conditions: { type: string; status: string; reason: string; message: string; lastTransitionTime: string }[] } }>('GET', `${base}?includeDeleted=true`);
-      const { body: history } = await c.request<{ items: { generation: number; action: string; actor: { principal: string }; createdAt: string; changes: { path: string }[] }[] }>('GET', `${base}/history`);
+      const { body: obj } = await c.request<
+        Record<string, unknown> & {
+          status: {
+            conditions: {
+              type: string;
+              status: string;
+              reason: string;
+              message: string;
+              lastTransitionTime: string;
+            }[];
+          };
+        }
+      >('GET', `${base}?includeDeleted=true`);
+      const { body: history } = await c.request<{
+        items: {
+          generation: number;
+          action: string;
+          actor: { principal: string };
+          createdAt: string;
+          changes: { path: string }[];
+        }[];
+      }>('GET', `${base}/history`);
       if (globals().output !== 'table') {
         const out = { ...obj, lineage: history.items };
         console.log(globals().output === 'json' ? JSON.stringify(out, null, 2) : stringify(out));
@@ -254,12 +316,23 @@ program
       const { conditions, ...s } = status;
       console.log(stringify({ status: s }).trimEnd());
       console.log('\nConditions:');
-      console.log(table([['TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'], ...conditions.map((x) => [x.type, x.status, x.reason, x.lastTransitionTime, x.message])]));
+      console.log(
+        table([
+          ['TYPE', 'STATUS', 'REASON', 'SINCE', 'MESSAGE'],
+          ...conditions.map((x) => [x.type, x.status, x.reason, x.lastTransitionTime, x.message]),
+        ]),
+      );
       console.log('\nLineage:');
       console.log(
         table([
           ['GEN', 'ACTION', 'BY', 'AT', 'CHANGED'],
-          ...history.items.map((h) => [String(h.generation), h.action, h.actor.principal, h.createdAt, h.action === 'create' ? '(created)' : h.changes.map((x) => x.path).join(', ')]),
+          ...history.items.map((h) => [
+            String(h.generation),
+            h.action,
+            h.actor.principal,
+            h.createdAt,
+            h.action === 'create' ? '(created)' : h.changes.map((x) => x.path).join(', '),
+          ]),
         ]),
       );
     });
@@ -272,7 +345,10 @@ program
   .argument('<name>', 'slug or UUID')
   .action(async (kind: string, name: string) => {
     await run(async () => {
-      const { body } = await client().request<{ kind: string; metadata: { name: string } }>('DELETE', `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`);
+      const { body } = await client().request<{ kind: string; metadata: { name: string } }>(
+        'DELETE',
+        `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`,
+      );
       console.log(`${body.kind.toLowerCase()}/${body.metadata.name} deleted`);
     });
   });
@@ -284,7 +360,10 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
     .argument('<tenant>', 'slug or UUID')
     .action(async (name: string) => {
       await run(async () => {
-        const { body } = await client().request<{ metadata: { name: string }; status: { lifecycle: string } }>('POST', `/v1/tenants/${encodeURIComponent(name)}/${verb}`);
+        const { body } = await client().request<{
+          metadata: { name: string };
+          status: { lifecycle: string };
+        }>('POST', `/v1/tenants/${encodeURIComponent(name)}/${verb}`);
         console.log(`tenant/${body.metadata.name} ${body.status.lifecycle.toLowerCase()}`);
       });
     });

@@ -5,7 +5,13 @@ export type OutputFormat = 'table' | 'yaml' | 'json';
 interface ObjectView {
   kind: string;
   metadata: { name: string; uuid: string; generation: number; createdAt: string; deletedAt?: string };
-  status: { phase: string; lifecycle: string; observedGeneration: number; physicalName?: string; conditions?: { type: string; status: string; reason: string; message: string }[] };
+  status: {
+    phase: string;
+    lifecycle: string;
+    observedGeneration: number;
+    physicalName?: string;
+    conditions?: { type: string; status: string; reason: string; message: string }[];
+  };
 }
 
 function age(iso: string): string {
@@ -18,7 +24,9 @@ function age(iso: string): string {
 
 export function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   ')).join('\n');
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('   '))
+    .join('\n');
 }
 
 export function renderObjects(items: ObjectView[], format: OutputFormat): string {

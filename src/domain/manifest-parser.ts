@@ -16,22 +16,21 @@ export function parseDocuments(text: string): unknown[] {
   }
   const out: unknown[] = [];
   for (const [i, doc] of docs.entries()) {
-    const err = doc.errors[0];
-    if (err) {
+    let value: unknown;
+    try {
+      const err = doc.errors[0];
+      if (err) throw err;
+      // Unresolvable aliases and alias bombs throw here rather than in the parser.
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (err) {
+      const message = String((err as Error).message).split('\n')[0] ?? 'malformed';
       throw new ValidationError(
         'manifest.malformed',
-        `Document ${i} is not valid YAML/JSON: ${err.message.split('\n')[0]}`,
-        [
-          {
-            pointer: `/${i}`,
-            code: 'manifest.malformed',
-            message: err.message.split('\n')[0] ?? 'malformed',
-          },
-        ],
+        `Document ${i} is not valid YAML/JSON: ${message}`,
+        [{ pointer: `/${i}`, code: 'manifest.malformed', message }],
         400,
       );
     }
-    const value = doc.toJS({ maxAliasCount: 100 });
     if (value === null || value === undefined) continue; // empty document (e.g. a trailing ---)
     // A JSON array of manifests or a `List` wrapper are accepted as well as separate documents.
     if (Array.isArray(value)) out.push(...value);
@@ -116,16 +115,17 @@ export function checkManifest(doc: unknown, prefix: string): { manifest?: Manife
   return { errors: ajvErrors(validate.errors, prefix) };
 }
 
-/** Validates every document; throws one 422 naming every offending field (`/{index}/spec/...`). */
-export function validateManifests(docs: unknown[]): Manifest[] {
-  const manifests: Manifest[] = [];
+/** Validates every document: the valid ones with their index, and every error with its pointer. */
+export function validateManifests(docs: unknown[]): {
+  valid: { m: Manifest; i: number }[];
+  errors: FieldError[];
+} {
+  const valid: { m: Manifest; i: number }[] = [];
   const errors: FieldError[] = [];
   docs.forEach((doc, i) => {
     const r = checkManifest(doc, `/${i}`);
-    if (r.manifest) manifests.push(r.manifest);
+    if (r.manifest) valid.push({ m: r.manifest, i });
     errors.push(...r.errors);
   });
-  if (errors.length > 0)
-    throw new ValidationError('manifest.invalid', 'One or more manifests are invalid.', errors);
-  return manifests;
+  return { valid, errors };
 }

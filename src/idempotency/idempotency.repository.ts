@@ -6,14 +6,25 @@ export interface StoredResponse {
   body: unknown;
 }
 
-export type Claim = { kind: 'claimed' } | { kind: 'replay'; response: StoredResponse } | { kind: 'mismatch' } | { kind: 'in_progress' };
+export type Claim =
+  | { kind: 'claimed' }
+  | { kind: 'replay'; response: StoredResponse }
+  | { kind: 'mismatch' }
+  | { kind: 'in_progress' };
 
 /**
  * Idempotency-Key bookkeeping.
  * Concurrency: the first request inserts a pending row (insert … on conflict do nothing); a
  * concurrent duplicate sees the row without a response and is told the first is still in progress.
  */
-export async function claimKey(db: Db, principal: string, key: string, method: string, path: string, hash: string): Promise<Claim> {
+export async function claimKey(
+  db: Db,
+  principal: string,
+  key: string,
+  method: string,
+  path: string,
+  hash: string,
+): Promise<Claim> {
   const inserted = await db
     .insertInto('idempotency_keys')
     .values({ principal, key, method, path, request_hash: hash })
@@ -33,7 +44,12 @@ export async function claimKey(db: Db, principal: string, key: string, method: s
   return { kind: 'replay', response: row.response as StoredResponse };
 }
 
-export async function completeKey(db: Db, principal: string, key: string, response: StoredResponse): Promise<void> {
+export async function completeKey(
+  db: Db,
+  principal: string,
+  key: string,
+  response: StoredResponse,
+): Promise<void> {
   await db
     .updateTable('idempotency_keys')
     .set({ status_code: response.statusCode, response: JSON.stringify(response) })
@@ -44,5 +60,10 @@ export async function completeKey(db: Db, principal: string, key: string, respon
 
 /** A request that failed on the server side releases its key so that a retry can run. */
 export async function releaseKey(db: Db, principal: string, key: string): Promise<void> {
-  await db.deleteFrom('idempotency_keys').where('principal', '=', principal).where('key', '=', key).where('status_code', 'is', null).execute();
+  await db
+    .deleteFrom('idempotency_keys')
+    .where('principal', '=', principal)
+    .where('key', '=', key)
+    .where('status_code', 'is', null)
+    .execute();
 }

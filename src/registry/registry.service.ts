@@ -129,12 +129,14 @@ export class RegistryService {
 
   /** Applies manifests in dependency order, all or nothing; `dryRun` does the same and rolls back. */
   async apply(ctx: RequestContext, docs: unknown[], opts: ApplyOptions = {}): Promise<ApplyOutcome[]> {
-    const manifests = validateManifests(docs);
-    const ordered = manifests
-      .map((m, i) => ({ m, i }))
-      .sort((a, b) => APPLY_ORDER.indexOf(a.m.kind) - APPLY_ORDER.indexOf(b.m.kind) || a.i - b.i);
+    // Schema errors and resolution errors of the valid documents are reported together.
+    const { valid, errors: schemaErrors } = validateManifests(docs);
+    const ordered = valid.sort(
+      (a, b) => APPLY_ORDER.indexOf(a.m.kind) - APPLY_ORDER.indexOf(b.m.kind) || a.i - b.i,
+    );
     return this.run(ctx, async (trx) => {
       const errors = new FieldErrors();
+      errors.list.push(...schemaErrors);
       const results: ApplyOutcome[] = [];
       const seen = new Map<string, number>();
       for (const { m, i } of ordered) {

@@ -17,7 +17,11 @@ function documentsOf(body: unknown): unknown[] {
   return [];
 }
 
-export function registerApplyRoute(app: FastifyInstance, registry: RegistryService, identify: IdentityHook): void {
+export function registerApplyRoute(
+  app: FastifyInstance,
+  registry: RegistryService,
+  identify: IdentityHook,
+): void {
   app.post(
     '/v1/apply',
     {
@@ -29,17 +33,27 @@ export function registerApplyRoute(app: FastifyInstance, registry: RegistryServi
           'With dryRun=true nothing is written; the response says what would change per object.',
         tags: ['Apply'],
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
-        body: Type.Unknown({ description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}' }),
+        body: Type.Unknown({
+          description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}',
+        }),
         response: {
           200: Type.Object({
             dryRun: Type.Boolean(),
-            summary: Type.Object({ created: Type.Integer(), configured: Type.Integer(), unchanged: Type.Integer() }),
+            summary: Type.Object({
+              created: Type.Integer(),
+              configured: Type.Integer(),
+              unchanged: Type.Integer(),
+            }),
             results: Type.Array(
               Type.Object({
                 kind: Type.String(),
                 name: Type.String(),
                 uuid: Type.String({ format: 'uuid' }),
-                action: Type.Union([Type.Literal('created'), Type.Literal('configured'), Type.Literal('unchanged')]),
+                action: Type.Union([
+                  Type.Literal('created'),
+                  Type.Literal('configured'),
+                  Type.Literal('unchanged'),
+                ]),
                 generation: Type.Integer(),
                 changes: Type.Array(DiffEntrySchema),
               }),
@@ -52,7 +66,13 @@ export function registerApplyRoute(app: FastifyInstance, registry: RegistryServi
     async (request) => {
       const ctx = await identify(request);
       const docs = documentsOf(request.body);
-      if (docs.length === 0) throw new ValidationError('body.empty', 'The body holds no manifest.', [{ pointer: '/', code: 'body.empty', message: 'no documents' }], 400);
+      if (docs.length === 0)
+        throw new ValidationError(
+          'body.empty',
+          'The body holds no manifest.',
+          [{ pointer: '/', code: 'body.empty', message: 'no documents' }],
+          400,
+        );
       const dryRun = (request.query as { dryRun?: boolean }).dryRun === true;
       const results = await registry.apply(ctx, docs, { dryRun });
       const summary = { created: 0, configured: 0, unchanged: 0 };

@@ -4,11 +4,32 @@ import { type Kysely, sql } from 'kysely';
 import { pendingMigrations } from '../../db/database.js';
 
 export function registerHealthRoutes(app: FastifyInstance, db: Kysely<unknown>): void {
-  const Health = Type.Object({ status: Type.String(), checks: Type.Optional(Type.Record(Type.String(), Type.String())) });
-  app.get('/healthz', { schema: { operationId: 'healthz', summary: 'The process is up', tags: ['Health'], response: { 200: Health } } }, async () => ({ status: 'ok' }));
+  const Health = Type.Object({
+    status: Type.String(),
+    checks: Type.Optional(Type.Record(Type.String(), Type.String())),
+  });
+  app.get(
+    '/healthz',
+    {
+      schema: {
+        operationId: 'healthz',
+        summary: 'The process is up',
+        tags: ['Health'],
+        response: { 200: Health },
+      },
+    },
+    async () => ({ status: 'ok' }),
+  );
   app.get(
     '/readyz',
-    { schema: { operationId: 'readyz', summary: 'The database is reachable and migrations are applied', tags: ['Health'], response: { 200: Health, 503: Health } } },
+    {
+      schema: {
+        operationId: 'readyz',
+        summary: 'The database is reachable and migrations are applied',
+        tags: ['Health'],
+        response: { 200: Health, 503: Health },
+      },
+    },
     async (_request, reply) => {
       const checks: Record<string, string> = {};
       try {

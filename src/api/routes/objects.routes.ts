@@ -17,12 +17,19 @@ export const KIND_PATHS: Record<Kind, string> = {
   IntegrationResource: 'integration-resources',
 };
 
-const RefParams = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 300, description: 'UUID or slug' }) });
+const RefParams = Type.Object({
+  ref: Type.String({ minLength: 1, maxLength: 300, description: 'UUID or slug' }),
+});
 
 /** A single-object body may omit apiVersion and kind (the URL says them); pointers then start at the body. */
 function singleDoc(kind: Kind, body: unknown): unknown {
   if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new ValidationError('body.invalid', `The body must be one ${kind} manifest object.`, [{ pointer: '/', code: 'body.invalid', message: 'must be an object' }], 400);
+    throw new ValidationError(
+      'body.invalid',
+      `The body must be one ${kind} manifest object.`,
+      [{ pointer: '/', code: 'body.invalid', message: 'must be an object' }],
+      400,
+    );
   }
   const doc = body as Record<string, unknown>;
   if (doc.kind !== undefined && doc.kind !== kind) {
@@ -43,7 +50,12 @@ async function single<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-export function registerObjectRoutes(app: FastifyInstance, registry: RegistryService, identify: IdentityHook, pageSizeMax: number): void {
+export function registerObjectRoutes(
+  app: FastifyInstance,
+  registry: RegistryService,
+  identify: IdentityHook,
+  pageSizeMax: number,
+): void {
   for (const kind of KINDS) {
     const base = `/v1/${KIND_PATHS[kind]}`;
     const tags = [kind];
@@ -64,7 +76,9 @@ export function registerObjectRoutes(app: FastifyInstance, registry: RegistrySer
       },
       async (request, reply) => {
         const ctx = await identify(request);
-        const [result] = await single(() => registry.apply(ctx, [singleDoc(kind, request.body)], { mode: 'create' }));
+        const [result] = await single(() =>
+          registry.apply(ctx, [singleDoc(kind, request.body)], { mode: 'create' }),
+        );
         if (!result) throw new Error('apply returned no result');
         return reply
           .code(201)
@@ -86,21 +100,35 @@ export function registerObjectRoutes(app: FastifyInstance, registry: RegistrySer
               limit: Type.Optional(Type.Integer({ minimum: 1, maximum: pageSizeMax, default: 50 })),
               cursor: Type.Optional(Type.String({ maxLength: 1000 })),
               includeDeleted: Type.Optional(Type.Boolean()),
-              ...Object.fromEntries(filterNames.map((f) => [f, Type.Optional(Type.String({ minLength: 1, maxLength: 300 }))])),
+              ...Object.fromEntries(
+                filterNames.map((f) => [f, Type.Optional(Type.String({ minLength: 1, maxLength: 300 }))]),
+              ),
             },
             { additionalProperties: false },
           ),
-          response: { 200: Type.Object({ items: Type.Array(ref), nextCursor: Type.Union([Type.String(), Type.Null()]) }), ...errorResponses(400) },
+          response: {
+            200: Type.Object({
+              items: Type.Array(ref),
+              nextCursor: Type.Union([Type.String(), Type.Null()]),
+            }),
+            ...errorResponses(400),
+          },
         },
       },
       async (request) => {
         const ctx = await identify(request);
-        const { limit, cursor, includeDeleted, ...filters } = request.query as Record<string, string | number | boolean | undefined>;
+        const { limit, cursor, includeDeleted, ...filters } = request.query as Record<
+          string,
+          string | number | boolean | undefined
+        >;
         return registry.list(ctx, kind, {
           limit: Number(limit ?? 50),
           cursor: cursor as string | undefined,
           includeDeleted: includeDeleted === true,
-          filters: Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)) as Record<string, string>,
+          filters: Object.fromEntries(Object.entries(filters).filter(([, v]) => v !== undefined)) as Record<
+            string,
+            string
+          >,
         });
       },
     );
@@ -113,14 +141,19 @@ export function registerObjectRoutes(app: FastifyInstance, registry: RegistrySer
           summary: `Get a ${kind} by UUID or slug`,
           tags,
           params: RefParams,
-          querystring: Type.Object({ includeDeleted: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
+          querystring: Type.Object(
+            { includeDeleted: Type.Optional(Type.Boolean()) },
+            { additionalProperties: false },
+          ),
           response: { 200: ref, ...errorResponses(400, 404) },
         },
       },
       async (request, reply) => {
         const ctx = await identify(request);
         const { ref: r } = request.params as { ref: string };
-        const obj = await registry.get(ctx, kind, r, { includeDeleted: (request.query as { includeDeleted?: boolean }).includeDeleted === true });
+        const obj = await registry.get(ctx, kind, r, {
+          includeDeleted: (request.query as { includeDeleted?: boolean }).includeDeleted === true,
+        });
         return reply.header('etag', etagOf(obj.metadata.generation)).send(obj);
       },
     );
@@ -144,7 +177,11 @@ export function registerObjectRoutes(app: FastifyInstance, registry: RegistrySer
         const expectedGeneration = ifMatchGeneration(request.headers['if-match']);
         const current = await registry.get(ctx, kind, r);
         const [result] = await single(() =>
-          registry.apply(ctx, [singleDoc(kind, request.body)], { mode: 'replace', target: { kind, id: current.metadata.uuid }, expectedGeneration }),
+          registry.apply(ctx, [singleDoc(kind, request.body)], {
+            mode: 'replace',
+            target: { kind, id: current.metadata.uuid },
+            expectedGeneration,
+          }),
         );
         if (!result) throw new Error('apply returned no result');
         return reply.header('etag', etagOf(result.generation)).send(result.object);
@@ -156,7 +193,10 @@ export function registerObjectRoutes(app: FastifyInstance, registry: RegistrySer
       {
         schema: {
           operationId: `delete${kind}`,
-          summary: kind === 'Tenant' ? 'Delete an archived tenant (its deployments and resources first), leaving a tombstone' : `Delete a ${kind}, leaving a tombstone`,
+          summary:
+            kind === 'Tenant'
+              ? 'Delete an archived tenant (its deployments and resources first), leaving a tombstone'
+              : `Delete a ${kind}, leaving a tombstone`,
           tags,
           params: RefParams,
           headers: Type.Object({ 'if-match': Type.Optional(Type.String()) }),
@@ -219,7 +259,12 @@ export function registerObjectRoutes(app: FastifyInstance, registry: RegistrySer
       },
       async (request, reply) => {
         const ctx = await identify(request);
-        const obj = await registry.transition(ctx, (request.params as { ref: string }).ref, action as LifecycleAction, ifMatchGeneration(request.headers['if-match']));
+        const obj = await registry.transition(
+          ctx,
+          (request.params as { ref: string }).ref,
+          action as LifecycleAction,
+          ifMatchGeneration(request.headers['if-match']),
+        );
         return reply.header('etag', etagOf(obj.metadata.generation)).send(obj);
       },
     );

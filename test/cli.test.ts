@@ -1,0 +1,149 @@
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXAMPLE_DIR } from './helpers/examples.js';
+
+/**
+ * The built `tenantry` executable end to end: `serve` on its embedded PostgreSQL in a fresh data
+ * folder, the client commands against it, Ctrl-C, and a second start on the same data.
+ */
+const BIN = path.resolve(import.meta.dirname, '../bin/tenantry.js');
+const run = promisify(execFile);
+let dataDir: string;
+let server: ChildProcess | undefined;
+let url = '';
+
+async function serve(): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TENANTRY_LOG_LEVEL: 'warn' },
+  });
+  let out = '';
+  child.stdout?.on('data', (d) => (out += d));
+  child.stderr?.on('data', (d) => (out += d));
+  const found = await new Promise<string>((resolve, reject) => {
+    const timer = setInterval(() => {
+      const m = /listening on (http:\/\/\S+)/.exec(out);
+      if (m?.[1]) {
+        clearInterval(timer);
+        resolve(m[1]);
+      }
+    }, 100);
+    child.on('exit', (code) => {
+      clearInterval(timer);
+      reject(new Error(`serve exited ${code}: ${out}`));
+    });
+  });
+  return { child, url: found, output: () => out };
+}
+
+async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const r = await run(process.execPath, [BIN, '--server', url, ...args]);
+    return { code: 0, stdout: r.stdout, stderr: r.stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+function postgresPids(): number[] {
+  const pidFile = path.join(dataDir, 'pg', 'postmaster.pid');
+  if (!fs.existsSync(pidFile)) return [];
+  const pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]);
+  try {
+    process.kill(pid, 0);
+    return [pid];
+  } catch {
+    return [];
+  }
+}
+
+async function stop(child: ChildProcess): Promise<number | null> {
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  child.kill('SIGINT');
+  return exited;
+}
+
+beforeAll(async () => {
+  dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tenantry-cli-'));
+  fs.chmodSync(dataDir, 0o755);
+  const s = await serve();
+  server = s.child;
+  url = s.url;
+  expect(s.output()).toContain(`data:      ${dataDir}`);
+}, 120_000);
+
+afterAll(async () => {
+  if (server && server.exitCode === null) await stop(server);
+  fs.rmSync(dataDir, { recursive: true, force: true });
+});
+
+describe('tenantry CLI', () => {
+  it('applies the Circle K example, then reports every object unchanged', async () => {
+    const first = await cli('apply', '-f', EXAMPLE_DIR);
+    expect(first.code).toBe(0);
+    expect(first.stdout.trim().split('\n')).toHaveLength(29);
+    expect(first.stdout).toContain('tenant/circlek-eu-uat-dev created');
+    const second = await cli('apply', '-f', EXAMPLE_DIR);
+    expect(
+      second.stdout
+        .trim()
+        .split('\n')
+        .every((l) => l.endsWith(' unchanged')),
+    ).toBe(true);
+  });
+
+  it('diffs exactly the edited field', async () => {
+    const file = path.join(dataDir, 'edited.yaml');
+    fs.writeFileSync(
+      file,
+      fs
+        .readFileSync(path.join(EXAMPLE_DIR, '20-circlek-north-america.yaml'), 'utf8')
+        .replace('displayName: Circle K North America', 'displayName: Circle K NA'),
+    );
+    const d = await cli('diff', '-f', file);
+    expect(d.code).toBe(0);
+    expect(d.stdout).toContain(
+      'customer/circlek-north-america (changed)\n  ~ /spec/displayName: "Circle K North America" -> "Circle K NA"\n1 object(s) would change',
+    );
+  });
+
+  it('gets, describes, suspends, and fails with a non-zero exit and the field path', async () => {
+    const list = await cli('get', 'tenants', '--filter', 'region=eu');
+    expect(list.stdout).toMatch(/circlek-eu-prod\s+6846a7a4-4e09-41a8-918c-9c8e2aa938ac\s+Active\s+Pending/);
+    expect(list.stdout).not.toContain('circlek-us-prod');
+    const json = JSON.parse(
+      (await cli('-o', 'json', 'get', 'deployment', 'circlek-eu-prod-store-pl')).stdout,
+    );
+    expect(json.metadata.uuid).toBe('a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d');
+    expect((await cli('suspend', 'circlek-eu-uat')).stdout.trim()).toBe('tenant/circlek-eu-uat suspended');
+    const described = await cli('describe', 'tenant', 'circlek-eu-uat');
+    expect(described.stdout).toMatch(/Lineage:[\s\S]*2\s+suspend\s+local-operator/);
+    const missing = await cli('get', 'tenant', 'nope');
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('[tenant.not_found]');
+    const bad = path.join(dataDir, 'bad.yaml');
+    fs.writeFileSync(
+      bad,
+      'apiVersion: tenantry.dev/v1\nkind: Tenant\nmetadata: {}\nspec: {customer: circlek-europe, region: mars, environmentType: prod}\n',
+    );
+    const refused = await cli('apply', '-f', bad);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`${bad} (document 1) /spec/region`);
+  });
+
+  it('stops PostgreSQL on Ctrl-C and reuses the data on the next start', async () => {
+    expect(postgresPids()).toHaveLength(1);
+    expect(await stop(server!)).toBe(0);
+    expect(postgresPids()).toEqual([]);
+    const again = await serve();
+    server = again.child;
+    url = again.url;
+    const r = await cli('get', 'tenant', 'circlek-eu-uat');
+    expect(r.stdout).toContain('Suspended');
+  });
+});

@@ -69,18 +69,19 @@ export async function reserveAuditPosition(trx: Trx, chain: string): Promise<Aud
 
 /** Pure: the record at `position`, with its hash. */
 export function sealAuditRecord(entry: AuditEntry, position: AuditPosition): AuditRecord {
+  // UUID columns read back in lower case; what is hashed must be what is read.
   const doc = {
     v: 1 as const,
-    id: entry.id ?? randomUUID(),
+    id: (entry.id ?? randomUUID()).toLowerCase(),
     chain: position.chain,
     seq: position.seq,
     time: position.time,
-    tenantId: entry.tenantId,
+    tenantId: entry.tenantId?.toLowerCase() ?? null,
     appId: entry.appId,
     actor: { principal: entry.actor.principal, kind: entry.actor.kind },
     sessionId: entry.sessionId,
     action: entry.action,
-    target: { kind: entry.target.kind, id: entry.target.id, slug: entry.target.slug },
+    target: { kind: entry.target.kind, id: entry.target.id?.toLowerCase() ?? null, slug: entry.target.slug },
     before: jsonValue(entry.before),
     after: jsonValue(entry.after),
     outcome: entry.outcome,
@@ -113,7 +114,7 @@ export function advanceHeadSql(r: AuditRecord): RawBuilder<unknown> {
  * the audit record in the one statement that writes lineage, outbox event and reconcile job.
  */
 export async function prepareAuditAppend(trx: Trx, entry: AuditEntry): Promise<PreparedAudit> {
-  const position = await reserveAuditPosition(trx, chainOf(entry.tenantId));
+  const position = await reserveAuditPosition(trx, chainOf(entry.tenantId?.toLowerCase() ?? null));
   const record = sealAuditRecord(entry, position);
   return { record, insert: auditInsertSql(record), advanceHead: advanceHeadSql(record) };
 }

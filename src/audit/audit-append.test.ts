@@ -9,7 +9,7 @@ import { asPlatform, asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
 import { RegistryService } from '../registry/registry.service.js';
 import { appendAudit, recordAuditAttempt } from './append-audit.js';
-import { createAuditCheckpoint } from './audit-checkpoint.js';
+import { AuditCheckpointer, createAuditCheckpoint } from './audit-checkpoint.js';
 import { AuditSigner } from './checkpoint-signer.js';
 import { searchAudit } from './search-audit.js';
 import { verifyAudit } from './verify-audit.js';
@@ -240,6 +240,28 @@ describe('audit through the change path', () => {
       expect(e).toBeInstanceOf(TenantryError);
       expect((e as TenantryError).status).toBe(400);
     }
+  });
+
+  it('stores upper-case UUIDs so that the record still verifies', async () => {
+    const tenant = randomUUID();
+    const rec = await asPlatform(t.db, (trx) =>
+      appendAudit(trx, { ...entry(tenant.toUpperCase()), id: randomUUID().toUpperCase() }),
+    );
+    expect(rec.chain).toBe(tenant);
+    expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('takes a checkpoint only when a chain has moved', async () => {
+    const checkpointer = new AuditCheckpointer(t.db, signer, 60_000);
+    const before = (await createAuditCheckpoint(t.db, signer)).heads.platform?.seq ?? 0;
+    await appendMany(t.db, null, 1);
+    const first = await checkpointer.tick();
+    expect(first?.heads.platform).toMatchObject({ seq: before + 1 });
+    expect(await checkpointer.tick()).toBeUndefined();
+    await appendMany(t.db, null, 1);
+    expect((await checkpointer.tick())?.heads.platform).toMatchObject({ seq: before + 2 });
+    checkpointer.start();
+    await checkpointer.stop();
   });
 
   it('refuses a record whose chain does not match its tenant', async () => {

@@ -60,23 +60,17 @@ export function recordFromRow(r: AuditRecordRow): AuditRecord {
  * Reads every record of one chain (or of all chains) in (chain, seq) order, in batches by keyset
  * on the unique (chain, seq) index. The next batch is requested before the current one is handed
  * out, so the database reads while the caller hashes. Run it in a repeatable-read transaction for
- * one consistent snapshot.
+ * one consistent snapshot, in the platform scope.
  */
 export async function* streamRecords(
   trx: Trx,
   opts: { chain?: string; batchSize?: number } = {},
 ): AsyncGenerator<AuditRecord[]> {
   const size = opts.batchSize ?? 5000;
-  const fetch = (after: { chain: string; seq: number } | null) => {
-    const where =
-      opts.chain !== undefined
-        ? sql`a.chain = ${opts.chain} and a.seq > ${after?.seq ?? 0}`
-        : after
-          ? sql`(a.chain, a.seq) > (${after.chain}, ${after.seq})`
-          : sql`true`;
-    return sql<AuditRecordRow>`select ${RECORD_COLUMNS} from audit_records a where ${where}
-      order by a.chain, a.seq limit ${size}`.execute(trx);
-  };
+  // tenantry_audit_scan: platform scope only; reads by the (chain, seq) index (see migration 0002).
+  const fetch = (after: { chain: string; seq: number } | null) =>
+    sql<AuditRecordRow>`select * from tenantry_audit_scan(${opts.chain ?? null}::text, ${after?.chain ?? ''}::text,
+      ${after?.seq ?? 0}::bigint, ${size}::integer)`.execute(trx);
   let pending = fetch(null);
   for (;;) {
     const { rows } = await pending;

@@ -230,7 +230,11 @@ describe('audit through the change path', () => {
     expect(asOther.items).toEqual([]);
     const asSelf = await searchAudit(t.db, { kind: 'tenant', tenantId: tenant }, {});
     expect(asSelf.items).toHaveLength(10);
-    // And cannot write into another tenant's chain.
+    expect(asSelf.items.every((r) => r.tenantId === tenant)).toBe(true);
+    // It appends to its own chain in its own scope (the change path in a tenant's scope does) ...
+    const own = await asTenant(t.db, tenant, (trx) => appendAudit(trx, entry(tenant)));
+    expect(own).toMatchObject({ chain: tenant, seq: 11 });
+    // ... and cannot write into another tenant's chain.
     await expect(asTenant(t.db, randomUUID(), (trx) => appendAudit(trx, entry(tenant)))).rejects.toThrow(
       /row-level security/,
     );

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { prepareAuditAppend } from '../audit/append-audit.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
 import type { Kind } from '../domain/manifest.js';
@@ -29,11 +30,13 @@ export interface Change {
 
 /**
  * The change path. In the caller's transaction, and as one statement, writes the new version into
- * the lineage, the audit record, the outbox event and the reconcile job. The object row itself has
+ * the lineage, the audit record (hash-chained: its chain position is reserved just before, see
+ * src/audit/append-audit.ts), the outbox event and the reconcile job. The object row itself has
  * been written by the caller in the same transaction, so either all five persist or none does.
  *
  * Concurrency: the caller holds the object's row lock (or has just inserted it); the reconcile job
  * is upserted on (object_kind, object_id), so many changes to one object collapse into one job.
+ * The audit chain head of the object's tenant (or 'platform') is locked until the transaction ends.
  */
 export async function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   const kind = change.kind;
@@ -49,19 +52,29 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     actor: ctx.actor,
   });
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
+  // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2
+  // writes it with everything else. The lock is held to commit, so this is done last.
+  const audit = await prepareAuditAppend(trx, {
+    tenantId: change.tenantId,
+    appId: ctx.appId,
+    actor: ctx.actor,
+    sessionId: ctx.sessionId,
+    action: `${kind.toLowerCase()}.${change.action}`,
+    target: { kind, id: change.objectId, slug: change.slug },
+    before: change.before,
+    after: change.after,
+    outcome: 'success',
+    decision: null,
+    requestId: ctx.requestId,
+    correlationId: ctx.correlationId,
+  });
   await sql`
     with version as (
       insert into object_versions
         (tenant_id, object_kind, object_id, generation, action, slug, state, changes, actor, request_id, correlation_id)
       values (${change.tenantId}, ${kind}, ${change.objectId}, ${change.generation}, ${change.action}, ${change.slug},
               ${JSON.stringify(change.after)}, ${JSON.stringify(change.changes)}, ${actor}, ${ctx.requestId}, ${ctx.correlationId})
-    ), audit as (
-      insert into audit_records
-        (id, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id, target_slug,
-         before, after, outcome, decision, request_id, correlation_id)
-      values (${randomUUID()}, ${change.tenantId}, ${ctx.appId}, ${ctx.actor.principal}, ${ctx.actor.kind}, ${ctx.sessionId},
-              ${`${kind.toLowerCase()}.${change.action}`}, ${kind}, ${change.objectId}, ${change.slug},
-              ${JSON.stringify(change.before)}, ${JSON.stringify(change.after)}, 'success', null, ${ctx.requestId}, ${ctx.correlationId})
+    ), audit as (${audit.insert}), audit_head as (${audit.advanceHead}
     ), event as (
       insert into outbox_events (id, tenant_id, type, subject, data, correlation_id)
       values (${randomUUID()}, ${change.tenantId}, ${cloudEventType(name)}, ${subject}, ${eventData}, ${ctx.correlationId})

@@ -22,6 +22,8 @@ export interface Config {
   source: string;
   bodyLimitBytes: number;
   pageSizeMax: number;
+  /** Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit. */
+  auditSigningKeyFile: string | undefined;
 }
 
 export interface ConfigFlags {
@@ -76,5 +78,8 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     source: env.TENANTRY_EVENT_SOURCE ?? 'urn:tenantry:local',
     bodyLimitBytes: Number(env.TENANTRY_BODY_LIMIT_BYTES ?? 1024 * 1024),
     pageSizeMax: 500,
+    auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
+      ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
+      : undefined,
   };
 }

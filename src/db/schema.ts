@@ -78,6 +78,36 @@ export interface AuditRecordTable {
   decision: Json;
   request_id: string;
   correlation_id: string;
+  /** The tenant id, or 'platform'. */
+  chain: string;
+  seq: ColumnType<string, number, never>;
+  prev_hash: string;
+  hash: string;
+}
+
+export interface AuditChainHeadTable {
+  chain: string;
+  seq: ColumnType<string, number, number>;
+  hash: string;
+  updated_at: Timestamp;
+}
+
+export interface AuditCheckpointTable {
+  id: string;
+  time: Timestamp;
+  heads: Json;
+  signature: string;
+  key_id: string;
+}
+
+export interface AuditRetentionTable {
+  id: string;
+  time: Timestamp;
+  chain: string;
+  through_seq: ColumnType<string, number, never>;
+  through_hash: string;
+  checkpoint_id: string;
+  deleted: ColumnType<string, number, never>;
 }
 
 export interface OutboxEventTable {
@@ -124,6 +154,9 @@ export interface Database {
   integration_resources: IntegrationResourceTable;
   object_versions: ObjectVersionTable;
   audit_records: AuditRecordTable;
+  audit_chain_heads: AuditChainHeadTable;
+  audit_checkpoints: AuditCheckpointTable;
+  audit_retention: AuditRetentionTable;
   outbox_events: OutboxEventTable;
   reconcile_jobs: ReconcileJobTable;
   idempotency_keys: IdempotencyKeyTable;

@@ -1,0 +1,296 @@
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { appendMany } from '../../test/helpers/audit.js';
+import { circleK } from '../../test/helpers/examples.js';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { systemContext } from '../changes/request-context.js';
+import { asPlatform, asTenant } from '../db/database.js';
+import { TenantryError } from '../errors/errors.js';
+import { RegistryService } from '../registry/registry.service.js';
+import { appendAudit, recordAuditAttempt } from './append-audit.js';
+import { AuditCheckpointer, createAuditCheckpoint } from './audit-checkpoint.js';
+import { AuditSigner } from './checkpoint-signer.js';
+import { searchAudit } from './search-audit.js';
+import { verifyAudit } from './verify-audit.js';
+
+let t: TestDatabase;
+let registry: RegistryService;
+const ctx = systemContext('test-operator');
+const signer = new AuditSigner(generateKeyPairSync('ed25519').privateKey);
+const keys = [signer.publicKeyPem];
+
+async function count(table: string): Promise<number> {
+  const r = await t.owner.query(`select count(*)::int as n from ${table}`);
+  return r.rows[0].n;
+}
+const tenantDoc = (name: string, spec: Record<string, unknown>) => ({
+  apiVersion: 'tenantry.dev/v1',
+  kind: 'Tenant',
+  metadata: { name },
+  spec,
+});
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  registry = new RegistryService(t.db, t.config);
+  await registry.apply(ctx, circleK());
+});
+afterAll(async () => t?.destroy());
+
+describe('audit through the change path', () => {
+  it('chains the change path records per tenant, and they verify', async () => {
+    const v = await verifyAudit(t.db, { publicKeys: keys });
+    expect(v.problems).toEqual([]);
+    expect(v.records).toBe(29);
+    // Customers and systems are the platform's; each of the four tenants has its own chain.
+    expect(v.chains.map((c) => c.chain)).toContain('platform');
+    expect(v.chains).toHaveLength(5);
+    const { rows } = await t.owner.query(
+      `select chain, count(*)::int as n, max(seq)::int as max from audit_records group by chain`,
+    );
+    for (const r of rows) expect(r.max).toBe(r.n);
+    const tenant = await registry.get(ctx, 'Tenant', 'circlek-eu-prod');
+    const mine = await verifyAudit(t.db, { tenant: tenant.metadata.uuid, publicKeys: keys });
+    expect(mine.chains).toHaveLength(1);
+    expect(mine.ok).toBe(true);
+  });
+
+  it('writes nothing of a change whose audit record cannot be written', async () => {
+    await t.owner.query(`
+      create function fail_audit() returns trigger language plpgsql as $$
+      begin
+        if new.target_slug = 'circlek-eu-qa' then raise exception 'injected audit failure'; end if;
+        return new;
+      end $$;
+      create trigger fail_audit before insert on audit_records for each row execute function fail_audit();`);
+    const tables = [
+      'tenants',
+      'object_versions',
+      'audit_records',
+      'outbox_events',
+      'reconcile_jobs',
+      'audit_chain_heads',
+    ];
+    const before = await Promise.all(tables.map(count));
+    const heads = (await t.owner.query('select chain, seq, hash from audit_chain_heads order by chain')).rows;
+    const err = await registry
+      .apply(ctx, [
+        tenantDoc('circlek-eu-qa', { customer: 'circlek-europe', region: 'eu', environmentType: 'qa' }),
+      ])
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(String((err as Error)?.message)).toContain('injected audit failure');
+    expect(await Promise.all(tables.map(count))).toEqual(before);
+    expect(
+      (await t.owner.query('select chain, seq, hash from audit_chain_heads order by chain')).rows,
+    ).toEqual(heads);
+    await t.owner.query('drop trigger fail_audit on audit_records; drop function fail_audit()');
+    // The same change goes through once the audit record can be written, at the next seq.
+    const [ok] = await registry.apply(ctx, [
+      tenantDoc('circlek-eu-qa', { customer: 'circlek-europe', region: 'eu', environmentType: 'qa' }),
+    ]);
+    expect(ok?.action).toBe('created');
+    const { rows } = await t.owner.query('select seq::int from audit_records where chain = $1', [ok?.uuid]);
+    expect(rows).toEqual([{ seq: 1 }]);
+    expect((await verifyAudit(t.db, { publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('serialises appends per chain only: one tenant waits for its own chain, not for another', async () => {
+    const [a, b] = [randomUUID(), randomUUID()];
+    await appendMany(t.db, a, 1);
+    await appendMany(t.db, b, 1);
+    let release!: () => void;
+    const held = new Promise<void>((r) => {
+      release = r;
+    });
+    let locked!: () => void;
+    const isLocked = new Promise<void>((r) => {
+      locked = r;
+    });
+    const holder = asPlatform(t.db, async (trx) => {
+      await appendAudit(trx, entry(a));
+      locked();
+      await held;
+    });
+    await isLocked;
+    // Another tenant appends while a's head is locked.
+    const other = await Promise.race([
+      appendMany(t.db, b, 1).then(() => 'done'),
+      new Promise((r) => setTimeout(() => r('blocked'), 2000)),
+    ]);
+    expect(other).toBe('done');
+    // The same tenant waits.
+    let sameDone = false;
+    const same = appendMany(t.db, a, 1).then(() => {
+      sameDone = true;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    expect(sameDone).toBe(false);
+    release();
+    await holder;
+    await same;
+    const v = await verifyAudit(t.db, { tenant: a, publicKeys: keys });
+    expect(v.chains[0]).toMatchObject({ records: 3, lastSeq: 3, ok: true });
+  });
+
+  it('keeps chains gap-free under concurrency: 8 writers on 8 tenants and 8 writers on one tenant', async () => {
+    const shared = randomUUID();
+    const own = Array.from({ length: 8 }, () => randomUUID());
+    const perWriter = 20;
+    const writer = async (tenant: string) => {
+      for (let i = 0; i < perWriter; i++) {
+        // Some transactions roll back after appending: their seq must be reused, never skipped.
+        const rollback = i % 7 === 3;
+        await asPlatform(t.db, async (trx) => {
+          await appendAudit(trx, entry(tenant));
+          if (rollback) throw new Error('rollback');
+        }).catch((e: Error) => {
+          if (e.message !== 'rollback') throw e;
+        });
+      }
+    };
+    await Promise.all([...own.map((id) => writer(id)), ...own.map(() => writer(shared))]);
+    await createAuditCheckpoint(t.db, signer);
+    const v = await verifyAudit(t.db, { publicKeys: keys });
+    expect(v.problems).toEqual([]);
+    const committed = perWriter - Math.floor((perWriter - 4) / 7 + 1);
+    const report = new Map(v.chains.map((c) => [c.chain, c]));
+    expect(report.get(shared)).toMatchObject({ records: 8 * committed, firstSeq: 1, lastSeq: 8 * committed });
+    for (const id of own) expect(report.get(id)).toMatchObject({ records: committed, lastSeq: committed });
+    // Concurrent applies through the registry (the change path) on different tenants, too.
+    await Promise.all(
+      ['dev', 'qa', 'staging'].map((env) =>
+        registry.apply(ctx, [
+          tenantDoc(`circlek-us-${env}`, {
+            customer: 'circlek-north-america',
+            region: 'us',
+            environmentType: env,
+          }),
+        ]),
+      ),
+    );
+    expect((await verifyAudit(t.db, { publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('records denied attempts outside any change, on the tenant chain', async () => {
+    const tenant = randomUUID();
+    const rec = await recordAuditAttempt(t.db, ctx, {
+      tenantId: tenant,
+      action: 'tenant.suspend',
+      outcome: 'denied',
+      target: { kind: 'Tenant', id: tenant },
+      decision: { code: 'policy.forbidden', reason: 'role viewer may not suspend tenants' },
+    });
+    expect(rec).toMatchObject({ chain: tenant, seq: 1, outcome: 'denied' });
+    const page = await searchAudit(t.db, { kind: 'platform' }, { outcome: 'denied' });
+    expect(page.items.map((r) => r.id)).toEqual([rec.id]);
+    expect(page.items[0]?.decision).toEqual({
+      code: 'policy.forbidden',
+      reason: 'role viewer may not suspend tenants',
+    });
+    expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('searches by tenant, actor, action, target, time and correlation id, with cursor pagination', async () => {
+    const tenant = randomUUID();
+    const start = new Date(Date.now() - 1000).toISOString();
+    const corr = randomUUID();
+    await appendMany(t.db, tenant, 7, { actor: 'bob', action: 'deployment.update', correlationId: corr });
+    await appendMany(t.db, tenant, 3, { actor: 'carol', action: 'tenant.suspend' });
+    const platform = { kind: 'platform' } as const;
+
+    const all: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await searchAudit(t.db, platform, { tenant, limit: 3, ...(cursor ? { cursor } : {}) });
+      expect(page.items.length).toBeLessThanOrEqual(3);
+      all.push(...page.items.map((r) => `${r.seq}`));
+      cursor = page.nextCursor ?? undefined;
+    } while (cursor);
+    expect(all).toEqual(['10', '9', '8', '7', '6', '5', '4', '3', '2', '1']);
+
+    expect((await searchAudit(t.db, platform, { tenant, actor: 'carol' })).items).toHaveLength(3);
+    expect((await searchAudit(t.db, platform, { tenant, action: 'deployment.*' })).items).toHaveLength(7);
+    expect(
+      (await searchAudit(t.db, platform, { action: 'tenant.suspend', actor: 'carol' })).items,
+    ).toHaveLength(3);
+    expect((await searchAudit(t.db, platform, { correlationId: corr })).items).toHaveLength(7);
+    expect((await searchAudit(t.db, platform, { tenant, targetSlug: 't-0' })).items).toHaveLength(2);
+    expect((await searchAudit(t.db, platform, { tenant, from: start })).items).toHaveLength(10);
+    expect((await searchAudit(t.db, platform, { tenant, to: start })).items).toHaveLength(0);
+    const dep = await registry.get(ctx, 'Deployment', 'circlek-eu-prod-store-pl');
+    const byTarget = await searchAudit(t.db, platform, { targetId: dep.metadata.uuid });
+    expect(byTarget.items.map((r) => r.action)).toEqual(['deployment.create']);
+
+    // A tenant sees its own records only, whatever it asks for.
+    const asOther = await searchAudit(t.db, { kind: 'tenant', tenantId: randomUUID() }, { tenant });
+    expect(asOther.items).toEqual([]);
+    const asSelf = await searchAudit(t.db, { kind: 'tenant', tenantId: tenant }, {});
+    expect(asSelf.items).toHaveLength(10);
+    expect(asSelf.items.every((r) => r.tenantId === tenant)).toBe(true);
+    // It appends to its own chain in its own scope (the change path in a tenant's scope does) ...
+    const own = await asTenant(t.db, tenant, (trx) => appendAudit(trx, entry(tenant)));
+    expect(own).toMatchObject({ chain: tenant, seq: 11 });
+    // ... and cannot write into another tenant's chain.
+    await expect(asTenant(t.db, randomUUID(), (trx) => appendAudit(trx, entry(tenant)))).rejects.toThrow(
+      /row-level security/,
+    );
+
+    for (const bad of [{ limit: 0 }, { tenant: 'nope' }, { from: 'yesterday' }, { cursor: 'garbage' }]) {
+      const e = await searchAudit(t.db, platform, bad).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(TenantryError);
+      expect((e as TenantryError).status).toBe(400);
+    }
+  });
+
+  it('stores upper-case UUIDs so that the record still verifies', async () => {
+    const tenant = randomUUID();
+    const rec = await asPlatform(t.db, (trx) =>
+      appendAudit(trx, { ...entry(tenant.toUpperCase()), id: randomUUID().toUpperCase() }),
+    );
+    expect(rec.chain).toBe(tenant);
+    expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('takes a checkpoint only when a chain has moved', async () => {
+    const checkpointer = new AuditCheckpointer(t.db, signer, 60_000);
+    const before = (await createAuditCheckpoint(t.db, signer)).heads.platform?.seq ?? 0;
+    await appendMany(t.db, null, 1);
+    const first = await checkpointer.tick();
+    expect(first?.heads.platform).toMatchObject({ seq: before + 1 });
+    expect(await checkpointer.tick()).toBeUndefined();
+    await appendMany(t.db, null, 1);
+    expect((await checkpointer.tick())?.heads.platform).toMatchObject({ seq: before + 2 });
+    checkpointer.start();
+    await checkpointer.stop();
+  });
+
+  it('refuses a record whose chain does not match its tenant', async () => {
+    await expect(
+      asPlatform(t.db, (trx) =>
+        sql`insert into audit_records (id, actor_principal, actor_kind, action, target_kind, outcome, request_id,
+          correlation_id, chain, seq, prev_hash, hash) values (${randomUUID()}, 'x', 'user', 'x', 'x', 'success', 'r', 'c',
+          ${randomUUID()}, 1, ${'0'.repeat(64)}, ${'0'.repeat(64)})`.execute(trx),
+      ),
+    ).rejects.toThrow(/audit_records_chain_tenant/);
+  });
+});
+
+function entry(tenantId: string) {
+  const id = randomUUID();
+  return {
+    tenantId,
+    appId: 'test',
+    actor: { principal: 'writer', kind: 'service' },
+    sessionId: null,
+    action: 'tenant.update',
+    target: { kind: 'Tenant', id: tenantId, slug: null },
+    after: { at: Date.now() },
+    outcome: 'success' as const,
+    requestId: id,
+    correlationId: id,
+  };
+}

@@ -1,0 +1,319 @@
+import { type AuditCheckpoint, checkpointPayload } from './audit-checkpoint.js';
+import { type AuditRecord, chainOf, GENESIS_HASH, HASH_PATTERN, hashAuditDocument } from './audit-hash.js';
+import { type TrustedKeys, verifySignature } from './checkpoint-signer.js';
+
+/** A segment deleted by retention: the chain continues after `throughSeq` from `throughHash`. */
+export interface RetentionMark {
+  id: string;
+  time: string;
+  chain: string;
+  throughSeq: number;
+  throughHash: string;
+  checkpointId: string;
+  deleted: number;
+}
+
+export type AuditProblemCode =
+  | 'record.altered'
+  | 'record.link_broken'
+  | 'record.missing'
+  | 'record.out_of_order'
+  | 'record.wrong_chain'
+  | 'chain.truncated'
+  | 'chain.start_missing'
+  | 'head.mismatch'
+  | 'checkpoint.signature_invalid'
+  | 'checkpoint.unknown_key'
+  | 'checkpoint.head_mismatch'
+  | 'checkpoint.head_missing'
+  | 'retention.unverified';
+
+export interface AuditProblem {
+  code: AuditProblemCode;
+  chain: string | null;
+  seq?: number;
+  recordId?: string;
+  checkpointId?: string;
+  message: string;
+}
+
+export interface ChainReport {
+  chain: string;
+  records: number;
+  /** First and last seq present (null when retention left none). */
+  firstSeq: number | null;
+  lastSeq: number | null;
+  lastHash: string | null;
+  /** Records up to this seq were deleted by retention. */
+  retainedThrough: number;
+  ok: boolean;
+  /** The first thing wrong with this chain, by position. */
+  firstProblem?: AuditProblem;
+}
+
+export interface AuditVerification {
+  ok: boolean;
+  records: number;
+  chains: ChainReport[];
+  checkpoints: { total: number; valid: number; latest: string | null };
+  /** Every problem found (at most `maxProblems`), the first of each chain first. */
+  problems: AuditProblem[];
+  firstProblem?: AuditProblem;
+}
+
+interface ChainState {
+  chain: string;
+  records: number;
+  expectedSeq: number;
+  lastHash: string;
+  lastId: string | null;
+  firstSeq: number | null;
+  lastSeq: number | null;
+  floorSeq: number;
+  floorHash: string;
+  problems: AuditProblem[];
+}
+
+interface Expectation {
+  checkpointId: string;
+  hash: string;
+  seen: boolean;
+}
+
+/**
+ * The verification engine, shared by the database verifier and the offline verifier of exports.
+ * Feed it retention marks and checkpoints first, then each chain's records in seq order (chains may
+ * interleave), optionally the stored chain heads, then call finish(). Pure: no I/O.
+ */
+export class AuditVerifier {
+  private readonly chains = new Map<string, ChainState>();
+  private readonly floors = new Map<string, RetentionMark>();
+  private readonly retention: RetentionMark[] = [];
+  private readonly checkpoints = new Map<string, { checkpoint: AuditCheckpoint; valid: boolean }>();
+  private readonly expectations = new Map<string, Map<number, Expectation[]>>();
+  private readonly heads = new Map<string, { seq: number; hash: string }>();
+  private readonly globalProblems: AuditProblem[] = [];
+  private latestCheckpoint: AuditCheckpoint | undefined;
+  private total = 0;
+
+  constructor(
+    private readonly keys: TrustedKeys,
+    private readonly opts: { chain?: string; maxProblems?: number } = {},
+  ) {}
+
+  private inScope(chain: string): boolean {
+    return this.opts.chain === undefined || this.opts.chain === chain;
+  }
+
+  addRetention(mark: RetentionMark): void {
+    if (!this.inScope(mark.chain)) return;
+    this.retention.push(mark);
+    const floor = this.floors.get(mark.chain);
+    if (!floor || mark.throughSeq > floor.throughSeq) this.floors.set(mark.chain, mark);
+  }
+
+  addCheckpoint(c: AuditCheckpoint): void {
+    const key = this.keys.get(c.keyId);
+    let valid = false;
+    if (!key) {
+      this.globalProblems.push({
+        code: 'checkpoint.unknown_key',
+        chain: null,
+        checkpointId: c.id,
+        message: `checkpoint ${c.id} (${c.time}) is signed with key ${c.keyId}, which is not a trusted key`,
+      });
+    } else if (!verifySignature(key, checkpointPayload(c), c.signature)) {
+      this.globalProblems.push({
+        code: 'checkpoint.signature_invalid',
+        chain: null,
+        checkpointId: c.id,
+        message: `checkpoint ${c.id} (${c.time}): the signature does not match its content (forged or altered)`,
+      });
+    } else {
+      valid = true;
+      if (!this.latestCheckpoint || c.time >= this.latestCheckpoint.time) this.latestCheckpoint = c;
+      for (const [chain, head] of Object.entries(c.heads)) {
+        if (!this.inScope(chain)) continue;
+        let bySeq = this.expectations.get(chain);
+        if (!bySeq) {
+          bySeq = new Map();
+          this.expectations.set(chain, bySeq);
+        }
+        const list = bySeq.get(head.seq) ?? [];
+        list.push({ checkpointId: c.id, hash: head.hash, seen: false });
+        bySeq.set(head.seq, list);
+      }
+    }
+    this.checkpoints.set(c.id, { checkpoint: c, valid });
+  }
+
+  /** The stored head of a chain (audit_chain_heads), checked against the last record. */
+  addHead(chain: string, seq: number, hash: string): void {
+    if (this.inScope(chain)) this.heads.set(chain, { seq, hash });
+  }
+
+  private state(chain: string): ChainState {
+    let s = this.chains.get(chain);
+    if (!s) {
+      const floor = this.floors.get(chain);
+      const floorSeq = floor?.throughSeq ?? 0;
+      const floorHash = floor?.throughHash ?? GENESIS_HASH;
+      s = {
+        chain,
+        records: 0,
+        expectedSeq: floorSeq + 1,
+        lastHash: floorHash,
+        lastId: null,
+        firstSeq: null,
+        lastSeq: null,
+        floorSeq,
+        floorHash,
+        problems: [],
+      };
+      this.chains.set(chain, s);
+    }
+    return s;
+  }
+
+  addRecord(r: AuditRecord): void {
+    if (!this.inScope(r.chain)) return;
+    this.total++;
+    const s = this.state(r.chain);
+    const p = (code: AuditProblemCode, message: string) =>
+      s.problems.push({ code, chain: r.chain, seq: r.seq, recordId: r.id, message });
+    if (r.chain !== chainOf(r.tenantId)) {
+      p(
+        'record.wrong_chain',
+        `record ${r.id} (seq ${r.seq}) of tenant ${r.tenantId ?? 'none'} is in chain ${r.chain}`,
+      );
+    }
+    let linked = true;
+    if (r.seq > s.expectedSeq) {
+      linked = false;
+      const missing = r.seq - 1 === s.expectedSeq ? `${s.expectedSeq}` : `${s.expectedSeq}-${r.seq - 1}`;
+      const code = s.records === 0 && s.floorSeq === 0 ? 'chain.start_missing' : 'record.missing';
+      p(
+        code,
+        `record seq ${missing} of chain ${r.chain} is missing (deleted) before record ${r.id} (seq ${r.seq})`,
+      );
+    } else if (r.seq < s.expectedSeq) {
+      linked = false;
+      p('record.out_of_order', `record ${r.id} has seq ${r.seq} but follows seq ${s.expectedSeq - 1}`);
+    }
+    const computed = hashAuditDocument(r);
+    if (!HASH_PATTERN.test(r.hash) || computed !== r.hash) {
+      p('record.altered', `record ${r.id} (seq ${r.seq}) does not match its hash: its content was changed`);
+    }
+    if (linked && r.prevHash !== s.lastHash) {
+      const culprit = s.lastId
+        ? `record ${s.lastId} (seq ${r.seq - 1}) was changed and re-hashed or replaced`
+        : `the chain does not start from ${s.floorSeq === 0 ? 'genesis' : `the retained head at seq ${s.floorSeq}`}`;
+      p(
+        'record.link_broken',
+        `record ${r.id} (seq ${r.seq}) does not follow the record before it (prev_hash differs): ${culprit}`,
+      );
+    }
+    const expected = this.expectations.get(r.chain)?.get(r.seq);
+    for (const e of expected ?? []) {
+      e.seen = true;
+      if (e.hash !== r.hash)
+        p(
+          'checkpoint.head_mismatch',
+          `record ${r.id} (seq ${r.seq}) is not the record checkpoint ${e.checkpointId} signed at that position (rewritten history)`,
+        );
+    }
+    s.records++;
+    s.firstSeq ??= r.seq;
+    s.lastSeq = r.seq;
+    s.lastHash = r.hash;
+    s.lastId = r.id;
+    s.expectedSeq = Math.max(s.expectedSeq, r.seq + 1);
+  }
+
+  finish(): AuditVerification {
+    for (const chain of [...this.heads.keys(), ...this.expectations.keys(), ...this.floors.keys()])
+      this.state(chain);
+    // Retention marks must end at a head that a valid checkpoint signed.
+    for (const m of this.retention) {
+      const cp = this.checkpoints.get(m.checkpointId);
+      const head = cp?.checkpoint.heads[m.chain];
+      if (!cp?.valid || !head || head.seq !== m.throughSeq || head.hash !== m.throughHash) {
+        this.state(m.chain).problems.unshift({
+          code: 'retention.unverified',
+          chain: m.chain,
+          seq: m.throughSeq,
+          checkpointId: m.checkpointId,
+          message: `retention ${m.id} claims chain ${m.chain} was deleted through seq ${m.throughSeq}, but no valid checkpoint signed that head`,
+        });
+      }
+    }
+    for (const s of this.chains.values()) {
+      const lastSeq = s.lastSeq ?? s.floorSeq;
+      // Checkpointed heads that never came by: the chain was truncated (or the checkpoint is beyond it).
+      for (const [seq, list] of this.expectations.get(s.chain) ?? []) {
+        for (const e of list) {
+          if (e.seen) continue;
+          if (seq < s.floorSeq || (seq === s.floorSeq && e.hash === s.floorHash)) continue;
+          if (seq === s.floorSeq) {
+            s.problems.push({
+              code: 'checkpoint.head_mismatch',
+              chain: s.chain,
+              seq,
+              checkpointId: e.checkpointId,
+              message: `checkpoint ${e.checkpointId} signed chain ${s.chain} at seq ${seq} with another hash than retention kept`,
+            });
+          } else if (seq > lastSeq) {
+            s.problems.push({
+              code: 'chain.truncated',
+              chain: s.chain,
+              seq: lastSeq + 1,
+              checkpointId: e.checkpointId,
+              message: `chain ${s.chain} ends at seq ${lastSeq}, but checkpoint ${e.checkpointId} signed it up to seq ${seq}: records ${lastSeq + 1}-${seq} were deleted`,
+            });
+          }
+          // seq within the chain but not seen: a gap, already reported as record.missing.
+        }
+      }
+      const head = this.heads.get(s.chain);
+      if (head && (head.seq !== lastSeq || head.hash !== s.lastHash)) {
+        s.problems.push({
+          code: 'head.mismatch',
+          chain: s.chain,
+          seq: head.seq,
+          message:
+            head.seq > lastSeq
+              ? `chain ${s.chain} ends at seq ${lastSeq}, but its head says seq ${head.seq}: records ${lastSeq + 1}-${head.seq} were deleted`
+              : `chain ${s.chain}'s head (seq ${head.seq}) does not match its last record (seq ${lastSeq})`,
+        });
+      }
+    }
+    const max = this.opts.maxProblems ?? 1000;
+    const states = [...this.chains.values()].sort((a, b) =>
+      a.chain < b.chain ? -1 : a.chain > b.chain ? 1 : 0,
+    );
+    const chains: ChainReport[] = states.map((s) => {
+      const ordered = [...s.problems].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+      s.problems = ordered;
+      return {
+        chain: s.chain,
+        records: s.records,
+        firstSeq: s.firstSeq,
+        lastSeq: s.lastSeq,
+        lastHash: s.lastSeq === null ? null : s.lastHash,
+        retainedThrough: s.floorSeq,
+        ok: ordered.length === 0,
+        ...(ordered[0] ? { firstProblem: ordered[0] } : {}),
+      };
+    });
+    const problems = [...this.globalProblems, ...states.flatMap((s) => s.problems)].slice(0, max);
+    const valid = [...this.checkpoints.values()].filter((c) => c.valid).length;
+    return {
+      ok: problems.length === 0,
+      records: this.total,
+      chains,
+      checkpoints: { total: this.checkpoints.size, valid, latest: this.latestCheckpoint?.id ?? null },
+      problems,
+      ...(problems[0] ? { firstProblem: problems[0] } : {}),
+    };
+  }
+}

@@ -1,0 +1,116 @@
+import { type RawBuilder, sql } from 'kysely';
+import type { Trx } from '../db/database.js';
+import type { AuditRecord } from './audit-hash.js';
+import type { RetentionMark } from './audit-verifier.js';
+
+/** audit_records as read for hashing: times as exact microsecond text, jsonb parsed. */
+export interface AuditRecordRow {
+  id: string;
+  chain: string;
+  seq: string;
+  time: string;
+  tenant_id: string | null;
+  app_id: string | null;
+  actor_principal: string;
+  actor_kind: string;
+  session_id: string | null;
+  action: string;
+  target_kind: string;
+  target_id: string | null;
+  target_slug: string | null;
+  before: unknown;
+  after: unknown;
+  outcome: 'success' | 'failure' | 'denied';
+  decision: unknown;
+  request_id: string;
+  correlation_id: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export const RECORD_COLUMNS: RawBuilder<unknown> = sql`a.id, a.chain, a.seq, tenantry_audit_time(a.time) as time,
+  a.tenant_id, a.app_id, a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id,
+  a.target_slug, a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, a.prev_hash, a.hash`;
+
+export function recordFromRow(r: AuditRecordRow): AuditRecord {
+  return {
+    v: 1,
+    id: r.id,
+    chain: r.chain,
+    seq: Number(r.seq),
+    time: r.time,
+    tenantId: r.tenant_id,
+    appId: r.app_id,
+    actor: { principal: r.actor_principal, kind: r.actor_kind },
+    sessionId: r.session_id,
+    action: r.action,
+    target: { kind: r.target_kind, id: r.target_id, slug: r.target_slug },
+    before: r.before,
+    after: r.after,
+    outcome: r.outcome,
+    decision: r.decision,
+    requestId: r.request_id,
+    correlationId: r.correlation_id,
+    prevHash: r.prev_hash,
+    hash: r.hash,
+  };
+}
+
+/**
+ * Reads every record of one chain (or of all chains) in (chain, seq) order, in batches by keyset
+ * on the unique (chain, seq) index. The next batch is requested before the current one is handed
+ * out, so the database reads while the caller hashes. Run it in a repeatable-read transaction for
+ * one consistent snapshot, in the platform scope.
+ */
+export async function* streamRecords(
+  trx: Trx,
+  opts: { chain?: string; batchSize?: number } = {},
+): AsyncGenerator<AuditRecord[]> {
+  const size = opts.batchSize ?? 5000;
+  // tenantry_audit_scan: platform scope only; reads by the (chain, seq) index (see migration 0002).
+  const fetch = (after: { chain: string; seq: number } | null) =>
+    sql<AuditRecordRow>`select * from tenantry_audit_scan(${opts.chain ?? null}::text, ${after?.chain ?? ''}::text,
+      ${after?.seq ?? 0}::bigint, ${size}::integer)`.execute(trx);
+  let pending = fetch(null);
+  for (;;) {
+    const { rows } = await pending;
+    if (rows.length === 0) return;
+    const last = rows[rows.length - 1]!;
+    if (rows.length === size) pending = fetch({ chain: last.chain, seq: Number(last.seq) });
+    yield rows.map(recordFromRow);
+    if (rows.length < size) return;
+  }
+}
+
+export async function loadRetention(trx: Trx, chain?: string): Promise<RetentionMark[]> {
+  const { rows } = await sql<{
+    id: string;
+    time: string;
+    chain: string;
+    through_seq: string;
+    through_hash: string;
+    checkpoint_id: string;
+    deleted: string;
+  }>`select id, tenantry_audit_time(time) as time, chain, through_seq, through_hash, checkpoint_id, deleted
+     from audit_retention where ${chain === undefined ? sql`true` : sql`chain = ${chain}`}
+     order by chain, through_seq`.execute(trx);
+  return rows.map((r) => ({
+    id: r.id,
+    time: r.time,
+    chain: r.chain,
+    throughSeq: Number(r.through_seq),
+    throughHash: r.through_hash,
+    checkpointId: r.checkpoint_id,
+    deleted: Number(r.deleted),
+  }));
+}
+
+export async function loadHeads(
+  trx: Trx,
+  chain?: string,
+): Promise<{ chain: string; seq: number; hash: string }[]> {
+  const { rows } = await sql<{ chain: string; seq: string; hash: string }>`
+    select chain, seq, hash from audit_chain_heads
+    where ${chain === undefined ? sql`true` : sql`chain = ${chain}`} order by chain`.execute(trx);
+  return rows.map((r) => ({ chain: r.chain, seq: Number(r.seq), hash: r.hash }));
+}

@@ -1,0 +1,169 @@
+import type { KeyObject } from 'node:crypto';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import readline from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
+import { type Db, setScope } from '../db/database.js';
+import { loadHeads, loadRetention, streamRecords } from './audit.repository.js';
+import { type AuditCheckpoint, loadCheckpoints } from './audit-checkpoint.js';
+import type { AuditRecord } from './audit-hash.js';
+import { type AuditVerification, AuditVerifier, type RetentionMark } from './audit-verifier.js';
+import { trustedKeys } from './checkpoint-signer.js';
+import { parseChainFilter } from './verify-audit.js';
+
+/**
+ * Export format `tenantry.audit.v1`, JSON Lines, in this order:
+ *   {"type":"header","format":"tenantry.audit.v1","exportedAt":…,"chain":null|"<tenant id>"|"platform"}
+ *   {"type":"checkpoint", …AuditCheckpoint}          every checkpoint, oldest first
+ *   {"type":"retention", …RetentionMark}             segments deleted by retention
+ *   {"type":"head","chain":…,"seq":…,"hash":…}       the stored chain heads
+ *   {"type":"record", …AuditRecord}                  each chain in seq order
+ * A record line is exactly the hashed document (format v1) plus `type` and `hash`, so anyone can
+ * recompute it: sha256 over the canonical JSON (sorted keys, no spaces) of the line without `type`
+ * and `hash`. A checkpoint signs the canonical JSON of {v:1,type:"tenantry.audit.checkpoint",id,
+ * time,keyId,heads} with Ed25519.
+ */
+export const EXPORT_FORMAT = 'tenantry.audit.v1';
+
+export interface ExportAuditOptions {
+  /** A tenant id, or 'platform': that chain only (with every checkpoint, as signed). */
+  tenant?: string;
+  batchSize?: number;
+}
+
+export interface AuditExportSummary {
+  records: number;
+  checkpoints: number;
+  retention: number;
+  chains: number;
+}
+
+async function writeLine(out: Writable, value: unknown): Promise<void> {
+  if (!out.write(`${JSON.stringify(value)}\n`)) await once(out, 'drain');
+}
+
+/** Writes one consistent snapshot of the audit log to `out` as JSON Lines; does not end `out`. */
+export async function exportAudit(
+  db: Db,
+  out: Writable,
+  opts: ExportAuditOptions = {},
+): Promise<AuditExportSummary> {
+  const chain = parseChainFilter(opts.tenant);
+  return db
+    .transaction()
+    .setIsolationLevel('repeatable read')
+    .setAccessMode('read only')
+    .execute(async (trx) => {
+      await setScope(trx, { kind: 'platform' });
+      const summary: AuditExportSummary = { records: 0, checkpoints: 0, retention: 0, chains: 0 };
+      await writeLine(out, {
+        type: 'header',
+        format: EXPORT_FORMAT,
+        exportedAt: new Date().toISOString(),
+        chain: chain ?? null,
+      });
+      for (const c of await loadCheckpoints(trx)) {
+        await writeLine(out, { type: 'checkpoint', ...c });
+        summary.checkpoints++;
+      }
+      for (const m of await loadRetention(trx, chain)) {
+        await writeLine(out, { type: 'retention', ...m });
+        summary.retention++;
+      }
+      for (const h of await loadHeads(trx, chain)) {
+        await writeLine(out, { type: 'head', ...h });
+        summary.chains++;
+      }
+      for await (const batch of streamRecords(trx, {
+        ...(chain !== undefined ? { chain } : {}),
+        ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+      })) {
+        const text = batch.map((r) => `${JSON.stringify({ type: 'record', ...r })}\n`).join('');
+        if (!out.write(text)) await once(out, 'drain');
+        summary.records += batch.length;
+      }
+      return summary;
+    });
+}
+
+export interface OfflineVerification extends AuditVerification {
+  /** Lines that are not part of the format, or out of order. */
+  malformed: { line: number; message: string }[];
+}
+
+/**
+ * Verifies an exported file with nothing but the file and the public key(s): every hash, link and
+ * seq, every checkpoint signature, that the checkpointed heads are present, and retention.
+ * `input` is a path or a readable stream.
+ */
+export async function verifyAuditExport(
+  input: string | Readable,
+  publicKeys: ReadonlyArray<KeyObject | string>,
+): Promise<OfflineVerification> {
+  const stream = typeof input === 'string' ? fs.createReadStream(input, 'utf8') : input;
+  const lines = readline.createInterface({ input: stream, crlfDelay: Number.POSITIVE_INFINITY });
+  const malformed: { line: number; message: string }[] = [];
+  let verifier: AuditVerifier | undefined;
+  const keys = trustedKeys(publicKeys);
+  let n = 0;
+  let seenRecords = false;
+  for await (const text of lines) {
+    n++;
+    if (text.trim() === '') continue;
+    let value: { type?: unknown; [k: string]: unknown };
+    try {
+      value = JSON.parse(text);
+    } catch {
+      malformed.push({ line: n, message: 'not JSON' });
+      continue;
+    }
+    if (n === 1) {
+      if (value.type !== 'header' || value.format !== EXPORT_FORMAT) {
+        malformed.push({ line: n, message: `not a ${EXPORT_FORMAT} export` });
+        break;
+      }
+      const chain = typeof value.chain === 'string' ? value.chain : undefined;
+      verifier = new AuditVerifier(keys, chain !== undefined ? { chain } : {});
+      continue;
+    }
+    if (!verifier) break;
+    const { type, ...rest } = value;
+    switch (type) {
+      case 'checkpoint':
+      case 'retention':
+        if (seenRecords) {
+          malformed.push({ line: n, message: `${type} after the records` });
+          continue;
+        }
+        if (type === 'checkpoint') verifier.addCheckpoint(rest as unknown as AuditCheckpoint);
+        else verifier.addRetention(rest as unknown as RetentionMark);
+        break;
+      case 'head':
+        verifier.addHead(String(rest.chain), Number(rest.seq), String(rest.hash));
+        break;
+      case 'record':
+        seenRecords = true;
+        try {
+          verifier.addRecord(rest as unknown as AuditRecord);
+        } catch {
+          malformed.push({ line: n, message: 'not an audit record' });
+        }
+        break;
+      default:
+        malformed.push({ line: n, message: `unknown line type ${JSON.stringify(type)}` });
+    }
+  }
+  if (!verifier) {
+    if (malformed.length === 0) malformed.push({ line: 1, message: 'empty file' });
+    return {
+      ok: false,
+      records: 0,
+      chains: [],
+      checkpoints: { total: 0, valid: 0, latest: null },
+      problems: [],
+      malformed,
+    };
+  }
+  const result = verifier.finish();
+  return { ...result, ok: result.ok && malformed.length === 0, malformed };
+}

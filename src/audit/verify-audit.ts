@@ -1,0 +1,61 @@
+import type { KeyObject } from 'node:crypto';
+import { type Db, setScope } from '../db/database.js';
+import { isUuid } from '../domain/identifiers.js';
+import { ValidationError } from '../errors/errors.js';
+import { loadHeads, loadRetention, streamRecords } from './audit.repository.js';
+import { loadCheckpoints } from './audit-checkpoint.js';
+import { PLATFORM_CHAIN } from './audit-hash.js';
+import { type AuditVerification, AuditVerifier } from './audit-verifier.js';
+import { trustedKeys } from './checkpoint-signer.js';
+
+export interface VerifyAuditOptions {
+  /** A tenant id, or 'platform': verify that chain only. Absent: every chain. */
+  tenant?: string;
+  /** Keys trusted to have signed checkpoints (PEM text or key objects): at least the signer's public key. */
+  publicKeys: ReadonlyArray<KeyObject | string>;
+  batchSize?: number;
+  maxProblems?: number;
+}
+
+export function parseChainFilter(tenant: string | undefined): string | undefined {
+  if (tenant === undefined || tenant === PLATFORM_CHAIN) return tenant;
+  if (!isUuid(tenant))
+    throw ValidationError.field(
+      '/tenant',
+      'tenant.invalid',
+      `"${tenant}" is not a tenant id (UUID) or "platform".`,
+    );
+  return tenant.toLowerCase();
+}
+
+/**
+ * Recomputes every chain (or one tenant's) from one consistent snapshot: each record's hash, each
+ * link, gap-free seq; every checkpoint's signature and that every head it signed is still there
+ * (so deleting the newest records is detected); that retention only removed checkpointed segments;
+ * and that the stored chain heads match the last records. Reads as the platform.
+ */
+export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<AuditVerification> {
+  const chain = parseChainFilter(opts.tenant);
+  const verifier = new AuditVerifier(trustedKeys(opts.publicKeys), {
+    ...(chain !== undefined ? { chain } : {}),
+    ...(opts.maxProblems !== undefined ? { maxProblems: opts.maxProblems } : {}),
+  });
+  return db
+    .transaction()
+    .setIsolationLevel('repeatable read')
+    .setAccessMode('read only')
+    .execute(async (trx) => {
+      // The snapshot begins with this first statement: everything below sees the same moment.
+      await setScope(trx, { kind: 'platform' });
+      for (const m of await loadRetention(trx, chain)) verifier.addRetention(m);
+      for (const c of await loadCheckpoints(trx)) verifier.addCheckpoint(c);
+      for (const h of await loadHeads(trx, chain)) verifier.addHead(h.chain, h.seq, h.hash);
+      for await (const batch of streamRecords(trx, {
+        ...(chain !== undefined ? { chain } : {}),
+        ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+      })) {
+        for (const r of batch) verifier.addRecord(r);
+      }
+      return verifier.finish();
+    });
+}

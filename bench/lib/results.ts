@@ -1,0 +1,98 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { settings } from './settings.js';
+
+export interface Measurement {
+  label: string;
+  /** Operations per second. */
+  value: number;
+  unit: string;
+  /** Latency percentiles in milliseconds, where measured. */
+  latencyMs?: { p50: number; p99: number };
+}
+
+export interface Row {
+  benchmark: string;
+  figure: Measurement;
+  /** Measured in the same run, with the same connection count. */
+  baseline: Measurement;
+  /** figure / baseline. */
+  ratio: number;
+  /** Minimum ratio wanted; null when the row is reported only. */
+  goal: number | null;
+  goalNote: string;
+  met: boolean | null;
+}
+
+export function row(
+  benchmark: string,
+  figure: Measurement,
+  baseline: Measurement,
+  goal: number | null,
+  goalNote = '',
+): Row {
+  const ratio = baseline.value > 0 ? figure.value / baseline.value : 0;
+  return {
+    benchmark,
+    figure,
+    baseline,
+    ratio,
+    goal,
+    goalNote,
+    met: goal === null ? null : ratio >= goal,
+  };
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+const rate = (m: Measurement) => `${m.value.toFixed(0)} ${m.unit}`;
+const latency = (m: Measurement) =>
+  m.latencyMs ? `p50 ${m.latencyMs.p50} ms, p99 ${m.latencyMs.p99} ms` : '';
+
+export function formatTable(rows: Row[]): string {
+  const header = ['Benchmark', 'Figure', 'Baseline (same run)', 'Ratio', 'Goal', 'Met'];
+  const cells = rows.map((r) => [
+    r.benchmark,
+    rate(r.figure),
+    `${r.baseline.label}: ${rate(r.baseline)}`,
+    pct(r.ratio),
+    r.goal === null ? r.goalNote || 'report only' : `>= ${pct(r.goal)}`,
+    r.met === null ? '-' : r.met ? 'yes' : 'NO',
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));
+  const line = (c: string[]) => c.map((x, i) => x.padEnd(widths[i] ?? 0)).join(' | ');
+  const out = [line(header), widths.map((w) => '-'.repeat(w)).join('-|-'), ...cells.map(line)];
+  const latencies = rows
+    .flatMap((r) => [r.figure, r.baseline])
+    .filter((m, i, all) => m.latencyMs && all.findIndex((o) => o.label === m.label) === i)
+    .map((m) => `  ${m.label}: ${latency(m)}`);
+  if (latencies.length > 0) out.push('', 'Latency:', ...latencies);
+  return out.join('\n');
+}
+
+export const RESULTS_FILE = path.join(
+  path.dirname(fileURLToPath(import.meta.url)),
+  '..',
+  'results',
+  'latest.json',
+);
+
+export async function writeResults(rows: Row[], startedAt: Date): Promise<string> {
+  await fs.mkdir(path.dirname(RESULTS_FILE), { recursive: true });
+  const report = {
+    startedAt: startedAt.toISOString(),
+    finishedAt: new Date().toISOString(),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model ?? 'unknown',
+      loadavg: os.loadavg(),
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+    },
+    settings: { ...settings, durability: 'fsync on, synchronous_commit on' },
+    rows,
+  };
+  await fs.writeFile(RESULTS_FILE, `${JSON.stringify(report, null, 2)}\n`);
+  return RESULTS_FILE;
+}

@@ -2,10 +2,13 @@
  * Writes docs/openapi.json from the route schemas (no database needed), or with --check fails when
  * the checked-in file is out of date.
  */
+import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import pino from 'pino';
 import { localOperator } from '../src/api/identity.js';
 import { buildServer } from '../src/api/server.js';
+import { AuditService } from '../src/audit/audit.service.js';
+import { AuditSigner } from '../src/audit/index.js';
 import { loadConfig } from '../src/config/config.js';
 import { createDb } from '../src/db/database.js';
 import { RegistryService } from '../src/registry/registry.service.js';
@@ -17,6 +20,7 @@ const app = await buildServer({
   config,
   db,
   registry: new RegistryService(db, config),
+  audit: new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey)),
   identify: localOperator,
   logger: pino({ level: 'silent' }),
 });

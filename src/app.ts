@@ -4,6 +4,8 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { type IdentityHook, localOperator } from './api/identity.js';
 import { buildServer } from './api/server.js';
+import { AuditService, readTrustedKeys } from './audit/audit.service.js';
+import { AuditCheckpointer, loadAuditSigner } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
@@ -17,6 +19,7 @@ export interface Tenantry {
   server: FastifyInstance;
   db: Db;
   registry: RegistryService;
+  audit: AuditService;
   stop(): Promise<void>;
 }
 
@@ -80,10 +83,25 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20);
     stops.push(() => db.destroy());
     const registry = new RegistryService(db, config);
+    const signer = await loadAuditSigner({
+      dataDir: config.dataDir,
+      ...(config.auditSigningKeyFile ? { keyFile: config.auditSigningKeyFile } : {}),
+    });
+    const audit = new AuditService(db, signer, await readTrustedKeys(config.auditTrustedKeyFiles));
+    const checkpointer = new AuditCheckpointer(db, signer, config.auditCheckpointIntervalMs, (err) =>
+      log.error({ err }, 'audit checkpoint failed'),
+    );
+    checkpointer.start();
+    stops.push(async () => {
+      await checkpointer.stop();
+      // A last checkpoint, so the heads written until now are signed before the process ends.
+      await checkpointer.tick();
+    });
     const server = await buildServer({
       config,
       db,
       registry,
+      audit,
       identify: opts.identify ?? localOperator,
       logger: log,
     });
@@ -92,7 +110,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, stop };
+    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, audit, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -146,4 +146,31 @@ describe('tenantry CLI', () => {
     const r = await cli('get', 'tenant', 'circlek-eu-uat');
     expect(r.stdout).toContain('Suspended');
   });
+
+  it('verifies, searches and exports the audit log, and verifies the export offline', async () => {
+    // The stop above signed a last checkpoint with the key kept in the data folder.
+    const verified = await cli('audit', 'verify');
+    expect(verified.code).toBe(0);
+    expect(verified.stdout).toMatch(
+      /^audit verified: \d+ records in \d+ chains; [1-9]\d*\/\d+ checkpoints valid/,
+    );
+    const found = await cli('audit', 'search', '--tenant', 'circlek-eu-uat', '--action', 'tenant.*');
+    expect(found.stdout).toMatch(/tenant\.suspend\s+success\s+local-operator\s+Tenant\/circlek-eu-uat/);
+    const key = path.join(dataDir, 'audit-key.pem');
+    fs.writeFileSync(key, (await cli('audit', 'public-key')).stdout);
+    const file = path.join(dataDir, 'audit.jsonl');
+    expect((await cli('audit', 'export', '-f', file)).code).toBe(0);
+    const offline = await cli('audit', 'verify', '--file', file, '--public-key', key);
+    expect(offline.code).toBe(0);
+    // One altered byte in a record and the offline check names it.
+    const lines = fs.readFileSync(file, 'utf8').split('\n');
+    const i = lines.findIndex((l) => l.includes('"action":"tenant.suspend"'));
+    lines[i] = lines[i]!.replace('"outcome":"success"', '"outcome":"denied"');
+    fs.writeFileSync(file, lines.join('\n'));
+    const tampered = await cli('audit', 'verify', '--file', file, '--public-key', key);
+    expect(tampered.code).toBe(1);
+    expect(tampered.stdout).toMatch(
+      /\[record\.altered\] chain 8c9646e0-b9ce-426a-8849-a047e29afa9d seq \d+ record/,
+    );
+  });
 });

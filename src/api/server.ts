@@ -5,6 +5,7 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
@@ -12,6 +13,7 @@ import type { RegistryService } from '../registry/registry.service.js';
 import type { IdentityHook } from './identity.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
+import { registerAuditRoutes } from './routes/audit.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
 import { registerObjectRoutes } from './routes/objects.routes.js';
 import { OBJECT_SCHEMAS, ProblemSchema } from './schemas.js';
@@ -20,6 +22,7 @@ export interface ServerDeps {
   config: Config;
   db: Db;
   registry: RegistryService;
+  audit: AuditService;
   identify: IdentityHook;
   logger: Logger;
 }
@@ -172,11 +175,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerHealthRoutes(app, db as never);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
+  registerAuditRoutes(app, deps.audit, identify);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The authorization action a route performs, e.g. `audit.read` (see the Identity issue). */
+    action?: string;
+  }
   interface FastifyRequest {
     idempotency?: { principal: string; key: string } | undefined;
   }

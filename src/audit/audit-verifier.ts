@@ -13,6 +13,18 @@ export interface RetentionMark {
   deleted: number;
 }
 
+/**
+ * The part of a chain an export covers (`tenantry audit export --since --until`): records
+ * `fromSeq`..`toSeq`, the first of which links to `prevHash`. Checkpointed heads inside the window
+ * anchor it; those outside it are not expected.
+ */
+export interface AuditWindow {
+  chain: string;
+  fromSeq: number;
+  toSeq: number;
+  prevHash: string;
+}
+
 export type AuditProblemCode =
   | 'record.altered'
   | 'record.link_broken'
@@ -44,8 +56,12 @@ export interface ChainReport {
   firstSeq: number | null;
   lastSeq: number | null;
   lastHash: string | null;
-  /** Records up to this seq were deleted by retention. */
+  /** Records up to this seq were deleted by retention (or precede the exported window). */
   retainedThrough: number;
+  /** The highest seq a valid checkpoint signed and the records confirm; later records are not yet anchored. */
+  anchoredThrough: number | null;
+  /** Present when only part of the chain was verified (a windowed export). */
+  window?: { fromSeq: number; toSeq: number };
   ok: boolean;
   /** The first thing wrong with this chain, by position. */
   firstProblem?: AuditProblem;
@@ -71,6 +87,7 @@ interface ChainState {
   lastSeq: number | null;
   floorSeq: number;
   floorHash: string;
+  anchoredThrough: number | null;
   problems: AuditProblem[];
 }
 
@@ -88,6 +105,7 @@ interface Expectation {
 export class AuditVerifier {
   private readonly chains = new Map<string, ChainState>();
   private readonly floors = new Map<string, RetentionMark>();
+  private readonly windows = new Map<string, AuditWindow>();
   private readonly retention: RetentionMark[] = [];
   private readonly checkpoints = new Map<string, { checkpoint: AuditCheckpoint; valid: boolean }>();
   private readonly expectations = new Map<string, Map<number, Expectation[]>>();
@@ -110,6 +128,11 @@ export class AuditVerifier {
     this.retention.push(mark);
     const floor = this.floors.get(mark.chain);
     if (!floor || mark.throughSeq > floor.throughSeq) this.floors.set(mark.chain, mark);
+  }
+
+  /** Verify only this window of the chain (call before its records). */
+  addWindow(w: AuditWindow): void {
+    if (this.inScope(w.chain)) this.windows.set(w.chain, w);
   }
 
   addCheckpoint(c: AuditCheckpoint): void {
@@ -156,8 +179,9 @@ export class AuditVerifier {
     let s = this.chains.get(chain);
     if (!s) {
       const floor = this.floors.get(chain);
-      const floorSeq = floor?.throughSeq ?? 0;
-      const floorHash = floor?.throughHash ?? GENESIS_HASH;
+      const window = this.windows.get(chain);
+      const floorSeq = window ? window.fromSeq - 1 : (floor?.throughSeq ?? 0);
+      const floorHash = window ? window.prevHash : (floor?.throughHash ?? GENESIS_HASH);
       s = {
         chain,
         records: 0,
@@ -168,6 +192,7 @@ export class AuditVerifier {
         lastSeq: null,
         floorSeq,
         floorHash,
+        anchoredThrough: null,
         problems: [],
       };
       this.chains.set(chain, s);
@@ -221,6 +246,7 @@ export class AuditVerifier {
           'checkpoint.head_mismatch',
           `record ${r.id} (seq ${r.seq}) is not the record checkpoint ${e.checkpointId} signed at that position (rewritten history)`,
         );
+      else s.anchoredThrough = Math.max(s.anchoredThrough ?? 0, r.seq);
     }
     s.records++;
     s.firstSeq ??= r.seq;
@@ -231,7 +257,12 @@ export class AuditVerifier {
   }
 
   finish(): AuditVerification {
-    for (const chain of [...this.heads.keys(), ...this.expectations.keys(), ...this.floors.keys()])
+    for (const chain of [
+      ...this.heads.keys(),
+      ...this.expectations.keys(),
+      ...this.floors.keys(),
+      ...this.windows.keys(),
+    ])
       this.state(chain);
     // Retention marks must end at a head that a valid checkpoint signed.
     for (const m of this.retention) {
@@ -249,10 +280,11 @@ export class AuditVerifier {
     }
     for (const s of this.chains.values()) {
       const lastSeq = s.lastSeq ?? s.floorSeq;
+      const window = this.windows.get(s.chain);
       // Checkpointed heads that never came by: the chain was truncated (or the checkpoint is beyond it).
       for (const [seq, list] of this.expectations.get(s.chain) ?? []) {
         for (const e of list) {
-          if (e.seen) continue;
+          if (e.seen || (window && seq > window.toSeq)) continue;
           if (seq < s.floorSeq || (seq === s.floorSeq && e.hash === s.floorHash)) continue;
           if (seq === s.floorSeq) {
             s.problems.push({
@@ -301,6 +333,10 @@ export class AuditVerifier {
         lastSeq: s.lastSeq,
         lastHash: s.lastSeq === null ? null : s.lastHash,
         retainedThrough: s.floorSeq,
+        anchoredThrough: s.anchoredThrough,
+        ...(this.windows.has(s.chain)
+          ? { window: { fromSeq: s.floorSeq + 1, toSeq: this.windows.get(s.chain)!.toSeq } }
+          : {}),
         ok: ordered.length === 0,
         ...(ordered[0] ? { firstProblem: ordered[0] } : {}),
       };

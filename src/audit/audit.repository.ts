@@ -1,7 +1,7 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
 import type { AuditRecord } from './audit-hash.js';
-import type { RetentionMark } from './audit-verifier.js';
+import type { AuditWindow, RetentionMark } from './audit-verifier.js';
 
 /** audit_records as read for hashing: times as exact microsecond text, jsonb parsed. */
 export interface AuditRecordRow {
@@ -64,22 +64,54 @@ export function recordFromRow(r: AuditRecordRow): AuditRecord {
  */
 export async function* streamRecords(
   trx: Trx,
-  opts: { chain?: string; batchSize?: number } = {},
+  opts: { chain?: string; batchSize?: number; fromSeq?: number; toSeq?: number } = {},
 ): AsyncGenerator<AuditRecord[]> {
   const size = opts.batchSize ?? 5000;
   // tenantry_audit_scan: platform scope only; reads by the (chain, seq) index (see migration 0002).
   const fetch = (after: { chain: string; seq: number } | null) =>
     sql<AuditRecordRow>`select * from tenantry_audit_scan(${opts.chain ?? null}::text, ${after?.chain ?? ''}::text,
-      ${after?.seq ?? 0}::bigint, ${size}::integer)`.execute(trx);
+      ${after?.seq ?? (opts.fromSeq ?? 1) - 1}::bigint, ${size}::integer)`.execute(trx);
+  const toSeq = opts.toSeq ?? Number.POSITIVE_INFINITY;
   let pending = fetch(null);
   for (;;) {
     const { rows } = await pending;
-    if (rows.length === 0) return;
+    const inRange = rows.filter((r) => Number(r.seq) <= toSeq);
+    if (inRange.length === 0) return;
     const last = rows[rows.length - 1]!;
-    if (rows.length === size) pending = fetch({ chain: last.chain, seq: Number(last.seq) });
-    yield rows.map(recordFromRow);
-    if (rows.length < size) return;
+    const more = rows.length === size && inRange.length === rows.length;
+    if (more) pending = fetch({ chain: last.chain, seq: Number(last.seq) });
+    yield inRange.map(recordFromRow);
+    if (!more) return;
   }
+}
+
+/**
+ * Per chain, the contiguous seq range of the records written in [since, until): from the first
+ * record at or after `since` to the last before `until`, with the hash the range starts from.
+ * Records of one chain take their time when their transaction began, so a range can hold a record a
+ * few milliseconds outside the window; it never has a hole.
+ */
+export async function loadWindows(
+  trx: Trx,
+  opts: { chain?: string; since?: string; until?: string },
+): Promise<AuditWindow[]> {
+  const since = opts.since ?? '-infinity';
+  const until = opts.until ?? 'infinity';
+  const { rows } = await sql<{ chain: string; from_seq: string; to_seq: string; prev_hash: string }>`
+    with ranges as (
+      select chain, min(seq) filter (where time >= ${since}::timestamptz) as from_seq,
+             max(seq) filter (where time < ${until}::timestamptz) as to_seq
+      from audit_records where ${opts.chain === undefined ? sql`true` : sql`chain = ${opts.chain}`}
+      group by chain)
+    select r.chain, r.from_seq, r.to_seq, a.prev_hash from ranges r
+    join audit_records a on a.chain = r.chain and a.seq = r.from_seq
+    where r.from_seq <= r.to_seq order by r.chain`.execute(trx);
+  return rows.map((r) => ({
+    chain: r.chain,
+    fromSeq: Number(r.from_seq),
+    toSeq: Number(r.to_seq),
+    prevHash: r.prev_hash,
+  }));
 }
 
 export async function loadRetention(trx: Trx, chain?: string): Promise<RetentionMark[]> {

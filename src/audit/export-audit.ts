@@ -4,10 +4,16 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 import { type Db, setScope } from '../db/database.js';
-import { loadHeads, loadRetention, streamRecords } from './audit.repository.js';
+import { FieldErrors, ValidationError } from '../errors/errors.js';
+import { loadHeads, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
 import { type AuditCheckpoint, loadCheckpoints } from './audit-checkpoint.js';
 import type { AuditRecord } from './audit-hash.js';
-import { type AuditVerification, AuditVerifier, type RetentionMark } from './audit-verifier.js';
+import {
+  type AuditVerification,
+  AuditVerifier,
+  type AuditWindow,
+  type RetentionMark,
+} from './audit-verifier.js';
 import { trustedKeys } from './checkpoint-signer.js';
 import { parseChainFilter } from './verify-audit.js';
 
@@ -18,6 +24,10 @@ import { parseChainFilter } from './verify-audit.js';
  *   {"type":"retention", …RetentionMark}             segments deleted by retention
  *   {"type":"head","chain":…,"seq":…,"hash":…}       the stored chain heads
  *   {"type":"record", …AuditRecord}                  each chain in seq order
+ * An export limited in time (`since`/`until`) has, instead of retention and head lines, one
+ *   {"type":"window","chain":…,"fromSeq":…,"toSeq":…,"prevHash":…}
+ * per chain with records in the window; the records are that contiguous range of the chain, and the
+ * checkpoints that signed a head inside it anchor it.
  * A record line is exactly the hashed document (format v1) plus `type` and `hash`, so anyone can
  * recompute it: sha256 over the canonical JSON (sorted keys, no spaces) of the line without `type`
  * and `hash`. A checkpoint signs the canonical JSON of {v:1,type:"tenantry.audit.checkpoint",id,
@@ -28,6 +38,10 @@ export const EXPORT_FORMAT = 'tenantry.audit.v1';
 export interface ExportAuditOptions {
   /** A tenant id, or 'platform': that chain only (with every checkpoint, as signed). */
   tenant?: string;
+  /** Records written at or after this time (ISO 8601). */
+  since?: string;
+  /** Records written before this time (ISO 8601). */
+  until?: string;
   batchSize?: number;
 }
 
@@ -42,13 +56,39 @@ async function writeLine(out: Writable, value: unknown): Promise<void> {
   if (!out.write(`${JSON.stringify(value)}\n`)) await once(out, 'drain');
 }
 
+function timeOption(value: string | undefined, field: string, errors: FieldErrors): string | undefined {
+  if (value === undefined) return undefined;
+  const d = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(d.getTime())) {
+    errors.add(`/${field}`, 'time.invalid', `"${value}" is not an ISO 8601 time`);
+    return undefined;
+  }
+  return d.toISOString();
+}
+
+/** Checks the options (a 400 with pointers when wrong), so a caller can refuse before streaming. */
+export function checkExportOptions(opts: ExportAuditOptions): {
+  chain: string | undefined;
+  since: string | undefined;
+  until: string | undefined;
+} {
+  const chain = parseChainFilter(opts.tenant);
+  const errors = new FieldErrors();
+  const since = timeOption(opts.since, 'since', errors);
+  const until = timeOption(opts.until, 'until', errors);
+  if (!errors.empty)
+    throw new ValidationError('audit.query_invalid', 'The export window is invalid.', errors.list, 400);
+  return { chain, since, until };
+}
+
 /** Writes one consistent snapshot of the audit log to `out` as JSON Lines; does not end `out`. */
 export async function exportAudit(
   db: Db,
   out: Writable,
   opts: ExportAuditOptions = {},
 ): Promise<AuditExportSummary> {
-  const chain = parseChainFilter(opts.tenant);
+  const { chain, since, until } = checkExportOptions(opts);
+  const windowed = since !== undefined || until !== undefined;
   return db
     .transaction()
     .setIsolationLevel('repeatable read')
@@ -61,10 +101,32 @@ export async function exportAudit(
         format: EXPORT_FORMAT,
         exportedAt: new Date().toISOString(),
         chain: chain ?? null,
+        ...(windowed ? { since: since ?? null, until: until ?? null } : {}),
       });
       for (const c of await loadCheckpoints(trx)) {
         await writeLine(out, { type: 'checkpoint', ...c });
         summary.checkpoints++;
+      }
+      const writeRecords = async (range: { chain?: string; fromSeq?: number; toSeq?: number }) => {
+        for await (const batch of streamRecords(trx, {
+          ...range,
+          ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+        })) {
+          const text = batch.map((r) => `${JSON.stringify({ type: 'record', ...r })}\n`).join('');
+          if (!out.write(text)) await once(out, 'drain');
+          summary.records += batch.length;
+        }
+      };
+      if (windowed) {
+        const windows = await loadWindows(trx, {
+          ...(chain !== undefined ? { chain } : {}),
+          ...(since !== undefined ? { since } : {}),
+          ...(until !== undefined ? { until } : {}),
+        });
+        for (const w of windows) await writeLine(out, { type: 'window', ...w });
+        summary.chains = windows.length;
+        for (const w of windows) await writeRecords(w);
+        return summary;
       }
       for (const m of await loadRetention(trx, chain)) {
         await writeLine(out, { type: 'retention', ...m });
@@ -74,14 +136,7 @@ export async function exportAudit(
         await writeLine(out, { type: 'head', ...h });
         summary.chains++;
       }
-      for await (const batch of streamRecords(trx, {
-        ...(chain !== undefined ? { chain } : {}),
-        ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
-      })) {
-        const text = batch.map((r) => `${JSON.stringify({ type: 'record', ...r })}\n`).join('');
-        if (!out.write(text)) await once(out, 'drain');
-        summary.records += batch.length;
-      }
+      await writeRecords(chain !== undefined ? { chain } : {});
       return summary;
     });
 }
@@ -131,12 +186,14 @@ export async function verifyAuditExport(
     switch (type) {
       case 'checkpoint':
       case 'retention':
+      case 'window':
         if (seenRecords) {
           malformed.push({ line: n, message: `${type} after the records` });
           continue;
         }
         if (type === 'checkpoint') verifier.addCheckpoint(rest as unknown as AuditCheckpoint);
-        else verifier.addRetention(rest as unknown as RetentionMark);
+        else if (type === 'retention') verifier.addRetention(rest as unknown as RetentionMark);
+        else verifier.addWindow(rest as unknown as AuditWindow);
         break;
       case 'head':
         verifier.addHead(String(rest.chain), Number(rest.seq), String(rest.hash));

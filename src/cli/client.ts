@@ -53,12 +53,13 @@ export class TenantryClient {
     this.token = opts.token ?? process.env.TENANTRY_TOKEN ?? file.token;
   }
 
-  async request<T>(
+  /** Sends a request; a non-2xx answer becomes an ApiError carrying its problem details. */
+  async fetch(
     method: string,
     urlPath: string,
     body?: unknown,
     headers: Record<string, string> = {},
-  ): Promise<{ status: number; body: T; headers: Headers }> {
+  ): Promise<Response> {
     let res: Response;
     try {
       res = await fetch(`${this.server}${urlPath}`, {
@@ -77,6 +78,29 @@ export class TenantryClient {
         detail: `cannot reach ${this.server}: ${(err as Error).cause ?? (err as Error).message}`,
       });
     }
+    if (!res.ok) {
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // not JSON
+      }
+      throw new ApiError(
+        res.status,
+        typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text },
+      );
+    }
+    return res;
+  }
+
+  async request<T>(
+    method: string,
+    urlPath: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<{ status: number; body: T; headers: Headers }> {
+    const res = await this.fetch(method, urlPath, body, headers);
     const text = await res.text();
     let parsed: unknown = text;
     try {
@@ -84,11 +108,6 @@ export class TenantryClient {
     } catch {
       // not JSON
     }
-    if (!res.ok)
-      throw new ApiError(
-        res.status,
-        typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text },
-      );
     return { status: res.status, body: parsed as T, headers: res.headers };
   }
 }

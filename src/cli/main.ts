@@ -3,6 +3,7 @@ import { stringify } from 'yaml';
 import { loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
+import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, TenantryClient } from './client.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { type OutputFormat, renderObjects, table } from './output.js';
@@ -372,5 +373,7 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
       });
     });
 }
+
+registerAuditCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

@@ -24,6 +24,10 @@ export interface Config {
   pageSizeMax: number;
   /** Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit. */
   auditSigningKeyFile: string | undefined;
+  /** Public keys (PEM files) of earlier checkpoint signers that verification still trusts. */
+  auditTrustedKeyFiles: string[];
+  /** How often the chain heads are signed into a checkpoint (only when they moved). */
+  auditCheckpointIntervalMs: number;
 }
 
 export interface ConfigFlags {
@@ -81,5 +85,23 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
+    auditTrustedKeyFiles: list(env.TENANTRY_AUDIT_TRUSTED_KEY_FILES, []).map((f) => path.resolve(f)),
+    auditCheckpointIntervalMs: positiveInteger(
+      'TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS',
+      env.TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS,
+      60_000,
+    ),
   };
+}
+
+function positiveInteger(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1)
+    throw ValidationError.field(
+      `/${name}`,
+      'config.invalid',
+      `${name} must be a positive integer, got "${raw}".`,
+    );
+  return n;
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout } from 'node:timers/promises';
 import { sql } from 'kysely';
 import { type Change, type ObjectState, recordChange } from '../changes/change-path.js';
 import type { RequestContext } from '../changes/request-context.js';
@@ -73,6 +74,9 @@ export interface VersionRecord {
   createdAt: string;
 }
 
+/** How often a transaction aborted by a deadlock or serialization failure is tried in all. */
+const TRANSACTION_ATTEMPTS = 4;
+
 class Rollback<T> {
   constructor(readonly value: T) {}
 }
@@ -118,12 +122,24 @@ export class RegistryService {
     private readonly config: Config,
   ) {}
 
+  /**
+   * Runs `work` in one transaction in the caller's scope. A deadlock or serialization failure (two
+   * multi-tenant applies taking audit chain heads in opposite order) aborts the whole transaction, so
+   * it is retried from the start, a few times with jittered backoff, before surfacing as 409.
+   */
   private async run<T>(ctx: RequestContext, work: (trx: Trx) => Promise<T>): Promise<T> {
-    try {
-      return await inScope(this.db, ctx.scope, work);
-    } catch (err) {
-      if (err instanceof Rollback) return err.value as T;
-      throw mapDatabaseError(err);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await inScope(this.db, ctx.scope, work);
+      } catch (err) {
+        if (err instanceof Rollback) return err.value as T;
+        const code = (err as { code?: unknown }).code;
+        if ((code === '40P01' || code === '40001') && attempt < TRANSACTION_ATTEMPTS) {
+          await setTimeout(Math.random() * 20 * 2 ** attempt);
+          continue;
+        }
+        throw mapDatabaseError(err);
+      }
     }
   }
 
@@ -131,8 +147,13 @@ export class RegistryService {
   async apply(ctx: RequestContext, docs: unknown[], opts: ApplyOptions = {}): Promise<ApplyOutcome[]> {
     // Schema errors and resolution errors of the valid documents are reported together.
     const { valid, errors: schemaErrors } = validateManifests(docs);
+    // Kinds in dependency order; within a kind by name, so that concurrent applies lock rows and
+    // audit chains in one order and don't deadlock (what still can, across kinds, run() retries).
+    const key = (m: Manifest) => m.metadata.uuid?.toLowerCase() ?? m.metadata.name ?? '';
     const ordered = valid.sort(
-      (a, b) => APPLY_ORDER.indexOf(a.m.kind) - APPLY_ORDER.indexOf(b.m.kind) || a.i - b.i,
+      (a, b) =>
+        APPLY_ORDER.indexOf(a.m.kind) - APPLY_ORDER.indexOf(b.m.kind) ||
+        (key(a.m) < key(b.m) ? -1 : key(a.m) > key(b.m) ? 1 : a.i - b.i),
     );
     return this.run(ctx, async (trx) => {
       const errors = new FieldErrors();

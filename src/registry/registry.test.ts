@@ -270,6 +270,48 @@ describe('registry and change path', () => {
     expect(new Set(writers).size).toBe(8);
   });
 
+  it('runs concurrent multi-tenant applies without deadlock, retrying the ones that still meet one', async () => {
+    await registry.apply(ctx, circleK());
+    const eu = { customer: 'circlek-europe', region: 'eu', environmentType: 'uat' };
+    const us = { customer: 'circlek-north-america', region: 'us', environmentType: 'prod' };
+    const labelled = (i: number) => ({ labels: { round: String(i) } });
+    const before = await counts();
+    // Same kind, opposite document order: locks are taken by name, so they never cross.
+    const rounds = 12;
+    await Promise.all(
+      Array.from({ length: rounds }, (_, i) => {
+        const pair = [
+          tenantDoc('circlek-eu-uat', eu, labelled(i)),
+          tenantDoc('circlek-us-prod', us, labelled(i)),
+        ];
+        return registry.apply(ctx, i % 2 === 0 ? pair : pair.reverse());
+      }),
+    );
+    // Across kinds: a tenant of one chain with a deployment of the other, both ways at once. The
+    // chain heads are locked in opposite order; PostgreSQL aborts one side and run() retries it.
+    const deployment = (name: string, tenant: string, system: string, i: number) => ({
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'Deployment',
+      metadata: { name, ...labelled(i) },
+      spec: { tenant, system },
+    });
+    for (let i = 0; i < 3; i++) {
+      await Promise.all([
+        registry.apply(ctx, [
+          tenantDoc('circlek-eu-uat', eu, labelled(100 + i)),
+          deployment('circlek-us-prod-plan', 'circlek-us-prod', 'plan', 100 + i),
+        ]),
+        registry.apply(ctx, [
+          tenantDoc('circlek-us-prod', us, labelled(200 + i)),
+          deployment('circlek-eu-uat-plan', 'circlek-eu-uat', 'plan', 200 + i),
+        ]),
+      ]);
+    }
+    const after = await counts();
+    expect(after.object_versions - before.object_versions).toBe(rounds * 2 + 3 * 4);
+    expect(after.audit_records - before.audit_records).toBe(rounds * 2 + 3 * 4);
+  });
+
   it('runs lifecycle transitions through the change path and refuses invalid ones', async () => {
     const t1 = await registry.transition(ctx, 'circlek-eu-uat-dev', 'suspend');
     expect(t1.status.lifecycle).toBe('Suspended');

@@ -1,7 +1,10 @@
+import { generateKeyPairSync } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { localOperator } from '../../src/api/identity.js';
 import { buildServer } from '../../src/api/server.js';
+import { AuditService } from '../../src/audit/audit.service.js';
+import { AuditSigner } from '../../src/audit/index.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
@@ -9,6 +12,7 @@ export interface TestServer {
   t: TestDatabase;
   app: FastifyInstance;
   url: string;
+  audit: AuditService;
   request(
     method: string,
     path: string,
@@ -20,10 +24,12 @@ export interface TestServer {
 /** The real HTTP server on a loopback port over this test file's own database. */
 export async function startTestServer(): Promise<TestServer> {
   const t = await createTestDatabase();
+  const audit = new AuditService(t.db, new AuditSigner(generateKeyPairSync('ed25519').privateKey));
   const app = await buildServer({
     config: t.config,
     db: t.db,
     registry: new RegistryService(t.db, t.config),
+    audit,
     identify: localOperator,
     logger: pino({ level: 'silent' }),
   });
@@ -34,6 +40,7 @@ export async function startTestServer(): Promise<TestServer> {
     t,
     app,
     url,
+    audit,
     async request(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
       let body: string | undefined;

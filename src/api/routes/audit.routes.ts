@@ -1,0 +1,207 @@
+import { PassThrough } from 'node:stream';
+import { type Static, Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { AuditService } from '../../audit/audit.service.js';
+import type { IdentityHook } from '../identity.js';
+import { errorResponses } from '../schemas.js';
+
+const TenantRef = Type.String({
+  minLength: 1,
+  maxLength: 300,
+  description: 'tenant UUID or slug, or "platform" for records of no tenant',
+});
+const Time = Type.String({ maxLength: 64, description: 'ISO 8601 time' });
+
+const SearchQuery = Type.Object(
+  {
+    tenant: Type.Optional(TenantRef),
+    actor: Type.Optional(Type.String({ maxLength: 300 })),
+    action: Type.Optional(Type.String({ maxLength: 200, description: 'exact, or a prefix ending in .*' })),
+    outcome: Type.Optional(Type.String({ maxLength: 20, description: 'success | failure | denied' })),
+    targetKind: Type.Optional(Type.String({ maxLength: 100 })),
+    targetId: Type.Optional(Type.String({ maxLength: 64 })),
+    targetSlug: Type.Optional(Type.String({ maxLength: 300 })),
+    correlationId: Type.Optional(Type.String({ maxLength: 200 })),
+    requestId: Type.Optional(Type.String({ maxLength: 200 })),
+    from: Type.Optional(Time),
+    to: Type.Optional(Time),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 50 })),
+    cursor: Type.Optional(Type.String({ maxLength: 500 })),
+  },
+  { additionalProperties: false },
+);
+
+const AuditRecordSchema = Type.Object(
+  {
+    id: Type.String({ format: 'uuid' }),
+    chain: Type.String(),
+    seq: Type.Integer(),
+    time: Type.String(),
+    tenantId: Type.Union([Type.String(), Type.Null()]),
+    action: Type.String(),
+    outcome: Type.String(),
+    hash: Type.String(),
+    prevHash: Type.String(),
+  },
+  { additionalProperties: true, description: 'an audit record (format tenantry.audit.v1)' },
+);
+
+const Problem = Type.Object(
+  {
+    code: Type.String(),
+    chain: Type.Union([Type.String(), Type.Null()]),
+    seq: Type.Optional(Type.Integer()),
+    recordId: Type.Optional(Type.String()),
+    checkpointId: Type.Optional(Type.String()),
+    message: Type.String(),
+  },
+  { additionalProperties: false },
+);
+const Verification = Type.Object(
+  {
+    ok: Type.Boolean(),
+    records: Type.Integer(),
+    chains: Type.Array(Type.Object({}, { additionalProperties: true })),
+    checkpoints: Type.Object({
+      total: Type.Integer(),
+      valid: Type.Integer(),
+      latest: Type.Union([Type.String(), Type.Null()]),
+    }),
+    problems: Type.Array(Problem),
+    firstProblem: Type.Optional(Problem),
+  },
+  { additionalProperties: false },
+);
+
+export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, identify: IdentityHook): void {
+  const tags = ['Audit'];
+
+  app.get<{ Querystring: Static<typeof SearchQuery> }>(
+    '/v1/audit',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'searchAudit',
+        summary: 'Search audit records, newest first',
+        tags,
+        querystring: SearchQuery,
+        response: {
+          200: Type.Object({
+            items: Type.Array(AuditRecordSchema),
+            nextCursor: Type.Union([Type.String(), Type.Null()]),
+          }),
+          ...errorResponses(400, 403, 404),
+        },
+      },
+    },
+    async (request) => {
+      const { outcome, ...rest } = request.query;
+      return audit.search(await identify(request), {
+        ...rest,
+        ...(outcome !== undefined ? { outcome: outcome as never } : {}),
+      });
+    },
+  );
+
+  app.get<{ Querystring: { tenant?: string } }>(
+    '/v1/audit/verify',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'verifyAudit',
+        summary: 'Recompute the hash chains and check the signed checkpoints',
+        description:
+          'Answers 200 either way; `ok` is false when anything was altered, deleted or reordered, and ' +
+          '`firstProblem` names the first bad record of the first broken chain.',
+        tags,
+        querystring: Type.Object({ tenant: Type.Optional(TenantRef) }, { additionalProperties: false }),
+        response: { 200: Verification, ...errorResponses(400, 403, 404) },
+      },
+    },
+    async (request) => audit.verify(await identify(request), request.query.tenant),
+  );
+
+  app.get<{ Querystring: { tenant?: string; since?: string; until?: string } }>(
+    '/v1/audit/export',
+    {
+      config: { action: 'audit.export' },
+      schema: {
+        operationId: 'exportAudit',
+        summary: 'Export the audit log as JSON Lines (tenantry.audit.v1), verifiable offline',
+        description:
+          'One consistent snapshot: the signed checkpoints, then the records of each chain in order. ' +
+          'With since/until, the contiguous part of each chain written in that window. Verify the file ' +
+          'with `tenantry audit verify --file F --public-key K`.',
+        tags,
+        querystring: Type.Object(
+          { tenant: Type.Optional(TenantRef), since: Type.Optional(Time), until: Type.Optional(Time) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: {
+            description: 'JSON Lines',
+            content: { 'application/x-ndjson': { schema: Type.String() } },
+          },
+          ...errorResponses(400, 403, 404),
+        },
+      },
+    },
+    async (request, reply) => {
+      const run = await audit.prepareExport(await identify(request), request.query);
+      const out = new PassThrough();
+      run(out).then(
+        () => out.end(),
+        (err: unknown) => {
+          request.log.error({ err }, 'audit export failed mid-stream');
+          out.destroy(err as Error);
+        },
+      );
+      return reply
+        .header('content-type', 'application/x-ndjson')
+        .header('content-disposition', 'attachment; filename="tenantry-audit.jsonl"')
+        .send(out);
+    },
+  );
+
+  app.get(
+    '/v1/audit/public-key',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'auditPublicKey',
+        summary: 'The Ed25519 public key that signs audit checkpoints (for offline verification)',
+        tags,
+        response: {
+          200: Type.Object({ keyId: Type.String(), algorithm: Type.Literal('Ed25519'), pem: Type.String() }),
+        },
+      },
+    },
+    async () => audit.publicKey(),
+  );
+
+  app.post(
+    '/v1/audit/checkpoints',
+    {
+      config: { action: 'audit.checkpoint' },
+      schema: {
+        operationId: 'createAuditCheckpoint',
+        summary: 'Sign a checkpoint of every chain head now',
+        tags,
+        response: {
+          201: Type.Object(
+            {
+              id: Type.String(),
+              time: Type.String(),
+              keyId: Type.String(),
+              heads: Type.Record(Type.String(), Type.Object({ seq: Type.Integer(), hash: Type.String() })),
+              signature: Type.String(),
+            },
+            { additionalProperties: false },
+          ),
+          ...errorResponses(403),
+        },
+      },
+    },
+    async (request, reply) => reply.code(201).send(await audit.checkpoint(await identify(request))),
+  );
+}

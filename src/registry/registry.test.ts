@@ -308,8 +308,8 @@ describe('registry and change path', () => {
       ]);
     }
     const after = await counts();
-    expect(after.object_versions - before.object_versions).toBe(rounds * 2 + 3 * 4);
-    expect(after.audit_records - before.audit_records).toBe(rounds * 2 + 3 * 4);
+    expect(after.object_versions! - before.object_versions!).toBe(rounds * 2 + 3 * 4);
+    expect(after.audit_records! - before.audit_records!).toBe(rounds * 2 + 3 * 4);
   });
 
   it('runs lifecycle transitions through the change path and refuses invalid ones', async () => {

@@ -11,6 +11,7 @@ import { AuditService } from '../src/audit/audit.service.js';
 import { AuditSigner } from '../src/audit/index.js';
 import { loadConfig } from '../src/config/config.js';
 import { createDb } from '../src/db/database.js';
+import { metrics } from '../src/observability/metrics.js';
 import { RegistryService } from '../src/registry/registry.service.js';
 
 const config = loadConfig({}, {});
@@ -23,6 +24,7 @@ const app = await buildServer({
   audit: new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey)),
   identify: localOperator,
   logger: pino({ level: 'silent' }),
+  metrics,
 });
 await app.ready();
 const text = `${JSON.stringify(app.swagger(), null, 2)}\n`;

@@ -9,6 +9,9 @@ import { AuditCheckpointer, loadAuditSigner } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import { metrics } from './observability/metrics.js';
+import { RequestLog } from './observability/request-log.js';
+import { startTracing } from './observability/tracing.js';
 import { RegistryService } from './registry/registry.service.js';
 
 export interface Tenantry {
@@ -62,6 +65,10 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     stops.length = 0;
   };
   try {
+    if (config.tracing) {
+      const tracing = startTracing({ instanceId: config.instanceId });
+      stops.push(() => tracing.shutdown());
+    }
     if (!ownerUrl) {
       embedded = new EmbeddedDatabase({
         clusterDir: path.join(config.dataDir, 'pg'),
@@ -82,6 +89,9 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const appUrl = config.appDatabaseUrl ?? (await ensureAppRole(ownerUrl));
     const db = createDb(appUrl, 20);
     stops.push(() => db.destroy());
+    const requestLog = new RequestLog(db, log, { retentionDays: config.requestLogRetentionDays });
+    requestLog.start();
+    stops.push(() => requestLog.stop());
     const registry = new RegistryService(db, config);
     const signer = await loadAuditSigner({
       dataDir: config.dataDir,
@@ -104,6 +114,9 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       audit,
       identify: opts.identify ?? localOperator,
       logger: log,
+      metrics,
+      requestLog,
+      tracing: config.tracing,
     });
     stops.push(() => server.close());
     await server.listen({ port: config.port, host: config.host });

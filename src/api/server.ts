@@ -4,14 +4,19 @@ import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
-import type { Db } from '../db/database.js';
+import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
+import { observeIdentity, registerHttpObservability } from '../observability/http-observability.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { RequestLog } from '../observability/request-log.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import type { IdentityHook } from './identity.js';
 import { problem, sendProblem, toProblem } from './problem.js';
+import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
@@ -25,13 +30,22 @@ export interface ServerDeps {
   audit: AuditService;
   identify: IdentityHook;
   logger: Logger;
+  metrics: Metrics;
+  requestLog?: RequestLog;
+  /** Server spans per request (when a tracer provider is registered). */
+  tracing?: boolean;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,200}$/;
 
 export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
-  const { config, db, registry, identify } = deps;
+  const { config, db, registry } = deps;
+  // Identification happens once per request; routes and hooks share the result.
+  const identify: IdentityHook = async (request) => {
+    request.identity ??= await deps.identify(request);
+    return request.identity;
+  };
   const app: FastifyInstance = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: config.bodyLimitBytes,
@@ -79,6 +93,32 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
+  });
+  const pool = poolOf(db);
+  if (pool) {
+    deps.metrics.observePool(pool);
+    app.addHook('onClose', async () => deps.metrics.forgetPool(pool));
+  }
+  const scalar = (query: RawBuilder<{ n: string }>) => async () =>
+    Number((await asPlatform(db, (trx) => query.execute(trx))).rows[0]?.n ?? 0);
+  deps.metrics.read(
+    deps.metrics.queueDepth,
+    scalar(sql`select count(*) as n from reconcile_jobs where run_after <= now()
+      and (locked_until is null or locked_until < now())`),
+  );
+  deps.metrics.read(
+    deps.metrics.eventBacklog,
+    scalar(sql`select count(*) as n from outbox_events where published_at is null`),
+  );
+  registerHttpObservability(app, {
+    metrics: deps.metrics,
+    requestLog: deps.requestLog,
+    tracing: deps.tracing ?? false,
+  });
+  // API routes: identify the caller first, so that every log line and span of the request carries it.
+  app.addHook('preHandler', async (request, reply) => {
+    if (!request.routeOptions.url?.startsWith('/v1/')) return;
+    observeIdentity(request, reply, await identify(request));
   });
 
   // Idempotency-Key on POST: the first response is stored and replayed; another body under the same key is refused.
@@ -176,6 +216,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
+  registerActivityRoutes(app, db, registry, identify);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -28,6 +28,10 @@ export interface Config {
   auditTrustedKeyFiles: string[];
   /** How often the chain heads are signed into a checkpoint (only when they moved). */
   auditCheckpointIntervalMs: number;
+  /** OpenTelemetry tracing: on when an OTLP endpoint is configured (OTEL_EXPORTER_OTLP_*ENDPOINT). */
+  tracing: boolean;
+  /** Days the per-tenant request log (analytics) is kept. */
+  requestLogRetentionDays: number;
 }
 
 export interface ConfigFlags {
@@ -90,6 +94,12 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       'TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS',
       env.TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS,
       60_000,
+    ),
+    tracing: Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
+    requestLogRetentionDays: positiveInteger(
+      'TENANTRY_REQUEST_LOG_RETENTION_DAYS',
+      env.TENANTRY_REQUEST_LOG_RETENTION_DAYS,
+      30,
     ),
   };
 }

@@ -10,12 +10,19 @@ export type Trx = Transaction<Database>;
 // int8 and numeric come back as strings by default; counts and generations fit in a JS number.
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
 
+const pools = new WeakMap<Db, pg.Pool>();
+
 export function createDb(connectionString: string, max = 10): Db {
   const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
   // A dropped connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
 }
+
+/** The pg pool behind a Db made by createDb (for pool metrics). */
+export const poolOf = (db: Db): pg.Pool | undefined => pools.get(db);
 
 /** Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe. */
 export async function migrate(ownerUrl: string): Promise<string[]> {

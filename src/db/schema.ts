@@ -146,6 +146,17 @@ export interface IdempotencyKeyTable {
   created_at: Timestamp;
 }
 
+export interface RequestLogTable {
+  id: Generated<string>;
+  time: Date;
+  tenant_id: string;
+  method: string;
+  route: string;
+  status: number;
+  duration_ms: number;
+  correlation_id: string;
+}
+
 export interface Database {
   customers: CustomerTable;
   systems: SystemTable;
@@ -160,6 +171,7 @@ export interface Database {
   outbox_events: OutboxEventTable;
   reconcile_jobs: ReconcileJobTable;
   idempotency_keys: IdempotencyKeyTable;
+  request_log: RequestLogTable;
 }
 
 export type CustomerRow = Selectable<CustomerTable>;

@@ -1,10 +1,12 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import pino from 'pino';
-import { localOperator } from '../../src/api/identity.js';
+import pino, { type Logger } from 'pino';
+import { type IdentityHook, localOperator } from '../../src/api/identity.js';
 import { buildServer } from '../../src/api/server.js';
 import { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
+import { metrics } from '../../src/observability/metrics.js';
+import { RequestLog } from '../../src/observability/request-log.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
@@ -13,6 +15,7 @@ export interface TestServer {
   app: FastifyInstance;
   url: string;
   audit: AuditService;
+  requestLog: RequestLog;
   request(
     method: string,
     path: string,
@@ -21,17 +24,28 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
+export interface TestServerOptions {
+  identify?: IdentityHook;
+  logger?: Logger;
+  tracing?: boolean;
+}
+
 /** The real HTTP server on a loopback port over this test file's own database. */
-export async function startTestServer(): Promise<TestServer> {
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const t = await createTestDatabase();
+  const logger = opts.logger ?? pino({ level: 'silent' });
+  const requestLog = new RequestLog(t.db, logger);
   const audit = new AuditService(t.db, new AuditSigner(generateKeyPairSync('ed25519').privateKey));
   const app = await buildServer({
     config: t.config,
     db: t.db,
     registry: new RegistryService(t.db, t.config),
     audit,
-    identify: localOperator,
-    logger: pino({ level: 'silent' }),
+    identify: opts.identify ?? localOperator,
+    logger,
+    metrics,
+    requestLog,
+    tracing: opts.tracing ?? false,
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
@@ -41,6 +55,7 @@ export async function startTestServer(): Promise<TestServer> {
     app,
     url,
     audit,
+    requestLog,
     async request(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
       let body: string | undefined;
@@ -63,6 +78,7 @@ export async function startTestServer(): Promise<TestServer> {
     },
     async close() {
       await app.close();
+      await requestLog.stop();
       await t.destroy();
     },
   };

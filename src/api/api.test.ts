@@ -7,7 +7,9 @@ import { startTestServer, type TestServer } from '../../test/helpers/test-server
 let s: TestServer;
 const yamlOf = (file: string) => fs.readFileSync(path.join(EXAMPLE_DIR, file), 'utf8');
 const allYaml = () =>
-  ['00-systems.yaml', '10-circlek-europe.yaml', '20-circlek-north-america.yaml', '30-placement.yaml'].map(yamlOf).join('\n---\n');
+  ['00-systems.yaml', '10-circlek-europe.yaml', '20-circlek-north-america.yaml', '30-placement.yaml']
+    .map(yamlOf)
+    .join('\n---\n');
 const tenant = (name: string, extra: Record<string, unknown> = {}) => ({
   apiVersion: 'tenantry.dev/v1',
   kind: 'Tenant',

@@ -8,6 +8,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
+import { registerUsageRoutes } from '../placement/usage.routes.js';
+import { UsageService } from '../placement/usage.service.js';
+import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import type { IdentityHook } from './identity.js';
 import { problem, sendProblem, toProblem } from './problem.js';
@@ -22,6 +25,8 @@ export interface ServerDeps {
   registry: RegistryService;
   identify: IdentityHook;
   logger: Logger;
+  /** Per-tenant rate limits; by default one over `db` (PostgreSQL, shared by every API process). */
+  rateLimiter?: RateLimiter;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -77,6 +82,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async (request, reply) => {
     reply.header('x-request-id', request.id);
   });
+
+  const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
+  registerRateLimit(app, rateLimiter, identify);
 
   // Idempotency-Key on POST: the first response is stored and replayed; another body under the same key is refused.
   app.addHook('preHandler', async (request, reply) => {
@@ -172,6 +180,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerHealthRoutes(app, db as never);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
+  registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -24,6 +24,8 @@ export interface Config {
   pageSizeMax: number;
   /** Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit. */
   auditSigningKeyFile: string | undefined;
+  /** How long an API process caches a tenant's rate limits (TENANTRY_RATE_LIMIT_CACHE_MS). */
+  rateLimitCacheMs: number;
 }
 
 export interface ConfigFlags {
@@ -81,5 +83,6 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
+    rateLimitCacheMs: Number(env.TENANTRY_RATE_LIMIT_CACHE_MS ?? 5000),
   };
 }

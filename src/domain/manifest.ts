@@ -79,7 +79,8 @@ export const SystemSpec = Type.Object(
 );
 
 const Isolation = Type.Union([Type.Literal('shared'), Type.Literal('pool'), Type.Literal('silo')], {
-  description: 'shared: shared tables, row filter; pool: schema per tenant; silo: dedicated cell, database per tenant',
+  description:
+    'shared: shared tables, row filter; pool: schema per tenant; silo: dedicated cell, database per tenant',
 });
 const Residency = Type.Object(
   {

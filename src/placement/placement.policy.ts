@@ -4,18 +4,18 @@ import type { Trx } from '../db/database.js';
 import type { Kind, Manifest, Specs } from '../domain/manifest.js';
 import { ConflictError } from '../errors/errors.js';
 import type { ObjectRow } from '../registry/object.repository.js';
-import { PolicyError } from './policy-error.js';
 import {
   type Binding,
   type CellCandidate,
   chooseCell,
-  isRefusal,
   isolationOf,
+  isRefusal,
   type PlacementRequest,
   policyRefusal,
   type Refusal,
   regionOrder,
 } from './placement.rules.js';
+import { PolicyError } from './policy-error.js';
 import {
   appendUsageHistory,
   currentUsage,
@@ -85,7 +85,10 @@ export class PlacementPolicy {
           { tenantId: null, kind: m.kind, slug: input.slug, action: 'update' },
         );
       }
-      return { columns: {}, verdicts: [{ rule: 'capacity', outcome: 'allow', detail: `${allocated} allocated` }] };
+      return {
+        columns: {},
+        verdicts: [{ rule: 'capacity', outcome: 'allow', detail: `${allocated} allocated` }],
+      };
     }
     const quota = QUOTA_OF[m.kind];
     if (input.tenantId === null) return { columns: {}, verdicts: [] };
@@ -94,7 +97,8 @@ export class PlacementPolicy {
 
   /** After a create that consumed a quota: a new version of the usage history (billing comparison). */
   async afterWrite(trx: Trx, ctx: RequestContext, input: PolicyInput, result: PolicyResult): Promise<void> {
-    if (result.consumed) await appendUsageHistory(trx, result.consumed, `${input.m.kind.toLowerCase()}.create`, ctx.requestId);
+    if (result.consumed)
+      await appendUsageHistory(trx, result.consumed, `${input.m.kind.toLowerCase()}.create`, ctx.requestId);
   }
 
   /** Before an object is deleted: in-use refusals, and a deleted tenant's cell capacity is released. */
@@ -111,13 +115,17 @@ export class PlacementPolicy {
       );
     if (kind === 'Plan')
       await inUse(
-        sql<{ n: string }>`select count(*) as n from tenants where spec->>'plan' = ${row.slug} and deleted_at is null`,
+        sql<{
+          n: string;
+        }>`select count(*) as n from tenants where spec->>'plan' = ${row.slug} and deleted_at is null`,
         'plan.in_use',
         `Plan "${row.slug}" is still the plan of some tenants.`,
       );
     if (kind === 'Region')
       await inUse(
-        sql<{ n: string }>`select (select count(*) from cells where region = ${row.slug} and deleted_at is null)
+        sql<{
+          n: string;
+        }>`select (select count(*) from cells where region = ${row.slug} and deleted_at is null)
           + (select count(*) from tenants where region = ${row.slug} and deleted_at is null) as n`,
         'region.in_use',
         `Region "${row.slug}" still has cells or tenants.`,
@@ -130,9 +138,9 @@ export class PlacementPolicy {
   private async tenant(trx: Trx, input: PolicyInput, spec: Specs['Tenant']): Promise<PolicyResult> {
     const plan = spec.plan
       ? (
-          await sql<{ spec: PlanSpecShape }>`select spec from plans where slug = ${spec.plan} and deleted_at is null`.execute(
-            trx,
-          )
+          await sql<{
+            spec: PlanSpecShape;
+          }>`select spec from plans where slug = ${spec.plan} and deleted_at is null`.execute(trx)
         ).rows[0]?.spec
       : undefined;
     const current = input.existing?.placement as Placement | null | undefined;
@@ -150,12 +158,19 @@ export class PlacementPolicy {
     };
     const action = input.existing ? 'update' : 'create';
     const refuse = (r: Refusal): never => {
-      throw new PolicyError(r.code, r.code === 'placement.no_capacity' || r.code === 'placement.migration_required' ? 409 : 422, r.message, r.pointer, r.details, {
-        tenantId: input.existing ? input.id : null,
-        kind: 'Tenant',
-        slug: input.slug,
-        action,
-      });
+      throw new PolicyError(
+        r.code,
+        r.code === 'placement.no_capacity' || r.code === 'placement.migration_required' ? 409 : 422,
+        r.message,
+        r.pointer,
+        r.details,
+        {
+          tenantId: input.existing ? input.id : null,
+          kind: 'Tenant',
+          slug: input.slug,
+          action,
+        },
+      );
     };
     const policy = policyRefusal(req);
     if (policy) refuse(policy);
@@ -164,7 +179,9 @@ export class PlacementPolicy {
       {
         rule: 'plan.isolation',
         outcome: 'allow',
-        detail: req.plan ? `plan ${req.plan.code} allows ${isolationOf(req)}` : `no plan: ${isolationOf(req)}`,
+        detail: req.plan
+          ? `plan ${req.plan.code} allows ${isolationOf(req)}`
+          : `no plan: ${isolationOf(req)}`,
       },
     ];
 
@@ -176,7 +193,12 @@ export class PlacementPolicy {
           code: 'placement.residency_violation',
           pointer: '/spec/residency/allowedRegions',
           message: `the tenant lives in region "${current.region}" (cell ${current.cell}), which the new policy does not allow; moving it is a region migration`,
-          details: { rule: 'residency', region: current.region, cell: current.cell, allowedRegions: regionOrder(req) },
+          details: {
+            rule: 'residency',
+            region: current.region,
+            cell: current.cell,
+            allowedRegions: regionOrder(req),
+          },
         });
       }
       if (isolationOf(req) !== current.isolation) {
@@ -200,7 +222,11 @@ export class PlacementPolicy {
       const cells = await lockCandidateCells(trx, regionOrder(req), spec.cell);
       if (cells === 'none') {
         // No cell has been declared at all: the installation does not place tenants (yet).
-        verdicts.push({ rule: 'placement', outcome: 'allow', detail: 'no cells declared: the tenant stays unplaced' });
+        verdicts.push({
+          rule: 'placement',
+          outcome: 'allow',
+          detail: 'no cells declared: the tenant stays unplaced',
+        });
         return { columns: {}, verdicts };
       }
       const chosen = chooseCell(req, cells);
@@ -270,17 +296,27 @@ export class PlacementPolicy {
       // Each change emits one event; a create also takes one unit of its kind's quota.
       if (usage[q] + 1 > limit)
         throw quotaError(q, usage[q], limit, 1, '/metadata', input, input.existing ? 'update' : 'create');
-      verdicts.push({ rule: `quota.${q}`, outcome: 'allow', detail: `${usage[q] + 1}/${limit} after this change` });
+      verdicts.push({
+        rule: `quota.${q}`,
+        outcome: 'allow',
+        detail: `${usage[q] + 1}/${limit} after this change`,
+      });
     }
     return { columns: {}, verdicts, ...(consume.length > 0 ? { consumed: limits } : {}) };
   }
 }
 
-function planQuotas(plan: PlanSpecShape | undefined, limits: EffectiveLimits | undefined): EffectiveLimits['quotas'] {
+function planQuotas(
+  plan: PlanSpecShape | undefined,
+  limits: EffectiveLimits | undefined,
+): EffectiveLimits['quotas'] {
   const out: EffectiveLimits['quotas'] = {};
   for (const [name, v] of Object.entries(plan?.quotas ?? {}) as [QuotaName, number | { limit: number }][])
     out[name] = { limit: typeof v === 'number' ? v : v.limit, source: 'plan' };
-  for (const [name, l] of Object.entries(limits?.quotas ?? {}) as [QuotaName, EffectiveLimits['quotas'][QuotaName]][])
+  for (const [name, l] of Object.entries(limits?.quotas ?? {}) as [
+    QuotaName,
+    EffectiveLimits['quotas'][QuotaName],
+  ][])
     if (l?.source === 'override') out[name] = l;
   return out;
 }

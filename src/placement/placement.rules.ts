@@ -58,7 +58,8 @@ export interface Binding {
 }
 
 export const isolationOf = (r: PlacementRequest): Isolation =>
-  r.isolation ?? (r.plan && !r.plan.isolationModels.includes('shared') ? r.plan.isolationModels[0]! : 'shared');
+  r.isolation ??
+  (r.plan && !r.plan.isolationModels.includes('shared') ? r.plan.isolationModels[0]! : 'shared');
 
 /** The regions a tenant may live in, preferred first, then its home region, then the rest as listed. */
 export function regionOrder(r: PlacementRequest): string[] {

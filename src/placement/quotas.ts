@@ -26,7 +26,10 @@ export interface PlanSpecShape {
     eventsPerPeriod?: { limit: number; period: Period };
     concurrentOperations?: number;
   };
-  rateLimits?: { read?: { limit: number; windowSeconds: number }; write?: { limit: number; windowSeconds: number } };
+  rateLimits?: {
+    read?: { limit: number; windowSeconds: number };
+    write?: { limit: number; windowSeconds: number };
+  };
 }
 
 export interface Limit {

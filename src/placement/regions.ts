@@ -7,6 +7,8 @@ import type { Trx } from '../db/database.js';
  * the configured TENANTRY_REGIONS (the fallback that keeps installations without Region manifests working).
  */
 export async function knownRegions(trx: Trx, config: Config): Promise<string[]> {
-  const r = await sql<{ slug: string }>`select slug from regions where deleted_at is null order by slug`.execute(trx);
+  const r = await sql<{
+    slug: string;
+  }>`select slug from regions where deleted_at is null order by slug`.execute(trx);
   return r.rows.length > 0 ? r.rows.map((x) => x.slug) : config.regions;
 }

@@ -82,12 +82,18 @@ const resolvers: { [K in Exclude<Kind, 'Region' | 'Cell' | 'Plan'>]: Resolver<K>
       ...(spec.residency?.allowedRegions ?? []).map((r, i) => [`/spec/residency/allowedRegions/${i}`, r]),
     ] as const) {
       if (region !== undefined && !regions.includes(region)) {
-        env.errors.add(`${env.at}${pointer}`, 'region.unknown', `unknown region; regions: ${regions.join(', ')}`);
+        env.errors.add(
+          `${env.at}${pointer}`,
+          'region.unknown',
+          `unknown region; regions: ${regions.join(', ')}`,
+        );
         ok = false;
       }
     }
-    if (spec.plan !== undefined && !(await ref(env, 'Plan', spec.plan, '/spec/plan', 'plan.not_found'))) ok = false;
-    if (spec.cell !== undefined && !(await ref(env, 'Cell', spec.cell, '/spec/cell', 'cell.not_found'))) ok = false;
+    if (spec.plan !== undefined && !(await ref(env, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')))
+      ok = false;
+    if (spec.cell !== undefined && !(await ref(env, 'Cell', spec.cell, '/spec/cell', 'cell.not_found')))
+      ok = false;
     if (!env.config.environmentTypes.includes(spec.environmentType)) {
       env.errors.add(
         `${env.at}/spec/environmentType`,
@@ -258,7 +264,11 @@ const placementResolvers: { [K in 'Region' | 'Cell' | 'Plan']: Resolver<K> } = {
     let ok = slug !== undefined;
     const regions = await knownRegions(env.trx, env.config);
     if (!regions.includes(spec.region)) {
-      env.errors.add(`${env.at}/spec/region`, 'region.unknown', `unknown region; regions: ${regions.join(', ')}`);
+      env.errors.add(
+        `${env.at}/spec/region`,
+        'region.unknown',
+        `unknown region; regions: ${regions.join(', ')}`,
+      );
       ok = false;
     }
     for (const [i, t] of spec.environmentTypes.entries()) {
@@ -276,7 +286,12 @@ const placementResolvers: { [K in 'Region' | 'Cell' | 'Plan']: Resolver<K> } = {
   },
 
   async Plan(m, env) {
-    const slug = named(m, env, SEGMENT, 'a plan code: lowercase letters, digits and inner hyphens (at most 30)');
+    const slug = named(
+      m,
+      env,
+      SEGMENT,
+      'a plan code: lowercase letters, digits and inner hyphens (at most 30)',
+    );
     return slug === undefined ? undefined : { slug, tenant: null, columns: {} };
   },
 };

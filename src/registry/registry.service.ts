@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { recordAuditAttempt } from '../audit/append-audit.js';
 import { type Change, type ObjectState, recordChange } from '../changes/change-path.js';
 import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
@@ -17,7 +18,6 @@ import {
   ValidationError,
 } from '../errors/errors.js';
 import type { ChangeAction } from '../events/event-types.js';
-import { recordAuditAttempt } from '../audit/append-audit.js';
 import { type Placement, PlacementPolicy, type Verdict } from '../placement/placement.policy.js';
 import { PolicyError } from '../placement/policy-error.js';
 import { LIST_FILTERS, resolve, tenantOf } from './kinds.js';

@@ -46,6 +46,8 @@ export interface PolicyInput {
   id: string;
   slug: string;
   existing: ObjectRow | undefined;
+  /** JSON pointer of the manifest in the request body, e.g. `/3`; refusals point below it. */
+  at: string;
 }
 
 export interface PolicyResult {
@@ -80,7 +82,7 @@ export class PlacementPolicy {
           'cell.capacity_below_allocation',
           409,
           `Cell "${input.slug}" hosts ${allocated} tenants; its capacity cannot go below that.`,
-          '/spec/capacity/tenants',
+          `${input.at}/spec/capacity/tenants`,
           { allocated, capacity: spec.capacity.tenants },
           { tenantId: null, kind: m.kind, slug: input.slug, action: 'update' },
         );
@@ -162,7 +164,7 @@ export class PlacementPolicy {
         r.code,
         r.code === 'placement.no_capacity' || r.code === 'placement.migration_required' ? 409 : 422,
         r.message,
-        r.pointer,
+        `${input.at}${r.pointer}`,
         r.details,
         {
           tenantId: input.existing ? input.id : null,
@@ -210,6 +212,16 @@ export class PlacementPolicy {
         });
       }
       if (spec.cell !== undefined && spec.cell !== current.cell) {
+        const pinned = await sql<{ region: string }>`
+          select region from cells where slug = ${spec.cell} and deleted_at is null`.execute(trx);
+        const region = pinned.rows[0]?.region;
+        if (region !== undefined && !regionOrder(req).includes(region))
+          refuse({
+            code: 'placement.residency_violation',
+            pointer: '/spec/cell',
+            message: `cell "${spec.cell}" is in region "${region}", outside the allowed regions (${regionOrder(req).join(', ')})`,
+            details: { rule: 'residency', cell: spec.cell, region, allowedRegions: regionOrder(req) },
+          });
         refuse({
           code: 'placement.migration_required',
           pointer: '/spec/cell',
@@ -334,7 +346,7 @@ function quotaError(
     'quota.exceeded',
     409,
     `Quota ${quota} exceeded: ${used} in use, limit ${limit}${requested ? `, this change needs ${requested} more` : ''}.`,
-    pointer,
+    `${input.at}${pointer}`,
     { quota, used, limit, requested, tenant: input.tenantId },
     { tenantId: input.tenantId, kind: input.m.kind, slug: input.slug, action },
   );

@@ -264,7 +264,7 @@ export class RegistryService {
     if (!existing) {
       const id = givenUuid ?? randomUUID();
       const tenantId = res.tenant === 'self' ? id : res.tenant;
-      const policyInput = { m, tenantId, id, slug: res.slug, existing };
+      const policyInput = { m, tenantId, id, slug: res.slug, existing, at };
       const policy = await this.policy.beforeWrite(trx, policyInput);
       const row = await insertObject(trx, m.kind, {
         id,
@@ -343,6 +343,7 @@ export class RegistryService {
       id: existing.id,
       slug: existing.slug,
       existing,
+      at,
     };
     const policy = await this.policy.beforeWrite(trx, policyInput);
     const row = await updateObject(trx, m.kind, existing.id, {

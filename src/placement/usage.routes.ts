@@ -124,7 +124,7 @@ export function registerUsageRoutes(
   app.post(
     '/v1/tenants/:ref/limit-overrides',
     {
-      config: { action: 'limits.override' },
+      config: { action: 'limits.override', rateLimit: false },
       schema: {
         operationId: 'createLimitOverride',
         summary: 'Override one quota or rate limit of a tenant, optionally until a time (audited)',
@@ -160,7 +160,7 @@ export function registerUsageRoutes(
   app.delete(
     '/v1/tenants/:ref/limit-overrides/:id',
     {
-      config: { action: 'limits.override' },
+      config: { action: 'limits.override', rateLimit: false },
       schema: {
         operationId: 'revokeLimitOverride',
         summary: 'Revoke a limit override before it expires (audited)',

@@ -102,6 +102,8 @@ export function rateLimitHeaders(cls: RateClass, d: RateDecision): Record<string
 export function registerRateLimit(app: FastifyInstance, limiter: RateLimiter, identify: IdentityHook): void {
   app.addHook('preHandler', async (request, reply) => {
     if (!request.routeOptions.url?.startsWith('/v1/')) return;
+    // Recovery operations (limit overrides) must work when the tenant's allowance is used up.
+    if ((request.routeOptions.config as { rateLimit?: boolean }).rateLimit === false) return;
     const ctx = await identify(request);
     const ref = limiter.tenantOf(request, ctx);
     if (ref === undefined) return;

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { localOperator } from '../../src/api/identity.js';
 import { buildServer } from '../../src/api/server.js';
+import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
@@ -17,13 +18,18 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** The real HTTP server on a loopback port over this test file's own database. */
-export async function startTestServer(): Promise<TestServer> {
-  const t = await createTestDatabase();
+/**
+ * The real HTTP server on a loopback port over this test file's own database. With `database`, a
+ * further server over an existing test database, with a connection pool of its own (like a second
+ * API process); closing it leaves the database alone.
+ */
+export async function startTestServer(opts: { database?: TestDatabase } = {}): Promise<TestServer> {
+  const t = opts.database ?? (await createTestDatabase());
+  const db = opts.database ? createDb(t.appUrl, 10) : t.db;
   const app = await buildServer({
     config: t.config,
-    db: t.db,
-    registry: new RegistryService(t.db, t.config),
+    db,
+    registry: new RegistryService(db, t.config),
     identify: localOperator,
     logger: pino({ level: 'silent' }),
   });
@@ -56,7 +62,8 @@ export async function startTestServer(): Promise<TestServer> {
     },
     async close() {
       await app.close();
-      await t.destroy();
+      if (opts.database) await db.destroy();
+      else await t.destroy();
     },
   };
 }

@@ -1,6 +1,10 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import type { Database } from '../db/schema.js';
+import { RateLimiter } from './rate-limiter.js';
 
 let a: TestServer;
 let b: TestServer;
@@ -152,6 +156,37 @@ describe('per-tenant rate limits across two API processes', () => {
     const unlimited = await a.request('GET', '/v1/tenants/circlek-eu-qa-free');
     expect(unlimited.status).toBe(200);
     expect(unlimited.headers.get('ratelimit')).toBeNull();
+  });
+});
+
+describe("the limiter's cost", () => {
+  it('costs no database round trip for a tenant without limits once cached, and one statement per limited request', async () => {
+    let queries = 0;
+    const db = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: a.t.appUrl, max: 2 }) }),
+      log: (e) => {
+        if (e.level === 'query') queries++;
+      },
+    });
+    try {
+      const limiter = new RateLimiter(db, { cacheMs: 60_000 });
+      expect(await limiter.check('circlek-eu-qa-free', 'read')).toBeUndefined();
+      expect(queries).toBeGreaterThan(0);
+      queries = 0;
+      const started = process.hrtime.bigint();
+      for (let i = 0; i < 1000; i++) await limiter.check('circlek-eu-qa-free', 'read');
+      const perCheckUs = Number(process.hrtime.bigint() - started) / 1000 / 1000;
+      expect(queries).toBe(0);
+      console.info(
+        `rate limiter, cached tenant without limits: ${perCheckUs.toFixed(2)} µs per request, 0 queries`,
+      );
+      await limiter.check('circlek-eu-qa-rl', 'write');
+      queries = 0;
+      for (let i = 0; i < 5; i++) await limiter.check('circlek-eu-qa-rl', 'write');
+      expect(queries).toBe(5);
+    } finally {
+      await db.destroy();
+    }
   });
 });
 

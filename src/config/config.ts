@@ -65,6 +65,13 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
         throw ValidationError.field(`/${name}`, 'config.invalid', `"${v}" is not a lowercase label.`);
     }
   }
+  const rateLimitCacheMs = Number(env.TENANTRY_RATE_LIMIT_CACHE_MS ?? 5000);
+  if (!Number.isInteger(rateLimitCacheMs) || rateLimitCacheMs < 0)
+    throw ValidationError.field(
+      '/TENANTRY_RATE_LIMIT_CACHE_MS',
+      'config.invalid',
+      'TENANTRY_RATE_LIMIT_CACHE_MS must be a non-negative integer (milliseconds).',
+    );
   const dataDir = path.resolve(flags.dataDir ?? env.TENANTRY_DATA_DIR ?? '.tenantry');
   const host = flags.host ?? env.TENANTRY_HOST ?? '127.0.0.1';
   return {
@@ -83,6 +90,6 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
-    rateLimitCacheMs: Number(env.TENANTRY_RATE_LIMIT_CACHE_MS ?? 5000),
+    rateLimitCacheMs,
   };
 }

@@ -214,6 +214,35 @@ describe('refusals', () => {
     );
   });
 
+  it('refuses a residency change that would leave a tenant outside its allowed regions', async () => {
+    await registry.apply(ctx, [
+      doc('Region', 'ch', { displayName: 'Switzerland', jurisdiction: 'CH' }),
+      doc('Cell', 'ch-prod-1', {
+        region: 'ch',
+        stage: 'prod',
+        environmentTypes: ['prod'],
+        tenancy: 'shared',
+        capacity: { tenants: 5 },
+      }),
+    ]);
+    const [r] = await registry.apply(ctx, [
+      tenant('ch', { residency: { allowedRegions: ['eu', 'ch'], preferredRegion: 'ch' } }),
+    ]);
+    expect(r?.placement).toMatchObject({ cell: 'ch-prod-1', region: 'ch' });
+    const e = await refused(
+      registry.apply(ctx, [tenant('ch', { residency: { allowedRegions: ['eu'] } })]),
+      'placement.residency_violation',
+      422,
+      '/0/spec/residency/allowedRegions',
+    );
+    expect(e.details).toMatchObject({ region: 'ch', cell: 'ch-prod-1', allowedRegions: ['eu'] });
+    // A change that keeps the data where it is passes, and the binding stays.
+    const [same] = await registry.apply(ctx, [
+      tenant('ch', { residency: { allowedRegions: ['eu', 'ch'] }, description: 'still in ch' }),
+    ]);
+    expect(same?.placement).toMatchObject({ cell: 'ch-prod-1' });
+  });
+
   it('refuses a cell capacity below its tenants, and deleting a cell or plan in use', async () => {
     await refused(
       registry.apply(ctx, [

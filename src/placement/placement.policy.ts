@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import type { RequestContext } from '../changes/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { Kind, Manifest, Specs } from '../domain/manifest.js';
-import { ConflictError } from '../errors/errors.js';
+import { ConflictError, ForbiddenError } from '../errors/errors.js';
 import type { ObjectRow } from '../registry/object.repository.js';
 import {
   type Binding,
@@ -48,6 +48,8 @@ export interface PolicyInput {
   existing: ObjectRow | undefined;
   /** JSON pointer of the manifest in the request body, e.g. `/3`; refusals point below it. */
   at: string;
+  /** Whether the caller acts as the platform (cells can only be changed then). */
+  platform: boolean;
 }
 
 export interface PolicyResult {
@@ -103,6 +105,15 @@ export class PlacementPolicy {
       await appendUsageHistory(trx, result.consumed, `${input.m.kind.toLowerCase()}.create`, ctx.requestId);
   }
 
+  /** After a deployment or resource is deleted: a new usage version when the tenant has quotas. */
+  async afterDelete(trx: Trx, ctx: RequestContext, kind: Kind, row: ObjectRow): Promise<void> {
+    if (!QUOTA_OF[kind] || !row.tenant_id) return;
+    const limits = await effectiveLimits(trx, row.tenant_id);
+    if (!limits || Object.keys(limits.quotas).length === 0) return;
+    await lockUsage(trx, row.tenant_id);
+    await appendUsageHistory(trx, limits, `${kind.toLowerCase()}.delete`, ctx.requestId);
+  }
+
   /** Before an object is deleted: in-use refusals, and a deleted tenant's cell capacity is released. */
   async beforeDelete(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> {
     const inUse = async (query: ReturnType<typeof sql<{ n: string }>>, code: string, message: string) => {
@@ -133,7 +144,13 @@ export class PlacementPolicy {
         `Region "${row.slug}" still has cells or tenants.`,
       );
     if (kind === 'Tenant' && row.cell_id) {
-      await sql`update cells set allocated = allocated - 1 where id = ${row.cell_id as string}`.execute(trx);
+      const r =
+        await sql`update cells set allocated = allocated - 1 where id = ${row.cell_id as string}`.execute(
+          trx,
+        );
+      // Cells are platform objects (row-level security): a tenant-scoped caller cannot release capacity.
+      if (Number(r.numAffectedRows ?? 0) !== 1)
+        throw new ForbiddenError('placement.platform_only', 'Only the platform can delete a placed tenant.');
     }
   }
 
@@ -230,6 +247,14 @@ export class PlacementPolicy {
         });
       }
       binding = current;
+    } else if (input.existing && !input.platform) {
+      // Cells are platform objects: a tenant-scoped change leaves an unplaced tenant for the platform to place.
+      verdicts.push({
+        rule: 'placement',
+        outcome: 'allow',
+        detail: 'unplaced: only the platform places tenants',
+      });
+      return { columns: {}, verdicts };
     } else {
       const cells = await lockCandidateCells(trx, regionOrder(req), spec.cell);
       if (cells === 'none') {

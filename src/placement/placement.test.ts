@@ -341,6 +341,10 @@ describe('quotas', () => {
       '/0/spec/plan',
     );
     expect(e.details).toMatchObject({ quota: 'deployments', used: 4, limit: 3 });
+    // Deleting gives the unit back, and the history keeps a version for it.
+    await registry.delete(ctx, 'Deployment', 'circlek-eu-prod-p-store-p4');
+    const [latest] = await usage.history(ctx, 'circlek-eu-prod-p');
+    expect(latest).toMatchObject({ reason: 'deployment.delete', usage: { deployments: 3 } });
   });
 
   it('race: N concurrent creates against a quota of K → exactly K succeed', async () => {
@@ -397,6 +401,20 @@ describe('quotas', () => {
     for (const a of ['archive'] as const) await registry.transition(ctx, placed ?? slug, a);
     await registry.delete(ctx, 'Tenant', placed ?? slug);
     expect((await registry.get(ctx, 'Cell', 'us-qa-1')).status.allocated).toBe(1);
+  });
+});
+
+describe('tenant scope', () => {
+  it('leaves cell capacity to the platform: a tenant-scoped caller cannot delete a placed tenant', async () => {
+    const [r] = await registry.apply(ctx, [tenant('scoped', { plan: 'standard' })]);
+    const scoped = systemContext('tenant-admin', { scope: { kind: 'tenant', tenantId: r!.uuid } });
+    await registry.transition(scoped, r!.uuid, 'archive');
+    await refused(registry.delete(scoped, 'Tenant', r!.uuid), 'placement.platform_only', 403);
+    const cell = await registry.get(ctx, 'Cell', 'eu-prod-1');
+    await registry.delete(ctx, 'Tenant', r!.uuid);
+    expect((await registry.get(ctx, 'Cell', 'eu-prod-1')).status.allocated).toBe(
+      Number(cell.status.allocated) - 1,
+    );
   });
 });
 

@@ -264,7 +264,8 @@ export class RegistryService {
     if (!existing) {
       const id = givenUuid ?? randomUUID();
       const tenantId = res.tenant === 'self' ? id : res.tenant;
-      const policyInput = { m, tenantId, id, slug: res.slug, existing, at };
+      const platform = ctx.scope.kind === 'platform';
+      const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform };
       const policy = await this.policy.beforeWrite(trx, policyInput);
       const row = await insertObject(trx, m.kind, {
         id,
@@ -344,6 +345,7 @@ export class RegistryService {
       slug: existing.slug,
       existing,
       at,
+      platform: ctx.scope.kind === 'platform',
     };
     const policy = await this.policy.beforeWrite(trx, policyInput);
     const row = await updateObject(trx, m.kind, existing.id, {
@@ -578,6 +580,7 @@ export class RegistryService {
       deleted_at: new Date(),
     });
     await this.record(trx, ctx, kind, 'delete', row, updated);
+    await this.policy.afterDelete(trx, ctx, kind, updated);
     return updated;
   }
 

@@ -296,9 +296,10 @@ const placementResolvers: { [K in 'Region' | 'Cell' | 'Plan']: Resolver<K> } = {
   },
 };
 
+const allResolvers: { [K in Kind]: Resolver<K> } = { ...resolvers, ...placementResolvers };
+
 export function resolve(m: Manifest, env: ResolveEnv): Promise<Resolution | undefined> {
-  const all: { [K in Kind]: Resolver<K> } = { ...resolvers, ...placementResolvers };
-  return (all[m.kind] as Resolver<Kind>)(m, env);
+  return (allResolvers[m.kind] as Resolver<Kind>)(m, env);
 }
 
 /** The tenant an existing row belongs to. */

@@ -86,7 +86,7 @@ describe('tenantry CLI', () => {
   it('applies the Circle K example, then reports every object unchanged', async () => {
     const first = await cli('apply', '-f', EXAMPLE_DIR);
     expect(first.code).toBe(0);
-    expect(first.stdout.trim().split('\n')).toHaveLength(29);
+    expect(first.stdout.trim().split('\n')).toHaveLength(38);
     expect(first.stdout).toContain('tenant/circlek-eu-uat-dev created');
     const second = await cli('apply', '-f', EXAMPLE_DIR);
     expect(

@@ -31,7 +31,7 @@ async function snapshot(): Promise<string> {
 }
 
 const valid = circleK() as Record<string, unknown>[];
-const KINDS = ['Customer', 'System', 'Tenant', 'Deployment', 'IntegrationResource'];
+const KINDS = ['Customer', 'System', 'Tenant', 'Deployment', 'IntegrationResource', 'Region', 'Cell', 'Plan'];
 const PATHS = ['customers', 'systems', 'tenants', 'deployments', 'integration-resources'];
 
 /** A valid manifest made invalid for sure: an unknown field somewhere, or a value of the wrong type. */
@@ -55,7 +55,7 @@ const broken = fc
             'generation',
             '__proto__',
           ].includes(k) &&
-          !/^(displayName|shortCode|description|serviceId|customer|region|environmentType|qualifier|tenant|system|parameters|scope|type|kafkaTopic|blobContainer|database)$/.test(
+          !/^(displayName|shortCode|description|serviceId|customer|region|environmentType|qualifier|tenant|system|parameters|scope|type|kafkaTopic|blobContainer|database|plan|isolation|residency|cell|jurisdiction|stage|environmentTypes|tenancy|capacity|isolationModels|quotas|rateLimits)$/.test(
             k,
           ),
       ),

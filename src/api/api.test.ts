@@ -7,7 +7,9 @@ import { startTestServer, type TestServer } from '../../test/helpers/test-server
 let s: TestServer;
 const yamlOf = (file: string) => fs.readFileSync(path.join(EXAMPLE_DIR, file), 'utf8');
 const allYaml = () =>
-  ['00-systems.yaml', '10-circlek-europe.yaml', '20-circlek-north-america.yaml'].map(yamlOf).join('\n---\n');
+  ['00-systems.yaml', '10-circlek-europe.yaml', '20-circlek-north-america.yaml', '30-placement.yaml']
+    .map(yamlOf)
+    .join('\n---\n');
 const tenant = (name: string, extra: Record<string, unknown> = {}) => ({
   apiVersion: 'tenantry.dev/v1',
   kind: 'Tenant',
@@ -34,15 +36,15 @@ describe('apply', () => {
     });
     expect(dry.status).toBe(200);
     expect(dry.body.dryRun).toBe(true);
-    expect(dry.body.summary).toEqual({ created: 29, configured: 0, unchanged: 0 });
+    expect(dry.body.summary).toEqual({ created: 38, configured: 0, unchanged: 0 });
     expect(await rowCount()).toBe(0);
 
     const first = await s.request('POST', '/v1/apply', { raw: allYaml(), contentType: 'application/yaml' });
     expect(first.status).toBe(200);
-    expect(first.body.summary).toEqual({ created: 29, configured: 0, unchanged: 0 });
+    expect(first.body.summary).toEqual({ created: 38, configured: 0, unchanged: 0 });
     const after = await rowCount();
     const second = await s.request('POST', '/v1/apply', { raw: allYaml(), contentType: 'application/yaml' });
-    expect(second.body.summary).toEqual({ created: 0, configured: 0, unchanged: 29 });
+    expect(second.body.summary).toEqual({ created: 0, configured: 0, unchanged: 38 });
     expect(await rowCount()).toBe(after);
 
     const edited = allYaml().replace('displayName: Circle K Europe', 'displayName: Circle K Europa');

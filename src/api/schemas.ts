@@ -54,6 +54,10 @@ export const objectSchema = (kind: Kind) =>
         lifecycle: Type.String(),
         conditions: Type.Array(ConditionSchema),
         physicalName: Type.Optional(Type.String()),
+        placement: Type.Optional(
+          Type.Unknown({ description: 'Tenant: its binding to a cell (null: unplaced)' }),
+        ),
+        allocated: Type.Optional(Type.Integer({ description: 'Cell: tenants it hosts' })),
       }),
     },
     { $id: `${kind}` },

@@ -13,6 +13,9 @@ import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.re
 import { observeIdentity, registerHttpObservability } from '../observability/http-observability.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RequestLog } from '../observability/request-log.js';
+import { registerUsageRoutes } from '../placement/usage.routes.js';
+import { UsageService } from '../placement/usage.service.js';
+import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import type { IdentityHook } from './identity.js';
 import { problem, sendProblem, toProblem } from './problem.js';
@@ -34,6 +37,8 @@ export interface ServerDeps {
   requestLog?: RequestLog;
   /** Server spans per request (when a tracer provider is registered). */
   tracing?: boolean;
+  /** Per-tenant rate limits; by default one over `db` (PostgreSQL, shared by every API process). */
+  rateLimiter?: RateLimiter;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -120,6 +125,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     if (!request.routeOptions.url?.startsWith('/v1/')) return;
     observeIdentity(request, reply, await identify(request));
   });
+
+  const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
+  registerRateLimit(app, rateLimiter, identify);
 
   // Idempotency-Key on POST: the first response is stored and replayed; another body under the same key is refused.
   app.addHook('preHandler', async (request, reply) => {
@@ -217,6 +225,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
+  registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -42,7 +42,7 @@ describe('audit through the change path', () => {
   it('chains the change path records per tenant, and they verify', async () => {
     const v = await verifyAudit(t.db, { publicKeys: keys });
     expect(v.problems).toEqual([]);
-    expect(v.records).toBe(29);
+    expect(v.records).toBe(38);
     // Customers and systems are the platform's; each of the four tenants has its own chain.
     expect(v.chains.map((c) => c.chain)).toContain('platform');
     expect(v.chains).toHaveLength(5);

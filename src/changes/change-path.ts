@@ -12,6 +12,8 @@ export interface ObjectState {
   metadata: { uuid: string; slug: string; labels: Record<string, string> };
   spec: unknown;
   lifecycle: string;
+  /** A tenant's placement (its binding to a cell), see src/placement. */
+  placement?: unknown;
 }
 
 export interface Change {

@@ -25,12 +25,20 @@ const KIND_ALIASES: Record<string, string> = {
   resource: 'integration-resources',
   resources: 'integration-resources',
   ir: 'integration-resources',
+  region: 'regions',
+  regions: 'regions',
+  cell: 'cells',
+  cells: 'cells',
+  plan: 'plans',
+  plans: 'plans',
 };
 
 function kindPath(kind: string): string {
   const p = KIND_ALIASES[kind.toLowerCase()];
   if (!p)
-    throw new CliError(`unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource`);
+    throw new CliError(
+      `unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource, region, cell, plan`,
+    );
   return p;
 }
 
@@ -124,6 +132,8 @@ interface ApplyResponse {
     action: string;
     generation: number;
     changes: { op: string; path: string; from?: unknown; to?: unknown }[];
+    verdicts?: { rule: string; outcome: string; detail: string }[];
+    placement?: { cell: string; region: string; isolation: string; plan: string | null } | null;
   }[];
 }
 
@@ -142,6 +152,9 @@ const PATH_OF: Record<string, string> = {
   Tenant: 'tenants',
   Deployment: 'deployments',
   IntegrationResource: 'integration-resources',
+  Region: 'regions',
+  Cell: 'cells',
+  Plan: 'plans',
 };
 
 async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
@@ -229,6 +242,12 @@ program
             else if (c.op === 'remove') console.log(`  - ${c.path}: ${JSON.stringify(c.from)}`);
             else console.log(`  ~ ${c.path}: ${JSON.stringify(c.from)} -> ${JSON.stringify(c.to)}`);
           }
+          if (r.placement)
+            console.log(
+              `  placement: cell ${r.placement.cell} (region ${r.placement.region}, ${r.placement.isolation}, plan ${r.placement.plan ?? 'none'})`,
+            );
+          else if (r.placement === null) console.log('  placement: unplaced');
+          for (const v of r.verdicts ?? []) console.log(`  ${v.outcome} ${v.rule}: ${v.detail}`);
         }
         const changed = res.results.filter((r) => r.action !== 'unchanged').length;
         console.log(changed === 0 ? 'no changes' : `${changed} object(s) would change`);
@@ -355,6 +374,93 @@ program
         `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`,
       );
       console.log(`${body.kind.toLowerCase()}/${body.metadata.name} deleted`);
+    });
+  });
+
+program
+  .command('usage')
+  .description("a tenant's usage against every quota, and its rate limits")
+  .argument('<tenant>', 'slug or UUID')
+  .action(async (name: string) => {
+    await run(async () => {
+      const { body } = await client().request<{
+        tenant: { slug: string };
+        plan: string | null;
+        quotas: {
+          name: string;
+          used: number;
+          limit: number | null;
+          unit: string;
+          source: string;
+          period?: string;
+          expiresAt?: string;
+        }[];
+        rateLimits: {
+          class: string;
+          limit: number | null;
+          windowSeconds: number | null;
+          source: string;
+          expiresAt?: string;
+        }[];
+      }>('GET', `/v1/tenants/${encodeURIComponent(name)}/usage`);
+      if (globals().output !== 'table') {
+        console.log(globals().output === 'json' ? JSON.stringify(body, null, 2) : stringify(body));
+        return;
+      }
+      console.log(`tenant/${body.tenant.slug}  plan: ${body.plan ?? 'none'}\n`);
+      console.log(
+        table([
+          ['QUOTA', 'USED', 'LIMIT', 'UNIT', 'SOURCE'],
+          ...body.quotas.map((q) => [
+            q.name,
+            String(q.used),
+            q.limit === null ? '-' : String(q.limit),
+            q.period ? `${q.unit}/${q.period}` : q.unit,
+            q.expiresAt ? `${q.source} until ${q.expiresAt}` : q.source,
+          ]),
+        ]),
+      );
+      console.log('');
+      console.log(
+        table([
+          ['RATE LIMIT', 'REQUESTS', 'WINDOW', 'SOURCE'],
+          ...body.rateLimits.map((l) => [
+            l.class,
+            l.limit === null ? '-' : String(l.limit),
+            l.windowSeconds === null ? '-' : `${l.windowSeconds}s`,
+            l.expiresAt ? `${l.source} until ${l.expiresAt}` : l.source,
+          ]),
+        ]),
+      );
+    });
+  });
+
+program
+  .command('override')
+  .description(
+    'override one quota or rate limit of a tenant (audited), e.g. override t deployments 50 --reason "migration" --for 3600',
+  )
+  .argument('<tenant>', 'slug or UUID')
+  .argument(
+    '<limit>',
+    'deployments | integrationResources | storageGiB | eventsPerPeriod | concurrentOperations | rate.read | rate.write',
+  )
+  .argument('<value>', 'the new limit')
+  .requiredOption('--reason <text>', 'why (kept in the audit record)')
+  .option('--for <seconds>', 'expire after this many seconds')
+  .action(async (name: string, limit: string, value: string, opts: { reason: string; for?: string }) => {
+    await run(async () => {
+      const { body } = await client().request<{ id: string; expiresAt: string | null }>(
+        'POST',
+        `/v1/tenants/${encodeURIComponent(name)}/limit-overrides`,
+        {
+          name: limit,
+          value: Number(value),
+          reason: opts.reason,
+          ...(opts.for ? { expiresInSeconds: Number(opts.for) } : {}),
+        },
+      );
+      console.log(`override ${body.id} set${body.expiresAt ? ` until ${body.expiresAt}` : ''}`);
     });
   });
 

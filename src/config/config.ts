@@ -32,6 +32,8 @@ export interface Config {
   tracing: boolean;
   /** Days the per-tenant request log (analytics) is kept. */
   requestLogRetentionDays: number;
+  /** How long an API process caches a tenant's rate limits (TENANTRY_RATE_LIMIT_CACHE_MS). */
+  rateLimitCacheMs: number;
 }
 
 export interface ConfigFlags {
@@ -71,6 +73,13 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
         throw ValidationError.field(`/${name}`, 'config.invalid', `"${v}" is not a lowercase label.`);
     }
   }
+  const rateLimitCacheMs = Number(env.TENANTRY_RATE_LIMIT_CACHE_MS ?? 5000);
+  if (!Number.isInteger(rateLimitCacheMs) || rateLimitCacheMs < 0)
+    throw ValidationError.field(
+      '/TENANTRY_RATE_LIMIT_CACHE_MS',
+      'config.invalid',
+      'TENANTRY_RATE_LIMIT_CACHE_MS must be a non-negative integer (milliseconds).',
+    );
   const dataDir = path.resolve(flags.dataDir ?? env.TENANTRY_DATA_DIR ?? '.tenantry');
   const host = flags.host ?? env.TENANTRY_HOST ?? '127.0.0.1';
   return {
@@ -101,6 +110,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       env.TENANTRY_REQUEST_LOG_RETENTION_DAYS,
       30,
     ),
+    rateLimitCacheMs,
   };
 }
 

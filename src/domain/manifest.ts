@@ -7,10 +7,24 @@ import { LABEL_PATTERN, SEGMENT_PATTERN } from './identifiers.js';
  */
 export const API_VERSION = 'tenantry.dev/v1';
 
-export const KINDS = ['Customer', 'System', 'Tenant', 'Deployment', 'IntegrationResource'] as const;
+export const KINDS = [
+  'Customer',
+  'System',
+  'Tenant',
+  'Deployment',
+  'IntegrationResource',
+  'Region',
+  'Cell',
+  'Plan',
+] as const;
 export type Kind = (typeof KINDS)[number];
 /** The order in which `apply` writes kinds, so references resolve. Deletion runs in reverse. */
-export const APPLY_ORDER: readonly Kind[] = KINDS;
+export const APPLY_ORDER: readonly Kind[] = [
+  'Region',
+  'Cell',
+  'Plan',
+  ...KINDS.filter((k) => k !== 'Region' && k !== 'Cell' && k !== 'Plan'),
+];
 
 const strict = { additionalProperties: false } as const;
 const Segment = Type.String({
@@ -64,6 +78,25 @@ export const SystemSpec = Type.Object(
   strict,
 );
 
+const Isolation = Type.Union([Type.Literal('shared'), Type.Literal('pool'), Type.Literal('silo')], {
+  description:
+    'shared: shared tables, row filter; pool: schema per tenant; silo: dedicated cell, database per tenant',
+});
+const Residency = Type.Object(
+  {
+    allowedRegions: Type.Optional(
+      Type.Array(Segment, {
+        minItems: 1,
+        maxItems: 50,
+        uniqueItems: true,
+        description: "where the tenant's data may live; default: the tenant's own region",
+      }),
+    ),
+    preferredRegion: Type.Optional(Segment),
+  },
+  strict,
+);
+
 export const TenantSpec = Type.Object(
   {
     customer: Slug,
@@ -71,6 +104,11 @@ export const TenantSpec = Type.Object(
     environmentType: Segment,
     qualifier: Type.Optional(Segment),
     description: Type.Optional(Text(2000)),
+    // Placement (src/placement): the plan by code, the isolation model, the residency policy, an optional cell pin.
+    plan: Type.Optional(Segment),
+    isolation: Type.Optional(Isolation),
+    residency: Type.Optional(Residency),
+    cell: Type.Optional(Slug),
   },
   strict,
 );
@@ -129,12 +167,84 @@ export const IntegrationResourceSpec = Type.Object(
   strict,
 );
 
+// Placement (issue 8): regions, cells (runtime environments) and plans (quotas and rate limits).
+export const RegionSpec = Type.Object(
+  {
+    displayName: Text(200),
+    jurisdiction: Type.Optional(
+      Type.String({ pattern: '^[A-Z]{2,10}$', description: 'legal area for residency, e.g. EU, US' }),
+    ),
+    description: Type.Optional(Text(2000)),
+  },
+  strict,
+);
+
+const Count = (description: string) => Type.Integer({ minimum: 0, maximum: 1_000_000_000, description });
+export const CellSpec = Type.Object(
+  {
+    region: Segment,
+    stage: Type.String({ pattern: SEGMENT_PATTERN, description: 'e.g. prod, nonprod' }),
+    environmentTypes: Type.Array(Segment, {
+      minItems: 1,
+      maxItems: 20,
+      uniqueItems: true,
+      description: 'the tenant environment types this cell hosts',
+    }),
+    tenancy: Type.Union([Type.Literal('shared'), Type.Literal('dedicated')], {
+      description: 'shared: pool of shared/pool tenants; dedicated: one silo tenant per cell',
+    }),
+    capacity: Type.Object({ tenants: Count('how many tenants the cell may host') }, strict),
+    description: Type.Optional(Text(2000)),
+  },
+  strict,
+);
+
+const RateLimit = Type.Object(
+  {
+    limit: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'requests per window' }),
+    windowSeconds: Type.Integer({ minimum: 1, maximum: 86_400 }),
+  },
+  strict,
+);
+export const PlanSpec = Type.Object(
+  {
+    displayName: Text(200),
+    isolationModels: Type.Array(Isolation, { minItems: 1, maxItems: 3, uniqueItems: true }),
+    quotas: Type.Object(
+      {
+        deployments: Type.Optional(Count('live deployments per tenant')),
+        integrationResources: Type.Optional(Count('live integration resources per tenant')),
+        storageGiB: Type.Optional(Count('storage, GiB')),
+        eventsPerPeriod: Type.Optional(
+          Type.Object(
+            {
+              limit: Count('events per period'),
+              period: Type.Union([Type.Literal('hour'), Type.Literal('day'), Type.Literal('month')]),
+            },
+            strict,
+          ),
+        ),
+        concurrentOperations: Type.Optional(Count('reconcile operations in flight per tenant')),
+      },
+      strict,
+    ),
+    rateLimits: Type.Optional(
+      Type.Object({ read: Type.Optional(RateLimit), write: Type.Optional(RateLimit) }, strict),
+    ),
+    description: Type.Optional(Text(2000)),
+  },
+  strict,
+);
+
 export const SPEC_SCHEMAS = {
   Customer: CustomerSpec,
   System: SystemSpec,
   Tenant: TenantSpec,
   Deployment: DeploymentSpec,
   IntegrationResource: IntegrationResourceSpec,
+  Region: RegionSpec,
+  Cell: CellSpec,
+  Plan: PlanSpec,
 } satisfies Record<Kind, TSchema>;
 
 export type Specs = { [K in Kind]: Static<(typeof SPEC_SCHEMAS)[K]> };
@@ -175,4 +285,7 @@ export const IMMUTABLE_FIELDS: Record<Kind, readonly string[]> = {
     'kafkaTopic/access',
     'database/isolation',
   ],
+  Region: [],
+  Cell: ['region', 'stage', 'tenancy'],
+  Plan: [],
 };

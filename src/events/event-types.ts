@@ -21,6 +21,15 @@ export const EVENT_NAMES = [
   'integrationresource.created',
   'integrationresource.updated',
   'integrationresource.deleted',
+  'region.created',
+  'region.updated',
+  'region.deleted',
+  'cell.created',
+  'cell.updated',
+  'cell.deleted',
+  'plan.created',
+  'plan.updated',
+  'plan.deleted',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 

@@ -1,9 +1,10 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { Config } from '../config/config.js';
 import type { Trx } from '../db/database.js';
-import { deploymentSlug, isLabel, kafkaTopicName, tenantSlug } from '../domain/identifiers.js';
+import { deploymentSlug, isLabel, kafkaTopicName, LABEL_PATTERN, tenantSlug } from '../domain/identifiers.js';
 import type { Kind, Manifest } from '../domain/manifest.js';
 import type { FieldErrors } from '../errors/errors.js';
+import { knownRegions } from '../placement/regions.js';
 import { findBySlug } from './object.repository.js';
 
 /** What a manifest resolves to before it is written: its slug, its tenant, its own columns. */
@@ -44,7 +45,7 @@ async function ref(env: ResolveEnv, kind: Kind, slug: string, pointer: string, c
   return row;
 }
 
-const resolvers: { [K in Kind]: Resolver<K> } = {
+const resolvers: { [K in Exclude<Kind, 'Region' | 'Cell' | 'Plan'>]: Resolver<K> } = {
   async Customer(m, env) {
     const slug = m.metadata.name;
     if (slug === undefined || !isLabel(slug)) {
@@ -74,14 +75,25 @@ const resolvers: { [K in Kind]: Resolver<K> } = {
   async Tenant(m, env) {
     const { spec } = m;
     let ok = true;
-    if (!env.config.regions.includes(spec.region)) {
-      env.errors.add(
-        `${env.at}/spec/region`,
-        'region.unknown',
-        `unknown region; configured regions: ${env.config.regions.join(', ')}`,
-      );
-      ok = false;
+    const regions = await knownRegions(env.trx, env.config);
+    for (const [pointer, region] of [
+      ['/spec/region', spec.region],
+      ['/spec/residency/preferredRegion', spec.residency?.preferredRegion],
+      ...(spec.residency?.allowedRegions ?? []).map((r, i) => [`/spec/residency/allowedRegions/${i}`, r]),
+    ] as const) {
+      if (region !== undefined && !regions.includes(region)) {
+        env.errors.add(
+          `${env.at}${pointer}`,
+          'region.unknown',
+          `unknown region; regions: ${regions.join(', ')}`,
+        );
+        ok = false;
+      }
     }
+    if (spec.plan !== undefined && !(await ref(env, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')))
+      ok = false;
+    if (spec.cell !== undefined && !(await ref(env, 'Cell', spec.cell, '/spec/cell', 'cell.not_found')))
+      ok = false;
     if (!env.config.environmentTypes.includes(spec.environmentType)) {
       env.errors.add(
         `${env.at}/spec/environmentType`,
@@ -225,8 +237,69 @@ const resolvers: { [K in Kind]: Resolver<K> } = {
   },
 };
 
+// Placement kinds (issue 8): platform objects named by their manifest.
+function named(m: Manifest, env: ResolveEnv, pattern: RegExp, what: string): string | undefined {
+  const slug = m.metadata.name;
+  if (slug === undefined || !pattern.test(slug)) {
+    env.errors.add(
+      `${env.at}/metadata/name`,
+      slug === undefined ? 'field.required' : 'slug.invalid',
+      `a ${m.kind.toLowerCase()} needs a name of ${what}`,
+    );
+    return undefined;
+  }
+  return slug;
+}
+const SEGMENT = /^[a-z0-9]([a-z0-9-]{0,28}[a-z0-9])?$/;
+
+const placementResolvers: { [K in 'Region' | 'Cell' | 'Plan']: Resolver<K> } = {
+  async Region(m, env) {
+    const slug = named(m, env, SEGMENT, 'lowercase letters, digits and inner hyphens (at most 30)');
+    return slug === undefined ? undefined : { slug, tenant: null, columns: {} };
+  },
+
+  async Cell(m, env) {
+    const slug = named(m, env, new RegExp(LABEL_PATTERN), 'a lowercase DNS label');
+    const { spec } = m;
+    let ok = slug !== undefined;
+    const regions = await knownRegions(env.trx, env.config);
+    if (!regions.includes(spec.region)) {
+      env.errors.add(
+        `${env.at}/spec/region`,
+        'region.unknown',
+        `unknown region; regions: ${regions.join(', ')}`,
+      );
+      ok = false;
+    }
+    for (const [i, t] of spec.environmentTypes.entries()) {
+      if (!env.config.environmentTypes.includes(t)) {
+        env.errors.add(
+          `${env.at}/spec/environmentTypes/${i}`,
+          'environment_type.unknown',
+          `unknown environment type; one of ${env.config.environmentTypes.join(', ')}`,
+        );
+        ok = false;
+      }
+    }
+    if (!ok || slug === undefined) return undefined;
+    return { slug, tenant: null, columns: { region: spec.region, stage: spec.stage, tenancy: spec.tenancy } };
+  },
+
+  async Plan(m, env) {
+    const slug = named(
+      m,
+      env,
+      SEGMENT,
+      'a plan code: lowercase letters, digits and inner hyphens (at most 30)',
+    );
+    return slug === undefined ? undefined : { slug, tenant: null, columns: {} };
+  },
+};
+
+const allResolvers: { [K in Kind]: Resolver<K> } = { ...resolvers, ...placementResolvers };
+
 export function resolve(m: Manifest, env: ResolveEnv): Promise<Resolution | undefined> {
-  return (resolvers[m.kind] as Resolver<Kind>)(m, env);
+  return (allResolvers[m.kind] as Resolver<Kind>)(m, env);
 }
 
 /** The tenant an existing row belongs to. */
@@ -243,6 +316,8 @@ export const LIST_FILTERS: Record<Kind, Record<string, (v: string) => RawBuilder
   Customer: { phase: (v) => sql`phase = ${v}` },
   System: { phase: (v) => sql`phase = ${v}` },
   Tenant: {
+    cell: (v) => sql`cell_id in ${byRef('cells', v)}`,
+    plan: (v) => sql`spec->>'plan' = ${v}`,
     customer: (v) => sql`customer_id in ${byRef('customers', v)}`,
     region: (v) => sql`region = ${v}`,
     environmentType: (v) => sql`environment_type = ${v}`,
@@ -263,4 +338,12 @@ export const LIST_FILTERS: Record<Kind, Record<string, (v: string) => RawBuilder
     type: (v) => sql`resource_type = ${v}`,
     phase: (v) => sql`phase = ${v}`,
   },
+  Region: { phase: (v) => sql`phase = ${v}` },
+  Cell: {
+    region: (v) => sql`region = ${v}`,
+    stage: (v) => sql`stage = ${v}`,
+    tenancy: (v) => sql`tenancy = ${v}`,
+    phase: (v) => sql`phase = ${v}`,
+  },
+  Plan: { phase: (v) => sql`phase = ${v}` },
 };

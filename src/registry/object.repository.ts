@@ -26,6 +26,9 @@ export const TABLES: Record<Kind, string> = {
   Tenant: 'tenants',
   Deployment: 'deployments',
   IntegrationResource: 'integration_resources',
+  Region: 'regions',
+  Cell: 'cells',
+  Plan: 'plans',
 };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout } from 'node:timers/promises';
 import { sql } from 'kysely';
+import { recordAuditAttempt } from '../audit/append-audit.js';
 import { type Change, type ObjectState, recordChange } from '../changes/change-path.js';
 import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
@@ -18,6 +19,8 @@ import {
   ValidationError,
 } from '../errors/errors.js';
 import type { ChangeAction } from '../events/event-types.js';
+import { type Placement, PlacementPolicy, type Verdict } from '../placement/placement.policy.js';
+import { PolicyError } from '../placement/policy-error.js';
 import { LIST_FILTERS, resolve, tenantOf } from './kinds.js';
 import {
   countLive,
@@ -40,6 +43,10 @@ export interface ApplyOutcome {
   generation: number;
   changes: DiffEntry[];
   object: ApiObject;
+  /** The placement, residency and quota checks the change met (issue 8). */
+  verdicts?: Verdict[];
+  /** A tenant's placement decision (its binding to a cell). */
+  placement?: Placement | null;
 }
 
 export interface ApplyOptions {
@@ -117,6 +124,8 @@ function decodeCursor(cursor: string): { slug: string; id: string } {
  * goes through the change path (lineage + audit + outbox + reconcile job in the same transaction).
  */
 export class RegistryService {
+  private readonly policy = new PlacementPolicy();
+
   constructor(
     private readonly db: Db,
     private readonly config: Config,
@@ -155,6 +164,33 @@ export class RegistryService {
         APPLY_ORDER.indexOf(a.m.kind) - APPLY_ORDER.indexOf(b.m.kind) ||
         (key(a.m) < key(b.m) ? -1 : key(a.m) > key(b.m) ? 1 : a.i - b.i),
     );
+    return this.audited(ctx, opts, () => this.applyAll(ctx, ordered, schemaErrors, opts));
+  }
+
+  /** A change refused by placement or quota policy is audited as denied (unless it was a dry run). */
+  private async audited<T>(ctx: RequestContext, opts: ApplyOptions, work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof PolicyError && !opts.dryRun) {
+        await recordAuditAttempt(this.db, ctx, {
+          tenantId: err.attempt.tenantId,
+          action: `${err.attempt.kind.toLowerCase()}.${err.attempt.action}`,
+          outcome: 'denied',
+          target: { kind: err.attempt.kind, slug: err.attempt.slug },
+          decision: { code: err.code, details: err.details },
+        });
+      }
+      throw err;
+    }
+  }
+
+  private applyAll(
+    ctx: RequestContext,
+    ordered: ReturnType<typeof validateManifests>['valid'],
+    schemaErrors: ReturnType<typeof validateManifests>['errors'],
+    opts: ApplyOptions,
+  ): Promise<ApplyOutcome[]> {
     return this.run(ctx, async (trx) => {
       const errors = new FieldErrors();
       errors.list.push(...schemaErrors);
@@ -249,6 +285,9 @@ export class RegistryService {
     if (!existing) {
       const id = givenUuid ?? randomUUID();
       const tenantId = res.tenant === 'self' ? id : res.tenant;
+      const platform = ctx.scope.kind === 'platform';
+      const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform };
+      const policy = await this.policy.beforeWrite(trx, policyInput);
       const row = await insertObject(trx, m.kind, {
         id,
         slug: res.slug,
@@ -256,6 +295,7 @@ export class RegistryService {
         labels: JSON.stringify(labels),
         conditions: JSON.stringify(initialConditions()),
         ...res.columns,
+        ...policy.columns,
       });
       const after = stateOf(row);
       const changes = diff({}, after);
@@ -270,6 +310,7 @@ export class RegistryService {
         after,
         changes,
       });
+      await this.policy.afterWrite(trx, ctx, policyInput, policy);
       return {
         kind: m.kind,
         name: res.slug,
@@ -278,6 +319,8 @@ export class RegistryService {
         generation: 1,
         changes,
         object: toApiObject(m.kind, row),
+        verdicts: policy.verdicts,
+        ...(m.kind === 'Tenant' ? { placement: policy.placement ?? null } : {}),
       };
     }
 
@@ -304,7 +347,7 @@ export class RegistryService {
 
     const prior = stateOf(existing);
     const next: ObjectState = { ...prior, metadata: { ...prior.metadata, labels }, spec: m.spec };
-    const changes = diff(prior, next);
+    let changes = diff(prior, next);
     if (changes.length === 0) {
       return {
         kind: m.kind,
@@ -316,11 +359,23 @@ export class RegistryService {
         object: toApiObject(m.kind, existing),
       };
     }
+    const policyInput = {
+      m,
+      tenantId: tenantOf(m.kind, existing),
+      id: existing.id,
+      slug: existing.slug,
+      existing,
+      at,
+      platform: ctx.scope.kind === 'platform',
+    };
+    const policy = await this.policy.beforeWrite(trx, policyInput);
     const row = await updateObject(trx, m.kind, existing.id, {
       spec: JSON.stringify(m.spec),
       labels: JSON.stringify(labels),
       phase: 'Pending',
+      ...policy.columns,
     });
+    changes = diff(prior, stateOf(row));
     const generation = Number(row.generation);
     await recordChange(trx, ctx, {
       kind: m.kind,
@@ -333,6 +388,7 @@ export class RegistryService {
       after: stateOf(row),
       changes,
     });
+    await this.policy.afterWrite(trx, ctx, policyInput, policy);
     return {
       kind: m.kind,
       name: row.slug,
@@ -341,6 +397,8 @@ export class RegistryService {
       generation,
       changes,
       object: toApiObject(m.kind, row),
+      verdicts: policy.verdicts,
+      ...(m.kind === 'Tenant' ? { placement: policy.placement ?? (row.placement as Placement | null) } : {}),
     };
   }
 
@@ -536,12 +594,14 @@ export class RegistryService {
   }
 
   private async softDelete(trx: Trx, ctx: RequestContext, kind: Kind, row: ObjectRow): Promise<ObjectRow> {
+    await this.policy.beforeDelete(trx, kind, row);
     const updated = await updateObject(trx, kind, row.id, {
       lifecycle: 'Deleted',
       phase: 'Terminating',
       deleted_at: new Date(),
     });
     await this.record(trx, ctx, kind, 'delete', row, updated);
+    await this.policy.afterDelete(trx, ctx, kind, updated);
     return updated;
   }
 

@@ -69,10 +69,10 @@ describe('registry and change path', () => {
       integration_resources: 13,
     });
     // One lineage version, audit record, event and job per object.
-    expect(c.object_versions).toBe(29);
-    expect(c.audit_records).toBe(29);
-    expect(c.outbox_events).toBe(29);
-    expect(c.reconcile_jobs).toBe(29);
+    expect(c.object_versions).toBe(38);
+    expect(c.audit_records).toBe(38);
+    expect(c.outbox_events).toBe(38);
+    expect(c.reconcile_jobs).toBe(38);
 
     const second = await registry.apply(ctx, circleK());
     expect(second.map((r) => r.action)).toEqual(second.map(() => 'unchanged'));

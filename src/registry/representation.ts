@@ -32,6 +32,10 @@ export interface ApiObject {
     lifecycle: string;
     conditions: Condition[];
     physicalName?: string;
+    /** Tenant: its binding to a cell (null while unplaced). */
+    placement?: unknown;
+    /** Cell: how many tenants it hosts. */
+    allocated?: number;
   };
 }
 
@@ -70,6 +74,8 @@ export function toApiObject(kind: Kind, row: ObjectRow): ApiObject {
       lifecycle: row.lifecycle,
       conditions: (row.conditions as Condition[]) ?? [],
       ...(kind === 'IntegrationResource' ? { physicalName: String(row.physical_name) } : {}),
+      ...(kind === 'Tenant' ? { placement: row.placement ?? null } : {}),
+      ...(kind === 'Cell' ? { allocated: Number(row.allocated) } : {}),
     },
   };
 }
@@ -79,5 +85,6 @@ export function stateOf(row: ObjectRow): ObjectState {
     metadata: { uuid: row.id, slug: row.slug, labels: row.labels ?? {} },
     spec: row.spec,
     lifecycle: row.lifecycle,
+    ...(row.placement ? { placement: row.placement } : {}),
   };
 }

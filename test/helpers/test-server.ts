@@ -5,6 +5,7 @@ import { type IdentityHook, localOperator } from '../../src/api/identity.js';
 import { buildServer } from '../../src/api/server.js';
 import { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
+import { createDb } from '../../src/db/database.js';
 import { metrics } from '../../src/observability/metrics.js';
 import { RequestLog } from '../../src/observability/request-log.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
@@ -28,18 +29,25 @@ export interface TestServerOptions {
   identify?: IdentityHook;
   logger?: Logger;
   tracing?: boolean;
+  /** A further server over an existing test database, with a pool of its own (a second API process). */
+  database?: TestDatabase;
 }
 
-/** The real HTTP server on a loopback port over this test file's own database. */
+/**
+ * The real HTTP server on a loopback port over this test file's own database. With `database`, a
+ * further server over an existing test database, with a connection pool of its own (like a second
+ * API process); closing it leaves the database alone.
+ */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
-  const t = await createTestDatabase();
+  const t = opts.database ?? (await createTestDatabase());
+  const db = opts.database ? createDb(t.appUrl, 10) : t.db;
   const logger = opts.logger ?? pino({ level: 'silent' });
-  const requestLog = new RequestLog(t.db, logger);
-  const audit = new AuditService(t.db, new AuditSigner(generateKeyPairSync('ed25519').privateKey));
+  const requestLog = new RequestLog(db, logger);
+  const audit = new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey));
   const app = await buildServer({
     config: t.config,
-    db: t.db,
-    registry: new RegistryService(t.db, t.config),
+    db,
+    registry: new RegistryService(db, t.config),
     audit,
     identify: opts.identify ?? localOperator,
     logger,
@@ -79,7 +87,8 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     async close() {
       await app.close();
       await requestLog.stop();
-      await t.destroy();
+      if (opts.database) await db.destroy();
+      else await t.destroy();
     },
   };
 }

@@ -30,7 +30,8 @@ export function registerApplyRoute(
         summary: 'Apply manifests (multi-document YAML or JSON) in dependency order, all or nothing',
         description:
           'Idempotent: applying the same manifests again reports every object "unchanged" and bumps no generation. ' +
-          'With dryRun=true nothing is written; the response says what would change per object.',
+          'With dryRun=true nothing is written; the response says what would change per object, with the ' +
+          'placement decision and the policy verdicts a real apply would meet (a refusal is the same 4xx).',
         tags: ['Apply'],
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
         body: Type.Unknown({
@@ -56,6 +57,21 @@ export function registerApplyRoute(
                 ]),
                 generation: Type.Integer(),
                 changes: Type.Array(DiffEntrySchema),
+                verdicts: Type.Optional(
+                  Type.Array(
+                    Type.Object({
+                      rule: Type.String(),
+                      outcome: Type.Literal('allow'),
+                      detail: Type.String(),
+                    }),
+                    { description: 'placement, residency, plan and quota checks the change met' },
+                  ),
+                ),
+                placement: Type.Optional(
+                  Type.Unknown({
+                    description: 'Tenant: the placement decision (its binding to a cell); null: unplaced',
+                  }),
+                ),
               }),
             ),
           }),

@@ -15,6 +15,9 @@ export const KIND_PATHS: Record<Kind, string> = {
   Tenant: 'tenants',
   Deployment: 'deployments',
   IntegrationResource: 'integration-resources',
+  Region: 'regions',
+  Cell: 'cells',
+  Plan: 'plans',
 };
 
 const RefParams = Type.Object({

@@ -1,0 +1,179 @@
+import { Type } from '@sinclair/typebox';
+import type { FastifyInstance } from 'fastify';
+import type { IdentityHook } from '../api/identity.js';
+import { errorResponses } from '../api/schemas.js';
+import { ValidationError } from '../errors/errors.js';
+import type { RateLimiter } from '../ratelimit/rate-limiter.js';
+import { LIMIT_NAMES } from './quotas.js';
+import type { UsageService } from './usage.service.js';
+
+const RefParams = Type.Object({
+  ref: Type.String({ minLength: 1, maxLength: 300, description: 'UUID or slug' }),
+});
+const Limit = Type.Union([Type.Integer(), Type.Null()]);
+const OverrideSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  name: Type.String(),
+  value: Type.Integer(),
+  reason: Type.String(),
+  createdBy: Type.String(),
+  createdAt: Type.String({ format: 'date-time' }),
+  expiresAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+});
+const OverrideBody = Type.Object(
+  {
+    name: Type.Union(LIMIT_NAMES.map((n) => Type.Literal(n))),
+    value: Type.Integer({ minimum: 0, maximum: 1_000_000_000 }),
+    reason: Type.String({ minLength: 1, maxLength: 500 }),
+    expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+    expiresInSeconds: Type.Optional(Type.Integer({ minimum: 1, maximum: 31_536_000 })),
+  },
+  { additionalProperties: false },
+);
+
+export function registerUsageRoutes(
+  app: FastifyInstance,
+  usage: UsageService,
+  identify: IdentityHook,
+  limiter: RateLimiter,
+): void {
+  app.get(
+    '/v1/tenants/:ref/usage',
+    {
+      config: { action: 'usage.read' },
+      schema: {
+        operationId: 'getTenantUsage',
+        summary: "A tenant's usage against every quota of its plan and overrides, and its rate limits",
+        tags: ['Tenant'],
+        params: RefParams,
+        response: {
+          200: Type.Object({
+            tenant: Type.Object({ uuid: Type.String({ format: 'uuid' }), slug: Type.String() }),
+            plan: Type.Union([Type.String(), Type.Null()]),
+            quotas: Type.Array(
+              Type.Object({
+                name: Type.String(),
+                used: Type.Integer(),
+                limit: Limit,
+                unit: Type.String(),
+                source: Type.String(),
+                expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+                period: Type.Optional(Type.String()),
+              }),
+            ),
+            rateLimits: Type.Array(
+              Type.Object({
+                class: Type.String(),
+                limit: Limit,
+                windowSeconds: Limit,
+                source: Type.String(),
+                expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+              }),
+            ),
+            overrides: Type.Array(OverrideSchema),
+            version: Type.Integer(),
+          }),
+          ...errorResponses(400, 404),
+        },
+      },
+    },
+    async (request) => usage.usage(await identify(request), (request.params as { ref: string }).ref),
+  );
+
+  app.get(
+    '/v1/tenants/:ref/usage/history',
+    {
+      config: { action: 'usage.read' },
+      schema: {
+        operationId: 'getTenantUsageHistory',
+        summary: "Versions of a tenant's quotas and usage, newest first (billing comparison)",
+        tags: ['Tenant'],
+        params: RefParams,
+        querystring: Type.Object(
+          { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000, default: 100 })) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            items: Type.Array(
+              Type.Object({
+                version: Type.Integer(),
+                time: Type.String({ format: 'date-time' }),
+                reason: Type.String(),
+                plan: Type.Union([Type.String(), Type.Null()]),
+                usage: Type.Unknown(),
+                limits: Type.Unknown(),
+                requestId: Type.String(),
+              }),
+            ),
+          }),
+          ...errorResponses(400, 404),
+        },
+      },
+    },
+    async (request) => ({
+      items: await usage.history(
+        await identify(request),
+        (request.params as { ref: string }).ref,
+        Number((request.query as { limit?: number }).limit ?? 100),
+      ),
+    }),
+  );
+
+  app.post(
+    '/v1/tenants/:ref/limit-overrides',
+    {
+      config: { action: 'limits.override', rateLimit: false },
+      schema: {
+        operationId: 'createLimitOverride',
+        summary: 'Override one quota or rate limit of a tenant, optionally until a time (audited)',
+        tags: ['Tenant'],
+        params: RefParams,
+        body: OverrideBody,
+        response: { 201: OverrideSchema, ...errorResponses(400, 404, 422) },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as Record<string, unknown> | null;
+      if (
+        !body ||
+        typeof body !== 'object' ||
+        typeof body.reason !== 'string' ||
+        !Number.isInteger(body.value)
+      )
+        throw new ValidationError('body.invalid', 'The body needs name, value (integer) and reason.', [
+          { pointer: '/', code: 'body.invalid', message: 'name, value and reason are required' },
+        ]);
+      const o = await usage.setOverride(await identify(request), (request.params as { ref: string }).ref, {
+        name: String(body.name),
+        value: Number(body.value),
+        reason: body.reason,
+        expiresAt: typeof body.expiresAt === 'string' ? body.expiresAt : undefined,
+        expiresInSeconds: typeof body.expiresInSeconds === 'number' ? body.expiresInSeconds : undefined,
+      });
+      limiter.invalidate();
+      return reply.code(201).send(o);
+    },
+  );
+
+  app.delete(
+    '/v1/tenants/:ref/limit-overrides/:id',
+    {
+      config: { action: 'limits.override', rateLimit: false },
+      schema: {
+        operationId: 'revokeLimitOverride',
+        summary: 'Revoke a limit override before it expires (audited)',
+        tags: ['Tenant'],
+        params: Type.Object({ ref: RefParams.properties.ref, id: Type.String({ maxLength: 64 }) }),
+        response: { 200: OverrideSchema, ...errorResponses(400, 404) },
+      },
+    },
+    async (request) => {
+      const { ref, id } = request.params as { ref: string; id: string };
+      const o = await usage.revokeOverride(await identify(request), ref, id);
+      limiter.invalidate();
+      return o;
+    },
+  );
+}

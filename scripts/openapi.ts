@@ -4,20 +4,23 @@
  */
 import fs from 'node:fs';
 import pino from 'pino';
-import { localOperator } from '../src/api/identity.js';
 import { buildServer } from '../src/api/server.js';
 import { loadConfig } from '../src/config/config.js';
 import { createDb } from '../src/db/database.js';
+import { BuiltinIssuer } from '../src/identity/builtin-issuer.js';
+import { createSecurity } from '../src/identity/security.js';
 import { RegistryService } from '../src/registry/registry.service.js';
 
 const config = loadConfig({}, {});
 // The pool connects lazily and is never used here.
 const db = createDb('postgres://unused@127.0.0.1:1/unused', 1);
+const issuer = await BuiltinIssuer.ephemeral(config.identity.issuer, config.identity.audience);
+const security = await createSecurity(config, db, { issuer });
 const app = await buildServer({
   config,
   db,
-  registry: new RegistryService(db, config),
-  identify: localOperator,
+  registry: security.guard(new RegistryService(db, config)),
+  security,
   logger: pino({ level: 'silent' }),
 });
 await app.ready();

@@ -2,11 +2,12 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { type IdentityHook, localOperator } from './api/identity.js';
 import { buildServer } from './api/server.js';
 import type { Config } from './config/config.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import type { BuiltinIssuer } from './identity/builtin-issuer.js';
+import { createSecurity, type Security } from './identity/security.js';
 import { RegistryService } from './registry/registry.service.js';
 
 export interface Tenantry {
@@ -17,12 +18,14 @@ export interface Tenantry {
   server: FastifyInstance;
   db: Db;
   registry: RegistryService;
+  security: Security;
   stop(): Promise<void>;
 }
 
 export interface StartOptions {
   logger: Logger;
-  identify?: IdentityHook;
+  /** The built-in token issuer (default: its key from the data folder or TENANTRY_TOKEN_SIGNING_KEY_FILE). */
+  issuer?: BuiltinIssuer;
 }
 
 const DATABASE = 'tenantry';
@@ -80,11 +83,12 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20);
     stops.push(() => db.destroy());
     const registry = new RegistryService(db, config);
+    const security = await createSecurity(config, db, opts.issuer ? { issuer: opts.issuer } : {});
     const server = await buildServer({
       config,
       db,
-      registry,
-      identify: opts.identify ?? localOperator,
+      registry: security.guard(registry),
+      security,
       logger: log,
     });
     stops.push(() => server.close());
@@ -92,7 +96,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, stop };
+    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, security, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -8,8 +8,9 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
-import type { RegistryService } from '../registry/registry.service.js';
-import type { IdentityHook } from './identity.js';
+import { registerIdentityRoutes } from '../identity/identity.routes.js';
+import { currentContext, installSecurity, type Security } from '../identity/security.js';
+import type { RegistryApi } from '../registry/registry.service.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
@@ -19,8 +20,9 @@ import { OBJECT_SCHEMAS, ProblemSchema } from './schemas.js';
 export interface ServerDeps {
   config: Config;
   db: Db;
-  registry: RegistryService;
-  identify: IdentityHook;
+  /** The authorization decorator around the registry (Security.guard). */
+  registry: RegistryApi;
+  security: Security;
   logger: Logger;
 }
 
@@ -28,7 +30,8 @@ const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,200}$/;
 
 export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
-  const { config, db, registry, identify } = deps;
+  const { config, db, registry, security } = deps;
+  const identify = currentContext;
   const app: FastifyInstance = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: config.bodyLimitBytes,
@@ -53,6 +56,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
+  // Before any route: every route must declare its authorization action (fail closed).
+  installSecurity(app, security, db);
+
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
   app.addSchema(ProblemSchema);
@@ -69,6 +75,18 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       },
       servers: [{ url: '/' }],
+      components: {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: 'JWT',
+            description:
+              'A token of a trusted OIDC issuer or of the built-in issuer (`tenantry token create`).',
+          },
+        },
+      },
+      security: [{ bearer: [] }],
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
@@ -94,7 +112,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         ),
       );
     }
-    const ctx = await identify(request);
+    const ctx = identify(request);
     const hash = createHash('sha256')
       .update(typeof request.body === 'string' ? request.body : JSON.stringify(request.body ?? null))
       .digest('hex');
@@ -170,9 +188,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
 
   registerHealthRoutes(app, db as never);
+  registerIdentityRoutes(app, security);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }
 

@@ -40,6 +40,8 @@ export interface Change {
  */
 export async function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   const kind = change.kind;
+  // The policy gate (src/authz) decides before anything is written; a denial throws.
+  const decision = ctx.authorize ? ctx.authorize(change) : null;
   const name = eventName(kind, change.action);
   const actor = JSON.stringify(ctx.actor);
   const eventData = JSON.stringify({
@@ -64,7 +66,7 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     before: change.before,
     after: change.after,
     outcome: 'success',
-    decision: null,
+    decision,
     requestId: ctx.requestId,
     correlationId: ctx.correlationId,
   });

@@ -1,41 +1,75 @@
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
-import { localOperator } from '../../src/api/identity.js';
 import { buildServer } from '../../src/api/server.js';
+import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issuer.js';
+import { createSecurity, type Security } from '../../src/identity/security.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
+
+export interface RequestOptions {
+  body?: unknown;
+  raw?: string;
+  contentType?: string;
+  headers?: Record<string, string>;
+  /** The bearer token; default: a platform-admin token of the built-in issuer; `null`: none. */
+  token?: string | null;
+}
 
 export interface TestServer {
   t: TestDatabase;
   app: FastifyInstance;
   url: string;
+  security: Security;
+  issuer: BuiltinIssuer;
+  /** The platform-admin token `request()` sends by default. */
+  adminToken: string;
+  /** Mints a token of the server's built-in issuer (default: no session). */
+  token(opts: Partial<MintOptions>): Promise<string>;
   request(
     method: string,
     path: string,
-    opts?: { body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string> },
+    opts?: RequestOptions,
   ): Promise<{ status: number; body: any; headers: Headers }>;
   close(): Promise<void>;
 }
 
-/** The real HTTP server on a loopback port over this test file's own database. */
-export async function startTestServer(): Promise<TestServer> {
+export interface TestServerOptions {
+  /** Change the configuration before the server is built (e.g. trusted issuers). */
+  configure?: (config: TestDatabase['config']) => void;
+  logger?: pino.Logger;
+}
+
+/** The real HTTP server on a loopback port over this test file's own database, with authentication on. */
+export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const t = await createTestDatabase();
+  opts.configure?.(t.config);
+  const issuer = await BuiltinIssuer.ephemeral(t.config.identity.issuer, t.config.identity.audience);
+  const security = await createSecurity(t.config, t.db, { issuer });
   const app = await buildServer({
     config: t.config,
     db: t.db,
-    registry: new RegistryService(t.db, t.config),
-    identify: localOperator,
-    logger: pino({ level: 'silent' }),
+    registry: security.guard(new RegistryService(t.db, t.config)),
+    security,
+    logger: opts.logger ?? pino({ level: 'silent' }),
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const token = (o: Partial<MintOptions>) =>
+    issuer.mint({ subject: 'test-admin', roles: ['platform-admin'], sessionId: null, ...o });
+  const adminToken = await token({});
   return {
     t,
     app,
     url,
+    security,
+    issuer,
+    adminToken,
+    token,
     async request(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
+      const bearer = opts.token === undefined ? adminToken : opts.token;
+      if (bearer !== null && headers.authorization === undefined) headers.authorization = `Bearer ${bearer}`;
       let body: string | undefined;
       if (opts.raw !== undefined) {
         body = opts.raw;

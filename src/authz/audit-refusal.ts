@@ -1,0 +1,27 @@
+import { recordAuditAttempt } from '../audit/append-audit.js';
+import type { RequestContext } from '../changes/request-context.js';
+import type { Db } from '../db/database.js';
+import { TenantryError } from '../errors/errors.js';
+import { AccessDenied } from './authorizer.js';
+
+/**
+ * Audits a refusal (any 403: a policy denial, tenant spoofing, row-level security) in a transaction
+ * of its own, with the decision and the caller's roles; other errors are not refusals.
+ */
+export async function auditRefusal(db: Db, ctx: RequestContext, err: unknown, action: string): Promise<void> {
+  if (!(err instanceof TenantryError) || err.status !== 403) return;
+  const denied = err instanceof AccessDenied ? err : undefined;
+  await recordAuditAttempt(db, ctx, {
+    tenantId: denied?.resource.tenantId ?? (ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : null),
+    action: denied?.decision.action ?? action,
+    outcome: 'denied',
+    target: { kind: denied?.resource.kind ?? 'Request', id: denied?.resource.id ?? null },
+    decision: denied?.decision ?? {
+      decision: 'deny',
+      code: err.code,
+      action,
+      roles: [...(ctx.roles ?? [])],
+      ...(Object.keys(err.details).length ? { details: err.details } : {}),
+    },
+  });
+}

@@ -82,14 +82,23 @@ export class AuthorizedRegistryService implements RegistryApi {
     }
   }
 
-  private read(ctx: RequestContext, kind: Kind, obj: ApiObject): ApiObject {
-    this.authz.authorize(ctx, `${areaOf(kind)}.read`, resourceOf(kind, obj));
+  private read(ctx: RequestContext, kind: Kind, obj: ApiObject, action = `${areaOf(kind)}.read`): ApiObject {
+    this.authz.authorize(ctx, action, resourceOf(kind, obj));
     return obj;
   }
 
   apply(ctx: RequestContext, docs: unknown[], opts: ApplyOptions = {}): Promise<ApplyOutcome[]> {
     return this.refused(ctx, 'registry.apply', async () => {
       await checkManifestTenants(this.db, ctx, docs);
+      // Replacing a known object: decided on it first, so that a refusal is a 403 rather than
+      // whatever row-level security makes of the write.
+      if (opts.target)
+        this.read(
+          ctx,
+          opts.target.kind,
+          await this.inner.get(ctx, opts.target.kind, opts.target.id),
+          `${areaOf(opts.target.kind)}.write`,
+        );
       return this.inner.apply(this.gated(ctx), docs, opts);
     });
   }

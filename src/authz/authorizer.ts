@@ -5,17 +5,21 @@ import { TenantryError } from '../errors/errors.js';
 import { DEFAULT_POLICIES } from './default-policies.js';
 
 /** The groups every action belongs to; policies grant groups or single actions. */
-export const ACTION_GROUPS = ['read', 'write', 'operate'] as const;
+export const ACTION_GROUPS = ['read', 'write', 'operate', 'elevate'] as const;
 export type ActionGroup = (typeof ACTION_GROUPS)[number];
 
 const READ_VERBS = new Set(['read', 'list', 'get', 'history', 'search', 'verify', 'export']);
 const OPERATE_VERBS = new Set(['activate', 'suspend', 'resume', 'archive', 'run', 'retry', 'replay']);
 const ACTION_NAME = /^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$/;
 
-/** `<area>.<verb>`: reads are `read`, lifecycle workflows `operate`, anything else `write` (fail closed). */
+/**
+ * `<area>.<verb>`: reads are `read`, lifecycle workflows `operate`, break-glass `elevate` (granted
+ * by no role group), anything else `write` (fail closed).
+ */
 export function groupOf(action: string): ActionGroup {
   const verb = action.slice(action.indexOf('.') + 1);
   if (READ_VERBS.has(verb)) return 'read';
+  if (action.startsWith('breakglass.')) return 'elevate';
   if (OPERATE_VERBS.has(verb)) return 'operate';
   return 'write';
 }

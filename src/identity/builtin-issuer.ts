@@ -25,7 +25,10 @@ export interface MintOptions {
   appId?: string;
   /** Session id (`sid`); absent: a new one. `null`: no session. */
   sessionId?: string | null;
+  /** Lifetime from now; negative gives an expired token (tests). */
   ttlSeconds?: number;
+  /** Default: this issuer's audience. */
+  audience?: string;
 }
 
 /**
@@ -128,11 +131,11 @@ export class BuiltinIssuer {
     })
       .setProtectedHeader({ alg: BUILTIN_ALGORITHM, kid: this.keyId, typ: 'JWT' })
       .setIssuer(this.issuer)
-      .setAudience(this.audience)
+      .setAudience(opts.audience ?? this.audience)
       .setSubject(opts.subject)
       .setIssuedAt()
       .setJti(randomUUID())
-      .setExpirationTime(`${ttl}s`)
+      .setExpirationTime(Math.floor(Date.now() / 1000) + ttl)
       .sign(this.privateKey);
   }
 }

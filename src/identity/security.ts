@@ -109,7 +109,8 @@ const isDocs = (url: string) => url === '/docs' || url.startsWith('/docs/');
  * - onRequest: the bearer token becomes the identity envelope (`request.ctx`), or 401 problem+json
  *   with `WWW-Authenticate`. Log lines of the request carry the envelope's fields.
  * - preHandler: tenant spoofing (403 `tenant.spoofing`), then the route's action is decided on the
- *   caller's scope (403 `authz.denied`); both audited. Services then decide per object.
+ *   caller's scope (403 `authz.denied`). Services then decide per object.
+ * - onError: every refusal (403) of an authenticated request is audited, once.
  */
 export function installSecurity(app: FastifyInstance, security: Security, db: Db): void {
   app.addHook('onRoute', (route) => {
@@ -139,6 +140,12 @@ export function installSecurity(app: FastifyInstance, security: Security, db: Db
       throw err;
     }
     request.log = request.log.child(envelopeFields(request.ctx));
+  });
+
+  // Any 403 of an authenticated request is audited (services that decide themselves included).
+  app.addHook('onError', async (request, _reply, err) => {
+    if (request.ctx)
+      await auditRefusal(db, request.ctx, err, request.routeOptions.config.action ?? 'unknown');
   });
 
   app.addHook('preHandler', async (request) => {

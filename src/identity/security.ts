@@ -139,7 +139,9 @@ export function installSecurity(app: FastifyInstance, security: Security, db: Db
         reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.code}"`);
       throw err;
     }
+    // Every later line of the request (the handler's, "request completed") carries the envelope.
     request.log = request.log.child(envelopeFields(request.ctx));
+    reply.log = request.log;
   });
 
   // Any 403 of an authenticated request is audited (services that decide themselves included).

@@ -65,6 +65,8 @@ export interface IdentityConfig {
   /** External OIDC issuers (TENANTRY_TRUSTED_ISSUERS as JSON, or TENANTRY_TRUSTED_ISSUERS_FILE). */
   trustedIssuers: TrustedIssuer[];
   clockSkewSeconds: number;
+  /** Least time between two JWKS refetches for an unknown `kid` (rotation vs. kid spraying). */
+  jwksCooldownSeconds: number;
   sessionTtlSeconds: number;
   breakGlassMaxSeconds: number;
   /** Extra Cedar policies (text), validated at start-up. */
@@ -204,6 +206,11 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
         : undefined,
       trustedIssuers: trustedIssuers(env),
       clockSkewSeconds: positiveInt('TENANTRY_CLOCK_SKEW_SECONDS', env.TENANTRY_CLOCK_SKEW_SECONDS, 30),
+      jwksCooldownSeconds: positiveInt(
+        'TENANTRY_JWKS_COOLDOWN_SECONDS',
+        env.TENANTRY_JWKS_COOLDOWN_SECONDS,
+        30,
+      ),
       sessionTtlSeconds: positiveInt(
         'TENANTRY_SESSION_TTL_SECONDS',
         env.TENANTRY_SESSION_TTL_SECONDS,

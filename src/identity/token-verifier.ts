@@ -36,6 +36,7 @@ export class TokenVerifier {
   constructor(
     trusted: TrustedIssuer[],
     private readonly clockSkewSeconds: number,
+    private readonly jwksCooldownSeconds: number,
     builtin?: BuiltinIssuer,
   ) {
     for (const t of trusted) this.issuers.set(t.issuer, t);
@@ -87,7 +88,10 @@ export class TokenVerifier {
     const known = this.keySets.get(issuer.issuer);
     if (known) return known;
     const jwksUri = issuer.jwksUri ?? (await discoverJwksUri(issuer.issuer));
-    const set = createRemoteJWKSet(new URL(jwksUri), { timeoutDuration: DISCOVERY_TIMEOUT_MS });
+    const set = createRemoteJWKSet(new URL(jwksUri), {
+      timeoutDuration: DISCOVERY_TIMEOUT_MS,
+      cooldownDuration: this.jwksCooldownSeconds * 1000,
+    });
     this.keySets.set(issuer.issuer, set);
     return set;
   }

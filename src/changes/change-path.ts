@@ -52,6 +52,9 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     previous: change.before,
     current: change.after,
     actor: ctx.actor,
+    // The identity envelope travels with the event (never the token).
+    appId: ctx.appId,
+    sessionId: ctx.sessionId,
   });
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
   // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2

@@ -267,6 +267,13 @@ describe('envelope in audit records and log lines', () => {
         request_id: requestId,
       },
     ]);
+    const event = await s.t.owner.query(
+      `select tenant_id, correlation_id, data from outbox_events where correlation_id = 'corr-envelope-1'`,
+    );
+    expect(event.rows[0]).toMatchObject({
+      tenant_id: TENANT_A_ID,
+      data: { appId: 'console', sessionId: 's-envelope', actor: { principal: 'alice', kind: 'user' } },
+    });
     const lines = logLines.filter((l) => l.reqId === requestId && l.msg === 'request completed');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({
@@ -281,7 +288,8 @@ describe('envelope in audit records and log lines', () => {
     expect(rawLog.join('').includes(signature)).toBe(false);
     const dump = await s.t.owner.query(
       `select (select coalesce(string_agg(a::text, ''), '') from audit_records a) ||
-              (select coalesce(string_agg(x::text, ''), '') from sessions x) as text`,
+              (select coalesce(string_agg(x::text, ''), '') from sessions x) ||
+              (select coalesce(string_agg(e::text, ''), '') from outbox_events e) as text`,
     );
     expect(dump.rows[0].text.includes(signature)).toBe(false);
     expect(dump.rows[0].text.includes(token.split('.')[1]!)).toBe(false);

@@ -76,6 +76,22 @@ describe('session binding (app_id + tenant_id + principal)', () => {
     });
   }
 
+  it('binds a session once when two first requests race with different bindings', async () => {
+    for (let i = 0; i < 5; i++) {
+      const sessionId = `s-race-${i}`;
+      const [a, b] = await Promise.all(
+        ['console', 'scripts'].map(async (appId) =>
+          whoami(
+            await s.token({ subject: 'alice', tenant: TENANT_A, appId, roles: ['tenant-reader'], sessionId }),
+          ),
+        ),
+      );
+      expect([a!.status, b!.status].sort()).toEqual([200, 401]);
+      const rows = await s.t.owner.query('select app_id from sessions where id = $1', [sessionId]);
+      expect(rows.rows).toEqual([{ app_id: a!.status === 200 ? 'console' : 'scripts' }]);
+    }
+  });
+
   it('revokes a session with effect on the very next request', async () => {
     const token = await s.token({
       subject: 'alice',

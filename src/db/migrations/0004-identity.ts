@@ -73,11 +73,14 @@ begin
     if t_id is null then return; end if;
   end if;
   if p_session is not null then
-    -- First sight binds; a concurrent first sight loses the insert and reads the winner's binding.
-    insert into sessions (id, issuer, app_id, tenant_id, principal, expires_at)
-      values (p_session, p_issuer, p_app_id, t_id, p_principal, now() + make_interval(secs => p_session_ttl_seconds))
-      on conflict (id) do nothing;
     select * into s from sessions where id = p_session;
+    if not found then
+      -- First sight binds; a concurrent first sight loses the insert and reads the winner's binding.
+      insert into sessions (id, issuer, app_id, tenant_id, principal, expires_at)
+        values (p_session, p_issuer, p_app_id, t_id, p_principal, now() + make_interval(secs => p_session_ttl_seconds))
+        on conflict (id) do nothing;
+      select * into s from sessions where id = p_session;
+    end if;
   end if;
   select * into g from break_glass_grants b
     where b.issuer = p_issuer and b.principal = p_principal and b.ended_at is null and b.expires_at > now()

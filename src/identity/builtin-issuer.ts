@@ -120,6 +120,29 @@ export class BuiltinIssuer {
     };
   }
 
+  private readonly outbound = new Map<string, { token: string; refreshAt: number }>();
+
+  /**
+   * Outbound identity: what Tenantry's own calls (webhooks, providers) carry — a short-lived token
+   * of Tenantry itself as a service for `audience`, never a caller's token. Cached until a minute
+   * before it expires.
+   */
+  async serviceToken(audience: string, ttlSeconds = 600): Promise<string> {
+    const cached = this.outbound.get(audience);
+    if (cached && cached.refreshAt > Date.now()) return cached.token;
+    const token = await this.mint({
+      subject: 'tenantry',
+      kind: 'service',
+      roles: ['service'],
+      appId: 'tenantry',
+      sessionId: null,
+      audience,
+      ttlSeconds,
+    });
+    this.outbound.set(audience, { token, refreshAt: Date.now() + (ttlSeconds - 60) * 1000 });
+    return token;
+  }
+
   async mint(opts: MintOptions): Promise<string> {
     const ttl = opts.ttlSeconds ?? 3600;
     return new SignJWT({

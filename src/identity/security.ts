@@ -23,6 +23,11 @@ export interface Security {
   authorizer: Authorizer;
   sessions: SessionService;
   breakGlass: BreakGlassService;
+  /**
+   * The bearer token for Tenantry's own outbound calls (webhooks, providers) to `audience`: Tenantry's
+   * service identity from the built-in issuer, never a caller's token. Undefined when it is disabled.
+   */
+  outboundToken(audience: string): Promise<string | undefined>;
   /** Wraps a registry in the authorization decorator. */
   guard(registry: RegistryService): AuthorizedRegistryService;
 }
@@ -51,6 +56,7 @@ export async function createSecurity(
     authorizer,
     sessions: new SessionService(db, authorizer),
     breakGlass: new BreakGlassService(db, authorizer, id.breakGlassMaxSeconds),
+    outboundToken: async (audience) => issuer?.serviceToken(audience),
     guard: (registry) => new AuthorizedRegistryService(registry, authorizer, db),
   };
 }

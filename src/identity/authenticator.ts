@@ -55,7 +55,26 @@ export class Authenticator {
       select * from tenantry_identify(${claims.tenant}, ${claims.issuer}, ${principal}, ${claims.appId},
         ${claims.sessionId}, ${this.sessionTtlSeconds})`.execute(this.db);
     const row = rows[0];
-    if (!row) throw new UnauthorizedError('token.tenant_unknown', "The token's tenant does not exist.");
+    if (!row) {
+      // A valid token for a tenant that does not (or no longer) exist: the principal is known, so audit it.
+      await recordAuditAttempt(
+        this.db,
+        {
+          actor: { principal, kind: claims.kind },
+          appId: claims.appId,
+          sessionId: claims.sessionId,
+          ...meta,
+        },
+        {
+          tenantId: null,
+          action: 'session.use',
+          outcome: 'denied',
+          target: { kind: 'Tenant', slug: claims.tenant },
+          decision: { decision: 'deny', code: 'token.tenant_unknown', roles: claims.roles },
+        },
+      );
+      throw new UnauthorizedError('token.tenant_unknown', "The token's tenant does not exist.");
+    }
     const ctx: RequestContext = {
       actor: { principal, kind: claims.kind },
       scope: row.tenant_id ? { kind: 'tenant', tenantId: row.tenant_id } : { kind: 'platform' },

@@ -134,6 +134,18 @@ describe('session binding (app_id + tenant_id + principal)', () => {
     expect((await whoami(mine)).body.code).toBe('session.revoked');
   });
 
+  it('refuses (401, audited) a valid token naming a tenant that does not exist', async () => {
+    const token = await s.token({ subject: 'ghost', tenant: 'circlek-eu-nowhere', roles: ['tenant-admin'] });
+    const r = await whoami(token);
+    expect(r.status).toBe(401);
+    expect(r.body.code).toBe('token.tenant_unknown');
+    expect(await lastDenial()).toMatchObject({
+      actor_principal: 'ghost',
+      outcome: 'denied',
+      decision: { code: 'token.tenant_unknown' },
+    });
+  });
+
   it('expires sessions', async () => {
     const token = await s.token({
       subject: 'alice',

@@ -7,6 +7,7 @@ import os from 'node:os';
 import { type BenchPostgres, startBenchPostgres } from './lib/postgres.js';
 import { formatTable, type Row, writeResults } from './lib/results.js';
 import { settings } from './lib/settings.js';
+import { authzBenchmark } from './suites/authz.js';
 import { changePathBenchmark } from './suites/change-path.js';
 import { httpBenchmark } from './suites/http.js';
 import { placementBenchmark } from './suites/placement.js';
@@ -38,6 +39,8 @@ try {
   rows.push(...(await httpBenchmark(server, changePath.rawInsert)));
   console.log('\n3. Placement and quota policy on the apply path');
   rows.push(...(await placementBenchmark(server)));
+  console.log('\n4. Authorization and token validation (in process)');
+  rows.push(...(await authzBenchmark()));
 } catch (err) {
   if (!interrupted) console.error('benchmark failed:', err);
   process.exitCode = 1;

@@ -5,24 +5,27 @@
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import pino from 'pino';
-import { localOperator } from '../src/api/identity.js';
 import { buildServer } from '../src/api/server.js';
 import { AuditService } from '../src/audit/audit.service.js';
 import { AuditSigner } from '../src/audit/index.js';
 import { loadConfig } from '../src/config/config.js';
 import { createDb } from '../src/db/database.js';
+import { BuiltinIssuer } from '../src/identity/builtin-issuer.js';
+import { createSecurity } from '../src/identity/security.js';
 import { metrics } from '../src/observability/metrics.js';
 import { RegistryService } from '../src/registry/registry.service.js';
 
 const config = loadConfig({}, {});
 // The pool connects lazily and is never used here.
 const db = createDb('postgres://unused@127.0.0.1:1/unused', 1);
+const issuer = await BuiltinIssuer.ephemeral(config.identity.issuer, config.identity.audience);
+const security = await createSecurity(config, db, { issuer });
 const app = await buildServer({
   config,
   db,
-  registry: new RegistryService(db, config),
+  registry: security.guard(new RegistryService(db, config)),
   audit: new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey)),
-  identify: localOperator,
+  security,
   logger: pino({ level: 'silent' }),
   metrics,
 });

@@ -2,13 +2,14 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { type IdentityHook, localOperator } from './api/identity.js';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
 import { AuditCheckpointer, loadAuditSigner } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import type { BuiltinIssuer } from './identity/builtin-issuer.js';
+import { createSecurity, type Security } from './identity/security.js';
 import { metrics } from './observability/metrics.js';
 import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
@@ -23,12 +24,14 @@ export interface Tenantry {
   db: Db;
   registry: RegistryService;
   audit: AuditService;
+  security: Security;
   stop(): Promise<void>;
 }
 
 export interface StartOptions {
   logger: Logger;
-  identify?: IdentityHook;
+  /** The built-in token issuer (default: its key from the data folder or TENANTRY_TOKEN_SIGNING_KEY_FILE). */
+  issuer?: BuiltinIssuer;
 }
 
 const DATABASE = 'tenantry';
@@ -107,12 +110,13 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
     });
+    const security = await createSecurity(config, db, opts.issuer ? { issuer: opts.issuer } : {});
     const server = await buildServer({
       config,
       db,
-      registry,
+      registry: security.guard(registry),
       audit,
-      identify: opts.identify ?? localOperator,
+      security,
       logger: log,
       metrics,
       requestLog,
@@ -123,7 +127,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, audit, stop };
+    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, audit, security, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -15,6 +15,7 @@ const run = promisify(execFile);
 let dataDir: string;
 let server: ChildProcess | undefined;
 let url = '';
+let token = '';
 
 async function serve(): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
@@ -42,7 +43,9 @@ async function serve(): Promise<{ child: ChildProcess; url: string; output: () =
 
 async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await run(process.execPath, [BIN, '--server', url, ...args]);
+    const r = await run(process.execPath, [BIN, '--server', url, ...args], {
+      env: { ...process.env, TENANTRY_TOKEN: token, XDG_CONFIG_HOME: path.join(dataDir, 'config') },
+    });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (err) {
     const e = err as { code: number; stdout: string; stderr: string };
@@ -75,6 +78,20 @@ beforeAll(async () => {
   server = s.child;
   url = s.url;
   expect(s.output()).toContain(`data:      ${dataDir}`);
+  // The first start says how to get an operator token; `token create` mints it from the data folder.
+  expect(s.output()).toContain(`tenantry token create --role platform-admin --data-dir ${dataDir} --save`);
+  const minted = await cli(
+    'token',
+    'create',
+    '--role',
+    'platform-admin',
+    '--data-dir',
+    dataDir,
+    '--ttl',
+    '1h',
+  );
+  expect(minted.code).toBe(0);
+  token = minted.stdout.trim();
 }, 120_000);
 
 afterAll(async () => {
@@ -83,6 +100,19 @@ afterAll(async () => {
 });
 
 describe('tenantry CLI', () => {
+  it('refuses calls without a token and accepts a saved one', async () => {
+    const saved = token;
+    token = '';
+    const refused = await cli('get', 'tenants');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('[token.missing]');
+    const save = await cli('token', 'create', '--data-dir', dataDir, '--save');
+    expect(save.code).toBe(0);
+    expect(fs.statSync(path.join(dataDir, 'config', 'tenantry', 'config.json')).mode & 0o777).toBe(0o600);
+    expect((await cli('get', 'tenants')).code).toBe(0);
+    token = saved;
+  });
+
   it('applies the Circle K example, then reports every object unchanged', async () => {
     const first = await cli('apply', '-f', EXAMPLE_DIR);
     expect(first.code).toBe(0);

@@ -13,6 +13,8 @@ export interface ServersReady {
   type: 'ready';
   tenantryUrl: string;
   bareUrl: string;
+  /** A platform-admin token of the built-in issuer, for the load. */
+  token: string;
 }
 
 const [databaseUrl, dataDir] = process.argv.slice(2);
@@ -46,5 +48,11 @@ const ready: ServersReady = {
   type: 'ready',
   tenantryUrl: tenantry.url,
   bareUrl: `http://127.0.0.1:${barePort}`,
+  token:
+    (await tenantry.security.issuer?.mint({
+      subject: 'bench',
+      roles: ['platform-admin'],
+      sessionId: null,
+    })) ?? '',
 };
 process.send(ready);

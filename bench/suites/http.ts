@@ -1,7 +1,8 @@
 /**
  * 2. HTTP: the full Tenantry against a bare Fastify route (reads) and against raw INSERTs (writes),
- * with autocannon and the same connection count. Authentication is not implemented yet (the identity
- * hook is the local operator), so these figures are unauthenticated.
+ * with autocannon and the same connection count. Every Tenantry request carries a bearer token of the
+ * built-in issuer (ES256): the figures include token validation, the session/tenant lookup and the
+ * Cedar decisions.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
@@ -66,10 +67,10 @@ const tenantDoc = (i: number, labels: Record<string, string> = {}) => ({
   spec: { customer: 'bench', region: 'eu', environmentType: 'dev', qualifier: `h${i}` },
 });
 
-async function post(url: string, body: unknown): Promise<unknown> {
+async function post(url: string, token: string, body: unknown): Promise<unknown> {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify(body),
   });
   if (!res.ok) throw new Error(`POST ${url}: ${res.status} ${await res.text()}`);
@@ -78,9 +79,10 @@ async function post(url: string, body: unknown): Promise<unknown> {
 
 export async function httpBenchmark(server: BenchPostgres, rawInsert: Measurement): Promise<Row[]> {
   const { ownerUrl } = await server.createDatabase('bench_http');
-  const { child, tenantryUrl, bareUrl } = await startServers(ownerUrl, server.dir);
+  const { child, tenantryUrl, bareUrl, token } = await startServers(ownerUrl, server.dir);
+  const authorization = `Bearer ${token}`;
   try {
-    await post(`${tenantryUrl}/v1/apply`, [
+    await post(`${tenantryUrl}/v1/apply`, token, [
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'Customer',
@@ -91,7 +93,9 @@ export async function httpBenchmark(server: BenchPostgres, rawInsert: Measuremen
     ]);
 
     const [get, bare] = await compare(
-      httpLoad('GET /v1/tenants/{slug} (unauthenticated)', `${tenantryUrl}/v1/tenants/bench-eu-dev-h0`),
+      httpLoad('GET /v1/tenants/{slug} (bearer token)', `${tenantryUrl}/v1/tenants/bench-eu-dev-h0`, {
+        headers: { authorization },
+      }),
       httpLoad('bare Fastify GET /hello', `${bareUrl}/hello`),
     );
 
@@ -100,12 +104,12 @@ export async function httpBenchmark(server: BenchPostgres, rawInsert: Measuremen
     let responses = 0;
     let configured = 0;
     const apply = await measure(
-      httpLoad('POST /v1/apply, one tenant change (unauthenticated)', tenantryUrl, {
+      httpLoad('POST /v1/apply, one tenant change (bearer token)', tenantryUrl, {
         requests: [
           {
             method: 'POST',
             path: '/v1/apply',
-            headers: { 'content-type': 'application/json' },
+            headers: { 'content-type': 'application/json', authorization },
             setupRequest: (req) => {
               const i = n++;
               return { ...req, body: JSON.stringify(tenantDoc(i % TENANTS, { n: String(i) })) };
@@ -124,7 +128,7 @@ export async function httpBenchmark(server: BenchPostgres, rawInsert: Measuremen
     );
     // Every response (warm-up included) must report a real change, and the generations added must
     // match: at most one request per connection per run was still in flight when autocannon stopped.
-    const res = await fetch(`${tenantryUrl}/v1/tenants?limit=500`);
+    const res = await fetch(`${tenantryUrl}/v1/tenants?limit=500`, { headers: { authorization } });
     const list = (await res.json()) as { items: { metadata: { generation: number } }[] };
     const generations = list.items.reduce((s, t) => s + t.metadata.generation - 1, 0);
     if (
@@ -138,8 +142,8 @@ export async function httpBenchmark(server: BenchPostgres, rawInsert: Measuremen
     }
 
     return [
-      row('HTTP GET /v1/tenants/{slug} (unauthenticated) vs bare Fastify', get, bare, 0.3),
-      row('HTTP POST /v1/apply, 1 tenant change (unauthenticated) vs raw INSERT', apply, rawInsert, 0.4),
+      row('HTTP GET /v1/tenants/{slug} (authenticated) vs bare Fastify', get, bare, 0.3),
+      row('HTTP POST /v1/apply, 1 tenant change (authenticated) vs raw INSERT', apply, rawInsert, 0.4),
     ];
   } finally {
     await stopServers(child);

@@ -9,7 +9,9 @@ let s: TestServer;
 const EU_PROD = '6846a7a4-4e09-41a8-918c-9c8e2aa938ac';
 
 async function exportText(query = ''): Promise<string> {
-  const res = await fetch(`${s.url}/v1/audit/export${query}`);
+  const res = await fetch(`${s.url}/v1/audit/export${query}`, {
+    headers: { authorization: `Bearer ${s.adminToken}` },
+  });
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toBe('application/x-ndjson');
   return res.text();

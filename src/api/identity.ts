@@ -3,12 +3,11 @@ import type { FastifyRequest } from 'fastify';
 import type { RequestContext } from '../changes/request-context.js';
 
 /**
- * The pluggable identity hook: turns a request into a RequestContext from a verified identity.
- * Routes never read the caller or its tenant from the body. Until token validation lands (the
- * Identity issue), the embedded default's hook treats every caller on the loopback listener as the
- * local platform operator.
+ * How a route handler gets the request's RequestContext: the identity envelope that the
+ * authentication hook built from a verified token (src/identity/security.ts `currentContext`).
+ * Routes never read the caller or its tenant from the body.
  */
-export type IdentityHook = (request: FastifyRequest) => Promise<RequestContext> | RequestContext;
+export type IdentityHook = (request: FastifyRequest) => RequestContext;
 
 const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -22,12 +21,3 @@ export function correlationIdOf(request: FastifyRequest): string {
   if (m?.[1]) return m[1];
   return request.id ?? randomUUID();
 }
-
-export const localOperator: IdentityHook = (request) => ({
-  actor: { principal: 'local-operator', kind: 'user' },
-  scope: { kind: 'platform' },
-  appId: 'tenantry-local',
-  sessionId: null,
-  requestId: request.id,
-  correlationId: correlationIdOf(request),
-});

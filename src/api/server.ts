@@ -10,14 +10,15 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
-import { observeIdentity, registerHttpObservability } from '../observability/http-observability.js';
+import { registerIdentityRoutes } from '../identity/identity.routes.js';
+import { currentContext, installSecurity, type Security } from '../identity/security.js';
+import { registerHttpObservability, registerMetricsRoute } from '../observability/http-observability.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RequestLog } from '../observability/request-log.js';
 import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
-import type { RegistryService } from '../registry/registry.service.js';
-import type { IdentityHook } from './identity.js';
+import type { RegistryApi } from '../registry/registry.service.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
@@ -29,9 +30,10 @@ import { OBJECT_SCHEMAS, ProblemSchema } from './schemas.js';
 export interface ServerDeps {
   config: Config;
   db: Db;
-  registry: RegistryService;
+  /** The authorization decorator around the registry (Security.guard). */
+  registry: RegistryApi;
   audit: AuditService;
-  identify: IdentityHook;
+  security: Security;
   logger: Logger;
   metrics: Metrics;
   requestLog?: RequestLog;
@@ -45,12 +47,8 @@ const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,200}$/;
 
 export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
-  const { config, db, registry } = deps;
-  // Identification happens once per request; routes and hooks share the result.
-  const identify: IdentityHook = async (request) => {
-    request.identity ??= await deps.identify(request);
-    return request.identity;
-  };
+  const { config, db, registry, security } = deps;
+  const identify = currentContext;
   const app: FastifyInstance = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: config.bodyLimitBytes,
@@ -75,6 +73,15 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
+  // Metrics and the server span first, so they cover authentication too.
+  registerHttpObservability(app, {
+    metrics: deps.metrics,
+    requestLog: deps.requestLog,
+    tracing: deps.tracing ?? false,
+  });
+  // Before any route: every route must declare its authorization action (fail closed).
+  installSecurity(app, security, db);
+
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
   app.addSchema(ProblemSchema);
@@ -91,6 +98,18 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         license: { name: 'Apache-2.0', identifier: 'Apache-2.0' },
       },
       servers: [{ url: '/' }],
+      components: {
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            bearerFormat: 'JWT',
+            description:
+              'A token of a trusted OIDC issuer or of the built-in issuer (`tenantry token create`).',
+          },
+        },
+      },
+      security: [{ bearer: [] }],
     },
     refResolver: { buildLocalReference: (json, _base, _fragment, i) => String(json.$id ?? `def-${i}`) },
   });
@@ -115,16 +134,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     deps.metrics.eventBacklog,
     scalar(sql`select count(*) as n from outbox_events where published_at is null`),
   );
-  registerHttpObservability(app, {
-    metrics: deps.metrics,
-    requestLog: deps.requestLog,
-    tracing: deps.tracing ?? false,
-  });
-  // API routes: identify the caller first, so that every log line and span of the request carries it.
-  app.addHook('preHandler', async (request, reply) => {
-    if (!request.routeOptions.url?.startsWith('/v1/')) return;
-    observeIdentity(request, reply, await identify(request));
-  });
 
   const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
   registerRateLimit(app, rateLimiter, identify);
@@ -145,7 +154,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
         ),
       );
     }
-    const ctx = await identify(request);
+    const ctx = identify(request);
     const hash = createHash('sha256')
       .update(typeof request.body === 'string' ? request.body : JSON.stringify(request.body ?? null))
       .digest('hex');
@@ -221,20 +230,18 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
 
   registerHealthRoutes(app, db as never);
+  registerIdentityRoutes(app, security);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
   registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  registerMetricsRoute(app, deps.metrics);
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }
 
 declare module 'fastify' {
-  interface FastifyContextConfig {
-    /** The authorization action a route performs, e.g. `audit.read` (see the Identity issue). */
-    action?: string;
-  }
   interface FastifyRequest {
     idempotency?: { principal: string; key: string } | undefined;
   }

@@ -42,6 +42,8 @@ export interface Change {
  */
 export async function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   const kind = change.kind;
+  // The policy gate (src/authz) decides before anything is written; a denial throws.
+  const decision = ctx.authorize ? ctx.authorize(change) : null;
   const name = eventName(kind, change.action);
   const actor = JSON.stringify(ctx.actor);
   const eventData = JSON.stringify({
@@ -52,6 +54,9 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     previous: change.before,
     current: change.after,
     actor: ctx.actor,
+    // The identity envelope travels with the event (never the token).
+    appId: ctx.appId,
+    sessionId: ctx.sessionId,
   });
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
   // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2
@@ -66,7 +71,7 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     before: change.before,
     after: change.after,
     outcome: 'success',
-    decision: null,
+    decision,
     requestId: ctx.requestId,
     correlationId: ctx.correlationId,
   });

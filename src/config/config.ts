@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import { ValidationError } from '../errors/errors.js';
 
@@ -34,7 +35,75 @@ export interface Config {
   requestLogRetentionDays: number;
   /** How long an API process caches a tenant's rate limits (TENANTRY_RATE_LIMIT_CACHE_MS). */
   rateLimitCacheMs: number;
+  /** Identity: trusted token issuers, the built-in issuer, sessions, policies (src/identity, src/authz). */
+  identity: IdentityConfig;
 }
+
+/** How the claims of one issuer's tokens map onto the identity envelope. */
+export interface ClaimMapping {
+  /** Claim holding the tenant (UUID or slug); absent claim: platform scope. */
+  tenant: string;
+  /** Claim holding the roles (array of strings, or a space-separated string). */
+  roles: string;
+  /** Claims tried in order for the application id. */
+  appId: string[];
+  /** Claim holding the session id. */
+  sessionId: string;
+  /** Claim holding the principal kind (`user` or `service`); absent: `user`, or `service` when sub equals the client id. */
+  principalKind: string;
+}
+
+export interface TrustedIssuer {
+  /** Exactly the `iss` of its tokens; also the base of OIDC discovery. */
+  issuer: string;
+  /** Expected `aud` (one of). */
+  audience: string[];
+  /** Skips discovery when given. */
+  jwksUri?: string | undefined;
+  /** Asymmetric algorithms accepted from this issuer. */
+  algorithms: string[];
+  claims: ClaimMapping;
+}
+
+export interface IdentityConfig {
+  /** The built-in issuer's `iss` (embedded default: no external IdP needed). Empty: disabled. */
+  issuer: string;
+  /** The audience of the built-in issuer's tokens. */
+  audience: string;
+  /** PKCS#8 PEM private key of the built-in issuer; absent: kept under dataDir/identity. */
+  signingKeyFile: string | undefined;
+  /** External OIDC issuers (TENANTRY_TRUSTED_ISSUERS as JSON, or TENANTRY_TRUSTED_ISSUERS_FILE). */
+  trustedIssuers: TrustedIssuer[];
+  clockSkewSeconds: number;
+  /** Least time between two JWKS refetches for an unknown `kid` (rotation vs. kid spraying). */
+  jwksCooldownSeconds: number;
+  sessionTtlSeconds: number;
+  breakGlassMaxSeconds: number;
+  /** Extra Cedar policies (text), validated at start-up. */
+  policyFile: string | undefined;
+}
+
+export const ASYMMETRIC_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+];
+
+export const DEFAULT_CLAIMS: ClaimMapping = {
+  tenant: 'tenant',
+  roles: 'roles',
+  appId: ['app_id', 'azp', 'client_id'],
+  sessionId: 'sid',
+  principalKind: 'principal_kind',
+};
 
 export interface ConfigFlags {
   port?: string | number;
@@ -51,6 +120,46 @@ function list(value: string | undefined, fallback: readonly string[]): string[] 
 }
 
 const LABEL = /^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/;
+
+function trustedIssuers(env: NodeJS.ProcessEnv): TrustedIssuer[] {
+  const raw = env.TENANTRY_TRUSTED_ISSUERS_FILE
+    ? fs.readFileSync(path.resolve(env.TENANTRY_TRUSTED_ISSUERS_FILE), 'utf8')
+    : env.TENANTRY_TRUSTED_ISSUERS;
+  if (!raw) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    throw ValidationError.field('/TENANTRY_TRUSTED_ISSUERS', 'config.invalid', 'must be a JSON array');
+  }
+  if (!Array.isArray(parsed))
+    throw ValidationError.field('/TENANTRY_TRUSTED_ISSUERS', 'config.invalid', 'must be a JSON array');
+  return parsed.map((entry, i) => {
+    const e = entry as Partial<Omit<TrustedIssuer, 'audience' | 'claims'>> & {
+      audience?: string | string[];
+      claims?: Partial<ClaimMapping>;
+    };
+    const at = `/TENANTRY_TRUSTED_ISSUERS/${i}`;
+    if (typeof e?.issuer !== 'string' || e.issuer === '')
+      throw ValidationError.field(`${at}/issuer`, 'config.invalid', 'an issuer is required');
+    const audience = typeof e.audience === 'string' ? [e.audience] : (e.audience ?? ['tenantry']);
+    const algorithms = e.algorithms ?? ['RS256', 'PS256', 'ES256', 'EdDSA'];
+    for (const alg of algorithms)
+      if (!ASYMMETRIC_ALGORITHMS.includes(alg))
+        throw ValidationError.field(
+          `${at}/algorithms`,
+          'config.invalid',
+          `"${alg}" is not an accepted asymmetric algorithm (${ASYMMETRIC_ALGORITHMS.join(', ')})`,
+        );
+    return {
+      issuer: e.issuer,
+      audience,
+      jwksUri: e.jwksUri,
+      algorithms,
+      claims: { ...DEFAULT_CLAIMS, ...e.claims },
+    };
+  });
+}
 
 export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const portRaw = flags.port ?? env.TENANTRY_PORT ?? '8080';
@@ -99,29 +208,56 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
     auditTrustedKeyFiles: list(env.TENANTRY_AUDIT_TRUSTED_KEY_FILES, []).map((f) => path.resolve(f)),
-    auditCheckpointIntervalMs: positiveInteger(
+    auditCheckpointIntervalMs: integerSetting(
       'TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS',
       env.TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS,
       60_000,
     ),
     tracing: Boolean(env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT),
-    requestLogRetentionDays: positiveInteger(
+    requestLogRetentionDays: integerSetting(
       'TENANTRY_REQUEST_LOG_RETENTION_DAYS',
       env.TENANTRY_REQUEST_LOG_RETENTION_DAYS,
       30,
     ),
     rateLimitCacheMs,
+    identity: {
+      issuer: env.TENANTRY_ISSUER ?? 'urn:tenantry:local',
+      audience: env.TENANTRY_AUDIENCE ?? 'tenantry',
+      signingKeyFile: env.TENANTRY_TOKEN_SIGNING_KEY_FILE
+        ? path.resolve(env.TENANTRY_TOKEN_SIGNING_KEY_FILE)
+        : undefined,
+      trustedIssuers: trustedIssuers(env),
+      clockSkewSeconds: integerSetting('TENANTRY_CLOCK_SKEW_SECONDS', env.TENANTRY_CLOCK_SKEW_SECONDS, 30, 0),
+      jwksCooldownSeconds: integerSetting(
+        'TENANTRY_JWKS_COOLDOWN_SECONDS',
+        env.TENANTRY_JWKS_COOLDOWN_SECONDS,
+        30,
+        0,
+      ),
+      sessionTtlSeconds: integerSetting(
+        'TENANTRY_SESSION_TTL_SECONDS',
+        env.TENANTRY_SESSION_TTL_SECONDS,
+        43_200,
+      ),
+      breakGlassMaxSeconds: integerSetting(
+        'TENANTRY_BREAK_GLASS_MAX_SECONDS',
+        env.TENANTRY_BREAK_GLASS_MAX_SECONDS,
+        3600,
+      ),
+      policyFile: env.TENANTRY_POLICY_FILE ? path.resolve(env.TENANTRY_POLICY_FILE) : undefined,
+    },
   };
 }
 
-function positiveInteger(name: string, raw: string | undefined, fallback: number): number {
+/** An integer setting from the environment, at least `min` (default 1). */
+function integerSetting(name: string, raw: string | undefined, fallback: number, min = 1): number {
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1)
+  if (!Number.isInteger(n) || n < min)
     throw ValidationError.field(
       `/${name}`,
       'config.invalid',
-      `${name} must be a positive integer, got "${raw}".`,
+      `${name} must be an integer of at least ${min}, got "${raw}".`,
     );
   return n;
 }

@@ -157,6 +157,31 @@ export interface RequestLogTable {
   correlation_id: string;
 }
 
+export interface SessionTable {
+  id: string;
+  issuer: string;
+  app_id: string;
+  tenant_id: string | null;
+  principal: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  revoked_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  revoked_by: string | null;
+}
+
+export interface BreakGlassGrantTable {
+  tenant_id: string | null;
+  id: string;
+  issuer: string;
+  principal: string;
+  roles: string[];
+  reason: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  ended_at: ColumnType<Date | null, Date | null | undefined, Date | string | null>;
+  ended_by: string | null;
+}
+
 export interface Database {
   customers: CustomerTable;
   systems: SystemTable;
@@ -172,6 +197,8 @@ export interface Database {
   reconcile_jobs: ReconcileJobTable;
   idempotency_keys: IdempotencyKeyTable;
   request_log: RequestLogTable;
+  sessions: SessionTable;
+  break_glass_grants: BreakGlassGrantTable;
 }
 
 export type CustomerRow = Selectable<CustomerTable>;
@@ -180,3 +207,5 @@ export type TenantRow = Selectable<TenantTable>;
 export type DeploymentRow = Selectable<DeploymentTable>;
 export type IntegrationResourceRow = Selectable<IntegrationResourceTable>;
 export type ObjectVersionRow = Selectable<ObjectVersionTable>;
+export type SessionRow = Selectable<SessionTable>;
+export type BreakGlassGrantRow = Selectable<BreakGlassGrantTable>;

@@ -94,10 +94,20 @@ export function mapDatabaseError(err: unknown): unknown {
       return new ConflictError('transaction.conflict', 'A concurrent change conflicted; retry the request.', {
         status: 409,
       });
+    case '42501':
+      // Row-level security refused a row: the last line of tenant isolation.
+      return new ForbiddenError('tenant.isolation', 'The change would cross a tenant boundary.');
     case '22P02':
     case '22023':
       return new ValidationError('value.invalid', 'A value has an invalid format.', [], 400);
     default:
       return err;
+  }
+}
+
+/** 401: no acceptable credentials (missing, invalid or expired token; broken session binding). */
+export class UnauthorizedError extends TenantryError {
+  constructor(code: string, message: string) {
+    super(code, 401, message);
   }
 }

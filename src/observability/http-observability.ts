@@ -1,6 +1,5 @@
 import { context, propagation, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { RequestContext } from '../changes/request-context.js';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Metrics } from './metrics.js';
 import type { RequestLog } from './request-log.js';
 import { identityAttributes, tracer } from './tracing.js';
@@ -12,31 +11,7 @@ export interface HttpObservability {
   tracing: boolean;
 }
 
-/** The canonical log fields of a request, the same on every line it logs. */
-export function logFields(ctx: RequestContext): Record<string, string | null> {
-  return {
-    request_id: ctx.requestId,
-    correlation_id: ctx.correlationId,
-    tenant_id: ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : null,
-    app_id: ctx.appId,
-    session_id: ctx.sessionId,
-  };
-}
-
-/**
- * Once a request's identity is known: its log lines (the request's and the reply's, so the
- * completion line too) carry the canonical fields, its span the identity attributes, and the
- * request log its tenant.
- */
-export function observeIdentity(request: FastifyRequest, reply: FastifyReply, ctx: RequestContext): void {
-  const fields = logFields(ctx);
-  request.log = request.log.child(fields);
-  reply.log = request.log;
-  request.span?.setAttributes(identityAttributes(ctx));
-  if (ctx.scope.kind === 'tenant') request.tenantId = ctx.scope.tenantId;
-}
-
-/** HTTP metrics, server spans, the tenants' request log, and `GET /metrics`. */
+/** HTTP metrics, server spans and the tenants' request log. */
 export function registerHttpObservability(app: FastifyInstance, o: HttpObservability): void {
   if (o.tracing) {
     app.addHook('onRequest', (request, _reply, done) => {
@@ -60,26 +35,32 @@ export function registerHttpObservability(app: FastifyInstance, o: HttpObservabi
       { method: request.method, route, status_code: String(reply.statusCode) },
       seconds,
     );
+    // The identity envelope, once authentication established it (src/identity/security.ts).
+    const ctx = request.ctx;
     const span = request.span;
     if (span) {
+      if (ctx) span.setAttributes(identityAttributes(ctx));
       span.updateName(`${request.method} ${route}`);
       span.setAttributes({ 'http.route': route, 'http.response.status_code': reply.statusCode });
       if (reply.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
       span.end();
     }
-    if (request.tenantId && o.requestLog) {
+    if (ctx?.scope.kind === 'tenant' && o.requestLog) {
       o.requestLog.record({
         time: new Date(),
-        tenantId: request.tenantId,
+        tenantId: ctx.scope.tenantId,
         method: request.method,
         route,
         status: reply.statusCode,
         durationMs: reply.elapsedTime,
-        correlationId: request.identity?.correlationId ?? request.id,
+        correlationId: ctx.correlationId,
       });
     }
   });
+}
 
+/** `GET /metrics`: the Prometheus exposition. */
+export function registerMetricsRoute(app: FastifyInstance, metrics: Metrics): void {
   app.get(
     '/metrics',
     {
@@ -97,16 +78,12 @@ export function registerHttpObservability(app: FastifyInstance, o: HttpObservabi
       },
     },
     async (_request, reply) =>
-      reply.header('content-type', o.metrics.registry.contentType).send(await o.metrics.registry.metrics()),
+      reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
   );
 }
 
 declare module 'fastify' {
   interface FastifyRequest {
     span?: Span | undefined;
-    /** The tenant whose request this is (a tenant-scoped caller), for the request log. */
-    tenantId?: string | undefined;
-    /** The verified identity, once established. */
-    identity?: RequestContext | undefined;
   }
 }

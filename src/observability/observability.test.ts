@@ -8,7 +8,6 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
-import { correlationIdOf, type IdentityHook, localOperator } from '../api/identity.js';
 import { metrics } from './metrics.js';
 import { startTracing, type Tracing } from './tracing.js';
 
@@ -17,20 +16,7 @@ const logLines: Record<string, unknown>[] = [];
 const spans = new InMemorySpanExporter();
 let tracing: Tracing;
 let s: TestServer;
-
-/** Callers sending `x-test-tenant` act as that tenant (row-level security applies); others are the operator. */
-const identify: IdentityHook = (request) => {
-  const tenant = request.headers['x-test-tenant'];
-  if (typeof tenant !== 'string') return localOperator(request);
-  return {
-    actor: { principal: 'tenant-user', kind: 'user' },
-    scope: { kind: 'tenant', tenantId: tenant },
-    appId: 'test-app',
-    sessionId: 'session-1',
-    requestId: request.id,
-    correlationId: correlationIdOf(request),
-  };
-};
+let tenantToken: string;
 
 function which(cmd: string): boolean {
   try {
@@ -49,7 +35,13 @@ beforeAll(async () => {
       done();
     },
   });
-  s = await startTestServer({ identify, tracing: true, logger: pino({ level: 'info' }, sink) });
+  s = await startTestServer({ tracing: true, logger: pino({ level: 'info' }, sink) });
+  tenantToken = await s.token({
+    subject: 'tenant-user',
+    tenant: EU_PROD,
+    roles: ['tenant-admin'],
+    appId: 'test-app',
+  });
   expect((await s.request('POST', '/v1/apply', { body: circleK() })).status).toBe(200);
 });
 afterAll(async () => {
@@ -115,7 +107,6 @@ describe('observability', () => {
     expect(completed).toMatchObject({
       correlation_id: correlation,
       request_id: requestId,
-      app_id: 'tenantry-local',
     });
 
     const { rows } = await s.t.owner.query(
@@ -142,12 +133,9 @@ describe('observability', () => {
   });
 
   it("reports a tenant's activity per day from the request and audit logs", async () => {
-    for (let i = 0; i < 4; i++)
-      await s.request('GET', '/v1/tenants/circlek-eu-prod', { headers: { 'x-test-tenant': EU_PROD } });
-    const foreign = await s.request('GET', '/v1/tenants/circlek-us-prod', {
-      headers: { 'x-test-tenant': EU_PROD },
-    });
-    expect(foreign.status).toBe(404);
+    for (let i = 0; i < 4; i++) await s.request('GET', '/v1/tenants/circlek-eu-prod', { token: tenantToken });
+    const foreign = await s.request('GET', '/v1/tenants/circlek-us-prod', { token: tenantToken });
+    expect([403, 404]).toContain(foreign.status);
     await s.requestLog.flush();
     const res = await s.request('GET', '/v1/tenants/circlek-eu-prod/activity?days=7');
     expect(res.status).toBe(200);
@@ -159,10 +147,8 @@ describe('observability', () => {
     expect(today.p50Ms).toBeGreaterThan(0);
     expect(today.changes).toBeGreaterThanOrEqual(5);
     // A tenant sees its own activity only.
-    const other = await s.request('GET', '/v1/tenants/circlek-us-prod/activity', {
-      headers: { 'x-test-tenant': EU_PROD },
-    });
-    expect(other.status).toBe(404);
+    const other = await s.request('GET', '/v1/tenants/circlek-us-prod/activity', { token: tenantToken });
+    expect([403, 404]).toContain(other.status);
     const bad = await s.request('GET', '/v1/tenants/circlek-eu-prod/activity?days=0');
     expect(bad.status).toBe(400);
   });

@@ -247,6 +247,9 @@ export class PlacementPolicy {
         });
       }
       binding = current;
+    } else if (!input.existing && !input.platform) {
+      // Cells are platform objects, and a tenant-scoped caller creates no other tenant.
+      throw new ForbiddenError('placement.platform_only', 'Only the platform creates and places tenants.');
     } else if (input.existing && !input.platform) {
       // Cells are platform objects: a tenant-scoped change leaves an unplaced tenant for the platform to place.
       verdicts.push({

@@ -120,7 +120,7 @@ describe('per-tenant rate limits across two API processes', () => {
       body: { name: 'rate.read', value: 1000, reason: 'incident recovery', expiresInSeconds: 300 },
     });
     expect(o.status).toBe(201);
-    expect(o.body).toMatchObject({ name: 'rate.read', value: 1000, createdBy: 'local-operator' });
+    expect(o.body).toMatchObject({ name: 'rate.read', value: 1000, createdBy: 'test-admin' });
     // Process b has the old limits cached for at most TENANTRY_RATE_LIMIT_CACHE_MS; a asks afresh.
     const r = await a.request('GET', '/v1/tenants/circlek-eu-qa-rl/usage');
     expect(r.status).toBe(200);
@@ -138,7 +138,7 @@ describe('per-tenant rate limits across two API processes', () => {
     );
     expect(audit.rows).toEqual([
       expect.objectContaining({
-        actor_principal: 'local-operator',
+        actor_principal: 'test-admin',
         after: expect.objectContaining({ id: o.body.id }),
       }),
     ]);

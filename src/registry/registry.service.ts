@@ -629,3 +629,9 @@ export class RegistryService {
     await recordChange(trx, ctx, change);
   }
 }
+
+/** The registry as routes use it; the authorization decorator (src/authz) implements it too. */
+export type RegistryApi = Pick<
+  RegistryService,
+  'apply' | 'get' | 'list' | 'history' | 'transition' | 'delete'
+>;

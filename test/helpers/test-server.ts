@@ -1,15 +1,25 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { type IdentityHook, localOperator } from '../../src/api/identity.js';
 import { buildServer } from '../../src/api/server.js';
 import { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
 import { createDb } from '../../src/db/database.js';
+import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issuer.js';
+import { createSecurity, type Security } from '../../src/identity/security.js';
 import { metrics } from '../../src/observability/metrics.js';
 import { RequestLog } from '../../src/observability/request-log.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
+
+export interface RequestOptions {
+  body?: unknown;
+  raw?: string;
+  contentType?: string;
+  headers?: Record<string, string>;
+  /** The bearer token; default: a platform-admin token of the built-in issuer; `null`: none. */
+  token?: string | null;
+}
 
 export interface TestServer {
   t: TestDatabase;
@@ -17,39 +27,50 @@ export interface TestServer {
   url: string;
   audit: AuditService;
   requestLog: RequestLog;
+  security: Security;
+  issuer: BuiltinIssuer;
+  /** The platform-admin token `request()` sends by default. */
+  adminToken: string;
+  /** Mints a token of the server's built-in issuer (default: no session). */
+  token(opts: Partial<MintOptions>): Promise<string>;
   request(
     method: string,
     path: string,
-    opts?: { body?: unknown; raw?: string; contentType?: string; headers?: Record<string, string> },
+    opts?: RequestOptions,
   ): Promise<{ status: number; body: any; headers: Headers }>;
   close(): Promise<void>;
 }
 
 export interface TestServerOptions {
-  identify?: IdentityHook;
+  /** Change the configuration before the server is built (e.g. trusted issuers). */
+  configure?: (config: TestDatabase['config']) => void;
   logger?: Logger;
+  /** Server spans per request (the test registers a tracer provider). */
   tracing?: boolean;
   /** A further server over an existing test database, with a pool of its own (a second API process). */
   database?: TestDatabase;
 }
 
 /**
- * The real HTTP server on a loopback port over this test file's own database. With `database`, a
- * further server over an existing test database, with a connection pool of its own (like a second
- * API process); closing it leaves the database alone.
+ * The real HTTP server on a loopback port over this test file's own database, with authentication
+ * on. With `database`, a further server over an existing test database, with a connection pool of
+ * its own (like a second API process); closing it leaves the database alone.
  */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const t = opts.database ?? (await createTestDatabase());
   const db = opts.database ? createDb(t.appUrl, 10) : t.db;
+  opts.configure?.(t.config);
   const logger = opts.logger ?? pino({ level: 'silent' });
+  const issuer = await BuiltinIssuer.ephemeral(t.config.identity.issuer, t.config.identity.audience);
+  const security = await createSecurity(t.config, db, { issuer });
   const requestLog = new RequestLog(db, logger);
   const audit = new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey));
   const app = await buildServer({
     config: t.config,
     db,
-    registry: new RegistryService(db, t.config),
+    registry: security.guard(new RegistryService(db, t.config)),
     audit,
-    identify: opts.identify ?? localOperator,
+    security,
     logger,
     metrics,
     requestLog,
@@ -58,14 +79,23 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  const token = (o: Partial<MintOptions>) =>
+    issuer.mint({ subject: 'test-admin', roles: ['platform-admin'], sessionId: null, ...o });
+  const adminToken = await token({});
   return {
     t,
     app,
     url,
     audit,
     requestLog,
+    security,
+    issuer,
+    adminToken,
+    token,
     async request(method, path, opts = {}) {
       const headers: Record<string, string> = { ...opts.headers };
+      const bearer = opts.token === undefined ? adminToken : opts.token;
+      if (bearer !== null && headers.authorization === undefined) headers.authorization = `Bearer ${bearer}`;
       let body: string | undefined;
       if (opts.raw !== undefined) {
         body = opts.raw;

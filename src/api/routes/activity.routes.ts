@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../../db/database.js';
 import { tenantActivity } from '../../observability/tenant-activity.js';
-import type { RegistryService } from '../../registry/registry.service.js';
+import type { RegistryApi } from '../../registry/registry.service.js';
 import type { IdentityHook } from '../identity.js';
 import { errorResponses } from '../schemas.js';
 
@@ -22,7 +22,7 @@ const Day = Type.Object({
 export function registerActivityRoutes(
   app: FastifyInstance,
   db: Db,
-  registry: RegistryService,
+  registry: RegistryApi,
   identify: IdentityHook,
 ): void {
   app.get<{ Params: { ref: string }; Querystring: { days: number } }>(

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { parseDocuments } from '../../domain/manifest-parser.js';
 import { ValidationError } from '../../errors/errors.js';
-import type { RegistryService } from '../../registry/registry.service.js';
+import type { RegistryApi } from '../../registry/registry.service.js';
 import type { IdentityHook } from '../identity.js';
 import { DiffEntrySchema, errorResponses } from '../schemas.js';
 
@@ -19,12 +19,13 @@ function documentsOf(body: unknown): unknown[] {
 
 export function registerApplyRoute(
   app: FastifyInstance,
-  registry: RegistryService,
+  registry: RegistryApi,
   identify: IdentityHook,
 ): void {
   app.post(
     '/v1/apply',
     {
+      config: { action: 'registry.apply' },
       schema: {
         operationId: 'apply',
         summary: 'Apply manifests (multi-document YAML or JSON) in dependency order, all or nothing',
@@ -75,12 +76,12 @@ export function registerApplyRoute(
               }),
             ),
           }),
-          ...errorResponses(400, 409, 412, 413, 415, 422),
+          ...errorResponses(400, 401, 403, 409, 412, 413, 415, 422),
         },
       },
     },
     async (request) => {
-      const ctx = await identify(request);
+      const ctx = identify(request);
       const docs = documentsOf(request.body);
       if (docs.length === 0)
         throw new ValidationError(

@@ -11,8 +11,10 @@ export function registerHealthRoutes(app: FastifyInstance, db: Kysely<unknown>):
   app.get(
     '/healthz',
     {
+      config: { public: true },
       schema: {
         operationId: 'healthz',
+        security: [],
         summary: 'The process is up',
         tags: ['Health'],
         response: { 200: Health },
@@ -23,8 +25,10 @@ export function registerHealthRoutes(app: FastifyInstance, db: Kysely<unknown>):
   app.get(
     '/readyz',
     {
+      config: { public: true },
       schema: {
         operationId: 'readyz',
+        security: [],
         summary: 'The database is reachable and migrations are applied',
         tags: ['Health'],
         response: { 200: Health, 503: Health },

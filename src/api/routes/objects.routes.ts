@@ -4,7 +4,7 @@ import { LIFECYCLE_ACTIONS, type LifecycleAction } from '../../domain/lifecycle.
 import { API_VERSION, KINDS, type Kind, manifestSchema } from '../../domain/manifest.js';
 import { ValidationError } from '../../errors/errors.js';
 import { LIST_FILTERS } from '../../registry/kinds.js';
-import type { RegistryService } from '../../registry/registry.service.js';
+import type { RegistryApi } from '../../registry/registry.service.js';
 import { etagOf, ifMatchGeneration } from '../etag.js';
 import type { IdentityHook } from '../identity.js';
 import { DiffEntrySchema, errorResponses } from '../schemas.js';
@@ -55,7 +55,7 @@ async function single<T>(work: () => Promise<T>): Promise<T> {
 
 export function registerObjectRoutes(
   app: FastifyInstance,
-  registry: RegistryService,
+  registry: RegistryApi,
   identify: IdentityHook,
   pageSizeMax: number,
 ): void {
@@ -64,21 +64,25 @@ export function registerObjectRoutes(
     const tags = [kind];
     const ref = Type.Ref(kind);
     const filterNames = Object.keys(LIST_FILTERS[kind]);
+    const area = kind.toLowerCase();
+    // On /v1/tenants/:ref the ref names a tenant: checked against the caller's tenant.
+    const tenantParam = kind === 'Tenant' ? { tenantParam: 'ref' } : {};
 
     app.post(
       base,
       {
+        config: { action: `${area}.write`, ...tenantParam },
         schema: {
           operationId: `create${kind}`,
           summary: `Create a ${kind}`,
           tags,
           body: manifestSchema(kind),
           headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ maxLength: 200 })) }),
-          response: { 201: ref, ...errorResponses(400, 409, 413, 415, 422) },
+          response: { 201: ref, ...errorResponses(400, 401, 403, 409, 413, 415, 422) },
         },
       },
       async (request, reply) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         const [result] = await single(() =>
           registry.apply(ctx, [singleDoc(kind, request.body)], { mode: 'create' }),
         );
@@ -94,6 +98,7 @@ export function registerObjectRoutes(
     app.get(
       base,
       {
+        config: { action: `${area}.read`, ...tenantParam },
         schema: {
           operationId: `list${kind}s`,
           summary: `List ${kind}s`,
@@ -114,12 +119,12 @@ export function registerObjectRoutes(
               items: Type.Array(ref),
               nextCursor: Type.Union([Type.String(), Type.Null()]),
             }),
-            ...errorResponses(400),
+            ...errorResponses(400, 401, 403),
           },
         },
       },
       async (request) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         const { limit, cursor, includeDeleted, ...filters } = request.query as Record<
           string,
           string | number | boolean | undefined
@@ -139,6 +144,7 @@ export function registerObjectRoutes(
     app.get(
       `${base}/:ref`,
       {
+        config: { action: `${area}.read`, ...tenantParam },
         schema: {
           operationId: `get${kind}`,
           summary: `Get a ${kind} by UUID or slug`,
@@ -148,11 +154,11 @@ export function registerObjectRoutes(
             { includeDeleted: Type.Optional(Type.Boolean()) },
             { additionalProperties: false },
           ),
-          response: { 200: ref, ...errorResponses(400, 404) },
+          response: { 200: ref, ...errorResponses(400, 401, 403, 404) },
         },
       },
       async (request, reply) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         const { ref: r } = request.params as { ref: string };
         const obj = await registry.get(ctx, kind, r, {
           includeDeleted: (request.query as { includeDeleted?: boolean }).includeDeleted === true,
@@ -164,6 +170,7 @@ export function registerObjectRoutes(
     app.put(
       `${base}/:ref`,
       {
+        config: { action: `${area}.write`, ...tenantParam },
         schema: {
           operationId: `replace${kind}`,
           summary: `Replace a ${kind}'s desired state (If-Match for optimistic concurrency)`,
@@ -171,11 +178,11 @@ export function registerObjectRoutes(
           params: RefParams,
           body: manifestSchema(kind),
           headers: Type.Object({ 'if-match': Type.Optional(Type.String()) }),
-          response: { 200: ref, ...errorResponses(400, 404, 409, 412, 413, 415, 422) },
+          response: { 200: ref, ...errorResponses(400, 401, 403, 404, 409, 412, 413, 415, 422) },
         },
       },
       async (request, reply) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         const { ref: r } = request.params as { ref: string };
         const expectedGeneration = ifMatchGeneration(request.headers['if-match']);
         const current = await registry.get(ctx, kind, r);
@@ -194,6 +201,7 @@ export function registerObjectRoutes(
     app.delete(
       `${base}/:ref`,
       {
+        config: { action: `${area}.delete`, ...tenantParam },
         schema: {
           operationId: `delete${kind}`,
           summary:
@@ -203,11 +211,11 @@ export function registerObjectRoutes(
           tags,
           params: RefParams,
           headers: Type.Object({ 'if-match': Type.Optional(Type.String()) }),
-          response: { 200: ref, ...errorResponses(400, 404, 409, 412) },
+          response: { 200: ref, ...errorResponses(400, 401, 403, 404, 409, 412) },
         },
       },
       async (request) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         const { ref: r } = request.params as { ref: string };
         return registry.delete(ctx, kind, r, ifMatchGeneration(request.headers['if-match']));
       },
@@ -216,6 +224,7 @@ export function registerObjectRoutes(
     app.get(
       `${base}/:ref/history`,
       {
+        config: { action: `${area}.read`, ...tenantParam },
         schema: {
           operationId: `get${kind}History`,
           summary: `The lineage of a ${kind}: every desired-state version`,
@@ -236,12 +245,12 @@ export function registerObjectRoutes(
                 }),
               ),
             }),
-            ...errorResponses(400, 404),
+            ...errorResponses(400, 401, 403, 404),
           },
         },
       },
       async (request) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         return { items: await registry.history(ctx, kind, (request.params as { ref: string }).ref) };
       },
     );
@@ -251,17 +260,18 @@ export function registerObjectRoutes(
     app.post(
       `/v1/tenants/:ref/${action}`,
       {
+        config: { action: `tenant.${action}`, tenantParam: 'ref' },
         schema: {
           operationId: `${action}Tenant`,
           summary: `Lifecycle: ${action} a tenant`,
           tags: ['Tenant'],
           params: RefParams,
           headers: Type.Object({ 'if-match': Type.Optional(Type.String()) }),
-          response: { 200: { $ref: 'Tenant' }, ...errorResponses(400, 404, 409, 412) },
+          response: { 200: { $ref: 'Tenant' }, ...errorResponses(400, 401, 403, 404, 409, 412) },
         },
       },
       async (request, reply) => {
-        const ctx = await identify(request);
+        const ctx = identify(request);
         const obj = await registry.transition(
           ctx,
           (request.params as { ref: string }).ref,

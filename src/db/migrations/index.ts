@@ -2,6 +2,7 @@ import type { Migration, MigrationProvider } from 'kysely';
 import * as m0001 from './0001-registry.js';
 import * as m0002 from './0002-audit-chain.js';
 import * as m0003 from './0003-idempotency-keys.js';
+import * as m0004 from './0004-identity.js';
 import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
 
@@ -10,6 +11,7 @@ const migrations: Record<string, Migration> = {
   '0001-registry': m0001,
   '0002-audit-chain': m0002,
   '0003-idempotency-keys': m0003,
+  '0004-identity': m0004,
   '0007-placement-quotas': m0007,
   '0008-request-log': m0008,
 };

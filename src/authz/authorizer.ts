@@ -1,0 +1,284 @@
+import fs from 'node:fs';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import type { RequestContext } from '../changes/request-context.js';
+import { TenantryError } from '../errors/errors.js';
+import { DEFAULT_POLICIES } from './default-policies.js';
+
+/** The groups every action belongs to; policies grant groups or single actions. */
+export const ACTION_GROUPS = ['read', 'write', 'operate', 'elevate'] as const;
+export type ActionGroup = (typeof ACTION_GROUPS)[number];
+
+const READ_VERBS = new Set(['read', 'list', 'get', 'history', 'search', 'verify', 'export']);
+const OPERATE_VERBS = new Set(['activate', 'suspend', 'resume', 'archive', 'run', 'retry', 'replay']);
+const ACTION_NAME = /^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$/;
+
+/**
+ * `<area>.<verb>`: reads are `read`, lifecycle workflows `operate`, break-glass `elevate` (granted
+ * by no role group), anything else `write` (fail closed).
+ */
+export function groupOf(action: string): ActionGroup {
+  const verb = action.slice(action.indexOf('.') + 1);
+  if (READ_VERBS.has(verb)) return 'read';
+  if (action.startsWith('breakglass.')) return 'elevate';
+  if (OPERATE_VERBS.has(verb)) return 'operate';
+  return 'write';
+}
+
+/** What a decision is about: the resource's kind and the tenant and customer it belongs to. */
+export interface ResourceRef {
+  kind: string;
+  id?: string | null;
+  /** The owning tenant's UUID; null for platform resources (customers, systems, …). */
+  tenantId: string | null;
+  customerId?: string | null;
+  /** Sessions: the principal the session belongs to. */
+  owner?: string;
+}
+
+export interface Decision {
+  decision: 'allow' | 'deny';
+  /** The policy ids that determined the decision (empty for a default deny). */
+  policies: string[];
+  action: string;
+  roles: string[];
+  elevation?: string;
+  errors?: string[];
+}
+
+/** 403 with the decision, so that the caller can audit it. */
+export class AccessDenied extends TenantryError {
+  constructor(
+    readonly decision: Decision,
+    readonly resource: ResourceRef,
+  ) {
+    super(
+      'authz.denied',
+      403,
+      `Not allowed: ${decision.action} on ${resource.kind}${resource.id ? ` ${resource.id}` : ''}.`,
+      { details: { action: decision.action, policies: decision.policies } },
+    );
+  }
+}
+
+// Cedar keeps preparsed sets per thread under an id: one id per Authorizer, so that several coexist.
+let instances = 0;
+const MEMO_SIZE = 10_000;
+
+const PRINCIPAL_SHAPE = {
+  type: 'Record',
+  attributes: {
+    subject: { type: 'String' },
+    roles: { type: 'Set', element: { type: 'String' } },
+    tenant: { type: 'String' },
+    customer: { type: 'String' },
+    platform: { type: 'Boolean' },
+  },
+} as const;
+
+/**
+ * Authorization decisions with Cedar (@cedar-policy/cedar-wasm, the Node build: its ESM entry
+ * imports the .wasm file as a module, which Node cannot). The policy set (defaults plus the
+ * operator's file) is parsed once, validated in strict mode against a schema generated from the
+ * known actions, and decisions then use the preparsed set. Decisions are synchronous and in process.
+ */
+export class Authorizer {
+  private readonly actions = new Set<string>();
+  private policies: Record<string, string> = { ...DEFAULT_POLICIES };
+  private sealed = false;
+  private readonly id = `tenantry-${++instances}`;
+  private readonly memo = new Map<string, Pick<Decision, 'decision' | 'policies' | 'errors'>>();
+
+  constructor(extraPolicyFile?: string) {
+    // The actions the default policies name.
+    for (const a of [
+      'session.read',
+      'session.revoke',
+      'breakglass.read',
+      'breakglass.request',
+      'breakglass.end',
+    ])
+      this.actions.add(a);
+    if (extraPolicyFile) this.addPolicies(fs.readFileSync(extraPolicyFile, 'utf8'), extraPolicyFile);
+  }
+
+  /** Declares an action (each route's `config.action`, and the change path's actions). */
+  registerAction(action: string): void {
+    if (!ACTION_NAME.test(action))
+      throw new Error(`Authorization action "${action}" must look like <area>.<verb> (lowercase).`);
+    if (this.sealed && !this.actions.has(action))
+      throw new Error(`Action "${action}" was declared after the policies were loaded.`);
+    this.actions.add(action);
+  }
+
+  /** Cedar policy text; each policy needs an `@id("…")` annotation. Validated by `seal()`. */
+  addPolicies(text: string, source = 'policies'): void {
+    const parts = cedar.policySetTextToParts(text);
+    if (parts.type === 'failure')
+      throw new Error(`${source}: ${parts.errors.map((e) => e.message).join('; ')}`);
+    for (const p of parts.policies) {
+      const id = /@id\("([^"]+)"\)/.exec(p)?.[1];
+      if (!id) throw new Error(`${source}: every policy needs an @id("…") annotation: ${p.slice(0, 80)}`);
+      if (this.policies[id] !== undefined) throw new Error(`${source}: policy id "${id}" is already used`);
+      this.policies[id] = p;
+    }
+  }
+
+  /** The Cedar schema: principals, the one resource type, every action with its group. */
+  schema(): cedar.SchemaJson<string> {
+    const actions: Record<string, cedar.ActionType<string>> = {};
+    for (const g of ACTION_GROUPS) actions[g] = {};
+    for (const a of this.actions)
+      actions[a] = {
+        memberOf: [{ id: groupOf(a) }],
+        appliesTo: { principalTypes: ['User', 'Service'], resourceTypes: ['Resource'] },
+      };
+    return {
+      '': {
+        entityTypes: {
+          User: { shape: PRINCIPAL_SHAPE as never },
+          Service: { shape: PRINCIPAL_SHAPE as never },
+          Resource: {
+            shape: {
+              type: 'Record',
+              attributes: {
+                kind: { type: 'String' },
+                tenant: { type: 'String' },
+                customer: { type: 'String' },
+                owner: { type: 'String', required: false },
+              },
+            } as never,
+          },
+        },
+        actions,
+      },
+    };
+  }
+
+  /** Validates the policies against the schema (strict) and preparses them; fails start-up on errors. */
+  seal(): void {
+    const schema = this.schema();
+    const answer = cedar.validate({
+      schema,
+      policies: { staticPolicies: this.policies },
+      validationSettings: { mode: 'strict' },
+    });
+    if (answer.type === 'failure')
+      throw new Error(`Cedar: ${answer.errors.map((e) => e.message).join('; ')}`);
+    if (answer.validationErrors.length > 0)
+      throw new Error(
+        `Cedar policies are invalid: ${answer.validationErrors.map((e) => `${e.policyId}: ${e.error.message}`).join('; ')}`,
+      );
+    const parsed = cedar.preparsePolicySet(this.id, { staticPolicies: this.policies });
+    if (parsed.type === 'failure')
+      throw new Error(`Cedar: ${parsed.errors.map((e) => e.message).join('; ')}`);
+    const parsedSchema = cedar.preparseSchema(this.id, schema);
+    if (parsedSchema.type === 'failure')
+      throw new Error(`Cedar schema: ${parsedSchema.errors.map((e) => e.message).join('; ')}`);
+    this.sealed = true;
+  }
+
+  get policyIds(): string[] {
+    return Object.keys(this.policies);
+  }
+
+  /**
+   * One decision; never throws for a deny (see `authorize`). Decisions are a pure function of the
+   * principal, action and resource (the policy set is fixed once sealed), so they are memoised by
+   * exactly those inputs: a Cedar call through WebAssembly costs ~0.2 ms, a repeated one a map lookup.
+   * The memo is a plain bounded Map, cleared when full (no LRU library is installed; it needs no more).
+   */
+  decide(ctx: RequestContext, action: string, resource: ResourceRef): Decision {
+    if (!this.sealed) throw new Error('Authorizer.seal() has not run');
+    const roles = [...(ctx.roles ?? [])];
+    const base = { action, roles, ...(ctx.elevation ? { elevation: ctx.elevation.id } : {}) };
+    if (!this.actions.has(action))
+      return { ...base, decision: 'deny', policies: [], errors: ['unknown action'] };
+    const key = JSON.stringify([
+      ctx.actor.kind,
+      ctx.issuer,
+      ctx.actor.principal,
+      roles,
+      ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : '',
+      ctx.customerId ?? '',
+      action,
+      resource.kind,
+      resource.id ?? null,
+      resource.tenantId ?? '',
+      resource.customerId ?? '',
+      resource.owner ?? null,
+    ]);
+    const memo = this.memo.get(key);
+    if (memo) return { ...base, ...memo };
+    const decided = this.evaluate(ctx, action, resource, roles);
+    if (this.memo.size >= MEMO_SIZE) this.memo.clear();
+    this.memo.set(key, decided);
+    return { ...base, ...decided };
+  }
+
+  /** The Cedar call itself, without the memo. */
+  evaluate(
+    ctx: RequestContext,
+    action: string,
+    resource: ResourceRef,
+    roles = [...(ctx.roles ?? [])],
+  ): Pick<Decision, 'decision' | 'policies' | 'errors'> {
+    const principalType = ctx.actor.kind === 'service' ? 'Service' : 'User';
+    const principal = { type: principalType, id: `${ctx.issuer ?? ''}#${ctx.actor.principal}` };
+    const tenant = ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : '';
+    const res = { type: 'Resource', id: `${resource.kind}/${resource.id ?? '*'}` };
+    const answer = cedar.statefulIsAuthorized({
+      principal,
+      action: { type: 'Action', id: action },
+      resource: res,
+      context: {},
+      preparsedPolicySetId: this.id,
+      preparsedSchemaName: this.id,
+      validateRequest: false,
+      entities: [
+        {
+          uid: principal,
+          attrs: {
+            subject: ctx.actor.principal,
+            roles,
+            tenant,
+            customer: ctx.customerId ?? '',
+            platform: ctx.scope.kind === 'platform',
+          },
+          parents: [],
+        },
+        {
+          uid: res,
+          attrs: {
+            kind: resource.kind,
+            tenant: resource.tenantId ?? '',
+            customer: resource.customerId ?? '',
+            ...(resource.owner !== undefined ? { owner: resource.owner } : {}),
+          },
+          parents: [],
+        },
+        {
+          uid: { type: 'Action', id: action },
+          attrs: {},
+          parents: [{ type: 'Action', id: groupOf(action) }],
+        },
+      ],
+    });
+    if (answer.type === 'failure')
+      return { decision: 'deny', policies: [], errors: answer.errors.map((e) => e.message) };
+    const { decision, diagnostics } = answer.response;
+    return {
+      decision,
+      policies: diagnostics.reason,
+      ...(diagnostics.errors.length
+        ? { errors: diagnostics.errors.map((e) => `${e.policyId}: ${e.error.message}`) }
+        : {}),
+    };
+  }
+
+  /** Decides and throws AccessDenied on deny; returns the decision for the audit record. */
+  authorize(ctx: RequestContext, action: string, resource: ResourceRef): Decision {
+    const d = this.decide(ctx, action, resource);
+    if (d.decision !== 'allow') throw new AccessDenied(d, resource);
+    return d;
+  }
+}

@@ -1,0 +1,134 @@
+import { sql } from 'kysely';
+import { recordAuditAttempt } from '../audit/append-audit.js';
+import type { RequestContext } from '../changes/request-context.js';
+import type { Db } from '../db/database.js';
+import { UnauthorizedError } from '../errors/errors.js';
+import { claimsOf, principalId, type TokenClaims } from './envelope.js';
+import type { TokenVerifier } from './token-verifier.js';
+
+export interface RequestMeta {
+  requestId: string;
+  correlationId: string;
+}
+
+interface IdentifyRow {
+  tenant_id: string | null;
+  customer_id: string | null;
+  session_issuer: string | null;
+  session_app_id: string | null;
+  session_tenant_id: string | null;
+  session_principal: string | null;
+  session_expires_at: Date | null;
+  session_revoked_at: Date | null;
+  elevation_id: string | null;
+  elevation_roles: string[] | null;
+  elevation_expires_at: Date | null;
+}
+
+/**
+ * Turns a bearer token into the request's identity envelope (RequestContext): verifies the token,
+ * maps its claims, resolves its tenant, enforces the session binding (issuer + app_id + tenant +
+ * principal) and applies an active break-glass elevation. One database round trip
+ * (tenantry_identify, migration 0004). Never logs or stores the token.
+ */
+export class Authenticator {
+  constructor(
+    private readonly db: Db,
+    private readonly verifier: TokenVerifier,
+    private readonly sessionTtlSeconds: number,
+    private readonly builtinIssuer: string | undefined,
+  ) {}
+
+  async authenticate(authorization: string | undefined, meta: RequestMeta): Promise<RequestContext> {
+    if (!authorization)
+      throw new UnauthorizedError(
+        'token.missing',
+        'This route needs a bearer token (Authorization: Bearer …).',
+      );
+    const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(authorization);
+    if (!m?.[1])
+      throw new UnauthorizedError('token.malformed', 'The Authorization header must be "Bearer <token>".');
+    const { issuer, payload } = await this.verifier.verify(m[1]);
+    const claims = claimsOf(issuer.issuer, payload, issuer.claims);
+    const principal = principalId(claims, this.builtinIssuer);
+    const { rows } = await sql<IdentifyRow>`
+      select * from tenantry_identify(${claims.tenant}, ${claims.issuer}, ${principal}, ${claims.appId},
+        ${claims.sessionId}, ${this.sessionTtlSeconds})`.execute(this.db);
+    const row = rows[0];
+    if (!row) {
+      // A valid token for a tenant that does not (or no longer) exist: the principal is known, so audit it.
+      await recordAuditAttempt(
+        this.db,
+        {
+          actor: { principal, kind: claims.kind },
+          appId: claims.appId,
+          sessionId: claims.sessionId,
+          ...meta,
+        },
+        {
+          tenantId: null,
+          action: 'session.use',
+          outcome: 'denied',
+          target: { kind: 'Tenant', slug: claims.tenant },
+          decision: { decision: 'deny', code: 'token.tenant_unknown', roles: claims.roles },
+        },
+      );
+      throw new UnauthorizedError('token.tenant_unknown', "The token's tenant does not exist.");
+    }
+    const ctx: RequestContext = {
+      actor: { principal, kind: claims.kind },
+      scope: row.tenant_id ? { kind: 'tenant', tenantId: row.tenant_id } : { kind: 'platform' },
+      appId: claims.appId,
+      sessionId: claims.sessionId,
+      requestId: meta.requestId,
+      correlationId: meta.correlationId,
+      roles: claims.roles,
+      issuer: claims.issuer,
+      customerId: row.customer_id,
+      elevation: null,
+    };
+    if (claims.sessionId) await this.checkSession(ctx, claims, row);
+    if (row.elevation_id && row.elevation_expires_at) {
+      ctx.roles = [...new Set([...claims.roles, ...(row.elevation_roles ?? [])])];
+      ctx.elevation = { id: row.elevation_id, expiresAt: row.elevation_expires_at.toISOString() };
+    }
+    return ctx;
+  }
+
+  /** The session must be live and bound to this issuer, application, tenant and principal. */
+  private async checkSession(ctx: RequestContext, claims: TokenClaims, row: IdentifyRow): Promise<void> {
+    const tenantId = ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : null;
+    const mismatch =
+      row.session_issuer !== claims.issuer
+        ? 'issuer'
+        : row.session_app_id !== claims.appId
+          ? 'app_id'
+          : row.session_tenant_id !== tenantId
+            ? 'tenant_id'
+            : row.session_principal !== ctx.actor.principal
+              ? 'principal'
+              : null;
+    let code: string | null = null;
+    let message = '';
+    if (mismatch) {
+      code = 'session.binding_mismatch';
+      message = `The session is bound to another ${mismatch}.`;
+    } else if (row.session_revoked_at) {
+      code = 'session.revoked';
+      message = 'The session has been revoked.';
+    } else if (row.session_expires_at && row.session_expires_at.getTime() <= Date.now()) {
+      code = 'session.expired';
+      message = 'The session has expired.';
+    }
+    if (!code) return;
+    // A principal was identified (the token is valid): the refused attempt is audited.
+    await recordAuditAttempt(this.db, ctx, {
+      tenantId: row.session_tenant_id ?? tenantId,
+      action: 'session.use',
+      outcome: 'denied',
+      target: { kind: 'Session', slug: claims.sessionId },
+      decision: { decision: 'deny', code, ...(mismatch ? { element: mismatch } : {}), roles: claims.roles },
+    });
+    throw new UnauthorizedError(code, message);
+  }
+}

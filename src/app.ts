@@ -5,16 +5,21 @@ import type { Logger } from 'pino';
 import { type IdentityHook, localOperator } from './api/identity.js';
 import { buildServer } from './api/server.js';
 import type { Config } from './config/config.js';
+import { Controller } from './controller/controller.js';
+import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { RegistryService } from './registry/registry.service.js';
 
 export interface Tenantry {
-  /** Where the API listens. */
+  /** Where the API listens; empty for `role: controller`. */
   url: string;
   /** Where the data lives: the embedded cluster's folder, or the external server (without credentials). */
   dataLocation: string;
-  server: FastifyInstance;
+  /** Absent for `role: controller`. */
+  server: FastifyInstance | undefined;
+  /** Absent for `role: api`. */
+  controller: Controller | undefined;
   db: Db;
   registry: RegistryService;
   stop(): Promise<void>;
@@ -80,6 +85,27 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20);
     stops.push(() => db.destroy());
     const registry = new RegistryService(db, config);
+    let controller: Controller | undefined;
+    if (config.role !== 'api') {
+      const providers = createProviders({
+        config,
+        db,
+        dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+      });
+      stops.push(() => closeProviders(providers));
+      const c = new Controller({
+        db,
+        config: config.controller,
+        providers,
+        logger: log.child({ component: 'controller' }),
+      });
+      c.start();
+      stops.push(() => c.stop());
+      controller = c;
+    }
+    if (config.role === 'controller') {
+      return { url: '', dataLocation, server: undefined, controller, db, registry, stop };
+    }
     const server = await buildServer({
       config,
       db,
@@ -92,7 +118,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, stop };
+    return { url: `http://${host}:${port}`, dataLocation, server, controller, db, registry, stop };
   } catch (err) {
     await stop();
     throw err;

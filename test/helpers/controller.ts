@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import pino from 'pino';
+import pino, { type Logger } from 'pino';
 import { type Config, type ControllerConfig, loadConfig } from '../../src/config/config.js';
 import { Controller } from '../../src/controller/controller.js';
 import {
@@ -45,6 +45,7 @@ export async function startController(
     env?: Record<string, string>;
     controller?: Partial<ControllerConfig>;
     providers?: (p: ProviderSet) => Partial<ProviderSet>;
+    logger?: Logger;
   } = {},
 ): Promise<TestController> {
   const dataDir = opts.dataDir ?? (await tempDataDir());
@@ -60,7 +61,7 @@ export async function startController(
     db,
     config: { ...FAST, ...opts.controller },
     providers,
-    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    logger: opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
   });
   controller.start();
   return {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
-import { asPlatform, type Db } from '../db/database.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
 import { backoffDelay } from './backoff.js';
 import type { ProviderSet } from './providers.js';
@@ -122,10 +122,12 @@ export class Controller {
         .catch((err) => log.warn({ err }, 'lease renewal failed'));
     }, config.leaseMs / 3);
     try {
-      let outcome: { finalised: boolean } | undefined;
+      let outcome: { finalised: boolean; finished: boolean } | undefined;
       let failure: ProviderError | undefined;
+      const finish = (trx: Trx, finalised: boolean) =>
+        completeJob(trx, job, { workerId: this.workerId, resyncMs: config.resyncIntervalMs, finalised });
       try {
-        outcome = await reconcile(this.env, job);
+        outcome = await reconcile(this.env, job, finish);
       } catch (err) {
         failure =
           err instanceof ProviderError
@@ -133,13 +135,7 @@ export class Controller {
             : new ProviderError((err as Error).message, 'ReconcileError', true, { cause: err });
       }
       if (outcome) {
-        await asPlatform(db, (trx) =>
-          completeJob(trx, job, {
-            workerId: this.workerId,
-            resyncMs: config.resyncIntervalMs,
-            finalised: outcome.finalised,
-          }),
-        );
+        if (!outcome.finished) await asPlatform(db, (trx) => finish(trx, outcome.finalised));
         return;
       }
       const f = failure!;

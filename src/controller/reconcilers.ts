@@ -25,7 +25,12 @@ export interface ReconcileEnv {
 export interface ReconcileResult {
   /** The object is a finalised tombstone: its job can go. */
   finalised: boolean;
+  /** The job was already ended inside the status transaction (see `Finish`). */
+  finished: boolean;
 }
+
+/** Ends the job in the status write's own transaction: status and job release commit together. */
+export type Finish = (trx: Trx, finalised: boolean) => Promise<void>;
 
 interface ChildRow {
   slug: string;
@@ -52,20 +57,25 @@ const load = (db: Db, kind: Kind, id: string) =>
  * state (the registry row) and the real state (the provider), acts, and writes status. Provider
  * calls happen outside any database transaction; the status write is its own short transaction.
  */
-export async function reconcile(env: ReconcileEnv, job: ReconcileJob): Promise<ReconcileResult> {
+export async function reconcile(
+  env: ReconcileEnv,
+  job: ReconcileJob,
+  finish?: Finish,
+): Promise<ReconcileResult> {
   const row = await load(env.db, job.kind, job.objectId);
-  if (!row || row.phase === 'Deleted') return { finalised: true };
+  if (!row || row.phase === 'Deleted') return { finalised: true, finished: false };
   switch (job.kind) {
     case 'IntegrationResource':
-      return reconcileResource(env, row);
+      return reconcileResource(env, row, finish);
     case 'Deployment':
-      return reconcileParent(env, 'Deployment', row);
+      return reconcileParent(env, 'Deployment', row, finish);
     case 'Tenant':
-      return reconcileParent(env, 'Tenant', row);
+      return reconcileParent(env, 'Tenant', row, finish);
     default:
       // Customers and systems are catalogue entries: nothing to provision.
       return settle(
         env,
+        finish,
         job.kind,
         row,
         row.deleted_at
@@ -86,6 +96,7 @@ const deletedStatus = (what: string): ObservedStatus => ({
 /** Writes status; on a transition that matters records it and pokes the parents. */
 async function settle(
   env: ReconcileEnv,
+  finish: Finish | undefined,
   kind: Kind,
   row: ObjectRow,
   status: ObservedStatus,
@@ -104,8 +115,9 @@ async function settle(
       });
     }
     if (tr.changed) await pokeParents(trx, kind, row);
+    if (finish) await finish(trx, status.phase === 'Deleted');
   });
-  return { finalised: status.phase === 'Deleted' };
+  return { finalised: status.phase === 'Deleted', finished: finish !== undefined };
 }
 
 /** Status after a failed attempt (the controller decides retry or final). */
@@ -122,7 +134,10 @@ export async function settleFailure(
     ? `${err.message} (gave up after ${job.attempts + 1} attempt(s); tried again at the next resync)`
     : `${err.message} (attempt ${job.attempts + 1} failed; retrying in ${Math.ceil(retryInMs / 1000)}s)`;
   const phase = row.deleted_at ? 'Terminating' : final ? 'Failed' : 'Provisioning';
-  await settle(env, job.kind, row, { phase, ready: { status: 'False', reason: err.reason, message } });
+  await settle(env, undefined, job.kind, row, {
+    phase,
+    ready: { status: 'False', reason: err.reason, message },
+  });
 }
 
 async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> {
@@ -178,13 +193,17 @@ const summary = (o: ObservedResource): string =>
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(', ');
 
-async function reconcileResource(env: ReconcileEnv, row: ObjectRow): Promise<ReconcileResult> {
+async function reconcileResource(
+  env: ReconcileEnv,
+  row: ObjectRow,
+  finish?: Finish,
+): Promise<ReconcileResult> {
   const desired = await asPlatform(env.db, (trx) => desiredResource(trx, row));
   const slot = env.providers[desired.type];
   if (row.deleted_at) {
     if ('provider' in slot) await slot.provider.delete(desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
-    return settle(env, 'IntegrationResource', row, deletedStatus(what));
+    return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));
   }
   if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
   const provider = slot.provider;
@@ -202,6 +221,7 @@ async function reconcileResource(env: ReconcileEnv, row: ObjectRow): Promise<Rec
   const drifted = wasProvisioned && (!before.exists || before.drift.length > 0);
   return settle(
     env,
+    finish,
     'IntegrationResource',
     row,
     {
@@ -224,6 +244,7 @@ async function reconcileParent(
   env: ReconcileEnv,
   kind: 'Deployment' | 'Tenant',
   row: ObjectRow,
+  finish?: Finish,
 ): Promise<ReconcileResult> {
   const children = await asPlatform(env.db, async (trx) => {
     const where = kind === 'Deployment' ? sql`deployment_id = ${row.id}` : sql`tenant_id = ${row.id}`;
@@ -241,7 +262,7 @@ async function reconcileParent(
   if (row.deleted_at) {
     const pending = children.filter((c) => c.phase !== 'Deleted');
     if (pending.length > 0) {
-      return settle(env, kind, row, {
+      return settle(env, finish, kind, row, {
         phase: 'Terminating',
         ready: {
           status: 'False',
@@ -250,11 +271,11 @@ async function reconcileParent(
         },
       });
     }
-    return settle(env, kind, row, deletedStatus('after its dependents'));
+    return settle(env, finish, kind, row, deletedStatus('after its dependents'));
   }
   if (kind === 'Tenant' && row.lifecycle !== 'Active') {
     const lifecycle = row.lifecycle as 'Draft' | 'Suspended' | 'Archived';
-    return settle(env, kind, row, {
+    return settle(env, finish, kind, row, {
       phase: lifecycle,
       ready:
         lifecycle === 'Draft'
@@ -268,7 +289,7 @@ async function reconcileParent(
   }
   const notReady = children.filter((c) => c.deleted_at === null && c.phase !== 'Ready');
   if (notReady.length > 0) {
-    return settle(env, kind, row, {
+    return settle(env, finish, kind, row, {
       phase: 'Provisioning',
       ready: {
         status: 'False',
@@ -277,7 +298,7 @@ async function reconcileParent(
       },
     });
   }
-  return settle(env, kind, row, {
+  return settle(env, finish, kind, row, {
     phase: 'Ready',
     ready: { status: 'True', reason: 'Provisioned', message: 'All dependent objects are Ready.' },
   });

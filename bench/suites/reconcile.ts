@@ -100,7 +100,9 @@ export async function reconcileBenchmark(server: BenchPostgres): Promise<Row[]> 
       value: objects / seconds,
       unit: 'objects/s',
     };
-    console.log(`  ${objects} objects Ready in ${seconds.toFixed(1)}s: ${figure.value.toFixed(0)} objects/s`);
+    console.log(
+      `  ${objects} objects Ready in ${seconds.toFixed(1)}s: ${figure.value.toFixed(0)} objects/s, ${controller.processed} reconciles`,
+    );
 
     // Baseline: as many raw single-row INSERTs, autocommit, with as many connections.
     await owner.query(

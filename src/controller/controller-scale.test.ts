@@ -127,7 +127,7 @@ describe('horizontal scale', () => {
             CALL_LOG: log,
             ENSURE_DELAY_MS: '200',
           },
-          stdio: ['ignore', 'pipe', 'ignore'],
+          stdio: ['pipe', 'pipe', 'ignore'],
         });
         child.stdout?.once('data', () => resolve(child));
         child.once('error', reject);

@@ -11,6 +11,7 @@ import { authzBenchmark } from './suites/authz.js';
 import { changePathBenchmark } from './suites/change-path.js';
 import { httpBenchmark } from './suites/http.js';
 import { placementBenchmark } from './suites/placement.js';
+import { reconcileBenchmark } from './suites/reconcile.js';
 
 const startedAt = new Date();
 console.log(
@@ -41,6 +42,8 @@ try {
   rows.push(...(await placementBenchmark(server)));
   console.log('\n4. Authorization and token validation (in process)');
   rows.push(...(await authzBenchmark()));
+  console.log('\n5. Reconcile throughput');
+  rows.push(...(await reconcileBenchmark(server)));
 } catch (err) {
   if (!interrupted) console.error('benchmark failed:', err);
   process.exitCode = 1;

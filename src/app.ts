@@ -6,6 +6,8 @@ import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
 import { AuditCheckpointer, loadAuditSigner } from './audit/index.js';
 import type { Config } from './config/config.js';
+import { Controller } from './controller/controller.js';
+import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import type { BuiltinIssuer } from './identity/builtin-issuer.js';
@@ -16,15 +18,19 @@ import { startTracing } from './observability/tracing.js';
 import { RegistryService } from './registry/registry.service.js';
 
 export interface Tenantry {
-  /** Where the API listens. */
+  /** Where the API listens; empty for `role: controller`. */
   url: string;
   /** Where the data lives: the embedded cluster's folder, or the external server (without credentials). */
   dataLocation: string;
-  server: FastifyInstance;
+  /** Absent for `role: controller`. */
+  server: FastifyInstance | undefined;
+  /** Absent for `role: api`. */
+  controller: Controller | undefined;
   db: Db;
   registry: RegistryService;
   audit: AuditService;
-  security: Security;
+  /** Absent for `role: controller`. */
+  security: Security | undefined;
   stop(): Promise<void>;
 }
 
@@ -110,6 +116,37 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
     });
+    let controller: Controller | undefined;
+    if (config.role !== 'api') {
+      const providers = createProviders({
+        config,
+        db,
+        dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+      });
+      stops.push(() => closeProviders(providers));
+      const c = new Controller({
+        db,
+        config: config.controller,
+        providers,
+        logger: log.child({ component: 'controller' }),
+      });
+      c.start();
+      stops.push(() => c.stop());
+      controller = c;
+    }
+    if (config.role === 'controller') {
+      return {
+        url: '',
+        dataLocation,
+        server: undefined,
+        controller,
+        db,
+        registry,
+        audit,
+        security: undefined,
+        stop,
+      };
+    }
     const security = await createSecurity(config, db, opts.issuer ? { issuer: opts.issuer } : {});
     const server = await buildServer({
       config,
@@ -127,7 +164,17 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-    return { url: `http://${host}:${port}`, dataLocation, server, db, registry, audit, security, stop };
+    return {
+      url: `http://${host}:${port}`,
+      dataLocation,
+      server,
+      controller,
+      db,
+      registry,
+      audit,
+      security,
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;

@@ -127,6 +127,38 @@ describe('tenantry CLI', () => {
     ).toBe(true);
   });
 
+  it('apply --wait returns once the controller made everything Ready, and names what failed', async () => {
+    const file = path.join(dataDir, 'demo.yaml');
+    const doc = (kind: string, metadata: object, spec: object) =>
+      JSON.stringify({ apiVersion: 'tenantry.dev/v1', kind, metadata, spec });
+    fs.writeFileSync(
+      file,
+      [
+        doc('Customer', { name: 'demo' }, { displayName: 'Demo', shortCode: 'demo' }),
+        doc('Tenant', {}, { customer: 'demo', region: 'eu', environmentType: 'dev' }),
+        doc('Deployment', {}, { tenant: 'demo-eu-dev', system: 'plan' }),
+        doc('IntegrationResource', {}, { scope: { deployment: 'demo-eu-dev-plan' }, type: 'blob-container' }),
+        doc(
+          'IntegrationResource',
+          {},
+          { scope: { tenant: 'demo-eu-dev' }, type: 'database', database: { isolation: 'pool' } },
+        ),
+      ].join('\n---\n'),
+    );
+    const ok = await cli('apply', '-f', file, '--wait', '--timeout', '60');
+    expect(ok.stderr).toContain('Ready 5/5');
+    expect(ok.code).toBe(0);
+    expect(fs.statSync(path.join(dataDir, 'blobs', 'demo-eu-dev-plan')).isDirectory()).toBe(true);
+    const db = JSON.parse(
+      (await cli('-o', 'json', 'get', 'integrationresource', 'demo-eu-dev.database')).stdout,
+    );
+    expect(db.status.conditions[0].message).toContain('secretRef=resource-secrets/');
+    // Without a Kafka cluster the Circle K topics cannot be made; --wait says so instead of hanging.
+    const topics = await cli('apply', '-f', EXAMPLE_DIR, '--wait', '--timeout', '60');
+    expect(topics.code).toBe(1);
+    expect(topics.stderr).toMatch(/failed: ProviderNotConfigured .*TENANTRY_KAFKA_BROKERS/);
+  }, 120_000);
+
   it('diffs exactly the edited field', async () => {
     const file = path.join(dataDir, 'edited.yaml');
     fs.writeFileSync(
@@ -144,7 +176,10 @@ describe('tenantry CLI', () => {
 
   it('gets, describes, suspends, and fails with a non-zero exit and the field path', async () => {
     const list = await cli('get', 'tenants', '--filter', 'region=eu');
-    expect(list.stdout).toMatch(/circlek-eu-prod\s+6846a7a4-4e09-41a8-918c-9c8e2aa938ac\s+Active\s+Pending/);
+    // The phase is the controller's (serve runs it): Pending, then Provisioning (its topics need Kafka).
+    expect(list.stdout).toMatch(
+      /circlek-eu-prod\s+6846a7a4-4e09-41a8-918c-9c8e2aa938ac\s+Active\s+(Pending|Provisioning)/,
+    );
     expect(list.stdout).not.toContain('circlek-us-prod');
     const json = JSON.parse(
       (await cli('-o', 'json', 'get', 'deployment', 'circlek-eu-prod-store-pl')).stdout,

@@ -49,7 +49,7 @@ const ready: ServersReady = {
   tenantryUrl: tenantry.url,
   bareUrl: `http://127.0.0.1:${barePort}`,
   token:
-    (await tenantry.security.issuer?.mint({
+    (await tenantry.security?.issuer?.mint({
       subject: 'bench',
       roles: ['platform-admin'],
       sessionId: null,

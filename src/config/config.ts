@@ -37,6 +37,35 @@ export interface Config {
   rateLimitCacheMs: number;
   /** Identity: trusted token issuers, the built-in issuer, sessions, policies (src/identity, src/authz). */
   identity: IdentityConfig;
+  /** `api` serves HTTP, `controller` reconciles, `all` (default) does both in one process. */
+  role: 'api' | 'controller' | 'all';
+  controller: ControllerConfig;
+  providers: ProviderConfig;
+}
+
+export interface ControllerConfig {
+  /** Reconciles this process runs at once. */
+  workers: number;
+  /** How long a claimed job stays leased without a heartbeat before another worker may take it. */
+  leaseMs: number;
+  /** Retry delay: full jitter over min(cap, base × 2^attempt). */
+  backoffBaseMs: number;
+  backoffCapMs: number;
+  /** Failed attempts in a row before the object is marked Failed (retried again at the next resync). */
+  maxAttempts: number;
+  /** Every object is reconciled again this long after its last success, to repair drift. */
+  resyncIntervalMs: number;
+  /** How often an idle worker looks for due jobs. */
+  pollIntervalMs: number;
+}
+
+export interface ProviderConfig {
+  /** Data-plane PostgreSQL for database isolation; absent: a `<db>_dataplane` database on the owner server. */
+  dataplaneDatabaseUrl: string | undefined;
+  /** Kafka bootstrap servers for kafka-topic resources; absent: topics are not provisioned. */
+  kafkaBrokers: string[] | undefined;
+  /** Azure Blob Storage for blob-container resources; absent: containers on the local disk. */
+  azureStorageConnectionString: string | undefined;
 }
 
 /** How the claims of one issuer's tokens map onto the identity envelope. */
@@ -109,7 +138,11 @@ export interface ConfigFlags {
   port?: string | number;
   host?: string;
   dataDir?: string;
+  role?: string;
+  workers?: string | number;
 }
+
+const ROLES = ['api', 'controller', 'all'] as const;
 
 function list(value: string | undefined, fallback: readonly string[]): string[] {
   if (!value) return [...fallback];
@@ -191,6 +224,14 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     );
   const dataDir = path.resolve(flags.dataDir ?? env.TENANTRY_DATA_DIR ?? '.tenantry');
   const host = flags.host ?? env.TENANTRY_HOST ?? '127.0.0.1';
+  const role = flags.role ?? env.TENANTRY_ROLE ?? 'all';
+  if (!(ROLES as readonly string[]).includes(role)) {
+    throw ValidationError.field(
+      '/role',
+      'config.invalid',
+      `Role must be one of ${ROLES.join(', ')}, got "${role}".`,
+    );
+  }
   return {
     host,
     port,
@@ -246,11 +287,30 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       ),
       policyFile: env.TENANTRY_POLICY_FILE ? path.resolve(env.TENANTRY_POLICY_FILE) : undefined,
     },
+    role: role as Config['role'],
+    controller: {
+      workers: integerSetting(
+        'TENANTRY_CONTROLLER_WORKERS',
+        flags.workers ?? env.TENANTRY_CONTROLLER_WORKERS,
+        8,
+      ),
+      leaseMs: integerSetting('TENANTRY_LEASE_MS', env.TENANTRY_LEASE_MS, 30_000),
+      backoffBaseMs: integerSetting('TENANTRY_BACKOFF_BASE_MS', env.TENANTRY_BACKOFF_BASE_MS, 1_000),
+      backoffCapMs: integerSetting('TENANTRY_BACKOFF_CAP_MS', env.TENANTRY_BACKOFF_CAP_MS, 5 * 60_000),
+      maxAttempts: integerSetting('TENANTRY_MAX_ATTEMPTS', env.TENANTRY_MAX_ATTEMPTS, 8),
+      resyncIntervalMs: integerSetting('TENANTRY_RESYNC_MS', env.TENANTRY_RESYNC_MS, 10 * 60_000),
+      pollIntervalMs: integerSetting('TENANTRY_POLL_MS', env.TENANTRY_POLL_MS, 500),
+    },
+    providers: {
+      dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined,
+      kafkaBrokers: env.TENANTRY_KAFKA_BROKERS ? list(env.TENANTRY_KAFKA_BROKERS, []) : undefined,
+      azureStorageConnectionString: env.TENANTRY_AZURE_STORAGE_CONNECTION_STRING || undefined,
+    },
   };
 }
 
 /** An integer setting from the environment, at least `min` (default 1). */
-function integerSetting(name: string, raw: string | undefined, fallback: number, min = 1): number {
+function integerSetting(name: string, raw: string | number | undefined, fallback: number, min = 1): number {
   if (raw === undefined || raw === '') return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min)

@@ -133,6 +133,16 @@ export interface ReconcileJobTable {
   last_error: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
+  /** Bumped by every enqueue; a worker compares it to tell whether the object changed meanwhile. */
+  ticket: ColumnType<string, number | undefined, number>;
+}
+
+export interface ResourceSecretTable {
+  tenant_id: string;
+  resource_id: string;
+  name: string;
+  value: Json;
+  created_at: Timestamp;
 }
 
 export interface IdempotencyKeyTable {
@@ -199,6 +209,7 @@ export interface Database {
   request_log: RequestLogTable;
   sessions: SessionTable;
   break_glass_grants: BreakGlassGrantTable;
+  resource_secrets: ResourceSecretTable;
 }
 
 export type CustomerRow = Selectable<CustomerTable>;

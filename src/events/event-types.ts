@@ -30,6 +30,14 @@ export const EVENT_NAMES = [
   'plan.created',
   'plan.updated',
   'plan.deleted',
+  // Status transitions written by the controller (system actor), not desired-state changes.
+  'tenant.ready',
+  'tenant.failed',
+  'deployment.ready',
+  'deployment.failed',
+  'integrationresource.ready',
+  'integrationresource.failed',
+  'integrationresource.drifted',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 

@@ -3,6 +3,7 @@ import * as m0001 from './0001-registry.js';
 import * as m0002 from './0002-audit-chain.js';
 import * as m0003 from './0003-idempotency-keys.js';
 import * as m0004 from './0004-identity.js';
+import * as m0005 from './0005-controller.js';
 import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
 
@@ -12,6 +13,7 @@ const migrations: Record<string, Migration> = {
   '0002-audit-chain': m0002,
   '0003-idempotency-keys': m0003,
   '0004-identity': m0004,
+  '0005-controller': m0005,
   '0007-placement-quotas': m0007,
   '0008-request-log': m0008,
 };

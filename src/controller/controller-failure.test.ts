@@ -1,0 +1,170 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  dropDataplane,
+  startController,
+  statuses,
+  tempDataDir,
+  until,
+} from '../../test/helpers/controller.js';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { systemContext } from '../changes/request-context.js';
+import { RegistryService } from '../registry/registry.service.js';
+
+let t: TestDatabase;
+let registry: RegistryService;
+const ctx = systemContext('test-operator');
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  registry = new RegistryService(t.db, t.config);
+  await registry.apply(ctx, [
+    {
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'Customer',
+      metadata: { name: 'acme' },
+      spec: { displayName: 'Acme', shortCode: 'acme' },
+    },
+    {
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'Tenant',
+      metadata: {},
+      spec: { customer: 'acme', region: 'eu', environmentType: 'dev' },
+    },
+    {
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'System',
+      metadata: { name: 'plan' },
+      spec: { displayName: 'Plan', serviceId: 'plan' },
+    },
+    {
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'Deployment',
+      metadata: {},
+      spec: { tenant: 'acme-eu-dev', system: 'plan' },
+    },
+  ]);
+});
+afterAll(async () => {
+  await dropDataplane(t);
+  await t?.destroy();
+});
+
+function capture() {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk, _enc, cb) {
+        lines.push(JSON.parse(String(chunk)));
+        cb();
+      },
+    }),
+  );
+  return { logger, lines };
+}
+
+const statusOf = async (slug: string) => (await statuses(t.owner)).find((r) => r.slug === slug);
+
+describe('failures', () => {
+  it('backs off with capped full jitter, then shows Ready=False/Failed, and converges once the fault is gone', async () => {
+    const dataDir = await tempDataDir();
+    // A real fault: a file where the blob folder should be (chmod would not stop root).
+    fs.writeFileSync(path.join(dataDir, 'blobs'), 'in the way');
+    await registry.apply(ctx, [
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'IntegrationResource',
+        metadata: {},
+        spec: { scope: { deployment: 'acme-eu-dev-plan' }, type: 'blob-container' },
+      },
+    ]);
+    const { logger, lines } = capture();
+    const c = await startController(t, {
+      dataDir,
+      logger,
+      controller: { backoffBaseMs: 100, backoffCapMs: 150, maxAttempts: 4, resyncIntervalMs: 1_500 },
+    });
+    try {
+      const failed = await until('blob Failed', async () => {
+        const s = await statusOf('acme-eu-dev-plan.blob');
+        return s?.phase === 'Failed' && s;
+      });
+      expect(failed.reason).toBe('StorageUnavailable');
+      expect(failed.message).toMatch(/gave up after 4 attempt\(s\)/);
+      const attempts = lines.filter((l) => l.msg === 'reconcile failed' && l.kind === 'IntegrationResource');
+      expect(attempts.slice(0, 4).map((l) => [l.attempts, l.final])).toEqual([
+        [1, false],
+        [2, false],
+        [3, false],
+        [4, true],
+      ]);
+      for (const l of attempts.slice(0, 3)) {
+        const n = l.attempts as number;
+        expect(l.retryInMs as number).toBeLessThanOrEqual(Math.min(150, 100 * 2 ** (n - 1)));
+      }
+      const ev = await t.owner.query(
+        `select count(*)::int as n from outbox_events where type = 'dev.tenantry.integrationresource.failed.v1'`,
+      );
+      expect(ev.rows[0].n).toBe(1);
+      const audit = await t.owner.query(
+        `select outcome from audit_records where action = 'integrationresource.failed'`,
+      );
+      expect(audit.rows).toEqual([{ outcome: 'failure' }]);
+      // The deployment and tenant say why they are not Ready.
+      expect(await statusOf('acme-eu-dev-plan')).toMatchObject({
+        phase: 'Provisioning',
+        reason: 'DependentsNotReady',
+      });
+
+      fs.rmSync(path.join(dataDir, 'blobs'));
+      await until(
+        'blob Ready after the fault is fixed',
+        async () => (await statusOf('acme-eu-dev-plan.blob'))?.phase === 'Ready',
+      );
+      await until('tenant Ready', async () => (await statusOf('acme-eu-dev'))?.phase === 'Ready');
+      expect(fs.statSync(path.join(dataDir, 'blobs', 'acme-eu-dev-plan')).isDirectory()).toBe(true);
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('an unreachable data-plane PostgreSQL ends Ready=False DataPlaneUnavailable, never a silent drop', async () => {
+    await registry.apply(ctx, [
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'IntegrationResource',
+        metadata: {},
+        spec: { scope: { tenant: 'acme-eu-dev' }, type: 'database', database: { isolation: 'pool' } },
+      },
+    ]);
+    const c = await startController(t, {
+      env: { TENANTRY_DATAPLANE_DATABASE_URL: 'postgres://nobody:secret@127.0.0.1:1/dataplane' },
+      controller: { maxAttempts: 2, backoffBaseMs: 10, backoffCapMs: 20 },
+    });
+    try {
+      const s = await until('database Failed', async () => {
+        const s = await statusOf('acme-eu-dev.database');
+        return s?.phase === 'Failed' && s;
+      });
+      expect(s.reason).toBe('DataPlaneUnavailable');
+      expect(s.message).toMatch(/ECONNREFUSED|connect/);
+      expect(s.message).not.toContain('secret');
+      // Parked until the next resync (a minute here), with the error kept on the job.
+      const job = await until('job released', async () => {
+        const r = await t.owner.query(
+          `select last_error, run_after > now() + interval '30 seconds' as later from reconcile_jobs j
+           join integration_resources r on r.id = j.object_id
+           where r.slug = 'acme-eu-dev.database' and j.locked_by is null`,
+        );
+        return r.rows[0]?.later && r.rows[0];
+      });
+      expect(job.last_error).toMatch(/^DataPlaneUnavailable/);
+    } finally {
+      await c.stop();
+    }
+  });
+});

@@ -1,0 +1,169 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { systemContext } from '../changes/request-context.js';
+import type { ControllerConfig } from '../config/config.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { ProviderError } from '../providers/provider.js';
+import { backoffDelay } from './backoff.js';
+import type { ProviderSet } from './providers.js';
+import { backfillJobs } from './queue/backfill-jobs.js';
+import { claimJobs } from './queue/claim-jobs.js';
+import { completeJob } from './queue/complete-job.js';
+import { failJob } from './queue/fail-job.js';
+import type { ReconcileJob } from './queue/job.js';
+import { renewLease } from './queue/renew-lease.js';
+import { type ReconcileEnv, reconcile, settleFailure } from './reconcilers.js';
+
+export interface ControllerOptions {
+  db: Db;
+  config: ControllerConfig;
+  providers: ProviderSet;
+  logger: Logger;
+  workerId?: string;
+}
+
+/**
+ * The reconcile controller of one process: claims due jobs (up to `workers` at once), reconciles
+ * them, renews their leases while it works, and ends each with success (next run at the resync)
+ * or failure (capped exponential backoff with full jitter; after `maxAttempts` the object shows
+ * Ready=False/Failed and is tried again at the next resync). Any number of processes may run one
+ * against the same database; the leases keep them from working on one object at once.
+ */
+export class Controller {
+  readonly workerId: string;
+  private readonly env: ReconcileEnv;
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private resyncTimer: NodeJS.Timeout | undefined;
+  /** Reconciles finished in this process (successes and failures), for metrics and benchmarks. */
+  processed = 0;
+
+  constructor(private readonly opts: ControllerOptions) {
+    this.workerId = opts.workerId ?? `controller-${randomUUID()}`;
+    this.env = {
+      db: opts.db,
+      providers: opts.providers,
+      context: () => systemContext('tenantry-controller'),
+    };
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+    const backfill = () =>
+      void asPlatform(this.opts.db, backfillJobs)
+        .then((n) => n > 0 && this.opts.logger.info({ jobs: n }, 'reconcile jobs backfilled'))
+        .catch((err) => this.opts.logger.warn({ err }, 'reconcile job backfill failed'));
+    backfill();
+    this.resyncTimer = setInterval(backfill, this.opts.config.resyncIntervalMs);
+    this.resyncTimer.unref();
+  }
+
+  /** Stops claiming and waits for the reconciles in flight to finish and release their jobs. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    clearInterval(this.resyncTimer);
+    this.wake?.();
+    await this.loop;
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+
+  private async run(): Promise<void> {
+    const { config, logger } = this.opts;
+    while (this.running) {
+      const free = config.workers - this.inFlight.size;
+      let claimed: ReconcileJob[] = [];
+      if (free > 0) {
+        try {
+          claimed = await asPlatform(this.opts.db, (trx) =>
+            claimJobs(trx, { workerId: this.workerId, limit: free, leaseMs: config.leaseMs }),
+          );
+        } catch (err) {
+          logger.warn({ err }, 'claiming reconcile jobs failed');
+        }
+      }
+      for (const job of claimed) {
+        const key = `${job.kind}/${job.objectId}`;
+        this.inFlight.set(
+          key,
+          this.process(job).finally(() => {
+            this.inFlight.delete(key);
+            this.wake?.();
+          }),
+        );
+      }
+      // Full batch: look again at once. Otherwise sleep until a slot frees up or the poll interval.
+      if (claimed.length === 0 || claimed.length < free) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, config.pollIntervalMs);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+      } else if (this.inFlight.size >= config.workers) {
+        await Promise.race(this.inFlight.values());
+      }
+    }
+  }
+
+  private async process(job: ReconcileJob): Promise<void> {
+    const { config, logger, db } = this.opts;
+    const log = logger.child({ kind: job.kind, uuid: job.objectId });
+    let done = false;
+    const heartbeat = setInterval(() => {
+      void asPlatform(db, (trx) => renewLease(trx, job, { workerId: this.workerId, leaseMs: config.leaseMs }))
+        .then((held) => held || done || log.warn('reconcile lease lost to another worker'))
+        .catch((err) => log.warn({ err }, 'lease renewal failed'));
+    }, config.leaseMs / 3);
+    try {
+      let outcome: { finalised: boolean; finished: boolean } | undefined;
+      let failure: ProviderError | undefined;
+      const finish = (trx: Trx, finalised: boolean) =>
+        completeJob(trx, job, { workerId: this.workerId, resyncMs: config.resyncIntervalMs, finalised });
+      try {
+        outcome = await reconcile(this.env, job, finish);
+      } catch (err) {
+        failure =
+          err instanceof ProviderError
+            ? err
+            : new ProviderError((err as Error).message, 'ReconcileError', true, { cause: err });
+      }
+      if (outcome) {
+        if (!outcome.finished) await asPlatform(db, (trx) => finish(trx, outcome.finalised));
+        return;
+      }
+      const f = failure!;
+      const attempts = job.attempts + 1;
+      const final = !f.retryable || attempts >= config.maxAttempts;
+      const delayMs = final
+        ? config.resyncIntervalMs
+        : backoffDelay(attempts, { baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });
+      (final ? log.warn.bind(log) : log.info.bind(log))(
+        { reason: f.reason, attempts, final, retryInMs: delayMs, err: f.message },
+        'reconcile failed',
+      );
+      await settleFailure(this.env, job, f, final, delayMs);
+      await asPlatform(db, (trx) =>
+        failJob(trx, job, {
+          workerId: this.workerId,
+          attempts: final ? 0 : attempts,
+          delayMs,
+          error: `${f.reason}: ${f.message}`,
+        }),
+      );
+    } catch (err) {
+      // The lease runs out and another attempt follows; nothing is dropped.
+      log.error({ err }, 'reconcile bookkeeping failed');
+    } finally {
+      done = true;
+      clearInterval(heartbeat);
+      this.processed++;
+    }
+  }
+}

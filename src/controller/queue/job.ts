@@ -1,0 +1,45 @@
+import type { Kind } from '../../domain/manifest.js';
+
+/**
+ * The reconcile queue is the per-object table `reconcile_jobs` that the change path already
+ * writes in the change's own transaction (src/changes/change-path.ts), with a small lease-based
+ * claimer here, rather than pg-boss 10 (installed) — deliberately:
+ * - Level-triggered work wants exactly one row per object whose enqueues merge. pg-boss's
+ *   `stately` policy allows one queued job next to the active one, but in 10.x fetching that queued
+ *   job while its twin is active violates the policy's unique index and the failing fetch blocks the
+ *   whole queue (timgit/pg-boss#535, #492; the maintainer declined to change it) — the common case
+ *   for a controller, where objects change while they reconcile.
+ * - pg-boss's retry backoff is uncapped half-jitter; we want capped full jitter per object.
+ * - The row carries `tenant_id` under row-level security like every tenant table, and the change
+ *   path already writes it in one statement with the lineage, audit record and outbox event.
+ * The claim/complete/fail/renew statements are one per file below, each with its contract.
+ */
+export interface ReconcileJob {
+  kind: Kind;
+  objectId: string;
+  tenantId: string | null;
+  /** The highest generation enqueued; a hint only (reconcilers read the object itself). */
+  generation: number;
+  /** Failed attempts in a row so far. */
+  attempts: number;
+  /** The enqueue counter when claimed: a different value at the end means "changed meanwhile". */
+  ticket: string;
+}
+
+export interface JobRow {
+  object_kind: string;
+  object_id: string;
+  tenant_id: string | null;
+  generation: string;
+  attempts: number;
+  ticket: string;
+}
+
+export const toJob = (r: JobRow): ReconcileJob => ({
+  kind: r.object_kind as Kind,
+  objectId: r.object_id,
+  tenantId: r.tenant_id,
+  generation: Number(r.generation),
+  attempts: r.attempts,
+  ticket: r.ticket,
+});

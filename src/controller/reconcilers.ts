@@ -1,0 +1,313 @@
+import { sql } from 'kysely';
+import type { RequestContext } from '../changes/request-context.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import type { Kind, Specs } from '../domain/manifest.js';
+import {
+  type DesiredResource,
+  type ObservedResource,
+  ProviderError,
+  type ResourceType,
+} from '../providers/provider.js';
+import { findById, type ObjectRow } from '../registry/object.repository.js';
+import type { Condition } from '../registry/representation.js';
+import type { ProviderSet } from './providers.js';
+import { enqueueJob } from './queue/enqueue-job.js';
+import type { ReconcileJob } from './queue/job.js';
+import { type ObservedStatus, recordStatusEvent, type StatusTarget, writeStatus } from './status.js';
+
+export interface ReconcileEnv {
+  db: Db;
+  providers: ProviderSet;
+  /** A fresh system context per reconcile (request and correlation ids). */
+  context: () => RequestContext;
+}
+
+export interface ReconcileResult {
+  /** The object is a finalised tombstone: its job can go. */
+  finalised: boolean;
+  /** The job was already ended inside the status transaction (see `Finish`). */
+  finished: boolean;
+}
+
+/** Ends the job in the status write's own transaction: status and job release commit together. */
+export type Finish = (trx: Trx, finalised: boolean) => Promise<void>;
+
+interface ChildRow {
+  slug: string;
+  phase: string;
+  conditions: Condition[];
+  deleted_at: Date | null;
+}
+
+const target = (kind: Kind, row: ObjectRow): StatusTarget => ({
+  kind,
+  id: row.id,
+  slug: row.slug,
+  tenantId: kind === 'Tenant' ? row.id : (row.tenant_id ?? null),
+  generation: Number(row.generation),
+  phase: row.phase,
+  conditions: (row.conditions as Condition[]) ?? [],
+});
+
+const load = (db: Db, kind: Kind, id: string) =>
+  asPlatform(db, (trx) => findById(trx, kind, id, { includeDeleted: true }));
+
+/**
+ * Level-triggered: the job only says which object to look at. The reconciler reads the desired
+ * state (the registry row) and the real state (the provider), acts, and writes status. Provider
+ * calls happen outside any database transaction; the status write is its own short transaction.
+ */
+export async function reconcile(
+  env: ReconcileEnv,
+  job: ReconcileJob,
+  finish?: Finish,
+): Promise<ReconcileResult> {
+  const row = await load(env.db, job.kind, job.objectId);
+  if (!row || row.phase === 'Deleted') return { finalised: true, finished: false };
+  switch (job.kind) {
+    case 'IntegrationResource':
+      return reconcileResource(env, row, finish);
+    case 'Deployment':
+      return reconcileParent(env, 'Deployment', row, finish);
+    case 'Tenant':
+      return reconcileParent(env, 'Tenant', row, finish);
+    default:
+      // Customers and systems are catalogue entries: nothing to provision.
+      return settle(
+        env,
+        finish,
+        job.kind,
+        row,
+        row.deleted_at
+          ? deletedStatus('nothing was provisioned')
+          : {
+              phase: 'Ready',
+              ready: { status: 'True', reason: 'Accepted', message: 'Recorded; nothing to provision.' },
+            },
+      );
+  }
+}
+
+const deletedStatus = (what: string): ObservedStatus => ({
+  phase: 'Deleted',
+  ready: { status: 'False', reason: 'Deleted', message: `Deleted (${what}); the tombstone is kept.` },
+});
+
+/** Writes status; on a transition that matters records it and pokes the parents. */
+async function settle(
+  env: ReconcileEnv,
+  finish: Finish | undefined,
+  kind: Kind,
+  row: ObjectRow,
+  status: ObservedStatus,
+  extra?: (trx: Trx, ctx: RequestContext) => Promise<void>,
+): Promise<ReconcileResult> {
+  const t = target(kind, row);
+  await asPlatform(env.db, async (trx) => {
+    const ctx = env.context();
+    const tr = await writeStatus(trx, t, status);
+    if (extra) await extra(trx, ctx);
+    if (tr.becameReady) await recordStatusEvent(trx, ctx, t, 'ready', { phase: status.phase });
+    if (tr.becameFailed) {
+      await recordStatusEvent(trx, ctx, t, 'failed', {
+        reason: status.ready.reason,
+        message: status.ready.message,
+      });
+    }
+    if (tr.changed) await pokeParents(trx, kind, row);
+    if (finish) await finish(trx, status.phase === 'Deleted');
+  });
+  return { finalised: status.phase === 'Deleted', finished: finish !== undefined };
+}
+
+/** Status after a failed attempt (the controller decides retry or final). */
+export async function settleFailure(
+  env: ReconcileEnv,
+  job: ReconcileJob,
+  err: ProviderError,
+  final: boolean,
+  retryInMs: number,
+): Promise<void> {
+  const row = await load(env.db, job.kind, job.objectId);
+  if (!row || row.phase === 'Deleted') return;
+  const message = final
+    ? `${err.message} (gave up after ${job.attempts + 1} attempt(s); tried again at the next resync)`
+    : `${err.message} (attempt ${job.attempts + 1} failed; retrying in ${Math.ceil(retryInMs / 1000)}s)`;
+  const phase = row.deleted_at ? 'Terminating' : final ? 'Failed' : 'Provisioning';
+  await settle(env, undefined, job.kind, row, {
+    phase,
+    ready: { status: 'False', reason: err.reason, message },
+  });
+}
+
+async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> {
+  const tenantId = row.tenant_id ?? null;
+  if (kind === 'IntegrationResource' && row.deployment_id) {
+    await enqueueJob(trx, {
+      kind: 'Deployment',
+      objectId: String(row.deployment_id),
+      tenantId,
+      generation: 0,
+    });
+  }
+  if ((kind === 'IntegrationResource' || kind === 'Deployment') && tenantId) {
+    await enqueueJob(trx, { kind: 'Tenant', objectId: tenantId, tenantId, generation: 0 });
+  }
+}
+
+async function desiredResource(trx: Trx, row: ObjectRow): Promise<DesiredResource> {
+  const spec = row.spec as Specs['IntegrationResource'];
+  const r = await sql<{ tenant_slug: string; scope_slug: string; consumers: string[] | null }>`
+    select t.slug as tenant_slug, coalesce(d.slug, t.slug) as scope_slug,
+      (select array_agg(c.slug order by c.slug) from deployments c
+        where c.tenant_id = t.id and c.deleted_at is null
+          and c.slug in (select jsonb_array_elements_text(${JSON.stringify(spec.kafkaTopic?.consumers ?? [])}::jsonb))
+      ) as consumers
+    from tenants t left join deployments d on d.id = ${row.deployment_id ?? null}::uuid
+    where t.id = ${row.tenant_id}`.execute(trx);
+  const x = r.rows[0]!;
+  const topic = spec.kafkaTopic;
+  return {
+    id: row.id,
+    type: spec.type as ResourceType,
+    tenantId: String(row.tenant_id),
+    tenantSlug: x.tenant_slug,
+    scopeSlug: x.scope_slug,
+    physicalName: String(row.physical_name),
+    ...(topic
+      ? {
+          kafkaTopic: {
+            partitions: topic.partitions ?? 3,
+            replicationFactor: topic.replicationFactor ?? 1,
+            retentionMs: topic.retentionMs ?? null,
+            consumers: x.consumers ?? [],
+          },
+        }
+      : {}),
+    ...(spec.database ? { database: { isolation: spec.database.isolation } } : {}),
+  };
+}
+
+const summary = (o: ObservedResource): string =>
+  Object.entries(o.details)
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(', ');
+
+async function reconcileResource(
+  env: ReconcileEnv,
+  row: ObjectRow,
+  finish?: Finish,
+): Promise<ReconcileResult> {
+  const desired = await asPlatform(env.db, (trx) => desiredResource(trx, row));
+  const slot = env.providers[desired.type];
+  if (row.deleted_at) {
+    if ('provider' in slot) await slot.provider.delete(desired);
+    const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
+    return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));
+  }
+  if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
+  const provider = slot.provider;
+  const before = await provider.observe(desired);
+  let after = before;
+  if (!before.exists || before.drift.length > 0) after = await provider.ensure(desired);
+  if (!after.exists || after.drift.length > 0) {
+    throw new ProviderError(
+      `${provider.name} still differs after ensure: ${after.drift.join('; ') || 'missing'}`,
+      'DriftPersists',
+      true,
+    );
+  }
+  const wasProvisioned = row.phase === 'Ready';
+  const drifted = wasProvisioned && (!before.exists || before.drift.length > 0);
+  return settle(
+    env,
+    finish,
+    'IntegrationResource',
+    row,
+    {
+      phase: 'Ready',
+      ready: { status: 'True', reason: 'Provisioned', message: `${provider.name}: ${summary(after)}` },
+    },
+    drifted
+      ? (trx, ctx) =>
+          recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
+            provider: provider.name,
+            drift: before.exists ? before.drift : ['the resource was missing'],
+            repaired: true,
+          })
+      : undefined,
+  );
+}
+
+/** Deployments and tenants: Ready when their own state is realised and all their resources are. */
+async function reconcileParent(
+  env: ReconcileEnv,
+  kind: 'Deployment' | 'Tenant',
+  row: ObjectRow,
+  finish?: Finish,
+): Promise<ReconcileResult> {
+  const children = await asPlatform(env.db, async (trx) => {
+    const where = kind === 'Deployment' ? sql`deployment_id = ${row.id}` : sql`tenant_id = ${row.id}`;
+    const resources = await sql<ChildRow>`
+      select slug, phase, conditions, deleted_at from integration_resources where ${where}`.execute(trx);
+    const deployments =
+      kind === 'Tenant'
+        ? await sql<ChildRow>`
+            select slug, phase, conditions, deleted_at from deployments where tenant_id = ${row.id}`.execute(
+            trx,
+          )
+        : { rows: [] };
+    return [...resources.rows, ...deployments.rows];
+  });
+  if (row.deleted_at) {
+    const pending = children.filter((c) => c.phase !== 'Deleted');
+    if (pending.length > 0) {
+      return settle(env, finish, kind, row, {
+        phase: 'Terminating',
+        ready: {
+          status: 'False',
+          reason: 'WaitingForDependents',
+          message: `Deleting; waiting for ${pending.length} dependent object(s): ${names(pending)}.`,
+        },
+      });
+    }
+    return settle(env, finish, kind, row, deletedStatus('after its dependents'));
+  }
+  if (kind === 'Tenant' && row.lifecycle !== 'Active') {
+    const lifecycle = row.lifecycle as 'Draft' | 'Suspended' | 'Archived';
+    return settle(env, finish, kind, row, {
+      phase: lifecycle,
+      ready:
+        lifecycle === 'Draft'
+          ? { status: 'False', reason: 'Draft', message: 'The tenant is a draft; activate it to use it.' }
+          : {
+              status: 'True',
+              reason: lifecycle,
+              message: `The tenant is ${lifecycle.toLowerCase()}; its resources are kept.`,
+            },
+    });
+  }
+  const notReady = children.filter((c) => c.deleted_at === null && c.phase !== 'Ready');
+  if (notReady.length > 0) {
+    return settle(env, finish, kind, row, {
+      phase: 'Provisioning',
+      ready: {
+        status: 'False',
+        reason: 'DependentsNotReady',
+        message: `${notReady.length} of ${children.filter((c) => !c.deleted_at).length} dependent object(s) not Ready: ${names(notReady)}.`,
+      },
+    });
+  }
+  return settle(env, finish, kind, row, {
+    phase: 'Ready',
+    ready: { status: 'True', reason: 'Provisioned', message: 'All dependent objects are Ready.' },
+  });
+}
+
+function names(rows: ChildRow[]): string {
+  const shown = rows.slice(0, 5).map((c) => {
+    const ready = c.conditions.find((x) => x.type === 'Ready');
+    return `${c.slug} (${c.phase}${ready ? `: ${ready.reason}` : ''})`;
+  });
+  return shown.join(', ') + (rows.length > 5 ? `, and ${rows.length - 5} more` : '');
+}

@@ -1,0 +1,130 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { prepareAuditAppend } from '../audit/append-audit.js';
+import type { RequestContext } from '../changes/request-context.js';
+import type { Trx } from '../db/database.js';
+import type { Kind } from '../domain/manifest.js';
+import { cloudEventType, EVENT_NAMES, type EventName } from '../events/event-types.js';
+import { TABLES } from '../registry/object.repository.js';
+import type { Condition } from '../registry/representation.js';
+
+/** Phases the controller writes. `Terminating` is set by the registry when an object is deleted. */
+export type Phase =
+  | 'Pending'
+  | 'Provisioning'
+  | 'Ready'
+  | 'Failed'
+  | 'Suspended'
+  | 'Archived'
+  | 'Draft'
+  | 'Deleted';
+
+export interface ObservedStatus {
+  phase: Phase | 'Terminating';
+  ready: { status: Condition['status']; reason: string; message: string };
+}
+
+export interface StatusTarget {
+  kind: Kind;
+  id: string;
+  slug: string;
+  tenantId: string | null;
+  /** The generation that was reconciled. */
+  generation: number;
+  phase: string;
+  conditions: Condition[];
+}
+
+export interface StatusTransition {
+  written: boolean;
+  /** The Ready condition's status or the phase changed. */
+  changed: boolean;
+  becameReady: boolean;
+  becameFailed: boolean;
+}
+
+/** The Ready condition merged into the existing ones; lastTransitionTime moves only when status does. */
+export function mergeReady(existing: Condition[], next: ObservedStatus['ready'], now: Date): Condition[] {
+  const prev = existing.find((c) => c.type === 'Ready');
+  const ready: Condition = {
+    type: 'Ready',
+    status: next.status,
+    reason: next.reason,
+    message: next.message,
+    lastTransitionTime: prev && prev.status === next.status ? prev.lastTransitionTime : now.toISOString(),
+  };
+  return [ready, ...existing.filter((c) => c.type !== 'Ready')];
+}
+
+/**
+ * Writes an object's observed status: phase, observedGeneration, conditions. Never bumps the
+ * generation and never goes through the desired-state change path (status is not desired state).
+ *
+ * Concurrency contract: conditional on `generation` still being the one reconciled — if the
+ * desired state moved on meanwhile, nothing is written (that change enqueued the object again).
+ */
+export async function writeStatus(
+  trx: Trx,
+  target: StatusTarget,
+  status: ObservedStatus,
+  now = new Date(),
+): Promise<StatusTransition> {
+  const conditions = mergeReady(target.conditions, status.ready, now);
+  const r = await sql`
+    update ${sql.table(TABLES[target.kind])}
+    set phase = ${status.phase}, observed_generation = ${target.generation},
+        conditions = ${JSON.stringify(conditions)}
+    where id = ${target.id} and generation = ${target.generation}`.execute(trx);
+  const written = Number(r.numAffectedRows ?? 0) > 0;
+  const prevReady = target.conditions.find((c) => c.type === 'Ready')?.status;
+  const changed = written && (prevReady !== status.ready.status || target.phase !== status.phase);
+  return {
+    written,
+    changed,
+    becameReady: written && status.phase === 'Ready' && target.phase !== 'Ready',
+    becameFailed: written && status.phase === 'Failed' && target.phase !== 'Failed',
+  };
+}
+
+/**
+ * A status transition that matters (ready, failed, drifted) as an audit record and an outbox event,
+ * by the system actor, in the status write's transaction.
+ */
+export async function recordStatusEvent(
+  trx: Trx,
+  ctx: RequestContext,
+  target: Pick<StatusTarget, 'kind' | 'id' | 'slug' | 'tenantId' | 'generation'>,
+  what: 'ready' | 'failed' | 'drifted',
+  data: Record<string, unknown>,
+): Promise<void> {
+  const name = `${target.kind.toLowerCase()}.${what}`;
+  if (!(EVENT_NAMES as readonly string[]).includes(name)) return;
+  const audit = await prepareAuditAppend(trx, {
+    tenantId: target.tenantId,
+    appId: ctx.appId,
+    actor: ctx.actor,
+    sessionId: ctx.sessionId,
+    action: name,
+    target: { kind: target.kind, id: target.id, slug: target.slug },
+    after: { generation: target.generation, ...data },
+    outcome: what === 'failed' ? 'failure' : 'success',
+    decision: null,
+    requestId: ctx.requestId,
+    correlationId: ctx.correlationId,
+  });
+  const eventData = JSON.stringify({
+    kind: target.kind,
+    uuid: target.id,
+    slug: target.slug,
+    generation: target.generation,
+    ...data,
+    actor: ctx.actor,
+  });
+  await sql`
+    with audit as (${audit.insert}), audit_head as (${audit.advanceHead})
+    insert into outbox_events (id, tenant_id, type, subject, data, correlation_id)
+    values (${randomUUID()}, ${target.tenantId}, ${cloudEventType(name as EventName)},
+            ${`${target.kind.toLowerCase()}s/${target.id}`}, ${eventData}, ${ctx.correlationId})`.execute(
+    trx,
+  );
+}

@@ -1,0 +1,169 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dropDataplane } from '../../../test/helpers/controller.js';
+import { createTestDatabase, type TestDatabase } from '../../../test/helpers/test-database.js';
+import { defaultDataplaneUrl } from '../../controller/providers.js';
+import { asTenant } from '../../db/database.js';
+import type { DesiredResource } from '../provider.js';
+import { PostgresDatabaseProvider } from './postgres-database.provider.js';
+import { SecretStore } from './secret-store.js';
+
+let t: TestDatabase;
+let provider: PostgresDatabaseProvider;
+let secrets: SecretStore;
+// Roles and databases belong to the whole server: names unique to this run.
+const run = randomBytes(3).toString('hex');
+
+beforeAll(async () => {
+  t = await createTestDatabase();
+  secrets = new SecretStore(t.db);
+  provider = new PostgresDatabaseProvider(defaultDataplaneUrl(t.ownerUrl), secrets);
+});
+afterAll(async () => {
+  await provider?.close();
+  await dropDataplane(t);
+  await t?.destroy();
+});
+
+function desired(isolation: 'shared' | 'pool' | 'silo', who: string): DesiredResource {
+  const scopeSlug = `iso${run}-${who}-eu-prod`;
+  const base = scopeSlug.replace(/-/g, '_');
+  return {
+    id: randomUUID(),
+    type: 'database',
+    tenantId: randomUUID(),
+    tenantSlug: scopeSlug,
+    scopeSlug,
+    physicalName:
+      isolation === 'silo' ? `tenantry_${base}` : isolation === 'pool' ? `t_${base}` : `shared/${scopeSlug}`,
+    database: { isolation },
+  };
+}
+
+/** A client logged in as the resource's own role, with the password from the secret store. */
+async function connectAs(d: DesiredResource, database?: string): Promise<pg.Client> {
+  const s = await secrets.get(d.id);
+  if (!s) throw new Error('no secret');
+  const url = new URL(defaultDataplaneUrl(t.ownerUrl));
+  url.username = s.username ?? '';
+  url.password = s.password ?? '';
+  if (database) url.pathname = `/${database}`;
+  const c = new pg.Client({ connectionString: url.toString() });
+  await c.connect();
+  return c;
+}
+
+async function refused(p: Promise<unknown>): Promise<string> {
+  const err = await p.then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  expect(err, 'expected the database to refuse').toBeInstanceOf(Error);
+  return (err as Error).message;
+}
+
+describe('PostgreSQL isolation provider', () => {
+  it('pool: a schema per tenant; tenant A cannot read tenant B’s schema', async () => {
+    const a = desired('pool', 'a');
+    const b = desired('pool', 'b');
+    expect((await provider.observe(a)).exists).toBe(false);
+    const seen = await provider.ensure(a);
+    expect(seen).toMatchObject({ exists: true, drift: [] });
+    expect(seen.details).toMatchObject({
+      isolation: 'pool',
+      schema: a.physicalName,
+      secretRef: `resource-secrets/${a.id}`,
+    });
+    expect(JSON.stringify(seen.details)).not.toContain((await secrets.get(a.id))?.password);
+    await provider.ensure(b);
+    // The secret is visible to the platform scope only, not even to its own tenant's scope.
+    const asOwnTenant = await asTenant(t.db, a.tenantId, (trx) =>
+      sql`select count(*)::int as n from resource_secrets`.execute(trx),
+    );
+    expect(asOwnTenant.rows).toEqual([{ n: 0 }]);
+    // Idempotent: a second ensure keeps the same credentials and changes nothing.
+    const secret = await secrets.get(a.id);
+    expect(await provider.ensure(a)).toMatchObject({ exists: true, drift: [] });
+    expect(await secrets.get(a.id)).toEqual(secret);
+
+    const ca = await connectAs(a);
+    const cb = await connectAs(b);
+    try {
+      await cb.query('create table orders (id int primary key)');
+      await cb.query('insert into orders values (1)');
+      await ca.query('create table orders (id int primary key)');
+      expect((await ca.query('select count(*)::int as n from orders')).rows[0].n).toBe(0);
+      expect(await refused(ca.query(`select * from ${b.physicalName}.orders`))).toMatch(/permission denied/);
+      expect(await refused(ca.query(`create table ${b.physicalName}.x (id int)`))).toMatch(
+        /permission denied/,
+      );
+    } finally {
+      await ca.end();
+      await cb.end();
+    }
+    // Drift: a grant removed behind our back is reported, and ensure repairs it.
+    const owner = new pg.Client({ connectionString: defaultDataplaneUrl(t.ownerUrl) });
+    await owner.connect();
+    await owner.query(`revoke usage, create on schema ${a.physicalName} from ${a.physicalName}`);
+    await owner.end();
+    expect((await provider.observe(a)).drift).toEqual([
+      `role ${a.physicalName} lacks USAGE, CREATE on schema ${a.physicalName}`,
+    ]);
+    expect((await provider.ensure(a)).drift).toEqual([]);
+
+    await provider.delete(a);
+    await provider.delete(a);
+    expect(await provider.observe(a)).toMatchObject({ exists: false });
+    expect(await secrets.get(a.id)).toBeUndefined();
+    await provider.delete(b);
+  });
+
+  it('silo: a database per tenant that only its own role may connect to', async () => {
+    const a = desired('silo', 'a');
+    const b = desired('silo', 'b');
+    expect(await provider.ensure(a)).toMatchObject({ exists: true, drift: [] });
+    expect(await provider.ensure(b)).toMatchObject({ exists: true, drift: [] });
+    const ca = await connectAs(a, a.physicalName);
+    await ca.query('create table orders (id int)');
+    await ca.end();
+    expect(await refused(connectAs(a, b.physicalName))).toMatch(/permission denied/);
+    expect(await refused(connectAs(b, a.physicalName))).toMatch(/permission denied/);
+    await provider.delete(a);
+    await provider.delete(b);
+    expect((await provider.observe(a)).exists).toBe(false);
+  });
+
+  it('shared: rows in shared tables, each role sees only its own tenant’s rows', async () => {
+    const a = desired('shared', 'a');
+    const b = desired('shared', 'b');
+    await provider.ensure(a);
+    await provider.ensure(b);
+    expect(await provider.observe(a)).toMatchObject({ exists: true, drift: [] });
+    const ca = await connectAs(a);
+    const cb = await connectAs(b);
+    try {
+      await ca.query(`insert into records (key, value) values ('k', '{"owner":"a"}')`);
+      await cb.query(`insert into records (key, value) values ('k', '{"owner":"b"}')`);
+      expect((await ca.query('select value from records')).rows).toEqual([{ value: { owner: 'a' } }]);
+      expect((await cb.query('select value from records')).rows).toEqual([{ value: { owner: 'b' } }]);
+      // Writing a row for another tenant is refused by the policy.
+      expect(
+        await refused(ca.query(`insert into records (tenant_id, key) values ($1, 'x')`, [b.tenantId])),
+      ).toMatch(/row-level security/);
+      expect(await refused(ca.query('select * from bindings'))).toMatch(/permission denied/);
+    } finally {
+      await ca.end();
+      await cb.end();
+    }
+    await provider.delete(a);
+    await provider.delete(b);
+  });
+
+  it('a name PostgreSQL would truncate is refused, not silently shortened', async () => {
+    const d = desired('pool', 'a');
+    d.physicalName = `t_${'x'.repeat(70)}`;
+    await expect(provider.ensure(d)).rejects.toMatchObject({ reason: 'InvalidName', retryable: false });
+  });
+});

@@ -1,0 +1,302 @@
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import {
+  type DesiredResource,
+  type ObservedResource,
+  ProviderError,
+  type ResourceProvider,
+} from '../provider.js';
+import { SecretStore } from './secret-store.js';
+
+const { escapeIdentifier: id, escapeLiteral: lit } = pg;
+const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
+const SHARED_GROUP = 'tenantry_shared_tenants';
+
+type Isolation = 'shared' | 'pool' | 'silo';
+
+interface Names {
+  isolation: Isolation;
+  /** The tenant's login role. */
+  role: string;
+  /** pool: the schema; silo: the database; shared: the shared schema. */
+  target: string;
+}
+
+/**
+ * Database isolation on a data-plane PostgreSQL (DESIGN.md §1, seed 002's models):
+ * - `shared`: the tenant's rows live in shared tables (`tenantry_shared.records`) under row-level
+ *   security; a login role per scope is bound to its tenant (`tenantry_shared.bindings`), and the
+ *   policy lets a session see only its bound tenant's rows.
+ * - `pool`: a schema per scope, usable only by the scope's own role.
+ * - `silo`: a database per scope, owned by its own role; nobody else may connect.
+ * Passwords are generated once and kept in the secret store; status only shows the reference.
+ */
+export class PostgresDatabaseProvider implements ResourceProvider {
+  readonly type = 'database' as const;
+  readonly name = 'postgres';
+  private readonly pool: pg.Pool;
+  private readonly database: string;
+  private prepared: Promise<void> | undefined;
+
+  /** `url`: the data-plane database (created if missing) as a role that may create roles and databases. */
+  constructor(
+    private readonly url: string,
+    private readonly secrets: SecretStore,
+  ) {
+    this.database = decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres';
+    this.pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 });
+    this.pool.on('error', () => undefined);
+  }
+
+  private names(desired: DesiredResource): Names {
+    const isolation = desired.database?.isolation;
+    if (!isolation) throw new ProviderError('the resource has no database isolation', 'InvalidSpec', false);
+    const role = isolation === 'shared' ? `s_${desired.scopeSlug.replace(/-/g, '_')}` : desired.physicalName;
+    if (!IDENT.test(role)) {
+      throw new ProviderError(
+        `"${role}" is not usable as a PostgreSQL name (lowercase, at most 63 characters)`,
+        'InvalidName',
+        false,
+      );
+    }
+    return { isolation, role, target: isolation === 'shared' ? 'tenantry_shared' : role };
+  }
+
+  async observe(desired: DesiredResource): Promise<ObservedResource> {
+    const n = this.names(desired);
+    return this.guard(async () => {
+      await this.prepare();
+      const role = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
+      const drift: string[] = [];
+      let exists = (role.rowCount ?? 0) > 0;
+      if (!exists) drift.push(`role ${n.role} is missing`);
+      if (n.isolation === 'pool') {
+        const r = await this.pool.query<{ schema: boolean; usable: boolean; public_usage: boolean }>(
+          `select exists (select from pg_namespace where nspname = $1) as schema,
+                  coalesce((select has_schema_privilege($2, $1, 'USAGE, CREATE') where exists
+                    (select from pg_roles where rolname = $2) and exists (select from pg_namespace where nspname = $1)), false) as usable,
+                  coalesce((select exists (select from pg_namespace n, aclexplode(n.nspacl) a
+                    where n.nspname = $1 and a.grantee = 0)), false) as public_usage`,
+          [n.target, n.role],
+        );
+        const f = r.rows[0]!;
+        if (!f.schema) drift.push(`schema ${n.target} is missing`);
+        else if (exists && !f.usable) drift.push(`role ${n.role} lacks USAGE, CREATE on schema ${n.target}`);
+        if (f.public_usage) drift.push(`PUBLIC has privileges on schema ${n.target}`);
+        exists = exists && f.schema;
+      } else if (n.isolation === 'silo') {
+        const r = await this.pool.query<{ owner: string; public_connect: boolean }>(
+          `select pg_get_userbyid(datdba) as owner,
+                  datacl is null or exists (select from aclexplode(datacl) a where a.grantee = 0 and a.privilege_type = 'CONNECT') as public_connect
+           from pg_database where datname = $1`,
+          [n.target],
+        );
+        const d = r.rows[0];
+        if (!d) drift.push(`database ${n.target} is missing`);
+        else {
+          if (d.owner !== n.role) drift.push(`database ${n.target} is owned by ${d.owner}, not ${n.role}`);
+          if (d.public_connect) drift.push(`PUBLIC may connect to database ${n.target}`);
+        }
+        exists = exists && d !== undefined;
+      } else {
+        const r = await this.pool.query<{ tenant_id: string; member: boolean }>(
+          `select b.tenant_id, pg_has_role(b.role_name, $2, 'MEMBER') as member
+           from tenantry_shared.bindings b where b.role_name = $1 and exists (select from pg_roles where rolname = $1)`,
+          [n.role, SHARED_GROUP],
+        );
+        const b = r.rows[0];
+        if (exists && !b) drift.push(`role ${n.role} is not bound to tenant ${desired.tenantId}`);
+        else if (b && b.tenant_id !== desired.tenantId)
+          drift.push(`role ${n.role} is bound to another tenant`);
+        else if (b && !b.member) drift.push(`role ${n.role} is not a member of ${SHARED_GROUP}`);
+        exists = exists && b !== undefined;
+      }
+      return { exists, drift, details: this.details(desired, n) };
+    });
+  }
+
+  async ensure(desired: DesiredResource): Promise<ObservedResource> {
+    const n = this.names(desired);
+    const secret = await this.guard(() =>
+      this.secrets.getOrCreate({ tenantId: desired.tenantId, resourceId: desired.id, name: n.role }, () => ({
+        username: n.role,
+        password: randomBytes(24).toString('base64url'),
+      })),
+    );
+    await this.guard(async () => {
+      await this.prepare();
+      await this.ensureRole(n.role, secret.password ?? '', n.isolation === 'shared');
+      if (n.isolation === 'pool') {
+        await ignore(this.pool.query(`create schema if not exists ${id(n.target)}`), ['42P06', '23505']);
+        await this.pool.query(`revoke all on schema ${id(n.target)} from public`);
+        await this.pool.query(`grant usage, create on schema ${id(n.target)} to ${id(n.role)}`);
+        await this.pool.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
+        await this.pool.query(`alter role ${id(n.role)} set search_path = ${id(n.target)}`);
+      } else if (n.isolation === 'silo') {
+        await ignore(this.pool.query(`create database ${id(n.target)} owner ${id(n.role)}`), [
+          '42P04',
+          '23505',
+        ]);
+        await this.pool.query(`alter database ${id(n.target)} owner to ${id(n.role)}`);
+        await this.pool.query(`revoke connect, temporary on database ${id(n.target)} from public`);
+      } else {
+        await this.pool.query(`grant ${id(SHARED_GROUP)} to ${id(n.role)}`);
+        await this.pool.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
+        await this.pool.query(
+          `insert into tenantry_shared.bindings (role_name, tenant_id) values ($1, $2)
+           on conflict (role_name) do update set tenant_id = excluded.tenant_id`,
+          [n.role, desired.tenantId],
+        );
+        await this.pool.query(`alter role ${id(n.role)} set search_path = tenantry_shared`);
+      }
+    });
+    return this.observe(desired);
+  }
+
+  async delete(desired: DesiredResource): Promise<void> {
+    const n = this.names(desired);
+    await this.guard(async () => {
+      await this.prepare();
+      if (n.isolation === 'pool') await this.pool.query(`drop schema if exists ${id(n.target)} cascade`);
+      if (n.isolation === 'silo')
+        await this.pool.query(`drop database if exists ${id(n.target)} with (force)`);
+      if (n.isolation === 'shared') {
+        // The tenant's rows stay under the retention rules; only the binding and the role go.
+        await this.pool.query('delete from tenantry_shared.bindings where role_name = $1', [n.role]);
+      }
+      const role = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
+      if ((role.rowCount ?? 0) > 0) {
+        await this.pool.query(`drop owned by ${id(n.role)}`);
+        await ignore(this.pool.query(`drop role if exists ${id(n.role)}`), ['42704']);
+      }
+    });
+    await this.guard(() => this.secrets.delete(desired.id));
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private details(desired: DesiredResource, n: Names): Record<string, unknown> {
+    const u = new URL(this.url);
+    return {
+      isolation: n.isolation,
+      host: u.hostname,
+      port: Number(u.port || 5432),
+      database: n.isolation === 'silo' ? n.target : this.database,
+      ...(n.isolation === 'silo' ? {} : { schema: n.target }),
+      role: n.role,
+      secretRef: SecretStore.ref(desired.id),
+    };
+  }
+
+  private async ensureRole(role: string, password: string, inherit: boolean): Promise<void> {
+    const exists = await this.pool.query('select 1 from pg_roles where rolname = $1', [role]);
+    const attrs = `login nosuperuser nocreatedb nocreaterole nobypassrls ${inherit ? 'inherit' : 'noinherit'}`;
+    if ((exists.rowCount ?? 0) === 0) {
+      await ignore(this.pool.query(`create role ${id(role)} ${attrs} password ${lit(password)}`), [
+        '42710',
+        '23505',
+      ]);
+    }
+    await this.pool.query(`alter role ${id(role)} ${attrs} password ${lit(password)}`);
+  }
+
+  /** The data-plane database and the shared-isolation tables, created once per process. */
+  private prepare(): Promise<void> {
+    this.prepared ??= this.createDataPlane().catch((err) => {
+      this.prepared = undefined;
+      throw err;
+    });
+    return this.prepared;
+  }
+
+  private async createDataPlane(): Promise<void> {
+    const server = new URL(this.url);
+    server.pathname = '/postgres';
+    const admin = new pg.Client({ connectionString: server.toString(), connectionTimeoutMillis: 5_000 });
+    await admin.connect();
+    try {
+      const found = await admin.query('select 1 from pg_database where datname = $1', [this.database]);
+      if ((found.rowCount ?? 0) === 0) {
+        await ignore(admin.query(`create database ${id(this.database)}`), ['42P04', '23505']);
+      }
+      await ignore(admin.query(`create role ${id(SHARED_GROUP)} nologin`), ['42710', '23505']);
+    } finally {
+      await admin.end();
+    }
+    const c = await this.pool.connect();
+    try {
+      await c.query('begin');
+      await c.query(`select pg_advisory_xact_lock(hashtext('tenantry.shared_isolation'))`);
+      await c.query(`
+        revoke connect on database ${id(this.database)} from public;
+        create schema if not exists tenantry_shared;
+        revoke all on schema tenantry_shared from public;
+        create table if not exists tenantry_shared.bindings (role_name name primary key, tenant_id uuid not null);
+        create or replace function tenantry_shared.current_tenant() returns uuid
+          language sql stable security definer set search_path = pg_catalog
+          as $$ select tenant_id from tenantry_shared.bindings where role_name = session_user $$;
+        revoke all on function tenantry_shared.current_tenant() from public;
+        create table if not exists tenantry_shared.records (
+          tenant_id uuid not null default tenantry_shared.current_tenant(),
+          key text not null,
+          value jsonb not null default '{}',
+          primary key (tenant_id, key)
+        );
+        alter table tenantry_shared.records enable row level security;
+        drop policy if exists tenant_rows on tenantry_shared.records;
+        create policy tenant_rows on tenantry_shared.records
+          using (tenant_id = tenantry_shared.current_tenant())
+          with check (tenant_id = tenantry_shared.current_tenant());
+        grant usage on schema tenantry_shared to ${id(SHARED_GROUP)};
+        grant select, insert, update, delete on tenantry_shared.records to ${id(SHARED_GROUP)};
+        grant execute on function tenantry_shared.current_tenant() to ${id(SHARED_GROUP)};
+      `);
+      await c.query('commit');
+    } catch (err) {
+      await c.query('rollback').catch(() => undefined);
+      throw err;
+    } finally {
+      c.release();
+    }
+  }
+
+  /** Maps driver and server errors to provider errors: an unreachable server is retried. */
+  private async guard<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } catch (err) {
+      if (err instanceof ProviderError) throw err;
+      const e = err as Error & { code?: string };
+      const code = e.code ?? '';
+      const unreachable =
+        [
+          'ECONNREFUSED',
+          'ENOTFOUND',
+          'ETIMEDOUT',
+          'ECONNRESET',
+          'EHOSTUNREACH',
+          '57P03',
+          '28P01',
+          '3D000',
+        ].includes(code) ||
+        code.startsWith('08') ||
+        /timeout|terminated/i.test(e.message);
+      throw new ProviderError(
+        `data-plane PostgreSQL: ${e.message || code}`,
+        unreachable ? 'DataPlaneUnavailable' : 'DataPlaneError',
+        true,
+        { cause: err },
+      );
+    }
+  }
+}
+
+async function ignore(p: Promise<unknown>, codes: string[]): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    if (!codes.includes((err as { code?: string }).code ?? '')) throw err;
+  }
+}

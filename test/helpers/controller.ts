@@ -1,0 +1,133 @@
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import pino, { type Logger } from 'pino';
+import { type Config, type ControllerConfig, loadConfig } from '../../src/config/config.js';
+import { Controller } from '../../src/controller/controller.js';
+import {
+  closeProviders,
+  createProviders,
+  defaultDataplaneUrl,
+  type ProviderSet,
+} from '../../src/controller/providers.js';
+import { createDb, type Db } from '../../src/db/database.js';
+import type { TestDatabase } from './test-database.js';
+
+/** Short leases, quick backoff, a long resync: what controller tests want unless they say otherwise. */
+export const FAST: ControllerConfig = {
+  workers: 8,
+  leaseMs: 1_000,
+  backoffBaseMs: 20,
+  backoffCapMs: 200,
+  maxAttempts: 3,
+  resyncIntervalMs: 60_000,
+  pollIntervalMs: 50,
+};
+
+export interface TestController {
+  controller: Controller;
+  providers: ProviderSet;
+  config: Config;
+  db: Db;
+  stop(): Promise<void>;
+}
+
+export async function tempDataDir(): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-ctl-'));
+}
+
+/** A controller over the test database, with its own connection pool (as another process would have). */
+export async function startController(
+  t: TestDatabase,
+  opts: {
+    dataDir?: string;
+    env?: Record<string, string>;
+    controller?: Partial<ControllerConfig>;
+    providers?: (p: ProviderSet) => Partial<ProviderSet>;
+    logger?: Logger;
+  } = {},
+): Promise<TestController> {
+  const dataDir = opts.dataDir ?? (await tempDataDir());
+  const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir, ...opts.env });
+  const db = createDb(t.appUrl, 10);
+  let providers = createProviders({
+    config,
+    db,
+    dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(t.ownerUrl),
+  });
+  if (opts.providers) providers = { ...providers, ...opts.providers(providers) };
+  const controller = new Controller({
+    db,
+    config: { ...FAST, ...opts.controller },
+    providers,
+    logger: opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+  });
+  controller.start();
+  return {
+    controller,
+    providers,
+    config,
+    db,
+    async stop() {
+      await controller.stop();
+      await closeProviders(providers);
+      await db.destroy();
+    },
+  };
+}
+
+/** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
+export async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const started = Date.now();
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() - started > timeoutMs)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${last}` : ''}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+export interface StatusRow {
+  kind: string;
+  slug: string;
+  phase: string;
+  reason: string;
+  message: string;
+  deleted: boolean;
+}
+
+/** Every registry object's phase and Ready reason, seen as the owner (behind the API's back). */
+export async function statuses(owner: pg.Pool): Promise<StatusRow[]> {
+  const r = await owner.query<StatusRow>(`
+    select kind, slug, phase, c->>'reason' as reason, c->>'message' as message, deleted
+    from (
+      select 'Customer' as kind, slug, phase, conditions, deleted_at is not null as deleted from customers
+      union all select 'System', slug, phase, conditions, deleted_at is not null from systems
+      union all select 'Tenant', slug, phase, conditions, deleted_at is not null from tenants
+      union all select 'Deployment', slug, phase, conditions, deleted_at is not null from deployments
+      union all select 'IntegrationResource', slug, phase, conditions, deleted_at is not null from integration_resources
+    ) o, lateral (select c from jsonb_array_elements(o.conditions) c where c->>'type' = 'Ready') ready
+    order by kind, slug`);
+  return r.rows;
+}
+
+export async function dropDataplane(t: TestDatabase): Promise<void> {
+  const url = new URL(t.ownerUrl);
+  const name = `${url.pathname.slice(1)}_dataplane`;
+  url.pathname = '/postgres';
+  const c = new pg.Client({ connectionString: url.toString() });
+  await c.connect();
+  await c.query(`drop database if exists ${name} with (force)`);
+  await c.end();
+}

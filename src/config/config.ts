@@ -24,6 +24,39 @@ export interface Config {
   pageSizeMax: number;
   /** Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit. */
   auditSigningKeyFile: string | undefined;
+  /** The Kafka cluster for `kafka-topic` resources; absent: TENANTRY_KAFKA_BROKERS is not set. */
+  kafka: KafkaConfig | undefined;
+  /** Azure Blob Storage for `blob-container` resources; absent: no connection string is set. */
+  azureBlob: AzureBlobConfig | undefined;
+}
+
+export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+export type KafkaSasl = {
+  [M in KafkaSaslMechanism]: { mechanism: M; username: string; password: string };
+}[KafkaSaslMechanism];
+
+export interface KafkaConfig {
+  /** `host:port` bootstrap servers. */
+  brokers: string[];
+  clientId: string;
+  sasl: KafkaSasl | undefined;
+  /** TLS to the brokers (system trust store). */
+  ssl: boolean;
+  /** The principal a consumer deployment reads as; `{consumer}` is its slug. Default `User:{consumer}`. */
+  principalTemplate: string;
+  /** The consumer group prefix a consumer deployment may use; `{consumer}` is its slug. Default `{consumer}`. */
+  groupPrefixTemplate: string;
+}
+
+export interface AzureBlobConfig {
+  connectionString: string;
+  /**
+   * `container`: one private container per scope, named after the scope slug.
+   * `prefix`: one shared private container (`container`) with a `<scope-slug>/` folder per scope.
+   */
+  mode: 'container' | 'prefix';
+  /** The shared container in `prefix` mode. */
+  container: string;
 }
 
 export interface ConfigFlags {
@@ -81,5 +114,73 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
+    kafka: kafkaConfig(env),
+    azureBlob: azureBlobConfig(env),
   };
+}
+
+const SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];
+
+function kafkaConfig(env: NodeJS.ProcessEnv): KafkaConfig | undefined {
+  const brokers = list(env.TENANTRY_KAFKA_BROKERS, []);
+  if (brokers.length === 0) return undefined;
+  for (const b of brokers) {
+    if (!/^[^\s:]+:\d{1,5}$/.test(b))
+      throw ValidationError.field('/TENANTRY_KAFKA_BROKERS', 'config.invalid', `"${b}" is not host:port.`);
+  }
+  const mechanism = env.TENANTRY_KAFKA_SASL_MECHANISM?.toLowerCase();
+  let sasl: KafkaConfig['sasl'];
+  if (mechanism) {
+    if (!SASL_MECHANISMS.includes(mechanism as KafkaSaslMechanism))
+      throw ValidationError.field(
+        '/TENANTRY_KAFKA_SASL_MECHANISM',
+        'config.invalid',
+        `Must be one of ${SASL_MECHANISMS.join(', ')}, got "${mechanism}".`,
+      );
+    const username = env.TENANTRY_KAFKA_SASL_USERNAME;
+    const password = env.TENANTRY_KAFKA_SASL_PASSWORD;
+    if (!username || !password)
+      throw ValidationError.field(
+        '/TENANTRY_KAFKA_SASL_USERNAME',
+        'config.invalid',
+        'TENANTRY_KAFKA_SASL_USERNAME and TENANTRY_KAFKA_SASL_PASSWORD are required with a SASL mechanism.',
+      );
+    sasl = { mechanism, username, password } as KafkaSasl;
+  }
+  const principalTemplate = env.TENANTRY_KAFKA_PRINCIPAL_TEMPLATE ?? 'User:{consumer}';
+  const groupPrefixTemplate = env.TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE ?? '{consumer}';
+  for (const [name, value] of [
+    ['TENANTRY_KAFKA_PRINCIPAL_TEMPLATE', principalTemplate],
+    ['TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE', groupPrefixTemplate],
+  ] as const) {
+    if (value.split('{consumer}').length !== 2)
+      throw ValidationError.field(`/${name}`, 'config.invalid', 'Must contain "{consumer}" exactly once.');
+  }
+  if (!principalTemplate.includes(':'))
+    throw ValidationError.field(
+      '/TENANTRY_KAFKA_PRINCIPAL_TEMPLATE',
+      'config.invalid',
+      'A Kafka principal is "<type>:<name>", e.g. "User:{consumer}".',
+    );
+  return {
+    brokers,
+    clientId: env.TENANTRY_KAFKA_CLIENT_ID ?? 'tenantry',
+    sasl,
+    ssl: ['1', 'true', 'yes'].includes((env.TENANTRY_KAFKA_SSL ?? '').toLowerCase()),
+    principalTemplate,
+    groupPrefixTemplate,
+  };
+}
+
+function azureBlobConfig(env: NodeJS.ProcessEnv): AzureBlobConfig | undefined {
+  const connectionString = env.TENANTRY_AZURE_STORAGE_CONNECTION_STRING;
+  if (!connectionString) return undefined;
+  const container = env.TENANTRY_AZURE_BLOB_CONTAINER;
+  if (container !== undefined && !/^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(container))
+    throw ValidationError.field(
+      '/TENANTRY_AZURE_BLOB_CONTAINER',
+      'config.invalid',
+      `"${container}" is not a valid container name (3-63 lowercase letters, digits, single hyphens).`,
+    );
+  return { connectionString, mode: container ? 'prefix' : 'container', container: container ?? '' };
 }

@@ -40,6 +40,8 @@ export interface KafkaBrokerOptions {
   users?: string[];
   /** Fixed client port (0 or absent: a free one). */
   port?: number;
+  /** The admin's password (default: generated); a restart on a kept dataDir needs the same one. */
+  password?: string;
   /** Keep data under this folder instead of a temporary one (kept on stop). */
   dataDir?: string;
   /** Where the broker's own log goes; default `<dataDir>/server.log`. */
@@ -161,7 +163,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const port = options.port || (await freePort());
   const controllerPort = await freePort();
   const username = 'tenantry-admin';
-  const password = randomBytes(18).toString('base64url');
+  const password = options.password ?? randomBytes(18).toString('base64url');
   const users = Object.fromEntries(
     (options.users ?? []).map((u) => [u, randomBytes(12).toString('base64url')]),
   );
@@ -224,11 +226,13 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     classpath,
   ];
   const clusterId = randomBytes(16).toString('base64url');
-  await run(
-    'java',
-    [...jvm, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props, '--ignore-formatted'],
-    { timeout: 120_000 },
-  );
+  // A kept dataDir is formatted already (under its own cluster id): start it as it is.
+  if (!fs.existsSync(path.join(logDirs, 'meta.properties')))
+    await run(
+      'java',
+      [...jvm, 'kafka.tools.StorageTool', 'format', '-t', clusterId, '-c', props, '--ignore-formatted'],
+      { timeout: 120_000 },
+    );
 
   const started = Date.now();
   const logFile = path.join(dir, 'server.log');

@@ -7,6 +7,7 @@ import {
   azuriteUnavailableReason,
   startAzurite,
 } from '../../../test/infra/azurite.js';
+import { skipReason } from '../../../test/infra/engines.js';
 import { freePort } from '../../../test/infra/kafka-broker.js';
 import { loadConfig } from '../../config/config.js';
 import { type DesiredResource, ProviderError } from '../provider.js';
@@ -22,7 +23,7 @@ if (!reason) {
     reason = `Azurite did not start: ${(err as Error).message.split('\n')[0]}`;
   }
 }
-if (reason) console.warn(`skipping Azure Blob provider tests: ${reason}`);
+skipReason('Azure Blob provider tests', reason);
 
 function container(scopeSlug: string): DesiredResource {
   return {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { Admin, Kafka as KafkaClient } from 'kafkajs';
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { skipReason } from '../../../test/infra/engines.js';
 import {
   freePort,
   type KafkaBroker,
@@ -25,8 +26,7 @@ const {
   ResourcePatternTypes,
 } = kafkajs;
 
-const unavailable = await kafkaUnavailableReason();
-if (unavailable) console.warn(`skipping Kafka provider tests: ${unavailable}`);
+const unavailable = skipReason('Kafka provider tests', await kafkaUnavailableReason());
 
 // Seed 000: circlek-eu-prod-plan's topic, read by the two Store deployments.
 const PLAN = 'f1a2b3c4-d5e6-4f7a-8b9c-0d1e2f3a4b5c';

@@ -65,6 +65,8 @@ interface TopicState {
   overrides: { name: string; value: string }[];
   /** Principals holding Tenantry-style ALLOW READ / DESCRIBE ACLs on the topic. */
   readers: Map<string, Set<number>>;
+  /** Principals (of the consumers asked about) holding READ on their consumer-group prefix. */
+  groupReaders: Set<string>;
 }
 
 interface ConsumerGrant {
@@ -101,8 +103,12 @@ export class KafkaTopicProvider implements ResourceProvider {
   async observe(desired: DesiredResource): Promise<ObservedResource> {
     const spec = this.validate(desired);
     return this.call('observe topic', async (admin) => {
-      const state = await this.readTopic(admin, desired.physicalName);
-      return this.report(admin, desired.physicalName, spec, state);
+      const grants = this.grants(spec.consumers);
+      return this.report(
+        desired.physicalName,
+        spec,
+        await this.readTopic(admin, desired.physicalName, grants),
+      );
     });
   }
 
@@ -110,11 +116,24 @@ export class KafkaTopicProvider implements ResourceProvider {
     const spec = this.validate(desired);
     const topic = desired.physicalName;
     return this.call('ensure topic', async (admin) => {
-      let state = await this.readTopic(admin, topic);
+      const grants = this.grants(spec.consumers);
+      let state = await this.readTopic(admin, topic, grants);
+      let changed = false;
       if (!state) {
-        // false: another worker created it meanwhile; the read below sees it either way.
-        await admin.createTopics({
-          waitForLeaders: true,
+        // ACLs may name a topic that does not exist yet: grant them while the topic is created, so a
+        // new topic costs one round of controller writes, not two. The topic and its grants appear
+        // together; the consumers are the intended readers either way.
+        const [readers, groupReaders] = await Promise.all([
+          this.topicAcls(admin, topic),
+          this.groupReaders(admin, grants),
+        ]);
+        const none = { partitions: 0, replicationFactor: 0, retentionMs: null, retentionOverridden: false };
+        const acls = this.syncAcls(admin, topic, grants, { ...none, overrides: [], readers, groupReaders });
+        // false: another worker created it meanwhile; the wait below sees it either way.
+        const created = admin.createTopics({
+          // kafkajs' own wait fails when the broker's metadata lags the controller (seen under
+          // concurrent creates: UNKNOWN_TOPIC_OR_PARTITION right after success); wait below instead.
+          waitForLeaders: false,
           topics: [
             {
               topic,
@@ -125,17 +144,13 @@ export class KafkaTopicProvider implements ResourceProvider {
             },
           ],
         });
-        state = await this.readTopic(admin, topic);
-        if (!state)
-          throw new ProviderError(
-            `Kafka: topic ${topic} is not visible yet after it was created`,
-            'BrokerUnavailable',
-            true,
-          );
+        await Promise.all([acls, created]);
+        state = await this.waitForTopic(admin, topic, grants);
       }
       const impossible: string[] = [];
       if (state.partitions < spec.partitions) {
         await admin.createPartitions({ topicPartitions: [{ topic, count: spec.partitions }] });
+        changed = true;
       } else if (state.partitions > spec.partitions) {
         impossible.push(
           `topic ${topic} has ${state.partitions} partitions and Kafka cannot shrink a topic to ${spec.partitions}; ` +
@@ -164,15 +179,17 @@ export class KafkaTopicProvider implements ResourceProvider {
             },
           ],
         });
+        changed = true;
       }
-      await this.syncAcls(admin, topic, this.grants(spec.consumers), state.readers);
-      const after = await this.readTopic(admin, topic);
+      if (await this.syncAcls(admin, topic, grants, state)) changed = true;
+      // Read back what is real after a change; an in-sync topic (the resync case) needs no second read.
+      const after = changed ? await this.readTopic(admin, topic, grants) : state;
       if (impossible.length > 0) {
         const reason =
           state.partitions > spec.partitions ? 'PartitionShrinkImpossible' : 'ReplicationFactorChange';
         throw new ProviderError(`Kafka: ${impossible.join('; ')}`, reason, false);
       }
-      return this.report(admin, topic, spec, after);
+      return this.report(topic, spec, after);
     });
   }
 
@@ -274,7 +291,11 @@ export class KafkaTopicProvider implements ResourceProvider {
   }
 
   /** The topic's real state, or undefined when it does not exist. */
-  private async readTopic(admin: Admin, topic: string): Promise<TopicState | undefined> {
+  private async readTopic(
+    admin: Admin,
+    topic: string,
+    grants: ConsumerGrant[],
+  ): Promise<TopicState | undefined> {
     let metadata: ITopicMetadata | undefined;
     try {
       metadata = (await admin.fetchTopicMetadata({ topics: [topic] })).topics.find((t) => t.name === topic);
@@ -283,10 +304,14 @@ export class KafkaTopicProvider implements ResourceProvider {
       throw err;
     }
     if (!metadata) return undefined;
-    const configs = await admin.describeConfigs({
-      includeSynonyms: false,
-      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }],
-    });
+    const [configs, readers, groupReaders] = await Promise.all([
+      admin.describeConfigs({
+        includeSynonyms: false,
+        resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }],
+      }),
+      this.topicAcls(admin, topic),
+      this.groupReaders(admin, grants),
+    ]);
     const entries: ConfigEntries[] = configs.resources[0]?.configEntries ?? [];
     const retention = entries.find((e) => e.configName === RETENTION);
     const overrides = entries
@@ -298,8 +323,25 @@ export class KafkaTopicProvider implements ResourceProvider {
       retentionMs: retention?.configValue != null ? Number(retention.configValue) : null,
       retentionOverridden: retention?.configSource === ConfigSource.TOPIC_CONFIG,
       overrides,
-      readers: await this.topicAcls(admin, topic),
+      readers,
+      groupReaders,
     };
+  }
+
+  /** Reads a just-created topic once the broker's metadata shows it (up to 10 s, then retryable). */
+  private async waitForTopic(admin: Admin, topic: string, grants: ConsumerGrant[]): Promise<TopicState> {
+    const deadline = Date.now() + 10_000;
+    for (let delay = 25; ; delay = Math.min(delay * 2, 500)) {
+      const state = await this.readTopic(admin, topic, grants);
+      if (state && state.partitions > 0) return state;
+      if (Date.now() > deadline)
+        throw new ProviderError(
+          `Kafka: topic ${topic} was created but is not visible in the metadata after 10 s`,
+          'TopicNotVisible',
+          true,
+        );
+      await new Promise((r) => setTimeout(r, delay));
+    }
   }
 
   /** Principal → operations (READ, DESCRIBE) of the ALLOW ACLs on the literal topic from any host. */
@@ -318,24 +360,32 @@ export class KafkaTopicProvider implements ResourceProvider {
     return readers;
   }
 
-  private async hasGroupGrant(admin: Admin, grant: ConsumerGrant): Promise<boolean> {
-    const res = await admin.describeAcls(groupFilter(grant.groupPrefix, grant.principal));
-    return res.resources.some((r) => r.acls.length > 0);
+  /** The principals among `grants` that hold READ on their consumer-group prefix. */
+  private async groupReaders(admin: Admin, grants: ConsumerGrant[]): Promise<Set<string>> {
+    const held = await Promise.all(
+      grants.map(async (g) => {
+        const res = await admin.describeAcls(groupFilter(g.groupPrefix, g.principal));
+        return res.resources.some((r) => r.acls.length > 0) ? [g.principal] : [];
+      }),
+    );
+    return new Set(held.flat());
   }
 
+  /** Grants the consumers what they lack and revokes what others hold; true when it changed anything. */
   private async syncAcls(
     admin: Admin,
     topic: string,
     grants: ConsumerGrant[],
-    readers: Map<string, Set<number>>,
-  ): Promise<void> {
+    state: TopicState,
+  ): Promise<boolean> {
+    const { readers } = state;
     const create: AclEntry[] = [];
     for (const g of grants) {
       const ops = readers.get(g.principal);
       for (const operation of [Op.READ, Op.DESCRIBE]) {
         if (!ops?.has(operation)) create.push(topicAcl(topic, g.principal, operation));
       }
-      if (!(await this.hasGroupGrant(admin, g))) create.push(groupAcl(g.groupPrefix, g.principal));
+      if (!state.groupReaders.has(g.principal)) create.push(groupAcl(g.groupPrefix, g.principal));
     }
     if (create.length > 0) await admin.createAcls({ acl: create });
     const wanted = new Set(grants.map((g) => g.principal));
@@ -348,35 +398,36 @@ export class KafkaTopicProvider implements ResourceProvider {
       });
       await this.dropUnusedGroupGrants(admin, topic, new Set(removed));
     }
+    return create.length > 0 || removed.length > 0;
   }
 
   /** Removes the group grant of each principal that may no longer read any topic but `topic`. */
   private async dropUnusedGroupGrants(admin: Admin, topic: string, principals: Set<string>): Promise<void> {
-    const filters: AclFilter[] = [];
-    for (const principal of principals) {
-      const consumer = this.consumerOf(principal);
-      if (consumer === undefined) continue;
-      const reads = await admin.describeAcls({
-        resourceType: Resource.TOPIC,
-        resourcePatternType: Pattern.ANY,
-        principal,
-        host: '*',
-        operation: Op.READ,
-        permissionType: Permission.ALLOW,
-      });
-      if (reads.resources.some((r) => r.resourceName !== topic && r.acls.length > 0)) continue;
-      const [grant] = this.grants([consumer]);
-      filters.push(groupFilter(grant!.groupPrefix, principal));
-    }
-    if (filters.length > 0) await admin.deleteAcls({ filters });
+    const filters = await Promise.all(
+      [...principals].map(async (principal): Promise<AclFilter[]> => {
+        const consumer = this.consumerOf(principal);
+        if (consumer === undefined) return [];
+        const reads = await admin.describeAcls({
+          resourceType: Resource.TOPIC,
+          resourcePatternType: Pattern.ANY,
+          principal,
+          host: '*',
+          operation: Op.READ,
+          permissionType: Permission.ALLOW,
+        });
+        if (reads.resources.some((r) => r.resourceName !== topic && r.acls.length > 0)) return [];
+        const [grant] = this.grants([consumer]);
+        return [groupFilter(grant!.groupPrefix, principal)];
+      }),
+    );
+    if (filters.flat().length > 0) await admin.deleteAcls({ filters: filters.flat() });
   }
 
-  private async report(
-    admin: Admin,
+  private report(
     topic: string,
     spec: NonNullable<DesiredResource['kafkaTopic']>,
     state: TopicState | undefined,
-  ): Promise<ObservedResource> {
+  ): ObservedResource {
     if (!state) return { exists: false, details: { topic }, drift: [`topic ${topic} does not exist`] };
     const drift: string[] = [];
     if (state.partitions !== spec.partitions)
@@ -400,7 +451,7 @@ export class KafkaTopicProvider implements ResourceProvider {
         .map((o) => (o === Op.READ ? 'READ' : 'DESCRIBE'));
       if (missing.length > 0)
         drift.push(`consumer ${g.consumer}: ${g.principal} lacks ${missing.join(' and ')} on the topic`);
-      if (!(await this.hasGroupGrant(admin, g)))
+      if (!state.groupReaders.has(g.principal))
         drift.push(
           `consumer ${g.consumer}: ${g.principal} lacks READ on consumer groups prefixed "${g.groupPrefix}"`,
         );

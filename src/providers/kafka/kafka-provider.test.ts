@@ -170,6 +170,31 @@ describe.skipIf(unavailable)('Kafka topic provider (real KRaft broker)', () => {
     expect(await provider.observe(desired)).toMatchObject({ exists: true, drift: [] });
   });
 
+  it('concurrent ensures of one new topic (two workers, retries) create it once, without errors', async () => {
+    const name = fresh('concurrent');
+    const desired = topic(name, { consumers: [STORE_PL, STORE_ES] });
+    const other = createKafkaProvider(config);
+    try {
+      const results = await Promise.all([
+        provider.ensure(desired),
+        other.ensure(desired),
+        provider.ensure(desired),
+        other.ensure(desired),
+      ]);
+      for (const r of results) expect(r).toMatchObject({ exists: true, details: { partitions: 3 } });
+      expect((await admin.listTopics()).filter((t) => t === name)).toHaveLength(1);
+      expect(await topicAcls(name)).toEqual([
+        `User:${STORE_ES} DESCRIBE`,
+        `User:${STORE_ES} READ`,
+        `User:${STORE_PL} DESCRIBE`,
+        `User:${STORE_PL} READ`,
+      ]);
+      expect((await provider.observe(desired)).drift).toEqual([]);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('the ACLs hold for real: listed consumers read with their group, others are refused', async () => {
     await provider.ensure(topic(SEED_TOPIC, { consumers: [STORE_PL, STORE_ES] }));
     const producer = kafka.producer();

@@ -28,6 +28,12 @@ export interface Config {
   kafka: KafkaConfig | undefined;
   /** Azure Blob Storage for `blob-container` resources; absent: no connection string is set. */
   azureBlob: AzureBlobConfig | undefined;
+  /**
+   * Per region (cell), where it has its own: `TENANTRY_KAFKA_BROKERS_EU` (any provider variable with
+   * the `_<REGION>` suffix, falling back to the unsuffixed one). See providerConfigFor().
+   */
+  kafkaByRegion: Record<string, KafkaConfig>;
+  azureBlobByRegion: Record<string, AzureBlobConfig>;
 }
 
 export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
@@ -114,71 +120,119 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
-    kafka: kafkaConfig(env),
-    azureBlob: azureBlobConfig(env),
+    kafka: kafkaConfig(variables(env)),
+    azureBlob: azureBlobConfig(variables(env)),
+    kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),
+    azureBlobByRegion: byRegion(env, regions, 'TENANTRY_AZURE_STORAGE_CONNECTION_STRING', azureBlobConfig),
   };
+}
+
+/** The Kafka or Azure Blob settings for a tenant's region: its own, else the default ones. */
+export function providerConfigFor(config: Config, region: string) {
+  return {
+    kafka: config.kafkaByRegion[region] ?? config.kafka,
+    azureBlob: config.azureBlobByRegion[region] ?? config.azureBlob,
+  };
+}
+
+/** Reads `NAME_<SUFFIX>` before `NAME`; `name()` is the variable a value came from (for errors). */
+interface Variables {
+  get(name: string): string | undefined;
+  name(name: string): string;
+}
+
+function variables(env: NodeJS.ProcessEnv, suffix?: string): Variables {
+  const own = (name: string) => (suffix ? `${name}_${suffix}` : name);
+  return {
+    get: (name) => env[own(name)] || env[name] || undefined,
+    name: (name) => (suffix && env[own(name)] ? own(name) : name),
+  };
+}
+
+function byRegion<T>(
+  env: NodeJS.ProcessEnv,
+  regions: string[],
+  marker: string,
+  read: (vars: Variables) => T | undefined,
+): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const region of regions) {
+    const suffix = region.toUpperCase().replace(/-/g, '_');
+    if (!env[`${marker}_${suffix}`]) continue;
+    const value = read(variables(env, suffix));
+    if (value) out[region] = value;
+  }
+  return out;
 }
 
 const SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];
 
-function kafkaConfig(env: NodeJS.ProcessEnv): KafkaConfig | undefined {
-  const brokers = list(env.TENANTRY_KAFKA_BROKERS, []);
+function kafkaConfig(vars: Variables): KafkaConfig | undefined {
+  const brokers = list(vars.get('TENANTRY_KAFKA_BROKERS'), []);
   if (brokers.length === 0) return undefined;
   for (const b of brokers) {
     if (!/^[^\s:]+:\d{1,5}$/.test(b))
-      throw ValidationError.field('/TENANTRY_KAFKA_BROKERS', 'config.invalid', `"${b}" is not host:port.`);
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_BROKERS')}`,
+        'config.invalid',
+        `"${b}" is not host:port.`,
+      );
   }
-  const mechanism = env.TENANTRY_KAFKA_SASL_MECHANISM?.toLowerCase();
+  const mechanism = vars.get('TENANTRY_KAFKA_SASL_MECHANISM')?.toLowerCase();
   let sasl: KafkaConfig['sasl'];
   if (mechanism) {
     if (!SASL_MECHANISMS.includes(mechanism as KafkaSaslMechanism))
       throw ValidationError.field(
-        '/TENANTRY_KAFKA_SASL_MECHANISM',
+        `/${vars.name('TENANTRY_KAFKA_SASL_MECHANISM')}`,
         'config.invalid',
         `Must be one of ${SASL_MECHANISMS.join(', ')}, got "${mechanism}".`,
       );
-    const username = env.TENANTRY_KAFKA_SASL_USERNAME;
-    const password = env.TENANTRY_KAFKA_SASL_PASSWORD;
+    const username = vars.get('TENANTRY_KAFKA_SASL_USERNAME');
+    const password = vars.get('TENANTRY_KAFKA_SASL_PASSWORD');
     if (!username || !password)
       throw ValidationError.field(
-        '/TENANTRY_KAFKA_SASL_USERNAME',
+        `/${vars.name('TENANTRY_KAFKA_SASL_USERNAME')}`,
         'config.invalid',
         'TENANTRY_KAFKA_SASL_USERNAME and TENANTRY_KAFKA_SASL_PASSWORD are required with a SASL mechanism.',
       );
     sasl = { mechanism, username, password } as KafkaSasl;
   }
-  const principalTemplate = env.TENANTRY_KAFKA_PRINCIPAL_TEMPLATE ?? 'User:{consumer}';
-  const groupPrefixTemplate = env.TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE ?? '{consumer}';
+  const principalTemplate = vars.get('TENANTRY_KAFKA_PRINCIPAL_TEMPLATE') ?? 'User:{consumer}';
+  const groupPrefixTemplate = vars.get('TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE') ?? '{consumer}';
   for (const [name, value] of [
     ['TENANTRY_KAFKA_PRINCIPAL_TEMPLATE', principalTemplate],
     ['TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE', groupPrefixTemplate],
   ] as const) {
     if (value.split('{consumer}').length !== 2)
-      throw ValidationError.field(`/${name}`, 'config.invalid', 'Must contain "{consumer}" exactly once.');
+      throw ValidationError.field(
+        `/${vars.name(name)}`,
+        'config.invalid',
+        'Must contain "{consumer}" exactly once.',
+      );
   }
   if (!principalTemplate.includes(':'))
     throw ValidationError.field(
-      '/TENANTRY_KAFKA_PRINCIPAL_TEMPLATE',
+      `/${vars.name('TENANTRY_KAFKA_PRINCIPAL_TEMPLATE')}`,
       'config.invalid',
       'A Kafka principal is "<type>:<name>", e.g. "User:{consumer}".',
     );
   return {
     brokers,
-    clientId: env.TENANTRY_KAFKA_CLIENT_ID ?? 'tenantry',
+    clientId: vars.get('TENANTRY_KAFKA_CLIENT_ID') ?? 'tenantry',
     sasl,
-    ssl: ['1', 'true', 'yes'].includes((env.TENANTRY_KAFKA_SSL ?? '').toLowerCase()),
+    ssl: ['1', 'true', 'yes'].includes((vars.get('TENANTRY_KAFKA_SSL') ?? '').toLowerCase()),
     principalTemplate,
     groupPrefixTemplate,
   };
 }
 
-function azureBlobConfig(env: NodeJS.ProcessEnv): AzureBlobConfig | undefined {
-  const connectionString = env.TENANTRY_AZURE_STORAGE_CONNECTION_STRING;
+function azureBlobConfig(vars: Variables): AzureBlobConfig | undefined {
+  const connectionString = vars.get('TENANTRY_AZURE_STORAGE_CONNECTION_STRING');
   if (!connectionString) return undefined;
-  const container = env.TENANTRY_AZURE_BLOB_CONTAINER;
+  const container = vars.get('TENANTRY_AZURE_BLOB_CONTAINER');
   if (container !== undefined && !/^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(container))
     throw ValidationError.field(
-      '/TENANTRY_AZURE_BLOB_CONTAINER',
+      `/${vars.name('TENANTRY_AZURE_BLOB_CONTAINER')}`,
       'config.invalid',
       `"${container}" is not a valid container name (3-63 lowercase letters, digits, single hyphens).`,
     );

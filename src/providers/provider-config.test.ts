@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, providerConfigFor } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 
 const load = (env: Record<string, string>) => loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused', ...env });
@@ -82,5 +82,33 @@ describe('provider configuration', () => {
         TENANTRY_AZURE_BLOB_CONTAINER: 'Bad_Name',
       }),
     ).toBe('/TENANTRY_AZURE_BLOB_CONTAINER');
+  });
+
+  it('gives a region (cell) its own cluster and storage account, the rest falling back to the defaults', () => {
+    const config = load({
+      TENANTRY_REGIONS: 'eu,us,ap-south',
+      TENANTRY_KAFKA_BROKERS: 'kafka.shared:9093',
+      TENANTRY_KAFKA_SASL_MECHANISM: 'plain',
+      TENANTRY_KAFKA_SASL_USERNAME: 'tenantry',
+      TENANTRY_KAFKA_SASL_PASSWORD: 'shared-secret',
+      TENANTRY_KAFKA_BROKERS_EU: 'kafka-1.eu:9093,kafka-2.eu:9093',
+      TENANTRY_KAFKA_SASL_PASSWORD_EU: 'eu-secret',
+      TENANTRY_KAFKA_BROKERS_AP_SOUTH: 'kafka.ap-south:9093',
+      TENANTRY_AZURE_STORAGE_CONNECTION_STRING_US: 'AccountName=tenantryus;AccountKey=a2V5',
+    });
+    expect(providerConfigFor(config, 'eu').kafka).toMatchObject({
+      brokers: ['kafka-1.eu:9093', 'kafka-2.eu:9093'],
+      sasl: { mechanism: 'plain', username: 'tenantry', password: 'eu-secret' },
+    });
+    expect(providerConfigFor(config, 'ap-south').kafka).toMatchObject({
+      brokers: ['kafka.ap-south:9093'],
+      sasl: { password: 'shared-secret' },
+    });
+    expect(providerConfigFor(config, 'us').kafka).toMatchObject({ brokers: ['kafka.shared:9093'] });
+    expect(providerConfigFor(config, 'us').azureBlob).toMatchObject({
+      connectionString: 'AccountName=tenantryus;AccountKey=a2V5',
+    });
+    expect(providerConfigFor(config, 'eu').azureBlob).toBeUndefined();
+    expect(refused({ TENANTRY_KAFKA_BROKERS_EU: 'nohost' })).toBe('/TENANTRY_KAFKA_BROKERS_EU');
   });
 });

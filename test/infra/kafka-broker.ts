@@ -242,12 +242,16 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   });
   if (typeof out === 'number') fs.closeSync(out);
   let exited: string | undefined;
-  const exit = new Promise<void>((resolve) =>
+  const exit = new Promise<void>((resolve) => {
     child.once('exit', (code, signal) => {
       exited = `exited with ${signal ?? code}`;
       resolve();
-    }),
-  );
+    });
+    child.once('error', (err) => {
+      exited = `could not run: ${err.message}`;
+      resolve();
+    });
+  });
   const killOnExit = () => child.kill('SIGKILL');
   process.once('exit', killOnExit);
 

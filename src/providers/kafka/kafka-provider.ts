@@ -145,7 +145,8 @@ export class KafkaTopicProvider implements ResourceProvider {
           ],
         });
         await Promise.all([acls, created]);
-        state = await this.waitForTopic(admin, topic, grants);
+        const visible = await this.waitForTopic(admin, topic, grants);
+        state = (await this.settle(admin, topic, grants, spec, visible, 0)) ?? visible;
       }
       const impossible: string[] = [];
       if (state.partitions < spec.partitions) {
@@ -183,7 +184,16 @@ export class KafkaTopicProvider implements ResourceProvider {
       }
       if (await this.syncAcls(admin, topic, grants, state)) changed = true;
       // Read back what is real after a change; an in-sync topic (the resync case) needs no second read.
-      const after = changed ? await this.readTopic(admin, topic, grants) : state;
+      const after = changed
+        ? await this.settle(
+            admin,
+            topic,
+            grants,
+            spec,
+            await this.readTopic(admin, topic, grants),
+            impossible.length,
+          )
+        : state;
       if (impossible.length > 0) {
         const reason =
           state.partitions > spec.partitions ? 'PartitionShrinkImpossible' : 'ReplicationFactorChange';
@@ -341,6 +351,28 @@ export class KafkaTopicProvider implements ResourceProvider {
           true,
         );
       await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  /**
+   * The broker's metadata cache shows a change a moment after the controller has committed it (ACLs
+   * especially): reads again for up to 3 s until no more than `expectedDrift` lines remain (the ones
+   * that cannot be fixed), so a successful ensure does not report drift that is already repaired.
+   */
+  private async settle(
+    admin: Admin,
+    topic: string,
+    grants: ConsumerGrant[],
+    spec: NonNullable<DesiredResource['kafkaTopic']>,
+    state: TopicState | undefined,
+    expectedDrift: number,
+  ): Promise<TopicState | undefined> {
+    const deadline = Date.now() + 3000;
+    for (let delay = 10; ; delay = Math.min(delay * 2, 250)) {
+      if (this.report(topic, spec, state).drift.length <= expectedDrift || Date.now() > deadline)
+        return state;
+      await new Promise((r) => setTimeout(r, delay));
+      state = await this.readTopic(admin, topic, grants);
     }
   }
 

@@ -55,7 +55,8 @@ function topic(
 
 /**
  * The broker answers reads from its metadata cache, which shows a committed change a moment later:
- * reads right after a delete (which does not read back) poll briefly.
+ * reads right after a change made behind the provider's back, or after a delete (which does not read
+ * back), poll briefly.
  */
 const POLL = { timeout: 5000, interval: 50 };
 
@@ -269,9 +270,9 @@ describe.skipIf(unavailable)('Kafka topic provider (real KRaft broker)', () => {
         },
       ],
     });
-    expect((await provider.observe(desired)).drift).toEqual([
-      'retention.ms: 60000 on the broker, 3600000 desired',
-    ]);
+    await expect
+      .poll(async () => (await provider.observe(desired)).drift, POLL)
+      .toEqual(['retention.ms: 60000 on the broker, 3600000 desired']);
     expect((await provider.ensure(desired)).drift).toEqual([]);
     expect(await retention(name)).toBe('3600000');
     const policy = await admin.describeConfigs({
@@ -327,10 +328,12 @@ describe.skipIf(unavailable)('Kafka topic provider (real KRaft broker)', () => {
       ],
     });
     const onlyPl = topic(name, { consumers: [STORE_PL] });
-    expect((await provider.observe(onlyPl)).drift).toEqual([
-      `User:${STORE_ES} may read the topic but is not a listed consumer`,
-      'User:stray may read the topic but is not a listed consumer',
-    ]);
+    await expect
+      .poll(async () => (await provider.observe(onlyPl)).drift, POLL)
+      .toEqual([
+        `User:${STORE_ES} may read the topic but is not a listed consumer`,
+        'User:stray may read the topic but is not a listed consumer',
+      ]);
     await provider.ensure(onlyPl);
     expect(await topicAcls(name)).toEqual([`User:${STORE_PL} DESCRIBE`, `User:${STORE_PL} READ`]);
     // STORE_ES still reads the seed topic: its group grant stays.
@@ -360,10 +363,9 @@ describe.skipIf(unavailable)('Kafka topic provider (real KRaft broker)', () => {
         },
       ],
     });
-    expect(await provider.observe(desired)).toMatchObject({
-      exists: false,
-      drift: [`topic ${name} does not exist`],
-    });
+    await expect
+      .poll(() => provider.observe(desired), POLL)
+      .toMatchObject({ exists: false, drift: [`topic ${name} does not exist`] });
     expect(await provider.ensure(desired)).toMatchObject({ exists: true, drift: [] });
     expect(await topicAcls(name)).toEqual([`User:${STORE_ES} DESCRIBE`, `User:${STORE_ES} READ`]);
   });

@@ -121,14 +121,19 @@ export class KafkaTopicProvider implements ResourceProvider {
       let changed = false;
       if (!state) {
         // ACLs may name a topic that does not exist yet: grant them while the topic is created, so a
-        // new topic costs one round of controller writes, not two. The topic and its grants appear
-        // together; the consumers are the intended readers either way.
-        const [readers, groupReaders] = await Promise.all([
-          this.topicAcls(admin, topic),
-          this.groupReaders(admin, grants),
-        ]);
-        const none = { partitions: 0, replicationFactor: 0, retentionMs: null, retentionOverridden: false };
-        const acls = this.syncAcls(admin, topic, grants, { ...none, overrides: [], readers, groupReaders });
+        // new topic costs one round of controller writes, not two; the consumers are its intended
+        // readers either way. All of them, without reading first: creating an existing ACL changes
+        // nothing, and a read here may still show ACLs deleted a moment ago (the broker's cache lags).
+        const acls =
+          grants.length > 0
+            ? admin.createAcls({
+                acl: grants.flatMap((g) => [
+                  topicAcl(topic, g.principal, Op.READ),
+                  topicAcl(topic, g.principal, Op.DESCRIBE),
+                  groupAcl(g.groupPrefix, g.principal),
+                ]),
+              })
+            : undefined;
         // false: another worker created it meanwhile; the wait below sees it either way.
         const created = admin.createTopics({
           // kafkajs' own wait fails when the broker's metadata lags the controller (seen under

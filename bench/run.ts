@@ -10,6 +10,7 @@ import { settings } from './lib/settings.js';
 import { authzBenchmark } from './suites/authz.js';
 import { changePathBenchmark } from './suites/change-path.js';
 import { httpBenchmark } from './suites/http.js';
+import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 
@@ -44,6 +45,8 @@ try {
   rows.push(...(await authzBenchmark()));
   console.log('\n5. Reconcile throughput');
   rows.push(...(await reconcileBenchmark(server)));
+  console.log('\n6. Kafka topics (real KRaft broker)');
+  rows.push(...(await kafkaTopicsBenchmark()));
 } catch (err) {
   if (!interrupted) console.error('benchmark failed:', err);
   process.exitCode = 1;

@@ -41,6 +41,45 @@ export interface Config {
   role: 'api' | 'controller' | 'all';
   controller: ControllerConfig;
   providers: ProviderConfig;
+  /** The Kafka cluster for `kafka-topic` resources; absent: TENANTRY_KAFKA_BROKERS is not set. */
+  kafka: KafkaConfig | undefined;
+  /** Azure Blob Storage for `blob-container` resources; absent: no connection string is set. */
+  azureBlob: AzureBlobConfig | undefined;
+  /**
+   * Per region (cell), where it has its own: `TENANTRY_KAFKA_BROKERS_EU` (any provider variable with
+   * the `_<REGION>` suffix, falling back to the unsuffixed one). See providerConfigFor().
+   */
+  kafkaByRegion: Record<string, KafkaConfig>;
+  azureBlobByRegion: Record<string, AzureBlobConfig>;
+}
+
+export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
+export type KafkaSasl = {
+  [M in KafkaSaslMechanism]: { mechanism: M; username: string; password: string };
+}[KafkaSaslMechanism];
+
+export interface KafkaConfig {
+  /** `host:port` bootstrap servers. */
+  brokers: string[];
+  clientId: string;
+  sasl: KafkaSasl | undefined;
+  /** TLS to the brokers (system trust store). */
+  ssl: boolean;
+  /** The principal a consumer deployment reads as; `{consumer}` is its slug. Default `User:{consumer}`. */
+  principalTemplate: string;
+  /** The consumer group prefix a consumer deployment may use; `{consumer}` is its slug. Default `{consumer}`. */
+  groupPrefixTemplate: string;
+}
+
+export interface AzureBlobConfig {
+  connectionString: string;
+  /**
+   * `container`: one private container per scope, named after the scope slug.
+   * `prefix`: one shared private container (`container`) with a `<scope-slug>/` folder per scope.
+   */
+  mode: 'container' | 'prefix';
+  /** The shared container in `prefix` mode. */
+  container: string;
 }
 
 export interface ControllerConfig {
@@ -62,10 +101,6 @@ export interface ControllerConfig {
 export interface ProviderConfig {
   /** Data-plane PostgreSQL for database isolation; absent: a `<db>_dataplane` database on the owner server. */
   dataplaneDatabaseUrl: string | undefined;
-  /** Kafka bootstrap servers for kafka-topic resources; absent: topics are not provisioned. */
-  kafkaBrokers: string[] | undefined;
-  /** Azure Blob Storage for blob-container resources; absent: containers on the local disk. */
-  azureStorageConnectionString: string | undefined;
 }
 
 /** How the claims of one issuer's tokens map onto the identity envelope. */
@@ -303,10 +338,124 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     },
     providers: {
       dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined,
-      kafkaBrokers: env.TENANTRY_KAFKA_BROKERS ? list(env.TENANTRY_KAFKA_BROKERS, []) : undefined,
-      azureStorageConnectionString: env.TENANTRY_AZURE_STORAGE_CONNECTION_STRING || undefined,
     },
+    kafka: kafkaConfig(variables(env)),
+    azureBlob: azureBlobConfig(variables(env)),
+    kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),
+    azureBlobByRegion: byRegion(env, regions, 'TENANTRY_AZURE_STORAGE_CONNECTION_STRING', azureBlobConfig),
   };
+}
+
+/** The Kafka or Azure Blob settings for a tenant's region: its own, else the default ones. */
+export function providerConfigFor(config: Config, region: string) {
+  return {
+    kafka: config.kafkaByRegion[region] ?? config.kafka,
+    azureBlob: config.azureBlobByRegion[region] ?? config.azureBlob,
+  };
+}
+
+/** Reads `NAME_<SUFFIX>` before `NAME`; `name()` is the variable a value came from (for errors). */
+interface Variables {
+  get(name: string): string | undefined;
+  name(name: string): string;
+}
+
+function variables(env: NodeJS.ProcessEnv, suffix?: string): Variables {
+  const own = (name: string) => (suffix ? `${name}_${suffix}` : name);
+  return {
+    get: (name) => env[own(name)] || env[name] || undefined,
+    name: (name) => (suffix && env[own(name)] ? own(name) : name),
+  };
+}
+
+function byRegion<T>(
+  env: NodeJS.ProcessEnv,
+  regions: string[],
+  marker: string,
+  read: (vars: Variables) => T | undefined,
+): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const region of regions) {
+    const suffix = region.toUpperCase().replace(/-/g, '_');
+    if (!env[`${marker}_${suffix}`]) continue;
+    const value = read(variables(env, suffix));
+    if (value) out[region] = value;
+  }
+  return out;
+}
+
+const SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];
+
+function kafkaConfig(vars: Variables): KafkaConfig | undefined {
+  const brokers = list(vars.get('TENANTRY_KAFKA_BROKERS'), []);
+  if (brokers.length === 0) return undefined;
+  for (const b of brokers) {
+    if (!/^[^\s:]+:\d{1,5}$/.test(b))
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_BROKERS')}`,
+        'config.invalid',
+        `"${b}" is not host:port.`,
+      );
+  }
+  const mechanism = vars.get('TENANTRY_KAFKA_SASL_MECHANISM')?.toLowerCase();
+  let sasl: KafkaConfig['sasl'];
+  if (mechanism) {
+    if (!SASL_MECHANISMS.includes(mechanism as KafkaSaslMechanism))
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_SASL_MECHANISM')}`,
+        'config.invalid',
+        `Must be one of ${SASL_MECHANISMS.join(', ')}, got "${mechanism}".`,
+      );
+    const username = vars.get('TENANTRY_KAFKA_SASL_USERNAME');
+    const password = vars.get('TENANTRY_KAFKA_SASL_PASSWORD');
+    if (!username || !password)
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_SASL_USERNAME')}`,
+        'config.invalid',
+        'TENANTRY_KAFKA_SASL_USERNAME and TENANTRY_KAFKA_SASL_PASSWORD are required with a SASL mechanism.',
+      );
+    sasl = { mechanism, username, password } as KafkaSasl;
+  }
+  const principalTemplate = vars.get('TENANTRY_KAFKA_PRINCIPAL_TEMPLATE') ?? 'User:{consumer}';
+  const groupPrefixTemplate = vars.get('TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE') ?? '{consumer}';
+  for (const [name, value] of [
+    ['TENANTRY_KAFKA_PRINCIPAL_TEMPLATE', principalTemplate],
+    ['TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE', groupPrefixTemplate],
+  ] as const) {
+    if (value.split('{consumer}').length !== 2)
+      throw ValidationError.field(
+        `/${vars.name(name)}`,
+        'config.invalid',
+        'Must contain "{consumer}" exactly once.',
+      );
+  }
+  if (!principalTemplate.includes(':'))
+    throw ValidationError.field(
+      `/${vars.name('TENANTRY_KAFKA_PRINCIPAL_TEMPLATE')}`,
+      'config.invalid',
+      'A Kafka principal is "<type>:<name>", e.g. "User:{consumer}".',
+    );
+  return {
+    brokers,
+    clientId: vars.get('TENANTRY_KAFKA_CLIENT_ID') ?? 'tenantry',
+    sasl,
+    ssl: ['1', 'true', 'yes'].includes((vars.get('TENANTRY_KAFKA_SSL') ?? '').toLowerCase()),
+    principalTemplate,
+    groupPrefixTemplate,
+  };
+}
+
+function azureBlobConfig(vars: Variables): AzureBlobConfig | undefined {
+  const connectionString = vars.get('TENANTRY_AZURE_STORAGE_CONNECTION_STRING');
+  if (!connectionString) return undefined;
+  const container = vars.get('TENANTRY_AZURE_BLOB_CONTAINER');
+  if (container !== undefined && !/^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(container))
+    throw ValidationError.field(
+      `/${vars.name('TENANTRY_AZURE_BLOB_CONTAINER')}`,
+      'config.invalid',
+      `"${container}" is not a valid container name (3-63 lowercase letters, digits, single hyphens).`,
+    );
+  return { connectionString, mode: container ? 'prefix' : 'container', container: container ?? '' };
 }
 
 /** An integer setting from the environment, at least `min` (default 1). */

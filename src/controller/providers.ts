@@ -1,5 +1,7 @@
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
+import { createAzureBlobProvider } from '../providers/azure-blob/index.js';
+import { createKafkaProvider } from '../providers/kafka/index.js';
 import { LocalDiskBlobProvider } from '../providers/local-disk/local-disk-blob.provider.js';
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
@@ -7,7 +9,15 @@ import type { ResourceProvider, ResourceType } from '../providers/provider.js';
 
 /** Per resource type: the configured provider, or why there is none (shown as ProviderNotConfigured). */
 export type ProviderSlot = { provider: ResourceProvider } | { missing: string };
-export type ProviderSet = Record<ResourceType, ProviderSlot>;
+export interface ProviderSet extends Record<ResourceType, ProviderSlot> {
+  /** Regions with a Kafka cluster or storage account of their own (`TENANTRY_KAFKA_BROKERS_EU`, …). */
+  regions?: Record<string, Partial<Record<ResourceType, ProviderSlot>>>;
+}
+
+/** The provider for a resource of a tenant in `region`: the region's own, else the default one. */
+export function slotFor(set: ProviderSet, type: ResourceType, region: string): ProviderSlot {
+  return set.regions?.[region]?.[type] ?? set[type];
+}
 
 export interface ProviderDeps {
   config: Config;
@@ -19,52 +29,48 @@ export interface ProviderDeps {
 
 /**
  * THE one place where resource providers are chosen from configuration.
- * - kafka-topic: the Kafka provider (src/providers/kafka/) when TENANTRY_KAFKA_BROKERS is set.
+ * - kafka-topic: the Kafka provider (src/providers/kafka/) when TENANTRY_KAFKA_BROKERS is set;
+ *   otherwise such a resource ends Ready=False, reason ProviderNotConfigured, never a pretended success.
  * - blob-container: Azure Blob Storage (src/providers/azure-blob/) when
  *   TENANTRY_AZURE_STORAGE_CONNECTION_STRING is set, else folders under `<dataDir>/blobs/`.
  * - database: the data-plane PostgreSQL.
- * The Kafka and Azure providers are built on another branch; wire their constructors in here
- * (`kafkaProvider`, `azureBlobProvider`). Until then a resource of that type ends Ready=False,
- * reason ProviderNotConfigured, with the message below — never a pretended success.
+ * A region with settings of its own (`…_EU` variables) gets its own Kafka or Azure provider.
  */
 export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderSet> = {}): ProviderSet {
   const { config } = deps;
-  const p = config.providers;
+  const regions: NonNullable<ProviderSet['regions']> = {};
+  for (const [region, kafka] of Object.entries(config.kafkaByRegion))
+    regions[region] = { 'kafka-topic': { provider: createKafkaProvider(kafka) } };
+  for (const [region, azure] of Object.entries(config.azureBlobByRegion))
+    regions[region] = { ...regions[region], 'blob-container': { provider: createAzureBlobProvider(azure) } };
   return {
     'kafka-topic':
       overrides['kafka-topic'] ??
-      (p.kafkaBrokers
-        ? kafkaProvider(p.kafkaBrokers)
+      (config.kafka
+        ? { provider: createKafkaProvider(config.kafka) }
         : {
             missing: 'No Kafka cluster is configured: set TENANTRY_KAFKA_BROKERS (host:port,…) and restart.',
           }),
     'blob-container':
       overrides['blob-container'] ??
-      (p.azureStorageConnectionString
-        ? azureBlobProvider(p.azureStorageConnectionString)
+      (config.azureBlob
+        ? { provider: createAzureBlobProvider(config.azureBlob) }
         : { provider: new LocalDiskBlobProvider(config.dataDir) }),
     database: overrides.database ?? {
       provider: new PostgresDatabaseProvider(deps.dataplaneUrl, new SecretStore(deps.db)),
     },
-  };
-}
-
-function kafkaProvider(_brokers: string[]): ProviderSlot {
-  return {
-    missing:
-      'TENANTRY_KAFKA_BROKERS is set, but this build has no Kafka topic provider (src/providers/kafka/).',
-  };
-}
-
-function azureBlobProvider(_connectionString: string): ProviderSlot {
-  return {
-    missing:
-      'TENANTRY_AZURE_STORAGE_CONNECTION_STRING is set, but this build has no Azure Blob provider (src/providers/azure-blob/).',
+    regions: overrides.regions ?? regions,
   };
 }
 
 export async function closeProviders(set: ProviderSet): Promise<void> {
-  for (const slot of Object.values(set)) if ('provider' in slot) await slot.provider.close();
+  const slots = [
+    set['kafka-topic'],
+    set['blob-container'],
+    set.database,
+    ...Object.values(set.regions ?? {}).flatMap((r) => Object.values(r)),
+  ];
+  for (const slot of slots) if ('provider' in slot) await slot.provider.close();
 }
 
 /** `<owner database>_dataplane` on the owner's server: the embedded default's data plane. */

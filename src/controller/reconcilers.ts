@@ -10,7 +10,7 @@ import {
 } from '../providers/provider.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
-import type { ProviderSet } from './providers.js';
+import { type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import { type ObservedStatus, recordStatusEvent, type StatusTarget, writeStatus } from './status.js';
@@ -155,10 +155,18 @@ async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> 
   }
 }
 
-async function desiredResource(trx: Trx, row: ObjectRow): Promise<DesiredResource> {
+async function desiredResource(
+  trx: Trx,
+  row: ObjectRow,
+): Promise<{ desired: DesiredResource; region: string }> {
   const spec = row.spec as Specs['IntegrationResource'];
-  const r = await sql<{ tenant_slug: string; scope_slug: string; consumers: string[] | null }>`
-    select t.slug as tenant_slug, coalesce(d.slug, t.slug) as scope_slug,
+  const r = await sql<{
+    tenant_slug: string;
+    region: string;
+    scope_slug: string;
+    consumers: string[] | null;
+  }>`
+    select t.slug as tenant_slug, t.region, coalesce(d.slug, t.slug) as scope_slug,
       (select array_agg(c.slug order by c.slug) from deployments c
         where c.tenant_id = t.id and c.deleted_at is null
           and c.slug in (select jsonb_array_elements_text(${JSON.stringify(spec.kafkaTopic?.consumers ?? [])}::jsonb))
@@ -167,7 +175,7 @@ async function desiredResource(trx: Trx, row: ObjectRow): Promise<DesiredResourc
     where t.id = ${row.tenant_id}`.execute(trx);
   const x = r.rows[0]!;
   const topic = spec.kafkaTopic;
-  return {
+  const desired: DesiredResource = {
     id: row.id,
     type: spec.type as ResourceType,
     tenantId: String(row.tenant_id),
@@ -186,6 +194,7 @@ async function desiredResource(trx: Trx, row: ObjectRow): Promise<DesiredResourc
       : {}),
     ...(spec.database ? { database: { isolation: spec.database.isolation } } : {}),
   };
+  return { desired, region: x.region };
 }
 
 const summary = (o: ObservedResource): string =>
@@ -198,8 +207,8 @@ async function reconcileResource(
   row: ObjectRow,
   finish?: Finish,
 ): Promise<ReconcileResult> {
-  const desired = await asPlatform(env.db, (trx) => desiredResource(trx, row));
-  const slot = env.providers[desired.type];
+  const { desired, region } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
+  const slot = slotFor(env.providers, desired.type, region);
   if (row.deleted_at) {
     if ('provider' in slot) await slot.provider.delete(desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';

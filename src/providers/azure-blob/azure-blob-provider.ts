@@ -1,0 +1,220 @@
+/**
+ * `blob-container` resources on Azure Blob Storage through `@azure/storage-blob`.
+ *
+ * Two layouts (TENANTRY_AZURE_BLOB_CONTAINER chooses):
+ *  - `container` (default): one private container per scope, named `physicalName` (the scope slug,
+ *    seed 000: `circlek-eu-prod-plan`);
+ *  - `prefix`: one shared private container holding a `<scope-slug>/` folder per scope, marked by the
+ *    blob `<scope-slug>/.tenantry` (Blob Storage has no empty folders). Deleting the resource
+ *    deletes every blob under the prefix and nothing else.
+ * Public access is drift: ensure turns it off again.
+ */
+import {
+  BlobServiceClient,
+  type ContainerClient,
+  type PublicAccessType,
+  RestError,
+  type StoragePipelineOptions,
+} from '@azure/storage-blob';
+import type { AzureBlobConfig } from '../../config/config.js';
+import {
+  type DesiredResource,
+  type ObservedResource,
+  ProviderError,
+  type ResourceProvider,
+} from '../provider.js';
+
+/** Azure's container name rule: 3-63 of lowercase letters, digits and single inner hyphens. */
+const CONTAINER_NAME = /^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
+const MARKER = '.tenantry';
+
+export interface AzureBlobProviderOptions {
+  /** Attempts per request, the first included (default 2); the controller backs off between calls. */
+  maxTries?: number;
+  /** Milliseconds per attempt (default 15000). */
+  tryTimeoutMs?: number;
+}
+
+export class AzureBlobProvider implements ResourceProvider {
+  readonly type = 'blob-container' as const;
+  readonly name = 'azure-blob';
+  private readonly service: BlobServiceClient;
+
+  constructor(
+    private readonly config: AzureBlobConfig,
+    options: AzureBlobProviderOptions = {},
+  ) {
+    const pipeline: StoragePipelineOptions = {
+      retryOptions: {
+        maxTries: options.maxTries ?? 2,
+        tryTimeoutInMs: options.tryTimeoutMs ?? 15_000,
+        retryDelayInMs: 200,
+        maxRetryDelayInMs: 2000,
+      },
+      userAgentOptions: { userAgentPrefix: 'tenantry' },
+    };
+    try {
+      this.service = BlobServiceClient.fromConnectionString(config.connectionString, pipeline);
+    } catch (err) {
+      throw new ProviderError(
+        `Azure Blob: the connection string is not usable: ${(err as Error).message}`,
+        'InvalidConfiguration',
+        false,
+        { cause: err },
+      );
+    }
+  }
+
+  async observe(desired: DesiredResource): Promise<ObservedResource> {
+    const target = this.target(desired);
+    return this.call('observe', () => this.read(target));
+  }
+
+  async ensure(desired: DesiredResource): Promise<ObservedResource> {
+    const target = this.target(desired);
+    return this.call('ensure', async () => {
+      // No `access` option: the container is private. Already there (another worker, a retry): fine.
+      await target.container.createIfNotExists({ metadata: target.prefix ? {} : metadataOf(desired) });
+      const props = await target.container.getProperties();
+      if (props.blobPublicAccess) await target.container.setAccessPolicy(undefined);
+      if (target.prefix) {
+        const marker = target.container.getBlockBlobClient(`${target.prefix}${MARKER}`);
+        if (!(await marker.exists())) {
+          const body = JSON.stringify({
+            resource: desired.id,
+            tenant: desired.tenantSlug,
+            scope: desired.scopeSlug,
+          });
+          await marker.upload(body, Buffer.byteLength(body), {
+            metadata: metadataOf(desired),
+            blobHTTPHeaders: { blobContentType: 'application/json' },
+          });
+        }
+      }
+      return this.read(target);
+    });
+  }
+
+  async delete(desired: DesiredResource): Promise<void> {
+    const target = this.target(desired);
+    await this.call('delete', async () => {
+      if (!target.prefix) {
+        await target.container.deleteIfExists();
+        return;
+      }
+      if (!(await target.container.exists())) return;
+      // The marker goes last: an interrupted delete is still visible, and the next one finishes it.
+      const names: string[] = [];
+      for await (const blob of target.container.listBlobsFlat({ prefix: target.prefix }))
+        names.push(blob.name);
+      const marker = `${target.prefix}${MARKER}`;
+      for (const name of names.filter((n) => n !== marker)) {
+        await target.container.deleteBlob(name, { deleteSnapshots: 'include' }).catch(ignoreNotFound);
+      }
+      await target.container.deleteBlob(marker, { deleteSnapshots: 'include' }).catch(ignoreNotFound);
+    });
+  }
+
+  async close(): Promise<void> {
+    // The SDK keeps no connections that need closing.
+  }
+
+  private target(desired: DesiredResource): { container: ContainerClient; prefix: string | undefined } {
+    if (desired.type !== 'blob-container')
+      throw new ProviderError(
+        `Azure Blob provider cannot handle ${desired.type} resources`,
+        'InvalidConfiguration',
+        false,
+      );
+    const name = desired.physicalName;
+    if (this.config.mode === 'prefix') {
+      if (!/^[a-z0-9][a-z0-9-]{0,253}$/.test(name))
+        throw new ProviderError(`Azure Blob: "${name}" is not a usable folder name`, 'InvalidName', false);
+      return { container: this.service.getContainerClient(this.config.container), prefix: `${name}/` };
+    }
+    if (!CONTAINER_NAME.test(name))
+      throw new ProviderError(
+        `Azure Blob: "${name}" is not a legal container name (3-63 lowercase letters, digits and single hyphens, ` +
+          'starting and ending with a letter or digit); use the prefix layout (TENANTRY_AZURE_BLOB_CONTAINER) for longer slugs',
+        'InvalidName',
+        false,
+      );
+    return { container: this.service.getContainerClient(name), prefix: undefined };
+  }
+
+  private async read(target: {
+    container: ContainerClient;
+    prefix: string | undefined;
+  }): Promise<ObservedResource> {
+    const { container, prefix } = target;
+    const where = prefix ? `${container.containerName}/${prefix}` : container.containerName;
+    const details: Record<string, unknown> = { container: container.containerName, url: container.url };
+    if (prefix) details.prefix = prefix;
+    let access: PublicAccessType | undefined;
+    try {
+      access = (await container.getProperties()).blobPublicAccess;
+    } catch (err) {
+      if (err instanceof RestError && err.statusCode === 404)
+        return { exists: false, details, drift: [`container ${container.containerName} does not exist`] };
+      throw err;
+    }
+    const drift: string[] = [];
+    if (access)
+      drift.push(`container ${container.containerName} allows public ${access} access; private desired`);
+    if (prefix && !(await container.getBlobClient(`${prefix}${MARKER}`).exists()))
+      return { exists: false, details, drift: [`folder ${where} does not exist`, ...drift] };
+    return { exists: true, details: { ...details, publicAccess: access ?? 'none' }, drift };
+  }
+
+  private async call<T>(action: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toProviderError(err, action);
+    }
+  }
+}
+
+function metadataOf(desired: DesiredResource): Record<string, string> {
+  return {
+    tenantry_resource: desired.id,
+    tenantry_tenant: desired.tenantSlug,
+    tenantry_scope: desired.scopeSlug,
+  };
+}
+
+function ignoreNotFound(err: unknown): void {
+  if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+}
+
+/**
+ * No answer, a timeout, 408/429/5xx and a container still being deleted are retryable
+ * (`StorageUnavailable`); refused credentials and invalid requests are permanent.
+ */
+export function toProviderError(err: unknown, action: string): unknown {
+  if (err instanceof ProviderError || !(err instanceof RestError || isAbort(err))) return err;
+  const status = err instanceof RestError ? err.statusCode : undefined;
+  const code = err instanceof RestError ? err.code : undefined;
+  const message = `Azure Blob: ${action}: ${err.message.split('\n')[0]}${code ? ` (${code})` : ''}`;
+  if (status === undefined || status === 408 || status === 429 || status >= 500)
+    return new ProviderError(message, 'StorageUnavailable', true, { cause: err });
+  if (status === 409 && code === 'ContainerBeingDeleted')
+    return new ProviderError(message, 'ContainerBeingDeleted', true, { cause: err });
+  if (status === 401 || status === 403)
+    return new ProviderError(message, 'NotAuthorized', false, { cause: err });
+  if (code === 'InvalidResourceName' || code === 'OutOfRangeInput')
+    return new ProviderError(message, 'InvalidName', false, { cause: err });
+  return new ProviderError(message, 'InvalidConfiguration', false, { cause: err });
+}
+
+function isAbort(err: unknown): err is Error {
+  return err instanceof Error && err.name === 'AbortError';
+}
+
+/** The `blob-container` provider for one storage account. */
+export function createAzureBlobProvider(
+  config: AzureBlobConfig,
+  options?: AzureBlobProviderOptions,
+): AzureBlobProvider {
+  return new AzureBlobProvider(config, options);
+}

@@ -1,0 +1,6 @@
+export {
+  AzureBlobProvider,
+  type AzureBlobProviderOptions,
+  createAzureBlobProvider,
+  toProviderError,
+} from './azure-blob-provider.js';

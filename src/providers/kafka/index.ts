@@ -1,0 +1,2 @@
+export { toProviderError } from './kafka-errors.js';
+export { createKafkaProvider, type KafkaProviderOptions, KafkaTopicProvider } from './kafka-provider.js';

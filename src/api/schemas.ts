@@ -46,6 +46,7 @@ export const objectSchema = (kind: Kind) =>
         updatedAt: Type.String({ format: 'date-time' }),
         deletedAt: Type.Optional(Type.String({ format: 'date-time' })),
         tenantUuid: Type.Optional(Type.String({ format: 'uuid' })),
+        tenant: Type.Optional(Type.String({ format: 'uuid', description: 'WebhookEndpoint: owning tenant' })),
       }),
       spec: manifestSchema(kind).properties.spec,
       status: Type.Object({
@@ -54,6 +55,11 @@ export const objectSchema = (kind: Kind) =>
         lifecycle: Type.String(),
         conditions: Type.Array(ConditionSchema),
         physicalName: Type.Optional(Type.String()),
+        secret: Type.Optional(
+          Type.String({
+            description: 'WebhookEndpoint: the generated signing secret, in the creating response only',
+          }),
+        ),
       }),
     },
     { $id: `${kind}` },

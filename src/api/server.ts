@@ -7,6 +7,8 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
+import { registerEventRoutes } from '../events/events.routes.js';
+import { EventsService } from '../events/events.service.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import type { IdentityHook } from './identity.js';
@@ -22,6 +24,8 @@ export interface ServerDeps {
   registry: RegistryService;
   identify: IdentityHook;
   logger: Logger;
+  /** The event log (with its LISTEN notifier); absent: one that polls. */
+  events?: EventsService;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -172,6 +176,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerHealthRoutes(app, db as never);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
+  registerEventRoutes(app, deps.events ?? new EventsService(db, config), identify, config);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

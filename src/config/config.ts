@@ -24,6 +24,65 @@ export interface Config {
   pageSizeMax: number;
   /** Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit. */
   auditSigningKeyFile: string | undefined;
+  /** Events and webhooks (src/events, src/webhooks). */
+  events: EventsConfig;
+}
+
+export interface EventsConfig {
+  /** SSE heartbeat comment interval. */
+  heartbeatMs: number;
+  /** Poll fallback when no NOTIFY arrives (e.g. a pooler that drops LISTEN). */
+  pollMs: number;
+  /** Delays before attempt 2, 3, … (Standard Webhooks: 5s, 5m, 30m, 2h, 5h, 10h, 10h); full jitter applies. */
+  webhookRetrySchedule: number[];
+  webhookTimeoutMs: number;
+  /** How long a claimed delivery is owned by one dispatcher; must exceed the timeout. */
+  webhookLeaseMs: number;
+  webhookConcurrency: number;
+  /** How long a rotated-out secret keeps signing beside the new one. */
+  webhookSecretOverlapMs: number;
+  /** Run the webhook dispatcher in this process. */
+  dispatcher: boolean;
+}
+
+const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000].map((s) => s * 1000);
+
+function positiveInt(name: string, value: string | undefined, fallback: number): number {
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0)
+    throw ValidationError.field(`/${name}`, 'config.invalid', `${name} must be a non-negative integer.`);
+  return n;
+}
+
+function loadEventsConfig(env: NodeJS.ProcessEnv): EventsConfig {
+  const schedule = env.TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS
+    ? env.TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS.split(',').map((v) =>
+        positiveInt('TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS', v.trim(), 0),
+      )
+    : DEFAULT_RETRY_SCHEDULE;
+  const timeout = positiveInt('TENANTRY_WEBHOOK_TIMEOUT_MS', env.TENANTRY_WEBHOOK_TIMEOUT_MS, 15_000);
+  return {
+    heartbeatMs: positiveInt('TENANTRY_EVENT_HEARTBEAT_MS', env.TENANTRY_EVENT_HEARTBEAT_MS, 15_000),
+    pollMs: positiveInt('TENANTRY_EVENT_POLL_MS', env.TENANTRY_EVENT_POLL_MS, 2_000),
+    webhookRetrySchedule: schedule,
+    webhookTimeoutMs: timeout,
+    webhookLeaseMs: Math.max(
+      positiveInt('TENANTRY_WEBHOOK_LEASE_MS', env.TENANTRY_WEBHOOK_LEASE_MS, 60_000),
+      timeout + 1_000,
+    ),
+    webhookConcurrency: Math.max(
+      1,
+      positiveInt('TENANTRY_WEBHOOK_CONCURRENCY', env.TENANTRY_WEBHOOK_CONCURRENCY, 32),
+    ),
+    webhookSecretOverlapMs:
+      positiveInt(
+        'TENANTRY_WEBHOOK_SECRET_OVERLAP_SECONDS',
+        env.TENANTRY_WEBHOOK_SECRET_OVERLAP_SECONDS,
+        86_400,
+      ) * 1000,
+    dispatcher: env.TENANTRY_WEBHOOK_DISPATCHER !== 'off',
+  };
 }
 
 export interface ConfigFlags {
@@ -81,5 +140,6 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
+    events: loadEventsConfig(env),
   };
 }

@@ -15,16 +15,34 @@ export const EVENT_NAMES = [
   'tenant.resumed',
   'tenant.archived',
   'tenant.deleted',
+  'tenant.plan_updated',
+  'tenant.region_migrated',
   'deployment.created',
   'deployment.updated',
   'deployment.deleted',
+  'deployment.ready',
+  'deployment.failed',
   'integrationresource.created',
   'integrationresource.updated',
   'integrationresource.deleted',
+  'integrationresource.ready',
+  'integrationresource.failed',
+  'webhookendpoint.created',
+  'webhookendpoint.updated',
+  'webhookendpoint.deleted',
+  'webhookendpoint.disabled',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
-export type ChangeAction = 'create' | 'update' | 'delete' | 'activate' | 'suspend' | 'resume' | 'archive';
+export type ChangeAction =
+  | 'create'
+  | 'update'
+  | 'delete'
+  | 'activate'
+  | 'suspend'
+  | 'resume'
+  | 'archive'
+  | 'disable';
 
 const PAST: Record<ChangeAction, string> = {
   create: 'created',
@@ -34,6 +52,7 @@ const PAST: Record<ChangeAction, string> = {
   suspend: 'suspended',
   resume: 'resumed',
   archive: 'archived',
+  disable: 'disabled',
 };
 
 export function eventName(kind: Kind, action: ChangeAction): EventName {
@@ -44,3 +63,11 @@ export function eventName(kind: Kind, action: ChangeAction): EventName {
 }
 
 export const cloudEventType = (name: EventName): string => `dev.tenantry.${name}.v1`;
+
+/** Every published CloudEvents `type`. */
+export const CLOUD_EVENT_TYPES: readonly string[] = EVENT_NAMES.map(cloudEventType);
+
+/** Events about an object's observed state (emitted by the controller), not a desired-state change. */
+export const STATUS_EVENTS: readonly EventName[] = EVENT_NAMES.filter(
+  (n) => n.endsWith('.ready') || n.endsWith('.failed'),
+);

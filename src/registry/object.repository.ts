@@ -16,7 +16,7 @@ export interface ObjectRow {
   created_at: Date;
   updated_at: Date;
   deleted_at: Date | null;
-  tenant_id?: string;
+  tenant_id?: string | null;
   [column: string]: unknown;
 }
 
@@ -26,6 +26,7 @@ export const TABLES: Record<Kind, string> = {
   Tenant: 'tenants',
   Deployment: 'deployments',
   IntegrationResource: 'integration_resources',
+  WebhookEndpoint: 'webhook_endpoints',
 };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);

@@ -39,6 +39,8 @@ export interface ApplyOutcome {
   generation: number;
   changes: DiffEntry[];
   object: ApiObject;
+  /** A WebhookEndpoint's generated signing secret: in the creating response only, stored nowhere else. */
+  generatedSecret?: string;
 }
 
 export interface ApplyOptions {
@@ -231,7 +233,7 @@ export class RegistryService {
       const row = await insertObject(trx, m.kind, {
         id,
         slug: res.slug,
-        spec: JSON.stringify(m.spec),
+        spec: JSON.stringify(res.spec ?? m.spec),
         labels: JSON.stringify(labels),
         conditions: JSON.stringify(initialConditions()),
         ...res.columns,
@@ -257,6 +259,7 @@ export class RegistryService {
         generation: 1,
         changes,
         object: toApiObject(m.kind, row),
+        ...(res.generatedSecret ? { generatedSecret: res.generatedSecret } : {}),
       };
     }
 
@@ -282,7 +285,8 @@ export class RegistryService {
     if (errors.list.length > before) return undefined;
 
     const prior = stateOf(existing);
-    const next: ObjectState = { ...prior, metadata: { ...prior.metadata, labels }, spec: m.spec };
+    const spec = res.spec ?? m.spec;
+    const next: ObjectState = { ...prior, metadata: { ...prior.metadata, labels }, spec };
     const changes = diff(prior, next);
     if (changes.length === 0) {
       return {
@@ -296,9 +300,10 @@ export class RegistryService {
       };
     }
     const row = await updateObject(trx, m.kind, existing.id, {
-      spec: JSON.stringify(m.spec),
+      spec: JSON.stringify(spec),
       labels: JSON.stringify(labels),
       phase: 'Pending',
+      ...res.updateColumns,
     });
     const generation = Number(row.generation);
     await recordChange(trx, ctx, {

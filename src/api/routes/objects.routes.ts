@@ -15,6 +15,7 @@ export const KIND_PATHS: Record<Kind, string> = {
   Tenant: 'tenants',
   Deployment: 'deployments',
   IntegrationResource: 'integration-resources',
+  WebhookEndpoint: 'webhook-endpoints',
 };
 
 const RefParams = Type.Object({
@@ -84,7 +85,11 @@ export function registerObjectRoutes(
           .code(201)
           .header('etag', etagOf(result.generation))
           .header('location', `${base}/${result.uuid}`)
-          .send(result.object);
+          .send(
+            result.generatedSecret
+              ? { ...result.object, status: { ...result.object.status, secret: result.generatedSecret } }
+              : result.object,
+          );
       },
     );
 

@@ -2,12 +2,14 @@ import type { Migration, MigrationProvider } from 'kysely';
 import * as m0001 from './0001-registry.js';
 import * as m0002 from './0002-audit-chain.js';
 import * as m0003 from './0003-idempotency-keys.js';
+import * as m0006 from './0006-events-webhooks.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
   '0001-registry': m0001,
   '0002-audit-chain': m0002,
   '0003-idempotency-keys': m0003,
+  '0006-events-webhooks': m0006,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -7,7 +7,10 @@ import { buildServer } from './api/server.js';
 import type { Config } from './config/config.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import { EventNotifier } from './events/event-notifier.js';
+import { EventsService } from './events/events.service.js';
 import { RegistryService } from './registry/registry.service.js';
+import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 
 export interface Tenantry {
   /** Where the API listens. */
@@ -80,14 +83,23 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20);
     stops.push(() => db.destroy());
     const registry = new RegistryService(db, config);
+    const notifier = new EventNotifier(appUrl, log);
+    await notifier.start();
+    stops.push(() => notifier.stop());
     const server = await buildServer({
       config,
       db,
       registry,
       identify: opts.identify ?? localOperator,
       logger: log,
+      events: new EventsService(db, config, notifier),
     });
     stops.push(() => server.close());
+    if (config.events.dispatcher) {
+      const dispatcher = new WebhookDispatcher(db, config, log.child({ component: 'webhooks' }), notifier);
+      dispatcher.start();
+      stops.push(() => dispatcher.stop());
+    }
     await server.listen({ port: config.port, host: config.host });
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;

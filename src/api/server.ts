@@ -11,6 +11,8 @@ import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import type { RegistryService } from '../registry/registry.service.js';
+import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import type { IdentityHook } from './identity.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
@@ -177,6 +179,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerEventRoutes(app, deps.events ?? new EventsService(db, config), identify, config);
+  registerWebhookRoutes(app, new WebhooksService(db, registry), identify, config.pageSizeMax);
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -148,6 +148,7 @@ export interface WebhookDeliveryTable {
   seq: ColumnType<string, number, never>;
   status: Generated<'pending' | 'delivered' | 'dead'>;
   attempts: Generated<number>;
+  trigger: Generated<'scheduled' | 'manual'>;
   next_attempt_at: Timestamp;
   locked_by: string | null;
   locked_until: ColumnType<Date | null, Date | null | undefined, Date | null>;

@@ -40,7 +40,7 @@ export function appendEventSql(e: EventInput): RawBuilder<unknown> {
       from event_seq
       returning seq
     ), event_done as (
-      select tenantry_event_appended(${id}, ${e.tenantId}::uuid, ${type}, event.seq) as deliveries, event.seq
+      select tenantry_event_appended(${id}, ${e.tenantId}::uuid, ${type}, ${e.subject}, event.seq) as deliveries, event.seq
       from event
     )`;
 }

@@ -8,7 +8,8 @@ import { type Kysely, sql } from 'kysely';
  *   every stream at once: rows are only read once every transaction with a smaller txid has ended.
  * - `webhook_endpoints` (a registry kind), `webhook_deliveries` (one row per endpoint × event, the
  *   durable per-endpoint queue), `webhook_attempts` (every attempt, for operators).
- * - `tenantry_event_appended`: fans an event out to matching endpoints and wakes listeners. It is
+ * - `tenantry_event_appended`: fans an event out to matching enabled endpoints (not to the endpoint
+ *   the event is about) and wakes listeners. It is
  *   SECURITY DEFINER because a tenant's change must reach platform-wide endpoints its row-level
  *   security hides.
  */
@@ -62,6 +63,7 @@ create table webhook_deliveries (
   seq bigint not null,
   status text not null default 'pending' check (status in ('pending', 'delivered', 'dead')),
   attempts integer not null default 0,
+  trigger text not null default 'scheduled' check (trigger in ('scheduled', 'manual')),
   next_attempt_at timestamptz not null default now(),
   locked_by text,
   locked_until timestamptz,
@@ -91,7 +93,7 @@ create table webhook_attempts (
 create index webhook_attempts_delivery on webhook_attempts (tenant_id, delivery_id, id);
 create index webhook_attempts_endpoint on webhook_attempts (tenant_id, endpoint_id, id);
 
-create function tenantry_event_appended(p_event uuid, p_tenant uuid, p_type text, p_seq bigint)
+create function tenantry_event_appended(p_event uuid, p_tenant uuid, p_type text, p_subject text, p_seq bigint)
 returns integer language plpgsql security definer set search_path = public, pg_temp as $$
 declare n integer;
 begin
@@ -101,14 +103,16 @@ begin
   where e.deleted_at is null
     and coalesce((e.spec ->> 'enabled')::boolean, true)
     and (e.tenant_id is null or e.tenant_id = p_tenant)
-    and (not (e.spec ? 'eventTypes') or e.spec -> 'eventTypes' ? p_type);
+    and (not (e.spec ? 'eventTypes') or e.spec -> 'eventTypes' ? p_type)
+    -- An endpoint is not sent the events about itself (its own creation, rotation, disabling).
+    and p_subject <> 'webhookendpoints/' || e.id::text;
   get diagnostics n = row_count;
   perform pg_notify('tenantry_events', coalesce(p_tenant::text, 'platform'));
   if n > 0 then perform pg_notify('tenantry_webhooks', ''); end if;
   return n;
 end $$;
-revoke all on function tenantry_event_appended(uuid, uuid, text, bigint) from public;
-grant execute on function tenantry_event_appended(uuid, uuid, text, bigint) to tenantry_app;
+revoke all on function tenantry_event_appended(uuid, uuid, text, text, bigint) from public;
+grant execute on function tenantry_event_appended(uuid, uuid, text, text, bigint) to tenantry_app;
 `.execute(db);
 
   for (const table of ['webhook_endpoints', 'webhook_deliveries', 'webhook_attempts']) {

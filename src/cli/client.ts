@@ -53,6 +53,41 @@ export class TenantryClient {
     this.token = opts.token ?? process.env.TENANTRY_TOKEN ?? file.token;
   }
 
+  /** A streaming GET (Server-Sent Events): the response as it arrives; problem+json is thrown. */
+  async stream(
+    urlPath: string,
+    headers: Record<string, string> = {},
+    signal?: AbortSignal,
+  ): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.server}${urlPath}`, {
+        headers: {
+          accept: 'text/event-stream',
+          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+          ...headers,
+        },
+        signal,
+      });
+    } catch (err) {
+      throw new ApiError(0, {
+        code: 'client.unreachable',
+        detail: `cannot reach ${this.server}: ${(err as Error).cause ?? (err as Error).message}`,
+      });
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let problem: ProblemBody = { detail: text };
+      try {
+        problem = JSON.parse(text) as ProblemBody;
+      } catch {
+        // not JSON
+      }
+      throw new ApiError(res.status, problem);
+    }
+    return res;
+  }
+
   async request<T>(
     method: string,
     urlPath: string,

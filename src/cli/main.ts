@@ -4,6 +4,7 @@ import { loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { ApiError, TenantryClient } from './client.js';
+import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { type OutputFormat, renderObjects, table } from './output.js';
 
@@ -24,12 +25,20 @@ const KIND_ALIASES: Record<string, string> = {
   resource: 'integration-resources',
   resources: 'integration-resources',
   ir: 'integration-resources',
+  webhookendpoint: 'webhook-endpoints',
+  webhookendpoints: 'webhook-endpoints',
+  'webhook-endpoint': 'webhook-endpoints',
+  'webhook-endpoints': 'webhook-endpoints',
+  webhook: 'webhook-endpoints',
+  webhooks: 'webhook-endpoints',
 };
 
 function kindPath(kind: string): string {
   const p = KIND_ALIASES[kind.toLowerCase()];
   if (!p)
-    throw new CliError(`unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource`);
+    throw new CliError(
+      `unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource, webhook`,
+    );
   return p;
 }
 
@@ -123,6 +132,8 @@ interface ApplyResponse {
     action: string;
     generation: number;
     changes: { op: string; path: string; from?: unknown; to?: unknown }[];
+    /** A generated webhook signing secret: shown this once. */
+    secret?: string;
   }[];
 }
 
@@ -141,6 +152,7 @@ const PATH_OF: Record<string, string> = {
   Tenant: 'tenants',
   Deployment: 'deployments',
   IntegrationResource: 'integration-resources',
+  WebhookEndpoint: 'webhook-endpoints',
 };
 
 async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
@@ -198,8 +210,10 @@ program
         if (globals().output !== 'table')
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
         else
-          for (const r of res.results)
+          for (const r of res.results) {
             console.log(`${r.kind.toLowerCase()}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}`);
+            if (r.secret) console.log(`  signing secret (shown once, store it now): ${r.secret}`);
+          }
         if (opts.wait && !res.dryRun) await waitReady(res.results, Number(opts.timeout));
       },
       () => docs,
@@ -372,5 +386,7 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
       });
     });
 }
+
+registerEventCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

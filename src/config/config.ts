@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { ValidationError } from '../errors/errors.js';
+import { validNetwork } from '../webhooks/url-guard.js';
 
 export const DEFAULT_REGIONS = ['eu', 'us', 'apac'] as const;
 export const DEFAULT_ENVIRONMENT_TYPES = ['dev', 'qa', 'uat', 'staging', 'prod'] as const;
@@ -43,6 +44,10 @@ export interface EventsConfig {
   webhookSecretOverlapMs: number;
   /** Run the webhook dispatcher in this process. */
   dispatcher: boolean;
+  /** CIDRs webhooks may call although private/loopback/link-local (SSRF guard); empty by default. */
+  webhookAllowedNetworks: string[];
+  /** An endpoint whose deliveries have failed for this long (none succeeding) is disabled. */
+  webhookDisableAfterMs: number;
 }
 
 const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000].map((s) => s * 1000);
@@ -61,6 +66,14 @@ function loadEventsConfig(env: NodeJS.ProcessEnv): EventsConfig {
         positiveInt('TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS', v.trim(), 0),
       )
     : DEFAULT_RETRY_SCHEDULE;
+  const networks = list(env.TENANTRY_WEBHOOK_ALLOWED_NETWORKS, []);
+  for (const n of networks)
+    if (!validNetwork(n))
+      throw ValidationError.field(
+        '/TENANTRY_WEBHOOK_ALLOWED_NETWORKS',
+        'config.invalid',
+        `"${n}" is not an IP address or CIDR.`,
+      );
   const timeout = positiveInt('TENANTRY_WEBHOOK_TIMEOUT_MS', env.TENANTRY_WEBHOOK_TIMEOUT_MS, 15_000);
   return {
     heartbeatMs: positiveInt('TENANTRY_EVENT_HEARTBEAT_MS', env.TENANTRY_EVENT_HEARTBEAT_MS, 15_000),
@@ -82,6 +95,13 @@ function loadEventsConfig(env: NodeJS.ProcessEnv): EventsConfig {
         86_400,
       ) * 1000,
     dispatcher: env.TENANTRY_WEBHOOK_DISPATCHER !== 'off',
+    webhookAllowedNetworks: networks,
+    webhookDisableAfterMs:
+      positiveInt(
+        'TENANTRY_WEBHOOK_DISABLE_AFTER_SECONDS',
+        env.TENANTRY_WEBHOOK_DISABLE_AFTER_SECONDS,
+        5 * 86_400,
+      ) * 1000,
   };
 }
 

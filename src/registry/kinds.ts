@@ -4,6 +4,7 @@ import type { Trx } from '../db/database.js';
 import { deploymentSlug, isLabel, kafkaTopicName, tenantSlug } from '../domain/identifiers.js';
 import type { Kind, Manifest } from '../domain/manifest.js';
 import type { FieldErrors } from '../errors/errors.js';
+import { literalAddressRefusal } from '../webhooks/url-guard.js';
 import { applySecret, type StoredSecret } from '../webhooks/webhook-secrets.js';
 import { findById, findBySlug } from './object.repository.js';
 
@@ -246,6 +247,11 @@ async function resolveWebhookEndpoint(
       name === undefined ? 'field.required' : 'slug.invalid',
       'a webhook endpoint needs a name that is a lowercase DNS label',
     );
+    return undefined;
+  }
+  const refused = literalAddressRefusal(m.spec.url, env.config.events.webhookAllowedNetworks);
+  if (refused) {
+    env.errors.add(`${env.at}/spec/url`, 'webhook.url_forbidden', refused);
     return undefined;
   }
   let tenantId: string | null = null;

@@ -47,3 +47,15 @@ export async function completeDelivery(
     where id = ${d.id} and locked_by = ${owner}`.execute(trx);
   return Number(r.numAffectedRows ?? 0) === 1;
 }
+
+/** When the endpoint's current run of failures began (the first failed attempt after its last success). */
+export async function failingSince(trx: Trx, endpointId: string): Promise<Date | null> {
+  const r = await sql<{ since: Date | null }>`
+    select min(a.started_at) as since from webhook_attempts a
+    where a.endpoint_id = ${endpointId}
+      and a.id > coalesce((select max(s.id) from webhook_attempts s
+                           where s.endpoint_id = ${endpointId} and s.status_code between 200 and 299), 0)`.execute(
+    trx,
+  );
+  return r.rows[0]?.since ?? null;
+}

@@ -6,10 +6,11 @@ import { asPlatform, type Db } from '../db/database.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
 import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
-import { type AttemptResult, completeDelivery, type Outcome } from './complete-delivery.js';
+import { type AttemptResult, completeDelivery, failingSince, type Outcome } from './complete-delivery.js';
 import { disableEndpoint } from './disable-endpoint.js';
 import { nextAttemptDelay, parseRetryAfter } from './retry-schedule.js';
 import { signatureHeader } from './sign-webhook.js';
+import { UrlGuard } from './url-guard.js';
 import { signingSecrets } from './webhook-secrets.js';
 
 export const USER_AGENT = 'Tenantry-Webhooks/1 (+https://www.standardwebhooks.com)';
@@ -121,6 +122,7 @@ export async function post(
  */
 export class WebhookDispatcher {
   readonly owner: string;
+  private readonly guard: UrlGuard;
   private stopped = true;
   private running: Promise<void> | undefined;
   private wake: (() => void) | undefined;
@@ -133,6 +135,7 @@ export class WebhookDispatcher {
     private readonly notifier?: EventNotifier,
   ) {
     this.owner = `${config.instanceId}/${randomUUID().slice(0, 8)}`;
+    this.guard = new UrlGuard(config.events.webhookAllowedNetworks);
   }
 
   start(): void {
@@ -181,7 +184,17 @@ export class WebhookDispatcher {
 
   private async deliver(d: ClaimedDelivery): Promise<void> {
     const { webhookTimeoutMs, webhookRetrySchedule } = this.config.events;
-    const result = await post(d.url, signedRequest(d, this.config.source), webhookTimeoutMs);
+    const refused = await this.guard.check(d.url);
+    const result = refused
+      ? {
+          startedAt: new Date(),
+          latencyMs: 0,
+          statusCode: null,
+          responseExcerpt: null,
+          error: `refused (SSRF guard): ${refused}`,
+          retryAfterMs: null,
+        }
+      : await post(d.url, signedRequest(d, this.config.source), webhookTimeoutMs);
     let outcome: Outcome;
     if (result.statusCode !== null && result.statusCode >= 200 && result.statusCode < 300) {
       outcome = { kind: 'delivered' };
@@ -196,14 +209,26 @@ export class WebhookDispatcher {
     }
     await asPlatform(this.db, async (trx) => {
       const settled = await completeDelivery(trx, this.owner, d, result, outcome);
+      const ctx = systemContext('tenantry-webhooks', { correlationId: d.correlation_id });
       if (settled && outcome.kind === 'parked') {
         await disableEndpoint(
           trx,
-          systemContext('tenantry-webhooks', { correlationId: d.correlation_id }),
+          ctx,
           d.endpoint_id,
           'EndpointGone',
           'The endpoint answered 410 Gone; re-enable it to resume deliveries.',
         );
+      } else if (settled && outcome.kind !== 'delivered') {
+        const since = await failingSince(trx, d.endpoint_id);
+        if (since && Date.now() - since.getTime() >= this.config.events.webhookDisableAfterMs) {
+          await disableEndpoint(
+            trx,
+            ctx,
+            d.endpoint_id,
+            'EndpointFailing',
+            `Every attempt since ${since.toISOString()} failed; re-enable it to resume deliveries.`,
+          );
+        }
       }
     });
     this.log.info(

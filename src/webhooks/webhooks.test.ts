@@ -23,6 +23,8 @@ beforeAll(async () => {
     webhookRetrySchedule: [40, 40, 40],
     webhookTimeoutMs: 2_000,
     webhookLeaseMs: 3_000,
+    // The SSRF guard refuses loopback unless allowed; the receivers here are on loopback.
+    webhookAllowedNetworks: ['127.0.0.0/8'],
   };
   notifier = new EventNotifier(s.t.appUrl, pino({ level: 'silent' }));
   await notifier.start();
@@ -272,5 +274,63 @@ describe('signed webhooks', () => {
     new Webhook(ep.secret).verify(got[1]!.body, got[1]!.headers);
     const d = await settled(ep.uuid, 'delivered');
     expect(d.attempts).toBe(2);
+  });
+
+  it('refuses private and loopback URLs unless allowed (SSRF), at apply and before every attempt', async () => {
+    const rx = await receiver();
+    const t = await tenant('hookh');
+    const events = s.t.config.events;
+    const ep = await endpoint('guarded', t.slug, { url: rx.url });
+    try {
+      s.t.config.events = { ...events, webhookAllowedNetworks: [] };
+      for (const url of [
+        'http://169.254.169.254/latest/meta-data',
+        'http://10.1.2.3/x',
+        'http://[::1]:80/',
+        'http://localhost:1/',
+      ]) {
+        const res = await s.request('POST', '/v1/webhook-endpoints', {
+          body: { metadata: { name: 'nope', tenant: t.slug }, spec: { url } },
+        });
+        expect(res.status, url).toBe(422);
+        expect(res.body.errors[0]).toMatchObject({ pointer: '/spec/url', code: 'webhook.url_forbidden' });
+      }
+      // The dispatcher checks again before sending: nothing reaches the receiver.
+      const guarded = new WebhookDispatcher(s.t.db, s.t.config, pino({ level: 'silent' }));
+      await dispatcher.stop();
+      try {
+        await s.request('POST', `/v1/tenants/${t.slug}/suspend`);
+        expect(await guarded.runOnce()).toBe(1);
+      } finally {
+        dispatcher.start();
+      }
+      const d = (await s.request('GET', `/v1/webhooks/${ep.uuid}/deliveries`)).body.items[0];
+      expect(d.history[0].error).toMatch(/^refused \(SSRF guard\): 127\.0\.0\.1/);
+      expect(rx.received).toHaveLength(0);
+    } finally {
+      s.t.config.events = events;
+    }
+  });
+
+  it('disables an endpoint that has failed for longer than the configured period', async () => {
+    const rx = await receiver();
+    rx.behaviour = () => 500;
+    const t = await tenant('hooki');
+    const events = s.t.config.events;
+    const ep = await endpoint('failing', t.slug, { url: rx.url });
+    s.t.config.events = { ...events, webhookDisableAfterMs: 0 };
+    try {
+      await s.request('POST', `/v1/tenants/${t.slug}/suspend`);
+      let body: { spec: { enabled?: boolean }; status: { conditions: { reason: string }[] } } | undefined;
+      for (let i = 0; i < 100; i++) {
+        body = (await s.request('GET', `/v1/webhook-endpoints/${ep.uuid}`)).body;
+        if (body?.spec.enabled === false) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(body!.spec.enabled).toBe(false);
+      expect(body!.status.conditions[0]!.reason).toBe('EndpointFailing');
+    } finally {
+      s.t.config.events = events;
+    }
   });
 });

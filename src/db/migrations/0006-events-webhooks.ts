@@ -92,6 +92,7 @@ create table webhook_attempts (
 );
 create index webhook_attempts_delivery on webhook_attempts (tenant_id, delivery_id, id);
 create index webhook_attempts_endpoint on webhook_attempts (tenant_id, endpoint_id, id);
+create index webhook_attempts_endpoint_only on webhook_attempts (endpoint_id, id);
 
 create function tenantry_event_appended(p_event uuid, p_tenant uuid, p_type text, p_subject text, p_seq bigint)
 returns integer language plpgsql security definer set search_path = public, pg_temp as $$

@@ -9,6 +9,7 @@ import { formatTable, type Row, writeResults } from './lib/results.js';
 import { settings } from './lib/settings.js';
 import { changePathBenchmark } from './suites/change-path.js';
 import { httpBenchmark } from './suites/http.js';
+import { webhookBenchmark } from './suites/webhooks.js';
 
 const startedAt = new Date();
 console.log(
@@ -35,6 +36,8 @@ try {
   rows.push(...changePath.rows);
   console.log('\n2. HTTP');
   rows.push(...(await httpBenchmark(server, changePath.rawInsert)));
+  console.log('\n3. Webhooks');
+  rows.push(...(await webhookBenchmark(server)));
 } catch (err) {
   if (!interrupted) console.error('benchmark failed:', err);
   process.exitCode = 1;

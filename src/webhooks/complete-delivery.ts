@@ -18,34 +18,57 @@ export type Outcome =
   /** 410 Gone: the endpoint is disabled; the delivery waits (pending) in case it is re-enabled. */
   | { kind: 'parked'; reason: string };
 
+export interface Settlement {
+  delivery: ClaimedDelivery;
+  result: AttemptResult;
+  outcome: Outcome;
+}
+
 /**
- * Records the attempt and settles the delivery, in the caller's transaction.
+ * Records the attempts and settles the deliveries of one dispatch round, in the caller's transaction,
+ * with two statements whatever their number.
  *
- * Concurrency contract: the delivery is only settled while `owner` still holds its lease
+ * Concurrency contract: a delivery is only settled while `owner` still holds its lease
  * (`locked_by = owner`); if the lease expired and another dispatcher took it over, only the attempt
- * is recorded and the new owner decides. Returns whether the delivery was settled.
+ * is recorded and the new owner decides. Returns the ids that were settled.
  */
-export async function completeDelivery(
-  trx: Trx,
-  owner: string,
-  d: ClaimedDelivery,
-  result: AttemptResult,
-  outcome: Outcome,
-): Promise<boolean> {
+export async function completeDeliveries(trx: Trx, owner: string, items: Settlement[]): Promise<Set<string>> {
+  if (items.length === 0) return new Set();
+  const rows = JSON.stringify(
+    items.map(({ delivery: d, result: r, outcome: o }) => ({
+      id: d.id,
+      tenant_id: d.tenant_id,
+      endpoint_id: d.endpoint_id,
+      event_id: d.event_id,
+      attempt: d.attempts,
+      trigger: d.trigger,
+      status_code: r.statusCode,
+      latency_ms: r.latencyMs,
+      response_excerpt: r.responseExcerpt,
+      error: o.kind === 'dead' || o.kind === 'parked' ? o.reason : r.error,
+      started_at: r.startedAt.toISOString(),
+      status: o.kind === 'delivered' ? 'delivered' : o.kind === 'dead' ? 'dead' : 'pending',
+      delay_ms: o.kind === 'retry' ? o.delayMs : 0,
+    })),
+  );
   await sql`
     insert into webhook_attempts
       (tenant_id, delivery_id, endpoint_id, event_id, attempt, trigger, status_code, latency_ms, response_excerpt, error, started_at)
-    values (${d.tenant_id}, ${d.id}, ${d.endpoint_id}, ${d.event_id}, ${d.attempts}, ${d.trigger}, ${result.statusCode},
-      ${result.latencyMs}, ${result.responseExcerpt}, ${result.error}, ${result.startedAt})`.execute(trx);
-  const error = outcome.kind === 'dead' || outcome.kind === 'parked' ? outcome.reason : result.error;
-  const r = await sql`
-    update webhook_deliveries set
-      status = ${outcome.kind === 'delivered' ? 'delivered' : outcome.kind === 'dead' ? 'dead' : 'pending'},
-      next_attempt_at = now() + ${outcome.kind === 'retry' ? outcome.delayMs : 0} * interval '1 millisecond',
+    select tenant_id, id, endpoint_id, event_id, attempt, trigger, status_code, latency_ms, response_excerpt, error, started_at
+    from jsonb_to_recordset(${rows}::jsonb) as x(id uuid, tenant_id uuid, endpoint_id uuid, event_id uuid, attempt int,
+      trigger text, status_code int, latency_ms int, response_excerpt text, error text, started_at timestamptz)`.execute(
+    trx,
+  );
+  const r = await sql<{ id: string }>`
+    update webhook_deliveries d set
+      status = x.status,
+      next_attempt_at = now() + x.delay_ms * interval '1 millisecond',
       locked_by = null, locked_until = null,
-      last_status = ${result.statusCode}, last_error = ${error}, updated_at = now()
-    where id = ${d.id} and locked_by = ${owner}`.execute(trx);
-  return Number(r.numAffectedRows ?? 0) === 1;
+      last_status = x.status_code, last_error = x.error, updated_at = now()
+    from jsonb_to_recordset(${rows}::jsonb) as x(id uuid, status text, delay_ms bigint, status_code int, error text)
+    where d.id = x.id and d.locked_by = ${owner}
+    returning d.id`.execute(trx);
+  return new Set(r.rows.map((row) => row.id));
 }
 
 /** When the endpoint's current run of failures began (the first failed attempt after its last success). */

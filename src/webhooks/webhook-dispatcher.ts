@@ -6,7 +6,13 @@ import { asPlatform, type Db } from '../db/database.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
 import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
-import { type AttemptResult, completeDelivery, failingSince, type Outcome } from './complete-delivery.js';
+import {
+  type AttemptResult,
+  completeDeliveries,
+  failingSince,
+  type Outcome,
+  type Settlement,
+} from './complete-delivery.js';
 import { disableEndpoint } from './disable-endpoint.js';
 import { nextAttemptDelay, parseRetryAfter } from './retry-schedule.js';
 import { signatureHeader } from './sign-webhook.js';
@@ -174,15 +180,57 @@ export class WebhookDispatcher {
     }
   }
 
-  /** One round: claim, send in parallel, settle. Returns how many were claimed. */
+  /** One round: claim, send in parallel, settle all in one transaction. Returns how many were claimed. */
   async runOnce(): Promise<number> {
     const { webhookConcurrency, webhookLeaseMs } = this.config.events;
     const claimed = await claimDeliveries(this.db, this.owner, webhookConcurrency, webhookLeaseMs);
-    await Promise.all(claimed.map((d) => this.deliver(d)));
+    if (claimed.length === 0) return 0;
+    const settlements = await Promise.all(claimed.map((d) => this.attempt(d)));
+    await asPlatform(this.db, async (trx) => {
+      const settled = await completeDeliveries(trx, this.owner, settlements);
+      for (const { delivery: d, outcome } of settlements) {
+        if (!settled.has(d.id) || outcome.kind === 'delivered') continue;
+        const ctx = systemContext('tenantry-webhooks', { correlationId: d.correlation_id });
+        if (outcome.kind === 'parked') {
+          await disableEndpoint(
+            trx,
+            ctx,
+            d.endpoint_id,
+            'EndpointGone',
+            'The endpoint answered 410 Gone; re-enable it to resume deliveries.',
+          );
+          continue;
+        }
+        const since = await failingSince(trx, d.endpoint_id);
+        if (since && Date.now() - since.getTime() >= this.config.events.webhookDisableAfterMs) {
+          await disableEndpoint(
+            trx,
+            ctx,
+            d.endpoint_id,
+            'EndpointFailing',
+            `Every attempt since ${since.toISOString()} failed; re-enable it to resume deliveries.`,
+          );
+        }
+      }
+    });
+    for (const { delivery: d, result, outcome } of settlements) {
+      this.log.info(
+        {
+          endpoint: d.endpoint_id,
+          event: d.event_id,
+          attempt: d.attempts,
+          status: result.statusCode,
+          latencyMs: result.latencyMs,
+          outcome: outcome.kind,
+        },
+        'webhook attempt',
+      );
+    }
     return claimed.length;
   }
 
-  private async deliver(d: ClaimedDelivery): Promise<void> {
+  /** Sends one claimed delivery and decides what comes of it. */
+  private async attempt(d: ClaimedDelivery): Promise<Settlement> {
     const { webhookTimeoutMs, webhookRetrySchedule } = this.config.events;
     const refused = await this.guard.check(d.url);
     const result = refused
@@ -207,40 +255,6 @@ export class WebhookDispatcher {
           ? { kind: 'dead', reason: `gave up after ${d.attempts} attempts: ${result.error}` }
           : { kind: 'retry', delayMs: delay };
     }
-    await asPlatform(this.db, async (trx) => {
-      const settled = await completeDelivery(trx, this.owner, d, result, outcome);
-      const ctx = systemContext('tenantry-webhooks', { correlationId: d.correlation_id });
-      if (settled && outcome.kind === 'parked') {
-        await disableEndpoint(
-          trx,
-          ctx,
-          d.endpoint_id,
-          'EndpointGone',
-          'The endpoint answered 410 Gone; re-enable it to resume deliveries.',
-        );
-      } else if (settled && outcome.kind !== 'delivered') {
-        const since = await failingSince(trx, d.endpoint_id);
-        if (since && Date.now() - since.getTime() >= this.config.events.webhookDisableAfterMs) {
-          await disableEndpoint(
-            trx,
-            ctx,
-            d.endpoint_id,
-            'EndpointFailing',
-            `Every attempt since ${since.toISOString()} failed; re-enable it to resume deliveries.`,
-          );
-        }
-      }
-    });
-    this.log.info(
-      {
-        endpoint: d.endpoint_id,
-        event: d.event_id,
-        attempt: d.attempts,
-        status: result.statusCode,
-        latencyMs: result.latencyMs,
-        outcome: outcome.kind,
-      },
-      'webhook attempt',
-    );
+    return { delivery: d, result, outcome };
   }
 }

@@ -17,6 +17,9 @@ export type Behaviour = (req: {
 /** A real HTTP receiver on loopback that records every request and answers per `behaviour`. */
 export class WebhookReceiver {
   readonly received: Received[] = [];
+  /** `webhook-id` of every request as it arrived (before it is answered). */
+  readonly started: string[] = [];
+  inFlight = 0;
   behaviour: Behaviour = () => 204;
   private readonly server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -26,9 +29,22 @@ export class WebhookReceiver {
         Object.entries(req.headers).map(([k, v]) => [k, Array.isArray(v) ? v.join(', ') : (v ?? '')]),
       );
       const body = Buffer.concat(chunks).toString('utf8');
-      const answer = this.behaviour({ headers, body, n: this.received.length });
+      const answer = this.behaviour({ headers, body, n: this.started.length });
+      this.started.push(headers['webhook-id'] ?? '');
       const a = typeof answer === 'number' ? { status: answer } : answer;
-      if (a.delayMs) await new Promise((r) => setTimeout(r, a.delayMs));
+      this.inFlight++;
+      if (a.delayMs) {
+        // A held request ends early when the client goes away (e.g. the sender was killed).
+        await new Promise<void>((r) => {
+          const timer = setTimeout(r, a.delayMs);
+          res.once('close', () => {
+            clearTimeout(timer);
+            r();
+          });
+        });
+      }
+      this.inFlight--;
+      if (res.destroyed) return;
       this.received.push({ headers, body, status: a.status, at: Date.now() });
       res.writeHead(a.status, a.headers ?? {});
       res.end(a.status >= 400 ? `error ${a.status}` : '');

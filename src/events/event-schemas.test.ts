@@ -57,7 +57,7 @@ describe('emitted events match their published schema', () => {
         apiVersion: 'tenantry.dev/v1',
         kind: 'WebhookEndpoint',
         metadata: { name: 'hook', tenant: tenant!.slug },
-        spec: { url: 'http://127.0.0.1:9/hook', eventTypes: ['dev.tenantry.tenant.suspended.v1'] },
+        spec: { url: 'https://hooks.example.com/tenantry', eventTypes: ['dev.tenantry.tenant.suspended.v1'] },
       },
     ]);
     await registry.transition(ctx, tenant!.slug, 'archive');

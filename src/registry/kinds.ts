@@ -257,7 +257,17 @@ async function resolveWebhookEndpoint(
   let tenantId: string | null = null;
   let slug = name;
   const tenantRef = m.metadata.tenant;
-  if (tenantRef !== undefined) {
+  if (tenantRef === undefined) {
+    const r = await sql<{ platform: boolean }>`select tenantry_is_platform() as platform`.execute(env.trx);
+    if (!r.rows[0]?.platform) {
+      env.errors.add(
+        `${env.at}/metadata/tenant`,
+        'field.required',
+        'a tenant caller must name its tenant; platform-wide endpoints are for operators',
+      );
+      return undefined;
+    }
+  } else {
     const tenant = /^[0-9a-f-]{36}$/i.test(tenantRef)
       ? await findById(env.trx, 'Tenant', tenantRef.toLowerCase())
       : await findBySlug(env.trx, 'Tenant', tenantRef);

@@ -5,7 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
+import { systemContext } from '../changes/request-context.js';
+import { ValidationError } from '../errors/errors.js';
 import { EventNotifier } from '../events/event-notifier.js';
+import { RegistryService } from '../registry/registry.service.js';
 import { claimDeliveries } from './claim-deliveries.js';
 import { post, signedRequest, WebhookDispatcher } from './webhook-dispatcher.js';
 
@@ -301,12 +304,13 @@ describe('signed webhooks', () => {
       try {
         await s.request('POST', `/v1/tenants/${t.slug}/suspend`);
         expect(await guarded.runOnce()).toBe(1);
+        const d = (await s.request('GET', `/v1/webhooks/${ep.uuid}/deliveries`)).body.items[0];
+        expect(d.history[0].error).toMatch(/^refused \(SSRF guard\): 127\.0\.0\.1/);
+        expect(d.status).toBe('pending');
+        expect(rx.received).toHaveLength(0);
       } finally {
         dispatcher.start();
       }
-      const d = (await s.request('GET', `/v1/webhooks/${ep.uuid}/deliveries`)).body.items[0];
-      expect(d.history[0].error).toMatch(/^refused \(SSRF guard\): 127\.0\.0\.1/);
-      expect(rx.received).toHaveLength(0);
     } finally {
       s.t.config.events = events;
     }
@@ -332,5 +336,30 @@ describe('signed webhooks', () => {
     } finally {
       s.t.config.events = events;
     }
+  });
+
+  it('lets a tenant manage only its own endpoints, never a platform-wide one', async () => {
+    const t = await tenant('hookj');
+    const registry = new RegistryService(s.t.db, s.t.config);
+    const asTenantCtx = {
+      ...systemContext('tenant-admin'),
+      scope: { kind: 'tenant' as const, tenantId: t.uuid },
+    };
+    const doc = (metadata: Record<string, unknown>) => ({
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'WebhookEndpoint',
+      metadata,
+      spec: { url: 'http://127.0.0.1:9/x' },
+    });
+    const err = await registry.apply(asTenantCtx, [doc({ name: 'mine' })]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ValidationError);
+    expect((err as ValidationError).errors[0]).toMatchObject({
+      pointer: '/0/metadata/tenant',
+      code: 'field.required',
+    });
+    const [own] = await registry.apply(asTenantCtx, [doc({ name: 'mine', tenant: t.slug })]);
+    expect(own?.action).toBe('created');
+    const list = await registry.list(asTenantCtx, 'WebhookEndpoint', { filters: {}, limit: 100 });
+    expect(list.items.map((i) => i.metadata.tenant)).toEqual([t.uuid]);
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -7,11 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { systemContext } from '../changes/request-context.js';
+import { asPlatform } from '../db/database.js';
 import { RegistryService } from '../registry/registry.service.js';
 import { publishedEventSchemas } from './event-schemas.js';
 import { CLOUD_EVENT_TYPES } from './event-types.js';
 import { EventsService } from './events.service.js';
 import published from './published-event-schemas.json' with { type: 'json' };
+import { appendStatusEvent } from './status-events.js';
 
 const DIR = path.resolve(import.meta.dirname, '../../docs/events');
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
@@ -61,6 +63,26 @@ describe('emitted events match their published schema', () => {
       },
     ]);
     await registry.transition(ctx, tenant!.slug, 'archive');
+    // What the controller reports: observed-state events through the same outbox.
+    for (const [kind, phase] of [
+      ['Deployment', 'Ready'],
+      ['IntegrationResource', 'Failed'],
+    ] as const) {
+      await asPlatform(t.db, (trx) =>
+        appendStatusEvent(trx, {
+          kind,
+          objectId: randomUUID(),
+          slug: 'x',
+          tenantId: tenant!.uuid,
+          observedGeneration: 1,
+          previousPhase: 'Pending',
+          phase,
+          reason: phase === 'Ready' ? 'Reconciled' : 'ProviderError',
+          message: 'done',
+          correlationId: 'c1',
+        }),
+      );
+    }
     const ajv = new Ajv2020({ strict: false, allErrors: true });
     addFormats.default(ajv);
     const validators = new Map(
@@ -70,7 +92,10 @@ describe('emitted events match their published schema', () => {
       ]),
     );
     const page = await new EventsService(t.db, t.config).read(ctx, { stream: null }, undefined, 500);
-    expect(page.entries.length).toBeGreaterThanOrEqual(6);
+    expect(page.entries.length).toBeGreaterThanOrEqual(8);
+    const types = page.entries.map((e) => e.event.type);
+    expect(types).toContain('dev.tenantry.deployment.ready.v1');
+    expect(types).toContain('dev.tenantry.integrationresource.failed.v1');
     for (const { event } of page.entries) {
       const validate = validators.get(event.type)!;
       expect(validate(event), `${event.type}: ${JSON.stringify(validate.errors)}`).toBe(true);

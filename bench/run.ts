@@ -13,6 +13,7 @@ import { httpBenchmark } from './suites/http.js';
 import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
+import { webhookBenchmark } from './suites/webhooks.js';
 
 const startedAt = new Date();
 console.log(
@@ -47,6 +48,8 @@ try {
   rows.push(...(await reconcileBenchmark(server)));
   console.log('\n6. Kafka topics (real KRaft broker)');
   rows.push(...(await kafkaTopicsBenchmark()));
+  console.log('\n7. Webhooks');
+  rows.push(...(await webhookBenchmark(server)));
 } catch (err) {
   if (!interrupted) console.error('benchmark failed:', err);
   process.exitCode = 1;

@@ -10,12 +10,15 @@ import { Controller } from './controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import { EventNotifier } from './events/event-notifier.js';
+import { EventsService } from './events/events.service.js';
 import type { BuiltinIssuer } from './identity/builtin-issuer.js';
 import { createSecurity, type Security } from './identity/security.js';
 import { metrics } from './observability/metrics.js';
 import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { RegistryService } from './registry/registry.service.js';
+import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 
 export interface Tenantry {
   /** Where the API listens; empty for `role: controller`. */
@@ -147,6 +150,9 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         stop,
       };
     }
+    const notifier = new EventNotifier(appUrl, log);
+    await notifier.start();
+    stops.push(() => notifier.stop());
     const security = await createSecurity(config, db, opts.issuer ? { issuer: opts.issuer } : {});
     const server = await buildServer({
       config,
@@ -158,8 +164,14 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       metrics,
       requestLog,
       tracing: config.tracing,
+      events: new EventsService(db, config, notifier),
     });
     stops.push(() => server.close());
+    if (config.events.dispatcher) {
+      const dispatcher = new WebhookDispatcher(db, config, log.child({ component: 'webhooks' }), notifier);
+      dispatcher.start();
+      stops.push(() => dispatcher.stop());
+    }
     await server.listen({ port: config.port, host: config.host });
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;

@@ -46,6 +46,7 @@ export const objectSchema = (kind: Kind) =>
         updatedAt: Type.String({ format: 'date-time' }),
         deletedAt: Type.Optional(Type.String({ format: 'date-time' })),
         tenantUuid: Type.Optional(Type.String({ format: 'uuid' })),
+        tenant: Type.Optional(Type.String({ format: 'uuid', description: 'WebhookEndpoint: owning tenant' })),
       }),
       spec: manifestSchema(kind).properties.spec,
       status: Type.Object({
@@ -58,6 +59,11 @@ export const objectSchema = (kind: Kind) =>
           Type.Unknown({ description: 'Tenant: its binding to a cell (null: unplaced)' }),
         ),
         allocated: Type.Optional(Type.Integer({ description: 'Cell: tenants it hosts' })),
+        secret: Type.Optional(
+          Type.String({
+            description: 'WebhookEndpoint: the generated signing secret, in the creating response only',
+          }),
+        ),
       }),
     },
     { $id: `${kind}` },

@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
+import { registerEventRoutes } from '../events/events.routes.js';
+import { EventsService } from '../events/events.service.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -19,6 +21,8 @@ import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
@@ -41,6 +45,8 @@ export interface ServerDeps {
   tracing?: boolean;
   /** Per-tenant rate limits; by default one over `db` (PostgreSQL, shared by every API process). */
   rateLimiter?: RateLimiter;
+  /** The event log (with its LISTEN notifier); absent: one that polls. */
+  events?: EventsService;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -132,7 +138,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
   deps.metrics.read(
     deps.metrics.eventBacklog,
-    scalar(sql`select count(*) as n from outbox_events where published_at is null`),
+    scalar(sql`select count(*) as n from webhook_deliveries where status = 'pending'`),
   );
 
   const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
@@ -237,6 +243,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerActivityRoutes(app, db, registry, identify);
   registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
+  registerEventRoutes(app, deps.events ?? new EventsService(db, config), identify, config);
+  registerWebhookRoutes(app, new WebhooksService(db, registry), identify, config.pageSizeMax);
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { RequestContext } from '../changes/request-context.js';
 import { TenantryError } from '../errors/errors.js';
+import { metrics } from '../observability/metrics.js';
 import { DEFAULT_POLICIES } from './default-policies.js';
 
 /** The groups every action belongs to; policies grant groups or single actions. */
@@ -277,7 +278,12 @@ export class Authorizer {
 
   /** Decides and throws AccessDenied on deny; returns the decision for the audit record. */
   authorize(ctx: RequestContext, action: string, resource: ResourceRef): Decision {
+    const started = performance.now();
     const d = this.decide(ctx, action, resource);
+    // An evaluation error (not a plain deny) is counted apart: it pages (TenantryPolicyEvaluationFailures).
+    const outcome = d.errors?.length && d.decision !== 'allow' ? 'error' : d.decision;
+    metrics.policyDuration.observe({ decision: outcome }, (performance.now() - started) / 1000);
+    metrics.policyDecisions.inc({ decision: outcome });
     if (d.decision !== 'allow') throw new AccessDenied(d, resource);
     return d;
   }

@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { prepareAuditAppend } from '../audit/append-audit.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
 import type { Kind } from '../domain/manifest.js';
-import { type ChangeAction, cloudEventType, eventName } from '../events/event-types.js';
+import { appendEventSql } from '../events/append-event.js';
+import { type ChangeAction, eventName } from '../events/event-types.js';
 import type { RequestContext } from './request-context.js';
 
 /** The desired state of one object at one generation, as kept in lineage, audit and events. */
@@ -33,7 +33,8 @@ export interface Change {
 /**
  * The change path. In the caller's transaction, and as one statement, writes the new version into
  * the lineage, the audit record (hash-chained: its chain position is reserved just before, see
- * src/audit/append-audit.ts), the outbox event and the reconcile job. The object row itself has
+ * src/audit/append-audit.ts), the outbox event (with its gap-free per-tenant sequence and its webhook
+ * deliveries, see src/events/append-event.ts) and the reconcile job. The object row itself has
  * been written by the caller in the same transaction, so either all five persist or none does.
  *
  * Concurrency: the caller holds the object's row lock (or has just inserted it); the reconcile job
@@ -46,7 +47,7 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
   const decision = ctx.authorize ? ctx.authorize(change) : null;
   const name = eventName(kind, change.action);
   const actor = JSON.stringify(ctx.actor);
-  const eventData = JSON.stringify({
+  const eventData = {
     kind,
     uuid: change.objectId,
     slug: change.slug,
@@ -57,7 +58,7 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     // The identity envelope travels with the event (never the token).
     appId: ctx.appId,
     sessionId: ctx.sessionId,
-  });
+  };
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
   // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2
   // writes it with everything else. The lock is held to commit, so this is done last.
@@ -82,12 +83,9 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
       values (${change.tenantId}, ${kind}, ${change.objectId}, ${change.generation}, ${change.action}, ${change.slug},
               ${JSON.stringify(change.after)}, ${JSON.stringify(change.changes)}, ${actor}, ${ctx.requestId}, ${ctx.correlationId})
     ), audit as (${audit.insert}), audit_head as (${audit.advanceHead}
-    ), event as (
-      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id)
-      values (${randomUUID()}, ${change.tenantId}, ${cloudEventType(name)}, ${subject}, ${eventData}, ${ctx.correlationId})
-    )
+    ), ${appendEventSql({ tenantId: change.tenantId, name, subject, data: eventData, correlationId: ctx.correlationId })}
     insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
-    values (${kind}, ${change.objectId}, ${change.tenantId}, ${change.generation})
+    select ${kind}, ${change.objectId}::uuid, ${change.tenantId}::uuid, ${change.generation}::bigint from event_done
     on conflict (object_kind, object_id) do update
       set generation = greatest(reconcile_jobs.generation, excluded.generation),
           run_after = now(), attempts = 0, last_error = null, updated_at = now(),

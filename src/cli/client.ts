@@ -64,17 +64,24 @@ export class TenantryClient {
     this.token = opts.token || process.env.TENANTRY_TOKEN || file.token;
   }
 
+  /** A streaming GET (Server-Sent Events): the response as it arrives; problem+json is thrown. */
+  stream(urlPath: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
+    return this.fetch('GET', urlPath, undefined, { accept: 'text/event-stream', ...headers }, signal);
+  }
+
   /** Sends a request; a non-2xx answer becomes an ApiError carrying its problem details. */
   async fetch(
     method: string,
     urlPath: string,
     body?: unknown,
     headers: Record<string, string> = {},
+    signal?: AbortSignal,
   ): Promise<Response> {
     let res: Response;
     try {
       res = await fetch(`${this.server}${urlPath}`, {
         method,
+        signal,
         headers: {
           accept: 'application/json',
           ...(body !== undefined ? { 'content-type': 'application/json' } : {}),

@@ -5,6 +5,7 @@ import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
+import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { type OutputFormat, renderObjects, table } from './output.js';
 
@@ -31,13 +32,19 @@ const KIND_ALIASES: Record<string, string> = {
   cells: 'cells',
   plan: 'plans',
   plans: 'plans',
+  webhookendpoint: 'webhook-endpoints',
+  webhookendpoints: 'webhook-endpoints',
+  'webhook-endpoint': 'webhook-endpoints',
+  'webhook-endpoints': 'webhook-endpoints',
+  webhook: 'webhook-endpoints',
+  webhooks: 'webhook-endpoints',
 };
 
 function kindPath(kind: string): string {
   const p = KIND_ALIASES[kind.toLowerCase()];
   if (!p)
     throw new CliError(
-      `unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource, region, cell, plan`,
+      `unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource, region, cell, plan, webhook`,
     );
   return p;
 }
@@ -221,6 +228,8 @@ interface ApplyResponse {
     changes: { op: string; path: string; from?: unknown; to?: unknown }[];
     verdicts?: { rule: string; outcome: string; detail: string }[];
     placement?: { cell: string; region: string; isolation: string; plan: string | null } | null;
+    /** A generated webhook signing secret: shown this once. */
+    secret?: string;
   }[];
 }
 
@@ -242,6 +251,7 @@ const PATH_OF: Record<string, string> = {
   Region: 'regions',
   Cell: 'cells',
   Plan: 'plans',
+  WebhookEndpoint: 'webhook-endpoints',
 };
 
 async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
@@ -299,8 +309,10 @@ program
         if (globals().output !== 'table')
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
         else
-          for (const r of res.results)
+          for (const r of res.results) {
             console.log(`${r.kind.toLowerCase()}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}`);
+            if (r.secret) console.log(`  signing secret (shown once, store it now): ${r.secret}`);
+          }
         if (opts.wait && !res.dryRun) await waitReady(res.results, Number(opts.timeout));
       },
       () => docs,
@@ -568,5 +580,6 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
 }
 
 registerAuditCommands(program, { client, output: () => globals().output, run });
+registerEventCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

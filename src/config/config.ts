@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ValidationError } from '../errors/errors.js';
+import { validNetwork } from '../webhooks/url-guard.js';
 
 export const DEFAULT_REGIONS = ['eu', 'us', 'apac'] as const;
 export const DEFAULT_ENVIRONMENT_TYPES = ['dev', 'qa', 'uat', 'staging', 'prod'] as const;
@@ -51,6 +52,81 @@ export interface Config {
    */
   kafkaByRegion: Record<string, KafkaConfig>;
   azureBlobByRegion: Record<string, AzureBlobConfig>;
+  /** Events and webhooks (src/events, src/webhooks). */
+  events: EventsConfig;
+}
+
+export interface EventsConfig {
+  /** SSE heartbeat comment interval. */
+  heartbeatMs: number;
+  /** Poll fallback when no NOTIFY arrives (e.g. a pooler that drops LISTEN). */
+  pollMs: number;
+  /** Delays before attempt 2, 3, … (Standard Webhooks: 5s, 5m, 30m, 2h, 5h, 10h, 10h); full jitter applies. */
+  webhookRetrySchedule: number[];
+  webhookTimeoutMs: number;
+  /** How long a claimed delivery is owned by one dispatcher; must exceed the timeout. */
+  webhookLeaseMs: number;
+  webhookConcurrency: number;
+  /** How long a rotated-out secret keeps signing beside the new one. */
+  webhookSecretOverlapMs: number;
+  /** Run the webhook dispatcher in this process. */
+  dispatcher: boolean;
+  /** CIDRs webhooks may call although private/loopback/link-local (SSRF guard); empty by default. */
+  webhookAllowedNetworks: string[];
+  /** An endpoint whose deliveries have failed for this long (none succeeding) is disabled. */
+  webhookDisableAfterMs: number;
+}
+
+const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000].map((s) => s * 1000);
+
+/** A non-negative integer setting (0 allowed). */
+function nonNegativeInt(name: string, value: string | undefined, fallback: number): number {
+  return integerSetting(name, value, fallback, 0);
+}
+
+function loadEventsConfig(env: NodeJS.ProcessEnv): EventsConfig {
+  const schedule = env.TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS
+    ? env.TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS.split(',').map((v) =>
+        nonNegativeInt('TENANTRY_WEBHOOK_RETRY_SCHEDULE_MS', v.trim(), 0),
+      )
+    : DEFAULT_RETRY_SCHEDULE;
+  const networks = list(env.TENANTRY_WEBHOOK_ALLOWED_NETWORKS, []);
+  for (const n of networks)
+    if (!validNetwork(n))
+      throw ValidationError.field(
+        '/TENANTRY_WEBHOOK_ALLOWED_NETWORKS',
+        'config.invalid',
+        `"${n}" is not an IP address or CIDR.`,
+      );
+  const timeout = nonNegativeInt('TENANTRY_WEBHOOK_TIMEOUT_MS', env.TENANTRY_WEBHOOK_TIMEOUT_MS, 15_000);
+  return {
+    heartbeatMs: nonNegativeInt('TENANTRY_EVENT_HEARTBEAT_MS', env.TENANTRY_EVENT_HEARTBEAT_MS, 15_000),
+    pollMs: nonNegativeInt('TENANTRY_EVENT_POLL_MS', env.TENANTRY_EVENT_POLL_MS, 2_000),
+    webhookRetrySchedule: schedule,
+    webhookTimeoutMs: timeout,
+    webhookLeaseMs: Math.max(
+      nonNegativeInt('TENANTRY_WEBHOOK_LEASE_MS', env.TENANTRY_WEBHOOK_LEASE_MS, 60_000),
+      timeout + 1_000,
+    ),
+    webhookConcurrency: Math.max(
+      1,
+      nonNegativeInt('TENANTRY_WEBHOOK_CONCURRENCY', env.TENANTRY_WEBHOOK_CONCURRENCY, 32),
+    ),
+    webhookSecretOverlapMs:
+      nonNegativeInt(
+        'TENANTRY_WEBHOOK_SECRET_OVERLAP_SECONDS',
+        env.TENANTRY_WEBHOOK_SECRET_OVERLAP_SECONDS,
+        86_400,
+      ) * 1000,
+    dispatcher: env.TENANTRY_WEBHOOK_DISPATCHER !== 'off',
+    webhookAllowedNetworks: networks,
+    webhookDisableAfterMs:
+      nonNegativeInt(
+        'TENANTRY_WEBHOOK_DISABLE_AFTER_SECONDS',
+        env.TENANTRY_WEBHOOK_DISABLE_AFTER_SECONDS,
+        5 * 86_400,
+      ) * 1000,
+  };
 }
 
 export type KafkaSaslMechanism = 'plain' | 'scram-sha-256' | 'scram-sha-512';
@@ -343,6 +419,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     azureBlob: azureBlobConfig(variables(env)),
     kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),
     azureBlobByRegion: byRegion(env, regions, 'TENANTRY_AZURE_STORAGE_CONNECTION_STRING', azureBlobConfig),
+    events: loadEventsConfig(env),
   };
 }
 

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { metrics } from '../observability/metrics.js';
+import { inSpan } from '../observability/tracing.js';
 import { ProviderError } from '../providers/provider.js';
 import { backoffDelay } from './backoff.js';
 import type { ProviderSet } from './providers.js';
@@ -121,13 +123,23 @@ export class Controller {
         .then((held) => held || done || log.warn('reconcile lease lost to another worker'))
         .catch((err) => log.warn({ err }, 'lease renewal failed'));
     }, config.leaseMs / 3);
+    metrics.queueJobs.inc({ kind: job.kind });
+    const timer = metrics.reconcileDuration.startTimer({ kind: job.kind });
     try {
       let outcome: { finalised: boolean; finished: boolean } | undefined;
       let failure: ProviderError | undefined;
       const finish = (trx: Trx, finalised: boolean) =>
         completeJob(trx, job, { workerId: this.workerId, resyncMs: config.resyncIntervalMs, finalised });
       try {
-        outcome = await reconcile(this.env, job, finish);
+        outcome = await inSpan(
+          `reconcile ${job.kind}`,
+          {
+            'tenantry.kind': job.kind,
+            'tenantry.object_id': job.objectId,
+            'tenantry.tenant_id': job.tenantId ?? 'platform',
+          },
+          () => reconcile(this.env, job, finish),
+        );
       } catch (err) {
         failure =
           err instanceof ProviderError
@@ -135,12 +147,23 @@ export class Controller {
             : new ProviderError((err as Error).message, 'ReconcileError', true, { cause: err });
       }
       if (outcome) {
+        timer({ outcome: 'ready' });
         if (!outcome.finished) await asPlatform(db, (trx) => finish(trx, outcome.finalised));
         return;
       }
       const f = failure!;
       const attempts = job.attempts + 1;
       const final = !f.retryable || attempts >= config.maxAttempts;
+      timer({ outcome: final ? 'failed' : 'retry' });
+      metrics.controllerErrors.inc({
+        kind: job.kind,
+        category:
+          f.reason === 'ReconcileError'
+            ? 'internal'
+            : f.retryable
+              ? 'provider_retryable'
+              : 'provider_permanent',
+      });
       const delayMs = final
         ? config.resyncIntervalMs
         : backoffDelay(attempts, { baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });

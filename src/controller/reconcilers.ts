@@ -107,13 +107,14 @@ async function settle(
     const ctx = env.context();
     const tr = await writeStatus(trx, t, status);
     if (extra) await extra(trx, ctx);
-    if (tr.becameReady) await recordStatusEvent(trx, ctx, t, 'ready', { phase: status.phase });
-    if (tr.becameFailed) {
-      await recordStatusEvent(trx, ctx, t, 'failed', {
-        reason: status.ready.reason,
-        message: status.ready.message,
-      });
-    }
+    const event = {
+      previousPhase: t.phase,
+      phase: status.phase,
+      reason: status.ready.reason,
+      message: status.ready.message,
+    };
+    if (tr.becameReady) await recordStatusEvent(trx, ctx, t, 'ready', event);
+    if (tr.becameFailed) await recordStatusEvent(trx, ctx, t, 'failed', event);
     if (tr.changed) await pokeParents(trx, kind, row);
     if (finish) await finish(trx, status.phase === 'Deleted');
   });
@@ -240,9 +241,11 @@ async function reconcileResource(
     drifted
       ? (trx, ctx) =>
           recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
-            provider: provider.name,
+            previousPhase: row.phase,
+            phase: 'Ready',
+            reason: 'DriftRepaired',
+            message: `${provider.name} repaired the resource`,
             drift: before.exists ? before.drift : ['the resource was missing'],
-            repaired: true,
           })
       : undefined,
   );

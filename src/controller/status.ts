@@ -1,10 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../changes/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { Kind } from '../domain/manifest.js';
-import { cloudEventType, EVENT_NAMES, type EventName } from '../events/event-types.js';
+import { appendEventSql } from '../events/append-event.js';
+import { EVENT_NAMES, type EventName } from '../events/event-types.js';
 import { TABLES } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
 
@@ -86,19 +86,39 @@ export async function writeStatus(
   };
 }
 
+/** What a status event says (the published StatusData shape of docs/events/*.ready|failed|drifted.v1). */
+export interface StatusEventData {
+  previousPhase: string;
+  phase: string;
+  reason: string;
+  message: string;
+  drift?: string[];
+}
+
 /**
- * A status transition that matters (ready, failed, drifted) as an audit record and an outbox event,
- * by the system actor, in the status write's transaction.
+ * A status transition that matters (ready, failed, drifted) as an audit record and an event (with
+ * its place in the tenant's sequence), by the system actor, in the status write's transaction.
  */
 export async function recordStatusEvent(
   trx: Trx,
   ctx: RequestContext,
   target: Pick<StatusTarget, 'kind' | 'id' | 'slug' | 'tenantId' | 'generation'>,
   what: 'ready' | 'failed' | 'drifted',
-  data: Record<string, unknown>,
+  e: StatusEventData,
 ): Promise<void> {
   const name = `${target.kind.toLowerCase()}.${what}`;
   if (!(EVENT_NAMES as readonly string[]).includes(name)) return;
+  const data = {
+    kind: target.kind,
+    uuid: target.id,
+    slug: target.slug,
+    observedGeneration: target.generation,
+    previous: { phase: e.previousPhase },
+    current: { phase: e.phase },
+    reason: e.reason,
+    message: e.message,
+    ...(e.drift ? { drift: e.drift } : {}),
+  };
   const audit = await prepareAuditAppend(trx, {
     tenantId: target.tenantId,
     appId: ctx.appId,
@@ -106,25 +126,20 @@ export async function recordStatusEvent(
     sessionId: ctx.sessionId,
     action: name,
     target: { kind: target.kind, id: target.id, slug: target.slug },
-    after: { generation: target.generation, ...data },
+    after: data,
     outcome: what === 'failed' ? 'failure' : 'success',
     decision: null,
     requestId: ctx.requestId,
     correlationId: ctx.correlationId,
   });
-  const eventData = JSON.stringify({
-    kind: target.kind,
-    uuid: target.id,
-    slug: target.slug,
-    generation: target.generation,
-    ...data,
-    actor: ctx.actor,
-  });
   await sql`
-    with audit as (${audit.insert}), audit_head as (${audit.advanceHead})
-    insert into outbox_events (id, tenant_id, type, subject, data, correlation_id)
-    values (${randomUUID()}, ${target.tenantId}, ${cloudEventType(name as EventName)},
-            ${`${target.kind.toLowerCase()}s/${target.id}`}, ${eventData}, ${ctx.correlationId})`.execute(
-    trx,
-  );
+    with audit as (${audit.insert}), audit_head as (${audit.advanceHead}),
+    ${appendEventSql({
+      tenantId: target.tenantId,
+      name: name as EventName,
+      subject: `${target.kind.toLowerCase()}s/${target.id}`,
+      data,
+      correlationId: ctx.correlationId,
+    })}
+    select seq from event_done`.execute(trx);
 }

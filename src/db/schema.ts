@@ -119,6 +119,58 @@ export interface OutboxEventTable {
   data: Json;
   correlation_id: string;
   published_at: ColumnType<Date | null, never, Date>;
+  /** The tenant's UUID or 'platform' (generated). */
+  stream: ColumnType<string, never, never>;
+  /** Gap-free per stream (see src/events/append-event.ts). */
+  seq: ColumnType<string, number, never>;
+  txid: ColumnType<string, never, never>;
+  position: ColumnType<string, never, never>;
+}
+
+export interface EventSequenceTable {
+  stream: string;
+  seq: ColumnType<string, number, number>;
+}
+
+export interface WebhookEndpointTable extends ObjectColumns {
+  tenant_id: string | null;
+  name: string;
+  /** [{ secret, fingerprint, notAfter }]: never leaves this table except as a fingerprint. */
+  secrets: Json;
+}
+
+export interface WebhookDeliveryTable {
+  id: Generated<string>;
+  tenant_id: string | null;
+  endpoint_id: string;
+  event_id: string;
+  stream: string;
+  seq: ColumnType<string, number, never>;
+  status: Generated<'pending' | 'delivered' | 'dead'>;
+  attempts: Generated<number>;
+  trigger: Generated<'scheduled' | 'manual'>;
+  next_attempt_at: Timestamp;
+  locked_by: string | null;
+  locked_until: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  last_status: number | null;
+  last_error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+export interface WebhookAttemptTable {
+  id: Generated<string>;
+  tenant_id: string | null;
+  delivery_id: string;
+  endpoint_id: string;
+  event_id: string;
+  attempt: number;
+  trigger: 'scheduled' | 'manual';
+  status_code: number | null;
+  latency_ms: number;
+  response_excerpt: string | null;
+  error: string | null;
+  started_at: Timestamp;
 }
 
 export interface ReconcileJobTable {
@@ -210,6 +262,10 @@ export interface Database {
   sessions: SessionTable;
   break_glass_grants: BreakGlassGrantTable;
   resource_secrets: ResourceSecretTable;
+  event_sequences: EventSequenceTable;
+  webhook_endpoints: WebhookEndpointTable;
+  webhook_deliveries: WebhookDeliveryTable;
+  webhook_attempts: WebhookAttemptTable;
 }
 
 export type CustomerRow = Selectable<CustomerTable>;

@@ -1,4 +1,5 @@
 import { type Static, type TSchema, Type } from '@sinclair/typebox';
+import { CLOUD_EVENT_TYPES } from '../events/event-types.js';
 import { LABEL_PATTERN, SEGMENT_PATTERN } from './identifiers.js';
 
 /**
@@ -16,6 +17,7 @@ export const KINDS = [
   'Region',
   'Cell',
   'Plan',
+  'WebhookEndpoint',
 ] as const;
 export type Kind = (typeof KINDS)[number];
 /** The order in which `apply` writes kinds, so references resolve. Deletion runs in reverse. */
@@ -46,6 +48,13 @@ export const Metadata = Type.Object(
   {
     name: Type.Optional(Type.String({ minLength: 1, maxLength: 253 })),
     uuid: Type.Optional(Uuid),
+    tenant: Type.Optional(
+      Type.String({
+        minLength: 1,
+        maxLength: 64,
+        description: 'WebhookEndpoint only: the owning tenant (slug or UUID); absent = platform-wide',
+      }),
+    ),
     labels: Type.Optional(Labels),
     generation: Type.Optional(
       Type.Integer({
@@ -236,6 +245,39 @@ export const PlanSpec = Type.Object(
   strict,
 );
 
+/** A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes. */
+export const WEBHOOK_SECRET_PATTERN = '^whsec_[A-Za-z0-9+/]{32,88}={0,2}$';
+/** How a stored secret is shown after creation: a fingerprint, never the secret. */
+export const WEBHOOK_SECRET_REF_PATTERN = '^ref:sha256:[0-9a-f]{16}$';
+
+export const WebhookEndpointSpec = Type.Object(
+  {
+    url: Type.String({
+      pattern: '^https?://[^\\s]+$',
+      maxLength: 2048,
+      description: 'http(s) URL the events are POSTed to',
+    }),
+    eventTypes: Type.Optional(
+      Type.Array(Type.Union(CLOUD_EVENT_TYPES.map((t) => Type.Literal(t))), {
+        minItems: 1,
+        maxItems: 100,
+        uniqueItems: true,
+        description: 'only these CloudEvents types; absent = every type',
+      }),
+    ),
+    enabled: Type.Optional(Type.Boolean({ default: true })),
+    description: Type.Optional(Text(2000)),
+    secret: Type.Optional(
+      Type.String({
+        pattern: `${WEBHOOK_SECRET_PATTERN}|${WEBHOOK_SECRET_REF_PATTERN}`,
+        description:
+          'a whsec_ signing secret (absent on creation: one is generated and returned once); read back as ref:sha256:…; a new value rotates it',
+      }),
+    ),
+  },
+  strict,
+);
+
 export const SPEC_SCHEMAS = {
   Customer: CustomerSpec,
   System: SystemSpec,
@@ -245,6 +287,7 @@ export const SPEC_SCHEMAS = {
   Region: RegionSpec,
   Cell: CellSpec,
   Plan: PlanSpec,
+  WebhookEndpoint: WebhookEndpointSpec,
 } satisfies Record<Kind, TSchema>;
 
 export type Specs = { [K in Kind]: Static<(typeof SPEC_SCHEMAS)[K]> };
@@ -288,4 +331,5 @@ export const IMMUTABLE_FIELDS: Record<Kind, readonly string[]> = {
   Region: [],
   Cell: ['region', 'stage', 'tenancy'],
   Plan: [],
+  WebhookEndpoint: [],
 };

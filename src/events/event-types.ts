@@ -15,9 +15,13 @@ export const EVENT_NAMES = [
   'tenant.resumed',
   'tenant.archived',
   'tenant.deleted',
+  'tenant.plan_updated',
+  'tenant.region_migrated',
   'deployment.created',
   'deployment.updated',
   'deployment.deleted',
+  'deployment.ready',
+  'deployment.failed',
   'integrationresource.created',
   'integrationresource.updated',
   'integrationresource.deleted',
@@ -33,15 +37,25 @@ export const EVENT_NAMES = [
   // Status transitions written by the controller (system actor), not desired-state changes.
   'tenant.ready',
   'tenant.failed',
-  'deployment.ready',
-  'deployment.failed',
   'integrationresource.ready',
   'integrationresource.failed',
   'integrationresource.drifted',
+  'webhookendpoint.created',
+  'webhookendpoint.updated',
+  'webhookendpoint.deleted',
+  'webhookendpoint.disabled',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
-export type ChangeAction = 'create' | 'update' | 'delete' | 'activate' | 'suspend' | 'resume' | 'archive';
+export type ChangeAction =
+  | 'create'
+  | 'update'
+  | 'delete'
+  | 'activate'
+  | 'suspend'
+  | 'resume'
+  | 'archive'
+  | 'disable';
 
 const PAST: Record<ChangeAction, string> = {
   create: 'created',
@@ -51,6 +65,7 @@ const PAST: Record<ChangeAction, string> = {
   suspend: 'suspended',
   resume: 'resumed',
   archive: 'archived',
+  disable: 'disabled',
 };
 
 export function eventName(kind: Kind, action: ChangeAction): EventName {
@@ -61,3 +76,11 @@ export function eventName(kind: Kind, action: ChangeAction): EventName {
 }
 
 export const cloudEventType = (name: EventName): string => `dev.tenantry.${name}.v1`;
+
+/** Every published CloudEvents `type`. */
+export const CLOUD_EVENT_TYPES: readonly string[] = EVENT_NAMES.map(cloudEventType);
+
+/** Events about an object's observed state (emitted by the controller), not a desired-state change. */
+export const STATUS_EVENTS: readonly EventName[] = EVENT_NAMES.filter(
+  (n) => n.endsWith('.ready') || n.endsWith('.failed') || n.endsWith('.drifted'),
+);

@@ -102,6 +102,23 @@ function requestMentions(request: FastifyRequest): TenantMention[] {
       if (b) out.push({ pointer: `/${name}`, ref: b });
     }
   }
+  // Manifests name their tenant in metadata.tenant (WebhookEndpoint), spec.tenant or spec.scope.tenant.
+  const docs = Array.isArray(body) ? body.map((d, i) => [`/${i}`, d] as const) : [['', body] as const];
+  for (const [at, doc] of docs) {
+    if (!doc || typeof doc !== 'object') continue;
+    const d = doc as {
+      metadata?: { tenant?: unknown };
+      spec?: { tenant?: unknown; scope?: { tenant?: unknown } };
+    };
+    for (const [pointer, value] of [
+      [`${at}/metadata/tenant`, d.metadata?.tenant],
+      [`${at}/spec/tenant`, d.spec?.tenant],
+      [`${at}/spec/scope/tenant`, d.spec?.scope?.tenant],
+    ] as const) {
+      const ref = str(value);
+      if (ref) out.push({ pointer, ref });
+    }
+  }
   return out;
 }
 

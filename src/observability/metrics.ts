@@ -128,7 +128,7 @@ export class Metrics {
   );
   readonly eventBacklog = this.scrapeGauge(
     'tenantry_event_backlog',
-    'Events written by the change path and not yet delivered.',
+    'Webhook deliveries of events not yet made (pending, retrying or parked).',
   );
 
   /** Sets how a scrape-time gauge reads its value (the latest caller wins: tests start several servers). */

@@ -5,7 +5,9 @@ import { deploymentSlug, isLabel, kafkaTopicName, LABEL_PATTERN, tenantSlug } fr
 import type { Kind, Manifest } from '../domain/manifest.js';
 import type { FieldErrors } from '../errors/errors.js';
 import { knownRegions } from '../placement/regions.js';
-import { findBySlug } from './object.repository.js';
+import { literalAddressRefusal } from '../webhooks/url-guard.js';
+import { applySecret, type StoredSecret } from '../webhooks/webhook-secrets.js';
+import { findById, findBySlug } from './object.repository.js';
 
 /** What a manifest resolves to before it is written: its slug, its tenant, its own columns. */
 export interface Resolution {
@@ -13,6 +15,12 @@ export interface Resolution {
   /** The owning tenant; `self` for a Tenant (its own id, known once its identity is settled). */
   tenant: string | null | 'self';
   columns: Record<string, unknown>;
+  /** The spec as stored, when it differs from the manifest's (a WebhookEndpoint's secret becomes a ref). */
+  spec?: unknown;
+  /** Columns to write on update as well (a WebhookEndpoint's secrets). */
+  updateColumns?: Record<string, unknown>;
+  /** A secret generated for this object: returned once in the creating response, stored nowhere else. */
+  generatedSecret?: string;
 }
 
 export interface ResolveEnv {
@@ -46,6 +54,8 @@ async function ref(env: ResolveEnv, kind: Kind, slug: string, pointer: string, c
 }
 
 const resolvers: { [K in Exclude<Kind, 'Region' | 'Cell' | 'Plan'>]: Resolver<K> } = {
+  WebhookEndpoint: resolveWebhookEndpoint,
+
   async Customer(m, env) {
     const slug = m.metadata.name;
     if (slug === undefined || !isLabel(slug)) {
@@ -298,14 +308,88 @@ const placementResolvers: { [K in 'Region' | 'Cell' | 'Plan']: Resolver<K> } = {
 
 const allResolvers: { [K in Kind]: Resolver<K> } = { ...resolvers, ...placementResolvers };
 
+/** The resolver of WebhookEndpoint, which also settles its signing secret (see webhook-secrets.ts). */
+async function resolveWebhookEndpoint(
+  m: Manifest<'WebhookEndpoint'>,
+  env: ResolveEnv,
+): Promise<Resolution | undefined> {
+  const name = m.metadata.name;
+  if (name === undefined || !isLabel(name)) {
+    env.errors.add(
+      `${env.at}/metadata/name`,
+      name === undefined ? 'field.required' : 'slug.invalid',
+      'a webhook endpoint needs a name that is a lowercase DNS label',
+    );
+    return undefined;
+  }
+  const refused = literalAddressRefusal(m.spec.url, env.config.events.webhookAllowedNetworks);
+  if (refused) {
+    env.errors.add(`${env.at}/spec/url`, 'webhook.url_forbidden', refused);
+    return undefined;
+  }
+  let tenantId: string | null = null;
+  let slug = name;
+  const tenantRef = m.metadata.tenant;
+  if (tenantRef === undefined) {
+    const r = await sql<{ platform: boolean }>`select tenantry_is_platform() as platform`.execute(env.trx);
+    if (!r.rows[0]?.platform) {
+      env.errors.add(
+        `${env.at}/metadata/tenant`,
+        'field.required',
+        'a tenant caller must name its tenant; platform-wide endpoints are for operators',
+      );
+      return undefined;
+    }
+  } else {
+    const tenant = /^[0-9a-f-]{36}$/i.test(tenantRef)
+      ? await findById(env.trx, 'Tenant', tenantRef.toLowerCase())
+      : await findBySlug(env.trx, 'Tenant', tenantRef);
+    if (!tenant) {
+      env.errors.add(`${env.at}/metadata/tenant`, 'tenant.not_found', `Tenant "${tenantRef}" does not exist`);
+      return undefined;
+    }
+    tenantId = tenant.id;
+    slug = `${tenant.slug}.${name}`;
+  }
+  const existing = await findBySlug(env.trx, 'WebhookEndpoint', slug, { forUpdate: true });
+  const change = applySecret(
+    (existing?.secrets as StoredSecret[] | undefined) ?? null,
+    m.spec.secret,
+    new Date(),
+    env.config.events.webhookSecretOverlapMs,
+  );
+  if (change.kind === 'unknown_ref') {
+    env.errors.add(
+      `${env.at}/spec/secret`,
+      'webhook.secret_ref_unknown',
+      "not the reference of this endpoint's current secret; give a whsec_ value to rotate",
+    );
+    return undefined;
+  }
+  const secrets = JSON.stringify(change.secrets);
+  return {
+    slug,
+    tenant: tenantId,
+    columns: { tenant_id: tenantId, name, secrets },
+    spec: { ...m.spec, secret: change.ref },
+    updateColumns: { secrets },
+    ...(change.generated ? { generatedSecret: change.generated } : {}),
+  };
+}
+
 export function resolve(m: Manifest, env: ResolveEnv): Promise<Resolution | undefined> {
+  if (m.metadata.tenant !== undefined && m.kind !== 'WebhookEndpoint') {
+    env.errors.add(`${env.at}/metadata/tenant`, 'field.not_allowed', `not allowed for ${m.kind}`);
+    return Promise.resolve(undefined);
+  }
   return (allResolvers[m.kind] as Resolver<Kind>)(m, env);
 }
 
 /** The tenant an existing row belongs to. */
-export function tenantOf(kind: Kind, row: { id: string; tenant_id?: string }): string | null {
+export function tenantOf(kind: Kind, row: { id: string; tenant_id?: string | null }): string | null {
   if (kind === 'Tenant') return row.id;
-  if (kind === 'Deployment' || kind === 'IntegrationResource') return row.tenant_id ?? null;
+  if (kind === 'Deployment' || kind === 'IntegrationResource' || kind === 'WebhookEndpoint')
+    return row.tenant_id ?? null;
   return null;
 }
 
@@ -346,4 +430,8 @@ export const LIST_FILTERS: Record<Kind, Record<string, (v: string) => RawBuilder
     phase: (v) => sql`phase = ${v}`,
   },
   Plan: { phase: (v) => sql`phase = ${v}` },
+  WebhookEndpoint: {
+    tenant: (v) => (v === 'platform' ? sql`tenant_id is null` : sql`tenant_id in ${byRef('tenants', v)}`),
+    phase: (v) => sql`phase = ${v}`,
+  },
 };

@@ -16,7 +16,7 @@ export interface ObjectRow {
   created_at: Date;
   updated_at: Date;
   deleted_at: Date | null;
-  tenant_id?: string;
+  tenant_id?: string | null;
   [column: string]: unknown;
 }
 
@@ -29,6 +29,7 @@ export const TABLES: Record<Kind, string> = {
   Region: 'regions',
   Cell: 'cells',
   Plan: 'plans',
+  WebhookEndpoint: 'webhook_endpoints',
 };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);

@@ -47,6 +47,8 @@ export interface ApplyOutcome {
   verdicts?: Verdict[];
   /** A tenant's placement decision (its binding to a cell). */
   placement?: Placement | null;
+  /** A WebhookEndpoint's generated signing secret: in the creating response only, stored nowhere else. */
+  generatedSecret?: string;
 }
 
 export interface ApplyOptions {
@@ -291,7 +293,7 @@ export class RegistryService {
       const row = await insertObject(trx, m.kind, {
         id,
         slug: res.slug,
-        spec: JSON.stringify(m.spec),
+        spec: JSON.stringify(res.spec ?? m.spec),
         labels: JSON.stringify(labels),
         conditions: JSON.stringify(initialConditions()),
         ...res.columns,
@@ -321,6 +323,7 @@ export class RegistryService {
         object: toApiObject(m.kind, row),
         verdicts: policy.verdicts,
         ...(m.kind === 'Tenant' ? { placement: policy.placement ?? null } : {}),
+        ...(res.generatedSecret ? { generatedSecret: res.generatedSecret } : {}),
       };
     }
 
@@ -346,7 +349,8 @@ export class RegistryService {
     if (errors.list.length > before) return undefined;
 
     const prior = stateOf(existing);
-    const next: ObjectState = { ...prior, metadata: { ...prior.metadata, labels }, spec: m.spec };
+    const spec = res.spec ?? m.spec;
+    const next: ObjectState = { ...prior, metadata: { ...prior.metadata, labels }, spec };
     let changes = diff(prior, next);
     if (changes.length === 0) {
       return {
@@ -370,10 +374,11 @@ export class RegistryService {
     };
     const policy = await this.policy.beforeWrite(trx, policyInput);
     const row = await updateObject(trx, m.kind, existing.id, {
-      spec: JSON.stringify(m.spec),
+      spec: JSON.stringify(spec),
       labels: JSON.stringify(labels),
       phase: 'Pending',
       ...policy.columns,
+      ...res.updateColumns,
     });
     changes = diff(prior, stateOf(row));
     const generation = Number(row.generation);

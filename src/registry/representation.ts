@@ -24,6 +24,8 @@ export interface ApiObject {
     updatedAt: string;
     deletedAt?: string;
     tenantUuid?: string;
+    /** WebhookEndpoint: the owning tenant's UUID (absent = platform-wide). */
+    tenant?: string;
   };
   spec: unknown;
   status: {
@@ -53,12 +55,14 @@ export function initialConditions(now = new Date()): Condition[] {
 
 export function toApiObject(kind: Kind, row: ObjectRow): ApiObject {
   const tenantUuid = kind === 'Deployment' || kind === 'IntegrationResource' ? row.tenant_id : undefined;
+  const webhook = kind === 'WebhookEndpoint';
   return {
     apiVersion: API_VERSION,
     kind,
     metadata: {
       uuid: row.id,
-      name: row.slug,
+      name: webhook ? String(row.name) : row.slug,
+      ...(webhook && row.tenant_id ? { tenant: row.tenant_id } : {}),
       slug: row.slug,
       generation: Number(row.generation),
       labels: row.labels ?? {},

@@ -5,6 +5,7 @@ import { buildServer } from '../../src/api/server.js';
 import { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
 import { createDb } from '../../src/db/database.js';
+import type { EventsService } from '../../src/events/events.service.js';
 import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issuer.js';
 import { createSecurity, type Security } from '../../src/identity/security.js';
 import { metrics } from '../../src/observability/metrics.js';
@@ -49,6 +50,8 @@ export interface TestServerOptions {
   tracing?: boolean;
   /** A further server over an existing test database, with a pool of its own (a second API process). */
   database?: TestDatabase;
+  /** The event log service (e.g. with a LISTEN notifier); default: one that polls. */
+  events?: EventsService;
 }
 
 /**
@@ -75,6 +78,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     metrics,
     requestLog,
     tracing: opts.tracing ?? false,
+    ...(opts.events ? { events: opts.events } : {}),
   });
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();

@@ -73,6 +73,9 @@ export function registerApplyRoute(
                     description: 'Tenant: the placement decision (its binding to a cell); null: unplaced',
                   }),
                 ),
+                secret: Type.Optional(
+                  Type.String({ description: 'a generated WebhookEndpoint signing secret, shown this once' }),
+                ),
               }),
             ),
           }),
@@ -94,7 +97,13 @@ export function registerApplyRoute(
       const results = await registry.apply(ctx, docs, { dryRun });
       const summary = { created: 0, configured: 0, unchanged: 0 };
       for (const r of results) if (r.action in summary) summary[r.action as keyof typeof summary]++;
-      return { dryRun, summary, results: results.map(({ object: _object, ...r }) => r) };
+      return {
+        dryRun,
+        summary,
+        results: results.map(({ object: _object, generatedSecret, ...r }) =>
+          generatedSecret ? { ...r, secret: generatedSecret } : r,
+        ),
+      };
     },
   );
 }

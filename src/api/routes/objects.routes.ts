@@ -18,6 +18,7 @@ export const KIND_PATHS: Record<Kind, string> = {
   Region: 'regions',
   Cell: 'cells',
   Plan: 'plans',
+  WebhookEndpoint: 'webhook-endpoints',
 };
 
 const RefParams = Type.Object({
@@ -91,7 +92,11 @@ export function registerObjectRoutes(
           .code(201)
           .header('etag', etagOf(result.generation))
           .header('location', `${base}/${result.uuid}`)
-          .send(result.object);
+          .send(
+            result.generatedSecret
+              ? { ...result.object, status: { ...result.object.status, secret: result.generatedSecret } }
+              : result.object,
+          );
       },
     );
 

@@ -4,6 +4,7 @@ import * as m0002 from './0002-audit-chain.js';
 import * as m0003 from './0003-idempotency-keys.js';
 import * as m0004 from './0004-identity.js';
 import * as m0005 from './0005-controller.js';
+import * as m0006 from './0006-events-webhooks.js';
 import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
 
@@ -14,6 +15,7 @@ const migrations: Record<string, Migration> = {
   '0003-idempotency-keys': m0003,
   '0004-identity': m0004,
   '0005-controller': m0005,
+  '0006-events-webhooks': m0006,
   '0007-placement-quotas': m0007,
   '0008-request-log': m0008,
 };

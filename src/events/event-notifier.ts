@@ -1,0 +1,74 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+export type NotifyChannel = 'tenantry_events' | 'tenantry_webhooks';
+
+/**
+ * One LISTEN connection per process for PostgreSQL NOTIFY (issued by tenantry_event_appended at
+ * commit). It only wakes readers early: every reader also polls, so a lost connection or a pooler
+ * that drops LISTEN delays events by at most the poll interval, never loses them.
+ */
+export class EventNotifier {
+  private client: pg.Client | undefined;
+  private readonly listeners = new Map<NotifyChannel, Set<(payload: string) => void>>();
+  private stopped = false;
+  private retry: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly connectionString: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.stopped = false;
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.connectionString });
+    client.on('notification', (n) => {
+      for (const fn of this.listeners.get(n.channel as NotifyChannel) ?? []) fn(n.payload ?? '');
+    });
+    client.on('error', (err) => {
+      this.log.warn({ err }, 'event notifier connection lost; polling until it is back');
+      this.reconnect();
+    });
+    try {
+      await client.connect();
+      await client.query('listen tenantry_events; listen tenantry_webhooks');
+      this.client = client;
+    } catch (err) {
+      await client.end().catch(() => undefined);
+      if (this.stopped) return;
+      this.log.warn({ err }, 'event notifier cannot listen; polling');
+      this.reconnect();
+    }
+  }
+
+  private reconnect(): void {
+    const old = this.client;
+    this.client = undefined;
+    old?.end().catch(() => undefined);
+    if (this.stopped || this.retry) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      void this.connect();
+    }, 1_000);
+    this.retry.unref();
+  }
+
+  subscribe(channel: NotifyChannel, fn: (payload: string) => void): () => void {
+    const set = this.listeners.get(channel) ?? new Set();
+    this.listeners.set(channel, set);
+    set.add(fn);
+    return () => set.delete(fn);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    const c = this.client;
+    this.client = undefined;
+    await c?.end().catch(() => undefined);
+  }
+}

@@ -1,0 +1,281 @@
+import { randomUUID } from 'node:crypto';
+import { SpanKind } from '@opentelemetry/api';
+import type { Logger } from 'pino';
+import { systemContext } from '../changes/request-context.js';
+import type { Config } from '../config/config.js';
+import { asPlatform, type Db } from '../db/database.js';
+import { toCloudEvent } from '../events/cloud-event.js';
+import type { EventNotifier } from '../events/event-notifier.js';
+import { metrics } from '../observability/metrics.js';
+import { inSpan } from '../observability/tracing.js';
+import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
+import {
+  type AttemptResult,
+  completeDeliveries,
+  failingSince,
+  type Outcome,
+  type Settlement,
+} from './complete-delivery.js';
+import { disableEndpoint } from './disable-endpoint.js';
+import { nextAttemptDelay, parseRetryAfter } from './retry-schedule.js';
+import { signatureHeader } from './sign-webhook.js';
+import { UrlGuard } from './url-guard.js';
+import { signingSecrets } from './webhook-secrets.js';
+
+export const USER_AGENT = 'Tenantry-Webhooks/1 (+https://www.standardwebhooks.com)';
+const EXCERPT_BYTES = 1024;
+
+/** A signed request ready to POST: Standard Webhooks headers, CloudEvents structured body. */
+export interface SignedRequest {
+  body: string;
+  headers: Record<string, string>;
+}
+
+export function signedRequest(d: ClaimedDelivery, source: string, now = new Date()): SignedRequest {
+  const event = toCloudEvent(
+    {
+      id: d.event_id,
+      tenant_id: d.event_tenant_id,
+      type: d.type,
+      subject: d.subject,
+      time: d.time,
+      data: d.data,
+      correlation_id: d.correlation_id,
+      stream: d.stream,
+      seq: d.seq,
+      txid: d.txid,
+      position: d.position,
+    },
+    source,
+  );
+  const body = JSON.stringify(event);
+  const timestamp = Math.floor(now.getTime() / 1000);
+  return {
+    body,
+    headers: {
+      'content-type': 'application/cloudevents+json; charset=utf-8',
+      'user-agent': USER_AGENT,
+      'webhook-id': d.event_id,
+      'webhook-timestamp': String(timestamp),
+      'webhook-signature': signatureHeader(signingSecrets(d.secrets, now), d.event_id, timestamp, body),
+    },
+  };
+}
+
+/** Reads at most EXCERPT_BYTES of the response, then drops the rest. */
+async function excerpt(res: Response): Promise<string | null> {
+  if (!res.body) return null;
+  const reader = res.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (size < EXCERPT_BYTES) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      size += value.byteLength;
+    }
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+  const text = Buffer.concat(chunks).subarray(0, EXCERPT_BYTES).toString('utf8');
+  return text.length > 0 ? text : null;
+}
+
+/** POSTs one signed request; never throws. Outbound requests carry Tenantry's identity only. */
+export async function post(
+  url: string,
+  req: SignedRequest,
+  timeoutMs: number,
+): Promise<AttemptResult & { retryAfterMs: number | null }> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: req.headers,
+      body: req.body,
+      redirect: 'manual',
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await excerpt(res);
+    return {
+      startedAt,
+      latencyMs: Math.round(performance.now() - t0),
+      statusCode: res.status,
+      responseExcerpt: text,
+      error: res.ok ? null : `HTTP ${res.status}`,
+      retryAfterMs: parseRetryAfter(res.headers.get('retry-after')),
+    };
+  } catch (err) {
+    const e = err as Error & { cause?: { code?: string } };
+    const error =
+      e.name === 'TimeoutError'
+        ? `timeout after ${timeoutMs} ms`
+        : `${e.cause?.code ?? e.name}: ${e.message}`;
+    return {
+      startedAt,
+      latencyMs: Math.round(performance.now() - t0),
+      statusCode: null,
+      responseExcerpt: null,
+      error,
+      retryAfterMs: null,
+    };
+  }
+}
+
+/**
+ * The durable webhook dispatcher: claims due deliveries (src/webhooks/claim-deliveries.ts), signs and
+ * sends them, and settles each (delivered, retry with backoff, dead letter, or endpoint disabled on
+ * 410). Any number of dispatchers may run side by side. Woken by NOTIFY, with a poll fallback.
+ */
+export class WebhookDispatcher {
+  readonly owner: string;
+  private readonly guard: UrlGuard;
+  private stopped = true;
+  private running: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  private unsubscribe: (() => void) | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly config: Config,
+    private readonly log: Logger,
+    private readonly notifier?: EventNotifier,
+  ) {
+    this.owner = `${config.instanceId}/${randomUUID().slice(0, 8)}`;
+    this.guard = new UrlGuard(config.events.webhookAllowedNetworks);
+  }
+
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    this.unsubscribe = this.notifier?.subscribe('tenantry_webhooks', () => this.wake?.());
+    this.running = this.loop();
+  }
+
+  /** Stops claiming; waits for the requests in flight (bounded by the timeout) to be settled. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.wake?.();
+    this.unsubscribe?.();
+    await this.running;
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.stopped) {
+      let claimed = 0;
+      try {
+        claimed = await this.runOnce();
+      } catch (err) {
+        this.log.error({ err }, 'webhook dispatch failed; retrying');
+      }
+      if (claimed < this.config.events.webhookConcurrency && !this.stopped) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, this.config.events.pollMs);
+          this.wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+        this.wake = undefined;
+      }
+    }
+  }
+
+  /** One round: claim, send in parallel, settle all in one transaction. Returns how many were claimed. */
+  async runOnce(): Promise<number> {
+    const { webhookConcurrency, webhookLeaseMs } = this.config.events;
+    const claimed = await claimDeliveries(this.db, this.owner, webhookConcurrency, webhookLeaseMs);
+    if (claimed.length === 0) return 0;
+    const settlements = await Promise.all(claimed.map((d) => this.attempt(d)));
+    await asPlatform(this.db, async (trx) => {
+      const settled = await completeDeliveries(trx, this.owner, settlements);
+      for (const { delivery: d, outcome } of settlements) {
+        if (!settled.has(d.id) || outcome.kind === 'delivered') continue;
+        const ctx = systemContext('tenantry-webhooks', { correlationId: d.correlation_id });
+        if (outcome.kind === 'parked') {
+          await disableEndpoint(
+            trx,
+            ctx,
+            d.endpoint_id,
+            'EndpointGone',
+            'The endpoint answered 410 Gone; re-enable it to resume deliveries.',
+          );
+          continue;
+        }
+        const since = await failingSince(trx, d.endpoint_id);
+        if (since && Date.now() - since.getTime() >= this.config.events.webhookDisableAfterMs) {
+          await disableEndpoint(
+            trx,
+            ctx,
+            d.endpoint_id,
+            'EndpointFailing',
+            `Every attempt since ${since.toISOString()} failed; re-enable it to resume deliveries.`,
+          );
+        }
+      }
+    });
+    for (const { delivery: d, result, outcome } of settlements) {
+      this.log.info(
+        {
+          endpoint: d.endpoint_id,
+          event: d.event_id,
+          attempt: d.attempts,
+          status: result.statusCode,
+          latencyMs: result.latencyMs,
+          outcome: outcome.kind,
+        },
+        'webhook attempt',
+      );
+    }
+    return claimed.length;
+  }
+
+  /** Sends one claimed delivery and decides what comes of it. */
+  private async attempt(d: ClaimedDelivery): Promise<Settlement> {
+    const { webhookTimeoutMs, webhookRetrySchedule } = this.config.events;
+    const refused = await this.guard.check(d.url);
+    const result = refused
+      ? {
+          startedAt: new Date(),
+          latencyMs: 0,
+          statusCode: null,
+          responseExcerpt: null,
+          error: `refused (SSRF guard): ${refused}`,
+          retryAfterMs: null,
+        }
+      : await inSpan(
+          'webhook attempt',
+          {
+            'tenantry.endpoint_id': d.endpoint_id,
+            'tenantry.event_id': d.event_id,
+            'tenantry.attempt': d.attempts,
+          },
+          async (span) => {
+            const r = await post(d.url, signedRequest(d, this.config.source), webhookTimeoutMs);
+            if (r.statusCode !== null) span.setAttribute('http.response.status_code', r.statusCode);
+            return r;
+          },
+          SpanKind.CLIENT,
+        );
+    let outcome: Outcome;
+    if (result.statusCode !== null && result.statusCode >= 200 && result.statusCode < 300) {
+      outcome = { kind: 'delivered' };
+    } else if (result.statusCode === 410) {
+      outcome = { kind: 'parked', reason: 'endpoint answered 410 Gone; endpoint disabled' };
+    } else {
+      const delay = nextAttemptDelay(d.attempts, webhookRetrySchedule, result.retryAfterMs);
+      outcome =
+        delay === null
+          ? { kind: 'dead', reason: `gave up after ${d.attempts} attempts: ${result.error}` }
+          : { kind: 'retry', delayMs: delay };
+    }
+    const label = { delivered: 'delivered', retry: 'retry', dead: 'dead_letter', parked: 'endpoint_gone' }[
+      outcome.kind
+    ];
+    metrics.webhookAttempts.inc({ outcome: label });
+    metrics.webhookDuration.observe({ outcome: label }, result.latencyMs / 1000);
+    return { delivery: d, result, outcome };
+  }
+}

@@ -12,6 +12,7 @@ import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { EventNotifier } from './events/event-notifier.js';
 import { EventsService } from './events/events.service.js';
+import { KafkaEventBus } from './events/kafka-event-bus.js';
 import type { BuiltinIssuer } from './identity/builtin-issuer.js';
 import { createSecurity, type Security } from './identity/security.js';
 import { metrics } from './observability/metrics.js';
@@ -171,6 +172,19 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       const dispatcher = new WebhookDispatcher(db, config, log.child({ component: 'webhooks' }), notifier);
       dispatcher.start();
       stops.push(() => dispatcher.stop());
+    }
+    if (config.events.bus === 'kafka') {
+      if (!config.kafka)
+        throw new Error('TENANTRY_EVENT_BUS=kafka needs a Kafka cluster: set TENANTRY_KAFKA_BROKERS.');
+      const bus = new KafkaEventBus(
+        db,
+        appUrl,
+        config.kafka,
+        config.source,
+        log.child({ component: 'event-bus' }),
+      );
+      await bus.start();
+      stops.push(() => bus.stop());
     }
     await server.listen({ port: config.port, host: config.host });
     const address = server.server.address();

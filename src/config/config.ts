@@ -75,6 +75,8 @@ export interface EventsConfig {
   webhookAllowedNetworks: string[];
   /** An endpoint whose deliveries have failed for this long (none succeeding) is disabled. */
   webhookDisableAfterMs: number;
+  /** `kafka`: also publish every event to the Kafka cluster of TENANTRY_KAFKA_* (src/events/kafka-event-bus.ts). */
+  bus: 'none' | 'kafka';
 }
 
 const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000].map((s) => s * 1000);
@@ -82,6 +84,12 @@ const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000].map((s)
 /** A non-negative integer setting (0 allowed). */
 function nonNegativeInt(name: string, value: string | undefined, fallback: number): number {
   return integerSetting(name, value, fallback, 0);
+}
+
+function eventBus(value: string | undefined): EventsConfig['bus'] {
+  if (value === undefined || value === '' || value === 'none') return 'none';
+  if (value === 'kafka') return 'kafka';
+  throw ValidationError.field('/TENANTRY_EVENT_BUS', 'config.invalid', `"${value}" is not none or kafka.`);
 }
 
 function loadEventsConfig(env: NodeJS.ProcessEnv): EventsConfig {
@@ -119,6 +127,7 @@ function loadEventsConfig(env: NodeJS.ProcessEnv): EventsConfig {
         86_400,
       ) * 1000,
     dispatcher: env.TENANTRY_WEBHOOK_DISPATCHER !== 'off',
+    bus: eventBus(env.TENANTRY_EVENT_BUS),
     webhookAllowedNetworks: networks,
     webhookDisableAfterMs:
       nonNegativeInt(

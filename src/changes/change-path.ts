@@ -5,6 +5,7 @@ import type { DiffEntry } from '../domain/diff.js';
 import type { Kind } from '../domain/manifest.js';
 import { appendEventSql } from '../events/append-event.js';
 import { type ChangeAction, eventName } from '../events/event-types.js';
+import { currentTraceparent, inSpan } from '../observability/tracing.js';
 import type { RequestContext } from './request-context.js';
 
 /** The desired state of one object at one generation, as kept in lineage, audit and events. */
@@ -41,7 +42,20 @@ export interface Change {
  * is upserted on (object_kind, object_id), so many changes to one object collapse into one job.
  * The audit chain head of the object's tenant (or 'platform') is locked until the transaction ends.
  */
-export async function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
+export function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
+  return inSpan(
+    `change ${change.kind.toLowerCase()}.${change.action}`,
+    {
+      'tenantry.kind': change.kind,
+      'tenantry.object_id': change.objectId,
+      'tenantry.tenant_id': change.tenantId ?? 'platform',
+      'tenantry.correlation_id': ctx.correlationId,
+    },
+    () => writeChange(trx, ctx, change),
+  );
+}
+
+async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   const kind = change.kind;
   // The policy gate (src/authz) decides before anything is written; a denial throws.
   const decision = ctx.authorize ? ctx.authorize(change) : null;
@@ -60,6 +74,8 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
     sessionId: ctx.sessionId,
   };
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
+  // The request's trace continues in the reconcile and the webhook attempts this change causes.
+  const traceparent = currentTraceparent() ?? null;
   // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2
   // writes it with everything else. The lock is held to commit, so this is done last.
   const audit = await prepareAuditAppend(trx, {
@@ -83,11 +99,13 @@ export async function recordChange(trx: Trx, ctx: RequestContext, change: Change
       values (${change.tenantId}, ${kind}, ${change.objectId}, ${change.generation}, ${change.action}, ${change.slug},
               ${JSON.stringify(change.after)}, ${JSON.stringify(change.changes)}, ${actor}, ${ctx.requestId}, ${ctx.correlationId})
     ), audit as (${audit.insert}), audit_head as (${audit.advanceHead}
-    ), ${appendEventSql({ tenantId: change.tenantId, name, subject, data: eventData, correlationId: ctx.correlationId })}
-    insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
-    select ${kind}, ${change.objectId}::uuid, ${change.tenantId}::uuid, ${change.generation}::bigint from event_done
+    ), ${appendEventSql({ tenantId: change.tenantId, name, subject, data: eventData, correlationId: ctx.correlationId, traceparent })}
+    insert into reconcile_jobs (object_kind, object_id, tenant_id, generation, traceparent)
+    select ${kind}, ${change.objectId}::uuid, ${change.tenantId}::uuid, ${change.generation}::bigint, ${traceparent}
+    from event_done
     on conflict (object_kind, object_id) do update
       set generation = greatest(reconcile_jobs.generation, excluded.generation),
+          traceparent = excluded.traceparent,
           run_after = now(), attempts = 0, last_error = null, updated_at = now(),
           ticket = reconcile_jobs.ticket + 1
   `.execute(trx);

@@ -4,7 +4,7 @@ import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { metrics } from '../observability/metrics.js';
-import { inSpan } from '../observability/tracing.js';
+import { inSpan, withTraceparent } from '../observability/tracing.js';
 import { ProviderError } from '../providers/provider.js';
 import { backoffDelay } from './backoff.js';
 import type { ProviderSet } from './providers.js';
@@ -131,14 +131,16 @@ export class Controller {
       const finish = (trx: Trx, finalised: boolean) =>
         completeJob(trx, job, { workerId: this.workerId, resyncMs: config.resyncIntervalMs, finalised });
       try {
-        outcome = await inSpan(
-          `reconcile ${job.kind}`,
-          {
-            'tenantry.kind': job.kind,
-            'tenantry.object_id': job.objectId,
-            'tenantry.tenant_id': job.tenantId ?? 'platform',
-          },
-          () => reconcile(this.env, job, finish),
+        outcome = await withTraceparent(job.traceparent, () =>
+          inSpan(
+            `reconcile ${job.kind}`,
+            {
+              'tenantry.kind': job.kind,
+              'tenantry.object_id': job.objectId,
+              'tenantry.tenant_id': job.tenantId ?? 'platform',
+            },
+            () => reconcile(this.env, job, finish),
+          ),
         );
       } catch (err) {
         failure =

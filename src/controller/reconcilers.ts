@@ -1,11 +1,14 @@
+import { SpanKind } from '@opentelemetry/api';
 import { sql } from 'kysely';
 import type { RequestContext } from '../changes/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import type { Kind, Specs } from '../domain/manifest.js';
+import { inSpan } from '../observability/tracing.js';
 import {
   type DesiredResource,
   type ObservedResource,
   ProviderError,
+  type ResourceProvider,
   type ResourceType,
 } from '../providers/provider.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
@@ -198,6 +201,24 @@ async function desiredResource(
   return { desired, region: x.region };
 }
 
+/** One provider call in its own client span (`provider kafka ensure`), never with secrets. */
+function providerCall<Op extends 'observe' | 'ensure' | 'delete'>(
+  provider: ResourceProvider,
+  op: Op,
+  desired: DesiredResource,
+): ReturnType<ResourceProvider[Op]> {
+  return inSpan(
+    `provider ${provider.name} ${op}`,
+    {
+      'tenantry.resource_type': desired.type,
+      'tenantry.object_id': desired.id,
+      'tenantry.tenant_id': desired.tenantId,
+    },
+    () => provider[op](desired) as Promise<never>,
+    SpanKind.CLIENT,
+  ) as ReturnType<ResourceProvider[Op]>;
+}
+
 const summary = (o: ObservedResource): string =>
   Object.entries(o.details)
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
@@ -211,15 +232,15 @@ async function reconcileResource(
   const { desired, region } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
   const slot = slotFor(env.providers, desired.type, region);
   if (row.deleted_at) {
-    if ('provider' in slot) await slot.provider.delete(desired);
+    if ('provider' in slot) await providerCall(slot.provider, 'delete', desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
     return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));
   }
   if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
   const provider = slot.provider;
-  const before = await provider.observe(desired);
+  const before = await providerCall(provider, 'observe', desired);
   let after = before;
-  if (!before.exists || before.drift.length > 0) after = await provider.ensure(desired);
+  if (!before.exists || before.drift.length > 0) after = await providerCall(provider, 'ensure', desired);
   if (!after.exists || after.drift.length > 0) {
     throw new ProviderError(
       `${provider.name} still differs after ensure: ${after.drift.join('; ') || 'missing'}`,

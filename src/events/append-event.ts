@@ -12,6 +12,8 @@ export interface EventInput {
   subject: string;
   data: unknown;
   correlationId: string;
+  /** W3C trace context of the change, continued by webhook attempts. */
+  traceparent?: string | null;
 }
 
 /**
@@ -35,8 +37,9 @@ export function appendEventSql(e: EventInput): RawBuilder<unknown> {
       on conflict (stream) do update set seq = s.seq + 1
       returning s.seq
     ), event as (
-      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, seq)
-      select ${id}, ${e.tenantId}, ${type}, ${e.subject}, ${JSON.stringify(e.data)}, ${e.correlationId}, event_seq.seq
+      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, seq, traceparent)
+      select ${id}, ${e.tenantId}, ${type}, ${e.subject}, ${JSON.stringify(e.data)}, ${e.correlationId}, event_seq.seq,
+        ${e.traceparent ?? null}
       from event_seq
       returning seq
     ), event_done as (

@@ -6,6 +6,7 @@ import { Writable } from 'node:stream';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startController, until } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { metrics } from './metrics.js';
@@ -115,9 +116,14 @@ describe('observability', () => {
     );
     expect(rows).toEqual([{ action: 'tenant.suspend', request_id: requestId }]);
 
-    const span = spans
+    const ofRequest = spans
       .getFinishedSpans()
-      .find((sp) => sp.attributes['tenantry.correlation_id'] === correlation);
+      .filter((sp) => sp.attributes['tenantry.correlation_id'] === correlation);
+    expect(ofRequest.map((sp) => sp.name).sort()).toEqual([
+      'POST /v1/tenants/:ref/suspend',
+      'change tenant.suspend',
+    ]);
+    const span = ofRequest.find((sp) => sp.name.startsWith('POST'));
     expect(span?.name).toBe('POST /v1/tenants/:ref/suspend');
     expect(span?.attributes['tenantry.request_id']).toBe(requestId);
     expect(JSON.stringify(span?.attributes)).not.toMatch(/authorization|token|secret/i);
@@ -130,6 +136,31 @@ describe('observability', () => {
     });
     const span = spans.getFinishedSpans().find((sp) => sp.spanContext().traceId === traceId);
     expect(span?.name).toBe('GET /v1/tenants/:ref');
+  });
+
+  it('carries the trace into the change, its reconcile job and event, and the reconcile continues it', async () => {
+    const traceId = 'aaaabbbbccccddddeeeeffff00001111';
+    const res = await s.request('POST', '/v1/tenants/circlek-eu-prod/resume', {
+      headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+    });
+    expect(res.status).toBe(200);
+    const job = await s.t.owner.query('select traceparent from reconcile_jobs where object_id = $1', [
+      EU_PROD,
+    ]);
+    expect(job.rows[0].traceparent).toContain(traceId);
+    const event = await s.t.owner.query(
+      `select traceparent from outbox_events where type = 'dev.tenantry.tenant.resumed.v1' order by seq desc limit 1`,
+    );
+    expect(event.rows[0].traceparent).toContain(traceId);
+    const inTrace = (name: string) =>
+      spans.getFinishedSpans().some((sp) => sp.name.startsWith(name) && sp.spanContext().traceId === traceId);
+    expect(inTrace('change tenant.')).toBe(true);
+    const c = await startController(s.t);
+    try {
+      await until('reconcile span in the request trace', async () => inTrace('reconcile Tenant'));
+    } finally {
+      await c.stop();
+    }
   });
 
   it("reports a tenant's activity per day from the request and audit logs", async () => {

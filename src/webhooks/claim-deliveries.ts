@@ -22,6 +22,8 @@ export interface ClaimedDelivery {
   correlation_id: string;
   txid: string;
   position: string;
+  /** W3C trace context of the change that wrote the event. */
+  traceparent: string | null;
 }
 
 /**
@@ -66,7 +68,7 @@ export async function claimDeliveries(
       where d.id = due.id and e.id = d.endpoint_id and o.id = d.event_id
       returning d.id, d.endpoint_id, d.tenant_id, d.event_id, d.stream, d.seq, d.attempts, d.trigger,
         e.spec ->> 'url' as url, e.secrets, o.tenant_id as event_tenant_id, o.type, o.subject, o.time, o.data,
-        o.correlation_id, o.txid::text as txid, o.position`.execute(trx);
+        o.correlation_id, o.txid::text as txid, o.position, o.traceparent`.execute(trx);
     return r.rows;
   });
 }

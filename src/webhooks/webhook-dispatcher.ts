@@ -7,7 +7,7 @@ import { asPlatform, type Db } from '../db/database.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
 import { metrics } from '../observability/metrics.js';
-import { inSpan } from '../observability/tracing.js';
+import { currentTraceparent, inSpan, withTraceparent } from '../observability/tracing.js';
 import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
 import {
   type AttemptResult,
@@ -245,19 +245,24 @@ export class WebhookDispatcher {
           error: `refused (SSRF guard): ${refused}`,
           retryAfterMs: null,
         }
-      : await inSpan(
-          'webhook attempt',
-          {
-            'tenantry.endpoint_id': d.endpoint_id,
-            'tenantry.event_id': d.event_id,
-            'tenantry.attempt': d.attempts,
-          },
-          async (span) => {
-            const r = await post(d.url, signedRequest(d, this.config.source), webhookTimeoutMs);
-            if (r.statusCode !== null) span.setAttribute('http.response.status_code', r.statusCode);
-            return r;
-          },
-          SpanKind.CLIENT,
+      : await withTraceparent(d.traceparent, () =>
+          inSpan(
+            'webhook attempt',
+            {
+              'tenantry.endpoint_id': d.endpoint_id,
+              'tenantry.event_id': d.event_id,
+              'tenantry.attempt': d.attempts,
+            },
+            async (span) => {
+              const request = signedRequest(d, this.config.source);
+              const traceparent = currentTraceparent();
+              if (traceparent) request.headers.traceparent = traceparent;
+              const r = await post(d.url, request, webhookTimeoutMs);
+              if (r.statusCode !== null) span.setAttribute('http.response.status_code', r.statusCode);
+              return r;
+            },
+            SpanKind.CLIENT,
+          ),
         );
     let outcome: Outcome;
     if (result.statusCode !== null && result.statusCode >= 200 && result.statusCode < 300) {

@@ -29,6 +29,8 @@ export async function claimJobs(
         updated_at = now()
     from due
     where j.object_kind = due.object_kind and j.object_id = due.object_id
-    returning j.object_kind, j.object_id, j.tenant_id, j.generation, j.attempts, j.ticket`.execute(trx);
+    returning j.object_kind, j.object_id, j.tenant_id, j.generation, j.attempts, j.ticket, j.traceparent`.execute(
+    trx,
+  );
   return r.rows.map(toJob);
 }

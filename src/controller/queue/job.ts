@@ -24,6 +24,8 @@ export interface ReconcileJob {
   attempts: number;
   /** The enqueue counter when claimed: a different value at the end means "changed meanwhile". */
   ticket: string;
+  /** W3C trace context of the change that enqueued it (the reconcile continues that trace). */
+  traceparent: string | null;
 }
 
 export interface JobRow {
@@ -33,6 +35,7 @@ export interface JobRow {
   generation: string;
   attempts: number;
   ticket: string;
+  traceparent: string | null;
 }
 
 export const toJob = (r: JobRow): ReconcileJob => ({
@@ -42,4 +45,5 @@ export const toJob = (r: JobRow): ReconcileJob => ({
   generation: Number(r.generation),
   attempts: r.attempts,
   ticket: r.ticket,
+  traceparent: r.traceparent,
 });

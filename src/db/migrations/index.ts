@@ -7,6 +7,7 @@ import * as m0005 from './0005-controller.js';
 import * as m0006 from './0006-events-webhooks.js';
 import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
+import * as m0009 from './0009-trace-context.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -18,6 +19,7 @@ const migrations: Record<string, Migration> = {
   '0006-events-webhooks': m0006,
   '0007-placement-quotas': m0007,
   '0008-request-log': m0008,
+  '0009-trace-context': m0009,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -27,7 +27,8 @@ async function serve(): Promise<{ child: ChildProcess; url: string; output: () =
   child.stderr?.on('data', (d) => (out += d));
   const found = await new Promise<string>((resolve, reject) => {
     const timer = setInterval(() => {
-      const m = /listening on (http:\/\/\S+)/.exec(out);
+      // The banner's last line: the whole banner has arrived (stdout may come in several chunks).
+      const m = /listening on (http:\/\/\S+)[\s\S]*\n {2}try: /.exec(out);
       if (m?.[1]) {
         clearInterval(timer);
         resolve(m[1]);

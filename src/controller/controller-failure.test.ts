@@ -86,7 +86,14 @@ describe('failures', () => {
     const c = await startController(t, {
       dataDir,
       logger,
-      controller: { backoffBaseMs: 100, backoffCapMs: 150, maxAttempts: 4, resyncIntervalMs: 1_500 },
+      // A lease long enough that a stalled event loop on a loaded machine cannot hand the job to a second worker.
+      controller: {
+        backoffBaseMs: 100,
+        backoffCapMs: 150,
+        maxAttempts: 4,
+        resyncIntervalMs: 1_500,
+        leaseMs: 10_000,
+      },
     });
     try {
       const failed = await until('blob Failed', async () => {

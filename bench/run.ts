@@ -2,15 +2,18 @@
  * Runs every benchmark on one throw-away embedded PostgreSQL, prints one table (each figure, its
  * baseline measured in the same run, the ratio, the goal) and writes it to bench/results/latest.json.
  *   npm run bench            (BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS to change the load)
+ *   npm run bench -- audit   (only the named suites)
  */
 import os from 'node:os';
 import { type BenchPostgres, startBenchPostgres } from './lib/postgres.js';
-import { formatTable, type Row, writeResults } from './lib/results.js';
+import { formatTable, type Measurement, type Row, writeResults } from './lib/results.js';
 import { settings } from './lib/settings.js';
+import { auditBenchmark } from './suites/audit.js';
 import { authzBenchmark } from './suites/authz.js';
 import { changePathBenchmark } from './suites/change-path.js';
 import { httpBenchmark } from './suites/http.js';
 import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
+import { memoryBenchmark } from './suites/memory.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 import { webhookBenchmark } from './suites/webhooks.js';
@@ -32,24 +35,49 @@ process.once('SIGINT', () => {
   process.on('uncaughtException', () => undefined);
 });
 
+type Suite = { name: string; title: string; run: (server: BenchPostgres) => Promise<Row[]> };
+let rawInsert: Measurement | undefined;
+const suites: Suite[] = [
+  {
+    name: 'change-path',
+    title: 'Change path vs raw INSERT',
+    run: async (s) => {
+      const r = await changePathBenchmark(s);
+      rawInsert = r.rawInsert;
+      return r.rows;
+    },
+  },
+  {
+    name: 'http',
+    title: 'HTTP',
+    run: async (s) => httpBenchmark(s, rawInsert ?? (await changePathBenchmark(s)).rawInsert),
+  },
+  { name: 'placement', title: 'Placement and quota policy on the apply path', run: placementBenchmark },
+  { name: 'authz', title: 'Authorization and token validation (in process)', run: () => authzBenchmark() },
+  { name: 'reconcile', title: 'Reconcile throughput', run: reconcileBenchmark },
+  { name: 'kafka', title: 'Kafka topics (real KRaft broker)', run: () => kafkaTopicsBenchmark() },
+  { name: 'webhooks', title: 'Webhooks', run: webhookBenchmark },
+  { name: 'audit', title: 'Audit append and verify', run: auditBenchmark },
+  { name: 'memory', title: 'Memory with 100k tenants', run: memoryBenchmark },
+];
+// `npm run bench -- audit memory` runs only those suites (the table then has only their rows).
+const only = process.argv.slice(2);
+const unknown = only.filter((n) => !suites.some((s) => s.name === n));
+if (unknown.length > 0) {
+  console.error(`unknown suite ${unknown.join(', ')}; suites: ${suites.map((s) => s.name).join(', ')}`);
+  process.exit(2);
+}
+
 const rows: Row[] = [];
 try {
   server = await startBenchPostgres();
-  console.log('\n1. Change path vs raw INSERT');
-  const changePath = await changePathBenchmark(server);
-  rows.push(...changePath.rows);
-  console.log('\n2. HTTP');
-  rows.push(...(await httpBenchmark(server, changePath.rawInsert)));
-  console.log('\n3. Placement and quota policy on the apply path');
-  rows.push(...(await placementBenchmark(server)));
-  console.log('\n4. Authorization and token validation (in process)');
-  rows.push(...(await authzBenchmark()));
-  console.log('\n5. Reconcile throughput');
-  rows.push(...(await reconcileBenchmark(server)));
-  console.log('\n6. Kafka topics (real KRaft broker)');
-  rows.push(...(await kafkaTopicsBenchmark()));
-  console.log('\n7. Webhooks');
-  rows.push(...(await webhookBenchmark(server)));
+  for (const [i, suite] of suites.entries()) {
+    if (only.length > 0 && !only.includes(suite.name)) continue;
+    const t0 = Date.now();
+    console.log(`\n${i + 1}. ${suite.title}`);
+    rows.push(...(await suite.run(server)));
+    console.log(`  (${((Date.now() - t0) / 1000).toFixed(0)}s)`);
+  }
 } catch (err) {
   if (!interrupted) console.error('benchmark failed:', err);
   process.exitCode = 1;

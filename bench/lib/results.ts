@@ -13,6 +13,16 @@ export interface Measurement {
   latencyMs?: { p50: number; p99: number };
 }
 
+/**
+ * What a row is held to. Goals come from the issues: most are ratios to the same-run baseline, a few
+ * are absolute (a rate, a p99 latency) and some are ceilings (memory).
+ */
+export type Goal =
+  | { ratioAtLeast: number }
+  | { ratioAtMost: number }
+  | { valueAtLeast: number }
+  | { p99AtMostMs: number };
+
 export interface Row {
   benchmark: string;
   figure: Measurement;
@@ -20,8 +30,9 @@ export interface Row {
   baseline: Measurement;
   /** figure / baseline. */
   ratio: number;
-  /** Minimum ratio wanted; null when the row is reported only. */
-  goal: number | null;
+  /** Null when the row is reported only. */
+  goal: Goal | null;
+  /** The goal in words (or why there is none). */
   goalNote: string;
   met: boolean | null;
 }
@@ -30,8 +41,8 @@ export function row(
   benchmark: string,
   figure: Measurement,
   baseline: Measurement,
-  goal: number | null,
-  goalNote = '',
+  goal: Goal | null,
+  note = '',
 ): Row {
   const ratio = baseline.value > 0 ? figure.value / baseline.value : 0;
   return {
@@ -40,9 +51,23 @@ export function row(
     baseline,
     ratio,
     goal,
-    goalNote,
-    met: goal === null ? null : ratio >= goal,
+    goalNote: goal === null ? note || 'report only' : describe(goal, figure) + (note ? ` (${note})` : ''),
+    met: goal === null ? null : isMet(goal, figure, ratio),
   };
+}
+
+function isMet(goal: Goal, figure: Measurement, ratio: number): boolean {
+  if ('ratioAtLeast' in goal) return ratio >= goal.ratioAtLeast;
+  if ('ratioAtMost' in goal) return ratio <= goal.ratioAtMost;
+  if ('valueAtLeast' in goal) return figure.value >= goal.valueAtLeast;
+  return figure.latencyMs !== undefined && figure.latencyMs.p99 <= goal.p99AtMostMs;
+}
+
+function describe(goal: Goal, figure: Measurement): string {
+  if ('ratioAtLeast' in goal) return `ratio >= ${pct(goal.ratioAtLeast)}`;
+  if ('ratioAtMost' in goal) return `ratio <= ${pct(goal.ratioAtMost)}`;
+  if ('valueAtLeast' in goal) return `>= ${goal.valueAtLeast.toLocaleString('en-US')} ${figure.unit}`;
+  return `p99 <= ${goal.p99AtMostMs} ms`;
 }
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
@@ -57,7 +82,7 @@ export function formatTable(rows: Row[]): string {
     rate(r.figure),
     `${r.baseline.label}: ${rate(r.baseline)}`,
     pct(r.ratio),
-    r.goal === null ? r.goalNote || 'report only' : `>= ${pct(r.goal)}`,
+    r.goalNote,
     r.met === null ? '-' : r.met ? 'yes' : 'NO',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] ?? '').length)));

@@ -1,0 +1,168 @@
+/**
+ * 9. Memory: the resident set size of one Tenantry process (API and controller, `serve --role all`)
+ * whose registry holds BENCH_MEMORY_TENANTS (default 100,000) Ready tenants, against the same
+ * process on a registry of one tenant, both under the same load in the same run:
+ *   - a full listing, page by page (GET /v1/tenants?limit=500 and its cursors);
+ *   - `settings.seconds` of GET /v1/tenants/{slug} spread over every tenant (autocannon);
+ * while the controller runs with every tenant's job waiting for its next resync.
+ * The RSS is sampled every 100 ms; the figure is the peak. Memory that grows with the registry
+ * (an unbounded cache, a listing held whole) shows as a ratio well above 1.
+ *
+ * The tenants are cloned in SQL from one created through the API and reconciled to Ready (the
+ * change path would take minutes for 100k), with the template's status, so the registry looks as
+ * it would after they were all applied and reconciled.
+ */
+import type { ChildProcess } from 'node:child_process';
+import pg from 'pg';
+import { httpLoad } from '../lib/load.js';
+import type { BenchPostgres } from '../lib/postgres.js';
+import { type Measurement, type Row, row } from '../lib/results.js';
+import { settings } from '../lib/settings.js';
+import { post, startServers, stopServers } from './http.js';
+
+const TENANTS = Number(process.env.BENCH_MEMORY_TENANTS ?? 100_000);
+
+export async function memoryBenchmark(server: BenchPostgres): Promise<Row[]> {
+  const small = await rssUnderLoad(server, 'bench_memory_one', 1);
+  const large = await rssUnderLoad(server, 'bench_memory_many', TENANTS);
+  return [
+    row(`Server RSS with ${TENANTS.toLocaleString('en-US')} tenants vs 1 tenant`, large, small, {
+      ratioAtMost: 1.5,
+    }),
+  ];
+}
+
+async function rssUnderLoad(server: BenchPostgres, database: string, tenants: number): Promise<Measurement> {
+  const { ownerUrl } = await server.createDatabase(database);
+  const owner = new pg.Client({ connectionString: ownerUrl });
+  await owner.connect();
+  const { child, tenantryUrl, token } = await startServers(ownerUrl, server.dir);
+  const authorization = `Bearer ${token}`;
+  let peak = 0;
+  const sample = async () => {
+    peak = Math.max(peak, await rssOf(child));
+  };
+  const sampler = setInterval(() => void sample().catch(() => undefined), 100);
+  try {
+    await post(`${tenantryUrl}/v1/apply`, token, [
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Customer',
+        metadata: { name: 'bench' },
+        spec: { displayName: 'Bench', shortCode: 'bench' },
+      },
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Tenant',
+        metadata: {},
+        spec: { customer: 'bench', region: 'eu', environmentType: 'dev', qualifier: 'm0' },
+      },
+    ]);
+    const deadline = Date.now() + 60_000;
+    const phase = async () =>
+      (await owner.query<{ phase: string }>(`select phase from tenants where slug = 'bench-eu-dev-m0'`))
+        .rows[0]?.phase;
+    while ((await phase()) !== 'Ready') {
+      if (Date.now() > deadline) throw new Error('the template tenant did not become Ready in 60 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (tenants > 1) await cloneTenants(owner, 'bench-eu-dev-m0', tenants - 1);
+    const baseline = await rssOf(child);
+
+    // A full listing, page by page.
+    let cursor: string | null = null;
+    let listed = 0;
+    do {
+      const res = await fetch(`${tenantryUrl}/v1/tenants?limit=500${cursor ? `&cursor=${cursor}` : ''}`, {
+        headers: { authorization },
+      });
+      if (!res.ok) throw new Error(`GET /v1/tenants: ${res.status} ${await res.text()}`);
+      const page = (await res.json()) as { items: unknown[]; nextCursor: string | null };
+      listed += page.items.length;
+      cursor = page.nextCursor;
+    } while (cursor);
+    if (listed !== tenants) throw new Error(`listed ${listed} tenants, expected ${tenants}`);
+
+    // Reads spread over every tenant.
+    let n = 0;
+    await httpLoad('GET /v1/tenants/{slug}, every tenant in turn', tenantryUrl, {
+      requests: [
+        {
+          method: 'GET',
+          headers: { authorization },
+          setupRequest: (req) => ({ ...req, path: `/v1/tenants/bench-eu-dev-m${n++ % tenants}` }),
+        },
+      ],
+    }).run(settings.seconds);
+    await sample();
+    const mib = (b: number) => b / 1024 / 1024;
+    const m: Measurement = {
+      label: `peak RSS, ${tenants.toLocaleString('en-US')} tenant${tenants === 1 ? '' : 's'}`,
+      value: mib(peak),
+      unit: 'MiB',
+    };
+    console.log(
+      `  ${m.label}: ${m.value.toFixed(0)} MiB (${mib(baseline).toFixed(0)} MiB before the load; ${n} reads)`,
+    );
+    return m;
+  } finally {
+    clearInterval(sampler);
+    await stopServers(child);
+    await owner.end();
+  }
+}
+
+function rssOf(child: ChildProcess): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: { type?: string; rss?: number }) => {
+      if (m?.type !== 'rss') return;
+      child.off('message', onMessage);
+      resolve(m.rss ?? 0);
+    };
+    child.on('message', onMessage);
+    if (!child.send('rss')) reject(new Error('the server process is gone'));
+  });
+}
+
+/**
+ * `count` copies of tenant `slug` (qualifiers m1..m<count>), with its status and its reconcile job
+ * (whose next run is the template's next resync), in one statement per table. Every other column is
+ * copied as it is, so the clones stay valid whatever columns later migrations add.
+ */
+async function cloneTenants(owner: pg.Client, slug: string, count: number): Promise<void> {
+  const { rows } = await owner.query<{ column_name: string }>(
+    `select column_name from information_schema.columns
+     where table_schema = 'public' and table_name = 'tenants'
+       and column_name not in ('id', 'slug', 'qualifier', 'spec') order by ordinal_position`,
+  );
+  const cols = rows.map((r) => `"${r.column_name}"`).join(', ');
+  const t0 = performance.now();
+  await owner.query('begin');
+  await owner.query(
+    `create temporary table clones on commit drop as
+       select gen_random_uuid() as id, i from generate_series(1, $1::int) i`,
+    [count],
+  );
+  await owner.query(
+    `insert into tenants (id, slug, qualifier, spec, ${cols})
+     select c.id, 'bench-eu-dev-m' || c.i, 'm' || c.i, t.spec || jsonb_build_object('qualifier', 'm' || c.i), ${cols
+       .split(', ')
+       .map((c) => `t.${c}`)
+       .join(', ')}
+     from tenants t cross join clones c where t.slug = $1`,
+    [slug],
+  );
+  await owner.query(
+    `insert into reconcile_jobs (object_kind, object_id, tenant_id, generation, run_after)
+     select 'Tenant', c.id, c.id, j.generation, j.run_after
+     from reconcile_jobs j join tenants t on j.object_kind = 'Tenant' and j.object_id = t.id
+     cross join clones c where t.slug = $1`,
+    [slug],
+  );
+  await owner.query('commit');
+  await owner.query('vacuum analyze tenants');
+  await owner.query('vacuum analyze reconcile_jobs');
+  console.log(
+    `  cloned ${count.toLocaleString('en-US')} tenants in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
+  );
+}

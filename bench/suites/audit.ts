@@ -150,7 +150,7 @@ async function rawScan(owner: pg.Pool): Promise<Measurement> {
 }
 
 /** `total` records in CHAINS valid chains, sealed here and inserted in batches with unnest(). */
-async function bulkLoad(owner: pg.Pool, total: number): Promise<number> {
+export async function bulkLoad(owner: pg.Pool, total: number): Promise<number> {
   const chains = Array.from({ length: CHAINS }, () => randomUUID());
   const heads = new Map<string, { seq: number; hash: string }>();
   const base = Date.UTC(2025, 0, 1);

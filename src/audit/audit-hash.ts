@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { canonicalJson } from '../domain/diff.js';
 
 /**
@@ -47,7 +47,7 @@ export const HASH_PATTERN = /^[0-9a-f]{64}$/;
 export const chainOf = (tenantId: string | null): string => tenantId ?? PLATFORM_CHAIN;
 
 export function hashAuditDocument(doc: AuditDocument): string {
-  return createHash('sha256').update(canonicalAuditJson(doc)).digest('hex');
+  return hash('sha256', canonicalAuditJson(doc), 'hex');
 }
 
 const str = (s: string | null): string => (s === null ? 'null' : JSON.stringify(s));

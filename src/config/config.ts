@@ -226,6 +226,8 @@ export interface IdentityConfig {
   clockSkewSeconds: number;
   /** Least time between two JWKS refetches for an unknown `kid` (rotation vs. kid spraying). */
   jwksCooldownSeconds: number;
+  /** How long a verified token is remembered (capped by its `exp`); 0: every request verifies. */
+  tokenCacheSeconds: number;
   sessionTtlSeconds: number;
   breakGlassMaxSeconds: number;
   /** Extra Cedar policies (text), validated at start-up. */
@@ -393,6 +395,12 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
         'TENANTRY_JWKS_COOLDOWN_SECONDS',
         env.TENANTRY_JWKS_COOLDOWN_SECONDS,
         30,
+        0,
+      ),
+      tokenCacheSeconds: integerSetting(
+        'TENANTRY_TOKEN_CACHE_SECONDS',
+        env.TENANTRY_TOKEN_CACHE_SECONDS,
+        60,
         0,
       ),
       sessionTtlSeconds: integerSetting(

@@ -47,7 +47,13 @@ export async function createSecurity(
           id.signingKeyFile ?? defaultTokenKeyFile(config.dataDir),
         )
       : undefined);
-  const verifier = new TokenVerifier(id.trustedIssuers, id.clockSkewSeconds, id.jwksCooldownSeconds, issuer);
+  const verifier = new TokenVerifier(
+    id.trustedIssuers,
+    id.clockSkewSeconds,
+    id.jwksCooldownSeconds,
+    issuer,
+    id.tokenCacheSeconds,
+  );
   const authorizer = new Authorizer(id.policyFile);
   for (const a of registryActions(KINDS)) authorizer.registerAction(a);
   return {

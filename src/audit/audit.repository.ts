@@ -1,32 +1,15 @@
-import { type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
+import type { AuditRecordTable } from '../db/schema.js';
 import type { AuditRecord } from './audit-hash.js';
 import type { AuditWindow, RetentionMark } from './audit-verifier.js';
 
-/** audit_records as read for hashing: times as exact microsecond text, jsonb parsed. */
-export interface AuditRecordRow {
-  id: string;
-  chain: string;
-  seq: string;
-  time: string;
-  tenant_id: string | null;
-  app_id: string | null;
-  actor_principal: string;
-  actor_kind: string;
-  session_id: string | null;
-  action: string;
-  target_kind: string;
-  target_id: string | null;
-  target_slug: string | null;
-  before: unknown;
-  after: unknown;
-  outcome: 'success' | 'failure' | 'denied';
-  decision: unknown;
-  request_id: string;
-  correlation_id: string;
-  prev_hash: string;
-  hash: string;
-}
+/**
+ * audit_records as read for hashing, by `tenantry_audit_scan` and by RECORD_COLUMNS: the table's own
+ * columns, with `time` as exact microsecond text (`tenantry_audit_time`) instead of a Date. As in the
+ * table's row type, `seq` (bigint) comes back as a string and the jsonb columns parsed.
+ */
+export type AuditRecordRow = Omit<Selectable<AuditRecordTable>, 'time'> & { time: string };
 
 export const RECORD_COLUMNS: RawBuilder<unknown> = sql`a.id, a.chain, a.seq, tenantry_audit_time(a.time) as time,
   a.tenant_id, a.app_id, a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id,

@@ -2,56 +2,17 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  dropDataplane,
+  deploymentManifests,
   startController,
   statuses,
   tempDataDir,
   until,
+  useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
-import { RegistryService } from '../registry/registry.service.js';
 
-let t: TestDatabase;
-let registry: RegistryService;
-const ctx = systemContext('test-operator');
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
-  await registry.apply(ctx, [
-    {
-      apiVersion: 'tenantry.dev/v1',
-      kind: 'Customer',
-      metadata: { name: 'acme' },
-      spec: { displayName: 'Acme', shortCode: 'acme' },
-    },
-    {
-      apiVersion: 'tenantry.dev/v1',
-      kind: 'Tenant',
-      metadata: {},
-      spec: { customer: 'acme', region: 'eu', environmentType: 'dev' },
-    },
-    {
-      apiVersion: 'tenantry.dev/v1',
-      kind: 'System',
-      metadata: { name: 'plan' },
-      spec: { displayName: 'Plan', serviceId: 'plan' },
-    },
-    {
-      apiVersion: 'tenantry.dev/v1',
-      kind: 'Deployment',
-      metadata: {},
-      spec: { tenant: 'acme-eu-dev', system: 'plan' },
-    },
-  ]);
-});
-afterAll(async () => {
-  await dropDataplane(t);
-  await t?.destroy();
-});
+const fx = useControllerTestDatabase((f) => f.registry.apply(f.ctx, deploymentManifests('acme', 'plan')));
 
 function capture() {
   const lines: Record<string, unknown>[] = [];
@@ -67,14 +28,14 @@ function capture() {
   return { logger, lines };
 }
 
-const statusOf = async (slug: string) => (await statuses(t.owner)).find((r) => r.slug === slug);
+const statusOf = async (slug: string) => (await statuses(fx.t.owner)).find((r) => r.slug === slug);
 
 describe('failures', () => {
   it('backs off with capped full jitter, then shows Ready=False/Failed, and converges once the fault is gone', async () => {
     const dataDir = await tempDataDir();
     // A real fault: a file where the blob folder should be (chmod would not stop root).
     fs.writeFileSync(path.join(dataDir, 'blobs'), 'in the way');
-    await registry.apply(ctx, [
+    await fx.registry.apply(fx.ctx, [
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'IntegrationResource',
@@ -83,7 +44,7 @@ describe('failures', () => {
       },
     ]);
     const { logger, lines } = capture();
-    const c = await startController(t, {
+    const c = await startController(fx.t, {
       dataDir,
       logger,
       // A lease long enough that a stalled event loop on a loaded machine cannot hand the job to a second worker.
@@ -113,11 +74,11 @@ describe('failures', () => {
         const n = l.attempts as number;
         expect(l.retryInMs as number).toBeLessThanOrEqual(Math.min(150, 100 * 2 ** (n - 1)));
       }
-      const ev = await t.owner.query(
+      const ev = await fx.t.owner.query(
         `select count(*)::int as n from outbox_events where type = 'dev.tenantry.integrationresource.failed.v1'`,
       );
       expect(ev.rows[0].n).toBe(1);
-      const audit = await t.owner.query(
+      const audit = await fx.t.owner.query(
         `select outcome from audit_records where action = 'integrationresource.failed'`,
       );
       expect(audit.rows).toEqual([{ outcome: 'failure' }]);
@@ -140,7 +101,7 @@ describe('failures', () => {
   });
 
   it('an unreachable data-plane PostgreSQL ends Ready=False DataPlaneUnavailable, never a silent drop', async () => {
-    await registry.apply(ctx, [
+    await fx.registry.apply(fx.ctx, [
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'IntegrationResource',
@@ -148,7 +109,7 @@ describe('failures', () => {
         spec: { scope: { tenant: 'acme-eu-dev' }, type: 'database', database: { isolation: 'pool' } },
       },
     ]);
-    const c = await startController(t, {
+    const c = await startController(fx.t, {
       env: { TENANTRY_DATAPLANE_DATABASE_URL: 'postgres://nobody:secret@127.0.0.1:1/dataplane' },
       controller: { maxAttempts: 2, backoffBaseMs: 10, backoffCapMs: 20 },
     });
@@ -162,7 +123,7 @@ describe('failures', () => {
       expect(s.message).not.toContain('secret');
       // Parked until the next resync (a minute here), with the error kept on the job.
       const job = await until('job released', async () => {
-        const r = await t.owner.query(
+        const r = await fx.t.owner.query(
           `select last_error, run_after > now() + interval '30 seconds' as later from reconcile_jobs j
            join integration_resources r on r.id = j.object_id
            where r.slug = 'acme-eu-dev.database' and j.locked_by is null`,

@@ -2,36 +2,23 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  dropDataplane,
+  deploymentManifests,
   startController,
   statuses,
   type TestController,
   tempDataDir,
   until,
+  useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
-import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
 import { asPlatform } from '../db/database.js';
 import type { DesiredResource } from '../providers/provider.js';
-import { RegistryService } from '../registry/registry.service.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 
-let t: TestDatabase;
-let registry: RegistryService;
-const ctx = systemContext('test-operator');
-
-beforeAll(async () => {
-  t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
-});
-afterAll(async () => {
-  await dropDataplane(t);
-  await t?.destroy();
-});
+const fx = useControllerTestDatabase();
 
 const settled = async () => {
-  const rows = await statuses(t.owner);
+  const rows = await statuses(fx.t.owner);
   return (
     rows.every(
       (r) =>
@@ -43,7 +30,7 @@ const settled = async () => {
   );
 };
 const eventCount = async (type: string) =>
-  (await t.owner.query('select count(*)::int as n from outbox_events where type = $1', [type])).rows[0]
+  (await fx.t.owner.query('select count(*)::int as n from outbox_events where type = $1', [type])).rows[0]
     .n as number;
 
 describe('reconcile controller (embedded providers)', () => {
@@ -52,8 +39,8 @@ describe('reconcile controller (embedded providers)', () => {
 
   beforeAll(async () => {
     dataDir = await tempDataDir();
-    await registry.apply(ctx, circleK());
-    c = await startController(t, { dataDir, controller: { resyncIntervalMs: 1_000 } });
+    await fx.registry.apply(fx.ctx, circleK());
+    c = await startController(fx.t, { dataDir, controller: { resyncIntervalMs: 1_000 } });
   });
   afterAll(async () => c?.stop());
 
@@ -72,7 +59,7 @@ describe('reconcile controller (embedded providers)', () => {
     const rest = rows.filter((r) => !topics.includes(r) && !blocked.includes(r));
     expect(rest.length).toBeGreaterThan(10);
     for (const r of rest) expect(r, `${r.kind} ${r.slug}`).toMatchObject({ phase: 'Ready' });
-    const blobs = await t.owner.query(
+    const blobs = await fx.t.owner.query(
       `select physical_name from integration_resources where resource_type = 'blob-container' order by 1`,
     );
     expect(blobs.rows.length).toBeGreaterThan(2);
@@ -80,13 +67,13 @@ describe('reconcile controller (embedded providers)', () => {
       blobs.rows.map((r) => r.physical_name),
     );
     // observedGeneration caught up, status written without a new generation or lineage entry.
-    const gens = await t.owner.query(
+    const gens = await fx.t.owner.query(
       `select count(*)::int as n from integration_resources where observed_generation <> generation or generation <> 1`,
     );
     expect(gens.rows[0].n).toBe(0);
     expect(await eventCount('dev.tenantry.integrationresource.ready.v1')).toBe(blobs.rows.length);
     expect(await eventCount('dev.tenantry.integrationresource.failed.v1')).toBe(6);
-    const audit = await t.owner.query(
+    const audit = await fx.t.owner.query(
       `select actor_principal, actor_kind from audit_records where action = 'integrationresource.ready'`,
     );
     expect(audit.rows).toHaveLength(blobs.rows.length);
@@ -94,11 +81,11 @@ describe('reconcile controller (embedded providers)', () => {
   });
 
   it('reprocessing every object again duplicates nothing', async () => {
-    const before = await t.owner.query('select count(*)::int as n from outbox_events');
-    const objects = await t.owner.query<{ kind: string; id: string; tenant_id: string | null }>(`
+    const before = await fx.t.owner.query('select count(*)::int as n from outbox_events');
+    const objects = await fx.t.owner.query<{ kind: string; id: string; tenant_id: string | null }>(`
       select 'IntegrationResource' as kind, id, tenant_id from integration_resources
       union all select 'Deployment', id, tenant_id from deployments union all select 'Tenant', id, id from tenants`);
-    await asPlatform(t.db, async (trx) => {
+    await asPlatform(fx.t.db, async (trx) => {
       for (const o of objects.rows) {
         await enqueueJob(trx, {
           kind: o.kind as 'Tenant',
@@ -109,13 +96,15 @@ describe('reconcile controller (embedded providers)', () => {
       }
     });
     await until('jobs processed', async () => {
-      const r = await t.owner.query(`select count(*)::int as n from reconcile_jobs where run_after <= now()`);
+      const r = await fx.t.owner.query(
+        `select count(*)::int as n from reconcile_jobs where run_after <= now()`,
+      );
       return r.rows[0].n === 0;
     });
     await until('settled', settled);
-    const after = await t.owner.query('select count(*)::int as n from outbox_events');
+    const after = await fx.t.owner.query('select count(*)::int as n from outbox_events');
     expect(after.rows[0].n).toBe(before.rows[0].n);
-    const blobs = await t.owner.query(
+    const blobs = await fx.t.owner.query(
       `select physical_name from integration_resources where resource_type = 'blob-container' order by 1`,
     );
     expect(fs.readdirSync(path.join(dataDir, 'blobs')).sort()).toEqual(
@@ -131,18 +120,18 @@ describe('reconcile controller (embedded providers)', () => {
       'drift recorded',
       async () => (await eventCount('dev.tenantry.integrationresource.drifted.v1')) === 1,
     );
-    const audit = await t.owner.query(
+    const audit = await fx.t.owner.query(
       `select after from audit_records where action = 'integrationresource.drifted'`,
     );
     expect(audit.rows[0].after.drift).toEqual(['the resource was missing']);
   });
 
   it('deletes resources before their deployment and deployments before their tenant, leaving tombstones', async () => {
-    await registry.delete(ctx, 'Deployment', 'circlek-eu-prod-store-pl');
-    await registry.transition(ctx, 'circlek-eu-uat', 'archive');
-    await registry.transition(ctx, 'circlek-eu-uat', 'delete');
+    await fx.registry.delete(fx.ctx, 'Deployment', 'circlek-eu-prod-store-pl');
+    await fx.registry.transition(fx.ctx, 'circlek-eu-uat', 'archive');
+    await fx.registry.transition(fx.ctx, 'circlek-eu-uat', 'delete');
     const rows = await until('deletions finalised', async () => {
-      const rows = await statuses(t.owner);
+      const rows = await statuses(fx.t.owner);
       return rows.filter((r) => r.deleted).every((r) => r.phase === 'Deleted') && rows;
     });
     const deleted = rows.filter((r) => r.deleted).map((r) => `${r.kind} ${r.slug}`);
@@ -155,7 +144,7 @@ describe('reconcile controller (embedded providers)', () => {
       ]),
     );
     expect(fs.existsSync(path.join(dataDir, 'blobs', 'circlek-eu-prod-store-pl'))).toBe(false);
-    const jobs = await t.owner.query(
+    const jobs = await fx.t.owner.query(
       `select count(*)::int as n from reconcile_jobs j join integration_resources r on r.id = j.object_id where r.deleted_at is not null`,
     );
     expect(jobs.rows[0].n).toBe(0);
@@ -166,31 +155,8 @@ describe('ordering of deletion under a slow provider', () => {
   it('a deployment and its tenant stay Terminating while their resources are being removed', async () => {
     const dataDir = await tempDataDir();
     const seen: string[] = [];
-    await registry.apply(ctx, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Customer',
-        metadata: { name: 'ordered' },
-        spec: { displayName: 'O', shortCode: 'ordered' },
-      },
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Tenant',
-        metadata: {},
-        spec: { customer: 'ordered', region: 'eu', environmentType: 'dev' },
-      },
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'System',
-        metadata: { name: 'svc' },
-        spec: { displayName: 'S', serviceId: 'svc' },
-      },
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Deployment',
-        metadata: {},
-        spec: { tenant: 'ordered-eu-dev', system: 'svc' },
-      },
+    await fx.registry.apply(fx.ctx, [
+      ...deploymentManifests('ordered', 'svc'),
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'IntegrationResource',
@@ -198,7 +164,7 @@ describe('ordering of deletion under a slow provider', () => {
         spec: { scope: { deployment: 'ordered-eu-dev-svc' }, type: 'blob-container' },
       },
     ]);
-    const c = await startController(t, {
+    const c = await startController(fx.t, {
       dataDir,
       providers: (p) => {
         const slot = p['blob-container'];
@@ -214,7 +180,7 @@ describe('ordering of deletion under a slow provider', () => {
               close: () => real.close(),
               async delete(d: DesiredResource) {
                 await new Promise((r) => setTimeout(r, 300));
-                const r = await t.owner.query(
+                const r = await fx.t.owner.query(
                   `select (select phase from deployments where slug = 'ordered-eu-dev-svc') as d,
                           (select phase from tenants where slug = 'ordered-eu-dev') as t`,
                 );
@@ -228,17 +194,17 @@ describe('ordering of deletion under a slow provider', () => {
     });
     try {
       await until('ordered tenant Ready', async () => {
-        const r = await t.owner.query(`select phase from tenants where slug = 'ordered-eu-dev'`);
+        const r = await fx.t.owner.query(`select phase from tenants where slug = 'ordered-eu-dev'`);
         return r.rows[0]?.phase === 'Ready';
       });
-      await registry.transition(ctx, 'ordered-eu-dev', 'archive');
-      await registry.transition(ctx, 'ordered-eu-dev', 'delete');
+      await fx.registry.transition(fx.ctx, 'ordered-eu-dev', 'archive');
+      await fx.registry.transition(fx.ctx, 'ordered-eu-dev', 'delete');
       await until('tenant finalised', async () => {
-        const r = await t.owner.query(`select phase from tenants where slug = 'ordered-eu-dev'`);
+        const r = await fx.t.owner.query(`select phase from tenants where slug = 'ordered-eu-dev'`);
         return r.rows[0]?.phase === 'Deleted';
       });
       expect(seen).toEqual(['Terminating/Terminating']);
-      const d = await t.owner.query(
+      const d = await fx.t.owner.query(
         `select phase, deleted_at from deployments where slug = 'ordered-eu-dev-svc'`,
       );
       expect(d.rows[0].phase).toBe('Deleted');

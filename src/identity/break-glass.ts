@@ -5,6 +5,7 @@ import type { RequestContext } from '../changes/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import type { BreakGlassGrantRow } from '../db/schema.js';
 import { FieldErrors, NotFoundError } from '../errors/errors.js';
+import { listReadable } from './list-readable.js';
 
 export interface BreakGlassGrant {
   id: string;
@@ -140,24 +141,7 @@ export class BreakGlassService {
   }
 
   async list(ctx: RequestContext, limit: number): Promise<BreakGlassGrant[]> {
-    return inScope(this.db, ctx.scope, async (trx) => {
-      const rows = await trx
-        .selectFrom('break_glass_grants')
-        .selectAll()
-        .orderBy('created_at', 'desc')
-        .limit(limit)
-        .execute();
-      return rows
-        .filter(
-          (r) =>
-            this.authz.decide(ctx, 'breakglass.read', {
-              kind: 'BreakGlass',
-              id: r.id,
-              tenantId: r.tenant_id,
-              owner: r.principal,
-            }).decision === 'allow',
-        )
-        .map(toGrant);
-    });
+    const source = { table: 'break_glass_grants', kind: 'BreakGlass', action: 'breakglass.read' } as const;
+    return listReadable(this.db, this.authz, ctx, source, limit, toGrant);
   }
 }

@@ -5,6 +5,7 @@ import type { RequestContext } from '../changes/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import type { SessionRow } from '../db/schema.js';
 import { NotFoundError } from '../errors/errors.js';
+import { listReadable } from './list-readable.js';
 
 export interface Session {
   id: string;
@@ -42,25 +43,8 @@ export class SessionService {
   ) {}
 
   async list(ctx: RequestContext, limit: number): Promise<Session[]> {
-    return inScope(this.db, ctx.scope, async (trx) => {
-      const rows = await trx
-        .selectFrom('sessions')
-        .selectAll()
-        .orderBy('created_at', 'desc')
-        .limit(limit)
-        .execute();
-      return rows
-        .filter(
-          (r) =>
-            this.authz.decide(ctx, 'session.read', {
-              kind: 'Session',
-              id: r.id,
-              tenantId: r.tenant_id,
-              owner: r.principal,
-            }).decision === 'allow',
-        )
-        .map(toSession);
-    });
+    const source = { table: 'sessions', kind: 'Session', action: 'session.read' } as const;
+    return listReadable(this.db, this.authz, ctx, source, limit, toSession);
   }
 
   /** Revokes a session (idempotent); audited with the decision. */

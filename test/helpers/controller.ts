@@ -3,6 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
+import { afterAll, beforeAll } from 'vitest';
+import { type RequestContext, systemContext } from '../../src/changes/request-context.js';
 import { type Config, type ControllerConfig, loadConfig } from '../../src/config/config.js';
 import { Controller } from '../../src/controller/controller.js';
 import {
@@ -12,7 +14,8 @@ import {
   type ProviderSet,
 } from '../../src/controller/providers.js';
 import { createDb, type Db } from '../../src/db/database.js';
-import type { TestDatabase } from './test-database.js';
+import { RegistryService } from '../../src/registry/registry.service.js';
+import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 /** Short leases, quick backoff, a long resync: what controller tests want unless they say otherwise. */
 export const FAST: ControllerConfig = {
@@ -31,6 +34,55 @@ export interface TestController {
   config: Config;
   db: Db;
   stop(): Promise<void>;
+}
+
+/** What a controller test file shares: a test database of its own, a registry over it, and who applies. */
+export interface ControllerTestFile {
+  /** Set by the file's beforeAll, as is `registry`. */
+  t: TestDatabase;
+  registry: RegistryService;
+  ctx: RequestContext;
+}
+
+/**
+ * Registers a controller test file's beforeAll (its test database and a registry over it, then
+ * `seed`) and afterAll (the data-plane database the providers created is dropped, then the test
+ * database). Call it at the top of the file.
+ */
+export function useControllerTestDatabase(
+  seed?: (f: ControllerTestFile) => Promise<unknown>,
+): ControllerTestFile {
+  const f = { ctx: systemContext('test-operator') } as ControllerTestFile;
+  beforeAll(async () => {
+    f.t = await createTestDatabase();
+    f.registry = new RegistryService(f.t.db, f.t.config);
+    await seed?.(f);
+  });
+  afterAll(async () => {
+    await dropDataplane(f.t);
+    await f.t?.destroy();
+  });
+  return f;
+}
+
+/**
+ * Manifests of a customer with one tenant (`<customer>-eu-dev`), a system, and that system's
+ * deployment in the tenant (`<customer>-eu-dev-<system>`). Display names are the capitalised names.
+ */
+export function deploymentManifests(customer: string, system: string): unknown[] {
+  const title = (name: string) => name.charAt(0).toUpperCase() + name.slice(1);
+  const doc = (kind: string, metadata: { name?: string }, spec: Record<string, unknown>) => ({
+    apiVersion: 'tenantry.dev/v1',
+    kind,
+    metadata,
+    spec,
+  });
+  return [
+    doc('Customer', { name: customer }, { displayName: title(customer), shortCode: customer }),
+    doc('Tenant', {}, { customer, region: 'eu', environmentType: 'dev' }),
+    doc('System', { name: system }, { displayName: title(system), serviceId: system }),
+    doc('Deployment', {}, { tenant: `${customer}-eu-dev`, system }),
+  ];
 }
 
 export async function tempDataDir(): Promise<string> {

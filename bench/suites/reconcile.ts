@@ -1,9 +1,11 @@
 /**
- * 3. Reconcile throughput: objects brought to Ready per second by one controller process
+ * 5. Reconcile throughput (issue 5: 10k objects Ready in <= 60 s; per-object cost flat within ±20%
+ * between 1k and 10k): objects brought to Ready per second by one controller process
  * (`settings.connections` reconciles at once, embedded providers: blob containers on the local
- * disk), against raw single-row INSERTs with as many connections, in the same run.
- *   BENCH_RECONCILE_TENANTS (default 200): tenants × 2 deployments × 1 blob container each, so
- *   200 → 1,000 objects.
+ * disk), at two sizes, each in a database of its own, against raw single-row INSERTs with as many
+ * connections, in the same run.
+ *   BENCH_RECONCILE_TENANTS (default 200) and BENCH_RECONCILE_LARGE_TENANTS (default 2,000; 0 skips
+ *   it): tenants × 2 deployments × 1 blob container each, so 200 → 1,002 objects, 2,000 → 10,002.
  */
 import fs from 'node:fs/promises';
 import os from 'node:os';
@@ -20,14 +22,39 @@ import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
 
-const TENANTS = Number(process.env.BENCH_RECONCILE_TENANTS ?? 200);
+const SMALL = Number(process.env.BENCH_RECONCILE_TENANTS ?? 200);
+const LARGE = Number(process.env.BENCH_RECONCILE_LARGE_TENANTS ?? 2000);
 
 export async function reconcileBenchmark(server: BenchPostgres): Promise<Row[]> {
-  const { ownerUrl, appUrl } = await server.createDatabase('bench_reconcile');
+  const small = await reconcileAll(server, 'bench_reconcile_small', SMALL);
+  const large = LARGE > 0 ? await reconcileAll(server, 'bench_reconcile_large', LARGE) : undefined;
+  const baseline = await rawInserts(server, large?.objects ?? small.objects);
+  const rows = [
+    row(`Reconcile ${small.objects} objects to Ready vs raw INSERT`, small, baseline, null, 'report only'),
+  ];
+  if (large) {
+    rows.push(
+      row(`Reconcile ${large.objects} objects to Ready vs raw INSERT`, large, baseline, {
+        valueAtLeast: Math.ceil(large.objects / 60),
+      }),
+      row(`Reconcile rate at ${large.objects} vs ${small.objects} objects (flat cost)`, large, small, {
+        ratioAtLeast: 0.8,
+      }),
+    );
+  }
+  return rows;
+}
+
+async function reconcileAll(
+  server: BenchPostgres,
+  database: string,
+  tenants: number,
+): Promise<Measurement & { objects: number }> {
+  const { ownerUrl, appUrl } = await server.createDatabase(database);
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-bench-blobs-'));
   const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir });
   const db = createDb(appUrl, settings.connections + 4);
-  const owner = new pg.Pool({ connectionString: ownerUrl, max: settings.connections });
+  const owner = new pg.Pool({ connectionString: ownerUrl, max: 2 });
   const registry = new RegistryService(db, config);
   const ctx = systemContext('bench');
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
@@ -46,36 +73,18 @@ export async function reconcileBenchmark(server: BenchPostgres): Promise<Row[]> 
         spec: { displayName: 'S', serviceId: 'svc' },
       },
     ]);
-    for (let i = 0; i < TENANTS; i++) {
-      const tenant = `bench-eu-dev-t${i}`;
-      const docs: unknown[] = [
-        {
-          apiVersion: 'tenantry.dev/v1',
-          kind: 'Tenant',
-          metadata: {},
-          spec: { customer: 'bench', region: 'eu', environmentType: 'dev', qualifier: `t${i}` },
-        },
-      ];
-      for (const d of ['a', 'b']) {
-        docs.push(
-          {
-            apiVersion: 'tenantry.dev/v1',
-            kind: 'Deployment',
-            metadata: {},
-            spec: { tenant, system: 'svc', qualifier: d },
-          },
-          {
-            apiVersion: 'tenantry.dev/v1',
-            kind: 'IntegrationResource',
-            metadata: {},
-            spec: { scope: { deployment: `${tenant}-svc-${d}` }, type: 'blob-container' },
-          },
-        );
-      }
-      await registry.apply(ctx, docs);
-    }
-    const objects = TENANTS * 5 + 2;
-    console.log(`  ${objects} objects applied; reconciling with ${settings.connections} workers`);
+    // One apply per tenant (tenant, its deployments, their containers), on as many connections.
+    const t0 = performance.now();
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: settings.connections }, async () => {
+        for (let i = next++; i < tenants; i = next++) await registry.apply(ctx, tenantDocs(i));
+      }),
+    );
+    const objects = tenants * 5 + 2;
+    console.log(
+      `  ${objects} objects applied in ${((performance.now() - t0) / 1000).toFixed(0)}s; reconciling with ${settings.connections} workers`,
+    );
 
     const controller = new Controller({
       db,
@@ -95,22 +104,66 @@ export async function reconcileBenchmark(server: BenchPostgres): Promise<Row[]> 
     while (Number(await notReady()) > 0) await new Promise((r) => setTimeout(r, 100));
     const seconds = (performance.now() - started) / 1000;
     await controller.stop();
-    const figure: Measurement = {
-      label: `all ${objects} objects Ready (${controller.processed} reconciles)`,
+    const m = {
+      label: `${objects} objects Ready (${controller.processed} reconciles)`,
       value: objects / seconds,
       unit: 'objects/s',
+      objects,
     };
     console.log(
-      `  ${objects} objects Ready in ${seconds.toFixed(1)}s: ${figure.value.toFixed(0)} objects/s, ${controller.processed} reconciles`,
+      `  ${objects} objects Ready in ${seconds.toFixed(1)}s: ${m.value.toFixed(0)} objects/s, ${controller.processed} reconciles`,
     );
+    return m;
+  } finally {
+    await closeProviders(providers);
+    await db.destroy();
+    await owner.end();
+    await fs.rm(dataDir, { recursive: true, force: true });
+  }
+}
 
-    // Baseline: as many raw single-row INSERTs, autocommit, with as many connections.
-    await owner.query(
-      'create table bench_reconcile_raw (id bigint generated always as identity primary key, data jsonb not null)',
+function tenantDocs(i: number): unknown[] {
+  const tenant = `bench-eu-dev-t${i}`;
+  const docs: unknown[] = [
+    {
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'Tenant',
+      metadata: {},
+      spec: { customer: 'bench', region: 'eu', environmentType: 'dev', qualifier: `t${i}` },
+    },
+  ];
+  for (const d of ['a', 'b']) {
+    docs.push(
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Deployment',
+        metadata: {},
+        spec: { tenant, system: 'svc', qualifier: d },
+      },
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'IntegrationResource',
+        metadata: {},
+        spec: { scope: { deployment: `${tenant}-svc-${d}` }, type: 'blob-container' },
+      },
     );
-    await owner.query('grant select, insert on bench_reconcile_raw to tenantry_app');
-    const pool = new pg.Pool({ connectionString: appUrl, max: settings.connections });
-    let left = objects;
+  }
+  return docs;
+}
+
+/** As many raw single-row INSERTs (autocommit) as objects, with as many connections. */
+async function rawInserts(server: BenchPostgres, count: number): Promise<Measurement> {
+  const { ownerUrl, appUrl } = await server.createDatabase('bench_reconcile_raw');
+  const owner = new pg.Client({ connectionString: ownerUrl });
+  await owner.connect();
+  await owner.query(
+    'create table bench_reconcile_raw (id bigint generated always as identity primary key, data jsonb not null)',
+  );
+  await owner.query('grant select, insert on bench_reconcile_raw to tenantry_app');
+  await owner.end();
+  const pool = new pg.Pool({ connectionString: appUrl, max: settings.connections });
+  try {
+    let left = count;
     const t0 = performance.now();
     await Promise.all(
       Array.from({ length: settings.connections }, async () => {
@@ -118,19 +171,12 @@ export async function reconcileBenchmark(server: BenchPostgres): Promise<Row[]> 
           await pool.query('insert into bench_reconcile_raw (data) values ($1)', ['{"n":1}']);
       }),
     );
-    const baseline: Measurement = {
+    return {
       label: 'raw single-row INSERT',
-      value: objects / ((performance.now() - t0) / 1000),
+      value: count / ((performance.now() - t0) / 1000),
       unit: 'rows/s',
     };
-    await pool.end();
-    return [
-      row(`Reconcile ${objects} objects to Ready vs raw INSERT`, figure, baseline, null, 'report only'),
-    ];
   } finally {
-    await closeProviders(providers);
-    await db.destroy();
-    await owner.end();
-    await fs.rm(dataDir, { recursive: true, force: true });
+    await pool.end();
   }
 }

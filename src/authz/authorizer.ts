@@ -1,9 +1,18 @@
 import fs from 'node:fs';
+import v8 from 'node:v8';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { RequestContext } from '../changes/request-context.js';
 import { TenantryError } from '../errors/errors.js';
 import { metrics } from '../observability/metrics.js';
 import { DEFAULT_POLICIES } from './default-policies.js';
+
+// Node 20's V8 (11.3) aborts the whole process ("Fatal error: unreachable code" in
+// Deoptimizer::DoComputeBuiltinContinuation) when optimised code that inlined a JS-to-WebAssembly
+// call into Cedar is lazily deoptimised while that call runs. Listing 100k tenants page by page
+// (hundreds of decisions per request; bench/suites/memory.ts) did it every time; Node 24 does not.
+// Not inlining those wrappers costs nanoseconds against a Cedar call's ~0.2 ms. Set before any
+// code calling Cedar is optimised (this module is what calls it); harmless where V8 is fixed.
+v8.setFlagsFromString('--no-turbo-inline-js-wasm-calls');
 
 /** The groups every action belongs to; policies grant groups or single actions. */
 export const ACTION_GROUPS = ['read', 'write', 'operate', 'elevate'] as const;

@@ -73,12 +73,17 @@ async function reconcileAll(
         spec: { displayName: 'S', serviceId: 'svc' },
       },
     ]);
-    // One apply per tenant (tenant, its deployments, their containers), on as many connections.
+    // Ten tenants (each with its deployments and their containers) per apply, on as many connections.
     const t0 = performance.now();
     let next = 0;
     await Promise.all(
       Array.from({ length: settings.connections }, async () => {
-        for (let i = next++; i < tenants; i = next++) await registry.apply(ctx, tenantDocs(i));
+        for (let i = next; i < tenants; i = next) {
+          next += 10;
+          const docs: unknown[] = [];
+          for (let j = i; j < Math.min(i + 10, tenants); j++) docs.push(...tenantDocs(j));
+          await registry.apply(ctx, docs);
+        }
       }),
     );
     const objects = tenants * 5 + 2;

@@ -56,7 +56,7 @@ export async function authzBenchmark(): Promise<Row[]> {
   const authz = new Authorizer();
   for (const a of ['tenant.read', 'tenant.write', 'deployment.write']) authz.registerAction(a);
   authz.seal();
-  const seconds = Math.max(2, Math.min(settings.seconds, 5));
+  const seconds = Math.max(2, Math.min(settings.seconds, 4));
   const tenants = Array.from({ length: 64 }, (_, i) => `t${i}`);
   const bare = (c: RequestContext, resourceTenant: string) =>
     c.scope.kind === 'tenant' &&

@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';
+import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
@@ -66,12 +67,7 @@ export async function changePathBenchmark(server: BenchPostgres): Promise<Change
 
   try {
     await registry.apply(ctx, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Customer',
-        metadata: { name: 'bench' },
-        spec: { displayName: 'Bench', shortCode: 'bench' },
-      },
+      BENCH_CUSTOMER,
       ...Array.from({ length: settings.connections }, (_, w) => tenant(w)),
     ]);
     const [changeTps, rawTps] = await compare(change, raw);

@@ -8,6 +8,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { compare, httpLoad, measure } from '../lib/load.js';
+import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
@@ -83,12 +84,7 @@ export async function httpBenchmark(server: BenchPostgres, rawInsert: Measuremen
   const authorization = `Bearer ${token}`;
   try {
     await post(`${tenantryUrl}/v1/apply`, token, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Customer',
-        metadata: { name: 'bench' },
-        spec: { displayName: 'Bench', shortCode: 'bench' },
-      },
+      BENCH_CUSTOMER,
       ...Array.from({ length: TENANTS }, (_, i) => tenantDoc(i)),
     ]);
 

@@ -15,6 +15,7 @@
 import type { ChildProcess } from 'node:child_process';
 import pg from 'pg';
 import { httpLoad } from '../lib/load.js';
+import { BENCH_CUSTOMER, benchTenant } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
@@ -44,20 +45,7 @@ async function rssUnderLoad(server: BenchPostgres, database: string, tenants: nu
   };
   const sampler = setInterval(() => void sample().catch(() => undefined), 100);
   try {
-    await post(`${tenantryUrl}/v1/apply`, token, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Customer',
-        metadata: { name: 'bench' },
-        spec: { displayName: 'Bench', shortCode: 'bench' },
-      },
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Tenant',
-        metadata: {},
-        spec: { customer: 'bench', region: 'eu', environmentType: 'dev', qualifier: 'm0' },
-      },
-    ]);
+    await post(`${tenantryUrl}/v1/apply`, token, [BENCH_CUSTOMER, benchTenant('m0')]);
     const deadline = Date.now() + 60_000;
     const phase = async () =>
       (await owner.query<{ phase: string }>(`select phase from tenants where slug = 'bench-eu-dev-m0'`))

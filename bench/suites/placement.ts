@@ -11,16 +11,11 @@ import { loadConfig } from '../../src/config/config.js';
 import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';
+import { manifest as doc } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
 
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
 const base = [
   doc('Customer', 'bench', { displayName: 'Bench', shortCode: 'bench' }),
   doc('System', 'app', { displayName: 'App', serviceId: '1' }),

@@ -18,6 +18,7 @@ import { Controller } from '../../src/controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from '../../src/controller/providers.js';
 import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
+import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
@@ -60,12 +61,7 @@ async function reconcileAll(
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
   try {
     await registry.apply(ctx, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Customer',
-        metadata: { name: 'bench' },
-        spec: { displayName: 'B', shortCode: 'bench' },
-      },
+      BENCH_CUSTOMER,
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'System',

@@ -12,6 +12,7 @@ import { asPlatform, createDb } from '../../src/db/database.js';
 import { appendEvent } from '../../src/events/append-event.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { WebhookDispatcher } from '../../src/webhooks/webhook-dispatcher.js';
+import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
@@ -59,12 +60,7 @@ export async function webhookBenchmark(server: BenchPostgres): Promise<Row[]> {
   const log = pino({ level: 'silent' });
   try {
     const out = await registry.apply(ctx, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Customer',
-        metadata: { name: 'bench' },
-        spec: { displayName: 'Bench', shortCode: 'bench' },
-      },
+      BENCH_CUSTOMER,
       ...Array.from({ length: TENANTS }, (_, i) => ({
         apiVersion: 'tenantry.dev/v1',
         kind: 'Tenant',

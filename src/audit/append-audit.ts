@@ -144,6 +144,24 @@ export interface AttemptContext {
 }
 
 /**
+ * The entry for an operation done in `ctx`: who did it (actor, application, session) and the
+ * request's ids come from the identity envelope, so callers say only what was done.
+ */
+export function auditEntryOf(
+  ctx: AttemptContext,
+  what: Omit<AuditEntry, 'actor' | 'appId' | 'sessionId' | 'requestId' | 'correlationId'>,
+): AuditEntry {
+  return {
+    ...what,
+    actor: ctx.actor,
+    appId: ctx.appId,
+    sessionId: ctx.sessionId,
+    requestId: ctx.requestId,
+    correlationId: ctx.correlationId,
+  };
+}
+
+/**
  * Records a refused or failed attempt in a transaction of its own (the operation's transaction has
  * rolled back or never began). Written as the platform, since the record may concern a tenant the
  * caller may not see. Compatible with RequestContext.
@@ -154,19 +172,21 @@ export async function recordAuditAttempt(
   attempt: AuditAttempt,
 ): Promise<AuditRecord> {
   return asPlatform(db, (trx) =>
-    appendAudit(trx, {
-      tenantId: attempt.tenantId,
-      appId: ctx.appId,
-      actor: ctx.actor,
-      sessionId: ctx.sessionId,
-      action: attempt.action,
-      target: { kind: attempt.target.kind, id: attempt.target.id ?? null, slug: attempt.target.slug ?? null },
-      before: null,
-      after: null,
-      outcome: attempt.outcome,
-      decision: attempt.decision ?? null,
-      requestId: ctx.requestId,
-      correlationId: ctx.correlationId,
-    }),
+    appendAudit(
+      trx,
+      auditEntryOf(ctx, {
+        tenantId: attempt.tenantId,
+        action: attempt.action,
+        target: {
+          kind: attempt.target.kind,
+          id: attempt.target.id ?? null,
+          slug: attempt.target.slug ?? null,
+        },
+        before: null,
+        after: null,
+        outcome: attempt.outcome,
+        decision: attempt.decision ?? null,
+      }),
+    ),
   );
 }

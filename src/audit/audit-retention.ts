@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import { ConflictError } from '../errors/errors.js';
-import { type AttemptContext, appendAudit } from './append-audit.js';
+import { type AttemptContext, appendAudit, auditEntryOf } from './append-audit.js';
 import { checkpointFromRow, checkpointPayload } from './audit-checkpoint.js';
 import type { AuditRecord } from './audit-hash.js';
 import { trustedKeys, verifySignature } from './checkpoint-signer.js';
@@ -60,20 +60,18 @@ export async function applyAuditRetention(
       deleted: Number(r.deleted),
     }));
     if (segments.length === 0) return { checkpointId: checkpoint.id, segments, record: null };
-    const record = await appendAudit(trx, {
-      tenantId: null,
-      appId: ctx.appId,
-      actor: ctx.actor,
-      sessionId: ctx.sessionId,
-      action: 'audit.retention',
-      target: { kind: 'AuditLog', id: null, slug: null },
-      before: null,
-      after: { checkpointId: checkpoint.id, olderThan: opts.olderThan.toISOString(), segments },
-      outcome: 'success',
-      decision: null,
-      requestId: ctx.requestId,
-      correlationId: ctx.correlationId,
-    });
+    const record = await appendAudit(
+      trx,
+      auditEntryOf(ctx, {
+        tenantId: null,
+        action: 'audit.retention',
+        target: { kind: 'AuditLog', id: null, slug: null },
+        before: null,
+        after: { checkpointId: checkpoint.id, olderThan: opts.olderThan.toISOString(), segments },
+        outcome: 'success',
+        decision: null,
+      }),
+    );
     return { checkpointId: checkpoint.id, segments, record };
   });
 }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { prepareAuditAppend } from '../audit/append-audit.js';
+import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
 import type { Kind } from '../domain/manifest.js';
@@ -78,20 +78,18 @@ async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promi
   const traceparent = currentTraceparent() ?? null;
   // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2
   // writes it with everything else. The lock is held to commit, so this is done last.
-  const audit = await prepareAuditAppend(trx, {
-    tenantId: change.tenantId,
-    appId: ctx.appId,
-    actor: ctx.actor,
-    sessionId: ctx.sessionId,
-    action: `${kind.toLowerCase()}.${change.action}`,
-    target: { kind, id: change.objectId, slug: change.slug },
-    before: change.before,
-    after: change.after,
-    outcome: 'success',
-    decision,
-    requestId: ctx.requestId,
-    correlationId: ctx.correlationId,
-  });
+  const audit = await prepareAuditAppend(
+    trx,
+    auditEntryOf(ctx, {
+      tenantId: change.tenantId,
+      action: `${kind.toLowerCase()}.${change.action}`,
+      target: { kind, id: change.objectId, slug: change.slug },
+      before: change.before,
+      after: change.after,
+      outcome: 'success',
+      decision,
+    }),
+  );
   await sql`
     with version as (
       insert into object_versions

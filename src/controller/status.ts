@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { prepareAuditAppend } from '../audit/append-audit.js';
+import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../changes/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { Kind } from '../domain/manifest.js';
@@ -119,19 +119,17 @@ export async function recordStatusEvent(
     message: e.message,
     ...(e.drift ? { drift: e.drift } : {}),
   };
-  const audit = await prepareAuditAppend(trx, {
-    tenantId: target.tenantId,
-    appId: ctx.appId,
-    actor: ctx.actor,
-    sessionId: ctx.sessionId,
-    action: name,
-    target: { kind: target.kind, id: target.id, slug: target.slug },
-    after: data,
-    outcome: what === 'failed' ? 'failure' : 'success',
-    decision: null,
-    requestId: ctx.requestId,
-    correlationId: ctx.correlationId,
-  });
+  const audit = await prepareAuditAppend(
+    trx,
+    auditEntryOf(ctx, {
+      tenantId: target.tenantId,
+      action: name,
+      target: { kind: target.kind, id: target.id, slug: target.slug },
+      after: data,
+      outcome: what === 'failed' ? 'failure' : 'success',
+      decision: null,
+    }),
+  );
   await sql`
     with audit as (${audit.insert}), audit_head as (${audit.advanceHead}),
     ${appendEventSql({

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { appendAudit } from '../audit/append-audit.js';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
 import type { RequestContext } from '../changes/request-context.js';
 import { type Db, inScope } from '../db/database.js';
@@ -81,20 +81,18 @@ export class BreakGlassService {
         .returningAll()
         .executeTakeFirstOrThrow();
       const grant = toGrant(row);
-      await appendAudit(trx, {
-        tenantId,
-        appId: ctx.appId,
-        actor: ctx.actor,
-        sessionId: ctx.sessionId,
-        action: 'breakglass.start',
-        target: { kind: 'BreakGlass', id: grant.id, slug: null },
-        before: null,
-        after: { roles: grant.roles, reason, expiresAt: grant.expiresAt },
-        outcome: 'success',
-        decision,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId,
+          action: 'breakglass.start',
+          target: { kind: 'BreakGlass', id: grant.id, slug: null },
+          before: null,
+          after: { roles: grant.roles, reason, expiresAt: grant.expiresAt },
+          outcome: 'success',
+          decision,
+        }),
+      );
       return grant;
     });
   }
@@ -122,20 +120,18 @@ export class BreakGlassService {
         .where('id', '=', id)
         .returningAll()
         .executeTakeFirstOrThrow();
-      await appendAudit(trx, {
-        tenantId: row.tenant_id,
-        appId: ctx.appId,
-        actor: ctx.actor,
-        sessionId: ctx.sessionId,
-        action: 'breakglass.end',
-        target: { kind: 'BreakGlass', id, slug: null },
-        before: { expiresAt: row.expires_at.toISOString() },
-        after: { endedAt: updated.ended_at?.toISOString() ?? null },
-        outcome: 'success',
-        decision,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: row.tenant_id,
+          action: 'breakglass.end',
+          target: { kind: 'BreakGlass', id, slug: null },
+          before: { expiresAt: row.expires_at.toISOString() },
+          after: { endedAt: updated.ended_at?.toISOString() ?? null },
+          outcome: 'success',
+          decision,
+        }),
+      );
       return toGrant(updated);
     });
   }

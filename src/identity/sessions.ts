@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { appendAudit } from '../audit/append-audit.js';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
 import type { RequestContext } from '../changes/request-context.js';
 import { type Db, inScope } from '../db/database.js';
@@ -70,21 +70,19 @@ export class SessionService {
         .where('id', '=', id)
         .returningAll()
         .executeTakeFirstOrThrow();
-      await appendAudit(trx, {
-        id: randomUUID(),
-        tenantId: row.tenant_id,
-        appId: ctx.appId,
-        actor: ctx.actor,
-        sessionId: ctx.sessionId,
-        action: 'session.revoke',
-        target: { kind: 'Session', id: null, slug: id },
-        before: { revokedAt: null },
-        after: { revokedAt: updated.revoked_at?.toISOString() ?? null },
-        outcome: 'success',
-        decision,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          id: randomUUID(),
+          tenantId: row.tenant_id,
+          action: 'session.revoke',
+          target: { kind: 'Session', id: null, slug: id },
+          before: { revokedAt: null },
+          after: { revokedAt: updated.revoked_at?.toISOString() ?? null },
+          outcome: 'success',
+          decision,
+        }),
+      );
       return toSession(updated);
     });
   }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { appendAudit } from '../audit/append-audit.js';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../changes/request-context.js';
 import { type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
@@ -185,19 +185,17 @@ export class UsageService {
         values (${t.id}, ${id}, ${input.name}, ${input.value}, ${input.reason}, ${ctx.actor.principal}, ${expiresAt})
         returning *`.execute(trx);
       const o = toOverride(r.rows[0]!);
-      await appendAudit(trx, {
-        tenantId: t.id,
-        appId: ctx.appId,
-        actor: ctx.actor,
-        sessionId: ctx.sessionId,
-        action: 'limits.override',
-        target: { kind: 'Tenant', id: t.id, slug: t.slug },
-        before: null,
-        after: o,
-        outcome: 'success',
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: t.id,
+          action: 'limits.override',
+          target: { kind: 'Tenant', id: t.id, slug: t.slug },
+          before: null,
+          after: o,
+          outcome: 'success',
+        }),
+      );
       await appendUsageHistory(
         trx,
         (await effectiveLimits(trx, t.id))!,
@@ -222,19 +220,17 @@ export class UsageService {
       const row = r.rows[0];
       if (!row) throw new NotFoundError('override.not_found', `No active override ${id} for "${t.slug}".`);
       const o = toOverride(row);
-      await appendAudit(trx, {
-        tenantId: t.id,
-        appId: ctx.appId,
-        actor: ctx.actor,
-        sessionId: ctx.sessionId,
-        action: 'limits.override_revoke',
-        target: { kind: 'Tenant', id: t.id, slug: t.slug },
-        before: { ...o, revokedAt: null },
-        after: o,
-        outcome: 'success',
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: t.id,
+          action: 'limits.override_revoke',
+          target: { kind: 'Tenant', id: t.id, slug: t.slug },
+          before: { ...o, revokedAt: null },
+          after: o,
+          outcome: 'success',
+        }),
+      );
       await appendUsageHistory(
         trx,
         (await effectiveLimits(trx, t.id))!,

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { appendAudit } from '../audit/append-audit.js';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../changes/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import { NotFoundError } from '../errors/errors.js';
@@ -139,19 +139,17 @@ export class WebhooksService {
       const ids = r.rows.map((row) => row.id);
       const row = await sql<{ tenant_id: string | null; slug: string }>`
         select tenant_id, slug from webhook_endpoints where id = ${endpoint}`.execute(trx);
-      await appendAudit(trx, {
-        tenantId: row.rows[0]?.tenant_id ?? null,
-        appId: ctx.appId,
-        actor: ctx.actor,
-        sessionId: ctx.sessionId,
-        action: 'webhookendpoint.requeue',
-        target: { kind: 'WebhookEndpoint', id: endpoint, slug: row.rows[0]?.slug ?? null },
-        before: null,
-        after: { requeued: ids },
-        outcome: 'success',
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: row.rows[0]?.tenant_id ?? null,
+          action: 'webhookendpoint.requeue',
+          target: { kind: 'WebhookEndpoint', id: endpoint, slug: row.rows[0]?.slug ?? null },
+          before: null,
+          after: { requeued: ids },
+          outcome: 'success',
+        }),
+      );
       if (ids.length > 0) await sql`select pg_notify('tenantry_webhooks', '')`.execute(trx);
       return ids;
     });

@@ -20,6 +20,8 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { RegistryService } from './registry/registry.service.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
+import { lifecycleWorkflowTypes } from './workflows/lifecycle-workflows.js';
+import { WorkflowEngine } from './workflows/workflow-engine.js';
 
 export interface Tenantry {
   /** Where the API listens; empty for `role: controller`. */
@@ -30,6 +32,8 @@ export interface Tenantry {
   server: FastifyInstance | undefined;
   /** Absent for `role: api`. */
   controller: Controller | undefined;
+  /** The workflow engine (src/workflows); absent for `role: api`. */
+  workflowEngine: WorkflowEngine | undefined;
   db: Db;
   registry: RegistryService;
   audit: AuditService;
@@ -121,6 +125,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       await checkpointer.tick();
     });
     let controller: Controller | undefined;
+    let workflowEngine: WorkflowEngine | undefined;
     if (config.role !== 'api') {
       const providers = createProviders({
         config,
@@ -137,6 +142,18 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       c.start();
       stops.push(() => c.stop());
       controller = c;
+      const engine = new WorkflowEngine({
+        db,
+        registry: lifecycleWorkflowTypes(db, providers),
+        logger: log.child({ component: 'workflows' }),
+        config: {
+          ...config.controller,
+          stepTimeoutMs: config.controller.workflowStepTimeoutMs ?? 60_000,
+        },
+      });
+      engine.start();
+      stops.push(() => engine.stop());
+      workflowEngine = engine;
     }
     if (config.role === 'controller') {
       return {
@@ -144,6 +161,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         dataLocation,
         server: undefined,
         controller,
+        workflowEngine,
         db,
         registry,
         audit,
@@ -195,6 +213,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       dataLocation,
       server,
       controller,
+      workflowEngine,
       db,
       registry,
       audit,

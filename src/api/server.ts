@@ -23,6 +23,9 @@ import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
+import { registerWorkflowRoutes } from '../workflows/workflows.routes.js';
+import { WorkflowsService } from '../workflows/workflows.service.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
@@ -47,6 +50,8 @@ export interface ServerDeps {
   rateLimiter?: RateLimiter;
   /** The event log (with its LISTEN notifier); absent: one that polls. */
   events?: EventsService;
+  /** Workflows (src/workflows); absent: one over the lifecycle workflow types. */
+  workflows?: WorkflowsService;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -241,6 +246,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
+  registerWorkflowRoutes(
+    app,
+    deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    identify,
+  );
   registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
   registerEventRoutes(app, deps.events ?? new EventsService(db, config), identify, config);

@@ -181,6 +181,8 @@ export interface ControllerConfig {
   resyncIntervalMs: number;
   /** How often an idle worker looks for due jobs. */
   pollIntervalMs: number;
+  /** Default per-attempt timeout of a workflow step (src/workflows); 60 s when absent. */
+  workflowStepTimeoutMs?: number;
 }
 
 export interface ProviderConfig {
@@ -428,6 +430,11 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       maxAttempts: integerSetting('TENANTRY_MAX_ATTEMPTS', env.TENANTRY_MAX_ATTEMPTS, 8),
       resyncIntervalMs: integerSetting('TENANTRY_RESYNC_MS', env.TENANTRY_RESYNC_MS, 10 * 60_000),
       pollIntervalMs: integerSetting('TENANTRY_POLL_MS', env.TENANTRY_POLL_MS, 500),
+      workflowStepTimeoutMs: integerSetting(
+        'TENANTRY_WORKFLOW_STEP_TIMEOUT_MS',
+        env.TENANTRY_WORKFLOW_STEP_TIMEOUT_MS,
+        60_000,
+      ),
     },
     providers: {
       dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined,

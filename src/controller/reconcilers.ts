@@ -159,7 +159,7 @@ async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> 
   }
 }
 
-async function desiredResource(
+export async function desiredResource(
   trx: Trx,
   row: ObjectRow,
 ): Promise<{ desired: DesiredResource; region: string }> {
@@ -167,10 +167,11 @@ async function desiredResource(
   const r = await sql<{
     tenant_slug: string;
     region: string;
+    suspended: boolean;
     scope_slug: string;
     consumers: string[] | null;
   }>`
-    select t.slug as tenant_slug, t.region, coalesce(d.slug, t.slug) as scope_slug,
+    select t.slug as tenant_slug, t.region, t.lifecycle in ('Suspended', 'Archived') as suspended, coalesce(d.slug, t.slug) as scope_slug,
       (select array_agg(c.slug order by c.slug) from deployments c
         where c.tenant_id = t.id and c.deleted_at is null
           and c.slug in (select jsonb_array_elements_text(${JSON.stringify(spec.kafkaTopic?.consumers ?? [])}::jsonb))
@@ -197,6 +198,7 @@ async function desiredResource(
         }
       : {}),
     ...(spec.database ? { database: { isolation: spec.database.isolation } } : {}),
+    ...(x.suspended ? { suspended: true } : {}),
   };
   return { desired, region: x.region };
 }
@@ -316,7 +318,7 @@ async function reconcileParent(
           : {
               status: 'True',
               reason: lifecycle,
-              message: `The tenant is ${lifecycle.toLowerCase()}; its resources are kept.`,
+              message: `The tenant is ${lifecycle.toLowerCase()}; its resources are kept and its credentials revoked.`,
             },
     });
   }

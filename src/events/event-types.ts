@@ -44,6 +44,11 @@ export const EVENT_NAMES = [
   'webhookendpoint.updated',
   'webhookendpoint.deleted',
   'webhookendpoint.disabled',
+  // Workflow progress (src/workflows), in the tenant's stream.
+  'workflow.started',
+  'workflow.step_completed',
+  'workflow.succeeded',
+  'workflow.failed',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 

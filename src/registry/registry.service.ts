@@ -21,6 +21,7 @@ import {
 import type { ChangeAction } from '../events/event-types.js';
 import { type Placement, PlacementPolicy, type Verdict } from '../placement/placement.policy.js';
 import { PolicyError } from '../placement/policy-error.js';
+import { startLifecycleWorkflow } from '../workflows/start-lifecycle-workflow.js';
 import { LIST_FILTERS, resolve, tenantOf } from './kinds.js';
 import {
   countLive,
@@ -548,6 +549,15 @@ export class RegistryService {
       }
       const updated = await updateObject(trx, 'Tenant', row.id, { lifecycle: to, phase: 'Pending' });
       await this.record(trx, ctx, 'Tenant', action, row, updated);
+      // The workflow that makes the transition true starts with it (src/workflows).
+      await startLifecycleWorkflow(trx, ctx, {
+        tenantId: row.id,
+        tenantSlug: row.slug,
+        action,
+        from,
+        to,
+        generation: Number(updated.generation),
+      });
       return toApiObject('Tenant', updated);
     });
   }

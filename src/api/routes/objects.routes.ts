@@ -5,6 +5,7 @@ import { API_VERSION, KINDS, type Kind, manifestSchema } from '../../domain/mani
 import { ValidationError } from '../../errors/errors.js';
 import { LIST_FILTERS } from '../../registry/kinds.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
+import { lifecycleWorkflowId } from '../../workflows/start-lifecycle-workflow.js';
 import { etagOf, ifMatchGeneration } from '../etag.js';
 import type { IdentityHook } from '../identity.js';
 import { DiffEntrySchema, errorResponses } from '../schemas.js';
@@ -283,7 +284,13 @@ export function registerObjectRoutes(
           action as LifecycleAction,
           ifMatchGeneration(request.headers['if-match']),
         );
-        return reply.header('etag', etagOf(obj.metadata.generation)).send(obj);
+        // The workflow that makes the transition true (src/workflows); its id derives from the change.
+        const workflowId = lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation);
+        return reply
+          .header('etag', etagOf(obj.metadata.generation))
+          .header('tenantry-workflow', workflowId)
+          .header('link', `</v1/workflows/${workflowId}>; rel="monitor"`)
+          .send(obj);
       },
     );
   }

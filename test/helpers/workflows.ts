@@ -79,3 +79,6 @@ export async function stepsOf(
   );
   return r.rows;
 }
+
+
+export { logged } from '../fixtures/logged-steps.js';

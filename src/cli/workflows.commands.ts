@@ -59,7 +59,11 @@ function render(w: WorkflowView, format: OutputFormat): string {
  * Follows a workflow until it ends, printing each step as it changes (polling its description);
  * returns its last view. The caller exits non-zero unless it Succeeded.
  */
-export async function waitForWorkflow(client: TenantryClient, id: string, pollMs = 300): Promise<WorkflowView> {
+export async function waitForWorkflow(
+  client: TenantryClient,
+  id: string,
+  pollMs = 300,
+): Promise<WorkflowView> {
   const seen = new Map<string, string>();
   for (;;) {
     const { body } = await client.request<WorkflowView>('GET', `/v1/workflows/${encodeURIComponent(id)}`);
@@ -79,7 +83,9 @@ export async function waitForWorkflow(client: TenantryClient, id: string, pollMs
 }
 
 export function registerWorkflowCommands(program: Command, deps: Deps): void {
-  const workflows = program.command('workflows').description('lifecycle workflows: list, describe, retry, cancel');
+  const workflows = program
+    .command('workflows')
+    .description('lifecycle workflows: list, describe, retry, cancel');
   workflows
     .command('list')
     .description('workflows, newest first')
@@ -110,7 +116,9 @@ export function registerWorkflowCommands(program: Command, deps: Deps): void {
     .argument('<id>', 'workflow id')
     .action(async (id: string) => {
       await deps.run(async () => {
-        const { body } = await deps.client().request<WorkflowView>('GET', `/v1/workflows/${encodeURIComponent(id)}`);
+        const { body } = await deps
+          .client()
+          .request<WorkflowView>('GET', `/v1/workflows/${encodeURIComponent(id)}`);
         console.log(render(body, deps.output()));
       });
     });
@@ -123,11 +131,17 @@ export function registerWorkflowCommands(program: Command, deps: Deps): void {
           : 'cancel an open workflow: its completed steps are undone',
       )
       .argument('<id>', 'workflow id')
-      .option('--wait', 'follow it until it ends; exit 1 unless it succeeded (retry) or was cancelled (cancel)')
+      .option(
+        '--wait',
+        'follow it until it ends; exit 1 unless it succeeded (retry) or was cancelled (cancel)',
+      )
       .action(async (id: string, opts: { wait?: boolean }) => {
         await deps.run(async () => {
           const client = deps.client();
-          const { body } = await client.request<WorkflowView>('POST', `/v1/workflows/${encodeURIComponent(id)}/${verb}`);
+          const { body } = await client.request<WorkflowView>(
+            'POST',
+            `/v1/workflows/${encodeURIComponent(id)}/${verb}`,
+          );
           console.log(`workflow ${body.id} ${body.state}`);
           if (!opts.wait) return;
           const end = await waitForWorkflow(client, id);

@@ -194,12 +194,33 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
   const activateSteps: StepDefinition<LifecycleInput>[] = [
     {
       name: 'check-policy-gates',
+      // The gates as they stand now (the apply checked them when the manifest was written).
       async run(ctx) {
-        const t = await asPlatform(db, (trx) => findById(trx, 'Tenant', ctx.tenantId));
-        if (!t) throw new ProviderError('the tenant no longer exists', 'TenantGone', false);
-        if (!t.placement)
-          throw new ProviderError('the tenant has no placement (no cell binding)', 'NoPlacement', false);
-        return { region: t.region, cell: t.cell_id ?? null };
+        return asPlatform(db, async (trx) => {
+          const t = await findById(trx, 'Tenant', ctx.tenantId);
+          if (!t) throw new ProviderError('the tenant no longer exists', 'TenantGone', false);
+          const spec = t.spec as { plan?: string; residency?: { allowedRegions?: string[] } };
+          const allowed = spec.residency?.allowedRegions;
+          if (allowed && !allowed.includes(String(t.region)))
+            throw new ProviderError(
+              `region ${t.region} is outside the tenant's residency (${allowed.join(', ')})`,
+              'ResidencyViolated',
+              false,
+            );
+          if (spec.plan) {
+            const plan =
+              await sql`select 1 from plans where slug = ${spec.plan} and deleted_at is null`.execute(trx);
+            if (plan.rows.length === 0)
+              throw new ProviderError(`plan ${spec.plan} no longer exists`, 'PlanMissing', false);
+          }
+          const cell = t.cell_id ?? null;
+          if (cell) {
+            const c = await sql`select 1 from cells where id = ${cell} and deleted_at is null`.execute(trx);
+            if (c.rows.length === 0)
+              throw new ProviderError("the tenant's cell no longer exists", 'CellMissing', false);
+          }
+          return { region: t.region, plan: spec.plan ?? null, cell };
+        });
       },
     },
     {

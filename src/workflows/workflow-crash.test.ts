@@ -33,7 +33,13 @@ const fx = useControllerTestDatabase((f) =>
   ]),
 );
 
-const SUSPEND = ['record-access', 'pause-webhooks', 'revoke-database-logins', 'deny-kafka-principals', 'revoke-blob-access'];
+const SUSPEND = [
+  'record-access',
+  'pause-webhooks',
+  'revoke-database-logins',
+  'deny-kafka-principals',
+  'revoke-blob-access',
+];
 const ACTIVATE = ['check-policy-gates', 'provision-resources', 'wait-resources-ready', 'enable-webhooks'];
 
 function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
@@ -56,7 +62,9 @@ const exited = (child: ChildProcess) =>
   });
 
 async function canLogIn(): Promise<boolean> {
-  const id = (await fx.t.owner.query(`select id from integration_resources where slug = $1`, [`${tenant}.database`])).rows[0].id;
+  const id = (
+    await fx.t.owner.query(`select id from integration_resources where slug = $1`, [`${tenant}.database`])
+  ).rows[0].id;
   const s = await new SecretStore(fx.t.db).get(id);
   const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
   url.username = s?.username ?? '';
@@ -114,25 +122,32 @@ describe('SIGKILL at every step boundary', () => {
         } finally {
           await e.stop();
         }
-        const runs = fs.readFileSync(log, 'utf8').trim().split('\n').map((l) => l.split(' '));
+        const runs = fs
+          .readFileSync(log, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' '));
         const at = steps.indexOf(step);
         // Steps before the kill ran once, in the dead process; the resumed engine started at the step.
-        expect(runs.map((r) => r[1]), name).toEqual(
-          when === 'before' ? steps : [...steps.slice(0, at + 1), ...steps.slice(at)],
+        expect(
+          runs.map((r) => r[1]),
+          name,
+        ).toEqual(when === 'before' ? steps : [...steps.slice(0, at + 1), ...steps.slice(at)]);
+        expect(
+          runs.filter((r) => r[2] === String(child.pid)).map((r) => r[1]),
+          name,
+        ).toEqual(steps.slice(0, when === 'before' ? at : at + 1));
+        expect(await stepsOf(fx.t, id), name).toEqual(
+          steps.map((s) => ({ name: s, state: 'Completed', attempts: 1 })),
         );
-        expect(runs.filter((r) => r[2] === String(child.pid)).map((r) => r[1]), name).toEqual(
-          steps.slice(0, when === 'before' ? at : at + 1),
-        );
-        expect(await stepsOf(fx.t, id), name).toEqual(steps.map((s) => ({ name: s, state: 'Completed', attempts: 1 })));
         const events = await fx.t.owner.query(
           `select type from outbox_events where subject = $1 order by seq`,
           [`workflows/${id}`],
         );
-        expect(events.rows.map((r) => r.type.split('.')[3]), name).toEqual([
-          'started',
-          ...steps.map(() => 'step_completed'),
-          'succeeded',
-        ]);
+        expect(
+          events.rows.map((r) => r.type.split('.')[3]),
+          name,
+        ).toEqual(['started', ...steps.map(() => 'step_completed'), 'succeeded']);
         if (action === 'suspend') {
           expect(await canLogIn(), name).toBe(false);
           // Back to Active for the next case (no crash here).

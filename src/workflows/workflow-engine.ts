@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { backoffDelay } from '../controller/backoff.js';
-import { asPlatform, type Db } from '../db/database.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
-import { checkpointStep } from './checkpoint-step.js';
+import { checkpointStep, LeaseLost } from './checkpoint-step.js';
 import { claimWorkflows, renewWorkflowLease } from './claim-workflows.js';
 import { finishWorkflow, rescheduleWorkflow } from './settle-workflow.js';
 import type { StepContext, WorkflowDefinition, WorkflowRegistry, WorkflowRow } from './workflow.js';
@@ -172,7 +172,7 @@ export class WorkflowEngine {
           await this.stepFailed(w, position, step.name, attempt, startedAt, err, log);
           return;
         }
-        const kept = await asPlatform(db, async (trx) => {
+        const kept = await this.checkpoint(async (trx) => {
           const r = await checkpointStep(trx, {
             workflowId: w.id,
             tenantId: w.tenant_id,
@@ -186,10 +186,10 @@ export class WorkflowEngine {
             startedAt,
             correlationId: w.correlation_id,
           });
-          if (r.kept && step.checkpoint) await step.checkpoint(trx, ctx, output);
+          if (step.checkpoint) await step.checkpoint(trx, ctx, output);
           return r;
         });
-        if (!kept.kept) return log.warn('workflow lease lost; another engine continues it');
+        if (!kept) return log.warn('workflow lease lost; another engine continues it');
         this.stepsRun++;
         outputs[step.name] = output ?? null;
         attempts = 0;
@@ -242,8 +242,8 @@ export class WorkflowEngine {
         : `step ${name}: ${err instanceof ProviderError ? `${err.reason}: ` : ''}${(err as Error)?.message ?? String(err)}`;
     if (permanent) {
       log.warn({ step: name, err: message }, 'workflow step failed permanently; compensating');
-      await asPlatform(db, async (trx) => {
-        const r = await checkpointStep(trx, {
+      await this.checkpoint(async (trx) => {
+        await checkpointStep(trx, {
           workflowId: w.id,
           tenantId: w.tenant_id,
           workerId: this.workerId,
@@ -256,15 +256,14 @@ export class WorkflowEngine {
           startedAt,
           correlationId: w.correlation_id,
         });
-        if (r.kept)
-          await rescheduleWorkflow(trx, {
-            id: w.id,
-            workerId: this.workerId,
-            state: 'Compensating',
-            attempts: 0,
-            delayMs: 0,
-            error: message,
-          });
+        await rescheduleWorkflow(trx, {
+          id: w.id,
+          workerId: this.workerId,
+          state: 'Compensating',
+          attempts: 0,
+          delayMs: 0,
+          error: message,
+        });
       });
       this.wake();
       return;
@@ -328,7 +327,7 @@ export class WorkflowEngine {
           return;
         }
       }
-      const kept = await asPlatform(db, (trx) =>
+      const kept = await this.checkpoint((trx) =>
         checkpointStep(trx, {
           workflowId: w.id,
           tenantId: w.tenant_id,
@@ -343,7 +342,7 @@ export class WorkflowEngine {
           correlationId: w.correlation_id,
         }),
       );
-      if (!kept.kept) return;
+      if (!kept) return;
     }
     const cancelled = w.cancel_requested !== null;
     const reason = cancelled
@@ -359,8 +358,18 @@ export class WorkflowEngine {
     });
   }
 
+  /** Runs a checkpoint transaction; undefined when the lease was lost (and nothing was written). */
+  private async checkpoint<T>(work: (trx: Trx) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await asPlatform(this.opts.db, work);
+    } catch (err) {
+      if (err instanceof LeaseLost) return undefined;
+      throw err;
+    }
+  }
+
   private finish(
-    trx: Parameters<typeof finishWorkflow>[0],
+    trx: Trx,
     w: WorkflowRow,
     state: 'Succeeded' | 'Failed' | 'Cancelled',
     error: string | null,

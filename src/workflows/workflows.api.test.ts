@@ -14,7 +14,9 @@ let tenantAdmin: string;
 
 beforeAll(async () => {
   s = await startTestServer();
-  expect((await s.request('POST', '/v1/apply', { body: deploymentManifests(customer, 'plan') })).status).toBe(200);
+  expect((await s.request('POST', '/v1/apply', { body: deploymentManifests(customer, 'plan') })).status).toBe(
+    200,
+  );
   tenantAdmin = await s.token({ subject: 'ann', tenant, roles: ['tenant-admin'] });
 });
 afterAll(() => s?.close());
@@ -24,7 +26,13 @@ function failing(name: string, fail: () => Promise<unknown>): WorkflowRegistry {
   return new Map(
     [...lifecycleWorkflowTypes(s.t.db)].map(([type, def]) => {
       const d = def as WorkflowDefinition<unknown>;
-      return [type, { ...d, steps: d.steps.map((x) => (x.name === name ? { ...x, run: fail } : x)) } as WorkflowDefinition<never>];
+      return [
+        type,
+        {
+          ...d,
+          steps: d.steps.map((x) => (x.name === name ? { ...x, run: fail } : x)),
+        } as WorkflowDefinition<never>,
+      ];
     }),
   );
 }
@@ -37,13 +45,17 @@ const deployment = () => ({
 });
 
 async function auditActions(): Promise<string[]> {
-  const r = await s.t.owner.query(`select action from audit_records where action like 'workflow.%' order by time, seq`);
+  const r = await s.t.owner.query(
+    `select action from audit_records where action like 'workflow.%' order by time, seq`,
+  );
   return r.rows.map((x) => x.action);
 }
 
 describe('workflows over HTTP', () => {
   it('suspend: the tenant reads but gets 423 on writes; a second request gets 409 naming the workflow; cancel undoes it', async () => {
-    expect((await s.request('POST', '/v1/apply', { body: [deployment()], token: tenantAdmin })).status).toBe(200);
+    expect((await s.request('POST', '/v1/apply', { body: [deployment()], token: tenantAdmin })).status).toBe(
+      200,
+    );
     const res = await s.request('POST', `/v1/tenants/${tenant}/suspend`);
     expect(res.status).toBe(200);
     const id = res.headers.get('tenantry-workflow')!;
@@ -56,7 +68,7 @@ describe('workflows over HTTP', () => {
 
     const again = await s.request('POST', `/v1/tenants/${tenant}/resume`);
     expect(again.status).toBe(409);
-    expect(again.body).toMatchObject({ code: 'workflow.in_progress', workflowId: id });
+    expect(again.body).toMatchObject({ code: 'workflow.in_progress', details: { workflowId: id } });
 
     const list = await s.request('GET', `/v1/workflows?tenant=${tenant}&state=Pending`);
     expect(list.status).toBe(200);
@@ -66,7 +78,12 @@ describe('workflows over HTTP', () => {
     expect((await s.request('GET', '/v1/workflows?state=Bogus')).status).toBe(422);
 
     const detail = await s.request('GET', `/v1/workflows/${id}`);
-    expect(detail.body).toMatchObject({ id, type: 'lifecycle.suspend', state: 'Pending', tenantSlug: tenant });
+    expect(detail.body).toMatchObject({
+      id,
+      type: 'lifecycle.suspend',
+      state: 'Pending',
+      tenantSlug: tenant,
+    });
     expect(detail.body.steps.map((x: { name: string; state: string }) => `${x.name}:${x.state}`)).toEqual([
       'record-access:Pending',
       'pause-webhooks:Pending',
@@ -81,13 +98,18 @@ describe('workflows over HTTP', () => {
     expect(cancel.body.state).toBe('Compensating');
     const e = startWorkflowEngine(s.t);
     try {
-      expect(await finished(s.t, id)).toMatchObject({ state: 'Cancelled', error: expect.stringMatching(/cancelled by/) });
+      expect(await finished(s.t, id)).toMatchObject({
+        state: 'Cancelled',
+        error: expect.stringMatching(/cancelled by/),
+      });
     } finally {
       await e.stop();
     }
     const t = await s.request('GET', `/v1/tenants/${tenant}`);
     expect(t.body.status.lifecycle).toBe('Active');
-    expect((await s.request('POST', '/v1/apply', { body: [deployment()], token: tenantAdmin })).status).toBe(200);
+    expect((await s.request('POST', '/v1/apply', { body: [deployment()], token: tenantAdmin })).status).toBe(
+      200,
+    );
     expect(await auditActions()).toEqual(['workflow.start', 'workflow.cancel']);
     expect((await s.request('GET', '/v1/workflows/not-a-uuid')).status).toBe(404);
   });
@@ -102,7 +124,10 @@ describe('workflows over HTTP', () => {
     });
     try {
       const w = await finished(s.t, id);
-      expect(w).toMatchObject({ state: 'Failed', error: 'step deny-kafka-principals: InvalidConfiguration: the cluster refused the ACL' });
+      expect(w).toMatchObject({
+        state: 'Failed',
+        error: 'step deny-kafka-principals: InvalidConfiguration: the cluster refused the ACL',
+      });
     } finally {
       await e.stop();
     }
@@ -117,7 +142,9 @@ describe('workflows over HTTP', () => {
     expect((await s.request('GET', `/v1/tenants/${tenant}`)).body.status.lifecycle).toBe('Active');
     const held = await s.t.owner.query('select count(*)::int as n from tenant_suspensions');
     expect(held.rows[0].n).toBe(0);
-    const types = await s.t.owner.query(`select type from outbox_events where subject = $1 order by seq`, [`workflows/${id}`]);
+    const types = await s.t.owner.query(`select type from outbox_events where subject = $1 order by seq`, [
+      `workflows/${id}`,
+    ]);
     expect(types.rows.map((r) => r.type)).toEqual([
       'dev.tenantry.workflow.started.v1',
       'dev.tenantry.workflow.step_completed.v1',
@@ -145,7 +172,9 @@ describe('workflows over HTTP', () => {
         return d.body.state === 'Waiting' ? d.body : undefined;
       });
       expect(calls).toBe(3);
-      expect(waiting.error).toMatch(/BrokerUnavailable: broker unreachable \(after 3 attempts; waiting for an operator/);
+      expect(waiting.error).toMatch(
+        /BrokerUnavailable: broker unreachable \(after 3 attempts; waiting for an operator/,
+      );
       const retry = await s.request('POST', `/v1/workflows/${id}/retry`, { token: tenantAdmin });
       expect(retry.status).toBe(200);
       expect(await finished(s.t, id)).toMatchObject({ state: 'Succeeded' });

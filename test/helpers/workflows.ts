@@ -80,5 +80,4 @@ export async function stepsOf(
   return r.rows;
 }
 
-
 export { logged } from '../fixtures/logged-steps.js';

@@ -65,7 +65,7 @@ create table tenant_suspensions (
       alter table ${sql.table(table)} enable row level security;
       create policy tenant_isolation on ${sql.table(table)}
         using (tenantry_is_platform() or tenant_id = tenantry_current_tenant())
-        with check (tenantry_is_platform());
+        with check (tenantry_is_platform() or tenant_id = tenantry_current_tenant());
       grant select, insert, update, delete on ${sql.table(table)} to tenantry_app;
     `.execute(db);
   }

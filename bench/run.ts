@@ -17,6 +17,7 @@ import { memoryBenchmark } from './suites/memory.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 import { webhookBenchmark } from './suites/webhooks.js';
+import { workflowBenchmark } from './suites/workflows.js';
 
 const startedAt = new Date();
 console.log(
@@ -59,6 +60,11 @@ const suites: Suite[] = [
   { name: 'webhooks', title: 'Webhooks', run: webhookBenchmark },
   { name: 'audit', title: 'Audit append and verify', run: auditBenchmark },
   { name: 'memory', title: 'Memory with 100k tenants', run: memoryBenchmark },
+  {
+    name: 'workflows',
+    title: 'Lifecycle workflows (1,000 tenants suspended and resumed)',
+    run: workflowBenchmark,
+  },
 ];
 // `npm run bench -- audit memory` runs only those suites (the table then has only their rows).
 const only = process.argv.slice(2);

@@ -11,8 +11,8 @@ import type { Config } from '../config/config.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
-import { problem, sendProblem, toProblem } from '../http/problem.js';
-import { OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
+import { onClientError, problem, sendProblem, toProblem } from '../http/problem.js';
+import { isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -61,10 +61,39 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     requestIdHeader: false,
     ajv: { customOptions: { removeAdditional: false } },
+    // Fastify's and Node's own error answers are problem+json too.
+    frameworkErrors: (err, request, reply) => sendProblem(reply, toProblem(err, request)),
+    clientErrorHandler: onClientError,
+    return503OnClosing: false,
+  });
+  // While closing: 503 problem+json (Fastify's own 503 is plain JSON), and the connection is closed.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    return sendProblem(
+      reply,
+      problem(503, 'server.closing', 'The server is shutting down; retry on another instance.', [], {
+        instance: request.id,
+      }),
+    );
   });
 
-  // Query strings, params and headers are checked with coercion; bodies are checked by the services
-  // (manifest validation with JSON pointers), so the route body schemas only document them.
+  // Query strings, params and headers are checked with coercion. Bodies are checked as they are, without
+  // coercion or defaults, except manifests: the services validate those (with pointers into the manifest),
+  // so a manifest body schema (`manifestBody`) only documents it.
+  const bodyAjv = new Ajv({ allErrors: true, strict: false, removeAdditional: false });
+  addFormats.default(bodyAjv);
+  // An absent body stands for `{}` where the schema requires no property (e.g. requeue everything).
+  const bodyValidator = (schema: object) => {
+    const validate = bodyAjv.compile(schema);
+    const optional = !(schema as { required?: unknown[] }).required?.length;
+    const check = (data: unknown) => ((data === undefined || data === null) && optional) || validate(data);
+    return Object.defineProperty(check, 'errors', { get: () => validate.errors });
+  };
   const ajv = new Ajv({
     coerceTypes: 'array',
     useDefaults: true,
@@ -74,7 +103,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   addFormats.default(ajv);
   app.setValidatorCompiler(({ schema, httpPart }) =>
-    httpPart === 'body' ? () => true : ajv.compile(schema),
+    httpPart !== 'body' ? ajv.compile(schema) : isManifestBody(schema) ? () => true : bodyValidator(schema),
   );
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));

@@ -12,7 +12,7 @@ import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
 import { onClientError, problem, sendProblem, toProblem } from '../http/problem.js';
-import { isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
+import { errorResponses, isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -116,6 +116,19 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
+  // The error answers every route can give by how it is reached, documented where they can happen:
+  // 401 on authenticated routes, 429 on rate-limited ones, 414 where a path parameter can be too long.
+  app.addHook('onRoute', (route) => {
+    const response = (route.schema as { response?: Record<string, unknown> } | undefined)?.response;
+    if (!response) return;
+    const config = route.config as { public?: boolean; rateLimit?: boolean };
+    const statuses = [
+      ...(config.public ? [] : [401]),
+      ...(!config.public && route.url.startsWith('/v1/') && config.rateLimit !== false ? [429] : []),
+      ...(route.url.includes(':') ? [414] : []),
+    ].filter((status) => !(status in response));
+    Object.assign(response, errorResponses(...statuses));
+  });
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 

@@ -47,7 +47,8 @@ run() {
   # Excluded: GET /v1/events/stream is a Server-Sent Events stream that stays open until the client
   # leaves; Schemathesis reads a response to its end, so every call would time out. Its contract is
   # tested in src/events/events.routes.test.ts.
-  "$VENV/bin/st" run "$URL/openapi.json" \
+  # Run in the data folder: Schemathesis keeps a cache in its working directory.
+  (cd "$DATA_DIR" && "$VENV/bin/st" run "$URL/openapi.json" \
     --header "Authorization: Bearer $2" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
     --exclude-path /v1/events/stream \
@@ -55,7 +56,7 @@ run() {
     --workers 2 \
     --request-timeout 10 \
     --seed 14 \
-    --suppress-health-check all
+    --suppress-health-check all)
 }
 status=0
 # The tenant first: the operator's run may change or delete the tenant objects.

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { type Change, recordChange } from '../changes/change-path.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { enqueueJob } from '../controller/queue/enqueue-job.js';
 import { desiredResource } from '../controller/reconcilers.js';

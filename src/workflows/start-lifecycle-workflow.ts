@@ -1,5 +1,5 @@
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { type LifecycleInput, lifecycleType } from './lifecycle-workflows.js';

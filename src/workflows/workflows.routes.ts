@@ -1,7 +1,7 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../api/identity.js';
-import { errorResponses } from '../api/schemas.js';
+import type { IdentityHook } from '../http/identity.js';
+import { errorResponses } from '../http/schemas.js';
 import { WORKFLOW_STATES } from './workflow.js';
 import type { WorkflowsService } from './workflows.service.js';
 

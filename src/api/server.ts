@@ -25,6 +25,7 @@ import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { FreezesService } from '../workflows/freezes.js';
 import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
 import { registerWorkflowRoutes } from '../workflows/workflows.routes.js';
 import { WorkflowsService } from '../workflows/workflows.service.js';
@@ -291,6 +292,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerWorkflowRoutes(
     app,
     deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    new FreezesService(db),
     identify,
   );
   registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);

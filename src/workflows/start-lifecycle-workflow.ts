@@ -2,6 +2,7 @@ import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
+import { assertNotFrozen } from './freezes.js';
 import { type LifecycleInput, lifecycleType } from './lifecycle-workflows.js';
 import { startWorkflow } from './start-workflow.js';
 import { workflowIdOf } from './workflow.js';
@@ -13,7 +14,8 @@ export const lifecycleWorkflowId = (tenantId: string, generation: number): strin
 /**
  * Starts the lifecycle workflow of a transition in the transaction that writes it (after the change
  * path), with an audit record naming the workflow. Delete starts none: it leaves a tombstone now.
- * Throws 409 `workflow.in_progress` when the tenant has an open workflow.
+ * Throws 423 `workflow.frozen` under a freeze that covers the tenant, 409 `workflow.in_progress`
+ * when the tenant has an open workflow.
  */
 export async function startLifecycleWorkflow(
   trx: Trx,
@@ -28,6 +30,7 @@ export async function startLifecycleWorkflow(
   },
 ): Promise<string | null> {
   if (t.action === 'delete') return null;
+  await assertNotFrozen(trx, t.tenantId, lifecycleType(t.action));
   const id = lifecycleWorkflowId(t.tenantId, t.generation);
   const input: LifecycleInput = {
     action: t.action,

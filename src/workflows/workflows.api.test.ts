@@ -187,3 +187,60 @@ describe('workflows over HTTP', () => {
     expect((await auditActions()).slice(-2)).toEqual(['workflow.start', 'workflow.retry']);
   });
 });
+
+describe('freezes', () => {
+  it('a workflow started during a freeze is refused with its name; the types it allows pass; lifting it lets it run', async () => {
+    const tenantToken = await s.token({ subject: 'ann', tenant, roles: ['tenant-admin'] });
+    const bad = await s.request('PUT', '/v1/freezes/eu-maintenance', {
+      body: { scope: 'region', reason: 'x' },
+    });
+    expect(bad.body).toMatchObject({ status: 422, code: 'freeze.target_required' });
+    expect(
+      (
+        await s.request('PUT', '/v1/freezes/eu-maintenance', {
+          body: { scope: 'platform', reason: 'x' },
+          token: tenantToken,
+        })
+      ).status,
+    ).toBe(403);
+    const put = await s.request('PUT', '/v1/freezes/eu-maintenance', {
+      body: { scope: 'region', target: 'eu', reason: 'database upgrade', allow: ['lifecycle.activate'] },
+    });
+    expect(put.status).toBe(200);
+    expect(put.body).toMatchObject({
+      name: 'eu-maintenance',
+      scope: 'region',
+      target: 'eu',
+      allow: ['lifecycle.activate'],
+    });
+    // The tenant is Suspended (the previous test); resuming it is not among the types the freeze allows.
+    const refused = await s.request('POST', `/v1/tenants/${tenant}/resume`);
+    expect(refused.status).toBe(423);
+    expect(refused.body).toMatchObject({
+      code: 'workflow.frozen',
+      details: { freeze: 'eu-maintenance', reason: 'database upgrade' },
+    });
+    expect((await s.request('GET', `/v1/tenants/${tenant}`)).body.status.lifecycle).toBe('Suspended');
+    expect((await s.request('GET', '/v1/freezes')).body.items.map((f: { name: string }) => f.name)).toEqual([
+      'eu-maintenance',
+    ]);
+    expect((await s.request('DELETE', '/v1/freezes/eu-maintenance')).status).toBe(204);
+    expect((await s.request('DELETE', '/v1/freezes/eu-maintenance')).status).toBe(404);
+    const ok = await s.request('POST', `/v1/tenants/${tenant}/resume`);
+    expect(ok.status).toBe(200);
+    const audit = await s.t.owner.query(
+      `select action, target_slug from audit_records where action like 'freeze.%' and outcome = 'success' order by time, seq`,
+    );
+    expect(audit.rows.map((r) => `${r.action} ${r.target_slug}`)).toEqual([
+      'freeze.declare eu-maintenance',
+      'freeze.lift eu-maintenance',
+    ]);
+    const id = ok.headers.get('tenantry-workflow')!;
+    const e = startWorkflowEngine(s.t);
+    try {
+      expect(await finished(s.t, id)).toMatchObject({ state: 'Succeeded' });
+    } finally {
+      await e.stop();
+    }
+  });
+});

@@ -1,7 +1,9 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { ValidationError } from '../errors/errors.js';
 import type { IdentityHook } from '../http/identity.js';
 import { errorResponses } from '../http/schemas.js';
+import type { FreezesService } from './freezes.js';
 import { WORKFLOW_STATES } from './workflow.js';
 import type { WorkflowsService } from './workflows.service.js';
 
@@ -38,11 +40,107 @@ const WorkflowDetailSchema = Type.Object({
 });
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
 
+const FreezeSchema = Type.Object({
+  name: Type.String(),
+  scope: Type.Union([Type.Literal('platform'), Type.Literal('region'), Type.Literal('cell')]),
+  target: Type.Union([Type.String(), Type.Null()]),
+  allow: Type.Array(Type.String()),
+  reason: Type.String(),
+  startsAt: Type.String(),
+  endsAt: Type.Union([Type.String(), Type.Null()]),
+  createdBy: Type.Object({ principal: Type.String(), kind: Type.String() }),
+});
+const FreezeName = Type.Object({ name: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$' }) });
+type FreezeBody = {
+  scope: 'platform' | 'region' | 'cell';
+  target?: string;
+  allow?: string[];
+  reason: string;
+  endsAt?: string;
+};
+
 export function registerWorkflowRoutes(
   app: FastifyInstance,
   workflows: WorkflowsService,
+  freezes: FreezesService,
   identify: IdentityHook,
 ): void {
+  app.get(
+    '/v1/freezes',
+    {
+      config: { action: 'freeze.list' },
+      schema: {
+        operationId: 'listFreezes',
+        summary: 'Freezes in force ("stop the line")',
+        tags: ['Workflow'],
+        response: { 200: Type.Object({ items: Type.Array(FreezeSchema) }) },
+      },
+    },
+    async (request) => {
+      await identify(request);
+      return { items: await freezes.list() };
+    },
+  );
+  app.put<{ Params: { name: string }; Body: FreezeBody }>(
+    '/v1/freezes/:name',
+    {
+      config: { action: 'freeze.declare' },
+      schema: {
+        operationId: 'declareFreeze',
+        summary:
+          'Declares a freeze: new workflows of the tenants it covers are refused (423), except the types it allows',
+        tags: ['Workflow'],
+        params: FreezeName,
+        body: Type.Object(
+          {
+            scope: Type.Union([Type.Literal('platform'), Type.Literal('region'), Type.Literal('cell')]),
+            target: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 100, description: 'region slug or cell UUID' }),
+            ),
+            allow: Type.Optional(
+              Type.Array(Type.String({ maxLength: 100 }), {
+                maxItems: 20,
+                description: 'workflow types, e.g. lifecycle.resume',
+              }),
+            ),
+            reason: Type.String({ minLength: 1, maxLength: 500 }),
+            endsAt: Type.Optional(Type.String({ format: 'date-time' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 200: FreezeSchema, ...errorResponses(400, 403, 422) },
+      },
+    },
+    async (request) => {
+      const ctx = await identify(request);
+      const b = request.body;
+      if (b.scope !== 'platform' && !b.target)
+        throw ValidationError.field(
+          '/target',
+          'freeze.target_required',
+          `a ${b.scope} freeze names its ${b.scope}`,
+        );
+      return freezes.put(ctx, request.params.name, b);
+    },
+  );
+  app.delete<{ Params: { name: string } }>(
+    '/v1/freezes/:name',
+    {
+      config: { action: 'freeze.lift' },
+      schema: {
+        operationId: 'liftFreeze',
+        summary: 'Lifts a freeze',
+        tags: ['Workflow'],
+        params: FreezeName,
+        response: { 204: Type.Null(), ...errorResponses(400, 403, 404) },
+      },
+    },
+    async (request, reply) => {
+      await freezes.lift(await identify(request), request.params.name);
+      return reply.code(204).send();
+    },
+  );
+
   app.get<{ Querystring: { tenant?: string; state?: string; limit: number } }>(
     '/v1/workflows',
     {

@@ -9,6 +9,7 @@ import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
 import * as m0009 from './0009-trace-context.js';
 import * as m0015 from './0015-workflows.js';
+import * as m0016 from './0016-workflow-freezes.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '0008-request-log': m0008,
   '0009-trace-context': m0009,
   '0015-workflows': m0015,
+  '0016-workflow-freezes': m0016,
 };
 
 export const migrationProvider: MigrationProvider = {

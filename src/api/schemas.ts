@@ -1,28 +1,7 @@
 import { type TSchema, Type } from '@sinclair/typebox';
 import { KINDS, type Kind, manifestSchema } from '../domain/manifest.js';
 
-/** Schemas used to document routes in OpenAPI (bodies are validated by the services, with pointers). */
-export const ProblemSchema = Type.Object(
-  {
-    type: Type.String(),
-    title: Type.String(),
-    status: Type.Integer(),
-    detail: Type.String(),
-    code: Type.String({ description: 'stable machine-readable error code' }),
-    instance: Type.Optional(Type.String()),
-    errors: Type.Optional(
-      Type.Array(
-        Type.Object({
-          pointer: Type.String({ description: 'JSON pointer (RFC 6901)' }),
-          code: Type.String(),
-          detail: Type.String(),
-        }),
-      ),
-    ),
-  },
-  { $id: 'Problem', description: 'RFC 9457 problem details' },
-);
-
+/** The representations of objects, per kind, as the object routes answer them (OpenAPI components). */
 export const ConditionSchema = Type.Object({
   type: Type.String(),
   status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
@@ -80,14 +59,3 @@ export const DiffEntrySchema = Type.Object({
   from: Type.Optional(Type.Unknown()),
   to: Type.Optional(Type.Unknown()),
 });
-
-export const errorResponses = (...statuses: number[]) =>
-  Object.fromEntries(
-    statuses.map((s) => [
-      s,
-      {
-        description: 'Problem details',
-        content: { 'application/problem+json': { schema: Type.Ref('Problem') } },
-      },
-    ]),
-  );

@@ -11,6 +11,8 @@ import type { Config } from '../config/config.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
+import { problem, sendProblem, toProblem } from '../http/problem.js';
+import { ProblemSchema } from '../http/route-schemas.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -23,13 +25,12 @@ import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
-import { problem, sendProblem, toProblem } from './problem.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
 import { registerObjectRoutes } from './routes/objects.routes.js';
-import { OBJECT_SCHEMAS, ProblemSchema } from './schemas.js';
+import { OBJECT_SCHEMAS } from './schemas.js';
 
 export interface ServerDeps {
   config: Config;

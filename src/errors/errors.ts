@@ -1,6 +1,6 @@
 /**
  * One error type for the whole product: a stable machine code, an HTTP status and a safe message.
- * Responses render it as RFC 9457 problem+json (see api/problem.ts).
+ * Responses render it as RFC 9457 problem+json (see src/http/problem.ts).
  */
 export interface FieldError {
   /** JSON pointer (RFC 6901) to the offending field, relative to the request body or manifest. */

@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../api/identity.js';
-import { errorResponses } from '../api/schemas.js';
 import { ValidationError } from '../errors/errors.js';
+import type { IdentityHook } from '../http/identity-hook.js';
+import { errorResponses } from '../http/route-schemas.js';
 import type { RateLimiter } from '../ratelimit/rate-limiter.js';
 import { LIMIT_NAMES } from './quotas.js';
 import type { UsageService } from './usage.service.js';

@@ -2,9 +2,10 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { parseDocuments } from '../../domain/manifest-parser.js';
 import { ValidationError } from '../../errors/errors.js';
+import type { IdentityHook } from '../../http/identity-hook.js';
+import { errorResponses } from '../../http/route-schemas.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import type { IdentityHook } from '../identity.js';
-import { DiffEntrySchema, errorResponses } from '../schemas.js';
+import { DiffEntrySchema } from '../schemas.js';
 
 function documentsOf(body: unknown): unknown[] {
   if (typeof body === 'string') return parseDocuments(body);

@@ -3,11 +3,12 @@ import type { FastifyInstance } from 'fastify';
 import { LIFECYCLE_ACTIONS, type LifecycleAction } from '../../domain/lifecycle.js';
 import { API_VERSION, KINDS, type Kind, manifestSchema } from '../../domain/manifest.js';
 import { ValidationError } from '../../errors/errors.js';
+import { etagOf, ifMatchGeneration } from '../../http/etag.js';
+import type { IdentityHook } from '../../http/identity-hook.js';
+import { errorResponses } from '../../http/route-schemas.js';
 import { LIST_FILTERS } from '../../registry/kinds.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import { etagOf, ifMatchGeneration } from '../etag.js';
-import type { IdentityHook } from '../identity.js';
-import { DiffEntrySchema, errorResponses } from '../schemas.js';
+import { DiffEntrySchema } from '../schemas.js';
 
 export const KIND_PATHS: Record<Kind, string> = {
   Customer: 'customers',

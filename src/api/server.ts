@@ -1,8 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import { Ajv } from 'ajv';
-import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
@@ -13,6 +11,7 @@ import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
 import { problem, sendProblem, toProblem } from '../http/problem.js';
 import { ProblemSchema } from '../http/route-schemas.js';
+import { installValidation } from '../http/validation.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -64,19 +63,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     ajv: { customOptions: { removeAdditional: false } },
   });
 
-  // Query strings, params and headers are checked with coercion; bodies are checked by the services
-  // (manifest validation with JSON pointers), so the route body schemas only document them.
-  const ajv = new Ajv({
-    coerceTypes: 'array',
-    useDefaults: true,
-    removeAdditional: false,
-    allErrors: true,
-    strict: false,
-  });
-  addFormats.default(ajv);
-  app.setValidatorCompiler(({ schema, httpPart }) =>
-    httpPart === 'body' ? () => true : ajv.compile(schema),
-  );
+  installValidation(app);
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 

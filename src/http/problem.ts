@@ -79,6 +79,8 @@ export function toProblem(err: unknown, request: FastifyRequest): Problem {
     validationContext?: string;
   };
   if (fe.validation) {
+    const body = fe.validationContext === 'body';
+    const fieldCodes = body ? (request.routeOptions?.config?.fieldCodes ?? {}) : {};
     const errors = fe.validation.map((v) => {
       const name =
         v.keyword === 'required'
@@ -86,15 +88,21 @@ export function toProblem(err: unknown, request: FastifyRequest): Problem {
           : v.keyword === 'additionalProperties'
             ? `/${String(v.params?.additionalProperty)}`
             : '';
+      const pointer = `${v.instancePath}${name}` || '/';
       return {
-        pointer: `${v.instancePath}${name}` || '/',
-        code: v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid',
+        pointer,
+        code:
+          fieldCodes[pointer] ?? (v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid'),
         message: `${fe.validationContext ?? 'request'}: ${v.message ?? 'invalid'}`,
       };
     });
+    const specific = errors.find((e) => fieldCodes[e.pointer] !== undefined)?.code;
+    // A body that parsed but breaks its schema is unprocessable (422), as the services answer it;
+    // a query string, path or header that breaks its schema is a bad request (400).
     return problem(
-      400,
-      `${fe.validationContext === 'querystring' ? 'query' : (fe.validationContext ?? 'request')}.invalid`,
+      body ? 422 : 400,
+      specific ??
+        `${fe.validationContext === 'querystring' ? 'query' : (fe.validationContext ?? 'request')}.invalid`,
       'The request is invalid.',
       errors,
       { instance: request.id },

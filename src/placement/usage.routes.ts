@@ -1,6 +1,5 @@
-import { Type } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { ValidationError } from '../errors/errors.js';
 import type { IdentityHook } from '../http/identity-hook.js';
 import { errorResponses } from '../http/route-schemas.js';
 import type { RateLimiter } from '../ratelimit/rate-limiter.js';
@@ -124,7 +123,11 @@ export function registerUsageRoutes(
   app.post(
     '/v1/tenants/:ref/limit-overrides',
     {
-      config: { action: 'limits.override', rateLimit: false },
+      config: {
+        action: 'limits.override',
+        rateLimit: false,
+        fieldCodes: { '/name': 'override.unknown_limit' },
+      },
       schema: {
         operationId: 'createLimitOverride',
         summary: 'Override one quota or rate limit of a tenant, optionally until a time (audited)',
@@ -135,22 +138,13 @@ export function registerUsageRoutes(
       },
     },
     async (request, reply) => {
-      const body = request.body as Record<string, unknown> | null;
-      if (
-        !body ||
-        typeof body !== 'object' ||
-        typeof body.reason !== 'string' ||
-        !Number.isInteger(body.value)
-      )
-        throw new ValidationError('body.invalid', 'The body needs name, value (integer) and reason.', [
-          { pointer: '/', code: 'body.invalid', message: 'name, value and reason are required' },
-        ]);
+      const body = request.body as Static<typeof OverrideBody>;
       const o = await usage.setOverride(await identify(request), (request.params as { ref: string }).ref, {
-        name: String(body.name),
-        value: Number(body.value),
+        name: body.name,
+        value: body.value,
         reason: body.reason,
-        expiresAt: typeof body.expiresAt === 'string' ? body.expiresAt : undefined,
-        expiresInSeconds: typeof body.expiresInSeconds === 'number' ? body.expiresInSeconds : undefined,
+        expiresAt: body.expiresAt,
+        expiresInSeconds: body.expiresInSeconds,
       });
       limiter.invalidate();
       return reply.code(201).send(o);

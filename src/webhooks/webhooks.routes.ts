@@ -1,6 +1,5 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { ValidationError } from '../errors/errors.js';
 import type { IdentityHook } from '../http/identity-hook.js';
 import { errorResponses } from '../http/route-schemas.js';
 import type { DeliveryStatus, WebhooksService } from './webhooks.service.js';
@@ -103,27 +102,8 @@ export function registerWebhookRoutes(
     async (request) => {
       const ctx = await identify(request);
       const { ref } = request.params as { ref: string };
-      const body = (request.body ?? {}) as { deliveryIds?: unknown };
-      const ids = body.deliveryIds;
-      if (
-        ids !== undefined &&
-        (!Array.isArray(ids) ||
-          ids.length === 0 ||
-          ids.some(
-            (id) =>
-              typeof id !== 'string' ||
-              !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id),
-          ))
-      ) {
-        throw ValidationError.field(
-          '/deliveryIds',
-          'field.invalid',
-          'must be a non-empty array of delivery UUIDs',
-        );
-      }
-      const unknownField = Object.keys(body).find((k) => k !== 'deliveryIds');
-      if (unknownField) throw ValidationError.field(`/${unknownField}`, 'field.unknown', 'unknown field');
-      return { requeued: await webhooks.requeue(ctx, ref, ids as string[] | undefined) };
+      const { deliveryIds } = (request.body ?? {}) as { deliveryIds?: string[] };
+      return { requeued: await webhooks.requeue(ctx, ref, deliveryIds) };
     },
   );
 }

@@ -73,7 +73,7 @@ export function registerObjectRoutes(
     app.post(
       base,
       {
-        config: { action: `${area}.write`, ...tenantParam },
+        config: { action: `${area}.write`, manifestBody: true, ...tenantParam },
         schema: {
           operationId: `create${kind}`,
           summary: `Create a ${kind}`,
@@ -176,7 +176,7 @@ export function registerObjectRoutes(
     app.put(
       `${base}/:ref`,
       {
-        config: { action: `${area}.write`, ...tenantParam },
+        config: { action: `${area}.write`, manifestBody: true, ...tenantParam },
         schema: {
           operationId: `replace${kind}`,
           summary: `Replace a ${kind}'s desired state (If-Match for optimistic concurrency)`,

@@ -9,7 +9,13 @@ import type { Config } from '../config/config.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
-import { problem, sendProblem, toProblem } from '../http/problem.js';
+import {
+  clientErrorAnswer,
+  frameworkErrorAnswer,
+  installErrorAnswers,
+  MAX_PARAM_LENGTH,
+} from '../http/error-answers.js';
+import { problem, sendProblem } from '../http/problem.js';
 import { ProblemSchema } from '../http/route-schemas.js';
 import { installValidation } from '../http/validation.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
@@ -60,6 +66,10 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     bodyLimit: config.bodyLimitBytes,
     genReqId: () => randomUUID(),
     requestIdHeader: false,
+    maxParamLength: MAX_PARAM_LENGTH,
+    return503OnClosing: false,
+    clientErrorHandler: clientErrorAnswer,
+    frameworkErrors: frameworkErrorAnswer,
     ajv: { customOptions: { removeAdditional: false } },
   });
 
@@ -73,6 +83,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     requestLog: deps.requestLog,
     tracing: deps.tracing ?? false,
   });
+  // Every error answer is problem+json; while closing, 503 before authentication.
+  installErrorAnswers(app);
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
 
@@ -208,20 +220,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await completeKey(db, idem.principal, idem.key, { statusCode: reply.statusCode, headers, body });
     return payload;
   });
-
-  app.setErrorHandler((err, request, reply) => {
-    const p = toProblem(err, request);
-    if (p.status >= 500) request.log.error({ err }, 'request failed');
-    return sendProblem(reply, p);
-  });
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(
-      reply,
-      problem(404, 'route.not_found', `No route ${request.method} ${request.url.split('?')[0]}.`, [], {
-        instance: request.id,
-      }),
-    ),
-  );
 
   registerHealthRoutes(app, db as never);
   registerIdentityRoutes(app, security);

@@ -101,8 +101,41 @@ export function mapDatabaseError(err: unknown): unknown {
     case '22023':
       return new ValidationError('value.invalid', 'A value has an invalid format.', [], 400);
     default:
-      return err;
+      return databaseUnavailable(e) ? new DatabaseUnavailableError() : err;
   }
+}
+
+/** 503: the database cannot be reached or is restarting; the request changed nothing and may be retried. */
+export class DatabaseUnavailableError extends TenantryError {
+  constructor() {
+    super('database.unavailable', 503, 'The database is unavailable; retry the request shortly.');
+  }
+}
+
+const UNAVAILABLE_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EPIPE',
+  '57P01', // admin_shutdown
+  '57P02', // crash_shutdown
+  '57P03', // cannot_connect_now
+  '53300', // too_many_connections
+]);
+
+/** Connection failures of the driver and pool, and the server's shutdown and connection codes (class 08). */
+function databaseUnavailable(e: { code?: string; message?: string } | null | undefined): boolean {
+  if (!e) return false;
+  const code = e.code ?? '';
+  if (UNAVAILABLE_CODES.has(code) || /^08/.test(code)) return true;
+  return (
+    !code &&
+    /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/.test(
+      e.message ?? '',
+    )
+  );
 }
 
 /** 401: no acceptable credentials (missing, invalid or expired token; broken session binding). */

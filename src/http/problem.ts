@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import { type FieldError, TenantryError } from '../errors/errors.js';
+import { type FieldError, mapDatabaseError, TenantryError } from '../errors/errors.js';
 
 /** RFC 9457 problem details with Tenantry's stable `code` and, for validation, JSON pointers. */
 export interface Problem {
@@ -20,13 +20,16 @@ const TITLES: Record<number, string> = {
   404: 'Not Found',
   405: 'Method Not Allowed',
   406: 'Not Acceptable',
+  408: 'Request Timeout',
   409: 'Conflict',
   412: 'Precondition Failed',
   413: 'Content Too Large',
+  414: 'URI Too Long',
   415: 'Unsupported Media Type',
   422: 'Unprocessable Content',
   428: 'Precondition Required',
   429: 'Too Many Requests',
+  431: 'Request Header Fields Too Large',
   500: 'Internal Server Error',
   503: 'Service Unavailable',
 };
@@ -60,9 +63,17 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'body.length',
   FST_ERR_CTP_INVALID_TYPE: 'body.media_type',
   FST_ERR_VALIDATION: 'request.invalid',
+  FST_ERR_MAX_PARAM_LENGTH: 'uri.param_too_long',
+  FST_ERR_BAD_URL: 'url.malformed',
 };
 
-export function toProblem(err: unknown, request: FastifyRequest): Problem {
+/**
+ * The one place an error becomes an answer: Tenantry's errors keep their code and status; database
+ * errors are mapped here (`mapDatabaseError`: conflicts, isolation, bad values, an unavailable
+ * database → 503); Fastify's own client errors get stable codes; anything else is a logged 500.
+ */
+export function toProblem(thrown: unknown, request: FastifyRequest): Problem {
+  const err = mapDatabaseError(thrown);
   if (err instanceof TenantryError) {
     return problem(err.status, err.code, err.message, err.errors, {
       instance: request.id,
@@ -120,5 +131,6 @@ export function toProblem(err: unknown, request: FastifyRequest): Problem {
 }
 
 export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  if (p.status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', '1');
   return reply.code(p.status).type('application/problem+json').send(p);
 }

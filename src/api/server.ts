@@ -16,7 +16,7 @@ import {
   MAX_PARAM_LENGTH,
 } from '../http/error-answers.js';
 import { problem, sendProblem } from '../http/problem.js';
-import { ProblemSchema } from '../http/route-schemas.js';
+import { documentErrorAnswers, ProblemSchema } from '../http/route-schemas.js';
 import { installValidation } from '../http/validation.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
@@ -90,6 +90,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
+  documentErrorAnswers(app);
   app.addSchema(ProblemSchema);
   for (const schema of Object.values(OBJECT_SCHEMAS)) app.addSchema(schema);
 

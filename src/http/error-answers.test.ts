@@ -149,3 +149,30 @@ describe('database errors are mapped in one place (toProblem)', () => {
     expect(toProblem(badValue, request)).toMatchObject({ status: 400, code: 'value.invalid' });
   });
 });
+
+describe('the OpenAPI documents the shared error answers', () => {
+  it('401 and 403 on every authenticated route, 429 where rate-limited, 414 with path parameters', async () => {
+    const doc = (await s.request('GET', '/openapi.json')).body as {
+      security: unknown[];
+      paths: Record<string, Record<string, { security?: unknown[]; responses: Record<string, unknown> }>>;
+    };
+    const unlimited = new Set([
+      '/v1/tenants/{ref}/limit-overrides',
+      '/v1/tenants/{ref}/limit-overrides/{id}',
+    ]);
+    let checked = 0;
+    for (const [path, ops] of Object.entries(doc.paths)) {
+      for (const [method, op] of Object.entries(ops)) {
+        const authenticated = (op.security ?? doc.security).length > 0;
+        const has = (status: number) => op.responses[String(status)] !== undefined;
+        const where = `${method.toUpperCase()} ${path}`;
+        if (authenticated) expect(has(401) && has(403), where).toBe(true);
+        if (authenticated && path.startsWith('/v1/') && !unlimited.has(path))
+          expect(has(429), where).toBe(true);
+        if (path.includes('{')) expect(has(414), where).toBe(true);
+        checked++;
+      }
+    }
+    expect(checked).toBeGreaterThan(50);
+  });
+});

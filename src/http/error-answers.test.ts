@@ -145,6 +145,16 @@ describe('database errors are mapped in one place (toProblem)', () => {
     const unique = await errorOf(() => c.query('insert into once_only values (1), (1)'));
     c.release();
     expect(toProblem(unique, request)).toMatchObject({ status: 409, code: 'object.duplicate' });
+    // Found by Schemathesis: a NUL character in a string field answered 500.
+    const otto = await s.token({ subject: 'otto', roles: ['platform-operator'], sessionId: null });
+    const nul = await s.request('POST', '/v1/break-glass', {
+      token: otto,
+      body: { reason: 'incident 9: \u0000 in the reason' },
+    });
+    expect(nul.status).toBe(400);
+    expect(nul.body).toMatchObject({ code: 'value.invalid' });
+    const grants = await s.t.owner.query(`select count(*)::int as n from break_glass_grants`);
+    expect(grants.rows[0].n).toBe(0);
     const badValue = await errorOf(() => s.t.owner.query(`select 'nope'::uuid`));
     expect(toProblem(badValue, request)).toMatchObject({ status: 400, code: 'value.invalid' });
   });

@@ -1,6 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import { Ajv } from 'ajv';
+import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
@@ -9,15 +11,8 @@ import type { Config } from '../config/config.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
-import {
-  clientErrorAnswer,
-  frameworkErrorAnswer,
-  installErrorAnswers,
-  MAX_PARAM_LENGTH,
-} from '../http/error-answers.js';
-import { problem, sendProblem } from '../http/problem.js';
-import { documentErrorAnswers, ProblemSchema } from '../http/route-schemas.js';
-import { installValidation } from '../http/validation.js';
+import { onClientError, problem, sendProblem, toProblem } from '../http/problem.js';
+import { errorResponses, isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
 import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -35,7 +30,6 @@ import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
 import { registerObjectRoutes } from './routes/objects.routes.js';
-import { OBJECT_SCHEMAS } from './schemas.js';
 
 export interface ServerDeps {
   config: Config;
@@ -66,14 +60,51 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     bodyLimit: config.bodyLimitBytes,
     genReqId: () => randomUUID(),
     requestIdHeader: false,
-    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
-    return503OnClosing: false,
-    clientErrorHandler: clientErrorAnswer,
-    frameworkErrors: frameworkErrorAnswer,
     ajv: { customOptions: { removeAdditional: false } },
+    // Fastify's and Node's own error answers are problem+json too.
+    frameworkErrors: (err, request, reply) => sendProblem(reply, toProblem(err, request)),
+    clientErrorHandler: onClientError,
+    return503OnClosing: false,
+  });
+  // While closing: 503 problem+json (Fastify's own 503 is plain JSON), and the connection is closed.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    return sendProblem(
+      reply,
+      problem(503, 'server.closing', 'The server is shutting down; retry on another instance.', [], {
+        instance: request.id,
+      }),
+    );
   });
 
-  installValidation(app);
+  // Query strings, params and headers are checked with coercion. Bodies are checked as they are, without
+  // coercion or defaults, except manifests: the services validate those (with pointers into the manifest),
+  // so a manifest body schema (`manifestBody`) only documents it.
+  const bodyAjv = new Ajv({ allErrors: true, strict: false, removeAdditional: false });
+  addFormats.default(bodyAjv);
+  // An absent body stands for `{}` where the schema requires no property (e.g. requeue everything).
+  const bodyValidator = (schema: object) => {
+    const validate = bodyAjv.compile(schema);
+    const optional = !(schema as { required?: unknown[] }).required?.length;
+    const check = (data: unknown) => ((data === undefined || data === null) && optional) || validate(data);
+    return Object.defineProperty(check, 'errors', { get: () => validate.errors });
+  };
+  const ajv = new Ajv({
+    coerceTypes: 'array',
+    useDefaults: true,
+    removeAdditional: false,
+    allErrors: true,
+    strict: false,
+  });
+  addFormats.default(ajv);
+  app.setValidatorCompiler(({ schema, httpPart }) =>
+    httpPart !== 'body' ? ajv.compile(schema) : isManifestBody(schema) ? () => true : bodyValidator(schema),
+  );
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
 
@@ -83,14 +114,24 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     requestLog: deps.requestLog,
     tracing: deps.tracing ?? false,
   });
-  // Every error answer is problem+json; while closing, 503 before authentication.
-  installErrorAnswers(app);
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
+  // The error answers every route can give by how it is reached, documented where they can happen:
+  // 401 on authenticated routes, 429 on rate-limited ones, 414 where a path parameter can be too long.
+  app.addHook('onRoute', (route) => {
+    const response = (route.schema as { response?: Record<string, unknown> } | undefined)?.response;
+    if (!response) return;
+    const config = route.config as { public?: boolean; rateLimit?: boolean };
+    const statuses = [
+      ...(config.public ? [] : [401]),
+      ...(!config.public && route.url.startsWith('/v1/') && config.rateLimit !== false ? [429] : []),
+      ...(route.url.includes(':') ? [414] : []),
+    ].filter((status) => !(status in response));
+    Object.assign(response, errorResponses(...statuses));
+  });
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
-  documentErrorAnswers(app);
   app.addSchema(ProblemSchema);
   for (const schema of Object.values(OBJECT_SCHEMAS)) app.addSchema(schema);
 
@@ -221,6 +262,20 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await completeKey(db, idem.principal, idem.key, { statusCode: reply.statusCode, headers, body });
     return payload;
   });
+
+  app.setErrorHandler((err, request, reply) => {
+    const p = toProblem(err, request);
+    if (p.status >= 500) request.log.error({ err }, 'request failed');
+    return sendProblem(reply, p);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      reply,
+      problem(404, 'route.not_found', `No route ${request.method} ${request.url.split('?')[0]}.`, [], {
+        instance: request.id,
+      }),
+    ),
+  );
 
   registerHealthRoutes(app, db as never);
   registerIdentityRoutes(app, security);

@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { type FieldError, mapDatabaseError, TenantryError } from '../errors/errors.js';
 
@@ -63,17 +64,14 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'body.length',
   FST_ERR_CTP_INVALID_TYPE: 'body.media_type',
   FST_ERR_VALIDATION: 'request.invalid',
-  FST_ERR_MAX_PARAM_LENGTH: 'uri.param_too_long',
-  FST_ERR_BAD_URL: 'url.malformed',
+  FST_ERR_BAD_URL: 'path.malformed',
+  FST_ERR_MAX_PARAM_LENGTH: 'path.too_long',
 };
 
-/**
- * The one place an error becomes an answer: Tenantry's errors keep their code and status; database
- * errors are mapped here (`mapDatabaseError`: conflicts, isolation, bad values, an unavailable
- * database → 503); Fastify's own client errors get stable codes; anything else is a logged 500.
- */
-export function toProblem(thrown: unknown, request: FastifyRequest): Problem {
-  const err = mapDatabaseError(thrown);
+/** Every error answer goes through here: typed errors, database errors (mapped here, once), Fastify's own. */
+
+export function toProblem(error: unknown, request: FastifyRequest): Problem {
+  const err = mapDatabaseError(error);
   if (err instanceof TenantryError) {
     return problem(err.status, err.code, err.message, err.errors, {
       instance: request.id,
@@ -90,8 +88,7 @@ export function toProblem(thrown: unknown, request: FastifyRequest): Problem {
     validationContext?: string;
   };
   if (fe.validation) {
-    const body = fe.validationContext === 'body';
-    const fieldCodes = body ? (request.routeOptions?.config?.fieldCodes ?? {}) : {};
+    const context = fe.validationContext ?? 'request';
     const errors = fe.validation.map((v) => {
       const name =
         v.keyword === 'required'
@@ -99,22 +96,17 @@ export function toProblem(thrown: unknown, request: FastifyRequest): Problem {
           : v.keyword === 'additionalProperties'
             ? `/${String(v.params?.additionalProperty)}`
             : '';
-      const pointer = `${v.instancePath}${name}` || '/';
       return {
-        pointer,
-        code:
-          fieldCodes[pointer] ?? (v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid'),
-        message: `${fe.validationContext ?? 'request'}: ${v.message ?? 'invalid'}`,
+        pointer: `${v.instancePath}${name}` || '/',
+        code: v.keyword === 'additionalProperties' ? 'field.unknown' : 'field.invalid',
+        message: `${context}: ${v.message ?? 'invalid'}`,
       };
     });
-    const specific = errors.find((e) => fieldCodes[e.pointer] !== undefined)?.code;
-    // A body that parsed but breaks its schema is unprocessable (422), as the services answer it;
-    // a query string, path or header that breaks its schema is a bad request (400).
+    // A well-formed body that breaks its schema is unprocessable (as a manifest that breaks its rules).
     return problem(
-      body ? 422 : 400,
-      specific ??
-        `${fe.validationContext === 'querystring' ? 'query' : (fe.validationContext ?? 'request')}.invalid`,
-      'The request is invalid.',
+      context === 'body' ? 422 : 400,
+      `${context === 'querystring' ? 'query' : context}.invalid`,
+      context === 'body' ? 'The request body does not match its schema.' : 'The request is invalid.',
       errors,
       { instance: request.id },
     );
@@ -130,7 +122,25 @@ export function toProblem(thrown: unknown, request: FastifyRequest): Problem {
   });
 }
 
+/** Problem+json for the errors Node's HTTP parser answers before Fastify sees a request (400, 408, 431). */
+export function onClientError(err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, detail] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'request.headers_too_large', 'The request headers are too large.']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'request.timeout', 'The request took too long to arrive.']
+        : [400, 'request.malformed', 'The request is not valid HTTP.'];
+  const body = JSON.stringify(problem(status, code, detail));
+  socket.end(
+    `HTTP/1.1 ${status} ${TITLES[status]}\r\nContent-Type: application/problem+json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
+
 export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
-  if (p.status === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', '1');
   return reply.code(p.status).type('application/problem+json').send(p);
 }

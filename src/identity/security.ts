@@ -8,7 +8,7 @@ import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
 import { KINDS } from '../domain/manifest.js';
 import { UnauthorizedError } from '../errors/errors.js';
-import { correlationIdOf } from '../http/identity-hook.js';
+import { correlationIdOf } from '../http/identity.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';

@@ -1,7 +1,8 @@
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../http/identity-hook.js';
-import { errorResponses } from '../http/route-schemas.js';
+import { ValidationError } from '../errors/errors.js';
+import type { IdentityHook } from '../http/identity.js';
+import { errorResponses } from '../http/schemas.js';
 import type { RateLimiter } from '../ratelimit/rate-limiter.js';
 import { LIMIT_NAMES } from './quotas.js';
 import type { UsageService } from './usage.service.js';
@@ -123,11 +124,8 @@ export function registerUsageRoutes(
   app.post(
     '/v1/tenants/:ref/limit-overrides',
     {
-      config: {
-        action: 'limits.override',
-        rateLimit: false,
-        fieldCodes: { '/name': 'override.unknown_limit' },
-      },
+      attachValidation: true,
+      config: { action: 'limits.override', rateLimit: false },
       schema: {
         operationId: 'createLimitOverride',
         summary: 'Override one quota or rate limit of a tenant, optionally until a time (audited)',
@@ -138,6 +136,15 @@ export function registerUsageRoutes(
       },
     },
     async (request, reply) => {
+      // The body schema (enforced) says the fields and their types; an unknown limit keeps its own code.
+      const name = (request.body as { name?: unknown } | undefined)?.name;
+      if (
+        request.validationError &&
+        typeof name === 'string' &&
+        !(LIMIT_NAMES as readonly string[]).includes(name)
+      )
+        throw ValidationError.field('/name', 'override.unknown_limit', `one of ${LIMIT_NAMES.join(', ')}`);
+      if (request.validationError) throw request.validationError;
       const body = request.body as Static<typeof OverrideBody>;
       const o = await usage.setOverride(await identify(request), (request.params as { ref: string }).ref, {
         name: body.name,

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
-import type { IdentityHook } from '../http/identity-hook.js';
+import type { IdentityHook } from '../http/identity.js';
 import { problem, sendProblem } from '../http/problem.js';
 import { effectiveLimits, type RateClass } from '../placement/quotas.js';
 import { type RateDecision, takeToken } from './take-token.js';

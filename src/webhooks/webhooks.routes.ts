@@ -1,7 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../http/identity-hook.js';
-import { errorResponses } from '../http/route-schemas.js';
+import { ValidationError } from '../errors/errors.js';
+import type { IdentityHook } from '../http/identity.js';
+import { errorResponses } from '../http/schemas.js';
 import type { DeliveryStatus, WebhooksService } from './webhooks.service.js';
 
 const Params = Type.Object({
@@ -79,6 +80,7 @@ export function registerWebhookRoutes(
   app.post(
     '/v1/webhooks/:ref/requeue',
     {
+      attachValidation: true,
       config: { action: 'webhook.write' },
       schema: {
         operationId: 'requeueWebhookDeliveries',
@@ -102,8 +104,21 @@ export function registerWebhookRoutes(
     async (request) => {
       const ctx = await identify(request);
       const { ref } = request.params as { ref: string };
-      const { deliveryIds } = (request.body ?? {}) as { deliveryIds?: string[] };
-      return { requeued: await webhooks.requeue(ctx, ref, deliveryIds) };
+      // The body schema (enforced) allows only a non-empty list of distinct delivery UUIDs; its errors
+      // point at the list.
+      if (
+        request.validationError?.validation?.some((v: { instancePath: string }) =>
+          v.instancePath.startsWith('/deliveryIds'),
+        )
+      )
+        throw ValidationError.field(
+          '/deliveryIds',
+          'field.invalid',
+          'must be a non-empty list of at most 1000 distinct delivery UUIDs',
+        );
+      if (request.validationError) throw request.validationError;
+      const ids = (request.body as { deliveryIds?: string[] } | undefined)?.deliveryIds;
+      return { requeued: await webhooks.requeue(ctx, ref, ids) };
     },
   );
 }

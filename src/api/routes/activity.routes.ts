@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../../db/database.js';
-import type { IdentityHook } from '../../http/identity-hook.js';
-import { errorResponses } from '../../http/route-schemas.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { errorResponses } from '../../http/schemas.js';
 import { tenantActivity } from '../../observability/tenant-activity.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
 

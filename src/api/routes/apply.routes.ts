@@ -2,10 +2,9 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { parseDocuments } from '../../domain/manifest-parser.js';
 import { ValidationError } from '../../errors/errors.js';
-import type { IdentityHook } from '../../http/identity-hook.js';
-import { errorResponses } from '../../http/route-schemas.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { DiffEntrySchema, errorResponses, manifestBody } from '../../http/schemas.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import { DiffEntrySchema } from '../schemas.js';
 
 function documentsOf(body: unknown): unknown[] {
   if (typeof body === 'string') return parseDocuments(body);
@@ -26,7 +25,7 @@ export function registerApplyRoute(
   app.post(
     '/v1/apply',
     {
-      config: { action: 'registry.apply', manifestBody: true },
+      config: { action: 'registry.apply' },
       schema: {
         operationId: 'apply',
         summary: 'Apply manifests (multi-document YAML or JSON) in dependency order, all or nothing',
@@ -36,9 +35,11 @@ export function registerApplyRoute(
           'placement decision and the policy verdicts a real apply would meet (a refusal is the same 4xx).',
         tags: ['Apply'],
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
-        body: Type.Unknown({
-          description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}',
-        }),
+        body: manifestBody(
+          Type.Unknown({
+            description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}',
+          }),
+        ),
         response: {
           200: Type.Object({
             dryRun: Type.Boolean(),

@@ -4,11 +4,10 @@ import { LIFECYCLE_ACTIONS, type LifecycleAction } from '../../domain/lifecycle.
 import { API_VERSION, KINDS, type Kind, manifestSchema } from '../../domain/manifest.js';
 import { ValidationError } from '../../errors/errors.js';
 import { etagOf, ifMatchGeneration } from '../../http/etag.js';
-import type { IdentityHook } from '../../http/identity-hook.js';
-import { errorResponses } from '../../http/route-schemas.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { DiffEntrySchema, errorResponses, manifestBody } from '../../http/schemas.js';
 import { LIST_FILTERS } from '../../registry/kinds.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import { DiffEntrySchema } from '../schemas.js';
 
 export const KIND_PATHS: Record<Kind, string> = {
   Customer: 'customers',
@@ -73,12 +72,12 @@ export function registerObjectRoutes(
     app.post(
       base,
       {
-        config: { action: `${area}.write`, manifestBody: true, ...tenantParam },
+        config: { action: `${area}.write`, ...tenantParam },
         schema: {
           operationId: `create${kind}`,
           summary: `Create a ${kind}`,
           tags,
-          body: manifestSchema(kind),
+          body: manifestBody(manifestSchema(kind)),
           headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ maxLength: 200 })) }),
           response: { 201: ref, ...errorResponses(400, 401, 403, 409, 413, 415, 422) },
         },
@@ -176,13 +175,13 @@ export function registerObjectRoutes(
     app.put(
       `${base}/:ref`,
       {
-        config: { action: `${area}.write`, manifestBody: true, ...tenantParam },
+        config: { action: `${area}.write`, ...tenantParam },
         schema: {
           operationId: `replace${kind}`,
           summary: `Replace a ${kind}'s desired state (If-Match for optimistic concurrency)`,
           tags,
           params: RefParams,
-          body: manifestSchema(kind),
+          body: manifestBody(manifestSchema(kind)),
           headers: Type.Object({ 'if-match': Type.Optional(Type.String()) }),
           response: { 200: ref, ...errorResponses(400, 401, 403, 404, 409, 412, 413, 415, 422) },
         },

@@ -1,7 +1,39 @@
 import { type TSchema, Type } from '@sinclair/typebox';
 import { KINDS, type Kind, manifestSchema } from '../domain/manifest.js';
 
-/** The representations of objects, per kind, as the object routes answer them (OpenAPI components). */
+/**
+ * Route schemas. Request bodies are validated by their schema, except manifests: the services validate
+ * those (with pointers into the manifest), so a route marks its manifest body with `manifestBody`.
+ */
+const manifestBodies = new WeakSet<object>();
+export function manifestBody<T extends TSchema>(schema: T): T {
+  manifestBodies.add(schema);
+  return schema;
+}
+export const isManifestBody = (schema: unknown): boolean =>
+  typeof schema === 'object' && schema !== null && manifestBodies.has(schema);
+
+export const ProblemSchema = Type.Object(
+  {
+    type: Type.String(),
+    title: Type.String(),
+    status: Type.Integer(),
+    detail: Type.String(),
+    code: Type.String({ description: 'stable machine-readable error code' }),
+    instance: Type.Optional(Type.String()),
+    errors: Type.Optional(
+      Type.Array(
+        Type.Object({
+          pointer: Type.String({ description: 'JSON pointer (RFC 6901)' }),
+          code: Type.String(),
+          detail: Type.String(),
+        }),
+      ),
+    ),
+  },
+  { $id: 'Problem', description: 'RFC 9457 problem details' },
+);
+
 export const ConditionSchema = Type.Object({
   type: Type.String(),
   status: Type.Union([Type.Literal('True'), Type.Literal('False'), Type.Literal('Unknown')]),
@@ -59,3 +91,14 @@ export const DiffEntrySchema = Type.Object({
   from: Type.Optional(Type.Unknown()),
   to: Type.Optional(Type.Unknown()),
 });
+
+export const errorResponses = (...statuses: number[]) =>
+  Object.fromEntries(
+    statuses.map((s) => [
+      s,
+      {
+        description: 'Problem details',
+        content: { 'application/problem+json': { schema: Type.Ref('Problem') } },
+      },
+    ]),
+  );

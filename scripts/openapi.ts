@@ -6,6 +6,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import pino from 'pino';
 import { buildServer } from '../src/api/server.js';
+import { createRegistry } from '../src/app.js';
 import { AuditService } from '../src/audit/audit.service.js';
 import { AuditSigner } from '../src/audit/index.js';
 import { loadConfig } from '../src/config/config.js';
@@ -13,7 +14,6 @@ import { createDb } from '../src/db/database.js';
 import { BuiltinIssuer } from '../src/identity/builtin-issuer.js';
 import { createSecurity } from '../src/identity/security.js';
 import { metrics } from '../src/observability/metrics.js';
-import { RegistryService } from '../src/registry/registry.service.js';
 
 const config = loadConfig({}, {});
 // The pool connects lazily and is never used here.
@@ -23,7 +23,7 @@ const security = await createSecurity(config, db, { issuer });
 const app = await buildServer({
   config,
   db,
-  registry: security.guard(new RegistryService(db, config)),
+  registry: security.guard(createRegistry(db, config)),
   audit: new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey)),
   security,
   logger: pino({ level: 'silent' }),

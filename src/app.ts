@@ -18,8 +18,11 @@ import { createSecurity, type Security } from './identity/security.js';
 import { metrics } from './observability/metrics.js';
 import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
+import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
+import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
 
 export interface Tenantry {
   /** Where the API listens; empty for `role: controller`. */
@@ -66,6 +69,15 @@ function redactUrl(u: string): string {
   return url.toString();
 }
 
+/** The registry with its placement policy and the webhook policy (URL guard, secret rotation) of src/webhooks. */
+export function createRegistry(db: Db, config: Config): RegistryService {
+  return new RegistryService(db, config, new PlacementPolicy(), {
+    urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
+    settleSecret: (existing, given) =>
+      applySecret(existing as StoredSecret[] | null, given, new Date(), config.events.webhookSecretOverlapMs),
+  });
+}
+
 /** The composition root: database, migrations, services, HTTP server. */
 export async function startTenantry(config: Config, opts: StartOptions): Promise<Tenantry> {
   const log = opts.logger;
@@ -105,7 +117,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const requestLog = new RequestLog(db, log, { retentionDays: config.requestLogRetentionDays });
     requestLog.start();
     stops.push(() => requestLog.stop());
-    const registry = new RegistryService(db, config);
+    const registry = createRegistry(db, config);
     const signer = await loadAuditSigner({
       dataDir: config.dataDir,
       ...(config.auditSigningKeyFile ? { keyFile: config.auditSigningKeyFile } : {}),

@@ -1,5 +1,5 @@
 import { type TSchema, Type } from '@sinclair/typebox';
-import { KINDS, type Kind, manifestSchema } from '../domain/manifest.js';
+import { KINDS, type Kind, manifestSchema } from '../registry/kinds/index.js';
 
 /** Schemas used to document routes in OpenAPI (bodies are validated by the services, with pointers). */
 export const ProblemSchema = Type.Object(

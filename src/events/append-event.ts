@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
-import { cloudEventType, type EventName } from './event-types.js';
+import { cloudEventType, type EventName } from '../registry/kinds/index.js';
 
 /** One event as the writer states it; id, sequence and time are assigned here and by the database. */
 export interface EventInput {

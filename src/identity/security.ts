@@ -7,8 +7,8 @@ import { checkTenantMentions, type TenantMention } from '../authz/tenant-spoofin
 import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
 import type { Db } from '../db/database.js';
-import { KINDS } from '../domain/manifest.js';
 import { UnauthorizedError } from '../errors/errors.js';
+import { KINDS } from '../registry/kinds/index.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';

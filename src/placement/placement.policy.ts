@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 import type { RequestContext } from '../changes/request-context.js';
 import type { Trx } from '../db/database.js';
-import type { Kind, Manifest, Specs } from '../domain/manifest.js';
 import { ConflictError, ForbiddenError } from '../errors/errors.js';
+import type { Kind, Manifest, Specs } from '../registry/kinds/index.js';
 import type { ObjectRow } from '../registry/object.repository.js';
 import {
   type Binding,

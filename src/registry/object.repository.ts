@@ -1,36 +1,9 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
-import type { Kind } from '../domain/manifest.js';
+import { type Kind, TABLES } from './kinds/index.js';
+import type { ObjectRow } from './kinds/kind.js';
 
-/** Columns every registry table shares, plus the kind's own ones. */
-export interface ObjectRow {
-  id: string;
-  slug: string;
-  spec: unknown;
-  labels: Record<string, string>;
-  generation: string;
-  lifecycle: string;
-  phase: string;
-  observed_generation: string;
-  conditions: unknown;
-  created_at: Date;
-  updated_at: Date;
-  deleted_at: Date | null;
-  tenant_id?: string | null;
-  [column: string]: unknown;
-}
-
-export const TABLES: Record<Kind, string> = {
-  Customer: 'customers',
-  System: 'systems',
-  Tenant: 'tenants',
-  Deployment: 'deployments',
-  IntegrationResource: 'integration_resources',
-  Region: 'regions',
-  Cell: 'cells',
-  Plan: 'plans',
-  WebhookEndpoint: 'webhook_endpoints',
-};
+export type { ObjectRow };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);
 

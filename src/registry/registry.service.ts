@@ -9,7 +9,6 @@ import { type Db, inScope, type Trx } from '../db/database.js';
 import { type DiffEntry, diff } from '../domain/diff.js';
 import { isUuid } from '../domain/identifiers.js';
 import { allowedActions, type LifecycleAction, type LifecycleState, nextState } from '../domain/lifecycle.js';
-import { APPLY_ORDER, IMMUTABLE_FIELDS, type Kind, type Manifest } from '../domain/manifest.js';
 import { validateManifests } from '../domain/manifest-parser.js';
 import {
   ConflictError,
@@ -18,10 +17,22 @@ import {
   NotFoundError,
   ValidationError,
 } from '../errors/errors.js';
-import type { ChangeAction } from '../events/event-types.js';
-import { type Placement, PlacementPolicy, type Verdict } from '../placement/placement.policy.js';
+import type { Placement, PlacementPolicy, Verdict } from '../placement/placement.policy.js';
 import { PolicyError } from '../placement/policy-error.js';
-import { LIST_FILTERS, resolve, tenantOf } from './kinds.js';
+import { knownRegions } from '../placement/regions.js';
+import {
+  APPLY_ORDER,
+  type ChangeAction,
+  childrenOf,
+  definitionOf,
+  IMMUTABLE_FIELDS,
+  type Kind,
+  kindCode,
+  LIST_FILTERS,
+  type Manifest,
+  tenantOf,
+} from './kinds/index.js';
+import type { Resolution, ResolveEnv } from './kinds/kind.js';
 import {
   countLive,
   findById,
@@ -90,9 +101,6 @@ class Rollback<T> {
   constructor(readonly value: T) {}
 }
 
-const kindCode = (kind: Kind) =>
-  kind === 'IntegrationResource' ? 'integration_resource' : kind.toLowerCase();
-
 function getPath(obj: unknown, path: string): unknown {
   return path
     .split('/')
@@ -126,12 +134,36 @@ function decodeCursor(cursor: string): { slug: string; id: string } {
  * goes through the change path (lineage + audit + outbox + reconcile job in the same transaction).
  */
 export class RegistryService {
-  private readonly policy = new PlacementPolicy();
-
   constructor(
     private readonly db: Db,
     private readonly config: Config,
+    private readonly policy: PlacementPolicy,
+    /** Webhook URL and secret policy, from src/webhooks (see src/app.ts). */
+    private readonly webhooks: ResolveEnv['webhooks'],
   ) {}
+
+  /** Resolves a manifest through its kind's slug rule, with lookups in this transaction. */
+  private resolve(trx: Trx, m: Manifest, at: string, errors: FieldErrors): Promise<Resolution | undefined> {
+    const def = definitionOf(m.kind);
+    if (m.metadata.tenant !== undefined && !def.metadataTenant) {
+      errors.add(`${at}/metadata/tenant`, 'field.not_allowed', `not allowed for ${m.kind}`);
+      return Promise.resolve(undefined);
+    }
+    const env: ResolveEnv = {
+      at,
+      error: (pointer, code, message) => errors.add(`${at}${pointer}`, code, message),
+      findBySlug: (kind, slug, opts) => findBySlug(trx, kind as Kind, slug, opts),
+      findById: (kind, id) => findById(trx, kind as Kind, id),
+      regions: () => knownRegions(trx, this.config),
+      environmentTypes: this.config.environmentTypes,
+      isPlatform: async () => {
+        const r = await sql<{ platform: boolean }>`select tenantry_is_platform() as platform`.execute(trx);
+        return r.rows[0]?.platform === true;
+      },
+      webhooks: this.webhooks,
+    };
+    return def.resolve(m as never, env);
+  }
 
   /**
    * Runs `work` in one transaction in the caller's scope. A deadlock or serialization failure (two
@@ -223,7 +255,7 @@ export class RegistryService {
     opts: ApplyOptions,
   ): Promise<ApplyOutcome | undefined> {
     const before = errors.list.length;
-    const res = await resolve(m, { trx, config: this.config, errors, at });
+    const res = await this.resolve(trx, m, at, errors);
     if (!res) return undefined;
 
     let existing: ObjectRow | undefined;
@@ -529,23 +561,8 @@ export class RegistryService {
           },
         );
       }
-      if (action === 'delete') {
-        for (const d of await listObjects(trx, 'Deployment', {
-          where: [sql`tenant_id = ${row.id}`],
-          limit: 100_000,
-          includeDeleted: false,
-        })) {
-          await this.softDelete(trx, ctx, 'Deployment', d);
-        }
-        for (const r of await listObjects(trx, 'IntegrationResource', {
-          where: [sql`tenant_id = ${row.id}`],
-          limit: 100_000,
-          includeDeleted: false,
-        })) {
-          await this.softDelete(trx, ctx, 'IntegrationResource', r);
-        }
-        return toApiObject('Tenant', await this.softDelete(trx, ctx, 'Tenant', row));
-      }
+      if (action === 'delete')
+        return toApiObject('Tenant', await this.deleteWithChildren(trx, ctx, 'Tenant', row));
       const updated = await updateObject(trx, 'Tenant', row.id, { lifecycle: to, phase: 'Pending' });
       await this.record(trx, ctx, 'Tenant', action, row, updated);
       return toApiObject('Tenant', updated);
@@ -563,25 +580,12 @@ export class RegistryService {
     return this.run(ctx, async (trx) => {
       const row = await this.locate(trx, kind, ref, { forUpdate: true });
       this.checkGeneration(kind, row, expectedGeneration);
-      if (kind === 'Customer' && (await countLive(trx, 'Tenant', 'customer_id', row.id)) > 0) {
-        throw new ConflictError(
-          'customer.has_tenants',
-          `Customer "${row.slug}" still has tenants; delete them first.`,
-        );
+      for (const child of childrenOf(kind)) {
+        const rule = child.ref.onDelete;
+        if (typeof rule === 'object' && (await countLive(trx, child.kind, child.ref.column, row.id)) > 0)
+          throw new ConflictError(rule.refuse.code, rule.refuse.message(row.slug));
       }
-      if (kind === 'System' && (await countLive(trx, 'Deployment', 'system_id', row.id)) > 0) {
-        throw new ConflictError('system.in_use', `System "${row.slug}" still has deployments.`);
-      }
-      if (kind === 'Deployment') {
-        for (const r of await listObjects(trx, 'IntegrationResource', {
-          where: [sql`deployment_id = ${row.id}`],
-          limit: 100_000,
-          includeDeleted: false,
-        })) {
-          await this.softDelete(trx, ctx, 'IntegrationResource', r);
-        }
-      }
-      return toApiObject(kind, await this.softDelete(trx, ctx, kind, row));
+      return toApiObject(kind, await this.deleteWithChildren(trx, ctx, kind, row));
     });
   }
 
@@ -596,6 +600,26 @@ export class RegistryService {
         },
       );
     }
+  }
+
+  /** Deletes the live children the kind's definitions cascade to (one level, catalogue order), then the object. */
+  private async deleteWithChildren(
+    trx: Trx,
+    ctx: RequestContext,
+    kind: Kind,
+    row: ObjectRow,
+  ): Promise<ObjectRow> {
+    for (const child of childrenOf(kind)) {
+      if (child.ref.onDelete !== 'cascade') continue;
+      for (const c of await listObjects(trx, child.kind, {
+        where: [sql`${sql.ref(child.ref.column)} = ${row.id}`],
+        limit: 100_000,
+        includeDeleted: false,
+      })) {
+        await this.softDelete(trx, ctx, child.kind, c);
+      }
+    }
+    return this.softDelete(trx, ctx, kind, row);
   }
 
   private async softDelete(trx: Trx, ctx: RequestContext, kind: Kind, row: ObjectRow): Promise<ObjectRow> {

@@ -2,6 +2,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { buildServer } from '../../src/api/server.js';
+import { createRegistry } from '../../src/app.js';
 import { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
 import { createDb } from '../../src/db/database.js';
@@ -10,7 +11,6 @@ import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issu
 import { createSecurity, type Security } from '../../src/identity/security.js';
 import { metrics } from '../../src/observability/metrics.js';
 import { RequestLog } from '../../src/observability/request-log.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 export interface RequestOptions {
@@ -71,7 +71,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const app = await buildServer({
     config: t.config,
     db,
-    registry: security.guard(new RegistryService(db, t.config)),
+    registry: security.guard(createRegistry(db, t.config)),
     audit,
     security,
     logger,

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
-import type { Kind } from '../../domain/manifest.js';
+import type { Kind } from '../../registry/kinds/index.js';
 
 /**
  * Makes an object due now, e.g. a deployment whose resource changed status. Same upsert as the

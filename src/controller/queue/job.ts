@@ -1,4 +1,4 @@
-import type { Kind } from '../../domain/manifest.js';
+import type { Kind } from '../../registry/kinds/index.js';
 
 /**
  * The reconcile queue is the per-object table `reconcile_jobs` that the change path already

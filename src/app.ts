@@ -71,10 +71,19 @@ function redactUrl(u: string): string {
 
 /** The registry with its placement policy and the webhook policy (URL guard, secret rotation) of src/webhooks. */
 export function createRegistry(db: Db, config: Config): RegistryService {
-  return new RegistryService(db, config, new PlacementPolicy(), {
-    urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
-    settleSecret: (existing, given) =>
-      applySecret(existing as StoredSecret[] | null, given, new Date(), config.events.webhookSecretOverlapMs),
+  return new RegistryService(db, {
+    config,
+    policy: new PlacementPolicy(),
+    webhooks: {
+      urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
+      settleSecret: (existing, given) =>
+        applySecret(
+          existing as StoredSecret[] | null,
+          given,
+          new Date(),
+          config.events.webhookSecretOverlapMs,
+        ),
+    },
   });
 }
 

@@ -1,5 +1,6 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
+import type { DiffEntry } from '../domain/diff.js';
 import { type Kind, TABLES } from './kinds/index.js';
 import type { ObjectRow } from './kinds/kind.js';
 
@@ -89,4 +90,42 @@ export async function countLive(trx: Trx, kind: Kind, column: string, value: str
     trx,
   );
   return Number(r.rows[0]?.n ?? 0);
+}
+
+/** One desired-state version of an object, as its lineage keeps it. */
+export interface VersionRecord {
+  generation: number;
+  action: string;
+  state: unknown;
+  changes: DiffEntry[];
+  actor: unknown;
+  requestId: string;
+  correlationId: string;
+  createdAt: string;
+}
+
+/** The lineage of one object: every desired-state version with who, when and what changed. */
+export async function readLineage(trx: Trx, kind: Kind, id: string): Promise<VersionRecord[]> {
+  const r = await sql<{
+    generation: string;
+    action: string;
+    state: unknown;
+    changes: DiffEntry[];
+    actor: unknown;
+    request_id: string;
+    correlation_id: string;
+    created_at: Date;
+  }>`
+    select generation, action, state, changes, actor, request_id, correlation_id, created_at
+    from object_versions where object_kind = ${kind} and object_id = ${id} order by generation`.execute(trx);
+  return r.rows.map((v) => ({
+    generation: Number(v.generation),
+    action: v.action,
+    state: v.state,
+    changes: v.changes,
+    actor: v.actor,
+    requestId: v.request_id,
+    correlationId: v.correlation_id,
+    createdAt: v.created_at.toISOString(),
+  }));
 }

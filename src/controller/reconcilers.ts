@@ -17,6 +17,7 @@ import type { Condition } from '../registry/representation.js';
 import { type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
+import type { Finish } from './queue/job-types.js';
 import { type ObservedStatus, recordStatusEvent, type StatusTarget, writeStatus } from './status.js';
 
 export interface ReconcileEnv {
@@ -34,7 +35,7 @@ export interface ReconcileResult {
 }
 
 /** Ends the job in the status write's own transaction: status and job release commit together. */
-export type Finish = (trx: Trx, finalised: boolean) => Promise<void>;
+export type { Finish };
 
 interface ChildRow {
   slug: string;

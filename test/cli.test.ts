@@ -107,9 +107,20 @@ describe('tenantry CLI', () => {
     const refused = await cli('get', 'tenants');
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('[token.missing]');
-    const save = await cli('token', 'create', '--data-dir', dataDir, '--save');
-    expect(save.code).toBe(0);
-    expect(fs.statSync(path.join(dataDir, 'config', 'tenantry', 'config.json')).mode & 0o777).toBe(0o600);
+    // `cli()` passes --server; this call doesn't: the server comes from what `serve` noted in the data folder.
+    const save = await run(process.execPath, [BIN, 'token', 'create', '--data-dir', dataDir, '--save'], {
+      env: { ...process.env, TENANTRY_TOKEN: '', XDG_CONFIG_HOME: path.join(dataDir, 'config') },
+    });
+    const file = path.join(dataDir, 'config', 'tenantry', 'config.json');
+    expect(save.stderr).toContain(`saved the token and the server ${url} to ${file}`);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(fs.readFileSync(file, 'utf8')).server).toBe(url);
+    // With nothing but the saved file (no --server, no TENANTRY_SERVER), the next command reaches the server.
+    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CONFIG_HOME: path.join(dataDir, 'config') };
+    delete env.TENANTRY_SERVER;
+    delete env.TENANTRY_TOKEN;
+    const listed = await run(process.execPath, [BIN, 'get', 'tenants'], { env });
+    expect(listed.stdout).toContain('NAME');
     expect((await cli('get', 'tenants')).code).toBe(0);
     token = saved;
   });
@@ -119,6 +130,17 @@ describe('tenantry CLI', () => {
     expect(first.code).toBe(0);
     expect(first.stdout.trim().split('\n')).toHaveLength(38);
     expect(first.stdout).toContain('tenant/circlek-eu-uat-dev created');
+    // The seed's malformed UUIDs are fixed valid ones in the example: the same topic name on every install.
+    const topic = await cli(
+      '-o',
+      'json',
+      'get',
+      'resource',
+      'circlek-eu-uat-dev-plan.supply-chain.transactions.order-proposals.v1.pub',
+    );
+    expect(topic.stdout).toContain(
+      '"e5f6a7b9-c9d0-4e2f-8a4b-5c6d7e8f9a0b.supply-chain.transactions.order-proposals.v1.pub"',
+    );
     const second = await cli('apply', '-f', EXAMPLE_DIR);
     expect(
       second.stdout
@@ -169,10 +191,25 @@ describe('tenantry CLI', () => {
         .replace('displayName: Circle K North America', 'displayName: Circle K NA'),
     );
     const d = await cli('diff', '-f', file);
-    expect(d.code).toBe(0);
+    // As `kubectl diff`: 1 when something would change, 0 when nothing would.
+    expect(d.code).toBe(1);
     expect(d.stdout).toContain(
       'customer/circlek-north-america (changed)\n  ~ /spec/displayName: "Circle K North America" -> "Circle K NA"\n1 object(s) would change',
     );
+    const same = await cli('diff', '-f', path.join(EXAMPLE_DIR, '20-circlek-north-america.yaml'));
+    expect(same.stdout).toContain('no changes');
+    expect(same.code).toBe(0);
+    const broken = await cli('diff', '-f', path.join(dataDir, 'missing.yaml'));
+    expect(broken.code).toBeGreaterThan(1);
+  });
+
+  it('asks before deleting, and refuses without a terminal unless --yes', async () => {
+    const refused = await cli('delete', 'deployment', 'circlek-us-prod-plan');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('refused: not a terminal; add --yes');
+    expect((await cli('get', 'deployment', 'circlek-us-prod-plan')).code).toBe(0);
+    const deleted = await cli('delete', 'deployment', 'circlek-us-prod-plan', '--yes');
+    expect(deleted.stdout.trim()).toBe('deployment/circlek-us-prod-plan deleted');
   });
 
   it('gets, describes, suspends, and fails with a non-zero exit and the field path', async () => {

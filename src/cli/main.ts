@@ -1,3 +1,6 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
 import { loadConfig } from '../config/config.js';
@@ -17,6 +20,39 @@ function kindPath(kind: string): string {
 }
 
 class CliError extends Error {}
+
+/**
+ * Asks before a destructive command. On a terminal the answer must be "y" or "yes"; without a
+ * terminal nobody can answer, so the command is refused unless `--yes` was given.
+ */
+async function confirm(question: string): Promise<void> {
+  if (!process.stdin.isTTY)
+    throw new CliError(`${question.split('?')[0]}? refused: not a terminal; add --yes`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const answer = (await rl.question(`${question} [y/N] `)).trim().toLowerCase();
+    if (answer !== 'y' && answer !== 'yes') throw new CliError('cancelled');
+  } finally {
+    rl.close();
+  }
+}
+
+/** `serve` notes where it listens, so `token create --save` can save the server with the token. */
+function serverFile(dataDir: string): string {
+  return join(dataDir, 'server.json');
+}
+
+function rememberServer(dataDir: string, url: string): void {
+  writeFileSync(serverFile(dataDir), `${JSON.stringify({ url })}\n`);
+}
+
+function rememberedServer(dataDir: string): string | undefined {
+  try {
+    return (JSON.parse(readFileSync(serverFile(dataDir), 'utf8')) as { url?: string }).url;
+  } catch {
+    return undefined;
+  }
+}
 
 interface GlobalOpts {
   server?: string;
@@ -43,7 +79,11 @@ function reportProblem(err: ApiError, docs?: SourcedDocument[]): void {
     console.error(`  ${docs ? locate(e.pointer, docs) : e.pointer}: ${e.detail} [${e.code}]`);
 }
 
-async function run(action: () => Promise<void>, docs?: () => SourcedDocument[] | undefined): Promise<void> {
+async function run(
+  action: () => Promise<void>,
+  docs?: () => SourcedDocument[] | undefined,
+  errorExitCode = 1,
+): Promise<void> {
   try {
     await action();
   } catch (err) {
@@ -53,7 +93,7 @@ async function run(action: () => Promise<void>, docs?: () => SourcedDocument[] |
       for (const e of err.errors) console.error(`  ${e.pointer}: ${e.message} [${e.code}]`);
     } else if (err instanceof CliError) console.error(`error: ${err.message}`);
     else console.error(`error: ${(err as Error).message}`);
-    process.exitCode = 1;
+    process.exitCode = errorExitCode;
   }
 }
 
@@ -104,6 +144,7 @@ program
       console.log(`  data:      ${instance.dataLocation}`);
       return;
     }
+    rememberServer(config.dataDir, instance.url);
     console.log(`Tenantry API listening on ${instance.url}`);
     console.log(`  API docs:  ${instance.url}/docs`);
     console.log(`  data:      ${instance.dataLocation}`);
@@ -176,8 +217,12 @@ token
           ttlSeconds: parseTtl(opts.ttl),
         });
         if (opts.save) {
-          saveCredentials({ token: jwt, ...(globals().server ? { server: globals().server } : {}) });
-          console.error(`saved to ${credentialsFile()}`);
+          // The server this data folder's `serve` last listened on, unless --server names another.
+          const server = globals().server ?? rememberedServer(config.dataDir);
+          saveCredentials({ token: jwt, ...(server ? { server } : {}) });
+          console.error(
+            `saved the token${server ? ` and the server ${server}` : ''} to ${credentialsFile()}`,
+          );
         } else console.log(jwt);
       });
     },
@@ -286,6 +331,7 @@ program
         const res = await postApply(docs, true);
         if (globals().output !== 'table') {
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
+          if (res.results.some((r) => r.action !== 'unchanged')) process.exitCode = 1;
           return;
         }
         for (const r of res.results) {
@@ -305,8 +351,11 @@ program
         }
         const changed = res.results.filter((r) => r.action !== 'unchanged').length;
         console.log(changed === 0 ? 'no changes' : `${changed} object(s) would change`);
+        // As `kubectl diff`: 0 no changes, 1 changes, anything else an error.
+        if (changed > 0) process.exitCode = 1;
       },
       () => docs,
+      2,
     );
   });
 
@@ -421,11 +470,15 @@ program
   .description('delete an object (a tenant must be archived first); leaves a tombstone')
   .argument('<kind>')
   .argument('<name>', 'slug or UUID')
-  .action(async (kind: string, name: string) => {
+  .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
+  .action(async (kind: string, name: string, opts: { yes?: boolean }) => {
     await run(async () => {
+      const path = kindPath(kind);
+      if (!opts.yes)
+        await confirm(`Delete ${path.replace(/s$/, '')} ${name}? What it provisioned is removed.`);
       const { body } = await client().request<{ kind: string; metadata: { name: string } }>(
         'DELETE',
-        `/v1/${kindPath(kind)}/${encodeURIComponent(name)}`,
+        `/v1/${path}/${encodeURIComponent(name)}`,
       );
       console.log(`${body.kind.toLowerCase()}/${body.metadata.name} deleted`);
     });

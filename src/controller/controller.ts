@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
-import { metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import { inSpan, withTraceparent } from '../observability/tracing.js';
 import { ProviderError } from '../providers/provider.js';
 import { isKind, KINDS } from '../registry/kinds/index.js';
@@ -29,6 +29,8 @@ export interface ControllerOptions {
    * reconcile handler is added to it; a type registered here under a kind's name replaces it.
    */
   jobTypes?: JobTypes;
+  /** Where reconciles are counted (the process's metrics, from src/app.ts). */
+  metrics?: Metrics;
 }
 
 /**
@@ -142,8 +144,9 @@ export class Controller {
         .then((held) => held || done || log.warn('reconcile lease lost to another worker'))
         .catch((err) => log.warn({ err }, 'lease renewal failed'));
     }, config.leaseMs / 3);
-    metrics.queueJobs.inc({ kind: job.kind });
-    const timer = metrics.reconcileDuration.startTimer({ kind: job.kind });
+    const { metrics } = this.opts;
+    metrics?.queueJobs.inc({ kind: job.kind });
+    const timer = metrics?.reconcileDuration.startTimer({ kind: job.kind }) ?? (() => 0);
     try {
       let outcome: { finalised: boolean; finished: boolean } | undefined;
       let failure: ProviderError | undefined;
@@ -178,7 +181,7 @@ export class Controller {
       const attempts = job.attempts + 1;
       const final = !f.retryable || attempts >= config.maxAttempts;
       timer({ outcome: final ? 'failed' : 'retry' });
-      metrics.controllerErrors.inc({
+      metrics?.controllerErrors.inc({
         kind: job.kind,
         category:
           f.reason === 'ReconcileError'

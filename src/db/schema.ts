@@ -30,6 +30,9 @@ export interface TenantTable extends ObjectColumns {
   region: string;
   environment_type: string;
   qualifier: string | null;
+  /** Its cell (src/placement), null while unplaced. */
+  cell_id: string | null;
+  placement: ColumnType<unknown, string | null | undefined, string | null>;
 }
 export interface DeploymentTable extends ObjectColumns {
   tenant_id: string;
@@ -125,6 +128,8 @@ export interface OutboxEventTable {
   seq: ColumnType<string, number, never>;
   txid: ColumnType<string, never, never>;
   position: ColumnType<string, never, never>;
+  /** W3C trace context of the change (0009). */
+  traceparent: string | null;
 }
 
 export interface EventSequenceTable {
@@ -187,6 +192,8 @@ export interface ReconcileJobTable {
   updated_at: Timestamp;
   /** Bumped by every enqueue; a worker compares it to tell whether the object changed meanwhile. */
   ticket: ColumnType<string, number | undefined, number>;
+  /** W3C trace context of the change that enqueued it (0009). */
+  traceparent: string | null;
 }
 
 export interface ResourceSecretTable {
@@ -244,6 +251,54 @@ export interface BreakGlassGrantTable {
   ended_by: string | null;
 }
 
+// Placement (0007): regions, cells and plans are registry kinds; usage, overrides and rate limits per tenant.
+export type RegionTable = ObjectColumns;
+export interface CellTable extends ObjectColumns {
+  region: string;
+  stage: string;
+  tenancy: 'shared' | 'dedicated';
+  /** How many tenants the cell hosts. */
+  allocated: Generated<number>;
+}
+export type PlanTable = ObjectColumns;
+
+export interface TenantUsageTable {
+  tenant_id: string;
+  storage_bytes: ColumnType<string, number | undefined, number>;
+  version: ColumnType<string, number | undefined, number>;
+  updated_at: Timestamp;
+}
+
+export interface UsageHistoryTable {
+  tenant_id: string;
+  version: ColumnType<string, number, never>;
+  time: Timestamp;
+  reason: string;
+  plan: string | null;
+  usage: Json;
+  limits: Json;
+  request_id: string;
+}
+
+export interface LimitOverrideTable {
+  tenant_id: string;
+  id: string;
+  name: string;
+  value: number;
+  reason: string;
+  created_by: string;
+  created_at: Timestamp;
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** GCRA state per tenant and request class (src/ratelimit): the theoretical arrival time. */
+export interface RateLimitBucketTable {
+  tenant_id: string;
+  class: string;
+  tat: Timestamp;
+}
+
 export interface Database {
   customers: CustomerTable;
   systems: SystemTable;
@@ -266,13 +321,14 @@ export interface Database {
   webhook_endpoints: WebhookEndpointTable;
   webhook_deliveries: WebhookDeliveryTable;
   webhook_attempts: WebhookAttemptTable;
+  regions: RegionTable;
+  cells: CellTable;
+  plans: PlanTable;
+  tenant_usage: TenantUsageTable;
+  usage_history: UsageHistoryTable;
+  limit_overrides: LimitOverrideTable;
+  rate_limit_buckets: RateLimitBucketTable;
 }
 
-export type CustomerRow = Selectable<CustomerTable>;
-export type SystemRow = Selectable<SystemTable>;
-export type TenantRow = Selectable<TenantTable>;
-export type DeploymentRow = Selectable<DeploymentTable>;
-export type IntegrationResourceRow = Selectable<IntegrationResourceTable>;
-export type ObjectVersionRow = Selectable<ObjectVersionTable>;
 export type SessionRow = Selectable<SessionTable>;
 export type BreakGlassGrantRow = Selectable<BreakGlassGrantTable>;

@@ -49,7 +49,7 @@ const target = (kind: Kind, row: ObjectRow): StatusTarget => ({
   id: row.id,
   slug: row.slug,
   tenantId: kind === 'Tenant' ? row.id : (row.tenant_id ?? null),
-  generation: Number(row.generation),
+  generation: row.generation,
   phase: row.phase,
   conditions: (row.conditions as Condition[]) ?? [],
 });

@@ -9,10 +9,10 @@ interface ObjectColumns {
   slug: string;
   spec: Json;
   labels: ColumnType<Record<string, string>, string | undefined, string>;
-  generation: ColumnType<string, number | undefined, number | string>;
+  generation: ColumnType<number, number | undefined, number | string>;
   lifecycle: Generated<string>;
   phase: Generated<string>;
-  observed_generation: ColumnType<string, number | undefined, number | string>;
+  observed_generation: ColumnType<number, number | undefined, number | string>;
   conditions: ColumnType<unknown, string | undefined, string>;
   created_at: Timestamp;
   updated_at: Timestamp;
@@ -52,7 +52,7 @@ export interface ObjectVersionTable {
   tenant_id: string | null;
   object_kind: string;
   object_id: string;
-  generation: ColumnType<string, number, never>;
+  generation: ColumnType<number, number, never>;
   action: string;
   slug: string;
   state: Json;
@@ -83,14 +83,14 @@ export interface AuditRecordTable {
   correlation_id: string;
   /** The tenant id, or 'platform'. */
   chain: string;
-  seq: ColumnType<string, number, never>;
+  seq: ColumnType<number, number, never>;
   prev_hash: string;
   hash: string;
 }
 
 export interface AuditChainHeadTable {
   chain: string;
-  seq: ColumnType<string, number, number>;
+  seq: ColumnType<number, number, number>;
   hash: string;
   updated_at: Timestamp;
 }
@@ -107,10 +107,10 @@ export interface AuditRetentionTable {
   id: string;
   time: Timestamp;
   chain: string;
-  through_seq: ColumnType<string, number, never>;
+  through_seq: ColumnType<number, number, never>;
   through_hash: string;
   checkpoint_id: string;
-  deleted: ColumnType<string, number, never>;
+  deleted: ColumnType<number, number, never>;
 }
 
 export interface OutboxEventTable {
@@ -125,16 +125,16 @@ export interface OutboxEventTable {
   /** The tenant's UUID or 'platform' (generated). */
   stream: ColumnType<string, never, never>;
   /** Gap-free per stream (see src/events/append-event.ts). */
-  seq: ColumnType<string, number, never>;
+  seq: ColumnType<number, number, never>;
   txid: ColumnType<string, never, never>;
-  position: ColumnType<string, never, never>;
+  position: ColumnType<number, never, never>;
   /** W3C trace context of the change (0009). */
   traceparent: string | null;
 }
 
 export interface EventSequenceTable {
   stream: string;
-  seq: ColumnType<string, number, number>;
+  seq: ColumnType<number, number, number>;
 }
 
 export interface WebhookEndpointTable extends ObjectColumns {
@@ -150,7 +150,7 @@ export interface WebhookDeliveryTable {
   endpoint_id: string;
   event_id: string;
   stream: string;
-  seq: ColumnType<string, number, never>;
+  seq: ColumnType<number, number, never>;
   status: Generated<'pending' | 'delivered' | 'dead'>;
   attempts: Generated<number>;
   trigger: Generated<'scheduled' | 'manual'>;
@@ -182,7 +182,7 @@ export interface ReconcileJobTable {
   object_kind: string;
   object_id: string;
   tenant_id: string | null;
-  generation: ColumnType<string, number, number>;
+  generation: ColumnType<number, number, number>;
   run_after: Timestamp;
   attempts: Generated<number>;
   locked_by: string | null;
@@ -191,7 +191,7 @@ export interface ReconcileJobTable {
   created_at: Timestamp;
   updated_at: Timestamp;
   /** Bumped by every enqueue; a worker compares it to tell whether the object changed meanwhile. */
-  ticket: ColumnType<string, number | undefined, number>;
+  ticket: ColumnType<number, number | undefined, number>;
   /** W3C trace context of the change that enqueued it (0009). */
   traceparent: string | null;
 }
@@ -264,14 +264,14 @@ export type PlanTable = ObjectColumns;
 
 export interface TenantUsageTable {
   tenant_id: string;
-  storage_bytes: ColumnType<string, number | undefined, number>;
-  version: ColumnType<string, number | undefined, number>;
+  storage_bytes: ColumnType<number, number | undefined, number>;
+  version: ColumnType<number, number | undefined, number>;
   updated_at: Timestamp;
 }
 
 export interface UsageHistoryTable {
   tenant_id: string;
-  version: ColumnType<string, number, never>;
+  version: ColumnType<number, number, never>;
   time: Timestamp;
   reason: string;
   plan: string | null;

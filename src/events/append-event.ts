@@ -50,6 +50,6 @@ export function appendEventSql(e: EventInput): RawBuilder<unknown> {
 
 /** Appends one event in the caller's transaction (e.g. the controller's `ready`/`failed`); returns its sequence. */
 export async function appendEvent(trx: Trx, e: EventInput): Promise<number> {
-  const r = await sql<{ seq: string }>`with ${appendEventSql(e)} select seq from event_done`.execute(trx);
-  return Number(r.rows[0]!.seq);
+  const r = await sql<{ seq: number }>`with ${appendEventSql(e)} select seq from event_done`.execute(trx);
+  return r.rows[0]!.seq;
 }

@@ -213,13 +213,13 @@ export async function applyManifest(
   }
 
   const expected = m.metadata.generation ?? opts.expectedGeneration;
-  if (expected !== undefined && expected !== Number(existing.generation)) {
+  if (expected !== undefined && expected !== existing.generation) {
     throw new ConflictError(
       'object.generation_conflict',
       `${m.kind} "${existing.slug}" is at generation ${existing.generation}, not ${expected}.`,
       {
         status: opts.expectedGeneration !== undefined && m.metadata.generation === undefined ? 412 : 409,
-        details: { currentGeneration: Number(existing.generation), expectedGeneration: expected },
+        details: { currentGeneration: existing.generation, expectedGeneration: expected },
         errors: [
           {
             pointer: `${at}/metadata/generation`,
@@ -243,7 +243,7 @@ export async function applyManifest(
       name: existing.slug,
       uuid: existing.id,
       action: 'unchanged',
-      generation: Number(existing.generation),
+      generation: existing.generation,
       changes,
       object: toApiObject(m.kind, existing),
     };
@@ -266,7 +266,7 @@ export async function applyManifest(
     ...res.updateColumns,
   });
   changes = diff(prior, stateOf(row));
-  const generation = Number(row.generation);
+  const generation = row.generation;
   await recordChange(trx, ctx, {
     kind: m.kind,
     objectId: row.id,

@@ -61,13 +61,13 @@ export async function deleteObject(
 
 /** If-Match: the object must be at the generation the caller last saw (else 412). */
 export function checkGeneration(kind: Kind, row: ObjectRow, expected: number | undefined): void {
-  if (expected !== undefined && expected !== Number(row.generation)) {
+  if (expected !== undefined && expected !== row.generation) {
     throw new ConflictError(
       'object.generation_conflict',
       `${kind} "${row.slug}" is at generation ${row.generation}, not ${expected}.`,
       {
         status: 412,
-        details: { currentGeneration: Number(row.generation), expectedGeneration: expected },
+        details: { currentGeneration: row.generation, expectedGeneration: expected },
       },
     );
   }
@@ -129,7 +129,7 @@ export async function recordObjectChange(
     slug: after.slug,
     tenantId: tenantOf(kind, after),
     action,
-    generation: Number(after.generation),
+    generation: after.generation,
     before: prior,
     after: next,
     changes: diff(prior, next),

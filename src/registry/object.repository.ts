@@ -85,11 +85,11 @@ export async function listObjects(trx: Trx, kind: Kind, q: ListQuery): Promise<O
 }
 
 export async function countLive(trx: Trx, kind: Kind, column: string, value: string): Promise<number> {
-  const r = await sql<{ n: string }>`
+  const r = await sql<{ n: number }>`
     select count(*) as n from ${table(kind)} where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(
     trx,
   );
-  return Number(r.rows[0]?.n ?? 0);
+  return r.rows[0]?.n ?? 0;
 }
 
 /** One desired-state version of an object, as its lineage keeps it. */
@@ -107,7 +107,7 @@ export interface VersionRecord {
 /** The lineage of one object: every desired-state version with who, when and what changed. */
 export async function readLineage(trx: Trx, kind: Kind, id: string): Promise<VersionRecord[]> {
   const r = await sql<{
-    generation: string;
+    generation: number;
     action: string;
     state: unknown;
     changes: DiffEntry[];
@@ -119,7 +119,7 @@ export async function readLineage(trx: Trx, kind: Kind, id: string): Promise<Ver
     select generation, action, state, changes, actor, request_id, correlation_id, created_at
     from object_versions where object_kind = ${kind} and object_id = ${id} order by generation`.execute(trx);
   return r.rows.map((v) => ({
-    generation: Number(v.generation),
+    generation: v.generation,
     action: v.action,
     state: v.state,
     changes: v.changes,

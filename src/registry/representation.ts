@@ -65,7 +65,7 @@ export function toApiObject(kind: Kind, row: ObjectRow): ApiObject {
       name: own?.name ? own.name(row) : row.slug,
       ...(tenant !== undefined ? { tenant: tenant as string } : {}),
       slug: row.slug,
-      generation: Number(row.generation),
+      generation: row.generation,
       labels: row.labels ?? {},
       createdAt: row.created_at.toISOString(),
       updatedAt: row.updated_at.toISOString(),
@@ -74,7 +74,7 @@ export function toApiObject(kind: Kind, row: ObjectRow): ApiObject {
     },
     spec: row.spec,
     status: {
-      observedGeneration: Number(row.observed_generation),
+      observedGeneration: row.observed_generation,
       phase: row.phase,
       lifecycle: row.lifecycle,
       conditions: (row.conditions as Condition[]) ?? [],

@@ -30,7 +30,7 @@ export interface QueuedJob {
   /** Failed attempts in a row so far. */
   attempts: number;
   /** The enqueue counter when claimed: a different value at the end means "changed meanwhile". */
-  ticket: string;
+  ticket: number;
   /** W3C trace context of the change that enqueued it (the reconcile continues that trace). */
   traceparent: string | null;
 }
@@ -44,9 +44,9 @@ export interface JobRow {
   object_kind: string;
   object_id: string;
   tenant_id: string | null;
-  generation: string;
+  generation: number;
   attempts: number;
-  ticket: string;
+  ticket: number;
   traceparent: string | null;
 }
 
@@ -54,7 +54,7 @@ export const toJob = (r: JobRow): QueuedJob => ({
   kind: r.object_kind,
   objectId: r.object_id,
   tenantId: r.tenant_id,
-  generation: Number(r.generation),
+  generation: r.generation,
   attempts: r.attempts,
   ticket: r.ticket,
   traceparent: r.traceparent,

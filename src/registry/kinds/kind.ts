@@ -17,10 +17,10 @@ export interface ObjectRow {
   slug: string;
   spec: unknown;
   labels: Record<string, string>;
-  generation: string;
+  generation: number;
   lifecycle: string;
   phase: string;
-  observed_generation: string;
+  observed_generation: number;
   conditions: unknown;
   created_at: Date;
   updated_at: Date;

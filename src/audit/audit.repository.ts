@@ -20,7 +20,7 @@ export function recordFromRow(r: AuditRecordRow): AuditRecord {
     v: 1,
     id: r.id,
     chain: r.chain,
-    seq: r.seq,
+    seq: Number(r.seq),
     time: r.time,
     tenantId: r.tenant_id,
     appId: r.app_id,

@@ -38,6 +38,7 @@ export const deployment = defineKind({
     },
   ],
   references: ['Tenant', 'System'],
+  tenantMentions: [{ at: '/spec/tenant' }],
   applyTier: 1,
   async resolve(m, env) {
     const { spec } = m;

@@ -203,6 +203,9 @@ export function checkDefinitions(defs: readonly KindDefinition[]): void {
       if (other && other !== d.kind) problems.push(`${where}: CLI name "${n}" is also ${other}'s`);
       seen.cli.set(n, d.kind);
     }
+    for (const m of d.tenantMentions ?? [])
+      if (!m.at.startsWith('/') || (m.via !== undefined && !kinds.has(m.via)))
+        problems.push(`${where}: tenant mention ${m.at} is not a pointer or names an unknown kind`);
     for (const r of [...(d.references ?? []), ...(d.parents ?? []).map((p) => p.kind)]) {
       if (!kinds.has(r)) problems.push(`${where}: refers to unknown kind ${r}`);
       else if (order.indexOf(r) >= order.indexOf(d.kind))

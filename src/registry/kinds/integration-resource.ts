@@ -66,6 +66,7 @@ export const integrationResource = defineKind({
     { kind: 'Deployment', column: 'deployment_id', onDelete: 'cascade' },
   ],
   references: ['Deployment', 'Tenant'],
+  tenantMentions: [{ at: '/spec/scope/tenant' }, { at: '/spec/scope/deployment', via: 'Deployment' }],
   applyTier: 1,
   async resolve(m, env) {
     const { spec } = m;

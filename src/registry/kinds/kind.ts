@@ -140,6 +140,12 @@ export interface KindDefinition<
   references: readonly string[];
   /** Lower tiers are written first within one apply; within a tier, catalogue order. */
   applyTier: 0 | 1;
+  /**
+   * Where a manifest of this kind names a tenant (JSON pointers into the document), so that a
+   * tenant caller naming another tenant is refused as spoofing (src/authz/tenant-spoofing.ts).
+   * `via`: the pointer names an object of that kind, whose tenant counts.
+   */
+  tenantMentions?: readonly { at: string; via?: string }[];
   /** Whether `metadata.tenant` may name the owning tenant (else it is refused). */
   metadataTenant?: boolean;
   /** The slug rule and the kind's own columns; adds field errors through `env` and returns undefined on error. */

@@ -59,6 +59,7 @@ export const tenant = defineKind({
     },
   ],
   references: ['Customer', 'Plan', 'Cell', 'Region'],
+  tenantMentions: [{ at: '/metadata/uuid' }, { at: '/metadata/name' }],
   applyTier: 1,
   async resolve(m, env) {
     const { spec } = m;

@@ -5,8 +5,8 @@
 
 import pg from 'pg';
 import { createRegistry } from '../../src/app.js';
-import { systemContext } from '../../src/changes/request-context.js';
 import { loadConfig } from '../../src/config/config.js';
+import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';

@@ -8,8 +8,8 @@
  */
 
 import { createRegistry } from '../../src/app.js';
-import { systemContext } from '../../src/changes/request-context.js';
 import { loadConfig } from '../../src/config/config.js';
+import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
 import { closedLoop, compare } from '../lib/load.js';
 import { manifest as doc } from '../lib/manifests.js';

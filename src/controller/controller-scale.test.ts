@@ -6,7 +6,7 @@ import { countingProvider, readCalls } from '../../test/fixtures/counting-provid
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { createRegistry } from '../app.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import type { RegistryService } from '../registry/registry.service.js';
 
 let t: TestDatabase;

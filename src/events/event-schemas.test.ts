@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { createRegistry } from '../app.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { recordStatusEvent } from '../controller/status.js';
 import { asPlatform } from '../db/database.js';
 import { CLOUD_EVENT_TYPES } from '../registry/kinds/index.js';

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { createRegistry } from '../app.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import { appendEvent } from './append-event.js';

@@ -8,8 +8,8 @@ import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-d
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
 import { createRegistry } from '../app.js';
-import { systemContext } from '../changes/request-context.js';
 import { loadConfig } from '../config/config.js';
+import { systemContext } from '../context/request-context.js';
 import { busTopic, KafkaEventBus } from './kafka-event-bus.js';
 
 const unavailable = skipReason('Kafka event bus', await kafkaUnavailableReason());

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { type ObjectState, recordChange } from '../changes/change-path.js';
-import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { type DiffEntry, diff } from '../domain/diff.js';
 import { isUuid } from '../domain/identifiers.js';

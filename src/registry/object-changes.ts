@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { type Change, recordChange } from '../changes/change-path.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { diff } from '../domain/diff.js';
 import { isUuid } from '../domain/identifiers.js';

@@ -1,7 +1,7 @@
 import { setTimeout } from 'node:timers/promises';
 import { recordAuditAttempt } from '../audit/append-audit.js';
-import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import type { LifecycleAction } from '../domain/lifecycle.js';

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK, clone } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { createRegistry } from '../app.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
 import type { RegistryService } from './registry.service.js';

@@ -1,4 +1,4 @@
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { allowedActions, type LifecycleAction, type LifecycleState, nextState } from '../domain/lifecycle.js';
 import { ConflictError } from '../errors/errors.js';

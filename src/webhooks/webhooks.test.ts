@@ -6,7 +6,7 @@ import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
 import { createRegistry } from '../app.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { ValidationError } from '../errors/errors.js';
 import { EventNotifier } from '../events/event-notifier.js';
 import { claimDeliveries } from './claim-deliveries.js';

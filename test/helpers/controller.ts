@@ -5,8 +5,8 @@ import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { afterAll, beforeAll } from 'vitest';
 import { createRegistry } from '../../src/app.js';
-import { type RequestContext, systemContext } from '../../src/changes/request-context.js';
 import { type Config, type ControllerConfig, loadConfig } from '../../src/config/config.js';
+import { type RequestContext, systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
 import {
   closeProviders,

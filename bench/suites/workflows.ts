@@ -14,12 +14,12 @@ import path from 'node:path';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
+import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from '../../src/controller/providers.js';
 import { asPlatform, createDb } from '../../src/db/database.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
 import { lifecycleWorkflowTypes } from '../../src/workflows/lifecycle-workflows.js';
 import { startWorkflow } from '../../src/workflows/start-workflow.js';
 import type { WorkflowDefinition } from '../../src/workflows/workflow.js';
@@ -38,7 +38,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
   const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir });
   const db = createDb(appUrl, settings.connections + 6);
   const owner = new pg.Pool({ connectionString: ownerUrl, max: 2 });
-  const registry = new RegistryService(db, config);
+  const registry = createRegistry(db, config);
   const ctx = systemContext('bench');
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
   const engineConfig = {

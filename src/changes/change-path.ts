@@ -58,11 +58,13 @@ export function recordChange(trx: Trx, ctx: RequestContext, change: Change): Pro
 async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   const kind = change.kind;
   // A suspended or archived tenant's own principals read but change nothing (issue 18).
+  // An archived tenant's way on is deletion (placement and policy guard it), so deletes pass.
   if (ctx.scope.kind === 'tenant') {
     const t = await sql<{ lifecycle: string }>`
       select lifecycle from tenants where id = ${ctx.scope.tenantId}`.execute(trx);
-    const lifecycle = t.rows[0]?.lifecycle;
-    if (lifecycle === 'Suspended' || lifecycle === 'Archived')
+    // A change of the tenant itself is judged by its lifecycle before the change (its row is written).
+    const lifecycle = kind === 'Tenant' && change.before ? change.before.lifecycle : t.rows[0]?.lifecycle;
+    if (lifecycle === 'Suspended' || (lifecycle === 'Archived' && change.action !== 'delete'))
       throw new TenantryError(
         'tenant.suspended',
         423,

@@ -81,3 +81,25 @@ export async function stepsOf(
 }
 
 export { logged } from '../fixtures/logged-steps.js';
+
+/**
+ * Runs the open workflows to their end (lifecycle types, no providers: their steps touch only the
+ * database), as the engine of a running server would, so a test may ask for the next transition.
+ */
+export async function settleWorkflows(t: TestDatabase, timeoutMs = 20_000): Promise<void> {
+  const e = startWorkflowEngine(t);
+  try {
+    await until(
+      'open workflows to end',
+      async () => {
+        const r = await t.owner.query(
+          `select count(*)::int as n from workflows where state in ('Pending', 'Running', 'Compensating')`,
+        );
+        return r.rows[0].n === 0;
+      },
+      timeoutMs,
+    );
+  } finally {
+    await e.stop();
+  }
+}

@@ -60,6 +60,29 @@ create table tenant_suspensions (
   created_at timestamptz not null default now()
 );
 `.execute(db);
+  // Workflow progress events (one per step) go to the webhook endpoints that ask for them by type;
+  // an endpoint without an `eventTypes` filter keeps receiving what it did before.
+  await sql`
+create or replace function tenantry_event_appended(p_event uuid, p_tenant uuid, p_type text, p_subject text, p_seq bigint)
+returns integer language plpgsql security definer set search_path = public, pg_temp as $$
+declare n integer;
+begin
+  insert into webhook_deliveries (tenant_id, endpoint_id, event_id, stream, seq)
+  select e.tenant_id, e.id, p_event, coalesce(p_tenant::text, 'platform'), p_seq
+  from webhook_endpoints e
+  where e.deleted_at is null
+    and coalesce((e.spec ->> 'enabled')::boolean, true)
+    and (e.tenant_id is null or e.tenant_id = p_tenant)
+    and (case when e.spec ? 'eventTypes' then e.spec -> 'eventTypes' ? p_type
+              else p_type not like 'dev.tenantry.workflow.%' end)
+    -- An endpoint is not sent the events about itself (its own creation, rotation, disabling).
+    and p_subject <> 'webhookendpoints/' || e.id::text;
+  get diagnostics n = row_count;
+  perform pg_notify('tenantry_events', coalesce(p_tenant::text, 'platform'));
+  if n > 0 then perform pg_notify('tenantry_webhooks', ''); end if;
+  return n;
+end $$;
+`.execute(db);
   for (const table of ['workflows', 'workflow_steps', 'tenant_suspensions']) {
     await sql`
       alter table ${sql.table(table)} enable row level security;

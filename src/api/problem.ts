@@ -1,5 +1,9 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import { type FieldError, TenantryError } from '../errors/errors.js';
+
+/** Seconds a client should wait before retrying while the database is unreachable. */
+export const DATABASE_RETRY_AFTER_SECONDS = 2;
 
 /** RFC 9457 problem details with Tenantry's stable `code` and, for validation, JSON pointers. */
 export interface Problem {
@@ -106,11 +110,24 @@ export function toProblem(err: unknown, request: FastifyRequest): Problem {
     const code = FASTIFY_CODES[fe.code] ?? 'request.invalid';
     return problem(status, code, fe.message, [], { instance: request.id });
   }
+  if (isDatabaseUnavailable(err)) {
+    // Not the request's fault and not a bug: the same request succeeds once the database is back.
+    return problem(
+      503,
+      'database.unavailable',
+      'The database is unreachable; retry the request shortly.',
+      [],
+      {
+        instance: request.id,
+      },
+    );
+  }
   return problem(500, 'internal', 'An internal error occurred; it has been logged.', [], {
     instance: request.id,
   });
 }
 
 export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  if (p.code === 'database.unavailable') reply.header('retry-after', String(DATABASE_RETRY_AFTER_SECONDS));
   return reply.code(p.status).type('application/problem+json').send(p);
 }

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
+import { isDatabaseUnavailable } from '../db/connection-errors.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { metrics } from '../observability/metrics.js';
 import { inSpan, withTraceparent } from '../observability/tracing.js';
@@ -39,6 +40,7 @@ export class Controller {
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
+  private paused = false;
   /** Reconciles finished in this process (successes and failures), for metrics and benchmarks. */
   processed = 0;
 
@@ -84,8 +86,15 @@ export class Controller {
           claimed = await asPlatform(this.opts.db, (trx) =>
             claimJobs(trx, { workerId: this.workerId, limit: free, leaseMs: config.leaseMs }),
           );
+          if (this.paused) logger.info('database reachable again; controller resumed');
+          this.paused = false;
         } catch (err) {
-          logger.warn({ err }, 'claiming reconcile jobs failed');
+          // While the database is away the loop keeps polling (so it resumes within one poll
+          // interval of its return) and says so once, not on every poll.
+          if (!isDatabaseUnavailable(err)) logger.warn({ err }, 'claiming reconcile jobs failed');
+          else if (!this.paused)
+            logger.warn({ err: (err as Error).message }, 'database unavailable; controller paused');
+          this.paused = isDatabaseUnavailable(err);
         }
       }
       for (const job of claimed) {

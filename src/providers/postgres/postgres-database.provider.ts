@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { guardClient, guardPool } from '../../db/connection-errors.js';
 import {
   type DesiredResource,
   type ObservedResource,
@@ -44,8 +45,7 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     private readonly secrets: SecretStore,
   ) {
     this.database = decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres';
-    this.pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 });
-    this.pool.on('error', () => undefined);
+    this.pool = guardPool(new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 }));
   }
 
   private names(desired: DesiredResource): Names {
@@ -214,7 +214,9 @@ export class PostgresDatabaseProvider implements ResourceProvider {
   private async createDataPlane(): Promise<void> {
     const server = new URL(this.url);
     server.pathname = '/postgres';
-    const admin = new pg.Client({ connectionString: server.toString(), connectionTimeoutMillis: 5_000 });
+    const admin = guardClient(
+      new pg.Client({ connectionString: server.toString(), connectionTimeoutMillis: 5_000 }),
+    );
     await admin.connect();
     try {
       const found = await admin.query('select 1 from pg_database where datname = $1', [this.database]);

@@ -15,6 +15,7 @@ import { completeJob } from './queue/complete-job.js';
 import { failJob } from './queue/fail-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import { renewLease } from './queue/renew-lease.js';
+import { rescheduleJobs } from './queue/reschedule-jobs.js';
 import { type ReconcileEnv, reconcile, settleFailure } from './reconcilers.js';
 
 export interface ControllerOptions {
@@ -76,8 +77,27 @@ export class Controller {
     await Promise.allSettled([...this.inFlight.values()]);
   }
 
+  /** Applies this process's providers and resync interval to the jobs already scheduled. */
+  private async reschedule(): Promise<void> {
+    const { providers, config, logger, db } = this.opts;
+    const configured = new Set<string>();
+    for (const slots of [providers, ...Object.values(providers.regions ?? {})])
+      for (const [type, slot] of Object.entries(slots))
+        if (type !== 'regions' && slot && typeof slot === 'object' && 'provider' in slot)
+          configured.add(type);
+    try {
+      const r = await asPlatform(db, (trx) =>
+        rescheduleJobs(trx, { resyncMs: config.resyncIntervalMs, configuredTypes: [...configured] }),
+      );
+      if (r.providerRetried > 0 || r.resynced > 0) logger.info(r, 'reconcile jobs rescheduled at start');
+    } catch (err) {
+      logger.warn({ err }, 'rescheduling reconcile jobs at start failed');
+    }
+  }
+
   private async run(): Promise<void> {
     const { config, logger } = this.opts;
+    await this.reschedule();
     while (this.running) {
       const free = config.workers - this.inFlight.size;
       let claimed: ReconcileJob[] = [];

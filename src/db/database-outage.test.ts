@@ -52,6 +52,13 @@ async function start(name: string, args: string[], env: Record<string, string>, 
   });
 }
 
+/** What the test reads of the answers. */
+interface Body {
+  code?: string;
+  results: { kind: string; name: string }[];
+  status?: { phase?: string };
+}
+
 let url = '';
 let token = '';
 async function call(method: string, p: string, body?: unknown) {
@@ -74,7 +81,7 @@ async function call(method: string, p: string, body?: unknown) {
   return {
     status: res.status,
     retryAfter: res.headers.get('retry-after'),
-    body: json as Record<string, any>,
+    body: json as Body,
   };
 }
 
@@ -144,7 +151,7 @@ describe('PostgreSQL restarted under load', () => {
       },
     ]);
     expect(seed.status).toBe(200);
-    const tenant = seed.body.results.find((r: { kind: string }) => r.kind === 'Tenant').name as string;
+    const tenant = seed.body.results.find((r) => r.kind === 'Tenant')!.name;
 
     // Four clients, each writing a customer of its own and reading it back, until told to stop.
     const answers: Answer[] = [];
@@ -222,7 +229,7 @@ describe('PostgreSQL restarted under load', () => {
     // The controllers resume: a tenant applied now is picked up (it leaves Pending).
     const late = await call('POST', '/v1/apply', [customerDoc('late'), tenantDoc('late')]);
     expect(late.status).toBe(200);
-    const lateTenant = late.body.results.find((r: { kind: string }) => r.kind === 'Tenant').name as string;
+    const lateTenant = late.body.results.find((r) => r.kind === 'Tenant')!.name;
     let phase = 'Pending';
     for (let i = 0; i < 100 && phase === 'Pending'; i++) {
       await new Promise((r) => setTimeout(r, 200));

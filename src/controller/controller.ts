@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
-import { isDatabaseUnavailable } from '../db/connection-errors.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { isDatabaseUnavailable } from '../errors/errors.js';
 import { metrics } from '../observability/metrics.js';
 import { inSpan, withTraceparent } from '../observability/tracing.js';
 import { ProviderError } from '../providers/provider.js';

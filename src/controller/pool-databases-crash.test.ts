@@ -5,7 +5,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropDataplane, tempDataDir, until } from '../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { guardClient } from '../db/connection-errors.js';
 import { RegistryService } from '../registry/registry.service.js';
 import { defaultDataplaneUrl } from './providers.js';

@@ -1,6 +1,6 @@
 /**
  * One error type for the whole product: a stable machine code, an HTTP status and a safe message.
- * Responses render it as RFC 9457 problem+json (see api/problem.ts).
+ * Responses render it as RFC 9457 problem+json (see http/problem.ts).
  */
 export interface FieldError {
   /** JSON pointer (RFC 6901) to the offending field, relative to the request body or manifest. */
@@ -76,10 +76,45 @@ export class FieldErrors {
   }
 }
 
-/** Maps PostgreSQL errors that input can provoke to typed errors; everything else stays as is. */
+/** 503: a dependency (the database) cannot be reached now; retrying later may succeed. */
+export class UnavailableError extends TenantryError {
+  constructor(code: string, message: string, cause?: unknown) {
+    super(code, 503, message, { cause });
+  }
+}
+
+/**
+ * Errors that mean "the database is not reachable right now", not "the request is wrong": the
+ * server is shutting down or starting (57P01-57P03), too many connections (53300), the connection
+ * broke or could not be made (class 08, socket errors, pg's own messages for a dropped connection,
+ * a connect timeout or a pool that is closing).
+ */
+const UNAVAILABLE_CODE =
+  /^(08...|57P0[123]|53300|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN)$/;
+const UNAVAILABLE_MESSAGE =
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable|Cannot use a pool after calling end)|the database system is (starting up|shutting down|in recovery mode)/;
+
+/** True when err, or anything in its cause chain (or an AggregateError's errors), says the database is unreachable. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof AggregateError && e.errors.some(isDatabaseUnavailable)) return true;
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && UNAVAILABLE_CODE.test(code)) return true;
+    if (typeof message === 'string' && UNAVAILABLE_MESSAGE.test(message)) return true;
+  }
+  return false;
+}
+
+/**
+ * Maps PostgreSQL errors to typed errors: those that input can provoke (4xx) and those that say the
+ * database is unreachable (503); everything else stays as is.
+ */
 export function mapDatabaseError(err: unknown): unknown {
   if (err instanceof TenantryError) return err;
-  const e = err as { code?: string; constraint?: string; detail?: string };
+  const e = err as { code?: string; constraint?: string; detail?: string; message?: string };
+  if (isDatabaseUnavailable(err)) {
+    return new UnavailableError('database.unavailable', 'The database is unavailable; retry shortly.', err);
+  }
   switch (e?.code) {
     case '23505':
       return new ConflictError('object.duplicate', 'An object with the same identity already exists.', {

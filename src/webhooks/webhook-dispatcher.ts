@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { SpanKind } from '@opentelemetry/api';
 import type { Logger } from 'pino';
-import { systemContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
-import { isDatabaseUnavailable } from '../db/connection-errors.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
+import { isDatabaseUnavailable } from '../errors/errors.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
 import { metrics } from '../observability/metrics.js';

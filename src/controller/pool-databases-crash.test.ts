@@ -5,9 +5,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropDataplane, tempDataDir, until } from '../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { guardClient } from '../db/connection-errors.js';
-import { RegistryService } from '../registry/registry.service.js';
 import { defaultDataplaneUrl } from './providers.js';
 
 /**
@@ -26,7 +26,7 @@ const children = new Set<ChildProcess>();
 beforeAll(async () => {
   t = await createTestDatabase();
   dataplaneUrl = defaultDataplaneUrl(t.ownerUrl);
-  const registry = new RegistryService(t.db, t.config);
+  const registry = createRegistry(t.db, t.config);
   const ctx = systemContext('test-operator');
   await registry.apply(ctx, [
     {

@@ -54,6 +54,15 @@ export interface Config {
   azureBlobByRegion: Record<string, AzureBlobConfig>;
   /** Events and webhooks (src/events, src/webhooks). */
   events: EventsConfig;
+  /** The operator console's sign-in sessions (src/console). */
+  console: ConsoleConfig;
+}
+
+export interface ConsoleConfig {
+  /** A console session ends after this long without a request (TENANTRY_CONSOLE_IDLE_SECONDS). */
+  idleSeconds: number;
+  /** …and this long after sign-in, whatever happens (TENANTRY_CONSOLE_MAX_SECONDS). */
+  absoluteSeconds: number;
 }
 
 export interface EventsConfig {
@@ -437,6 +446,14 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),
     azureBlobByRegion: byRegion(env, regions, 'TENANTRY_AZURE_STORAGE_CONNECTION_STRING', azureBlobConfig),
     events: loadEventsConfig(env),
+    console: {
+      idleSeconds: integerSetting('TENANTRY_CONSOLE_IDLE_SECONDS', env.TENANTRY_CONSOLE_IDLE_SECONDS, 1800),
+      absoluteSeconds: integerSetting(
+        'TENANTRY_CONSOLE_MAX_SECONDS',
+        env.TENANTRY_CONSOLE_MAX_SECONDS,
+        43_200,
+      ),
+    },
   };
 }
 

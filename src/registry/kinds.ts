@@ -396,8 +396,10 @@ export function tenantOf(kind: Kind, row: { id: string; tenant_id?: string | nul
 /** Query filters per kind: name → SQL condition. A value may be a slug or a UUID where it names an object. */
 const byRef = (t: string, v: string) =>
   sql`(select id from ${sql.table(t)} where slug = ${v} or id::text = ${v})`;
+/** `search`: slugs that start with the text (LIKE wildcards in it are taken literally). */
+const slugPrefix = (v: string) => sql`slug like ${`${v.replace(/[\\%_]/g, (c) => `\\${c}`)}%`}`;
 export const LIST_FILTERS: Record<Kind, Record<string, (v: string) => RawBuilder<unknown>>> = {
-  Customer: { phase: (v) => sql`phase = ${v}` },
+  Customer: { phase: (v) => sql`phase = ${v}`, search: slugPrefix },
   System: { phase: (v) => sql`phase = ${v}` },
   Tenant: {
     cell: (v) => sql`cell_id in ${byRef('cells', v)}`,
@@ -407,6 +409,7 @@ export const LIST_FILTERS: Record<Kind, Record<string, (v: string) => RawBuilder
     environmentType: (v) => sql`environment_type = ${v}`,
     phase: (v) => sql`phase = ${v}`,
     lifecycle: (v) => sql`lifecycle = ${v}`,
+    search: slugPrefix,
   },
   Deployment: {
     tenant: (v) => sql`tenant_id in ${byRef('tenants', v)}`,
@@ -415,12 +418,14 @@ export const LIST_FILTERS: Record<Kind, Record<string, (v: string) => RawBuilder
     region: (v) => sql`tenant_id in (select id from tenants where region = ${v})`,
     environmentType: (v) => sql`tenant_id in (select id from tenants where environment_type = ${v})`,
     phase: (v) => sql`phase = ${v}`,
+    search: slugPrefix,
   },
   IntegrationResource: {
     tenant: (v) => sql`tenant_id in ${byRef('tenants', v)}`,
     deployment: (v) => sql`deployment_id in ${byRef('deployments', v)}`,
     type: (v) => sql`resource_type = ${v}`,
     phase: (v) => sql`phase = ${v}`,
+    search: slugPrefix,
   },
   Region: { phase: (v) => sql`phase = ${v}` },
   Cell: {

@@ -329,11 +329,13 @@ ${
       );
 
       // --- hierarchy ----------------------------------------------------------------------------
+      /** A tree node: a link, phase and Ready, and a button that loads its children in place (once). */
       const node = (kind: Kind, o: ApiObject, childrenUrl?: string) => {
+        const id = `n-${o.metadata.uuid}`;
         const link = html`<a href="${hrefOf(kind, refOf(o))}">${o.metadata.name}</a> <small>${kind}</small> ${statusBadges(o.status)}`;
         if (!childrenUrl) return html`<li>${link}</li>`;
-        return html`<li><details hx-get="${childrenUrl}" hx-trigger="toggle once" hx-target="find .children">
-<summary>${link}</summary><div class="children" aria-live="polite">Loading…</div></details></li>`;
+        return html`<li><button type="button" class="toggle" aria-label="Expand ${o.metadata.name}" aria-controls="${id}"
+ hx-get="${childrenUrl}" hx-trigger="click once" hx-target="#${id}">+</button> ${link}<div id="${id}" aria-live="polite"></div></li>`;
       };
       const moreButton = (url: string | null) =>
         url

@@ -63,6 +63,39 @@ export interface ConsoleConfig {
   idleSeconds: number;
   /** …and this long after sign-in, whatever happens (TENANTRY_CONSOLE_MAX_SECONDS). */
   absoluteSeconds: number;
+  /**
+   * Sign-in with OpenID Connect (authorization code + PKCE) at a trusted issuer: TENANTRY_CONSOLE_OIDC_ISSUER,
+   * _CLIENT_ID, optional _CLIENT_SECRET (absent: a public client), _SCOPE (default `openid`) and
+   * _RESOURCE (the API's audience, as a resource indicator). The issuer must be a trusted one.
+   */
+  oidc: ConsoleOidcConfig | undefined;
+}
+
+export interface ConsoleOidcConfig {
+  issuer: string;
+  clientId: string;
+  clientSecret: string | undefined;
+  scope: string;
+  resource: string | undefined;
+}
+
+function consoleOidc(env: NodeJS.ProcessEnv): ConsoleOidcConfig | undefined {
+  const issuer = env.TENANTRY_CONSOLE_OIDC_ISSUER;
+  if (!issuer) return undefined;
+  const clientId = env.TENANTRY_CONSOLE_OIDC_CLIENT_ID;
+  if (!clientId)
+    throw ValidationError.field(
+      '/TENANTRY_CONSOLE_OIDC_CLIENT_ID',
+      'config.invalid',
+      'TENANTRY_CONSOLE_OIDC_ISSUER needs a client id',
+    );
+  return {
+    issuer,
+    clientId,
+    clientSecret: env.TENANTRY_CONSOLE_OIDC_CLIENT_SECRET || undefined,
+    scope: env.TENANTRY_CONSOLE_OIDC_SCOPE || 'openid',
+    resource: env.TENANTRY_CONSOLE_OIDC_RESOURCE || undefined,
+  };
 }
 
 export interface EventsConfig {
@@ -453,6 +486,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
         env.TENANTRY_CONSOLE_MAX_SECONDS,
         43_200,
       ),
+      oidc: consoleOidc(env),
     },
   };
 }

@@ -41,28 +41,33 @@ export class SessionCodec {
     return new SessionCodec(randomBytes(32));
   }
 
-  seal(session: ConsoleSession): string {
+  /** Encrypts and authenticates any JSON value. */
+  seal(value: unknown): string {
     const iv = randomBytes(IV);
     const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    const body = Buffer.concat([cipher.update(JSON.stringify(session), 'utf8'), cipher.final()]);
+    const body = Buffer.concat([cipher.update(JSON.stringify(value), 'utf8'), cipher.final()]);
     return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url');
   }
 
-  open(text: string | undefined, limits: SessionLimits, now = Date.now()): Opened {
-    if (!text) return { kind: 'invalid' };
-    let session: ConsoleSession;
+  /** What `seal` sealed with this key, or undefined. */
+  unseal<T>(text: string | undefined): T | undefined {
+    if (!text) return undefined;
     try {
       const buf = Buffer.from(text, 'base64url');
-      if (buf.length <= IV + TAG) return { kind: 'invalid' };
+      if (buf.length <= IV + TAG) return undefined;
       const decipher = createDecipheriv('aes-256-gcm', this.key, buf.subarray(0, IV));
       decipher.setAuthTag(buf.subarray(IV, IV + TAG));
-      const json = Buffer.concat([decipher.update(buf.subarray(IV + TAG)), decipher.final()]).toString(
-        'utf8',
-      );
-      session = JSON.parse(json) as ConsoleSession;
+      const json = Buffer.concat([decipher.update(buf.subarray(IV + TAG)), decipher.final()]);
+      return JSON.parse(json.toString('utf8')) as T;
     } catch {
-      return { kind: 'invalid' };
+      return undefined;
     }
+  }
+
+  open(text: string | undefined, limits: SessionLimits, now = Date.now()): Opened {
+    const session = this.unseal<ConsoleSession>(text);
+    if (!session || typeof session.token !== 'string' || typeof session.csrf !== 'string')
+      return { kind: 'invalid' };
     if (now - session.createdAt >= limits.absoluteSeconds * 1000) return { kind: 'expired', why: 'absolute' };
     if (now - session.seenAt >= limits.idleSeconds * 1000) return { kind: 'expired', why: 'idle' };
     return { kind: 'valid', session };

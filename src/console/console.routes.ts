@@ -45,6 +45,7 @@ import {
   statusBadges,
   yamlBlock,
 } from './layout.js';
+import { FLOW_SECONDS, type OidcFlow, OidcLogin } from './oidc-login.js';
 
 export interface ConsoleDeps {
   config: Config;
@@ -62,12 +63,14 @@ export class ConsoleAuth {
   constructor(
     readonly codec: SessionCodec,
     readonly limits: SessionLimits,
+    readonly oidc: OidcLogin | undefined,
   ) {}
 
   static async create(config: Config): Promise<ConsoleAuth> {
     return new ConsoleAuth(
       new SessionCodec(await loadSessionKey(defaultSessionKeyFile(config.dataDir))),
       config.console,
+      config.console.oidc ? new OidcLogin(config.console.oidc) : undefined,
     );
   }
 
@@ -256,6 +259,11 @@ export async function registerConsole(
             html`${opts.error ? html`<div class="error" role="alert">${opts.error}</div>` : ''}
 ${opts.expired ? html`<p role="status">Your session expired; sign in again.</p>` : ''}
 ${
+  auth.oidc
+    ? html`<p><a href="${BASE}/login/oidc">Sign in with ${new URL(auth.oidc.options.issuer).host}</a></p>`
+    : ''
+}
+${
   opts.code
     ? html`<form method="post" action="${BASE}/login">
   <input type="hidden" name="code" value="${opts.code}">
@@ -301,6 +309,11 @@ ${
           });
         }
         if (!token) return loginPage(reply, { error: 'Give a sign-in link or a token.' }, 400);
+        return signIn(request, reply, token);
+      });
+
+      /** Starts a session for `token` once the API's authentication accepts it. */
+      const signIn = async (request: FastifyRequest, reply: FastifyReply, token: string) => {
         try {
           // The token must give an identity envelope now (valid, trusted, live session).
           await security.authenticator.authenticate(`Bearer ${token}`, {
@@ -314,6 +327,51 @@ ${
         }
         setSessionCookie(reply, request, auth.codec.seal(newSession(token)), auth.limits.absoluteSeconds);
         return reply.redirect(`${BASE}/tree`, 303);
+      };
+
+      // OpenID Connect: authorization code + PKCE; the flow's secrets wait in a sealed cookie.
+      const FLOW_COOKIE = 'tenantry-console-oidc';
+      const flowCookie = (request: FastifyRequest, value: string, maxAge: number) =>
+        stringifySetCookie({
+          name: FLOW_COOKIE,
+          value,
+          httpOnly: true,
+          secure: isSecure(request),
+          sameSite: 'lax',
+          path: `${BASE}/login`,
+          maxAge,
+        });
+      c.get('/login/oidc', { config: pub, schema: { hide: true } }, async (request, reply) => {
+        if (!auth.oidc) return loginPage(reply, { error: 'No OpenID provider is configured.' }, 404);
+        const { url, flow } = await auth.oidc.start(
+          `${request.protocol}://${request.host}${BASE}/login/callback`,
+        );
+        return reply
+          .header('set-cookie', flowCookie(request, auth.codec.seal(flow), FLOW_SECONDS))
+          .redirect(url, 303);
+      });
+      c.get('/login/callback', { config: pub, schema: { hide: true } }, async (request, reply) => {
+        if (!auth.oidc) return loginPage(reply, { error: 'No OpenID provider is configured.' }, 404);
+        reply.header('set-cookie', flowCookie(request, '', 0));
+        const flow = auth.codec.unseal<OidcFlow>(parseCookie(request.headers.cookie ?? '')[FLOW_COOKIE]);
+        if (!flow || Date.now() - flow.startedAt > FLOW_SECONDS * 1000)
+          return loginPage(
+            reply,
+            { error: 'The sign-in took too long or was not started here; try again.' },
+            400,
+          );
+        let token: string;
+        try {
+          token = await auth.oidc.finish(new URL(request.url, flow.redirectUri), flow);
+        } catch (err) {
+          request.log.warn({ err }, 'OpenID Connect sign-in failed');
+          return loginPage(
+            reply,
+            { error: `The OpenID provider's answer was refused: ${(err as Error).message}` },
+            401,
+          );
+        }
+        return signIn(request, reply, token);
       });
 
       c.post(

@@ -686,16 +686,10 @@ ${first ? html` First problem: <code>${JSON.stringify(first)}</code>` : ''}</div
           const ctx = ctxOf(request);
           const tenant = one((request.query as Record<string, unknown>).tenant);
           const sel = await deps.events.selector(ctx, tenant);
-          // Read forward to the end: the newest events are shown, the stream continues after them.
-          const recent: Parameters<typeof eventItem>[0][] = [];
-          let cursor: string | undefined;
-          for (;;) {
-            const p = await deps.events.read(ctx, sel, cursor, 1000);
-            for (const e of p.entries) recent.push(e.event);
-            if (recent.length > PAGE) recent.splice(0, recent.length - PAGE);
-            cursor = p.cursor ?? cursor;
-            if (p.entries.length < 1000) break;
-          }
+          // The newest events are shown; the live stream continues after them.
+          const tail = await deps.events.tail(ctx, sel, PAGE);
+          const recent = tail.entries.map((e) => e.event);
+          const cursor = tail.cursor ?? undefined;
           const body = html`<p>New events appear at the top as they happen.</p>
 <ul id="events" hx-ext="sse" sse-connect="${BASE}/events/stream${qs({ tenant, after: cursor })}" sse-swap="message" hx-swap="afterbegin" aria-live="polite">
 ${recent.reverse().map(eventItem)}</ul>`;

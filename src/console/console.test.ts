@@ -152,6 +152,14 @@ describe('console over HTTP', () => {
     expect(ok.headers.get('hx-redirect')).toContain('/console/tenants/circlek-eu-prod');
     expect((await s.request('GET', '/v1/tenants/circlek-eu-prod')).body.status.lifecycle).toBe('Suspended');
     await c.form('/console/tenants/circlek-eu-prod/resume', { confirm: 'circlek-eu-prod' }, csrf);
+
+    // The events page starts with the newest events; its live stream resumes after the newest.
+    const events = await c.fetch('/console/events');
+    expect(events.text).toContain('tenant.suspended');
+    const after = /sse-connect="\/console\/events\/stream\?after=([^"&]+)"/.exec(events.text)?.[1];
+    expect(after).toMatch(/^g\d+-\d+$/);
+    const own = await c.fetch(`/console/events?tenant=circlek-eu-prod`);
+    expect(own.text.indexOf('tenant.resumed')).toBeLessThan(own.text.indexOf('tenant.suspended'));
   });
 
   it('shows a tenant admin its own tenant only, whatever URL it types', async () => {

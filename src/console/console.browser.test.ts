@@ -128,9 +128,18 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
       else flakyId = res.body.metadata.uuid;
     }
     await page.reload();
-    await page.getByRole('button', { name: 'Expand circlek-europe', exact: true }).click();
-    await page.getByRole('button', { name: 'Expand circlek-eu-prod', exact: true }).click();
-    await page.getByRole('button', { name: 'Expand circlek-eu-prod-plan', exact: true }).click();
+    await page.getByRole('button', { name: 'Children of circlek-europe', exact: true }).click();
+    await page.getByRole('button', { name: 'Children of circlek-eu-prod', exact: true }).click();
+    await page.getByRole('button', { name: 'Children of circlek-eu-prod-plan', exact: true }).click();
+    await page.getByRole('link', { name: 'circlek-eu-prod-plan.blob', exact: true }).waitFor();
+    // Shown and hidden again by the same button, without another request.
+    const plan = page.getByRole('button', { name: 'Children of circlek-eu-prod-plan', exact: true });
+    expect(await plan.getAttribute('aria-expanded')).toBe('true');
+    await plan.click();
+    await page
+      .getByRole('link', { name: 'circlek-eu-prod-plan.blob', exact: true })
+      .waitFor({ state: 'hidden' });
+    await plan.click();
     await page.getByRole('link', { name: 'circlek-eu-prod-plan.blob', exact: true }).waitFor();
     await accessible(page, 'tree');
     await page.getByRole('searchbox', { name: 'Search by slug' }).fill('circlek-us');

@@ -392,8 +392,10 @@ ${
         const id = `n-${o.metadata.uuid}`;
         const link = html`<a href="${hrefOf(kind, refOf(o))}">${o.metadata.name}</a> <small>${kind}</small> ${statusBadges(o.status)}`;
         if (!childrenUrl) return html`<li>${link}</li>`;
-        return html`<li><button type="button" class="toggle" aria-label="Expand ${o.metadata.name}" aria-controls="${id}"
- hx-get="${childrenUrl}" hx-trigger="click once" hx-target="#${id}">+</button> ${link}<div id="${id}" aria-live="polite"></div></li>`;
+        // The first click loads the children (htmx, once); every click shows or hides them.
+        const toggle = `const open = this.getAttribute('aria-expanded') !== 'true'; this.setAttribute('aria-expanded', String(open)); this.textContent = open ? '−' : '+'; document.getElementById('${id}').hidden = !open;`;
+        return html`<li><button type="button" class="toggle" aria-label="Children of ${o.metadata.name}" aria-expanded="false" aria-controls="${id}"
+ hx-get="${childrenUrl}" hx-trigger="click once" hx-target="#${id}" onclick="${toggle}">+</button> ${link}<div id="${id}" hidden></div></li>`;
       };
       const moreButton = (url: string | null) =>
         url

@@ -6,8 +6,8 @@ import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { KIND_PATHS } from '../api/routes/objects.routes.js';
 import type { AuditService } from '../audit/audit.service.js';
-import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import type { RequestContext } from '../context/request-context.js';
 import {
   allowedActions,
   LIFECYCLE_ACTIONS,

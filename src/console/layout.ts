@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Condition } from '../registry/representation.js';
 import { type Html, html, type Renderable } from './html.js';
 

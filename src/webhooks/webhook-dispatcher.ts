@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { SpanKind } from '@opentelemetry/api';
 import type { Logger } from 'pino';
-import { systemContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';

@@ -15,8 +15,9 @@ import {
   type LifecycleState,
 } from '../domain/lifecycle.js';
 import { KINDS, type Kind } from '../domain/manifest.js';
-import { ForbiddenError, TenantryError, UnauthorizedError, ValidationError } from '../errors/errors.js';
+import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors/errors.js';
 import type { EventsService } from '../events/events.service.js';
+import { toProblem } from '../http/problem.js';
 import type { Security } from '../identity/security.js';
 import type { UsageService } from '../placement/usage.service.js';
 import type { RegistryApi } from '../registry/registry.service.js';
@@ -203,9 +204,9 @@ export async function registerConsole(
       const isHtmx = (request: FastifyRequest) => request.headers['hx-request'] === 'true';
 
       c.setErrorHandler((err, request, reply) => {
-        const status =
-          err instanceof TenantryError ? err.status : ((err as { statusCode?: number }).statusCode ?? 500);
-        const code = err instanceof TenantryError ? err.code : 'internal';
+        // The API's own mapping (database errors, Fastify's client errors), shown as HTML.
+        const p = toProblem(err, request);
+        const { status, code } = p;
         if (status >= 500) request.log.error({ err }, 'console request failed');
         if (status === 401) {
           const to = `${BASE}/login${code.endsWith('_expired') ? '?expired=1' : ''}`;
@@ -213,7 +214,9 @@ export async function registerConsole(
           return reply.code(303).header('location', to).send('');
         }
         const message =
-          status >= 500 ? 'Something went wrong; the server log has the details.' : (err as Error).message;
+          status >= 500 && status !== 503
+            ? 'Something went wrong; the server log has the details.'
+            : p.detail;
         const box = html`<div class="error" role="alert"><strong>${status}</strong> ${message} <code>${code}</code></div>`;
         if (isHtmx(request) || !request.ctx)
           return send(reply, isHtmx(request) ? box : barePage('Error', box), status);

@@ -162,6 +162,47 @@ describe('console over HTTP', () => {
     expect(own.text.indexOf('tenant.resumed')).toBeLessThan(own.text.indexOf('tenant.suspended'));
   });
 
+  it('answers bad input with a 4xx page, never a 5xx', async () => {
+    const c = new Client(s.url);
+    await c.form('/console/login', { token: s.adminToken });
+    const csrf = await c.csrf();
+    const bad = [
+      '/console/tree?cursor=garbage',
+      '/console/tree?q=%25_%5C&cursor=eyJ4IjoxfQ',
+      '/console/customers/nope/children',
+      '/console/tenants/circlek-eu-prod/children?cursor=%00',
+      '/console/tenants/not-a-tenant',
+      '/console/deployments/00000000-0000-0000-0000-000000000000',
+      `/console/tenants/${'x'.repeat(300)}`,
+      '/console/tenants/nope/usage',
+      '/console/audit?tenant=nope&outcome=maybe&cursor=zzz&action=%27%3B',
+      '/console/audit/verify?tenant=nope',
+      '/console/events?tenant=nope',
+      '/console/events/stream?after=not-a-cursor',
+      '/console/webhooks?cursor=%E0%A4%A',
+      '/console/webhooks/nope?status=weird',
+      '/console/cells?cursor=1',
+      '/console/no-such-page',
+    ];
+    for (const path of bad) {
+      const res = await c.fetch(path);
+      expect(res.status, path).toBeGreaterThanOrEqual(400);
+      expect(res.status, path).toBeLessThan(500);
+      // A path parameter too long for the router is refused before any route (problem+json 414).
+      if (res.status !== 414) expect(res.headers.get('content-type'), path).toContain('text/html');
+    }
+    for (const [path, body] of [
+      ['/console/webhooks/nope/requeue', { deliveryIds: 'not-a-uuid' }],
+      ['/console/tenants/nope/suspend', { confirm: 'nope' }],
+      ['/console/tenants/circlek-eu-prod/suspend', { confirm: 'circlek-eu-prod', generation: 'abc' }],
+    ] as const) {
+      const res = await c.form(path, body, csrf);
+      expect(res.status, path).toBeGreaterThanOrEqual(400);
+      expect(res.status, path).toBeLessThan(500);
+    }
+    expect((await s.request('GET', '/v1/tenants/circlek-eu-prod')).body.status.lifecycle).toBe('Active');
+  });
+
   it('shows a tenant admin its own tenant only, whatever URL it types', async () => {
     const token = await s.token({ subject: 'eu-admin', tenant: 'circlek-eu-prod', roles: ['tenant-admin'] });
     const c = new Client(s.url);

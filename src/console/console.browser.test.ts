@@ -179,6 +179,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
     await accessible(page, 'webhook-deliveries');
     await page.goto(`${s.url}/console/tenants/circlek-eu-prod/usage`);
     await page.getByRole('table', { name: 'Quotas' }).waitFor();
+    await page.getByRole('img', { name: /^deployments: from \d+ to 4/ }).waitFor();
     await accessible(page, 'usage');
     await page.goto(`${s.url}/console/cells`);
     await page.getByRole('table', { name: 'Cells and their capacity' }).waitFor();

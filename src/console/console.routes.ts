@@ -603,13 +603,16 @@ ${tenantPart}
         { config: { console: true, action: 'usage.read', tenantParam: 'ref' }, schema: { hide: true } },
         async (request, reply) => {
           const ctx = ctxOf(request);
-          const u = await deps.usage.usage(ctx, (request.params as { ref: string }).ref);
+          const ref = (request.params as { ref: string }).ref;
+          const u = await deps.usage.usage(ctx, ref);
+          const history = (await deps.usage.history(ctx, ref, 50)).reverse();
           const body = html`<p>Tenant <a href="${hrefOf('Tenant', u.tenant.slug)}">${u.tenant.slug}</a>, plan ${u.plan ?? 'none'}</p>
 <table><caption>Quotas</caption><thead><tr><th scope="col">Quota</th><th scope="col">Used</th><th scope="col">Limit</th><th scope="col">Chart</th><th scope="col">Source</th></tr></thead>
 <tbody>${u.quotas.map(
             (q) => html`<tr><td>${q.name}</td><td>${q.used} ${q.unit}</td><td>${q.limit ?? 'unlimited'}</td>
 <td>${q.limit !== null ? html`<meter min="0" max="${q.limit}" value="${Math.min(q.used, q.limit)}" aria-label="${q.name}: ${q.used} of ${q.limit}">${q.used}/${q.limit}</meter>` : '—'}</td><td>${q.source}</td></tr>`,
           )}</tbody></table>
+${usageCharts(history)}
 <table><caption>Rate limits</caption><thead><tr><th scope="col">Class</th><th scope="col">Limit</th><th scope="col">Window</th><th scope="col">Source</th></tr></thead>
 <tbody>${u.rateLimits.map(
             (r) =>
@@ -874,6 +877,32 @@ ${error ? html`<div class="error" role="alert">${error}</div>` : ''}
 <button type="submit">${label} ${slug}</button>
 <button type="button" onclick="document.getElementById('confirm').replaceChildren()">Cancel</button>
 </form>`;
+}
+
+/** One small line chart per usage figure over the recorded versions (oldest left), with its numbers in words. */
+function usageCharts(history: { version: number; time: string; usage: unknown }[]): Html {
+  const series = new Map<string, number[]>();
+  for (const [i, v] of history.entries()) {
+    const usage = v.usage && typeof v.usage === 'object' ? (v.usage as Record<string, unknown>) : {};
+    for (const [name, value] of Object.entries(usage)) {
+      if (typeof value !== 'number') continue;
+      const points = series.get(name) ?? Array.from({ length: history.length }, () => 0);
+      points[i] = value;
+      series.set(name, points);
+    }
+  }
+  if (series.size === 0 || history.length === 0) return html``;
+  const W = 240;
+  const H = 40;
+  return html`<section aria-labelledby="usage-h"><h2 id="usage-h">Usage over the last ${history.length} versions</h2>
+<ul class="charts">${[...series].map(([name, points]) => {
+    const max = Math.max(1, ...points);
+    const step = points.length > 1 ? W / (points.length - 1) : 0;
+    const line = points.map((p, i) => `${(i * step).toFixed(1)},${(H - (p / max) * H).toFixed(1)}`).join(' ');
+    const words = `${name}: from ${points[0]} to ${points.at(-1)}, at most ${Math.max(...points)}`;
+    return html`<li><svg role="img" aria-label="${words}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">
+<polyline fill="none" stroke="#0b4f9c" stroke-width="2" points="${line}"/></svg> ${words}</li>`;
+  })}</ul></section>`;
 }
 
 function principalOf(actor: unknown): string {

@@ -156,4 +156,5 @@ button { cursor: pointer; }
 .diff-add { color: #0a5c1d; } .diff-remove { color: #9b1111; }
 dialog { max-width: 32rem; }
 meter { width: 12rem; }
+ul.charts { list-style: none; padding: 0; } ul.charts svg { border-bottom: 1px solid #ccc; vertical-align: middle; }
 `;

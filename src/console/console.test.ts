@@ -117,6 +117,24 @@ describe('console over HTTP', () => {
     expect((await thief.fetch('/console/tree')).status).toBe(303);
   });
 
+  it('ends a session that stays idle, and says so on the sign-in page', async () => {
+    const limits = s.t.config.console;
+    const idle = limits.idleSeconds;
+    limits.idleSeconds = 1;
+    try {
+      const c = new Client(s.url);
+      await c.form('/console/login', { token: s.adminToken });
+      expect((await c.fetch('/console/tree')).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 1100));
+      const res = await c.fetch('/console/tree');
+      expect(res.status).toBe(303);
+      expect(res.headers.get('location')).toBe('/console/login?expired=1');
+      expect((await c.fetch('/console/login?expired=1')).text).toContain('Your session expired');
+    } finally {
+      limits.idleSeconds = idle;
+    }
+  });
+
   it('refuses a mutation without the CSRF token, and changes nothing', async () => {
     const c = new Client(s.url);
     expect((await c.form('/console/login', { token: s.adminToken })).status).toBe(303);

@@ -4,7 +4,6 @@ import { createRequire } from 'node:module';
 import formbody from '@fastify/formbody';
 import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { KIND_PATHS } from '../api/routes/objects.routes.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
@@ -14,12 +13,12 @@ import {
   type LifecycleAction,
   type LifecycleState,
 } from '../domain/lifecycle.js';
-import { KINDS, type Kind } from '../domain/manifest.js';
 import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors/errors.js';
 import type { EventsService } from '../events/events.service.js';
 import { toProblem } from '../http/problem.js';
 import type { Security } from '../identity/security.js';
 import type { UsageService } from '../placement/usage.service.js';
+import { KIND_PATHS, KINDS, type Kind } from '../registry/kinds/index.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import type { ApiObject } from '../registry/representation.js';
 import type { DeliveryStatus, WebhooksService } from '../webhooks/webhooks.service.js';

@@ -61,7 +61,7 @@ export async function readTail(trx: Trx, stream: string | null, limit: number): 
   return r.rows;
 }
 
-export const encodeGlobalCursor = (row: { txid: string; position: string }): string =>
+export const encodeGlobalCursor = (row: { txid: string; position: number | string }): string =>
   `g${row.txid}-${row.position}`;
 
 export function decodeGlobalCursor(text: string): GlobalCursor | undefined {

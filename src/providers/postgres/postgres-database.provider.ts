@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import type { AccessControl, AccessGrant } from '../access.js';
 import { guardClient, guardPool } from '../../db/connection-errors.js';
+import type { AccessControl, AccessGrant } from '../access.js';
 import {
   type DesiredResource,
   type ObservedResource,

@@ -41,7 +41,16 @@ const subproof = (m: number, d: Buffer[], b: boolean): Buffer[] =>
 
 // Test vectors of transparency-dev/merkle (testonly/constants.go, reference_test.go), from RFC 6962.
 const hd = (s: string) => Buffer.from(s, 'hex');
-const inputs = ['', '00', '10', '2021', '3031', '40414243', '5051525354555657', '606162636465666768696a6b6c6d6e6f'].map(hd);
+const inputs = [
+  '',
+  '00',
+  '10',
+  '2021',
+  '3031',
+  '40414243',
+  '5051525354555657',
+  '606162636465666768696a6b6c6d6e6f',
+].map(hd);
 const roots = [
   'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
   '6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d',
@@ -162,7 +171,9 @@ describe('RFC 9162 Merkle tree', () => {
           const incl = inclusionProof(ls, i);
           expect(hex(incl)).toEqual(hex(path(i, d)));
           expect(verifyInclusion(ls[i]!, i, n, incl, root)).toBe(true);
-          expect(verifyInclusion(ls[(i + 1) % n]!, i, n, incl, root)).toBe(n === 1 || ls[(i + 1) % n]!.equals(ls[i]!));
+          expect(verifyInclusion(ls[(i + 1) % n]!, i, n, incl, root)).toBe(
+            n === 1 || ls[(i + 1) % n]!.equals(ls[i]!),
+          );
           const m = (b % n) + 1;
           const cons = consistencyProof(ls, m, n);
           expect(hex(cons)).toEqual(m === n ? [] : hex(subproof(m, d, true)));
@@ -188,7 +199,9 @@ describe('C2SP signed checkpoint', () => {
     expect(body).toBe(`tenantry.test/audit/platform\n8\n${hd(roots[8]!).toString('base64')}`);
     expect(sig).toMatch(/^\u2014 tenantry\.test\/audit\/platform [A-Za-z0-9+/]{91}=\n$/);
     expect(openCheckpoint(note, [signer.publicKey])).toEqual(cp);
-    expect(noteVerifierKey(cp.origin, signer.publicKey)).toMatch(/^tenantry\.test\/audit\/platform\+[0-9a-f]{8}\+/);
+    expect(noteVerifierKey(cp.origin, signer.publicKey)).toMatch(
+      /^tenantry\.test\/audit\/platform\+[0-9a-f]{8}\+/,
+    );
   });
 
   it('refuses a changed size or root, and another key', () => {
@@ -198,8 +211,8 @@ describe('C2SP signed checkpoint', () => {
     expect(() => openCheckpoint(note, [other])).toThrow(CheckpointError);
     const forged = signCheckpoint(signer, { ...cp, root: hd(roots[7]!) });
     expect(openCheckpoint(forged, [signer.publicKey]).root.toString('hex')).toBe(roots[7]);
-    expect(() => openCheckpoint(`${note.split('\n\n')[0]}\n\n${forged.split('\n\n')[1]}`, [signer.publicKey])).toThrow(
-      CheckpointError,
-    );
+    expect(() =>
+      openCheckpoint(`${note.split('\n\n')[0]}\n\n${forged.split('\n\n')[1]}`, [signer.publicKey]),
+    ).toThrow(CheckpointError);
   });
 });

@@ -1,14 +1,15 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { correlationIdOf } from '../api/identity.js';
 import { auditRefusal } from '../authz/audit-refusal.js';
 import { AuthorizedRegistryService, registryActions } from '../authz/authorized-registry.js';
 import { Authorizer } from '../authz/authorizer.js';
 import { checkTenantMentions, type TenantMention } from '../authz/tenant-spoofing.js';
-import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
-import { KINDS } from '../domain/manifest.js';
 import { UnauthorizedError } from '../errors/errors.js';
+import { correlationIdOf } from '../http/identity.js';
+import type { Metrics } from '../observability/metrics.js';
+import { KINDS } from '../registry/kinds/index.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';
@@ -35,7 +36,7 @@ export interface Security {
 export async function createSecurity(
   config: Config,
   db: Db,
-  opts: { issuer?: BuiltinIssuer } = {},
+  opts: { issuer?: BuiltinIssuer; metrics?: Metrics } = {},
 ): Promise<Security> {
   const id = config.identity;
   const issuer =
@@ -54,7 +55,7 @@ export async function createSecurity(
     issuer,
     id.tokenCacheSeconds,
   );
-  const authorizer = new Authorizer(id.policyFile);
+  const authorizer = new Authorizer(id.policyFile, opts.metrics);
   for (const a of registryActions(KINDS)) authorizer.registerAction(a);
   return {
     issuer,

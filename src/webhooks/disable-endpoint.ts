@@ -1,5 +1,5 @@
 import { recordChange } from '../changes/change-path.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { diff } from '../domain/diff.js';
 import { findById, updateObject } from '../registry/object.repository.js';
@@ -33,7 +33,7 @@ export async function disableEndpoint(
     slug: updated.slug,
     tenantId: updated.tenant_id ?? null,
     action: 'disable',
-    generation: Number(updated.generation),
+    generation: updated.generation,
     before: prior,
     after,
     changes: diff(prior, after),

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { SpanKind } from '@opentelemetry/api';
 import type { Logger } from 'pino';
-import { systemContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
-import { metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import { currentTraceparent, inSpan, withTraceparent } from '../observability/tracing.js';
 import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
 import {
@@ -142,6 +142,8 @@ export class WebhookDispatcher {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly notifier?: EventNotifier,
+    /** Where attempts are counted (the process's metrics, from src/app.ts). */
+    private readonly metrics?: Metrics,
   ) {
     this.owner = `${config.instanceId}/${randomUUID().slice(0, 8)}`;
     this.guard = new UrlGuard(config.events.webhookAllowedNetworks);
@@ -279,8 +281,8 @@ export class WebhookDispatcher {
     const label = { delivered: 'delivered', retry: 'retry', dead: 'dead_letter', parked: 'endpoint_gone' }[
       outcome.kind
     ];
-    metrics.webhookAttempts.inc({ outcome: label });
-    metrics.webhookDuration.observe({ outcome: label }, result.latencyMs / 1000);
+    this.metrics?.webhookAttempts.inc({ outcome: label });
+    this.metrics?.webhookDuration.observe({ outcome: label }, result.latencyMs / 1000);
     return { delivery: d, result, outcome };
   }
 }

@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, inScope } from '../db/database.js';
 import { createAuditCheckpoint } from './audit-checkpoint.js';
 import { applyAuditRetention } from './audit-retention.js';

@@ -222,7 +222,7 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
     async (request) => audit.inclusion(await identify(request), request.params.id),
   );
 
-  app.get<{ Querystring: { tenant?: string; from: number; to?: number } }>(
+  app.get<{ Querystring: { tenant?: string; from?: number; to?: number } }>(
     '/v1/audit/consistency',
     {
       config: { action: 'audit.read' },
@@ -233,7 +233,9 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
         querystring: Type.Object(
           {
             tenant: Type.Optional(TenantRef),
-            from: Type.Integer({ minimum: 0 }),
+            from: Type.Optional(
+              Type.Integer({ minimum: 0, default: 0, description: 'default: 0 (an empty proof)' }),
+            ),
             to: Type.Optional(Type.Integer({ minimum: 0, description: 'default: the current size' })),
           },
           { additionalProperties: false },
@@ -253,7 +255,10 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
         },
       },
     },
-    async (request) => audit.consistency(await identify(request), request.query),
+    async (request) => {
+      const { from = 0, ...rest } = request.query;
+      return audit.consistency(await identify(request), { ...rest, from });
+    },
   );
 
   app.get(

@@ -113,6 +113,21 @@ export interface AuditRetentionTable {
   deleted: ColumnType<number, number, never>;
 }
 
+/** The operator's retention floor (one row; migration 0014). */
+export interface AuditRetentionPolicyTable {
+  singleton: Generated<boolean>;
+  min_age: Generated<string>;
+}
+
+/** Chains that retention must keep (migration 0014); append-only, a hold ends at `until`. */
+export interface AuditLegalHoldTable {
+  id: Generated<string>;
+  chain: string;
+  reason: string;
+  created_at: Generated<Timestamp>;
+  until: Timestamp | null;
+}
+
 export interface OutboxEventTable {
   id: string;
   tenant_id: string | null;
@@ -310,6 +325,8 @@ export interface Database {
   audit_chain_heads: AuditChainHeadTable;
   audit_checkpoints: AuditCheckpointTable;
   audit_retention: AuditRetentionTable;
+  audit_retention_policy: AuditRetentionPolicyTable;
+  audit_legal_holds: AuditLegalHoldTable;
   outbox_events: OutboxEventTable;
   reconcile_jobs: ReconcileJobTable;
   idempotency_keys: IdempotencyKeyTable;

@@ -294,6 +294,7 @@ export class Authorizer {
     metrics.policyDuration.observe({ decision: outcome }, (performance.now() - started) / 1000);
     metrics.policyDecisions.inc({ decision: outcome });
     if (d.decision !== 'allow') throw new AccessDenied(d, resource);
+    ctx.decisions?.push({ action, resource });
     return d;
   }
 }

@@ -55,7 +55,11 @@ export async function checkTenantMentions(
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
-/** The tenants named by manifests: a Deployment's tenant, a resource's tenant or deployment, a Tenant itself. */
+/**
+ * The tenants named by manifests: a Deployment's tenant, a resource's tenant or deployment, a
+ * WebhookEndpoint's tenant, a Tenant itself. The one check for manifests, whatever their format
+ * (JSON or YAML): the registry decorator applies it to the parsed documents.
+ */
 export function manifestMentions(docs: unknown[]): TenantMention[] {
   const out: TenantMention[] = [];
   docs.forEach((doc, i) => {
@@ -76,6 +80,9 @@ export function manifestMentions(docs: unknown[]): TenantMention[] {
       const dep = str(scope.deployment);
       if (t) out.push({ pointer: `${at}/spec/scope/tenant`, ref: t });
       if (dep) out.push({ pointer: `${at}/spec/scope/deployment`, ref: dep, via: 'deployment' });
+    } else if (d.kind === 'WebhookEndpoint') {
+      const t = str(meta.tenant);
+      if (t) out.push({ pointer: `${at}/metadata/tenant`, ref: t });
     } else if (d.kind === 'Tenant') {
       const id = str(meta.uuid);
       const name = str(meta.name);

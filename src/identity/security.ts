@@ -89,7 +89,7 @@ export function envelopeFields(ctx: RequestContext): Record<string, unknown> {
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
-/** Tenants the request names in its path, query or (top-level) JSON body. */
+/** Tenants the request names in its path, query or top-level JSON body fields `tenant`/`tenantId`. */
 function requestMentions(request: FastifyRequest): TenantMention[] {
   const out: TenantMention[] = [];
   const params = (request.params ?? {}) as Record<string, unknown>;
@@ -108,23 +108,7 @@ function requestMentions(request: FastifyRequest): TenantMention[] {
       if (b) out.push({ pointer: `/${name}`, ref: b });
     }
   }
-  // Manifests name their tenant in metadata.tenant (WebhookEndpoint), spec.tenant or spec.scope.tenant.
-  const docs = Array.isArray(body) ? body.map((d, i) => [`/${i}`, d] as const) : [['', body] as const];
-  for (const [at, doc] of docs) {
-    if (!doc || typeof doc !== 'object') continue;
-    const d = doc as {
-      metadata?: { tenant?: unknown };
-      spec?: { tenant?: unknown; scope?: { tenant?: unknown } };
-    };
-    for (const [pointer, value] of [
-      [`${at}/metadata/tenant`, d.metadata?.tenant],
-      [`${at}/spec/tenant`, d.spec?.tenant],
-      [`${at}/spec/scope/tenant`, d.spec?.scope?.tenant],
-    ] as const) {
-      const ref = str(value);
-      if (ref) out.push({ pointer, ref });
-    }
-  }
+  // Manifests (JSON or YAML alike) are checked once parsed, by the registry decorator (manifestMentions).
   return out;
 }
 

@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { problem, sendProblem } from '../api/problem.js';
 import type { ResourceRef } from '../authz/authorizer.js';
-import { type Db, inScope, type Scope } from '../db/database.js';
+import { asPlatform, type Db, inScope, type Scope } from '../db/database.js';
 import type { Security } from '../identity/security.js';
 import {
   claimKey,
   completeKey,
+  deleteExpiredKeys,
   type IdempotencyRecordKey,
   releaseKey,
   type StoredResponse,
@@ -16,6 +17,7 @@ import { redactSecrets } from './redact-response.js';
 const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,200}$/;
 /** How long a response is kept for replay. */
 export const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60;
+const SWEEP_EVERY = 100;
 
 interface Pending {
   key: IdempotencyRecordKey;
@@ -35,6 +37,8 @@ type Stored = StoredResponse & { decisions?: { action: string; resource: Resourc
  *   caller that replays: a caller whose rights were taken away gets 403, not the old response.
  */
 export function registerIdempotency(app: FastifyInstance, db: Db, security: Security): void {
+  // Expired records of every caller are swept now and then (one claim in SWEEP_EVERY), in bounded batches.
+  let claims = 0;
   app.addHook('preHandler', async (request, reply) => {
     const header = request.headers['idempotency-key'];
     if (request.method !== 'POST' || header === undefined) return;
@@ -99,6 +103,7 @@ export function registerIdempotency(app: FastifyInstance, db: Db, security: Secu
     }
     ctx.decisions = [];
     request.idempotency = { key, scope: ctx.scope };
+    if (++claims % SWEEP_EVERY === 0) await asPlatform(db, (trx) => deleteExpiredKeys(trx));
   });
 
   app.addHook('onSend', async (request, reply, payload) => {

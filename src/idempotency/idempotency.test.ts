@@ -2,6 +2,8 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { asPlatform } from '../db/database.js';
+import { deleteExpiredKeys } from './idempotency.repository.js';
 import { REDACTED_SECRET, redactSecrets } from './redact-response.js';
 
 let s: TestServer;
@@ -194,6 +196,10 @@ describe('Idempotency-Key across callers and tenants', () => {
     });
     expect(again.headers.get('idempotency-replayed')).toBeNull();
     expect(again.status).toBe(409);
+    // The sweep removes expired records of every caller.
+    await s.t.owner.query(`update idempotency_keys set expires_at = now() - interval '1 second'`);
+    const total = (await s.t.owner.query(`select count(*)::int as n from idempotency_keys`)).rows[0].n;
+    expect(await asPlatform(s.t.db, (trx) => deleteExpiredKeys(trx))).toBe(total);
   });
 });
 

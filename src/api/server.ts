@@ -8,7 +8,7 @@ import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
-import { asPlatform, type Db, poolOf } from '../db/database.js';
+import { asPlatform, type Db, platformDb, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
 import { registerIdempotency } from '../idempotency/idempotency.hooks.js';
@@ -23,6 +23,7 @@ import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { registerInputGuard } from './input-guard.js';
 import { problem, sendProblem, toProblem } from './problem.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
@@ -86,6 +87,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
+  // Before any preHandler (tenant checks, idempotency) touches the database with the input.
+  registerInputGuard(app);
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 
@@ -159,7 +162,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     ),
   );
 
-  registerHealthRoutes(app, db as never);
+  // Readiness reads the migration bookkeeping, which only the platform role may read.
+  registerHealthRoutes(app, platformDb(db) as never);
   registerIdentityRoutes(app, security);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);

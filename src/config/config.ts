@@ -16,6 +16,8 @@ export interface Config {
   databaseUrl: string | undefined;
   /** Connection for the application role; derived from databaseUrl when absent. */
   appDatabaseUrl: string | undefined;
+  /** Connection for the platform role (platform-scope work); derived from databaseUrl when absent. */
+  platformDatabaseUrl: string | undefined;
   regions: string[];
   environmentTypes: string[];
   logLevel: string;
@@ -360,6 +362,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     dataDir,
     databaseUrl: env.DATABASE_URL || undefined,
     appDatabaseUrl: env.TENANTRY_APP_DATABASE_URL || undefined,
+    platformDatabaseUrl: env.TENANTRY_PLATFORM_DATABASE_URL || undefined,
     regions,
     environmentTypes,
     logLevel: env.TENANTRY_LOG_LEVEL ?? 'info',

@@ -9,6 +9,7 @@ import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
 import * as m0009 from './0009-trace-context.js';
 import * as m0012 from './0012-idempotency-scope.js';
+import * as m0013 from './0013-platform-role.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '0008-request-log': m0008,
   '0009-trace-context': m0009,
   '0012-idempotency-scope': m0012,
+  '0013-platform-role': m0013,
 };
 
 export const migrationProvider: MigrationProvider = {

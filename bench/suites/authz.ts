@@ -6,7 +6,7 @@
  * Goal (issue 4): p99 of a decision < 100 µs.
  */
 import { Authorizer } from '../../src/authz/authorizer.js';
-import type { RequestContext } from '../../src/changes/request-context.js';
+import type { RequestContext } from '../../src/context/request-context.js';
 import { BuiltinIssuer } from '../../src/identity/builtin-issuer.js';
 import { TokenVerifier } from '../../src/identity/token-verifier.js';
 import { type Measurement, type Row, row } from '../lib/results.js';

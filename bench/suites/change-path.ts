@@ -3,8 +3,8 @@
  * PostgreSQL, as the same application role, with the same number of connections.
  */
 import pg from 'pg';
-import { systemContext } from '../../src/changes/request-context.js';
 import { loadConfig } from '../../src/config/config.js';
+import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';

@@ -6,8 +6,9 @@
  *     that declares no cells (unplaced).
  * Every worker owns its tenants, so the figures measure the checks, not waiting on one another.
  */
-import { systemContext } from '../../src/changes/request-context.js';
+
 import { loadConfig } from '../../src/config/config.js';
+import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
 import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';

@@ -6,8 +6,8 @@
  */
 import http from 'node:http';
 import pino from 'pino';
-import { systemContext } from '../../src/changes/request-context.js';
 import { loadConfig } from '../../src/config/config.js';
+import { systemContext } from '../../src/context/request-context.js';
 import { asPlatform, createDb } from '../../src/db/database.js';
 import { appendEvent } from '../../src/events/append-event.js';
 import { RegistryService } from '../../src/registry/registry.service.js';

@@ -11,6 +11,9 @@ import type { Config } from '../config/config.js';
 import { asPlatform, type Db, platformDb, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
+import { registerInputGuard } from '../http/input-guard.js';
+import { onClientError, problem, sendProblem, toProblem } from '../http/problem.js';
+import { errorResponses, isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
 import { registerIdempotency } from '../idempotency/idempotency.hooks.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
@@ -23,14 +26,11 @@ import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
-import { registerInputGuard } from './input-guard.js';
-import { problem, sendProblem, toProblem } from './problem.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
 import { registerObjectRoutes } from './routes/objects.routes.js';
-import { OBJECT_SCHEMAS, ProblemSchema } from './schemas.js';
 
 export interface ServerDeps {
   config: Config;
@@ -61,10 +61,39 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     genReqId: () => randomUUID(),
     requestIdHeader: false,
     ajv: { customOptions: { removeAdditional: false } },
+    // Fastify's and Node's own error answers are problem+json too.
+    frameworkErrors: (err, request, reply) => sendProblem(reply, toProblem(err, request)),
+    clientErrorHandler: onClientError,
+    return503OnClosing: false,
+  });
+  // While closing: 503 problem+json (Fastify's own 503 is plain JSON), and the connection is closed.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    return sendProblem(
+      reply,
+      problem(503, 'server.closing', 'The server is shutting down; retry on another instance.', [], {
+        instance: request.id,
+      }),
+    );
   });
 
-  // Query strings, params and headers are checked with coercion; bodies are checked by the services
-  // (manifest validation with JSON pointers), so the route body schemas only document them.
+  // Query strings, params and headers are checked with coercion. Bodies are checked as they are, without
+  // coercion or defaults, except manifests: the services validate those (with pointers into the manifest),
+  // so a manifest body schema (`manifestBody`) only documents it.
+  const bodyAjv = new Ajv({ allErrors: true, strict: false, removeAdditional: false });
+  addFormats.default(bodyAjv);
+  // An absent body stands for `{}` where the schema requires no property (e.g. requeue everything).
+  const bodyValidator = (schema: object) => {
+    const validate = bodyAjv.compile(schema);
+    const optional = !(schema as { required?: unknown[] }).required?.length;
+    const check = (data: unknown) => ((data === undefined || data === null) && optional) || validate(data);
+    return Object.defineProperty(check, 'errors', { get: () => validate.errors });
+  };
   const ajv = new Ajv({
     coerceTypes: 'array',
     useDefaults: true,
@@ -74,7 +103,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   });
   addFormats.default(ajv);
   app.setValidatorCompiler(({ schema, httpPart }) =>
-    httpPart === 'body' ? () => true : ajv.compile(schema),
+    httpPart !== 'body' ? ajv.compile(schema) : isManifestBody(schema) ? () => true : bodyValidator(schema),
   );
   // Responses are serialised as they are; response schemas document them.
   app.setSerializerCompiler(() => (data) => JSON.stringify(data));
@@ -89,6 +118,19 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   installSecurity(app, security, db);
   // Before any preHandler (tenant checks, idempotency) touches the database with the input.
   registerInputGuard(app);
+  // The error answers every route can give by how it is reached, documented where they can happen:
+  // 401 on authenticated routes, 429 on rate-limited ones, 414 where a path parameter can be too long.
+  app.addHook('onRoute', (route) => {
+    const response = (route.schema as { response?: Record<string, unknown> } | undefined)?.response;
+    if (!response) return;
+    const config = route.config as { public?: boolean; rateLimit?: boolean };
+    const statuses = [
+      ...(config.public ? [] : [401]),
+      ...(!config.public && route.url.startsWith('/v1/') && config.rateLimit !== false ? [429] : []),
+      ...(route.url.includes(':') ? [414] : []),
+    ].filter((status) => !(status in response));
+    Object.assign(response, errorResponses(...statuses));
+  });
 
   app.addContentTypeParser(YAML_TYPES, { parseAs: 'string' }, (_req, body, done) => done(null, body));
 

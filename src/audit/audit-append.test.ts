@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany } from '../../test/helpers/audit.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
 import { RegistryService } from '../registry/registry.service.js';

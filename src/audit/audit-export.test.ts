@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { createAuditCheckpoint } from './audit-checkpoint.js';
 import { applyAuditRetention } from './audit-retention.js';
 import { AuditSigner, defaultSigningKeyFile, loadAuditSigner } from './checkpoint-signer.js';

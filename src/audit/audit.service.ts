@@ -2,7 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import fs from 'node:fs/promises';
 import type { Writable } from 'node:stream';
 import { sql } from 'kysely';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ForbiddenError, NotFoundError } from '../errors/errors.js';

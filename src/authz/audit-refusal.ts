@@ -1,5 +1,5 @@
 import { recordAuditAttempt } from '../audit/append-audit.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { TenantryError } from '../errors/errors.js';

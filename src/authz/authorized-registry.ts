@@ -1,4 +1,4 @@
-import type { ChangeToAuthorize, RequestContext } from '../changes/request-context.js';
+import type { ChangeToAuthorize, RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
 import type { LifecycleAction } from '../domain/lifecycle.js';
 import type { Kind } from '../domain/manifest.js';

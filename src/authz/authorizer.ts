@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import v8 from 'node:v8';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { TenantryError } from '../errors/errors.js';
 import { metrics } from '../observability/metrics.js';
 import { DEFAULT_POLICIES } from './default-policies.js';

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { TenantryError } from '../errors/errors.js';

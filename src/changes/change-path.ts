@@ -1,12 +1,12 @@
 import { sql } from 'kysely';
 import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
 import type { Kind } from '../domain/manifest.js';
 import { appendEventSql } from '../events/append-event.js';
 import { type ChangeAction, eventName } from '../events/event-types.js';
 import { currentTraceparent, inSpan } from '../observability/tracing.js';
-import type { RequestContext } from './request-context.js';
 
 /** The desired state of one object at one generation, as kept in lineage, audit and events. */
 export interface ObjectState {

@@ -5,7 +5,7 @@ import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { RegistryService } from '../registry/registry.service.js';
 
 /**

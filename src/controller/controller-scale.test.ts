@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countingProvider, readCalls } from '../../test/fixtures/counting-provider.js';
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { RegistryService } from '../registry/registry.service.js';
 
 let t: TestDatabase;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { systemContext } from '../changes/request-context.js';
 import type { ControllerConfig } from '../config/config.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { metrics } from '../observability/metrics.js';
 import { inSpan, withTraceparent } from '../observability/tracing.js';

@@ -1,6 +1,6 @@
 import { SpanKind } from '@opentelemetry/api';
 import { sql } from 'kysely';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import type { Kind, Specs } from '../domain/manifest.js';
 import { inSpan } from '../observability/tracing.js';

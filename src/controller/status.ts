@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { Kind } from '../domain/manifest.js';
 import { appendEventSql } from '../events/append-event.js';

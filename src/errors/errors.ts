@@ -1,6 +1,6 @@
 /**
  * One error type for the whole product: a stable machine code, an HTTP status and a safe message.
- * Responses render it as RFC 9457 problem+json (see api/problem.ts).
+ * Responses render it as RFC 9457 problem+json (see http/problem.ts).
  */
 export interface FieldError {
   /** JSON pointer (RFC 6901) to the offending field, relative to the request body or manifest. */
@@ -76,10 +76,31 @@ export class FieldErrors {
   }
 }
 
-/** Maps PostgreSQL errors that input can provoke to typed errors; everything else stays as is. */
+/** 503: a dependency (the database) cannot be reached now; retrying later may succeed. */
+export class UnavailableError extends TenantryError {
+  constructor(code: string, message: string, cause?: unknown) {
+    super(code, 503, message, { cause });
+  }
+}
+
+/** Errors of the driver or the socket that say the database is out of reach (not that the input is wrong). */
+const UNREACHABLE =
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end)/;
+
+/**
+ * Maps PostgreSQL errors to typed errors: those that input can provoke (4xx) and those that say the
+ * database is unreachable (503); everything else stays as is.
+ */
 export function mapDatabaseError(err: unknown): unknown {
   if (err instanceof TenantryError) return err;
-  const e = err as { code?: string; constraint?: string; detail?: string };
+  const e = err as { code?: string; constraint?: string; detail?: string; message?: string };
+  if (
+    (typeof e?.code === 'string' &&
+      /^(08|57P0[123]|53300|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE)/.test(e.code)) ||
+    (typeof e?.message === 'string' && UNREACHABLE.test(e.message))
+  ) {
+    return new UnavailableError('database.unavailable', 'The database is unavailable; retry shortly.', err);
+  }
   switch (e?.code) {
     case '23505':
       return new ConflictError('object.duplicate', 'An object with the same identity already exists.', {

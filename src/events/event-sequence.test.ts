@@ -2,7 +2,7 @@ import { CloudEvent } from 'cloudevents';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
 import { RegistryService } from '../registry/registry.service.js';
 import { appendEvent } from './append-event.js';

@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../api/identity.js';
-import { errorResponses } from '../api/schemas.js';
 import type { Config } from '../config/config.js';
+import type { IdentityHook } from '../http/identity.js';
+import { errorResponses } from '../http/schemas.js';
 import type { EventsService } from './events.service.js';
 
 const CloudEventSchema = Type.Object(

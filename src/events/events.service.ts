@@ -1,5 +1,5 @@
-import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { NotFoundError, ValidationError } from '../errors/errors.js';

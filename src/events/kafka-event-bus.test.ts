@@ -7,8 +7,8 @@ import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
-import { systemContext } from '../changes/request-context.js';
 import { loadConfig } from '../config/config.js';
+import { systemContext } from '../context/request-context.js';
 import { RegistryService } from '../registry/registry.service.js';
 import { busTopic, KafkaEventBus } from './kafka-event-bus.js';
 

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { problem, sendProblem } from '../api/problem.js';
 import type { ResourceRef } from '../authz/authorizer.js';
 import { asPlatform, type Db, inScope, type Scope } from '../db/database.js';
+import { problem, sendProblem } from '../http/problem.js';
 import type { Security } from '../identity/security.js';
 import {
   claimKey,

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { recordAuditAttempt } from '../audit/append-audit.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, platformDb } from '../db/database.js';
 import { UnauthorizedError } from '../errors/errors.js';
 import { claimsOf, principalId, type TokenClaims } from './envelope.js';

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import type { BreakGlassGrantRow } from '../db/schema.js';
 import { FieldErrors, NotFoundError } from '../errors/errors.js';

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import { errorResponses } from '../api/schemas.js';
+import { errorResponses } from '../http/schemas.js';
 import { currentContext, type Security } from './security.js';
 
 const SessionSchema = Type.Object({

@@ -1,6 +1,6 @@
 import type { Selectable } from 'kysely';
 import type { Authorizer } from '../authz/authorizer.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 

@@ -1,14 +1,14 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { correlationIdOf } from '../api/identity.js';
 import { auditRefusal } from '../authz/audit-refusal.js';
 import { AuthorizedRegistryService, registryActions } from '../authz/authorized-registry.js';
 import { Authorizer } from '../authz/authorizer.js';
 import { checkTenantMentions, type TenantMention } from '../authz/tenant-spoofing.js';
-import type { RequestContext } from '../changes/request-context.js';
 import type { Config } from '../config/config.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
 import { KINDS } from '../domain/manifest.js';
 import { UnauthorizedError } from '../errors/errors.js';
+import { correlationIdOf } from '../http/identity.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';

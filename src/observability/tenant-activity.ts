@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 
 export interface ActivityDay {

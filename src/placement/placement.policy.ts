@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { Kind, Manifest, Specs } from '../domain/manifest.js';
 import { ConflictError, ForbiddenError } from '../errors/errors.js';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { TenantryError } from '../errors/errors.js';
 import { RegistryService } from '../registry/registry.service.js';
 import { UsageService } from './usage.service.js';

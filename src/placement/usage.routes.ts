@@ -1,8 +1,8 @@
-import { Type } from '@sinclair/typebox';
+import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../api/identity.js';
-import { errorResponses } from '../api/schemas.js';
 import { ValidationError } from '../errors/errors.js';
+import type { IdentityHook } from '../http/identity.js';
+import { errorResponses } from '../http/schemas.js';
 import type { RateLimiter } from '../ratelimit/rate-limiter.js';
 import { LIMIT_NAMES } from './quotas.js';
 import type { UsageService } from './usage.service.js';
@@ -124,6 +124,7 @@ export function registerUsageRoutes(
   app.post(
     '/v1/tenants/:ref/limit-overrides',
     {
+      attachValidation: true,
       config: { action: 'limits.override', rateLimit: false },
       schema: {
         operationId: 'createLimitOverride',
@@ -135,22 +136,22 @@ export function registerUsageRoutes(
       },
     },
     async (request, reply) => {
-      const body = request.body as Record<string, unknown> | null;
+      // The body schema (enforced) says the fields and their types; an unknown limit keeps its own code.
+      const name = (request.body as { name?: unknown } | undefined)?.name;
       if (
-        !body ||
-        typeof body !== 'object' ||
-        typeof body.reason !== 'string' ||
-        !Number.isInteger(body.value)
+        request.validationError &&
+        typeof name === 'string' &&
+        !(LIMIT_NAMES as readonly string[]).includes(name)
       )
-        throw new ValidationError('body.invalid', 'The body needs name, value (integer) and reason.', [
-          { pointer: '/', code: 'body.invalid', message: 'name, value and reason are required' },
-        ]);
+        throw ValidationError.field('/name', 'override.unknown_limit', `one of ${LIMIT_NAMES.join(', ')}`);
+      if (request.validationError) throw request.validationError;
+      const body = request.body as Static<typeof OverrideBody>;
       const o = await usage.setOverride(await identify(request), (request.params as { ref: string }).ref, {
-        name: String(body.name),
-        value: Number(body.value),
+        name: body.name,
+        value: body.value,
         reason: body.reason,
-        expiresAt: typeof body.expiresAt === 'string' ? body.expiresAt : undefined,
-        expiresInSeconds: typeof body.expiresInSeconds === 'number' ? body.expiresInSeconds : undefined,
+        expiresAt: body.expiresAt,
+        expiresInSeconds: body.expiresInSeconds,
       });
       limiter.invalidate();
       return reply.code(201).send(o);

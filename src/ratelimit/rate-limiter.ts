@@ -1,10 +1,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { sql } from 'kysely';
-import type { IdentityHook } from '../api/identity.js';
-import { problem, sendProblem } from '../api/problem.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, platformDb } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
+import type { IdentityHook } from '../http/identity.js';
+import { problem, sendProblem } from '../http/problem.js';
 import { effectiveLimits, type RateClass } from '../placement/quotas.js';
 import { type RateDecision, takeToken } from './take-token.js';
 

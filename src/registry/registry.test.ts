@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK, clone } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
 import { RegistryService } from './registry.service.js';

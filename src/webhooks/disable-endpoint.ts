@@ -1,5 +1,5 @@
 import { recordChange } from '../changes/change-path.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { diff } from '../domain/diff.js';
 import { findById, updateObject } from '../registry/object.repository.js';

@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
-import type { IdentityHook } from '../api/identity.js';
-import { errorResponses } from '../api/schemas.js';
 import { ValidationError } from '../errors/errors.js';
+import type { IdentityHook } from '../http/identity.js';
+import { errorResponses } from '../http/schemas.js';
 import type { DeliveryStatus, WebhooksService } from './webhooks.service.js';
 
 const Params = Type.Object({
@@ -80,6 +80,7 @@ export function registerWebhookRoutes(
   app.post(
     '/v1/webhooks/:ref/requeue',
     {
+      attachValidation: true,
       config: { action: 'webhook.write' },
       schema: {
         operationId: 'requeueWebhookDeliveries',
@@ -103,27 +104,21 @@ export function registerWebhookRoutes(
     async (request) => {
       const ctx = await identify(request);
       const { ref } = request.params as { ref: string };
-      const body = (request.body ?? {}) as { deliveryIds?: unknown };
-      const ids = body.deliveryIds;
+      // The body schema (enforced) allows only a non-empty list of distinct delivery UUIDs; its errors
+      // point at the list.
       if (
-        ids !== undefined &&
-        (!Array.isArray(ids) ||
-          ids.length === 0 ||
-          ids.some(
-            (id) =>
-              typeof id !== 'string' ||
-              !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id),
-          ))
-      ) {
+        request.validationError?.validation?.some((v: { instancePath: string }) =>
+          v.instancePath.startsWith('/deliveryIds'),
+        )
+      )
         throw ValidationError.field(
           '/deliveryIds',
           'field.invalid',
-          'must be a non-empty array of delivery UUIDs',
+          'must be a non-empty list of at most 1000 distinct delivery UUIDs',
         );
-      }
-      const unknownField = Object.keys(body).find((k) => k !== 'deliveryIds');
-      if (unknownField) throw ValidationError.field(`/${unknownField}`, 'field.unknown', 'unknown field');
-      return { requeued: await webhooks.requeue(ctx, ref, ids as string[] | undefined) };
+      if (request.validationError) throw request.validationError;
+      const ids = (request.body as { deliveryIds?: string[] } | undefined)?.deliveryIds;
+      return { requeued: await webhooks.requeue(ctx, ref, ids) };
     },
   );
 }

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
-import type { RequestContext } from '../changes/request-context.js';
+import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope } from '../db/database.js';
 import { NotFoundError } from '../errors/errors.js';
 import type { RegistryApi } from '../registry/registry.service.js';

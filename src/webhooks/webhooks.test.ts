@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
-import { systemContext } from '../changes/request-context.js';
+import { systemContext } from '../context/request-context.js';
 import { ValidationError } from '../errors/errors.js';
 import { EventNotifier } from '../events/event-notifier.js';
 import { RegistryService } from '../registry/registry.service.js';

@@ -4,8 +4,8 @@ import path from 'node:path';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { afterAll, beforeAll } from 'vitest';
-import { type RequestContext, systemContext } from '../../src/changes/request-context.js';
 import { type Config, type ControllerConfig, loadConfig } from '../../src/config/config.js';
+import { type RequestContext, systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
 import {
   closeProviders,

@@ -1,4 +1,4 @@
-import type { RequestContext } from '../../src/changes/request-context.js';
+import type { RequestContext } from '../../src/context/request-context.js';
 import type { RegistryService } from '../../src/registry/registry.service.js';
 
 export const customerDoc = (name: string) => ({

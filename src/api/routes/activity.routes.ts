@@ -1,10 +1,10 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { Db } from '../../db/database.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { errorResponses } from '../../http/schemas.js';
 import { tenantActivity } from '../../observability/tenant-activity.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import type { IdentityHook } from '../identity.js';
-import { errorResponses } from '../schemas.js';
 
 const Day = Type.Object({
   day: Type.String({ format: 'date' }),

@@ -2,9 +2,9 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { parseDocuments } from '../../domain/manifest-parser.js';
 import { ValidationError } from '../../errors/errors.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { DiffEntrySchema, errorResponses, manifestBody } from '../../http/schemas.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import type { IdentityHook } from '../identity.js';
-import { DiffEntrySchema, errorResponses } from '../schemas.js';
 
 function documentsOf(body: unknown): unknown[] {
   if (typeof body === 'string') return parseDocuments(body);
@@ -35,9 +35,11 @@ export function registerApplyRoute(
           'placement decision and the policy verdicts a real apply would meet (a refusal is the same 4xx).',
         tags: ['Apply'],
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
-        body: Type.Unknown({
-          description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}',
-        }),
+        body: manifestBody(
+          Type.Unknown({
+            description: 'YAML (application/yaml) or JSON: one manifest, an array, or {kind: List, items}',
+          }),
+        ),
         response: {
           200: Type.Object({
             dryRun: Type.Boolean(),

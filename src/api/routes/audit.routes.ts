@@ -2,8 +2,8 @@ import { PassThrough } from 'node:stream';
 import { type Static, Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import type { AuditService } from '../../audit/audit.service.js';
-import type { IdentityHook } from '../identity.js';
-import { errorResponses } from '../schemas.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { errorResponses } from '../../http/schemas.js';
 
 const TenantRef = Type.String({
   minLength: 1,

@@ -3,11 +3,11 @@ import type { FastifyInstance } from 'fastify';
 import { LIFECYCLE_ACTIONS, type LifecycleAction } from '../../domain/lifecycle.js';
 import { API_VERSION, KINDS, type Kind, manifestSchema } from '../../domain/manifest.js';
 import { ValidationError } from '../../errors/errors.js';
+import { etagOf, ifMatchGeneration } from '../../http/etag.js';
+import type { IdentityHook } from '../../http/identity.js';
+import { DiffEntrySchema, errorResponses, manifestBody } from '../../http/schemas.js';
 import { LIST_FILTERS } from '../../registry/kinds.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-import { etagOf, ifMatchGeneration } from '../etag.js';
-import type { IdentityHook } from '../identity.js';
-import { DiffEntrySchema, errorResponses } from '../schemas.js';
 
 export const KIND_PATHS: Record<Kind, string> = {
   Customer: 'customers',
@@ -77,7 +77,7 @@ export function registerObjectRoutes(
           operationId: `create${kind}`,
           summary: `Create a ${kind}`,
           tags,
-          body: manifestSchema(kind),
+          body: manifestBody(manifestSchema(kind)),
           headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ maxLength: 200 })) }),
           response: { 201: ref, ...errorResponses(400, 401, 403, 409, 413, 415, 422) },
         },
@@ -181,7 +181,7 @@ export function registerObjectRoutes(
           summary: `Replace a ${kind}'s desired state (If-Match for optimistic concurrency)`,
           tags,
           params: RefParams,
-          body: manifestSchema(kind),
+          body: manifestBody(manifestSchema(kind)),
           headers: Type.Object({ 'if-match': Type.Optional(Type.String()) }),
           response: { 200: ref, ...errorResponses(400, 401, 403, 404, 409, 412, 413, 415, 422) },
         },

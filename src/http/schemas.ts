@@ -1,7 +1,18 @@
 import { type TSchema, Type } from '@sinclair/typebox';
 import { KINDS, type Kind, manifestSchema } from '../domain/manifest.js';
 
-/** Schemas used to document routes in OpenAPI (bodies are validated by the services, with pointers). */
+/**
+ * Route schemas. Request bodies are validated by their schema, except manifests: the services validate
+ * those (with pointers into the manifest), so a route marks its manifest body with `manifestBody`.
+ */
+const manifestBodies = new WeakSet<object>();
+export function manifestBody<T extends TSchema>(schema: T): T {
+  manifestBodies.add(schema);
+  return schema;
+}
+export const isManifestBody = (schema: unknown): boolean =>
+  typeof schema === 'object' && schema !== null && manifestBodies.has(schema);
+
 export const ProblemSchema = Type.Object(
   {
     type: Type.String(),

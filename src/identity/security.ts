@@ -10,6 +10,7 @@ import { KINDS } from '../domain/manifest.js';
 import { UnauthorizedError } from '../errors/errors.js';
 import { correlationIdOf } from '../http/identity.js';
 import type { RegistryService } from '../registry/registry.service.js';
+import { AuthFailureAudit } from './auth-failure-audit.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';
 import { BuiltinIssuer, defaultTokenKeyFile } from './builtin-issuer.js';
@@ -28,6 +29,8 @@ export interface Security {
    * service identity from the built-in issuer, never a caller's token. Undefined when it is disabled.
    */
   outboundToken(audience: string): Promise<string | undefined>;
+  /** Failed authentication, audited (rate-limited per source). */
+  authFailures: AuthFailureAudit;
   /** Wraps a registry in the authorization decorator. */
   guard(registry: RegistryService): AuthorizedRegistryService;
 }
@@ -63,6 +66,7 @@ export async function createSecurity(
     sessions: new SessionService(db, authorizer),
     breakGlass: new BreakGlassService(db, authorizer, id.breakGlassMaxSeconds),
     outboundToken: async (audience) => issuer?.serviceToken(audience),
+    authFailures: new AuthFailureAudit(db),
     guard: (registry) => new AuthorizedRegistryService(registry, authorizer, db),
   };
 }
@@ -149,8 +153,18 @@ export function installSecurity(app: FastifyInstance, security: Security, db: Db
         correlationId: correlationIdOf(request),
       });
     } catch (err) {
-      if (err instanceof UnauthorizedError)
+      if (err instanceof UnauthorizedError) {
         reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.code}"`);
+        // A known principal with an unknown tenant is audited by the authenticator itself.
+        if (err.code !== 'token.tenant_unknown')
+          await security.authFailures.record({
+            source: request.ip,
+            code: err.code,
+            route: `${request.method} ${request.routeOptions.url}`,
+            requestId: request.id,
+            correlationId: correlationIdOf(request),
+          });
+      }
       throw err;
     }
     // Every later line of the request (the handler's, "request completed") carries the envelope.

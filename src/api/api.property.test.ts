@@ -176,7 +176,7 @@ describe('malformed input', () => {
           method: req.method as 'GET',
           url: req.url,
           payload: req.method === 'GET' ? undefined : req.payload,
-          headers: { 'content-type': req.type, ...hdrs },
+          headers: { 'content-type': req.type, authorization: `Bearer ${s.adminToken}`, ...hdrs },
         });
         statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
         expect(

@@ -5,30 +5,26 @@
 import { generateKeyPairSync } from 'node:crypto';
 import fs from 'node:fs';
 import pino from 'pino';
-import { buildServer } from '../src/api/server.js';
-import { AuditService } from '../src/audit/audit.service.js';
+import { compose } from '../src/app.js';
 import { AuditSigner } from '../src/audit/index.js';
 import { loadConfig } from '../src/config/config.js';
 import { createDb } from '../src/db/database.js';
 import { BuiltinIssuer } from '../src/identity/builtin-issuer.js';
-import { createSecurity } from '../src/identity/security.js';
-import { metrics } from '../src/observability/metrics.js';
-import { RegistryService } from '../src/registry/registry.service.js';
+import { Metrics } from '../src/observability/metrics.js';
 
 const config = loadConfig({}, {});
 // The pool connects lazily and is never used here.
 const db = createDb('postgres://unused@127.0.0.1:1/unused', 1);
 const issuer = await BuiltinIssuer.ephemeral(config.identity.issuer, config.identity.audience);
-const security = await createSecurity(config, db, { issuer });
-const app = await buildServer({
+const { server: app } = await compose({
   config,
   db,
-  registry: security.guard(new RegistryService(db, config)),
-  audit: new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey)),
-  security,
   logger: pino({ level: 'silent' }),
-  metrics,
+  metrics: new Metrics(),
+  auditSigner: new AuditSigner(generateKeyPairSync('ed25519').privateKey),
+  issuer,
 });
+if (!app) throw new Error('compose() built no API');
 await app.ready();
 const text = `${JSON.stringify(app.swagger(), null, 2)}\n`;
 await app.close();

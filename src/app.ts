@@ -1,10 +1,11 @@
+import type { KeyObject } from 'node:crypto';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
-import { AuditCheckpointer, loadAuditSigner } from './audit/index.js';
+import { AuditCheckpointer, type AuditSigner, loadAuditSigner } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
@@ -15,11 +16,14 @@ import { EventsService } from './events/events.service.js';
 import { KafkaEventBus } from './events/kafka-event-bus.js';
 import type { BuiltinIssuer } from './identity/builtin-issuer.js';
 import { createSecurity, type Security } from './identity/security.js';
-import { metrics } from './observability/metrics.js';
+import { Metrics } from './observability/metrics.js';
 import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
+import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
+import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
 
 export interface Tenantry {
   /** Where the API listens; empty for `role: controller`. */
@@ -66,6 +70,82 @@ function redactUrl(u: string): string {
   return url.toString();
 }
 
+/** The registry with its placement policy and the webhook policy (URL guard, secret rotation) of src/webhooks. */
+export function createRegistry(db: Db, config: Config): RegistryService {
+  return new RegistryService(db, {
+    config,
+    policy: new PlacementPolicy(),
+    webhooks: {
+      urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
+      settleSecret: (existing, given) =>
+        applySecret(
+          existing as StoredSecret[] | null,
+          given,
+          new Date(),
+          config.events.webhookSecretOverlapMs,
+        ),
+    },
+  });
+}
+
+export interface ComposeOptions {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  /** The process's metrics (one registry per process). */
+  metrics: Metrics;
+  /** Signs audit checkpoints and exports. */
+  auditSigner: AuditSigner;
+  /** Further public keys audit verification trusts (rotated-out signers). */
+  trustedAuditKeys?: KeyObject[];
+  /** The built-in token issuer (default: its key from the data folder or TENANTRY_TOKEN_SIGNING_KEY_FILE). */
+  issuer?: BuiltinIssuer;
+  /** The event log service (with a LISTEN notifier); absent: one that polls. */
+  events?: EventsService;
+  /** Server spans per request (a tracer provider is registered). */
+  tracing?: boolean;
+  /** Build the HTTP API (security and server); false for `role: controller`. */
+  api?: boolean;
+}
+
+export interface Services {
+  registry: RegistryService;
+  audit: AuditService;
+  requestLog: RequestLog;
+  metrics: Metrics;
+  /** Absent without the API. */
+  security: Security | undefined;
+  /** The HTTP server, built but not listening; absent without the API. */
+  server: FastifyInstance | undefined;
+}
+
+/**
+ * Builds every service from its dependencies; starts nothing (the caller starts what runs and
+ * listens). startTenantry() and the test server (test/helpers/test-server.ts) both use it.
+ */
+export async function compose(o: ComposeOptions): Promise<Services> {
+  const { config, db, logger, metrics } = o;
+  const registry = createRegistry(db, config);
+  const audit = new AuditService(db, o.auditSigner, o.trustedAuditKeys);
+  const requestLog = new RequestLog(db, logger, { retentionDays: config.requestLogRetentionDays });
+  if (o.api === false)
+    return { registry, audit, requestLog, metrics, security: undefined, server: undefined };
+  const security = await createSecurity(config, db, { ...(o.issuer ? { issuer: o.issuer } : {}), metrics });
+  const server = await buildServer({
+    config,
+    db,
+    registry: security.guard(registry),
+    audit,
+    security,
+    logger,
+    metrics,
+    requestLog,
+    tracing: o.tracing ?? false,
+    events: o.events ?? new EventsService(db, config),
+  });
+  return { registry, audit, requestLog, metrics, security, server };
+}
+
 /** The composition root: database, migrations, services, HTTP server. */
 export async function startTenantry(config: Config, opts: StartOptions): Promise<Tenantry> {
   const log = opts.logger;
@@ -104,15 +184,33 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     // Tenant requests run as tenantry_app; platform-scope work over a pool of tenantry_platform.
     const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());
-    const requestLog = new RequestLog(db, log, { retentionDays: config.requestLogRetentionDays });
-    requestLog.start();
-    stops.push(() => requestLog.stop());
-    const registry = new RegistryService(db, config);
+    const metrics = new Metrics();
+    let notifier: EventNotifier | undefined;
+    if (config.role !== 'controller') {
+      const n = new EventNotifier(appUrl, log);
+      await n.start();
+      stops.push(() => n.stop());
+      notifier = n;
+    }
     const signer = await loadAuditSigner({
       dataDir: config.dataDir,
       ...(config.auditSigningKeyFile ? { keyFile: config.auditSigningKeyFile } : {}),
     });
-    const audit = new AuditService(db, signer, await readTrustedKeys(config.auditTrustedKeyFiles));
+    const services = await compose({
+      config,
+      db,
+      logger: log,
+      metrics,
+      auditSigner: signer,
+      trustedAuditKeys: await readTrustedKeys(config.auditTrustedKeyFiles),
+      ...(opts.issuer ? { issuer: opts.issuer } : {}),
+      ...(notifier ? { events: new EventsService(db, config, notifier) } : {}),
+      tracing: config.tracing,
+      api: config.role !== 'controller',
+    });
+    const { registry, audit, requestLog, security } = services;
+    requestLog.start();
+    stops.push(() => requestLog.stop());
     const checkpointer = new AuditCheckpointer(db, signer, config.auditCheckpointIntervalMs, (err) =>
       log.error({ err }, 'audit checkpoint failed'),
     );
@@ -135,6 +233,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         config: config.controller,
         providers,
         logger: log.child({ component: 'controller' }),
+        metrics,
       });
       c.start();
       stops.push(() => c.stop());
@@ -153,25 +252,17 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         stop,
       };
     }
-    const notifier = new EventNotifier(appUrl, log);
-    await notifier.start();
-    stops.push(() => notifier.stop());
-    const security = await createSecurity(config, db, opts.issuer ? { issuer: opts.issuer } : {});
-    const server = await buildServer({
-      config,
-      db,
-      registry: security.guard(registry),
-      audit,
-      security,
-      logger: log,
-      metrics,
-      requestLog,
-      tracing: config.tracing,
-      events: new EventsService(db, config, notifier),
-    });
+    const server = services.server;
+    if (!server || !notifier) throw new Error('the API role builds the server');
     stops.push(() => server.close());
     if (config.events.dispatcher) {
-      const dispatcher = new WebhookDispatcher(db, config, log.child({ component: 'webhooks' }), notifier);
+      const dispatcher = new WebhookDispatcher(
+        db,
+        config,
+        log.child({ component: 'webhooks' }),
+        notifier,
+        metrics,
+      );
       dispatcher.start();
       stops.push(() => dispatcher.stop());
     }

@@ -2,7 +2,9 @@
  * 1. Change-path transactions per second against raw single-row INSERTs, on the same embedded
  * PostgreSQL, as the same application role, with the same number of connections.
  */
+
 import pg from 'pg';
+import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
@@ -50,7 +52,7 @@ export async function changePathBenchmark(server: BenchPostgres): Promise<Change
   // + 1, lineage, hash-chained audit record, outbox event, reconcile job) and workers never wait on
   // each other's row or audit-chain locks.
   const db = createDb(appUrl, settings.connections);
-  const registry = new RegistryService(db, loadConfig({}, {}));
+  const registry = createRegistry(db, loadConfig({}, {}));
   const ctx = systemContext('bench');
   const tenant = (w: number, labels: Record<string, string> = {}) => ({
     apiVersion: 'tenantry.dev/v1',

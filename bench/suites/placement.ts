@@ -7,10 +7,10 @@
  * Every worker owns its tenants, so the figures measure the checks, not waiting on one another.
  */
 
+import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';
 import { manifest as doc } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
@@ -51,8 +51,8 @@ export async function placementBenchmark(server: BenchPostgres): Promise<Row[]> 
   const dbOn = createDb(on.appUrl, settings.connections);
   const dbOff = createDb(off.appUrl, settings.connections);
   const config = loadConfig({}, {});
-  const rOn = new RegistryService(dbOn, config);
-  const rOff = new RegistryService(dbOff, config);
+  const rOn = createRegistry(dbOn, config);
+  const rOff = createRegistry(dbOff, config);
   const ctx = systemContext('bench');
   try {
     await rOn.apply(ctx, [

@@ -12,12 +12,12 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
+import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from '../../src/controller/providers.js';
 import { createDb } from '../../src/db/database.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
 import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
@@ -56,7 +56,7 @@ async function reconcileAll(
   const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir });
   const db = createDb(appUrl, settings.connections + 4);
   const owner = new pg.Pool({ connectionString: ownerUrl, max: 2 });
-  const registry = new RegistryService(db, config);
+  const registry = createRegistry(db, config);
   const ctx = systemContext('bench');
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
   try {

@@ -6,11 +6,11 @@
  */
 import http from 'node:http';
 import pino from 'pino';
+import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { asPlatform, createDb } from '../../src/db/database.js';
 import { appendEvent } from '../../src/events/append-event.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
 import { WebhookDispatcher } from '../../src/webhooks/webhook-dispatcher.js';
 import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
@@ -55,7 +55,7 @@ export async function webhookBenchmark(server: BenchPostgres): Promise<Row[]> {
     },
   );
   const db = createDb(appUrl, settings.connections + 4);
-  const registry = new RegistryService(db, config);
+  const registry = createRegistry(db, config);
   const ctx = systemContext('bench');
   const log = pino({ level: 'silent' });
   try {

@@ -58,13 +58,13 @@ export interface PreparedAudit {
  * them in a stable order where it can, or be ready to retry a deadlock (40P01).
  */
 export async function reserveAuditPosition(trx: Trx, chain: string): Promise<AuditPosition> {
-  const { rows } = await sql<{ seq: string; prev_hash: string; time: string }>`
+  const { rows } = await sql<{ seq: number; prev_hash: string; time: string }>`
     insert into audit_chain_heads as h (chain, seq, hash) values (${chain}, 1, ${GENESIS_HASH})
     on conflict (chain) do update set seq = h.seq + 1, updated_at = now()
     returning h.seq, h.hash as prev_hash, tenantry_audit_time(clock_timestamp()) as time
   `.execute(trx);
   const row = rows[0]!;
-  return { chain, seq: Number(row.seq), prevHash: row.prev_hash, time: row.time };
+  return { chain, seq: row.seq, prevHash: row.prev_hash, time: row.time };
 }
 
 /** Pure: the record at `position`, with its hash. */

@@ -4,10 +4,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany } from '../../test/helpers/audit.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
-import { RegistryService } from '../registry/registry.service.js';
+import type { RegistryService } from '../registry/registry.service.js';
 import { appendAudit, recordAuditAttempt } from './append-audit.js';
 import { AuditCheckpointer, createAuditCheckpoint } from './audit-checkpoint.js';
 import { AuditSigner } from './checkpoint-signer.js';
@@ -33,7 +34,7 @@ const tenantDoc = (name: string, spec: Record<string, unknown>) => ({
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
+  registry = createRegistry(t.db, t.config);
   await registry.apply(ctx, circleK());
 });
 afterAll(async () => t?.destroy());

@@ -50,14 +50,14 @@ export async function applyAuditRetention(
         `Audit checkpoint ${checkpoint.id} does not verify; retention refused. Run audit verify.`,
       );
     }
-    const deleted = await sql<{ chain: string; through_seq: string; through_hash: string; deleted: string }>`
+    const deleted = await sql<{ chain: string; through_seq: number; through_hash: string; deleted: number }>`
       select * from tenantry_audit_apply_retention(${checkpoint.id}::uuid, ${opts.olderThan.toISOString()}::timestamptz)
     `.execute(trx);
     const segments = deleted.rows.map((r) => ({
       chain: r.chain,
-      throughSeq: Number(r.through_seq),
+      throughSeq: r.through_seq,
       throughHash: r.through_hash,
-      deleted: Number(r.deleted),
+      deleted: r.deleted,
     }));
     if (segments.length === 0) return { checkpointId: checkpoint.id, segments, record: null };
     const record = await appendAudit(

@@ -58,11 +58,11 @@ export async function* streamRecords(
   let pending = fetch(null);
   for (;;) {
     const { rows } = await pending;
-    const inRange = rows.filter((r) => Number(r.seq) <= toSeq);
+    const inRange = rows.filter((r) => r.seq <= toSeq);
     if (inRange.length === 0) return;
     const last = rows[rows.length - 1]!;
     const more = rows.length === size && inRange.length === rows.length;
-    if (more) pending = fetch({ chain: last.chain, seq: Number(last.seq) });
+    if (more) pending = fetch({ chain: last.chain, seq: last.seq });
     yield inRange.map(recordFromRow);
     if (!more) return;
   }
@@ -80,7 +80,7 @@ export async function loadWindows(
 ): Promise<AuditWindow[]> {
   const since = opts.since ?? '-infinity';
   const until = opts.until ?? 'infinity';
-  const { rows } = await sql<{ chain: string; from_seq: string; to_seq: string; prev_hash: string }>`
+  const { rows } = await sql<{ chain: string; from_seq: number; to_seq: number; prev_hash: string }>`
     with ranges as (
       select chain, min(seq) filter (where time >= ${since}::timestamptz) as from_seq,
              max(seq) filter (where time < ${until}::timestamptz) as to_seq
@@ -91,8 +91,8 @@ export async function loadWindows(
     where r.from_seq <= r.to_seq order by r.chain`.execute(trx);
   return rows.map((r) => ({
     chain: r.chain,
-    fromSeq: Number(r.from_seq),
-    toSeq: Number(r.to_seq),
+    fromSeq: r.from_seq,
+    toSeq: r.to_seq,
     prevHash: r.prev_hash,
   }));
 }
@@ -102,10 +102,10 @@ export async function loadRetention(trx: Trx, chain?: string): Promise<Retention
     id: string;
     time: string;
     chain: string;
-    through_seq: string;
+    through_seq: number;
     through_hash: string;
     checkpoint_id: string;
-    deleted: string;
+    deleted: number;
   }>`select id, tenantry_audit_time(time) as time, chain, through_seq, through_hash, checkpoint_id, deleted
      from audit_retention where ${chain === undefined ? sql`true` : sql`chain = ${chain}`}
      order by chain, through_seq`.execute(trx);
@@ -113,10 +113,10 @@ export async function loadRetention(trx: Trx, chain?: string): Promise<Retention
     id: r.id,
     time: r.time,
     chain: r.chain,
-    throughSeq: Number(r.through_seq),
+    throughSeq: r.through_seq,
     throughHash: r.through_hash,
     checkpointId: r.checkpoint_id,
-    deleted: Number(r.deleted),
+    deleted: r.deleted,
   }));
 }
 
@@ -124,8 +124,8 @@ export async function loadHeads(
   trx: Trx,
   chain?: string,
 ): Promise<{ chain: string; seq: number; hash: string }[]> {
-  const { rows } = await sql<{ chain: string; seq: string; hash: string }>`
+  const { rows } = await sql<{ chain: string; seq: number; hash: string }>`
     select chain, seq, hash from audit_chain_heads
     where ${chain === undefined ? sql`true` : sql`chain = ${chain}`} order by chain`.execute(trx);
-  return rows.map((r) => ({ chain: r.chain, seq: Number(r.seq), hash: r.hash }));
+  return rows.map((r) => ({ chain: r.chain, seq: r.seq, hash: r.hash }));
 }

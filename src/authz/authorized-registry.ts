@@ -1,7 +1,7 @@
 import type { ChangeToAuthorize, RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
 import type { LifecycleAction } from '../domain/lifecycle.js';
-import type { Kind } from '../domain/manifest.js';
+import type { Kind } from '../registry/kinds/index.js';
 import type {
   ApplyOptions,
   ApplyOutcome,

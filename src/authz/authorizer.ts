@@ -3,7 +3,7 @@ import v8 from 'node:v8';
 import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
 import type { RequestContext } from '../context/request-context.js';
 import { TenantryError } from '../errors/errors.js';
-import { metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import { DEFAULT_POLICIES } from './default-policies.js';
 
 // Node 20's V8 (11.3) aborts the whole process ("Fatal error: unreachable code" in
@@ -98,7 +98,11 @@ export class Authorizer {
   private readonly id = `tenantry-${++instances}`;
   private readonly memo = new Map<string, Pick<Decision, 'decision' | 'policies' | 'errors'>>();
 
-  constructor(extraPolicyFile?: string) {
+  constructor(
+    extraPolicyFile?: string,
+    /** Where decisions are counted (the process's metrics, from src/app.ts). */
+    private readonly metrics?: Metrics,
+  ) {
     // The actions the default policies name.
     for (const a of [
       'session.read',
@@ -291,8 +295,8 @@ export class Authorizer {
     const d = this.decide(ctx, action, resource);
     // An evaluation error (not a plain deny) is counted apart: it pages (TenantryPolicyEvaluationFailures).
     const outcome = d.errors?.length && d.decision !== 'allow' ? 'error' : d.decision;
-    metrics.policyDuration.observe({ decision: outcome }, (performance.now() - started) / 1000);
-    metrics.policyDecisions.inc({ decision: outcome });
+    this.metrics?.policyDuration.observe({ decision: outcome }, (performance.now() - started) / 1000);
+    this.metrics?.policyDecisions.inc({ decision: outcome });
     if (d.decision !== 'allow') throw new AccessDenied(d, resource);
     ctx.decisions?.push({ action, resource });
     return d;

@@ -3,14 +3,15 @@ import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { TenantryError } from '../errors/errors.js';
+import { definitionOf, isKind, type Kind, TABLES } from '../registry/kinds/index.js';
 
 /** A tenant named by the request itself (body, path or query), to compare with the envelope's. */
 export interface TenantMention {
   /** JSON pointer into the body, or `/path/<param>`, `/query/<param>`. */
   pointer: string;
   ref: string;
-  /** `deployment`: the tenant of the deployment named by `ref`. */
-  via?: 'tenant' | 'deployment';
+  /** A kind: the tenant of the object of that kind named by `ref` (default: `ref` names a tenant). */
+  via?: Kind;
 }
 
 /** 403 `tenant.spoofing`: the request names another tenant than the caller's token. Never corrected silently. */
@@ -39,8 +40,9 @@ export async function checkTenantMentions(
     const out: { pointer: string; tenant: string | null }[] = [];
     for (const m of mentions) {
       const byId = isUuid(m.ref);
-      const table = m.via === 'deployment' ? 'deployments' : 'tenants';
-      const column = m.via === 'deployment' ? 'tenant_id' : 'id';
+      const via = m.via ?? 'Tenant';
+      const table = TABLES[via];
+      const column = definitionOf(via).scope === 'self' ? 'id' : 'tenant_id';
       const r = await sql<{ tenant: string }>`
         select ${sql.ref(column)}::text as tenant from ${sql.table(table)}
         where deleted_at is null and ${byId ? sql`id = ${m.ref.toLowerCase()}::uuid` : sql`slug = ${m.ref}`}`.execute(
@@ -55,42 +57,34 @@ export async function checkTenantMentions(
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
-/**
- * The tenants named by manifests: a Deployment's tenant, a resource's tenant or deployment, a
- * WebhookEndpoint's tenant, a Tenant itself. The one check for manifests, whatever their format
- * (JSON or YAML): the registry decorator applies it to the parsed documents.
- */
+/** The tenants named by manifests, where their kind definitions say (`tenantMentions`). */
 export function manifestMentions(docs: unknown[]): TenantMention[] {
   const out: TenantMention[] = [];
   docs.forEach((doc, i) => {
     if (!doc || typeof doc !== 'object') return;
-    const d = doc as { kind?: unknown; metadata?: Record<string, unknown>; spec?: Record<string, unknown> };
-    const spec = d.spec && typeof d.spec === 'object' ? d.spec : {};
-    const meta = d.metadata && typeof d.metadata === 'object' ? d.metadata : {};
-    const at = `/${i}`;
-    if (d.kind === 'Deployment') {
-      const t = str(spec.tenant);
-      if (t) out.push({ pointer: `${at}/spec/tenant`, ref: t });
-    } else if (d.kind === 'IntegrationResource') {
-      const scope = (spec.scope && typeof spec.scope === 'object' ? spec.scope : {}) as Record<
-        string,
-        unknown
-      >;
-      const t = str(scope.tenant);
-      const dep = str(scope.deployment);
-      if (t) out.push({ pointer: `${at}/spec/scope/tenant`, ref: t });
-      if (dep) out.push({ pointer: `${at}/spec/scope/deployment`, ref: dep, via: 'deployment' });
-    } else if (d.kind === 'WebhookEndpoint') {
-      const t = str(meta.tenant);
-      if (t) out.push({ pointer: `${at}/metadata/tenant`, ref: t });
-    } else if (d.kind === 'Tenant') {
-      const id = str(meta.uuid);
-      const name = str(meta.name);
-      if (id) out.push({ pointer: `${at}/metadata/uuid`, ref: id });
-      if (name) out.push({ pointer: `${at}/metadata/name`, ref: name });
+    const kind = (doc as { kind?: unknown }).kind;
+    if (typeof kind !== 'string' || !isKind(kind)) return;
+    for (const mention of definitionOf(kind).tenantMentions ?? []) {
+      const ref = str(at(doc, mention.at));
+      if (ref)
+        out.push({
+          pointer: `/${i}${mention.at}`,
+          ref,
+          ...(mention.via ? { via: mention.via as Kind } : {}),
+        });
     }
   });
   return out;
+}
+
+/** The value at a JSON pointer (plain object members only). */
+function at(doc: unknown, pointer: string): unknown {
+  let v = doc;
+  for (const key of pointer.split('/').slice(1)) {
+    if (!v || typeof v !== 'object' || Array.isArray(v)) return undefined;
+    v = (v as Record<string, unknown>)[key];
+  }
+  return v;
 }
 
 export function checkManifestTenants(db: Db, ctx: RequestContext, docs: unknown[]): Promise<void> {

@@ -3,10 +3,9 @@ import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
-import type { Kind } from '../domain/manifest.js';
 import { appendEventSql } from '../events/append-event.js';
-import { type ChangeAction, eventName } from '../events/event-types.js';
 import { currentTraceparent, inSpan } from '../observability/tracing.js';
+import { type ChangeAction, eventName, type Kind } from '../registry/kinds/index.js';
 
 /** The desired state of one object at one generation, as kept in lineage, audit and events. */
 export interface ObjectState {

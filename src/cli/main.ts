@@ -6,49 +6,16 @@ import { stringify } from 'yaml';
 import { loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
+import { CLI_NAMES, CLI_PATHS, KIND_PATHS, type Kind } from '../registry/kinds/index.js';
 import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { type OutputFormat, renderObjects, table } from './output.js';
 
-const KIND_ALIASES: Record<string, string> = {
-  customer: 'customers',
-  customers: 'customers',
-  system: 'systems',
-  systems: 'systems',
-  tenant: 'tenants',
-  tenants: 'tenants',
-  deployment: 'deployments',
-  deployments: 'deployments',
-  deploy: 'deployments',
-  integrationresource: 'integration-resources',
-  integrationresources: 'integration-resources',
-  'integration-resource': 'integration-resources',
-  'integration-resources': 'integration-resources',
-  resource: 'integration-resources',
-  resources: 'integration-resources',
-  ir: 'integration-resources',
-  region: 'regions',
-  regions: 'regions',
-  cell: 'cells',
-  cells: 'cells',
-  plan: 'plans',
-  plans: 'plans',
-  webhookendpoint: 'webhook-endpoints',
-  webhookendpoints: 'webhook-endpoints',
-  'webhook-endpoint': 'webhook-endpoints',
-  'webhook-endpoints': 'webhook-endpoints',
-  webhook: 'webhook-endpoints',
-  webhooks: 'webhook-endpoints',
-};
-
 function kindPath(kind: string): string {
-  const p = KIND_ALIASES[kind.toLowerCase()];
-  if (!p)
-    throw new CliError(
-      `unknown kind "${kind}"; one of: customer, system, tenant, deployment, resource, region, cell, plan, webhook`,
-    );
+  const p = CLI_PATHS[kind.toLowerCase()];
+  if (!p) throw new CliError(`unknown kind "${kind}"; one of: ${CLI_NAMES.join(', ')}`);
   return p;
 }
 
@@ -287,18 +254,6 @@ async function postApply(docs: SourcedDocument[], dryRun: boolean): Promise<Appl
   return res.body;
 }
 
-const PATH_OF: Record<string, string> = {
-  Customer: 'customers',
-  System: 'systems',
-  Tenant: 'tenants',
-  Deployment: 'deployments',
-  IntegrationResource: 'integration-resources',
-  Region: 'regions',
-  Cell: 'cells',
-  Plan: 'plans',
-  WebhookEndpoint: 'webhook-endpoints',
-};
-
 async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
   const c = client();
   const pending = new Map(results.map((r) => [`${r.kind.toLowerCase()}/${r.name}`, r]));
@@ -313,7 +268,7 @@ async function waitReady(results: ApplyResponse['results'], timeoutSec: number):
           observedGeneration: number;
           conditions: { type: string; status: string; reason: string; message: string }[];
         };
-      }>('GET', `/v1/${PATH_OF[r.kind]}/${r.uuid}`);
+      }>('GET', `/v1/${KIND_PATHS[r.kind as Kind]}/${r.uuid}`);
       if (body.status.phase === 'Failed') {
         const ready = body.status.conditions.find((x) => x.type === 'Ready');
         throw new CliError(`${key} failed: ${ready?.reason ?? ''} ${ready?.message ?? ''}`);

@@ -5,8 +5,8 @@ import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
-import { RegistryService } from '../registry/registry.service.js';
 
 /**
  * What a platform engineer sees after `tenantry apply -f examples/circlek/`: with a real Kafka broker
@@ -41,7 +41,7 @@ afterAll(async () => {
 
 describe.skipIf(unavailable)('Circle K on a real Kafka broker', () => {
   it('turns every tenant, deployment and integration resource Ready', async () => {
-    await new RegistryService(t.db, t.config).apply(systemContext('test'), circleK());
+    await createRegistry(t.db, t.config).apply(systemContext('test'), circleK());
     const rows = await until(
       'every object Ready',
       async () => {

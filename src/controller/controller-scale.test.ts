@@ -5,8 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { countingProvider, readCalls } from '../../test/fixtures/counting-provider.js';
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
-import { RegistryService } from '../registry/registry.service.js';
+import type { RegistryService } from '../registry/registry.service.js';
 
 let t: TestDatabase;
 let registry: RegistryService;
@@ -15,7 +16,7 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
+  registry = createRegistry(t.db, t.config);
   await registry.apply(ctx, [
     {
       apiVersion: 'tenantry.dev/v1',

@@ -3,16 +3,18 @@ import type { Logger } from 'pino';
 import type { ControllerConfig } from '../config/config.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
-import { metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import { inSpan, withTraceparent } from '../observability/tracing.js';
 import { ProviderError } from '../providers/provider.js';
+import { isKind, KINDS } from '../registry/kinds/index.js';
 import { backoffDelay } from './backoff.js';
 import type { ProviderSet } from './providers.js';
 import { backfillJobs } from './queue/backfill-jobs.js';
 import { claimJobs } from './queue/claim-jobs.js';
 import { completeJob } from './queue/complete-job.js';
 import { failJob } from './queue/fail-job.js';
-import type { ReconcileJob } from './queue/job.js';
+import type { QueuedJob, ReconcileJob } from './queue/job.js';
+import { JobTypes } from './queue/job-types.js';
 import { renewLease } from './queue/renew-lease.js';
 import { type ReconcileEnv, reconcile, settleFailure } from './reconcilers.js';
 
@@ -22,6 +24,13 @@ export interface ControllerOptions {
   providers: ProviderSet;
   logger: Logger;
   workerId?: string;
+  /**
+   * Job types served besides reconciles (workflow steps, retention sweeps, …). Every kind's
+   * reconcile handler is added to it; a type registered here under a kind's name replaces it.
+   */
+  jobTypes?: JobTypes;
+  /** Where reconciles are counted (the process's metrics, from src/app.ts). */
+  metrics?: Metrics;
 }
 
 /**
@@ -34,6 +43,7 @@ export interface ControllerOptions {
 export class Controller {
   readonly workerId: string;
   private readonly env: ReconcileEnv;
+  readonly jobTypes: JobTypes;
   private readonly inFlight = new Map<string, Promise<void>>();
   private running = false;
   private loop: Promise<void> | undefined;
@@ -49,6 +59,17 @@ export class Controller {
       providers: opts.providers,
       context: () => systemContext('tenantry-controller'),
     };
+    this.jobTypes = opts.jobTypes ?? new JobTypes();
+    const env = this.env;
+    for (const kind of KINDS) {
+      if (this.jobTypes.handlerOf(kind)) continue;
+      // Registered under the kind's name, so the job is a ReconcileJob of that kind.
+      this.jobTypes.register(kind, {
+        run: (job, finish) => reconcile(env, job as ReconcileJob, finish),
+        failed: (job, err, final, retryInMs) =>
+          settleFailure(env, job as ReconcileJob, err as ProviderError, final, retryInMs),
+      });
+    }
   }
 
   start(): void {
@@ -78,7 +99,7 @@ export class Controller {
     const { config, logger } = this.opts;
     while (this.running) {
       const free = config.workers - this.inFlight.size;
-      let claimed: ReconcileJob[] = [];
+      let claimed: QueuedJob[] = [];
       if (free > 0) {
         try {
           claimed = await asPlatform(this.opts.db, (trx) =>
@@ -114,7 +135,7 @@ export class Controller {
     }
   }
 
-  private async process(job: ReconcileJob): Promise<void> {
+  private async process(job: QueuedJob): Promise<void> {
     const { config, logger, db } = this.opts;
     const log = logger.child({ kind: job.kind, uuid: job.objectId });
     let done = false;
@@ -123,23 +144,26 @@ export class Controller {
         .then((held) => held || done || log.warn('reconcile lease lost to another worker'))
         .catch((err) => log.warn({ err }, 'lease renewal failed'));
     }, config.leaseMs / 3);
-    metrics.queueJobs.inc({ kind: job.kind });
-    const timer = metrics.reconcileDuration.startTimer({ kind: job.kind });
+    const { metrics } = this.opts;
+    metrics?.queueJobs.inc({ kind: job.kind });
+    const timer = metrics?.reconcileDuration.startTimer({ kind: job.kind }) ?? (() => 0);
     try {
       let outcome: { finalised: boolean; finished: boolean } | undefined;
       let failure: ProviderError | undefined;
       const finish = (trx: Trx, finalised: boolean) =>
         completeJob(trx, job, { workerId: this.workerId, resyncMs: config.resyncIntervalMs, finalised });
       try {
+        const handler = this.jobTypes.handlerOf(job.kind);
+        if (!handler) throw new ProviderError(`no handler for job type ${job.kind}`, 'UnknownJobType', false);
         outcome = await withTraceparent(job.traceparent, () =>
           inSpan(
-            `reconcile ${job.kind}`,
+            `${isKind(job.kind) ? 'reconcile' : 'job'} ${job.kind}`,
             {
               'tenantry.kind': job.kind,
               'tenantry.object_id': job.objectId,
               'tenantry.tenant_id': job.tenantId ?? 'platform',
             },
-            () => reconcile(this.env, job, finish),
+            () => handler.run(job, finish),
           ),
         );
       } catch (err) {
@@ -157,7 +181,7 @@ export class Controller {
       const attempts = job.attempts + 1;
       const final = !f.retryable || attempts >= config.maxAttempts;
       timer({ outcome: final ? 'failed' : 'retry' });
-      metrics.controllerErrors.inc({
+      metrics?.controllerErrors.inc({
         kind: job.kind,
         category:
           f.reason === 'ReconcileError'
@@ -173,7 +197,7 @@ export class Controller {
         { reason: f.reason, attempts, final, retryInMs: delayMs, err: f.message },
         'reconcile failed',
       );
-      await settleFailure(this.env, job, f, final, delayMs);
+      await this.jobTypes.handlerOf(job.kind)?.failed?.(job, f, final, delayMs);
       await asPlatform(db, (trx) =>
         failJob(trx, job, {
           workerId: this.workerId,

@@ -2,7 +2,6 @@ import { SpanKind } from '@opentelemetry/api';
 import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
-import type { Kind, Specs } from '../domain/manifest.js';
 import { inSpan } from '../observability/tracing.js';
 import {
   type DesiredResource,
@@ -11,11 +10,14 @@ import {
   type ResourceProvider,
   type ResourceType,
 } from '../providers/provider.js';
+import { definitionOf, type Kind, type Specs } from '../registry/kinds/index.js';
+import type { ReconcilerName } from '../registry/kinds/kind.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
 import { type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
+import type { Finish } from './queue/job-types.js';
 import { type ObservedStatus, recordStatusEvent, type StatusTarget, writeStatus } from './status.js';
 
 export interface ReconcileEnv {
@@ -33,7 +35,7 @@ export interface ReconcileResult {
 }
 
 /** Ends the job in the status write's own transaction: status and job release commit together. */
-export type Finish = (trx: Trx, finalised: boolean) => Promise<void>;
+export type { Finish };
 
 interface ChildRow {
   slug: string;
@@ -47,7 +49,7 @@ const target = (kind: Kind, row: ObjectRow): StatusTarget => ({
   id: row.id,
   slug: row.slug,
   tenantId: kind === 'Tenant' ? row.id : (row.tenant_id ?? null),
-  generation: Number(row.generation),
+  generation: row.generation,
   phase: row.phase,
   conditions: (row.conditions as Condition[]) ?? [],
 });
@@ -67,29 +69,31 @@ export async function reconcile(
 ): Promise<ReconcileResult> {
   const row = await load(env.db, job.kind, job.objectId);
   if (!row || row.phase === 'Deleted') return { finalised: true, finished: false };
-  switch (job.kind) {
-    case 'IntegrationResource':
-      return reconcileResource(env, row, finish);
-    case 'Deployment':
-      return reconcileParent(env, 'Deployment', row, finish);
-    case 'Tenant':
-      return reconcileParent(env, 'Tenant', row, finish);
-    default:
-      // Customers and systems are catalogue entries: nothing to provision.
-      return settle(
-        env,
-        finish,
-        job.kind,
-        row,
-        row.deleted_at
-          ? deletedStatus('nothing was provisioned')
-          : {
-              phase: 'Ready',
-              ready: { status: 'True', reason: 'Accepted', message: 'Recorded; nothing to provision.' },
-            },
-      );
-  }
+  return RECONCILERS[definitionOf(job.kind).reconciler](env, job.kind, row, finish);
 }
+
+/** The reconcilers a kind definition can name (`reconciler` in src/registry/kinds). */
+const RECONCILERS: Record<
+  ReconcilerName,
+  (env: ReconcileEnv, kind: Kind, row: ObjectRow, finish?: Finish) => Promise<ReconcileResult>
+> = {
+  resource: (env, _kind, row, finish) => reconcileResource(env, row, finish),
+  parent: (env, kind, row, finish) => reconcileParent(env, kind as 'Tenant' | 'Deployment', row, finish),
+  // Catalogue entries (customers, systems, placement objects, webhook endpoints): nothing to provision.
+  accept: (env, kind, row, finish) =>
+    settle(
+      env,
+      finish,
+      kind,
+      row,
+      row.deleted_at
+        ? deletedStatus('nothing was provisioned')
+        : {
+            phase: 'Ready',
+            ready: { status: 'True', reason: 'Accepted', message: 'Recorded; nothing to provision.' },
+          },
+    ),
+};
 
 const deletedStatus = (what: string): ObservedStatus => ({
   phase: 'Deleted',

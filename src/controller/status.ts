@@ -2,10 +2,8 @@ import { sql } from 'kysely';
 import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
-import type { Kind } from '../domain/manifest.js';
 import { appendEventSql } from '../events/append-event.js';
-import { EVENT_NAMES, type EventName } from '../events/event-types.js';
-import { TABLES } from '../registry/object.repository.js';
+import { EVENT_NAMES, type EventName, type Kind, TABLES } from '../registry/kinds/index.js';
 import type { Condition } from '../registry/representation.js';
 
 /** Phases the controller writes. `Terminating` is set by the registry when an object is deleted. */

@@ -13,6 +13,24 @@ pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
 const pools = new WeakMap<Db, pg.Pool>();
 const platformDbs = new WeakMap<Db, Db>();
 
+const INT8 = 20;
+
+/**
+ * bigint (int8) columns are counters (generations, sequence numbers, versions, counts): parsed once,
+ * here, to a number. One past 2^53 cannot be a real count and fails the query instead of losing digits.
+ */
+function parseInt8(text: string): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`bigint ${text} is beyond the safe integer range`);
+  return n;
+}
+const types: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === INT8 && format !== 'binary'
+      ? parseInt8
+      : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
+};
+
 /**
  * A Db over `connectionString` (the application role `tenantry_app`: tenant work). With
  * `platformUrl` (the role `tenantry_platform`), work in the platform scope runs over a pool of its
@@ -21,7 +39,7 @@ const platformDbs = new WeakMap<Db, Db>();
  * Without it, everything runs over the one connection (which must then be the platform role).
  */
 export function createDb(connectionString: string, max = 10, opts: { platformUrl?: string } = {}): Db {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000 });
+  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, types });
   // A dropped connection must not crash the process; the pool replaces it.
   pool.on('error', () => undefined);
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });

@@ -9,10 +9,10 @@ interface ObjectColumns {
   slug: string;
   spec: Json;
   labels: ColumnType<Record<string, string>, string | undefined, string>;
-  generation: ColumnType<string, number | undefined, number | string>;
+  generation: ColumnType<number, number | undefined, number | string>;
   lifecycle: Generated<string>;
   phase: Generated<string>;
-  observed_generation: ColumnType<string, number | undefined, number | string>;
+  observed_generation: ColumnType<number, number | undefined, number | string>;
   conditions: ColumnType<unknown, string | undefined, string>;
   created_at: Timestamp;
   updated_at: Timestamp;
@@ -30,6 +30,9 @@ export interface TenantTable extends ObjectColumns {
   region: string;
   environment_type: string;
   qualifier: string | null;
+  /** Its cell (src/placement), null while unplaced. */
+  cell_id: string | null;
+  placement: ColumnType<unknown, string | null | undefined, string | null>;
 }
 export interface DeploymentTable extends ObjectColumns {
   tenant_id: string;
@@ -49,7 +52,7 @@ export interface ObjectVersionTable {
   tenant_id: string | null;
   object_kind: string;
   object_id: string;
-  generation: ColumnType<string, number, never>;
+  generation: ColumnType<number, number, never>;
   action: string;
   slug: string;
   state: Json;
@@ -80,14 +83,14 @@ export interface AuditRecordTable {
   correlation_id: string;
   /** The tenant id, or 'platform'. */
   chain: string;
-  seq: ColumnType<string, number, never>;
+  seq: ColumnType<number, number, never>;
   prev_hash: string;
   hash: string;
 }
 
 export interface AuditChainHeadTable {
   chain: string;
-  seq: ColumnType<string, number, number>;
+  seq: ColumnType<number, number, number>;
   hash: string;
   updated_at: Timestamp;
 }
@@ -104,10 +107,10 @@ export interface AuditRetentionTable {
   id: string;
   time: Timestamp;
   chain: string;
-  through_seq: ColumnType<string, number, never>;
+  through_seq: ColumnType<number, number, never>;
   through_hash: string;
   checkpoint_id: string;
-  deleted: ColumnType<string, number, never>;
+  deleted: ColumnType<number, number, never>;
 }
 
 export interface OutboxEventTable {
@@ -122,14 +125,16 @@ export interface OutboxEventTable {
   /** The tenant's UUID or 'platform' (generated). */
   stream: ColumnType<string, never, never>;
   /** Gap-free per stream (see src/events/append-event.ts). */
-  seq: ColumnType<string, number, never>;
+  seq: ColumnType<number, number, never>;
   txid: ColumnType<string, never, never>;
-  position: ColumnType<string, never, never>;
+  position: ColumnType<number, never, never>;
+  /** W3C trace context of the change (0009). */
+  traceparent: string | null;
 }
 
 export interface EventSequenceTable {
   stream: string;
-  seq: ColumnType<string, number, number>;
+  seq: ColumnType<number, number, number>;
 }
 
 export interface WebhookEndpointTable extends ObjectColumns {
@@ -145,7 +150,7 @@ export interface WebhookDeliveryTable {
   endpoint_id: string;
   event_id: string;
   stream: string;
-  seq: ColumnType<string, number, never>;
+  seq: ColumnType<number, number, never>;
   status: Generated<'pending' | 'delivered' | 'dead'>;
   attempts: Generated<number>;
   trigger: Generated<'scheduled' | 'manual'>;
@@ -177,7 +182,7 @@ export interface ReconcileJobTable {
   object_kind: string;
   object_id: string;
   tenant_id: string | null;
-  generation: ColumnType<string, number, number>;
+  generation: ColumnType<number, number, number>;
   run_after: Timestamp;
   attempts: Generated<number>;
   locked_by: string | null;
@@ -186,7 +191,9 @@ export interface ReconcileJobTable {
   created_at: Timestamp;
   updated_at: Timestamp;
   /** Bumped by every enqueue; a worker compares it to tell whether the object changed meanwhile. */
-  ticket: ColumnType<string, number | undefined, number>;
+  ticket: ColumnType<number, number | undefined, number>;
+  /** W3C trace context of the change that enqueued it (0009). */
+  traceparent: string | null;
 }
 
 export interface ResourceSecretTable {
@@ -250,6 +257,54 @@ export interface BreakGlassGrantTable {
   ended_by: string | null;
 }
 
+// Placement (0007): regions, cells and plans are registry kinds; usage, overrides and rate limits per tenant.
+export type RegionTable = ObjectColumns;
+export interface CellTable extends ObjectColumns {
+  region: string;
+  stage: string;
+  tenancy: 'shared' | 'dedicated';
+  /** How many tenants the cell hosts. */
+  allocated: Generated<number>;
+}
+export type PlanTable = ObjectColumns;
+
+export interface TenantUsageTable {
+  tenant_id: string;
+  storage_bytes: ColumnType<number, number | undefined, number>;
+  version: ColumnType<number, number | undefined, number>;
+  updated_at: Timestamp;
+}
+
+export interface UsageHistoryTable {
+  tenant_id: string;
+  version: ColumnType<number, number, never>;
+  time: Timestamp;
+  reason: string;
+  plan: string | null;
+  usage: Json;
+  limits: Json;
+  request_id: string;
+}
+
+export interface LimitOverrideTable {
+  tenant_id: string;
+  id: string;
+  name: string;
+  value: number;
+  reason: string;
+  created_by: string;
+  created_at: Timestamp;
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+/** GCRA state per tenant and request class (src/ratelimit): the theoretical arrival time. */
+export interface RateLimitBucketTable {
+  tenant_id: string;
+  class: string;
+  tat: Timestamp;
+}
+
 export interface Database {
   customers: CustomerTable;
   systems: SystemTable;
@@ -272,13 +327,14 @@ export interface Database {
   webhook_endpoints: WebhookEndpointTable;
   webhook_deliveries: WebhookDeliveryTable;
   webhook_attempts: WebhookAttemptTable;
+  regions: RegionTable;
+  cells: CellTable;
+  plans: PlanTable;
+  tenant_usage: TenantUsageTable;
+  usage_history: UsageHistoryTable;
+  limit_overrides: LimitOverrideTable;
+  rate_limit_buckets: RateLimitBucketTable;
 }
 
-export type CustomerRow = Selectable<CustomerTable>;
-export type SystemRow = Selectable<SystemTable>;
-export type TenantRow = Selectable<TenantTable>;
-export type DeploymentRow = Selectable<DeploymentTable>;
-export type IntegrationResourceRow = Selectable<IntegrationResourceTable>;
-export type ObjectVersionRow = Selectable<ObjectVersionTable>;
 export type SessionRow = Selectable<SessionTable>;
 export type BreakGlassGrantRow = Selectable<BreakGlassGrantTable>;

@@ -1,7 +1,8 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { parseAllDocuments } from 'yaml';
 import { type FieldError, ValidationError } from '../errors/errors.js';
-import { API_VERSION, KINDS, type Kind, type Manifest, manifestSchema } from './manifest.js';
+import { KINDS, type Kind, type Manifest, manifestSchema } from '../registry/kinds/index.js';
+import { API_VERSION } from './manifest.js';
 
 const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
 const validators = new Map<Kind, ValidateFunction>(KINDS.map((k) => [k, ajv.compile(manifestSchema(k))]));

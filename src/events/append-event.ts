@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
-import { cloudEventType, type EventName } from './event-types.js';
+import { cloudEventType, type EventName } from '../registry/kinds/index.js';
 
 /** One event as the writer states it; id, sequence and time are assigned here and by the database. */
 export interface EventInput {
@@ -50,6 +50,6 @@ export function appendEventSql(e: EventInput): RawBuilder<unknown> {
 
 /** Appends one event in the caller's transaction (e.g. the controller's `ready`/`failed`); returns its sequence. */
 export async function appendEvent(trx: Trx, e: EventInput): Promise<number> {
-  const r = await sql<{ seq: string }>`with ${appendEventSql(e)} select seq from event_done`.execute(trx);
-  return Number(r.rows[0]!.seq);
+  const r = await sql<{ seq: number }>`with ${appendEventSql(e)} select seq from event_done`.execute(trx);
+  return r.rows[0]!.seq;
 }

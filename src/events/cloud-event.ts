@@ -8,9 +8,9 @@ export interface OutboxRow {
   data: unknown;
   correlation_id: string;
   stream: string;
-  seq: string;
+  seq: number;
   txid: string;
-  position: string;
+  position: number;
 }
 
 /** A Tenantry event: CloudEvents 1.0, structured JSON mode. */

@@ -6,14 +6,14 @@ import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
+import { recordStatusEvent } from '../controller/status.js';
 import { asPlatform } from '../db/database.js';
-import { RegistryService } from '../registry/registry.service.js';
+import { CLOUD_EVENT_TYPES } from '../registry/kinds/index.js';
 import { publishedEventSchemas } from './event-schemas.js';
-import { CLOUD_EVENT_TYPES } from './event-types.js';
 import { EventsService } from './events.service.js';
 import published from './published-event-schemas.json' with { type: 'json' };
-import { appendStatusEvent } from './status-events.js';
 
 const DIR = path.resolve(import.meta.dirname, '../../docs/events');
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
@@ -50,7 +50,7 @@ describe('emitted events match their published schema', () => {
 
   it('validates every event of a tenant lifecycle and a webhook endpoint', async () => {
     const ctx = systemContext('test-operator');
-    const registry = new RegistryService(t.db, t.config);
+    const registry = createRegistry(t.db, t.config);
     const [tenant] = await seedTenants(registry, ctx, 'schemas', ['s']);
     await registry.transition(ctx, tenant!.slug, 'suspend');
     await registry.transition(ctx, tenant!.slug, 'resume');
@@ -69,18 +69,18 @@ describe('emitted events match their published schema', () => {
       ['IntegrationResource', 'Failed'],
     ] as const) {
       await asPlatform(t.db, (trx) =>
-        appendStatusEvent(trx, {
-          kind,
-          objectId: randomUUID(),
-          slug: 'x',
-          tenantId: tenant!.uuid,
-          observedGeneration: 1,
-          previousPhase: 'Pending',
-          phase,
-          reason: phase === 'Ready' ? 'Reconciled' : 'ProviderError',
-          message: 'done',
-          correlationId: 'c1',
-        }),
+        recordStatusEvent(
+          trx,
+          { ...ctx, correlationId: 'c1' },
+          { kind, id: randomUUID(), slug: 'x', tenantId: tenant!.uuid, generation: 1 },
+          phase === 'Ready' ? 'ready' : 'failed',
+          {
+            previousPhase: 'Pending',
+            phase,
+            reason: phase === 'Ready' ? 'Reconciled' : 'ProviderError',
+            message: 'done',
+          },
+        ),
       );
     }
     const ajv = new Ajv2020({ strict: false, allErrors: true });

@@ -1,6 +1,12 @@
 import { type TSchema, Type } from '@sinclair/typebox';
-import { KINDS, type Kind } from '../domain/manifest.js';
-import { cloudEventType, EVENT_NAMES, type EventName, STATUS_EVENTS } from './event-types.js';
+import {
+  cloudEventType,
+  EVENT_NAMES,
+  type EventName,
+  KINDS,
+  type Kind,
+  STATUS_EVENTS,
+} from '../registry/kinds/index.js';
 
 /**
  * The published JSON Schema of every event type (docs/events/<type>.json, written by

@@ -2,9 +2,10 @@ import { CloudEvent } from 'cloudevents';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
-import { RegistryService } from '../registry/registry.service.js';
+import type { RegistryService } from '../registry/registry.service.js';
 import { appendEvent } from './append-event.js';
 import { EventsService } from './events.service.js';
 
@@ -15,7 +16,7 @@ const ctx = systemContext('test-operator');
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
+  registry = createRegistry(t.db, t.config);
   events = new EventsService(t.db, t.config);
 });
 afterAll(async () => t?.destroy());

@@ -7,9 +7,9 @@ import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
+import { createRegistry } from '../app.js';
 import { loadConfig } from '../config/config.js';
 import { systemContext } from '../context/request-context.js';
-import { RegistryService } from '../registry/registry.service.js';
 import { busTopic, KafkaEventBus } from './kafka-event-bus.js';
 
 const unavailable = skipReason('Kafka event bus', await kafkaUnavailableReason());
@@ -53,7 +53,7 @@ function bus(): KafkaEventBus {
 
 describe.skipIf(unavailable)('event bus on a real Kafka broker', () => {
   it('publishes every event once, per tenant in sequence order, keyed by tenant, as CloudEvents', async () => {
-    const registry = new RegistryService(t.db, t.config);
+    const registry = createRegistry(t.db, t.config);
     const ctx = systemContext('test');
     await registry.apply(ctx, [customerDoc('busco'), tenantDoc('busco')]);
     const tenant = (await registry.list(ctx, 'Tenant', { filters: {}, limit: 10 })).items[0]!;

@@ -4,7 +4,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { KafkaConfig } from '../config/config.js';
 import { asPlatform, type Db } from '../db/database.js';
-import { KINDS } from '../domain/manifest.js';
+import { KINDS } from '../registry/kinds/index.js';
 import { type OutboxRow, toCloudEvent } from './cloud-event.js';
 
 /** The Kafka topic of an event domain: `tenantry.events.<kind>` (e.g. `tenantry.events.tenant`). */

@@ -46,7 +46,7 @@ export async function readAll(trx: Trx, after: GlobalCursor | null, limit: numbe
   return r.rows;
 }
 
-export const encodeGlobalCursor = (row: { txid: string; position: string }): string =>
+export const encodeGlobalCursor = (row: { txid: string; position: number | string }): string =>
   `g${row.txid}-${row.position}`;
 
 export function decodeGlobalCursor(text: string): GlobalCursor | undefined {

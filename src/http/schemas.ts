@@ -1,5 +1,5 @@
 import { type TSchema, Type } from '@sinclair/typebox';
-import { KINDS, type Kind, manifestSchema } from '../domain/manifest.js';
+import { KINDS, type Kind, manifestSchema } from '../registry/kinds/index.js';
 
 /**
  * Route schemas. Request bodies are validated by their schema, except manifests: the services validate

@@ -6,9 +6,10 @@ import { checkTenantMentions, type TenantMention } from '../authz/tenant-spoofin
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
-import { KINDS } from '../domain/manifest.js';
 import { UnauthorizedError } from '../errors/errors.js';
 import { correlationIdOf } from '../http/identity.js';
+import type { Metrics } from '../observability/metrics.js';
+import { KINDS } from '../registry/kinds/index.js';
 import type { RegistryService } from '../registry/registry.service.js';
 import { AuthFailureAudit } from './auth-failure-audit.js';
 import { Authenticator } from './authenticator.js';
@@ -38,7 +39,7 @@ export interface Security {
 export async function createSecurity(
   config: Config,
   db: Db,
-  opts: { issuer?: BuiltinIssuer } = {},
+  opts: { issuer?: BuiltinIssuer; metrics?: Metrics } = {},
 ): Promise<Security> {
   const id = config.identity;
   const issuer =
@@ -57,7 +58,7 @@ export async function createSecurity(
     issuer,
     id.tokenCacheSeconds,
   );
-  const authorizer = new Authorizer(id.policyFile);
+  const authorizer = new Authorizer(id.policyFile, opts.metrics);
   for (const a of registryActions(KINDS)) authorizer.registerAction(a);
   return {
     issuer,

@@ -3,7 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { metrics } from './metrics.js';
+import { Metrics } from './metrics.js';
+
+const metrics = new Metrics();
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const RULES = path.join(ROOT, 'deploy/prometheus/tenantry-alerts.yml');

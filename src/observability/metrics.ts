@@ -163,6 +163,3 @@ export class Metrics {
     registers: [this.registry],
   });
 }
-
-/** The process's metrics (Prometheus convention: one registry per process). */
-export const metrics = new Metrics();

@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startController, until } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
-import { metrics } from './metrics.js';
 import { startTracing, type Tracing } from './tracing.js';
 
 const EU_PROD = '6846a7a4-4e09-41a8-918c-9c8e2aa938ac';
@@ -73,7 +72,7 @@ describe('observability', () => {
       [...text.matchAll(/\{([^}]*)\}/g)].flatMap((m) => [...m[1]!.matchAll(/(\w+)="/g)].map((l) => l[1]!)),
     );
     expect([...labelNames].filter((l) => /tenant/i.test(l))).toEqual([]);
-    for (const metric of (await metrics.registry.getMetricsAsJSON()) as {
+    for (const metric of (await s.metrics.registry.getMetricsAsJSON()) as {
       name: string;
       values: { labels: object }[];
     }[])

@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
-import type { Kind, Manifest, Specs } from '../domain/manifest.js';
 import { ConflictError, ForbiddenError } from '../errors/errors.js';
+import type { Kind, Manifest, Specs } from '../registry/kinds/index.js';
 import type { ObjectRow } from '../registry/object.repository.js';
 import {
   type Binding,
@@ -116,20 +116,20 @@ export class PlacementPolicy {
 
   /** Before an object is deleted: in-use refusals, and a deleted tenant's cell capacity is released. */
   async beforeDelete(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> {
-    const inUse = async (query: ReturnType<typeof sql<{ n: string }>>, code: string, message: string) => {
-      const n = Number((await query.execute(trx)).rows[0]?.n ?? 0);
+    const inUse = async (query: ReturnType<typeof sql<{ n: number }>>, code: string, message: string) => {
+      const n = (await query.execute(trx)).rows[0]?.n ?? 0;
       if (n > 0) throw new ConflictError(code, message, { details: { count: n } });
     };
     if (kind === 'Cell')
       await inUse(
-        sql<{ n: string }>`select allocated as n from cells where id = ${row.id} for update`,
+        sql<{ n: number }>`select allocated as n from cells where id = ${row.id} for update`,
         'cell.in_use',
         `Cell "${row.slug}" still hosts tenants.`,
       );
     if (kind === 'Plan')
       await inUse(
         sql<{
-          n: string;
+          n: number;
         }>`select count(*) as n from tenants where spec->>'plan' = ${row.slug} and deleted_at is null`,
         'plan.in_use',
         `Plan "${row.slug}" is still the plan of some tenants.`,
@@ -137,7 +137,7 @@ export class PlacementPolicy {
     if (kind === 'Region')
       await inUse(
         sql<{
-          n: string;
+          n: number;
         }>`select (select count(*) from cells where region = ${row.slug} and deleted_at is null)
           + (select count(*) from tenants where region = ${row.slug} and deleted_at is null) as n`,
         'region.in_use',

@@ -1,9 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { TenantryError } from '../errors/errors.js';
-import { RegistryService } from '../registry/registry.service.js';
+import type { RegistryService } from '../registry/registry.service.js';
 import { UsageService } from './usage.service.js';
 
 let t: TestDatabase;
@@ -52,7 +53,7 @@ const placementOf = async (slug: string) =>
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
+  registry = createRegistry(t.db, t.config);
   usage = new UsageService(t.db);
   await registry.apply(ctx, circleK());
   await registry.apply(ctx, [
@@ -437,7 +438,7 @@ describe('without Region or Cell objects', () => {
   it('falls back to the configured regions and leaves tenants unplaced', async () => {
     const fresh = await createTestDatabase();
     try {
-      const r = new RegistryService(fresh.db, fresh.config);
+      const r = createRegistry(fresh.db, fresh.config);
       const out = await r.apply(ctx, [
         doc('Customer', 'acme', { displayName: 'Acme', shortCode: 'acme' }),
         doc('Tenant', 'acme-apac-dev', { customer: 'acme', region: 'apac', environmentType: 'dev' }),

@@ -111,7 +111,7 @@ export type Usage = Record<QuotaName, number>;
 
 /** Current use of every quota (counts of live rows; storage as reported by the providers). */
 export async function currentUsage(trx: Trx, tenantId: string, period: Period): Promise<Usage> {
-  const r = await sql<{ d: string; i: string; s: string | null; e: string; c: string }>`
+  const r = await sql<{ d: number; i: number; s: number | null; e: number; c: number }>`
     select
       (select count(*) from deployments where tenant_id = ${tenantId} and deleted_at is null) as d,
       (select count(*) from integration_resources where tenant_id = ${tenantId} and deleted_at is null) as i,
@@ -123,11 +123,11 @@ export async function currentUsage(trx: Trx, tenantId: string, period: Period): 
   );
   const row = r.rows[0]!;
   return {
-    deployments: Number(row.d),
-    integrationResources: Number(row.i),
-    storageGiB: Math.ceil(Number(row.s ?? 0) / 2 ** 30),
-    eventsPerPeriod: Number(row.e),
-    concurrentOperations: Number(row.c),
+    deployments: row.d,
+    integrationResources: row.i,
+    storageGiB: Math.ceil((row.s ?? 0) / 2 ** 30),
+    eventsPerPeriod: row.e,
+    concurrentOperations: row.c,
   };
 }
 
@@ -138,11 +138,11 @@ export async function currentUsage(trx: Trx, tenantId: string, period: Period): 
  * concurrent requests can't both take the last unit. Other tenants never wait.
  */
 export async function lockUsage(trx: Trx, tenantId: string): Promise<number> {
-  const r = await sql<{ version: string }>`
+  const r = await sql<{ version: number }>`
     insert into tenant_usage (tenant_id) values (${tenantId})
     on conflict (tenant_id) do update set tenant_id = excluded.tenant_id
     returning version`.execute(trx);
-  return Number(r.rows[0]!.version);
+  return r.rows[0]!.version;
 }
 
 /** Appends the next version of the tenant's quota-and-usage history (caller holds the usage lock). */

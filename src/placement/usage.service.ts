@@ -97,7 +97,7 @@ export class UsageService {
       const limits = (await effectiveLimits(trx, t.id)) as EffectiveLimits;
       const used = await currentUsage(trx, t.id, limits.period);
       const version = await sql<{
-        version: string;
+        version: number;
       }>`select version from tenant_usage where tenant_id = ${t.id}`.execute(trx);
       return {
         tenant: { uuid: t.id, slug: t.slug },
@@ -125,7 +125,7 @@ export class UsageService {
           };
         }),
         overrides: await this.overridesOf(trx, t.id),
-        version: Number(version.rows[0]?.version ?? 0),
+        version: version.rows[0]?.version ?? 0,
       };
     });
   }
@@ -135,7 +135,7 @@ export class UsageService {
     return this.run(ctx, async (trx) => {
       const t = await this.tenant(trx, ref);
       const r = await sql<{
-        version: string;
+        version: number;
         time: Date;
         reason: string;
         plan: string | null;
@@ -146,7 +146,7 @@ export class UsageService {
         select version, time, reason, plan, usage, limits, request_id from usage_history
         where tenant_id = ${t.id} order by version desc limit ${limit}`.execute(trx);
       return r.rows.map((v) => ({
-        version: Number(v.version),
+        version: v.version,
         time: v.time.toISOString(),
         reason: v.reason,
         plan: v.plan,

@@ -1,36 +1,10 @@
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
-import type { Kind } from '../domain/manifest.js';
+import type { DiffEntry } from '../domain/diff.js';
+import { type Kind, TABLES } from './kinds/index.js';
+import type { ObjectRow } from './kinds/kind.js';
 
-/** Columns every registry table shares, plus the kind's own ones. */
-export interface ObjectRow {
-  id: string;
-  slug: string;
-  spec: unknown;
-  labels: Record<string, string>;
-  generation: string;
-  lifecycle: string;
-  phase: string;
-  observed_generation: string;
-  conditions: unknown;
-  created_at: Date;
-  updated_at: Date;
-  deleted_at: Date | null;
-  tenant_id?: string | null;
-  [column: string]: unknown;
-}
-
-export const TABLES: Record<Kind, string> = {
-  Customer: 'customers',
-  System: 'systems',
-  Tenant: 'tenants',
-  Deployment: 'deployments',
-  IntegrationResource: 'integration_resources',
-  Region: 'regions',
-  Cell: 'cells',
-  Plan: 'plans',
-  WebhookEndpoint: 'webhook_endpoints',
-};
+export type { ObjectRow };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);
 
@@ -111,9 +85,47 @@ export async function listObjects(trx: Trx, kind: Kind, q: ListQuery): Promise<O
 }
 
 export async function countLive(trx: Trx, kind: Kind, column: string, value: string): Promise<number> {
-  const r = await sql<{ n: string }>`
+  const r = await sql<{ n: number }>`
     select count(*) as n from ${table(kind)} where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(
     trx,
   );
-  return Number(r.rows[0]?.n ?? 0);
+  return r.rows[0]?.n ?? 0;
+}
+
+/** One desired-state version of an object, as its lineage keeps it. */
+export interface VersionRecord {
+  generation: number;
+  action: string;
+  state: unknown;
+  changes: DiffEntry[];
+  actor: unknown;
+  requestId: string;
+  correlationId: string;
+  createdAt: string;
+}
+
+/** The lineage of one object: every desired-state version with who, when and what changed. */
+export async function readLineage(trx: Trx, kind: Kind, id: string): Promise<VersionRecord[]> {
+  const r = await sql<{
+    generation: number;
+    action: string;
+    state: unknown;
+    changes: DiffEntry[];
+    actor: unknown;
+    request_id: string;
+    correlation_id: string;
+    created_at: Date;
+  }>`
+    select generation, action, state, changes, actor, request_id, correlation_id, created_at
+    from object_versions where object_kind = ${kind} and object_id = ${id} order by generation`.execute(trx);
+  return r.rows.map((v) => ({
+    generation: v.generation,
+    action: v.action,
+    state: v.state,
+    changes: v.changes,
+    actor: v.actor,
+    requestId: v.request_id,
+    correlationId: v.correlation_id,
+    createdAt: v.created_at.toISOString(),
+  }));
 }

@@ -3,10 +3,11 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK, clone } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
-import { RegistryService } from './registry.service.js';
+import type { RegistryService } from './registry.service.js';
 
 let t: TestDatabase;
 let registry: RegistryService;
@@ -52,7 +53,7 @@ const tenantDoc = (name: string, spec: Record<string, unknown>, metadata: Record
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  registry = new RegistryService(t.db, t.config);
+  registry = createRegistry(t.db, t.config);
 });
 afterAll(async () => t?.destroy());
 

@@ -1,5 +1,6 @@
 import type { ObjectState } from '../changes/change-path.js';
-import { API_VERSION, type Kind } from '../domain/manifest.js';
+import { API_VERSION } from '../domain/manifest.js';
+import { definitionOf, type Kind } from './kinds/index.js';
 import type { ObjectRow } from './object.repository.js';
 
 export interface Condition {
@@ -54,32 +55,30 @@ export function initialConditions(now = new Date()): Condition[] {
 }
 
 export function toApiObject(kind: Kind, row: ObjectRow): ApiObject {
-  const tenantUuid = kind === 'Deployment' || kind === 'IntegrationResource' ? row.tenant_id : undefined;
-  const webhook = kind === 'WebhookEndpoint';
+  const own = definitionOf(kind).represent;
+  const { tenant, ...metadata } = own?.metadata?.(row) ?? {};
   return {
     apiVersion: API_VERSION,
     kind,
     metadata: {
       uuid: row.id,
-      name: webhook ? String(row.name) : row.slug,
-      ...(webhook && row.tenant_id ? { tenant: row.tenant_id } : {}),
+      name: own?.name ? own.name(row) : row.slug,
+      ...(tenant !== undefined ? { tenant: tenant as string } : {}),
       slug: row.slug,
-      generation: Number(row.generation),
+      generation: row.generation,
       labels: row.labels ?? {},
       createdAt: row.created_at.toISOString(),
       updatedAt: row.updated_at.toISOString(),
       ...(row.deleted_at ? { deletedAt: row.deleted_at.toISOString() } : {}),
-      ...(tenantUuid ? { tenantUuid } : {}),
+      ...metadata,
     },
     spec: row.spec,
     status: {
-      observedGeneration: Number(row.observed_generation),
+      observedGeneration: row.observed_generation,
       phase: row.phase,
       lifecycle: row.lifecycle,
       conditions: (row.conditions as Condition[]) ?? [],
-      ...(kind === 'IntegrationResource' ? { physicalName: String(row.physical_name) } : {}),
-      ...(kind === 'Tenant' ? { placement: row.placement ?? null } : {}),
-      ...(kind === 'Cell' ? { allocated: Number(row.allocated) } : {}),
+      ...own?.status?.(row),
     },
   };
 }

@@ -9,7 +9,7 @@ export interface ClaimedDelivery {
   tenant_id: string | null;
   event_id: string;
   stream: string;
-  seq: string;
+  seq: number;
   attempts: number;
   trigger: 'scheduled' | 'manual';
   url: string;
@@ -21,7 +21,7 @@ export interface ClaimedDelivery {
   data: unknown;
   correlation_id: string;
   txid: string;
-  position: string;
+  position: number;
   /** W3C trace context of the change that wrote the event. */
   traceparent: string | null;
 }

@@ -33,7 +33,7 @@ export async function disableEndpoint(
     slug: updated.slug,
     tenantId: updated.tenant_id ?? null,
     action: 'disable',
-    generation: Number(updated.generation),
+    generation: updated.generation,
     before: prior,
     after,
     changes: diff(prior, after),

@@ -7,7 +7,7 @@ import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
-import { metrics } from '../observability/metrics.js';
+import type { Metrics } from '../observability/metrics.js';
 import { currentTraceparent, inSpan, withTraceparent } from '../observability/tracing.js';
 import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
 import {
@@ -169,6 +169,8 @@ export class WebhookDispatcher {
     private readonly config: Config,
     private readonly log: Logger,
     private readonly notifier?: EventNotifier,
+    /** Where attempts are counted (the process's metrics, from src/app.ts). */
+    private readonly metrics?: Metrics,
   ) {
     this.owner = `${config.instanceId}/${randomUUID().slice(0, 8)}`;
     this.guard = new UrlGuard(config.events.webhookAllowedNetworks);
@@ -307,8 +309,8 @@ export class WebhookDispatcher {
     const label = { delivered: 'delivered', retry: 'retry', dead: 'dead_letter', parked: 'endpoint_gone' }[
       outcome.kind
     ];
-    metrics.webhookAttempts.inc({ outcome: label });
-    metrics.webhookDuration.observe({ outcome: label }, result.latencyMs / 1000);
+    this.metrics?.webhookAttempts.inc({ outcome: label });
+    this.metrics?.webhookDuration.observe({ outcome: label }, result.latencyMs / 1000);
     return { delivery: d, result, outcome };
   }
 }

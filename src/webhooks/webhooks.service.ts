@@ -38,7 +38,7 @@ interface DeliveryRow {
   event_id: string;
   type: string;
   event_tenant_id: string | null;
-  seq: string;
+  seq: number;
   status: DeliveryStatus;
   attempts: number;
   next_attempt_at: Date;
@@ -62,7 +62,7 @@ const toView = (r: DeliveryRow): DeliveryView => ({
   eventId: r.event_id,
   eventType: r.type,
   tenantId: r.event_tenant_id,
-  sequence: Number(r.seq),
+  sequence: r.seq,
   status: r.status,
   attempts: r.attempts,
   nextAttemptAt: r.status === 'pending' ? r.next_attempt_at.toISOString() : null,

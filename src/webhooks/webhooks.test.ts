@@ -5,10 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
+import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { ValidationError } from '../errors/errors.js';
 import { EventNotifier } from '../events/event-notifier.js';
-import { RegistryService } from '../registry/registry.service.js';
 import { claimDeliveries } from './claim-deliveries.js';
 import { post, signedRequest, WebhookDispatcher } from './webhook-dispatcher.js';
 
@@ -340,7 +340,7 @@ describe('signed webhooks', () => {
 
   it('lets a tenant manage only its own endpoints, never a platform-wide one', async () => {
     const t = await tenant('hookj');
-    const registry = new RegistryService(s.t.db, s.t.config);
+    const registry = createRegistry(s.t.db, s.t.config);
     const asTenantCtx = {
       ...systemContext('tenant-admin'),
       scope: { kind: 'tenant' as const, tenantId: t.uuid },

@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { afterAll, beforeAll } from 'vitest';
+import { createRegistry } from '../../src/app.js';
 import { type Config, type ControllerConfig, loadConfig } from '../../src/config/config.js';
 import { type RequestContext, systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
@@ -14,7 +15,7 @@ import {
   type ProviderSet,
 } from '../../src/controller/providers.js';
 import { createDb, type Db } from '../../src/db/database.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
+import type { RegistryService } from '../../src/registry/registry.service.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 /** Short leases, quick backoff, a long resync: what controller tests want unless they say otherwise. */
@@ -55,7 +56,7 @@ export function useControllerTestDatabase(
   const f = { ctx: systemContext('test-operator') } as ControllerTestFile;
   beforeAll(async () => {
     f.t = await createTestDatabase();
-    f.registry = new RegistryService(f.t.db, f.t.config);
+    f.registry = createRegistry(f.t.db, f.t.config);
     await seed?.(f);
   });
   afterAll(async () => {

@@ -1,16 +1,15 @@
 import { generateKeyPairSync } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
-import { buildServer } from '../../src/api/server.js';
-import { AuditService } from '../../src/audit/audit.service.js';
+import { compose } from '../../src/app.js';
+import type { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
 import { createDb } from '../../src/db/database.js';
 import type { EventsService } from '../../src/events/events.service.js';
 import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issuer.js';
-import { createSecurity, type Security } from '../../src/identity/security.js';
-import { metrics } from '../../src/observability/metrics.js';
-import { RequestLog } from '../../src/observability/request-log.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
+import type { Security } from '../../src/identity/security.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import type { RequestLog } from '../../src/observability/request-log.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 export interface RequestOptions {
@@ -28,6 +27,8 @@ export interface TestServer {
   url: string;
   audit: AuditService;
   requestLog: RequestLog;
+  /** The server's metrics (what GET /metrics exposes). */
+  metrics: Metrics;
   security: Security;
   issuer: BuiltinIssuer;
   /** The platform-admin token `request()` sends by default. */
@@ -65,21 +66,19 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   opts.configure?.(t.config);
   const logger = opts.logger ?? pino({ level: 'silent' });
   const issuer = await BuiltinIssuer.ephemeral(t.config.identity.issuer, t.config.identity.audience);
-  const security = await createSecurity(t.config, db, { issuer });
-  const requestLog = new RequestLog(db, logger);
-  const audit = new AuditService(db, new AuditSigner(generateKeyPairSync('ed25519').privateKey));
-  const app = await buildServer({
+  // The same composition as `tenantry serve` (src/app.ts), over this database.
+  const { server, security, requestLog, audit, metrics } = await compose({
     config: t.config,
     db,
-    registry: security.guard(new RegistryService(db, t.config)),
-    audit,
-    security,
     logger,
-    metrics,
-    requestLog,
+    metrics: new Metrics(),
+    auditSigner: new AuditSigner(generateKeyPairSync('ed25519').privateKey),
+    issuer,
     tracing: opts.tracing ?? false,
     ...(opts.events ? { events: opts.events } : {}),
   });
+  if (!server || !security) throw new Error('compose() built no API');
+  const app = server;
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
   const url = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
@@ -92,6 +91,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     url,
     audit,
     requestLog,
+    metrics,
     security,
     issuer,
     adminToken,

@@ -1,25 +1,13 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { LIFECYCLE_ACTIONS, type LifecycleAction } from '../../domain/lifecycle.js';
-import { API_VERSION, KINDS, type Kind, manifestSchema } from '../../domain/manifest.js';
+import { API_VERSION } from '../../domain/manifest.js';
 import { ValidationError } from '../../errors/errors.js';
 import { etagOf, ifMatchGeneration } from '../../http/etag.js';
 import type { IdentityHook } from '../../http/identity.js';
 import { DiffEntrySchema, errorResponses, manifestBody } from '../../http/schemas.js';
-import { LIST_FILTERS } from '../../registry/kinds.js';
+import { KIND_PATHS, KINDS, type Kind, LIST_FILTERS, manifestSchema } from '../../registry/kinds/index.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
-
-export const KIND_PATHS: Record<Kind, string> = {
-  Customer: 'customers',
-  System: 'systems',
-  Tenant: 'tenants',
-  Deployment: 'deployments',
-  IntegrationResource: 'integration-resources',
-  Region: 'regions',
-  Cell: 'cells',
-  Plan: 'plans',
-  WebhookEndpoint: 'webhook-endpoints',
-};
 
 const RefParams = Type.Object({
   ref: Type.String({ minLength: 1, maxLength: 300, description: 'UUID or slug' }),

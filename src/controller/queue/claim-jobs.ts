@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
-import { type JobRow, type ReconcileJob, toJob } from './job.js';
+import { type JobRow, type QueuedJob, toJob } from './job.js';
 
 /**
  * Leases up to `limit` due jobs to `workerId` for `leaseMs`.
@@ -14,7 +14,7 @@ import { type JobRow, type ReconcileJob, toJob } from './job.js';
 export async function claimJobs(
   trx: Trx,
   input: { workerId: string; limit: number; leaseMs: number },
-): Promise<ReconcileJob[]> {
+): Promise<QueuedJob[]> {
   const r = await sql<JobRow>`
     with due as (
       select object_kind, object_id from reconcile_jobs

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
-import type { ReconcileJob } from './job.js';
+import type { QueuedJob } from './job.js';
 
 /**
  * Ends a successful reconcile. If the object was enqueued again while it was being worked on
@@ -12,7 +12,7 @@ import type { ReconcileJob } from './job.js';
  */
 export async function completeJob(
   trx: Trx,
-  job: ReconcileJob,
+  job: QueuedJob,
   input: { workerId: string; resyncMs: number; finalised: boolean },
 ): Promise<void> {
   const key = sql`object_kind = ${job.kind} and object_id = ${job.objectId} and locked_by = ${input.workerId}`;

@@ -1,17 +1,17 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
-import type { Kind } from '../../domain/manifest.js';
 
 /**
- * Makes an object due now, e.g. a deployment whose resource changed status. Same upsert as the
- * change path's (src/changes/change-path.ts), which enqueues desired-state changes.
+ * Makes a job due now: an object to reconcile (a deployment whose resource changed status; `kind`
+ * is its kind) or a job of a registered type (`kind` is the type, `objectId` its key). Same upsert
+ * as the change path's (src/changes/change-path.ts), which enqueues desired-state changes.
  *
  * Concurrency contract: `insert … on conflict do update` on the object's row; a lease held on it
  * is kept (the holder sees the bumped `ticket` when it finishes and leaves the job due).
  */
 export async function enqueueJob(
   trx: Trx,
-  input: { kind: Kind; objectId: string; tenantId: string | null; generation: number },
+  input: { kind: string; objectId: string; tenantId: string | null; generation: number },
 ): Promise<void> {
   await sql`
     insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
-import type { ReconcileJob } from './job.js';
+import type { QueuedJob } from './job.js';
 
 /**
  * Ends a failed reconcile: the job comes back after `delayMs` with `attempts` failures counted. If
@@ -11,7 +11,7 @@ import type { ReconcileJob } from './job.js';
  */
 export async function failJob(
   trx: Trx,
-  job: ReconcileJob,
+  job: QueuedJob,
   input: { workerId: string; attempts: number; delayMs: number; error: string },
 ): Promise<void> {
   await sql`

@@ -1,4 +1,4 @@
-import type { Kind } from '../../domain/manifest.js';
+import type { Kind } from '../../registry/kinds/index.js';
 
 /**
  * The reconcile queue is the per-object table `reconcile_jobs` that the change path already
@@ -13,9 +13,16 @@ import type { Kind } from '../../domain/manifest.js';
  * - The row carries `tenant_id` under row-level security like every tenant table, and the change
  *   path already writes it in one statement with the lineage, audit record and outbox event.
  * The claim/complete/fail/renew statements are one per file below, each with its contract.
+ *
+ * The queue serves more than reconciles: a row's `object_kind` is its job type (a kind's name for
+ * a reconcile, else a type registered in job-types.ts, e.g. a workflow step or a retention sweep)
+ * and `object_id` its key (the object, step, … it is about). Every type gets the same lease, fence,
+ * ticket, backoff and crash recovery.
  */
-export interface ReconcileJob {
-  kind: Kind;
+export interface QueuedJob {
+  /** The job type: a kind (reconcile that object) or a type registered in job-types.ts. */
+  kind: string;
+  /** The job's key: which object, step or sweep it is about. One row per (type, key). */
   objectId: string;
   tenantId: string | null;
   /** The highest generation enqueued; a hint only (reconcilers read the object itself). */
@@ -23,26 +30,31 @@ export interface ReconcileJob {
   /** Failed attempts in a row so far. */
   attempts: number;
   /** The enqueue counter when claimed: a different value at the end means "changed meanwhile". */
-  ticket: string;
+  ticket: number;
   /** W3C trace context of the change that enqueued it (the reconcile continues that trace). */
   traceparent: string | null;
+}
+
+/** A reconcile job: its type is the kind of the object to reconcile. */
+export interface ReconcileJob extends QueuedJob {
+  kind: Kind;
 }
 
 export interface JobRow {
   object_kind: string;
   object_id: string;
   tenant_id: string | null;
-  generation: string;
+  generation: number;
   attempts: number;
-  ticket: string;
+  ticket: number;
   traceparent: string | null;
 }
 
-export const toJob = (r: JobRow): ReconcileJob => ({
-  kind: r.object_kind as Kind,
+export const toJob = (r: JobRow): QueuedJob => ({
+  kind: r.object_kind,
   objectId: r.object_id,
   tenantId: r.tenant_id,
-  generation: Number(r.generation),
+  generation: r.generation,
   attempts: r.attempts,
   ticket: r.ticket,
   traceparent: r.traceparent,

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
-import type { ReconcileJob } from './job.js';
+import type { QueuedJob } from './job.js';
 
 /**
  * Extends the lease of a job this worker holds. Returns false when the lease was lost (it ran out
@@ -10,7 +10,7 @@ import type { ReconcileJob } from './job.js';
  */
 export async function renewLease(
   trx: Trx,
-  job: ReconcileJob,
+  job: QueuedJob,
   input: { workerId: string; leaseMs: number },
 ): Promise<boolean> {
   const r = await sql`

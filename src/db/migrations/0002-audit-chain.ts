@@ -1,10 +1,5 @@
+import { createHash } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
-import {
-  type AuditDocument,
-  GENESIS_HASH,
-  hashAuditDocument,
-  PLATFORM_CHAIN,
-} from '../../audit/audit-hash.js';
 
 /**
  * The tamper-evident audit log (issue 6).
@@ -217,6 +212,27 @@ interface LegacyRow {
   correlation_id: string;
 }
 
+// Audit record hash format v1, frozen here as it was when this migration was written: a migration
+// never changes, so it does not import the live hashing code (src/audit/audit-hash.ts, which keeps
+// v1 equal to this; src/audit/audit-migration.test.ts verifies migrated chains with it).
+const PLATFORM_CHAIN = 'platform';
+const GENESIS_HASH = '0'.repeat(64);
+
+/** Canonical JSON v1: object keys sorted, undefined members dropped, no whitespace. */
+function canonicalJsonV1(value: unknown): string {
+  if (typeof value !== 'object' || value === null) return JSON.stringify(value ?? null);
+  if (Array.isArray(value)) return `[${value.map(canonicalJsonV1).join(',')}]`;
+  const object = value as Record<string, unknown>;
+  const members = Object.keys(object)
+    .sort()
+    .filter((k) => object[k] !== undefined)
+    .map((k) => `${JSON.stringify(k)}:${canonicalJsonV1(object[k])}`);
+  return `{${members.join(',')}}`;
+}
+
+/** sha256 (hex) of the canonical JSON of the v1 document. */
+const hashV1 = (doc: object): string => createHash('sha256').update(canonicalJsonV1(doc)).digest('hex');
+
 /** Records written before the chain existed are chained in (time, id) order, per tenant. */
 async function backfill(db: Kysely<unknown>): Promise<void> {
   const { rows } = await sql<LegacyRow>`
@@ -227,8 +243,8 @@ async function backfill(db: Kysely<unknown>): Promise<void> {
   for (const r of rows) {
     const chain = r.tenant_id ?? PLATFORM_CHAIN;
     const head = heads.get(chain) ?? { seq: 0, hash: GENESIS_HASH };
-    const doc: AuditDocument = {
-      v: 1,
+    const doc = {
+      v: 1 as const,
       id: r.id,
       chain,
       seq: head.seq + 1,
@@ -247,7 +263,7 @@ async function backfill(db: Kysely<unknown>): Promise<void> {
       correlationId: r.correlation_id,
       prevHash: head.hash,
     };
-    const hash = hashAuditDocument(doc);
+    const hash = hashV1(doc);
     await sql`update audit_records set chain = ${chain}, seq = ${doc.seq}, prev_hash = ${head.hash}, hash = ${hash}
               where id = ${r.id}`.execute(db);
     heads.set(chain, { seq: doc.seq, hash });

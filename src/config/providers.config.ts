@@ -1,0 +1,145 @@
+import { type Static, Type } from '@sinclair/typebox';
+import { ValidationError } from '../errors/errors.js';
+import { byRegion, list, type Variables, variables } from './settings.js';
+
+/** Provider settings (src/providers): Kafka, Azure Blob, the data-plane database; per region where given. */
+
+const Sasl = <M extends string>(mechanism: M) =>
+  Type.Object({ mechanism: Type.Literal(mechanism), username: Type.String(), password: Type.String() });
+export const KafkaSaslSchema = Type.Union([Sasl('plain'), Sasl('scram-sha-256'), Sasl('scram-sha-512')]);
+export type KafkaSasl = Static<typeof KafkaSaslSchema>;
+export type KafkaSaslMechanism = KafkaSasl['mechanism'];
+
+export const KafkaConfigSchema = Type.Object({
+  brokers: Type.Array(Type.String(), { minItems: 1, description: '`host:port` bootstrap servers.' }),
+  clientId: Type.String(),
+  sasl: Type.Union([KafkaSaslSchema, Type.Undefined()]),
+  ssl: Type.Boolean({ description: 'TLS to the brokers (system trust store).' }),
+  principalTemplate: Type.String({
+    description:
+      'The principal a consumer deployment reads as; `{consumer}` is its slug. Default `User:{consumer}`.',
+  }),
+  groupPrefixTemplate: Type.String({
+    description: 'The consumer group prefix a consumer deployment may use; `{consumer}` is its slug.',
+  }),
+});
+export type KafkaConfig = Static<typeof KafkaConfigSchema>;
+
+export const AzureBlobConfigSchema = Type.Object({
+  connectionString: Type.String(),
+  mode: Type.Union([Type.Literal('container'), Type.Literal('prefix')], {
+    description:
+      '`container`: one private container per scope, named after the scope slug. `prefix`: one shared private container (`container`) with a `<scope-slug>/` folder per scope.',
+  }),
+  container: Type.String({ description: 'The shared container in `prefix` mode.' }),
+});
+export type AzureBlobConfig = Static<typeof AzureBlobConfigSchema>;
+
+export const ProviderConfigSchema = Type.Object({
+  dataplaneDatabaseUrl: Type.Union([Type.String(), Type.Undefined()], {
+    description:
+      'Data-plane PostgreSQL for database isolation; absent: a `<db>_dataplane` database on the owner server.',
+  }),
+});
+export type ProviderConfig = Static<typeof ProviderConfigSchema>;
+
+/** The provider part of the configuration object. */
+export const ProvidersConfigSchema = Type.Object({
+  providers: ProviderConfigSchema,
+  kafka: Type.Union([KafkaConfigSchema, Type.Undefined()], {
+    description: 'The Kafka cluster for `kafka-topic` resources; absent: TENANTRY_KAFKA_BROKERS is not set.',
+  }),
+  azureBlob: Type.Union([AzureBlobConfigSchema, Type.Undefined()], {
+    description: 'Azure Blob Storage for `blob-container` resources; absent: no connection string is set.',
+  }),
+  kafkaByRegion: Type.Record(Type.String(), KafkaConfigSchema, {
+    description:
+      'Per region (cell), where it has its own: `TENANTRY_KAFKA_BROKERS_EU` (any provider variable with the `_<REGION>` suffix, falling back to the unsuffixed one).',
+  }),
+  azureBlobByRegion: Type.Record(Type.String(), AzureBlobConfigSchema),
+});
+export type ProvidersConfig = Static<typeof ProvidersConfigSchema>;
+
+export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]): ProvidersConfig {
+  return {
+    providers: { dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined },
+    kafka: kafkaConfig(variables(env)),
+    azureBlob: azureBlobConfig(variables(env)),
+    kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),
+    azureBlobByRegion: byRegion(env, regions, 'TENANTRY_AZURE_STORAGE_CONNECTION_STRING', azureBlobConfig),
+  };
+}
+
+const SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];
+
+function kafkaConfig(vars: Variables): KafkaConfig | undefined {
+  const brokers = list(vars.get('TENANTRY_KAFKA_BROKERS'), []);
+  if (brokers.length === 0) return undefined;
+  for (const b of brokers) {
+    if (!/^[^\s:]+:\d{1,5}$/.test(b))
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_BROKERS')}`,
+        'config.invalid',
+        `"${b}" is not host:port.`,
+      );
+  }
+  const mechanism = vars.get('TENANTRY_KAFKA_SASL_MECHANISM')?.toLowerCase();
+  let sasl: KafkaConfig['sasl'];
+  if (mechanism) {
+    if (!SASL_MECHANISMS.includes(mechanism as KafkaSaslMechanism))
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_SASL_MECHANISM')}`,
+        'config.invalid',
+        `Must be one of ${SASL_MECHANISMS.join(', ')}, got "${mechanism}".`,
+      );
+    const username = vars.get('TENANTRY_KAFKA_SASL_USERNAME');
+    const password = vars.get('TENANTRY_KAFKA_SASL_PASSWORD');
+    if (!username || !password)
+      throw ValidationError.field(
+        `/${vars.name('TENANTRY_KAFKA_SASL_USERNAME')}`,
+        'config.invalid',
+        'TENANTRY_KAFKA_SASL_USERNAME and TENANTRY_KAFKA_SASL_PASSWORD are required with a SASL mechanism.',
+      );
+    sasl = { mechanism, username, password } as KafkaSasl;
+  }
+  const principalTemplate = vars.get('TENANTRY_KAFKA_PRINCIPAL_TEMPLATE') ?? 'User:{consumer}';
+  const groupPrefixTemplate = vars.get('TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE') ?? '{consumer}';
+  for (const [name, value] of [
+    ['TENANTRY_KAFKA_PRINCIPAL_TEMPLATE', principalTemplate],
+    ['TENANTRY_KAFKA_GROUP_PREFIX_TEMPLATE', groupPrefixTemplate],
+  ] as const) {
+    if (value.split('{consumer}').length !== 2)
+      throw ValidationError.field(
+        `/${vars.name(name)}`,
+        'config.invalid',
+        'Must contain "{consumer}" exactly once.',
+      );
+  }
+  if (!principalTemplate.includes(':'))
+    throw ValidationError.field(
+      `/${vars.name('TENANTRY_KAFKA_PRINCIPAL_TEMPLATE')}`,
+      'config.invalid',
+      'A Kafka principal is "<type>:<name>", e.g. "User:{consumer}".',
+    );
+  return {
+    brokers,
+    clientId: vars.get('TENANTRY_KAFKA_CLIENT_ID') ?? 'tenantry',
+    sasl,
+    ssl: ['1', 'true', 'yes'].includes((vars.get('TENANTRY_KAFKA_SSL') ?? '').toLowerCase()),
+    principalTemplate,
+    groupPrefixTemplate,
+  };
+}
+
+function azureBlobConfig(vars: Variables): AzureBlobConfig | undefined {
+  const connectionString = vars.get('TENANTRY_AZURE_STORAGE_CONNECTION_STRING');
+  if (!connectionString) return undefined;
+  const container = vars.get('TENANTRY_AZURE_BLOB_CONTAINER');
+  if (container !== undefined && !/^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/.test(container))
+    throw ValidationError.field(
+      `/${vars.name('TENANTRY_AZURE_BLOB_CONTAINER')}`,
+      'config.invalid',
+      `"${container}" is not a valid container name (3-63 lowercase letters, digits, single hyphens).`,
+    );
+  return { connectionString, mode: container ? 'prefix' : 'container', container: container ?? '' };
+}

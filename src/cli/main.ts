@@ -147,6 +147,11 @@ program
     rememberServer(config.dataDir, instance.url);
     console.log(`Tenantry API listening on ${instance.url}`);
     console.log(`  API docs:  ${instance.url}/docs`);
+    console.log(`  console:   ${instance.url}/console/`);
+    if (issuer && instance.server)
+      console.log(
+        `  sign in:   ${instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
+      );
     console.log(`  data:      ${instance.dataLocation}`);
     if (issuer?.created) {
       console.log(`  issuer:    ${issuer.issuer} (new signing key ${keyFile})`);

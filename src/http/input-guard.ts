@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { problem, sendProblem } from './problem.js';
+import { TenantryError } from '../errors/errors.js';
 
 /** Deeper JSON than any manifest needs; deeper input made JSON.stringify and the validators throw. */
 export const MAX_BODY_DEPTH = 64;
@@ -37,7 +37,7 @@ export function findBadInput(
  * than MAX_BODY_DEPTH (400 `body.too_deep`). YAML bodies are checked once parsed, by the same rule.
  */
 export function registerInputGuard(app: FastifyInstance): void {
-  app.addHook('preValidation', async (request, reply) => {
+  app.addHook('preValidation', async (request) => {
     let path: string;
     try {
       path = decodeURIComponent(request.url);
@@ -50,29 +50,20 @@ export function registerInputGuard(app: FastifyInstance): void {
         findBadInput(request.query, '/query') ??
         findBadInput(request.body));
     if (!bad) return;
-    return sendProblem(
-      reply,
-      bad.reason === 'nul'
-        ? problem(
-            400,
-            'request.invalid_character',
-            'The request contains a NUL character, which no field may hold.',
-            [{ pointer: bad.pointer, code: 'request.invalid_character', message: 'NUL character' }],
-            { instance: request.id },
-          )
-        : problem(
-            400,
-            'body.too_deep',
-            `The body is nested deeper than ${MAX_BODY_DEPTH} levels.`,
-            [
-              {
-                pointer: bad.pointer,
-                code: 'body.too_deep',
-                message: `deeper than ${MAX_BODY_DEPTH} levels`,
-              },
-            ],
-            { instance: request.id },
-          ),
-    );
+    // Thrown, so that each surface answers in its own form (problem+json, the console's page).
+    throw bad.reason === 'nul'
+      ? new TenantryError(
+          'request.invalid_character',
+          400,
+          'The request contains a NUL character, which no field may hold.',
+          {
+            errors: [{ pointer: bad.pointer, code: 'request.invalid_character', message: 'NUL character' }],
+          },
+        )
+      : new TenantryError('body.too_deep', 400, `The body is nested deeper than ${MAX_BODY_DEPTH} levels.`, {
+          errors: [
+            { pointer: bad.pointer, code: 'body.too_deep', message: `deeper than ${MAX_BODY_DEPTH} levels` },
+          ],
+        });
   });
 }

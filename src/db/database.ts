@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import { guardClient, guardPool } from './connection-errors.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
 
@@ -39,9 +40,11 @@ const types: pg.CustomTypesConfig = {
  * Without it, everything runs over the one connection (which must then be the platform role).
  */
 export function createDb(connectionString: string, max = 10, opts: { platformUrl?: string } = {}): Db {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, types });
-  // A dropped connection must not crash the process; the pool replaces it.
-  pool.on('error', () => undefined);
+  // A dropped connection must not crash the process: the pool replaces it, and the query in flight
+  // rejects (an API request answers 503 database.unavailable). A connect that hangs gives up in 5 s.
+  const pool = guardPool(
+    new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 5_000, types }),
+  );
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   pools.set(db, pool);
   if (opts.platformUrl) {
@@ -65,7 +68,7 @@ export const poolOf = (db: Db): pg.Pool | undefined => pools.get(db);
 /** Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe. */
 export async function migrate(ownerUrl: string): Promise<string[]> {
   const db = new Kysely<unknown>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ownerUrl, max: 1 }) }),
+    dialect: new PostgresDialect({ pool: guardPool(new pg.Pool({ connectionString: ownerUrl, max: 1 })) }),
   });
   try {
     const migrator = new Migrator({
@@ -112,7 +115,7 @@ async function ensureRole(ownerUrl: string, role: 'tenantry_app' | 'tenantry_pla
   url.username = role;
   url.password = password;
   const appUrl = url.toString();
-  const probe = new pg.Client({ connectionString: appUrl });
+  const probe = guardClient(new pg.Client({ connectionString: appUrl }));
   try {
     await probe.connect();
     await probe.end();
@@ -120,7 +123,7 @@ async function ensureRole(ownerUrl: string, role: 'tenantry_app' | 'tenantry_pla
   } catch {
     await probe.end().catch(() => undefined);
   }
-  const owner = new pg.Client({ connectionString: ownerUrl });
+  const owner = guardClient(new pg.Client({ connectionString: ownerUrl }));
   await owner.connect();
   try {
     await owner.query('begin');

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { type Config, loadConfig } from '../../src/config/config.js';
+import { guardPool } from '../../src/db/connection-errors.js';
 import { createDb, type Db, ensureAppRole, ensurePlatformRole } from '../../src/db/database.js';
 
 export interface TestDatabase {
@@ -41,7 +42,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const appUrl = await ensureAppRole(ownerUrl);
   const platformUrl = await ensurePlatformRole(ownerUrl);
   const db = createDb(appUrl, 20, { platformUrl });
-  const owner = new pg.Pool({ connectionString: ownerUrl, max: 4 });
+  const owner = guardPool(new pg.Pool({ connectionString: ownerUrl, max: 4 }));
   const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused' });
   return {
     name,

@@ -220,14 +220,20 @@ export interface ResourceSecretTable {
 }
 
 export interface IdempotencyKeyTable {
+  issuer: string;
   principal: string;
-  key: string;
+  app_id: string;
+  /** The caller's tenant UUID, or 'platform'. */
+  scope: string;
+  tenant_id: string | null;
   method: string;
   path: string;
+  key: string;
   request_hash: string;
   status_code: number | null;
   response: ColumnType<unknown, string | null | undefined, string | null>;
   created_at: Timestamp;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
 }
 
 export interface RequestLogTable {

@@ -6,7 +6,7 @@ import type { Command } from 'commander';
 import type { AuditVerification } from '../audit/audit-verifier.js';
 import { verifyAuditExport } from '../audit/export-audit.js';
 import type { TenantryClient } from './client.js';
-import { type OutputFormat, table } from './output.js';
+import { isTable, type OutputFormat, renderList, table } from './output.js';
 
 interface AuditDeps {
   client: () => TenantryClient;
@@ -35,7 +35,7 @@ function report(
   v: AuditVerification & { malformed?: { line: number; message: string }[] },
   format: OutputFormat,
 ) {
-  if (format !== 'table') {
+  if (!isTable(format)) {
     console.log(JSON.stringify(v, null, 2));
     return v.ok;
   }
@@ -141,8 +141,9 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
           items.push(...body.items);
           cursor = body.nextCursor ?? undefined;
         } while (opts.all && cursor);
-        if (deps.output() !== 'table') {
-          console.log(JSON.stringify({ items }, null, 2));
+        const listed = renderList(items, deps.output());
+        if (listed !== undefined) {
+          console.log(listed);
           return;
         }
         console.log(
@@ -195,7 +196,7 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
         const { body } = await deps
           .client()
           .request<{ keyId: string; pem: string }>('GET', '/v1/audit/public-key');
-        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        if (!isTable(deps.output())) console.log(JSON.stringify(body, null, 2));
         else process.stdout.write(body.pem);
       }),
     );
@@ -211,7 +212,7 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
             'POST',
             '/v1/audit/checkpoints',
           );
-        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        if (!isTable(deps.output())) console.log(JSON.stringify(body, null, 2));
         else
           console.log(
             `checkpoint ${body.id} signed ${Object.keys(body.heads).length} chain heads at ${body.time}`,

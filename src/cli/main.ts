@@ -11,7 +11,7 @@ import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
-import { type OutputFormat, renderObjects, table } from './output.js';
+import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
 
 function kindPath(kind: string): string {
   const p = CLI_PATHS[kind.toLowerCase()];
@@ -66,7 +66,9 @@ const program = new Command('tenantry')
   .option('--server <url>', 'API server (or TENANTRY_SERVER)')
   .option('--token <token>', 'bearer token (or TENANTRY_TOKEN)')
   .addOption(
-    new Option('-o, --output <format>', 'output format').choices(['table', 'yaml', 'json']).default('table'),
+    new Option('-o, --output <format>', 'output format (wide: table with more columns)')
+      .choices(OUTPUT_FORMATS)
+      .default('table'),
   );
 
 const globals = () => program.opts<GlobalOpts>();
@@ -306,7 +308,7 @@ program
       async () => {
         docs = readManifests(opts.filename);
         const res = await postApply(docs, opts.dryRun === true);
-        if (globals().output !== 'table')
+        if (!isTable(globals().output))
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
         else
           for (const r of res.results) {
@@ -329,7 +331,7 @@ program
       async () => {
         docs = readManifests(opts.filename);
         const res = await postApply(docs, true);
-        if (globals().output !== 'table') {
+        if (!isTable(globals().output)) {
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
           if (res.results.some((r) => r.action !== 'unchanged')) process.exitCode = 1;
           return;
@@ -369,14 +371,15 @@ program
   .action(
     async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
       await run(async () => {
-        const base = `/v1/${kindPath(kind)}`;
+        const path = kindPath(kind);
+        const base = `/v1/${path}`;
         const c = client();
         if (name) {
           const { body } = await c.request<Parameters<typeof renderObjects>[0][number]>(
             'GET',
             `${base}/${encodeURIComponent(name)}${opts.includeDeleted ? '?includeDeleted=true' : ''}`,
           );
-          console.log(renderObjects([body], globals().output));
+          console.log(renderObjects([body], globals().output, path, true));
           return;
         }
         const items: Parameters<typeof renderObjects>[0] = [];
@@ -397,7 +400,7 @@ program
           items.push(...body.items);
           cursor = body.nextCursor;
         } while (cursor);
-        console.log(renderObjects(items, globals().output));
+        console.log(renderObjects(items, globals().output, path));
       });
     },
   );
@@ -433,7 +436,7 @@ program
           changes: { path: string }[];
         }[];
       }>('GET', `${base}/history`);
-      if (globals().output !== 'table') {
+      if (!isTable(globals().output)) {
         const out = { ...obj, lineage: history.items };
         console.log(globals().output === 'json' ? JSON.stringify(out, null, 2) : stringify(out));
         return;
@@ -510,7 +513,7 @@ program
           expiresAt?: string;
         }[];
       }>('GET', `/v1/tenants/${encodeURIComponent(name)}/usage`);
-      if (globals().output !== 'table') {
+      if (!isTable(globals().output)) {
         console.log(globals().output === 'json' ? JSON.stringify(body, null, 2) : stringify(body));
         return;
       }

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
-import { loadConfig } from '../config/config.js';
+import { type Config, loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { CLI_NAMES, CLI_PATHS, KIND_PATHS, type Kind } from '../registry/kinds/index.js';
@@ -144,12 +144,16 @@ program
     if (config.role === 'controller') {
       console.log(`Tenantry controller running (${config.controller.workers} workers)`);
       console.log(`  data:      ${instance.dataLocation}`);
+      for (const line of providerLines(config)) console.log(line);
       return;
     }
     rememberServer(config.dataDir, instance.url);
     console.log(`Tenantry API listening on ${instance.url}`);
     console.log(`  API docs:  ${instance.url}/docs`);
+    if (instance.server?.hasRoute({ method: 'GET', url: '/console' }))
+      console.log(`  console:   ${instance.url}/console`);
     console.log(`  data:      ${instance.dataLocation}`);
+    for (const line of providerLines(config)) console.log(line);
     if (issuer?.created) {
       console.log(`  issuer:    ${issuer.issuer} (new signing key ${keyFile})`);
       console.log('  To get an operator token (saved for the CLI):');
@@ -161,6 +165,40 @@ program
     }
     console.log(`  try:       npx tenantry --server ${instance.url} apply -f examples/circlek/`);
   });
+
+/** The banner's provider lines: where kafka-topic, blob-container and database resources go. */
+function providerLines(config: Config): string[] {
+  const regional = (byRegion: Record<string, unknown>) => {
+    const r = Object.keys(byRegion);
+    return r.length > 0 ? ` (own cluster for region ${r.join(', ')})` : '';
+  };
+  const dataplane = config.providers.dataplaneDatabaseUrl;
+  return [
+    `  kafka:     ${
+      config.kafka
+        ? `Kafka cluster ${config.kafka.brokers.join(',')}${regional(config.kafkaByRegion)}`
+        : 'off (set TENANTRY_KAFKA_BROKERS, or run npm run kafka:dev); kafka-topic resources wait for it'
+    }`,
+    `  blobs:     ${
+      config.azureBlob
+        ? `Azure Blob Storage (${config.azureBlob.mode === 'prefix' ? `one container ${config.azureBlob.container}` : 'a container per scope'})${regional(config.azureBlobByRegion)}`
+        : `local disk ${join(config.dataDir, 'blobs')}`
+    }`,
+    `  databases: data-plane PostgreSQL ${
+      dataplane ? withoutPassword(dataplane) : "(the _dataplane database beside Tenantry's own)"
+    }`,
+  ];
+}
+
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    return u.toString();
+  } catch {
+    return '(TENANTRY_DATAPLANE_DATABASE_URL)';
+  }
+}
 
 function parseTtl(text: string): number {
   const m = /^(\d+)([smhd]?)$/.exec(text.trim());

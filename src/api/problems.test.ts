@@ -1,5 +1,6 @@
 import net from 'node:net';
 import type { FastifyRequest } from 'fastify';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { toProblem } from '../http/problem.js';
@@ -120,6 +121,54 @@ describe('database errors are mapped in toProblem', () => {
     [new Error('something else'), 500, 'internal'],
   ])('%o → %i %s', (err, status, code) => {
     expect(toProblem(err, request)).toMatchObject({ status, code });
+  });
+});
+
+describe('real PostgreSQL errors are mapped in toProblem', () => {
+  const request = { id: 'r1' } as FastifyRequest;
+  const errorOf = async (work: () => Promise<unknown>): Promise<unknown> => {
+    try {
+      await work();
+    } catch (err) {
+      return err;
+    }
+    throw new Error('expected an error');
+  };
+
+  it('a terminated connection and a refused one are 503 database.unavailable; a duplicate is 409', async () => {
+    const client = new pg.Client({ connectionString: s.t.ownerUrl });
+    client.on('error', () => {});
+    await client.connect();
+    const terminated = await errorOf(() => client.query('select pg_terminate_backend(pg_backend_pid())'));
+    await client.end().catch(() => {});
+    expect((terminated as { code?: string }).code).toBe('57P01');
+    expect(toProblem(terminated, request)).toMatchObject({ status: 503, code: 'database.unavailable' });
+
+    const closed = net.createServer();
+    await new Promise<void>((done) => closed.listen(0, '127.0.0.1', done));
+    const { port } = closed.address() as net.AddressInfo;
+    await new Promise((done) => closed.close(done));
+    const refused = await errorOf(() =>
+      new pg.Client({ connectionString: `postgres://u:p@127.0.0.1:${port}/db` }).connect(),
+    );
+    expect(toProblem(refused, request)).toMatchObject({ status: 503, code: 'database.unavailable' });
+
+    const c = await s.t.owner.connect();
+    await c.query('create temporary table once_only (v int primary key)');
+    const duplicate = await errorOf(() => c.query('insert into once_only values (1), (1)'));
+    c.release();
+    expect(toProblem(duplicate, request)).toMatchObject({ status: 409, code: 'object.duplicate' });
+  });
+
+  it('a NUL character in a string field is 400 value.invalid, and nothing is written (found by Schemathesis)', async () => {
+    const otto = await s.token({ subject: 'otto', roles: ['platform-operator'], sessionId: null });
+    const nul = await s.request('POST', '/v1/break-glass', {
+      token: otto,
+      body: { reason: 'incident 9: \u0000 in the reason' },
+    });
+    isProblem(nul, 400, 'value.invalid');
+    const grants = await s.t.owner.query('select count(*)::int as n from break_glass_grants');
+    expect(grants.rows[0].n).toBe(0);
   });
 });
 

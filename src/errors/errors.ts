@@ -121,6 +121,14 @@ export function mapDatabaseError(err: unknown): unknown {
     case '22P02':
     case '22023':
       return new ValidationError('value.invalid', 'A value has an invalid format.', [], 400);
+    case '22021': // character_not_in_repertoire: a NUL character (\u0000), which text cannot hold
+    case '22P05': // untranslatable_character
+      return new ValidationError(
+        'value.invalid',
+        'A value holds a character that cannot be stored.',
+        [],
+        400,
+      );
     default:
       return err;
   }

@@ -11,6 +11,7 @@ import { settings } from './lib/settings.js';
 import { auditBenchmark } from './suites/audit.js';
 import { authzBenchmark } from './suites/authz.js';
 import { changePathBenchmark } from './suites/change-path.js';
+import { consoleBenchmark } from './suites/console.js';
 import { httpBenchmark } from './suites/http.js';
 import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
 import { memoryBenchmark } from './suites/memory.js';
@@ -59,6 +60,7 @@ const suites: Suite[] = [
   { name: 'webhooks', title: 'Webhooks', run: webhookBenchmark },
   { name: 'audit', title: 'Audit append and verify', run: auditBenchmark },
   { name: 'memory', title: 'Memory with 100k tenants', run: memoryBenchmark },
+  { name: 'console', title: 'Console pages with 10k tenants', run: consoleBenchmark },
 ];
 // `npm run bench -- audit memory` runs only those suites (the table then has only their rows).
 const only = process.argv.slice(2);

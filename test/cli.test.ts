@@ -101,6 +101,21 @@ beforeAll(async () => {
   );
   expect(minted.code).toBe(0);
   token = minted.stdout.trim();
+  // The banner names the console and a one-time sign-in link that opens it once.
+  expect(s.output()).toContain(`console:   ${url}/console/`);
+  const link = /sign in: {3}(\S+)/.exec(s.output())?.[1] ?? '';
+  const code = new URL(link).searchParams.get('code') ?? '';
+  const signIn = () =>
+    fetch(`${url}/console/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ code }),
+      redirect: 'manual',
+    });
+  const first = await signIn();
+  expect(first.status).toBe(303);
+  const cookie = first.headers.get('set-cookie')?.split(';')[0] ?? '';
+  expect((await fetch(`${url}/console/tree`, { headers: { cookie } })).status).toBe(200);
+  expect((await signIn()).status).toBe(401);
 }, 120_000);
 
 afterAll(async () => {

@@ -37,9 +37,9 @@ export function closedLoop(label: string, op: (worker: number) => Promise<void>)
   };
 }
 
-type HttpLoad = Omit<autocannon.Options, 'url' | 'connections' | 'duration'>;
+type HttpLoad = Omit<autocannon.Options, 'url' | 'duration'>;
 
-/** autocannon with `settings.connections` connections; counts 2xx responses, refuses any other outcome. */
+/** autocannon with `settings.connections` connections (unless `load` says); counts 2xx responses, refuses any other outcome. */
 export function httpLoad(label: string, url: string, load: HttpLoad = {}): Side {
   return {
     label,

@@ -1,6 +1,6 @@
 /**
  * Child process of the HTTP benchmark: the full Tenantry (startTenantry) and a bare Fastify
- * hello-world, each on its own port. Load comes from the parent, so the servers do not share an
+ * hello-world (JSON and HTML), each on its own port. Load comes from the parent, so the servers do not share an
  * event loop with the load generator. Arguments: <databaseUrl> <dataDir>. Answers "rss" with its
  * resident set size; stops on "stop" or when the parent goes away.
  */
@@ -27,6 +27,12 @@ const config = loadConfig({ port: 0, host: '127.0.0.1', dataDir }, { DATABASE_UR
 const tenantry = await startTenantry(config, { logger: pino({ level: 'silent' }) });
 const bare = Fastify({ logger: false });
 bare.get('/hello', async () => ({ hello: 'world' }));
+// The console benchmark's baseline: a bare HTML page.
+bare.get('/hello.html', async (_request, reply) =>
+  reply
+    .type('text/html; charset=utf-8')
+    .send('<!doctype html><html lang="en"><title>hello</title><p>hello</p></html>'),
+);
 await bare.listen({ port: 0, host: '127.0.0.1' });
 const address = bare.server.address();
 const barePort = typeof address === 'object' && address ? address.port : 0;

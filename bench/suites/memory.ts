@@ -117,7 +117,7 @@ function rssOf(child: ChildProcess): Promise<number> {
  * (whose next run is the template's next resync), in one statement per table. Every other column is
  * copied as it is, so the clones stay valid whatever columns later migrations add.
  */
-async function cloneTenants(owner: pg.Client, slug: string, count: number): Promise<void> {
+export async function cloneTenants(owner: pg.Client, slug: string, count: number): Promise<void> {
   const { rows } = await owner.query<{ column_name: string }>(
     `select column_name from information_schema.columns
      where table_schema = 'public' and table_name = 'tenants'

@@ -8,6 +8,7 @@ import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
+import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
 import { asPlatform, type Db, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
@@ -114,6 +115,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     requestLog: deps.requestLog,
     tracing: deps.tracing ?? false,
   });
+  // The console's session cookie stands for the bearer token on console routes (before authentication).
+  const consoleAuth = await ConsoleAuth.create(config);
+  installConsoleSession(app, consoleAuth);
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
   // The error answers every route can give by how it is reached, documented where they can happen:
@@ -277,21 +281,34 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     ),
   );
 
+  const usage = new UsageService(db);
   registerHealthRoutes(app, db as never);
   registerIdentityRoutes(app, security);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
-  registerUsageRoutes(app, new UsageService(db), identify, rateLimiter);
+  registerUsageRoutes(app, usage, identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
-  registerEventRoutes(app, deps.events ?? new EventsService(db, config), identify, config);
-  registerWebhookRoutes(app, new WebhooksService(db, registry), identify, config.pageSizeMax);
+  const events = deps.events ?? new EventsService(db, config);
+  const webhooks = new WebhooksService(db, registry);
+  registerEventRoutes(app, events, identify, config);
+  registerWebhookRoutes(app, webhooks, identify, config.pageSizeMax);
+  await registerConsole(
+    app,
+    { config, registry, audit: deps.audit, security, events, webhooks, usage },
+    consoleAuth,
+  );
+  app.decorate('tenantryConsole', consoleAuth);
   app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
 }
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    /** The operator console's sign-in (one-time links for the banner). */
+    tenantryConsole: ConsoleAuth;
+  }
   interface FastifyRequest {
     idempotency?: { principal: string; key: string } | undefined;
   }

@@ -150,8 +150,11 @@ program
     rememberServer(config.dataDir, instance.url);
     console.log(`Tenantry API listening on ${instance.url}`);
     console.log(`  API docs:  ${instance.url}/docs`);
-    if (instance.server?.hasRoute({ method: 'GET', url: '/console' }))
-      console.log(`  console:   ${instance.url}/console`);
+    console.log(`  console:   ${instance.url}/console/`);
+    if (issuer && instance.server)
+      console.log(
+        `  sign in:   ${instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
+      );
     console.log(`  data:      ${instance.dataLocation}`);
     for (const line of providerLines(config)) console.log(line);
     if (issuer?.created) {

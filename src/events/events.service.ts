@@ -6,7 +6,7 @@ import { NotFoundError, ValidationError } from '../errors/errors.js';
 import { findById, findBySlug } from '../registry/object.repository.js';
 import { padSequence, type TenantryCloudEvent, toCloudEvent } from './cloud-event.js';
 import type { EventNotifier } from './event-notifier.js';
-import { decodeGlobalCursor, encodeGlobalCursor, readAll, readStream } from './read-events.js';
+import { decodeGlobalCursor, encodeGlobalCursor, readAll, readStream, readTail } from './read-events.js';
 
 /** Which log a reader follows: one stream (a tenant or the platform), or all it may see. */
 export type EventSelector = { stream: string } | { stream: null };
@@ -79,6 +79,20 @@ export class EventsService {
           event: toCloudEvent(r, this.config.source),
         })),
         cursor: last ? encodeGlobalCursor(last) : (after ?? null),
+      };
+    });
+  }
+
+  /** The newest `limit` events, oldest first, and the cursor a live reader resumes after. */
+  async tail(ctx: RequestContext, sel: EventSelector, limit: number): Promise<EventPage> {
+    return inScope(this.db, ctx.scope, async (trx) => {
+      const rows = (await readTail(trx, sel.stream, limit)).reverse();
+      const cursorOf = (r: (typeof rows)[number]) =>
+        sel.stream === null ? encodeGlobalCursor(r) : padSequence(r.seq);
+      const last = rows.at(-1);
+      return {
+        entries: rows.map((r) => ({ cursor: cursorOf(r), event: toCloudEvent(r, this.config.source) })),
+        cursor: last ? cursorOf(last) : sel.stream === null ? null : padSequence(0),
       };
     });
   }

@@ -46,6 +46,21 @@ export async function readAll(trx: Trx, after: GlobalCursor | null, limit: numbe
   return r.rows;
 }
 
+/**
+ * The newest `limit` events of one stream (`stream`), or of every stream the caller may see (null),
+ * newest first: where a live reader starts. The merged log has the same horizon as readAll, so a
+ * cursor made from its newest row is one readAll can resume after.
+ */
+export async function readTail(trx: Trx, stream: string | null, limit: number): Promise<OutboxRow[]> {
+  const r = await sql<OutboxRow>`
+    select id, tenant_id, type, subject, time, data, correlation_id, stream, seq, txid::text as txid, position
+    from outbox_events
+    where ${stream === null ? sql`txid < pg_snapshot_xmin(pg_current_snapshot())` : sql`stream = ${stream}`}
+    order by ${stream === null ? sql`outbox_events.txid desc, outbox_events.position desc` : sql`seq desc`}
+    limit ${limit}`.execute(trx);
+  return r.rows;
+}
+
 export const encodeGlobalCursor = (row: { txid: string; position: number | string }): string =>
   `g${row.txid}-${row.position}`;
 

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import { isLabel, SEGMENT_PATTERN } from '../../domain/identifiers.js';
 import { strict, Text } from '../../domain/manifest.js';
-import { col, defineKind } from './kind.js';
+import { col, defineKind, slugPrefix } from './kind.js';
 
 export const CustomerSpec = Type.Object(
   {
@@ -38,7 +38,7 @@ export const customer = defineKind({
     }
     return { slug, tenant: null, columns: { short_code: m.spec.shortCode } };
   },
-  filters: { phase: (v) => sql`phase = ${v}` },
+  filters: { phase: (v) => sql`phase = ${v}`, search: slugPrefix },
   reconciler: 'accept',
   backfill: true,
   events: ['created', 'updated', 'deleted'],

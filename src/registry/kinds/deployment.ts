@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import { deploymentSlug } from '../../domain/identifiers.js';
 import { Segment, Slug, strict, Text } from '../../domain/manifest.js';
-import { byRef, checkName, col, defineKind, ref, tooLong } from './kind.js';
+import { byRef, checkName, col, defineKind, ref, slugPrefix, tooLong } from './kind.js';
 
 export const DeploymentSpec = Type.Object(
   {
@@ -64,6 +64,7 @@ export const deployment = defineKind({
     region: (v) => sql`tenant_id in (select id from tenants where region = ${v})`,
     environmentType: (v) => sql`tenant_id in (select id from tenants where environment_type = ${v})`,
     phase: (v) => sql`phase = ${v}`,
+    search: slugPrefix,
   },
   represent: { metadata: (row) => (row.tenant_id ? { tenantUuid: row.tenant_id } : {}) },
   reconciler: 'parent',

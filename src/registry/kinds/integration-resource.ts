@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import { kafkaTopicName } from '../../domain/identifiers.js';
 import { Slug, strict } from '../../domain/manifest.js';
-import { byRef, checkName, col, defineKind, ref } from './kind.js';
+import { byRef, checkName, col, defineKind, ref, slugPrefix } from './kind.js';
 
 const TopicPart = Type.String({ pattern: '^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$' });
 export const KafkaTopicSpec = Type.Object(
@@ -159,6 +159,7 @@ export const integrationResource = defineKind({
     deployment: (v) => sql`deployment_id in ${byRef('deployments', v)}`,
     type: (v) => sql`resource_type = ${v}`,
     phase: (v) => sql`phase = ${v}`,
+    search: slugPrefix,
   },
   represent: {
     metadata: (row) => (row.tenant_id ? { tenantUuid: row.tenant_id } : {}),

@@ -251,6 +251,9 @@ export const col = {
   }),
 } satisfies Record<string, Column | ((...a: string[]) => Column)>;
 
+/** The `search` list filter: slugs that start with the text (LIKE wildcards in it are taken literally). */
+export const slugPrefix = (v: string) => sql`slug like ${`${v.replace(/[\\%_]/g, (c) => `\\${c}`)}%`}`;
+
 /** A subquery for the ids of the objects in `table` named by slug or UUID (for list filters). */
 export const byRef = (table: string, v: string) =>
   sql`(select id from ${sql.table(table)} where slug = ${v} or id::text = ${v})`;

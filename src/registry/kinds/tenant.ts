@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import { tenantSlug } from '../../domain/identifiers.js';
 import { Isolation, Segment, Slug, strict, Text } from '../../domain/manifest.js';
-import { byRef, checkName, col, defineKind, ref, tooLong } from './kind.js';
+import { byRef, checkName, col, defineKind, ref, slugPrefix, tooLong } from './kind.js';
 
 const Residency = Type.Object(
   {
@@ -114,6 +114,7 @@ export const tenant = defineKind({
     region: (v) => sql`region = ${v}`,
     environmentType: (v) => sql`environment_type = ${v}`,
     phase: (v) => sql`phase = ${v}`,
+    search: slugPrefix,
     lifecycle: (v) => sql`lifecycle = ${v}`,
   },
   represent: { status: (row) => ({ placement: row.placement ?? null }) },

@@ -9,6 +9,7 @@ import { AuditCheckpointer, type AuditSigner, loadAuditSigner } from './audit/in
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
+import { guardClient } from './db/connection-errors.js';
 import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { EventNotifier } from './events/event-notifier.js';
@@ -51,7 +52,7 @@ export interface StartOptions {
 const DATABASE = 'tenantry';
 
 async function ensureDatabase(serverUrl: string): Promise<string> {
-  const client = new pg.Client({ connectionString: serverUrl });
+  const client = guardClient(new pg.Client({ connectionString: serverUrl }));
   await client.connect();
   try {
     const exists = await client.query('select 1 from pg_database where datname = $1', [DATABASE]);

@@ -202,7 +202,15 @@ describe('tenantry CLI', () => {
     // Without a Kafka cluster the Circle K topics cannot be made; --wait says so instead of hanging.
     const topics = await cli('apply', '-f', EXAMPLE_DIR, '--wait', '--timeout', '60');
     expect(topics.code).toBe(1);
-    expect(topics.stderr).toMatch(/failed: ProviderNotConfigured .*TENANTRY_KAFKA_BROKERS/);
+    // Every object that is not Ready gets a line with its reason: all six topics, and the objects
+    // waiting on them; the progress is line by line (no carriage returns) when not on a terminal.
+    const failed = topics.stderr.match(
+      /^integrationresource\/\S+ Failed: ProviderNotConfigured .*TENANTRY_KAFKA_BROKERS/gm,
+    );
+    expect(failed).toHaveLength(6);
+    expect(topics.stderr).toMatch(/^tenant\/circlek-eu-prod Provisioning: DependentsNotReady /m);
+    expect(topics.stderr).toContain('error: ');
+    expect(topics.stderr).not.toContain('\r');
   }, 120_000);
 
   it('diffs exactly the edited field', async () => {
@@ -253,6 +261,22 @@ describe('tenantry CLI', () => {
     );
     expect(json.metadata.uuid).toBe('a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d');
     expect((await cli('suspend', 'circlek-eu-uat')).stdout.trim()).toBe('tenant/circlek-eu-uat suspended');
+    // A suspended tenant is where it should be: --wait does not wait for it to become Ready.
+    const started = Date.now();
+    // (Only Europe: a deployment of North America was deleted above, and a UUID is never reused.)
+    const again = await cli(
+      'apply',
+      '-f',
+      path.join(EXAMPLE_DIR, '10-circlek-europe.yaml'),
+      '--wait',
+      '--timeout',
+      '60',
+    );
+    expect(Date.now() - started).toBeLessThan(30_000);
+    expect(again.code).toBe(1);
+    expect(again.stderr).not.toMatch(/^tenant\/circlek-eu-uat /m);
+    expect(again.stderr).toMatch(/^tenant\/circlek-eu-prod Provisioning: DependentsNotReady /m);
+    expect(again.stderr.match(/^integrationresource\/\S+ Failed: ProviderNotConfigured/gm)).toHaveLength(5);
     const described = await cli('describe', 'tenant', 'circlek-eu-uat');
     expect(described.stdout).toMatch(/Lineage:[\s\S]*2\s+suspend\s+local-operator/);
     const missing = await cli('get', 'tenant', 'nope');

@@ -116,6 +116,8 @@ describe('database errors are mapped in toProblem', () => {
     ],
     [{ code: 'ECONNREFUSED', message: 'connect ECONNREFUSED' }, 503, 'database.unavailable'],
     [new Error('Connection terminated unexpectedly'), 503, 'database.unavailable'],
+    [new Error('apply failed', { cause: { code: '57P01' } }), 503, 'database.unavailable'],
+    [{ code: 'EHOSTUNREACH', message: 'connect EHOSTUNREACH' }, 503, 'database.unavailable'],
     [{ code: '23505', constraint: 'x' }, 409, 'object.duplicate'],
     [{ code: '22P02' }, 400, 'value.invalid'],
     [new Error('something else'), 500, 'internal'],

@@ -269,7 +269,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
 
   app.setErrorHandler((err, request, reply) => {
     const p = toProblem(err, request);
-    if (p.status >= 500) request.log.error({ err }, 'request failed');
+    if (p.code === 'database.unavailable')
+      request.log.warn({ err: (err as Error).message }, 'database unavailable');
+    else if (p.status >= 500) request.log.error({ err }, 'request failed');
     return sendProblem(reply, p);
   });
   app.setNotFoundHandler((request, reply) =>

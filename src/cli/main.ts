@@ -297,40 +297,71 @@ async function postApply(docs: SourcedDocument[], dryRun: boolean): Promise<Appl
   return res.body;
 }
 
-async function waitReady(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
+interface ObjectStatus {
+  metadata: { generation: number };
+  status: {
+    phase: string;
+    observedGeneration: number;
+    conditions: { type: string; status: string; reason: string; message: string }[];
+  };
+}
+
+/** Phases an object rests in: Ready, a lifecycle the operator asked for, or a final failure. */
+const SETTLED = new Set(['Ready', 'Suspended', 'Archived', 'Draft', 'Failed']);
+/** Of those, the ones that are what the operator asked for. */
+const AS_REQUESTED = new Set(['Ready', 'Suspended', 'Archived', 'Draft']);
+
+/**
+ * Waits until every applied object has settled: its current generation observed and Ready,
+ * Suspended/Archived/Draft as its lifecycle asks, Failed, or waiting on dependents that have
+ * themselves settled (e.g. a tenant whose topics have no Kafka cluster). Then prints one line per
+ * object that is not as requested, with its reason, and fails if there is any. Progress goes to
+ * stderr: one rewritten line on a terminal, a line per change otherwise (logs, CI).
+ */
+async function waitSettled(results: ApplyResponse['results'], timeoutSec: number): Promise<void> {
   const c = client();
-  const pending = new Map(results.map((r) => [`${r.kind.toLowerCase()}/${r.name}`, r]));
-  const total = pending.size;
+  const tty = process.stderr.isTTY === true;
+  const total = results.length;
   const started = Date.now();
+  let lastLine = '';
+  let stableRounds = 0;
   for (;;) {
-    for (const [key, r] of [...pending]) {
-      const { body } = await c.request<{
-        metadata: { generation: number };
-        status: {
-          phase: string;
-          observedGeneration: number;
-          conditions: { type: string; status: string; reason: string; message: string }[];
-        };
-      }>('GET', `/v1/${KIND_PATHS[r.kind as Kind]}/${r.uuid}`);
-      if (body.status.phase === 'Failed') {
-        const ready = body.status.conditions.find((x) => x.type === 'Ready');
-        throw new CliError(`${key} failed: ${ready?.reason ?? ''} ${ready?.message ?? ''}`);
-      }
-      if (body.status.phase === 'Ready' && body.status.observedGeneration >= body.metadata.generation)
-        pending.delete(key);
+    const seen = new Map<string, ObjectStatus['status'] & { current: boolean }>();
+    for (const r of results) {
+      const { body } = await c.request<ObjectStatus>('GET', `/v1/${KIND_PATHS[r.kind as Kind]}/${r.uuid}`);
+      seen.set(`${r.kind.toLowerCase()}/${r.name}`, {
+        ...body.status,
+        current: body.status.observedGeneration >= body.metadata.generation,
+      });
     }
-    const elapsed = Math.round((Date.now() - started) / 1000);
-    const slowest = pending.keys().next().value;
-    process.stderr.write(
-      `\rReady ${total - pending.size}/${total}${slowest ? `, waiting for ${slowest}` : ''} (${elapsed}s)   `,
+    const reason = (s: ObjectStatus['status']) => s.conditions.find((x) => x.type === 'Ready');
+    const ready = [...seen.values()].filter((s) => s.current && AS_REQUESTED.has(s.phase)).length;
+    const moving = [...seen].filter(
+      ([, s]) => !s.current || !(SETTLED.has(s.phase) || reason(s)?.reason === 'DependentsNotReady'),
     );
-    if (pending.size === 0) {
-      process.stderr.write('\n');
+    // Waiting on dependents counts as settled only once nothing else moves for two rounds.
+    const blocked = [...seen].filter(([, s]) => s.current && s.phase === 'Provisioning');
+    stableRounds = moving.length === 0 ? stableRounds + 1 : 0;
+    const done = moving.length === 0 && (blocked.length === 0 || stableRounds >= 2);
+    const elapsed = Math.round((Date.now() - started) / 1000);
+    const waiting = moving[0]?.[0] ?? blocked[0]?.[0];
+    const line = `Ready ${ready}/${total}${waiting && !done ? `, waiting for ${waiting}` : ''}`;
+    if (tty) process.stderr.write(`\r${line} (${elapsed}s)   `);
+    else if (line !== lastLine) process.stderr.write(`${line} (${elapsed}s)\n`);
+    lastLine = line;
+    if (done || elapsed >= timeoutSec) {
+      if (tty) process.stderr.write('\n');
+      const problems = [...seen].filter(([, s]) => !(s.current && AS_REQUESTED.has(s.phase)));
+      for (const [key, s] of problems) {
+        const r = reason(s);
+        process.stderr.write(
+          `${key} ${done ? s.phase : `still ${s.phase}`}: ${r ? `${r.reason} ${r.message}` : 'no status yet'}\n`,
+        );
+      }
+      if (!done)
+        throw new CliError(`timed out after ${timeoutSec}s; ${problems.length} object(s) not settled`);
+      if (problems.length > 0) throw new CliError(`${problems.length} of ${total} object(s) not Ready`);
       return;
-    }
-    if (elapsed >= timeoutSec) {
-      process.stderr.write('\n');
-      throw new CliError(`timed out after ${timeoutSec}s; not Ready: ${[...pending.keys()].join(', ')}`);
     }
     await new Promise((r) => setTimeout(r, 1000));
   }
@@ -341,7 +372,7 @@ program
   .description('apply manifests: creates or updates every object, all or nothing')
   .requiredOption('-f, --filename <path...>', 'file, folder (recursive) or - for stdin')
   .option('--dry-run', 'show what would change without writing')
-  .option('--wait', 'wait until every object is Ready')
+  .option('--wait', 'wait until every object has settled; exit 1 naming each one that is not Ready')
   .option('--timeout <seconds>', 'with --wait', '300')
   .action(async (opts: { filename: string[]; dryRun?: boolean; wait?: boolean; timeout: string }) => {
     let docs: SourcedDocument[] | undefined;
@@ -356,7 +387,7 @@ program
             console.log(`${r.kind.toLowerCase()}/${r.name} ${r.action}${res.dryRun ? ' (dry run)' : ''}`);
             if (r.secret) console.log(`  signing secret (shown once, store it now): ${r.secret}`);
           }
-        if (opts.wait && !res.dryRun) await waitReady(res.results, Number(opts.timeout));
+        if (opts.wait && !res.dryRun) await waitSettled(res.results, Number(opts.timeout));
       },
       () => docs,
     );

@@ -135,4 +135,45 @@ describe('failures', () => {
       await c.stop();
     }
   });
+
+  it('a resource failed for want of a provider is retried when a controller starts with it; a shorter resync applies at start', async () => {
+    await fx.registry.apply(fx.ctx, [
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'IntegrationResource',
+        metadata: {},
+        spec: { scope: { tenant: 'acme-eu-dev' }, type: 'blob-container' },
+      },
+    ]);
+    const dataDir = await tempDataDir();
+    // The first process has no blob provider; its failure is final (not retryable) and parked for 10 min.
+    const without = await startController(fx.t, {
+      dataDir,
+      controller: { resyncIntervalMs: 600_000 },
+      providers: () => ({ 'blob-container': { missing: 'no blob storage is configured in this test' } }),
+    });
+    try {
+      const s = await until('blob Failed', async () => {
+        const s = await statusOf('acme-eu-dev.blob');
+        return s?.phase === 'Failed' && s;
+      });
+      expect(s.reason).toBe('ProviderNotConfigured');
+    } finally {
+      await without.stop();
+    }
+    // Everything else of the tenant waits for its resync, ten minutes ahead.
+    const ahead = `select count(*)::int as n from reconcile_jobs where run_after > now() + interval '5 minutes'`;
+    expect((await fx.t.owner.query(ahead)).rows[0].n).toBeGreaterThan(0);
+    // The next process has the provider: the resource is Ready without waiting for the resync, and
+    // its 30 s resync interval applies to every job at once.
+    const started = Date.now();
+    const configured = await startController(fx.t, { dataDir, controller: { resyncIntervalMs: 30_000 } });
+    try {
+      await until('blob Ready', async () => (await statusOf('acme-eu-dev.blob'))?.phase === 'Ready', 10_000);
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect((await fx.t.owner.query(ahead)).rows[0].n).toBe(0);
+    } finally {
+      await configured.stop();
+    }
+  });
 });

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { ControllerConfig } from '../config/config.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { isDatabaseUnavailable } from '../errors/errors.js';
 import type { Metrics } from '../observability/metrics.js';
 import { inSpan, withTraceparent } from '../observability/tracing.js';
 import { ProviderError } from '../providers/provider.js';
@@ -16,6 +17,7 @@ import { failJob } from './queue/fail-job.js';
 import type { QueuedJob, ReconcileJob } from './queue/job.js';
 import { JobTypes } from './queue/job-types.js';
 import { renewLease } from './queue/renew-lease.js';
+import { rescheduleJobs } from './queue/reschedule-jobs.js';
 import { type ReconcileEnv, reconcile, settleFailure } from './reconcilers.js';
 
 export interface ControllerOptions {
@@ -49,6 +51,7 @@ export class Controller {
   private loop: Promise<void> | undefined;
   private wake: (() => void) | undefined;
   private resyncTimer: NodeJS.Timeout | undefined;
+  private paused = false;
   /** Reconciles finished in this process (successes and failures), for metrics and benchmarks. */
   processed = 0;
 
@@ -95,8 +98,27 @@ export class Controller {
     await Promise.allSettled([...this.inFlight.values()]);
   }
 
+  /** Applies this process's providers and resync interval to the jobs already scheduled. */
+  private async reschedule(): Promise<void> {
+    const { providers, config, logger, db } = this.opts;
+    const configured = new Set<string>();
+    for (const slots of [providers, ...Object.values(providers.regions ?? {})])
+      for (const [type, slot] of Object.entries(slots))
+        if (type !== 'regions' && slot && typeof slot === 'object' && 'provider' in slot)
+          configured.add(type);
+    try {
+      const r = await asPlatform(db, (trx) =>
+        rescheduleJobs(trx, { resyncMs: config.resyncIntervalMs, configuredTypes: [...configured] }),
+      );
+      if (r.providerRetried > 0 || r.resynced > 0) logger.info(r, 'reconcile jobs rescheduled at start');
+    } catch (err) {
+      logger.warn({ err }, 'rescheduling reconcile jobs at start failed');
+    }
+  }
+
   private async run(): Promise<void> {
     const { config, logger } = this.opts;
+    await this.reschedule();
     while (this.running) {
       const free = config.workers - this.inFlight.size;
       let claimed: QueuedJob[] = [];
@@ -105,8 +127,15 @@ export class Controller {
           claimed = await asPlatform(this.opts.db, (trx) =>
             claimJobs(trx, { workerId: this.workerId, limit: free, leaseMs: config.leaseMs }),
           );
+          if (this.paused) logger.info('database reachable again; controller resumed');
+          this.paused = false;
         } catch (err) {
-          logger.warn({ err }, 'claiming reconcile jobs failed');
+          // While the database is away the loop keeps polling (so it resumes within one poll
+          // interval of its return) and says so once, not on every poll.
+          if (!isDatabaseUnavailable(err)) logger.warn({ err }, 'claiming reconcile jobs failed');
+          else if (!this.paused)
+            logger.warn({ err: (err as Error).message }, 'database unavailable; controller paused');
+          this.paused = isDatabaseUnavailable(err);
         }
       }
       for (const job of claimed) {

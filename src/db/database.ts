@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import { guardClient, guardPool } from './connection-errors.js';
 import { migrationProvider } from './migrations/index.js';
 import type { Database } from './schema.js';
 
@@ -31,9 +32,11 @@ const types: pg.CustomTypesConfig = {
 };
 
 export function createDb(connectionString: string, max = 10): Db {
-  const pool = new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, types });
-  // A dropped connection must not crash the process; the pool replaces it.
-  pool.on('error', () => undefined);
+  // A dropped connection must not crash the process: the pool replaces it, and the query in flight
+  // rejects (an API request answers 503 database.unavailable). A connect that hangs gives up in 5 s.
+  const pool = guardPool(
+    new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 5_000, types }),
+  );
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   pools.set(db, pool);
   return db;
@@ -45,7 +48,7 @@ export const poolOf = (db: Db): pg.Pool | undefined => pools.get(db);
 /** Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe. */
 export async function migrate(ownerUrl: string): Promise<string[]> {
   const db = new Kysely<unknown>({
-    dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: ownerUrl, max: 1 }) }),
+    dialect: new PostgresDialect({ pool: guardPool(new pg.Pool({ connectionString: ownerUrl, max: 1 })) }),
   });
   try {
     const migrator = new Migrator({
@@ -86,7 +89,7 @@ export async function ensureAppRole(ownerUrl: string): Promise<string> {
   url.username = 'tenantry_app';
   url.password = password;
   const appUrl = url.toString();
-  const probe = new pg.Client({ connectionString: appUrl });
+  const probe = guardClient(new pg.Client({ connectionString: appUrl }));
   try {
     await probe.connect();
     await probe.end();
@@ -94,7 +97,7 @@ export async function ensureAppRole(ownerUrl: string): Promise<string> {
   } catch {
     await probe.end().catch(() => undefined);
   }
-  const owner = new pg.Client({ connectionString: ownerUrl });
+  const owner = guardClient(new pg.Client({ connectionString: ownerUrl }));
   await owner.connect();
   try {
     await owner.query('begin');

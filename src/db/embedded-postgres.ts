@@ -77,7 +77,8 @@ export class EmbeddedDatabase {
       : randomBytes(24).toString('base64url');
     await this.claimDataDir();
     if (initialised) await this.stopOrphan();
-    this.port = await freePort();
+    // A restart of the same instance keeps its port, so connection strings handed out stay valid.
+    this.port ||= await freePort();
     const log = this.options.logger;
     const flags = [
       '-c',

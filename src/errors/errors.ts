@@ -83,9 +83,27 @@ export class UnavailableError extends TenantryError {
   }
 }
 
-/** Errors of the driver or the socket that say the database is out of reach (not that the input is wrong). */
-const UNREACHABLE =
-  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Cannot use a pool after calling end)/;
+/**
+ * Errors that mean "the database is not reachable right now", not "the request is wrong": the
+ * server is shutting down or starting (57P01-57P03), too many connections (53300), the connection
+ * broke or could not be made (class 08, socket errors, pg's own messages for a dropped connection,
+ * a connect timeout or a pool that is closing).
+ */
+const UNAVAILABLE_CODE =
+  /^(08...|57P0[123]|53300|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN)$/;
+const UNAVAILABLE_MESSAGE =
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed and is not queryable|Cannot use a pool after calling end)|the database system is (starting up|shutting down|in recovery mode)/;
+
+/** True when err, or anything in its cause chain (or an AggregateError's errors), says the database is unreachable. */
+export function isDatabaseUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (e instanceof AggregateError && e.errors.some(isDatabaseUnavailable)) return true;
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (typeof code === 'string' && UNAVAILABLE_CODE.test(code)) return true;
+    if (typeof message === 'string' && UNAVAILABLE_MESSAGE.test(message)) return true;
+  }
+  return false;
+}
 
 /**
  * Maps PostgreSQL errors to typed errors: those that input can provoke (4xx) and those that say the
@@ -94,11 +112,7 @@ const UNREACHABLE =
 export function mapDatabaseError(err: unknown): unknown {
   if (err instanceof TenantryError) return err;
   const e = err as { code?: string; constraint?: string; detail?: string; message?: string };
-  if (
-    (typeof e?.code === 'string' &&
-      /^(08|57P0[123]|53300|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE)/.test(e.code)) ||
-    (typeof e?.message === 'string' && UNREACHABLE.test(e.message))
-  ) {
+  if (isDatabaseUnavailable(err)) {
     return new UnavailableError('database.unavailable', 'The database is unavailable; retry shortly.', err);
   }
   switch (e?.code) {

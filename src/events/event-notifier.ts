@@ -1,18 +1,21 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { reconnectDelay } from '../db/connection-errors.js';
 
 export type NotifyChannel = 'tenantry_events' | 'tenantry_webhooks';
 
 /**
  * One LISTEN connection per process for PostgreSQL NOTIFY (issued by tenantry_event_appended at
  * commit). It only wakes readers early: every reader also polls, so a lost connection or a pooler
- * that drops LISTEN delays events by at most the poll interval, never loses them.
+ * that drops LISTEN delays events by at most the poll interval, never loses them. A lost connection
+ * is re-established with backoff (250 ms … 5 s), and LISTEN with it.
  */
 export class EventNotifier {
   private client: pg.Client | undefined;
   private readonly listeners = new Map<NotifyChannel, Set<(payload: string) => void>>();
   private stopped = false;
   private retry: NodeJS.Timeout | undefined;
+  private failures = 0;
 
   constructor(
     private readonly connectionString: string,
@@ -30,17 +33,24 @@ export class EventNotifier {
       for (const fn of this.listeners.get(n.channel as NotifyChannel) ?? []) fn(n.payload ?? '');
     });
     client.on('error', (err) => {
+      if (this.client !== client) return; // a failed connect: handled below
       this.log.warn({ err }, 'event notifier connection lost; polling until it is back');
       this.reconnect();
     });
     try {
       await client.connect();
       await client.query('listen tenantry_events; listen tenantry_webhooks');
+      if (this.stopped) {
+        await client.end().catch(() => undefined);
+        return;
+      }
       this.client = client;
+      if (this.failures > 0) this.log.info('event notifier listening again');
+      this.failures = 0;
     } catch (err) {
       await client.end().catch(() => undefined);
       if (this.stopped) return;
-      this.log.warn({ err }, 'event notifier cannot listen; polling');
+      if (this.failures === 0) this.log.warn({ err }, 'event notifier cannot listen; polling');
       this.reconnect();
     }
   }
@@ -50,10 +60,13 @@ export class EventNotifier {
     this.client = undefined;
     old?.end().catch(() => undefined);
     if (this.stopped || this.retry) return;
-    this.retry = setTimeout(() => {
-      this.retry = undefined;
-      void this.connect();
-    }, 1_000);
+    this.retry = setTimeout(
+      () => {
+        this.retry = undefined;
+        void this.connect();
+      },
+      reconnectDelay(this.failures++),
+    );
     this.retry.unref();
   }
 

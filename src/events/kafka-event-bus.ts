@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { KafkaConfig } from '../config/config.js';
+import { reconnectDelay } from '../db/connection-errors.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { KINDS } from '../registry/kinds/index.js';
 import { type OutboxRow, toCloudEvent } from './cloud-event.js';
@@ -32,6 +33,8 @@ export class KafkaEventBus {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
+  private failures = 0;
+  private retryAt = 0;
   published = 0;
 
   constructor(
@@ -115,22 +118,36 @@ export class KafkaEventBus {
     }
   }
 
+  /**
+   * Takes (or keeps) the publisher lock. A lost session loses the lock with it: the next attempt
+   * reconnects, after a backoff that grows while the database stays unreachable (250 ms … 5 s).
+   */
   private async holdLock(): Promise<boolean> {
     if (this.lockClient) return true;
-    const client = new pg.Client({ connectionString: this.ownerOrAppUrl });
-    client.on('error', () => {
-      // The session (and the lock with it) is gone; take it again on the next tick.
+    if (Date.now() < this.retryAt) return false;
+    const client = new pg.Client({ connectionString: this.ownerOrAppUrl, connectionTimeoutMillis: 5_000 });
+    client.on('error', (err) => {
+      if (this.lockClient !== client) return;
+      this.log.warn({ err }, 'event bus lost its publisher lock session; electing again');
       this.lockClient = undefined;
+      client.end().catch(() => undefined);
     });
-    await client.connect();
-    const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1) as ok', [
-      PUBLISHER_LOCK,
-    ]);
-    if (rows[0]?.ok) {
-      this.lockClient = client;
-      return true;
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ ok: boolean }>('select pg_try_advisory_lock($1) as ok', [
+        PUBLISHER_LOCK,
+      ]);
+      this.failures = 0;
+      if (rows[0]?.ok && !this.stopped) {
+        this.lockClient = client;
+        return true;
+      }
+    } catch (err) {
+      this.retryAt = Date.now() + reconnectDelay(this.failures++);
+      await client.end().catch(() => undefined);
+      throw err;
     }
-    await client.end();
+    await client.end().catch(() => undefined);
     return false;
   }
 

@@ -2,6 +2,9 @@ import type { Duplex } from 'node:stream';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { type FieldError, mapDatabaseError, TenantryError } from '../errors/errors.js';
 
+/** Seconds a client should wait before retrying while the database is unreachable. */
+export const DATABASE_RETRY_AFTER_SECONDS = 2;
+
 /** RFC 9457 problem details with Tenantry's stable `code` and, for validation, JSON pointers. */
 export interface Problem {
   type: string;
@@ -142,5 +145,6 @@ export function onClientError(err: Error & { code?: string }, socket: Duplex): v
 }
 
 export function sendProblem(reply: FastifyReply, p: Problem): FastifyReply {
+  if (p.code === 'database.unavailable') reply.header('retry-after', String(DATABASE_RETRY_AFTER_SECONDS));
   return reply.code(p.status).type('application/problem+json').send(p);
 }

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
+import { isDatabaseUnavailable } from '../errors/errors.js';
 import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -134,6 +135,7 @@ export class WebhookDispatcher {
   private readonly guard: UrlGuard;
   private stopped = true;
   private running: Promise<void> | undefined;
+  private paused = false;
   private wake: (() => void) | undefined;
   private unsubscribe: (() => void) | undefined;
 
@@ -169,8 +171,14 @@ export class WebhookDispatcher {
       let claimed = 0;
       try {
         claimed = await this.runOnce();
+        if (this.paused) this.log.info('database reachable again; webhook dispatcher resumed');
+        this.paused = false;
       } catch (err) {
-        this.log.error({ err }, 'webhook dispatch failed; retrying');
+        // A claimed delivery whose settlement failed is claimed again when its lease runs out.
+        if (!isDatabaseUnavailable(err)) this.log.error({ err }, 'webhook dispatch failed; retrying');
+        else if (!this.paused)
+          this.log.warn({ err: (err as Error).message }, 'database unavailable; webhook dispatcher paused');
+        this.paused = isDatabaseUnavailable(err);
       }
       if (claimed < this.config.events.webhookConcurrency && !this.stopped) {
         await new Promise<void>((resolve) => {

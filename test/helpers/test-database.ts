@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { type Config, loadConfig } from '../../src/config/config.js';
+import { guardPool } from '../../src/db/connection-errors.js';
 import { createDb, type Db, ensureAppRole } from '../../src/db/database.js';
 
 export interface TestDatabase {
@@ -38,7 +39,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const ownerUrl = url.toString();
   const appUrl = await ensureAppRole(ownerUrl);
   const db = createDb(appUrl, 20);
-  const owner = new pg.Pool({ connectionString: ownerUrl, max: 4 });
+  const owner = guardPool(new pg.Pool({ connectionString: ownerUrl, max: 4 }));
   const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused' });
   return {
     name,

@@ -225,7 +225,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     '-cp',
     classpath,
   ];
-  const clusterId = randomBytes(16).toString('base64url');
+  const clusterId = kafkaClusterId();
   // A kept dataDir is formatted already (under its own cluster id): start it as it is.
   if (!fs.existsSync(path.join(logDirs, 'meta.properties')))
     await run(
@@ -299,4 +299,15 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     await sleep(250);
   }
   return { brokers, username, password, users, startMillis: Date.now() - started, stop };
+}
+
+/**
+ * A random KRaft cluster id (16 bytes, base64url) that never starts with `-`: `kafka-storage format
+ * -t -abc…` would read it as an option. Kafka's own Uuid.randomUuid() skips such ids the same way.
+ */
+export function kafkaClusterId(random: () => Buffer = () => randomBytes(16)): string {
+  for (;;) {
+    const id = random().toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }

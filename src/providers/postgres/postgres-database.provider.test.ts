@@ -120,6 +120,51 @@ describe('PostgreSQL isolation provider', () => {
     await provider.delete(b);
   });
 
+  it('pool: observe checks the contract as the tenant sees it; each broken piece is drift that ensure repairs', async () => {
+    const a = desired('pool', 'c');
+    const b = desired('pool', 'd');
+    await provider.ensure(a);
+    await provider.ensure(b);
+    const dataplane = new URL(defaultDataplaneUrl(t.ownerUrl)).pathname.slice(1);
+    const owner = new pg.Client({ connectionString: defaultDataplaneUrl(t.ownerUrl) });
+    owner.on('error', () => undefined);
+    await owner.connect();
+    try {
+      const role = a.physicalName;
+      const breakages: [string, string][] = [
+        [
+          `revoke connect on database ${dataplane} from ${role}`,
+          `role ${role} lacks CONNECT on database ${dataplane}`,
+        ],
+        [`alter role ${role} reset search_path`, `role ${role} has search_path "$user", public, not ${role}`],
+        [
+          `alter role ${role} password 'not-the-stored-one'`,
+          `role ${role} cannot log in with its stored secret`,
+        ],
+        [
+          `grant usage on schema ${b.physicalName} to ${role}`,
+          `role ${role} may use other schemas: ${b.physicalName}`,
+        ],
+      ];
+      for (const [breakage, drift] of breakages) {
+        await owner.query(breakage);
+        expect((await provider.observe(a)).drift, breakage).toEqual([drift]);
+        if (breakage.startsWith('grant')) {
+          // Someone else's grant is not ours to take back: it stays drift (the object ends Failed).
+          expect((await provider.ensure(a)).drift).toEqual([drift]);
+          await owner.query(`revoke usage on schema ${b.physicalName} from ${role}`);
+        } else {
+          expect((await provider.ensure(a)).drift, breakage).toEqual([]);
+        }
+      }
+      expect((await provider.observe(a)).drift).toEqual([]);
+    } finally {
+      await owner.end();
+      await provider.delete(a);
+      await provider.delete(b);
+    }
+  });
+
   it('silo: a database per tenant that only its own role may connect to', async () => {
     const a = desired('silo', 'a');
     const b = desired('silo', 'b');

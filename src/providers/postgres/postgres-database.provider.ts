@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { guardClient, guardPool } from '../../db/connection-errors.js';
 import {
   type DesiredResource,
   type ObservedResource,
@@ -44,8 +45,7 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     private readonly secrets: SecretStore,
   ) {
     this.database = decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres';
-    this.pool = new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 });
-    this.pool.on('error', () => undefined);
+    this.pool = guardPool(new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 }));
   }
 
   private names(desired: DesiredResource): Names {
@@ -111,8 +111,76 @@ export class PostgresDatabaseProvider implements ResourceProvider {
         else if (b && !b.member) drift.push(`role ${n.role} is not a member of ${SHARED_GROUP}`);
         exists = exists && b !== undefined;
       }
-      return { exists, drift, details: this.details(desired, n) };
+      // What the catalog says is not the whole contract: the tenant's own session must work.
+      if (exists) drift.push(...(await this.probe(desired, n)));
+      return { exists, drift: [...new Set(drift)], details: this.details(desired, n) };
     });
+  }
+
+  /**
+   * Logs in as the resource's role with its stored secret and checks what the tenant gets: CONNECT
+   * on its database, USAGE and CREATE on (or ownership of) its schema, its search_path, and no
+   * access to any other schema or any other private database (another tenant's). A grant left
+   * half done (e.g. by a failed concurrent catalog change) is drift, and ensure repairs it.
+   */
+  private async probe(desired: DesiredResource, n: Names): Promise<string[]> {
+    const secret = await this.secrets.get(desired.id);
+    if (!secret?.password) return [`no stored secret for role ${n.role}`];
+    const url = new URL(this.url);
+    url.username = n.role;
+    url.password = secret.password;
+    const database = n.isolation === 'silo' ? n.target : this.database;
+    url.pathname = `/${encodeURIComponent(database)}`;
+    const c = guardClient(
+      new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 }),
+    );
+    try {
+      await c.connect();
+    } catch (err) {
+      await c.end().catch(() => undefined);
+      const code = (err as { code?: string }).code;
+      if (code === '28P01' || code === '28000')
+        return [`role ${n.role} cannot log in with its stored secret`];
+      if (code === '42501') return [`role ${n.role} lacks CONNECT on database ${database}`];
+      throw err;
+    }
+    try {
+      const own = n.isolation === 'silo' ? 'public' : n.target;
+      const { rows } = await c.query<{
+        search_path: string;
+        schema_ok: boolean;
+        foreign_schemas: string[];
+        foreign_databases: string[];
+      }>(
+        `select current_setting('search_path') as search_path,
+                coalesce((select pg_get_userbyid(nspowner) = current_user or has_schema_privilege(oid, 'USAGE, CREATE')
+                          from pg_namespace where nspname = $1), false) as schema_ok,
+                array(select nspname::text from pg_namespace
+                      where nspname <> all (array[$1, 'public', 'information_schema'])
+                        and nspname not like 'pg_%' and has_schema_privilege(oid, 'USAGE')
+                      order by 1) as foreign_schemas,
+                array(select datname::text from pg_database
+                      where datname <> current_database() and not datistemplate
+                        and datdba <> (select oid from pg_roles where rolname = current_user)
+                        and datacl is not null
+                        and not exists (select from aclexplode(datacl) a where a.grantee = 0 and a.privilege_type = 'CONNECT')
+                        and has_database_privilege(oid, 'CONNECT')
+                      order by 1) as foreign_databases`,
+        [own],
+      );
+      const r = rows[0]!;
+      const drift: string[] = [];
+      if (!r.schema_ok) drift.push(`role ${n.role} lacks USAGE, CREATE on schema ${own}`);
+      if (n.isolation !== 'silo' && r.search_path !== n.target && r.search_path !== id(n.target))
+        drift.push(`role ${n.role} has search_path ${r.search_path}, not ${n.target}`);
+      if (r.foreign_schemas.length > 0)
+        drift.push(`role ${n.role} may use other schemas: ${r.foreign_schemas.join(', ')}`);
+      if (r.foreign_databases.length > 0)
+        drift.push(`role ${n.role} may connect to other databases: ${r.foreign_databases.join(', ')}`);
+      return drift;
+    } finally {
+      await c.end().catch(() => undefined);
+    }
   }
 
   async ensure(desired: DesiredResource): Promise<ObservedResource> {
@@ -125,30 +193,30 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     );
     await this.guard(async () => {
       await this.prepare();
-      await this.ensureRole(n.role, secret.password ?? '', n.isolation === 'shared');
-      if (n.isolation === 'pool') {
-        await ignore(this.pool.query(`create schema if not exists ${id(n.target)}`), ['42P06', '23505']);
-        await this.pool.query(`revoke all on schema ${id(n.target)} from public`);
-        await this.pool.query(`grant usage, create on schema ${id(n.target)} to ${id(n.role)}`);
-        await this.pool.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
-        await this.pool.query(`alter role ${id(n.role)} set search_path = ${id(n.target)}`);
-      } else if (n.isolation === 'silo') {
-        await ignore(this.pool.query(`create database ${id(n.target)} owner ${id(n.role)}`), [
-          '42P04',
-          '23505',
-        ]);
-        await this.pool.query(`alter database ${id(n.target)} owner to ${id(n.role)}`);
-        await this.pool.query(`revoke connect, temporary on database ${id(n.target)} from public`);
-      } else {
-        await this.pool.query(`grant ${id(SHARED_GROUP)} to ${id(n.role)}`);
-        await this.pool.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
-        await this.pool.query(
-          `insert into tenantry_shared.bindings (role_name, tenant_id) values ($1, $2)
-           on conflict (role_name) do update set tenant_id = excluded.tenant_id`,
-          [n.role, desired.tenantId],
-        );
-        await this.pool.query(`alter role ${id(n.role)} set search_path = tenantry_shared`);
-      }
+      await this.withCatalogLock(async (c) => {
+        await this.ensureRole(c, n.role, secret.password ?? '', n.isolation === 'shared');
+        if (n.isolation === 'pool') {
+          await ignore(c.query(`create schema if not exists ${id(n.target)}`), ['42P06', '23505']);
+          await c.query(`revoke all on schema ${id(n.target)} from public`);
+          await c.query(`grant usage, create on schema ${id(n.target)} to ${id(n.role)}`);
+          await c.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
+          await c.query(`alter role ${id(n.role)} set search_path = ${id(n.target)}`);
+        } else if (n.isolation === 'silo') {
+          await ignore(c.query(`create database ${id(n.target)} owner ${id(n.role)}`), ['42P04', '23505']);
+          await c.query(`alter database ${id(n.target)} owner to ${id(n.role)}`);
+          await c.query(`revoke connect, temporary on database ${id(n.target)} from public`);
+          await c.query(`grant connect on database ${id(n.target)} to ${id(n.role)}`);
+        } else {
+          await c.query(`grant ${id(SHARED_GROUP)} to ${id(n.role)}`);
+          await c.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
+          await c.query(
+            `insert into tenantry_shared.bindings (role_name, tenant_id) values ($1, $2)
+             on conflict (role_name) do update set tenant_id = excluded.tenant_id`,
+            [n.role, desired.tenantId],
+          );
+          await c.query(`alter role ${id(n.role)} set search_path = tenantry_shared`);
+        }
+      });
     });
     return this.observe(desired);
   }
@@ -157,18 +225,19 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     const n = this.names(desired);
     await this.guard(async () => {
       await this.prepare();
-      if (n.isolation === 'pool') await this.pool.query(`drop schema if exists ${id(n.target)} cascade`);
-      if (n.isolation === 'silo')
-        await this.pool.query(`drop database if exists ${id(n.target)} with (force)`);
-      if (n.isolation === 'shared') {
-        // The tenant's rows stay under the retention rules; only the binding and the role go.
-        await this.pool.query('delete from tenantry_shared.bindings where role_name = $1', [n.role]);
-      }
-      const role = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
-      if ((role.rowCount ?? 0) > 0) {
-        await this.pool.query(`drop owned by ${id(n.role)}`);
-        await ignore(this.pool.query(`drop role if exists ${id(n.role)}`), ['42704']);
-      }
+      await this.withCatalogLock(async (c) => {
+        if (n.isolation === 'pool') await c.query(`drop schema if exists ${id(n.target)} cascade`);
+        if (n.isolation === 'silo') await c.query(`drop database if exists ${id(n.target)} with (force)`);
+        if (n.isolation === 'shared') {
+          // The tenant's rows stay under the retention rules; only the binding and the role go.
+          await c.query('delete from tenantry_shared.bindings where role_name = $1', [n.role]);
+        }
+        const role = await c.query('select 1 from pg_roles where rolname = $1', [n.role]);
+        if ((role.rowCount ?? 0) > 0) {
+          await c.query(`drop owned by ${id(n.role)}`);
+          await ignore(c.query(`drop role if exists ${id(n.role)}`), ['42704']);
+        }
+      });
     });
     await this.guard(() => this.secrets.delete(desired.id));
   }
@@ -190,16 +259,45 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     };
   }
 
-  private async ensureRole(role: string, password: string, inherit: boolean): Promise<void> {
-    const exists = await this.pool.query('select 1 from pg_roles where rolname = $1', [role]);
+  private async ensureRole(
+    c: pg.PoolClient,
+    role: string,
+    password: string,
+    inherit: boolean,
+  ): Promise<void> {
+    const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
     const attrs = `login nosuperuser nocreatedb nocreaterole nobypassrls ${inherit ? 'inherit' : 'noinherit'}`;
     if ((exists.rowCount ?? 0) === 0) {
-      await ignore(this.pool.query(`create role ${id(role)} ${attrs} password ${lit(password)}`), [
-        '42710',
-        '23505',
-      ]);
+      await ignore(c.query(`create role ${id(role)} ${attrs} password ${lit(password)}`), ['42710', '23505']);
     }
-    await this.pool.query(`alter role ${id(role)} ${attrs} password ${lit(password)}`);
+    await c.query(`alter role ${id(role)} ${attrs} password ${lit(password)}`);
+  }
+
+  /**
+   * Runs catalog changes (roles, schemas, grants, role settings, databases) on one connection that
+   * holds this data-plane database's catalog lock, a session advisory lock (session, not
+   * transaction: CREATE DATABASE cannot run in one). PostgreSQL does not serialise concurrent
+   * GRANTs or ALTER ROLE … SET on one catalog row: without the lock, two controllers provisioning at
+   * once fail with `tuple concurrently updated`, or leave a grant half done. A connection that
+   * breaks releases the lock with its session and is dropped from the pool.
+   */
+  private async withCatalogLock<T>(work: (c: pg.PoolClient) => Promise<T>): Promise<T> {
+    const key = `tenantry.catalog:${this.database}`;
+    const c = await this.pool.connect();
+    let unlockFailed: Error | undefined;
+    try {
+      await c.query('select pg_advisory_lock(hashtext($1))', [key]);
+      try {
+        return await work(c);
+      } finally {
+        await c.query('select pg_advisory_unlock(hashtext($1))', [key]).catch((err: Error) => {
+          unlockFailed = err;
+        });
+      }
+    } finally {
+      // A session that may still hold the lock never goes back to the pool (release(err) ends it).
+      c.release(unlockFailed);
+    }
   }
 
   /** The data-plane database and the shared-isolation tables, created once per process. */
@@ -214,7 +312,9 @@ export class PostgresDatabaseProvider implements ResourceProvider {
   private async createDataPlane(): Promise<void> {
     const server = new URL(this.url);
     server.pathname = '/postgres';
-    const admin = new pg.Client({ connectionString: server.toString(), connectionTimeoutMillis: 5_000 });
+    const admin = guardClient(
+      new pg.Client({ connectionString: server.toString(), connectionTimeoutMillis: 5_000 }),
+    );
     await admin.connect();
     try {
       const found = await admin.query('select 1 from pg_database where datname = $1', [this.database]);

@@ -9,7 +9,7 @@ import type { AuditVerification } from '../audit/audit-verifier.js';
 import { verifyAuditExport } from '../audit/export-audit.js';
 import { checkAgainstSavedCheckpoint } from '../audit/witness.js';
 import type { TenantryClient } from './client.js';
-import { type OutputFormat, table } from './output.js';
+import { isTable, type OutputFormat, renderList, table } from './output.js';
 
 interface AuditDeps {
   client: () => TenantryClient;
@@ -38,7 +38,7 @@ function report(
   v: AuditVerification & { malformed?: { line: number; message: string }[] },
   format: OutputFormat,
 ) {
-  if (format !== 'table') {
+  if (!isTable(format)) {
     console.log(JSON.stringify(v, null, 2));
     return v.ok;
   }
@@ -184,8 +184,9 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
           items.push(...body.items);
           cursor = body.nextCursor ?? undefined;
         } while (opts.all && cursor);
-        if (deps.output() !== 'table') {
-          console.log(JSON.stringify({ items }, null, 2));
+        const listed = renderList(items, deps.output());
+        if (listed !== undefined) {
+          console.log(listed);
           return;
         }
         console.log(
@@ -254,7 +255,7 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
         const { body } = await deps
           .client()
           .request<{ keyId: string; pem: string }>('GET', '/v1/audit/public-key');
-        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        if (!isTable(deps.output())) console.log(JSON.stringify(body, null, 2));
         else process.stdout.write(body.pem);
       }),
     );
@@ -270,7 +271,7 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
             'POST',
             '/v1/audit/checkpoints',
           );
-        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        if (!isTable(deps.output())) console.log(JSON.stringify(body, null, 2));
         else
           console.log(
             `checkpoint ${body.id} signed ${Object.keys(body.heads).length} chain heads at ${body.time}`,

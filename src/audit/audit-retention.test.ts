@@ -32,7 +32,8 @@ describe('audit retention', () => {
           trx,
         ),
       ),
-    ).rejects.toThrow(/platform operation/);
+      // The tenant role may not even call it (migration 0013); the function checks the scope as well.
+    ).rejects.toThrow(/permission denied for function tenantry_audit_apply_retention/);
     await expect(
       asPlatform(t.db, (trx) =>
         sql`select * from tenantry_audit_apply_retention(${cp.id}::uuid, ${cutoff}::timestamptz)`.execute(

@@ -19,8 +19,10 @@ create table audit_retention_policy (
   min_age interval not null default interval '90 days' check (min_age >= interval '0')
 );
 insert into audit_retention_policy default values;
-grant select on audit_retention_policy to tenantry_app;
-revoke insert, update, delete, truncate on audit_retention_policy from tenantry_app;
+-- Platform configuration: the platform role reads it, no tenant connection sees it, nobody but the
+-- owner changes it.
+revoke all on audit_retention_policy from tenantry_app;
+grant select on audit_retention_policy to tenantry_platform;
 
 create table audit_legal_holds (
   id uuid primary key default gen_random_uuid(),

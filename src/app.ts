@@ -10,7 +10,7 @@ import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
 import { guardClient } from './db/connection-errors.js';
-import { createDb, type Db, ensureAppRole, migrate } from './db/database.js';
+import { createDb, type Db, ensureAppRole, ensurePlatformRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { EventNotifier } from './events/event-notifier.js';
 import { EventsService } from './events/events.service.js';
@@ -185,7 +185,9 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const applied = await migrate(ownerUrl);
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
     const appUrl = config.appDatabaseUrl ?? (await ensureAppRole(ownerUrl));
-    const db = createDb(appUrl, 20);
+    const platformUrl = config.platformDatabaseUrl ?? (await ensurePlatformRole(ownerUrl));
+    // Tenant requests run as tenantry_app; platform-scope work over a pool of tenantry_platform.
+    const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());
     const metrics = new Metrics();
     let notifier: EventNotifier | undefined;

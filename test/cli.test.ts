@@ -14,12 +14,15 @@ const BIN = path.resolve(import.meta.dirname, '../bin/tenantry.js');
 const run = promisify(execFile);
 let dataDir: string;
 let server: ChildProcess | undefined;
+let current: Awaited<ReturnType<typeof serve>> | undefined;
 let url = '';
 let token = '';
 
 async function serve(): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--data-dir', dataDir], {
     stdio: ['ignore', 'pipe', 'pipe'],
+    // Its own process group, so that a test can Ctrl-C it as a terminal does (SIGINT to the group).
+    detached: true,
     env: { ...process.env, TENANTRY_LOG_LEVEL: 'warn' },
   });
   let out = '';
@@ -77,8 +80,13 @@ beforeAll(async () => {
   fs.chmodSync(dataDir, 0o755);
   const s = await serve();
   server = s.child;
+  current = s;
   url = s.url;
   expect(s.output()).toContain(`data:      ${dataDir}`);
+  // The banner says which providers are on (here: none configured, so local disk and the embedded data plane).
+  expect(s.output()).toMatch(/ {2}kafka: {5}off \(set TENANTRY_KAFKA_BROKERS/);
+  expect(s.output()).toContain(`  blobs:     local disk ${path.join(dataDir, 'blobs')}`);
+  expect(s.output()).toContain('  databases: data-plane PostgreSQL');
   // The first start says how to get an operator token; `token create` mints it from the data folder.
   expect(s.output()).toContain(`tenantry token create --role platform-admin --data-dir ${dataDir} --save`);
   const minted = await cli(
@@ -238,10 +246,16 @@ describe('tenantry CLI', () => {
   it('gets, describes, suspends, and fails with a non-zero exit and the field path', async () => {
     const list = await cli('get', 'tenants', '--filter', 'region=eu');
     // The phase is the controller's (serve runs it): Pending, then Provisioning (its topics need Kafka).
+    expect(list.stdout).toMatch(/^NAME\s+CUSTOMER\s+REGION\s+ENV\s+LIFECYCLE\s+PHASE\s+AGE\n/);
     expect(list.stdout).toMatch(
-      /circlek-eu-prod\s+6846a7a4-4e09-41a8-918c-9c8e2aa938ac\s+Active\s+(Pending|Provisioning)/,
+      /circlek-eu-prod\s+circlek-europe\s+eu\s+prod\s+Active\s+(Pending|Provisioning)\s/,
     );
     expect(list.stdout).not.toContain('circlek-us-prod');
+    // -o wide adds the UUID (and plan, cell, isolation, generation, reason).
+    const wide = await cli('-o', 'wide', 'get', 'tenants', '--filter', 'region=eu');
+    expect(wide.stdout).toMatch(
+      /circlek-eu-prod\s+circlek-europe\s+eu\s+prod\s+Active\s+(Pending|Provisioning)\s+\S+\s+6846a7a4-4e09-41a8-918c-9c8e2aa938ac\s/,
+    );
     const json = JSON.parse(
       (await cli('-o', 'json', 'get', 'deployment', 'circlek-eu-prod-store-pl')).stdout,
     );
@@ -278,12 +292,118 @@ describe('tenantry CLI', () => {
     expect(refused.stderr).toContain(`${bad} (document 1) /spec/region`);
   });
 
-  it('stops PostgreSQL on Ctrl-C and reuses the data on the next start', async () => {
+  it('shows the columns of each kind (-o wide more) and one list shape in json and yaml', async () => {
+    const systems = await cli('get', 'systems');
+    expect(systems.stdout).toMatch(/^NAME\s+SERVICE ID\s+DISPLAY NAME\s+PHASE\s+AGE\n/);
+    expect(systems.stdout).not.toContain('UUID');
+    expect((await cli('-o', 'wide', 'get', 'systems')).stdout).toMatch(/^NAME.*\s+UUID\s+GEN\s+REASON\n/);
+    const resources = await cli('get', 'resources', '--filter', 'tenant=circlek-eu-prod');
+    expect(resources.stdout).toMatch(/^NAME\s+TYPE\s+PHYSICAL NAME\s+PHASE\s+AGE\n/);
+    // A list is {"items": [...]} even with one item; one object by name is the object.
+    const listed = JSON.parse((await cli('-o', 'json', 'get', 'tenants', '--filter', 'region=eu')).stdout);
+    expect(Object.keys(listed)).toEqual(['items']);
+    expect(listed.items.length).toBeGreaterThan(0);
+    expect(JSON.parse((await cli('-o', 'json', 'get', 'system', 'plan')).stdout).kind).toBe('System');
+    expect((await cli('-o', 'yaml', 'get', 'systems')).stdout).toMatch(/^items:\n {2}- /);
+    expect(Object.keys(JSON.parse((await cli('-o', 'json', 'webhooks', 'list')).stdout))).toEqual(['items']);
+    expect((await cli('-o', 'yaml', 'webhooks', 'list')).stdout).toMatch(/^items:/);
+    const events = JSON.parse((await cli('-o', 'json', 'events', 'tail', '--no-follow')).stdout);
+    expect(events.items.length).toBeGreaterThan(0);
+    expect(Object.keys(JSON.parse((await cli('-o', 'json', 'audit', 'search')).stdout))).toEqual(['items']);
+  });
+
+  it('events tail --no-follow: a header and slugs, UUIDs with -o wide', async () => {
+    const tail = await cli('events', 'tail', '--no-follow', '--tenant', 'circlek-eu-uat');
+    expect(tail.stdout).toMatch(/^SEQ\s+TIME\s+TYPE\s+SUBJECT\s+TENANT\n/);
+    expect(tail.stdout).toMatch(/tenant\.suspended\.v1\s+tenant\/circlek-eu-uat\s+circlek-eu-uat\n/);
+    const wide = await cli('-o', 'wide', 'events', 'tail', '--no-follow', '--tenant', 'circlek-eu-uat');
+    expect(wide.stdout).toMatch(/tenant\.suspended\.v1\s+tenants\/[0-9a-f-]{36}\s+[0-9a-f-]{36}/);
+  });
+
+  it('webhooks: the name list shows (with --tenant), or every endpoint, filtered by --since', async () => {
+    const file = path.join(dataDir, 'hooks.yaml');
+    const hook = (tenant: string) =>
+      JSON.stringify({
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'WebhookEndpoint',
+        metadata: { name: 'ops', tenant },
+        spec: { url: 'https://hooks.example.com/tenantry', eventTypes: ['dev.tenantry.tenant.suspended.v1'] },
+      });
+    fs.writeFileSync(file, [hook('circlek-eu-prod'), hook('circlek-us-prod')].join('\n---\n'));
+    expect((await cli('apply', '-f', file)).code).toBe(0);
+    const list = await cli('webhooks', 'list');
+    expect(list.stdout).toMatch(/ops\s+circlek-eu-prod\s+https:\/\/hooks\.example\.com\/tenantry/);
+    expect((await cli('suspend', 'circlek-eu-prod')).code).toBe(0);
+    // As list shows it: the name with --tenant; the full slug works too.
+    const one = await cli('webhooks', 'deliveries', 'ops', '--tenant', 'circlek-eu-prod');
+    expect(one.code).toBe(0);
+    expect(one.stdout).toMatch(/^ENDPOINT\s+DELIVERY\s+SEQ\s+TYPE/);
+    expect(one.stdout).toMatch(/circlek-eu-prod\.ops\s+[0-9a-f-]{36}\s+\d+\s+tenant\.suspended\.v1/);
+    expect((await cli('webhooks', 'deliveries', 'circlek-eu-prod.ops')).stdout).toContain(
+      'tenant.suspended.v1',
+    );
+    // A name two tenants use needs --tenant.
+    const ambiguous = await cli('webhooks', 'deliveries', 'ops');
+    expect(ambiguous.code).toBe(1);
+    expect(ambiguous.stderr).toContain(
+      '2 webhook endpoints are named "ops" (circlek-eu-prod.ops, circlek-us-prod.ops); add --tenant',
+    );
+    // No endpoint named: every endpoint, with --tenant and --since filters.
+    const all = await cli('webhooks', 'deliveries', '--since', '1h');
+    expect(all.stdout).toContain('circlek-eu-prod.ops');
+    const none = await cli('webhooks', 'deliveries', '--since', '2999-01-01T00:00:00Z');
+    expect(none.stdout.trim().split('\n')).toHaveLength(1);
+    expect((await cli('webhooks', 'deliveries', '--tenant', 'circlek-us-prod')).stdout).not.toContain(
+      'circlek-eu-prod.ops',
+    );
+    expect((await cli('webhooks', 'dead-letter', '--tenant', 'circlek-eu-prod')).code).toBe(0);
+    const requeued = await cli('webhooks', 'requeue', '--since', '1h');
+    expect(requeued.code).toBe(0);
+    expect(requeued.stdout).toContain('0 deliveries requeued');
+    expect((await cli('resume', 'circlek-eu-prod')).code).toBe(0);
+  });
+
+  it('refuses in sentences: an active tenant, a deleted UUID, a partition shrink before any write', async () => {
+    const active = await cli('delete', 'tenant', 'circlek-eu-prod', '--yes');
+    expect(active.code).toBe(1);
+    expect(active.stderr).toContain('Tenant circlek-eu-prod is Active; archive it before deleting it.');
+    // The deployment deleted above: the refusal names the file and document, and what to do.
+    const again = await cli('apply', '-f', EXAMPLE_DIR);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toContain(
+      `${path.join(EXAMPLE_DIR, '20-circlek-north-america.yaml')} (document 3) /metadata/uuid: Deployment circlek-us-prod-plan (e5f6a7b8-c9d0-4e1f-2a3b-4c5d6e7f8a9b) was deleted and a UUID is never reused: remove this document from the manifests, or give it a new metadata.uuid to create it again [object.deleted]`,
+    );
+    const shrink = path.join(dataDir, 'shrink.yaml');
+    const europe = fs.readFileSync(path.join(EXAMPLE_DIR, '10-circlek-europe.yaml'), 'utf8');
+    const topic = europe
+      .split(/^---$/m)
+      .find((d) =>
+        d.includes('name: circlek-eu-prod-plan.supply-chain.transactions.order-proposals.v1.pub'),
+      )!;
+    fs.writeFileSync(shrink, topic.replace('partitions: 3', 'partitions: 1'));
+    const diff = await cli('diff', '-f', shrink);
+    expect(diff.code).toBe(2);
+    expect(diff.stderr).toMatch(
+      /\/spec\/kafkaTopic\/partitions: topic \S+ has 3 partitions and Kafka cannot shrink a topic to 1; keep 3 or more, or delete and recreate the resource \[kafka\.partition_shrink\]/,
+    );
+    const dry = await cli('apply', '--dry-run', '-f', shrink);
+    expect(dry.code).toBe(1);
+    expect(dry.stderr).toContain('[kafka.partition_shrink]');
+  });
+
+  it('stops in order on Ctrl-C, PostgreSQL last, and reuses the data on the next start', async () => {
     expect(postgresPids()).toHaveLength(1);
-    expect(await stop(server!)).toBe(0);
+    // A terminal's Ctrl-C: SIGINT to the whole foreground process group, PostgreSQL's too if it were in it.
+    const before = current!.output().length;
+    const exited = new Promise<number | null>((r) => server!.on('exit', (code) => r(code)));
+    process.kill(-server!.pid!, 'SIGINT');
+    expect(await exited).toBe(0);
     expect(postgresPids()).toEqual([]);
+    const shutdown = current!.output().slice(before);
+    expect(shutdown).not.toMatch(/error while stopping|shutting down|"level":(50|60)/);
     const again = await serve();
     server = again.child;
+    current = again;
     url = again.url;
     const r = await cli('get', 'tenant', 'circlek-eu-uat');
     expect(r.stdout).toContain('Suspended');
@@ -306,7 +426,9 @@ describe('tenantry CLI', () => {
     expect(offline.code).toBe(0);
     // One altered byte in a record and the offline check names it.
     const lines = fs.readFileSync(file, 'utf8').split('\n');
-    const i = lines.findIndex((l) => l.includes('"action":"tenant.suspend"'));
+    const i = lines.findIndex(
+      (l) => l.includes('"action":"tenant.suspend"') && l.includes('8c9646e0-b9ce-426a-8849-a047e29afa9d'),
+    );
     lines[i] = lines[i]!.replace('"outcome":"success"', '"outcome":"denied"');
     fs.writeFileSync(file, lines.join('\n'));
     const tampered = await cli('audit', 'verify', '--file', file, '--public-key', key);

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
-import { ensureAppRole, migrate } from '../src/db/database.js';
+import { ensureAppRole, ensurePlatformRole, migrate } from '../src/db/database.js';
 import { EmbeddedDatabase } from '../src/db/embedded-postgres.js';
 
 export const TEMPLATE = 'tenantry_template';
@@ -42,6 +42,7 @@ export default async function setup(project: TestProject) {
   templateUrl.pathname = `/${TEMPLATE}`;
   await migrate(templateUrl.toString());
   await ensureAppRole(templateUrl.toString());
+  await ensurePlatformRole(templateUrl.toString());
   project.provide('serverUrl', serverUrl);
   return async () => {
     await embedded?.stop();

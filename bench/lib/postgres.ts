@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
-import { ensureAppRole, migrate } from '../../src/db/database.js';
+import { ensureAppRole, ensurePlatformRole, migrate } from '../../src/db/database.js';
 import { EmbeddedDatabase } from '../../src/db/embedded-postgres.js';
 
 export interface BenchPostgres {
@@ -65,7 +65,10 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
       url.pathname = `/${name}`;
       const ownerUrl = url.toString();
       await migrate(ownerUrl);
-      const appUrl = await ensureAppRole(ownerUrl);
+      await ensureAppRole(ownerUrl);
+      // The suites do tenant and platform work over one connection: the platform role, which is
+      // bound by the same policies (and sees one tenant when it sets one).
+      const appUrl = await ensurePlatformRole(ownerUrl);
       return { ownerUrl, appUrl };
     },
     stop,

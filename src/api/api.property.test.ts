@@ -176,7 +176,7 @@ describe('malformed input', () => {
           method: req.method as 'GET',
           url: req.url,
           payload: req.method === 'GET' ? undefined : req.payload,
-          headers: { 'content-type': req.type, ...hdrs },
+          headers: { 'content-type': req.type, authorization: `Bearer ${s.adminToken}`, ...hdrs },
         });
         statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
         expect(
@@ -201,5 +201,110 @@ describe('malformed input', () => {
 describe('kinds', () => {
   it('covers every kind', () => {
     expect(new Set(valid.map((d) => d.kind))).toEqual(new Set(KINDS));
+  });
+});
+
+/** Inputs that once gave 500 (issue 16): a NUL byte anywhere, JSON nested deeper than any manifest. */
+describe('the inputs that gave 5xx', () => {
+  const inject = (o: { method: string; url: string; payload?: string; headers?: Record<string, string> }) =>
+    s.app.inject({
+      method: o.method as 'GET',
+      url: o.url,
+      ...(o.payload !== undefined ? { payload: o.payload } : {}),
+      headers: { authorization: `Bearer ${s.adminToken}`, ...o.headers },
+    });
+  /** JSON text nested `depth` levels (built as text: the test's own JSON.stringify would overflow). */
+  const nest = (depth: number) => `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+  const expectProblem = (
+    res: { statusCode: number; headers: Record<string, unknown>; body: string },
+    code: string,
+    what: string,
+  ) => {
+    expect(res.statusCode, `${what} → ${res.body.slice(0, 300)}`).toBe(400);
+    expect(String(res.headers['content-type'])).toContain('application/problem+json');
+    expect(JSON.parse(res.body).code, what).toBe(code);
+  };
+
+  it('answers 400 request.invalid_character to a NUL byte in a path, query, filter, header-keyed body or manifest', async () => {
+    const before = await snapshot();
+    const fixed = [
+      ['GET', '/v1/tenants/circlek-eu-uat%00', undefined],
+      ['GET', '/v1/deployments?tenant=%00', undefined],
+      ['GET', '/v1/audit?correlationId=%00', undefined],
+      ['GET', '/v1/tenants?customer=a%00b', undefined],
+      ['POST', '/v1/tenants/%00/suspend', '{}'],
+      ['POST', '/v1/apply', JSON.stringify([{ ...(valid[0] as object), metadata: { name: 'x\u0000y' } }])],
+      ['POST', '/v1/apply', JSON.stringify([{ ...(valid[0] as object), spec: { 'k\u0000': 1 } }])],
+      [
+        'POST',
+        '/v1/webhook-endpoints',
+        JSON.stringify({ metadata: { name: 'n' }, spec: { url: 'https://a\u0000.example' } }),
+      ],
+    ] as const;
+    for (const [method, url, payload] of fixed) {
+      const res = await inject({
+        method,
+        url,
+        payload,
+        headers: { 'content-type': 'application/json', 'idempotency-key': `nul-${url.length}` },
+      });
+      expectProblem(res, 'request.invalid_character', `${method} ${url}`);
+    }
+    // And generated: a NUL at a random place of a path segment, a query value or a manifest string.
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom(...PATHS),
+        fc.string({ maxLength: 20 }),
+        fc.string({ maxLength: 20 }),
+        fc.constantFrom('path', 'query', 'body'),
+        async (p, head, tail, where) => {
+          const bad = `${head}\u0000${tail}`;
+          const res = await inject(
+            where === 'path'
+              ? { method: 'GET', url: `/v1/${p}/${encodeURIComponent(bad)}` }
+              : where === 'query'
+                ? { method: 'GET', url: `/v1/${p}?${new URLSearchParams({ tenant: bad })}` }
+                : {
+                    method: 'POST',
+                    url: '/v1/apply',
+                    payload: JSON.stringify([{ ...(valid[1] as object), metadata: { name: bad } }]),
+                    headers: { 'content-type': 'application/json' },
+                  },
+          );
+          expectProblem(res, 'request.invalid_character', `${where} ${JSON.stringify(bad)}`);
+        },
+      ),
+      { numRuns: 300 },
+    );
+    expect(await snapshot()).toBe(before);
+  });
+
+  it('answers 400 body.too_deep to deeply nested JSON, with or without an Idempotency-Key', async () => {
+    const before = await snapshot();
+    for (const depth of [65, 1_000, 10_000, 100_000]) {
+      for (const url of ['/v1/apply', '/v1/tenants', '/v1/webhook-endpoints']) {
+        for (const key of [undefined, `deep-${depth}`]) {
+          const res = await inject({
+            method: 'POST',
+            url,
+            payload:
+              url === '/v1/apply' ? `[${nest(depth)}]` : `{"metadata":{"name":"x"},"spec":${nest(depth)}}`,
+            headers: { 'content-type': 'application/json', ...(key ? { 'idempotency-key': key } : {}) },
+          });
+          expectProblem(res, 'body.too_deep', `${url} depth ${depth} key ${key}`);
+        }
+      }
+    }
+    // YAML nested as deep never gives 5xx either.
+    const yaml = `${'- '.repeat(2_000)}1\n`;
+    const res = await inject({
+      method: 'POST',
+      url: '/v1/apply',
+      payload: yaml,
+      headers: { 'content-type': 'application/yaml', 'idempotency-key': 'deep-yaml' },
+    });
+    expect(res.statusCode, res.body.slice(0, 300)).toBeGreaterThanOrEqual(400);
+    expect(res.statusCode).toBeLessThan(500);
+    expect(await snapshot()).toBe(before);
   });
 });

@@ -162,13 +162,14 @@ describe('real PostgreSQL errors are mapped in toProblem', () => {
     expect(toProblem(duplicate, request)).toMatchObject({ status: 409, code: 'object.duplicate' });
   });
 
-  it('a NUL character in a string field is 400 value.invalid, and nothing is written (found by Schemathesis)', async () => {
+  it('a NUL character in a string field is 400 request.invalid_character (issue 16), and nothing is written (found by Schemathesis)', async () => {
     const otto = await s.token({ subject: 'otto', roles: ['platform-operator'], sessionId: null });
     const nul = await s.request('POST', '/v1/break-glass', {
       token: otto,
       body: { reason: 'incident 9: \u0000 in the reason' },
     });
-    isProblem(nul, 400, 'value.invalid');
+    // Refused by the input guard before the database sees it (src/http/input-guard.ts).
+    isProblem(nul, 400, 'request.invalid_character');
     const grants = await s.t.owner.query('select count(*)::int as n from break_glass_grants');
     expect(grants.rows[0].n).toBe(0);
   });

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
@@ -9,12 +9,13 @@ import type { Logger } from 'pino';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
-import { asPlatform, type Db, poolOf } from '../db/database.js';
+import { asPlatform, type Db, platformDb, poolOf } from '../db/database.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
+import { registerInputGuard } from '../http/input-guard.js';
 import { onClientError, problem, sendProblem, toProblem } from '../http/problem.js';
 import { errorResponses, isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '../http/schemas.js';
-import { claimKey, completeKey, releaseKey } from '../idempotency/idempotency.repository.js';
+import { registerIdempotency } from '../idempotency/idempotency.hooks.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
 import { registerHttpObservability, registerMetricsRoute } from '../observability/http-observability.js';
@@ -57,7 +58,6 @@ export interface ServerDeps {
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
-const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,200}$/;
 
 export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const { config, db, registry, security } = deps;
@@ -126,6 +126,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   installConsoleSession(app, consoleAuth);
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
+  // Before any preHandler (tenant checks, idempotency) touches the database with the input.
+  registerInputGuard(app);
   // The error answers every route can give by how it is reached, documented where they can happen:
   // 401 on authenticated routes, 429 on rate-limited ones, 414 where a path parameter can be too long.
   app.addHook('onRoute', (route) => {
@@ -196,82 +198,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
   registerRateLimit(app, rateLimiter, identify);
 
-  // Idempotency-Key on POST: the first response is stored and replayed; another body under the same key is refused.
-  app.addHook('preHandler', async (request, reply) => {
-    const key = request.headers['idempotency-key'];
-    if (request.method !== 'POST' || key === undefined) return;
-    if (typeof key !== 'string' || !IDEMPOTENCY_KEY.test(key)) {
-      return sendProblem(
-        reply,
-        problem(
-          400,
-          'header.idempotency_key',
-          'Idempotency-Key must be 1-200 characters of letters, digits and ._:-',
-          [],
-          { instance: request.id },
-        ),
-      );
-    }
-    const ctx = identify(request);
-    const hash = createHash('sha256')
-      .update(typeof request.body === 'string' ? request.body : JSON.stringify(request.body ?? null))
-      .digest('hex');
-    const claim = await claimKey(db, ctx.actor.principal, key, request.method, request.url, hash);
-    if (claim.kind === 'mismatch') {
-      return sendProblem(
-        reply,
-        problem(
-          422,
-          'idempotency.key_reused',
-          'This Idempotency-Key was used with a different request.',
-          [],
-          { instance: request.id },
-        ),
-      );
-    }
-    if (claim.kind === 'in_progress') {
-      return sendProblem(
-        reply,
-        problem(
-          409,
-          'idempotency.in_progress',
-          'A request with this Idempotency-Key is still being processed.',
-          [],
-          { instance: request.id },
-        ),
-      );
-    }
-    if (claim.kind === 'replay') {
-      const { statusCode, headers, body } = claim.response;
-      for (const [h, v] of Object.entries(headers)) reply.header(h, v);
-      return reply.code(statusCode).header('idempotency-replayed', 'true').send(body);
-    }
-    request.idempotency = { principal: ctx.actor.principal, key };
-  });
-  app.addHook('onSend', async (request, reply, payload) => {
-    const idem = request.idempotency;
-    if (!idem) return payload;
-    request.idempotency = undefined;
-    if (reply.statusCode >= 500) {
-      await releaseKey(db, idem.principal, idem.key);
-      return payload;
-    }
-    const headers: Record<string, string> = {};
-    for (const h of ['content-type', 'etag', 'location']) {
-      const v = reply.getHeader(h);
-      if (v !== undefined) headers[h] = String(v);
-    }
-    const text =
-      typeof payload === 'string' ? payload : Buffer.isBuffer(payload) ? payload.toString('utf8') : '';
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // keep the text
-    }
-    await completeKey(db, idem.principal, idem.key, { statusCode: reply.statusCode, headers, body });
-    return payload;
-  });
+  registerIdempotency(app, db, security);
 
   app.setErrorHandler((err, request, reply) => {
     const p = toProblem(err, request);
@@ -290,7 +217,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
 
   const usage = new UsageService(db);
-  registerHealthRoutes(app, db as never);
+  // Readiness reads the migration bookkeeping, which only the platform role may read.
+  registerHealthRoutes(app, platformDb(db) as never);
   registerIdentityRoutes(app, security);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
@@ -322,8 +250,5 @@ declare module 'fastify' {
   interface FastifyInstance {
     /** The operator console's sign-in (one-time links for the banner). */
     tenantryConsole: ConsoleAuth;
-  }
-  interface FastifyRequest {
-    idempotency?: { principal: string; key: string } | undefined;
   }
 }

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Kysely, Migrator, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createDb, ensureAppRole } from '../db/database.js';
+import { createDb, ensureAppRole, ensurePlatformRole } from '../db/database.js';
 import { migrationProvider } from '../db/migrations/index.js';
 import { verifyAudit } from './verify-audit.js';
 
@@ -70,7 +70,9 @@ describe('migration 0002 on a database with audit records', () => {
       { chain: tenant, seq: 3 },
       { chain: 'platform', seq: 2 },
     ]);
-    const db = createDb(await ensureAppRole(ownerUrl), 2);
+    const db = createDb(await ensureAppRole(ownerUrl), 2, {
+      platformUrl: await ensurePlatformRole(ownerUrl),
+    });
     try {
       const v = await verifyAudit(db, { publicKeys: [] });
       expect(v.problems).toEqual([]);

@@ -8,6 +8,15 @@ import { isUuid } from '../domain/identifiers.js';
 import { ForbiddenError, NotFoundError } from '../errors/errors.js';
 import { type AuditCheckpoint, createAuditCheckpoint } from './audit-checkpoint.js';
 import { PLATFORM_CHAIN } from './audit-hash.js';
+import {
+  type ConsistencyProof,
+  chainCheckpoint,
+  chainConsistency,
+  type InclusionProof,
+  locateRecord,
+  recordInclusion,
+  type SignedTreeHead,
+} from './audit-tree.js';
 import type { AuditVerification } from './audit-verifier.js';
 import type { AuditSigner } from './checkpoint-signer.js';
 import {
@@ -75,6 +84,28 @@ export class AuditService {
   async checkpoint(ctx: RequestContext): Promise<AuditCheckpoint> {
     this.platformOnly(ctx);
     return createAuditCheckpoint(this.db, this.signer);
+  }
+
+  /** The signed checkpoint (C2SP note) of the caller's chain's log, or of the chain named. */
+  async treeHead(ctx: RequestContext, tenantRef?: string): Promise<SignedTreeHead> {
+    return chainCheckpoint(this.db, this.signer, (await this.chainOf(ctx, tenantRef)) ?? PLATFORM_CHAIN);
+  }
+
+  /** The inclusion proof of one record in its chain's log; a tenant may ask only about its own. */
+  async inclusion(ctx: RequestContext, recordId: string): Promise<InclusionProof> {
+    const at = await locateRecord(this.db, recordId);
+    const own = ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : undefined;
+    if (own !== undefined && at.chain !== own)
+      throw new NotFoundError('audit.record_not_found', `Audit record ${recordId} does not exist.`);
+    return recordInclusion(this.db, this.signer, recordId.toLowerCase(), at);
+  }
+
+  async consistency(
+    ctx: RequestContext,
+    q: { tenant?: string; from: number; to?: number },
+  ): Promise<ConsistencyProof> {
+    const chain = (await this.chainOf(ctx, q.tenant)) ?? PLATFORM_CHAIN;
+    return chainConsistency(this.db, this.signer, chain, q.from, q.to);
   }
 
   private platformOnly(ctx: RequestContext): void {

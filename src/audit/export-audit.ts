@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { type Db, setScope } from '../db/database.js';
+import { type Db, platformDb, setScope } from '../db/database.js';
 import { FieldErrors, ValidationError } from '../errors/errors.js';
 import { loadHeads, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
 import { type AuditCheckpoint, loadCheckpoints } from './audit-checkpoint.js';
@@ -89,7 +89,7 @@ export async function exportAudit(
 ): Promise<AuditExportSummary> {
   const { chain, since, until } = checkExportOptions(opts);
   const windowed = since !== undefined || until !== undefined;
-  return db
+  return platformDb(db)
     .transaction()
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')

@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { type Db, setScope } from '../db/database.js';
+import { type Db, platformDb, setScope } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ValidationError } from '../errors/errors.js';
 import { loadHeads, loadRetention, streamRecords } from './audit.repository.js';
@@ -40,7 +40,7 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
     ...(chain !== undefined ? { chain } : {}),
     ...(opts.maxProblems !== undefined ? { maxProblems: opts.maxProblems } : {}),
   });
-  return db
+  return platformDb(db)
     .transaction()
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')

@@ -35,7 +35,13 @@ export function registryActions(kinds: readonly Kind[]): string[] {
 }
 
 function resourceOf(kind: Kind, obj: ApiObject) {
-  const tenantId = kind === 'Tenant' ? obj.metadata.uuid : (obj.metadata.tenantUuid ?? null);
+  // A WebhookEndpoint names its tenant (UUID) in metadata.tenant; a platform-wide one has none.
+  const tenantId =
+    kind === 'Tenant'
+      ? obj.metadata.uuid
+      : kind === 'WebhookEndpoint'
+        ? (obj.metadata.tenant ?? null)
+        : (obj.metadata.tenantUuid ?? null);
   return {
     kind,
     id: obj.metadata.uuid,

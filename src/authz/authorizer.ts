@@ -307,6 +307,7 @@ export class Authorizer {
     this.metrics?.policyDuration.observe({ decision: outcome }, (performance.now() - started) / 1000);
     this.metrics?.policyDecisions.inc({ decision: outcome });
     if (d.decision !== 'allow') throw new AccessDenied(d, resource);
+    ctx.decisions?.push({ action, resource });
     return d;
   }
 }

@@ -1,12 +1,15 @@
+import { createPublicKey } from 'node:crypto';
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream } from 'node:stream/web';
 import type { Command } from 'commander';
+import type { ConsistencyProof, SignedTreeHead } from '../audit/audit-tree.js';
 import type { AuditVerification } from '../audit/audit-verifier.js';
 import { verifyAuditExport } from '../audit/export-audit.js';
+import { checkAgainstSavedCheckpoint } from '../audit/witness.js';
 import type { TenantryClient } from './client.js';
-import { type OutputFormat, table } from './output.js';
+import { isTable, type OutputFormat, renderList, table } from './output.js';
 
 interface AuditDeps {
   client: () => TenantryClient;
@@ -35,7 +38,7 @@ function report(
   v: AuditVerification & { malformed?: { line: number; message: string }[] },
   format: OutputFormat,
 ) {
-  if (format !== 'table') {
+  if (!isTable(format)) {
     console.log(JSON.stringify(v, null, 2));
     return v.ok;
   }
@@ -70,13 +73,53 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
     .option('--tenant <tenant>', 'one tenant (UUID or slug), or "platform"')
     .option('--file <export.jsonl>', 'verify an exported file offline instead of the server')
     .option(
+      '--checkpoint <note>',
+      "prove the log consistent with a checkpoint saved earlier (`tenantry audit tree-head`'s output)",
+    )
+    .option(
       '--public-key <pem>',
-      'with --file: the trusted Ed25519 public key (PEM file); repeatable',
+      'with --file or --checkpoint: the trusted Ed25519 public key (PEM file); repeatable',
       collect,
       [],
     )
-    .action((opts: { tenant?: string; file?: string; publicKey: string[] }) =>
+    .action((opts: { tenant?: string; file?: string; checkpoint?: string; publicKey: string[] }) =>
       deps.run(async () => {
+        if (opts.checkpoint) {
+          const client = deps.client();
+          const keys =
+            opts.publicKey.length > 0
+              ? opts.publicKey.map((f) => createPublicKey(fs.readFileSync(f, 'utf8')))
+              : [
+                  createPublicKey(
+                    (await client.request<{ pem: string }>('GET', '/v1/audit/public-key')).body.pem,
+                  ),
+                ];
+          const check = await checkAgainstSavedCheckpoint(
+            fs.readFileSync(opts.checkpoint, 'utf8'),
+            keys,
+            async (chain, from) =>
+              (
+                await client.request<ConsistencyProof>(
+                  'GET',
+                  `/v1/audit/consistency${query({ tenant: chain, from: String(from) })}`,
+                )
+              ).body,
+          );
+          const whole = check.ok
+            ? (
+                await client.request<AuditVerification>(
+                  'GET',
+                  `/v1/audit/verify${query({ tenant: check.chain ?? undefined })}`,
+                )
+              ).body
+            : undefined;
+          if (deps.output() !== 'table')
+            console.log(JSON.stringify({ ...check, verification: whole }, null, 2));
+          else console.log(`${check.ok ? 'consistent' : 'INCONSISTENT'}: ${check.message}`);
+          if (whole && deps.output() === 'table') report(whole, 'table');
+          if (!check.ok || (whole && !whole.ok)) process.exitCode = 1;
+          return;
+        }
         let result: AuditVerification & { malformed?: { line: number; message: string }[] };
         if (opts.file) {
           if (opts.publicKey.length === 0)
@@ -141,8 +184,9 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
           items.push(...body.items);
           cursor = body.nextCursor ?? undefined;
         } while (opts.all && cursor);
-        if (deps.output() !== 'table') {
-          console.log(JSON.stringify({ items }, null, 2));
+        const listed = renderList(items, deps.output());
+        if (listed !== undefined) {
+          console.log(listed);
           return;
         }
         console.log(
@@ -188,6 +232,22 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
     );
 
   audit
+    .command('tree-head')
+    .description(
+      "the signed checkpoint (C2SP note) of a chain's Merkle tree; save it to verify against later",
+    )
+    .option('--tenant <tenant>', 'one tenant (UUID or slug), or "platform"')
+    .action((opts: { tenant?: string }) =>
+      deps.run(async () => {
+        const { body } = await deps
+          .client()
+          .request<SignedTreeHead>('GET', `/v1/audit/checkpoint${query({ tenant: opts.tenant })}`);
+        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        else process.stdout.write(body.checkpoint);
+      }),
+    );
+
+  audit
     .command('public-key')
     .description('the Ed25519 public key that signs checkpoints (PEM), for offline verification')
     .action(() =>
@@ -195,7 +255,7 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
         const { body } = await deps
           .client()
           .request<{ keyId: string; pem: string }>('GET', '/v1/audit/public-key');
-        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        if (!isTable(deps.output())) console.log(JSON.stringify(body, null, 2));
         else process.stdout.write(body.pem);
       }),
     );
@@ -211,7 +271,7 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
             'POST',
             '/v1/audit/checkpoints',
           );
-        if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+        if (!isTable(deps.output())) console.log(JSON.stringify(body, null, 2));
         else
           console.log(
             `checkpoint ${body.id} signed ${Object.keys(body.heads).length} chain heads at ${body.time}`,

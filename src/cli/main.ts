@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline/promises';
 import { Command, Option } from 'commander';
 import { stringify } from 'yaml';
-import { loadConfig } from '../config/config.js';
+import { type Config, loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { CLI_NAMES, CLI_PATHS, KIND_PATHS, type Kind } from '../registry/kinds/index.js';
@@ -11,7 +11,7 @@ import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
-import { type OutputFormat, renderObjects, table } from './output.js';
+import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function kindPath(kind: string): string {
@@ -67,7 +67,9 @@ const program = new Command('tenantry')
   .option('--server <url>', 'API server (or TENANTRY_SERVER)')
   .option('--token <token>', 'bearer token (or TENANTRY_TOKEN)')
   .addOption(
-    new Option('-o, --output <format>', 'output format').choices(['table', 'yaml', 'json']).default('table'),
+    new Option('-o, --output <format>', 'output format (wide: table with more columns)')
+      .choices(OUTPUT_FORMATS)
+      .default('table'),
   );
 
 const globals = () => program.opts<GlobalOpts>();
@@ -143,6 +145,7 @@ program
     if (config.role === 'controller') {
       console.log(`Tenantry controller running (${config.controller.workers} workers)`);
       console.log(`  data:      ${instance.dataLocation}`);
+      for (const line of providerLines(config)) console.log(line);
       return;
     }
     rememberServer(config.dataDir, instance.url);
@@ -154,6 +157,7 @@ program
         `  sign in:   ${instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
       );
     console.log(`  data:      ${instance.dataLocation}`);
+    for (const line of providerLines(config)) console.log(line);
     if (issuer?.created) {
       console.log(`  issuer:    ${issuer.issuer} (new signing key ${keyFile})`);
       console.log('  To get an operator token (saved for the CLI):');
@@ -165,6 +169,40 @@ program
     }
     console.log(`  try:       npx tenantry --server ${instance.url} apply -f examples/circlek/`);
   });
+
+/** The banner's provider lines: where kafka-topic, blob-container and database resources go. */
+function providerLines(config: Config): string[] {
+  const regional = (byRegion: Record<string, unknown>) => {
+    const r = Object.keys(byRegion);
+    return r.length > 0 ? ` (own cluster for region ${r.join(', ')})` : '';
+  };
+  const dataplane = config.providers.dataplaneDatabaseUrl;
+  return [
+    `  kafka:     ${
+      config.kafka
+        ? `Kafka cluster ${config.kafka.brokers.join(',')}${regional(config.kafkaByRegion)}`
+        : 'off (set TENANTRY_KAFKA_BROKERS, or run npm run kafka:dev); kafka-topic resources wait for it'
+    }`,
+    `  blobs:     ${
+      config.azureBlob
+        ? `Azure Blob Storage (${config.azureBlob.mode === 'prefix' ? `one container ${config.azureBlob.container}` : 'a container per scope'})${regional(config.azureBlobByRegion)}`
+        : `local disk ${join(config.dataDir, 'blobs')}`
+    }`,
+    `  databases: data-plane PostgreSQL ${
+      dataplane ? withoutPassword(dataplane) : "(the _dataplane database beside Tenantry's own)"
+    }`,
+  ];
+}
+
+function withoutPassword(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    return u.toString();
+  } catch {
+    return '(TENANTRY_DATAPLANE_DATABASE_URL)';
+  }
+}
 
 function parseTtl(text: string): number {
   const m = /^(\d+)([smhd]?)$/.exec(text.trim());
@@ -343,7 +381,7 @@ program
       async () => {
         docs = readManifests(opts.filename);
         const res = await postApply(docs, opts.dryRun === true);
-        if (globals().output !== 'table')
+        if (!isTable(globals().output))
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
         else
           for (const r of res.results) {
@@ -366,7 +404,7 @@ program
       async () => {
         docs = readManifests(opts.filename);
         const res = await postApply(docs, true);
-        if (globals().output !== 'table') {
+        if (!isTable(globals().output)) {
           console.log(globals().output === 'json' ? JSON.stringify(res, null, 2) : stringify(res));
           if (res.results.some((r) => r.action !== 'unchanged')) process.exitCode = 1;
           return;
@@ -406,14 +444,15 @@ program
   .action(
     async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
       await run(async () => {
-        const base = `/v1/${kindPath(kind)}`;
+        const path = kindPath(kind);
+        const base = `/v1/${path}`;
         const c = client();
         if (name) {
           const { body } = await c.request<Parameters<typeof renderObjects>[0][number]>(
             'GET',
             `${base}/${encodeURIComponent(name)}${opts.includeDeleted ? '?includeDeleted=true' : ''}`,
           );
-          console.log(renderObjects([body], globals().output));
+          console.log(renderObjects([body], globals().output, path, true));
           return;
         }
         const items: Parameters<typeof renderObjects>[0] = [];
@@ -434,7 +473,7 @@ program
           items.push(...body.items);
           cursor = body.nextCursor;
         } while (cursor);
-        console.log(renderObjects(items, globals().output));
+        console.log(renderObjects(items, globals().output, path));
       });
     },
   );
@@ -470,7 +509,7 @@ program
           changes: { path: string }[];
         }[];
       }>('GET', `${base}/history`);
-      if (globals().output !== 'table') {
+      if (!isTable(globals().output)) {
         const out = { ...obj, lineage: history.items };
         console.log(globals().output === 'json' ? JSON.stringify(out, null, 2) : stringify(out));
         return;
@@ -547,7 +586,7 @@ program
           expiresAt?: string;
         }[];
       }>('GET', `/v1/tenants/${encodeURIComponent(name)}/usage`);
-      if (globals().output !== 'table') {
+      if (!isTable(globals().output)) {
         console.log(globals().output === 'json' ? JSON.stringify(body, null, 2) : stringify(body));
         return;
       }

@@ -1,26 +1,10 @@
 import { stringify } from 'yaml';
+import { KIND_DEFINITIONS } from '../registry/kinds/index.js';
+import type { Column, ObjectView } from '../registry/kinds/kind.js';
 
-export type OutputFormat = 'table' | 'yaml' | 'json';
-
-interface ObjectView {
-  kind: string;
-  metadata: { name: string; uuid: string; generation: number; createdAt: string; deletedAt?: string };
-  status: {
-    phase: string;
-    lifecycle: string;
-    observedGeneration: number;
-    physicalName?: string;
-    conditions?: { type: string; status: string; reason: string; message: string }[];
-  };
-}
-
-function age(iso: string): string {
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
-  if (s < 120) return `${s}s`;
-  if (s < 7200) return `${Math.round(s / 60)}m`;
-  if (s < 172800) return `${Math.round(s / 3600)}h`;
-  return `${Math.round(s / 86400)}d`;
-}
+/** `table` the columns an operator looks for, `wide` more of them; `json`/`yaml` the API's objects. */
+export type OutputFormat = 'table' | 'wide' | 'yaml' | 'json';
+export const OUTPUT_FORMATS: readonly OutputFormat[] = ['table', 'wide', 'json', 'yaml'];
 
 export function table(rows: string[][]): string {
   const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length))) ?? [];
@@ -29,21 +13,40 @@ export function table(rows: string[][]): string {
     .join('\n');
 }
 
-export function renderObjects(items: ObjectView[], format: OutputFormat): string {
-  if (format === 'json') return JSON.stringify(items.length === 1 ? items[0] : { items }, null, 2);
-  if (format === 'yaml') return items.map((i) => stringify(i)).join('---\n');
-  const extra = items.some((i) => i.status.physicalName);
-  const header = ['NAME', 'UUID', 'LIFECYCLE', 'PHASE', 'GEN', ...(extra ? ['PHYSICAL NAME'] : []), 'AGE'];
-  return table([
-    header,
-    ...items.map((i) => [
-      i.metadata.name,
-      i.metadata.uuid,
-      i.status.lifecycle,
-      i.status.phase,
-      `${i.status.observedGeneration}/${i.metadata.generation}`,
-      ...(extra ? [i.status.physicalName ?? ''] : []),
-      age(i.metadata.createdAt),
-    ]),
-  ]);
+export const isTable = (format: OutputFormat) => format === 'table' || format === 'wide';
+
+/**
+ * A list in `json`/`yaml`: always `{"items": [...]}` (as the API's list responses), whatever the
+ * command and however many items; undefined for the table formats.
+ */
+export function renderList(items: unknown[], format: OutputFormat): string | undefined {
+  if (format === 'json') return JSON.stringify({ items }, null, 2);
+  if (format === 'yaml') return stringify({ items }).trimEnd();
+  return undefined;
+}
+
+/** One object in `json`/`yaml`; undefined for the table formats. */
+export function renderOne(item: unknown, format: OutputFormat): string | undefined {
+  if (format === 'json') return JSON.stringify(item, null, 2);
+  if (format === 'yaml') return stringify(item).trimEnd();
+  return undefined;
+}
+
+type KindObject = ObjectView & { kind: string };
+
+/** `tenantry get`: a list (or one object) of one kind, with the kind's own columns. */
+export function renderObjects(
+  items: KindObject[],
+  format: OutputFormat,
+  path: string,
+  single = false,
+): string {
+  const structured = single ? renderOne(items[0], format) : renderList(items, format);
+  if (structured !== undefined) return structured;
+  const def = KIND_DEFINITIONS.find((d) => d.path === path);
+  const columns: readonly Column[] = def
+    ? [...def.cli.columns, ...(format === 'wide' ? def.cli.wide : [])]
+    : [];
+  const now = Date.now();
+  return table([columns.map((c) => c.header), ...items.map((o) => columns.map((c) => c.value(o, now)))]);
 }

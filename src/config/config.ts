@@ -53,6 +53,9 @@ export const ConfigSchema = Type.Composite([
     appDatabaseUrl: OptionalString(
       'Connection for the application role; derived from databaseUrl when absent.',
     ),
+    platformDatabaseUrl: OptionalString(
+      'Connection for the platform role (platform-scope work); derived from databaseUrl when absent.',
+    ),
     regions: Type.Array(Type.String({ pattern: LABEL.source })),
     environmentTypes: Type.Array(Type.String({ pattern: LABEL.source })),
     logLevel: Type.String(),
@@ -149,6 +152,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     dataDir,
     databaseUrl: env.DATABASE_URL || undefined,
     appDatabaseUrl: env.TENANTRY_APP_DATABASE_URL || undefined,
+    platformDatabaseUrl: env.TENANTRY_PLATFORM_DATABASE_URL || undefined,
     regions,
     environmentTypes,
     logLevel: env.TENANTRY_LOG_LEVEL ?? 'info',

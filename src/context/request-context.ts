@@ -30,6 +30,11 @@ export interface RequestContext {
    * change before it is written; its decision goes into the audit record. Throws when denied.
    */
   authorize?: (change: ChangeToAuthorize) => unknown;
+  /**
+   * When present, every allowed decision of the request is appended (action and resource), so an
+   * idempotent replay can decide them again for the caller that replays (src/api/server.ts).
+   */
+  decisions?: { action: string; resource: unknown }[];
 }
 
 /** What the change path asks the policy gate about (a subset of Change, to keep this file I/O free). */

@@ -124,6 +124,7 @@ describe('horizontal scale', () => {
           env: {
             ...process.env,
             APP_URL: t.appUrl,
+            PLATFORM_URL: t.platformUrl,
             DATA_DIR: dataDir,
             CALL_LOG: log,
             ENSURE_DELAY_MS: '200',

@@ -82,6 +82,7 @@ function spawnController(dataDir: string): Promise<ChildProcess> {
       env: {
         ...process.env,
         APP_URL: t.appUrl,
+        PLATFORM_URL: t.platformUrl,
         DATA_DIR: dataDir,
         DATAPLANE_URL: dataplaneUrl,
         WORKERS: '8',

@@ -11,6 +11,7 @@ import {
   type ResourceType,
 } from '../providers/provider.js';
 import { definitionOf, type Kind, type Specs } from '../registry/kinds/index.js';
+import { DEFAULT_PARTITIONS } from '../registry/kinds/integration-resource.js';
 import type { ReconcilerName } from '../registry/kinds/kind.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
@@ -194,7 +195,7 @@ export async function desiredResource(
     ...(topic
       ? {
           kafkaTopic: {
-            partitions: topic.partitions ?? 3,
+            partitions: topic.partitions ?? DEFAULT_PARTITIONS,
             replicationFactor: topic.replicationFactor ?? 1,
             retentionMs: topic.retentionMs ?? null,
             consumers: x.consumers ?? [],

@@ -12,6 +12,7 @@ export type Trx = Transaction<Database>;
 pg.types.setTypeParser(pg.types.builtins.INT8, (v) => v);
 
 const pools = new WeakMap<Db, pg.Pool>();
+const platformDbs = new WeakMap<Db, Db>();
 
 const INT8 = 20;
 
@@ -31,7 +32,14 @@ const types: pg.CustomTypesConfig = {
       : pg.types.getTypeParser(oid, format)) as pg.CustomTypesConfig['getTypeParser'],
 };
 
-export function createDb(connectionString: string, max = 10): Db {
+/**
+ * A Db over `connectionString` (the application role `tenantry_app`: tenant work). With
+ * `platformUrl` (the role `tenantry_platform`), work in the platform scope runs over a pool of its
+ * own on that role (`inScope`, `platformDb`): the tenant role cannot enter the platform scope
+ * whatever it sets (migration 0013), so one SQL injection in a tenant request stays in its tenant.
+ * Without it, everything runs over the one connection (which must then be the platform role).
+ */
+export function createDb(connectionString: string, max = 10, opts: { platformUrl?: string } = {}): Db {
   // A dropped connection must not crash the process: the pool replaces it, and the query in flight
   // rejects (an API request answers 503 database.unavailable). A connect that hangs gives up in 5 s.
   const pool = guardPool(
@@ -39,8 +47,20 @@ export function createDb(connectionString: string, max = 10): Db {
   );
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   pools.set(db, pool);
+  if (opts.platformUrl) {
+    const platform = createDb(opts.platformUrl, Math.max(2, Math.ceil(max / 2)));
+    platformDbs.set(db, platform);
+    const destroy = db.destroy.bind(db);
+    db.destroy = async () => {
+      await destroy();
+      await platform.destroy();
+    };
+  }
   return db;
 }
+
+/** The Db for work in the platform scope: the platform role's pool when there is one. */
+export const platformDb = (db: Db): Db => platformDbs.get(db) ?? db;
 
 /** The pg pool behind a Db made by createDb (for pool metrics). */
 export const poolOf = (db: Db): pg.Pool | undefined => pools.get(db);
@@ -81,12 +101,18 @@ export async function pendingMigrations(db: Kysely<unknown>): Promise<number> {
  * Unless an explicit URL is configured, its password is derived from the owner's credentials, so
  * every process with the same DATABASE_URL agrees on it without storing another secret.
  */
-export async function ensureAppRole(ownerUrl: string): Promise<string> {
+export const ensureAppRole = (ownerUrl: string): Promise<string> => ensureRole(ownerUrl, 'tenantry_app');
+
+/** The platform role `tenantry_platform` (migration 0013), its password derived the same way. */
+export const ensurePlatformRole = (ownerUrl: string): Promise<string> =>
+  ensureRole(ownerUrl, 'tenantry_platform');
+
+async function ensureRole(ownerUrl: string, role: 'tenantry_app' | 'tenantry_platform'): Promise<string> {
   const url = new URL(ownerUrl);
   // Roles belong to the cluster, not to one database: derive from the server and owner only.
   const cluster = `${url.username}:${url.password}@${url.host}`;
-  const password = createHmac('sha256', cluster).update('tenantry_app').digest('base64url');
-  url.username = 'tenantry_app';
+  const password = createHmac('sha256', cluster).update(role).digest('base64url');
+  url.username = role;
   url.password = password;
   const appUrl = url.toString();
   const probe = guardClient(new pg.Client({ connectionString: appUrl }));
@@ -102,7 +128,7 @@ export async function ensureAppRole(ownerUrl: string): Promise<string> {
   try {
     await owner.query('begin');
     await owner.query(`select pg_advisory_xact_lock(hashtext('tenantry.app_role'))`);
-    await owner.query(`alter role tenantry_app with login password '${password}'`);
+    await owner.query(`alter role ${role} with login password '${password}'`);
     await owner.query('commit');
   } finally {
     await owner.end();
@@ -118,7 +144,7 @@ export const PLATFORM: Scope = { kind: 'platform' };
  * transaction only: as a platform operator (sees every row) or as one tenant (sees its own rows).
  */
 export async function inScope<T>(db: Db, scope: Scope, work: (trx: Trx) => Promise<T>): Promise<T> {
-  return db.transaction().execute(async (trx) => {
+  return (scope.kind === 'platform' ? platformDb(db) : db).transaction().execute(async (trx) => {
     await setScope(trx, scope);
     return work(trx);
   });

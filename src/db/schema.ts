@@ -113,6 +113,21 @@ export interface AuditRetentionTable {
   deleted: ColumnType<number, number, never>;
 }
 
+/** The operator's retention floor (one row; migration 0014). */
+export interface AuditRetentionPolicyTable {
+  singleton: Generated<boolean>;
+  min_age: Generated<string>;
+}
+
+/** Chains that retention must keep (migration 0014); append-only, a hold ends at `until`. */
+export interface AuditLegalHoldTable {
+  id: Generated<string>;
+  chain: string;
+  reason: string;
+  created_at: Generated<Timestamp>;
+  until: Timestamp | null;
+}
+
 export interface OutboxEventTable {
   id: string;
   tenant_id: string | null;
@@ -205,14 +220,20 @@ export interface ResourceSecretTable {
 }
 
 export interface IdempotencyKeyTable {
+  issuer: string;
   principal: string;
-  key: string;
+  app_id: string;
+  /** The caller's tenant UUID, or 'platform'. */
+  scope: string;
+  tenant_id: string | null;
   method: string;
   path: string;
+  key: string;
   request_hash: string;
   status_code: number | null;
   response: ColumnType<unknown, string | null | undefined, string | null>;
   created_at: Timestamp;
+  expires_at: ColumnType<Date, Date | string, Date | string>;
 }
 
 export interface RequestLogTable {
@@ -310,6 +331,8 @@ export interface Database {
   audit_chain_heads: AuditChainHeadTable;
   audit_checkpoints: AuditCheckpointTable;
   audit_retention: AuditRetentionTable;
+  audit_retention_policy: AuditRetentionPolicyTable;
+  audit_legal_holds: AuditLegalHoldTable;
   outbox_events: OutboxEventTable;
   reconcile_jobs: ReconcileJobTable;
   idempotency_keys: IdempotencyKeyTable;

@@ -1,9 +1,27 @@
-import type { Db } from '../db/database.js';
+import { sql } from 'kysely';
+import type { Trx } from '../db/database.js';
 
 export interface StoredResponse {
   statusCode: number;
   headers: Record<string, string>;
   body: unknown;
+  /** A one-time secret was replaced by a notice before the response was stored. */
+  redacted?: boolean;
+}
+
+/**
+ * Whose record: the whole caller (issuer, subject, application, tenant scope) and the request
+ * (method, path, key). Another caller, another scope or another route never sees the record.
+ */
+export interface IdempotencyRecordKey {
+  issuer: string;
+  principal: string;
+  appId: string;
+  /** The caller's tenant, or null for the platform scope. */
+  tenantId: string | null;
+  method: string;
+  path: string;
+  key: string;
 }
 
 export type Claim =
@@ -12,58 +30,81 @@ export type Claim =
   | { kind: 'mismatch' }
   | { kind: 'in_progress' };
 
+const where = (k: IdempotencyRecordKey) => ({
+  issuer: k.issuer,
+  principal: k.principal,
+  app_id: k.appId,
+  scope: k.tenantId ?? 'platform',
+  method: k.method,
+  path: k.path,
+  key: k.key,
+});
+
 /**
- * Idempotency-Key bookkeeping.
+ * Idempotency-Key bookkeeping, in the caller's row-level-security scope (`trx` is scoped to the caller).
  * Concurrency: the first request inserts a pending row (insert … on conflict do nothing); a
  * concurrent duplicate sees the row without a response and is told the first is still in progress.
+ * An expired record is deleted before the insert, so its key starts afresh.
  */
 export async function claimKey(
-  db: Db,
-  principal: string,
-  key: string,
-  method: string,
-  path: string,
+  trx: Trx,
+  k: IdempotencyRecordKey,
   hash: string,
+  ttlSeconds: number,
 ): Promise<Claim> {
-  const inserted = await db
+  await trx
+    .deleteFrom('idempotency_keys')
+    .where((eb) => eb.and(where(k)))
+    .where('expires_at', '<=', new Date())
+    .execute();
+  const inserted = await trx
     .insertInto('idempotency_keys')
-    .values({ principal, key, method, path, request_hash: hash })
+    .values({
+      ...where(k),
+      tenant_id: k.tenantId,
+      request_hash: hash,
+      expires_at: new Date(Date.now() + ttlSeconds * 1000),
+    })
     .onConflict((oc) => oc.doNothing())
     .returning('key')
     .executeTakeFirst();
   if (inserted) return { kind: 'claimed' };
-  const row = await db
+  const row = await trx
     .selectFrom('idempotency_keys')
-    .select(['method', 'path', 'request_hash', 'status_code', 'response'])
-    .where('principal', '=', principal)
-    .where('key', '=', key)
+    .select(['request_hash', 'status_code', 'response'])
+    .where((eb) => eb.and(where(k)))
     .executeTakeFirst();
-  if (!row) return claimKey(db, principal, key, method, path, hash);
-  if (row.request_hash !== hash || row.method !== method || row.path !== path) return { kind: 'mismatch' };
+  if (!row) return { kind: 'in_progress' };
+  if (row.request_hash !== hash) return { kind: 'mismatch' };
   if (row.status_code === null) return { kind: 'in_progress' };
   return { kind: 'replay', response: row.response as StoredResponse };
 }
 
+/** Stores the (already redacted) response of a claimed key. */
 export async function completeKey(
-  db: Db,
-  principal: string,
-  key: string,
+  trx: Trx,
+  k: IdempotencyRecordKey,
   response: StoredResponse,
 ): Promise<void> {
-  await db
+  await trx
     .updateTable('idempotency_keys')
     .set({ status_code: response.statusCode, response: JSON.stringify(response) })
-    .where('principal', '=', principal)
-    .where('key', '=', key)
+    .where((eb) => eb.and(where(k)))
     .execute();
 }
 
 /** A request that failed on the server side releases its key so that a retry can run. */
-export async function releaseKey(db: Db, principal: string, key: string): Promise<void> {
-  await db
+export async function releaseKey(trx: Trx, k: IdempotencyRecordKey): Promise<void> {
+  await trx
     .deleteFrom('idempotency_keys')
-    .where('principal', '=', principal)
-    .where('key', '=', key)
+    .where((eb) => eb.and(where(k)))
     .where('status_code', 'is', null)
     .execute();
+}
+
+/** Deletes up to `limit` expired records of the transaction's scope; returns how many. */
+export async function deleteExpiredKeys(trx: Trx, limit = 1000): Promise<number> {
+  const res = await sql`delete from idempotency_keys where ctid in
+    (select ctid from idempotency_keys where expires_at <= now() limit ${limit})`.execute(trx);
+  return Number(res.numAffectedRows ?? 0);
 }

@@ -137,6 +137,7 @@ async function badTokens(): Promise<Record<string, string | null>> {
     'no token': null,
     'not a bearer token': 'Basic dXNlcjpwYXNz',
     expired: await s.token({ ttlSeconds: -600 }),
+    'issued a day in the future': await s.token({ issuedAt: Math.floor(Date.now() / 1000) + 86_400 }),
     'wrong issuer': await evil.mint({ subject: 'test-admin', roles: ['platform-admin'] }),
     'wrong audience': await s.token({ audience: 'some-other-api' }),
     'alg none': new UnsecuredJWT(claims())
@@ -228,8 +229,22 @@ describe('negative matrix (generated from the OpenAPI route list)', () => {
     }
     expect(failures).toEqual([]);
     expect(await fingerprint()).toBe(before);
-    // No principal was identified: nothing to attribute an audit record to.
-    expect(await auditCount()).toBe(audits);
+    // Failed authentication is audited, rate-limited per source: this whole flood came from one
+    // address, so at most 10 records (per minute), anonymous and denied, each with its code.
+    const audited = await s.t.owner.query(
+      `select actor_principal, outcome, decision from audit_records where action = 'authentication' order by time`,
+    );
+    expect(await auditCount()).toBe(audits + audited.rows.length);
+    expect(audited.rows.length).toBe(10);
+    for (const r of audited.rows) {
+      expect(r).toMatchObject({
+        actor_principal: 'anonymous',
+        outcome: 'denied',
+        decision: { decision: 'deny' },
+      });
+      expect(r.decision.code).toMatch(/^token\./);
+      expect(r.decision.source).toBe('127.0.0.1');
+    }
   });
 
   it('the same routes accept the good token (the matrix is not vacuous)', async () => {

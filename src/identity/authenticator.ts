@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { recordAuditAttempt } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
-import type { Db } from '../db/database.js';
+import { type Db, platformDb } from '../db/database.js';
 import { UnauthorizedError } from '../errors/errors.js';
 import { claimsOf, principalId, type TokenClaims } from './envelope.js';
 import type { TokenVerifier } from './token-verifier.js';
@@ -53,7 +53,7 @@ export class Authenticator {
     const principal = principalId(claims, this.builtinIssuer);
     const { rows } = await sql<IdentifyRow>`
       select * from tenantry_identify(${claims.tenant}, ${claims.issuer}, ${principal}, ${claims.appId},
-        ${claims.sessionId}, ${this.sessionTtlSeconds})`.execute(this.db);
+        ${claims.sessionId}, ${this.sessionTtlSeconds})`.execute(platformDb(this.db));
     const row = rows[0];
     if (!row) {
       // A valid token for a tenant that does not (or no longer) exist: the principal is known, so audit it.

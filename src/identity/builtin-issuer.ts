@@ -29,6 +29,8 @@ export interface MintOptions {
   ttlSeconds?: number;
   /** Default: this issuer's audience. */
   audience?: string;
+  /** `iat`, seconds since the epoch; default now (tests give other ones). */
+  issuedAt?: number;
 }
 
 /**
@@ -156,7 +158,7 @@ export class BuiltinIssuer {
       .setIssuer(this.issuer)
       .setAudience(opts.audience ?? this.audience)
       .setSubject(opts.subject)
-      .setIssuedAt()
+      .setIssuedAt(opts.issuedAt)
       .setJti(randomUUID())
       .setExpirationTime(Math.floor(Date.now() / 1000) + ttl)
       .sign(this.privateKey);

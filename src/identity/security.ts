@@ -11,6 +11,7 @@ import { correlationIdOf } from '../http/identity.js';
 import type { Metrics } from '../observability/metrics.js';
 import { KINDS } from '../registry/kinds/index.js';
 import type { RegistryService } from '../registry/registry.service.js';
+import { AuthFailureAudit } from './auth-failure-audit.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';
 import { BuiltinIssuer, defaultTokenKeyFile } from './builtin-issuer.js';
@@ -29,6 +30,8 @@ export interface Security {
    * service identity from the built-in issuer, never a caller's token. Undefined when it is disabled.
    */
   outboundToken(audience: string): Promise<string | undefined>;
+  /** Failed authentication, audited (rate-limited per source). */
+  authFailures: AuthFailureAudit;
   /** Wraps a registry in the authorization decorator. */
   guard(registry: RegistryService): AuthorizedRegistryService;
 }
@@ -64,6 +67,7 @@ export async function createSecurity(
     sessions: new SessionService(db, authorizer),
     breakGlass: new BreakGlassService(db, authorizer, id.breakGlassMaxSeconds),
     outboundToken: async (audience) => issuer?.serviceToken(audience),
+    authFailures: new AuthFailureAudit(db),
     guard: (registry) => new AuthorizedRegistryService(registry, authorizer, db),
   };
 }
@@ -90,7 +94,7 @@ export function envelopeFields(ctx: RequestContext): Record<string, unknown> {
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.length > 0 ? v : undefined);
 
-/** Tenants the request names in its path, query or (top-level) JSON body. */
+/** Tenants the request names in its path, query or top-level JSON body fields `tenant`/`tenantId`. */
 function requestMentions(request: FastifyRequest): TenantMention[] {
   const out: TenantMention[] = [];
   const params = (request.params ?? {}) as Record<string, unknown>;
@@ -109,23 +113,7 @@ function requestMentions(request: FastifyRequest): TenantMention[] {
       if (b) out.push({ pointer: `/${name}`, ref: b });
     }
   }
-  // Manifests name their tenant in metadata.tenant (WebhookEndpoint), spec.tenant or spec.scope.tenant.
-  const docs = Array.isArray(body) ? body.map((d, i) => [`/${i}`, d] as const) : [['', body] as const];
-  for (const [at, doc] of docs) {
-    if (!doc || typeof doc !== 'object') continue;
-    const d = doc as {
-      metadata?: { tenant?: unknown };
-      spec?: { tenant?: unknown; scope?: { tenant?: unknown } };
-    };
-    for (const [pointer, value] of [
-      [`${at}/metadata/tenant`, d.metadata?.tenant],
-      [`${at}/spec/tenant`, d.spec?.tenant],
-      [`${at}/spec/scope/tenant`, d.spec?.scope?.tenant],
-    ] as const) {
-      const ref = str(value);
-      if (ref) out.push({ pointer, ref });
-    }
-  }
+  // Manifests (JSON or YAML alike) are checked once parsed, by the registry decorator (manifestMentions).
   return out;
 }
 
@@ -166,8 +154,18 @@ export function installSecurity(app: FastifyInstance, security: Security, db: Db
         correlationId: correlationIdOf(request),
       });
     } catch (err) {
-      if (err instanceof UnauthorizedError)
+      if (err instanceof UnauthorizedError) {
         reply.header('www-authenticate', `Bearer error="invalid_token", error_description="${err.code}"`);
+        // A known principal with an unknown tenant is audited by the authenticator itself.
+        if (err.code !== 'token.tenant_unknown')
+          await security.authFailures.record({
+            source: request.ip,
+            code: err.code,
+            route: `${request.method} ${request.routeOptions.url}`,
+            requestId: request.id,
+            correlationId: correlationIdOf(request),
+          });
+      }
       throw err;
     }
     // Every later line of the request (the handler's, "request completed") carries the envelope.

@@ -112,18 +112,22 @@ export class TokenVerifier {
         `Tokens of this issuer must be signed with ${issuer.algorithms.join(', ')}.`,
       );
     const keys = await this.keySet(issuer);
+    let payload: JWTPayload;
     try {
-      const { payload } = await jwtVerify(token, keys, {
+      ({ payload } = await jwtVerify(token, keys, {
         issuer: issuer.issuer,
         audience: issuer.audience,
         algorithms: issuer.algorithms,
         clockTolerance: this.clockSkewSeconds,
         requiredClaims: ['exp', 'sub'],
-      });
-      return { issuer, payload };
+      }));
     } catch (err) {
       throw mapJoseError(err);
     }
+    // jose checks exp and nbf; a token issued in the future (beyond the clock skew) is refused too.
+    if (typeof payload.iat === 'number' && payload.iat > Date.now() / 1000 + this.clockSkewSeconds)
+      throw new UnauthorizedError('token.issued_in_future', 'The token was issued in the future.');
+    return { issuer, payload };
   }
 
   private async keySet(issuer: TrustedIssuer): Promise<JWTVerifyGetKey> {

@@ -163,7 +163,7 @@ describe("the limiter's cost", () => {
   it('costs no database round trip for a tenant without limits once cached, and one statement per limited request', async () => {
     let queries = 0;
     const db = new Kysely<Database>({
-      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: a.t.appUrl, max: 2 }) }),
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: a.t.platformUrl, max: 2 }) }),
       log: (e) => {
         if (e.level === 'query') queries++;
       },

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
-import { asPlatform, type Db } from '../db/database.js';
+import { asPlatform, type Db, platformDb } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import type { IdentityHook } from '../http/identity.js';
 import { problem, sendProblem } from '../http/problem.js';
@@ -87,7 +87,8 @@ export class RateLimiter {
     const { tenantId, rate } = await this.limitsOf(ref);
     const l = rate[cls];
     if (!tenantId || !l) return undefined;
-    return takeToken(this.db, tenantId, cls, l.limit, l.windowSeconds);
+    // Buckets of every tenant, taken before any scope is known: the platform role's (migration 0013).
+    return takeToken(platformDb(this.db), tenantId, cls, l.limit, l.windowSeconds);
   }
 }
 

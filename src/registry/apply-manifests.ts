@@ -127,7 +127,8 @@ export async function applyManifest(
       errors.add(
         `${at}/metadata/uuid`,
         'object.deleted',
-        `${m.kind} ${givenUuid} was deleted; a UUID is never reused`,
+        `${m.kind} ${existing.slug} (${givenUuid}) was deleted and a UUID is never reused: ` +
+          'remove this document from the manifests, or give it a new metadata.uuid to create it again',
       );
       return undefined;
     }

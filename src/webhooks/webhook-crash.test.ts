@@ -65,7 +65,7 @@ describe('crash mid-delivery', () => {
 
     child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/dispatcher-process.ts'], {
       cwd: ROOT,
-      env: { ...process.env, ...settings, APP_URL: s.t.appUrl },
+      env: { ...process.env, ...settings, APP_URL: s.t.appUrl, PLATFORM_URL: s.t.platformUrl },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     await s.request('POST', `/v1/tenants/${tenant}/suspend`);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { SpanKind } from '@opentelemetry/api';
 import type { Logger } from 'pino';
+import { Agent, type Response as UndiciResponse, fetch as undiciFetch } from 'undici';
 import type { Config } from '../config/config.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
@@ -64,9 +65,9 @@ export function signedRequest(d: ClaimedDelivery, source: string, now = new Date
 }
 
 /** Reads at most EXCERPT_BYTES of the response, then drops the rest. */
-async function excerpt(res: Response): Promise<string | null> {
+async function excerpt(res: UndiciResponse): Promise<string | null> {
   if (!res.body) return null;
-  const reader = res.body.getReader();
+  const reader = res.body.getReader() as ReadableStreamDefaultReader<Uint8Array>;
   const chunks: Uint8Array[] = [];
   let size = 0;
   try {
@@ -83,21 +84,45 @@ async function excerpt(res: Response): Promise<string | null> {
   return text.length > 0 ? text : null;
 }
 
-/** POSTs one signed request; never throws. Outbound requests carry Tenantry's identity only. */
+/** An address the SSRF guard checked: the connection goes there, whatever the name resolves to now. */
+export interface PinnedAddress {
+  address: string;
+  family: 4 | 6;
+}
+
+/** An HTTP client whose every lookup answers the pinned address (TLS still verifies the host name). */
+function pinnedAgent(pin: PinnedAddress): Agent {
+  const lookup = (
+    _host: string,
+    opts: { all?: boolean } | undefined,
+    cb: (err: Error | null, address: string | { address: string; family: number }[], family?: number) => void,
+  ) =>
+    opts?.all ? cb(null, [{ address: pin.address, family: pin.family }]) : cb(null, pin.address, pin.family);
+  return new Agent({ connect: { lookup: lookup as never } });
+}
+
+/**
+ * POSTs one signed request; never throws. Outbound requests carry Tenantry's identity only. With
+ * `pin`, the connection goes to that address (the one the SSRF guard checked); redirects are never
+ * followed.
+ */
 export async function post(
   url: string,
   req: SignedRequest,
   timeoutMs: number,
+  pin?: PinnedAddress,
 ): Promise<AttemptResult & { retryAfterMs: number | null }> {
   const startedAt = new Date();
   const t0 = performance.now();
+  const dispatcher = pin ? pinnedAgent(pin) : undefined;
   try {
-    const res = await fetch(url, {
+    const res = await undiciFetch(url, {
       method: 'POST',
       headers: req.headers,
       body: req.body,
       redirect: 'manual',
       signal: AbortSignal.timeout(timeoutMs),
+      ...(dispatcher ? { dispatcher } : {}),
     });
     const text = await excerpt(res);
     return {
@@ -122,6 +147,8 @@ export async function post(
       error,
       retryAfterMs: null,
     };
+  } finally {
+    await dispatcher?.close().catch(() => undefined);
   }
 }
 
@@ -245,35 +272,36 @@ export class WebhookDispatcher {
   /** Sends one claimed delivery and decides what comes of it. */
   private async attempt(d: ClaimedDelivery): Promise<Settlement> {
     const { webhookTimeoutMs, webhookRetrySchedule } = this.config.events;
-    const refused = await this.guard.check(d.url);
-    const result = refused
-      ? {
-          startedAt: new Date(),
-          latencyMs: 0,
-          statusCode: null,
-          responseExcerpt: null,
-          error: `refused (SSRF guard): ${refused}`,
-          retryAfterMs: null,
-        }
-      : await withTraceparent(d.traceparent, () =>
-          inSpan(
-            'webhook attempt',
-            {
-              'tenantry.endpoint_id': d.endpoint_id,
-              'tenantry.event_id': d.event_id,
-              'tenantry.attempt': d.attempts,
-            },
-            async (span) => {
-              const request = signedRequest(d, this.config.source);
-              const traceparent = currentTraceparent();
-              if (traceparent) request.headers.traceparent = traceparent;
-              const r = await post(d.url, request, webhookTimeoutMs);
-              if (r.statusCode !== null) span.setAttribute('http.response.status_code', r.statusCode);
-              return r;
-            },
-            SpanKind.CLIENT,
-          ),
-        );
+    const checked = await this.guard.resolve(d.url);
+    const result =
+      'refused' in checked
+        ? {
+            startedAt: new Date(),
+            latencyMs: 0,
+            statusCode: null,
+            responseExcerpt: null,
+            error: checked.refused,
+            retryAfterMs: null,
+          }
+        : await withTraceparent(d.traceparent, () =>
+            inSpan(
+              'webhook attempt',
+              {
+                'tenantry.endpoint_id': d.endpoint_id,
+                'tenantry.event_id': d.event_id,
+                'tenantry.attempt': d.attempts,
+              },
+              async (span) => {
+                const request = signedRequest(d, this.config.source);
+                const traceparent = currentTraceparent();
+                if (traceparent) request.headers.traceparent = traceparent;
+                const r = await post(d.url, request, webhookTimeoutMs, checked);
+                if (r.statusCode !== null) span.setAttribute('http.response.status_code', r.statusCode);
+                return r;
+              },
+              SpanKind.CLIENT,
+            ),
+          );
     let outcome: Outcome;
     if (result.statusCode !== null && result.statusCode >= 200 && result.statusCode < 300) {
       outcome = { kind: 'delivered' };

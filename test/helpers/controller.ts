@@ -103,7 +103,7 @@ export async function startController(
 ): Promise<TestController> {
   const dataDir = opts.dataDir ?? (await tempDataDir());
   const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir, ...opts.env });
-  const db = createDb(t.appUrl, 10);
+  const db = createDb(t.appUrl, 10, { platformUrl: t.platformUrl });
   let providers = createProviders({
     config,
     db,

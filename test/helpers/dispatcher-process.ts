@@ -1,13 +1,13 @@
 /**
  * A webhook dispatcher in a process of its own, for crash tests: it runs until killed.
- * env: APP_URL (the application role's connection) and the TENANTRY_* settings.
+ * env: APP_URL (the application role's connection), PLATFORM_URL (the platform role's) and the TENANTRY_* settings.
  */
 import pino from 'pino';
 import { loadConfig } from '../../src/config/config.js';
 import { createDb } from '../../src/db/database.js';
 import { WebhookDispatcher } from '../../src/webhooks/webhook-dispatcher.js';
 
-const db = createDb(process.env.APP_URL!, 4);
+const db = createDb(process.env.APP_URL!, 4, { platformUrl: process.env.PLATFORM_URL! });
 const dispatcher = new WebhookDispatcher(db, loadConfig({}, process.env), pino({ level: 'silent' }));
 dispatcher.start();
 process.stdout.write('dispatching\n');

@@ -3,12 +3,14 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { type Config, loadConfig } from '../../src/config/config.js';
 import { guardPool } from '../../src/db/connection-errors.js';
-import { createDb, type Db, ensureAppRole } from '../../src/db/database.js';
+import { createDb, type Db, ensureAppRole, ensurePlatformRole } from '../../src/db/database.js';
 
 export interface TestDatabase {
   name: string;
   ownerUrl: string;
   appUrl: string;
+  /** The platform role's connection (platform-scope work; the application role cannot be platform). */
+  platformUrl: string;
   /** Connected as the application role (bound by row-level security). */
   db: Db;
   /** Connected as the owner: for fault injection and for looking behind the application's back. */
@@ -38,13 +40,15 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   url.pathname = `/${name}`;
   const ownerUrl = url.toString();
   const appUrl = await ensureAppRole(ownerUrl);
-  const db = createDb(appUrl, 20);
+  const platformUrl = await ensurePlatformRole(ownerUrl);
+  const db = createDb(appUrl, 20, { platformUrl });
   const owner = guardPool(new pg.Pool({ connectionString: ownerUrl, max: 4 }));
   const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused' });
   return {
     name,
     ownerUrl,
     appUrl,
+    platformUrl,
     db,
     owner,
     config,

@@ -62,7 +62,7 @@ export interface TestServerOptions {
  */
 export async function startTestServer(opts: TestServerOptions = {}): Promise<TestServer> {
   const t = opts.database ?? (await createTestDatabase());
-  const db = opts.database ? createDb(t.appUrl, 10) : t.db;
+  const db = opts.database ? createDb(t.appUrl, 10, { platformUrl: t.platformUrl }) : t.db;
   opts.configure?.(t.config);
   const logger = opts.logger ?? pino({ level: 'silent' });
   const issuer = await BuiltinIssuer.ephemeral(t.config.identity.issuer, t.config.identity.audience);

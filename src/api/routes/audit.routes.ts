@@ -163,6 +163,104 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
     },
   );
 
+  const TreeHead = Type.Object(
+    {
+      chain: Type.String(),
+      origin: Type.String(),
+      size: Type.Integer(),
+      rootHash: Type.String(),
+      checkpoint: Type.String({ description: 'C2SP signed note (tlog-checkpoint, Ed25519)' }),
+    },
+    { additionalProperties: false },
+  );
+
+  app.get<{ Querystring: { tenant?: string } }>(
+    '/v1/audit/checkpoint',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'auditCheckpoint',
+        summary: "The signed checkpoint of a chain's Merkle tree (RFC 9162) as a C2SP signed note",
+        description:
+          "A tenant gets its own log's; the platform names a tenant or 'platform' (the default). Save the " +
+          '`checkpoint` text and later run `tenantry audit verify --checkpoint FILE`.',
+        tags,
+        querystring: Type.Object({ tenant: Type.Optional(TenantRef) }, { additionalProperties: false }),
+        response: { 200: TreeHead, ...errorResponses(400, 403, 404, 409) },
+      },
+    },
+    async (request) => audit.treeHead(await identify(request), request.query.tenant),
+  );
+
+  app.get<{ Params: { id: string } }>(
+    '/v1/audit/records/:id/proof',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'auditInclusionProof',
+        summary:
+          "The inclusion proof of one audit record in its chain's Merkle tree, with the signed checkpoint",
+        tags,
+        params: Type.Object({ id: Type.String({ maxLength: 64 }) }),
+        response: {
+          200: Type.Object(
+            {
+              recordId: Type.String(),
+              chain: Type.String(),
+              leafIndex: Type.Integer(),
+              treeSize: Type.Integer(),
+              leafHash: Type.String(),
+              proof: Type.Array(Type.String()),
+              checkpoint: TreeHead,
+            },
+            { additionalProperties: false },
+          ),
+          ...errorResponses(404, 409),
+        },
+      },
+    },
+    async (request) => audit.inclusion(await identify(request), request.params.id),
+  );
+
+  app.get<{ Querystring: { tenant?: string; from?: number; to?: number } }>(
+    '/v1/audit/consistency',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'auditConsistencyProof',
+        summary: "An RFC 9162 consistency proof between two sizes of a chain's Merkle tree",
+        tags,
+        querystring: Type.Object(
+          {
+            tenant: Type.Optional(TenantRef),
+            from: Type.Optional(
+              Type.Integer({ minimum: 0, default: 0, description: 'default: 0 (an empty proof)' }),
+            ),
+            to: Type.Optional(Type.Integer({ minimum: 0, description: 'default: the current size' })),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object(
+            {
+              chain: Type.String(),
+              from: Type.Integer(),
+              to: Type.Integer(),
+              proof: Type.Array(Type.String()),
+              checkpoint: TreeHead,
+            },
+            { additionalProperties: false },
+          ),
+          ...errorResponses(400, 403, 404, 409, 422),
+        },
+      },
+    },
+    async (request) => {
+      const { from = 0, ...rest } = request.query;
+      return audit.consistency(await identify(request), { ...rest, from });
+    },
+  );
+
   app.get(
     '/v1/audit/public-key',
     {

@@ -13,7 +13,7 @@ let other: Db;
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  other = createDb(t.appUrl, 10);
+  other = createDb(t.appUrl, 10, { platformUrl: t.platformUrl });
 });
 afterAll(async () => {
   await other?.destroy();

@@ -8,6 +8,9 @@ import * as m0006 from './0006-events-webhooks.js';
 import * as m0007 from './0007-placement-quotas.js';
 import * as m0008 from './0008-request-log.js';
 import * as m0009 from './0009-trace-context.js';
+import * as m0012 from './0012-idempotency-scope.js';
+import * as m0013 from './0013-platform-role.js';
+import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
 
@@ -22,6 +25,9 @@ const migrations: Record<string, Migration> = {
   '0007-placement-quotas': m0007,
   '0008-request-log': m0008,
   '0009-trace-context': m0009,
+  '0012-idempotency-scope': m0012,
+  '0013-platform-role': m0013,
+  '0014-audit-transparency': m0014,
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
 };

@@ -21,6 +21,9 @@ export const KafkaTopicSpec = Type.Object(
   },
   strict,
 );
+/** A topic's partitions when its spec names none. */
+export const DEFAULT_PARTITIONS = 3;
+
 export const BlobContainerSpec = Type.Object({ publicAccess: Type.Optional(Type.Literal('none')) }, strict);
 export const DatabaseSpec = Type.Object(
   { isolation: Type.Union([Type.Literal('shared'), Type.Literal('pool'), Type.Literal('silo')]) },
@@ -101,6 +104,20 @@ export const integrationResource = defineKind({
       const t = spec.kafkaTopic!;
       slug = [scope.slug, t.domain, t.subdomain, t.event, t.version, t.access].join('.');
       physical = kafkaTopicName(scope.id, t);
+      // Kafka cannot shrink a topic: refused here, so that a dry run or diff shows it before any write.
+      const existing = await env.findBySlug('IntegrationResource', slug);
+      const before = (existing?.spec as { kafkaTopic?: { partitions?: number } } | undefined)?.kafkaTopic;
+      const had = before ? (before.partitions ?? DEFAULT_PARTITIONS) : undefined;
+      const wants = t.partitions ?? DEFAULT_PARTITIONS;
+      if (had !== undefined && wants < had) {
+        env.error(
+          '/spec/kafkaTopic/partitions',
+          'kafka.partition_shrink',
+          `topic ${physical} has ${had} partitions and Kafka cannot shrink a topic to ${wants}; ` +
+            `keep ${had} or more, or delete and recreate the resource`,
+        );
+        ok = false;
+      }
       for (const [i, consumer] of (t.consumers ?? []).entries()) {
         const pointer = `/spec/kafkaTopic/consumers/${i}`;
         const d = await ref(env, 'Deployment', consumer, pointer, 'consumer.not_found');

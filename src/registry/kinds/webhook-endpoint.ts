@@ -54,6 +54,8 @@ export const webhookEndpoint = defineKind({
   references: ['Tenant'],
   applyTier: 1,
   metadataTenant: true,
+  // Checked against the caller's tenant like every manifest's (tenant.spoofing), JSON or YAML alike.
+  tenantMentions: [{ at: '/metadata/tenant' }],
   async resolve(m, env) {
     const name = m.metadata.name;
     if (name === undefined || !isLabel(name)) {

@@ -105,6 +105,7 @@ describe('SIGKILL at every step boundary', () => {
           await fx.t.owner.query(`update tenants set lifecycle = 'Draft' where slug = $1`, [tenant]);
         const child = await spawnEngine({
           APP_URL: fx.t.appUrl,
+          PLATFORM_URL: fx.t.platformUrl,
           DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
           DATA_DIR: dataDir,
           STEP_LOG: log,

@@ -28,7 +28,7 @@ export function startWorkflowEngine(
     workerId?: string;
   } = {},
 ): { engine: WorkflowEngine; db: Db; stop(): Promise<void> } {
-  const db = createDb(t.appUrl, 5);
+  const db = createDb(t.appUrl, 5, { platformUrl: t.platformUrl });
   const engine = new WorkflowEngine({
     db,
     registry: opts.registry ?? lifecycleWorkflowTypes(db, opts.providers),

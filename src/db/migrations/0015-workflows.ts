@@ -61,9 +61,11 @@ create table tenant_suspensions (
 );
 `.execute(db);
   // Workflow progress events (one per step) go to the webhook endpoints that ask for them by type;
-  // an endpoint without an `eventTypes` filter keeps receiving what it did before.
+  // an endpoint without an `eventTypes` filter keeps receiving what it did before. The fan-out body
+  // is `tenantry_event_appended_unchecked` since migration 0013, whose `tenantry_event_appended`
+  // wrapper checks the caller's scope first: replace the body, keep the wrapper.
   await sql`
-create or replace function tenantry_event_appended(p_event uuid, p_tenant uuid, p_type text, p_subject text, p_seq bigint)
+create or replace function tenantry_event_appended_unchecked(p_event uuid, p_tenant uuid, p_type text, p_subject text, p_seq bigint)
 returns integer language plpgsql security definer set search_path = public, pg_temp as $$
 declare n integer;
 begin

@@ -215,7 +215,7 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
             },
             { additionalProperties: false },
           ),
-          ...errorResponses(404, 409),
+          ...errorResponses(400, 404, 409),
         },
       },
     },

@@ -247,7 +247,19 @@ async function reconcileResource(
   const provider = slot.provider;
   const before = await providerCall(provider, 'observe', desired);
   let after = before;
-  if (!before.exists || before.drift.length > 0) after = await providerCall(provider, 'ensure', desired);
+  let current = desired;
+  // A suspension or resume commits the tenant's lifecycle and then revokes or restores access in its
+  // workflow; a reconcile that read the lifecycle before that commit must not undo the workflow's
+  // step afterwards (NOLOGIN after the resume gave LOGIN back). So the lifecycle is read again after
+  // the provider call, and the call is repeated while it changed under it: whichever order the two
+  // run in, the last word on access is the committed lifecycle's.
+  for (let round = 0; round < 3; round++) {
+    if (round > 0 || !before.exists || before.drift.length > 0)
+      after = await providerCall(provider, 'ensure', current);
+    const again = (await asPlatform(env.db, (trx) => desiredResource(trx, row))).desired;
+    if (Boolean(again.suspended) === Boolean(current.suspended)) break;
+    current = again;
+  }
   if (!after.exists || after.drift.length > 0) {
     throw new ProviderError(
       `${provider.name} still differs after ensure: ${after.drift.join('; ') || 'missing'}`,

@@ -18,6 +18,7 @@ import { memoryBenchmark } from './suites/memory.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 import { webhookBenchmark } from './suites/webhooks.js';
+import { workflowBenchmark } from './suites/workflows.js';
 
 const startedAt = new Date();
 console.log(
@@ -60,6 +61,11 @@ const suites: Suite[] = [
   { name: 'webhooks', title: 'Webhooks', run: webhookBenchmark },
   { name: 'audit', title: 'Audit append and verify', run: auditBenchmark },
   { name: 'memory', title: 'Memory with 100k tenants', run: memoryBenchmark },
+  {
+    name: 'workflows',
+    title: 'Lifecycle workflows (1,000 tenants suspended and resumed)',
+    run: workflowBenchmark,
+  },
   { name: 'console', title: 'Console pages with 10k tenants', run: consoleBenchmark },
 ];
 // `npm run bench -- audit memory` runs only those suites (the table then has only their rows).

@@ -25,6 +25,8 @@ import { RegistryService } from './registry/registry.service.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
+import { lifecycleWorkflowTypes } from './workflows/lifecycle-workflows.js';
+import { WorkflowEngine } from './workflows/workflow-engine.js';
 
 export interface Tenantry {
   /** Where the API listens; empty for `role: controller`. */
@@ -35,6 +37,8 @@ export interface Tenantry {
   server: FastifyInstance | undefined;
   /** Absent for `role: api`. */
   controller: Controller | undefined;
+  /** The workflow engine (src/workflows); absent for `role: api`. */
+  workflowEngine: WorkflowEngine | undefined;
   db: Db;
   registry: RegistryService;
   audit: AuditService;
@@ -222,6 +226,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       await checkpointer.tick();
     });
     let controller: Controller | undefined;
+    let workflowEngine: WorkflowEngine | undefined;
     if (config.role !== 'api') {
       const providers = createProviders({
         config,
@@ -239,6 +244,18 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       c.start();
       stops.push(() => c.stop());
       controller = c;
+      const engine = new WorkflowEngine({
+        db,
+        registry: lifecycleWorkflowTypes(db, providers),
+        logger: log.child({ component: 'workflows' }),
+        config: {
+          ...config.controller,
+          stepTimeoutMs: 60_000,
+        },
+      });
+      engine.start();
+      stops.push(() => engine.stop());
+      workflowEngine = engine;
     }
     if (config.role === 'controller') {
       return {
@@ -246,6 +263,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         dataLocation,
         server: undefined,
         controller,
+        workflowEngine,
         db,
         registry,
         audit,
@@ -289,6 +307,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       dataLocation,
       server,
       controller,
+      workflowEngine,
       db,
       registry,
       audit,

@@ -260,7 +260,26 @@ describe('tenantry CLI', () => {
       (await cli('-o', 'json', 'get', 'deployment', 'circlek-eu-prod-store-pl')).stdout,
     );
     expect(json.metadata.uuid).toBe('a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d');
-    expect((await cli('suspend', 'circlek-eu-uat')).stdout.trim()).toBe('tenant/circlek-eu-uat suspended');
+    // The suspend starts the tenant's lifecycle workflow; --wait follows its steps to the end.
+    const suspended = await cli('suspend', 'circlek-eu-uat', '--wait');
+    expect(suspended.code, suspended.stderr).toBe(0);
+    const lines = suspended.stdout.trim().split('\n');
+    const workflowId = /^tenant\/circlek-eu-uat suspended \(workflow ([0-9a-f-]{36})\)$/.exec(lines[0]!)?.[1];
+    expect(workflowId, lines[0]).toBeDefined();
+    expect(lines.slice(1, -1).map((l) => l.trim().split(/\s+/))).toEqual(
+      [
+        'record-access',
+        'pause-webhooks',
+        'revoke-database-logins',
+        'deny-kafka-principals',
+        'revoke-blob-access',
+      ].map((step) => [step, 'Completed']),
+    );
+    expect(lines.at(-1)).toBe(`workflow ${workflowId} Succeeded`);
+    const workflows = await cli('workflows', 'list', '--tenant', 'circlek-eu-uat');
+    expect(workflows.stdout).toMatch(
+      new RegExp(`^${workflowId}\\s+lifecycle\\.suspend\\s+Succeeded\\s`, 'm'),
+    );
     // A suspended tenant is where it should be: --wait does not wait for it to become Ready.
     const started = Date.now();
     // (Only Europe: a deployment of North America was deleted above, and a UUID is never reused.)

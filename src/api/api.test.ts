@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXAMPLE_DIR } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 
 let s: TestServer;
 const yamlOf = (file: string) => fs.readFileSync(path.join(EXAMPLE_DIR, file), 'utf8');
@@ -234,6 +235,7 @@ describe('object routes', () => {
     const again = await s.request('POST', '/v1/tenants/circlek-eu-dev/suspend');
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('lifecycle.invalid_transition');
+    await settleWorkflows(s.t);
     expect((await s.request('POST', '/v1/tenants/circlek-eu-dev/archive')).status).toBe(200);
     const del = await s.request('DELETE', '/v1/tenants/circlek-eu-dev');
     expect(del.status).toBe(200);

@@ -27,6 +27,10 @@ import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { FreezesService } from '../workflows/freezes.js';
+import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
+import { registerWorkflowRoutes } from '../workflows/workflows.routes.js';
+import { WorkflowsService } from '../workflows/workflows.service.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
@@ -49,6 +53,8 @@ export interface ServerDeps {
   rateLimiter?: RateLimiter;
   /** The event log (with its LISTEN notifier); absent: one that polls. */
   events?: EventsService;
+  /** Workflows (src/workflows); absent: one over the lifecycle workflow types. */
+  workflows?: WorkflowsService;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -218,6 +224,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
+  registerWorkflowRoutes(
+    app,
+    deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    new FreezesService(db),
+    identify,
+  );
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
   const events = deps.events ?? new EventsService(db, config);

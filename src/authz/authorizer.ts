@@ -19,7 +19,16 @@ export const ACTION_GROUPS = ['read', 'write', 'operate', 'elevate'] as const;
 export type ActionGroup = (typeof ACTION_GROUPS)[number];
 
 const READ_VERBS = new Set(['read', 'list', 'get', 'history', 'search', 'verify', 'export']);
-const OPERATE_VERBS = new Set(['activate', 'suspend', 'resume', 'archive', 'run', 'retry', 'replay']);
+const OPERATE_VERBS = new Set([
+  'activate',
+  'suspend',
+  'resume',
+  'archive',
+  'run',
+  'retry',
+  'replay',
+  'cancel',
+]);
 const ACTION_NAME = /^[a-z][a-z0-9-]*\.[a-z][a-z0-9-]*$/;
 
 /**

@@ -3,6 +3,7 @@ import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
+import { TenantryError } from '../errors/errors.js';
 import { appendEventSql } from '../events/append-event.js';
 import { currentTraceparent, inSpan } from '../observability/tracing.js';
 import { type ChangeAction, eventName, type Kind } from '../registry/kinds/index.js';
@@ -56,6 +57,23 @@ export function recordChange(trx: Trx, ctx: RequestContext, change: Change): Pro
 
 async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   const kind = change.kind;
+  // A suspended or archived tenant's own principals read but change nothing (issue 18).
+  // An archived tenant's way on is deletion (placement and policy guard it), so deletes pass.
+  if (ctx.scope.kind === 'tenant') {
+    const t = await sql<{ lifecycle: string }>`
+      select lifecycle from tenants where id = ${ctx.scope.tenantId}`.execute(trx);
+    // A change of the tenant itself is judged by its lifecycle before the change (its row is written).
+    const lifecycle = kind === 'Tenant' && change.before ? change.before.lifecycle : t.rows[0]?.lifecycle;
+    if (lifecycle === 'Suspended' || (lifecycle === 'Archived' && change.action !== 'delete'))
+      throw new TenantryError(
+        'tenant.suspended',
+        423,
+        `The tenant is ${lifecycle.toLowerCase()}; it can read but not change anything.`,
+        {
+          details: { lifecycle },
+        },
+      );
+  }
   // The policy gate (src/authz) decides before anything is written; a denial throws.
   const decision = ctx.authorize ? ctx.authorize(change) : null;
   const name = eventName(kind, change.action);

@@ -12,6 +12,7 @@ import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './cl
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
+import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function kindPath(kind: string): string {
   const p = CLI_PATHS[kind.toLowerCase()];
@@ -651,18 +652,27 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
     .command(verb)
     .description(`lifecycle: ${verb} a tenant`)
     .argument('<tenant>', 'slug or UUID')
-    .action(async (name: string) => {
+    .option('--wait', "follow the tenant's lifecycle workflow step by step; exit 1 unless it succeeds")
+    .action(async (name: string, opts: { wait?: boolean }) => {
       await run(async () => {
-        const { body } = await client().request<{
+        const c = client();
+        const { body, headers } = await c.request<{
           metadata: { name: string };
           status: { lifecycle: string };
         }>('POST', `/v1/tenants/${encodeURIComponent(name)}/${verb}`);
-        console.log(`tenant/${body.metadata.name} ${body.status.lifecycle.toLowerCase()}`);
+        const workflow = headers.get('tenantry-workflow');
+        console.log(
+          `tenant/${body.metadata.name} ${body.status.lifecycle.toLowerCase()}${workflow ? ` (workflow ${workflow})` : ''}`,
+        );
+        if (!opts.wait || !workflow) return;
+        const end = await waitForWorkflow(c, workflow);
+        if (end.state !== 'Succeeded') process.exitCode = 1;
       });
     });
 }
 
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
+registerWorkflowCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

@@ -164,7 +164,7 @@ async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> 
   }
 }
 
-async function desiredResource(
+export async function desiredResource(
   trx: Trx,
   row: ObjectRow,
 ): Promise<{ desired: DesiredResource; region: string }> {
@@ -172,10 +172,11 @@ async function desiredResource(
   const r = await sql<{
     tenant_slug: string;
     region: string;
+    suspended: boolean;
     scope_slug: string;
     consumers: string[] | null;
   }>`
-    select t.slug as tenant_slug, t.region, coalesce(d.slug, t.slug) as scope_slug,
+    select t.slug as tenant_slug, t.region, t.lifecycle in ('Suspended', 'Archived') as suspended, coalesce(d.slug, t.slug) as scope_slug,
       (select array_agg(c.slug order by c.slug) from deployments c
         where c.tenant_id = t.id and c.deleted_at is null
           and c.slug in (select jsonb_array_elements_text(${JSON.stringify(spec.kafkaTopic?.consumers ?? [])}::jsonb))
@@ -202,6 +203,7 @@ async function desiredResource(
         }
       : {}),
     ...(spec.database ? { database: { isolation: spec.database.isolation } } : {}),
+    ...(x.suspended ? { suspended: true } : {}),
   };
   return { desired, region: x.region };
 }
@@ -245,7 +247,19 @@ async function reconcileResource(
   const provider = slot.provider;
   const before = await providerCall(provider, 'observe', desired);
   let after = before;
-  if (!before.exists || before.drift.length > 0) after = await providerCall(provider, 'ensure', desired);
+  let current = desired;
+  // A suspension or resume commits the tenant's lifecycle and then revokes or restores access in its
+  // workflow; a reconcile that read the lifecycle before that commit must not undo the workflow's
+  // step afterwards (NOLOGIN after the resume gave LOGIN back). So the lifecycle is read again after
+  // the provider call, and the call is repeated while it changed under it: whichever order the two
+  // run in, the last word on access is the committed lifecycle's.
+  for (let round = 0; round < 3; round++) {
+    if (round > 0 || !before.exists || before.drift.length > 0)
+      after = await providerCall(provider, 'ensure', current);
+    const again = (await asPlatform(env.db, (trx) => desiredResource(trx, row))).desired;
+    if (Boolean(again.suspended) === Boolean(current.suspended)) break;
+    current = again;
+  }
   if (!after.exists || after.drift.length > 0) {
     throw new ProviderError(
       `${provider.name} still differs after ensure: ${after.drift.join('; ') || 'missing'}`,
@@ -321,7 +335,7 @@ async function reconcileParent(
           : {
               status: 'True',
               reason: lifecycle,
-              message: `The tenant is ${lifecycle.toLowerCase()}; its resources are kept.`,
+              message: `The tenant is ${lifecycle.toLowerCase()}; its resources are kept and its credentials revoked.`,
             },
     });
   }

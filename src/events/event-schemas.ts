@@ -65,10 +65,28 @@ const StatusData = (kind: Kind) =>
     { additionalProperties: false },
   );
 
+/** A workflow's progress (src/workflows): started, a step completed, succeeded, failed (or cancelled). */
+const WorkflowData = Type.Object(
+  {
+    workflowId: Type.String({ format: 'uuid' }),
+    tenantId: Type.String({ format: 'uuid' }),
+    type: Type.Optional(Type.String({ description: 'e.g. lifecycle.suspend' })),
+    state: Type.Optional(Type.String({ description: 'Pending, Succeeded, Failed or Cancelled' })),
+    step: Type.Optional(Type.String()),
+    position: Type.Optional(Type.Integer({ minimum: 0 })),
+    attempts: Type.Optional(Type.Integer({ minimum: 1 })),
+    error: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    actor: Type.Optional(Actor),
+    input: Type.Optional(Type.Object({})),
+  },
+  { additionalProperties: false },
+);
+
 export function eventSchema(name: EventName): TSchema {
   const type = cloudEventType(name);
+  const workflow = name.startsWith('workflow.');
   const kind = KIND_OF[name.split('.')[0]!];
-  if (!kind) throw new Error(`event ${name} names no kind`);
+  if (!kind && !workflow) throw new Error(`event ${name} names no kind`);
   return Type.Object(
     {
       specversion: Type.Literal('1.0'),
@@ -84,7 +102,7 @@ export function eventSchema(name: EventName): TSchema {
         description: 'gap-free position in the tenant stream (or the platform stream), zero-padded',
       }),
       correlationid: Type.String({ minLength: 1 }),
-      data: STATUS_EVENTS.includes(name) ? StatusData(kind) : ChangeData(kind),
+      data: workflow ? WorkflowData : STATUS_EVENTS.includes(name) ? StatusData(kind!) : ChangeData(kind!),
     },
     {
       $schema: 'https://json-schema.org/draft/2020-12/schema',

@@ -2,6 +2,7 @@ import { CloudEvent } from 'cloudevents';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
@@ -26,6 +27,15 @@ async function sequences(stream: string): Promise<number[]> {
   return r.rows.map((row) => Number(row.seq));
 }
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+/** What a lifecycle transition writes to the tenant's stream once its workflow has run to the end. */
+const transitionEvents = (event: string, steps: number) => [
+  `dev.tenantry.tenant.${event}.v1`,
+  'dev.tenantry.workflow.started.v1',
+  ...Array.from({ length: steps }, () => 'dev.tenantry.workflow.step_completed.v1'),
+  'dev.tenantry.workflow.succeeded.v1',
+];
+const SUSPENDED = transitionEvents('suspended', 5);
+const RESUMED = transitionEvents('resumed', 4);
 
 /** `writers` concurrent writers, each appending `each` events to its streams; about a third roll back. */
 async function race(streams: (string | null)[], writers: number, each: number) {
@@ -81,15 +91,22 @@ describe('per-tenant event sequence', () => {
 
   it('registry changes emit typed CloudEvents with sequence, tenant and previous/new state', async () => {
     const [tenant] = await seedTenants(registry, ctx, 'cevents', ['c']);
+    // Each transition starts a lifecycle workflow; the next one waits for it to end (else 409).
     await registry.transition(ctx, tenant!.slug, 'suspend');
+    await settleWorkflows(t);
     await registry.transition(ctx, tenant!.slug, 'resume');
     const page = await events.read(ctx, { stream: tenant!.uuid }, undefined, 100);
     const types = page.entries.map((e) => e.event.type);
+    // The resume's workflow has not run yet (no engine here): its start is in, its steps are not.
     expect(types).toEqual([
       'dev.tenantry.tenant.created.v1',
-      'dev.tenantry.tenant.suspended.v1',
+      ...SUSPENDED,
       'dev.tenantry.tenant.resumed.v1',
+      'dev.tenantry.workflow.started.v1',
     ]);
+    const workflows = await t.owner.query('select id from workflows where tenant_id = $1', [tenant!.uuid]);
+    const workflowSubjects = workflows.rows.map((w) => `workflows/${w.id}`);
+    expect(workflowSubjects).toHaveLength(2);
     for (const [i, { event, cursor }] of page.entries.entries()) {
       const ce = new CloudEvent(event as never, true);
       expect(() => ce.validate()).not.toThrow();
@@ -97,7 +114,9 @@ describe('per-tenant event sequence', () => {
       expect(event.sequence).toBe(String(i + 1).padStart(20, '0'));
       expect(cursor).toBe(event.sequence);
       expect(ce.source).toBe(t.config.source);
-      expect(ce.subject).toBe(`tenants/${tenant!.uuid}`);
+      // A workflow's progress events are about the workflow (one of this tenant's), the others about the tenant.
+      if (event.type.startsWith('dev.tenantry.workflow.')) expect(workflowSubjects).toContain(ce.subject);
+      else expect(ce.subject).toBe(`tenants/${tenant!.uuid}`);
     }
     const suspended = page.entries[1]!.event.data as {
       previous: { lifecycle: string };
@@ -114,12 +133,23 @@ describe('per-tenant event sequence', () => {
 
   it('replay after N returns exactly the events after N, and the global cursor sees every stream once', async () => {
     const [tenant] = await seedTenants(registry, ctx, 'replay', ['r']);
-    for (let i = 0; i < 6; i++)
+    for (let i = 0; i < 6; i++) {
       await registry.transition(ctx, tenant!.slug, i % 2 === 0 ? 'suspend' : 'resume');
+      await settleWorkflows(t);
+    }
     const all = await events.read(ctx, { stream: tenant!.uuid }, undefined, 100);
-    expect(all.entries).toHaveLength(7);
+    expect(all.entries.map((e) => e.event.type)).toEqual([
+      'dev.tenantry.tenant.created.v1',
+      ...SUSPENDED,
+      ...RESUMED,
+      ...SUSPENDED,
+      ...RESUMED,
+      ...SUSPENDED,
+      ...RESUMED,
+    ]);
+    expect(all.entries.map((e) => Number(e.event.sequence))).toEqual(range(46));
     const after3 = await events.read(ctx, { stream: tenant!.uuid }, '3', 100);
-    expect(after3.entries.map((e) => Number(e.event.sequence))).toEqual([4, 5, 6, 7]);
+    expect(after3.entries.map((e) => Number(e.event.sequence))).toEqual(range(46).slice(3));
     const paged: string[] = [];
     let cursor: string | undefined;
     for (;;) {

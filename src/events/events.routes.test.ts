@@ -3,6 +3,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { EventNotifier } from './event-notifier.js';
 import { EventsService } from './events.service.js';
 
@@ -18,6 +19,15 @@ async function tenant(name: string): Promise<{ slug: string; uuid: string }> {
   const t = res.body.results.find((r: { kind: string }) => r.kind === 'Tenant');
   return { slug: t.name, uuid: t.uuid };
 }
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+/** A lifecycle transition's event, then its workflow's events once it has run to the end. */
+const lifecycleEvents = (event: string, steps: number) => [
+  `dev.tenantry.tenant.${event}.v1`,
+  'dev.tenantry.workflow.started.v1',
+  ...Array.from({ length: steps }, () => 'dev.tenantry.workflow.step_completed.v1'),
+  'dev.tenantry.workflow.succeeded.v1',
+];
 
 interface SseMessage {
   id?: string;
@@ -74,11 +84,18 @@ async function readSse(
 describe('event log API', () => {
   it('replays a tenant stream from any sequence, paginated and gap-free', async () => {
     const t = await tenant('apia');
-    for (let i = 0; i < 5; i++)
-      await s.request('POST', `/v1/tenants/${t.slug}/${i % 2 ? 'resume' : 'suspend'}`);
+    // Each transition's lifecycle workflow ends before the next (else 409 workflow.in_progress);
+    // its events (started, a step_completed per step, succeeded) are in the tenant's stream too.
+    for (let i = 0; i < 5; i++) {
+      expect((await s.request('POST', `/v1/tenants/${t.slug}/${i % 2 ? 'resume' : 'suspend'}`)).status).toBe(
+        200,
+      );
+      await settleWorkflows(s.t);
+    }
     const all = await s.request('GET', `/v1/events?tenant=${t.slug}`);
     expect(all.status).toBe(200);
-    expect(all.body.items.map((e: { sequence: string }) => Number(e.sequence))).toEqual([1, 2, 3, 4, 5, 6]);
+    // created, then 3 suspends (8 events each) and 2 resumes (7 each)
+    expect(all.body.items.map((e: { sequence: string }) => Number(e.sequence))).toEqual(range(39));
     const seen: number[] = [];
     let after = '2';
     for (;;) {
@@ -87,7 +104,7 @@ describe('event log API', () => {
       seen.push(...page.body.items.map((e: { sequence: string }) => Number(e.sequence)));
       after = page.body.next;
     }
-    expect(seen).toEqual([3, 4, 5, 6]);
+    expect(seen).toEqual(range(39).slice(2));
   });
 
   it('answers bad positions and unknown tenants with problem+json', async () => {
@@ -106,24 +123,33 @@ describe('event log API', () => {
   it('streams events over SSE and resumes after Last-Event-ID', async () => {
     const t = await tenant('apib');
     const url = `${s.url}/v1/events/stream?tenant=${t.slug}`;
-    const first = readSse(url, 3);
+    // created, the suspend with its workflow's 7 events, the resume with its workflow's 6.
+    const first = readSse(url, 16);
     await s.request('POST', `/v1/tenants/${t.slug}/suspend`);
+    await settleWorkflows(s.t);
     await s.request('POST', `/v1/tenants/${t.slug}/resume`);
+    await settleWorkflows(s.t);
     const got = await first;
-    expect(got.events.map((e) => e.id)).toEqual([1, 2, 3].map((n) => String(n).padStart(20, '0')));
+    expect(got.events.map((e) => e.id)).toEqual(range(16).map((n) => String(n).padStart(20, '0')));
     expect(got.events.map((e) => e.event)).toEqual([
       'dev.tenantry.tenant.created.v1',
-      'dev.tenantry.tenant.suspended.v1',
-      'dev.tenantry.tenant.resumed.v1',
+      ...lifecycleEvents('suspended', 5),
+      ...lifecycleEvents('resumed', 4),
     ]);
     expect(JSON.parse(got.events[1]!.data!).tenantid).toBe(t.uuid);
 
-    // Reconnect after event 2: exactly event 3, then the next one written.
-    const resumed = readSse(url, 2, { 'last-event-id': got.events[1]!.id! });
+    // Reconnect after event 15: exactly event 16, then the next ones written (a suspend and its
+    // workflow's start, in one transaction).
+    const resumed = readSse(url, 3, { 'last-event-id': got.events[14]!.id! });
     await new Promise((r) => setTimeout(r, 150));
     await s.request('POST', `/v1/tenants/${t.slug}/suspend`);
     const again = await resumed;
-    expect(again.events.map((e) => Number(e.id))).toEqual([3, 4]);
+    expect(again.events.map((e) => Number(e.id))).toEqual([16, 17, 18]);
+    expect(again.events.map((e) => e.event)).toEqual([
+      'dev.tenantry.workflow.succeeded.v1',
+      'dev.tenantry.tenant.suspended.v1',
+      'dev.tenantry.workflow.started.v1',
+    ]);
     expect(again.comments).toContain('heartbeat');
 
     const bad = await readSse(url, 1, { 'last-event-id': 'garbage' });
@@ -146,14 +172,19 @@ describe('event log API', () => {
       const addr = app.server.address();
       const base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}`;
       const t = await tenant('apic');
-      const stream = readSse(`${base}/v1/events/stream?tenant=${t.uuid}`, 2, {
+      const stream = readSse(`${base}/v1/events/stream?tenant=${t.uuid}`, 3, {
         authorization: `Bearer ${second.adminToken}`,
       });
       await new Promise((r) => setTimeout(r, 200));
       const start = Date.now();
       await s.request('POST', `/v1/tenants/${t.slug}/suspend`);
       const got = await stream;
-      expect(got.events).toHaveLength(2);
+      // created, then the suspend and its workflow's start (one transaction, one NOTIFY).
+      expect(got.events.map((e) => e.event)).toEqual([
+        'dev.tenantry.tenant.created.v1',
+        'dev.tenantry.tenant.suspended.v1',
+        'dev.tenantry.workflow.started.v1',
+      ]);
       expect(Date.now() - start).toBeLessThan(5_000);
     } finally {
       await second.close();

@@ -54,7 +54,8 @@ const fill = (r: Route) =>
   r.path
     .replace(/\/v1\/([a-z-]+)\/\{ref\}/, (_m, kind: string) => `/v1/${kind}/${REFS[kind] ?? resourceRef}`)
     .replace('/v1/sessions/{id}', `/v1/sessions/${sessionId}`)
-    .replace('{id}', '00000000-0000-4000-8000-000000000000');
+    .replace('{id}', '00000000-0000-4000-8000-000000000000')
+    .replace('/v1/freezes/{name}', '/v1/freezes/evil-freeze');
 
 /** Valid bodies that would change something if the request were accepted (filled in beforeAll). */
 const BODIES: Record<string, unknown> = {
@@ -94,6 +95,8 @@ const BODIES: Record<string, unknown> = {
     spec: { url: 'https://evil.example.com/hook' },
   },
   'POST /v1/tenants/{ref}/limit-overrides': { name: 'deployments', value: 1000, reason: 'evil' },
+  // A freeze is no registry object (no GET of one to edit): a declaration that would stop the line.
+  'PUT /v1/freezes/{name}': { scope: 'platform', reason: 'evil: stop every workflow' },
 };
 const bodyFor = (r: Route): unknown => BODIES[`${r.method} ${r.path}`];
 
@@ -115,7 +118,9 @@ async function fingerprint(): Promise<string> {
     (select count(*) from outbox_events) as events,
     (select count(*) || '/' || count(revoked_at) from sessions) as sessions,
     (select count(*) from break_glass_grants) as grants,
-    (select count(*) from idempotency_keys) as idempotency`);
+    (select count(*) from idempotency_keys) as idempotency,
+    (select count(*) || '/' || count(*) filter (where state = 'Cancelled') from workflows) as workflows,
+    (select count(*) || '/' || count(lifted_at) from workflow_freezes) as freezes`);
   return JSON.stringify(r.rows[0]);
 }
 const auditCount = async () =>
@@ -187,7 +192,8 @@ beforeAll(async () => {
   });
   expect((await s.request('GET', '/v1/whoami', { token: b })).status).toBe(200);
   sessionId = 'session-of-b';
-  for (const r of routes().filter((x) => x.method === 'PUT')) BODIES[`PUT ${r.path}`] = await edited(fill(r));
+  for (const r of routes().filter((x) => x.method === 'PUT' && bodyFor(x) === undefined))
+    BODIES[`PUT ${r.path}`] = await edited(fill(r));
   const resource = (await s.request('GET', `/v1/integration-resources/${resourceRef}`)).body;
   const spec = structuredClone(resource.spec);
   if (spec.kafkaTopic) spec.kafkaTopic.event = 'evil-events';

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startController, until } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { startTracing, type Tracing } from './tracing.js';
 
 const EU_PROD = '6846a7a4-4e09-41a8-918c-9c8e2aa938ac';
@@ -110,10 +111,14 @@ describe('observability', () => {
     });
 
     const { rows } = await s.t.owner.query(
-      `select action, request_id from audit_records where correlation_id = $1`,
+      `select action, request_id from audit_records where correlation_id = $1 order by action`,
       [correlation],
     );
-    expect(rows).toEqual([{ action: 'tenant.suspend', request_id: requestId }]);
+    // The change, and the start of the lifecycle workflow it asked for (in the same transaction).
+    expect(rows).toEqual([
+      { action: 'tenant.suspend', request_id: requestId },
+      { action: 'workflow.start', request_id: requestId },
+    ]);
 
     const ofRequest = spans
       .getFinishedSpans()
@@ -139,6 +144,8 @@ describe('observability', () => {
 
   it('carries the trace into the change, its reconcile job and event, and the reconcile continues it', async () => {
     const traceId = 'aaaabbbbccccddddeeeeffff00001111';
+    // The suspend's lifecycle workflow ends first (else 409 workflow.in_progress).
+    await settleWorkflows(s.t);
     const res = await s.request('POST', '/v1/tenants/circlek-eu-prod/resume', {
       headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
     });

@@ -27,6 +27,11 @@ export interface DesiredResource {
     consumers: string[];
   };
   database?: { isolation: 'shared' | 'pool' | 'silo' };
+  /**
+   * The tenant is suspended or archived (src/workflows): `ensure` keeps its credentials revoked
+   * (a database role stays NOLOGIN) and `observe` reports access given back behind Tenantry's back.
+   */
+  suspended?: boolean;
 }
 
 /** What the provider found. Never holds a secret. */

@@ -4,10 +4,11 @@ import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
-import type { LifecycleAction } from '../domain/lifecycle.js';
+import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { validateManifests } from '../domain/manifest-parser.js';
 import { FieldErrors, mapDatabaseError, ValidationError } from '../errors/errors.js';
 import { PolicyError } from '../placement/policy-error.js';
+import { startLifecycleWorkflow } from '../workflows/start-lifecycle-workflow.js';
 import {
   type ApplyAction,
   type ApplyOptions,
@@ -207,12 +208,20 @@ export class RegistryService {
     action: LifecycleAction,
     expectedGeneration?: number,
   ): Promise<ApiObject> {
-    return this.run(ctx, async (trx) =>
-      toApiObject(
-        'Tenant',
-        await transitionTenant(trx, ctx, this.deps.policy, ref, action, expectedGeneration),
-      ),
-    );
+    return this.run(ctx, async (trx) => {
+      const before = await locate(trx, 'Tenant', ref, { forUpdate: true });
+      const row = await transitionTenant(trx, ctx, this.deps.policy, ref, action, expectedGeneration);
+      // The workflow that makes the transition true starts with it (src/workflows).
+      await startLifecycleWorkflow(trx, ctx, {
+        tenantId: row.id,
+        tenantSlug: row.slug,
+        action,
+        from: before.lifecycle as LifecycleState,
+        to: row.lifecycle as LifecycleState,
+        generation: Number(row.generation),
+      });
+      return toApiObject('Tenant', row);
+    });
   }
 
   /** Deletes an object, leaving a tombstone; resources go before their deployment. */

@@ -3,6 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK, clone } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { asTenant } from '../db/database.js';
@@ -326,6 +327,7 @@ describe('registry and change path', () => {
       'lifecycle.invalid_transition',
       409,
     );
+    await settleWorkflows(t);
     await registry.transition(ctx, 'circlek-eu-uat-dev', 'archive');
     const deleted = await registry.delete(ctx, 'Tenant', 'circlek-eu-uat-dev');
     expect(deleted.status.lifecycle).toBe('Deleted');

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import type { StoredSecret } from './webhook-secrets.js';
 
@@ -39,6 +39,9 @@ export interface ClaimedDelivery {
  *   flight, blocks the events behind it; a dead-lettered one no longer does. This is why a generic
  *   job queue (pg-boss, graphile-worker) does not fit: they run jobs independently and cannot hold
  *   back job n+1 of one key until job n has succeeded or been given up.
+ * - A suspended tenant's deliveries are held (src/workflows, `tenant_suspensions.webhooks_held`),
+ *   except its lifecycle events (`tenant.*`, `workflow.*`), which pass the held ones; the held ones
+ *   go out in their order once the tenant is resumed.
  */
 export async function claimDeliveries(
   db: Db,
@@ -54,9 +57,11 @@ export async function claimDeliveries(
         where d.status = 'pending' and d.next_attempt_at <= now()
           and (d.locked_until is null or d.locked_until < now())
           and e.deleted_at is null and coalesce((e.spec ->> 'enabled')::boolean, true)
+          and not ${held(sql`d`)}
           and not exists (
             select 1 from webhook_deliveries p
-            where p.endpoint_id = d.endpoint_id and p.stream = d.stream and p.status = 'pending' and p.seq < d.seq)
+            where p.endpoint_id = d.endpoint_id and p.stream = d.stream and p.status = 'pending' and p.seq < d.seq
+              and not ${held(sql`p`)})
         order by d.next_attempt_at
         limit ${limit}
         for update of d skip locked
@@ -71,4 +76,12 @@ export async function claimDeliveries(
         o.correlation_id, o.txid::text as txid, o.position, o.traceparent`.execute(trx);
     return r.rows;
   });
+}
+
+/** Whether delivery `d` is held: its stream's tenant is suspended and its event is no lifecycle event. */
+function held(d: RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`exists (
+    select 1 from tenant_suspensions s, outbox_events o
+    where s.tenant_id::text = ${d}.stream and s.webhooks_held and o.id = ${d}.event_id
+      and o.type not like 'dev.tenantry.tenant.%' and o.type not like 'dev.tenantry.workflow.%')`;
 }

@@ -8,6 +8,7 @@ import type { IdentityHook } from '../../http/identity.js';
 import { DiffEntrySchema, errorResponses, manifestBody } from '../../http/schemas.js';
 import { KIND_PATHS, KINDS, type Kind, LIST_FILTERS, manifestSchema } from '../../registry/kinds/index.js';
 import type { RegistryApi } from '../../registry/registry.service.js';
+import { lifecycleWorkflowId } from '../../workflows/start-lifecycle-workflow.js';
 
 const RefParams = Type.Object({
   ref: Type.String({ minLength: 1, maxLength: 300, description: 'UUID or slug' }),
@@ -271,7 +272,13 @@ export function registerObjectRoutes(
           action as LifecycleAction,
           ifMatchGeneration(request.headers['if-match']),
         );
-        return reply.header('etag', etagOf(obj.metadata.generation)).send(obj);
+        // The workflow that makes the transition true (src/workflows); its id derives from the change.
+        const workflowId = lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation);
+        return reply
+          .header('etag', etagOf(obj.metadata.generation))
+          .header('tenantry-workflow', workflowId)
+          .header('link', `</v1/workflows/${workflowId}>; rel="monitor"`)
+          .send(obj);
       },
     );
   }

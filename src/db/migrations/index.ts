@@ -11,6 +11,8 @@ import * as m0009 from './0009-trace-context.js';
 import * as m0012 from './0012-idempotency-scope.js';
 import * as m0013 from './0013-platform-role.js';
 import * as m0014 from './0014-audit-transparency.js';
+import * as m0015 from './0015-workflows.js';
+import * as m0016 from './0016-workflow-freezes.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -26,6 +28,8 @@ const migrations: Record<string, Migration> = {
   '0012-idempotency-scope': m0012,
   '0013-platform-role': m0013,
   '0014-audit-transparency': m0014,
+  '0015-workflows': m0015,
+  '0016-workflow-freezes': m0016,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -17,6 +17,7 @@ import {
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
 import type { AzureBlobConfig } from '../../config/config.js';
+import type { AccessControl, AccessGrant } from '../access.js';
 import {
   type DesiredResource,
   type ObservedResource,
@@ -35,7 +36,7 @@ export interface AzureBlobProviderOptions {
   tryTimeoutMs?: number;
 }
 
-export class AzureBlobProvider implements ResourceProvider {
+export class AzureBlobProvider implements ResourceProvider, AccessControl {
   readonly type = 'blob-container' as const;
   readonly name = 'azure-blob';
   private readonly service: BlobServiceClient;
@@ -112,6 +113,58 @@ export class AzureBlobProvider implements ResourceProvider {
         await target.container.deleteBlob(name, { deleteSnapshots: 'include' }).catch(ignoreNotFound);
       }
       await target.container.deleteBlob(marker, { deleteSnapshots: 'include' }).catch(ignoreNotFound);
+    });
+  }
+
+  /**
+   * The container's stored access policies: the SAS tokens handed to the tenant's apps are signed
+   * against them (`si=`), so removing them revokes every such token at once and restoring them
+   * makes the same tokens valid again. In `prefix` mode the container is shared by every tenant
+   * and holds no policy of this tenant's; there is nothing of its own to take away.
+   */
+  async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
+    const target = this.target(desired);
+    if (target.prefix) return { provider: this.name, shared: true, identifiers: [] };
+    return this.call('observe access', async () => {
+      if (!(await target.container.exists())) return { provider: this.name, identifiers: [] };
+      const policy = await target.container.getAccessPolicy();
+      return {
+        provider: this.name,
+        identifiers: policy.signedIdentifiers.map((i) => ({
+          id: i.id,
+          permissions: i.accessPolicy.permissions ?? null,
+          startsOn: i.accessPolicy.startsOn?.toISOString() ?? null,
+          expiresOn: i.accessPolicy.expiresOn?.toISOString() ?? null,
+        })),
+      };
+    });
+  }
+
+  async revokeAccess(desired: DesiredResource, grant: AccessGrant): Promise<void> {
+    const target = this.target(desired);
+    if (target.prefix || identifiersOf(grant).length === 0) return;
+    await this.call('revoke access', async () => {
+      if (await target.container.exists()) await target.container.setAccessPolicy(undefined, []);
+    });
+  }
+
+  async restoreAccess(desired: DesiredResource, grant: AccessGrant): Promise<void> {
+    const target = this.target(desired);
+    const identifiers = identifiersOf(grant);
+    if (target.prefix || identifiers.length === 0) return;
+    await this.call('restore access', async () => {
+      if (!(await target.container.exists())) return;
+      await target.container.setAccessPolicy(
+        undefined,
+        identifiers.map((i) => ({
+          id: i.id,
+          accessPolicy: {
+            ...(i.permissions ? { permissions: i.permissions } : {}),
+            ...(i.startsOn ? { startsOn: new Date(i.startsOn) } : {}),
+            ...(i.expiresOn ? { expiresOn: new Date(i.expiresOn) } : {}),
+          },
+        })),
+      );
     });
   }
 
@@ -217,4 +270,15 @@ export function createAzureBlobProvider(
   options?: AzureBlobProviderOptions,
 ): AzureBlobProvider {
   return new AzureBlobProvider(config, options);
+}
+
+interface StoredIdentifier {
+  id: string;
+  permissions: string | null;
+  startsOn: string | null;
+  expiresOn: string | null;
+}
+
+function identifiersOf(grant: AccessGrant): StoredIdentifier[] {
+  return Array.isArray(grant.identifiers) ? (grant.identifiers as StoredIdentifier[]) : [];
 }

@@ -23,6 +23,7 @@ import type {
 } from 'kafkajs';
 import kafkajs from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
+import type { AccessControl, AccessGrant } from '../access.js';
 import {
   type DesiredResource,
   type ObservedResource,
@@ -75,7 +76,7 @@ interface ConsumerGrant {
   groupPrefix: string;
 }
 
-export class KafkaTopicProvider implements ResourceProvider {
+export class KafkaTopicProvider implements ResourceProvider, AccessControl {
   readonly type = 'kafka-topic' as const;
   readonly name = 'kafka';
   private readonly kafka: KafkaClient;
@@ -225,6 +226,42 @@ export class KafkaTopicProvider implements ResourceProvider {
       await admin.deleteAcls({ filters: [topicFilter(topic)] });
       await this.dropUnusedGroupGrants(admin, topic, principals);
     });
+  }
+
+  /**
+   * The principals of a topic's tenant — its consumers and its scope (the producing deployment or
+   * tenant) — that hold no DENY of their own on it yet: a suspension denies them, a resume lifts
+   * exactly those DENY ACLs (a DENY put there by someone else stays).
+   */
+  async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
+    const topic = this.validName(desired.physicalName);
+    const principals = [
+      ...new Set([
+        ...this.grants(desired.kafkaTopic?.consumers ?? []).map((g) => g.principal),
+        this.config.principalTemplate.replace('{consumer}', desired.scopeSlug),
+      ]),
+    ].sort();
+    return this.call('observe topic access', async (admin) => {
+      const res = await admin.describeAcls({ ...topicFilter(topic), permissionType: Permission.DENY });
+      const denied = new Set(res.resources.flatMap((r) => r.acls.map((a) => a.principal)));
+      return { provider: this.name, topic, deny: principals.filter((p) => !denied.has(p)) };
+    });
+  }
+
+  /** DENY READ, WRITE and DESCRIBE on the topic to each principal of the grant: clients stop. */
+  async revokeAccess(_desired: DesiredResource, grant: AccessGrant): Promise<void> {
+    const entries = denyEntries(grant);
+    if (entries.length === 0) return;
+    await this.call('deny topic access', (admin) => admin.createAcls({ acl: entries }).then(() => undefined));
+  }
+
+  /** Deletes exactly the DENY ACLs the grant's suspension created. */
+  async restoreAccess(_desired: DesiredResource, grant: AccessGrant): Promise<void> {
+    const entries = denyEntries(grant);
+    if (entries.length === 0) return;
+    await this.call('lift topic denial', (admin) =>
+      admin.deleteAcls({ filters: entries }).then(() => undefined),
+    );
   }
 
   async close(): Promise<void> {
@@ -552,6 +589,19 @@ function groupAcl(prefix: string, principal: string): AclEntry {
     operation: Op.READ,
     permissionType: Permission.ALLOW,
   };
+}
+
+const DENIED_OPS = [Op.READ, Op.WRITE, Op.DESCRIBE];
+
+function denyEntries(grant: AccessGrant): AclEntry[] {
+  const topic = String(grant.topic);
+  const principals = Array.isArray(grant.deny) ? (grant.deny as string[]) : [];
+  return principals.flatMap((principal) =>
+    DENIED_OPS.map((operation) => ({
+      ...topicAcl(topic, principal, operation),
+      permissionType: Permission.DENY,
+    })),
+  );
 }
 
 function escapeRegExp(s: string): string {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { guardClient, guardPool } from '../../db/connection-errors.js';
+import type { AccessControl, AccessGrant } from '../access.js';
 import {
   type DesiredResource,
   type ObservedResource,
@@ -32,7 +33,7 @@ interface Names {
  * - `silo`: a database per scope, owned by its own role; nobody else may connect.
  * Passwords are generated once and kept in the secret store; status only shows the reference.
  */
-export class PostgresDatabaseProvider implements ResourceProvider {
+export class PostgresDatabaseProvider implements ResourceProvider, AccessControl {
   readonly type = 'database' as const;
   readonly name = 'postgres';
   private readonly pool: pg.Pool;
@@ -62,14 +63,57 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     return { isolation, role, target: isolation === 'shared' ? 'tenantry_shared' : role };
   }
 
+  /**
+   * The scope's login role. `ensure` gives every role it manages LOGIN while the tenant is active,
+   * so an existing role is what a suspension takes LOGIN from and a resume gives it back to (the
+   * reconcile may already have set NOLOGIN once the tenant's lifecycle said Suspended).
+   */
+  async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
+    const n = this.names(desired);
+    return this.guard(async () => {
+      const r = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
+      return { provider: this.name, role: n.role, login: (r.rowCount ?? 0) > 0 };
+    });
+  }
+
+  /** NOLOGIN, then ends the role's open sessions, so neither new nor existing connections work. */
+  async revokeAccess(desired: DesiredResource, grant: AccessGrant): Promise<void> {
+    if (grant.login !== true) return;
+    const n = this.names(desired);
+    await this.guard(async () => {
+      const exists = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
+      if ((exists.rowCount ?? 0) === 0) return;
+      await this.pool.query(`alter role ${id(n.role)} nologin`);
+      await this.pool.query(
+        'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
+        [n.role],
+      );
+    });
+  }
+
+  /** LOGIN again, when the role had it and still exists. */
+  async restoreAccess(desired: DesiredResource, grant: AccessGrant): Promise<void> {
+    if (grant.login !== true) return;
+    const n = this.names(desired);
+    await this.guard(async () => {
+      const exists = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
+      if ((exists.rowCount ?? 0) > 0) await this.pool.query(`alter role ${id(n.role)} login`);
+    });
+  }
+
   async observe(desired: DesiredResource): Promise<ObservedResource> {
     const n = this.names(desired);
     return this.guard(async () => {
       await this.prepare();
-      const role = await this.pool.query('select 1 from pg_roles where rolname = $1', [n.role]);
+      const role = await this.pool.query<{ rolcanlogin: boolean }>(
+        'select rolcanlogin from pg_roles where rolname = $1',
+        [n.role],
+      );
       const drift: string[] = [];
       let exists = (role.rowCount ?? 0) > 0;
       if (!exists) drift.push(`role ${n.role} is missing`);
+      else if (desired.suspended && role.rows[0]?.rolcanlogin)
+        drift.push(`role ${n.role} may log in while its tenant is suspended`);
       if (n.isolation === 'pool') {
         const r = await this.pool.query<{ schema: boolean; usable: boolean; public_usage: boolean }>(
           `select exists (select from pg_namespace where nspname = $1) as schema,
@@ -194,7 +238,7 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     await this.guard(async () => {
       await this.prepare();
       await this.withCatalogLock(async (c) => {
-        await this.ensureRole(c, n.role, secret.password ?? '', n.isolation === 'shared');
+        await this.ensureRole(c, n.role, secret.password ?? '', n.isolation === 'shared', !desired.suspended);
         if (n.isolation === 'pool') {
           await ignore(c.query(`create schema if not exists ${id(n.target)}`), ['42P06', '23505']);
           await c.query(`revoke all on schema ${id(n.target)} from public`);
@@ -259,14 +303,16 @@ export class PostgresDatabaseProvider implements ResourceProvider {
     };
   }
 
+  /** `login` false while the tenant is suspended: a LOGIN given behind Tenantry's back is taken back. */
   private async ensureRole(
     c: pg.PoolClient,
     role: string,
     password: string,
     inherit: boolean,
+    login: boolean,
   ): Promise<void> {
     const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
-    const attrs = `login nosuperuser nocreatedb nocreaterole nobypassrls ${inherit ? 'inherit' : 'noinherit'}`;
+    const attrs = `${login ? 'login' : 'nologin'} nosuperuser nocreatedb nocreaterole nobypassrls ${inherit ? 'inherit' : 'noinherit'}`;
     if ((exists.rowCount ?? 0) === 0) {
       await ignore(c.query(`create role ${id(role)} ${attrs} password ${lit(password)}`), ['42710', '23505']);
     }

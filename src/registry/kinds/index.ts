@@ -42,11 +42,19 @@ export type Manifest<K extends Kind = Kind> = KindManifest<K, Specs[K]>;
 type EventsOf<D> = D extends { kind: infer K extends string; events: readonly (infer E extends string)[] }
   ? `${Lowercase<K>}.${E}`
   : never;
+/** Workflow progress (src/workflows), in the tenant's stream; workflows are no registry kind. */
+export const WORKFLOW_EVENTS = [
+  'workflow.started',
+  'workflow.step_completed',
+  'workflow.succeeded',
+  'workflow.failed',
+] as const;
 /** Every event name (`{kind}.{event}`); CloudEvents `type` is `dev.tenantry.{name}.v1`. */
-export type EventName = EventsOf<Definition>;
-export const EVENT_NAMES: readonly EventName[] = KIND_DEFINITIONS.flatMap((d) =>
-  d.events.map((e) => `${d.kind.toLowerCase()}.${e}` as EventName),
-);
+export type EventName = EventsOf<Definition> | (typeof WORKFLOW_EVENTS)[number];
+export const EVENT_NAMES: readonly EventName[] = [
+  ...KIND_DEFINITIONS.flatMap((d) => d.events.map((e) => `${d.kind.toLowerCase()}.${e}` as EventName)),
+  ...WORKFLOW_EVENTS,
+];
 export const cloudEventType = (name: EventName): string => `dev.tenantry.${name}.v1`;
 /** Every published CloudEvents `type`. */
 export const CLOUD_EVENT_TYPES: readonly string[] = EVENT_NAMES.map(cloudEventType);

@@ -1,0 +1,75 @@
+import { sql } from 'kysely';
+import type { Trx } from '../db/database.js';
+import { appendEventSql } from '../events/append-event.js';
+
+export interface StepCheckpoint {
+  workflowId: string;
+  tenantId: string;
+  workerId: string;
+  position: number;
+  name: string;
+  state: 'Completed' | 'Failed' | 'Compensated';
+  attempts: number;
+  output: unknown;
+  error: string | null;
+  startedAt: Date;
+  correlationId: string;
+}
+
+/** Thrown inside the checkpoint's transaction when the lease was lost, so that nothing of it persists. */
+export class LeaseLost extends Error {}
+
+/**
+ * Records a step's end in the caller's transaction, as one statement: the step row (its output is
+ * what a resumed workflow and the step's undo read), the workflow's attempt counter reset, and for a
+ * completed step the `workflow.step_completed` event in the tenant's stream. A compensated step's
+ * row replaces its completed one, which is how the undo stack shrinks.
+ *
+ * Concurrency contract: fenced on `locked_by` — when the caller's lease was taken over, the update
+ * matches no row and `LeaseLost` is thrown, so the caller's transaction rolls back (the event CTE
+ * included) and the caller stops working on the workflow. An operator's cancel, requested while
+ * the step ran, is returned so the engine compensates next.
+ */
+export async function checkpointStep(
+  trx: Trx,
+  c: StepCheckpoint,
+): Promise<{ cancelRequested: { principal: string; kind: string } | null }> {
+  const completed = c.state === 'Completed';
+  const r = await sql<{ position: number; cancel_requested: { principal: string; kind: string } | null }>`
+    with w as (
+      update workflows set attempts = 0, error = null, updated_at = now()
+      where id = ${c.workflowId} and locked_by = ${c.workerId}
+      returning tenant_id, cancel_requested
+    ), step as (
+      insert into workflow_steps (tenant_id, workflow_id, position, name, state, attempts, output, error, started_at)
+      select tenant_id, ${c.workflowId}, ${c.position}, ${c.name}, ${c.state}, ${c.attempts},
+             ${JSON.stringify(c.output ?? null)}, ${c.error}, ${c.startedAt} from w
+      on conflict (tenant_id, workflow_id, position) do update
+        set state = excluded.state, attempts = excluded.attempts, error = excluded.error,
+            output = case when excluded.state = 'Compensated' then workflow_steps.output else excluded.output end,
+            ended_at = now()
+      returning position
+    )${
+      completed
+        ? sql`, ${appendEventSql({
+            tenantId: c.tenantId,
+            name: 'workflow.step_completed',
+            subject: `workflows/${c.workflowId}`,
+            data: {
+              workflowId: c.workflowId,
+              tenantId: c.tenantId,
+              step: c.name,
+              position: c.position,
+              attempts: c.attempts,
+            },
+            correlationId: c.correlationId,
+          })}`
+        : sql``
+    }
+    select step.position, w.cancel_requested from step, w ${completed ? sql`, event_done` : sql``}`.execute(
+    trx,
+  );
+  const row = r.rows[0];
+  if (!row) throw new LeaseLost(`workflow ${c.workflowId}: lease lost`);
+  return { cancelRequested: row.cancel_requested };
+}

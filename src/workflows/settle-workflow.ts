@@ -1,0 +1,68 @@
+import { sql } from 'kysely';
+import type { Trx } from '../db/database.js';
+import { appendEvent } from '../events/append-event.js';
+import type { WorkflowState } from './workflow.js';
+
+/**
+ * A failed attempt: the workflow stays open, its lease is released and it is due again after
+ * `delayMs` (`state` Running to retry the step, Waiting to wait for an operator, Compensating to
+ * run the undo stack). Fenced on `locked_by` like every write of a lease holder.
+ */
+export async function rescheduleWorkflow(
+  trx: Trx,
+  input: {
+    id: string;
+    workerId: string;
+    state: 'Running' | 'Waiting' | 'Compensating';
+    attempts: number;
+    delayMs: number;
+    error: string;
+  },
+): Promise<boolean> {
+  const r = await sql`
+    update workflows
+    set state = ${input.state}, attempts = ${input.attempts}, error = ${input.error},
+        run_after = now() + make_interval(secs => ${input.delayMs / 1000}),
+        locked_by = null, locked_until = null, updated_at = now()
+    where id = ${input.id} and locked_by = ${input.workerId}`.execute(trx);
+  return Number(r.numAffectedRows ?? 0) > 0;
+}
+
+/**
+ * Closes a workflow (Succeeded, Failed or Cancelled) with its `workflow.succeeded` or
+ * `workflow.failed` event, in the caller's transaction (which also holds what the end writes into
+ * the registry). Fenced on `locked_by`; false when the lease was lost.
+ */
+export async function finishWorkflow(
+  trx: Trx,
+  input: {
+    id: string;
+    tenantId: string;
+    workerId: string;
+    type: string;
+    state: Extract<WorkflowState, 'Succeeded' | 'Failed' | 'Cancelled'>;
+    error: string | null;
+    correlationId: string;
+  },
+): Promise<boolean> {
+  const r = await sql`
+    update workflows
+    set state = ${input.state}, error = ${input.error}, finished_at = now(), updated_at = now(),
+        locked_by = null, locked_until = null
+    where id = ${input.id} and locked_by = ${input.workerId}`.execute(trx);
+  if (Number(r.numAffectedRows ?? 0) === 0) return false;
+  await appendEvent(trx, {
+    tenantId: input.tenantId,
+    name: input.state === 'Succeeded' ? 'workflow.succeeded' : 'workflow.failed',
+    subject: `workflows/${input.id}`,
+    data: {
+      workflowId: input.id,
+      tenantId: input.tenantId,
+      type: input.type,
+      state: input.state,
+      error: input.error,
+    },
+    correlationId: input.correlationId,
+  });
+  return true;
+}

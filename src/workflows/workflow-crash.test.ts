@@ -1,0 +1,169 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import {
+  deploymentManifests,
+  startController,
+  tempDataDir,
+  until,
+  useControllerTestDatabase,
+} from '../../test/helpers/controller.js';
+import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
+import { defaultDataplaneUrl } from '../controller/providers.js';
+import { SecretStore } from '../providers/postgres/secret-store.js';
+import { lifecycleWorkflowTypes } from './lifecycle-workflows.js';
+import { lifecycleWorkflowId } from './start-lifecycle-workflow.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const customer = `kc${randomBytes(3).toString('hex')}`;
+const tenant = `${customer}-eu-dev`;
+
+const fx = useControllerTestDatabase((f) =>
+  f.registry.apply(f.ctx, [
+    ...deploymentManifests(customer, 'plan'),
+    {
+      apiVersion: 'tenantry.dev/v1',
+      kind: 'IntegrationResource',
+      metadata: {},
+      spec: { scope: { tenant }, type: 'database', database: { isolation: 'pool' } },
+    },
+  ]),
+);
+
+const SUSPEND = [
+  'record-access',
+  'pause-webhooks',
+  'revoke-database-logins',
+  'deny-kafka-principals',
+  'revoke-blob-access',
+];
+const ACTIVATE = ['check-policy-gates', 'provision-resources', 'wait-resources-ready', 'enable-webhooks'];
+
+function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/workflow-process.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    child.stdout?.once('data', () => resolve(child));
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`engine process exited early (${code})`)));
+  });
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<NodeJS.Signals | null>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.signalCode);
+    else child.once('exit', (_code, signal) => resolve(signal));
+  });
+
+async function canLogIn(): Promise<boolean> {
+  const id = (
+    await fx.t.owner.query(`select id from integration_resources where slug = $1`, [`${tenant}.database`])
+  ).rows[0].id;
+  const s = await new SecretStore(fx.t.db).get(id);
+  const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
+  url.username = s?.username ?? '';
+  url.password = s?.password ?? '';
+  const c = new pg.Client({ connectionString: url.toString() });
+  c.on('error', () => undefined);
+  return c.connect().then(
+    async () => {
+      await c.end();
+      return true;
+    },
+    () => false,
+  );
+}
+
+describe('SIGKILL at every step boundary', () => {
+  it('suspend and activate resume at the step where the process died, on another engine; nothing is done twice', {
+    timeout: 600_000,
+  }, async () => {
+    const dataDir = await tempDataDir();
+    const c = await startController(fx.t, { dataDir });
+    try {
+      await until('database Ready', async () => {
+        const r = await fx.t.owner.query(`select phase from integration_resources`);
+        return r.rows.every((x) => x.phase === 'Ready');
+      });
+      const cases = [
+        ...SUSPEND.flatMap((step) => [`suspend before:${step}`, `suspend after:${step}`]),
+        ...ACTIVATE.flatMap((step) => [`activate before:${step}`, `activate after:${step}`]),
+      ];
+      for (const [n, name] of cases.entries()) {
+        const [action, killAt] = name.split(' ') as ['suspend' | 'activate', string];
+        const [when, step] = killAt.split(':') as [string, string];
+        const steps = action === 'suspend' ? SUSPEND : ACTIVATE;
+        const log = path.join(dataDir, `steps-${n}.log`);
+        fs.writeFileSync(log, '');
+        if (action === 'activate')
+          await fx.t.owner.query(`update tenants set lifecycle = 'Draft' where slug = $1`, [tenant]);
+        const child = await spawnEngine({
+          APP_URL: fx.t.appUrl,
+          PLATFORM_URL: fx.t.platformUrl,
+          DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
+          DATA_DIR: dataDir,
+          STEP_LOG: log,
+          KILL_AT: killAt,
+        });
+        const obj = await fx.registry.transition(fx.ctx, tenant, action);
+        const id = lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation);
+        expect(await exited(child), name).toBe('SIGKILL');
+        // Another engine (this process) takes the workflow over once the dead one's lease runs out.
+        const e = startWorkflowEngine(fx.t, {
+          registry: logged(lifecycleWorkflowTypes(fx.t.db, c.providers), log),
+        });
+        try {
+          expect(await finished(fx.t, id), name).toMatchObject({ state: 'Succeeded' });
+        } finally {
+          await e.stop();
+        }
+        const runs = fs
+          .readFileSync(log, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' '));
+        const at = steps.indexOf(step);
+        // Steps before the kill ran once, in the dead process; the resumed engine started at the step.
+        expect(
+          runs.map((r) => r[1]),
+          name,
+        ).toEqual(when === 'before' ? steps : [...steps.slice(0, at + 1), ...steps.slice(at)]);
+        expect(
+          runs.filter((r) => r[2] === String(child.pid)).map((r) => r[1]),
+          name,
+        ).toEqual(steps.slice(0, when === 'before' ? at : at + 1));
+        expect(await stepsOf(fx.t, id), name).toEqual(
+          steps.map((s) => ({ name: s, state: 'Completed', attempts: 1 })),
+        );
+        const events = await fx.t.owner.query(
+          `select type from outbox_events where subject = $1 order by seq`,
+          [`workflows/${id}`],
+        );
+        expect(
+          events.rows.map((r) => r.type.split('.')[3]),
+          name,
+        ).toEqual(['started', ...steps.map(() => 'step_completed'), 'succeeded']);
+        if (action === 'suspend') {
+          expect(await canLogIn(), name).toBe(false);
+          // Back to Active for the next case (no crash here).
+          const r = await fx.registry.transition(fx.ctx, tenant, 'resume');
+          const e2 = startWorkflowEngine(fx.t, { providers: c.providers });
+          try {
+            await finished(fx.t, lifecycleWorkflowId(r.metadata.uuid, r.metadata.generation));
+          } finally {
+            await e2.stop();
+          }
+          expect(await canLogIn(), name).toBe(true);
+        }
+      }
+    } finally {
+      await c.stop();
+    }
+  });
+});

@@ -1,0 +1,402 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import { backoffDelay } from '../controller/backoff.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { ProviderError } from '../providers/provider.js';
+import { checkpointStep, LeaseLost } from './checkpoint-step.js';
+import { claimWorkflows, renewWorkflowLease } from './claim-workflows.js';
+import { finishWorkflow, rescheduleWorkflow } from './settle-workflow.js';
+import type { StepContext, WorkflowDefinition, WorkflowRegistry, WorkflowRow } from './workflow.js';
+
+export interface WorkflowEngineOptions {
+  db: Db;
+  registry: WorkflowRegistry;
+  logger: Logger;
+  config: {
+    /** Workflows this process runs at once. */
+    workers: number;
+    leaseMs: number;
+    backoffBaseMs: number;
+    backoffCapMs: number;
+    /** Attempts of one step before the workflow waits for an operator (`retry` or `cancel`). */
+    maxAttempts: number;
+    pollIntervalMs: number;
+    /** Default per-attempt timeout of a step. */
+    stepTimeoutMs: number;
+  };
+  workerId?: string;
+}
+
+interface StepRow {
+  position: number;
+  name: string;
+  state: 'Completed' | 'Failed' | 'Compensated';
+  output: unknown;
+}
+
+class StepTimeout extends Error {}
+
+/**
+ * The workflow engine of one process (issue 18). Workflows live in `workflows` (record and queue at
+ * once) and are leased like reconcile jobs: an engine claims due ones, renews its lease while it
+ * works, and checkpoints every step's end (`workflow_steps`, fenced on the lease). A process that
+ * dies — SIGKILL included — holds nothing: its leases run out, and any engine (its own restart or
+ * another controller) claims the workflow and resumes at the first step without a checkpoint. A step
+ * that fails is retried with capped exponential backoff and full jitter, each attempt under a
+ * timeout; a permanent failure runs the undo of every completed step, last first (each undo
+ * checkpointed, so the stack survives a crash too) and ends the workflow Failed with the reason; a
+ * step that keeps failing for a transient reason leaves the workflow Waiting for an operator.
+ */
+export class WorkflowEngine {
+  readonly workerId: string;
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private wakeUp: (() => void) | undefined;
+  /** Steps run by this process (successful attempts), for benchmarks. */
+  stepsRun = 0;
+
+  constructor(private readonly opts: WorkflowEngineOptions) {
+    this.workerId = opts.workerId ?? `workflows-${randomUUID()}`;
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  /** Looks for due workflows now (e.g. right after this process started one). */
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  /** Stops claiming and waits for the workflows in flight to reach a checkpoint and let go. */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.wakeUp?.();
+    await this.loop;
+    await Promise.allSettled([...this.inFlight.values()]);
+  }
+
+  private async run(): Promise<void> {
+    const { config, logger, db } = this.opts;
+    while (this.running) {
+      const free = config.workers - this.inFlight.size;
+      let claimed: WorkflowRow[] = [];
+      if (free > 0) {
+        try {
+          claimed = await asPlatform(db, (trx) =>
+            claimWorkflows(trx, { workerId: this.workerId, limit: free, leaseMs: config.leaseMs }),
+          );
+        } catch (err) {
+          logger.warn({ err }, 'claiming workflows failed');
+        }
+      }
+      for (const w of claimed) {
+        this.inFlight.set(
+          w.id,
+          this.process(w).finally(() => {
+            this.inFlight.delete(w.id);
+            this.wakeUp?.();
+          }),
+        );
+      }
+      if (claimed.length < free || free <= 0) {
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, config.pollIntervalMs);
+          this.wakeUp = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wakeUp = undefined;
+      }
+    }
+  }
+
+  private async process(w: WorkflowRow): Promise<void> {
+    const { config, logger, db } = this.opts;
+    const log = logger.child({ workflow: w.id, type: w.type });
+    let lost = false;
+    const heartbeat = setInterval(() => {
+      void asPlatform(db, (trx) =>
+        renewWorkflowLease(trx, { id: w.id, workerId: this.workerId, leaseMs: config.leaseMs }),
+      )
+        .then((held) => {
+          if (!held) lost = true;
+        })
+        .catch((err) => log.warn({ err }, 'workflow lease renewal failed'));
+    }, config.leaseMs / 3);
+    try {
+      const def = this.opts.registry.get(w.type) as WorkflowDefinition<unknown> | undefined;
+      if (!def) {
+        await asPlatform(db, (trx) =>
+          this.finish(trx, w, 'Failed', `no workflow type "${w.type}" is known here`),
+        );
+        return;
+      }
+      const steps = (
+        await asPlatform(db, (trx) =>
+          sql<StepRow>`select position, name, state, output from workflow_steps
+            where tenant_id = ${w.tenant_id} and workflow_id = ${w.id} order by position`.execute(trx),
+        )
+      ).rows;
+      const outputs: Record<string, unknown> = {};
+      for (const s of steps) if (s.state === 'Completed') outputs[s.name] = s.output;
+      if (w.state === 'Compensating' || w.cancel_requested) {
+        await this.compensate(w, def, steps, outputs, () => lost);
+        return;
+      }
+      const done = new Set(steps.filter((s) => s.state === 'Completed').map((s) => s.position));
+      let attempts = w.attempts;
+      for (const [position, step] of def.steps.entries()) {
+        if (done.has(position)) continue;
+        if (lost || !this.running) return;
+        const attempt = attempts + 1;
+        const startedAt = new Date();
+        const ctl = new AbortController();
+        const ctx: StepContext<unknown> = {
+          workflowId: w.id,
+          tenantId: w.tenant_id,
+          input: w.input,
+          outputs,
+          signal: ctl.signal,
+        };
+        let output: unknown;
+        try {
+          output = await withTimeout(step.run(ctx), step.timeoutMs ?? config.stepTimeoutMs, ctl);
+        } catch (err) {
+          await this.stepFailed(w, position, step.name, attempt, startedAt, err, log);
+          return;
+        }
+        const kept = await this.checkpoint(async (trx) => {
+          const r = await checkpointStep(trx, {
+            workflowId: w.id,
+            tenantId: w.tenant_id,
+            workerId: this.workerId,
+            position,
+            name: step.name,
+            state: 'Completed',
+            attempts: attempt,
+            output,
+            error: null,
+            startedAt,
+            correlationId: w.correlation_id,
+          });
+          if (step.checkpoint) await step.checkpoint(trx, ctx, output);
+          return r;
+        });
+        if (!kept) return log.warn('workflow lease lost; another engine continues it');
+        this.stepsRun++;
+        outputs[step.name] = output ?? null;
+        attempts = 0;
+        if (kept.cancelRequested) {
+          await this.compensate(
+            { ...w, cancel_requested: kept.cancelRequested },
+            def,
+            await this.stepsOf(w),
+            outputs,
+            () => lost,
+          );
+          return;
+        }
+      }
+      await asPlatform(db, async (trx) => {
+        if (await this.finish(trx, w, 'Succeeded', null))
+          await def.succeeded?.(trx, { workflowId: w.id, tenantId: w.tenant_id, input: w.input, outputs });
+      });
+    } catch (err) {
+      // Bookkeeping failed (database unreachable): the lease runs out and the workflow is resumed.
+      log.error({ err }, 'workflow bookkeeping failed');
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+
+  private async stepsOf(w: WorkflowRow): Promise<StepRow[]> {
+    return (
+      await asPlatform(this.opts.db, (trx) =>
+        sql<StepRow>`select position, name, state, output from workflow_steps
+          where tenant_id = ${w.tenant_id} and workflow_id = ${w.id} order by position`.execute(trx),
+      )
+    ).rows;
+  }
+
+  private async stepFailed(
+    w: WorkflowRow,
+    position: number,
+    name: string,
+    attempt: number,
+    startedAt: Date,
+    err: unknown,
+    log: Logger,
+  ): Promise<void> {
+    const { config, db } = this.opts;
+    const permanent = err instanceof ProviderError && !err.retryable;
+    const message =
+      err instanceof StepTimeout
+        ? `step ${name} timed out`
+        : `step ${name}: ${err instanceof ProviderError ? `${err.reason}: ` : ''}${(err as Error)?.message ?? String(err)}`;
+    if (permanent) {
+      log.warn({ step: name, err: message }, 'workflow step failed permanently; compensating');
+      await this.checkpoint(async (trx) => {
+        await checkpointStep(trx, {
+          workflowId: w.id,
+          tenantId: w.tenant_id,
+          workerId: this.workerId,
+          position,
+          name,
+          state: 'Failed',
+          attempts: attempt,
+          output: null,
+          error: message,
+          startedAt,
+          correlationId: w.correlation_id,
+        });
+        await rescheduleWorkflow(trx, {
+          id: w.id,
+          workerId: this.workerId,
+          state: 'Compensating',
+          attempts: 0,
+          delayMs: 0,
+          error: message,
+        });
+      });
+      this.wake();
+      return;
+    }
+    const exhausted = attempt >= config.maxAttempts;
+    const delayMs = exhausted
+      ? 0
+      : backoffDelay(attempt, { baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });
+    log.info({ step: name, attempt, exhausted, retryInMs: delayMs, err: message }, 'workflow step failed');
+    await asPlatform(db, (trx) =>
+      rescheduleWorkflow(trx, {
+        id: w.id,
+        workerId: this.workerId,
+        state: exhausted ? 'Waiting' : 'Running',
+        attempts: attempt,
+        delayMs,
+        error: exhausted
+          ? `${message} (after ${attempt} attempts; waiting for an operator: retry or cancel)`
+          : message,
+      }),
+    );
+  }
+
+  /** Runs the undo of every completed step, last first, each checkpointed; then ends the workflow. */
+  private async compensate(
+    w: WorkflowRow,
+    def: WorkflowDefinition<unknown>,
+    steps: StepRow[],
+    outputs: Record<string, unknown>,
+    lost: () => boolean,
+  ): Promise<void> {
+    const { db, config } = this.opts;
+    const stack = steps.filter((s) => s.state === 'Completed').reverse();
+    for (const s of stack) {
+      if (lost() || !this.running) return;
+      const step = def.steps[s.position];
+      const startedAt = new Date();
+      const ctl = new AbortController();
+      const ctx: StepContext<unknown> = {
+        workflowId: w.id,
+        tenantId: w.tenant_id,
+        input: w.input,
+        outputs,
+        signal: ctl.signal,
+      };
+      if (step?.undo) {
+        try {
+          await withTimeout(step.undo(ctx, s.output), step.timeoutMs ?? config.stepTimeoutMs, ctl);
+        } catch (err) {
+          const attempt = w.attempts + 1;
+          await asPlatform(db, (trx) =>
+            rescheduleWorkflow(trx, {
+              id: w.id,
+              workerId: this.workerId,
+              state: 'Compensating',
+              attempts: attempt,
+              delayMs: backoffDelay(attempt, { baseMs: config.backoffBaseMs, capMs: config.backoffCapMs }),
+              error: w.error ?? `undo of ${s.name}: ${(err as Error)?.message ?? String(err)}`,
+            }),
+          );
+          return;
+        }
+      }
+      const kept = await this.checkpoint((trx) =>
+        checkpointStep(trx, {
+          workflowId: w.id,
+          tenantId: w.tenant_id,
+          workerId: this.workerId,
+          position: s.position,
+          name: s.name,
+          state: 'Compensated',
+          attempts: 1,
+          output: null,
+          error: null,
+          startedAt,
+          correlationId: w.correlation_id,
+        }),
+      );
+      if (!kept) return;
+    }
+    const cancelled = w.cancel_requested !== null;
+    const reason = cancelled
+      ? `cancelled by ${w.cancel_requested?.principal ?? 'an operator'}`
+      : (w.error ?? 'a step failed');
+    await asPlatform(db, async (trx) => {
+      if (await this.finish(trx, w, cancelled ? 'Cancelled' : 'Failed', reason))
+        await def.compensated?.(
+          trx,
+          { workflowId: w.id, tenantId: w.tenant_id, input: w.input, outputs },
+          reason,
+        );
+    });
+  }
+
+  /** Runs a checkpoint transaction; undefined when the lease was lost (and nothing was written). */
+  private async checkpoint<T>(work: (trx: Trx) => Promise<T>): Promise<T | undefined> {
+    try {
+      return await asPlatform(this.opts.db, work);
+    } catch (err) {
+      if (err instanceof LeaseLost) return undefined;
+      throw err;
+    }
+  }
+
+  private finish(
+    trx: Trx,
+    w: WorkflowRow,
+    state: 'Succeeded' | 'Failed' | 'Cancelled',
+    error: string | null,
+  ): Promise<boolean> {
+    return finishWorkflow(trx, {
+      id: w.id,
+      tenantId: w.tenant_id,
+      workerId: this.workerId,
+      type: w.type,
+      state,
+      error,
+      correlationId: w.correlation_id,
+    });
+  }
+}
+
+async function withTimeout<T>(work: Promise<T>, ms: number, ctl: AbortController): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      ctl.abort();
+      reject(new StepTimeout(`timed out after ${ms} ms`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

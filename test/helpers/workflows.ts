@@ -1,0 +1,105 @@
+import pino from 'pino';
+import type { ProviderSet } from '../../src/controller/providers.js';
+import { createDb, type Db } from '../../src/db/database.js';
+import { lifecycleWorkflowTypes } from '../../src/workflows/lifecycle-workflows.js';
+import type { WorkflowRegistry } from '../../src/workflows/workflow.js';
+import { WorkflowEngine, type WorkflowEngineOptions } from '../../src/workflows/workflow-engine.js';
+import { until } from './controller.js';
+import type { TestDatabase } from './test-database.js';
+
+/** Short leases, quick backoff: what workflow tests want unless they say otherwise. */
+export const FAST_WORKFLOWS: WorkflowEngineOptions['config'] = {
+  workers: 8,
+  leaseMs: 1_000,
+  backoffBaseMs: 20,
+  backoffCapMs: 200,
+  maxAttempts: 3,
+  pollIntervalMs: 50,
+  stepTimeoutMs: 20_000,
+};
+
+/** A workflow engine over the test database with its own pool (as another process would have). */
+export function startWorkflowEngine(
+  t: TestDatabase,
+  opts: {
+    providers?: ProviderSet;
+    registry?: WorkflowRegistry;
+    config?: Partial<WorkflowEngineOptions['config']>;
+    workerId?: string;
+  } = {},
+): { engine: WorkflowEngine; db: Db; stop(): Promise<void> } {
+  const db = createDb(t.appUrl, 5, { platformUrl: t.platformUrl });
+  const engine = new WorkflowEngine({
+    db,
+    registry: opts.registry ?? lifecycleWorkflowTypes(db, opts.providers),
+    logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    config: { ...FAST_WORKFLOWS, ...opts.config },
+    ...(opts.workerId ? { workerId: opts.workerId } : {}),
+  });
+  engine.start();
+  return {
+    engine,
+    db,
+    async stop() {
+      await engine.stop();
+      await db.destroy();
+    },
+  };
+}
+
+export interface WorkflowSeen {
+  id: string;
+  state: string;
+  error: string | null;
+}
+
+/** Waits until workflow `id` has ended (Succeeded, Failed or Cancelled), as seen by the owner. */
+export function finished(t: TestDatabase, id: string, timeoutMs = 30_000): Promise<WorkflowSeen> {
+  return until(
+    `workflow ${id} to end`,
+    async () => {
+      const r = await t.owner.query<WorkflowSeen>('select id, state, error from workflows where id = $1', [
+        id,
+      ]);
+      const w = r.rows[0];
+      return w && ['Succeeded', 'Failed', 'Cancelled'].includes(w.state) ? w : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/** The steps a workflow checkpointed, in order. */
+export async function stepsOf(
+  t: TestDatabase,
+  id: string,
+): Promise<{ name: string; state: string; attempts: number }[]> {
+  const r = await t.owner.query(
+    'select name, state, attempts from workflow_steps where workflow_id = $1 order by position',
+    [id],
+  );
+  return r.rows;
+}
+
+export { logged } from '../fixtures/logged-steps.js';
+
+/**
+ * Runs the open workflows to their end (lifecycle types, no providers: their steps touch only the
+ * database), as the engine of a running server would, so a test may ask for the next transition.
+ */
+export async function settleWorkflows(t: TestDatabase, timeoutMs = 20_000): Promise<void> {
+  const e = startWorkflowEngine(t);
+  try {
+    await until(
+      'open workflows to end',
+      async () => {
+        const r = await t.owner.query(
+          `select count(*)::int as n from workflows where state in ('Pending', 'Running', 'Compensating')`,
+        );
+        return r.rows[0].n === 0;
+      },
+      timeoutMs,
+    );
+  } finally {
+    await e.stop();
+  }
+}

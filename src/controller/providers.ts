@@ -6,6 +6,7 @@ import { LocalDiskBlobProvider } from '../providers/local-disk/local-disk-blob.p
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import type { ResourceProvider, ResourceType } from '../providers/provider.js';
+import { secretCipherFor } from '../secrets/index.js';
 
 /** Per resource type: the configured provider, or why there is none (shown as ProviderNotConfigured). */
 export type ProviderSlot = { provider: ResourceProvider } | { missing: string };
@@ -57,7 +58,10 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
         ? { provider: createAzureBlobProvider(config.azureBlob) }
         : { provider: new LocalDiskBlobProvider(config.dataDir) }),
     database: overrides.database ?? {
-      provider: new PostgresDatabaseProvider(deps.dataplaneUrl, new SecretStore(deps.db)),
+      provider: new PostgresDatabaseProvider(
+        deps.dataplaneUrl,
+        new SecretStore(deps.db, secretCipherFor(deps.db, config)),
+      ),
     },
     regions: overrides.regions ?? regions,
   };

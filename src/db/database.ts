@@ -1,8 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import type { KeyProvider } from '../secrets/key-provider.js';
 import { guardClient, guardPool } from './connection-errors.js';
-import { migrationProvider } from './migrations/index.js';
+import { migrationProvider, migrationProviderWith } from './migrations/index.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -65,15 +66,18 @@ export const platformDb = (db: Db): Db => platformDbs.get(db) ?? db;
 /** The pg pool behind a Db made by createDb (for pool metrics). */
 export const poolOf = (db: Db): pg.Pool | undefined => pools.get(db);
 
-/** Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe. */
-export async function migrate(ownerUrl: string): Promise<string[]> {
+/**
+ * Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe.
+ * `keys`: the key-encryption key, to seal secrets that earlier versions stored in clear.
+ */
+export async function migrate(ownerUrl: string, opts: { keys?: KeyProvider } = {}): Promise<string[]> {
   const db = new Kysely<unknown>({
     dialect: new PostgresDialect({ pool: guardPool(new pg.Pool({ connectionString: ownerUrl, max: 1 })) }),
   });
   try {
     const migrator = new Migrator({
       db,
-      provider: migrationProvider,
+      provider: migrationProviderWith(opts.keys),
       migrationTableName: 'tenantry_migrations',
       migrationLockTableName: 'tenantry_migrations_lock',
     });

@@ -215,8 +215,20 @@ export interface ResourceSecretTable {
   tenant_id: string;
   resource_id: string;
   name: string;
-  value: Json;
+  /** The credentials (JSON), sealed by src/secrets (0019). */
+  sealed: string;
   created_at: Timestamp;
+}
+
+/** A tenant's data key (tenant null: platform-wide secrets), wrapped by a KEK (0019). */
+export interface DataKeyTable {
+  id: string;
+  tenant_id: string | null;
+  key_id: string;
+  wrapped: Buffer;
+  created_at: Generated<Timestamp>;
+  rewrapped_at: Timestamp | null;
+  retired_at: Timestamp | null;
 }
 
 export interface IdempotencyKeyTable {
@@ -340,6 +352,7 @@ export interface Database {
   sessions: SessionTable;
   break_glass_grants: BreakGlassGrantTable;
   resource_secrets: ResourceSecretTable;
+  data_keys: DataKeyTable;
   event_sequences: EventSequenceTable;
   webhook_endpoints: WebhookEndpointTable;
   webhook_deliveries: WebhookDeliveryTable;

@@ -4,6 +4,7 @@ import { inject } from 'vitest';
 import { type Config, loadConfig } from '../../src/config/config.js';
 import { guardPool } from '../../src/db/connection-errors.js';
 import { createDb, type Db, ensureAppRole, ensurePlatformRole } from '../../src/db/database.js';
+import { secretsKeyEnv } from './secrets-key-env.js';
 
 export interface TestDatabase {
   name: string;
@@ -43,7 +44,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const platformUrl = await ensurePlatformRole(ownerUrl);
   const db = createDb(appUrl, 20, { platformUrl });
   const owner = guardPool(new pg.Pool({ connectionString: ownerUrl, max: 4 }));
-  const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused' });
+  const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused', ...secretsKeyEnv() });
   return {
     name,
     ownerUrl,

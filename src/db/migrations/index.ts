@@ -1,4 +1,5 @@
 import type { Migration, MigrationProvider } from 'kysely';
+import type { KeyProvider } from '../../secrets/key-provider.js';
 import * as m0001 from './0001-registry.js';
 import * as m0002 from './0002-audit-chain.js';
 import * as m0003 from './0003-idempotency-keys.js';
@@ -13,9 +14,13 @@ import * as m0013 from './0013-platform-role.js';
 import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
+import { secretsAtRest } from './0019-secrets-at-rest.js';
 
-/** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
-const migrations: Record<string, Migration> = {
+/**
+ * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
+ * `keys`: the key-encryption key, for the migrations that seal secrets stored in clear (0019).
+ */
+const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration> => ({
   '0001-registry': m0001,
   '0002-audit-chain': m0002,
   '0003-idempotency-keys': m0003,
@@ -30,8 +35,13 @@ const migrations: Record<string, Migration> = {
   '0014-audit-transparency': m0014,
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
-};
+  '0019-secrets-at-rest': secretsAtRest(keys),
+});
 
-export const migrationProvider: MigrationProvider = {
-  getMigrations: async () => migrations,
-};
+/** The migrations of a process that holds the key-encryption key. */
+export const migrationProviderWith = (keys: KeyProvider | undefined): MigrationProvider => ({
+  getMigrations: async () => migrationsWith(keys),
+});
+
+/** The migrations without a key-encryption key (a database with no secret in clear, or a count). */
+export const migrationProvider: MigrationProvider = migrationProviderWith(undefined);

@@ -148,22 +148,66 @@ export const PLATFORM: Scope = { kind: 'platform' };
  * transaction only: as a platform operator (sees every row) or as one tenant (sees its own rows).
  */
 export async function inScope<T>(db: Db, scope: Scope, work: (trx: Trx) => Promise<T>): Promise<T> {
-  return (scope.kind === 'platform' ? platformDb(db) : db).transaction().execute(async (trx) => {
-    await setScope(trx, scope);
+  if (scope.kind === 'platform')
+    return platformDb(db)
+      .transaction()
+      .execute(async (trx) => {
+        await setScope(trx, scope);
+        return work(trx);
+      });
+  const key = await scopeKeyOf(db);
+  return db.transaction().execute(async (trx) => {
+    await enterTenant(trx, scope.tenantId, key);
     return work(trx);
   });
 }
 
-export async function setScope(trx: Trx, scope: Scope): Promise<void> {
-  if (scope.kind === 'platform') {
-    await sql`select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)`.execute(
-      trx,
-    );
-  } else {
-    await sql`select set_config('tenantry.platform', '', true), set_config('tenantry.tenant_id', ${scope.tenantId}, true)`.execute(
-      trx,
-    );
+/** The platform scope (on the platform role's connection; on the tenant role it shows nothing). */
+export async function setScope(trx: Trx, scope: typeof PLATFORM): Promise<void> {
+  await sql`select set_config('tenantry.platform', ${scope.kind === 'platform' ? 'on' : ''}, true), set_config('tenantry.tenant_id', '', true)`.execute(
+    trx,
+  );
+}
+
+const scopeKeys = new WeakMap<Db, Promise<Buffer>>();
+
+/**
+ * The key that proves tenant scopes (migration 0020), read once per Db over the platform role's
+ * pool: the tenant role cannot read it, so a statement on a tenant connection cannot prove a scope.
+ */
+function scopeKeyOf(db: Db): Promise<Buffer> {
+  let key = scopeKeys.get(db);
+  if (!key) {
+    key = sql<{ key: Buffer }>`select key from tenantry_scope_key where id = 1`
+      .execute(platformDb(db))
+      .then((r) => {
+        if (!r.rows[0]) throw new Error('no tenant scope key (migration 0020)');
+        return r.rows[0].key;
+      });
+    // A failed read (database down) is not kept: the next transaction reads again.
+    key.catch(() => scopeKeys.delete(db));
+    scopeKeys.set(db, key);
   }
+  return key;
+}
+
+/** How long a tenant scope proof is valid: it is used at once, by the transaction it was made for. */
+const PROOF_SECONDS = 300;
+
+/** HMAC-SHA256 under the scope key over `<tenant>|<expires>`, what tenantry_enter_tenant checks. */
+export const tenantScopeProof = (key: Buffer, tenantId: string, expires: number): Buffer =>
+  createHmac('sha256', key).update(`${tenantId}|${expires}`).digest();
+
+/**
+ * Binds this transaction to one tenant (migration 0020): every policy then shows that tenant's rows
+ * only, whatever a later statement in the transaction sets.
+ */
+async function enterTenant(trx: Trx, tenant: string, key: Buffer): Promise<void> {
+  const tenantId = tenant.toLowerCase();
+  const expires = Math.floor(Date.now() / 1000) + PROOF_SECONDS;
+  await sql`select set_config('tenantry.platform', '', true), tenantry_enter_tenant(${tenantId}::uuid, ${expires}::bigint, ${tenantScopeProof(key, tenantId, expires)})`.execute(
+    trx,
+  );
 }
 
 export const asPlatform = <T>(db: Db, work: (trx: Trx) => Promise<T>): Promise<T> =>

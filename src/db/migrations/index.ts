@@ -15,6 +15,7 @@ import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
 import { secretsAtRest } from './0019-secrets-at-rest.js';
+import * as m0020 from './0020-tenant-scope-binding.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -36,6 +37,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
   '0019-secrets-at-rest': secretsAtRest(keys),
+  '0020-tenant-scope-binding': m0020,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -189,7 +189,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     } else {
       dataLocation = redactUrl(ownerUrl);
     }
-    const applied = await migrate(ownerUrl, { keys: new LocalFileKeyProvider(config.secretsKeyFile) });
+    // The key-encryption key of the secrets at rest: generated (0600) on the first start unless
+    // TENANTRY_SECRETS_KEY_FILE names one; read now, so a missing or broken file stops the start.
+    const keys = new LocalFileKeyProvider(config.secretsKeyFile);
+    await keys.currentKeyId();
+    const applied = await migrate(ownerUrl, { keys });
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
     const appUrl = config.appDatabaseUrl ?? (await ensureAppRole(ownerUrl));
     const platformUrl = config.platformDatabaseUrl ?? (await ensurePlatformRole(ownerUrl));

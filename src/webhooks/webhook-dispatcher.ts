@@ -288,7 +288,15 @@ export class WebhookDispatcher {
   /** Sends one claimed delivery and decides what comes of it. */
   private async attempt(d: ClaimedDelivery): Promise<Settlement> {
     const { webhookTimeoutMs, webhookRetrySchedule } = this.config.events;
-    const checked = await this.guard.resolve(d.url);
+    // A secret that cannot be opened (the data key unreadable, the KEK file without its key) fails
+    // this attempt like any other error, and it is retried; the rest of the batch goes on.
+    const secrets = await this.signingSecrets(d).catch((err: unknown) => {
+      this.log.error({ err, endpoint: d.endpoint_id }, 'the signing secret could not be opened');
+      return undefined;
+    });
+    const checked = secrets
+      ? await this.guard.resolve(d.url)
+      : { refused: 'the signing secret could not be opened' };
     const result =
       'refused' in checked
         ? {
@@ -308,7 +316,7 @@ export class WebhookDispatcher {
                 'tenantry.attempt': d.attempts,
               },
               async (span) => {
-                const request = signedRequest(d, this.config.source, await this.signingSecrets(d));
+                const request = signedRequest(d, this.config.source, secrets ?? []);
                 const traceparent = currentTraceparent();
                 if (traceparent) request.headers.traceparent = traceparent;
                 const r = await post(d.url, request, webhookTimeoutMs, checked);

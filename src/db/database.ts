@@ -163,8 +163,8 @@ export async function inScope<T>(db: Db, scope: Scope, work: (trx: Trx) => Promi
 }
 
 /** The platform scope (on the platform role's connection; on the tenant role it shows nothing). */
-export async function setScope(trx: Trx, scope: typeof PLATFORM): Promise<void> {
-  await sql`select set_config('tenantry.platform', ${scope.kind === 'platform' ? 'on' : ''}, true), set_config('tenantry.tenant_id', '', true)`.execute(
+export async function setScope(trx: Trx, _scope: typeof PLATFORM): Promise<void> {
+  await sql`select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)`.execute(
     trx,
   );
 }

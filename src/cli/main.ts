@@ -547,16 +547,24 @@ program
   .argument('<kind>')
   .argument('<name>', 'slug or UUID')
   .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
-  .action(async (kind: string, name: string, opts: { yes?: boolean }) => {
+  .option('--wait', 'a tenant: follow its deletion workflow step by step; exit 1 unless it succeeds')
+  .action(async (kind: string, name: string, opts: { yes?: boolean; wait?: boolean }) => {
     await run(async () => {
       const path = kindPath(kind);
       if (!opts.yes)
         await confirm(`Delete ${path.replace(/s$/, '')} ${name}? What it provisioned is removed.`);
-      const { body } = await client().request<{ kind: string; metadata: { name: string } }>(
+      const c = client();
+      const { body, headers } = await c.request<{ kind: string; metadata: { name: string } }>(
         'DELETE',
         `/v1/${path}/${encodeURIComponent(name)}`,
       );
-      console.log(`${body.kind.toLowerCase()}/${body.metadata.name} deleted`);
+      const workflow = headers.get('tenantry-workflow');
+      console.log(
+        `${body.kind.toLowerCase()}/${body.metadata.name} deleted${workflow ? ` (workflow ${workflow})` : ''}`,
+      );
+      if (!opts.wait || !workflow) return;
+      const end = await waitForWorkflow(c, workflow);
+      if (end.state !== 'Succeeded') process.exitCode = 1;
     });
   });
 

@@ -244,3 +244,61 @@ describe('freezes', () => {
     }
   });
 });
+
+describe('retention over HTTP', () => {
+  it('legal hold and purge: platform only, refusals are problem+json with stable codes, delete names its workflow', async () => {
+    const other = `wr${randomBytes(3).toString('hex')}`;
+    const t2 = `${other}-eu-dev`;
+    expect((await s.request('POST', '/v1/apply', { body: deploymentManifests(other, 'plan') })).status).toBe(
+      200,
+    );
+    const e = startWorkflowEngine(s.t);
+    try {
+      const archived = await s.request('POST', `/v1/tenants/${t2}/archive`);
+      expect(await finished(s.t, archived.headers.get('tenantry-workflow')!)).toMatchObject({
+        state: 'Succeeded',
+      });
+      const own = await s.token({ subject: 'bob', tenant: t2, roles: ['tenant-admin'] });
+      const forbidden = await s.request('POST', `/v1/tenants/${t2}/legal-hold`, {
+        body: { reason: 'mine' },
+        token: own,
+      });
+      expect(forbidden.status).toBe(403);
+      const empty = await s.request('POST', `/v1/tenants/${t2}/legal-hold`, { body: { reason: '' } });
+      expect(empty.status).toBe(422);
+      expect(empty.body.errors[0].pointer).toBe('/reason');
+      const held = await s.request('POST', `/v1/tenants/${t2}/legal-hold`, { body: { reason: 'audit 7' } });
+      expect(held.status).toBe(200);
+      expect(held.body).toMatchObject({ lifecycle: 'Archived', legalHold: { reason: 'audit 7' } });
+
+      const del = await s.request('DELETE', `/v1/tenants/${t2}`);
+      expect(del.status).toBe(200);
+      const deleteId = del.headers.get('tenantry-workflow')!;
+      expect(del.headers.get('link')).toBe(`</v1/workflows/${deleteId}>; rel="monitor"`);
+      expect(await finished(s.t, deleteId)).toMatchObject({ state: 'Succeeded' });
+      const wf = await s.request('GET', `/v1/workflows/${deleteId}`);
+      expect(wf.body).toMatchObject({ type: 'lifecycle.delete', state: 'Succeeded' });
+
+      const locked = await s.request('POST', `/v1/tenants/${t2}/purge`);
+      expect(locked.status).toBe(423);
+      expect(locked.headers.get('content-type')).toContain('application/problem+json');
+      expect(locked.body).toMatchObject({
+        code: 'tenant.legal_hold',
+        details: { legalHold: { reason: 'audit 7' } },
+      });
+      const released = await s.request('POST', `/v1/tenants/${t2}/legal-hold/release`, {
+        body: { reason: 'closed' },
+      });
+      expect(released.status).toBe(200);
+      expect(released.body.legalHold).toBeNull();
+      const early = await s.request('POST', `/v1/tenants/${t2}/purge`);
+      expect(early.status).toBe(409);
+      expect(early.body).toMatchObject({ code: 'tenant.retention_active' });
+      expect(early.body.details.purgeAfter).toBe(released.body.retention.purgeAfter);
+      const r = await s.t.owner.query(`select count(*)::int as n from workflows where type = 'tenant.purge'`);
+      expect(r.rows[0].n).toBe(0);
+    } finally {
+      await e.stop();
+    }
+  });
+});

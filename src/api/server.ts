@@ -18,6 +18,8 @@ import { errorResponses, isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '.
 import { registerIdempotency } from '../idempotency/idempotency.hooks.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
+import { ServiceClientsService } from '../identity/service-clients.js';
+import { registerServiceClientRoutes } from '../identity/service-clients.routes.js';
 import { registerHttpObservability, registerMetricsRoute } from '../observability/http-observability.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RequestLog } from '../observability/request-log.js';
@@ -235,6 +237,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     identify,
   );
   registerRetentionRoutes(app, deps.retention ?? new RetentionService(db), identify);
+  if (security.issuer)
+    await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
   const events = deps.events ?? new EventsService(db, config);

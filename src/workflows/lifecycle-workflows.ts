@@ -7,6 +7,7 @@ import { desiredResource } from '../controller/reconcilers.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { diff } from '../domain/diff.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
+import { issueServiceClient, revokeServiceClients } from '../identity/service-clients.js';
 import { type AccessGrant, hasAccessControl } from '../providers/access.js';
 import { ProviderError, type ResourceType } from '../providers/provider.js';
 import { findById, type ObjectRow, updateObject } from '../registry/object.repository.js';
@@ -281,6 +282,18 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
           if (ctx.signal.aborted) throw new ProviderError('resources not Ready in time', 'NotReady', true);
           await new Promise((r) => setTimeout(r, 250));
         }
+      },
+    },
+    {
+      // The tenant's service identity for its apps: an OAuth client whose client-credentials grant
+      // gets tokens scoped to the tenant (src/identity/service-clients.ts).
+      name: 'issue-service-credentials',
+      run: async () => ({ issued: true }),
+      async checkpoint(trx, ctx) {
+        await issueServiceClient(trx, ctx.tenantId, ctx.workflowId);
+      },
+      async undo(ctx) {
+        await asPlatform(db, (trx) => revokeServiceClients(trx, ctx.tenantId));
       },
     },
     {

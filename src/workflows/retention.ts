@@ -370,10 +370,11 @@ export function purgeSteps<I>(
       name: 'delete-secrets',
       async run(ctx) {
         if (!decided(ctx).purge) return { kept: true };
-        const r = await asPlatform(db, (trx) =>
-          sql`delete from resource_secrets where tenant_id = ${ctx.tenantId}`.execute(trx),
-        );
-        return { deleted: Number(r.numAffectedRows ?? 0) };
+        return asPlatform(db, async (trx) => {
+          const r = await sql`delete from resource_secrets where tenant_id = ${ctx.tenantId}`.execute(trx);
+          const c = await sql`delete from service_clients where tenant_id = ${ctx.tenantId}`.execute(trx);
+          return { deleted: Number(r.numAffectedRows ?? 0), serviceClients: Number(c.numAffectedRows ?? 0) };
+        });
       },
     },
     {

@@ -679,6 +679,50 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
     });
 }
 
+program
+  .command('purge')
+  .description('purge a deleted tenant after its retention window (refused under a legal hold)')
+  .argument('<tenant>', 'slug or UUID')
+  .option('--wait', 'follow the purge workflow step by step; exit 1 unless it succeeds')
+  .action(async (name: string, opts: { wait?: boolean }) => {
+    await run(async () => {
+      const c = client();
+      const { body } = await c.request<{ workflowId: string }>(
+        'POST',
+        `/v1/tenants/${encodeURIComponent(name)}/purge`,
+      );
+      console.log(`tenant/${name} purging (workflow ${body.workflowId})`);
+      if (!opts.wait) return;
+      const end = await waitForWorkflow(c, body.workflowId);
+      if (end.state !== 'Succeeded') process.exitCode = 1;
+    });
+  });
+
+const hold = program
+  .command('legal-hold')
+  .description("a tenant's legal hold: nothing is purged while it is in force");
+for (const [verb, path] of [
+  ['place', 'legal-hold'],
+  ['release', 'legal-hold/release'],
+] as const) {
+  hold
+    .command(verb)
+    .argument('<tenant>', 'slug or UUID')
+    .requiredOption('--reason <text>', 'why (audited)')
+    .action(async (name: string, opts: { reason: string }) => {
+      await run(async () => {
+        const { body } = await client().request<{ legalHold: { reason: string } | null }>(
+          'POST',
+          `/v1/tenants/${encodeURIComponent(name)}/${path}`,
+          { reason: opts.reason },
+        );
+        console.log(
+          `tenant/${name} ${body.legalHold ? `under legal hold: ${body.legalHold.reason}` : 'not under legal hold'}`,
+        );
+      });
+    });
+}
+
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });

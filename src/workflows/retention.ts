@@ -160,7 +160,9 @@ export const PURGE_TYPE = 'tenant.purge';
 export interface PurgeInput {
   tenantSlug: string;
 }
-export const purgeWorkflowId = (tenantId: string) => workflowIdOf('purge', tenantId);
+/** A purge request's workflow id: the same while one is open or succeeded; a new one after a failed one. */
+export const purgeWorkflowId = (tenantId: string, failedBefore: number) =>
+  workflowIdOf('purge', tenantId, String(failedBefore));
 
 function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
@@ -231,8 +233,11 @@ export class RetentionService {
       const refusal = purgeRefusal(standing, this.clock());
       if (refusal) throw refusal;
       const input: PurgeInput = { tenantSlug: t.slug };
+      const failed = await sql<{ n: number }>`
+        select count(*)::int as n from workflows
+        where tenant_id = ${t.id} and type = ${PURGE_TYPE} and state in ('Failed', 'Cancelled')`.execute(trx);
       const started = await startWorkflow(trx, {
-        id: purgeWorkflowId(t.id),
+        id: purgeWorkflowId(t.id, failed.rows[0]?.n ?? 0),
         tenantId: t.id,
         type: PURGE_TYPE,
         input,

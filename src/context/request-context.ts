@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Scope } from '../db/database.js';
+import type { IdempotentWrite } from '../idempotency/idempotent-write.js';
 
 export interface Actor {
   principal: string;
@@ -35,6 +36,11 @@ export interface RequestContext {
    * idempotent replay can decide them again for the caller that replays (src/api/server.ts).
    */
   decisions?: { action: string; resource: unknown }[];
+  /**
+   * The request's Idempotency-Key, when its answer is saved in the transaction of its write: the
+   * service runs its write through it (src/idempotency/idempotent-write.ts).
+   */
+  idempotency?: IdempotentWrite;
 }
 
 /** What the change path asks the policy gate about (a subset of Change, to keep this file I/O free). */

@@ -1,4 +1,5 @@
 import { type RawBuilder, sql } from 'kysely';
+import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
 import { type Kind, TABLES } from './kinds/index.js';
@@ -8,21 +9,32 @@ export type { ObjectRow };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);
 
-/** Reads one object by UUID. `forUpdate` takes its row lock until the transaction ends. */
+/**
+ * Reads one object by UUID. `forUpdate` takes its tenant's write lock and then its row lock, both
+ * until the transaction ends (lock order: src/changes/tenant-write-lock.ts).
+ */
 export async function findById(
   trx: Trx,
   kind: Kind,
   id: string,
   opts: { includeDeleted?: boolean; forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
-  const r = await sql<ObjectRow>`
+  const read = (lock: boolean) =>
+    sql<ObjectRow>`
     select * from ${table(kind)} where id = ${id}
     ${opts.includeDeleted ? sql`` : sql`and deleted_at is null`}
-    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
-  return r.rows[0];
+    ${lock ? sql`for update` : sql``}`.execute(trx);
+  const r = await read(false);
+  if (!opts.forUpdate || !r.rows[0]) return r.rows[0];
+  await lockTenantWrites(trx, tenantOf(kind, r.rows[0]));
+  return (await read(true)).rows[0];
 }
 
-/** Reads the live object with this slug (tombstones keep their slug but do not match). */
+/** The tenant whose write lock guards a row: a tenant's own id, a tenant-scoped row's tenant, or none. */
+export const tenantOf = (kind: Kind, row: ObjectRow): string | null =>
+  kind === 'Tenant' ? row.id : ((row.tenant_id as string | null | undefined) ?? null);
+
+/** Reads the live object with this slug (tombstones keep their slug but do not match); `forUpdate` as findById. */
 export async function findBySlug(
   trx: Trx,
   kind: Kind,
@@ -30,9 +42,11 @@ export async function findBySlug(
   opts: { forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
   const r = await sql<ObjectRow>`
-    select * from ${table(kind)} where slug = ${slug} and deleted_at is null
-    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
-  return r.rows[0];
+    select * from ${table(kind)} where slug = ${slug} and deleted_at is null`.execute(trx);
+  const row = r.rows[0];
+  // The tenant's write lock, then the row's (by id: the slug may be freed meanwhile, the id not).
+  if (!opts.forUpdate || !row) return row;
+  return findById(trx, kind, row.id, { forUpdate: true });
 }
 
 export async function insertObject(

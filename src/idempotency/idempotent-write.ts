@@ -1,5 +1,6 @@
 import type { ControlledTransaction } from 'kysely';
-import { type Db, platformDb, type Scope, setScope, type Trx } from '../db/database.js';
+import type { AtomicWrite, RequestContext } from '../context/request-context.js';
+import { type Db, inScope, platformDb, type Scope, setScope, type Trx } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { ConflictError } from '../errors/errors.js';
 import {
@@ -24,7 +25,7 @@ import {
  * second gives up (409 idempotency.in_progress, nothing written; a retry replays). When the first
  * rolls back, the second's insert goes through and it runs the write.
  */
-export class IdempotentWrite {
+export class IdempotentWrite implements AtomicWrite {
   private trx: ControlledTransaction<Database> | undefined;
   /** Whether a transaction was opened by `run` (only the first write of the request is made atomic). */
   private used = false;
@@ -103,4 +104,13 @@ export class IdempotentWrite {
     this.trx = undefined;
     return trx;
   }
+}
+
+/**
+ * A service's write in the caller's scope: under the request's Idempotency-Key (a route marked
+ * `idempotency: 'atomic'`) it commits with the answer; otherwise it is one ordinary transaction.
+ */
+export function writeInScope<T>(db: Db, ctx: RequestContext, work: (trx: Trx) => Promise<T>): Promise<T> {
+  const write = ctx.idempotency;
+  return write?.available ? write.run(db, ctx.scope, work) : inScope(db, ctx.scope, work);
 }

@@ -7,6 +7,7 @@ import { isUuid } from '../domain/identifiers.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { validateManifests } from '../domain/manifest-parser.js';
 import { FieldErrors, mapDatabaseError, ValidationError } from '../errors/errors.js';
+import { writeInScope } from '../idempotency/idempotent-write.js';
 import { PolicyError } from '../placement/policy-error.js';
 import { startLifecycleWorkflow } from '../workflows/start-lifecycle-workflow.js';
 import {
@@ -87,8 +88,7 @@ export class RegistryService {
     for (let attempt = 1; ; attempt++) {
       try {
         // A write under an Idempotency-Key commits with its answer (src/idempotency/idempotent-write.ts).
-        const idempotent = opts.write && ctx.idempotency?.available ? ctx.idempotency : undefined;
-        if (idempotent) return await idempotent.run(this.db, ctx.scope, work);
+        if (opts.write) return await writeInScope(this.db, ctx, work);
         return await inScope(this.db, ctx.scope, work);
       } catch (err) {
         if (err instanceof Rollback) return err.value as T;

@@ -81,7 +81,7 @@ export function registerWebhookRoutes(
     '/v1/webhooks/:ref/requeue',
     {
       attachValidation: true,
-      config: { action: 'webhook.write' },
+      config: { action: 'webhook.write', idempotency: 'atomic' },
       schema: {
         operationId: 'requeueWebhookDeliveries',
         summary: 'Requeue dead-lettered deliveries of an endpoint (the given ones, or all)',

@@ -19,7 +19,7 @@ const TENANT_WRITES = 0x7465_6e01;
  * one transaction at a time per tenant and cannot cross. Re-entrant within a transaction; released
  * at its end. Distinct tenants never wait on each other (unless their keys collide in the hash).
  */
-export function tenantWriteLockSql(chain: string): RawBuilder<unknown> {
+export function tenantWriteLockSql(chain: string | RawBuilder<unknown>): RawBuilder<unknown> {
   return sql`pg_advisory_xact_lock(${TENANT_WRITES}::int, hashtext(${chain}))`;
 }
 

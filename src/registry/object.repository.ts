@@ -1,8 +1,9 @@
 import { type RawBuilder, sql } from 'kysely';
-import { lockTenantWrites } from '../changes/tenant-write-lock.js';
+import { PLATFORM_CHAIN } from '../audit/audit-hash.js';
+import { tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
-import { type Kind, TABLES } from './kinds/index.js';
+import { definitionOf, type Kind, TABLES } from './kinds/index.js';
 import type { ObjectRow } from './kinds/kind.js';
 
 export type { ObjectRow };
@@ -11,7 +12,8 @@ const table = (kind: Kind) => sql.table(TABLES[kind]);
 
 /**
  * Reads one object by UUID. `forUpdate` takes its tenant's write lock and then its row lock, both
- * until the transaction ends (lock order: src/changes/tenant-write-lock.ts).
+ * until the transaction ends (lock order: src/changes/tenant-write-lock.ts): two round trips, the
+ * first reads the row's tenant and takes the write lock, the second locks the row.
  */
 export async function findById(
   trx: Trx,
@@ -19,20 +21,24 @@ export async function findById(
   id: string,
   opts: { includeDeleted?: boolean; forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
-  const read = (lock: boolean) =>
-    sql<ObjectRow>`
-    select * from ${table(kind)} where id = ${id}
-    ${opts.includeDeleted ? sql`` : sql`and deleted_at is null`}
-    ${lock ? sql`for update` : sql``}`.execute(trx);
-  const r = await read(false);
-  if (!opts.forUpdate || !r.rows[0]) return r.rows[0];
-  await lockTenantWrites(trx, tenantOf(kind, r.rows[0]));
-  return (await read(true)).rows[0];
+  const live = opts.includeDeleted ? sql`` : sql`and deleted_at is null`;
+  if (opts.forUpdate) {
+    const scope = definitionOf(kind).scope;
+    const chain =
+      scope === 'self'
+        ? sql`id::text`
+        : scope === 'tenant'
+          ? sql`coalesce(tenant_id::text, ${PLATFORM_CHAIN})`
+          : sql`${PLATFORM_CHAIN}::text`;
+    const found = await sql`
+      select ${tenantWriteLockSql(chain)} from ${table(kind)} where id = ${id} ${live}`.execute(trx);
+    if (found.rows.length === 0) return undefined;
+  }
+  const r = await sql<ObjectRow>`
+    select * from ${table(kind)} where id = ${id} ${live}
+    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
+  return r.rows[0];
 }
-
-/** The tenant whose write lock guards a row: a tenant's own id, a tenant-scoped row's tenant, or none. */
-export const tenantOf = (kind: Kind, row: ObjectRow): string | null =>
-  kind === 'Tenant' ? row.id : ((row.tenant_id as string | null | undefined) ?? null);
 
 /** Reads the live object with this slug (tombstones keep their slug but do not match); `forUpdate` as findById. */
 export async function findBySlug(

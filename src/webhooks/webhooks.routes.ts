@@ -97,7 +97,7 @@ export function registerWebhookRoutes(
         ),
         response: {
           200: Type.Object({ requeued: Type.Array(Type.String({ format: 'uuid' })) }),
-          ...errorResponses(400, 404, 422),
+          ...errorResponses(400, 404, 409, 422),
         },
       },
     },

@@ -195,7 +195,13 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const platformUrl = config.platformDatabaseUrl ?? (await ensurePlatformRole(ownerUrl));
     // With the roles Tenantry derives, nobody else connects to its database through PUBLIC.
     if (!config.appDatabaseUrl && !config.platformDatabaseUrl)
-      await restrictConnect(ownerUrl, ['tenantry_app', 'tenantry_platform']);
+      await restrictConnect(ownerUrl, ['tenantry_app', 'tenantry_platform']).catch(
+        (err: Error & { code?: string }) => {
+          // A DATABASE_URL role that does not own the database cannot change who connects: say so.
+          if (err.code !== '42501') throw err;
+          log.warn({ err: err.message }, 'could not take CONNECT on the database from PUBLIC');
+        },
+      );
     // Tenant requests run as tenantry_app; platform-scope work over a pool of tenantry_platform.
     const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());

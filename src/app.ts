@@ -206,13 +206,10 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());
     const metrics = new Metrics();
-    let notifier: EventNotifier | undefined;
-    if (config.role !== 'controller') {
-      const n = new EventNotifier(appUrl, log);
-      await n.start();
-      stops.push(() => n.stop());
-      notifier = n;
-    }
+    // NOTIFY wakes the API's event readers and the workflow engine early (both also poll).
+    const notifier = new EventNotifier(appUrl, log);
+    await notifier.start();
+    stops.push(() => notifier.stop());
     const signer = await loadAuditSigner({
       dataDir: config.dataDir,
       ...(config.auditSigningKeyFile ? { keyFile: config.auditSigningKeyFile } : {}),
@@ -225,7 +222,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       auditSigner: signer,
       trustedAuditKeys: await readTrustedKeys(config.auditTrustedKeyFiles),
       ...(opts.issuer ? { issuer: opts.issuer } : {}),
-      ...(notifier ? { events: new EventsService(db, config, notifier) } : {}),
+      ...(config.role !== 'controller' ? { events: new EventsService(db, config, notifier) } : {}),
       tracing: config.tracing,
       api: config.role !== 'controller',
     });
@@ -270,7 +267,12 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         },
       });
       engine.start();
-      stops.push(() => engine.stop());
+      // A workflow started (or retried, or cancelled) anywhere is picked up at once, not at the next poll.
+      const unsubscribe = notifier.subscribe('tenantry_workflows', () => engine.wake());
+      stops.push(async () => {
+        unsubscribe();
+        await engine.stop();
+      });
       workflowEngine = engine;
     }
     if (config.role === 'controller') {

@@ -238,6 +238,17 @@ const summary = (o: ObservedResource): string =>
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(', ');
 
+const retained = (db: Db, tenantId: string) =>
+  asPlatform(db, async (trx) => {
+    const r = await sql`
+      select 1 from tenant_retention r where r.tenant_id = ${tenantId} and r.purged_at is null
+        and (r.resources_purge_after > now()
+             or exists (select 1 from legal_holds h where h.tenant_id = r.tenant_id and h.released_at is null))`.execute(
+      trx,
+    );
+    return r.rows.length > 0;
+  });
+
 async function reconcileResource(
   env: ReconcileEnv,
   row: ObjectRow,
@@ -246,6 +257,17 @@ async function reconcileResource(
   const { desired, region } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
   const slot = slotFor(env.providers, desired.type, region);
   if (row.deleted_at) {
+    // An archived tenant's resources are kept while its retention window is open or a legal hold
+    // is in force: the purge workflow removes them then, not the reconcile (src/workflows/retention.ts).
+    if (await retained(env.db, desired.tenantId))
+      return settle(env, finish, 'IntegrationResource', row, {
+        phase: 'Deleted',
+        ready: {
+          status: 'False',
+          reason: 'Retained',
+          message: "Deleted; kept under the tenant's retention until it is purged.",
+        },
+      });
     if ('provider' in slot) await providerCall(slot.provider, 'delete', desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
     return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));

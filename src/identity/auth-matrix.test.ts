@@ -97,6 +97,8 @@ const BODIES: Record<string, unknown> = {
   'POST /v1/tenants/{ref}/limit-overrides': { name: 'deployments', value: 1000, reason: 'evil' },
   // A freeze is no registry object (no GET of one to edit): a declaration that would stop the line.
   'PUT /v1/freezes/{name}': { scope: 'platform', reason: 'evil: stop every workflow' },
+  'POST /v1/tenants/{ref}/legal-hold': { reason: 'evil: hold everything' },
+  'POST /v1/tenants/{ref}/legal-hold/release': { reason: 'evil: release the hold' },
 };
 const bodyFor = (r: Route): unknown => BODIES[`${r.method} ${r.path}`];
 
@@ -120,7 +122,9 @@ async function fingerprint(): Promise<string> {
     (select count(*) from break_glass_grants) as grants,
     (select count(*) from idempotency_keys) as idempotency,
     (select count(*) || '/' || count(*) filter (where state = 'Cancelled') from workflows) as workflows,
-    (select count(*) || '/' || count(lifted_at) from workflow_freezes) as freezes`);
+    (select count(*) || '/' || count(lifted_at) from workflow_freezes) as freezes,
+    (select count(*) || '/' || count(released_at) from legal_holds) as holds,
+    (select count(*) || '/' || count(revoked_at) from service_clients) as clients`);
   return JSON.stringify(r.rows[0]);
 }
 const auditCount = async () =>

@@ -13,6 +13,8 @@ import * as m0013 from './0013-platform-role.js';
 import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
+import * as m0017 from './0017-tenant-retention.js';
+import * as m0018 from './0018-service-clients.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -30,6 +32,8 @@ const migrations: Record<string, Migration> = {
   '0014-audit-transparency': m0014,
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
+  '0017-tenant-retention': m0017,
+  '0018-service-clients': m0018,
 };
 
 export const migrationProvider: MigrationProvider = {

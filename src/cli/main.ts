@@ -12,7 +12,7 @@ import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './cl
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
-import { registerRuntimeCommands, showReplicas } from './runtime.commands.js';
+import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function filterParams(filters: string[] | undefined): URLSearchParams {
@@ -457,6 +457,8 @@ program
       await run(async () => {
         if (['replica', 'replicas'].includes(kind.toLowerCase()) && !name)
           return showReplicas({ client, output: () => globals().output, run }, filterParams(opts.filter));
+        if (kind.toLowerCase() === 'drift' && !name)
+          return showDrift({ client, output: () => globals().output, run }, filterParams(opts.filter));
         const path = kindPath(kind);
         const base = `/v1/${path}`;
         const c = client();

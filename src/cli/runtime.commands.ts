@@ -64,6 +64,35 @@ export async function showReplicas(deps: Deps, filters: URLSearchParams): Promis
   );
 }
 
+interface DriftView {
+  kind: string;
+  name: string;
+  drift: string[];
+  openedAt: string;
+  resolvedAt: string | null;
+  resolvedBy: string | null;
+}
+
+/** `tenantry get drift`: drift findings, newest first (`--filter state=open`, `tenant=…`). */
+export async function showDrift(deps: Deps, filters: URLSearchParams): Promise<void> {
+  const { body } = await deps.client().request<{ items: DriftView[] }>('GET', `/v1/drift?${filters}`);
+  print(
+    body,
+    [
+      ['KIND', 'NAME', 'OPENED', 'RESOLVED', 'BY', 'DRIFT'],
+      ...body.items.map((f) => [
+        f.kind,
+        f.name,
+        f.openedAt,
+        f.resolvedAt ?? 'open',
+        f.resolvedBy ?? '',
+        f.drift.join('; '),
+      ]),
+    ],
+    deps.output(),
+  );
+}
+
 export function registerRuntimeCommands(program: Command, deps: Deps): void {
   const config = program.command('config').description('configuration versions: history, rollback');
   config

@@ -60,7 +60,7 @@ export class KubernetesRuntimeProvider implements RuntimeProvider {
       const real = await this.read(m);
       found.set(key(m), real);
       if (!real) drift.push(`${m.kind} ${m.metadata?.name} is missing`);
-      else drift.push(...differences(m, real, d));
+      else drift.push(...differences(wire(m), real, d));
     }
     const hpa = await this.read(hpaRef(d));
     if (!d.scaling && hpa) drift.push(`HorizontalPodAutoscaler ${d.slug} exists without a scaling policy`);
@@ -137,7 +137,7 @@ export class KubernetesRuntimeProvider implements RuntimeProvider {
   private read(m: KubernetesObject): Promise<KubernetesObject | undefined> {
     return this.call(`read ${m.kind} ${m.metadata?.name}`, async () => {
       try {
-        return await this.objects.read(m as KubernetesObject & { metadata: { name: string } });
+        return wire(await this.objects.read(m as KubernetesObject & { metadata: { name: string } }));
       } catch (err) {
         if (statusOf(err) === 404) return undefined;
         throw err;
@@ -286,8 +286,10 @@ export function manifests(d: DesiredService) {
     spec: {
       podSelector: {},
       policyTypes: ['Ingress'],
+      // `_from`: the client serialises its typed model, whose field for the wire's `from` is `_from`
+      // (a plain `from` would be dropped, leaving a rule that admits every namespace).
       ingress: [
-        { from: [{ namespaceSelector: { matchLabels: { [PARTITION]: d.binding.networkPartition } } }] },
+        { _from: [{ namespaceSelector: { matchLabels: { [PARTITION]: d.binding.networkPartition } } }] },
       ],
     },
   };
@@ -401,6 +403,19 @@ function differences(want: KubernetesObject, real: KubernetesObject, d: DesiredS
     out.push(`${name}: spec differs (${JSON.stringify(w.spec)} wanted)`);
   }
   return out;
+}
+
+/**
+ * The object in its wire field names: the client's typed models rename fields that are reserved words
+ * in TypeScript (`from` of a NetworkPolicy rule becomes `_from`); no Kubernetes field starts with `_`.
+ */
+function wire<T>(v: T): T {
+  if (Array.isArray(v)) return v.map(wire) as T;
+  if (v && typeof v === 'object' && !(v instanceof Date))
+    return Object.fromEntries(
+      Object.entries(v).map(([k, x]) => [k.startsWith('_') ? k.slice(1) : k, wire(x)]),
+    ) as T;
+  return v;
 }
 
 /** Whether `real` has every field of `want` with the same value (quantities compared as written). */

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
-import { canonicalJson } from '../domain/config-checksum.js';
+import { canonicalJson, configChecksum } from '../domain/config-checksum.js';
 import { effectiveLimits } from '../placement/quotas.js';
 import { ProviderError } from '../providers/provider.js';
 import type { Specs } from '../registry/kinds/index.js';
@@ -164,6 +164,7 @@ export async function desiredService(trx: Trx, row: ObjectRow): Promise<DesiredS
 const observedJson = (o: ObservedService, d: DesiredService, target: string) =>
   JSON.stringify({
     target,
+    desired: configChecksum(d),
     replicas: o.replicas,
     namespace: d.tenantSlug,
     ...(d.configuration
@@ -200,7 +201,10 @@ async function reconcileService<R>(r: RuntimeReconcile<R>): Promise<R> {
   if (!('provider' in r.runtime)) throw new ProviderError(r.runtime.missing, 'ProviderNotConfigured', false);
   const provider = r.runtime.provider;
   const before = await provider.observe(desired);
-  const wasProvisioned = row.phase === 'Ready';
+  // Drift is the real state moving away from a desired state that was already realised: a change of
+  // the desired state itself (the manifest, its policy, the active configuration, the quota) is not.
+  const realised = (row.observed as { desired?: string } | null)?.desired;
+  const wasProvisioned = row.phase === 'Ready' && realised === configChecksum(desired);
   const drift = before.exists
     ? before.drift
     : ['the service is not running on the compute target', ...before.drift];

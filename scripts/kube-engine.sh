@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test Kubernetes control plane (kube-apiserver + kube-controller-manager) from the Go module
-# proxy into a cache folder, once, and installs etcd (Debian package etcd-server) when it is missing.
+# proxy into a cache folder, once, and installs etcd and kubectl (Debian packages etcd-server,
+# kubernetes-client) when they are missing.
 # How and why: ../shared/notes/kubernetes-api-server.md. ~5 min cold per binary on 2 cores; a cached
 # build returns at once. Used by test/infra/kube-apiserver.ts (which finds the binaries there) and .ci/run.
 #   TENANTRY_KUBE_CACHE   cache folder (default ~/.cache/tenantry/kubernetes-<version>)
@@ -13,6 +14,11 @@ BIN="$CACHE/bin"
 if ! command -v etcd >/dev/null 2>&1; then
   echo "== installing etcd-server"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server) >/dev/null
+fi
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "== installing kubernetes-client (kubectl)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client) >/dev/null
 fi
 
 if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then

@@ -35,6 +35,11 @@ export async function kubeUnavailableReason(): Promise<string | undefined> {
   } catch {
     return 'etcd is not on the PATH (apt-get install etcd-server; scripts/kube-engine.sh does it)';
   }
+  try {
+    await run('kubectl', ['version', '--client'], { timeout: 30_000 });
+  } catch {
+    return 'kubectl is not on the PATH (apt-get install kubernetes-client; scripts/kube-engine.sh does it)';
+  }
   for (const b of ['kube-apiserver', 'kube-controller-manager'])
     if (!fs.existsSync(path.join(kubeBinDir(), b)))
       return `${b} is not built in ${kubeBinDir()} (run scripts/kube-engine.sh, ~5 min once)`;

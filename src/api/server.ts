@@ -27,6 +27,7 @@ import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { registerDriftRoutes } from '../runtime/drift.routes.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { FreezesService } from '../workflows/freezes.js';
@@ -240,6 +241,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   if (security.issuer)
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
+  registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);
   const events = deps.events ?? new EventsService(db, config);
   const webhooks = new WebhooksService(db, registry);

@@ -12,7 +12,18 @@ import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './cl
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
+import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
+
+function filterParams(filters: string[] | undefined): URLSearchParams {
+  const q = new URLSearchParams();
+  for (const f of filters ?? []) {
+    const [k, ...v] = f.split('=');
+    if (!k || v.length === 0) throw new CliError(`--filter wants key=value, got "${f}"`);
+    q.set(k, v.join('='));
+  }
+  return q;
+}
 
 function kindPath(kind: string): string {
   const p = CLI_PATHS[kind.toLowerCase()];
@@ -444,6 +455,10 @@ program
   .action(
     async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
       await run(async () => {
+        if (['replica', 'replicas'].includes(kind.toLowerCase()) && !name)
+          return showReplicas({ client, output: () => globals().output, run }, filterParams(opts.filter));
+        if (kind.toLowerCase() === 'drift' && !name)
+          return showDrift({ client, output: () => globals().output, run }, filterParams(opts.filter));
         const path = kindPath(kind);
         const base = `/v1/${path}`;
         const c = client();
@@ -726,5 +741,6 @@ for (const [verb, path] of [
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
+registerRuntimeCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

@@ -16,7 +16,8 @@ import { DEFAULT_PARTITIONS } from '../registry/kinds/integration-resource.js';
 import type { ReconcilerName } from '../registry/kinds/kind.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
-import { type ProviderSet, slotFor } from './providers.js';
+import { reconcileRuntime } from '../runtime/runtime.reconciler.js';
+import { NO_RUNTIME, type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import type { Finish } from './queue/job-types.js';
@@ -81,6 +82,18 @@ const RECONCILERS: Record<
 > = {
   resource: (env, _kind, row, finish) => reconcileResource(env, row, finish),
   parent: (env, kind, row, finish) => reconcileParent(env, kind as 'Tenant' | 'Deployment', row, finish),
+  // Services, scaling policies and configuration versions (src/runtime): the compute target.
+  runtime: (env, kind, row, finish) =>
+    reconcileRuntime({
+      db: env.db,
+      runtime: env.providers.runtime ?? { missing: NO_RUNTIME },
+      kind: kind as 'Service' | 'ScalingPolicy' | 'Configuration',
+      row,
+      settle: (status, extra) => settle(env, finish, kind, row, status as ObservedStatus, extra),
+      drifted: (trx, ctx, data) => recordStatusEvent(trx, ctx, target(kind, row), 'drifted', data),
+      enqueue: (trx, k, objectId, tenantId) =>
+        enqueueJob(trx, { kind: k, objectId, tenantId, generation: 0 }),
+    }),
   // Catalogue entries (customers, systems, placement objects, webhook endpoints): nothing to provision.
   accept: (env, kind, row, finish) =>
     settle(

@@ -15,6 +15,7 @@ import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
 import * as m0017 from './0017-tenant-retention.js';
 import * as m0018 from './0018-service-clients.js';
+import * as m0027 from './0027-runtime-inventory.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -34,6 +35,7 @@ const migrations: Record<string, Migration> = {
   '0016-workflow-freezes': m0016,
   '0017-tenant-retention': m0017,
   '0018-service-clients': m0018,
+  '0027-runtime-inventory': m0027,
 };
 
 export const migrationProvider: MigrationProvider = {

@@ -2,12 +2,15 @@ import type { Static, TSchema } from '@sinclair/typebox';
 import type { RawBuilder } from 'kysely';
 import { manifestEnvelope } from '../../domain/manifest.js';
 import { cell } from './cell.js';
+import { configuration } from './configuration.js';
 import { customer } from './customer.js';
 import { deployment } from './deployment.js';
 import { integrationResource } from './integration-resource.js';
 import type { KindDefinition, KindManifest, ObjectRow, ParentRef } from './kind.js';
 import { plan } from './plan.js';
 import { region } from './region.js';
+import { scalingPolicy } from './scaling-policy.js';
+import { service } from './service.js';
 import { system } from './system.js';
 import { tenant } from './tenant.js';
 import { webhookEndpoint } from './webhook-endpoint.js';
@@ -26,6 +29,9 @@ export const KIND_DEFINITIONS = [
   cell,
   plan,
   webhookEndpoint,
+  configuration,
+  service,
+  scalingPolicy,
 ] as const;
 
 type Definition = (typeof KIND_DEFINITIONS)[number];

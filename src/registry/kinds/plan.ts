@@ -32,6 +32,9 @@ export const PlanSpec = Type.Object(
           ),
         ),
         concurrentOperations: Type.Optional(Count('reconcile operations in flight per tenant')),
+        computeUnits: Type.Optional(
+          Count('compute per tenant: the sum of max replicas × unit cost of its services (issue 20)'),
+        ),
       },
       strict,
     ),

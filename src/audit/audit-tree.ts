@@ -29,7 +29,9 @@ export async function loadLeaves(db: Db, chain: string): Promise<Hash[]> {
     sql<{
       seq: string;
       hash: string;
-    }>`select seq, hash from audit_records where chain = ${chain} order by seq`.execute(trx),
+    }>`select seq, hash from audit_records where chain = ${chain} and seq is not null order by seq`.execute(
+      trx,
+    ),
   );
   const leaves: Hash[] = [];
   for (const [i, r] of rows.entries()) {
@@ -87,11 +89,17 @@ export async function locateRecord(db: Db, recordId: string): Promise<{ chain: s
   if (!isUuid(recordId))
     throw new NotFoundError('audit.record_not_found', `Audit record ${recordId} does not exist.`);
   const { rows } = await asPlatform(db, (trx) =>
-    sql<{ chain: string; seq: string }>`select chain, seq from audit_records where id = ${recordId}`.execute(
-      trx,
-    ),
+    sql<{
+      chain: string;
+      seq: string | null;
+    }>`select chain, seq from audit_records where id = ${recordId}`.execute(trx),
   );
   if (!rows[0]) throw new NotFoundError('audit.record_not_found', `Audit record ${recordId} does not exist.`);
+  if (rows[0].seq === null)
+    throw new ConflictError(
+      'audit.record_unsequenced',
+      `Audit record ${recordId} is not in its log yet: the sequencer integrates it within a second. Retry.`,
+    );
   return { chain: rows[0].chain, seq: Number(rows[0].seq) };
 }
 

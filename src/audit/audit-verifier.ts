@@ -75,6 +75,11 @@ export interface AuditVerification {
   /** Every problem found (at most `maxProblems`), the first of each chain first. */
   problems: AuditProblem[];
   firstProblem?: AuditProblem;
+  /**
+   * Entries written but not yet integrated by the sequencer (no position or hash yet): not part of
+   * any tree, not verified; the oldest's time shows whether the sequencer keeps up.
+   */
+  unsequenced: { records: number; oldest: string | null };
 }
 
 interface ChainState {
@@ -113,6 +118,7 @@ export class AuditVerifier {
   private readonly globalProblems: AuditProblem[] = [];
   private latestCheckpoint: AuditCheckpoint | undefined;
   private total = 0;
+  private unsequenced: AuditVerification['unsequenced'] = { records: 0, oldest: null };
 
   constructor(
     private readonly keys: TrustedKeys,
@@ -168,6 +174,11 @@ export class AuditVerifier {
       }
     }
     this.checkpoints.set(c.id, { checkpoint: c, valid });
+  }
+
+  /** Entries not yet sequenced (counted, not verified). */
+  addUnsequenced(records: number, oldest: string | null): void {
+    this.unsequenced = { records, oldest };
   }
 
   /** The stored head of a chain (audit_chain_heads), checked against the last record. */
@@ -350,6 +361,7 @@ export class AuditVerifier {
       checkpoints: { total: this.checkpoints.size, valid, latest: this.latestCheckpoint?.id ?? null },
       problems,
       ...(problems[0] ? { firstProblem: problems[0] } : {}),
+      unsequenced: this.unsequenced,
     };
   }
 }

@@ -218,6 +218,7 @@ export async function verifyAuditExport(
       chains: [],
       checkpoints: { total: 0, valid: 0, latest: null },
       problems: [],
+      unsequenced: { records: 0, oldest: null },
       malformed,
     };
   }

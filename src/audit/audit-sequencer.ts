@@ -1,0 +1,136 @@
+import { sql } from 'kysely';
+import { asPlatform, type Db } from '../db/database.js';
+import { sealAuditRecord } from './append-audit.js';
+import { type AuditRecordRow, itemFromRow, RECORD_COLUMNS } from './audit.repository.js';
+import { GENESIS_HASH } from './audit-hash.js';
+
+/** Transaction-level advisory lock key: whoever holds it is the sequencer for that batch ('tens'). */
+const SEQUENCER_LOCK = 0x74656e73;
+
+export interface IntegratedBatch {
+  /** Entries integrated by this batch. */
+  records: number;
+  /** Each chain this batch moved: its new head (seq = the chain's tree size). */
+  heads: Map<string, { seq: number; hash: string }>;
+  /** Per entry, ms from its write (its `time`) to its integration. */
+  delaysMs: number[];
+}
+
+/**
+ * Integrates up to `limit` committed unsequenced audit entries, oldest first, in one transaction:
+ * per chain, each gets the next seq, the previous record's hash and its own v1 hash (RFC 9162 leaf
+ * of the chain's Merkle tree), written by tenantry_audit_sequence(), which refuses a batch that does
+ * not continue every chain's head gap-free and linked.
+ *
+ * Concurrency contract: any number of processes may call it; `pg_try_advisory_xact_lock` elects one
+ * sequencer per batch, and the others return null at once. A sequencer that dies mid-batch rolls
+ * back, releasing the lock; its entries stay unsequenced and the next caller integrates them —
+ * nothing is lost. Entries committed while a batch runs are left for the next one.
+ */
+export async function integrateAuditBatch(db: Db, limit = 5000): Promise<IntegratedBatch | null> {
+  return asPlatform(db, async (trx) => {
+    const { rows: lock } = await sql<{ ok: boolean }>`
+      select pg_try_advisory_xact_lock(${SEQUENCER_LOCK}) as ok`.execute(trx);
+    if (!lock[0]?.ok) return null;
+    const { rows } = await sql<AuditRecordRow & { age_ms: string }>`
+      select ${RECORD_COLUMNS}, extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
+      from audit_records a where a.seq is null order by a.time, a.id limit ${limit}`.execute(trx);
+    const heads = new Map<string, { seq: number; hash: string }>();
+    if (rows.length === 0) return { records: 0, heads, delaysMs: [] };
+    const chains = [...new Set(rows.map((r) => r.chain))];
+    const { rows: stored } = await sql<{ chain: string; seq: string; hash: string }>`
+      select chain, seq, hash from audit_chain_heads where chain = any(${chains}::text[])`.execute(trx);
+    const current = new Map(stored.map((h) => [h.chain, { seq: Number(h.seq), hash: h.hash }]));
+    const ids: string[] = [];
+    const seqs: number[] = [];
+    const prevs: string[] = [];
+    const hashes: string[] = [];
+    for (const row of rows) {
+      const head = current.get(row.chain) ?? { seq: 0, hash: GENESIS_HASH };
+      const sealed = sealAuditRecord(itemFromRow(row), { seq: head.seq + 1, prevHash: head.hash });
+      const next = { seq: sealed.seq, hash: sealed.hash };
+      current.set(row.chain, next);
+      heads.set(row.chain, next);
+      ids.push(sealed.id);
+      seqs.push(sealed.seq);
+      prevs.push(sealed.prevHash);
+      hashes.push(sealed.hash);
+    }
+    await sql`select tenantry_audit_sequence(${ids}::uuid[], ${seqs}::bigint[], ${prevs}::text[], ${hashes}::text[])`.execute(
+      trx,
+    );
+    return { records: rows.length, heads, delaysMs: rows.map((r) => Number(r.age_ms)) };
+  });
+}
+
+/** Integrates every entry committed so far (batch after batch); null if another sequencer holds the lock. */
+export async function integrateAudit(db: Db, limit = 5000): Promise<IntegratedBatch[] | null> {
+  const batches: IntegratedBatch[] = [];
+  for (;;) {
+    const batch = await integrateAuditBatch(db, limit);
+    if (!batch) return batches.length > 0 ? batches : null;
+    if (batch.records > 0) batches.push(batch);
+    if (batch.records < limit) return batches;
+  }
+}
+
+export interface AuditSequencerOptions {
+  /** How often to look for new entries; the integration delay is at most about this plus a batch. */
+  intervalMs?: number;
+  batchSize?: number;
+  /** Called after each committed batch (e.g. to publish checkpoints); its failure is reported, not retried. */
+  onBatch?: (batch: IntegratedBatch) => Promise<void> | void;
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Runs the sequencer in this process: every `intervalMs` it integrates what has committed. Every
+ * process runs one; the advisory lock makes one of them the sequencer at a time. Long-running:
+ * start() and stop().
+ */
+export class AuditSequencer {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> = Promise.resolve();
+  private busy = false;
+  integrated = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly opts: AuditSequencerOptions = {},
+  ) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.running = this.tick().catch((err: unknown) => this.opts.onError?.(err));
+    }, this.opts.intervalMs ?? 200);
+    this.timer.unref();
+  }
+
+  /** Integrates everything committed so far; returns how many entries this process integrated. */
+  async tick(): Promise<number> {
+    this.busy = true;
+    try {
+      let total = 0;
+      const limit = this.opts.batchSize ?? 5000;
+      for (;;) {
+        const batch = await integrateAuditBatch(this.db, limit);
+        if (!batch || batch.records === 0) return total;
+        total += batch.records;
+        this.integrated += batch.records;
+        if (this.opts.onBatch)
+          await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
+        if (batch.records < limit) return total;
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

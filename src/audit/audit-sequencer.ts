@@ -1,8 +1,9 @@
 import { sql } from 'kysely';
-import { asPlatform, type Db } from '../db/database.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { sealAuditRecord } from './append-audit.js';
 import { type AuditRecordRow, itemFromRow, RECORD_COLUMNS } from './audit.repository.js';
 import { GENESIS_HASH } from './audit-hash.js';
+import { CompactRange, leafHash } from './merkle.js';
 
 /** Transaction-level advisory lock key: whoever holds it is the sequencer for that batch ('tens'). */
 const SEQUENCER_LOCK = 0x74656e73;
@@ -14,6 +15,8 @@ export interface IntegratedBatch {
   heads: Map<string, { seq: number; hash: string }>;
   /** Per entry, ms from its write (its `time`) to its integration. */
   delaysMs: number[];
+  /** The chains whose Merkle tree (audit_trees) advanced with this batch. */
+  trees: string[];
 }
 
 /**
@@ -36,7 +39,7 @@ export async function integrateAuditBatch(db: Db, limit = 5000): Promise<Integra
       select ${RECORD_COLUMNS}, extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
       from audit_records a where a.seq is null order by a.time, a.id limit ${limit}`.execute(trx);
     const heads = new Map<string, { seq: number; hash: string }>();
-    if (rows.length === 0) return { records: 0, heads, delaysMs: [] };
+    if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
     const chains = [...new Set(rows.map((r) => r.chain))];
     const { rows: stored } = await sql<{ chain: string; seq: string; hash: string }>`
       select chain, seq, hash from audit_chain_heads where chain = any(${chains}::text[])`.execute(trx);
@@ -59,8 +62,64 @@ export async function integrateAuditBatch(db: Db, limit = 5000): Promise<Integra
     await sql`select tenantry_audit_sequence(${ids}::uuid[], ${seqs}::bigint[], ${prevs}::text[], ${hashes}::text[])`.execute(
       trx,
     );
-    return { records: rows.length, heads, delaysMs: rows.map((r) => Number(r.age_ms)) };
+    const trees = await advanceTrees(trx, stored, ids, seqs, hashes, rows);
+    return { records: rows.length, heads, delaysMs: rows.map((r) => Number(r.age_ms)), trees };
   });
+}
+
+/**
+ * Appends the batch's leaves to each chain's compact range (audit_trees). A chain without one (it
+ * predates the table) gets one built from its records, if they are all still there; one whose early
+ * records retention deleted has none, and its checkpoints are not published as events.
+ */
+async function advanceTrees(
+  trx: Trx,
+  headsBefore: { chain: string; seq: string }[],
+  ids: string[],
+  seqs: number[],
+  hashes: string[],
+  rows: { chain: string }[],
+): Promise<string[]> {
+  const chains = [...new Set(rows.map((r) => r.chain))];
+  const { rows: stored } = await sql<{ chain: string; size: string; peaks: string[] }>`
+    select chain, size, peaks from audit_trees where chain = any(${chains}::text[]) for update`.execute(trx);
+  const ranges = new Map(
+    stored.map((t) => [
+      t.chain,
+      new CompactRange(
+        Number(t.size),
+        t.peaks.map((p) => Buffer.from(p, 'hex')),
+      ),
+    ]),
+  );
+  const before = new Map(headsBefore.map((h) => [h.chain, Number(h.seq)]));
+  for (const chain of chains) {
+    const size = before.get(chain) ?? 0;
+    if (ranges.get(chain)?.size === size) continue;
+    // Built once per chain from its stored records (those before this batch).
+    const { rows: leaves } = await sql<{ hash: string }>`
+      select hash from audit_records where chain = ${chain} and seq <= ${size} order by seq`.execute(trx);
+    if (leaves.length !== size) {
+      ranges.delete(chain);
+      continue;
+    }
+    const range = new CompactRange();
+    for (const l of leaves) range.append(leafHash(Buffer.from(l.hash, 'hex')));
+    ranges.set(chain, range);
+  }
+  for (let i = 0; i < ids.length; i++) {
+    const range = ranges.get(rows[i]!.chain);
+    if (range && range.size === seqs[i]! - 1) range.append(leafHash(Buffer.from(hashes[i]!, 'hex')));
+  }
+  const moved = [...ranges].filter(([chain]) => chains.includes(chain));
+  if (moved.length === 0) return [];
+  // Peaks travel comma-joined: a PostgreSQL array of arrays must be rectangular.
+  await sql`insert into audit_trees (chain, size, peaks)
+    select u.chain, u.size, string_to_array(u.peaks, ',')
+    from unnest(${moved.map(([c]) => c)}::text[], ${moved.map(([, r]) => r.size)}::bigint[],
+      ${moved.map(([, r]) => r.peaks.map((p) => p.toString('hex')).join(','))}::text[]) as u(chain, size, peaks)
+    on conflict (chain) do update set size = excluded.size, peaks = excluded.peaks`.execute(trx);
+  return moved.map(([c]) => c);
 }
 
 /** Integrates every entry committed so far (batch after batch); null if another sequencer holds the lock. */

@@ -26,6 +26,7 @@ export {
   integrateAuditBatch,
 } from './audit-sequencer.js';
 export type { AuditProblem, AuditProblemCode, AuditVerification, ChainReport } from './audit-verifier.js';
+export { type PublishedCheckpoint, publishCheckpoints } from './checkpoint-events.js';
 export { AuditSigner, defaultSigningKeyFile, keyIdOf, loadAuditSigner } from './checkpoint-signer.js';
 export {
   type AuditExportSummary,

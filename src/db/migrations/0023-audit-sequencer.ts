@@ -13,6 +13,11 @@ import { type Kysely, sql } from 'kysely';
  *   must continue each chain's head gap-free and linked, or it is refused as a whole.
  * - The chain heads are written only by that function: the application role loses INSERT/UPDATE on
  *   audit_chain_heads.
+ * - audit_trees: per chain, the compact range of its Merkle tree (the perfect subtree roots, RFC 9162
+ *   hashing), advanced by the sequencer in the batch's transaction, so that a batch's checkpoint is
+ *   signed without reading the chain; and what was last published as a checkpoint event. A cache of
+ *   what the records determine: a wrong peak would sign a root that no proof from the records
+ *   matches, which any witness holding a checkpoint detects. Platform only.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
@@ -96,6 +101,17 @@ revoke all on function tenantry_audit_sequence(uuid[], bigint[], text[], text[])
 grant execute on function tenantry_audit_sequence(uuid[], bigint[], text[], text[]) to tenantry_app;
 
 revoke insert, update on audit_chain_heads from tenantry_app;
+
+create table audit_trees (
+  chain text primary key,
+  size bigint not null check (size >= 0),
+  peaks text[] not null,
+  published_size bigint not null default 0,
+  published_at timestamptz
+);
+alter table audit_trees enable row level security;
+create policy platform_only on audit_trees using (tenantry_is_platform()) with check (tenantry_is_platform());
+grant select, insert, update on audit_trees to tenantry_app;
 
 -- Whole-chain reads (verification, export) read sequenced records only: in the row comparison
 -- (chain, seq) > (c, s) a null seq would pass whenever chain > c.

@@ -152,8 +152,8 @@ describe('the audit sequencer', () => {
     await expect(call('platform', [id], [3], [first!.hash], [h])).rejects.toThrow(/does not continue chain/);
     await expect(call('platform', [id], [2], [h], [h])).rejects.toThrow(/does not continue chain/);
     await expect(call('platform', [first!.id], [2], [first!.hash], [h])).rejects.toThrow(/0 of 1 entries/);
-    // Only the platform sequences.
-    await expect(call('tenant', [id], [2], [first!.hash], [h])).rejects.toThrow(/platform operation/);
+    // Only the platform role sequences: the tenant role may not even call the function.
+    await expect(call('tenant', [id], [2], [first!.hash], [h])).rejects.toThrow(/permission denied/);
     // The application role cannot update records or heads directly.
     await expect(
       asPlatform(t.db, (trx) => sql`update audit_records set seq = 2 where id = ${id}`.execute(trx)),

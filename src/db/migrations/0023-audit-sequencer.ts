@@ -6,7 +6,8 @@ import { type Kysely, sql } from 'kysely';
  * - An audit record is written in the change's own transaction without its chain position: `seq`,
  *   `prev_hash` and `hash` are null (an unsequenced entry, as a Tessera/Rekor log queues entries).
  *   No lock is shared with any other change.
- * - One sequencer at a time (src/audit/audit-sequencer.ts, elected by a transaction advisory lock)
+ * - One sequencer at a time (src/audit/audit-sequencer.ts, elected by a transaction advisory lock,
+ *   connected as the platform role: the tenant role may not call the function)
  *   integrates committed entries in batches: it assigns each its position and v1 hash through
  *   tenantry_audit_sequence(), the only way a record is ever updated, once, from unsequenced to
  *   sequenced; the content of the record cannot change (the trigger compares it), and the batch
@@ -97,8 +98,8 @@ begin
   end loop;
   return n;
 end $$;
-revoke all on function tenantry_audit_sequence(uuid[], bigint[], text[], text[]) from public;
-grant execute on function tenantry_audit_sequence(uuid[], bigint[], text[], text[]) to tenantry_app;
+revoke all on function tenantry_audit_sequence(uuid[], bigint[], text[], text[]) from public, tenantry_app;
+grant execute on function tenantry_audit_sequence(uuid[], bigint[], text[], text[]) to tenantry_platform;
 
 revoke insert, update on audit_chain_heads from tenantry_app;
 
@@ -111,7 +112,8 @@ create table audit_trees (
 );
 alter table audit_trees enable row level security;
 create policy platform_only on audit_trees using (tenantry_is_platform()) with check (tenantry_is_platform());
-grant select, insert, update on audit_trees to tenantry_app;
+revoke all on audit_trees from tenantry_app;
+grant select, insert, update on audit_trees to tenantry_platform;
 
 -- Whole-chain reads (verification, export) read sequenced records only: in the row comparison
 -- (chain, seq) > (c, s) a null seq would pass whenever chain > c.

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { sealAuditRecord } from './append-audit.js';
-import { type AuditRecordRow, itemFromRow, RECORD_COLUMNS } from './audit.repository.js';
+import { type AuditRecordRow, itemFromRow, loadLeafRows, RECORD_COLUMNS } from './audit.repository.js';
 import { GENESIS_HASH } from './audit-hash.js';
 import { CompactRange, leafHash } from './merkle.js';
 
@@ -69,8 +69,8 @@ export async function integrateAuditBatch(db: Db, limit = 5000): Promise<Integra
 
 /**
  * Appends the batch's leaves to each chain's compact range (audit_trees). A chain without one (it
- * predates the table) gets one built from its records, if they are all still there; one whose early
- * records retention deleted has none, and its checkpoints are not published as events.
+ * predates the table) gets one built from its leaves (records, and the hashes retention kept); one
+ * pruned before those hashes were kept has none, and its checkpoints are not published as events.
  */
 async function advanceTrees(
   trx: Trx,
@@ -96,10 +96,9 @@ async function advanceTrees(
   for (const chain of chains) {
     const size = before.get(chain) ?? 0;
     if (ranges.get(chain)?.size === size) continue;
-    // Built once per chain from its stored records (those before this batch).
-    const { rows: leaves } = await sql<{ hash: string }>`
-      select hash from audit_records where chain = ${chain} and seq <= ${size} order by seq`.execute(trx);
-    if (leaves.length !== size) {
+    // Built once per chain from its leaves before this batch.
+    const leaves = (await loadLeafRows(trx, chain)).filter((l) => l.seq <= size);
+    if (leaves.length !== size || leaves.some((l, i) => l.seq !== i + 1)) {
       ranges.delete(chain);
       continue;
     }

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
+import { loadLeafRows } from './audit.repository.js';
 import { signCheckpoint } from './checkpoint-note.js';
 import type { AuditSigner } from './checkpoint-signer.js';
 import { consistencyProof, type Hash, inclusionProof, leafHash, rootOf } from './merkle.js';
@@ -23,22 +24,15 @@ export function chainOfOrigin(origin: string): string | undefined {
   return origin.startsWith(prefix) ? origin.slice(prefix.length) : undefined;
 }
 
-/** The leaf hashes of a chain in seq order (platform scope; the caller checked who may read it). */
+/** The leaf hashes of a chain in seq order, pruned ones included (platform scope; the caller checked who may read it). */
 export async function loadLeaves(db: Db, chain: string): Promise<Hash[]> {
-  const { rows } = await asPlatform(db, (trx) =>
-    sql<{
-      seq: string;
-      hash: string;
-    }>`select seq, hash from audit_records where chain = ${chain} and seq is not null order by seq`.execute(
-      trx,
-    ),
-  );
+  const rows = await asPlatform(db, (trx) => loadLeafRows(trx, chain));
   const leaves: Hash[] = [];
   for (const [i, r] of rows.entries()) {
-    if (Number(r.seq) !== i + 1)
+    if (r.seq !== i + 1)
       throw new ConflictError(
         'audit.tree_incomplete',
-        `Chain ${chain} has no record at seq ${i + 1} (deleted by retention, or missing): its tree cannot be recomputed. Run audit verify.`,
+        `Chain ${chain} has no record at seq ${i + 1} (deleted by a retention run before pruned leaves were kept, or missing): its tree cannot be recomputed. Run audit verify.`,
       );
     leaves.push(leafHash(Buffer.from(r.hash, 'hex')));
   }

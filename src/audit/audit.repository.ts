@@ -161,3 +161,16 @@ export async function countUnsequenced(
     where seq is null ${chain !== undefined ? sql`and chain = ${chain}` : sql``}`.execute(trx);
   return { records: rows[0]?.n ?? 0, oldest: rows[0]?.oldest ?? null };
 }
+
+/**
+ * A chain's leaf hashes (the v1 record hashes) in seq order: those retention pruned (kept in
+ * audit_pruned_leaves) and the sequenced records. Whole when seq runs 1..n without a gap.
+ */
+export async function loadLeafRows(trx: Trx, chain: string): Promise<{ seq: number; hash: string }[]> {
+  const { rows } = await sql<{ seq: string; hash: string }>`
+    select seq, hash from audit_pruned_leaves where chain = ${chain}
+    union all
+    select seq, hash from audit_records where chain = ${chain} and seq is not null
+    order by seq`.execute(trx);
+  return rows.map((r) => ({ seq: Number(r.seq), hash: r.hash }));
+}

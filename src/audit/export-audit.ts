@@ -6,7 +6,7 @@ import type { Readable, Writable } from 'node:stream';
 import { sql } from 'kysely';
 import { type Db, platformDb, setScope, type Trx } from '../db/database.js';
 import { FieldErrors, ValidationError } from '../errors/errors.js';
-import { loadHeads, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
+import { loadHeads, loadLeafRows, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
 import { type AuditCheckpoint, loadCheckpoints } from './audit-checkpoint.js';
 import type { AuditRecord } from './audit-hash.js';
 import { logOrigin } from './audit-tree.js';
@@ -94,11 +94,10 @@ export function checkExportOptions(opts: ExportAuditOptions): {
   return { chain, since, until };
 }
 
-/** The leaf hashes of a chain in the snapshot, or undefined when retention pruned its start. */
+/** The leaf hashes of a chain in the snapshot (pruned ones included), or undefined when incomplete. */
 async function chainTree(trx: Trx, chain: string): Promise<Hash[] | undefined> {
-  const { rows } = await sql<{ seq: string; hash: string }>`
-    select seq, hash from audit_records where chain = ${chain} and seq is not null order by seq`.execute(trx);
-  if (rows.length > 0 && Number(rows[rows.length - 1]!.seq) !== rows.length) return undefined;
+  const rows = await loadLeafRows(trx, chain);
+  if (rows.length > 0 && rows[rows.length - 1]!.seq !== rows.length) return undefined;
   return rows.map((r) => leafHash(Buffer.from(r.hash, 'hex')));
 }
 

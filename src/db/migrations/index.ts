@@ -14,6 +14,7 @@ import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
 import * as m0023 from './0023-audit-sequencer.js';
+import * as m0024 from './0024-audit-pruned-leaves.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -32,6 +33,7 @@ const migrations: Record<string, Migration> = {
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
   '0023-audit-sequencer': m0023,
+  '0024-audit-pruned-leaves': m0024,
 };
 
 export const migrationProvider: MigrationProvider = {

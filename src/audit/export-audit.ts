@@ -3,7 +3,6 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { sql } from 'kysely';
 import { type Db, platformDb, setScope, type Trx } from '../db/database.js';
 import { FieldErrors, ValidationError } from '../errors/errors.js';
 import { loadHeads, loadLeafRows, loadRetention, loadWindows, streamRecords } from './audit.repository.js';

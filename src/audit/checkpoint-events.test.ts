@@ -5,9 +5,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany, sequenceAudit, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { systemContext } from '../context/request-context.js';
+import { asPlatform } from '../db/database.js';
 import { publishedEventSchemas } from '../events/event-schemas.js';
 import { EventsService } from '../events/events.service.js';
+import { appendAudit } from './append-audit.js';
 import { AuditCheckpointer } from './audit-checkpoint.js';
+import { AuditSequencer } from './audit-sequencer.js';
 import { chainCheckpoint, chainConsistency } from './audit-tree.js';
 import { publishCheckpoints } from './checkpoint-events.js';
 import { openCheckpoint } from './checkpoint-note.js';
@@ -123,5 +126,42 @@ describe('checkpoints published as events', () => {
       treeSize: 7,
       rootHash: (await chainCheckpoint(t.db, signer, tenant)).rootHash,
     });
+  });
+
+  it('a running sequencer publishes the checkpoint of each batch within a second of the write', async () => {
+    const tenant = randomUUID();
+    const sequencer = new AuditSequencer(t.db, {
+      intervalMs: 100,
+      onBatch: (b) =>
+        publishCheckpoints(t.db, signer, { chains: b.trees, minIntervalMs: 1000 }).then(() => undefined),
+    });
+    sequencer.start();
+    try {
+      const t0 = Date.now();
+      await asPlatform(t.db, (trx) =>
+        appendAudit(trx, {
+          tenantId: tenant,
+          appId: 'test',
+          actor: { principal: 'writer', kind: 'service' },
+          sessionId: null,
+          action: 'tenant.update',
+          target: { kind: 'Tenant', id: tenant, slug: null },
+          outcome: 'success',
+          requestId: 'r',
+          correlationId: 'c',
+        }),
+      );
+      let mine: unknown[] = [];
+      while (mine.length === 0 && Date.now() - t0 < 3000) {
+        await new Promise((r) => setTimeout(r, 20));
+        mine = (await checkpointEvents()).filter((e) => e.data.chain === tenant);
+      }
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(mine).toEqual([
+        expect.objectContaining({ tenant_id: tenant, data: expect.objectContaining({ treeSize: 1 }) }),
+      ]);
+    } finally {
+      await sequencer.stop();
+    }
   });
 });

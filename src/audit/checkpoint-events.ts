@@ -21,7 +21,7 @@ export interface PublishedCheckpoint {
  * event `audit.checkpoint` in that log's own stream (the tenant's, or the platform's): every webhook
  * subscriber of the tenant and the event bus then hold copies, and a tenant's subscribers see no
  * other tenant's log. The root comes from the compact range the sequencer keeps (audit_trees), so
- * no chain is read. One transaction: the events and the published marks commit together.
+ * no chain is read. Each log's event and its published mark commit together.
  *
  * `chains` limits it to those logs (the sequencer's batch); `minIntervalMs` skips a log published
  * more recently than that (the scheduled call, without it, publishes what was skipped).
@@ -34,42 +34,50 @@ export async function publishCheckpoints(
   signer: AuditSigner,
   opts: { chains?: string[]; minIntervalMs?: number } = {},
 ): Promise<PublishedCheckpoint[]> {
-  return asPlatform(db, async (trx) => {
-    const { rows } = await sql<{ chain: string; size: string; peaks: string[] }>`
-      select chain, size, peaks from audit_trees
+  const due = await asPlatform(db, async (trx) => {
+    const { rows } = await sql<{ chain: string }>`
+      select chain from audit_trees
       where size > published_size
         ${opts.chains ? sql`and chain = any(${opts.chains}::text[])` : sql``}
         ${opts.minIntervalMs ? sql`and (published_at is null or published_at < now() - ${opts.minIntervalMs} * interval '1 millisecond')` : sql``}
-      order by chain
-      for update skip locked`.execute(trx);
-    const published: PublishedCheckpoint[] = [];
-    for (const r of rows) {
+      order by chain`.execute(trx);
+    return rows.map((r) => r.chain);
+  });
+  const published: PublishedCheckpoint[] = [];
+  // One transaction per log: it holds one event stream's lock at a time, as a change does.
+  for (const chain of due) {
+    const p = await asPlatform(db, async (trx) => {
+      const { rows } = await sql<{ size: string; peaks: string[] }>`
+        select size, peaks from audit_trees where chain = ${chain} and size > published_size
+        for update skip locked`.execute(trx);
+      const r = rows[0];
+      if (!r) return undefined;
       const size = Number(r.size);
       const root = new CompactRange(
         size,
-        r.peaks.map((p) => Buffer.from(p, 'hex')),
+        r.peaks.map((h) => Buffer.from(h, 'hex')),
       ).root();
-      const origin = logOrigin(r.chain);
+      const origin = logOrigin(chain);
       const data: PublishedCheckpoint = {
-        chain: r.chain,
+        chain,
         origin,
         treeSize: size,
         rootHash: root.toString('hex'),
         checkpoint: signCheckpoint(signer, { origin, size, root }),
       };
       await appendEvent(trx, {
-        tenantId: r.chain === PLATFORM_CHAIN ? null : r.chain,
+        tenantId: chain === PLATFORM_CHAIN ? null : chain,
         name: 'audit.checkpoint',
-        subject: `auditlogs/${r.chain}`,
+        subject: `auditlogs/${chain}`,
         data,
         correlationId: randomUUID(),
       });
-      published.push(data);
-    }
-    if (published.length > 0)
-      await sql`update audit_trees t set published_size = u.size, published_at = now()
-        from unnest(${published.map((p) => p.chain)}::text[], ${published.map((p) => p.treeSize)}::bigint[]) as u(chain, size)
-        where t.chain = u.chain`.execute(trx);
-    return published;
-  });
+      await sql`update audit_trees set published_size = ${size}, published_at = now() where chain = ${chain}`.execute(
+        trx,
+      );
+      return data;
+    });
+    if (p) published.push(p);
+  }
+  return published;
 }

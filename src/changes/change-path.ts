@@ -7,6 +7,7 @@ import { TenantryError } from '../errors/errors.js';
 import { appendEventSql } from '../events/append-event.js';
 import { currentTraceparent, inSpan } from '../observability/tracing.js';
 import { type ChangeAction, eventName, type Kind } from '../registry/kinds/index.js';
+import { lockTenantWrites } from './tenant-write-lock.js';
 
 /** The desired state of one object at one generation, as kept in lineage, audit and events. */
 export interface ObjectState {
@@ -93,8 +94,12 @@ async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promi
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
   // The request's trace continues in the reconcile and the webhook attempts this change causes.
   const traceparent = currentTraceparent() ?? null;
-  // The audit record goes in the same statement, unsequenced: no lock shared with other changes;
-  // the audit sequencer gives it its chain position and hash once this commits.
+  // The tenant write lock before the tenant-wide locks below (event sequence, reconcile jobs): an
+  // update holds it already (findById forUpdate), a create takes it here, where the audit chain
+  // head used to take it (issue 15's lock order).
+  await lockTenantWrites(trx, change.tenantId);
+  // The audit record goes in the same statement, unsequenced: no lock of its own; the audit
+  // sequencer gives it its chain position and hash once this commits.
   const audit = prepareAuditAppend(
     auditEntryOf(ctx, {
       tenantId: change.tenantId,

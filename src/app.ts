@@ -5,7 +5,13 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
-import { AuditCheckpointer, type AuditSigner, loadAuditSigner } from './audit/index.js';
+import {
+  AuditCheckpointer,
+  AuditSequencer,
+  type AuditSigner,
+  loadAuditSigner,
+  publishCheckpoints,
+} from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
@@ -237,6 +243,19 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       await checkpointer.stop();
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
+    });
+    // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
+    const sequencer = new AuditSequencer(db, {
+      // Each batch's logs get a signed checkpoint event, at most one per log per second.
+      onBatch: (batch) =>
+        publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }).then(() => undefined),
+      onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
+    });
+    sequencer.start();
+    stops.push(async () => {
+      await sequencer.stop();
+      // What committed until now goes into its chain before the last checkpoint.
+      await sequencer.tick();
     });
     let controller: Controller | undefined;
     let workflowEngine: WorkflowEngine | undefined;

@@ -498,4 +498,31 @@ describe('tenantry CLI', () => {
     expect(purge.code).toBe(1);
     expect(purge.stderr).toContain('under legal hold (case 9)');
   });
+
+  it("saves a chain's tree head and later proves the grown log consistent with it (tree-head, verify --checkpoint)", async () => {
+    const head = await cli('audit', 'tree-head', '--tenant', 'circlek-eu-uat');
+    expect(head.code).toBe(0);
+    const [origin, size] = head.stdout.split('\n');
+    expect(origin).toBe('tenantry/audit/8c9646e0-b9ce-426a-8849-a047e29afa9d');
+    expect(head.stdout).toMatch(
+      /\n\n\u2014 tenantry\/audit\/8c9646e0-b9ce-426a-8849-a047e29afa9d [A-Za-z0-9+/=]+\n$/,
+    );
+    const saved = path.join(dataDir, 'uat-tree-head.txt');
+    fs.writeFileSync(saved, head.stdout);
+    const key = path.join(dataDir, 'audit-key.pem');
+    // The log grows (the resume is audited), and is still the same log.
+    expect((await cli('resume', 'circlek-eu-uat', '--wait')).code).toBe(0);
+    const later = await cli('audit', 'tree-head', '--tenant', 'circlek-eu-uat');
+    expect(Number(later.stdout.split('\n')[1])).toBeGreaterThan(Number(size));
+    const ok = await cli('audit', 'verify', '--checkpoint', saved, '--public-key', key);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^consistent: /);
+    // A saved checkpoint of another history (its root changed, so its signature no longer holds).
+    const lines = head.stdout.split('\n');
+    lines[2] = Buffer.alloc(32, 7).toString('base64');
+    fs.writeFileSync(saved, lines.join('\n'));
+    const bad = await cli('audit', 'verify', '--checkpoint', saved, '--public-key', key);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/^INCONSISTENT: /);
+  });
 });

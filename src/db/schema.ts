@@ -113,9 +113,10 @@ export interface AuditRecordTable {
   correlation_id: string;
   /** The tenant id, or 'platform'. */
   chain: string;
-  seq: ColumnType<number, number, never>;
-  prev_hash: string;
-  hash: string;
+  /** Null until the sequencer integrates the record (src/audit/audit-sequencer.ts); so are prev_hash and hash. */
+  seq: ColumnType<number | null, number | undefined, never>;
+  prev_hash: string | null;
+  hash: string | null;
 }
 
 export interface AuditChainHeadTable {

@@ -15,6 +15,8 @@ import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
 import * as m0017 from './0017-tenant-retention.js';
 import * as m0018 from './0018-service-clients.js';
+import * as m0023 from './0023-audit-sequencer.js';
+import * as m0024 from './0024-audit-pruned-leaves.js';
 import * as m0027 from './0027-runtime-inventory.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
@@ -35,6 +37,8 @@ const migrations: Record<string, Migration> = {
   '0016-workflow-freezes': m0016,
   '0017-tenant-retention': m0017,
   '0018-service-clients': m0018,
+  '0023-audit-sequencer': m0023,
+  '0024-audit-pruned-leaves': m0024,
   '0027-runtime-inventory': m0027,
 };
 

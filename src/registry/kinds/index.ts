@@ -55,11 +55,17 @@ export const WORKFLOW_EVENTS = [
   'workflow.succeeded',
   'workflow.failed',
 ] as const;
+/** A signed checkpoint of an audit log (src/audit/checkpoint-events.ts), in that log's tenant stream. */
+export const AUDIT_EVENTS = ['audit.checkpoint'] as const;
 /** Every event name (`{kind}.{event}`); CloudEvents `type` is `dev.tenantry.{name}.v1`. */
-export type EventName = EventsOf<Definition> | (typeof WORKFLOW_EVENTS)[number];
+export type EventName =
+  | EventsOf<Definition>
+  | (typeof WORKFLOW_EVENTS)[number]
+  | (typeof AUDIT_EVENTS)[number];
 export const EVENT_NAMES: readonly EventName[] = [
   ...KIND_DEFINITIONS.flatMap((d) => d.events.map((e) => `${d.kind.toLowerCase()}.${e}` as EventName)),
   ...WORKFLOW_EVENTS,
+  ...AUDIT_EVENTS,
 ];
 export const cloudEventType = (name: EventName): string => `dev.tenantry.${name}.v1`;
 /** Every published CloudEvents `type`. */

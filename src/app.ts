@@ -5,12 +5,25 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
-import { AuditCheckpointer, type AuditSigner, loadAuditSigner } from './audit/index.js';
+import {
+  AuditCheckpointer,
+  AuditSequencer,
+  type AuditSigner,
+  loadAuditSigner,
+  publishCheckpoints,
+} from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
 import { guardClient } from './db/connection-errors.js';
-import { createDb, type Db, ensureAppRole, ensurePlatformRole, migrate } from './db/database.js';
+import {
+  createDb,
+  type Db,
+  ensureAppRole,
+  ensurePlatformRole,
+  migrate,
+  restrictConnect,
+} from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { EventNotifier } from './events/event-notifier.js';
 import { EventsService } from './events/events.service.js';
@@ -197,17 +210,23 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
     const appUrl = config.appDatabaseUrl ?? (await ensureAppRole(ownerUrl));
     const platformUrl = config.platformDatabaseUrl ?? (await ensurePlatformRole(ownerUrl));
+    // With the roles Tenantry derives, nobody else connects to its database through PUBLIC.
+    if (!config.appDatabaseUrl && !config.platformDatabaseUrl)
+      await restrictConnect(ownerUrl, ['tenantry_app', 'tenantry_platform']).catch(
+        (err: Error & { code?: string }) => {
+          // A DATABASE_URL role that does not own the database cannot change who connects: say so.
+          if (err.code !== '42501') throw err;
+          log.warn({ err: err.message }, 'could not take CONNECT on the database from PUBLIC');
+        },
+      );
     // Tenant requests run as tenantry_app; platform-scope work over a pool of tenantry_platform.
     const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());
     const metrics = new Metrics();
-    let notifier: EventNotifier | undefined;
-    if (config.role !== 'controller') {
-      const n = new EventNotifier(appUrl, log);
-      await n.start();
-      stops.push(() => n.stop());
-      notifier = n;
-    }
+    // NOTIFY wakes the API's event readers and the workflow engine early (both also poll).
+    const notifier = new EventNotifier(appUrl, log);
+    await notifier.start();
+    stops.push(() => notifier.stop());
     const signer = await loadAuditSigner({
       dataDir: config.dataDir,
       ...(config.auditSigningKeyFile ? { keyFile: config.auditSigningKeyFile } : {}),
@@ -220,7 +239,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       auditSigner: signer,
       trustedAuditKeys: await readTrustedKeys(config.auditTrustedKeyFiles),
       ...(opts.issuer ? { issuer: opts.issuer } : {}),
-      ...(notifier ? { events: new EventsService(db, config, notifier) } : {}),
+      ...(config.role !== 'controller' ? { events: new EventsService(db, config, notifier) } : {}),
       tracing: config.tracing,
       api: config.role !== 'controller',
     });
@@ -235,6 +254,19 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       await checkpointer.stop();
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
+    });
+    // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
+    const sequencer = new AuditSequencer(db, {
+      // Each batch's logs get a signed checkpoint event, at most one per log per second.
+      onBatch: (batch) =>
+        publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }).then(() => undefined),
+      onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
+    });
+    sequencer.start();
+    stops.push(async () => {
+      await sequencer.stop();
+      // What committed until now goes into its chain before the last checkpoint.
+      await sequencer.tick();
     });
     let controller: Controller | undefined;
     let workflowEngine: WorkflowEngine | undefined;
@@ -265,7 +297,12 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         },
       });
       engine.start();
-      stops.push(() => engine.stop());
+      // A workflow started (or retried, or cancelled) anywhere is picked up at once, not at the next poll.
+      const unsubscribe = notifier.subscribe('tenantry_workflows', () => engine.wake());
+      stops.push(async () => {
+        unsubscribe();
+        await engine.stop();
+      });
       workflowEngine = engine;
     }
     if (config.role === 'controller') {

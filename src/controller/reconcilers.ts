@@ -1,5 +1,6 @@
 import { SpanKind } from '@opentelemetry/api';
 import { sql } from 'kysely';
+import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { inSpan } from '../observability/tracing.js';
@@ -15,7 +16,8 @@ import { DEFAULT_PARTITIONS } from '../registry/kinds/integration-resource.js';
 import type { ReconcilerName } from '../registry/kinds/kind.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
-import { type ProviderSet, slotFor } from './providers.js';
+import { reconcileRuntime } from '../runtime/runtime.reconciler.js';
+import { NO_RUNTIME, type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import type { Finish } from './queue/job-types.js';
@@ -80,6 +82,18 @@ const RECONCILERS: Record<
 > = {
   resource: (env, _kind, row, finish) => reconcileResource(env, row, finish),
   parent: (env, kind, row, finish) => reconcileParent(env, kind as 'Tenant' | 'Deployment', row, finish),
+  // Services, scaling policies and configuration versions (src/runtime): the compute target.
+  runtime: (env, kind, row, finish) =>
+    reconcileRuntime({
+      db: env.db,
+      runtime: env.providers.runtime ?? { missing: NO_RUNTIME },
+      kind: kind as 'Service' | 'ScalingPolicy' | 'Configuration',
+      row,
+      settle: (status, extra) => settle(env, finish, kind, row, status as ObservedStatus, extra),
+      drifted: (trx, ctx, data) => recordStatusEvent(trx, ctx, target(kind, row), 'drifted', data),
+      enqueue: (trx, k, objectId, tenantId) =>
+        enqueueJob(trx, { kind: k, objectId, tenantId, generation: 0 }),
+    }),
   // Catalogue entries (customers, systems, placement objects, webhook endpoints): nothing to provision.
   accept: (env, kind, row, finish) =>
     settle(
@@ -101,7 +115,11 @@ const deletedStatus = (what: string): ObservedStatus => ({
   ready: { status: 'False', reason: 'Deleted', message: `Deleted (${what}); the tombstone is kept.` },
 });
 
-/** Writes status; on a transition that matters records it and pokes the parents. */
+/**
+ * Writes status; on a transition that matters records it and pokes the parents. Lock order: the
+ * tenant write lock, the object's row, the tenant's audit chain head and event sequence, the
+ * parents' jobs, the object's own job (src/changes/tenant-write-lock.ts).
+ */
 async function settle(
   env: ReconcileEnv,
   finish: Finish | undefined,
@@ -112,6 +130,8 @@ async function settle(
 ): Promise<ReconcileResult> {
   const t = target(kind, row);
   await asPlatform(env.db, async (trx) => {
+    // The tenant's write lock before the row, as every change of the tenant takes it (no deadlock).
+    await lockTenantWrites(trx, t.tenantId);
     const ctx = env.context();
     const tr = await writeStatus(trx, t, status);
     if (extra) await extra(trx, ctx);
@@ -231,6 +251,17 @@ const summary = (o: ObservedResource): string =>
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(', ');
 
+const retained = (db: Db, tenantId: string) =>
+  asPlatform(db, async (trx) => {
+    const r = await sql`
+      select 1 from tenant_retention r where r.tenant_id = ${tenantId} and r.purged_at is null
+        and (r.resources_purge_after > now()
+             or exists (select 1 from legal_holds h where h.tenant_id = r.tenant_id and h.released_at is null))`.execute(
+      trx,
+    );
+    return r.rows.length > 0;
+  });
+
 async function reconcileResource(
   env: ReconcileEnv,
   row: ObjectRow,
@@ -239,6 +270,17 @@ async function reconcileResource(
   const { desired, region } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
   const slot = slotFor(env.providers, desired.type, region);
   if (row.deleted_at) {
+    // An archived tenant's resources are kept while its retention window is open or a legal hold
+    // is in force: the purge workflow removes them then, not the reconcile (src/workflows/retention.ts).
+    if (await retained(env.db, desired.tenantId))
+      return settle(env, finish, 'IntegrationResource', row, {
+        phase: 'Deleted',
+        ready: {
+          status: 'False',
+          reason: 'Retained',
+          message: "Deleted; kept under the tenant's retention until it is purged.",
+        },
+      });
     if ('provider' in slot) await providerCall(slot.provider, 'delete', desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
     return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));

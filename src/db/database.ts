@@ -171,22 +171,25 @@ export const PLATFORM: Scope = { kind: 'platform' };
  * transaction only: as a platform operator (sees every row) or as one tenant (sees its own rows).
  */
 export async function inScope<T>(db: Db, scope: Scope, work: (trx: Trx) => Promise<T>): Promise<T> {
-  if (scope.kind === 'platform')
-    return platformDb(db)
-      .transaction()
-      .execute(async (trx) => {
-        await setScope(trx, scope);
-        return work(trx);
-      });
-  const key = await scopeKeyOf(db);
-  return db.transaction().execute(async (trx) => {
-    await enterTenant(trx, scope.tenantId, key);
+  const key = scope.kind === 'tenant' ? await scopeKeyOf(db) : undefined;
+  return (scope.kind === 'platform' ? platformDb(db) : db).transaction().execute(async (trx) => {
+    if (scope.kind === 'platform') await enterPlatform(trx);
+    else await enterTenant(trx, scope.tenantId, key!);
     return work(trx);
   });
 }
 
+/**
+ * Sets the scope of a transaction begun elsewhere (on `platformDb(db)` for the platform, on `db`
+ * for a tenant). A tenant scope is entered with a proof (migration 0020), never by a setting.
+ */
+export async function setScope(trx: Trx, scope: Scope, db: Db): Promise<void> {
+  if (scope.kind === 'platform') await enterPlatform(trx);
+  else await enterTenant(trx, scope.tenantId, await scopeKeyOf(db));
+}
+
 /** The platform scope (on the platform role's connection; on the tenant role it shows nothing). */
-export async function setScope(trx: Trx, _scope: typeof PLATFORM): Promise<void> {
+async function enterPlatform(trx: Trx): Promise<void> {
   await sql`select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)`.execute(
     trx,
   );

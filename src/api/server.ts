@@ -25,10 +25,12 @@ import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { workflowTypes } from '../tenant-migrations/migration-workflows.js';
+import { registerMigrationRoutes } from '../tenant-migrations/migrations.routes.js';
+import { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { FreezesService } from '../workflows/freezes.js';
-import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
 import { registerWorkflowRoutes } from '../workflows/workflows.routes.js';
 import { WorkflowsService } from '../workflows/workflows.service.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
@@ -226,10 +228,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerActivityRoutes(app, db, registry, identify);
   registerWorkflowRoutes(
     app,
-    deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    deps.workflows ?? new WorkflowsService(db, workflowTypes(db)),
     new FreezesService(db),
     identify,
   );
+  registerMigrationRoutes(app, new MigrationsService(db), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
   const events = deps.events ?? new EventsService(db, config);

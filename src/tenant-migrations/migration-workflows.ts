@@ -98,13 +98,14 @@ interface MigrationRow {
   freeze_started_at: Date | null;
 }
 
-async function migrationRow(db: Db | Trx, id: string): Promise<MigrationRow> {
-  const read = (trx: Trx) => sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
-  const r = 'transaction' in db ? await asPlatform(db as Db, read) : await read(db as Trx);
+async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
+  const r = await sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
   const row = r.rows[0];
   if (!row) throw new ProviderError(`migration ${id} is gone`, 'MigrationGone', false);
   return row;
 }
+
+const migrationRow = (db: Db, id: string) => asPlatform(db, (trx) => readMigration(trx, id));
 
 /**
  * The tenancy-mode migration (pool → silo) and its rollback, as workflows of the orchestrator
@@ -436,7 +437,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     plan: MigrationPlan,
     direction: 'forward' | 'back',
   ): Promise<void> {
-    const m = await migrationRow(trx, migrationId);
+    const m = await readMigration(trx, migrationId);
     const from = direction === 'forward' ? m.source : m.target;
     const to = direction === 'forward' ? m.target : m.source;
     const ctx = systemContext(`tenantry-workflow ${migrationId}`);

@@ -12,6 +12,7 @@ import { databaseUrl } from './pg-copy.js';
 const customer = `mg${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const base = tenant.replace(/-/g, '_');
+const tenantB = `${customer}b-eu-dev`;
 const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
   apiVersion: 'tenantry.dev/v1',
   kind,
@@ -35,6 +36,18 @@ const fx = useControllerTestDatabase((f) =>
     doc('Tenant', undefined, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
     doc('IntegrationResource', undefined, {
       scope: { tenant },
+      type: 'database',
+      database: { isolation: 'pool' },
+    }),
+    doc('Customer', `${customer}b`, { displayName: 'Keyless', shortCode: `${customer}b` }),
+    doc('Tenant', undefined, {
+      customer: `${customer}b`,
+      region: 'eu',
+      environmentType: 'dev',
+      isolation: 'pool',
+    }),
+    doc('IntegrationResource', undefined, {
+      scope: { tenant: tenantB },
       type: 'database',
       database: { isolation: 'pool' },
     }),
@@ -105,9 +118,9 @@ function startWriter(resourceId: string, from = 1_000_000) {
   };
 }
 
-async function resourceId(): Promise<string> {
+async function resourceId(of = tenant): Promise<string> {
   const r = await fx.t.owner.query<{ id: string }>(`select id from integration_resources where slug = $1`, [
-    `${tenant}.database`,
+    `${of}.database`,
   ]);
   return r.rows[0]!.id;
 }
@@ -234,7 +247,7 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       });
       const cells = await fx.t.owner.query(`select slug, allocated from cells order by slug`);
       expect(cells.rows).toEqual([
-        { slug: `${customer}-pool`, allocated: 0 },
+        { slug: `${customer}-pool`, allocated: 1 }, // tenant B stays in the pool
         { slug: `${customer}-silo`, allocated: 1 },
       ]);
       const ev = await fx.t.owner.query(
@@ -296,6 +309,60 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       await expect(service.rollback(fx.ctx, tenant, m.id)).rejects.toMatchObject({
         code: 'migration.rollback_unavailable',
       });
+    } finally {
+      await e.stop();
+      await c.stop();
+    }
+  }, 300_000);
+});
+
+describe('what logical replication cannot carry', () => {
+  it('refuses a schema with objects it does not copy, changing nothing; copies a table without a key during the freeze', async () => {
+    const c = await startController(fx.t);
+    const e = startWorkflowEngine(fx.t, { providers: c.providers });
+    const service = new MigrationsService(fx.t.db);
+    try {
+      const rid = await resourceId(tenantB);
+      await until('the pool database Ready', async () => {
+        const r = await fx.t.owner.query(`select phase from integration_resources where id = $1`, [rid]);
+        return r.rows[0].phase === 'Ready';
+      });
+      const app = await tenantClient(rid);
+      await app.query(`
+        create table log (at timestamptz not null default now(), line text);
+        insert into log (line) select 'line ' || g from generate_series(1, 5000) g;
+        create view recent as select * from log;`);
+
+      const m1 = (await service.start(
+        fx.ctx,
+        tenantB,
+        { isolation: 'silo' },
+        { dryRun: false },
+      )) as Migration;
+      expect(await finished(fx.t, m1.id, 60_000)).toMatchObject({ state: 'Failed' });
+      const failed = await service.get(fx.ctx, tenantB, m1.id);
+      expect(failed.state).toBe('Failed');
+      expect(failed.error).toMatch(/view t_\w+\.recent/);
+      const t = await fx.t.owner.query(`select placement from tenants where slug = $1`, [tenantB]);
+      expect(t.rows[0].placement).toMatchObject({ isolation: 'pool' });
+
+      await app.query('drop view recent');
+      await app.end();
+      const m2 = (await service.start(
+        fx.ctx,
+        tenantB,
+        { isolation: 'silo' },
+        { dryRun: false },
+      )) as Migration;
+      expect(await finished(fx.t, m2.id, 120_000)).toMatchObject({ state: 'Succeeded' });
+      const done = await service.get(fx.ctx, tenantB, m2.id);
+      expect(done).toMatchObject({ state: 'CutOver', mode: 'freeze-copy' });
+      expect((done.plan as { modeReason: string }).modeReason).toMatch(/without a primary key/);
+      expect(done.freeze.durationMs).toBeGreaterThanOrEqual(0);
+      const silo = await tenantClient(rid);
+      const n = await silo.query('select count(*)::int as n, count(distinct line)::int as d from log');
+      expect(n.rows[0]).toEqual({ n: 5000, d: 5000 });
+      await silo.end();
     } finally {
       await e.stop();
       await c.stop();

@@ -303,7 +303,10 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       expect(t2.rows[0].placement).toMatchObject({ isolation: 'pool', cell: `${customer}-pool` });
       const gone = await dp.query('select 1 from pg_database where datname = $1', [`tenantry_${base}`]);
       expect(gone.rowCount).toBe(0);
-      const slots = await dp.query(`select count(*)::int as n from pg_replication_slots`);
+      const slots = await dp.query(
+        `select count(*)::int as n from pg_replication_slots where slot_name like $1`,
+        [`tenantry_m_${m.id.replace(/-/g, '').slice(0, 12)}_%`],
+      );
       expect(slots.rows[0].n).toBe(0);
       await dp.end();
       await expect(service.rollback(fx.ctx, tenant, m.id)).rejects.toMatchObject({

@@ -177,7 +177,6 @@ export async function desiredResource(
     consumers: string[] | null;
   }>`
     select t.slug as tenant_slug, t.region, coalesce(d.slug, t.slug) as scope_slug,
-      -- A migration's write freeze (src/tenant-migrations) keeps the tenant's roles NOLOGIN like a suspension.
       t.lifecycle in ('Suspended', 'Archived')
         or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen) as suspended,
       (select array_agg(c.slug order by c.slug) from deployments c

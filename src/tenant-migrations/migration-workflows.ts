@@ -163,14 +163,37 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
   ): Promise<Verification> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const v = await withClient(urlOf(r.source.database), (s) =>
-        withClient(urlOf(r.target.database), async (t) =>
-          compare(await checksums(s, r.source.schema, r.tables), await checksums(t, targetSchema, r.tables)),
-        ),
-      );
+      // Both sides at once, each in one snapshot: the freeze lasts as long as this takes.
+      const [source, target] = await Promise.all([
+        withClient(urlOf(r.source.database), (s) => checksums(s, r.source.schema, r.tables)),
+        withClient(urlOf(r.target.database), (t) => checksums(t, targetSchema, r.tables)),
+      ]);
+      const v = compare(source, target);
       if (v.equal || Date.now() > deadline) return v;
-      await new Promise((res) => setTimeout(res, 100));
+      await new Promise((res) => setTimeout(res, 50));
     }
+  };
+
+  /**
+   * Waits (at most 3 s) until the subscription has received the source's WAL up to now, so that
+   * the checksums are usually computed once; the checksums, not this, decide.
+   */
+  const caughtUp = async (r: ResourcePlan) => {
+    const lsn = await withClient(urlOf(r.source.database), async (s) => {
+      return (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
+    });
+    const deadline = Date.now() + 3_000;
+    await withClient(urlOf(r.target.database), async (t) => {
+      while (Date.now() < deadline) {
+        const q = await t.query<{ done: boolean }>(
+          `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
+           from pg_stat_subscription where subname = $1 and relid is null`,
+          [r.replication, lsn],
+        );
+        if (q.rows[0]?.done) return;
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    });
   };
 
   const isolationSteps: StepDefinition<IsolationMigrationInput>[] = [
@@ -317,10 +340,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       name: 'freeze-writes',
       // From here the tenant's credentials are refused until the cut-over (the freeze whose length is recorded).
       async run(ctx) {
+        // The freeze starts before the first refusal (a re-run keeps the first start).
+        const m = await migrationRow(db, ctx.input.migrationId);
+        const frozenAt = (m.freeze_started_at ?? new Date()).toISOString();
         await setFrozen(ctx.input.migrationId, true);
         for (const r of planOf(ctx).resources) await setLogin(r.source.role, false);
-        const m = await migrationRow(db, ctx.input.migrationId);
-        return { frozenAt: (m.freeze_started_at ?? new Date()).toISOString() };
+        return { frozenAt };
       },
       async checkpoint(trx, ctx, output) {
         await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
@@ -353,6 +378,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
                 }),
               ),
             );
+          if (plan.mode === 'logical-replication') await caughtUp(r);
           const v = await verifyUntilEqual(r, r.source.schema, deps.verifyTimeoutMs ?? 60_000);
           await withClient(urlOf(r.source.database), (s) =>
             withClient(urlOf(r.target.database), (t) =>

@@ -161,6 +161,25 @@ export function registerMigrationCommands(program: Command, deps: Deps): void {
       });
     });
   program
+    .command('retire-migration')
+    .description("drop a cut-over migration's kept source (ends the rollback window)")
+    .argument('<tenant>', 'slug or UUID')
+    .argument('<id>', 'migration id')
+    .option('--wait', 'follow the workflow; exit 1 unless it succeeds')
+    .action(async (tenant: string, id: string, opts: { wait?: boolean }) => {
+      await deps.run(async () => {
+        const c = deps.client();
+        const { body } = await c.request<MigrationView & { retireWorkflowId?: string }>(
+          'POST',
+          `/v1/tenants/${encodeURIComponent(tenant)}/migrations/${encodeURIComponent(id)}/retire`,
+        );
+        console.log(`migration ${body.id} retiring its source (workflow ${body.retireWorkflowId})`);
+        if (!opts.wait || !body.retireWorkflowId) return;
+        const end = await waitForWorkflow(c, body.retireWorkflowId);
+        if (end.state !== 'Succeeded') process.exitCode = 1;
+      });
+    });
+  program
     .command('rollback-migration')
     .description(
       'return a tenant to the source of its migration, within the rollback window, with every write since',

@@ -42,6 +42,7 @@ const { escapeIdentifier: id } = pg;
 
 export const MIGRATE_ISOLATION = 'migration.isolation';
 export const ROLLBACK_MIGRATION = 'migration.rollback';
+export const RETIRE_MIGRATION = 'migration.retire';
 
 /** What a tenancy-mode migration is asked to do (the request wrote the rest into `tenant_migrations`). */
 export interface IsolationMigrationInput {
@@ -610,6 +611,46 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     },
   ];
 
+  // Retiring: the kept source goes (schema, role, kept credentials); no rollback after this.
+  const retireSteps: StepDefinition<RollbackInput>[] = [
+    {
+      name: 'drop-source',
+      async run(ctx) {
+        const m = await migrationRow(db, ctx.input.migrationId);
+        if (m.state !== 'CutOver' && m.state !== 'Retired')
+          throw new ProviderError(`the migration is ${m.state}, not CutOver`, 'NotCutOver', false);
+        const plan = m.plan as MigrationPlan;
+        for (const r of plan.resources)
+          await provider().delete({
+            id: r.sourceKey,
+            type: 'database',
+            tenantId: ctx.tenantId,
+            tenantSlug: ctx.input.tenantSlug,
+            scopeSlug: r.scopeSlug,
+            physicalName: r.source.role,
+            database: { isolation: 'pool' },
+          });
+        return { dropped: plan.resources.map((r) => `${r.source.database}.${r.source.schema}`) };
+      },
+      async checkpoint(trx, ctx) {
+        await sql`update tenant_migrations set state = 'Retired', retired_at = now(), updated_at = now()
+          where id = ${ctx.input.migrationId}`.execute(trx);
+        await appendAudit(
+          trx,
+          auditEntryOf(systemContext(`tenantry-workflow ${ctx.workflowId}`), {
+            tenantId: ctx.tenantId,
+            action: 'migration.retired',
+            target: { kind: 'Migration', id: ctx.input.migrationId, slug: ctx.input.tenantSlug },
+            before: null,
+            after: { state: 'Retired' },
+            outcome: 'success',
+            decision: null,
+          }),
+        );
+      },
+    },
+  ];
+
   const failed = async (trx: Trx, ctx: { input: { migrationId: string } }, reason: string) => {
     await sql`update tenant_migrations set state = case when state = 'Running' then 'Failed' else state end,
         writes_frozen = false, error = ${reason.slice(0, 2000)}, updated_at = now()
@@ -630,7 +671,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
           where id = ${ctx.input.migrationId}`.execute(trx);
     },
   };
-  return [migrate as WorkflowDefinition<never>, rollback as WorkflowDefinition<never>];
+  const retire: WorkflowDefinition<RollbackInput> = { type: RETIRE_MIGRATION, steps: retireSteps };
+  return [migrate, rollback, retire] as WorkflowDefinition<never>[];
 }
 
 function bindingOf(p: Placement) {

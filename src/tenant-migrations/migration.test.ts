@@ -366,6 +366,28 @@ describe('what logical replication cannot carry', () => {
       const n = await silo.query('select count(*)::int as n, count(distinct line)::int as d from log');
       expect(n.rows[0]).toEqual({ n: 5000, d: 5000 });
       await silo.end();
+
+      // Retiring drops the kept source; no rollback after it.
+      const baseB = tenantB.replace(/-/g, '_');
+      const retiring = await service.retire(fx.ctx, tenantB, m2.id);
+      expect(await finished(fx.t, retiring.retireWorkflowId!, 60_000)).toMatchObject({ state: 'Succeeded' });
+      expect((await service.get(fx.ctx, tenantB, m2.id)).state).toBe('Retired');
+      const dp = new pg.Client({ connectionString: defaultDataplaneUrl(fx.t.ownerUrl) });
+      dp.on('error', () => undefined);
+      await dp.connect();
+      const left = await dp.query(
+        `select (select count(*) from pg_namespace where nspname = $1)::int as schemas,
+                (select count(*) from pg_roles where rolname = $1)::int as roles`,
+        [`t_${baseB}`],
+      );
+      await dp.end();
+      expect(left.rows[0]).toEqual({ schemas: 0, roles: 0 });
+      await expect(service.rollback(fx.ctx, tenantB, m2.id)).rejects.toMatchObject({
+        code: 'migration.rollback_unavailable',
+      });
+      const stillThere = await tenantClient(rid);
+      expect((await stillThere.query('select count(*)::int as n from log')).rows[0].n).toBe(5000);
+      await stillThere.end();
     } finally {
       await e.stop();
       await c.stop();

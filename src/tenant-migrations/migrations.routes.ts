@@ -40,6 +40,8 @@ const MigrationSchema = Type.Object({
   rollbackUntil: Type.Union([Type.String(), Type.Null()]),
   rollback: Type.Unknown(),
   rolledBackAt: Type.Union([Type.String(), Type.Null()]),
+  retiredAt: Type.Union([Type.String(), Type.Null()]),
+  retireWorkflowId: Type.Optional(Type.String({ format: 'uuid' })),
   error: Type.Union([Type.String(), Type.Null()]),
   actor: Type.Object({ principal: Type.String(), kind: Type.String() }),
   createdAt: Type.String(),
@@ -135,6 +137,25 @@ export function registerMigrationRoutes(
       },
     },
     async (request) => migrations.get(await identify(request), request.params.ref, request.params.id),
+  );
+
+  app.post<{ Params: { ref: string; id: string } }>(
+    '/v1/tenants/:ref/migrations/:id/retire',
+    {
+      config: { action: 'migration.retire' },
+      schema: {
+        operationId: 'retireMigration',
+        summary:
+          "Drops a cut-over migration's kept source (schema, role, credentials); no rollback after this",
+        tags: ['Workflow'],
+        params: MigrationParams,
+        response: { 202: MigrationSchema, ...errorResponses(400, 403, 404, 409, 423) },
+      },
+    },
+    async (request, reply) =>
+      reply
+        .code(202)
+        .send(await migrations.retire(await identify(request), request.params.ref, request.params.id)),
   );
 
   app.post<{ Params: { ref: string; id: string } }>(

@@ -14,6 +14,7 @@ import { workflowIdOf } from '../workflows/workflow.js';
 import {
   type IsolationMigrationInput,
   MIGRATE_ISOLATION,
+  RETIRE_MIGRATION,
   ROLLBACK_MIGRATION,
   type RollbackInput,
 } from './migration-workflows.js';
@@ -38,6 +39,9 @@ export interface Migration {
   rollbackUntil: string | null;
   rollback: unknown;
   rolledBackAt: string | null;
+  retiredAt: string | null;
+  /** Only in the answer to a retire request. */
+  retireWorkflowId?: string;
   error: string | null;
   actor: { principal: string; kind: string };
   createdAt: string;
@@ -76,6 +80,7 @@ interface Row {
   rollback_workflow_id: string | null;
   rollback_verification: unknown;
   rolled_back_at: Date | null;
+  retired_at: Date | null;
   error: string | null;
   actor: { principal: string; kind: string };
   created_at: Date;
@@ -110,6 +115,7 @@ function toMigration(r: Row): Migration {
     rollbackUntil: iso(r.rollback_until),
     rollback: r.rollback_verification,
     rolledBackAt: iso(r.rolled_back_at),
+    retiredAt: iso(r.retired_at),
     error: r.error,
     actor: r.actor,
     createdAt: r.created_at.toISOString(),
@@ -322,6 +328,47 @@ export class MigrationsService {
         );
       }
       return this.read(trx, t.id, id);
+    });
+  }
+
+  /** Drops the kept source of a cut-over migration: the rollback window ends now. */
+  async retire(ctx: RequestContext, ref: string, id: string): Promise<Migration> {
+    platformOnly(ctx);
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const m = await this.read(trx, t.id, id);
+      if (m.state !== 'CutOver')
+        throw new ConflictError(
+          'migration.retire_unavailable',
+          `Only a cut-over migration has a source to retire; this one is ${m.state}.`,
+          { details: { state: m.state } },
+        );
+      await assertNotFrozen(trx, t.id, RETIRE_MIGRATION);
+      const wid = workflowIdOf('migration-retire', id);
+      const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
+      const started = await startWorkflow(trx, {
+        id: wid,
+        tenantId: t.id,
+        type: RETIRE_MIGRATION,
+        input,
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+      });
+      if (started.created)
+        await appendAudit(
+          trx,
+          auditEntryOf(ctx, {
+            tenantId: t.id,
+            action: 'migration.retire',
+            target: { kind: 'Migration', id, slug: t.slug },
+            before: { placement: m.from },
+            after: null,
+            outcome: 'success',
+            decision: null,
+          }),
+        );
+      return { ...(await this.read(trx, t.id, id)), retireWorkflowId: wid };
     });
   }
 

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
@@ -410,7 +411,18 @@ interface TenantRow {
   placement: Placement | null;
 }
 
+/**
+ * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
+ * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
+ */
 async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
+  if (forUpdate) {
+    const found = await sql<{ id: string }>`
+      select id from tenants where deleted_at is null and ${isUuid(ref) ? sql`id = ${ref}` : sql`slug = ${ref}`}`.execute(
+      trx,
+    );
+    if (found.rows[0]) await lockTenantWrites(trx, found.rows[0].id);
+  }
   const r = await sql<TenantRow>`
     select id, slug, lifecycle, environment_type, spec, placement from tenants
     where deleted_at is null and ${isUuid(ref) ? sql`id = ${ref}` : sql`slug = ${ref}`}

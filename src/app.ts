@@ -35,10 +35,10 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
-import { lifecycleWorkflowTypes } from './workflows/lifecycle-workflows.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
 
 export interface Tenantry {
@@ -278,7 +278,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       controller = c;
       const engine = new WorkflowEngine({
         db,
-        registry: lifecycleWorkflowTypes(db, providers),
+        registry: workflowTypes(
+          db,
+          providers,
+          config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+        ),
         logger: log.child({ component: 'workflows' }),
         config: {
           ...config.controller,

@@ -28,10 +28,12 @@ import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { registerDriftRoutes } from '../runtime/drift.routes.js';
+import { workflowTypes } from '../tenant-migrations/migration-workflows.js';
+import { registerMigrationRoutes } from '../tenant-migrations/migrations.routes.js';
+import { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { FreezesService } from '../workflows/freezes.js';
-import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
 import { RetentionService } from '../workflows/retention.js';
 import { registerRetentionRoutes } from '../workflows/retention.routes.js';
 import { registerWorkflowRoutes } from '../workflows/workflows.routes.js';
@@ -233,13 +235,14 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerActivityRoutes(app, db, registry, identify);
   registerWorkflowRoutes(
     app,
-    deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    deps.workflows ?? new WorkflowsService(db, workflowTypes(db)),
     new FreezesService(db),
     identify,
   );
   registerRetentionRoutes(app, deps.retention ?? new RetentionService(db), identify);
   if (security.issuer)
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
+  registerMigrationRoutes(app, new MigrationsService(db), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);

@@ -11,6 +11,7 @@ import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
+import { registerMigrationCommands } from './migrations.commands.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
 import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
@@ -742,5 +743,6 @@ registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
+registerMigrationCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

@@ -17,6 +17,7 @@ import * as m0017 from './0017-tenant-retention.js';
 import * as m0018 from './0018-service-clients.js';
 import * as m0023 from './0023-audit-sequencer.js';
 import * as m0024 from './0024-audit-pruned-leaves.js';
+import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
@@ -39,6 +40,7 @@ const migrations: Record<string, Migration> = {
   '0018-service-clients': m0018,
   '0023-audit-sequencer': m0023,
   '0024-audit-pruned-leaves': m0024,
+  '0025-tenant-migrations': m0025,
   '0027-runtime-inventory': m0027,
 };
 

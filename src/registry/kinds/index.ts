@@ -83,7 +83,9 @@ export type ChangeAction =
   | 'suspend'
   | 'resume'
   | 'archive'
-  | 'disable';
+  | 'disable'
+  | 'migrate'
+  | 'revert_migration';
 const PAST: Record<ChangeAction, string> = {
   create: 'created',
   update: 'updated',
@@ -93,6 +95,8 @@ const PAST: Record<ChangeAction, string> = {
   resume: 'resumed',
   archive: 'archived',
   disable: 'disabled',
+  migrate: 'migrated',
+  revert_migration: 'migration_rolled_back',
 };
 export function eventName(kind: Kind, action: ChangeAction): EventName {
   const name = `${kind.toLowerCase()}.${PAST[action]}`;

@@ -22,6 +22,7 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { systemClock, withPromotions } from './releases/promotion-workflow.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
@@ -246,7 +247,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       controller = c;
       const engine = new WorkflowEngine({
         db,
-        registry: lifecycleWorkflowTypes(db, providers),
+        registry: withPromotions(lifecycleWorkflowTypes(db, providers), {
+          db,
+          clock: systemClock,
+          recheckMs: 30_000,
+        }),
         logger: log.child({ component: 'workflows' }),
         config: {
           ...config.controller,

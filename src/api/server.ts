@@ -25,6 +25,9 @@ import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { type Clock, systemClock, withPromotions } from '../releases/promotion-workflow.js';
+import { PromotionsService } from '../releases/promotions.service.js';
+import { registerReleaseRoutes } from '../releases/releases.routes.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { FreezesService } from '../workflows/freezes.js';
@@ -53,8 +56,10 @@ export interface ServerDeps {
   rateLimiter?: RateLimiter;
   /** The event log (with its LISTEN notifier); absent: one that polls. */
   events?: EventsService;
-  /** Workflows (src/workflows); absent: one over the lifecycle workflow types. */
+  /** Workflows (src/workflows); absent: one over the lifecycle and promotion workflow types. */
   workflows?: WorkflowsService;
+  /** The clock promotions read (src/releases); absent: the system's. */
+  clock?: Clock;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -226,10 +231,19 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerActivityRoutes(app, db, registry, identify);
   registerWorkflowRoutes(
     app,
-    deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    deps.workflows ??
+      new WorkflowsService(
+        db,
+        withPromotions(lifecycleWorkflowTypes(db), {
+          db,
+          clock: deps.clock ?? systemClock,
+          recheckMs: 30_000,
+        }),
+      ),
     new FreezesService(db),
     identify,
   );
+  registerReleaseRoutes(app, new PromotionsService(db, deps.clock ?? systemClock), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
   const events = deps.events ?? new EventsService(db, config);

@@ -282,6 +282,12 @@ export interface CellTable extends ObjectColumns {
   allocated: Generated<number>;
 }
 export type PlanTable = ObjectColumns;
+/** Releases and pipelines (issue 21, src/releases); their other tables are read with plain SQL there. */
+export type PipelineTable = ObjectColumns;
+export interface ReleaseTable extends ObjectColumns {
+  system_id: string;
+  version: string;
+}
 
 export interface TenantUsageTable {
   tenant_id: string;
@@ -347,6 +353,8 @@ export interface Database {
   regions: RegionTable;
   cells: CellTable;
   plans: PlanTable;
+  pipelines: PipelineTable;
+  releases: ReleaseTable;
   tenant_usage: TenantUsageTable;
   usage_history: UsageHistoryTable;
   limit_overrides: LimitOverrideTable;

@@ -82,11 +82,32 @@ const WorkflowData = Type.Object(
   { additionalProperties: false },
 );
 
+/** A promotion's progress (src/releases); tenant events name the tenant and its deployment. */
+const PromotionData = Type.Object(
+  {
+    promotionId: Type.String({ format: 'uuid' }),
+    system: Type.String(),
+    version: Type.String(),
+    stage: Type.String(),
+    mode: Type.Optional(Type.String({ description: 'promote or rollback' })),
+    wave: Type.Optional(Type.Integer({ minimum: 0 })),
+    tenantId: Type.Optional(Type.String({ format: 'uuid' })),
+    deploymentId: Type.Optional(Type.String({ format: 'uuid' })),
+    fromVersion: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    toVersion: Type.Optional(Type.String()),
+    reason: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    until: Type.Optional(Type.String({ format: 'date-time' })),
+    actor: Type.Optional(Actor),
+  },
+  { additionalProperties: false },
+);
+
 export function eventSchema(name: EventName): TSchema {
   const type = cloudEventType(name);
   const workflow = name.startsWith('workflow.');
+  const promotion = name.startsWith('promotion.');
   const kind = KIND_OF[name.split('.')[0]!];
-  if (!kind && !workflow) throw new Error(`event ${name} names no kind`);
+  if (!kind && !workflow && !promotion) throw new Error(`event ${name} names no kind`);
   return Type.Object(
     {
       specversion: Type.Literal('1.0'),
@@ -102,7 +123,13 @@ export function eventSchema(name: EventName): TSchema {
         description: 'gap-free position in the tenant stream (or the platform stream), zero-padded',
       }),
       correlationid: Type.String({ minLength: 1 }),
-      data: workflow ? WorkflowData : STATUS_EVENTS.includes(name) ? StatusData(kind!) : ChangeData(kind!),
+      data: promotion
+        ? PromotionData
+        : workflow
+          ? WorkflowData
+          : STATUS_EVENTS.includes(name)
+            ? StatusData(kind!)
+            : ChangeData(kind!),
     },
     {
       $schema: 'https://json-schema.org/draft/2020-12/schema',

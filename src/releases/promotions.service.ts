@@ -259,6 +259,42 @@ export class PromotionsService {
     return this.get(ctx, id);
   }
 
+  /**
+   * Cancels a promotion: one awaiting approval ends Cancelled at once; a running one's workflow is
+   * cancelled (it stops at its next checkpoint and puts the tenants it updated back).
+   */
+  async cancel(ctx: RequestContext, id: string): Promise<Promotion> {
+    platformOnly(ctx, 'cancels promotions');
+    await asPlatform(this.db, async (trx) => {
+      const p = await this.row(trx, id, true);
+      if (!OPEN.includes(p.state))
+        throw new ConflictError('promotion.not_cancellable', `A ${p.state} promotion cannot be cancelled.`, {
+          details: { state: p.state },
+        });
+      if (p.state === 'AwaitingApproval')
+        await sql`update promotions set state = 'Cancelled', error = ${`cancelled by ${ctx.actor.principal}`},
+            finished_at = now(), updated_at = now() where id = ${p.id}`.execute(trx);
+      else
+        await sql`update workflows set cancel_requested = ${JSON.stringify(ctx.actor)},
+            state = case when state in ('Pending', 'Waiting') then 'Compensating' else state end,
+            run_after = now(), updated_at = now()
+          where id = ${p.id} and state in ('Pending', 'Running', 'Waiting')`.execute(trx);
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: null,
+          action: 'promotion.cancel',
+          target: { kind: 'Promotion', id: p.id, slug: `${p.system_slug}@${p.version}/${p.stage}` },
+          before: { state: p.state },
+          after: { state: p.state === 'AwaitingApproval' ? 'Cancelled' : 'Cancelling' },
+          outcome: 'success',
+          decision: null,
+        }),
+      );
+    });
+    return this.get(ctx, id);
+  }
+
   async list(
     ctx: RequestContext,
     q: { system?: string; state?: string; limit: number },

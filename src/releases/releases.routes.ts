@@ -149,6 +149,21 @@ export function registerReleaseRoutes(
     },
     async (request) => promotions.approve(await identify(request), request.params.id, request.body?.comment),
   );
+  app.post<{ Params: { id: string } }>(
+    '/v1/promotions/:id/cancel',
+    {
+      config: { action: 'promotion.cancel' },
+      schema: {
+        operationId: 'cancelPromotion',
+        summary:
+          'Cancels a promotion: awaiting approval, it ends; running, the tenants it updated are put back',
+        tags: ['Release'],
+        params: IdParams,
+        response: { 200: PromotionDetailSchema, ...errorResponses(400, 403, 404, 409) },
+      },
+    },
+    async (request) => promotions.cancel(await identify(request), request.params.id),
+  );
   app.get<{ Params: { ref: string } }>(
     '/v1/releases/:ref/evidence',
     {

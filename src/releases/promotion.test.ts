@@ -6,6 +6,31 @@ import { startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
 import { withPromotions } from './promotion-workflow.js';
 
+interface Target {
+  tenant: string;
+  deployment: string;
+  wave: number;
+  state: string;
+  reason: string | null;
+  fromVersion: string | null;
+}
+interface Promo {
+  id: string;
+  state: string;
+  error: string | null;
+  mode: string;
+  version: string;
+  gates: { gate: string; passed: boolean }[];
+  waves: Record<string, unknown>;
+  targets: Target[];
+}
+interface AuditRow {
+  action: string;
+  target_id: string | null;
+  correlation_id: string;
+  after: { shaLineage: string[]; artifacts: { digest: string }[]; gates: { gate: string }[] };
+}
+
 /** The promotions' clock: starts now, moved by the test (soak times, maintenance windows). */
 const clock = {
   t: Date.now(),
@@ -156,7 +181,7 @@ afterAll(async () => {
   await s?.close();
 });
 
-const promotion = async (id: string) => (await s.request('GET', `/v1/promotions/${id}`)).body;
+const promotion = async (id: string): Promise<Promo> => (await s.request('GET', `/v1/promotions/${id}`)).body;
 const workflowNote = async (id: string) =>
   (await s.t.owner.query<{ error: string | null }>('select error from workflows where id = $1', [id])).rows[0]
     ?.error ?? '';
@@ -165,7 +190,7 @@ const workflowNote = async (id: string) =>
  * Waits for a promotion to end, moving the clock over each soak time; `onDeferred` sees the
  * promotion while it waits for deferred tenants and may move the clock past their hold.
  */
-async function drive(id: string, onDeferred?: () => Promise<void>): Promise<any> {
+async function drive(id: string, onDeferred?: () => Promise<void>): Promise<Promo> {
   return until(
     `promotion ${id} to end`,
     async () => {
@@ -229,7 +254,10 @@ describe('releases', () => {
     });
     expect(minor.status, JSON.stringify(minor.body)).toBe(200);
     const list = await s.request('GET', `/v1/releases?system=${system}`);
-    expect(list.body.items.map((r: any) => r.spec.version).sort()).toEqual(['1.0.0', '1.1.0']);
+    expect(list.body.items.map((r: { spec: { version: string } }) => r.spec.version).sort()).toEqual([
+      '1.0.0',
+      '1.1.0',
+    ]);
   });
 
   it('a protected stage does not start without approval; neither the author nor the requester may approve', async () => {
@@ -275,7 +303,9 @@ describe('releases', () => {
     const done = await drive(p.id);
     expect(done.state).toBe('Failed');
     expect(done.error).toContain('previous-stage');
-    expect(done.gates.find((g: any) => g.gate === 'previous-stage')).toMatchObject({ passed: false });
+    expect(done.gates.find((g: { gate: string }) => g.gate === 'previous-stage')).toMatchObject({
+      passed: false,
+    });
   });
 
   it('four stages over 52 prod tenants in 3 waves: pinned untouched, windowed done after its window, failing rolled back; evidence complete', async () => {
@@ -286,9 +316,9 @@ describe('releases', () => {
       'Running',
     );
     const firstDone = await drive(first.id);
-    expect(firstDone.state, firstDone.error).toBe('Succeeded');
-    expect(firstDone.targets.filter((t: any) => t.state === 'Verified')).toHaveLength(PROD);
-    const waves = firstDone.targets.map((t: any) => t.wave);
+    expect(firstDone.state, firstDone.error ?? '').toBe('Succeeded');
+    expect(firstDone.targets.filter((t: Target) => t.state === 'Verified')).toHaveLength(PROD);
+    const waves = firstDone.targets.map((t: Target) => t.wave);
     expect([
       waves.filter((w: number) => w === 0).length,
       waves.filter((w: number) => w === 1).length,
@@ -328,21 +358,21 @@ describe('releases', () => {
       if (!sawDeferred) {
         sawDeferred = true;
         const mid = await promotion(p.id);
-        const w = mid.targets.find((t: any) => t.tenant === windowed);
+        const w = mid.targets.find((t: Target) => t.tenant === windowed);
         expect(w).toMatchObject({ state: 'Deferred', reason: 'in a maintenance window' });
         expect((await running()).get(windowed)?.version).toBe('1.0.0');
       }
       clock.t = windowEnd + 1000;
     });
-    expect(done.state, done.error).toBe('Succeeded');
+    expect(done.state, done.error ?? '').toBe('Succeeded');
     expect(sawDeferred).toBe(true);
-    const by = new Map(done.targets.map((t: any) => [t.tenant, t]));
+    const by = new Map(done.targets.map((t: Target) => [t.tenant, t] as const));
     expect(by.get(pinned)).toMatchObject({ state: 'Skipped' });
-    expect((by.get(pinned) as any).reason).toContain('pinned to 1.0.0');
+    expect((by.get(pinned) as Target).reason).toContain('pinned to 1.0.0');
     expect(by.get(broken)).toMatchObject({ state: 'RolledBack', fromVersion: '1.0.0' });
-    expect((by.get(broken) as any).reason).toContain('error rate 0.5');
+    expect((by.get(broken) as Target).reason).toContain('error rate 0.5');
     expect(by.get(windowed)).toMatchObject({ state: 'Verified' });
-    expect(done.targets.filter((t: any) => t.state === 'Verified')).toHaveLength(PROD - 2);
+    expect(done.targets.filter((t: Target) => t.state === 'Verified')).toHaveLength(PROD - 2);
 
     const after = await running();
     expect(after.get(pinned)).toEqual(before.get(pinned));
@@ -361,13 +391,15 @@ describe('releases', () => {
     // Evidence: the request, the approval, one update per tenant, the rollback, the summary.
     const ev = await s.request('GET', `/v1/releases/${system}-1-1-0/evidence`);
     expect(ev.status).toBe(200);
-    const mineOnly = ev.body.records.filter((r: any) => r.correlation_id === p.id || r.target_id === p.id);
-    const actions = ev.body.records.map((r: any) => r.action);
+    const mineOnly = ev.body.records.filter(
+      (r: AuditRow) => r.correlation_id === p.id || r.target_id === p.id,
+    );
+    const actions = ev.body.records.map((r: AuditRow) => r.action);
     expect(actions).toContain('promotion.request');
     expect(actions).toContain('promotion.approve');
     expect(actions).toContain('promotion.tenant_rollback');
     const summary = ev.body.records.find(
-      (r: any) => r.action === 'promotion.evidence' && r.target_id === p.id,
+      (r: AuditRow) => r.action === 'promotion.evidence' && r.target_id === p.id,
     );
     expect(summary.after).toMatchObject({
       pipelineRunId: 'run-1.1.0',
@@ -379,7 +411,7 @@ describe('releases', () => {
     });
     expect(summary.after.shaLineage).toHaveLength(3);
     expect(summary.after.artifacts[0].digest).toMatch(/^sha256:/);
-    expect(summary.after.gates.map((g: any) => g.gate)).toEqual([
+    expect(summary.after.gates.map((g: { gate: string }) => g.gate)).toEqual([
       'validations',
       'compatibility',
       'rollback-readiness',
@@ -434,12 +466,12 @@ describe('releases', () => {
     failing.clear();
     expect(done.state).toBe('Failed');
     expect(done.error).toContain('failure budget spent in wave 0');
-    const by = new Map(done.targets.map((t: any) => [t.tenant, t.state]));
+    const by = new Map(done.targets.map((t: Target) => [t.tenant, t.state]));
     expect(by.get(prodTenant(1))).toBe('RolledBack');
     expect(by.get(prodTenant(2))).toBe('RolledBack');
     expect(by.get(prodTenant(3))).toBe('Halted');
     expect(
-      done.targets.filter((t: any) => t.wave > 0 && t.state !== 'Halted' && t.state !== 'Skipped'),
+      done.targets.filter((t: Target) => t.wave > 0 && t.state !== 'Halted' && t.state !== 'Skipped'),
     ).toEqual([]);
     const now = await running();
     expect(now.get(prodTenant(40))?.version).toBe('1.1.0');
@@ -452,7 +484,7 @@ describe('releases', () => {
     expect(rb.status, JSON.stringify(rb.body)).toBe(201);
     expect(rb.body).toMatchObject({ mode: 'rollback', version: '1.0.0', state: 'Running' });
     const back = await drive(rb.body.id);
-    expect(back.state, back.error).toBe('Succeeded');
+    expect(back.state, back.error ?? '').toBe('Succeeded');
     const restored = await running();
     expect(restored.get(prodTenant(40))?.version).toBe('1.0.0');
     expect(restored.get(prodTenant(10))?.version).toBe('1.0.0');

@@ -299,8 +299,8 @@ export class PromotionsService {
     ctx: RequestContext,
     q: { system?: string; state?: string; limit: number },
   ): Promise<Promotion[]> {
-    platformOnly(ctx, 'reads promotions');
-    return asPlatform(this.db, async (trx) => {
+    // Promotions are platform records: a tenant's principals see none (row-level security).
+    return inScope(this.db, ctx.scope, async (trx) => {
       const systemId = q.system ? (await this.systemOf(trx, q.system)).id : undefined;
       const r = await sql<Row>`
         select p.*, s.slug as system_slug, pl.slug as pipeline_slug from promotions p
@@ -313,8 +313,7 @@ export class PromotionsService {
   }
 
   async get(ctx: RequestContext, id: string): Promise<PromotionDetail> {
-    platformOnly(ctx, 'reads promotions');
-    return asPlatform(this.db, async (trx) => {
+    return inScope(this.db, ctx.scope, async (trx) => {
       const p = await this.row(trx, id);
       return { ...toPromotion(p), targets: (await targetsOf(trx, p.id)).map(toTarget) };
     });

@@ -2,7 +2,7 @@ import { type Kysely, sql } from 'kysely';
 
 /**
  * Releases and promotion (issue 21, src/releases).
- * - pipelines, releases: platform kinds of the registry (everyone reads, the platform writes).
+ * - pipelines, releases: platform kinds of the registry, read and written by the platform only.
  *   A release is one version of a system; (system, version) is unique among live releases.
  * - deployment_releases: which release each Deployment runs, written only by promotions (the
  *   runtime inventory of issue 20 is not relied on). `previous_version` is what a rollback restores.
@@ -144,11 +144,12 @@ create table promotion_targets (
 create index promotion_targets_tenant on promotion_targets (tenant_id, promotion_id);
 `.execute(db);
 
-  for (const table of ['pipelines', 'releases']) {
+  // Release and CI metadata is the platform's: a tenant's principals see none of it (a tenant reads
+  // the version each of its deployments runs from deployment_releases).
+  for (const table of ['pipelines', 'releases', 'promotions']) {
     await sql`
       alter table ${sql.table(table)} enable row level security;
-      create policy catalogue_read on ${sql.table(table)} for select using (true);
-      create policy catalogue_write on ${sql.table(table)} for all
+      create policy platform_only on ${sql.table(table)}
         using (tenantry_is_platform()) with check (tenantry_is_platform());
     `.execute(db);
   }
@@ -167,9 +168,6 @@ create index promotion_targets_tenant on promotion_targets (tenant_id, promotion
     `.execute(db);
   }
   await sql`
-    alter table promotions enable row level security;
-    create policy platform_only on promotions
-      using (tenantry_is_platform()) with check (tenantry_is_platform());
     grant select, insert, update, delete on pipelines, releases, deployment_releases, release_pins,
       maintenance_windows, deployment_health, promotions, promotion_targets to tenantry_app;
   `.execute(db);

@@ -56,6 +56,8 @@ describe('the kind catalogue', () => {
       'Cell',
       'Plan',
       'WebhookEndpoint',
+      'Release',
+      'Pipeline',
     ]);
     expect(TABLES.IntegrationResource).toBe('integration_resources');
     expect(KIND_PATHS.WebhookEndpoint).toBe('webhook-endpoints');
@@ -68,7 +70,7 @@ describe('the kind catalogue', () => {
       'IntegrationResource:"cascade"',
       'WebhookEndpoint:"keep"',
     ]);
-    expect(EVENT_NAMES).toHaveLength(41);
+    expect(EVENT_NAMES).toHaveLength(60);
     expect(CLOUD_EVENT_TYPES).toContain('dev.tenantry.integrationresource.drifted.v1');
   });
 

@@ -153,7 +153,7 @@ export const pipeline = defineKind({
     phase: (v) => sql`phase = ${v}`,
   },
   reconciler: 'accept',
-  backfill: true,
+  backfill: false,
   events: ['created', 'updated', 'deleted'],
   cli: {
     name: 'pipeline',

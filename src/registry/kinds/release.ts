@@ -227,7 +227,7 @@ export const release = defineKind({
     metadata: (row) => ({ version: row.version }),
   },
   reconciler: 'accept',
-  backfill: true,
+  backfill: false,
   events: ['created', 'updated', 'deleted'],
   cli: {
     name: 'release',

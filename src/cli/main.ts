@@ -12,6 +12,7 @@ import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './cl
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
+import { registerReleaseCommands } from './releases.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function kindPath(kind: string): string {
@@ -674,5 +675,6 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
+registerReleaseCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

@@ -176,4 +176,61 @@ describe('a promotion whose engine is killed mid-wave', () => {
       await e.stop();
     }
   });
+
+  it('a cancelled promotion puts every tenant it updated back', { timeout: 120_000 }, async () => {
+    const rel = await s.request('POST', '/v1/apply', {
+      body: [
+        doc(
+          'Release',
+          {},
+          {
+            system: 'shop',
+            version: '2.0.1',
+            artifacts: [
+              { service: 'api', image: 'registry.example.com/shop', digest: `sha256:${'0'.repeat(64)}` },
+            ],
+            provenance: { commit: 'c'.repeat(40), repository: 'r', pipelineRunId: 'run-8', builder: 'ci' },
+            validations: [{ name: 'e2e', passed: true }],
+          },
+        ),
+      ],
+    });
+    expect(rel.status, JSON.stringify(rel.body)).toBe(200);
+    const e = startWorkflowEngine(s.t, {
+      registry: withPromotions(lifecycleWorkflowTypes(s.t.db), {
+        db: s.t.db,
+        clock: systemClock,
+        recheckMs: 200,
+      }),
+    });
+    try {
+      const res = await s.request('POST', '/v1/promotions', {
+        body: { system: 'shop', version: '2.0.1', stage: 'prod' },
+      });
+      expect(res.status, JSON.stringify(res.body)).toBe(201);
+      const id = res.body.id as string;
+      await until('tenants verified', async () => {
+        const r = await s.t.owner.query(
+          `select count(*)::int as n from promotion_targets where promotion_id = $1 and state = 'Verified'`,
+          [id],
+        );
+        return r.rows[0].n >= 3;
+      });
+      expect((await s.request('POST', `/v1/promotions/${id}/cancel`)).status).toBe(200);
+      const done = await until(
+        'the promotion to end',
+        async () => {
+          const p = (await s.request('GET', `/v1/promotions/${id}`)).body;
+          return ['Succeeded', 'Failed', 'Cancelled'].includes(p.state) ? p : undefined;
+        },
+        60_000,
+      );
+      expect(done.state).toBe('Cancelled');
+      expect(done.targets.every((t: { state: string }) => t.state === 'RolledBack')).toBe(true);
+      const running = await s.t.owner.query(`select distinct version from deployment_releases`);
+      expect(running.rows).toEqual([{ version: '2.0.0' }]);
+    } finally {
+      await e.stop();
+    }
+  });
 });

@@ -458,15 +458,24 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
       return true;
     });
 
-  /** Ends one Updated target: Verified, or RolledBack to the version it ran before. */
-  const settle = (p: PromotionRow, input: PromotionInput, t: TargetRow, verdict: HealthVerdict) =>
+  /**
+   * Ends one Updated target: Verified, or RolledBack to the version it ran before. A cancelled
+   * promotion's undo also rolls Verified targets back (`from`).
+   */
+  const settle = (
+    p: PromotionRow,
+    input: PromotionInput,
+    t: TargetRow,
+    verdict: HealthVerdict,
+    from: readonly string[] = ['Updated'],
+  ) =>
     asPlatform(db, async (trx) => {
       const cur = await sql<{ state: string; from_version: string | null }>`
         select state, from_version from promotion_targets
         where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
         for update`.execute(trx);
       const row = cur.rows[0];
-      if (row?.state !== 'Updated') return;
+      if (!row || !from.includes(row.state)) return;
       if (verdict.healthy) {
         await sql`update promotion_targets set state = 'Verified', reason = ${verdict.reason}, updated_at = now()
           where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
@@ -695,12 +704,10 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
         (t) => t.state === 'Verified' || t.state === 'Updated',
       );
       for (const t of done)
-        await settle(
-          p,
-          ctx.input,
-          { ...t, state: 'Updated' },
-          { healthy: false, reason: 'promotion cancelled' },
-        );
+        await settle(p, ctx.input, t, { healthy: false, reason: 'promotion cancelled' }, [
+          'Updated',
+          'Verified',
+        ]);
     },
   };
 

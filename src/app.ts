@@ -35,12 +35,13 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { systemClock, withPromotions } from './releases/promotion-workflow.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
+import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { sealSecrets } from './webhooks/webhook-secret-sealing.js';
 import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
-import { lifecycleWorkflowTypes } from './workflows/lifecycle-workflows.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
 
 export interface Tenantry {
@@ -289,7 +290,14 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       controller = c;
       const engine = new WorkflowEngine({
         db,
-        registry: lifecycleWorkflowTypes(db, providers),
+        registry: withPromotions(
+          workflowTypes(
+            db,
+            providers,
+            config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+          ),
+          { db, clock: systemClock, recheckMs: 30_000 },
+        ),
         logger: log.child({ component: 'workflows' }),
         config: {
           ...config.controller,

@@ -11,7 +11,9 @@ import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
+import { registerMigrationCommands } from './migrations.commands.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
+import { registerReleaseCommands } from './releases.commands.js';
 import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerSecretsCommands } from './secrets.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
@@ -744,5 +746,7 @@ registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
 registerSecretsCommands(program, { run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
+registerMigrationCommands(program, { client, output: () => globals().output, run });
+registerReleaseCommands(program, { client, output: () => globals().output, run });
 
 await program.parseAsync(process.argv);

@@ -196,7 +196,9 @@ export async function desiredResource(
     scope_slug: string;
     consumers: string[] | null;
   }>`
-    select t.slug as tenant_slug, t.region, t.lifecycle in ('Suspended', 'Archived') as suspended, coalesce(d.slug, t.slug) as scope_slug,
+    select t.slug as tenant_slug, t.region, coalesce(d.slug, t.slug) as scope_slug,
+      t.lifecycle in ('Suspended', 'Archived')
+        or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen) as suspended,
       (select array_agg(c.slug order by c.slug) from deployments c
         where c.tenant_id = t.id and c.deleted_at is null
           and c.slug in (select jsonb_array_elements_text(${JSON.stringify(spec.kafkaTopic?.consumers ?? [])}::jsonb))

@@ -398,7 +398,7 @@ function quotaError(
  * that concurrent placements serialise on them and never deadlock; returns 'none' when no cell exists
  * at all. Concurrency contract: the chosen cell's `allocated` is read and bumped under its row lock.
  */
-async function lockCandidateCells(
+export async function lockCandidateCells(
   trx: Trx,
   regions: string[],
   pinned: string | undefined,

@@ -36,8 +36,13 @@ grant select, insert, update on data_keys to tenantry_platform;
 alter table resource_secrets add column sealed text;
 `.execute(db);
 
-      const plainResources = await sql<{ tenant_id: string; resource_id: string; value: unknown }>`
-        select tenant_id, resource_id, value from resource_secrets`.execute(db);
+      const plainResources = await sql<{
+        tenant_id: string;
+        resource_id: string;
+        name: string;
+        value: unknown;
+      }>`
+        select tenant_id, resource_id, name, value from resource_secrets`.execute(db);
       const plainEndpoints = await sql<{
         id: string;
         tenant_id: string | null;
@@ -55,7 +60,7 @@ alter table resource_secrets add column sealed text;
         for (const r of plainResources.rows) {
           const sealed = await cipher.seal(JSON.stringify(r.value), {
             tenantId: r.tenant_id,
-            row: `resource_secrets/${r.resource_id}`,
+            row: `resource_secrets/${r.name}`,
           });
           await sql`update resource_secrets set sealed = ${sealed}
             where tenant_id = ${r.tenant_id} and resource_id = ${r.resource_id}`.execute(db);

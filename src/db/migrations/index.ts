@@ -20,7 +20,9 @@ import { secretsAtRest } from './0019-secrets-at-rest.js';
 import * as m0020 from './0020-tenant-scope-binding.js';
 import * as m0023 from './0023-audit-sequencer.js';
 import * as m0024 from './0024-audit-pruned-leaves.js';
+import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
+import * as m0029 from './0029-releases.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -47,7 +49,9 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0020-tenant-scope-binding': m0020,
   '0023-audit-sequencer': m0023,
   '0024-audit-pruned-leaves': m0024,
+  '0025-tenant-migrations': m0025,
   '0027-runtime-inventory': m0027,
+  '0029-releases': m0029,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

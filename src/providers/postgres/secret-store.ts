@@ -18,17 +18,21 @@ export class SecretStore {
     return `resource-secrets/${resourceId}`;
   }
 
-  static binding(tenantId: string, resourceId: string): SecretBinding {
-    return { tenantId, row: `resource_secrets/${resourceId}` };
+  /**
+   * Bound to the tenant and the credential's role name (unique on the data-plane server), not the
+   * resource id: a tenant migration swaps credentials between resource ids (src/tenant-migrations).
+   */
+  static binding(tenantId: string, name: string): SecretBinding {
+    return { tenantId, row: `resource_secrets/${name}` };
   }
 
   async get(resourceId: string): Promise<Record<string, string> | undefined> {
     const r = await asPlatform(this.db, (trx) =>
-      sql<{ tenant_id: string; sealed: string }>`
-        select tenant_id, sealed from resource_secrets where resource_id = ${resourceId}`.execute(trx),
+      sql<{ tenant_id: string; name: string; sealed: string }>`
+        select tenant_id, name, sealed from resource_secrets where resource_id = ${resourceId}`.execute(trx),
     );
     const row = r.rows[0];
-    return row ? this.open(row.tenant_id, resourceId, row.sealed) : undefined;
+    return row ? this.open(row.tenant_id, row.name, row.sealed) : undefined;
   }
 
   /**
@@ -41,22 +45,24 @@ export class SecretStore {
   ): Promise<Record<string, string>> {
     const sealed = await this.cipher.seal(
       JSON.stringify(create()),
-      SecretStore.binding(input.tenantId, input.resourceId),
+      SecretStore.binding(input.tenantId, input.name),
     );
     const stored = await asPlatform(this.db, async (trx) => {
       await sql`
         insert into resource_secrets (tenant_id, resource_id, name, sealed)
         values (${input.tenantId}, ${input.resourceId}, ${input.name}, ${sealed})
         on conflict do nothing`.execute(trx);
-      const r = await sql<{ tenant_id: string; sealed: string }>`
-        select tenant_id, sealed from resource_secrets where resource_id = ${input.resourceId}`.execute(trx);
+      const r = await sql<{ tenant_id: string; name: string; sealed: string }>`
+        select tenant_id, name, sealed from resource_secrets where resource_id = ${input.resourceId}`.execute(
+        trx,
+      );
       return r.rows[0]!;
     });
-    return this.open(stored.tenant_id, input.resourceId, stored.sealed);
+    return this.open(stored.tenant_id, stored.name, stored.sealed);
   }
 
-  private async open(tenantId: string, resourceId: string, sealed: string): Promise<Record<string, string>> {
-    return JSON.parse(await this.cipher.open(sealed, SecretStore.binding(tenantId, resourceId)));
+  private async open(tenantId: string, name: string, sealed: string): Promise<Record<string, string>> {
+    return JSON.parse(await this.cipher.open(sealed, SecretStore.binding(tenantId, name)));
   }
 
   async delete(resourceId: string): Promise<void> {

@@ -36,9 +36,11 @@ import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
 import { systemClock, withPromotions } from './releases/promotion-workflow.js';
+import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
 import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
+import { sealSecrets } from './webhooks/webhook-secret-sealing.js';
 import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
 
@@ -91,18 +93,23 @@ function redactUrl(u: string): string {
 
 /** The registry with its placement policy and the webhook policy (URL guard, secret rotation) of src/webhooks. */
 export function createRegistry(db: Db, config: Config): RegistryService {
+  const cipher = secretCipherFor(db, config);
   return new RegistryService(db, {
     config,
     policy: new PlacementPolicy(),
     webhooks: {
       urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
-      settleSecret: (existing, given) =>
-        applySecret(
+      // New secrets are sealed before they reach the row (src/secrets); kept ones stay sealed.
+      settleSecret: async (existing, given, endpoint) => {
+        const change = applySecret(
           existing as StoredSecret[] | null,
           given,
           new Date(),
           config.events.webhookSecretOverlapMs,
-        ),
+        );
+        if (change.kind !== 'ok') return change;
+        return { ...change, secrets: await sealSecrets(cipher, change.secrets, endpoint) };
+      },
     },
   });
 }
@@ -196,7 +203,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     } else {
       dataLocation = redactUrl(ownerUrl);
     }
-    const applied = await migrate(ownerUrl);
+    // The key-encryption key of the secrets at rest: generated (0600) on the first start unless
+    // TENANTRY_SECRETS_KEY_FILE names one; read now, so a missing or broken file stops the start.
+    const keys = new LocalFileKeyProvider(config.secretsKeyFile);
+    await keys.currentKeyId();
+    const applied = await migrate(ownerUrl, { keys });
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
     const appUrl = config.appDatabaseUrl ?? (await ensureAppRole(ownerUrl));
     const platformUrl = config.platformDatabaseUrl ?? (await ensurePlatformRole(ownerUrl));

@@ -24,7 +24,8 @@ async function serve(): Promise<{ child: ChildProcess; url: string; output: () =
     stdio: ['ignore', 'pipe', 'pipe'],
     // Its own process group, so that a test can Ctrl-C it as a terminal does (SIGINT to the group).
     detached: true,
-    env: { ...process.env, TENANTRY_LOG_LEVEL: 'warn' },
+    // The embedded default's own secrets key file in the data folder (not the test run's shared one).
+    env: { ...process.env, TENANTRY_LOG_LEVEL: 'warn', TENANTRY_SECRETS_KEY_FILE: '' },
   });
   let out = '';
   child.stdout?.on('data', (d) => (out += d));
@@ -416,6 +417,37 @@ describe('tenantry CLI', () => {
     const dry = await cli('apply', '--dry-run', '-f', shrink);
     expect(dry.code).toBe(1);
     expect(dry.stderr).toContain('[kafka.partition_shrink]');
+  });
+
+  it('keeps the secrets key in the data folder (0600) and rotates it while serving', async () => {
+    const file = path.join(dataDir, 'secrets', 'kek.json');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const before = JSON.parse(fs.readFileSync(file, 'utf8')).current;
+    const r = await run(process.execPath, [BIN, 'secrets', 'rotate-key', '--data-dir', dataDir, '--retire'], {
+      env: { ...process.env, TENANTRY_SECRETS_KEY_FILE: '' },
+    });
+    expect(r.stdout).toMatch(
+      /^new key-encryption key kek-\S+ is current\nre-wrapped [1-9]\d* data key\(s\) with kek-/,
+    );
+    expect(r.stdout).toContain(`retired ${before}`);
+    const doc = JSON.parse(fs.readFileSync(file, 'utf8'));
+    expect(doc.current).not.toBe(before);
+    expect(Object.keys(doc.keys)).toEqual([doc.current]);
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    // The running server seals new secrets and keeps working without a restart.
+    const hook = path.join(dataDir, 'hook-after-rotation.yaml');
+    fs.writeFileSync(
+      hook,
+      JSON.stringify({
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'WebhookEndpoint',
+        metadata: { name: 'after-rotation', tenant: 'circlek-eu-uat' },
+        spec: { url: 'https://hooks.example.com/tenantry' },
+      }),
+    );
+    const applied = await cli('apply', '-f', hook);
+    expect(applied.code, applied.stderr).toBe(0);
+    expect(applied.stdout).toMatch(/signing secret \(shown once, store it now\): whsec_/);
   });
 
   it('stops in order on Ctrl-C, PostgreSQL last, and reuses the data on the next start', async () => {

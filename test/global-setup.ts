@@ -33,6 +33,10 @@ export default async function setup(project: TestProject) {
     await embedded.start();
     serverUrl = embedded.url;
   }
+  // One key-encryption key for the run (src/secrets): test processes and the processes they spawn
+  // inherit the variable, so all of them open what any of them sealed.
+  const keyDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-test-kek-'));
+  process.env.TENANTRY_SECRETS_KEY_FILE ??= path.join(keyDir, 'kek.json');
   const admin = new pg.Client({ connectionString: serverUrl });
   await admin.connect();
   await admin.query(`drop database if exists ${TEMPLATE}`);
@@ -47,5 +51,6 @@ export default async function setup(project: TestProject) {
   return async () => {
     await embedded?.stop();
     if (dir) await fs.rm(dir, { recursive: true, force: true });
+    await fs.rm(keyDir, { recursive: true, force: true });
   };
 }

@@ -113,7 +113,7 @@ export async function exportAudit(
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')
     .execute(async (trx) => {
-      await setScope(trx, { kind: 'platform' });
+      await setScope(trx, { kind: 'platform' }, db);
       const summary: AuditExportSummary = { records: 0, checkpoints: 0, retention: 0, chains: 0 };
       await writeLine(out, {
         type: 'header',

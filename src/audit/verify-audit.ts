@@ -47,7 +47,7 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
     .setAccessMode('read only')
     .execute(async (trx) => {
       // The snapshot begins with this first statement: everything below sees the same moment.
-      await setScope(trx, { kind: 'platform' });
+      await setScope(trx, { kind: 'platform' }, db);
       for (const m of await loadRetention(trx, chain)) verifier.addRetention(m);
       for (const c of await loadCheckpoints(trx)) verifier.addCheckpoint(c);
       for (const h of await loadHeads(trx, chain)) verifier.addHead(h.chain, h.seq, h.hash);

@@ -15,6 +15,7 @@ import { registerMigrationCommands } from './migrations.commands.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
 import { registerReleaseCommands } from './releases.commands.js';
 import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
+import { registerSecretsCommands } from './secrets.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function filterParams(filters: string[] | undefined): URLSearchParams {
@@ -743,6 +744,7 @@ for (const [verb, path] of [
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
+registerSecretsCommands(program, { run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
 registerMigrationCommands(program, { client, output: () => globals().output, run });
 registerReleaseCommands(program, { client, output: () => globals().output, run });

@@ -66,6 +66,10 @@ export const ConfigSchema = Type.Composite([
     auditSigningKeyFile: OptionalString(
       'Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit.',
     ),
+    secretsKeyFile: Type.String({
+      description:
+        'Key-encryption keys of the secrets at rest (TENANTRY_SECRETS_KEY_FILE, JSON, mode 0600); default dataDir/secrets/kek.json, generated on first use. Every process of one installation needs the same file.',
+    }),
     auditTrustedKeyFiles: Type.Array(Type.String(), {
       description: 'Public keys (PEM files) of earlier checkpoint signers that verification still trusts.',
     }),
@@ -163,6 +167,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,
+    secretsKeyFile: path.resolve(env.TENANTRY_SECRETS_KEY_FILE || path.join(dataDir, 'secrets', 'kek.json')),
     auditTrustedKeyFiles: list(env.TENANTRY_AUDIT_TRUSTED_KEY_FILES, []).map((f) => path.resolve(f)),
     auditCheckpointIntervalMs: integerSetting(
       'TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS',

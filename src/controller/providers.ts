@@ -8,6 +8,7 @@ import { SecretStore } from '../providers/postgres/secret-store.js';
 import type { ResourceProvider, ResourceType } from '../providers/provider.js';
 import { KubernetesRuntimeProvider } from '../runtime/kubernetes/kubernetes-runtime.provider.js';
 import type { RuntimeProvider } from '../runtime/runtime-provider.js';
+import { secretCipherFor } from '../secrets/index.js';
 
 /** Per resource type: the configured provider, or why there is none (shown as ProviderNotConfigured). */
 export type ProviderSlot = { provider: ResourceProvider } | { missing: string };
@@ -64,7 +65,10 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
         ? { provider: createAzureBlobProvider(config.azureBlob) }
         : { provider: new LocalDiskBlobProvider(config.dataDir) }),
     database: overrides.database ?? {
-      provider: new PostgresDatabaseProvider(deps.dataplaneUrl, new SecretStore(deps.db)),
+      provider: new PostgresDatabaseProvider(
+        deps.dataplaneUrl,
+        new SecretStore(deps.db, secretCipherFor(deps.db, config)),
+      ),
     },
     regions: overrides.regions ?? regions,
     runtime:

@@ -1,8 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
+import type { KeyProvider } from '../secrets/key-provider.js';
 import { guardClient, guardPool } from './connection-errors.js';
-import { migrationProvider } from './migrations/index.js';
+import { migrationProvider, migrationProviderWith } from './migrations/index.js';
 import type { Database } from './schema.js';
 
 export type Db = Kysely<Database>;
@@ -65,15 +66,18 @@ export const platformDb = (db: Db): Db => platformDbs.get(db) ?? db;
 /** The pg pool behind a Db made by createDb (for pool metrics). */
 export const poolOf = (db: Db): pg.Pool | undefined => pools.get(db);
 
-/** Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe. */
-export async function migrate(ownerUrl: string): Promise<string[]> {
+/**
+ * Applies every pending migration; a PostgreSQL advisory lock makes concurrent starts safe.
+ * `keys`: the key-encryption key, to seal secrets that earlier versions stored in clear.
+ */
+export async function migrate(ownerUrl: string, opts: { keys?: KeyProvider } = {}): Promise<string[]> {
   const db = new Kysely<unknown>({
     dialect: new PostgresDialect({ pool: guardPool(new pg.Pool({ connectionString: ownerUrl, max: 1 })) }),
   });
   try {
     const migrator = new Migrator({
       db,
-      provider: migrationProvider,
+      provider: migrationProviderWith(opts.keys),
       migrationTableName: 'tenantry_migrations',
       migrationLockTableName: 'tenantry_migrations_lock',
     });
@@ -167,22 +171,69 @@ export const PLATFORM: Scope = { kind: 'platform' };
  * transaction only: as a platform operator (sees every row) or as one tenant (sees its own rows).
  */
 export async function inScope<T>(db: Db, scope: Scope, work: (trx: Trx) => Promise<T>): Promise<T> {
+  const key = scope.kind === 'tenant' ? await scopeKeyOf(db) : undefined;
   return (scope.kind === 'platform' ? platformDb(db) : db).transaction().execute(async (trx) => {
-    await setScope(trx, scope);
+    if (scope.kind === 'platform') await enterPlatform(trx);
+    else await enterTenant(trx, scope.tenantId, key!);
     return work(trx);
   });
 }
 
-export async function setScope(trx: Trx, scope: Scope): Promise<void> {
-  if (scope.kind === 'platform') {
-    await sql`select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)`.execute(
-      trx,
-    );
-  } else {
-    await sql`select set_config('tenantry.platform', '', true), set_config('tenantry.tenant_id', ${scope.tenantId}, true)`.execute(
-      trx,
-    );
+/**
+ * Sets the scope of a transaction begun elsewhere (on `platformDb(db)` for the platform, on `db`
+ * for a tenant). A tenant scope is entered with a proof (migration 0020), never by a setting.
+ */
+export async function setScope(trx: Trx, scope: Scope, db: Db): Promise<void> {
+  if (scope.kind === 'platform') await enterPlatform(trx);
+  else await enterTenant(trx, scope.tenantId, await scopeKeyOf(db));
+}
+
+/** The platform scope (on the platform role's connection; on the tenant role it shows nothing). */
+async function enterPlatform(trx: Trx): Promise<void> {
+  await sql`select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)`.execute(
+    trx,
+  );
+}
+
+const scopeKeys = new WeakMap<Db, Promise<Buffer>>();
+
+/**
+ * The key that proves tenant scopes (migration 0020), read once per Db over the platform role's
+ * pool: the tenant role cannot read it, so a statement on a tenant connection cannot prove a scope.
+ */
+function scopeKeyOf(db: Db): Promise<Buffer> {
+  let key = scopeKeys.get(db);
+  if (!key) {
+    key = sql<{ key: Buffer }>`select key from tenantry_scope_key where id = 1`
+      .execute(platformDb(db))
+      .then((r) => {
+        if (!r.rows[0]) throw new Error('no tenant scope key (migration 0020)');
+        return r.rows[0].key;
+      });
+    // A failed read (database down) is not kept: the next transaction reads again.
+    key.catch(() => scopeKeys.delete(db));
+    scopeKeys.set(db, key);
   }
+  return key;
+}
+
+/** How long a tenant scope proof is valid: it is used at once, by the transaction it was made for. */
+const PROOF_SECONDS = 300;
+
+/** HMAC-SHA256 under the scope key over `<tenant>|<expires>`, what tenantry_enter_tenant checks. */
+export const tenantScopeProof = (key: Buffer, tenantId: string, expires: number): Buffer =>
+  createHmac('sha256', key).update(`${tenantId}|${expires}`).digest();
+
+/**
+ * Binds this transaction to one tenant (migration 0020): every policy then shows that tenant's rows
+ * only, whatever a later statement in the transaction sets.
+ */
+async function enterTenant(trx: Trx, tenant: string, key: Buffer): Promise<void> {
+  const tenantId = tenant.toLowerCase();
+  const expires = Math.floor(Date.now() / 1000) + PROOF_SECONDS;
+  await sql`select set_config('tenantry.platform', '', true), tenantry_enter_tenant(${tenantId}::uuid, ${expires}::bigint, ${tenantScopeProof(key, tenantId, expires)})`.execute(
+    trx,
+  );
 }
 
 export const asPlatform = <T>(db: Db, work: (trx: Trx) => Promise<T>): Promise<T> =>

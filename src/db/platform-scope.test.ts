@@ -154,8 +154,10 @@ describe('the tenant role with raw SQL', () => {
       select p.oid::regprocedure::text as sig, has_function_privilege('tenantry_app', p.oid, 'execute') as app
       from pg_proc p join pg_namespace n on n.oid = p.pronamespace
       where n.nspname = 'public' and p.prosecdef order by 1`);
-    // The only one the tenant role may call appends an event, and only for its own tenant.
+    // The only ones the tenant role may call: entering a tenant's scope with a proof (migration
+    // 0020), and appending an event for its own tenant only.
     expect(definers.rows.filter((r) => r.app).map((r) => r.sig)).toEqual([
+      'tenantry_enter_tenant(uuid,bigint,bytea)',
       'tenantry_event_appended(uuid,uuid,text,text,bigint)',
     ]);
     const calls: Record<string, string> = {
@@ -167,6 +169,7 @@ describe('the tenant role with raw SQL', () => {
       'tenantry_audit_apply_retention_unchecked(uuid,timestamp with time zone)': `select * from tenantry_audit_apply_retention_unchecked(gen_random_uuid(), now())`,
       'tenantry_event_appended(uuid,uuid,text,text,bigint)': `select tenantry_event_appended(gen_random_uuid(), $T::uuid, 't', 's', 1)`,
       'tenantry_event_appended_unchecked(uuid,uuid,text,text,bigint)': `select tenantry_event_appended_unchecked(gen_random_uuid(), $T::uuid, 't', 's', 1)`,
+      'tenantry_enter_tenant(uuid,bigint,bytea)': `select tenantry_enter_tenant($T::uuid, extract(epoch from now())::bigint + 60, sha256(convert_to($T, 'UTF8')))`,
     };
     for (const { sig } of definers.rows) expect(Object.keys(calls), `an attack for ${sig}`).toContain(sig);
     let tried = 0;

@@ -246,8 +246,35 @@ export interface ResourceSecretTable {
   tenant_id: string;
   resource_id: string;
   name: string;
-  value: Json;
+  /** The credentials (JSON), sealed by src/secrets (0019). */
+  sealed: string;
   created_at: Timestamp;
+}
+
+/** The key that proves tenant scopes (0020): owner and platform role only. */
+export interface TenantryScopeKeyTable {
+  id: number;
+  key: Buffer;
+  ipad: Buffer;
+  opad: Buffer;
+}
+
+/** Which tenant each backend's current transaction entered (0020); written only by tenantry_enter_tenant. */
+export interface TenantryScopeBindingTable {
+  pid: number;
+  xact: string;
+  tenant_id: string;
+}
+
+/** A tenant's data key (tenant null: platform-wide secrets), wrapped by a KEK (0019). */
+export interface DataKeyTable {
+  id: string;
+  tenant_id: string | null;
+  key_id: string;
+  wrapped: Buffer;
+  created_at: Generated<Timestamp>;
+  rewrapped_at: Timestamp | null;
+  retired_at: Timestamp | null;
 }
 
 export interface IdempotencyKeyTable {
@@ -503,6 +530,9 @@ export interface Database {
   sessions: SessionTable;
   break_glass_grants: BreakGlassGrantTable;
   resource_secrets: ResourceSecretTable;
+  data_keys: DataKeyTable;
+  tenantry_scope_key: TenantryScopeKeyTable;
+  tenantry_scope_bindings: TenantryScopeBindingTable;
   event_sequences: EventSequenceTable;
   webhook_endpoints: WebhookEndpointTable;
   webhook_deliveries: WebhookDeliveryTable;

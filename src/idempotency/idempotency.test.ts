@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
+import { enterTenant, scopeKey } from '../../test/helpers/tenant-scope.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { asPlatform } from '../db/database.js';
 import { deleteExpiredKeys } from './idempotency.repository.js';
@@ -154,7 +155,11 @@ describe('Idempotency-Key across callers and tenants', () => {
     try {
       const count = async (tenant: string) => {
         await app.query('begin');
-        await app.query(`select set_config('tenantry.tenant_id', $1, true)`, [tenant]);
+        // The tenant scope as the application enters it (a proof, migration 0020); then whatever it sets.
+        await enterTenant(app, await scopeKey(s.t.owner), tenant);
+        await app.query(`select set_config('tenantry.tenant_id', $1, true)`, [
+          A.uuid === tenant ? B.uuid : A.uuid,
+        ]);
         const r = await app.query(
           `select count(*)::int as n, count(*) filter (where tenant_id <> $1)::int as foreign
           from idempotency_keys`,

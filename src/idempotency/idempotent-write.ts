@@ -54,7 +54,7 @@ export class IdempotentWrite implements AtomicWrite {
     this.used = true;
     const trx = await (scope.kind === 'platform' ? platformDb(db) : db).startTransaction().execute();
     try {
-      await setScope(trx, scope);
+      await setScope(trx, scope, db);
       if (!(await insertPendingKey(trx, this.key, this.hash, this.ttlSeconds))) {
         throw new ConflictError(
           'idempotency.in_progress',

@@ -13,6 +13,7 @@ import {
 import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
+import { secretCipherFor } from '../secrets/index.js';
 import { workflowTypes } from './migration-workflows.js';
 import { ISOLATION_STEPS, type Migration, MigrationsService } from './migrations.service.js';
 
@@ -69,7 +70,7 @@ const exited = (child: ChildProcess) =>
 
 /** Rows as the tenant sees them, through its connection secret, wherever it lives now. */
 async function tenantRows(resourceId: string): Promise<number> {
-  const s = await new SecretStore(fx.t.db).get(resourceId);
+  const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
   const r = await fx.t.owner.query(`select physical_name, spec from integration_resources where id = $1`, [
     resourceId,
   ]);
@@ -102,7 +103,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
         const r = await fx.t.owner.query(`select phase from integration_resources where id = $1`, [rid]);
         return r.rows[0].phase === 'Ready';
       });
-      const s = await new SecretStore(fx.t.db).get(rid);
+      const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(rid);
       const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
       url.username = s?.username ?? '';
       url.password = s?.password ?? '';

@@ -5,6 +5,7 @@ import { startController, until, useControllerTestDatabase } from '../../test/he
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
+import { secretCipherFor } from '../secrets/index.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
 import { databaseUrl } from './pg-copy.js';
 
@@ -59,7 +60,7 @@ const fx = useControllerTestDatabase((f) =>
  * database the resource's placement names (the pool's shared data-plane database, or its own).
  */
 async function tenantClient(resourceId: string): Promise<pg.Client> {
-  const s = await new SecretStore(fx.t.db).get(resourceId);
+  const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
   if (!s) throw new Error('no secret');
   const r = await fx.t.owner.query<{ physical_name: string; isolation: string }>(
     `select physical_name, spec->'database'->>'isolation' as isolation from integration_resources where id = $1`,

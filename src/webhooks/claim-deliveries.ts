@@ -13,7 +13,10 @@ export interface ClaimedDelivery {
   attempts: number;
   trigger: 'scheduled' | 'manual';
   url: string;
+  /** Sealed (src/secrets): bound to the endpoint's tenant and slug. */
   secrets: StoredSecret[];
+  endpoint_tenant_id: string | null;
+  endpoint_slug: string;
   event_tenant_id: string | null;
   type: string;
   subject: string;
@@ -72,7 +75,8 @@ export async function claimDeliveries(
       from due, webhook_endpoints e, outbox_events o
       where d.id = due.id and e.id = d.endpoint_id and o.id = d.event_id
       returning d.id, d.endpoint_id, d.tenant_id, d.event_id, d.stream, d.seq, d.attempts, d.trigger,
-        e.spec ->> 'url' as url, e.secrets, o.tenant_id as event_tenant_id, o.type, o.subject, o.time, o.data,
+        e.spec ->> 'url' as url, e.secrets, e.tenant_id as endpoint_tenant_id, e.slug as endpoint_slug,
+        o.tenant_id as event_tenant_id, o.type, o.subject, o.time, o.data,
         o.correlation_id, o.txid::text as txid, o.position, o.traceparent`.execute(trx);
     return r.rows;
   });

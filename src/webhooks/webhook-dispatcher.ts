@@ -10,6 +10,7 @@ import { toCloudEvent } from '../events/cloud-event.js';
 import type { EventNotifier } from '../events/event-notifier.js';
 import type { Metrics } from '../observability/metrics.js';
 import { currentTraceparent, inSpan, withTraceparent } from '../observability/tracing.js';
+import { type SecretCipher, secretCipherFor } from '../secrets/index.js';
 import { type ClaimedDelivery, claimDeliveries } from './claim-deliveries.js';
 import {
   type AttemptResult,
@@ -22,6 +23,7 @@ import { disableEndpoint } from './disable-endpoint.js';
 import { nextAttemptDelay, parseRetryAfter } from './retry-schedule.js';
 import { signatureHeader } from './sign-webhook.js';
 import { UrlGuard } from './url-guard.js';
+import { openSecrets } from './webhook-secret-sealing.js';
 import { signingSecrets } from './webhook-secrets.js';
 
 export const USER_AGENT = 'Tenantry-Webhooks/1 (+https://www.standardwebhooks.com)';
@@ -33,7 +35,13 @@ export interface SignedRequest {
   headers: Record<string, string>;
 }
 
-export function signedRequest(d: ClaimedDelivery, source: string, now = new Date()): SignedRequest {
+/** `secrets`: the endpoint's signing secrets in clear (opened just before, see `attempt`). */
+export function signedRequest(
+  d: ClaimedDelivery,
+  source: string,
+  secrets: string[],
+  now = new Date(),
+): SignedRequest {
   const event = toCloudEvent(
     {
       id: d.event_id,
@@ -59,7 +67,7 @@ export function signedRequest(d: ClaimedDelivery, source: string, now = new Date
       'user-agent': USER_AGENT,
       'webhook-id': d.event_id,
       'webhook-timestamp': String(timestamp),
-      'webhook-signature': signatureHeader(signingSecrets(d.secrets, now), d.event_id, timestamp, body),
+      'webhook-signature': signatureHeader(secrets, d.event_id, timestamp, body),
     },
   };
 }
@@ -160,6 +168,7 @@ export async function post(
 export class WebhookDispatcher {
   readonly owner: string;
   private readonly guard: UrlGuard;
+  private readonly cipher: SecretCipher;
   private stopped = true;
   private running: Promise<void> | undefined;
   private paused = false;
@@ -176,6 +185,13 @@ export class WebhookDispatcher {
   ) {
     this.owner = `${config.instanceId}/${randomUUID().slice(0, 8)}`;
     this.guard = new UrlGuard(config.events.webhookAllowedNetworks);
+    this.cipher = secretCipherFor(db, config);
+  }
+
+  /** The secrets that sign now, decrypted only here, just before signing. */
+  private async signingSecrets(d: ClaimedDelivery): Promise<string[]> {
+    const at = { tenantId: d.endpoint_tenant_id, slug: d.endpoint_slug };
+    return signingSecrets(await openSecrets(this.cipher, d.secrets, at), new Date());
   }
 
   start(): void {
@@ -272,7 +288,15 @@ export class WebhookDispatcher {
   /** Sends one claimed delivery and decides what comes of it. */
   private async attempt(d: ClaimedDelivery): Promise<Settlement> {
     const { webhookTimeoutMs, webhookRetrySchedule } = this.config.events;
-    const checked = await this.guard.resolve(d.url);
+    // A secret that cannot be opened (the data key unreadable, the KEK file without its key) fails
+    // this attempt like any other error, and it is retried; the rest of the batch goes on.
+    const secrets = await this.signingSecrets(d).catch((err: unknown) => {
+      this.log.error({ err, endpoint: d.endpoint_id }, 'the signing secret could not be opened');
+      return undefined;
+    });
+    const checked = secrets
+      ? await this.guard.resolve(d.url)
+      : { refused: 'the signing secret could not be opened' };
     const result =
       'refused' in checked
         ? {
@@ -292,7 +316,7 @@ export class WebhookDispatcher {
                 'tenantry.attempt': d.attempts,
               },
               async (span) => {
-                const request = signedRequest(d, this.config.source);
+                const request = signedRequest(d, this.config.source, secrets ?? []);
                 const traceparent = currentTraceparent();
                 if (traceparent) request.headers.traceparent = traceparent;
                 const r = await post(d.url, request, webhookTimeoutMs, checked);

@@ -1,11 +1,18 @@
 import { createHash, randomBytes } from 'node:crypto';
 
-/** A signing secret as stored (webhook_endpoints.secrets); only the fingerprint ever leaves the table. */
-export interface StoredSecret {
-  secret: string;
+/** One signing secret of an endpoint; only the fingerprint ever leaves the table. */
+export interface SecretEntry {
   fingerprint: string;
   /** Null for the current secret; a rotated-out secret keeps signing until then (the overlap window). */
   notAfter: string | null;
+}
+/** A signing secret in clear: only in memory, while it is settled or used to sign. */
+export interface PlainSecret extends SecretEntry {
+  secret: string;
+}
+/** A signing secret as stored (webhook_endpoints.secrets): sealed (src/secrets, webhook-secret-sealing.ts). */
+export interface StoredSecret extends SecretEntry {
+  sealed: string;
 }
 
 export const generateWebhookSecret = (): string => `whsec_${randomBytes(32).toString('base64')}`;
@@ -14,8 +21,8 @@ export const generateWebhookSecret = (): string => `whsec_${randomBytes(32).toSt
 export const secretRef = (secret: string): string =>
   `ref:sha256:${createHash('sha256').update(secret).digest('hex').slice(0, 16)}`;
 
-export type SecretChange =
-  | { kind: 'ok'; secrets: StoredSecret[]; ref: string; generated?: string }
+export type SecretChange<T extends SecretEntry> =
+  | { kind: 'ok'; secrets: (T | PlainSecret)[]; ref: string; generated?: string }
   | { kind: 'unknown_ref' };
 
 /**
@@ -23,13 +30,14 @@ export type SecretChange =
  * Absent on creation → a new secret, returned once as `generated`. Absent or the current ref on
  * update → unchanged. A new whsec_ value → rotation: it becomes current and the previous ones keep
  * signing for `overlapMs` (receivers accept any valid signature, so rotation needs no downtime).
+ * The entries kept are returned as they came (sealed ones stay sealed); new ones are in clear.
  */
-export function applySecret(
-  existing: StoredSecret[] | null,
+export function applySecret<T extends SecretEntry = PlainSecret>(
+  existing: T[] | null,
   given: string | undefined,
   now: Date,
   overlapMs: number,
-): SecretChange {
+): SecretChange<T> {
   const live = (existing ?? []).filter((s) => s.notAfter === null || Date.parse(s.notAfter) > now.getTime());
   const current = live.find((s) => s.notAfter === null);
   if (given === undefined || given.startsWith('ref:')) {
@@ -50,5 +58,5 @@ export function applySecret(
 }
 
 /** The secrets that sign now: the current one and any still inside their overlap window. */
-export const signingSecrets = (secrets: StoredSecret[], now: Date): string[] =>
+export const signingSecrets = (secrets: PlainSecret[], now: Date): string[] =>
   secrets.filter((s) => s.notAfter === null || Date.parse(s.notAfter) > now.getTime()).map((s) => s.secret);

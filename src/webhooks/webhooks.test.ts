@@ -275,7 +275,7 @@ describe('signed webhooks', () => {
       // A dispatcher claims the delivery, sends it, and dies before recording the outcome.
       const [claimed] = await claimDeliveries(s.t.db, 'doomed', 10, 300);
       expect(claimed?.endpoint_id).toBe(ep.uuid);
-      await post(claimed!.url, signedRequest(claimed!, s.t.config.source), 2_000);
+      await post(claimed!.url, signedRequest(claimed!, s.t.config.source, [ep.secret]), 2_000);
     } finally {
       dispatcher.start();
     }

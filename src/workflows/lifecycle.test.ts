@@ -10,6 +10,7 @@ import {
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
+import { secretCipherFor } from '../secrets/index.js';
 import { lifecycleWorkflowId } from './start-lifecycle-workflow.js';
 
 // Roles and databases belong to the whole server: names unique to this run.
@@ -41,7 +42,7 @@ async function resourceIds(): Promise<Record<string, string>> {
 
 /** Logs in as a database resource's own role, with its password from the secret store. */
 async function connectAs(resourceId: string, database?: string): Promise<pg.Client> {
-  const s = await new SecretStore(fx.t.db).get(resourceId);
+  const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
   if (!s) throw new Error('no secret');
   const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
   url.username = s.username ?? '';

@@ -14,6 +14,7 @@ import {
 import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
+import { secretCipherFor } from '../secrets/index.js';
 import { lifecycleWorkflowTypes } from './lifecycle-workflows.js';
 import { lifecycleWorkflowId } from './start-lifecycle-workflow.js';
 
@@ -71,7 +72,7 @@ async function canLogIn(): Promise<boolean> {
   const id = (
     await fx.t.owner.query(`select id from integration_resources where slug = $1`, [`${tenant}.database`])
   ).rows[0].id;
-  const s = await new SecretStore(fx.t.db).get(id);
+  const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(id);
   const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
   url.username = s?.username ?? '';
   url.password = s?.password ?? '';

@@ -16,6 +16,7 @@ import {
 } from '../../src/controller/providers.js';
 import { createDb, type Db } from '../../src/db/database.js';
 import type { RegistryService } from '../../src/registry/registry.service.js';
+import { secretsKeyEnv } from './secrets-key-env.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 /** Short leases, quick backoff, a long resync: what controller tests want unless they say otherwise. */
@@ -102,7 +103,7 @@ export async function startController(
   } = {},
 ): Promise<TestController> {
   const dataDir = opts.dataDir ?? (await tempDataDir());
-  const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir, ...opts.env });
+  const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir, ...secretsKeyEnv(), ...opts.env });
   const db = createDb(t.appUrl, 10, { platformUrl: t.platformUrl });
   let providers = createProviders({
     config,

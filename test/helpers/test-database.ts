@@ -10,6 +10,7 @@ import {
   ensurePlatformRole,
   restrictConnect,
 } from '../../src/db/database.js';
+import { secretsKeyEnv } from './secrets-key-env.js';
 
 export interface TestDatabase {
   name: string;
@@ -51,7 +52,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   await restrictConnect(ownerUrl, ['tenantry_app', 'tenantry_platform']);
   const db = createDb(appUrl, 20, { platformUrl });
   const owner = guardPool(new pg.Pool({ connectionString: ownerUrl, max: 4 }));
-  const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused' });
+  const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused', ...secretsKeyEnv() });
   return {
     name,
     ownerUrl,

@@ -1,4 +1,5 @@
 import type { Migration, MigrationProvider } from 'kysely';
+import type { KeyProvider } from '../../secrets/key-provider.js';
 import * as m0001 from './0001-registry.js';
 import * as m0002 from './0002-audit-chain.js';
 import * as m0003 from './0003-idempotency-keys.js';
@@ -15,14 +16,19 @@ import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
 import * as m0017 from './0017-tenant-retention.js';
 import * as m0018 from './0018-service-clients.js';
+import { secretsAtRest } from './0019-secrets-at-rest.js';
+import * as m0020 from './0020-tenant-scope-binding.js';
 import * as m0023 from './0023-audit-sequencer.js';
 import * as m0024 from './0024-audit-pruned-leaves.js';
 import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 
-/** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
-const migrations: Record<string, Migration> = {
+/**
+ * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
+ * `keys`: the key-encryption key, for the migrations that seal secrets stored in clear (0019).
+ */
+const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration> => ({
   '0001-registry': m0001,
   '0002-audit-chain': m0002,
   '0003-idempotency-keys': m0003,
@@ -39,13 +45,19 @@ const migrations: Record<string, Migration> = {
   '0016-workflow-freezes': m0016,
   '0017-tenant-retention': m0017,
   '0018-service-clients': m0018,
+  '0019-secrets-at-rest': secretsAtRest(keys),
+  '0020-tenant-scope-binding': m0020,
   '0023-audit-sequencer': m0023,
   '0024-audit-pruned-leaves': m0024,
   '0025-tenant-migrations': m0025,
   '0027-runtime-inventory': m0027,
   '0029-releases': m0029,
-};
+});
 
-export const migrationProvider: MigrationProvider = {
-  getMigrations: async () => migrations,
-};
+/** The migrations of a process that holds the key-encryption key. */
+export const migrationProviderWith = (keys: KeyProvider | undefined): MigrationProvider => ({
+  getMigrations: async () => migrationsWith(keys),
+});
+
+/** The migrations without a key-encryption key (a database with no secret in clear, or a count). */
+export const migrationProvider: MigrationProvider = migrationProviderWith(undefined);

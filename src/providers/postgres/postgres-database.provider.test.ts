@@ -6,6 +6,7 @@ import { dropDataplane } from '../../../test/helpers/controller.js';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/test-database.js';
 import { defaultDataplaneUrl } from '../../controller/providers.js';
 import { asTenant } from '../../db/database.js';
+import { secretCipherFor } from '../../secrets/index.js';
 import type { DesiredResource } from '../provider.js';
 import { PostgresDatabaseProvider } from './postgres-database.provider.js';
 import { SecretStore } from './secret-store.js';
@@ -18,7 +19,7 @@ const run = randomBytes(3).toString('hex');
 
 beforeAll(async () => {
   t = await createTestDatabase();
-  secrets = new SecretStore(t.db);
+  secrets = new SecretStore(t.db, secretCipherFor(t.db, t.config));
   provider = new PostgresDatabaseProvider(defaultDataplaneUrl(t.ownerUrl), secrets);
 });
 afterAll(async () => {

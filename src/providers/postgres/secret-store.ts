@@ -1,24 +1,38 @@
 import { sql } from 'kysely';
 import { asPlatform, type Db } from '../../db/database.js';
+import type { SecretBinding, SecretCipher } from '../../secrets/secret-cipher.js';
 
 /**
  * Generated credentials of provisioned resources, kept in `resource_secrets` (readable only in the
- * platform scope; see migration 0005). Status, events, audit records and logs only ever carry the
+ * platform scope; see migration 0005), sealed with the tenant's data key (src/secrets, migration
+ * 0019) and bound to the resource. Status, events, audit records and logs only ever carry the
  * reference `resource-secrets/<resource uuid>`, never the value.
  */
 export class SecretStore {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly cipher: SecretCipher,
+  ) {}
 
   static ref(resourceId: string): string {
     return `resource-secrets/${resourceId}`;
   }
 
+  /**
+   * Bound to the tenant and the credential's role name (unique on the data-plane server), not the
+   * resource id: a tenant migration swaps credentials between resource ids (src/tenant-migrations).
+   */
+  static binding(tenantId: string, name: string): SecretBinding {
+    return { tenantId, row: `resource_secrets/${name}` };
+  }
+
   async get(resourceId: string): Promise<Record<string, string> | undefined> {
     const r = await asPlatform(this.db, (trx) =>
-      sql<{ value: Record<string, string> }>`
-        select value from resource_secrets where resource_id = ${resourceId}`.execute(trx),
+      sql<{ tenant_id: string; name: string; sealed: string }>`
+        select tenant_id, name, sealed from resource_secrets where resource_id = ${resourceId}`.execute(trx),
     );
-    return r.rows[0]?.value;
+    const row = r.rows[0];
+    return row ? this.open(row.tenant_id, row.name, row.sealed) : undefined;
   }
 
   /**
@@ -29,15 +43,26 @@ export class SecretStore {
     input: { tenantId: string; resourceId: string; name: string },
     create: () => Record<string, string>,
   ): Promise<Record<string, string>> {
-    return asPlatform(this.db, async (trx) => {
+    const sealed = await this.cipher.seal(
+      JSON.stringify(create()),
+      SecretStore.binding(input.tenantId, input.name),
+    );
+    const stored = await asPlatform(this.db, async (trx) => {
       await sql`
-        insert into resource_secrets (tenant_id, resource_id, name, value)
-        values (${input.tenantId}, ${input.resourceId}, ${input.name}, ${JSON.stringify(create())})
+        insert into resource_secrets (tenant_id, resource_id, name, sealed)
+        values (${input.tenantId}, ${input.resourceId}, ${input.name}, ${sealed})
         on conflict do nothing`.execute(trx);
-      const r = await sql<{ value: Record<string, string> }>`
-        select value from resource_secrets where resource_id = ${input.resourceId}`.execute(trx);
-      return r.rows[0]!.value;
+      const r = await sql<{ tenant_id: string; name: string; sealed: string }>`
+        select tenant_id, name, sealed from resource_secrets where resource_id = ${input.resourceId}`.execute(
+        trx,
+      );
+      return r.rows[0]!;
     });
+    return this.open(stored.tenant_id, stored.name, stored.sealed);
+  }
+
+  private async open(tenantId: string, name: string, sealed: string): Promise<Record<string, string>> {
+    return JSON.parse(await this.cipher.open(sealed, SecretStore.binding(tenantId, name)));
   }
 
   async delete(resourceId: string): Promise<void> {

@@ -75,8 +75,15 @@ export interface ResolveEnv {
   webhooks: {
     /** Why this URL is refused by address alone, or undefined. */
     urlRefusal(url: string): string | undefined;
-    /** The endpoint's secrets after this apply (rotation with overlap, or a generated first secret). */
-    settleSecret(existing: unknown[] | null, given: string | undefined): WebhookSecretChange;
+    /**
+     * The endpoint's secrets after this apply (rotation with overlap, or a generated first secret),
+     * as stored: sealed and bound to the endpoint (its tenant, null for platform-wide, and slug).
+     */
+    settleSecret(
+      existing: unknown[] | null,
+      given: string | undefined,
+      endpoint: { tenantId: string | null; slug: string },
+    ): Promise<WebhookSecretChange>;
   };
 }
 

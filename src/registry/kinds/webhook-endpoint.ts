@@ -95,9 +95,10 @@ export const webhookEndpoint = defineKind({
       slug = `${tenant.slug}.${name}`;
     }
     const existing = await env.findBySlug('WebhookEndpoint', slug, { forUpdate: true });
-    const change = env.webhooks.settleSecret(
+    const change = await env.webhooks.settleSecret(
       (existing?.secrets as unknown[] | undefined) ?? null,
       m.spec.secret,
+      { tenantId, slug },
     );
     if (change.kind === 'unknown_ref') {
       env.error(

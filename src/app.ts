@@ -3,12 +3,20 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { AgentService } from './agent/agent.service.js';
+import { EmbeddedAgents } from './agent/embedded-agents.js';
+import { LeaseMonitor } from './agent/lease-monitor.js';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
 import { AuditCheckpointer, type AuditSigner, loadAuditSigner } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
-import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
+import {
+  closeProviders,
+  createProviders,
+  defaultDataplaneUrl,
+  type ProviderSet,
+} from './controller/providers.js';
 import { guardClient } from './db/connection-errors.js';
 import { createDb, type Db, ensureAppRole, ensurePlatformRole, migrate } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
@@ -227,13 +235,23 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     });
     let controller: Controller | undefined;
     let workflowEngine: WorkflowEngine | undefined;
+    let providers: ProviderSet | undefined;
     if (config.role !== 'api') {
-      const providers = createProviders({
+      providers = createProviders({
         config,
         db,
         dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
       });
-      stops.push(() => closeProviders(providers));
+      const p = providers;
+      stops.push(() => closeProviders(p));
+      // Cells whose agent stopped heartbeating show Unknown (src/agent).
+      const leases = new LeaseMonitor(
+        db,
+        Math.max(100, Math.floor(config.agent.heartbeatIntervalMs / 2)),
+        log.child({ component: 'agents' }),
+      );
+      leases.start();
+      stops.push(() => leases.stop());
       const c = new Controller({
         db,
         config: config.controller,
@@ -302,6 +320,22 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    if (config.role === 'all' && config.agent.embedded && providers && security?.issuer) {
+      // The embedded default's data plane: the same agent as `tenantry agent`, in process, over loopback.
+      const loopback = ['0.0.0.0', '::', 'localhost'].includes(config.host) ? '127.0.0.1' : host;
+      const embeddedAgents = new EmbeddedAgents({
+        agents: new AgentService(db, config.agent, security.issuer, security.authorizer),
+        server: `http://${loopback}:${port}`,
+        providers,
+        dataDir: config.dataDir,
+        logger: log.child({ component: 'agent' }),
+        resyncMs: config.controller.resyncIntervalMs,
+        intervalMs: 2_000,
+      });
+      await embeddedAgents.start();
+      // Stopped before the server closes (stops run in reverse).
+      stops.push(() => embeddedAgents.stop());
+    }
     return {
       url: `http://${host}:${port}`,
       dataLocation,

@@ -6,6 +6,8 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
+import { registerAgentRoutes } from '../agent/agent.routes.js';
+import { AgentService } from '../agent/agent.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
@@ -232,6 +234,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   );
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerMetricsRoute(app, deps.metrics);
+  registerAgentRoutes(
+    app,
+    new AgentService(db, config.agent, security.issuer, security.authorizer),
+    identify,
+  );
   const events = deps.events ?? new EventsService(db, config);
   const webhooks = new WebhooksService(db, registry);
   registerEventRoutes(app, events, identify, config);

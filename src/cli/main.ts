@@ -7,6 +7,7 @@ import { type Config, loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { CLI_NAMES, CLI_PATHS, KIND_PATHS, type Kind } from '../registry/kinds/index.js';
+import { registerAgentCommands } from './agent.commands.js';
 import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
@@ -674,5 +675,6 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
+registerAgentCommands(program, { client, run });
 
 await program.parseAsync(process.argv);

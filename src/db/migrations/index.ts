@@ -13,6 +13,7 @@ import * as m0013 from './0013-platform-role.js';
 import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
+import * as m0031 from './0031-cell-agents.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
 const migrations: Record<string, Migration> = {
@@ -30,6 +31,7 @@ const migrations: Record<string, Migration> = {
   '0014-audit-transparency': m0014,
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
+  '0031-cell-agents': m0031,
 };
 
 export const migrationProvider: MigrationProvider = {

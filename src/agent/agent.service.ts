@@ -196,11 +196,15 @@ export class AgentService {
         where token_hash = ${sha256(bearer)} and used_at is null and expires_at > now()
         returning cell_id, embedded`.execute(trx);
       const embedded = spent.rows[0]?.embedded ?? false;
-      if (spent.rows[0]?.cell_id !== cellId)
-        throw new UnauthorizedError(
-          'agent.join_token_spent',
-          'The join token was used already or has expired.',
+      if (spent.rows[0]?.cell_id !== cellId) {
+        const known = await sql<{ used: boolean }>`
+          select used_at is not null as used from cell_join_tokens where token_hash = ${sha256(bearer)}`.execute(
+          trx,
         );
+        if (known.rows[0] && !known.rows[0].used)
+          throw new UnauthorizedError('agent.join_token_expired', 'The join token has expired.');
+        throw new UnauthorizedError('agent.join_token_spent', 'The join token was used already.');
+      }
       const cell = await this.cell(trx, cellId);
       const previous = await sql<{ session_id: string }>`
         select session_id from cell_agents where cell_id = ${cellId} for update`.execute(trx);
@@ -481,13 +485,17 @@ export class AgentService {
     sessionId: string | null,
   ): Promise<{ connection: 'Connected'; resend: boolean }> {
     return asPlatform(this.db, async (trx) => {
-      const r = await sql<{ was: string }>`
-        with prev as (select connection from cell_agents where cell_id = ${cellId} and session_id = ${sessionId} for update)
-        update cell_agents set last_heartbeat_at = now(), connection = 'Connected',
-          connection_since = case when connection = 'Connected' then connection_since else now() end
-        where cell_id = ${cellId} and session_id = ${sessionId} and revoked_at is null
-        returning (select connection from prev) as was`.execute(trx);
-      const was = r.rows[0]?.was;
+      const prev = await sql<{ connection: string }>`
+        select connection from cell_agents
+        where cell_id = ${cellId} and session_id = ${sessionId} and revoked_at is null for update`.execute(
+        trx,
+      );
+      const was = prev.rows[0]?.connection;
+      if (was)
+        await sql`
+          update cell_agents set last_heartbeat_at = now(), connection = 'Connected',
+            connection_since = case when connection = 'Connected' then connection_since else now() end
+          where cell_id = ${cellId}`.execute(trx);
       if (!was)
         throw new UnauthorizedError('session.revoked', "This agent credential is no longer the cell's.");
       if (was !== 'Connected')

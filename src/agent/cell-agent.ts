@@ -79,6 +79,8 @@ export class CellAgent {
   private resyncTimer: NodeJS.Timeout | undefined;
   /** Response bytes of the desired-state feed and item fetches (benchmarks, tests). */
   bytesPulled = 0;
+  /** Objects fetched in full (after a change of their hash). */
+  itemsPulled = 0;
   /** Completed reconcile passes. */
   passes = 0;
 
@@ -194,6 +196,16 @@ export class CellAgent {
 
   private lost(err: unknown, what: string): void {
     if (!this.running) return;
+    if (err instanceof HttpError && err.status === 401) {
+      // Revoked, or expired while away: only a new join token (and a restart) brings it back.
+      if (this.connected)
+        this.o.logger.error(
+          { code: err.code, what },
+          'the control plane refuses this agent; it needs a new join token',
+        );
+      this.connected = false;
+      return;
+    }
     if (this.connected)
       this.o.logger.warn(
         { err: (err as Error).message, what },
@@ -248,6 +260,7 @@ export class CellAgent {
         },
       );
       this.bytesPulled += got.bytes;
+      this.itemsPulled += got.items.length;
       for (const item of got.items) s.items[item.id] = item;
     }
     s.feed = { hash: r.hash, generation: r.generation };

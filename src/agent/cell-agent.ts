@@ -293,7 +293,8 @@ export class CellAgent {
         this.regained();
         if (hb.resend) this.acked.clear();
         await this.rotateIfDue();
-        await this.flush();
+        // Not awaited: a slow report must not delay the next heartbeat.
+        this.flush().catch((err) => this.lost(err, 'status'));
       } catch (err) {
         this.lost(err, 'heartbeat');
       }
@@ -340,8 +341,20 @@ export class CellAgent {
     await this.flush().catch((err) => this.lost(err, 'status'));
   }
 
-  /** Sends the reports the control plane has not acknowledged yet. */
+  private flushing: Promise<void> | undefined;
+
+  /** Sends the reports the control plane has not acknowledged yet (one flush at a time). */
   async flush(): Promise<void> {
+    while (this.flushing) await this.flushing.catch(() => undefined);
+    this.flushing = this.flushOnce();
+    try {
+      await this.flushing;
+    } finally {
+      this.flushing = undefined;
+    }
+  }
+
+  private async flushOnce(): Promise<void> {
     const pending = [...this.reports.values()].filter((r) => this.acked.get(r.id) !== JSON.stringify(r));
     for (let i = 0; i < pending.length; i += BATCH) {
       const batch = pending.slice(i, i + BATCH);

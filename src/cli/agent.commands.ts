@@ -53,7 +53,6 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
     .command('agent')
     .description("run a cell's agent: pull its desired state, run the providers here, report status")
     .requiredOption('--cell <cell>', 'the cell (slug or UUID)')
-    .requiredOption('--server <url>', "the control plane's URL")
     .option('--join-token <token>', 'needed the first time (or TENANTRY_JOIN_TOKEN)')
     .option(
       '--data-dir <dir>',
@@ -62,7 +61,9 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
     )
     .option('--name <name>', 'shown on the cell', 'agent')
     .action(
-      async (opts: { cell: string; server: string; joinToken?: string; dataDir: string; name: string }) => {
+      // --server (the control plane's URL) is the global option, as for every other command.
+      async (opts: { cell: string; joinToken?: string; dataDir: string; name: string }) => {
+        const server = client().server;
         const { loadConfig } = await import('../config/config.js');
         const { createLogger } = await import('../logging/logger.js');
         const { createProviders, closeProviders } = await import('../controller/providers.js');
@@ -81,7 +82,7 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
         });
         const joinToken = opts.joinToken ?? process.env.TENANTRY_JOIN_TOKEN;
         const agent = new CellAgent({
-          server: opts.server,
+          server,
           cell: opts.cell,
           ...(joinToken ? { joinToken } : {}),
           stateDir: path.resolve(config.dataDir),
@@ -99,7 +100,7 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
           await secrets?.close();
           return;
         }
-        console.log(`Tenantry agent of cell ${opts.cell} running against ${opts.server}`);
+        console.log(`Tenantry agent of cell ${opts.cell} running against ${server}`);
         const shutdown = async () => {
           await agent.stop();
           await closeProviders(providers);

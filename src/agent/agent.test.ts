@@ -163,6 +163,18 @@ describe('join tokens', () => {
     expect(again.status).toBe(401);
     expect(again.body.code).toBe('agent.join_token_spent');
 
+    // Race: two joins with one token at once; exactly one gets a credential.
+    const raced = await joinToken('us-nonprod-1', 60);
+    const both = await Promise.all(
+      [1, 2].map(() => s.request('POST', '/v1/agent/join', { token: raced, body: {} })),
+    );
+    expect(both.map((x) => x.status).sort()).toEqual([200, 401]);
+    // The first credential was replaced by the later join: one agent per cell.
+    const replaced = await s.request('POST', `/v1/agent/us-nonprod-1/heartbeat`, {
+      token: first.body.credential,
+    });
+    expect(replaced.status).toBe(401);
+
     const short = await joinToken('us-nonprod-1', 1);
     await new Promise((r) => setTimeout(r, 2_100));
     const late = await s.request('POST', '/v1/agent/join', { token: short, body: {} });

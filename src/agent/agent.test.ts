@@ -421,6 +421,11 @@ describe('a cell agent', () => {
     const renew = await s.request('POST', '/v1/agent/credential', { token: state.credential });
     expect(renew.status).toBe(401);
     expect((await cellCondition('eu-nonprod-1')).reason).toBe('Revoked');
+    // Its objects go Unknown after the missed heartbeats; the cell keeps saying why.
+    await until('eu-nonprod-1 objects Unknown', async () =>
+      (await rows('eu-nonprod-1')).every((r) => r.phase === 'Unknown'),
+    );
+    expect((await cellCondition('eu-nonprod-1')).reason).toBe('Revoked');
     await a.stop();
   });
 });

@@ -19,12 +19,15 @@ export async function markLostAgents(db: Db): Promise<string[]> {
       slug: string;
       last_heartbeat_at: Date;
       heartbeat_interval_ms: number;
+      revoked: boolean;
     }>`
       update cell_agents a set connection = 'Unknown', connection_since = now()
       from cells c
       where c.id = a.cell_id and a.connection = 'Connected'
         and a.last_heartbeat_at < now() - make_interval(secs => a.heartbeat_interval_ms * ${MISSED_HEARTBEATS} / 1000.0)
-      returning a.cell_id, c.slug, a.last_heartbeat_at, a.heartbeat_interval_ms`.execute(trx);
+      returning a.cell_id, c.slug, a.last_heartbeat_at, a.heartbeat_interval_ms, a.revoked_at is not null as revoked`.execute(
+      trx,
+    );
     for (const cell of lost.rows) {
       const since = cell.last_heartbeat_at.toISOString();
       const why = `no heartbeat from the cell's agent since ${since} (${MISSED_HEARTBEATS} missed intervals of ${cell.heartbeat_interval_ms} ms)`;
@@ -35,7 +38,9 @@ export async function markLostAgents(db: Db): Promise<string[]> {
         message: `Unknown: ${why}.`,
         lastTransitionTime: new Date().toISOString(),
       };
-      await sql`
+      // A revoked agent's cell keeps saying Revoked; its objects are Unknown all the same.
+      if (!cell.revoked)
+        await sql`
         update cells set conditions = coalesce(
           (select jsonb_agg(c) from jsonb_array_elements(conditions) c where c->>'type' <> 'AgentConnected'),
           '[]'::jsonb) || jsonb_build_array(${JSON.stringify(condition)}::jsonb)

@@ -115,6 +115,8 @@ export interface ComposeOptions {
   issuer?: BuiltinIssuer;
   /** The event log service (with a LISTEN notifier); absent: one that polls. */
   events?: EventsService;
+  /** That LISTEN notifier (it also wakes the cell agents' long polls). */
+  notifier?: EventNotifier;
   /** Server spans per request (a tracer provider is registered). */
   tracing?: boolean;
   /** Build the HTTP API (security and server); false for `role: controller`. */
@@ -155,6 +157,7 @@ export async function compose(o: ComposeOptions): Promise<Services> {
     requestLog,
     tracing: o.tracing ?? false,
     events: o.events ?? new EventsService(db, config),
+    ...(o.notifier ? { notifier: o.notifier } : {}),
   });
   return { registry, audit, requestLog, metrics, security, server };
 }
@@ -217,7 +220,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       auditSigner: signer,
       trustedAuditKeys: await readTrustedKeys(config.auditTrustedKeyFiles),
       ...(opts.issuer ? { issuer: opts.issuer } : {}),
-      ...(notifier ? { events: new EventsService(db, config, notifier) } : {}),
+      ...(notifier ? { events: new EventsService(db, config, notifier), notifier } : {}),
       tracing: config.tracing,
       api: config.role !== 'controller',
     });

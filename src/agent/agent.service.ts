@@ -15,6 +15,7 @@ import {
   UnauthorizedError,
   ValidationError,
 } from '../errors/errors.js';
+import type { EventNotifier } from '../events/event-notifier.js';
 import type { BuiltinIssuer } from '../identity/builtin-issuer.js';
 import type { ObjectRow } from '../registry/object.repository.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
@@ -75,6 +76,8 @@ export class AgentService {
     private readonly config: AgentConfig,
     private readonly issuer: BuiltinIssuer | undefined,
     private readonly authorizer: Authorizer,
+    /** Wakes waiting desired-state requests on every event (LISTEN); without it they only poll. */
+    private readonly notifier?: EventNotifier,
   ) {}
 
   private requireIssuer(): BuiltinIssuer {
@@ -388,7 +391,16 @@ export class AgentService {
       if (index.hash !== known) return index;
       const left = deadline - Date.now();
       if (left <= 0 || signal?.aborted) return 'unchanged';
-      await new Promise((r) => setTimeout(r, Math.min(left, this.config.feedPollMs)));
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          unsubscribe?.();
+          resolve();
+        };
+        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
+        // Desired-state changes (and lifecycle transitions) are events: look again at once.
+        const unsubscribe = this.notifier?.subscribe('tenantry_events', done);
+      });
     }
   }
 

@@ -12,6 +12,7 @@ import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
 import { asPlatform, type Db, platformDb, poolOf } from '../db/database.js';
+import type { EventNotifier } from '../events/event-notifier.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
 import { registerInputGuard } from '../http/input-guard.js';
@@ -55,6 +56,8 @@ export interface ServerDeps {
   rateLimiter?: RateLimiter;
   /** The event log (with its LISTEN notifier); absent: one that polls. */
   events?: EventsService;
+  /** LISTEN notifications (src/events): wake the cell agents' long polls at once. */
+  notifier?: EventNotifier;
   /** Workflows (src/workflows); absent: one over the lifecycle workflow types. */
   workflows?: WorkflowsService;
 }
@@ -236,7 +239,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerMetricsRoute(app, deps.metrics);
   registerAgentRoutes(
     app,
-    new AgentService(db, config.agent, security.issuer, security.authorizer),
+    new AgentService(db, config.agent, security.issuer, security.authorizer, deps.notifier),
     identify,
   );
   const events = deps.events ?? new EventsService(db, config);

@@ -14,7 +14,8 @@ export const AgentConfigSchema = Type.Object({
   joinTokenTtlSeconds: Type.Integer({ minimum: 1, description: 'Default lifetime of a join token.' }),
   feedPollMs: Type.Integer({
     minimum: 1,
-    description: 'How often a waiting desired-state request looks for a change of its cell.',
+    description:
+      'How often a waiting desired-state request looks for a change of its cell (besides waking on every event).',
   }),
   embedded: Type.Boolean({
     description:
@@ -40,7 +41,7 @@ export function parseAgentConfig(env: NodeJS.ProcessEnv): AgentConfig {
       env.TENANTRY_AGENT_JOIN_TOKEN_TTL_SECONDS,
       900,
     ),
-    feedPollMs: integerSetting('TENANTRY_AGENT_FEED_POLL_MS', env.TENANTRY_AGENT_FEED_POLL_MS, 500),
+    feedPollMs: integerSetting('TENANTRY_AGENT_FEED_POLL_MS', env.TENANTRY_AGENT_FEED_POLL_MS, 2_000),
     embedded: env.TENANTRY_EMBEDDED_AGENT !== 'false' && env.TENANTRY_EMBEDDED_AGENT !== '0',
   };
 }

@@ -18,7 +18,14 @@ import {
   type ProviderSet,
 } from './controller/providers.js';
 import { guardClient } from './db/connection-errors.js';
-import { createDb, type Db, ensureAppRole, ensurePlatformRole, migrate } from './db/database.js';
+import {
+  createDb,
+  type Db,
+  ensureAppRole,
+  ensurePlatformRole,
+  migrate,
+  restrictConnect,
+} from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
 import { EventNotifier } from './events/event-notifier.js';
 import { EventsService } from './events/events.service.js';
@@ -197,6 +204,15 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     if (applied.length > 0) log.info({ migrations: applied }, 'migrations applied');
     const appUrl = config.appDatabaseUrl ?? (await ensureAppRole(ownerUrl));
     const platformUrl = config.platformDatabaseUrl ?? (await ensurePlatformRole(ownerUrl));
+    // With the roles Tenantry derives, nobody else connects to its database through PUBLIC.
+    if (!config.appDatabaseUrl && !config.platformDatabaseUrl)
+      await restrictConnect(ownerUrl, ['tenantry_app', 'tenantry_platform']).catch(
+        (err: Error & { code?: string }) => {
+          // A DATABASE_URL role that does not own the database cannot change who connects: say so.
+          if (err.code !== '42501') throw err;
+          log.warn({ err: err.message }, 'could not take CONNECT on the database from PUBLIC');
+        },
+      );
     // Tenant requests run as tenantry_app; platform-scope work over a pool of tenantry_platform.
     const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());

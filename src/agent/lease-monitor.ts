@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
+import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import { enqueueJob } from '../controller/queue/enqueue-job.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { MISSED_HEARTBEATS } from './agent.service.js';
@@ -45,6 +46,10 @@ export async function markLostAgents(db: Db): Promise<string[]> {
           (select jsonb_agg(c) from jsonb_array_elements(conditions) c where c->>'type' <> 'AgentConnected'),
           '[]'::jsonb) || jsonb_build_array(${JSON.stringify(condition)}::jsonb)
         where id = ${cell.cell_id}`.execute(trx);
+      // The status writers' lock order (src/changes/tenant-write-lock.ts): the tenants first.
+      const tenants = await sql<{ id: string }>`
+        select id from tenants where cell_id = ${cell.cell_id} order by id`.execute(trx);
+      for (const t of tenants.rows) await lockTenantWrites(trx, t.id);
       const objects = await sql<{ id: string; tenant_id: string; deployment_id: string | null }>`
         update integration_resources r set phase = 'Unknown',
           conditions = jsonb_build_array(jsonb_build_object(

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
+import { tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Db, Trx } from '../db/database.js';
 import { asPlatform } from '../db/database.js';
 import {
@@ -50,7 +51,8 @@ export interface PreparedAudit {
  * Reserves the next position of `chain`: one statement that creates or bumps the chain head and
  * returns the previous hash.
  *
- * Concurrency contract: `insert … on conflict do update` takes the head row's lock, held until the
+ * Concurrency contract: takes the chain's tenant write lock, then `insert … on conflict do update`
+ * takes the head row's lock, both held until the
  * caller's transaction ends, so appends to one chain are serialised and `seq` is gap-free (a rolled
  * back transaction also rolls back its bump). Different chains (tenants) never wait on each other.
  * The caller must store the record and advance the head in the same transaction
@@ -58,8 +60,10 @@ export interface PreparedAudit {
  * them in a stable order where it can, or be ready to retry a deadlock (40P01).
  */
 export async function reserveAuditPosition(trx: Trx, chain: string): Promise<AuditPosition> {
+  // The chain's tenant write lock first (src/changes/tenant-write-lock.ts), in the same round trip.
   const { rows } = await sql<{ seq: number; prev_hash: string; time: string }>`
-    insert into audit_chain_heads as h (chain, seq, hash) values (${chain}, 1, ${GENESIS_HASH})
+    insert into audit_chain_heads as h (chain, seq, hash)
+    select ${chain}, 1, ${GENESIS_HASH} from (select ${tenantWriteLockSql(chain)}) as tenant_write_lock where true
     on conflict (chain) do update set seq = h.seq + 1, updated_at = now()
     returning h.seq, h.hash as prev_hash, tenantry_audit_time(clock_timestamp()) as time
   `.execute(trx);

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -5,7 +6,12 @@ import path from 'node:path';
 export interface ClientOptions {
   server?: string;
   token?: string;
+  /** How long a request is retried while the server is unreachable or answers 503 (default 60 s). */
+  retryForMs?: number;
 }
+
+/** The longest wait between two attempts, whatever Retry-After says. */
+const MAX_RETRY_WAIT_MS = 5_000;
 
 export interface ProblemBody {
   code?: string;
@@ -52,8 +58,10 @@ export function saveCredentials(update: ClientOptions): void {
 export class TenantryClient {
   readonly server: string;
   private readonly token: string | undefined;
+  private readonly retryForMs: number;
 
   constructor(opts: ClientOptions) {
+    this.retryForMs = opts.retryForMs ?? 60_000;
     const file = fileConfig();
     this.server = (
       opts.server ??
@@ -69,7 +77,12 @@ export class TenantryClient {
     return this.fetch('GET', urlPath, undefined, { accept: 'text/event-stream', ...headers }, signal);
   }
 
-  /** Sends a request; a non-2xx answer becomes an ApiError carrying its problem details. */
+  /**
+   * Sends a request; a non-2xx answer becomes an ApiError carrying its problem details. While the
+   * server cannot be reached or answers 503 (its database restarting), the request is sent again
+   * after Retry-After, for up to `retryForMs`. A POST carries an Idempotency-Key, the same on every
+   * attempt, so a write the server committed before its answer was lost is replayed, not repeated.
+   */
   async fetch(
     method: string,
     urlPath: string,
@@ -77,39 +90,68 @@ export class TenantryClient {
     headers: Record<string, string> = {},
     signal?: AbortSignal,
   ): Promise<Response> {
-    let res: Response;
-    try {
-      res = await fetch(`${this.server}${urlPath}`, {
-        method,
-        signal,
-        headers: {
-          accept: 'application/json',
-          ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-          ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
-          ...headers,
-        },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-      });
-    } catch (err) {
-      throw new ApiError(0, {
-        code: 'client.unreachable',
-        detail: `cannot reach ${this.server}: ${(err as Error).cause ?? (err as Error).message}`,
-      });
-    }
-    if (!res.ok) {
-      const text = await res.text();
-      let parsed: unknown;
+    const keyed =
+      method === 'POST' && !Object.keys(headers).some((h) => h.toLowerCase() === 'idempotency-key')
+        ? { ...headers, 'idempotency-key': randomUUID() }
+        : headers;
+    const deadline = Date.now() + this.retryForMs;
+    for (;;) {
+      let res: Response | undefined;
+      let unreachable: Error | undefined;
       try {
-        parsed = JSON.parse(text);
-      } catch {
-        // not JSON
+        res = await fetch(`${this.server}${urlPath}`, {
+          method,
+          signal,
+          headers: {
+            accept: 'application/json',
+            ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+            ...(this.token ? { authorization: `Bearer ${this.token}` } : {}),
+            ...keyed,
+          },
+          body: body !== undefined ? JSON.stringify(body) : undefined,
+        });
+      } catch (err) {
+        if (signal?.aborted) throw err;
+        unreachable = err as Error;
       }
-      throw new ApiError(
-        res.status,
-        typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text },
+      // 503: the server is up and its database is not. A connection that broke after the request
+      // went out may have lost the answer to a committed write: the key makes sending it again safe.
+      // A server that refuses connections is not waited for.
+      const broken = ['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET'].includes(
+        String((unreachable as (Error & { cause?: { code?: unknown } }) | undefined)?.cause?.code),
       );
+      if ((res?.status === 503 || broken) && Date.now() < deadline) {
+        const after = Number(res?.headers.get('retry-after') ?? '1');
+        await res?.body?.cancel();
+        const wait = Math.min(
+          MAX_RETRY_WAIT_MS,
+          Number.isFinite(after) ? after * 1000 : 1000,
+          deadline - Date.now(),
+        );
+        await new Promise((r) => setTimeout(r, Math.max(0, wait)));
+        continue;
+      }
+      if (unreachable || !res) {
+        throw new ApiError(0, {
+          code: 'client.unreachable',
+          detail: `cannot reach ${this.server}: ${(unreachable as Error & { cause?: unknown }).cause ?? unreachable?.message}`,
+        });
+      }
+      if (!res.ok) {
+        const text = await res.text();
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          // not JSON
+        }
+        throw new ApiError(
+          res.status,
+          typeof parsed === 'object' && parsed ? (parsed as ProblemBody) : { detail: text },
+        );
+      }
+      return res;
     }
-    return res;
   }
 
   async request<T>(

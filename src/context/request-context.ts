@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Scope } from '../db/database.js';
+import type { Db, Scope, Trx } from '../db/database.js';
 
 export interface Actor {
   principal: string;
@@ -35,6 +35,18 @@ export interface RequestContext {
    * idempotent replay can decide them again for the caller that replays (src/api/server.ts).
    */
   decisions?: { action: string; resource: unknown }[];
+  /**
+   * The request's Idempotency-Key, when its answer is saved in the transaction of its write: the
+   * service runs its write through it (src/idempotency/idempotent-write.ts).
+   */
+  idempotency?: AtomicWrite;
+}
+
+/** A write that commits with its Idempotency-Key answer (implemented by src/idempotency/idempotent-write.ts). */
+export interface AtomicWrite {
+  /** True until the request's first write has taken the key. */
+  readonly available: boolean;
+  run<T>(db: Db, scope: Scope, work: (trx: Trx) => Promise<T>): Promise<T>;
 }
 
 /** What the change path asks the policy gate about (a subset of Change, to keep this file I/O free). */

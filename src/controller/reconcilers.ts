@@ -1,5 +1,6 @@
 import { SpanKind } from '@opentelemetry/api';
 import { sql } from 'kysely';
+import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { inSpan } from '../observability/tracing.js';
@@ -101,7 +102,11 @@ const deletedStatus = (what: string): ObservedStatus => ({
   ready: { status: 'False', reason: 'Deleted', message: `Deleted (${what}); the tombstone is kept.` },
 });
 
-/** Writes status; on a transition that matters records it and pokes the parents. */
+/**
+ * Writes status; on a transition that matters records it and pokes the parents. Lock order: the
+ * tenant write lock, the object's row, the tenant's audit chain head and event sequence, the
+ * parents' jobs, the object's own job (src/changes/tenant-write-lock.ts).
+ */
 export async function settle(
   env: Pick<ReconcileEnv, 'db' | 'context'>,
   finish: Finish | undefined,
@@ -112,6 +117,8 @@ export async function settle(
 ): Promise<ReconcileResult> {
   const t = target(kind, row);
   await asPlatform(env.db, async (trx) => {
+    // The tenant's write lock before the row, as every change of the tenant takes it (no deadlock).
+    await lockTenantWrites(trx, t.tenantId);
     const ctx = env.context();
     const tr = await writeStatus(trx, t, status);
     if (extra) await extra(trx, ctx);

@@ -61,12 +61,13 @@ interface Body {
 
 let url = '';
 let token = '';
-async function call(method: string, p: string, body?: unknown) {
+async function call(method: string, p: string, body?: unknown, headers: Record<string, string> = {}) {
   const res = await fetch(`${url}${p}`, {
     method,
     headers: {
       authorization: `Bearer ${token}`,
       ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      ...headers,
     },
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
     signal: AbortSignal.timeout(15_000),
@@ -153,20 +154,25 @@ describe('PostgreSQL restarted under load', () => {
     expect(seed.status).toBe(200);
     const tenant = seed.body.results.find((r) => r.kind === 'Tenant')!.name;
 
-    // Four clients, each writing a customer of its own and reading it back, until told to stop.
+    // Four clients, each creating a customer of its own and reading it back, until told to stop. A
+    // create that is not acknowledged is retried with the same Idempotency-Key until it is: it must
+    // apply exactly once, whether or not the outage hit it before, during or after its commit.
     const answers: Answer[] = [];
     let running = true;
     let n = 0;
     const client = async () => {
-      while (running) {
-        const customer = `load-${n++}`;
+      let retrying: string | undefined;
+      while (running || retrying) {
+        const customer = retrying ?? `load-${n++}`;
         for (const kind of ['write', 'read'] as const) {
           const sentAt = Date.now();
           let a: Awaited<ReturnType<typeof call>>;
           try {
             a =
               kind === 'write'
-                ? await call('POST', '/v1/apply', [customerDoc(customer)])
+                ? await call('POST', '/v1/customers', customerDoc(customer), {
+                    'idempotency-key': `create-${customer}`,
+                  })
                 : await call('GET', `/v1/customers/${customer}`);
           } catch (err) {
             throw new Error(`no answer to a ${kind}: ${(err as Error).message}`);
@@ -180,9 +186,10 @@ describe('PostgreSQL restarted under load', () => {
             retryAfter: a.retryAfter,
             customer,
           });
-          if (kind === 'write' && a.status !== 200) break;
+          if (kind === 'write') retrying = a.status === 201 ? undefined : customer;
+          if (kind === 'write' && a.status !== 201) break;
         }
-        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setTimeout(r, retrying ? 200 : 20));
       }
     };
     const load = Promise.all([client(), client(), client(), client()]);
@@ -205,7 +212,7 @@ describe('PostgreSQL restarted under load', () => {
       return m;
     }, {});
     const during = answers.filter((a) => a.sentAt >= down && a.at <= restarting);
-    const firstSuccess = answers.find((a) => a.status === 200 && a.sentAt >= up);
+    const firstSuccess = answers.find((a) => a.status < 300 && a.sentAt >= up);
     // For the record (seen with --reporter verbose).
     console.info(
       `outage ${restarting - down} ms; answers ${JSON.stringify(statuses)}; during the outage ${during.length}; first success ${firstSuccess ? firstSuccess.at - up : 'none'} ms after the restart`,
@@ -220,11 +227,34 @@ describe('PostgreSQL restarted under load', () => {
     expect(firstSuccess!.at - up).toBeLessThanOrEqual(5_000);
 
     // Every acknowledged write is there.
-    const acknowledged = answers.filter((a) => a.kind === 'write' && a.status === 200).map((a) => a.customer);
+    const acknowledged = answers.filter((a) => a.kind === 'write' && a.status === 201).map((a) => a.customer);
     expect(acknowledged.length).toBeGreaterThan(10);
     const lost: string[] = [];
     for (const c of acknowledged) if ((await call('GET', `/v1/customers/${c}`)).status !== 200) lost.push(c);
     expect(lost).toEqual([]);
+    // Every write was acknowledged in the end, none was refused as a duplicate of itself, and each
+    // was applied once: one customer, one version, one audit record, one event.
+    const attempted = [...new Set(answers.filter((a) => a.kind === 'write').map((a) => a.customer))];
+    expect(attempted.filter((c) => !acknowledged.includes(c))).toEqual([]);
+    expect(answers.filter((a) => a.status === 409)).toEqual([]);
+    const owner = guardClient(
+      new pg.Client({ connectionString: pgServer.url.replace(/\/postgres$/, '/tenantry') }),
+    );
+    await owner.connect();
+    try {
+      const { rows } = await owner.query<{ slug: string; n: string }>(
+        `select c.slug, (select count(*) from customers x where x.slug = c.slug)
+              + (select count(*) from object_versions v where v.object_kind = 'Customer' and v.slug = c.slug)
+              + (select count(*) from audit_records r where r.action = 'customer.create' and r.target_slug = c.slug)
+              + (select count(*) from outbox_events e where e.subject = 'customers/' || c.id) as n
+         from customers c where c.slug = any($1::text[])`,
+        [attempted],
+      );
+      expect(rows.length).toBe(attempted.length);
+      expect(rows.filter((r) => Number(r.n) !== 4)).toEqual([]);
+    } finally {
+      await owner.end();
+    }
 
     // The controllers resume: a tenant applied now is picked up (it leaves Pending).
     const late = await call('POST', '/v1/apply', [customerDoc('late'), tenantDoc('late')]);

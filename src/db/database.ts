@@ -136,6 +136,29 @@ async function ensureRole(ownerUrl: string, role: 'tenantry_app' | 'tenantry_pla
   return appUrl;
 }
 
+/**
+ * Only the roles that work in the control-plane database may connect to it (issue 15): CONNECT is
+ * taken from PUBLIC and given to the application and platform roles. On a server shared with the
+ * data plane (the embedded default), a tenant's database role would otherwise reach the control
+ * plane's database through PUBLIC. The owner keeps its own CONNECT; superusers need none.
+ */
+export async function restrictConnect(ownerUrl: string, roles: string[]): Promise<void> {
+  const owner = guardClient(new pg.Client({ connectionString: ownerUrl }));
+  await owner.connect();
+  try {
+    const { rows } = await owner.query<{ name: string }>('select current_database() as name');
+    const database = pg.escapeIdentifier(rows[0]!.name);
+    await owner.query('begin');
+    await owner.query(`select pg_advisory_xact_lock(hashtext('tenantry.app_role'))`);
+    await owner.query(`revoke connect on database ${database} from public`);
+    for (const role of roles)
+      await owner.query(`grant connect on database ${database} to ${pg.escapeIdentifier(role)}`);
+    await owner.query('commit');
+  } finally {
+    await owner.end();
+  }
+}
+
 export type Scope = { kind: 'platform' } | { kind: 'tenant'; tenantId: string };
 export const PLATFORM: Scope = { kind: 'platform' };
 

@@ -80,6 +80,69 @@ export async function claimKey(
   return { kind: 'replay', response: row.response as StoredResponse };
 }
 
+/**
+ * The key's record inside the transaction of the write it answers (see idempotent-write.ts): false
+ * when a record of the key exists (waits for a concurrent one's transaction to end). An expired
+ * record is deleted first, so its key starts afresh.
+ */
+export async function insertPendingKey(
+  trx: Trx,
+  k: IdempotencyRecordKey,
+  hash: string,
+  ttlSeconds: number,
+): Promise<boolean> {
+  const res = await sql<{ key: string }>`
+    with expired as (
+      delete from idempotency_keys
+      where issuer = ${k.issuer} and principal = ${k.principal} and app_id = ${k.appId}
+        and scope = ${k.tenantId ?? 'platform'} and method = ${k.method} and path = ${k.path}
+        and key = ${k.key} and expires_at <= now()
+    )
+    insert into idempotency_keys
+      (issuer, principal, app_id, scope, tenant_id, method, path, key, request_hash, expires_at)
+    values (${k.issuer}, ${k.principal}, ${k.appId}, ${k.tenantId ?? 'platform'}, ${k.tenantId}, ${k.method},
+            ${k.path}, ${k.key}, ${hash}, now() + make_interval(secs => ${ttlSeconds}))
+    on conflict do nothing
+    returning key`.execute(trx);
+  return res.rows.length === 1;
+}
+
+/** The record of a key, without claiming it: what a request with the key must do. */
+export async function lookupKey(trx: Trx, k: IdempotencyRecordKey, hash: string): Promise<Claim | null> {
+  const row = await trx
+    .selectFrom('idempotency_keys')
+    .select(['request_hash', 'status_code', 'response'])
+    .where((eb) => eb.and(where(k)))
+    .where('expires_at', '>', new Date())
+    .executeTakeFirst();
+  if (!row) return null;
+  if (row.request_hash !== hash) return { kind: 'mismatch' };
+  if (row.status_code === null) return { kind: 'in_progress' };
+  return { kind: 'replay', response: row.response as StoredResponse };
+}
+
+/** Saves an answer that no write carried (a refusal, a dry run); a record already there wins. */
+export async function saveAnswer(
+  trx: Trx,
+  k: IdempotencyRecordKey,
+  hash: string,
+  ttlSeconds: number,
+  response: StoredResponse,
+): Promise<void> {
+  await trx
+    .insertInto('idempotency_keys')
+    .values({
+      ...where(k),
+      tenant_id: k.tenantId,
+      request_hash: hash,
+      status_code: response.statusCode,
+      response: JSON.stringify(response),
+      expires_at: new Date(Date.now() + ttlSeconds * 1000),
+    })
+    .onConflict((oc) => oc.doNothing())
+    .execute();
+}
+
 /** Stores the (already redacted) response of a claimed key. */
 export async function completeKey(
   trx: Trx,

@@ -1,28 +1,46 @@
 import { type RawBuilder, sql } from 'kysely';
+import { PLATFORM_CHAIN } from '../audit/audit-hash.js';
+import { tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
-import { type Kind, TABLES } from './kinds/index.js';
+import { definitionOf, type Kind, TABLES } from './kinds/index.js';
 import type { ObjectRow } from './kinds/kind.js';
 
 export type { ObjectRow };
 
 const table = (kind: Kind) => sql.table(TABLES[kind]);
 
-/** Reads one object by UUID. `forUpdate` takes its row lock until the transaction ends. */
+/**
+ * Reads one object by UUID. `forUpdate` takes its tenant's write lock and then its row lock, both
+ * until the transaction ends (lock order: src/changes/tenant-write-lock.ts): two round trips, the
+ * first reads the row's tenant and takes the write lock, the second locks the row.
+ */
 export async function findById(
   trx: Trx,
   kind: Kind,
   id: string,
   opts: { includeDeleted?: boolean; forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
+  const live = opts.includeDeleted ? sql`` : sql`and deleted_at is null`;
+  if (opts.forUpdate) {
+    const scope = definitionOf(kind).scope;
+    const chain =
+      scope === 'self'
+        ? sql`id::text`
+        : scope === 'tenant'
+          ? sql`coalesce(tenant_id::text, ${PLATFORM_CHAIN})`
+          : sql`${PLATFORM_CHAIN}::text`;
+    const found = await sql`
+      select ${tenantWriteLockSql(chain)} from ${table(kind)} where id = ${id} ${live}`.execute(trx);
+    if (found.rows.length === 0) return undefined;
+  }
   const r = await sql<ObjectRow>`
-    select * from ${table(kind)} where id = ${id}
-    ${opts.includeDeleted ? sql`` : sql`and deleted_at is null`}
+    select * from ${table(kind)} where id = ${id} ${live}
     ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
   return r.rows[0];
 }
 
-/** Reads the live object with this slug (tombstones keep their slug but do not match). */
+/** Reads the live object with this slug (tombstones keep their slug but do not match); `forUpdate` as findById. */
 export async function findBySlug(
   trx: Trx,
   kind: Kind,
@@ -30,9 +48,11 @@ export async function findBySlug(
   opts: { forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
   const r = await sql<ObjectRow>`
-    select * from ${table(kind)} where slug = ${slug} and deleted_at is null
-    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
-  return r.rows[0];
+    select * from ${table(kind)} where slug = ${slug} and deleted_at is null`.execute(trx);
+  const row = r.rows[0];
+  // The tenant's write lock, then the row's (by id: the slug may be freed meanwhile, the id not).
+  if (!opts.forUpdate || !row) return row;
+  return findById(trx, kind, row.id, { forUpdate: true });
 }
 
 export async function insertObject(

@@ -7,6 +7,7 @@ import { isUuid } from '../domain/identifiers.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { validateManifests } from '../domain/manifest-parser.js';
 import { FieldErrors, mapDatabaseError, ValidationError } from '../errors/errors.js';
+import { writeInScope } from '../idempotency/idempotent-write.js';
 import { PolicyError } from '../placement/policy-error.js';
 import { startLifecycleWorkflow } from '../workflows/start-lifecycle-workflow.js';
 import {
@@ -79,9 +80,15 @@ export class RegistryService {
    * multi-tenant applies taking audit chain heads in opposite order) aborts the whole transaction, so
    * it is retried from the start, a few times with jittered backoff, before surfacing as 409.
    */
-  private async run<T>(ctx: RequestContext, work: (trx: Trx) => Promise<T>): Promise<T> {
+  private async run<T>(
+    ctx: RequestContext,
+    work: (trx: Trx) => Promise<T>,
+    opts: { write?: boolean } = {},
+  ): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
+        // A write under an Idempotency-Key commits with its answer (src/idempotency/idempotent-write.ts).
+        if (opts.write) return await writeInScope(this.db, ctx, work);
         return await inScope(this.db, ctx.scope, work);
       } catch (err) {
         if (err instanceof Rollback) return err.value as T;
@@ -134,25 +141,29 @@ export class RegistryService {
     schemaErrors: ReturnType<typeof validateManifests>['errors'],
     opts: ApplyOptions,
   ): Promise<ApplyOutcome[]> {
-    return this.run(ctx, async (trx) => {
-      const errors = new FieldErrors();
-      errors.list.push(...schemaErrors);
-      const results: ApplyOutcome[] = [];
-      const seen = new Map<string, number>();
-      for (const { m, i } of ordered) {
-        const outcome = await applyManifest(trx, ctx, this.deps, m, `/${i}`, errors, opts);
-        if (!outcome) continue;
-        const key = `${m.kind}/${outcome.uuid}`;
-        if (seen.has(key))
-          errors.add(`/${i}`, 'manifest.duplicate', `the same ${m.kind} is also document ${seen.get(key)}`);
-        seen.set(key, i);
-        results[i] = outcome;
-      }
-      errors.throwIfAny('manifest.invalid', 'One or more manifests cannot be applied.');
-      const out = results.filter((r) => r !== undefined);
-      if (opts.dryRun) throw new Rollback(out);
-      return out;
-    });
+    return this.run(
+      ctx,
+      async (trx) => {
+        const errors = new FieldErrors();
+        errors.list.push(...schemaErrors);
+        const results: ApplyOutcome[] = [];
+        const seen = new Map<string, number>();
+        for (const { m, i } of ordered) {
+          const outcome = await applyManifest(trx, ctx, this.deps, m, `/${i}`, errors, opts);
+          if (!outcome) continue;
+          const key = `${m.kind}/${outcome.uuid}`;
+          if (seen.has(key))
+            errors.add(`/${i}`, 'manifest.duplicate', `the same ${m.kind} is also document ${seen.get(key)}`);
+          seen.set(key, i);
+          results[i] = outcome;
+        }
+        errors.throwIfAny('manifest.invalid', 'One or more manifests cannot be applied.');
+        const out = results.filter((r) => r !== undefined);
+        if (opts.dryRun) throw new Rollback(out);
+        return out;
+      },
+      { write: true },
+    );
   }
 
   async get(
@@ -208,20 +219,24 @@ export class RegistryService {
     action: LifecycleAction,
     expectedGeneration?: number,
   ): Promise<ApiObject> {
-    return this.run(ctx, async (trx) => {
-      const before = await locate(trx, 'Tenant', ref, { forUpdate: true });
-      const row = await transitionTenant(trx, ctx, this.deps.policy, ref, action, expectedGeneration);
-      // The workflow that makes the transition true starts with it (src/workflows).
-      await startLifecycleWorkflow(trx, ctx, {
-        tenantId: row.id,
-        tenantSlug: row.slug,
-        action,
-        from: before.lifecycle as LifecycleState,
-        to: row.lifecycle as LifecycleState,
-        generation: Number(row.generation),
-      });
-      return toApiObject('Tenant', row);
-    });
+    return this.run(
+      ctx,
+      async (trx) => {
+        const before = await locate(trx, 'Tenant', ref, { forUpdate: true });
+        const row = await transitionTenant(trx, ctx, this.deps.policy, ref, action, expectedGeneration);
+        // The workflow that makes the transition true starts with it (src/workflows).
+        await startLifecycleWorkflow(trx, ctx, {
+          tenantId: row.id,
+          tenantSlug: row.slug,
+          action,
+          from: before.lifecycle as LifecycleState,
+          to: row.lifecycle as LifecycleState,
+          generation: Number(row.generation),
+        });
+        return toApiObject('Tenant', row);
+      },
+      { write: true },
+    );
   }
 
   /** Deletes an object, leaving a tombstone; resources go before their deployment. */

@@ -81,7 +81,7 @@ export function registerWebhookRoutes(
     '/v1/webhooks/:ref/requeue',
     {
       attachValidation: true,
-      config: { action: 'webhook.write' },
+      config: { action: 'webhook.write', idempotency: 'atomic' },
       schema: {
         operationId: 'requeueWebhookDeliveries',
         summary: 'Requeue dead-lettered deliveries of an endpoint (the given ones, or all)',
@@ -97,7 +97,7 @@ export function registerWebhookRoutes(
         ),
         response: {
           200: Type.Object({ requeued: Type.Array(Type.String({ format: 'uuid' })) }),
-          ...errorResponses(400, 404, 422),
+          ...errorResponses(400, 404, 409, 422),
         },
       },
     },

@@ -1,8 +1,9 @@
 import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
-import { type Db, inScope } from '../db/database.js';
+import type { Db } from '../db/database.js';
 import { NotFoundError } from '../errors/errors.js';
+import { writeInScope } from '../idempotency/idempotent-write.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 
 export type DeliveryStatus = 'pending' | 'delivered' | 'dead';
@@ -99,7 +100,7 @@ export class WebhooksService {
     opts: { status?: DeliveryStatus; limit: number },
   ): Promise<DeliveryView[]> {
     const endpoint = await this.endpointId(ctx, ref);
-    return inScope(this.db, ctx.scope, async (trx) => {
+    return writeInScope(this.db, ctx, async (trx) => {
       const r = await sql<DeliveryRow>`
         select d.id, d.event_id, o.type, o.tenant_id as event_tenant_id, d.seq, d.status, d.attempts,
           d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at,
@@ -118,7 +119,7 @@ export class WebhooksService {
    */
   async requeue(ctx: RequestContext, ref: string, deliveryIds?: string[]): Promise<string[]> {
     const endpoint = await this.endpointId(ctx, ref);
-    return inScope(this.db, ctx.scope, async (trx) => {
+    return writeInScope(this.db, ctx, async (trx) => {
       const r = await sql<{ id: string; tenant_id: string | null }>`
         update webhook_deliveries set status = 'pending', attempts = 0, trigger = 'manual', next_attempt_at = now(),
           last_error = null, locked_by = null, locked_until = null, updated_at = now()

@@ -190,7 +190,7 @@ export function registerWorkflowRoutes(
     app.post<{ Params: { id: string } }>(
       `/v1/workflows/:id/${verb}`,
       {
-        config: { action: `workflow.${verb}` },
+        config: { action: `workflow.${verb}`, idempotency: 'atomic' },
         schema: {
           operationId: `${verb}Workflow`,
           summary:

@@ -4,6 +4,7 @@ import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
+import { writeInScope } from '../idempotency/idempotent-write.js';
 import {
   type StepRecord,
   toWorkflow,
@@ -69,7 +70,7 @@ export class WorkflowsService {
 
   /** A Waiting workflow runs its failed step again, attempts counted from zero. */
   async retry(ctx: RequestContext, id: string): Promise<WorkflowDetail> {
-    return inScope(this.db, ctx.scope, async (trx) => {
+    return writeInScope(this.db, ctx, async (trx) => {
       const w = await this.row(trx, id, true);
       if (w.state !== 'Waiting')
         throw new ConflictError(
@@ -91,7 +92,7 @@ export class WorkflowsService {
    * with the tenant back in its previous lifecycle. A running one stops at its next checkpoint.
    */
   async cancel(ctx: RequestContext, id: string): Promise<WorkflowDetail> {
-    return inScope(this.db, ctx.scope, async (trx) => {
+    return writeInScope(this.db, ctx, async (trx) => {
       const w = await this.row(trx, id, true);
       if (!['Pending', 'Running', 'Waiting'].includes(w.state))
         throw new ConflictError('workflow.not_cancellable', `A ${w.state} workflow cannot be cancelled.`, {

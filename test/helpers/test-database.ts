@@ -3,7 +3,13 @@ import pg from 'pg';
 import { inject } from 'vitest';
 import { type Config, loadConfig } from '../../src/config/config.js';
 import { guardPool } from '../../src/db/connection-errors.js';
-import { createDb, type Db, ensureAppRole, ensurePlatformRole } from '../../src/db/database.js';
+import {
+  createDb,
+  type Db,
+  ensureAppRole,
+  ensurePlatformRole,
+  restrictConnect,
+} from '../../src/db/database.js';
 
 export interface TestDatabase {
   name: string;
@@ -41,6 +47,8 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   const ownerUrl = url.toString();
   const appUrl = await ensureAppRole(ownerUrl);
   const platformUrl = await ensurePlatformRole(ownerUrl);
+  // As `tenantry serve` does (src/app.ts): only Tenantry's roles connect to its database.
+  await restrictConnect(ownerUrl, ['tenantry_app', 'tenantry_platform']);
   const db = createDb(appUrl, 20, { platformUrl });
   const owner = guardPool(new pg.Pool({ connectionString: ownerUrl, max: 4 }));
   const config = loadConfig({}, { TENANTRY_DATA_DIR: '/tmp/unused' });

@@ -61,7 +61,7 @@ export function registerObjectRoutes(
     app.post(
       base,
       {
-        config: { action: `${area}.write`, ...tenantParam },
+        config: { action: `${area}.write`, ...tenantParam, idempotency: 'atomic' },
         schema: {
           operationId: `create${kind}`,
           summary: `Create a ${kind}`,
@@ -254,7 +254,7 @@ export function registerObjectRoutes(
     app.post(
       `/v1/tenants/:ref/${action}`,
       {
-        config: { action: `tenant.${action}`, tenantParam: 'ref' },
+        config: { action: `tenant.${action}`, tenantParam: 'ref', idempotency: 'atomic' },
         schema: {
           operationId: `${action}Tenant`,
           summary: `Lifecycle: ${action} a tenant`,

@@ -152,7 +152,11 @@ describe('PostgreSQL isolation provider', () => {
         if (breakage.startsWith('grant')) {
           // Someone else's grant is not ours to take back: it stays drift (the object ends Failed).
           expect((await provider.ensure(a)).drift).toEqual([drift]);
-          await owner.query(`revoke usage on schema ${b.physicalName} from ${role}`);
+          // It is a foreign grant on B's schema: B's reconcile reports it and takes it back.
+          expect((await provider.observe(b)).drift).toEqual([
+            `${role} has privileges on schema ${b.physicalName} that Tenantry did not grant`,
+          ]);
+          expect((await provider.ensure(b)).drift).toEqual([]);
         } else {
           expect((await provider.ensure(a)).drift, breakage).toEqual([]);
         }
@@ -178,6 +182,90 @@ describe('PostgreSQL isolation provider', () => {
     await provider.delete(a);
     await provider.delete(b);
     expect((await provider.observe(a)).exists).toBe(false);
+  });
+
+  it('foreign grants on a tenant’s schema or database are drift, revoked at reconcile: a real role loses its way in', async () => {
+    const pool = desired('pool', 'f');
+    const silo = desired('silo', 'f');
+    await provider.ensure(pool);
+    await provider.ensure(silo);
+    const dataplaneUrl = defaultDataplaneUrl(t.ownerUrl);
+    const dataplane = new URL(dataplaneUrl).pathname.slice(1);
+    const owner = new pg.Client({ connectionString: dataplaneUrl });
+    await owner.connect();
+    const intruder = `intruder_${run}`;
+    const asIntruder = (database: string) => {
+      const u = new URL(dataplaneUrl);
+      u.username = intruder;
+      u.password = 'intruder-pw';
+      u.pathname = `/${database}`;
+      const c = new pg.Client({ connectionString: u.toString() });
+      return c.connect().then(() => c);
+    };
+    try {
+      await owner.query(`create role ${intruder} login password 'intruder-pw'`);
+      await owner.query(`grant connect on database ${dataplane} to ${intruder}`);
+      await owner.query(`grant usage, create on schema ${pool.physicalName} to ${intruder}`);
+      await owner.query(`grant connect on database ${silo.physicalName} to ${intruder}`);
+      // The grants work: the intruder gets into the silo and writes into the pool schema.
+      await (await asIntruder(silo.physicalName)).end();
+      const before = await asIntruder(dataplane);
+      await before.query(`create table ${pool.physicalName}.planted (id int)`);
+      await before.end();
+      expect((await provider.observe(pool)).drift).toEqual([
+        `${intruder} has privileges on schema ${pool.physicalName} that Tenantry did not grant`,
+      ]);
+      expect((await provider.observe(silo)).drift).toEqual([
+        `${intruder} has privileges on database ${silo.physicalName} that Tenantry did not grant`,
+      ]);
+      expect((await provider.ensure(pool)).drift).toEqual([]);
+      expect((await provider.ensure(silo)).drift).toEqual([]);
+      expect(await refused(asIntruder(silo.physicalName))).toMatch(/permission denied/);
+      const after = await asIntruder(dataplane);
+      try {
+        expect(await refused(after.query(`create table ${pool.physicalName}.again (id int)`))).toMatch(
+          /permission denied/,
+        );
+        expect(await refused(after.query(`select * from ${pool.physicalName}.planted`))).toMatch(
+          /permission denied/,
+        );
+      } finally {
+        await after.end();
+      }
+    } finally {
+      await owner.query(`drop table if exists ${pool.physicalName}.planted`);
+      await provider.delete(pool);
+      await provider.delete(silo);
+      await owner.query(`drop owned by ${intruder}`).catch(() => undefined);
+      await owner.query(`drop role if exists ${intruder}`);
+      await owner.end();
+    }
+  });
+
+  it('a tenant’s role connects to its own database only: not the control plane’s, not another silo', async () => {
+    const a = desired('pool', 'g');
+    const silo = desired('silo', 'g');
+    await provider.ensure(a);
+    await provider.ensure(silo);
+    const owner = new pg.Client({ connectionString: t.ownerUrl });
+    await owner.connect();
+    try {
+      // Tenantry's own database takes CONNECT from PUBLIC (src/db/database.ts restrictConnect).
+      expect(await refused(connectAs(a, t.name))).toMatch(/permission denied/);
+      expect(await refused(connectAs(a, silo.physicalName))).toMatch(/permission denied/);
+      // A CONNECT given behind Tenantry's back is drift, and the reconcile takes it back.
+      await owner.query(`grant connect on database ${t.name} to ${a.physicalName}`);
+      await (await connectAs(a, t.name)).end();
+      expect((await provider.observe(a)).drift).toEqual([
+        `role ${a.physicalName} may connect to other databases: ${t.name}`,
+      ]);
+      expect((await provider.ensure(a)).drift).toEqual([]);
+      expect(await refused(connectAs(a, t.name))).toMatch(/permission denied/);
+    } finally {
+      await owner.end();
+      await provider.delete(a);
+      await provider.delete(silo);
+    }
   });
 
   it('shared: rows in shared tables, each role sees only its own tenant’s rows', async () => {

@@ -115,8 +115,14 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
       else if (desired.suspended && role.rows[0]?.rolcanlogin)
         drift.push(`role ${n.role} may log in while its tenant is suspended`);
       if (n.isolation === 'pool') {
-        const r = await this.pool.query<{ schema: boolean; usable: boolean; public_usage: boolean }>(
+        const r = await this.pool.query<{
+          schema: boolean;
+          usable: boolean;
+          public_usage: boolean;
+          foreign: string[];
+        }>(
           `select exists (select from pg_namespace where nspname = $1) as schema,
+                  ${FOREIGN_GRANTEES('pg_namespace', 'nspname', 'nspacl', 'nspowner')} as foreign,
                   coalesce((select has_schema_privilege($2, $1, 'USAGE, CREATE') where exists
                     (select from pg_roles where rolname = $2) and exists (select from pg_namespace where nspname = $1)), false) as usable,
                   coalesce((select exists (select from pg_namespace n, aclexplode(n.nspacl) a
@@ -127,19 +133,24 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
         if (!f.schema) drift.push(`schema ${n.target} is missing`);
         else if (exists && !f.usable) drift.push(`role ${n.role} lacks USAGE, CREATE on schema ${n.target}`);
         if (f.public_usage) drift.push(`PUBLIC has privileges on schema ${n.target}`);
+        for (const g of f.foreign)
+          drift.push(`${g} has privileges on schema ${n.target} that Tenantry did not grant`);
         exists = exists && f.schema;
       } else if (n.isolation === 'silo') {
-        const r = await this.pool.query<{ owner: string; public_connect: boolean }>(
+        const r = await this.pool.query<{ owner: string; public_connect: boolean; foreign: string[] }>(
           `select pg_get_userbyid(datdba) as owner,
+                  ${FOREIGN_GRANTEES('pg_database', 'datname', 'datacl', 'datdba')} as foreign,
                   datacl is null or exists (select from aclexplode(datacl) a where a.grantee = 0 and a.privilege_type = 'CONNECT') as public_connect
            from pg_database where datname = $1`,
-          [n.target],
+          [n.target, n.role],
         );
         const d = r.rows[0];
         if (!d) drift.push(`database ${n.target} is missing`);
         else {
           if (d.owner !== n.role) drift.push(`database ${n.target} is owned by ${d.owner}, not ${n.role}`);
           if (d.public_connect) drift.push(`PUBLIC may connect to database ${n.target}`);
+          for (const g of d.foreign)
+            drift.push(`${g} has privileges on database ${n.target} that Tenantry did not grant`);
         }
         exists = exists && d !== undefined;
       } else {
@@ -239,9 +250,19 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
       await this.prepare();
       await this.withCatalogLock(async (c) => {
         await this.ensureRole(c, n.role, secret.password ?? '', n.isolation === 'shared', !desired.suspended);
+        // CONNECT on any other database, granted behind Tenantry's back, is taken back.
+        const own = n.isolation === 'silo' ? n.target : this.database;
+        const others = await c.query<{ datname: string }>(
+          `select distinct d.datname from pg_database d, aclexplode(d.datacl) a
+           where a.grantee = (select oid from pg_roles where rolname = $1) and d.datname <> $2`,
+          [n.role, own],
+        );
+        for (const { datname } of others.rows)
+          await c.query(`revoke all on database ${id(datname)} from ${id(n.role)} cascade`);
         if (n.isolation === 'pool') {
           await ignore(c.query(`create schema if not exists ${id(n.target)}`), ['42P06', '23505']);
           await c.query(`revoke all on schema ${id(n.target)} from public`);
+          await revokeForeign(c, 'schema', n);
           await c.query(`grant usage, create on schema ${id(n.target)} to ${id(n.role)}`);
           await c.query(`grant connect on database ${id(this.database)} to ${id(n.role)}`);
           await c.query(`alter role ${id(n.role)} set search_path = ${id(n.target)}`);
@@ -249,6 +270,7 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
           await ignore(c.query(`create database ${id(n.target)} owner ${id(n.role)}`), ['42P04', '23505']);
           await c.query(`alter database ${id(n.target)} owner to ${id(n.role)}`);
           await c.query(`revoke connect, temporary on database ${id(n.target)} from public`);
+          await revokeForeign(c, 'database', n);
           await c.query(`grant connect on database ${id(n.target)} to ${id(n.role)}`);
         } else {
           await c.query(`grant ${id(SHARED_GROUP)} to ${id(n.role)}`);
@@ -437,6 +459,30 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
       );
     }
   }
+}
+
+/**
+ * The roles, other than PUBLIC, the owner and the scope's own role ($2), holding any privilege on the
+ * object named $1: grants Tenantry did not give (SQL text for a select list).
+ */
+const FOREIGN_GRANTEES = (catalog: string, name: string, acl: string, owner: string) => `
+  coalesce((select array_agg(distinct pg_get_userbyid(a.grantee)::text order by pg_get_userbyid(a.grantee)::text)
+            from ${catalog} o, aclexplode(o.${acl}) a
+            where o.${name} = $1 and a.grantee <> 0 and a.grantee <> o.${owner}
+              and a.grantee <> coalesce((select oid from pg_roles where rolname = $2), 0)), '{}')`;
+
+/** Revokes every grant on the scope's schema or database that Tenantry did not give (see FOREIGN_GRANTEES). */
+async function revokeForeign(c: pg.PoolClient, what: 'schema' | 'database', n: Names): Promise<void> {
+  const [catalog, name, acl, owner] =
+    what === 'schema'
+      ? ['pg_namespace', 'nspname', 'nspacl', 'nspowner']
+      : ['pg_database', 'datname', 'datacl', 'datdba'];
+  const { rows } = await c.query<{ foreign: string[] }>(
+    `select ${FOREIGN_GRANTEES(catalog!, name!, acl!, owner!)} as foreign`,
+    [n.target, n.role],
+  );
+  for (const g of rows[0]?.foreign ?? [])
+    await c.query(`revoke all on ${what} ${id(n.target)} from ${id(g)} cascade`);
 }
 
 async function ignore(p: Promise<unknown>, codes: string[]): Promise<void> {

@@ -1,0 +1,29 @@
+import { type RawBuilder, sql } from 'kysely';
+import { chainOf } from '../audit/audit-hash.js';
+import type { Trx } from '../db/database.js';
+
+/** The advisory lock space of tenant write locks (first key of pg_advisory_xact_lock(int, int)). */
+const TENANT_WRITES = 0x7465_6e01;
+
+/**
+ * The tenant write lock: one transaction-level advisory lock per audit chain (a tenant's id, or
+ * 'platform' for platform objects), taken before any row of that tenant is locked for a change and
+ * before its audit chain head. Issue 15 found `deadlock detected` under two controllers: the change
+ * path locked an object's row and then the tenant's chain head, event sequence and reconcile jobs,
+ * and a multi-object apply took those tenant-wide locks before the next object's row, while a
+ * controller's status write locked its object's row first and the tenant-wide ones after.
+ *
+ * Concurrency contract: every writer of a tenant's desired state (the change path, through
+ * findById/findBySlug `forUpdate` and the audit append) and of its status (the controller's status
+ * transaction) takes this lock first, so their row, chain-head, sequence and job locks are taken
+ * one transaction at a time per tenant and cannot cross. Re-entrant within a transaction; released
+ * at its end. Distinct tenants never wait on each other (unless their keys collide in the hash).
+ */
+export function tenantWriteLockSql(chain: string | RawBuilder<unknown>): RawBuilder<unknown> {
+  return sql`pg_advisory_xact_lock(${TENANT_WRITES}::int, hashtext(${chain}))`;
+}
+
+/** Takes the tenant write lock of `tenantId` (null: the platform's). */
+export async function lockTenantWrites(trx: Trx, tenantId: string | null): Promise<void> {
+  await sql`select ${tenantWriteLockSql(chainOf(tenantId?.toLowerCase() ?? null))}`.execute(trx);
+}

@@ -46,6 +46,8 @@ export function registerAgentRoutes(
   agents: AgentService,
   identify: IdentityHook,
 ): void {
+  // Waiting long polls end at once when the server closes, before the database goes.
+  app.addHook('preClose', async () => agents.close());
   app.post<{ Params: { ref: string }; Body: { ttlSeconds?: number } | undefined }>(
     '/v1/cells/:ref/join-tokens',
     {

@@ -80,6 +80,13 @@ export class AgentService {
     private readonly notifier?: EventNotifier,
   ) {}
 
+  private readonly closing = new AbortController();
+
+  /** Ends every waiting desired-state request now (the server is closing: no query after this). */
+  close(): void {
+    this.closing.abort();
+  }
+
   private requireIssuer(): BuiltinIssuer {
     if (!this.issuer)
       throw new TenantryError(
@@ -386,21 +393,27 @@ export class AgentService {
     signal?: AbortSignal,
   ): Promise<{ generation: number; hash: string; items: IndexEntry[] } | 'unchanged'> {
     const deadline = Date.now() + waitMs;
+    const closing = this.closing.signal;
+    const signals = signal ? [closing, signal] : [closing];
     for (;;) {
+      if (closing.aborted) return 'unchanged';
       const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
       if (index.hash !== known) return index;
       const left = deadline - Date.now();
-      if (left <= 0 || signal?.aborted) return 'unchanged';
+      if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(t);
           unsubscribe?.();
+          for (const x of signals) x.removeEventListener('abort', done);
           resolve();
         };
         const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
+        for (const x of signals) x.addEventListener('abort', done, { once: true });
         // Desired-state changes (and lifecycle transitions) are events: look again at once.
         const unsubscribe = this.notifier?.subscribe('tenantry_events', done);
       });
+      if (signals.some((x) => x.aborted)) return 'unchanged';
     }
   }
 

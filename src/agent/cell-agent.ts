@@ -74,6 +74,7 @@ export class CellAgent {
   private readonly attempts = new Map<string, number>();
   private readonly local = new Map<string, string>();
   private connected = true;
+  private saves = 0;
   private reconciling: Promise<void> | undefined;
   private again = false;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -149,7 +150,7 @@ export class CellAgent {
 
   private async save(): Promise<void> {
     await fs.mkdir(this.o.stateDir, { recursive: true, mode: 0o700 });
-    const tmp = `${this.file}.${process.pid}.tmp`;
+    const tmp = `${this.file}.${process.pid}.${++this.saves}.tmp`;
     await fs.writeFile(tmp, JSON.stringify(this.state), { mode: 0o600 });
     await fs.rename(tmp, this.file);
   }

@@ -33,12 +33,18 @@ export class EmbeddedAgents {
   async start(): Promise<void> {
     await this.look();
     this.timer = setInterval(() => {
+      // One look at a time: two would start two agents for one cell, the second revoking the first.
+      if (this.busy) return;
       this.looking = this.look();
     }, this.o.intervalMs);
     this.timer.unref();
   }
 
+  private busy = false;
+  private stopped = false;
+
   private async look(): Promise<void> {
+    this.busy = true;
     try {
       for (const { cellId, token } of await this.o.agents.embeddedJoinTokens(new Set(this.running.keys()))) {
         const stateDir = path.join(this.o.dataDir, 'agents', cellId);
@@ -54,16 +60,25 @@ export class EmbeddedAgents {
           name: 'embedded',
           resyncMs: this.o.resyncMs,
         });
-        await agent.start();
+        if (this.stopped) return;
         this.running.set(cellId, agent);
+        try {
+          await agent.start();
+        } catch (err) {
+          this.running.delete(cellId);
+          throw err;
+        }
       }
     } catch (err) {
       this.o.logger.warn({ err: (err as Error).message }, 'starting in-process cell agents failed');
+    } finally {
+      this.busy = false;
     }
   }
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.stopped = true;
     await this.looking;
     await Promise.allSettled([...this.running.values()].map((a) => a.stop()));
     this.running.clear();

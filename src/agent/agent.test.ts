@@ -119,7 +119,7 @@ function agent(o: { cell: string; dir: string; providers: ProviderSet; token?: s
 beforeAll(async () => {
   s = await startTestServer({
     configure: (c) => {
-      c.agent = { ...c.agent, heartbeatIntervalMs: HEARTBEAT_MS, feedPollMs: 50, credentialTtlSeconds: 6 };
+      c.agent = { ...c.agent, heartbeatIntervalMs: HEARTBEAT_MS, feedPollMs: 50, credentialTtlSeconds: 10 };
     },
   });
   const applied = await s.request('POST', '/v1/apply', { body: circleK() });
@@ -327,7 +327,7 @@ describe('a cell agent', () => {
     const read = async () => JSON.parse(await fs.readFile(path.join(dirA, 'agent-state.json'), 'utf8'));
     const first = await read();
     await until('a rotated credential', async () => (await read()).credential !== first.credential, 10_000);
-    // Once the first credential expired (6 s), the agent works on with its rotated one.
+    // Once the first credential expired (10 s), the agent works on with its rotated one.
     await new Promise((r) => setTimeout(r, Math.max(0, Date.parse(first.expiresAt) - Date.now() + 1_500)));
     expect(Date.parse((await read()).expiresAt)).toBeGreaterThan(Date.parse(first.expiresAt));
     const hb = await s.request('POST', `/v1/agent/eu-nonprod-1/heartbeat`, {
@@ -337,6 +337,10 @@ describe('a cell agent', () => {
   });
 
   it('is Unknown after 5 missed heartbeats, keeps its data plane, and converges when back', async () => {
+    // Stopped just after a rotation, so that its saved credential outlives the outage.
+    const saved = async () => JSON.parse(await fs.readFile(path.join(dirA, 'agent-state.json'), 'utf8'));
+    const current = (await saved()).credential;
+    await until('the next rotation', async () => (await saved()).credential !== current, 15_000);
     await a.stop();
     await until(
       'cell eu-nonprod-1 Unknown',

@@ -8,7 +8,13 @@ import { EmbeddedAgents } from './agent/embedded-agents.js';
 import { LeaseMonitor } from './agent/lease-monitor.js';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
-import { AuditCheckpointer, type AuditSigner, loadAuditSigner } from './audit/index.js';
+import {
+  AuditCheckpointer,
+  AuditSequencer,
+  type AuditSigner,
+  loadAuditSigner,
+  publishCheckpoints,
+} from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
 import {
@@ -37,10 +43,10 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { applySecret, type StoredSecret } from './webhooks/webhook-secrets.js';
-import { lifecycleWorkflowTypes } from './workflows/lifecycle-workflows.js';
 import { WorkflowEngine } from './workflows/workflow-engine.js';
 
 export interface Tenantry {
@@ -217,13 +223,10 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const db = createDb(appUrl, 20, { platformUrl });
     stops.push(() => db.destroy());
     const metrics = new Metrics();
-    let notifier: EventNotifier | undefined;
-    if (config.role !== 'controller') {
-      const n = new EventNotifier(appUrl, log);
-      await n.start();
-      stops.push(() => n.stop());
-      notifier = n;
-    }
+    // NOTIFY wakes the API's event readers and the workflow engine early (both also poll).
+    const notifier = new EventNotifier(appUrl, log);
+    await notifier.start();
+    stops.push(() => notifier.stop());
     const signer = await loadAuditSigner({
       dataDir: config.dataDir,
       ...(config.auditSigningKeyFile ? { keyFile: config.auditSigningKeyFile } : {}),
@@ -236,7 +239,9 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       auditSigner: signer,
       trustedAuditKeys: await readTrustedKeys(config.auditTrustedKeyFiles),
       ...(opts.issuer ? { issuer: opts.issuer } : {}),
-      ...(notifier ? { events: new EventsService(db, config, notifier), notifier } : {}),
+      ...(config.role !== 'controller'
+        ? { events: new EventsService(db, config, notifier), ...(notifier ? { notifier } : {}) }
+        : {}),
       tracing: config.tracing,
       api: config.role !== 'controller',
     });
@@ -251,6 +256,19 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       await checkpointer.stop();
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
+    });
+    // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
+    const sequencer = new AuditSequencer(db, {
+      // Each batch's logs get a signed checkpoint event, at most one per log per second.
+      onBatch: (batch) =>
+        publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }).then(() => undefined),
+      onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
+    });
+    sequencer.start();
+    stops.push(async () => {
+      await sequencer.stop();
+      // What committed until now goes into its chain before the last checkpoint.
+      await sequencer.tick();
     });
     let controller: Controller | undefined;
     let workflowEngine: WorkflowEngine | undefined;
@@ -283,7 +301,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       controller = c;
       const engine = new WorkflowEngine({
         db,
-        registry: lifecycleWorkflowTypes(db, providers),
+        registry: workflowTypes(
+          db,
+          providers,
+          config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+        ),
         logger: log.child({ component: 'workflows' }),
         config: {
           ...config.controller,
@@ -291,7 +313,12 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         },
       });
       engine.start();
-      stops.push(() => engine.stop());
+      // A workflow started (or retried, or cancelled) anywhere is picked up at once, not at the next poll.
+      const unsubscribe = notifier.subscribe('tenantry_workflows', () => engine.wake());
+      stops.push(async () => {
+        unsubscribe();
+        await engine.stop();
+      });
       workflowEngine = engine;
     }
     if (config.role === 'controller') {

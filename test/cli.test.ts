@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { deploymentManifests } from './helpers/controller.js';
 import { EXAMPLE_DIR } from './helpers/examples.js';
 
 /**
@@ -462,5 +463,66 @@ describe('tenantry CLI', () => {
     expect(tampered.stdout).toMatch(
       /\[record\.altered\] chain 8c9646e0-b9ce-426a-8849-a047e29afa9d seq \d+ record/,
     );
+  });
+
+  it('archive, legal hold, delete --wait, purge: the deletion workflow shows its steps and keeps everything under the hold', async () => {
+    const file = path.join(dataDir, 'held.yaml');
+    fs.writeFileSync(
+      file,
+      deploymentManifests('clidel', 'svc')
+        .map((d) => JSON.stringify(d))
+        .join('\n---\n'),
+    );
+    expect((await cli('apply', '-f', file)).code).toBe(0);
+    const archived = await cli('archive', 'clidel-eu-dev', '--wait');
+    expect(archived.code, archived.stderr).toBe(0);
+    expect(archived.stdout).toMatch(/^\s+start-retention-clock\s+Completed$/m);
+    const held = await cli('legal-hold', 'place', 'clidel-eu-dev', '--reason', 'case 9');
+    expect(held.stdout.trim()).toBe('tenant/clidel-eu-dev under legal hold: case 9');
+    const deleted = await cli('delete', 'tenant', 'clidel-eu-dev', '--yes', '--wait');
+    expect(deleted.code, deleted.stderr).toBe(0);
+    const lines = deleted.stdout.trim().split('\n');
+    const id = /^tenant\/clidel-eu-dev deleted \(workflow ([0-9a-f-]{36})\)$/.exec(lines[0]!)?.[1];
+    expect(id, lines[0]).toBeDefined();
+    expect(lines.slice(1, -1).map((l) => l.trim().split(/\s+/))).toEqual(
+      [
+        'check-retention',
+        'delete-resources',
+        'verify-resources-gone',
+        'delete-secrets',
+        'record-deletion',
+      ].map((step) => [step, 'Completed']),
+    );
+    expect(lines.at(-1)).toBe(`workflow ${id} Succeeded`);
+    const purge = await cli('purge', 'clidel-eu-dev');
+    expect(purge.code).toBe(1);
+    expect(purge.stderr).toContain('under legal hold (case 9)');
+  });
+
+  it("saves a chain's tree head and later proves the grown log consistent with it (tree-head, verify --checkpoint)", async () => {
+    const head = await cli('audit', 'tree-head', '--tenant', 'circlek-eu-uat');
+    expect(head.code).toBe(0);
+    const [origin, size] = head.stdout.split('\n');
+    expect(origin).toBe('tenantry/audit/8c9646e0-b9ce-426a-8849-a047e29afa9d');
+    expect(head.stdout).toMatch(
+      /\n\n\u2014 tenantry\/audit\/8c9646e0-b9ce-426a-8849-a047e29afa9d [A-Za-z0-9+/=]+\n$/,
+    );
+    const saved = path.join(dataDir, 'uat-tree-head.txt');
+    fs.writeFileSync(saved, head.stdout);
+    const key = path.join(dataDir, 'audit-key.pem');
+    // The log grows (the resume is audited), and is still the same log.
+    expect((await cli('resume', 'circlek-eu-uat', '--wait')).code).toBe(0);
+    const later = await cli('audit', 'tree-head', '--tenant', 'circlek-eu-uat');
+    expect(Number(later.stdout.split('\n')[1])).toBeGreaterThan(Number(size));
+    const ok = await cli('audit', 'verify', '--checkpoint', saved, '--public-key', key);
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/^consistent: /);
+    // A saved checkpoint of another history (its root changed, so its signature no longer holds).
+    const lines = head.stdout.split('\n');
+    lines[2] = Buffer.alloc(32, 7).toString('base64');
+    fs.writeFileSync(saved, lines.join('\n'));
+    const bad = await cli('audit', 'verify', '--checkpoint', saved, '--public-key', key);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/^INCONSISTENT: /);
   });
 });

@@ -237,6 +237,7 @@ describe('object routes', () => {
     expect(again.body.code).toBe('lifecycle.invalid_transition');
     await settleWorkflows(s.t);
     expect((await s.request('POST', '/v1/tenants/circlek-eu-dev/archive')).status).toBe(200);
+    await settleWorkflows(s.t);
     const del = await s.request('DELETE', '/v1/tenants/circlek-eu-dev');
     expect(del.status).toBe(200);
     expect(del.body.status.lifecycle).toBe('Deleted');

@@ -21,6 +21,8 @@ import { errorResponses, isManifestBody, OBJECT_SCHEMAS, ProblemSchema } from '.
 import { registerIdempotency } from '../idempotency/idempotency.hooks.js';
 import { registerIdentityRoutes } from '../identity/identity.routes.js';
 import { currentContext, installSecurity, type Security } from '../identity/security.js';
+import { ServiceClientsService } from '../identity/service-clients.js';
+import { registerServiceClientRoutes } from '../identity/service-clients.routes.js';
 import { registerHttpObservability, registerMetricsRoute } from '../observability/http-observability.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RequestLog } from '../observability/request-log.js';
@@ -28,10 +30,15 @@ import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { registerDriftRoutes } from '../runtime/drift.routes.js';
+import { workflowTypes } from '../tenant-migrations/migration-workflows.js';
+import { registerMigrationRoutes } from '../tenant-migrations/migrations.routes.js';
+import { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import { registerWebhookRoutes } from '../webhooks/webhooks.routes.js';
 import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { FreezesService } from '../workflows/freezes.js';
-import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
+import { RetentionService } from '../workflows/retention.js';
+import { registerRetentionRoutes } from '../workflows/retention.routes.js';
 import { registerWorkflowRoutes } from '../workflows/workflows.routes.js';
 import { WorkflowsService } from '../workflows/workflows.service.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
@@ -60,6 +67,8 @@ export interface ServerDeps {
   notifier?: EventNotifier;
   /** Workflows (src/workflows); absent: one over the lifecycle workflow types. */
   workflows?: WorkflowsService;
+  /** Legal holds and purges; absent: one on the system clock. */
+  retention?: RetentionService;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -231,11 +240,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerActivityRoutes(app, db, registry, identify);
   registerWorkflowRoutes(
     app,
-    deps.workflows ?? new WorkflowsService(db, lifecycleWorkflowTypes(db)),
+    deps.workflows ?? new WorkflowsService(db, workflowTypes(db)),
     new FreezesService(db),
     identify,
   );
+  registerRetentionRoutes(app, deps.retention ?? new RetentionService(db), identify);
+  if (security.issuer)
+    await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
+  registerMigrationRoutes(app, new MigrationsService(db), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
+  registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);
   registerAgentRoutes(
     app,

@@ -1,18 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
-import { tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Db, Trx } from '../db/database.js';
 import { asPlatform } from '../db/database.js';
 import {
+  type AuditDocument,
   type AuditOutcome,
   type AuditRecord,
   chainOf,
-  GENESIS_HASH,
   hashAuditDocument,
   jsonValue,
 } from './audit-hash.js';
 
-/** What a caller says about one audited operation; the chain position and hashes are added here. */
+/** What a caller says about one audited operation; the sequencer adds the chain position and hashes. */
 export interface AuditEntry {
   id?: string;
   tenantId: string | null;
@@ -29,106 +28,87 @@ export interface AuditEntry {
   correlationId: string;
 }
 
-/** The next position of a chain, reserved under the chain head's row lock. */
-export interface AuditPosition {
+/**
+ * An audit record as written by the change: everything but its chain position. The sequencer
+ * (audit-sequencer.ts) gives it `seq`, `prevHash`, `time`-ordered integration and its hash, within a
+ * second; until then it is an unsequenced entry (searchable, counted by verify, not yet in the tree).
+ */
+export interface AppendedAudit {
+  id: string;
   chain: string;
-  seq: number;
-  prevHash: string;
-  /** The database clock when the lock was granted: non-decreasing along a chain. */
-  time: string;
+  tenantId: string | null;
+  action: string;
+  outcome: AuditOutcome;
 }
 
-/** A sealed record and the SQL that stores it, for embedding in the caller's statement. */
+/** An entry and the SQL that stores it, for embedding in the caller's statement. */
 export interface PreparedAudit {
-  record: AuditRecord;
+  record: AppendedAudit;
   /** `insert into audit_records …` (usable as a data-modifying CTE). */
   insert: RawBuilder<unknown>;
-  /** `update audit_chain_heads …` to the new record (usable as a data-modifying CTE). */
-  advanceHead: RawBuilder<unknown>;
 }
 
 /**
- * Reserves the next position of `chain`: one statement that creates or bumps the chain head and
- * returns the previous hash.
- *
- * Concurrency contract: takes the chain's tenant write lock, then `insert … on conflict do update`
- * takes the head row's lock, both held until the
- * caller's transaction ends, so appends to one chain are serialised and `seq` is gap-free (a rolled
- * back transaction also rolls back its bump). Different chains (tenants) never wait on each other.
- * The caller must store the record and advance the head in the same transaction
- * (`PreparedAudit.insert` / `advanceHead`); a transaction that appends to several chains should take
- * them in a stable order where it can, or be ready to retry a deadlock (40P01).
+ * The insert of one unsequenced record (no round trip). Concurrency contract: it takes no lock that
+ * any other change takes — appends to one chain run in parallel; their order in the chain is the
+ * order in which the sequencer integrates them after they commit. Its `time` is the database clock
+ * at the insert. A rolled-back transaction leaves nothing to sequence.
  */
-export async function reserveAuditPosition(trx: Trx, chain: string): Promise<AuditPosition> {
-  // The chain's tenant write lock first (src/changes/tenant-write-lock.ts), in the same round trip.
-  const { rows } = await sql<{ seq: number; prev_hash: string; time: string }>`
-    insert into audit_chain_heads as h (chain, seq, hash)
-    select ${chain}, 1, ${GENESIS_HASH} from (select ${tenantWriteLockSql(chain)}) as tenant_write_lock where true
-    on conflict (chain) do update set seq = h.seq + 1, updated_at = now()
-    returning h.seq, h.hash as prev_hash, tenantry_audit_time(clock_timestamp()) as time
-  `.execute(trx);
-  const row = rows[0]!;
-  return { chain, seq: row.seq, prevHash: row.prev_hash, time: row.time };
-}
-
-/** Pure: the record at `position`, with its hash. */
-export function sealAuditRecord(entry: AuditEntry, position: AuditPosition): AuditRecord {
+export function prepareAuditAppend(entry: AuditEntry): PreparedAudit {
+  const id = (entry.id ?? randomUUID()).toLowerCase();
   // UUID columns read back in lower case; what is hashed must be what is read.
-  const doc = {
-    v: 1 as const,
-    id: (entry.id ?? randomUUID()).toLowerCase(),
-    chain: position.chain,
-    seq: position.seq,
-    time: position.time,
-    tenantId: entry.tenantId?.toLowerCase() ?? null,
-    appId: entry.appId,
-    actor: { principal: entry.actor.principal, kind: entry.actor.kind },
-    sessionId: entry.sessionId,
-    action: entry.action,
-    target: { kind: entry.target.kind, id: entry.target.id?.toLowerCase() ?? null, slug: entry.target.slug },
-    before: jsonValue(entry.before),
-    after: jsonValue(entry.after),
-    outcome: entry.outcome,
-    decision: jsonValue(entry.decision),
-    requestId: entry.requestId,
-    correlationId: entry.correlationId,
-    prevHash: position.prevHash,
-  };
-  return { ...doc, hash: hashAuditDocument(doc) };
+  const tenantId = entry.tenantId?.toLowerCase() ?? null;
+  const chain = chainOf(tenantId);
+  const targetId = entry.target.id?.toLowerCase() ?? null;
+  const insert = sql`insert into audit_records
+      (id, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id,
+       target_slug, before, after, outcome, decision, request_id, correlation_id, chain)
+    values (${id}, ${tenantId}, ${entry.appId}, ${entry.actor.principal}, ${entry.actor.kind},
+      ${entry.sessionId}, ${entry.action}, ${entry.target.kind}, ${targetId}, ${entry.target.slug},
+      ${JSON.stringify(jsonValue(entry.before))}::jsonb, ${JSON.stringify(jsonValue(entry.after))}::jsonb,
+      ${entry.outcome}, ${JSON.stringify(jsonValue(entry.decision))}::jsonb, ${entry.requestId},
+      ${entry.correlationId}, ${chain})`;
+  return { record: { id, chain, tenantId, action: entry.action, outcome: entry.outcome }, insert };
 }
 
-export function auditInsertSql(r: AuditRecord): RawBuilder<unknown> {
-  return sql`insert into audit_records
-      (id, time, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id,
-       target_slug, before, after, outcome, decision, request_id, correlation_id, chain, seq, prev_hash, hash)
-    values (${r.id}, ${r.time}::timestamptz, ${r.tenantId}, ${r.appId}, ${r.actor.principal}, ${r.actor.kind},
-      ${r.sessionId}, ${r.action}, ${r.target.kind}, ${r.target.id}, ${r.target.slug},
-      ${JSON.stringify(r.before)}::jsonb, ${JSON.stringify(r.after)}::jsonb, ${r.outcome},
-      ${JSON.stringify(r.decision)}::jsonb, ${r.requestId}, ${r.correlationId}, ${r.chain}, ${r.seq},
-      ${r.prevHash}, ${r.hash})`;
-}
-
-export function advanceHeadSql(r: AuditRecord): RawBuilder<unknown> {
-  return sql`update audit_chain_heads set hash = ${r.hash} where chain = ${r.chain} and seq = ${r.seq}`;
-}
-
-/**
- * Reserves the position (one round trip) and seals the record; the caller writes `insert` and
- * `advanceHead` in its own statement, in the same transaction — this is how the change path keeps
- * the audit record in the one statement that writes lineage, outbox event and reconcile job.
- */
-export async function prepareAuditAppend(trx: Trx, entry: AuditEntry): Promise<PreparedAudit> {
-  const position = await reserveAuditPosition(trx, chainOf(entry.tenantId?.toLowerCase() ?? null));
-  const record = sealAuditRecord(entry, position);
-  return { record, insert: auditInsertSql(record), advanceHead: advanceHeadSql(record) };
-}
-
-/** Appends one record in the caller's transaction: two round trips. */
-export async function appendAudit(trx: Trx, entry: AuditEntry): Promise<AuditRecord> {
-  const p = await prepareAuditAppend(trx, entry);
-  await sql`with audit as (${p.insert}) ${p.advanceHead}`.execute(trx);
+/** Appends one record in the caller's transaction: one round trip, no lock shared with other changes. */
+export async function appendAudit(trx: Trx, entry: AuditEntry): Promise<AppendedAudit> {
+  const p = prepareAuditAppend(entry);
+  await p.insert.execute(trx);
   return p.record;
 }
+
+/** Pure: the record `doc` at its chain position, with its v1 hash (the sequencer's step). */
+export function sealAuditRecord(
+  doc: Omit<AuditDocument, 'v' | 'seq' | 'prevHash'>,
+  position: { seq: number; prevHash: string },
+): AuditRecord {
+  const sealed: AuditDocument = {
+    v: 1,
+    ...documentFields(doc),
+    seq: position.seq,
+    prevHash: position.prevHash,
+  };
+  return { ...sealed, hash: hashAuditDocument(sealed) };
+}
+
+const documentFields = (d: Omit<AuditDocument, 'v' | 'seq' | 'prevHash'>) => ({
+  id: d.id,
+  chain: d.chain,
+  time: d.time,
+  tenantId: d.tenantId,
+  appId: d.appId,
+  actor: { principal: d.actor.principal, kind: d.actor.kind },
+  sessionId: d.sessionId,
+  action: d.action,
+  target: { kind: d.target.kind, id: d.target.id, slug: d.target.slug },
+  before: d.before,
+  after: d.after,
+  outcome: d.outcome,
+  decision: d.decision,
+  requestId: d.requestId,
+  correlationId: d.correlationId,
+});
 
 export interface AuditAttempt {
   tenantId: string | null;
@@ -174,7 +154,7 @@ export async function recordAuditAttempt(
   db: Db,
   ctx: AttemptContext,
   attempt: AuditAttempt,
-): Promise<AuditRecord> {
+): Promise<AppendedAudit> {
   return asPlatform(db, (trx) =>
     appendAudit(
       trx,

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany } from '../../test/helpers/audit.js';
+import { appendMany, sequenceAudit } from '../../test/helpers/audit.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { createRegistry } from '../app.js';
@@ -36,6 +36,7 @@ beforeAll(async () => {
   t = await createTestDatabase();
   registry = createRegistry(t.db, t.config);
   await registry.apply(ctx, circleK());
+  await sequenceAudit(t.db);
 });
 afterAll(async () => t?.destroy());
 
@@ -94,12 +95,13 @@ describe('audit through the change path', () => {
       tenantDoc('circlek-eu-qa', { customer: 'circlek-europe', region: 'eu', environmentType: 'qa' }),
     ]);
     expect(ok?.action).toBe('created');
+    await sequenceAudit(t.db);
     const { rows } = await t.owner.query('select seq::int from audit_records where chain = $1', [ok?.uuid]);
     expect(rows).toEqual([{ seq: 1 }]);
     expect((await verifyAudit(t.db, { publicKeys: keys })).ok).toBe(true);
   });
 
-  it('serialises appends per chain only: one tenant waits for its own chain, not for another', async () => {
+  it('does not serialise appends: a chain takes writers in parallel, and is sequenced in commit order', async () => {
     const [a, b] = [randomUUID(), randomUUID()];
     await appendMany(t.db, a, 1);
     await appendMany(t.db, b, 1);
@@ -107,34 +109,34 @@ describe('audit through the change path', () => {
     const held = new Promise<void>((r) => {
       release = r;
     });
-    let locked!: () => void;
-    const isLocked = new Promise<void>((r) => {
-      locked = r;
+    let written!: () => void;
+    const isWritten = new Promise<void>((r) => {
+      written = r;
     });
+    let open!: string;
     const holder = asPlatform(t.db, async (trx) => {
-      await appendAudit(trx, entry(a));
-      locked();
+      open = (await appendAudit(trx, entry(a))).id;
+      written();
       await held;
     });
-    await isLocked;
-    // Another tenant appends while a's head is locked.
-    const other = await Promise.race([
-      appendMany(t.db, b, 1).then(() => 'done'),
-      new Promise((r) => setTimeout(() => r('blocked'), 2000)),
-    ]);
-    expect(other).toBe('done');
-    // The same tenant waits.
-    let sameDone = false;
-    const same = appendMany(t.db, a, 1).then(() => {
-      sameDone = true;
-    });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(sameDone).toBe(false);
+    await isWritten;
+    // Another tenant and the same tenant both append while a's transaction is open.
+    const race = (p: Promise<unknown>) =>
+      Promise.race([p.then(() => 'done'), new Promise((r) => setTimeout(() => r('blocked'), 2000))]);
+    expect(await race(appendMany(t.db, b, 1))).toBe('done');
+    const [same] = await appendMany(t.db, a, 1);
+    expect(same).toMatchObject({ chain: a, seq: 2 });
+    // The open transaction's entry is not sequenced (nor visible) until it commits.
+    await sequenceAudit(t.db);
     release();
     await holder;
-    await same;
+    expect((await verifyAudit(t.db, { tenant: a, publicKeys: keys })).unsequenced.records).toBe(1);
+    await sequenceAudit(t.db);
+    const { rows } = await t.owner.query('select seq::int from audit_records where id = $1', [open]);
+    expect(rows).toEqual([{ seq: 3 }]);
     const v = await verifyAudit(t.db, { tenant: a, publicKeys: keys });
     expect(v.chains[0]).toMatchObject({ records: 3, lastSeq: 3, ok: true });
+    expect(v.unsequenced).toEqual({ records: 0, oldest: null });
   });
 
   it('keeps chains gap-free under concurrency: 8 writers on 8 tenants and 8 writers on one tenant', async () => {
@@ -154,6 +156,7 @@ describe('audit through the change path', () => {
       }
     };
     await Promise.all([...own.map((id) => writer(id)), ...own.map(() => writer(shared))]);
+    await sequenceAudit(t.db);
     await createAuditCheckpoint(t.db, signer);
     const v = await verifyAudit(t.db, { publicKeys: keys });
     expect(v.problems).toEqual([]);
@@ -173,6 +176,7 @@ describe('audit through the change path', () => {
         ]),
       ),
     );
+    await sequenceAudit(t.db);
     expect((await verifyAudit(t.db, { publicKeys: keys })).ok).toBe(true);
   });
 
@@ -185,9 +189,11 @@ describe('audit through the change path', () => {
       target: { kind: 'Tenant', id: tenant },
       decision: { code: 'policy.forbidden', reason: 'role viewer may not suspend tenants' },
     });
-    expect(rec).toMatchObject({ chain: tenant, seq: 1, outcome: 'denied' });
+    expect(rec).toMatchObject({ chain: tenant, outcome: 'denied' });
+    await sequenceAudit(t.db);
     const page = await searchAudit(t.db, { kind: 'platform' }, { outcome: 'denied' });
     expect(page.items.map((r) => r.id)).toEqual([rec.id]);
+    expect(page.items[0]).toMatchObject({ chain: tenant, seq: 1 });
     expect(page.items[0]?.decision).toEqual({
       code: 'policy.forbidden',
       reason: 'role viewer may not suspend tenants',
@@ -234,7 +240,12 @@ describe('audit through the change path', () => {
     expect(asSelf.items.every((r) => r.tenantId === tenant)).toBe(true);
     // It appends to its own chain in its own scope (the change path in a tenant's scope does) ...
     const own = await asTenant(t.db, tenant, (trx) => appendAudit(trx, entry(tenant)));
-    expect(own).toMatchObject({ chain: tenant, seq: 11 });
+    // Searchable at once, without a position until the sequencer integrates it.
+    const pending = await searchAudit(t.db, platform, { tenant, limit: 1 });
+    expect(pending.items[0]).toMatchObject({ id: own.id, seq: null, hash: null });
+    await sequenceAudit(t.db);
+    const [sequenced] = (await searchAudit(t.db, platform, { tenant, limit: 1 })).items;
+    expect(sequenced).toMatchObject({ id: own.id, chain: tenant, seq: 11 });
     // ... and cannot write into another tenant's chain.
     await expect(asTenant(t.db, randomUUID(), (trx) => appendAudit(trx, entry(tenant)))).rejects.toThrow(
       /row-level security/,
@@ -253,6 +264,7 @@ describe('audit through the change path', () => {
       appendAudit(trx, { ...entry(tenant.toUpperCase()), id: randomUUID().toUpperCase() }),
     );
     expect(rec.chain).toBe(tenant);
+    await sequenceAudit(t.db);
     expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
   });
 

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { canonicalJson } from '../domain/diff.js';
+import { publishCheckpoints } from './checkpoint-events.js';
 import type { AuditSigner } from './checkpoint-signer.js';
 
 export interface ChainHead {
@@ -78,8 +79,9 @@ export async function loadCheckpoints(trx: Trx): Promise<AuditCheckpoint[]> {
 }
 
 /**
- * Takes a checkpoint every `intervalMs` while any chain has moved since the last one.
- * Long-running: start() and stop().
+ * Takes a checkpoint every `intervalMs` while any chain has moved since the last one, and publishes
+ * the C2SP checkpoint event of every log that grew since its last event (those the sequencer's
+ * per-batch publishing skipped). Long-running: start() and stop().
  */
 export class AuditCheckpointer {
   private timer: NodeJS.Timeout | undefined;
@@ -102,6 +104,7 @@ export class AuditCheckpointer {
   }
 
   async tick(): Promise<AuditCheckpoint | undefined> {
+    await publishCheckpoints(this.db, this.signer);
     const heads = await asPlatform(this.db, async (trx) => {
       const { rows } = await sql<{ h: string }>`
         select coalesce(string_agg(chain || ':' || seq, ',' order by chain), '') as h from audit_chain_heads`.execute(

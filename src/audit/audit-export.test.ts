@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, tamper } from '../../test/helpers/audit.js';
+import { appendMany, sequenceAudit, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { systemContext } from '../context/request-context.js';
 import { createAuditCheckpoint } from './audit-checkpoint.js';
@@ -127,7 +127,13 @@ describe('export, offline verification and retention', () => {
     // The newest checkpoint before the cut-off (the second) bounds each chain's deleted segment.
     const byChain = Object.fromEntries(result.segments.map((s) => [s.chain, [s.throughSeq, s.deleted]]));
     expect(byChain).toEqual({ [alpha]: [8, 8], [beta]: [4, 4], platform: [2, 2] });
-    expect(result.record).toMatchObject({ chain: 'platform', seq: 3, action: 'audit.retention' });
+    expect(result.record).toMatchObject({ chain: 'platform', action: 'audit.retention' });
+    // The run's own record is sequenced like any other: next on the platform chain.
+    await sequenceAudit(t.db);
+    const own = await t.owner.query('select chain, seq::int from audit_records where id = $1', [
+      result.record!.id,
+    ]);
+    expect(own.rows).toEqual([{ chain: 'platform', seq: 3 }]);
     const { rows } = await t.owner.query(
       'select chain, min(seq)::int as min, count(*)::int as n from audit_records group by chain',
     );

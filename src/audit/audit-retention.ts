@@ -2,9 +2,9 @@ import type { KeyObject } from 'node:crypto';
 import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import { ConflictError } from '../errors/errors.js';
+import type { AppendedAudit } from './append-audit.js';
 import { type AttemptContext, appendAudit, auditEntryOf } from './append-audit.js';
 import { checkpointFromRow, checkpointPayload } from './audit-checkpoint.js';
-import type { AuditRecord } from './audit-hash.js';
 import { trustedKeys, verifySignature } from './checkpoint-signer.js';
 
 export interface RetentionSegment {
@@ -18,7 +18,7 @@ export interface RetentionResult {
   checkpointId: string | null;
   segments: RetentionSegment[];
   /** The platform-chain record of this retention run (null when nothing was due). */
-  record: AuditRecord | null;
+  record: AppendedAudit | null;
 }
 
 /**

@@ -1,8 +1,7 @@
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, tamper } from '../../test/helpers/audit.js';
+import { appendMany, auditInsertSql, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
-import { auditInsertSql } from './append-audit.js';
 import { recordFromRow } from './audit.repository.js';
 import { createAuditCheckpoint } from './audit-checkpoint.js';
 import { type AuditRecord, GENESIS_HASH, hashAuditDocument } from './audit-hash.js';

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
+import { loadLeafRows } from './audit.repository.js';
 import { signCheckpoint } from './checkpoint-note.js';
 import type { AuditSigner } from './checkpoint-signer.js';
 import { consistencyProof, type Hash, inclusionProof, leafHash, rootOf } from './merkle.js';
@@ -23,20 +24,15 @@ export function chainOfOrigin(origin: string): string | undefined {
   return origin.startsWith(prefix) ? origin.slice(prefix.length) : undefined;
 }
 
-/** The leaf hashes of a chain in seq order (platform scope; the caller checked who may read it). */
+/** The leaf hashes of a chain in seq order, pruned ones included (platform scope; the caller checked who may read it). */
 export async function loadLeaves(db: Db, chain: string): Promise<Hash[]> {
-  const { rows } = await asPlatform(db, (trx) =>
-    sql<{
-      seq: string;
-      hash: string;
-    }>`select seq, hash from audit_records where chain = ${chain} order by seq`.execute(trx),
-  );
+  const rows = await asPlatform(db, (trx) => loadLeafRows(trx, chain));
   const leaves: Hash[] = [];
   for (const [i, r] of rows.entries()) {
-    if (Number(r.seq) !== i + 1)
+    if (r.seq !== i + 1)
       throw new ConflictError(
         'audit.tree_incomplete',
-        `Chain ${chain} has no record at seq ${i + 1} (deleted by retention, or missing): its tree cannot be recomputed. Run audit verify.`,
+        `Chain ${chain} has no record at seq ${i + 1} (deleted by a retention run before pruned leaves were kept, or missing): its tree cannot be recomputed. Run audit verify.`,
       );
     leaves.push(leafHash(Buffer.from(r.hash, 'hex')));
   }
@@ -87,11 +83,17 @@ export async function locateRecord(db: Db, recordId: string): Promise<{ chain: s
   if (!isUuid(recordId))
     throw new NotFoundError('audit.record_not_found', `Audit record ${recordId} does not exist.`);
   const { rows } = await asPlatform(db, (trx) =>
-    sql<{ chain: string; seq: string }>`select chain, seq from audit_records where id = ${recordId}`.execute(
-      trx,
-    ),
+    sql<{
+      chain: string;
+      seq: string | null;
+    }>`select chain, seq from audit_records where id = ${recordId}`.execute(trx),
   );
   if (!rows[0]) throw new NotFoundError('audit.record_not_found', `Audit record ${recordId} does not exist.`);
+  if (rows[0].seq === null)
+    throw new ConflictError(
+      'audit.record_unsequenced',
+      `Audit record ${recordId} is not in its log yet: the sequencer integrates it within a second. Retry.`,
+    );
   return { chain: rows[0].chain, seq: Number(rows[0].seq) };
 }
 

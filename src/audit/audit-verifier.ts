@@ -1,6 +1,10 @@
+import type { KeyObject } from 'node:crypto';
 import { type AuditCheckpoint, checkpointPayload } from './audit-checkpoint.js';
 import { type AuditRecord, chainOf, GENESIS_HASH, HASH_PATTERN, hashAuditDocument } from './audit-hash.js';
+import { logOrigin } from './audit-tree.js';
+import { CheckpointError, openCheckpoint } from './checkpoint-note.js';
 import { type TrustedKeys, verifySignature } from './checkpoint-signer.js';
+import { leafHash, verifyInclusion } from './merkle.js';
 
 /** A segment deleted by retention: the chain continues after `throughSeq` from `throughHash`. */
 export interface RetentionMark {
@@ -31,6 +35,7 @@ export type AuditProblemCode =
   | 'record.missing'
   | 'record.out_of_order'
   | 'record.wrong_chain'
+  | 'record.not_included'
   | 'chain.truncated'
   | 'chain.start_missing'
   | 'head.mismatch'
@@ -75,6 +80,11 @@ export interface AuditVerification {
   /** Every problem found (at most `maxProblems`), the first of each chain first. */
   problems: AuditProblem[];
   firstProblem?: AuditProblem;
+  /**
+   * Entries written but not yet integrated by the sequencer (no position or hash yet): not part of
+   * any tree, not verified; the oldest's time shows whether the sequencer keeps up.
+   */
+  unsequenced: { records: number; oldest: string | null };
 }
 
 interface ChainState {
@@ -113,6 +123,9 @@ export class AuditVerifier {
   private readonly globalProblems: AuditProblem[] = [];
   private latestCheckpoint: AuditCheckpoint | undefined;
   private total = 0;
+  private unsequenced: AuditVerification['unsequenced'] = { records: 0, oldest: null };
+  /** Per chain, the signed tree head of a one-chain export that its records must be included in. */
+  private readonly treeHeads = new Map<string, { size: number; root: Buffer }>();
 
   constructor(
     private readonly keys: TrustedKeys,
@@ -168,6 +181,30 @@ export class AuditVerifier {
       }
     }
     this.checkpoints.set(c.id, { checkpoint: c, valid });
+  }
+
+  /**
+   * A chain's signed tree head (C2SP note, as a one-chain export carries it): each of its records
+   * must then come with an inclusion proof into that tree, and the chain must reach its size.
+   */
+  addTreeHead(chain: string, note: string, keys: readonly KeyObject[]): void {
+    if (!this.inScope(chain)) return;
+    try {
+      const c = openCheckpoint(note, keys);
+      if (c.origin !== logOrigin(chain)) throw new CheckpointError(`it is the checkpoint of ${c.origin}`);
+      this.treeHeads.set(chain, { size: c.size, root: c.root });
+    } catch (err) {
+      this.globalProblems.push({
+        code: 'checkpoint.signature_invalid',
+        chain,
+        message: `the tree head of chain ${chain} does not verify: ${(err as Error).message}`,
+      });
+    }
+  }
+
+  /** Entries not yet sequenced (counted, not verified). */
+  addUnsequenced(records: number, oldest: string | null): void {
+    this.unsequenced = { records, oldest };
   }
 
   /** The stored head of a chain (audit_chain_heads), checked against the last record. */
@@ -238,6 +275,22 @@ export class AuditVerifier {
         `record ${r.id} (seq ${r.seq}) does not follow the record before it (prev_hash differs): ${culprit}`,
       );
     }
+    const tree = this.treeHeads.get(r.chain);
+    if (tree && r.seq <= tree.size) {
+      const raw = (r as { inclusionProof?: unknown }).inclusionProof;
+      const proof = Array.isArray(raw) ? raw.map((h) => Buffer.from(String(h), 'hex')) : undefined;
+      if (
+        proof &&
+        HASH_PATTERN.test(r.hash) &&
+        verifyInclusion(leafHash(Buffer.from(r.hash, 'hex')), r.seq - 1, tree.size, proof, tree.root)
+      )
+        s.anchoredThrough = Math.max(s.anchoredThrough ?? 0, r.seq);
+      else
+        p(
+          'record.not_included',
+          `record ${r.id} (seq ${r.seq}) is not in the signed tree of size ${tree.size} (no or a wrong inclusion proof)`,
+        );
+    }
     const expected = this.expectations.get(r.chain)?.get(r.seq);
     for (const e of expected ?? []) {
       e.seen = true;
@@ -306,6 +359,14 @@ export class AuditVerifier {
           // seq within the chain but not seen: a gap, already reported as record.missing.
         }
       }
+      const tree = this.treeHeads.get(s.chain);
+      if (tree && !window && tree.size > lastSeq)
+        s.problems.push({
+          code: 'chain.truncated',
+          chain: s.chain,
+          seq: lastSeq + 1,
+          message: `chain ${s.chain} ends at seq ${lastSeq}, but its signed tree head has ${tree.size} entries: records ${lastSeq + 1}-${tree.size} were deleted`,
+        });
       const head = this.heads.get(s.chain);
       if (head && (head.seq !== lastSeq || head.hash !== s.lastHash)) {
         s.problems.push({
@@ -350,6 +411,7 @@ export class AuditVerifier {
       checkpoints: { total: this.checkpoints.size, valid, latest: this.latestCheckpoint?.id ?? null },
       problems,
       ...(problems[0] ? { firstProblem: problems[0] } : {}),
+      unsequenced: this.unsequenced,
     };
   }
 }

@@ -15,7 +15,10 @@ export const RECORD_COLUMNS: RawBuilder<unknown> = sql`a.id, a.chain, a.seq, ten
   a.tenant_id, a.app_id, a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id,
   a.target_slug, a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, a.prev_hash, a.hash`;
 
+/** A sequenced record; throws for an unsequenced one (whose position and hash do not exist yet). */
 export function recordFromRow(r: AuditRecordRow): AuditRecord {
+  if (r.seq === null || r.prev_hash === null || r.hash === null)
+    throw new Error(`audit record ${r.id} is not sequenced yet`);
   return {
     v: 1,
     id: r.id,
@@ -39,6 +42,23 @@ export function recordFromRow(r: AuditRecordRow): AuditRecord {
   };
 }
 
+/** A record as search shows it: an unsequenced one has no position or hash yet (null). */
+export type AuditItem = Omit<AuditRecord, 'seq' | 'prevHash' | 'hash'> & {
+  seq: number | null;
+  prevHash: string | null;
+  hash: string | null;
+};
+
+export function itemFromRow(r: AuditRecordRow): AuditItem {
+  if (r.seq !== null) return recordFromRow(r);
+  return {
+    ...recordFromRow({ ...r, seq: 0, prev_hash: '', hash: '' }),
+    seq: null,
+    prevHash: null,
+    hash: null,
+  };
+}
+
 /**
  * Reads every record of one chain (or of all chains) in (chain, seq) order, in batches by keyset
  * on the unique (chain, seq) index. The next batch is requested before the current one is handed
@@ -58,11 +78,12 @@ export async function* streamRecords(
   let pending = fetch(null);
   for (;;) {
     const { rows } = await pending;
-    const inRange = rows.filter((r) => r.seq <= toSeq);
+    // The scan returns sequenced records only (seq > after).
+    const inRange = rows.filter((r) => Number(r.seq) <= toSeq);
     if (inRange.length === 0) return;
     const last = rows[rows.length - 1]!;
     const more = rows.length === size && inRange.length === rows.length;
-    if (more) pending = fetch({ chain: last.chain, seq: last.seq });
+    if (more) pending = fetch({ chain: last.chain, seq: Number(last.seq) });
     yield inRange.map(recordFromRow);
     if (!more) return;
   }
@@ -128,4 +149,28 @@ export async function loadHeads(
     select chain, seq, hash from audit_chain_heads
     where ${chain === undefined ? sql`true` : sql`chain = ${chain}`} order by chain`.execute(trx);
   return rows.map((r) => ({ chain: r.chain, seq: r.seq, hash: r.hash }));
+}
+
+/** The entries not yet sequenced (of one chain, or all), and the time of the oldest. */
+export async function countUnsequenced(
+  trx: Trx,
+  chain?: string,
+): Promise<{ records: number; oldest: string | null }> {
+  const { rows } = await sql<{ n: number; oldest: string | null }>`
+    select count(*)::int as n, tenantry_audit_time(min(time)) as oldest from audit_records
+    where seq is null ${chain !== undefined ? sql`and chain = ${chain}` : sql``}`.execute(trx);
+  return { records: rows[0]?.n ?? 0, oldest: rows[0]?.oldest ?? null };
+}
+
+/**
+ * A chain's leaf hashes (the v1 record hashes) in seq order: those retention pruned (kept in
+ * audit_pruned_leaves) and the sequenced records. Whole when seq runs 1..n without a gap.
+ */
+export async function loadLeafRows(trx: Trx, chain: string): Promise<{ seq: number; hash: string }[]> {
+  const { rows } = await sql<{ seq: string; hash: string }>`
+    select seq, hash from audit_pruned_leaves where chain = ${chain}
+    union all
+    select seq, hash from audit_records where chain = ${chain} and seq is not null
+    order by seq`.execute(trx);
+  return rows.map((r) => ({ seq: Number(r.seq), hash: r.hash }));
 }

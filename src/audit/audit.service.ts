@@ -8,6 +8,7 @@ import { isUuid } from '../domain/identifiers.js';
 import { ForbiddenError, NotFoundError } from '../errors/errors.js';
 import { type AuditCheckpoint, createAuditCheckpoint } from './audit-checkpoint.js';
 import { PLATFORM_CHAIN } from './audit-hash.js';
+import { integrateAudit } from './audit-sequencer.js';
 import {
   type ConsistencyProof,
   chainCheckpoint,
@@ -77,22 +78,40 @@ export class AuditService {
     const tenant = await this.chainOf(ctx, opts.tenant);
     const checked = { ...opts, ...(tenant !== undefined ? { tenant } : {}) };
     checkExportOptions(checked);
-    return (out) => exportAudit(this.db, out, checked);
+    return async (out) => {
+      await this.catchUp();
+      return exportAudit(this.db, out, { ...checked, signer: this.signer });
+    };
+  }
+
+  /**
+   * Integrates what has committed before answering with the tree (read your writes): the sequencer
+   * would within a second anyway. If another process is sequencing, waits for it up to a second.
+   */
+  private async catchUp(): Promise<void> {
+    for (let i = 0; i < 20; i++) {
+      if ((await integrateAudit(this.db)) !== null) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   /** Signs a checkpoint of every chain head now (the checkpointer also does this periodically). */
   async checkpoint(ctx: RequestContext): Promise<AuditCheckpoint> {
     this.platformOnly(ctx);
+    await this.catchUp();
     return createAuditCheckpoint(this.db, this.signer);
   }
 
   /** The signed checkpoint (C2SP note) of the caller's chain's log, or of the chain named. */
   async treeHead(ctx: RequestContext, tenantRef?: string): Promise<SignedTreeHead> {
-    return chainCheckpoint(this.db, this.signer, (await this.chainOf(ctx, tenantRef)) ?? PLATFORM_CHAIN);
+    const chain = (await this.chainOf(ctx, tenantRef)) ?? PLATFORM_CHAIN;
+    await this.catchUp();
+    return chainCheckpoint(this.db, this.signer, chain);
   }
 
   /** The inclusion proof of one record in its chain's log; a tenant may ask only about its own. */
   async inclusion(ctx: RequestContext, recordId: string): Promise<InclusionProof> {
+    await this.catchUp();
     const at = await locateRecord(this.db, recordId);
     const own = ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : undefined;
     if (own !== undefined && at.chain !== own)
@@ -105,6 +124,7 @@ export class AuditService {
     q: { tenant?: string; from: number; to?: number },
   ): Promise<ConsistencyProof> {
     const chain = (await this.chainOf(ctx, q.tenant)) ?? PLATFORM_CHAIN;
+    await this.catchUp();
     return chainConsistency(this.db, this.signer, chain, q.from, q.to);
   }
 

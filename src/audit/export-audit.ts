@@ -3,18 +3,21 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import { type Db, platformDb, setScope } from '../db/database.js';
+import { type Db, platformDb, setScope, type Trx } from '../db/database.js';
 import { FieldErrors, ValidationError } from '../errors/errors.js';
-import { loadHeads, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
+import { loadHeads, loadLeafRows, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
 import { type AuditCheckpoint, loadCheckpoints } from './audit-checkpoint.js';
 import type { AuditRecord } from './audit-hash.js';
+import { logOrigin } from './audit-tree.js';
 import {
   type AuditVerification,
   AuditVerifier,
   type AuditWindow,
   type RetentionMark,
 } from './audit-verifier.js';
-import { trustedKeys } from './checkpoint-signer.js';
+import { signCheckpoint } from './checkpoint-note.js';
+import { type AuditSigner, trustedKeys } from './checkpoint-signer.js';
+import { allInclusionProofs, type Hash, leafHash, rootOf } from './merkle.js';
 import { parseChainFilter } from './verify-audit.js';
 
 /**
@@ -28,6 +31,12 @@ import { parseChainFilter } from './verify-audit.js';
  *   {"type":"window","chain":…,"fromSeq":…,"toSeq":…,"prevHash":…}
  * per chain with records in the window; the records are that contiguous range of the chain, and the
  * checkpoints that signed a head inside it anchor it.
+ * An export of one chain (a tenant's, or the platform's) holds nothing about any other chain: no
+ * checkpoint lines (those sign every chain's head) but, when it has a signer and the chain is
+ * whole (no retention), its log's signed tree head
+ *   {"type":"tree_head","chain":…,"origin":…,"size":…,"rootHash":…,"checkpoint":"<C2SP note>"}
+ * and on each record line `inclusionProof`: its RFC 9162 inclusion proof (hex) at leaf seq - 1 in
+ * that tree.
  * A record line is exactly the hashed document (format v1) plus `type` and `hash`, so anyone can
  * recompute it: sha256 over the canonical JSON (sorted keys, no spaces) of the line without `type`
  * and `hash`. A checkpoint signs the canonical JSON of {v:1,type:"tenantry.audit.checkpoint",id,
@@ -36,8 +45,10 @@ import { parseChainFilter } from './verify-audit.js';
 export const EXPORT_FORMAT = 'tenantry.audit.v1';
 
 export interface ExportAuditOptions {
-  /** A tenant id, or 'platform': that chain only (with every checkpoint, as signed). */
+  /** A tenant id, or 'platform': that chain only, with its own tree head and inclusion proofs. */
   tenant?: string;
+  /** Signs the chain's tree head in a one-chain export (without it, the export has none). */
+  signer?: AuditSigner;
   /** Records written at or after this time (ISO 8601). */
   since?: string;
   /** Records written before this time (ISO 8601). */
@@ -47,6 +58,7 @@ export interface ExportAuditOptions {
 
 export interface AuditExportSummary {
   records: number;
+  /** Checkpoint lines: the all-chains checkpoints, or in a one-chain export its tree head (0 or 1). */
   checkpoints: number;
   retention: number;
   chains: number;
@@ -81,6 +93,13 @@ export function checkExportOptions(opts: ExportAuditOptions): {
   return { chain, since, until };
 }
 
+/** The leaf hashes of a chain in the snapshot (pruned ones included), or undefined when incomplete. */
+async function chainTree(trx: Trx, chain: string): Promise<Hash[] | undefined> {
+  const rows = await loadLeafRows(trx, chain);
+  if (rows.length > 0 && rows[rows.length - 1]!.seq !== rows.length) return undefined;
+  return rows.map((r) => leafHash(Buffer.from(r.hash, 'hex')));
+}
+
 /** Writes one consistent snapshot of the audit log to `out` as JSON Lines; does not end `out`. */
 export async function exportAudit(
   db: Db,
@@ -103,16 +122,41 @@ export async function exportAudit(
         chain: chain ?? null,
         ...(windowed ? { since: since ?? null, until: until ?? null } : {}),
       });
-      for (const c of await loadCheckpoints(trx)) {
-        await writeLine(out, { type: 'checkpoint', ...c });
-        summary.checkpoints++;
+      let proofs: Hash[][] | undefined;
+      if (chain === undefined) {
+        for (const c of await loadCheckpoints(trx)) {
+          await writeLine(out, { type: 'checkpoint', ...c });
+          summary.checkpoints++;
+        }
+      } else if (opts.signer) {
+        const tree = await chainTree(trx, chain);
+        if (tree) {
+          const root = rootOf(tree);
+          const origin = logOrigin(chain);
+          await writeLine(out, {
+            type: 'tree_head',
+            chain,
+            origin,
+            size: tree.length,
+            rootHash: root.toString('hex'),
+            checkpoint: signCheckpoint(opts.signer, { origin, size: tree.length, root }),
+          });
+          summary.checkpoints++;
+          proofs = allInclusionProofs(tree);
+        }
       }
+      const withProof = (r: AuditRecord) => {
+        const proof = proofs?.[r.seq - 1];
+        return proof
+          ? { type: 'record', ...r, inclusionProof: proof.map((h) => h.toString('hex')) }
+          : { type: 'record', ...r };
+      };
       const writeRecords = async (range: { chain?: string; fromSeq?: number; toSeq?: number }) => {
         for await (const batch of streamRecords(trx, {
           ...range,
           ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
         })) {
-          const text = batch.map((r) => `${JSON.stringify({ type: 'record', ...r })}\n`).join('');
+          const text = batch.map((r) => `${JSON.stringify(withProof(r))}\n`).join('');
           if (!out.write(text)) await once(out, 'drain');
           summary.records += batch.length;
         }
@@ -198,6 +242,13 @@ export async function verifyAuditExport(
       case 'head':
         verifier.addHead(String(rest.chain), Number(rest.seq), String(rest.hash));
         break;
+      case 'tree_head':
+        if (seenRecords) {
+          malformed.push({ line: n, message: 'tree_head after the records' });
+          continue;
+        }
+        verifier.addTreeHead(String(rest.chain), String(rest.checkpoint), [...keys.values()]);
+        break;
       case 'record':
         seenRecords = true;
         try {
@@ -218,6 +269,7 @@ export async function verifyAuditExport(
       chains: [],
       checkpoints: { total: 0, valid: 0, latest: null },
       problems: [],
+      unsequenced: { records: 0, oldest: null },
       malformed,
     };
   }

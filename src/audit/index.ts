@@ -3,6 +3,7 @@
  * and the API (`GET /v1/audit/verify`, `GET /v1/audit`).
  */
 export {
+  type AppendedAudit,
   type AttemptContext,
   type AuditAttempt,
   type AuditEntry,
@@ -17,7 +18,15 @@ export {
 } from './audit-checkpoint.js';
 export { type AuditOutcome, type AuditRecord, GENESIS_HASH, PLATFORM_CHAIN } from './audit-hash.js';
 export { applyAuditRetention, type RetentionResult, type RetentionSegment } from './audit-retention.js';
+export {
+  AuditSequencer,
+  type AuditSequencerOptions,
+  type IntegratedBatch,
+  integrateAudit,
+  integrateAuditBatch,
+} from './audit-sequencer.js';
 export type { AuditProblem, AuditProblemCode, AuditVerification, ChainReport } from './audit-verifier.js';
+export { type PublishedCheckpoint, publishCheckpoints } from './checkpoint-events.js';
 export { AuditSigner, defaultSigningKeyFile, keyIdOf, loadAuditSigner } from './checkpoint-signer.js';
 export {
   type AuditExportSummary,

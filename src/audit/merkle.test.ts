@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CheckpointError, noteVerifierKey, openCheckpoint, signCheckpoint } from './checkpoint-note.js';
 import { AuditSigner } from './checkpoint-signer.js';
 import {
+  allInclusionProofs,
   CompactRange,
   consistencyProof,
   EMPTY_ROOT,
@@ -185,6 +186,18 @@ describe('RFC 9162 Merkle tree', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+
+  it('gives every inclusion proof at once, equal to the reference path of each leaf', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 8 }), { minLength: 0, maxLength: 40 }), (raw) => {
+        const d = raw.map((u) => Buffer.from(u));
+        const all = allInclusionProofs(d.map(leafHash));
+        expect(all).toHaveLength(d.length);
+        for (const [i, p] of all.entries()) expect(hex(p)).toEqual(hex(path(i, d)));
+      }),
+      { numRuns: 100 },
     );
   });
 });

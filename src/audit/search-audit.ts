@@ -2,8 +2,8 @@ import { sql } from 'kysely';
 import { type Db, inScope, type Scope } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { FieldErrors, ValidationError } from '../errors/errors.js';
-import { type AuditRecordRow, RECORD_COLUMNS, recordFromRow } from './audit.repository.js';
-import type { AuditOutcome, AuditRecord } from './audit-hash.js';
+import { type AuditItem, type AuditRecordRow, itemFromRow, RECORD_COLUMNS } from './audit.repository.js';
+import type { AuditOutcome } from './audit-hash.js';
 
 export interface AuditSearchQuery {
   /** A tenant id, or 'platform' for records of no tenant. */
@@ -28,7 +28,7 @@ export interface AuditSearchQuery {
 }
 
 export interface AuditPage {
-  items: AuditRecord[];
+  items: AuditItem[];
   nextCursor: string | null;
 }
 
@@ -44,7 +44,7 @@ function timeArg(v: string | Date | undefined, field: string, errors: FieldError
   return typeof v === 'string' ? v : d.toISOString();
 }
 
-function encodeCursor(r: AuditRecord): string {
+function encodeCursor(r: AuditItem): string {
   return Buffer.from(JSON.stringify([r.time, r.id])).toString('base64url');
 }
 
@@ -115,7 +115,7 @@ export async function searchAudit(db: Db, scope: Scope, query: AuditSearchQuery 
       where ${sql.join(where, sql` and `)} order by a.time desc, a.id desc limit ${limit + 1}`.execute(trx);
     return r.rows;
   });
-  const items = rows.slice(0, limit).map(recordFromRow);
+  const items = rows.slice(0, limit).map(itemFromRow);
   const last = items[items.length - 1];
   return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
 }

@@ -7,6 +7,7 @@ import { TenantryError } from '../errors/errors.js';
 import { appendEventSql } from '../events/append-event.js';
 import { currentTraceparent, inSpan } from '../observability/tracing.js';
 import { type ChangeAction, eventName, type Kind } from '../registry/kinds/index.js';
+import { lockTenantWrites } from './tenant-write-lock.js';
 
 /** The desired state of one object at one generation, as kept in lineage, audit and events. */
 export interface ObjectState {
@@ -33,14 +34,14 @@ export interface Change {
 
 /**
  * The change path. In the caller's transaction, and as one statement, writes the new version into
- * the lineage, the audit record (hash-chained: its chain position is reserved just before, see
- * src/audit/append-audit.ts), the outbox event (with its gap-free per-tenant sequence and its webhook
+ * the lineage, the audit record (unsequenced: the audit sequencer chains it after commit, see
+ * src/audit/audit-sequencer.ts), the outbox event (with its gap-free per-tenant sequence and its webhook
  * deliveries, see src/events/append-event.ts) and the reconcile job. The object row itself has
  * been written by the caller in the same transaction, so either all five persist or none does.
  *
  * Concurrency: the caller holds the object's row lock (or has just inserted it); the reconcile job
  * is upserted on (object_kind, object_id), so many changes to one object collapse into one job.
- * The audit chain head of the object's tenant (or 'platform') is locked until the transaction ends.
+ * The audit record takes no lock shared with other changes.
  */
 export function recordChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
   return inSpan(
@@ -93,10 +94,13 @@ async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promi
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
   // The request's trace continues in the reconcile and the webhook attempts this change causes.
   const traceparent = currentTraceparent() ?? null;
-  // Round trip 1 takes the audit chain's head lock and seals the hash-chained record; round trip 2
-  // writes it with everything else. The lock is held to commit, so this is done last.
-  const audit = await prepareAuditAppend(
-    trx,
+  // The tenant write lock before the tenant-wide locks below (event sequence, reconcile jobs): an
+  // update holds it already (findById forUpdate), a create takes it here, where the audit chain
+  // head used to take it (issue 15's lock order).
+  await lockTenantWrites(trx, change.tenantId);
+  // The audit record goes in the same statement, unsequenced: no lock of its own; the audit
+  // sequencer gives it its chain position and hash once this commits.
+  const audit = prepareAuditAppend(
     auditEntryOf(ctx, {
       tenantId: change.tenantId,
       action: `${kind.toLowerCase()}.${change.action}`,
@@ -113,7 +117,7 @@ async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promi
         (tenant_id, object_kind, object_id, generation, action, slug, state, changes, actor, request_id, correlation_id)
       values (${change.tenantId}, ${kind}, ${change.objectId}, ${change.generation}, ${change.action}, ${change.slug},
               ${JSON.stringify(change.after)}, ${JSON.stringify(change.changes)}, ${actor}, ${ctx.requestId}, ${ctx.correlationId})
-    ), audit as (${audit.insert}), audit_head as (${audit.advanceHead}
+    ), audit as (${audit.insert}
     ), ${appendEventSql({ tenantId: change.tenantId, name, subject, data: eventData, correlationId: ctx.correlationId, traceparent })}
     insert into reconcile_jobs (object_kind, object_id, tenant_id, generation, traceparent)
     select ${kind}, ${change.objectId}::uuid, ${change.tenantId}::uuid, ${change.generation}::bigint, ${traceparent}

@@ -14,9 +14,10 @@ const TENANT_WRITES = 0x7465_6e01;
  * controller's status write locked its object's row first and the tenant-wide ones after.
  *
  * Concurrency contract: every writer of a tenant's desired state (the change path, through
- * findById/findBySlug `forUpdate` and the audit append) and of its status (the controller's status
- * transaction) takes this lock first, so their row, chain-head, sequence and job locks are taken
- * one transaction at a time per tenant and cannot cross. Re-entrant within a transaction; released
+ * findById/findBySlug `forUpdate`) and of its status (the controller's status transaction) takes
+ * this lock first, so their row, sequence and job locks are taken one transaction at a time per
+ * tenant and cannot cross. (The audit append takes no lock at all since issue 17: the record is
+ * written unsequenced and the audit sequencer chains it after commit.) Re-entrant within a transaction; released
  * at its end. Distinct tenants never wait on each other (unless their keys collide in the hash).
  */
 export function tenantWriteLockSql(chain: string | RawBuilder<unknown>): RawBuilder<unknown> {

@@ -51,6 +51,11 @@ function report(
     const unanchored = v.chains.filter((c) => c.lastSeq !== null && (c.anchoredThrough ?? 0) < c.lastSeq);
     if (unanchored.length > 0)
       console.log(`  ${unanchored.length} chains have records newer than the latest checkpoint`);
+    // An offline file has none; the API reports what the sequencer has not integrated yet.
+    if (v.unsequenced?.records)
+      console.log(
+        `  ${v.unsequenced.records} records not yet sequenced into their chain (oldest ${v.unsequenced.oldest}); not verified`,
+      );
     return true;
   }
   console.log(`audit verification FAILED: ${v.firstProblem?.message ?? 'see the problems below'}`);

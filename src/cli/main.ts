@@ -12,8 +12,20 @@ import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
+import { registerMigrationCommands } from './migrations.commands.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
+import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
+
+function filterParams(filters: string[] | undefined): URLSearchParams {
+  const q = new URLSearchParams();
+  for (const f of filters ?? []) {
+    const [k, ...v] = f.split('=');
+    if (!k || v.length === 0) throw new CliError(`--filter wants key=value, got "${f}"`);
+    q.set(k, v.join('='));
+  }
+  return q;
+}
 
 function kindPath(kind: string): string {
   const p = CLI_PATHS[kind.toLowerCase()];
@@ -445,6 +457,10 @@ program
   .action(
     async (kind: string, name: string | undefined, opts: { filter?: string[]; includeDeleted?: boolean }) => {
       await run(async () => {
+        if (['replica', 'replicas'].includes(kind.toLowerCase()) && !name)
+          return showReplicas({ client, output: () => globals().output, run }, filterParams(opts.filter));
+        if (kind.toLowerCase() === 'drift' && !name)
+          return showDrift({ client, output: () => globals().output, run }, filterParams(opts.filter));
         const path = kindPath(kind);
         const base = `/v1/${path}`;
         const c = client();
@@ -548,16 +564,24 @@ program
   .argument('<kind>')
   .argument('<name>', 'slug or UUID')
   .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
-  .action(async (kind: string, name: string, opts: { yes?: boolean }) => {
+  .option('--wait', 'a tenant: follow its deletion workflow step by step; exit 1 unless it succeeds')
+  .action(async (kind: string, name: string, opts: { yes?: boolean; wait?: boolean }) => {
     await run(async () => {
       const path = kindPath(kind);
       if (!opts.yes)
         await confirm(`Delete ${path.replace(/s$/, '')} ${name}? What it provisioned is removed.`);
-      const { body } = await client().request<{ kind: string; metadata: { name: string } }>(
+      const c = client();
+      const { body, headers } = await c.request<{ kind: string; metadata: { name: string } }>(
         'DELETE',
         `/v1/${path}/${encodeURIComponent(name)}`,
       );
-      console.log(`${body.kind.toLowerCase()}/${body.metadata.name} deleted`);
+      const workflow = headers.get('tenantry-workflow');
+      console.log(
+        `${body.kind.toLowerCase()}/${body.metadata.name} deleted${workflow ? ` (workflow ${workflow})` : ''}`,
+      );
+      if (!opts.wait || !workflow) return;
+      const end = await waitForWorkflow(c, workflow);
+      if (end.state !== 'Succeeded') process.exitCode = 1;
     });
   });
 
@@ -672,9 +696,55 @@ for (const verb of ['activate', 'suspend', 'resume', 'archive'] as const) {
     });
 }
 
+program
+  .command('purge')
+  .description('purge a deleted tenant after its retention window (refused under a legal hold)')
+  .argument('<tenant>', 'slug or UUID')
+  .option('--wait', 'follow the purge workflow step by step; exit 1 unless it succeeds')
+  .action(async (name: string, opts: { wait?: boolean }) => {
+    await run(async () => {
+      const c = client();
+      const { body } = await c.request<{ workflowId: string }>(
+        'POST',
+        `/v1/tenants/${encodeURIComponent(name)}/purge`,
+      );
+      console.log(`tenant/${name} purging (workflow ${body.workflowId})`);
+      if (!opts.wait) return;
+      const end = await waitForWorkflow(c, body.workflowId);
+      if (end.state !== 'Succeeded') process.exitCode = 1;
+    });
+  });
+
+const hold = program
+  .command('legal-hold')
+  .description("a tenant's legal hold: nothing is purged while it is in force");
+for (const [verb, path] of [
+  ['place', 'legal-hold'],
+  ['release', 'legal-hold/release'],
+] as const) {
+  hold
+    .command(verb)
+    .argument('<tenant>', 'slug or UUID')
+    .requiredOption('--reason <text>', 'why (audited)')
+    .action(async (name: string, opts: { reason: string }) => {
+      await run(async () => {
+        const { body } = await client().request<{ legalHold: { reason: string } | null }>(
+          'POST',
+          `/v1/tenants/${encodeURIComponent(name)}/${path}`,
+          { reason: opts.reason },
+        );
+        console.log(
+          `tenant/${name} ${body.legalHold ? `under legal hold: ${body.legalHold.reason}` : 'not under legal hold'}`,
+        );
+      });
+    });
+}
+
 registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
+registerRuntimeCommands(program, { client, output: () => globals().output, run });
+registerMigrationCommands(program, { client, output: () => globals().output, run });
 registerAgentCommands(program, { client, run });
 
 await program.parseAsync(process.argv);

@@ -69,7 +69,10 @@ export async function waitForWorkflow(
     const { body } = await client.request<WorkflowView>('GET', `/v1/workflows/${encodeURIComponent(id)}`);
     for (const s of body.steps ?? []) {
       const line = `${s.state}${s.attempts > 1 ? ` (attempt ${s.attempts})` : ''}${s.error ? `: ${s.error}` : ''}`;
-      if (s.state !== 'Pending' && seen.get(s.name) !== line) {
+      // A step is shown when it ends, and while it runs only once it has failed an attempt (so the
+      // output does not depend on when a poll happened to land).
+      const quietlyRunning = s.state === 'Running' && !s.error;
+      if (s.state !== 'Pending' && !quietlyRunning && seen.get(s.name) !== line) {
         seen.set(s.name, line);
         console.log(`  ${s.name.padEnd(26)} ${line}`);
       }

@@ -43,8 +43,20 @@ export const ProviderConfigSchema = Type.Object({
 });
 export type ProviderConfig = Static<typeof ProviderConfigSchema>;
 
+export const KubernetesConfigSchema = Type.Object({
+  kubeconfig: Type.String({ description: 'Path of the kubeconfig file (TENANTRY_KUBECONFIG).' }),
+  context: Type.Union([Type.String(), Type.Undefined()], {
+    description: 'Its context to use (TENANTRY_KUBE_CONTEXT); absent: the current context.',
+  }),
+});
+export type KubernetesConfig = Static<typeof KubernetesConfigSchema>;
+
 /** The provider part of the configuration object. */
 export const ProvidersConfigSchema = Type.Object({
+  kubernetes: Type.Union([KubernetesConfigSchema, Type.Undefined()], {
+    description:
+      'The Kubernetes cluster services run on (src/runtime/kubernetes); absent: TENANTRY_KUBECONFIG is not set and services end Ready=False, ProviderNotConfigured.',
+  }),
   providers: ProviderConfigSchema,
   kafka: Type.Union([KafkaConfigSchema, Type.Undefined()], {
     description: 'The Kafka cluster for `kafka-topic` resources; absent: TENANTRY_KAFKA_BROKERS is not set.',
@@ -63,6 +75,9 @@ export type ProvidersConfig = Static<typeof ProvidersConfigSchema>;
 export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]): ProvidersConfig {
   return {
     providers: { dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined },
+    kubernetes: env.TENANTRY_KUBECONFIG
+      ? { kubeconfig: env.TENANTRY_KUBECONFIG, context: env.TENANTRY_KUBE_CONTEXT || undefined }
+      : undefined,
     kafka: kafkaConfig(variables(env)),
     azureBlob: azureBlobConfig(variables(env)),
     kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),

@@ -11,6 +11,7 @@ import {
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { asPlatform } from '../db/database.js';
 import type { DesiredResource } from '../providers/provider.js';
 import { enqueueJob } from './queue/enqueue-job.js';
@@ -129,6 +130,7 @@ describe('reconcile controller (embedded providers)', () => {
   it('deletes resources before their deployment and deployments before their tenant, leaving tombstones', async () => {
     await fx.registry.delete(fx.ctx, 'Deployment', 'circlek-eu-prod-store-pl');
     await fx.registry.transition(fx.ctx, 'circlek-eu-uat', 'archive');
+    await settleWorkflows(fx.t);
     await fx.registry.transition(fx.ctx, 'circlek-eu-uat', 'delete');
     const rows = await until('deletions finalised', async () => {
       const rows = await statuses(fx.t.owner);
@@ -198,6 +200,9 @@ describe('ordering of deletion under a slow provider', () => {
         return r.rows[0]?.phase === 'Ready';
       });
       await fx.registry.transition(fx.ctx, 'ordered-eu-dev', 'archive');
+      await settleWorkflows(fx.t);
+      // Its retention window has passed (src/workflows/retention.test.ts covers the open one).
+      await fx.t.owner.query(`update tenant_retention set resources_purge_after = now()`);
       await fx.registry.transition(fx.ctx, 'ordered-eu-dev', 'delete');
       await until('tenant finalised', async () => {
         const r = await fx.t.owner.query(`select phase from tenants where slug = 'ordered-eu-dev'`);

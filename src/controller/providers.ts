@@ -6,13 +6,20 @@ import { LocalDiskBlobProvider } from '../providers/local-disk/local-disk-blob.p
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import { type ResourceSecrets, SecretStore } from '../providers/postgres/secret-store.js';
 import type { ResourceProvider, ResourceType } from '../providers/provider.js';
+import { KubernetesRuntimeProvider } from '../runtime/kubernetes/kubernetes-runtime.provider.js';
+import type { RuntimeProvider } from '../runtime/runtime-provider.js';
 
 /** Per resource type: the configured provider, or why there is none (shown as ProviderNotConfigured). */
 export type ProviderSlot = { provider: ResourceProvider } | { missing: string };
 export interface ProviderSet extends Record<ResourceType, ProviderSlot> {
   /** Regions with a Kafka cluster or storage account of their own (`TENANTRY_KAFKA_BROKERS_EU`, …). */
   regions?: Record<string, Partial<Record<ResourceType, ProviderSlot>>>;
+  /** The compute target services run on (src/runtime); absent: as `missing`. */
+  runtime?: RuntimeSlot;
 }
+export type RuntimeSlot = { provider: RuntimeProvider } | { missing: string };
+export const NO_RUNTIME =
+  'No compute target is configured: set TENANTRY_KUBECONFIG (a kubeconfig file) and restart.';
 
 /** The provider for a resource of a tenant in `region`: the region's own, else the default one. */
 export function slotFor(set: ProviderSet, type: ResourceType, region: string): ProviderSlot {
@@ -70,6 +77,16 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
               'No data-plane PostgreSQL is configured: set TENANTRY_DATAPLANE_DATABASE_URL and restart.',
           }),
     regions: overrides.regions ?? regions,
+    runtime:
+      overrides.runtime ??
+      (config.kubernetes
+        ? {
+            provider: KubernetesRuntimeProvider.fromFile(
+              config.kubernetes.kubeconfig,
+              config.kubernetes.context,
+            ),
+          }
+        : { missing: NO_RUNTIME }),
   };
 }
 
@@ -81,6 +98,7 @@ export async function closeProviders(set: ProviderSet): Promise<void> {
     ...Object.values(set.regions ?? {}).flatMap((r) => Object.values(r)),
   ];
   for (const slot of slots) if ('provider' in slot) await slot.provider.close();
+  if (set.runtime && 'provider' in set.runtime) await set.runtime.provider.close();
 }
 
 /** `<owner database>_dataplane` on the owner's server: the embedded default's data plane. */

@@ -16,7 +16,8 @@ import { DEFAULT_PARTITIONS } from '../registry/kinds/integration-resource.js';
 import type { ReconcilerName } from '../registry/kinds/kind.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
 import type { Condition } from '../registry/representation.js';
-import { type ProviderSet, slotFor } from './providers.js';
+import { reconcileRuntime } from '../runtime/runtime.reconciler.js';
+import { NO_RUNTIME, type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import type { Finish } from './queue/job-types.js';
@@ -81,6 +82,18 @@ const RECONCILERS: Record<
 > = {
   resource: (env, _kind, row, finish) => reconcileResource(env, row, finish),
   parent: (env, kind, row, finish) => reconcileParent(env, kind as 'Tenant' | 'Deployment', row, finish),
+  // Services, scaling policies and configuration versions (src/runtime): the compute target.
+  runtime: (env, kind, row, finish) =>
+    reconcileRuntime({
+      db: env.db,
+      runtime: env.providers.runtime ?? { missing: NO_RUNTIME },
+      kind: kind as 'Service' | 'ScalingPolicy' | 'Configuration',
+      row,
+      settle: (status, extra) => settle(env, finish, kind, row, status as ObservedStatus, extra),
+      drifted: (trx, ctx, data) => recordStatusEvent(trx, ctx, target(kind, row), 'drifted', data),
+      enqueue: (trx, k, objectId, tenantId) =>
+        enqueueJob(trx, { kind: k, objectId, tenantId, generation: 0 }),
+    }),
   // Catalogue entries (customers, systems, placement objects, webhook endpoints): nothing to provision.
   accept: (env, kind, row, finish) =>
     settle(
@@ -184,7 +197,8 @@ export interface ResourceFacts {
 
 /** The SQL of ResourceFacts for `r` (an integration_resources row) joined to its tenant `t`. */
 export const resourceFactsSql = sql`t.slug as tenant_slug, t.region,
-  t.lifecycle in ('Suspended', 'Archived') as suspended,
+  t.lifecycle in ('Suspended', 'Archived')
+    or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen) as suspended,
   coalesce((select d.slug from deployments d where d.id = r.deployment_id), t.slug) as scope_slug,
   (select array_agg(c.slug order by c.slug) from deployments c
     where c.tenant_id = t.id and c.deleted_at is null
@@ -253,6 +267,17 @@ const summary = (o: ObservedResource): string =>
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(', ');
 
+const retained = (db: Db, tenantId: string) =>
+  asPlatform(db, async (trx) => {
+    const r = await sql`
+      select 1 from tenant_retention r where r.tenant_id = ${tenantId} and r.purged_at is null
+        and (r.resources_purge_after > now()
+             or exists (select 1 from legal_holds h where h.tenant_id = r.tenant_id and h.released_at is null))`.execute(
+      trx,
+    );
+    return r.rows.length > 0;
+  });
+
 async function reconcileResource(
   env: ReconcileEnv,
   row: ObjectRow,
@@ -263,6 +288,17 @@ async function reconcileResource(
   if (agentManaged) return { finalised: false, finished: false };
   const slot = slotFor(env.providers, desired.type, region);
   if (row.deleted_at) {
+    // An archived tenant's resources are kept while its retention window is open or a legal hold
+    // is in force: the purge workflow removes them then, not the reconcile (src/workflows/retention.ts).
+    if (await retained(env.db, desired.tenantId))
+      return settle(env, finish, 'IntegrationResource', row, {
+        phase: 'Deleted',
+        ready: {
+          status: 'False',
+          reason: 'Retained',
+          message: "Deleted; kept under the tenant's retention until it is purged.",
+        },
+      });
     if ('provider' in slot) await providerCall(slot.provider, 'delete', desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
     return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));

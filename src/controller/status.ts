@@ -120,8 +120,7 @@ export async function recordStatusEvent(
     message: e.message,
     ...(e.drift ? { drift: e.drift } : {}),
   };
-  const audit = await prepareAuditAppend(
-    trx,
+  const audit = prepareAuditAppend(
     auditEntryOf(ctx, {
       tenantId: target.tenantId,
       action: name,
@@ -132,7 +131,7 @@ export async function recordStatusEvent(
     }),
   );
   await sql`
-    with audit as (${audit.insert}), audit_head as (${audit.advanceHead}),
+    with audit as (${audit.insert}),
     ${appendEventSql({
       tenantId: target.tenantId,
       name: name as EventName,

@@ -87,6 +87,9 @@ export class EmbeddedDatabase {
       'unix_socket_directories=',
       '-c',
       'max_connections=300',
+      // Tenancy-mode migrations copy a tenant's data by logical replication (src/tenant-migrations).
+      '-c',
+      'wal_level=logical',
     ];
     if (this.options.ephemeral)
       flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');

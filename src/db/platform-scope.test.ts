@@ -162,6 +162,7 @@ describe('the tenant role with raw SQL', () => {
       'tenantry_identify(text,text,text,text,text,integer)': `select * from tenantry_identify($T, 'i', 'p', 'a', 'sid-${B.uuid}', 60)`,
       'tenantry_identify_unchecked(text,text,text,text,text,integer)': `select * from tenantry_identify_unchecked($T, 'i', 'p', 'a', 'sid-x', 60)`,
       'tenantry_audit_scan(text,text,bigint,integer)': `select * from tenantry_audit_scan($T, '', 0, 10)`,
+      'tenantry_audit_sequence(uuid[],bigint[],text[],text[])': `select tenantry_audit_sequence(array[gen_random_uuid()], array[1::bigint], array[repeat('0', 64)], array[repeat('1', 64)])`,
       'tenantry_audit_apply_retention(uuid,timestamp with time zone)': `select * from tenantry_audit_apply_retention(gen_random_uuid(), now())`,
       'tenantry_audit_apply_retention_unchecked(uuid,timestamp with time zone)': `select * from tenantry_audit_apply_retention_unchecked(gen_random_uuid(), now())`,
       'tenantry_event_appended(uuid,uuid,text,text,bigint)': `select tenantry_event_appended(gen_random_uuid(), $T::uuid, 't', 's', 1)`,

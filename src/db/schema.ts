@@ -47,6 +47,36 @@ export interface IntegrationResourceTable extends ObjectColumns {
   physical_name: string;
 }
 
+/** Runtime inventory (issue 20, migration 0027). */
+export interface ServiceTable extends ObjectColumns {
+  tenant_id: string;
+  deployment_id: string;
+  component: string;
+  observed: ColumnType<unknown, string | null | undefined, string | null>;
+}
+export interface ScalingPolicyTable extends ObjectColumns {
+  tenant_id: string;
+  service_id: string;
+}
+export interface ConfigurationTable extends ObjectColumns {
+  tenant_id: string;
+  config_name: string;
+  version: number;
+  checksum: string;
+  version_state: Generated<'draft' | 'active' | 'superseded'>;
+}
+export interface DriftFindingTable {
+  tenant_id: string;
+  id: Generated<string>;
+  object_kind: string;
+  object_id: string;
+  object_slug: string;
+  drift: Json;
+  opened_at: Generated<Date>;
+  resolved_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  resolved_by: string | null;
+}
+
 export interface ObjectVersionTable {
   id: Generated<string>;
   tenant_id: string | null;
@@ -83,9 +113,10 @@ export interface AuditRecordTable {
   correlation_id: string;
   /** The tenant id, or 'platform'. */
   chain: string;
-  seq: ColumnType<number, number, never>;
-  prev_hash: string;
-  hash: string;
+  /** Null until the sequencer integrates the record (src/audit/audit-sequencer.ts); so are prev_hash and hash. */
+  seq: ColumnType<number | null, number | undefined, never>;
+  prev_hash: string | null;
+  hash: string | null;
 }
 
 export interface AuditChainHeadTable {
@@ -326,6 +357,10 @@ export interface Database {
   tenants: TenantTable;
   deployments: DeploymentTable;
   integration_resources: IntegrationResourceTable;
+  services: ServiceTable;
+  scaling_policies: ScalingPolicyTable;
+  configurations: ConfigurationTable;
+  drift_findings: DriftFindingTable;
   object_versions: ObjectVersionTable;
   audit_records: AuditRecordTable;
   audit_chain_heads: AuditChainHeadTable;

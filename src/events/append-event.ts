@@ -25,8 +25,8 @@ export interface EventInput {
  * Concurrency contract: `insert … on conflict do update` on `event_sequences` takes the stream's
  * counter row lock until the transaction ends, so a stream's writers are serialised and its sequence
  * is gap-free and in commit order (a rolled-back transaction rolls back its bump too). Different
- * tenants never wait on each other. The change path already holds the tenant's audit chain head at
- * this point, so this lock adds no new wait.
+ * tenants never wait on each other. (Since the audit record no longer takes a chain-head lock, this
+ * counter is what serialises one tenant's changes from here to commit.)
  */
 export function appendEventSql(e: EventInput): RawBuilder<unknown> {
   const id = randomUUID();

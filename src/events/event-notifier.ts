@@ -2,7 +2,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { reconnectDelay } from '../db/connection-errors.js';
 
-export type NotifyChannel = 'tenantry_events' | 'tenantry_webhooks';
+export type NotifyChannel = 'tenantry_events' | 'tenantry_webhooks' | 'tenantry_workflows';
 
 /**
  * One LISTEN connection per process for PostgreSQL NOTIFY (issued by tenantry_event_appended at
@@ -39,7 +39,7 @@ export class EventNotifier {
     });
     try {
       await client.connect();
-      await client.query('listen tenantry_events; listen tenantry_webhooks');
+      await client.query('listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows');
       if (this.stopped) {
         await client.end().catch(() => undefined);
         return;

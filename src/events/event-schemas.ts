@@ -82,11 +82,31 @@ const WorkflowData = Type.Object(
   { additionalProperties: false },
 );
 
+/** A signed tree head of one audit log (src/audit/checkpoint-events.ts). */
+const AuditCheckpointData = Type.Object(
+  {
+    chain: Type.String({ description: 'the tenant id, or "platform"' }),
+    origin: Type.String({ description: 'the log: tenantry/audit/<chain>' }),
+    treeSize: Type.Integer({ minimum: 0 }),
+    rootHash: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'RFC 9162 Merkle tree root, hex' }),
+    checkpoint: Type.String({
+      description: 'the C2SP signed-note checkpoint (Ed25519): keep it, and later demand a consistency proof',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+function dataSchema(name: EventName, kind: Kind | undefined): TSchema {
+  if (name.startsWith('workflow.')) return WorkflowData;
+  if (name.startsWith('audit.')) return AuditCheckpointData;
+  return STATUS_EVENTS.includes(name) ? StatusData(kind!) : ChangeData(kind!);
+}
+
 export function eventSchema(name: EventName): TSchema {
   const type = cloudEventType(name);
-  const workflow = name.startsWith('workflow.');
   const kind = KIND_OF[name.split('.')[0]!];
-  if (!kind && !workflow) throw new Error(`event ${name} names no kind`);
+  if (!kind && !name.startsWith('workflow.') && !name.startsWith('audit.'))
+    throw new Error(`event ${name} names no kind`);
   return Type.Object(
     {
       specversion: Type.Literal('1.0'),
@@ -102,7 +122,7 @@ export function eventSchema(name: EventName): TSchema {
         description: 'gap-free position in the tenant stream (or the platform stream), zero-padded',
       }),
       correlationid: Type.String({ minLength: 1 }),
-      data: workflow ? WorkflowData : STATUS_EVENTS.includes(name) ? StatusData(kind!) : ChangeData(kind!),
+      data: dataSchema(name, kind),
     },
     {
       $schema: 'https://json-schema.org/draft/2020-12/schema',

@@ -59,7 +59,8 @@ export class KafkaEventBus {
     await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
-      const missing = KINDS.map(busTopic).filter((t) => !existing.has(t));
+      // Every kind's topic, and the audit log's (its checkpoints, dev.tenantry.audit.checkpoint.v1).
+      const missing = [...KINDS, 'audit'].map(busTopic).filter((t) => !existing.has(t));
       if (missing.length > 0)
         await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: 6 })) });
     } finally {

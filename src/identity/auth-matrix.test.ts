@@ -25,6 +25,35 @@ const REFS: Record<string, string> = {
   plans: 'enterprise',
   'webhook-endpoints': `${TENANT_B}.hooks`,
   webhooks: `${TENANT_B}.hooks`,
+  services: `${TENANT_B}-plan-api`,
+  'scaling-policies': `${TENANT_B}-plan-api`,
+  configurations: `${TENANT_B}-plan-v1`,
+};
+
+/** Tenant B's runtime inventory (issue 20): a service, its scaling policy, a configuration version. */
+const RUNTIME = {
+  Configuration: {
+    tenant: TENANT_B,
+    name: 'plan',
+    version: 1,
+    content: { a: 1 },
+    state: 'active',
+    reason: 'first',
+  },
+  Service: {
+    deployment: 'circlek-eu-prod-plan',
+    component: 'api',
+    image: `registry.example/plan@sha256:${'d'.repeat(64)}`,
+    version: '1.0.0',
+    replicas: 1,
+  },
+  ScalingPolicy: {
+    service: `${TENANT_B}-plan-api`,
+    metric: 'cpu',
+    minReplicas: 1,
+    maxReplicas: 2,
+    targetUtilization: 60,
+  },
 };
 
 interface Route {
@@ -94,9 +123,14 @@ const BODIES: Record<string, unknown> = {
     metadata: { name: 'evil', tenant: TENANT_B },
     spec: { url: 'https://evil.example.com/hook' },
   },
+  'POST /v1/services': { metadata: {}, spec: { ...RUNTIME.Service, component: 'evil' } },
+  'POST /v1/scaling-policies': { metadata: {}, spec: { ...RUNTIME.ScalingPolicy, maxReplicas: 3 } },
+  'POST /v1/configurations': { metadata: {}, spec: { ...RUNTIME.Configuration, version: 2 } },
   'POST /v1/tenants/{ref}/limit-overrides': { name: 'deployments', value: 1000, reason: 'evil' },
   // A freeze is no registry object (no GET of one to edit): a declaration that would stop the line.
   'PUT /v1/freezes/{name}': { scope: 'platform', reason: 'evil: stop every workflow' },
+  'POST /v1/tenants/{ref}/legal-hold': { reason: 'evil: hold everything' },
+  'POST /v1/tenants/{ref}/legal-hold/release': { reason: 'evil: release the hold' },
 };
 const bodyFor = (r: Route): unknown => BODIES[`${r.method} ${r.path}`];
 
@@ -114,13 +148,18 @@ async function fingerprint(): Promise<string> {
     (select coalesce(sum(generation), 0) || '/' || count(*) from customers) as customers,
     (select coalesce(sum(generation), 0) || '/' || count(*) from systems) as systems,
     (select coalesce(sum(generation), 0) || '/' || count(*) from integration_resources) as resources,
+    (select coalesce(sum(generation), 0) || '/' || count(*) || '/' || count(deleted_at) from services) as services,
+    (select coalesce(sum(generation), 0) || '/' || count(*) || '/' || count(deleted_at) from scaling_policies) as policies,
+    (select coalesce(sum(generation), 0) || '/' || count(*) || '/' || count(deleted_at) from configurations) as configurations,
     (select count(*) from object_versions) as versions,
     (select count(*) from outbox_events) as events,
     (select count(*) || '/' || count(revoked_at) from sessions) as sessions,
     (select count(*) from break_glass_grants) as grants,
     (select count(*) from idempotency_keys) as idempotency,
     (select count(*) || '/' || count(*) filter (where state = 'Cancelled') from workflows) as workflows,
-    (select count(*) || '/' || count(lifted_at) from workflow_freezes) as freezes`);
+    (select count(*) || '/' || count(lifted_at) from workflow_freezes) as freezes,
+    (select count(*) || '/' || count(released_at) from legal_holds) as holds,
+    (select count(*) || '/' || count(revoked_at) from service_clients) as clients`);
   return JSON.stringify(r.rows[0]);
 }
 const auditCount = async () =>
@@ -175,6 +214,12 @@ beforeAll(async () => {
         metadata: { name: 'hooks', tenant: TENANT_B },
         spec: { url: 'https://hooks.example.com/tenantry' },
       },
+      ...Object.entries(RUNTIME).map(([kind, spec]) => ({
+        apiVersion: 'tenantry.dev/v1',
+        kind,
+        metadata: {},
+        spec,
+      })),
     ],
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);

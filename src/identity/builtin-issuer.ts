@@ -115,7 +115,10 @@ export class BuiltinIssuer {
       issuer: this.issuer,
       jwks_uri: `${baseUrl}/.well-known/jwks.json`,
       id_token_signing_alg_values_supported: [BUILTIN_ALGORITHM],
-      token_endpoint_auth_methods_supported: ['none'],
+      // Tenants' service clients (src/identity/service-clients.ts) use the client-credentials grant.
+      token_endpoint: `${baseUrl}/v1/oauth/token`,
+      grant_types_supported: ['client_credentials'],
+      token_endpoint_auth_methods_supported: ['client_secret_basic', 'client_secret_post'],
       response_types_supported: ['token'],
       subject_types_supported: ['public'],
       claims_supported: ['sub', 'tenant', 'roles', 'app_id', 'sid', 'principal_kind'],

@@ -45,7 +45,12 @@ export function registerIdentityRoutes(app: FastifyInstance, security: Security)
           summary: "OIDC discovery metadata of Tenantry's built-in token issuer",
           tags: ['Identity'],
           security: [],
-          response: { 200: Type.Object({ issuer: Type.String(), jwks_uri: Type.String() }) },
+          response: {
+            200: Type.Object(
+              { issuer: Type.String(), jwks_uri: Type.String(), token_endpoint: Type.String() },
+              { additionalProperties: true },
+            ),
+          },
         },
       },
       async (request) => issuer.openidConfiguration(`${request.protocol}://${request.host}`),

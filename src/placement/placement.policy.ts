@@ -4,6 +4,7 @@ import type { Trx } from '../db/database.js';
 import { ConflictError, ForbiddenError } from '../errors/errors.js';
 import type { Kind, Manifest, Specs } from '../registry/kinds/index.js';
 import type { ObjectRow } from '../registry/object.repository.js';
+import { admitCompute } from '../runtime/compute-quota.js';
 import {
   type Binding,
   type CellCandidate,
@@ -96,7 +97,19 @@ export class PlacementPolicy {
     }
     const quota = QUOTA_OF[m.kind];
     if (input.tenantId === null) return { columns: {}, verdicts: [] };
-    return this.quotas(trx, input, input.existing ? [] : quota ? [quota] : []);
+    const result = await this.quotas(trx, input, input.existing ? [] : quota ? [quota] : []);
+    if (m.kind === 'Service' || m.kind === 'ScalingPolicy') {
+      const detail = await admitCompute(trx, {
+        kind: m.kind,
+        spec: m.spec,
+        tenantId: input.tenantId,
+        slug: input.slug,
+        at: input.at,
+        action: input.existing ? 'update' : 'create',
+      });
+      result.verdicts.push({ rule: 'quota.computeUnits', outcome: 'allow', detail });
+    }
+    return result;
   }
 
   /** After a create that consumed a quota: a new version of the usage history (billing comparison). */
@@ -385,7 +398,7 @@ function quotaError(
  * that concurrent placements serialise on them and never deadlock; returns 'none' when no cell exists
  * at all. Concurrency contract: the chosen cell's `allocated` is read and bumped under its row lock.
  */
-async function lockCandidateCells(
+export async function lockCandidateCells(
   trx: Trx,
   regions: string[],
   pinned: string | undefined,

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { TenantryError } from '../errors/errors.js';
@@ -400,6 +401,7 @@ describe('quotas', () => {
     const placed = (await t.owner.query(`select slug from tenants where slug like 'circlek-us-qa-c%'`))
       .rows[0].slug;
     for (const a of ['archive'] as const) await registry.transition(ctx, placed ?? slug, a);
+    await settleWorkflows(t);
     await registry.delete(ctx, 'Tenant', placed ?? slug);
     expect((await registry.get(ctx, 'Cell', 'us-qa-1')).status.allocated).toBe(1);
   });
@@ -410,6 +412,7 @@ describe('tenant scope', () => {
     const [r] = await registry.apply(ctx, [tenant('scoped', { plan: 'standard' })]);
     const scoped = systemContext('tenant-admin', { scope: { kind: 'tenant', tenantId: r!.uuid } });
     await registry.transition(scoped, r!.uuid, 'archive');
+    await settleWorkflows(t);
     await refused(registry.delete(scoped, 'Tenant', r!.uuid), 'placement.platform_only', 403);
     const cell = await registry.get(ctx, 'Cell', 'eu-prod-1');
     await registry.delete(ctx, 'Tenant', r!.uuid);

@@ -8,6 +8,7 @@ export const QUOTA_NAMES = [
   'storageGiB',
   'eventsPerPeriod',
   'concurrentOperations',
+  'computeUnits',
 ] as const;
 export type QuotaName = (typeof QUOTA_NAMES)[number];
 export const RATE_CLASSES = ['read', 'write'] as const;
@@ -25,6 +26,7 @@ export interface PlanSpecShape {
     storageGiB?: number;
     eventsPerPeriod?: { limit: number; period: Period };
     concurrentOperations?: number;
+    computeUnits?: number;
   };
   rateLimits?: {
     read?: { limit: number; windowSeconds: number };
@@ -111,16 +113,18 @@ export type Usage = Record<QuotaName, number>;
 
 /** Current use of every quota (counts of live rows; storage as reported by the providers). */
 export async function currentUsage(trx: Trx, tenantId: string, period: Period): Promise<Usage> {
-  const r = await sql<{ d: number; i: number; s: number | null; e: number; c: number }>`
+  const r = await sql<{ d: number; i: number; s: number | null; e: number; c: number; u: number }>`
     select
       (select count(*) from deployments where tenant_id = ${tenantId} and deleted_at is null) as d,
       (select count(*) from integration_resources where tenant_id = ${tenantId} and deleted_at is null) as i,
       (select storage_bytes from tenant_usage where tenant_id = ${tenantId}) as s,
       (select count(*) from outbox_events
         where tenant_id = ${tenantId} and time >= date_trunc(${period}, now())) as e,
-      (select count(*) from reconcile_jobs where tenant_id = ${tenantId} and locked_until > now()) as c`.execute(
-    trx,
-  );
+      (select count(*) from reconcile_jobs where tenant_id = ${tenantId} and locked_until > now()) as c,
+      (select coalesce(sum(coalesce((p.spec->>'maxReplicas')::int, (v.spec->>'replicas')::int)
+                           * coalesce((v.spec->>'unitCost')::int, 1)), 0)::int
+        from services v left join scaling_policies p on p.service_id = v.id and p.deleted_at is null
+        where v.tenant_id = ${tenantId} and v.deleted_at is null) as u`.execute(trx);
   const row = r.rows[0]!;
   return {
     deployments: row.d,
@@ -128,6 +132,7 @@ export async function currentUsage(trx: Trx, tenantId: string, period: Period): 
     storageGiB: Math.ceil((row.s ?? 0) / 2 ** 30),
     eventsPerPeriod: row.e,
     concurrentOperations: row.c,
+    computeUnits: row.u,
   };
 }
 

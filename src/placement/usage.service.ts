@@ -68,6 +68,7 @@ const UNITS: Record<string, string> = {
   storageGiB: 'GiB',
   eventsPerPeriod: 'events',
   concurrentOperations: 'operations',
+  computeUnits: 'compute units',
 };
 
 /** Usage against every quota, the history of quota and usage versions, and audited overrides. */

@@ -201,6 +201,7 @@ describe('usage API', () => {
       'storageGiB',
       'eventsPerPeriod',
       'concurrentOperations',
+      'computeUnits',
     ]);
     expect(r.body.quotas[0]).toMatchObject({ name: 'deployments', used: 4, limit: 100, source: 'plan' });
     expect((await a.request('GET', '/v1/tenants/nobody/usage')).body.code).toBe('tenant.not_found');

@@ -329,6 +329,7 @@ describe('registry and change path', () => {
     );
     await settleWorkflows(t);
     await registry.transition(ctx, 'circlek-eu-uat-dev', 'archive');
+    await settleWorkflows(t);
     const deleted = await registry.delete(ctx, 'Tenant', 'circlek-eu-uat-dev');
     expect(deleted.status.lifecycle).toBe('Deleted');
     expect(deleted.metadata.deletedAt).toBeDefined();

@@ -7,10 +7,12 @@ import { desiredResource } from '../controller/reconcilers.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { diff } from '../domain/diff.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
+import { issueServiceClient, revokeServiceClients } from '../identity/service-clients.js';
 import { type AccessGrant, hasAccessControl } from '../providers/access.js';
 import { ProviderError, type ResourceType } from '../providers/provider.js';
 import { findById, type ObjectRow, updateObject } from '../registry/object.repository.js';
 import { stateOf } from '../registry/representation.js';
+import { type Clock, purgeSteps, purgeWorkflow, startRetentionClock, systemClock } from './retention.js';
 import type { StepContext, StepDefinition, WorkflowDefinition, WorkflowRegistry } from './workflow.js';
 
 /** What a lifecycle workflow is asked to do: the transition its request wrote. */
@@ -38,6 +40,8 @@ interface Taken {
 export interface LifecycleDeps {
   db: Db;
   providers: ProviderSet;
+  /** What retention is judged by (tests move it); default the system clock. */
+  clock?: Clock;
 }
 
 /**
@@ -48,6 +52,7 @@ export interface LifecycleDeps {
  */
 export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<LifecycleInput>[] {
   const { db } = deps;
+  const clock = deps.clock ?? systemClock;
 
   const resourcesOf = (tenantId: string) =>
     asPlatform(db, async (trx) => {
@@ -194,6 +199,19 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
     },
   ];
 
+  const retentionClockStep: StepDefinition<LifecycleInput> = {
+    name: 'start-retention-clock',
+    run: async () => ({ started: true }),
+    checkpoint: (trx, ctx) => startRetentionClock(trx, ctx.tenantId),
+    async undo(ctx) {
+      await asPlatform(db, (trx) =>
+        sql`delete from tenant_retention where tenant_id = ${ctx.tenantId} and purged_at is null`.execute(
+          trx,
+        ),
+      );
+    },
+  };
+
   const activateSteps: StepDefinition<LifecycleInput>[] = [
     {
       name: 'check-policy-gates',
@@ -270,6 +288,18 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
       },
     },
     {
+      // The tenant's service identity for its apps: an OAuth client whose client-credentials grant
+      // gets tokens scoped to the tenant (src/identity/service-clients.ts).
+      name: 'issue-service-credentials',
+      run: async () => ({ issued: true }),
+      async checkpoint(trx, ctx) {
+        await issueServiceClient(trx, ctx.tenantId, ctx.workflowId);
+      },
+      async undo(ctx) {
+        await asPlatform(db, (trx) => revokeServiceClients(trx, ctx.tenantId));
+      },
+    },
+    {
       name: 'enable-webhooks',
       run: async () => ({ held: false }),
       async checkpoint(trx, ctx) {
@@ -342,21 +372,34 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
     def('activate', activateSteps),
     def('suspend', suspendSteps),
     def('resume', resumeSteps),
-    // Archiving an Active tenant suspends it first; a Suspended one is already (issue 18: retention and purge are not built yet).
-    def('archive', suspendSteps),
+    // Archiving an Active tenant suspends it first (a Suspended one is already), then starts the
+    // retention clock; the reconcile keeps the archived tenant's resources without access.
+    def('archive', [...suspendSteps, retentionClockStep]),
+    // Delete left a tombstone in its request; the workflow purges at once only what no retention
+    // window or legal hold keeps (a tenant never archived), else keeps everything for the purge.
+    {
+      type: lifecycleType('delete'),
+      steps: purgeSteps<LifecycleInput>({ db, providers: deps.providers, clock }, false),
+    },
   ];
+}
+
+/** Every workflow type the engine runs: the lifecycle ones and the purge. */
+export function allWorkflows(deps: LifecycleDeps): WorkflowDefinition<never>[] {
+  return [
+    ...lifecycleWorkflows(deps),
+    purgeWorkflow({ db: deps.db, providers: deps.providers, clock: deps.clock ?? systemClock }),
+  ] as WorkflowDefinition<never>[];
 }
 
 const NO_PROVIDER = { missing: 'not used to describe steps' };
 
 /** The lifecycle workflow types by name, e.g. for describing their steps where no provider runs. */
-export function lifecycleWorkflowTypes(db: Db, providers?: ProviderSet): WorkflowRegistry {
+export function lifecycleWorkflowTypes(db: Db, providers?: ProviderSet, clock?: Clock): WorkflowRegistry {
   const set: ProviderSet = providers ?? {
     'kafka-topic': NO_PROVIDER,
     'blob-container': NO_PROVIDER,
     database: NO_PROVIDER,
   };
-  return new Map(
-    lifecycleWorkflows({ db, providers: set }).map((d) => [d.type, d as WorkflowDefinition<never>]),
-  );
+  return new Map(allWorkflows({ db, providers: set, ...(clock ? { clock } : {}) }).map((d) => [d.type, d]));
 }

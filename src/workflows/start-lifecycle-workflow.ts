@@ -13,7 +13,8 @@ export const lifecycleWorkflowId = (tenantId: string, generation: number): strin
 
 /**
  * Starts the lifecycle workflow of a transition in the transaction that writes it (after the change
- * path), with an audit record naming the workflow. Delete starts none: it leaves a tombstone now.
+ * path), with an audit record naming the workflow. Delete leaves its tombstone in the request; its
+ * workflow purges only what no retention window or legal hold keeps (src/workflows/retention.ts).
  * Throws 423 `workflow.frozen` under a freeze that covers the tenant, 409 `workflow.in_progress`
  * when the tenant has an open workflow.
  */
@@ -28,8 +29,7 @@ export async function startLifecycleWorkflow(
     to: LifecycleState;
     generation: number;
   },
-): Promise<string | null> {
-  if (t.action === 'delete') return null;
+): Promise<string> {
   await assertNotFrozen(trx, t.tenantId, lifecycleType(t.action));
   const id = lifecycleWorkflowId(t.tenantId, t.generation);
   const input: LifecycleInput = {

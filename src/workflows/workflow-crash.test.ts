@@ -40,7 +40,13 @@ const SUSPEND = [
   'deny-kafka-principals',
   'revoke-blob-access',
 ];
-const ACTIVATE = ['check-policy-gates', 'provision-resources', 'wait-resources-ready', 'enable-webhooks'];
+const ACTIVATE = [
+  'check-policy-gates',
+  'provision-resources',
+  'wait-resources-ready',
+  'issue-service-credentials',
+  'enable-webhooks',
+];
 
 function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
@@ -149,6 +155,14 @@ describe('SIGKILL at every step boundary', () => {
           events.rows.map((r) => r.type.split('.')[3]),
           name,
         ).toEqual(['started', ...steps.map(() => 'step_completed'), 'succeeded']);
+        if (action === 'activate') {
+          // However often activation ran or died, the tenant has one live service client.
+          const clients = await fx.t.owner.query(
+            `select count(*)::int as n from service_clients where tenant_id = $1 and revoked_at is null`,
+            [obj.metadata.uuid],
+          );
+          expect(clients.rows[0].n, name).toBe(1);
+        }
         if (action === 'suspend') {
           expect(await canLogIn(), name).toBe(false);
           // Back to Active for the next case (no crash here).

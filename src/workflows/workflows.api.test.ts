@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import * as oidc from 'openid-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deploymentManifests, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
@@ -239,6 +240,145 @@ describe('freezes', () => {
     const e = startWorkflowEngine(s.t);
     try {
       expect(await finished(s.t, id)).toMatchObject({ state: 'Succeeded' });
+    } finally {
+      await e.stop();
+    }
+  });
+});
+
+describe('retention over HTTP', () => {
+  it('legal hold and purge: platform only, refusals are problem+json with stable codes, delete names its workflow', async () => {
+    const other = `wr${randomBytes(3).toString('hex')}`;
+    const t2 = `${other}-eu-dev`;
+    expect((await s.request('POST', '/v1/apply', { body: deploymentManifests(other, 'plan') })).status).toBe(
+      200,
+    );
+    const e = startWorkflowEngine(s.t);
+    try {
+      const archived = await s.request('POST', `/v1/tenants/${t2}/archive`);
+      expect(await finished(s.t, archived.headers.get('tenantry-workflow')!)).toMatchObject({
+        state: 'Succeeded',
+      });
+      const own = await s.token({ subject: 'bob', tenant: t2, roles: ['tenant-admin'] });
+      const forbidden = await s.request('POST', `/v1/tenants/${t2}/legal-hold`, {
+        body: { reason: 'mine' },
+        token: own,
+      });
+      expect(forbidden.status).toBe(403);
+      const empty = await s.request('POST', `/v1/tenants/${t2}/legal-hold`, { body: { reason: '' } });
+      expect(empty.status).toBe(422);
+      expect(empty.body.errors[0].pointer).toBe('/reason');
+      const held = await s.request('POST', `/v1/tenants/${t2}/legal-hold`, { body: { reason: 'audit 7' } });
+      expect(held.status).toBe(200);
+      expect(held.body).toMatchObject({ lifecycle: 'Archived', legalHold: { reason: 'audit 7' } });
+
+      const del = await s.request('DELETE', `/v1/tenants/${t2}`);
+      expect(del.status).toBe(200);
+      const deleteId = del.headers.get('tenantry-workflow')!;
+      expect(del.headers.get('link')).toBe(`</v1/workflows/${deleteId}>; rel="monitor"`);
+      expect(await finished(s.t, deleteId)).toMatchObject({ state: 'Succeeded' });
+      const wf = await s.request('GET', `/v1/workflows/${deleteId}`);
+      expect(wf.body).toMatchObject({ type: 'lifecycle.delete', state: 'Succeeded' });
+
+      const locked = await s.request('POST', `/v1/tenants/${t2}/purge`);
+      expect(locked.status).toBe(423);
+      expect(locked.headers.get('content-type')).toContain('application/problem+json');
+      expect(locked.body).toMatchObject({
+        code: 'tenant.legal_hold',
+        details: { legalHold: { reason: 'audit 7' } },
+      });
+      const released = await s.request('POST', `/v1/tenants/${t2}/legal-hold/release`, {
+        body: { reason: 'closed' },
+      });
+      expect(released.status).toBe(200);
+      expect(released.body.legalHold).toBeNull();
+      const early = await s.request('POST', `/v1/tenants/${t2}/purge`);
+      expect(early.status).toBe(409);
+      expect(early.body).toMatchObject({ code: 'tenant.retention_active' });
+      expect(early.body.details.purgeAfter).toBe(released.body.retention.purgeAfter);
+      const r = await s.t.owner.query(`select count(*)::int as n from workflows where type = 'tenant.purge'`);
+      expect(r.rows[0].n).toBe(0);
+    } finally {
+      await e.stop();
+    }
+  });
+});
+
+describe('activation issues service credentials', () => {
+  it('activate: a tenant-scoped OAuth client whose client-credentials grant (openid-client) reads its tenant only; refused once deleted', async () => {
+    const other = `ws${randomBytes(3).toString('hex')}`;
+    const t3 = `${other}-eu-dev`;
+    expect((await s.request('POST', '/v1/apply', { body: deploymentManifests(other, 'plan') })).status).toBe(
+      200,
+    );
+    await s.t.owner.query(`update tenants set lifecycle = 'Draft' where slug = $1`, [t3]);
+    expect((await s.request('GET', `/v1/tenants/${t3}/service-credentials`)).body).toMatchObject({
+      code: 'service_credentials.not_found',
+    });
+    const e = startWorkflowEngine(s.t);
+    try {
+      const res = await s.request('POST', `/v1/tenants/${t3}/activate`);
+      expect(res.status).toBe(200);
+      const id = res.headers.get('tenantry-workflow')!;
+      expect(await finished(s.t, id)).toMatchObject({ state: 'Succeeded' });
+      const wf = await s.request('GET', `/v1/workflows/${id}`);
+      expect(wf.body.steps.map((x: { name: string }) => x.name)).toContain('issue-service-credentials');
+
+      // The tenant's own admin may read them; another tenant's may not.
+      const own = await s.token({ subject: 'cy', tenant: t3, roles: ['tenant-admin'] });
+      const creds = await s.request('GET', `/v1/tenants/${t3}/service-credentials`, { token: own });
+      expect(creds.status).toBe(200);
+      expect(creds.body).toMatchObject({ clientId: expect.stringMatching(/^tc_/), roles: ['service'] });
+      expect(
+        (await s.request('GET', `/v1/tenants/${t3}/service-credentials`, { token: tenantAdmin })).status,
+      ).toBe(403);
+
+      // The grant, by another implementation: openid-client with client_secret_basic.
+      const meta = (await s.request('GET', '/.well-known/openid-configuration')).body;
+      expect(meta.grant_types_supported).toEqual(['client_credentials']);
+      const config = new oidc.Configuration(
+        { issuer: meta.issuer, token_endpoint: `${s.url}/v1/oauth/token` },
+        creds.body.clientId,
+        undefined,
+        oidc.ClientSecretBasic(creds.body.clientSecret),
+      );
+      oidc.allowInsecureRequests(config);
+      const grant = await oidc.clientCredentialsGrant(config);
+      expect(grant.token_type.toLowerCase()).toBe('bearer');
+      expect(grant.expires_in).toBe(900);
+      const mine = await s.request('GET', `/v1/tenants/${t3}`, { token: grant.access_token });
+      expect(mine.status).toBe(200);
+      const whoami = await s.request('GET', '/v1/whoami', { token: grant.access_token });
+      expect(whoami.body).toMatchObject({ principal: { kind: 'service', subject: creds.body.clientId } });
+      expect((await s.request('GET', `/v1/tenants/${tenant}`, { token: grant.access_token })).status).toBe(
+        403,
+      );
+
+      // Wrong secret and unknown grant types are refused with stable codes.
+      const wrong = await fetch(`${s.url}/v1/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'client_credentials',
+          client_id: creds.body.clientId,
+          client_secret: 'nope',
+        }),
+      });
+      expect(wrong.status).toBe(401);
+      expect(await wrong.json()).toMatchObject({ code: 'oauth.invalid_client' });
+      const badGrant = await fetch(`${s.url}/v1/oauth/token`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'password' }),
+      });
+      expect(badGrant.status).toBe(422);
+      expect(await badGrant.json()).toMatchObject({ code: 'oauth.unsupported_grant_type' });
+
+      // Archived and deleted: the client gets no more tokens.
+      const archived = await s.request('POST', `/v1/tenants/${t3}/archive`);
+      await finished(s.t, archived.headers.get('tenantry-workflow')!);
+      await s.request('DELETE', `/v1/tenants/${t3}`);
+      await expect(oidc.clientCredentialsGrant(config)).rejects.toThrow();
     } finally {
       await e.stop();
     }

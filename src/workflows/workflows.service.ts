@@ -83,6 +83,7 @@ export class WorkflowsService {
       await sql`update workflows set state = 'Running', attempts = 0, run_after = now(), updated_at = now()
         where id = ${id}`.execute(trx);
       await this.audit(trx, ctx, w, 'workflow.retry', 'Running');
+      await sql`select pg_notify('tenantry_workflows', ${id})`.execute(trx);
       return this.detail(trx, id);
     });
   }
@@ -104,6 +105,7 @@ export class WorkflowsService {
             run_after = now(), updated_at = now()
         where id = ${id}`.execute(trx);
       await this.audit(trx, ctx, w, 'workflow.cancel', 'Compensating');
+      await sql`select pg_notify('tenantry_workflows', ${id})`.execute(trx);
       return this.detail(trx, id);
     });
   }

@@ -1,7 +1,8 @@
 import pino from 'pino';
-import type { ProviderSet } from '../../src/controller/providers.js';
+import { defaultDataplaneUrl, type ProviderSet } from '../../src/controller/providers.js';
 import { createDb, type Db } from '../../src/db/database.js';
-import { lifecycleWorkflowTypes } from '../../src/workflows/lifecycle-workflows.js';
+import { workflowTypes } from '../../src/tenant-migrations/migration-workflows.js';
+import type { Clock } from '../../src/workflows/retention.js';
 import type { WorkflowRegistry } from '../../src/workflows/workflow.js';
 import { WorkflowEngine, type WorkflowEngineOptions } from '../../src/workflows/workflow-engine.js';
 import { until } from './controller.js';
@@ -26,12 +27,17 @@ export function startWorkflowEngine(
     registry?: WorkflowRegistry;
     config?: Partial<WorkflowEngineOptions['config']>;
     workerId?: string;
+    /** The clock retention is judged by (default: the system's). */
+    clock?: Clock;
+    dataplaneUrl?: string;
   } = {},
 ): { engine: WorkflowEngine; db: Db; stop(): Promise<void> } {
   const db = createDb(t.appUrl, 5, { platformUrl: t.platformUrl });
   const engine = new WorkflowEngine({
     db,
-    registry: opts.registry ?? lifecycleWorkflowTypes(db, opts.providers),
+    registry:
+      opts.registry ??
+      workflowTypes(db, opts.providers, opts.dataplaneUrl ?? defaultDataplaneUrl(t.ownerUrl), opts.clock),
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     config: { ...FAST_WORKFLOWS, ...opts.config },
     ...(opts.workerId ? { workerId: opts.workerId } : {}),

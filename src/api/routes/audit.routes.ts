@@ -35,13 +35,15 @@ const AuditRecordSchema = Type.Object(
   {
     id: Type.String({ format: 'uuid' }),
     chain: Type.String(),
-    seq: Type.Integer(),
+    seq: Type.Union([Type.Integer(), Type.Null()], {
+      description: 'position in the chain; null until the sequencer integrates the record (within a second)',
+    }),
     time: Type.String(),
     tenantId: Type.Union([Type.String(), Type.Null()]),
     action: Type.String(),
     outcome: Type.String(),
-    hash: Type.String(),
-    prevHash: Type.String(),
+    hash: Type.Union([Type.String(), Type.Null()]),
+    prevHash: Type.Union([Type.String(), Type.Null()]),
   },
   { additionalProperties: true, description: 'an audit record (format tenantry.audit.v1)' },
 );
@@ -69,6 +71,13 @@ const Verification = Type.Object(
     }),
     problems: Type.Array(Problem),
     firstProblem: Type.Optional(Problem),
+    unsequenced: Type.Object(
+      { records: Type.Integer(), oldest: Type.Union([Type.String(), Type.Null()]) },
+      {
+        description:
+          'records written but not yet integrated into their chain by the sequencer (not verified)',
+      },
+    ),
   },
   { additionalProperties: false },
 );

@@ -208,10 +208,17 @@ export function registerObjectRoutes(
           response: { 200: ref, ...errorResponses(400, 401, 403, 404, 409, 412) },
         },
       },
-      async (request) => {
+      async (request, reply) => {
         const ctx = identify(request);
         const { ref: r } = request.params as { ref: string };
-        return registry.delete(ctx, kind, r, ifMatchGeneration(request.headers['if-match']));
+        const obj = await registry.delete(ctx, kind, r, ifMatchGeneration(request.headers['if-match']));
+        if (kind !== 'Tenant') return obj;
+        // Deleting a tenant starts its deletion workflow (src/workflows/retention.ts).
+        const workflowId = lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation);
+        return reply
+          .header('tenantry-workflow', workflowId)
+          .header('link', `</v1/workflows/${workflowId}>; rel="monitor"`)
+          .send(obj);
       },
     );
 

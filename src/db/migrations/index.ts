@@ -13,6 +13,12 @@ import * as m0013 from './0013-platform-role.js';
 import * as m0014 from './0014-audit-transparency.js';
 import * as m0015 from './0015-workflows.js';
 import * as m0016 from './0016-workflow-freezes.js';
+import * as m0017 from './0017-tenant-retention.js';
+import * as m0018 from './0018-service-clients.js';
+import * as m0023 from './0023-audit-sequencer.js';
+import * as m0024 from './0024-audit-pruned-leaves.js';
+import * as m0025 from './0025-tenant-migrations.js';
+import * as m0027 from './0027-runtime-inventory.js';
 import * as m0031 from './0031-cell-agents.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
@@ -31,6 +37,12 @@ const migrations: Record<string, Migration> = {
   '0014-audit-transparency': m0014,
   '0015-workflows': m0015,
   '0016-workflow-freezes': m0016,
+  '0017-tenant-retention': m0017,
+  '0018-service-clients': m0018,
+  '0023-audit-sequencer': m0023,
+  '0024-audit-pruned-leaves': m0024,
+  '0025-tenant-migrations': m0025,
+  '0027-runtime-inventory': m0027,
   '0031-cell-agents': m0031,
 };
 

@@ -2,12 +2,15 @@ import type { Static, TSchema } from '@sinclair/typebox';
 import type { RawBuilder } from 'kysely';
 import { manifestEnvelope } from '../../domain/manifest.js';
 import { cell } from './cell.js';
+import { configuration } from './configuration.js';
 import { customer } from './customer.js';
 import { deployment } from './deployment.js';
 import { integrationResource } from './integration-resource.js';
 import type { KindDefinition, KindManifest, ObjectRow, ParentRef } from './kind.js';
 import { plan } from './plan.js';
 import { region } from './region.js';
+import { scalingPolicy } from './scaling-policy.js';
+import { service } from './service.js';
 import { system } from './system.js';
 import { tenant } from './tenant.js';
 import { webhookEndpoint } from './webhook-endpoint.js';
@@ -26,6 +29,9 @@ export const KIND_DEFINITIONS = [
   cell,
   plan,
   webhookEndpoint,
+  configuration,
+  service,
+  scalingPolicy,
 ] as const;
 
 type Definition = (typeof KIND_DEFINITIONS)[number];
@@ -49,11 +55,17 @@ export const WORKFLOW_EVENTS = [
   'workflow.succeeded',
   'workflow.failed',
 ] as const;
+/** A signed checkpoint of an audit log (src/audit/checkpoint-events.ts), in that log's tenant stream. */
+export const AUDIT_EVENTS = ['audit.checkpoint'] as const;
 /** Every event name (`{kind}.{event}`); CloudEvents `type` is `dev.tenantry.{name}.v1`. */
-export type EventName = EventsOf<Definition> | (typeof WORKFLOW_EVENTS)[number];
+export type EventName =
+  | EventsOf<Definition>
+  | (typeof WORKFLOW_EVENTS)[number]
+  | (typeof AUDIT_EVENTS)[number];
 export const EVENT_NAMES: readonly EventName[] = [
   ...KIND_DEFINITIONS.flatMap((d) => d.events.map((e) => `${d.kind.toLowerCase()}.${e}` as EventName)),
   ...WORKFLOW_EVENTS,
+  ...AUDIT_EVENTS,
 ];
 export const cloudEventType = (name: EventName): string => `dev.tenantry.${name}.v1`;
 /** Every published CloudEvents `type`. */
@@ -71,7 +83,9 @@ export type ChangeAction =
   | 'suspend'
   | 'resume'
   | 'archive'
-  | 'disable';
+  | 'disable'
+  | 'migrate'
+  | 'revert_migration';
 const PAST: Record<ChangeAction, string> = {
   create: 'created',
   update: 'updated',
@@ -81,6 +95,8 @@ const PAST: Record<ChangeAction, string> = {
   resume: 'resumed',
   archive: 'archived',
   disable: 'disabled',
+  migrate: 'migrated',
+  revert_migration: 'migration_rolled_back',
 };
 export function eventName(kind: Kind, action: ChangeAction): EventName {
   const name = `${kind.toLowerCase()}.${PAST[action]}`;

@@ -98,7 +98,7 @@ export interface Column {
 }
 
 /** Which controller reconciler handles the kind (src/controller/reconcilers.ts maps the names). */
-export type ReconcilerName = 'accept' | 'parent' | 'resource';
+export type ReconcilerName = 'accept' | 'parent' | 'resource' | 'runtime';
 
 /** How an object refers to another kind, and what deleting that other object does to it. */
 export interface ParentRef {

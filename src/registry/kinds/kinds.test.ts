@@ -56,19 +56,35 @@ describe('the kind catalogue', () => {
       'Cell',
       'Plan',
       'WebhookEndpoint',
+      'Configuration',
+      'Service',
+      'ScalingPolicy',
     ]);
     expect(TABLES.IntegrationResource).toBe('integration_resources');
     expect(KIND_PATHS.WebhookEndpoint).toBe('webhook-endpoints');
     expect(CLI_PATHS.ir).toBe('integration-resources');
     expect(CLI_PATHS.deploy).toBe('deployments');
     expect(APPLY_ORDER.slice(0, 3)).toEqual(['Region', 'Cell', 'Plan']);
-    expect(BACKFILL_KINDS).toEqual(['Customer', 'System', 'Tenant', 'Deployment', 'IntegrationResource']);
+    expect(BACKFILL_KINDS).toEqual([
+      'Customer',
+      'System',
+      'Tenant',
+      'Deployment',
+      'IntegrationResource',
+      'Service',
+    ]);
     expect(childrenOf('Tenant').map((c) => `${c.kind}:${JSON.stringify(c.ref.onDelete)}`)).toEqual([
       'Deployment:"cascade"',
       'IntegrationResource:"cascade"',
       'WebhookEndpoint:"keep"',
+      'Configuration:"cascade"',
+      'Service:"cascade"',
+      'ScalingPolicy:"cascade"',
     ]);
-    expect(EVENT_NAMES).toHaveLength(41);
+    expect(childrenOf('Service').map((c) => c.kind)).toEqual(['ScalingPolicy']);
+    expect(CLI_PATHS.svc).toBe('services');
+    expect(CLI_PATHS.config).toBe('configurations');
+    expect(EVENT_NAMES).toHaveLength(57);
     expect(CLOUD_EVENT_TYPES).toContain('dev.tenantry.integrationresource.drifted.v1');
   });
 

@@ -5,6 +5,7 @@ import { col, defineKind, named } from './kind.js';
 import { SEGMENT } from './region.js';
 
 const Count = (description: string) => Type.Integer({ minimum: 0, maximum: 1_000_000_000, description });
+const Days = (description: string) => Type.Integer({ minimum: 0, maximum: 36_500, description });
 const RateLimit = Type.Object(
   {
     limit: Type.Integer({ minimum: 1, maximum: 1_000_000, description: 'requests per window' }),
@@ -31,11 +32,25 @@ export const PlanSpec = Type.Object(
           ),
         ),
         concurrentOperations: Type.Optional(Count('reconcile operations in flight per tenant')),
+        computeUnits: Type.Optional(
+          Count('compute per tenant: the sum of max replicas × unit cost of its services (issue 20)'),
+        ),
       },
       strict,
     ),
     rateLimits: Type.Optional(
       Type.Object({ read: Type.Optional(RateLimit), write: Type.Optional(RateLimit) }, strict),
+    ),
+    retention: Type.Optional(
+      Type.Object(
+        {
+          retiredServicesDays: Type.Optional(Days('retired services: provider resources and secrets (90)')),
+          deploymentHistoryDays: Type.Optional(Days('deployment history (365)')),
+          configurationVersionsDays: Type.Optional(Days('configuration versions (365)')),
+          driftFindingsDays: Type.Optional(Days('drift findings, once resolved (365)')),
+        },
+        { ...strict, description: 'retention windows after archival, per data class (seed 002)' },
+      ),
     ),
     description: Type.Optional(Text(2000)),
   },

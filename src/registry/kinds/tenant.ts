@@ -130,6 +130,8 @@ export const tenant = defineKind({
     'deleted',
     'plan_updated',
     'region_migrated',
+    'migrated',
+    'migration_rolled_back',
     'ready',
     'failed',
   ],

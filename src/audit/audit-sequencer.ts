@@ -1,0 +1,194 @@
+import { sql } from 'kysely';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { sealAuditRecord } from './append-audit.js';
+import { type AuditRecordRow, itemFromRow, loadLeafRows, RECORD_COLUMNS } from './audit.repository.js';
+import { GENESIS_HASH } from './audit-hash.js';
+import { CompactRange, leafHash } from './merkle.js';
+
+/** Transaction-level advisory lock key: whoever holds it is the sequencer for that batch ('tens'). */
+const SEQUENCER_LOCK = 0x74656e73;
+
+export interface IntegratedBatch {
+  /** Entries integrated by this batch. */
+  records: number;
+  /** Each chain this batch moved: its new head (seq = the chain's tree size). */
+  heads: Map<string, { seq: number; hash: string }>;
+  /** Per entry, ms from its write (its `time`) to its integration. */
+  delaysMs: number[];
+  /** The chains whose Merkle tree (audit_trees) advanced with this batch. */
+  trees: string[];
+}
+
+/**
+ * Integrates up to `limit` committed unsequenced audit entries, oldest first, in one transaction:
+ * per chain, each gets the next seq, the previous record's hash and its own v1 hash (RFC 9162 leaf
+ * of the chain's Merkle tree), written by tenantry_audit_sequence(), which refuses a batch that does
+ * not continue every chain's head gap-free and linked.
+ *
+ * Concurrency contract: any number of processes may call it; `pg_try_advisory_xact_lock` elects one
+ * sequencer per batch, and the others return null at once. A sequencer that dies mid-batch rolls
+ * back, releasing the lock; its entries stay unsequenced and the next caller integrates them —
+ * nothing is lost. Entries committed while a batch runs are left for the next one.
+ */
+export async function integrateAuditBatch(db: Db, limit = 5000): Promise<IntegratedBatch | null> {
+  return asPlatform(db, async (trx) => {
+    const { rows: lock } = await sql<{ ok: boolean }>`
+      select pg_try_advisory_xact_lock(${SEQUENCER_LOCK}) as ok`.execute(trx);
+    if (!lock[0]?.ok) return null;
+    const { rows } = await sql<AuditRecordRow & { age_ms: string }>`
+      select ${RECORD_COLUMNS}, extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
+      from audit_records a where a.seq is null order by a.time, a.id limit ${limit}`.execute(trx);
+    const heads = new Map<string, { seq: number; hash: string }>();
+    if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
+    const chains = [...new Set(rows.map((r) => r.chain))];
+    const { rows: stored } = await sql<{ chain: string; seq: string; hash: string }>`
+      select chain, seq, hash from audit_chain_heads where chain = any(${chains}::text[])`.execute(trx);
+    const current = new Map(stored.map((h) => [h.chain, { seq: Number(h.seq), hash: h.hash }]));
+    const ids: string[] = [];
+    const seqs: number[] = [];
+    const prevs: string[] = [];
+    const hashes: string[] = [];
+    for (const row of rows) {
+      const head = current.get(row.chain) ?? { seq: 0, hash: GENESIS_HASH };
+      const sealed = sealAuditRecord(itemFromRow(row), { seq: head.seq + 1, prevHash: head.hash });
+      const next = { seq: sealed.seq, hash: sealed.hash };
+      current.set(row.chain, next);
+      heads.set(row.chain, next);
+      ids.push(sealed.id);
+      seqs.push(sealed.seq);
+      prevs.push(sealed.prevHash);
+      hashes.push(sealed.hash);
+    }
+    await sql`select tenantry_audit_sequence(${ids}::uuid[], ${seqs}::bigint[], ${prevs}::text[], ${hashes}::text[])`.execute(
+      trx,
+    );
+    const trees = await advanceTrees(trx, stored, ids, seqs, hashes, rows);
+    return { records: rows.length, heads, delaysMs: rows.map((r) => Number(r.age_ms)), trees };
+  });
+}
+
+/**
+ * Appends the batch's leaves to each chain's compact range (audit_trees). A chain without one (it
+ * predates the table) gets one built from its leaves (records, and the hashes retention kept); one
+ * pruned before those hashes were kept has none, and its checkpoints are not published as events.
+ */
+async function advanceTrees(
+  trx: Trx,
+  headsBefore: { chain: string; seq: string }[],
+  ids: string[],
+  seqs: number[],
+  hashes: string[],
+  rows: { chain: string }[],
+): Promise<string[]> {
+  const chains = [...new Set(rows.map((r) => r.chain))];
+  const { rows: stored } = await sql<{ chain: string; size: string; peaks: string[] }>`
+    select chain, size, peaks from audit_trees where chain = any(${chains}::text[]) for update`.execute(trx);
+  const ranges = new Map(
+    stored.map((t) => [
+      t.chain,
+      new CompactRange(
+        Number(t.size),
+        t.peaks.map((p) => Buffer.from(p, 'hex')),
+      ),
+    ]),
+  );
+  const before = new Map(headsBefore.map((h) => [h.chain, Number(h.seq)]));
+  for (const chain of chains) {
+    const size = before.get(chain) ?? 0;
+    if (ranges.get(chain)?.size === size) continue;
+    // Built once per chain from its leaves before this batch.
+    const leaves = (await loadLeafRows(trx, chain)).filter((l) => l.seq <= size);
+    if (leaves.length !== size || leaves.some((l, i) => l.seq !== i + 1)) {
+      ranges.delete(chain);
+      continue;
+    }
+    const range = new CompactRange();
+    for (const l of leaves) range.append(leafHash(Buffer.from(l.hash, 'hex')));
+    ranges.set(chain, range);
+  }
+  for (let i = 0; i < ids.length; i++) {
+    const range = ranges.get(rows[i]!.chain);
+    if (range && range.size === seqs[i]! - 1) range.append(leafHash(Buffer.from(hashes[i]!, 'hex')));
+  }
+  const moved = [...ranges].filter(([chain]) => chains.includes(chain));
+  if (moved.length === 0) return [];
+  // Peaks travel comma-joined: a PostgreSQL array of arrays must be rectangular.
+  await sql`insert into audit_trees (chain, size, peaks)
+    select u.chain, u.size, string_to_array(u.peaks, ',')
+    from unnest(${moved.map(([c]) => c)}::text[], ${moved.map(([, r]) => r.size)}::bigint[],
+      ${moved.map(([, r]) => r.peaks.map((p) => p.toString('hex')).join(','))}::text[]) as u(chain, size, peaks)
+    on conflict (chain) do update set size = excluded.size, peaks = excluded.peaks`.execute(trx);
+  return moved.map(([c]) => c);
+}
+
+/** Integrates every entry committed so far (batch after batch); null if another sequencer holds the lock. */
+export async function integrateAudit(db: Db, limit = 5000): Promise<IntegratedBatch[] | null> {
+  const batches: IntegratedBatch[] = [];
+  for (;;) {
+    const batch = await integrateAuditBatch(db, limit);
+    if (!batch) return batches.length > 0 ? batches : null;
+    if (batch.records > 0) batches.push(batch);
+    if (batch.records < limit) return batches;
+  }
+}
+
+export interface AuditSequencerOptions {
+  /** How often to look for new entries; the integration delay is at most about this plus a batch. */
+  intervalMs?: number;
+  batchSize?: number;
+  /** Called after each committed batch (e.g. to publish checkpoints); its failure is reported, not retried. */
+  onBatch?: (batch: IntegratedBatch) => Promise<void> | void;
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Runs the sequencer in this process: every `intervalMs` it integrates what has committed. Every
+ * process runs one; the advisory lock makes one of them the sequencer at a time. Long-running:
+ * start() and stop().
+ */
+export class AuditSequencer {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> = Promise.resolve();
+  private busy = false;
+  integrated = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly opts: AuditSequencerOptions = {},
+  ) {}
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.busy) return;
+      this.running = this.tick().catch((err: unknown) => this.opts.onError?.(err));
+    }, this.opts.intervalMs ?? 200);
+    this.timer.unref();
+  }
+
+  /** Integrates everything committed so far; returns how many entries this process integrated. */
+  async tick(): Promise<number> {
+    this.busy = true;
+    try {
+      let total = 0;
+      const limit = this.opts.batchSize ?? 5000;
+      for (;;) {
+        const batch = await integrateAuditBatch(this.db, limit);
+        if (!batch || batch.records === 0) return total;
+        total += batch.records;
+        this.integrated += batch.records;
+        if (this.opts.onBatch)
+          await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
+        if (batch.records < limit) return total;
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

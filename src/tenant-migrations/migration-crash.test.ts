@@ -1,0 +1,193 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import {
+  startController,
+  tempDataDir,
+  until,
+  useControllerTestDatabase,
+} from '../../test/helpers/controller.js';
+import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
+import { defaultDataplaneUrl } from '../controller/providers.js';
+import { SecretStore } from '../providers/postgres/secret-store.js';
+import { workflowTypes } from './migration-workflows.js';
+import { ISOLATION_STEPS, type Migration, MigrationsService } from './migrations.service.js';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const customer = `mk${randomBytes(3).toString('hex')}`;
+const tenant = `${customer}-eu-dev`;
+const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
+  apiVersion: 'tenantry.dev/v1',
+  kind,
+  metadata: name ? { name } : {},
+  spec,
+});
+const cell = (name: string, tenancy: string) =>
+  doc('Cell', name, {
+    region: 'eu',
+    stage: 'nonprod',
+    environmentTypes: ['dev'],
+    tenancy,
+    capacity: { tenants: 5 },
+  });
+
+const fx = useControllerTestDatabase((f) =>
+  f.registry.apply(f.ctx, [
+    cell(`${customer}-pool`, 'shared'),
+    cell(`${customer}-silo`, 'dedicated'),
+    doc('Customer', customer, { displayName: 'Crash', shortCode: customer }),
+    doc('Tenant', undefined, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
+    doc('IntegrationResource', undefined, {
+      scope: { tenant },
+      type: 'database',
+      database: { isolation: 'pool' },
+    }),
+  ]),
+);
+
+function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/workflow-process.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    child.stdout?.once('data', () => resolve(child));
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`engine process exited early (${code})`)));
+  });
+}
+
+const exited = (child: ChildProcess) =>
+  new Promise<NodeJS.Signals | null>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.signalCode);
+    else child.once('exit', (_code, signal) => resolve(signal));
+  });
+
+/** Rows as the tenant sees them, through its connection secret, wherever it lives now. */
+async function tenantRows(resourceId: string): Promise<number> {
+  const s = await new SecretStore(fx.t.db).get(resourceId);
+  const r = await fx.t.owner.query(`select physical_name, spec from integration_resources where id = $1`, [
+    resourceId,
+  ]);
+  const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
+  if (r.rows[0].spec.database.isolation === 'silo') url.pathname = `/${r.rows[0].physical_name}`;
+  url.username = s?.username ?? '';
+  url.password = s?.password ?? '';
+  const c = new pg.Client({ connectionString: url.toString() });
+  c.on('error', () => undefined);
+  await c.connect();
+  try {
+    return (await c.query('select count(*)::int as n from things')).rows[0].n;
+  } finally {
+    await c.end();
+  }
+}
+
+describe('SIGKILL at every step boundary of a migration', () => {
+  it('pool → silo resumes on another engine where the process died and ends in one consistent state', {
+    timeout: 900_000,
+  }, async () => {
+    const dataDir = await tempDataDir();
+    const c = await startController(fx.t, { dataDir });
+    const service = new MigrationsService(fx.t.db);
+    try {
+      const rid = (
+        await fx.t.owner.query(`select id from integration_resources where slug = $1`, [`${tenant}.database`])
+      ).rows[0].id as string;
+      await until('database Ready', async () => {
+        const r = await fx.t.owner.query(`select phase from integration_resources where id = $1`, [rid]);
+        return r.rows[0].phase === 'Ready';
+      });
+      const s = await new SecretStore(fx.t.db).get(rid);
+      const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
+      url.username = s?.username ?? '';
+      url.password = s?.password ?? '';
+      const app = new pg.Client({ connectionString: url.toString() });
+      await app.connect();
+      await app.query(`create table things (id bigserial primary key, v text);
+        insert into things (v) select 'v' || g from generate_series(1, 2000) g;`);
+      await app.end();
+
+      const cases = [...ISOLATION_STEPS.map((step) => `after:${step}`), 'before:cut-over'];
+      const prefixes: string[] = [];
+      for (const [n, killAt] of cases.entries()) {
+        const [when, step] = killAt.split(':') as [string, string];
+        const log = path.join(dataDir, `steps-${n}.log`);
+        fs.writeFileSync(log, '');
+        const child = await spawnEngine({
+          APP_URL: fx.t.appUrl,
+          PLATFORM_URL: fx.t.platformUrl,
+          DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
+          DATA_DIR: dataDir,
+          STEP_LOG: log,
+          KILL_AT: killAt,
+        });
+        const m = (await service.start(
+          fx.ctx,
+          tenant,
+          { isolation: 'silo' },
+          { dryRun: false },
+        )) as Migration;
+        prefixes.push(`tenantry_m_${m.id.replace(/-/g, '').slice(0, 12)}_%`);
+        expect(await exited(child), killAt).toBe('SIGKILL');
+        const e = startWorkflowEngine(fx.t, {
+          registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), log),
+        });
+        try {
+          expect(await finished(fx.t, m.id, 120_000), killAt).toMatchObject({ state: 'Succeeded' });
+        } finally {
+          await e.stop();
+        }
+        const runs = fs
+          .readFileSync(log, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' ')[1]);
+        const at = ISOLATION_STEPS.indexOf(step);
+        // The step the process died in (after its effect) runs again; no other step runs twice.
+        expect(runs, killAt).toEqual(
+          when === 'before'
+            ? ISOLATION_STEPS
+            : [...ISOLATION_STEPS.slice(0, at + 1), ...ISOLATION_STEPS.slice(at)],
+        );
+        expect(
+          (await stepsOf(fx.t, m.id)).every((x) => x.state === 'Completed'),
+          killAt,
+        ).toBe(true);
+        const done = await service.get(fx.ctx, tenant, m.id);
+        expect(done.state, killAt).toBe('CutOver');
+        expect(Object.values(done.verification as Record<string, { equal: boolean }>)[0]?.equal, killAt).toBe(
+          true,
+        );
+        expect(await tenantRows(rid), killAt).toBe(2000);
+
+        // Back to the pool for the next case.
+        const rb = await service.rollback(fx.ctx, tenant, m.id);
+        const e2 = startWorkflowEngine(fx.t, { providers: c.providers });
+        try {
+          expect(await finished(fx.t, rb.rollbackWorkflowId!, 120_000), `${killAt} rollback`).toMatchObject({
+            state: 'Succeeded',
+          });
+        } finally {
+          await e2.stop();
+        }
+        expect(await tenantRows(rid), killAt).toBe(2000);
+      }
+      const dp = new pg.Client({ connectionString: defaultDataplaneUrl(fx.t.ownerUrl) });
+      await dp.connect();
+      const left = await dp.query(
+        `select (select count(*) from pg_replication_slots where slot_name like any ($1))::int as slots,
+                (select count(*) from pg_publication where pubname like any ($1))::int as pubs`,
+        [prefixes],
+      );
+      expect(left.rows[0]).toEqual({ slots: 0, pubs: 0 });
+      await dp.end();
+    } finally {
+      await c.stop();
+    }
+  });
+});

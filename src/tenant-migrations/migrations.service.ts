@@ -1,0 +1,438 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import { lockTenantWrites } from '../changes/tenant-write-lock.js';
+import type { RequestContext } from '../context/request-context.js';
+import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
+import { isUuid } from '../domain/identifiers.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../errors/errors.js';
+import { lockCandidateCells, type Placement } from '../placement/placement.policy.js';
+import { chooseCell, type Isolation, isRefusal } from '../placement/placement.rules.js';
+import { PolicyError } from '../placement/policy-error.js';
+import { assertNotFrozen } from '../workflows/freezes.js';
+import { startWorkflow } from '../workflows/start-workflow.js';
+import { workflowIdOf } from '../workflows/workflow.js';
+import {
+  type IsolationMigrationInput,
+  MIGRATE_ISOLATION,
+  RETIRE_MIGRATION,
+  ROLLBACK_MIGRATION,
+  type RollbackInput,
+} from './migration-workflows.js';
+
+/** What the API shows of a migration. */
+export interface Migration {
+  id: string;
+  tenantId: string;
+  kind: 'isolation';
+  state: string;
+  /** The workflow that runs it (its id is the migration's). */
+  workflowId: string;
+  rollbackWorkflowId: string | null;
+  from: Binding;
+  to: Binding;
+  mode: string | null;
+  plan: unknown;
+  verification: unknown;
+  freeze: { startedAt: string | null; endedAt: string | null; durationMs: number | null };
+  cutOverAt: string | null;
+  rollbackWindowSeconds: number;
+  rollbackUntil: string | null;
+  rollback: unknown;
+  rolledBackAt: string | null;
+  retiredAt: string | null;
+  /** Only in the answer to a retire request. */
+  retireWorkflowId?: string;
+  error: string | null;
+  actor: { principal: string; kind: string };
+  createdAt: string;
+}
+
+type Binding = Pick<
+  Placement,
+  'cell' | 'cellUuid' | 'region' | 'isolation' | 'networkPartition' | 'dataPartition'
+>;
+
+export interface MigrationPlanView {
+  dryRun: true;
+  tenant: string;
+  from: Binding;
+  to: Binding;
+  steps: string[];
+  verdicts: { rule: string; outcome: 'allow'; detail: string }[];
+}
+
+interface Row {
+  id: string;
+  tenant_id: string;
+  kind: 'isolation';
+  state: string;
+  source: Placement;
+  target: Placement;
+  plan: unknown;
+  mode: string | null;
+  verification: unknown;
+  freeze_started_at: Date | null;
+  freeze_ended_at: Date | null;
+  freeze_ms: number | null;
+  cut_over_at: Date | null;
+  rollback_window_seconds: number;
+  rollback_until: Date | null;
+  rollback_workflow_id: string | null;
+  rollback_verification: unknown;
+  rolled_back_at: Date | null;
+  retired_at: Date | null;
+  error: string | null;
+  actor: { principal: string; kind: string };
+  created_at: Date;
+}
+
+const iso = (d: Date | null) => d?.toISOString() ?? null;
+const binding = (p: Placement): Binding => ({
+  cell: p.cell,
+  cellUuid: p.cellUuid,
+  region: p.region,
+  isolation: p.isolation,
+  networkPartition: p.networkPartition,
+  dataPartition: p.dataPartition,
+});
+
+function toMigration(r: Row): Migration {
+  return {
+    id: r.id,
+    tenantId: r.tenant_id,
+    kind: r.kind,
+    state: r.state,
+    workflowId: r.id,
+    rollbackWorkflowId: r.rollback_workflow_id,
+    from: binding(r.source),
+    to: binding(r.target),
+    mode: r.mode,
+    plan: r.plan,
+    verification: r.verification,
+    freeze: { startedAt: iso(r.freeze_started_at), endedAt: iso(r.freeze_ended_at), durationMs: r.freeze_ms },
+    cutOverAt: iso(r.cut_over_at),
+    rollbackWindowSeconds: r.rollback_window_seconds,
+    rollbackUntil: iso(r.rollback_until),
+    rollback: r.rollback_verification,
+    rolledBackAt: iso(r.rolled_back_at),
+    retiredAt: iso(r.retired_at),
+    error: r.error,
+    actor: r.actor,
+    createdAt: r.created_at.toISOString(),
+  };
+}
+
+/** The steps of a pool → silo migration, as the workflow runs them. */
+export const ISOLATION_STEPS = [
+  'check-eligibility',
+  'create-target',
+  'copy-schema',
+  'start-replication',
+  'wait-synced',
+  'freeze-writes',
+  'sync-and-verify',
+  'detach-target',
+  'cut-over',
+];
+
+const DEFAULT_WINDOW_SECONDS = 7 * 24 * 3600;
+
+/**
+ * Tenancy-mode migrations as the API asks for them (issue 19): every check before anything is
+ * written (placement, plan, residency, capacity, freezes, a workflow in progress), then the
+ * migration record, its workflow and the audit record in one transaction. Only the platform starts
+ * or rolls back a migration; a tenant's principals may read their own.
+ */
+export class MigrationsService {
+  constructor(private readonly db: Db) {}
+
+  async start(
+    ctx: RequestContext,
+    ref: string,
+    body: { isolation?: Isolation; region?: string; rollbackWindowSeconds?: number },
+    opts: { dryRun: boolean },
+  ): Promise<Migration | MigrationPlanView> {
+    platformOnly(ctx);
+    if (body.region !== undefined)
+      throw ValidationError.field(
+        '/region',
+        'migration.region_unsupported',
+        'region migration is not built yet (issue 19): only tenancy-mode migrations (pool → silo) run',
+      );
+    if (body.isolation === undefined)
+      throw ValidationError.field('/isolation', 'field.required', 'name the isolation model to migrate to');
+    const to = body.isolation;
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const current = t.placement;
+      if (!current)
+        throw new ConflictError(
+          'migration.unplaced',
+          'The tenant is not placed in a cell; there is nothing to move.',
+        );
+      if (t.lifecycle !== 'Active')
+        throw new ConflictError(
+          'migration.tenant_not_active',
+          `The tenant is ${t.lifecycle}; only an Active tenant is migrated.`,
+          { details: { lifecycle: t.lifecycle } },
+        );
+      if (current.isolation === to)
+        throw new ConflictError('migration.same_isolation', `The tenant is ${to} already.`, {
+          errors: [{ pointer: '/isolation', code: 'migration.same_isolation', message: `already ${to}` }],
+        });
+      if (current.isolation !== 'pool' || to !== 'silo')
+        throw ValidationError.field(
+          '/isolation',
+          'migration.unsupported',
+          `${current.isolation} → ${to} is not built: the migration moves a pool tenant to silo; a silo tenant returns to the pool by rolling back its migration within the window`,
+        );
+      const open = await sql<{ id: string }>`
+        select id from tenant_migrations where tenant_id = ${t.id} and state = 'CutOver' and rollback_until > now()`.execute(
+        trx,
+      );
+      if (open.rows[0])
+        throw new ConflictError(
+          'migration.in_rollback_window',
+          'The tenant has a migration in its rollback window; roll it back or let the window pass first.',
+          { details: { migrationId: open.rows[0].id } },
+        );
+      const planSpec = t.spec.plan
+        ? (
+            await sql<{ spec: { isolationModels?: Isolation[] } }>`
+              select spec from plans where slug = ${t.spec.plan} and deleted_at is null`.execute(trx)
+          ).rows[0]?.spec
+        : undefined;
+      const cells = await lockCandidateCells(trx, [current.region], undefined);
+      const chosen = chooseCell(
+        {
+          tenantId: t.id,
+          tenantSlug: t.slug,
+          region: current.region,
+          environmentType: t.environment_type,
+          isolation: to,
+          allowedRegions: [current.region],
+          plan:
+            t.spec.plan && planSpec?.isolationModels
+              ? { code: t.spec.plan, isolationModels: planSpec.isolationModels }
+              : undefined,
+        },
+        cells === 'none' ? [] : cells,
+      );
+      if (isRefusal(chosen))
+        throw new PolicyError(
+          chosen.code,
+          chosen.code === 'placement.no_capacity' ? 409 : 422,
+          chosen.message,
+          chosen.pointer === '/spec' ? '/isolation' : chosen.pointer,
+          chosen.details,
+          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'migrate' },
+        );
+      await assertNotFrozen(trx, t.id, MIGRATE_ISOLATION);
+      const target: Placement = { ...current, ...chosen };
+      const verdicts = [
+        { rule: 'residency', outcome: 'allow' as const, detail: `stays in region ${current.region}` },
+        {
+          rule: 'plan.isolation',
+          outcome: 'allow' as const,
+          detail: t.spec.plan ? `plan ${t.spec.plan} allows ${to}` : `no plan: ${to}`,
+        },
+        { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} has room` },
+        { rule: 'freeze', outcome: 'allow' as const, detail: 'no freeze covers the tenant' },
+      ];
+      if (opts.dryRun)
+        return {
+          dryRun: true,
+          tenant: t.slug,
+          from: binding(current),
+          to: binding(target),
+          steps: ISOLATION_STEPS,
+          verdicts,
+        } satisfies MigrationPlanView;
+      const id = randomUUID();
+      const window = body.rollbackWindowSeconds ?? DEFAULT_WINDOW_SECONDS;
+      await sql`
+        insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
+        values (${id}, ${t.id}, 'isolation', ${JSON.stringify(current)}, ${JSON.stringify(target)}, '{}',
+                ${window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
+      const input: IsolationMigrationInput = {
+        migrationId: id,
+        tenantSlug: t.slug,
+        from: current.isolation,
+        to,
+      };
+      await startWorkflow(trx, {
+        id,
+        tenantId: t.id,
+        type: MIGRATE_ISOLATION,
+        input,
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: t.id,
+          action: 'migration.start',
+          target: { kind: 'Migration', id, slug: t.slug },
+          before: { placement: binding(current) },
+          after: { placement: binding(target), rollbackWindowSeconds: window, verdicts },
+          outcome: 'success',
+          decision: null,
+        }),
+      );
+      return this.read(trx, t.id, id);
+    });
+  }
+
+  async rollback(ctx: RequestContext, ref: string, id: string): Promise<Migration> {
+    platformOnly(ctx);
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const m = await this.read(trx, t.id, id);
+      if (m.state !== 'CutOver' || !m.rollbackUntil || Date.parse(m.rollbackUntil) < Date.now())
+        throw new ConflictError(
+          'migration.rollback_unavailable',
+          m.state === 'CutOver'
+            ? `The rollback window ended at ${m.rollbackUntil}.`
+            : `Only a cut-over migration within its window rolls back; this one is ${m.state}.`,
+          { details: { state: m.state, rollbackUntil: m.rollbackUntil } },
+        );
+      await assertNotFrozen(trx, t.id, ROLLBACK_MIGRATION);
+      const wid = workflowIdOf('migration-rollback', id);
+      const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
+      const started = await startWorkflow(trx, {
+        id: wid,
+        tenantId: t.id,
+        type: ROLLBACK_MIGRATION,
+        input,
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+      });
+      if (started.created) {
+        await sql`update tenant_migrations set rollback_workflow_id = ${wid}, updated_at = now() where id = ${id}`.execute(
+          trx,
+        );
+        await appendAudit(
+          trx,
+          auditEntryOf(ctx, {
+            tenantId: t.id,
+            action: 'migration.rollback',
+            target: { kind: 'Migration', id, slug: t.slug },
+            before: { placement: m.to },
+            after: { placement: m.from },
+            outcome: 'success',
+            decision: null,
+          }),
+        );
+      }
+      return this.read(trx, t.id, id);
+    });
+  }
+
+  /** Drops the kept source of a cut-over migration: the rollback window ends now. */
+  async retire(ctx: RequestContext, ref: string, id: string): Promise<Migration> {
+    platformOnly(ctx);
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const m = await this.read(trx, t.id, id);
+      if (m.state !== 'CutOver')
+        throw new ConflictError(
+          'migration.retire_unavailable',
+          `Only a cut-over migration has a source to retire; this one is ${m.state}.`,
+          { details: { state: m.state } },
+        );
+      await assertNotFrozen(trx, t.id, RETIRE_MIGRATION);
+      const wid = workflowIdOf('migration-retire', id);
+      const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
+      const started = await startWorkflow(trx, {
+        id: wid,
+        tenantId: t.id,
+        type: RETIRE_MIGRATION,
+        input,
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+      });
+      if (started.created)
+        await appendAudit(
+          trx,
+          auditEntryOf(ctx, {
+            tenantId: t.id,
+            action: 'migration.retire',
+            target: { kind: 'Migration', id, slug: t.slug },
+            before: { placement: m.from },
+            after: null,
+            outcome: 'success',
+            decision: null,
+          }),
+        );
+      return { ...(await this.read(trx, t.id, id)), retireWorkflowId: wid };
+    });
+  }
+
+  get(ctx: RequestContext, ref: string, id: string): Promise<Migration> {
+    return inScope(this.db, ctx.scope, async (trx) =>
+      this.read(trx, (await tenantRow(trx, ref, false)).id, id),
+    );
+  }
+
+  list(ctx: RequestContext, ref: string): Promise<Migration[]> {
+    return inScope(this.db, ctx.scope, async (trx) => {
+      const t = await tenantRow(trx, ref, false);
+      const r = await sql<Row>`
+        select * from tenant_migrations where tenant_id = ${t.id} order by created_at desc, id limit 100`.execute(
+        trx,
+      );
+      return r.rows.map(toMigration);
+    });
+  }
+
+  private async read(trx: Trx, tenantId: string, id: string): Promise<Migration> {
+    const r = isUuid(id)
+      ? await sql<Row>`select * from tenant_migrations where id = ${id} and tenant_id = ${tenantId}`.execute(
+          trx,
+        )
+      : { rows: [] };
+    const row = r.rows[0];
+    if (!row) throw new NotFoundError('migration.not_found', `No migration ${id} of this tenant.`);
+    return toMigration(row);
+  }
+}
+
+interface TenantRow {
+  id: string;
+  slug: string;
+  lifecycle: string;
+  environment_type: string;
+  spec: { plan?: string };
+  placement: Placement | null;
+}
+
+/**
+ * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
+ * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
+ */
+async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
+  if (forUpdate) {
+    const found = await sql<{ id: string }>`
+      select id from tenants where deleted_at is null and ${isUuid(ref) ? sql`id = ${ref}` : sql`slug = ${ref}`}`.execute(
+      trx,
+    );
+    if (found.rows[0]) await lockTenantWrites(trx, found.rows[0].id);
+  }
+  const r = await sql<TenantRow>`
+    select id, slug, lifecycle, environment_type, spec, placement from tenants
+    where deleted_at is null and ${isUuid(ref) ? sql`id = ${ref}` : sql`slug = ${ref}`}
+    ${forUpdate ? sql`for update` : sql``}`.execute(trx);
+  const t = r.rows[0];
+  if (!t) throw new NotFoundError('tenant.not_found', `No tenant ${ref}.`);
+  return t;
+}
+
+function platformOnly(ctx: RequestContext): void {
+  if (ctx.scope.kind !== 'platform')
+    throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
+}

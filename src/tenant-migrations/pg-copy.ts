@@ -1,0 +1,408 @@
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
+import { guardClient } from '../db/connection-errors.js';
+import { ProviderError } from '../providers/provider.js';
+
+const { escapeIdentifier: id, escapeLiteral: lit } = pg;
+
+/**
+ * Moving one tenant schema between PostgreSQL databases (issue 19), as the data plane's superuser.
+ * No `pg_dump` is needed (the embedded PostgreSQL ships none): the schema is rebuilt from the
+ * catalog with PostgreSQL's own `pg_get_*def` functions, for what a tenant schema holds here —
+ * tables, sequences, constraints and indexes. Anything else (views, functions, types, triggers,
+ * partitioned tables) makes the schema ineligible, named in the refusal, rather than half copied.
+ *
+ * Data moves by logical replication (publication on the source schema, subscription in the target:
+ * the write freeze lasts only for the cut-over) where the server's `wal_level` is `logical` and
+ * every table has a replica identity; otherwise by COPY during the freeze (`freeze-copy`).
+ */
+
+/** A database on the data-plane server, as the superuser of the data-plane URL. */
+export function databaseUrl(serverUrl: string, database: string): string {
+  const u = new URL(serverUrl);
+  u.pathname = `/${encodeURIComponent(database)}`;
+  return u.toString();
+}
+
+export async function withClient<T>(url: string, work: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = guardClient(new pg.Client({ connectionString: url, connectionTimeoutMillis: 5_000 }));
+  await c.connect();
+  try {
+    return await work(c);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+export interface SchemaInventory {
+  tables: string[];
+  /** Tables without a primary key or replica identity (logical replication cannot carry their updates). */
+  withoutIdentity: string[];
+  /** Objects the copy does not carry, e.g. `view t_x.v`. */
+  unsupported: string[];
+}
+
+export async function inventory(c: pg.ClientBase, schema: string): Promise<SchemaInventory> {
+  const r = await c.query<{ relname: string; relkind: string; identity: boolean }>(
+    `select c.relname, c.relkind,
+            (c.relreplident = 'f' or (c.relreplident = 'd' and exists (select from pg_index i where i.indrelid = c.oid and i.indisprimary))
+             or (c.relreplident = 'i' and exists (select from pg_index i where i.indrelid = c.oid and i.indisreplident))) as identity
+     from pg_class c join pg_namespace n on n.oid = c.relnamespace
+     where n.nspname = $1 and c.relkind in ('r', 'p', 'v', 'm', 'f') order by c.relname`,
+    [schema],
+  );
+  const kinds: Record<string, string> = {
+    p: 'partitioned table',
+    v: 'view',
+    m: 'materialized view',
+    f: 'foreign table',
+  };
+  const other = await c.query<{ what: string }>(
+    `select 'function ' || p.proname as what from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = $1
+     union all select 'type ' || t.typname from pg_type t join pg_namespace n on n.oid = t.typnamespace
+       where n.nspname = $1 and t.typtype in ('e', 'c', 'd', 'r', 'm') and (t.typrelid = 0 or (select relkind from pg_class where oid = t.typrelid) = 'c')
+     union all select 'trigger ' || tg.tgname from pg_trigger tg join pg_class c on c.oid = tg.tgrelid
+       join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and not tg.tgisinternal
+     order by 1`,
+    [schema],
+  );
+  const tables = r.rows.filter((x) => x.relkind === 'r');
+  return {
+    tables: tables.map((x) => x.relname),
+    withoutIdentity: tables.filter((x) => !x.identity).map((x) => x.relname),
+    unsupported: [
+      ...r.rows.filter((x) => x.relkind !== 'r').map((x) => `${kinds[x.relkind]} ${schema}.${x.relname}`),
+      ...other.rows.map((x) => `${x.what.split(' ')[0]} ${schema}.${x.what.split(' ').slice(1).join(' ')}`),
+    ],
+  };
+}
+
+/**
+ * The DDL that rebuilds `schema`'s sequences, tables, constraints and indexes, in order, with every
+ * name qualified by `schema` (the definitions are read with an empty search_path).
+ */
+export async function schemaDdl(c: pg.ClientBase, schema: string): Promise<string[]> {
+  await c.query(`set search_path = ''`);
+  try {
+    const out: string[] = [];
+    const seqs = await c.query<{
+      name: string;
+      type: string;
+      start: string;
+      inc: string;
+      min: string;
+      max: string;
+      cache: string;
+      cycle: boolean;
+    }>(
+      `select s.relname as name, format_type(q.seqtypid, null) as type, q.seqstart::text as start, q.seqincrement::text as inc,
+              q.seqmin::text as min, q.seqmax::text as max, q.seqcache::text as cache, q.seqcycle as cycle
+       from pg_sequence q join pg_class s on s.oid = q.seqrelid join pg_namespace n on n.oid = s.relnamespace
+       where n.nspname = $1
+         and not exists (select from pg_depend d where d.objid = s.oid and d.deptype = 'i')
+       order by s.relname`,
+      [schema],
+    );
+    for (const s of seqs.rows)
+      out.push(
+        `create sequence ${id(schema)}.${id(s.name)} as ${s.type} increment ${s.inc} minvalue ${s.min} maxvalue ${s.max} start ${s.start} cache ${s.cache}${s.cycle ? ' cycle' : ''}`,
+      );
+    const cols = await c.query<{
+      table: string;
+      name: string;
+      type: string;
+      notnull: boolean;
+      def: string | null;
+      identity: string;
+      generated: string;
+    }>(
+      `select c.relname as table, a.attname as name, format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as notnull,
+              pg_get_expr(d.adbin, d.adrelid) as def, a.attidentity as identity, a.attgenerated as generated
+       from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+       left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+       where n.nspname = $1 and c.relkind = 'r' and a.attnum > 0 and not a.attisdropped
+       order by c.relname, a.attnum`,
+      [schema],
+    );
+    const byTable = new Map<string, string[]>();
+    for (const col of cols.rows) {
+      let line = `${id(col.name)} ${col.type}`;
+      if (col.identity === 'a') line += ' generated always as identity';
+      else if (col.identity === 'd') line += ' generated by default as identity';
+      else if (col.generated === 's' && col.def) line += ` generated always as (${col.def}) stored`;
+      else if (col.def) line += ` default ${col.def}`;
+      if (col.notnull) line += ' not null';
+      byTable.set(col.table, [...(byTable.get(col.table) ?? []), line]);
+    }
+    for (const [table, lines] of byTable)
+      out.push(`create table ${id(schema)}.${id(table)} (${lines.join(', ')})`);
+    const owned = await c.query<{ seq: string; table: string; col: string }>(
+      `select s.relname as seq, t.relname as table, a.attname as col
+       from pg_depend d join pg_class s on s.oid = d.objid and s.relkind = 'S'
+       join pg_class t on t.oid = d.refobjid join pg_attribute a on a.attrelid = t.oid and a.attnum = d.refobjsubid
+       join pg_namespace n on n.oid = s.relnamespace
+       where n.nspname = $1 and d.deptype = 'a' and d.classid = 'pg_class'::regclass`,
+      [schema],
+    );
+    for (const o of owned.rows)
+      out.push(
+        `alter sequence ${id(schema)}.${id(o.seq)} owned by ${id(schema)}.${id(o.table)}.${id(o.col)}`,
+      );
+    // Primary keys, unique and check constraints before foreign keys, which need the keys they name.
+    const cons = await c.query<{ table: string; name: string; def: string }>(
+      `select t.relname as table, k.conname as name, pg_get_constraintdef(k.oid) as def
+       from pg_constraint k join pg_class t on t.oid = k.conrelid join pg_namespace n on n.oid = t.relnamespace
+       where n.nspname = $1 and k.contype in ('p', 'u', 'c', 'x', 'f')
+       order by case k.contype when 'f' then 1 else 0 end, t.relname, k.conname`,
+      [schema],
+    );
+    for (const k of cons.rows)
+      out.push(`alter table ${id(schema)}.${id(k.table)} add constraint ${id(k.name)} ${k.def}`);
+    const idx = await c.query<{ def: string }>(
+      `select pg_get_indexdef(i.indexrelid) as def
+       from pg_index i join pg_class x on x.oid = i.indexrelid join pg_namespace n on n.oid = x.relnamespace
+       where n.nspname = $1 and not exists (select from pg_constraint k where k.conindid = i.indexrelid)
+       order by x.relname`,
+      [schema],
+    );
+    for (const i of idx.rows) out.push(i.def);
+    const ident = await c.query<{ table: string; mode: string; index: string | null }>(
+      `select c.relname as table, c.relreplident as mode,
+              (select x.relname from pg_index i join pg_class x on x.oid = i.indexrelid where i.indrelid = c.oid and i.indisreplident) as index
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+       where n.nspname = $1 and c.relkind = 'r' and c.relreplident in ('f', 'i')`,
+      [schema],
+    );
+    for (const r of ident.rows)
+      out.push(
+        `alter table ${id(schema)}.${id(r.table)} replica identity ${r.mode === 'f' ? 'full' : `using index ${id(r.index ?? '')}`}`,
+      );
+    return out;
+  } finally {
+    await c.query('reset search_path');
+  }
+}
+
+/**
+ * Creates `schema` in the target database, owned by `owner`, and runs the DDL as `owner` (so the
+ * tenant's role owns what it gets), in one transaction. A schema that exists already is dropped
+ * first: it can only be a previous attempt's, since the target database is the migration's own.
+ */
+export async function createSchema(
+  c: pg.ClientBase,
+  schema: string,
+  owner: string,
+  ddl: string[],
+): Promise<void> {
+  await c.query('begin');
+  try {
+    await c.query(`drop schema if exists ${id(schema)} cascade`);
+    await c.query(`create schema ${id(schema)} authorization ${id(owner)}`);
+    await c.query(`set local role ${id(owner)}`);
+    for (const s of ddl) await c.query(s);
+    await c.query('commit');
+  } catch (err) {
+    await c.query('rollback').catch(() => undefined);
+    throw err;
+  }
+}
+
+export interface TableCheck {
+  table: string;
+  rows: number;
+  /** md5 over the md5 of every row's text, in the order of those hashes (independent of physical order). */
+  checksum: string;
+}
+
+/** Row counts and checksums of `tables` in `schema`, in one snapshot. */
+export async function checksums(c: pg.ClientBase, schema: string, tables: string[]): Promise<TableCheck[]> {
+  await c.query('begin isolation level repeatable read read only');
+  try {
+    const out: TableCheck[] = [];
+    for (const t of tables) {
+      const r = await c.query<{ rows: string; checksum: string }>(
+        `select count(*)::text as rows, md5(coalesce(string_agg(h, '' order by h), '')) as checksum
+         from (select md5(x::text) as h from ${id(schema)}.${id(t)} x) s`,
+      );
+      out.push({ table: t, rows: Number(r.rows[0]!.rows), checksum: r.rows[0]!.checksum });
+    }
+    await c.query('commit');
+    return out;
+  } catch (err) {
+    await c.query('rollback').catch(() => undefined);
+    throw err;
+  }
+}
+
+export interface Verification {
+  equal: boolean;
+  at: string;
+  tables: {
+    table: string;
+    sourceRows: number;
+    targetRows: number;
+    sourceChecksum: string;
+    targetChecksum: string;
+  }[];
+}
+
+export function compare(source: TableCheck[], target: TableCheck[]): Verification {
+  const tables = source.map((s) => {
+    const t = target.find((x) => x.table === s.table);
+    return {
+      table: s.table,
+      sourceRows: s.rows,
+      targetRows: t?.rows ?? -1,
+      sourceChecksum: s.checksum,
+      targetChecksum: t?.checksum ?? '',
+    };
+  });
+  const equal =
+    target.length === source.length &&
+    tables.every((t) => t.sourceRows === t.targetRows && t.sourceChecksum === t.targetChecksum);
+  return { equal, at: new Date().toISOString(), tables };
+}
+
+/** `wal_level` of the server: logical replication needs `logical`. */
+export async function walLevel(c: pg.ClientBase): Promise<string> {
+  return (await c.query<{ wal_level: string }>('show wal_level')).rows[0]!.wal_level;
+}
+
+/**
+ * Starts logical replication of `schema` from the source database into the same-named schema of
+ * the target: publication and slot on the source, subscription (with the initial copy) in the
+ * target. On one server the slot must be made apart from CREATE SUBSCRIPTION (which would wait for
+ * itself). Every part is created only if missing, so a re-run after a crash continues.
+ */
+export async function startReplication(
+  source: pg.ClientBase,
+  target: pg.ClientBase,
+  o: { name: string; schema: string; sourceUrl: string },
+): Promise<void> {
+  const pub = await source.query('select 1 from pg_publication where pubname = $1', [o.name]);
+  if (pub.rowCount === 0)
+    await source.query(`create publication ${id(o.name)} for tables in schema ${id(o.schema)}`);
+  const slot = await source.query('select 1 from pg_replication_slots where slot_name = $1', [o.name]);
+  if (slot.rowCount === 0)
+    await source.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [o.name]);
+  const sub = await target.query(
+    'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
+    [o.name],
+  );
+  if (sub.rowCount === 0)
+    await target.query(
+      `create subscription ${id(o.name)} connection ${lit(o.sourceUrl)} publication ${id(o.name)}
+       with (create_slot = false, slot_name = ${lit(o.name)}, copy_data = true)`,
+    );
+}
+
+/** Tables whose initial copy has not finished (`srsubstate` other than ready). */
+export async function tablesSyncing(target: pg.ClientBase, name: string, expected: number): Promise<number> {
+  const r = await target.query<{ ready: number; total: number }>(
+    `select count(*) filter (where srsubstate = 'r')::int as ready, count(*)::int as total
+     from pg_subscription_rel where srsubid = (select oid from pg_subscription where subname = $1)`,
+    [name],
+  );
+  const x = r.rows[0]!;
+  return Math.max(expected, x.total) - x.ready;
+}
+
+/** Bytes of WAL the subscription has not confirmed yet (the replication lag). */
+export async function replicationLag(source: pg.ClientBase, name: string): Promise<number | null> {
+  const r = await source.query<{ lag: string | null }>(
+    `select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::text as lag from pg_replication_slots where slot_name = $1`,
+    [name],
+  );
+  const lag = r.rows[0]?.lag;
+  return lag == null ? null : Number(lag);
+}
+
+/** Ends the replication: subscription, then slot and publication. Absent parts are skipped. */
+export async function stopReplication(
+  source: pg.ClientBase,
+  target: pg.ClientBase | undefined,
+  name: string,
+): Promise<void> {
+  if (target) {
+    const sub = await target.query(
+      'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
+      [name],
+    );
+    if ((sub.rowCount ?? 0) > 0) {
+      await target.query(`alter subscription ${id(name)} disable`);
+      await target.query(`alter subscription ${id(name)} set (slot_name = none)`);
+      await target.query(`drop subscription ${id(name)}`);
+    }
+  }
+  // The walsender lets go of the slot shortly after its subscription went.
+  for (let i = 0; ; i++) {
+    const r = await source.query<{ active: boolean }>(
+      'select active from pg_replication_slots where slot_name = $1',
+      [name],
+    );
+    const slot = r.rows[0];
+    if (!slot) break;
+    if (!slot.active) {
+      await source.query('select pg_drop_replication_slot($1)', [name]);
+      break;
+    }
+    if (i > 100) throw new ProviderError(`replication slot ${name} stays active`, 'SlotBusy', true);
+    await source.query(
+      'select pg_terminate_backend(active_pid) from pg_replication_slots where slot_name = $1 and active_pid is not null',
+      [name],
+    );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await source.query(`drop publication if exists ${id(name)}`);
+}
+
+/**
+ * Replaces the rows of every table in `to.schema` with those of `from.schema` (COPY streams, one
+ * transaction on the receiving side, triggers and foreign-key checks off while loading), then sets
+ * the sequences to the source's values. Safe to repeat: the target is truncated first.
+ */
+export async function copyTables(
+  from: pg.ClientBase,
+  to: pg.ClientBase,
+  o: { fromSchema: string; toSchema: string; tables: string[] },
+): Promise<void> {
+  await to.query('begin');
+  try {
+    await to.query('set local session_replication_role = replica');
+    if (o.tables.length > 0)
+      await to.query(`truncate ${o.tables.map((t) => `${id(o.toSchema)}.${id(t)}`).join(', ')}`);
+    for (const t of o.tables) {
+      const out = from.query(copyTo(`copy ${id(o.fromSchema)}.${id(t)} to stdout`));
+      const into = to.query(copyFrom(`copy ${id(o.toSchema)}.${id(t)} from stdin`));
+      await pipeline(out, into);
+    }
+    await syncSequences(from, to, o.fromSchema, o.toSchema);
+    await to.query('commit');
+  } catch (err) {
+    await to.query('rollback').catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Sets every sequence of `toSchema` to the value of the same-named one in `fromSchema` (logical replication does not carry them). */
+export async function syncSequences(
+  from: pg.ClientBase,
+  to: pg.ClientBase,
+  fromSchema: string,
+  toSchema: string,
+): Promise<number> {
+  const r = await from.query<{ name: string; last: string | null }>(
+    'select sequencename as name, last_value::text as last from pg_sequences where schemaname = $1',
+    [fromSchema],
+  );
+  let n = 0;
+  for (const s of r.rows) {
+    if (s.last === null) continue;
+    await to.query(`select setval(${lit(`${id(toSchema)}.${id(s.name)}`)}::regclass, $1::bigint, true)`, [
+      s.last,
+    ]);
+    n++;
+  }
+  return n;
+}

@@ -43,6 +43,7 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { RegistryService } from './registry/registry.service.js';
+import { systemClock, withPromotions } from './releases/promotion-workflow.js';
 import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
@@ -301,10 +302,13 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       controller = c;
       const engine = new WorkflowEngine({
         db,
-        registry: workflowTypes(
-          db,
-          providers,
-          config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+        registry: withPromotions(
+          workflowTypes(
+            db,
+            providers,
+            config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+          ),
+          { db, clock: systemClock, recheckMs: 30_000 },
         ),
         logger: log.child({ component: 'workflows' }),
         config: {

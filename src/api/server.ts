@@ -30,6 +30,9 @@ import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { type Clock, systemClock, withPromotions } from '../releases/promotion-workflow.js';
+import { PromotionsService } from '../releases/promotions.service.js';
+import { registerReleaseRoutes } from '../releases/releases.routes.js';
 import { registerDriftRoutes } from '../runtime/drift.routes.js';
 import { workflowTypes } from '../tenant-migrations/migration-workflows.js';
 import { registerMigrationRoutes } from '../tenant-migrations/migrations.routes.js';
@@ -65,10 +68,12 @@ export interface ServerDeps {
   events?: EventsService;
   /** LISTEN notifications (src/events): wake the cell agents' long polls at once. */
   notifier?: EventNotifier;
-  /** Workflows (src/workflows); absent: one over the lifecycle workflow types. */
+  /** Workflows (src/workflows); absent: one over the lifecycle and promotion workflow types. */
   workflows?: WorkflowsService;
   /** Legal holds and purges; absent: one on the system clock. */
   retention?: RetentionService;
+  /** The clock promotions read (src/releases); absent: the system's. */
+  clock?: Clock;
 }
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
@@ -240,7 +245,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerActivityRoutes(app, db, registry, identify);
   registerWorkflowRoutes(
     app,
-    deps.workflows ?? new WorkflowsService(db, workflowTypes(db)),
+    deps.workflows ??
+      new WorkflowsService(
+        db,
+        withPromotions(workflowTypes(db), { db, clock: deps.clock ?? systemClock, recheckMs: 30_000 }),
+      ),
     new FreezesService(db),
     identify,
   );
@@ -248,6 +257,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   if (security.issuer)
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
   registerMigrationRoutes(app, new MigrationsService(db), identify);
+  registerReleaseRoutes(app, new PromotionsService(db, deps.clock ?? systemClock), identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);

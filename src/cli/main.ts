@@ -14,6 +14,7 @@ import { registerEventCommands } from './events.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { registerMigrationCommands } from './migrations.commands.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
+import { registerReleaseCommands } from './releases.commands.js';
 import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
@@ -745,6 +746,7 @@ registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
 registerMigrationCommands(program, { client, output: () => globals().output, run });
+registerReleaseCommands(program, { client, output: () => globals().output, run });
 registerAgentCommands(program, { client, run });
 
 await program.parseAsync(process.argv);

@@ -313,6 +313,134 @@ export interface CellTable extends ObjectColumns {
   allocated: Generated<number>;
 }
 export type PlanTable = ObjectColumns;
+/** Releases and pipelines (issue 21, src/releases); their other tables are read with plain SQL there. */
+export type PipelineTable = ObjectColumns;
+export interface ReleaseTable extends ObjectColumns {
+  system_id: string;
+  version: string;
+}
+/** The orchestrator's tables (src/workflows; read and written with plain SQL there). */
+export interface WorkflowTable {
+  id: string;
+  tenant_id: string;
+  type: string;
+  state: string;
+  input: Json;
+  actor: Json;
+  request_id: string;
+  correlation_id: string;
+  error: string | null;
+  attempts: number;
+  cancel_requested: Json;
+  run_after: Timestamp;
+  locked_by: string | null;
+  locked_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+export interface WorkflowStepTable {
+  tenant_id: string;
+  workflow_id: string;
+  position: number;
+  name: string;
+  state: string;
+  attempts: number;
+  output: Json;
+  error: string | null;
+  started_at: Timestamp;
+  ended_at: Timestamp;
+}
+export interface TenantSuspensionTable {
+  tenant_id: string;
+  workflow_id: string;
+  taken: Json;
+  webhooks_held: boolean;
+  created_at: Timestamp;
+}
+export interface WorkflowFreezeTable {
+  name: string;
+  scope: string;
+  target: string | null;
+  allow: string[];
+  reason: string;
+  starts_at: Timestamp;
+  ends_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_by: Json;
+  created_at: Timestamp;
+  lifted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+export interface DeploymentReleaseTable {
+  tenant_id: string;
+  deployment_id: string;
+  system_id: string;
+  version: string;
+  previous_version: string | null;
+  promotion_id: string | null;
+  updated_at: Timestamp;
+}
+export interface ReleasePinTable {
+  tenant_id: string;
+  system_id: string;
+  version: string;
+  reason: string;
+  until: Timestamp;
+  created_by: Json;
+  created_at: Timestamp;
+}
+export interface MaintenanceWindowTable {
+  tenant_id: string;
+  name: string;
+  starts_at: Timestamp;
+  ends_at: Timestamp;
+  reason: string;
+  created_by: Json;
+  created_at: Timestamp;
+}
+export interface DeploymentHealthTable {
+  tenant_id: string;
+  deployment_id: string;
+  version: string;
+  ready_replicas: number;
+  desired_replicas: number;
+  error_rate: number;
+  reported_at: Timestamp;
+}
+export interface PromotionTable {
+  id: string;
+  system_id: string;
+  release_id: string;
+  version: string;
+  pipeline_id: string;
+  stage: string;
+  stage_spec: Json;
+  mode: 'promote' | 'rollback';
+  state: string;
+  requested_by: Json;
+  author: string | null;
+  required_approvals: number;
+  approvals: Json;
+  gates: Json;
+  progress: Json;
+  error: string | null;
+  request_id: string;
+  correlation_id: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  finished_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+export interface PromotionTargetTable {
+  promotion_id: string;
+  tenant_id: string;
+  deployment_id: string;
+  wave: number;
+  state: string;
+  reason: string | null;
+  from_version: string | null;
+  to_version: string;
+  deferred_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  updated_at: Timestamp;
+}
 
 export interface TenantUsageTable {
   tenant_id: string;
@@ -382,6 +510,18 @@ export interface Database {
   regions: RegionTable;
   cells: CellTable;
   plans: PlanTable;
+  workflows: WorkflowTable;
+  workflow_steps: WorkflowStepTable;
+  tenant_suspensions: TenantSuspensionTable;
+  workflow_freezes: WorkflowFreezeTable;
+  pipelines: PipelineTable;
+  releases: ReleaseTable;
+  deployment_releases: DeploymentReleaseTable;
+  release_pins: ReleasePinTable;
+  maintenance_windows: MaintenanceWindowTable;
+  deployment_health: DeploymentHealthTable;
+  promotions: PromotionTable;
+  promotion_targets: PromotionTargetTable;
   tenant_usage: TenantUsageTable;
   usage_history: UsageHistoryTable;
   limit_overrides: LimitOverrideTable;

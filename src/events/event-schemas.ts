@@ -96,16 +96,37 @@ const AuditCheckpointData = Type.Object(
   { additionalProperties: false },
 );
 
+/** A promotion's progress (src/releases); tenant events name the tenant and its deployment. */
+const PromotionData = Type.Object(
+  {
+    promotionId: Type.String({ format: 'uuid' }),
+    system: Type.String(),
+    version: Type.String(),
+    stage: Type.String(),
+    mode: Type.Optional(Type.String({ description: 'promote or rollback' })),
+    wave: Type.Optional(Type.Integer({ minimum: 0 })),
+    tenantId: Type.Optional(Type.String({ format: 'uuid' })),
+    deploymentId: Type.Optional(Type.String({ format: 'uuid' })),
+    fromVersion: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    toVersion: Type.Optional(Type.String()),
+    reason: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+    until: Type.Optional(Type.String({ format: 'date-time' })),
+    actor: Type.Optional(Actor),
+  },
+  { additionalProperties: false },
+);
+
 function dataSchema(name: EventName, kind: Kind | undefined): TSchema {
   if (name.startsWith('workflow.')) return WorkflowData;
   if (name.startsWith('audit.')) return AuditCheckpointData;
+  if (name.startsWith('promotion.')) return PromotionData;
   return STATUS_EVENTS.includes(name) ? StatusData(kind!) : ChangeData(kind!);
 }
 
 export function eventSchema(name: EventName): TSchema {
   const type = cloudEventType(name);
   const kind = KIND_OF[name.split('.')[0]!];
-  if (!kind && !name.startsWith('workflow.') && !name.startsWith('audit.'))
+  if (!kind && !['workflow.', 'audit.', 'promotion.'].some((p) => name.startsWith(p)))
     throw new Error(`event ${name} names no kind`);
   return Type.Object(
     {

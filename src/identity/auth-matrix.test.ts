@@ -28,6 +28,8 @@ const REFS: Record<string, string> = {
   services: `${TENANT_B}-plan-api`,
   'scaling-policies': `${TENANT_B}-plan-api`,
   configurations: `${TENANT_B}-plan-v1`,
+  pipelines: 'default',
+  releases: 'plan-1-0-0',
 };
 
 /** Tenant B's runtime inventory (issue 20): a service, its scaling policy, a configuration version. */
@@ -84,7 +86,10 @@ const fill = (r: Route) =>
     .replace(/\/v1\/([a-z-]+)\/\{ref\}/, (_m, kind: string) => `/v1/${kind}/${REFS[kind] ?? resourceRef}`)
     .replace('/v1/sessions/{id}', `/v1/sessions/${sessionId}`)
     .replace('{id}', '00000000-0000-4000-8000-000000000000')
-    .replace('/v1/freezes/{name}', '/v1/freezes/evil-freeze');
+    .replace('/v1/freezes/{name}', '/v1/freezes/evil-freeze')
+    .replace('{tenant}', TENANT_B)
+    .replace('{system}', 'plan')
+    .replace('/maintenance-windows/{name}', '/maintenance-windows/evil');
 
 /** Valid bodies that would change something if the request were accepted (filled in beforeAll). */
 const BODIES: Record<string, unknown> = {
@@ -131,6 +136,37 @@ const BODIES: Record<string, unknown> = {
   'PUT /v1/freezes/{name}': { scope: 'platform', reason: 'evil: stop every workflow' },
   'POST /v1/tenants/{ref}/legal-hold': { reason: 'evil: hold everything' },
   'POST /v1/tenants/{ref}/legal-hold/release': { reason: 'evil: release the hold' },
+  'POST /v1/releases': {
+    metadata: {},
+    spec: {
+      system: 'plan',
+      version: '1.0.1',
+      artifacts: [{ service: 'api', image: 'registry.example.com/evil', digest: `sha256:${'e'.repeat(64)}` }],
+      provenance: { commit: 'e'.repeat(40), repository: 'evil', pipelineRunId: 'evil', builder: 'evil' },
+    },
+  },
+  'POST /v1/pipelines': {
+    metadata: { name: 'evil' },
+    spec: { systems: ['plan'], stages: [{ name: 'prod', environmentTypes: ['prod'] }] },
+  },
+  'POST /v1/promotions': { system: 'plan', version: '1.0.0', stage: 'prod' },
+  'POST /v1/promotions/rollback': { system: 'plan', stage: 'prod', to: '1.0.0' },
+  'PUT /v1/tenants/{tenant}/pins/{system}': {
+    version: '1.0.0',
+    reason: 'evil',
+    until: '2999-01-01T00:00:00Z',
+  },
+  'PUT /v1/tenants/{tenant}/maintenance-windows/{name}': {
+    startsAt: '2999-01-01T00:00:00Z',
+    endsAt: '2999-01-02T00:00:00Z',
+    reason: 'evil',
+  },
+  'POST /v1/deployments/{ref}/health': {
+    version: '1.0.0',
+    readyReplicas: 0,
+    desiredReplicas: 1,
+    errorRate: 1,
+  },
 };
 const bodyFor = (r: Route): unknown => BODIES[`${r.method} ${r.path}`];
 
@@ -159,7 +195,13 @@ async function fingerprint(): Promise<string> {
     (select count(*) || '/' || count(*) filter (where state = 'Cancelled') from workflows) as workflows,
     (select count(*) || '/' || count(lifted_at) from workflow_freezes) as freezes,
     (select count(*) || '/' || count(released_at) from legal_holds) as holds,
-    (select count(*) || '/' || count(revoked_at) from service_clients) as clients`);
+    (select count(*) || '/' || count(revoked_at) from service_clients) as clients,
+    (select count(*) from promotions) as promotions,
+    (select count(*) || '/' || coalesce(sum(generation), 0) from releases) as releases,
+    (select count(*) || '/' || coalesce(sum(generation), 0) from pipelines) as pipelines,
+    (select count(*) from release_pins) as pins,
+    (select count(*) from maintenance_windows) as windows,
+    (select count(*) from deployment_health) as health`);
   return JSON.stringify(r.rows[0]);
 }
 const auditCount = async () =>
@@ -208,6 +250,25 @@ beforeAll(async () => {
   const applied = await s.request('POST', '/v1/apply', {
     body: [
       ...circleK(),
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Release',
+        metadata: {},
+        spec: {
+          system: 'plan',
+          version: '1.0.0',
+          artifacts: [
+            { service: 'api', image: 'registry.example.com/plan', digest: `sha256:${'a'.repeat(64)}` },
+          ],
+          provenance: { commit: 'b'.repeat(40), repository: 'r', pipelineRunId: 'run-1', builder: 'ci' },
+        },
+      },
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Pipeline',
+        metadata: { name: 'default' },
+        spec: { stages: [{ name: 'prod', environmentTypes: ['prod'], protected: true }] },
+      },
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'WebhookEndpoint',

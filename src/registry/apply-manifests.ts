@@ -15,6 +15,7 @@ import {
   type Kind,
   kindCode,
   type Manifest,
+  TABLES,
   tenantOf,
 } from './kinds/index.js';
 import type { Resolution, ResolveEnv } from './kinds/kind.js';
@@ -83,6 +84,11 @@ function resolve(
     error: (pointer, code, message) => errors.add(`${at}${pointer}`, code, message),
     findBySlug: (kind, slug, opts) => findBySlug(trx, kind as Kind, slug, opts),
     findById: (kind, id) => findById(trx, kind as Kind, id),
+    liveWith: async (kind, column, value) =>
+      (
+        await sql<ObjectRow>`select * from ${sql.table(TABLES[kind as Kind])}
+          where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(trx)
+      ).rows,
     regions: () => knownRegions(trx, deps.config),
     environmentTypes: deps.config.environmentTypes,
     isPlatform: async () => {

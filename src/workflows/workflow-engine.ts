@@ -7,7 +7,13 @@ import { ProviderError } from '../providers/provider.js';
 import { checkpointStep, LeaseLost } from './checkpoint-step.js';
 import { claimWorkflows, renewWorkflowLease } from './claim-workflows.js';
 import { finishWorkflow, rescheduleWorkflow } from './settle-workflow.js';
-import type { StepContext, WorkflowDefinition, WorkflowRegistry, WorkflowRow } from './workflow.js';
+import {
+  type StepContext,
+  StepDeferred,
+  type WorkflowDefinition,
+  type WorkflowRegistry,
+  type WorkflowRow,
+} from './workflow.js';
 
 export interface WorkflowEngineOptions {
   db: Db;
@@ -235,6 +241,20 @@ export class WorkflowEngine {
     log: Logger,
   ): Promise<void> {
     const { config, db } = this.opts;
+    if (err instanceof StepDeferred) {
+      log.info({ step: name, retryInMs: err.delayMs, reason: err.message }, 'workflow step waits');
+      await asPlatform(db, (trx) =>
+        rescheduleWorkflow(trx, {
+          id: w.id,
+          workerId: this.workerId,
+          state: 'Running',
+          attempts: attempt - 1,
+          delayMs: Math.max(0, err.delayMs),
+          error: `waiting: ${err.message}`,
+        }),
+      );
+      return;
+    }
     const permanent = err instanceof ProviderError && !err.retryable;
     const message =
       err instanceof StepTimeout

@@ -45,6 +45,20 @@ export interface StepDefinition<I> {
   timeoutMs?: number;
 }
 
+/**
+ * Thrown by a step that has to wait for time to pass (a soak time, a maintenance window): the
+ * workflow lets go of its lease and is due again after `delayMs`; the attempt is not counted as a
+ * failure. The step runs again from its start then, so it must resume from what it recorded.
+ */
+export class StepDeferred extends Error {
+  constructor(
+    readonly delayMs: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 /** A workflow type: its steps in order, and what its end writes (in the finishing transaction). */
 export interface WorkflowDefinition<I = unknown> {
   type: string;

@@ -19,6 +19,7 @@ import * as m0023 from './0023-audit-sequencer.js';
 import * as m0024 from './0024-audit-pruned-leaves.js';
 import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
+import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
 
 /** Forward-only, numbered. Add new files at the end; never edit one that has shipped. */
@@ -43,6 +44,7 @@ const migrations: Record<string, Migration> = {
   '0024-audit-pruned-leaves': m0024,
   '0025-tenant-migrations': m0025,
   '0027-runtime-inventory': m0027,
+  '0029-releases': m0029,
   '0031-cell-agents': m0031,
 };
 

@@ -7,8 +7,10 @@ import { customer } from './customer.js';
 import { deployment } from './deployment.js';
 import { integrationResource } from './integration-resource.js';
 import type { KindDefinition, KindManifest, ObjectRow, ParentRef } from './kind.js';
+import { pipeline } from './pipeline.js';
 import { plan } from './plan.js';
 import { region } from './region.js';
+import { release } from './release.js';
 import { scalingPolicy } from './scaling-policy.js';
 import { service } from './service.js';
 import { system } from './system.js';
@@ -32,6 +34,8 @@ export const KIND_DEFINITIONS = [
   configuration,
   service,
   scalingPolicy,
+  release,
+  pipeline,
 ] as const;
 
 type Definition = (typeof KIND_DEFINITIONS)[number];
@@ -57,15 +61,32 @@ export const WORKFLOW_EVENTS = [
 ] as const;
 /** A signed checkpoint of an audit log (src/audit/checkpoint-events.ts), in that log's tenant stream. */
 export const AUDIT_EVENTS = ['audit.checkpoint'] as const;
+/**
+ * Promotion progress (src/releases): the promotion's own events in the platform stream, and each
+ * tenant's update, skip, deferral and rollback in that tenant's stream.
+ */
+export const PROMOTION_EVENTS = [
+  'promotion.requested',
+  'promotion.approved',
+  'promotion.wave_started',
+  'promotion.tenant_updated',
+  'promotion.tenant_skipped',
+  'promotion.tenant_deferred',
+  'promotion.tenant_rolled_back',
+  'promotion.succeeded',
+  'promotion.failed',
+] as const;
 /** Every event name (`{kind}.{event}`); CloudEvents `type` is `dev.tenantry.{name}.v1`. */
 export type EventName =
   | EventsOf<Definition>
   | (typeof WORKFLOW_EVENTS)[number]
-  | (typeof AUDIT_EVENTS)[number];
+  | (typeof AUDIT_EVENTS)[number]
+  | (typeof PROMOTION_EVENTS)[number];
 export const EVENT_NAMES: readonly EventName[] = [
   ...KIND_DEFINITIONS.flatMap((d) => d.events.map((e) => `${d.kind.toLowerCase()}.${e}` as EventName)),
   ...WORKFLOW_EVENTS,
   ...AUDIT_EVENTS,
+  ...PROMOTION_EVENTS,
 ];
 export const cloudEventType = (name: EventName): string => `dev.tenantry.${name}.v1`;
 /** Every published CloudEvents `type`. */

@@ -64,6 +64,8 @@ export interface ResolveEnv {
   at: string;
   findBySlug(kind: string, slug: string, opts?: { forUpdate?: boolean }): Promise<ObjectRow | undefined>;
   findById(kind: string, id: string): Promise<ObjectRow | undefined>;
+  /** The live objects of `kind` whose own column `column` equals `value` (e.g. a system's releases). */
+  liveWith(kind: string, column: string, value: string): Promise<ObjectRow[]>;
   /** The regions tenants and cells may name. */
   regions(): Promise<string[]>;
   environmentTypes: readonly string[];

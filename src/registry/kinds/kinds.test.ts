@@ -59,6 +59,8 @@ describe('the kind catalogue', () => {
       'Configuration',
       'Service',
       'ScalingPolicy',
+      'Release',
+      'Pipeline',
     ]);
     expect(TABLES.IntegrationResource).toBe('integration_resources');
     expect(KIND_PATHS.WebhookEndpoint).toBe('webhook-endpoints');
@@ -84,7 +86,7 @@ describe('the kind catalogue', () => {
     expect(childrenOf('Service').map((c) => c.kind)).toEqual(['ScalingPolicy']);
     expect(CLI_PATHS.svc).toBe('services');
     expect(CLI_PATHS.config).toBe('configurations');
-    expect(EVENT_NAMES).toHaveLength(57);
+    expect(EVENT_NAMES).toHaveLength(75);
     expect(CLOUD_EVENT_TYPES).toContain('dev.tenantry.integrationresource.drifted.v1');
   });
 

@@ -1,0 +1,812 @@
+import { sql } from 'kysely';
+import { type AttemptContext, appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { assignWaves, budgetSpent, type TenantFacts, windowEnd } from '../domain/promotion-waves.js';
+import { compareVersions, judgeRelease, type ReleaseInterfaces } from '../domain/release-compatibility.js';
+import { appendEvent } from '../events/append-event.js';
+import { ProviderError } from '../providers/provider.js';
+import { GATES, type StageSpec } from '../registry/kinds/pipeline.js';
+import {
+  type StepContext,
+  StepDeferred,
+  type StepDefinition,
+  type WorkflowDefinition,
+  type WorkflowRegistry,
+} from '../workflows/workflow.js';
+
+export const PROMOTION_TYPE = 'release.promotion';
+
+/** The time promotions read (soak times, maintenance windows, pin expiry); tests move it. */
+export interface Clock {
+  now(): number;
+}
+export const systemClock: Clock = { now: () => Date.now() };
+
+/** What a promotion workflow is asked to do (its id is the promotion's id). */
+export interface PromotionInput {
+  promotionId: string;
+  systemId: string;
+  system: string;
+  version: string;
+  releaseId: string;
+  stage: string;
+  mode: 'promote' | 'rollback';
+}
+
+export interface HealthVerdict {
+  healthy: boolean;
+  reason: string;
+}
+/** Verification of one tenant's deployment after its update: the health the runtime reports. */
+export type Verifier = (
+  target: { tenantId: string; deploymentId: string; version: string; since: Date },
+  opts: { timeoutMs: number; maxErrorRate: number },
+  signal: AbortSignal,
+) => Promise<HealthVerdict>;
+
+export interface PromotionDeps {
+  db: Db;
+  clock: Clock;
+  /** Longest wait before a waiting promotion looks at the clock again. */
+  recheckMs: number;
+  verify?: Verifier;
+}
+
+export interface PromotionRow {
+  id: string;
+  system_id: string;
+  release_id: string;
+  version: string;
+  stage: string;
+  stage_spec: StageSpec;
+  mode: 'promote' | 'rollback';
+  state: string;
+  requested_by: { principal: string; kind: string };
+  author: string | null;
+  required_approvals: number;
+  approvals: { principal: string; kind: string; at: string }[];
+  gates: unknown;
+  progress: { waves?: Record<string, { startedAt?: string; finishedAt?: string }> };
+  error: string | null;
+  request_id: string;
+  correlation_id: string;
+  pipeline_id: string;
+  created_at: Date;
+  updated_at: Date;
+  finished_at: Date | null;
+}
+
+export interface TargetRow {
+  tenant_id: string;
+  deployment_id: string;
+  tenant_slug: string;
+  deployment_slug: string;
+  wave: number;
+  state: 'Pending' | 'Deferred' | 'Updated' | 'Verified' | 'RolledBack' | 'Skipped' | 'Halted';
+  reason: string | null;
+  from_version: string | null;
+  to_version: string;
+  deferred_until: Date | null;
+  updated_at: Date;
+}
+
+interface PlannedTarget {
+  tenantId: string;
+  deploymentId: string;
+  wave: number;
+  fromVersion: string | null;
+  skip: string | null;
+}
+
+const DEFAULT_VERIFY_TIMEOUT_S = 300;
+
+export async function loadPromotion(trx: Trx, id: string): Promise<PromotionRow | undefined> {
+  const r = await sql<PromotionRow>`select * from promotions where id = ${id}`.execute(trx);
+  return r.rows[0];
+}
+
+export async function targetsOf(trx: Trx, promotionId: string): Promise<TargetRow[]> {
+  const r = await sql<TargetRow>`
+    select pt.*, t.slug as tenant_slug, d.slug as deployment_slug
+    from promotion_targets pt
+    join tenants t on t.id = pt.tenant_id
+    join deployments d on d.tenant_id = pt.tenant_id and d.id = pt.deployment_id
+    where pt.promotion_id = ${promotionId}
+    order by pt.wave, t.slug, d.slug`.execute(trx);
+  return r.rows;
+}
+
+/** The audit context of a promotion's own records: the engine acting for the requester. */
+function workflowActor(p: PromotionRow): AttemptContext {
+  return {
+    actor: { principal: `tenantry-promotion/${p.id}`, kind: 'system' },
+    appId: 'tenantry',
+    sessionId: null,
+    requestId: p.request_id,
+    correlationId: p.correlation_id,
+  };
+}
+
+/**
+ * The health the runtime reported for the deployment (`deployment_health`, written through
+ * `POST /v1/deployments/{ref}/health`): healthy once a report for the new version, made after the
+ * update, shows every desired replica ready and an error rate within the stage's limit; unhealthy
+ * on an error rate over the limit, or when no such report arrives within the timeout.
+ */
+export function reportedHealth(db: Db): Verifier {
+  return async (t, opts, signal) => {
+    const deadline = Date.now() + opts.timeoutMs;
+    let last = 'no health report for the new version';
+    for (;;) {
+      const r = await asPlatform(db, (trx) =>
+        sql<{ version: string; ready_replicas: number; desired_replicas: number; error_rate: number }>`
+          select version, ready_replicas, desired_replicas, error_rate from deployment_health
+          where tenant_id = ${t.tenantId} and deployment_id = ${t.deploymentId} and reported_at >= ${t.since}`.execute(
+          trx,
+        ),
+      );
+      const h = r.rows[0];
+      if (h && h.version === t.version) {
+        if (h.error_rate > opts.maxErrorRate)
+          return { healthy: false, reason: `error rate ${h.error_rate} above ${opts.maxErrorRate}` };
+        if (h.desired_replicas > 0 && h.ready_replicas >= h.desired_replicas)
+          return {
+            healthy: true,
+            reason: `${h.ready_replicas}/${h.desired_replicas} ready, error rate ${h.error_rate}`,
+          };
+        last = `${h.ready_replicas}/${h.desired_replicas} replicas ready`;
+      }
+      if (Date.now() >= deadline || signal.aborted)
+        return { healthy: false, reason: `not healthy within ${opts.timeoutMs / 1000} s: ${last}` };
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  };
+}
+
+/**
+ * The promotion workflow (issue 21): gates, tenant waves chosen from the registry, per-tenant
+ * update and verification with rollback, soak time between waves, evidence. It runs on the
+ * lifecycle orchestrator's engine with the system as the workflow's owner (`workflows.tenant_id`),
+ * so one promotion of a system is open at a time (the same partial unique index).
+ *
+ * Resumable by construction: each tenant's runtime update (`deployment_releases`) and its
+ * target's state change commit in one transaction under the target's row lock, so a step that
+ * runs again after a crash continues with the targets still Pending, Deferred or Updated — no
+ * tenant is updated twice or skipped. Waiting (soak time, maintenance windows, freezes) lets go
+ * of the lease (`StepDeferred`) and looks again later.
+ */
+export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<PromotionInput> {
+  const { db, clock } = deps;
+  const verify = deps.verify ?? reportedHealth(db);
+  const nowIso = () => new Date(clock.now()).toISOString();
+
+  const promotionOf = async (id: string): Promise<PromotionRow> => {
+    const p = await asPlatform(db, (trx) => loadPromotion(trx, id));
+    if (!p) throw new ProviderError(`promotion ${id} is gone`, 'PromotionGone', false);
+    return p;
+  };
+
+  const event = (
+    trx: Trx,
+    p: PromotionRow,
+    input: PromotionInput,
+    name: Parameters<typeof appendEvent>[1]['name'],
+    extra: Record<string, unknown>,
+    tenantId: string | null = null,
+  ) =>
+    appendEvent(trx, {
+      tenantId,
+      name,
+      subject: `promotions/${p.id}`,
+      data: {
+        promotionId: p.id,
+        system: input.system,
+        version: input.version,
+        stage: input.stage,
+        mode: input.mode,
+        ...extra,
+      },
+      correlationId: p.correlation_id,
+    });
+
+  const gates: StepDefinition<PromotionInput> = {
+    name: 'check-gates',
+    async run(ctx) {
+      const p = await promotionOf(ctx.input.promotionId);
+      return asPlatform(db, async (trx) => {
+        const results: { gate: string; passed: boolean; detail: string }[] = [];
+        const enabled = p.mode === 'rollback' ? ['rollback-readiness'] : (p.stage_spec.gates ?? [...GATES]);
+        const rel = (
+          await sql<{ spec: ReleaseInterfaces & { validations?: { name: string; passed: boolean }[] } }>`
+            select spec from releases where id = ${p.release_id} and deleted_at is null`.execute(trx)
+        ).rows[0];
+        if (!rel) throw new ProviderError('the release no longer exists', 'ReleaseGone', false);
+        if (enabled.includes('validations')) {
+          const v = rel.spec.validations ?? [];
+          const failed = v.filter((x) => !x.passed).map((x) => x.name);
+          results.push({
+            gate: 'validations',
+            passed: v.length > 0 && failed.length === 0,
+            detail:
+              v.length === 0
+                ? 'no validation results are attached to the release'
+                : failed.length > 0
+                  ? `failed: ${failed.join(', ')}`
+                  : `${v.length} passed: ${v.map((x) => x.name).join(', ')}`,
+          });
+        }
+        const others = (
+          await sql<{ version: string; spec: ReleaseInterfaces }>`
+            select version, spec from releases where system_id = ${p.system_id} and deleted_at is null`.execute(
+            trx,
+          )
+        ).rows;
+        if (enabled.includes('compatibility')) {
+          const prev = others
+            .filter((o) => compareVersions(o.version, p.version) < 0)
+            .sort((a, b) => compareVersions(b.version, a.version))[0];
+          if (!prev)
+            results.push({ gate: 'compatibility', passed: true, detail: 'first release of the system' });
+          else {
+            const v = judgeRelease(prev, { version: p.version, spec: rel.spec });
+            results.push({
+              gate: 'compatibility',
+              passed: v.refused.length === 0,
+              detail:
+                v.refused.length === 0
+                  ? `${v.bump} over ${prev.version}; the changes need a ${v.required}`
+                  : v.refused.map((f) => f.message).join('; '),
+            });
+          }
+        }
+        if (enabled.includes('rollback-readiness')) {
+          // Every version a target runs now (what a rollback restores) still has its release.
+          const running = (
+            await sql<{ version: string }>`
+              select distinct version from deployment_releases where system_id = ${p.system_id}`.execute(trx)
+          ).rows.map((r) => r.version);
+          const have = new Set(others.map((o) => o.version));
+          const missing = running.filter((v) => !have.has(v));
+          results.push({
+            gate: 'rollback-readiness',
+            passed: missing.length === 0,
+            detail:
+              missing.length === 0
+                ? `releases present for ${running.length ? running.join(', ') : 'no running version'}`
+                : `no release for running version(s) ${missing.join(', ')}`,
+          });
+        }
+        if (enabled.includes('previous-stage')) {
+          const pipe = (
+            await sql<{
+              spec: { stages: StageSpec[] };
+            }>`select spec from pipelines where id = ${p.pipeline_id}`.execute(trx)
+          ).rows[0];
+          const stages = pipe?.spec.stages ?? [];
+          const i = stages.findIndex((s) => s.name === p.stage);
+          const before = i > 0 ? stages[i - 1]?.name : undefined;
+          if (!before) results.push({ gate: 'previous-stage', passed: true, detail: 'first stage' });
+          else {
+            const ok =
+              await sql`select 1 from promotions where release_id = ${p.release_id} and stage = ${before}
+              and mode = 'promote' and state = 'Succeeded' limit 1`.execute(trx);
+            results.push({
+              gate: 'previous-stage',
+              passed: ok.rows.length > 0,
+              detail: ok.rows.length > 0 ? `promoted to ${before}` : `not yet promoted to ${before}`,
+            });
+          }
+        }
+        return { results };
+      });
+    },
+    async checkpoint(trx, ctx, output) {
+      await sql`update promotions set gates = ${JSON.stringify((output as { results: unknown }).results)},
+        updated_at = now() where id = ${ctx.input.promotionId}`.execute(trx);
+      const failed = (
+        output as { results: { gate: string; passed: boolean; detail: string }[] }
+      ).results.filter((r) => !r.passed);
+      if (failed.length > 0)
+        // Recorded with the gates' results; the next step refuses to go on.
+        await sql`update promotions set error = ${failed.map((f) => `${f.gate}: ${f.detail}`).join('; ')}
+          where id = ${ctx.input.promotionId}`.execute(trx);
+    },
+  };
+
+  const plan: StepDefinition<PromotionInput> = {
+    name: 'plan-waves',
+    async run(ctx) {
+      const gateResults = (
+        ctx.outputs['check-gates'] as { results: { gate: string; passed: boolean; detail: string }[] }
+      ).results;
+      const failed = gateResults.filter((g) => !g.passed);
+      if (failed.length > 0)
+        throw new ProviderError(
+          `gates failed: ${failed.map((f) => `${f.gate} (${f.detail})`).join('; ')}`,
+          'GateFailed',
+          false,
+        );
+      const p = await promotionOf(ctx.input.promotionId);
+      const stage = p.stage_spec;
+      const rows = await asPlatform(
+        db,
+        async (trx) =>
+          (
+            await sql<{
+              deployment_id: string;
+              tenant_id: string;
+              region: string;
+              plan: string | null;
+              labels: Record<string, string>;
+              lifecycle: string;
+              current: string | null;
+              pin_version: string | null;
+              pin_reason: string | null;
+              pin_until: Date | null;
+            }>`
+            select d.id as deployment_id, t.id as tenant_id, t.region, t.spec->>'plan' as plan, t.labels,
+                   t.lifecycle, dr.version as current, pin.version as pin_version, pin.reason as pin_reason,
+                   pin.until as pin_until
+            from deployments d
+            join tenants t on t.id = d.tenant_id and t.deleted_at is null
+            left join deployment_releases dr on dr.tenant_id = d.tenant_id and dr.deployment_id = d.id
+            left join release_pins pin on pin.tenant_id = t.id and pin.system_id = d.system_id
+              and pin.until > ${nowIso()}
+            where d.system_id = ${p.system_id} and d.deleted_at is null
+              and t.environment_type = any(${stage.environmentTypes})
+              ${
+                stage.cells
+                  ? sql`and t.cell_id in (select id from cells where slug = any(${stage.cells}) and deleted_at is null)`
+                  : sql``
+              }
+            order by t.slug, d.slug`.execute(trx)
+          ).rows,
+      );
+      const waves = p.mode === 'rollback' ? [] : (stage.waves ?? []);
+      const facts: TenantFacts[] = rows.map((r) => ({
+        id: r.tenant_id,
+        region: r.region,
+        plan: r.plan,
+        labels: r.labels ?? {},
+      }));
+      const waveOf = assignWaves(waves, facts);
+      const targets: PlannedTarget[] = rows.map((r) => ({
+        tenantId: r.tenant_id,
+        deploymentId: r.deployment_id,
+        wave: waveOf.get(r.tenant_id) ?? 0,
+        fromVersion: r.current,
+        skip:
+          r.lifecycle !== 'Active'
+            ? `tenant is ${r.lifecycle}`
+            : r.pin_version
+              ? `pinned to ${r.pin_version} until ${r.pin_until?.toISOString()}: ${r.pin_reason}`
+              : r.current === p.version
+                ? `already runs ${p.version}`
+                : null,
+      }));
+      return { targets };
+    },
+    async checkpoint(trx, ctx, output) {
+      const p = await loadPromotion(trx, ctx.input.promotionId);
+      if (!p) return;
+      const { targets } = output as { targets: PlannedTarget[] };
+      for (const t of targets) {
+        const r = await sql`
+          insert into promotion_targets (promotion_id, tenant_id, deployment_id, wave, state, reason, from_version, to_version)
+          values (${p.id}, ${t.tenantId}, ${t.deploymentId}, ${t.wave}, ${t.skip ? 'Skipped' : 'Pending'}, ${t.skip},
+                  ${t.fromVersion}, ${p.version})
+          on conflict do nothing`.execute(trx);
+        if (t.skip && Number(r.numAffectedRows ?? 0) > 0)
+          await event(
+            trx,
+            p,
+            ctx.input,
+            'promotion.tenant_skipped',
+            { tenantId: t.tenantId, deploymentId: t.deploymentId, wave: t.wave, reason: t.skip },
+            t.tenantId,
+          );
+      }
+    },
+  };
+
+  /** Updates one target's runtime record; false when another run already did (or it is no longer due). */
+  const update = (p: PromotionRow, input: PromotionInput, t: TargetRow) =>
+    asPlatform(db, async (trx) => {
+      const cur = await sql<{ state: string }>`select state from promotion_targets
+        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
+        for update`.execute(trx);
+      if (!['Pending', 'Deferred'].includes(cur.rows[0]?.state ?? '')) return false;
+      const r = await sql<{ previous_version: string | null }>`
+        insert into deployment_releases as dr (tenant_id, deployment_id, system_id, version, promotion_id)
+        values (${t.tenant_id}, ${t.deployment_id}, ${p.system_id}, ${p.version}, ${p.id})
+        on conflict (tenant_id, deployment_id) do update
+          set previous_version = dr.version, version = excluded.version, promotion_id = excluded.promotion_id,
+              updated_at = now()
+        returning previous_version`.execute(trx);
+      const from = r.rows[0]?.previous_version ?? null;
+      await sql`update promotion_targets set state = 'Updated', from_version = ${from}, reason = null,
+          deferred_until = null, updated_at = now()
+        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
+        trx,
+      );
+      await appendAudit(
+        trx,
+        auditEntryOf(workflowActor(p), {
+          tenantId: t.tenant_id,
+          action: 'promotion.tenant_update',
+          target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
+          before: { version: from },
+          after: { version: p.version, promotionId: p.id, stage: p.stage, wave: t.wave, mode: p.mode },
+          outcome: 'success',
+          decision: null,
+        }),
+      );
+      await event(
+        trx,
+        p,
+        input,
+        'promotion.tenant_updated',
+        {
+          tenantId: t.tenant_id,
+          deploymentId: t.deployment_id,
+          wave: t.wave,
+          fromVersion: from,
+          toVersion: p.version,
+        },
+        t.tenant_id,
+      );
+      return true;
+    });
+
+  /**
+   * Ends one Updated target: Verified, or RolledBack to the version it ran before. A cancelled
+   * promotion's undo also rolls Verified targets back (`from`).
+   */
+  const settle = (
+    p: PromotionRow,
+    input: PromotionInput,
+    t: TargetRow,
+    verdict: HealthVerdict,
+    from: readonly string[] = ['Updated'],
+  ) =>
+    asPlatform(db, async (trx) => {
+      const cur = await sql<{ state: string; from_version: string | null }>`
+        select state, from_version from promotion_targets
+        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
+        for update`.execute(trx);
+      const row = cur.rows[0];
+      if (!row || !from.includes(row.state)) return;
+      if (verdict.healthy) {
+        await sql`update promotion_targets set state = 'Verified', reason = ${verdict.reason}, updated_at = now()
+          where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
+          trx,
+        );
+      } else {
+        await restore(trx, p, t.tenant_id, t.deployment_id, row.from_version);
+        await sql`update promotion_targets set state = 'RolledBack', reason = ${verdict.reason}, updated_at = now()
+          where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
+          trx,
+        );
+        await event(
+          trx,
+          p,
+          input,
+          'promotion.tenant_rolled_back',
+          {
+            tenantId: t.tenant_id,
+            deploymentId: t.deployment_id,
+            wave: t.wave,
+            fromVersion: p.version,
+            toVersion: row.from_version ?? 'none',
+            reason: verdict.reason,
+          },
+          t.tenant_id,
+        );
+      }
+      await appendAudit(
+        trx,
+        auditEntryOf(workflowActor(p), {
+          tenantId: t.tenant_id,
+          action: verdict.healthy ? 'promotion.tenant_verified' : 'promotion.tenant_rollback',
+          target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
+          before: { version: p.version },
+          after: {
+            version: verdict.healthy ? p.version : row.from_version,
+            promotionId: p.id,
+            verification: verdict,
+          },
+          outcome: verdict.healthy ? 'success' : 'failure',
+          decision: null,
+        }),
+      );
+    });
+
+  /** Puts a deployment back on `from` (no recorded version before: it has none again). */
+  const restore = async (
+    trx: Trx,
+    p: PromotionRow,
+    tenantId: string,
+    deploymentId: string,
+    from: string | null,
+  ) => {
+    if (from === null)
+      await sql`delete from deployment_releases where tenant_id = ${tenantId} and deployment_id = ${deploymentId}
+        and version = ${p.version}`.execute(trx);
+    else
+      await sql`update deployment_releases set version = ${from}, previous_version = ${p.version},
+          promotion_id = ${p.id}, updated_at = now()
+        where tenant_id = ${tenantId} and deployment_id = ${deploymentId} and version = ${p.version}`.execute(
+        trx,
+      );
+  };
+
+  const defer = (p: PromotionRow, input: PromotionInput, t: TargetRow, until: number, reason: string) =>
+    asPlatform(db, async (trx) => {
+      const r =
+        await sql`update promotion_targets set state = 'Deferred', deferred_until = ${new Date(until).toISOString()},
+          reason = ${reason}, updated_at = now()
+        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
+          and state in ('Pending', 'Deferred')
+          and (deferred_until is distinct from ${new Date(until).toISOString()}::timestamptz or reason is distinct from ${reason})`.execute(
+          trx,
+        );
+      if (Number(r.numAffectedRows ?? 0) > 0)
+        await event(
+          trx,
+          p,
+          input,
+          'promotion.tenant_deferred',
+          {
+            tenantId: t.tenant_id,
+            deploymentId: t.deployment_id,
+            wave: t.wave,
+            reason,
+            until: new Date(until).toISOString(),
+          },
+          t.tenant_id,
+        );
+    });
+
+  /** Why a tenant must wait now, and until when: its maintenance window, or a freeze covering it. */
+  const holdOf = async (tenantId: string): Promise<{ until: number; reason: string } | undefined> => {
+    const now = clock.now();
+    return asPlatform(db, async (trx) => {
+      const windows = (
+        await sql<{ starts_at: Date; ends_at: Date; name: string }>`
+          select name, starts_at, ends_at from maintenance_windows where tenant_id = ${tenantId}`.execute(trx)
+      ).rows;
+      const end = windowEnd(
+        windows.map((w) => ({ startsAt: w.starts_at.getTime(), endsAt: w.ends_at.getTime() })),
+        now,
+      );
+      if (end !== undefined) return { until: end, reason: 'in a maintenance window' };
+      const f = (
+        await sql<{ name: string; ends_at: Date | null }>`
+          select f.name, f.ends_at from workflow_freezes f, tenants t
+          where t.id = ${tenantId} and f.lifted_at is null and f.starts_at <= now()
+            and (f.ends_at is null or f.ends_at > now()) and not (${PROMOTION_TYPE} = any (f.allow))
+            and (f.scope = 'platform' or (f.scope = 'region' and f.target = t.region)
+                 or (f.scope = 'cell' and f.target = t.cell_id::text))
+          order by f.created_at limit 1`.execute(trx)
+      ).rows[0];
+      if (f) return { until: f.ends_at?.getTime() ?? now + deps.recheckMs, reason: `freeze "${f.name}"` };
+      return undefined;
+    });
+  };
+
+  const setWave = (p: PromotionRow, wave: number, field: 'startedAt' | 'finishedAt') =>
+    asPlatform(db, async (trx) => {
+      const r = await sql`update promotions
+        set progress = jsonb_set(jsonb_set(progress, '{waves}', coalesce(progress->'waves', '{}')),
+                                 ${`{waves,${wave}}`}::text[],
+                                 coalesce(progress->'waves'->${String(wave)}, '{}') || jsonb_build_object(${field}::text, ${nowIso()}::text)),
+            updated_at = now()
+        where id = ${p.id} and not coalesce(progress->'waves'->${String(wave)} ? ${field}, false)`.execute(
+        trx,
+      );
+      return Number(r.numAffectedRows ?? 0) > 0;
+    });
+
+  const waitFor = (until: number, reason: string): never => {
+    throw new StepDeferred(Math.min(Math.max(until - clock.now(), 0), deps.recheckMs), reason);
+  };
+
+  const rollOut: StepDefinition<PromotionInput> = {
+    name: 'roll-out',
+    timeoutMs: 6 * 3600_000,
+    async run(ctx: StepContext<PromotionInput>) {
+      const input = ctx.input;
+      let p = await promotionOf(input.promotionId);
+      const stage = p.stage_spec;
+      const all = await asPlatform(db, (trx) => targetsOf(trx, p.id));
+      const live = all.filter((t) => t.state !== 'Skipped');
+      const total = live.length;
+      let failed = live.filter((t) => t.state === 'RolledBack').length;
+      const waves = [...new Set(all.map((t) => t.wave))].sort((a, b) => a - b);
+      const verifyOpts = {
+        timeoutMs: (stage.verification?.timeoutSeconds ?? DEFAULT_VERIFY_TIMEOUT_S) * 1000,
+        maxErrorRate: stage.verification?.maxErrorRate ?? 0.05,
+      };
+      const soakMs = p.mode === 'rollback' ? 0 : (stage.soakSeconds ?? 0) * 1000;
+      for (const [i, wave] of waves.entries()) {
+        if (await setWave(p, wave, 'startedAt'))
+          await asPlatform(db, (trx) => event(trx, p, input, 'promotion.wave_started', { wave }));
+        for (const t of all.filter((x) => x.wave === wave)) {
+          if (ctx.signal.aborted) throw new Error('the roll-out step ran out of time; it resumes');
+          if (t.state === 'Pending' || t.state === 'Deferred') {
+            if (t.state === 'Deferred' && t.deferred_until && t.deferred_until.getTime() > clock.now())
+              continue;
+            const hold = await holdOf(t.tenant_id);
+            if (hold) {
+              await defer(p, input, t, hold.until, hold.reason);
+              t.state = 'Deferred';
+              t.deferred_until = new Date(hold.until);
+              continue;
+            }
+            if (!(await update(p, input, t))) continue;
+            t.state = 'Updated';
+            t.updated_at = new Date();
+          }
+          if (t.state === 'Updated') {
+            const since = new Date(t.updated_at.getTime() - 1000);
+            const verdict = await verify(
+              { tenantId: t.tenant_id, deploymentId: t.deployment_id, version: p.version, since },
+              verifyOpts,
+              ctx.signal,
+            );
+            await settle(p, input, t, verdict);
+            t.state = verdict.healthy ? 'Verified' : 'RolledBack';
+            if (!verdict.healthy) failed++;
+            if (budgetSpent(stage.budget, failed, total)) {
+              await asPlatform(db, (trx) =>
+                sql`update promotion_targets set state = 'Halted',
+                    reason = ${`failure budget spent: ${failed} of ${total} failed verification`}, updated_at = now()
+                  where promotion_id = ${p.id} and state in ('Pending', 'Deferred')`.execute(trx),
+              );
+              throw new ProviderError(
+                `failure budget spent in wave ${wave}: ${failed} of ${total} tenants failed verification`,
+                'BudgetSpent',
+                false,
+              );
+            }
+          }
+        }
+        // The wave is done but for its deferred tenants, which do not hold the next wave back.
+        await setWave(p, wave, 'finishedAt');
+        const next = waves[i + 1];
+        if (next !== undefined && soakMs > 0) {
+          p = await promotionOf(p.id);
+          const finished = Date.parse(p.progress.waves?.[String(wave)]?.finishedAt ?? nowIso());
+          if (clock.now() < finished + soakMs)
+            waitFor(
+              finished + soakMs,
+              `soaking wave ${wave} until ${new Date(finished + soakMs).toISOString()}`,
+            );
+        }
+      }
+      const deferred = all.filter((t) => t.state === 'Deferred');
+      if (deferred.length > 0) {
+        const until = Math.min(...deferred.map((t) => t.deferred_until?.getTime() ?? clock.now()));
+        waitFor(until, `${deferred.length} tenant(s) deferred until ${new Date(until).toISOString()}`);
+      }
+      const count = (s: string) => all.filter((t) => t.state === s).length;
+      return {
+        verified: count('Verified'),
+        rolledBack: count('RolledBack'),
+        skipped: count('Skipped'),
+        waves: waves.length,
+      };
+    },
+    // A cancelled promotion puts every tenant it updated back on the version it ran before.
+    async undo(ctx) {
+      const p = await promotionOf(ctx.input.promotionId);
+      const done = (await asPlatform(db, (trx) => targetsOf(trx, p.id))).filter(
+        (t) => t.state === 'Verified' || t.state === 'Updated',
+      );
+      for (const t of done)
+        await settle(p, ctx.input, t, { healthy: false, reason: 'promotion cancelled' }, [
+          'Updated',
+          'Verified',
+        ]);
+    },
+  };
+
+  const evidence: StepDefinition<PromotionInput> = {
+    name: 'record-evidence',
+    run: async (ctx) => ({ outcome: 'succeeded', at: nowIso(), rollOut: ctx.outputs['roll-out'] ?? null }),
+    async checkpoint(trx, ctx, output) {
+      await recordEvidence(trx, ctx.input.promotionId, 'success', (output as { outcome: string }).outcome);
+    },
+  };
+
+  return {
+    type: PROMOTION_TYPE,
+    steps: [gates, plan, rollOut, evidence],
+    async succeeded(trx, ctx) {
+      const p = await loadPromotion(trx, ctx.input.promotionId);
+      if (!p) return;
+      await sql`update promotions set state = 'Succeeded', finished_at = now(), updated_at = now(), error = null
+        where id = ${p.id}`.execute(trx);
+      await event(trx, p, ctx.input, 'promotion.succeeded', {});
+    },
+    async compensated(trx, ctx, reason) {
+      const p = await loadPromotion(trx, ctx.input.promotionId);
+      if (!p) return;
+      const cancelled = reason.startsWith('cancelled');
+      await sql`update promotions set state = ${cancelled ? 'Cancelled' : 'Failed'}, error = ${reason},
+          finished_at = now(), updated_at = now()
+        where id = ${p.id}`.execute(trx);
+      await recordEvidence(trx, p.id, 'failure', reason);
+      await event(trx, p, ctx.input, 'promotion.failed', { reason });
+    },
+  };
+}
+
+/**
+ * The promotion's evidence record in the audit log (what an auditor asks for): the release, its
+ * artifact digests and SHA lineage, the pipeline run, gates and their results, requester, author,
+ * approvers, waves, and every tenant that was not simply updated and verified (per-tenant updates,
+ * verifications and rollbacks have audit records of their own, under the same correlation id).
+ */
+export async function recordEvidence(
+  trx: Trx,
+  promotionId: string,
+  outcome: 'success' | 'failure',
+  detail: string,
+): Promise<void> {
+  const p = await loadPromotion(trx, promotionId);
+  if (!p) return;
+  const rel = (
+    await sql<{ slug: string; spec: Record<string, unknown> & { provenance: Record<string, unknown> } }>`
+      select slug, spec from releases where id = ${p.release_id}`.execute(trx)
+  ).rows[0];
+  const targets = await targetsOf(trx, p.id);
+  const counts: Record<string, number> = {};
+  for (const t of targets) counts[t.state] = (counts[t.state] ?? 0) + 1;
+  const prov = rel?.spec.provenance ?? {};
+  const evidence = {
+    promotionId: p.id,
+    release: { id: p.release_id, slug: rel?.slug ?? null, version: p.version },
+    stage: p.stage,
+    mode: p.mode,
+    pipelineRunId: prov.pipelineRunId ?? null,
+    builder: prov.builder ?? null,
+    repository: prov.repository ?? null,
+    shaLineage: [prov.commit, ...((prov.lineage as string[] | undefined) ?? [])].filter(Boolean),
+    artifacts: rel?.spec.artifacts ?? [],
+    configuration: rel?.spec.configuration ?? [],
+    requestedBy: p.requested_by,
+    author: p.author,
+    approvals: p.approvals,
+    gates: p.gates,
+    waves: p.progress.waves ?? {},
+    targets: counts,
+    exceptions: targets
+      .filter((t) => t.state !== 'Verified')
+      .map((t) => ({
+        tenant: t.tenant_slug,
+        deployment: t.deployment_slug,
+        wave: t.wave,
+        state: t.state,
+        reason: t.reason,
+      })),
+    outcome: detail,
+  };
+  await appendAudit(
+    trx,
+    auditEntryOf(workflowActor(p), {
+      tenantId: null,
+      action: 'promotion.evidence',
+      target: { kind: 'Promotion', id: p.id, slug: `${rel?.slug ?? p.version}/${p.stage}` },
+      before: null,
+      after: evidence,
+      outcome,
+      decision: null,
+    }),
+  );
+}
+
+/** `registry` with the promotion workflow type added (the engine runs it; the API describes it). */
+export function withPromotions(registry: WorkflowRegistry, deps: PromotionDeps): WorkflowRegistry {
+  return new Map([...registry, [PROMOTION_TYPE, promotionWorkflow(deps) as WorkflowDefinition<never>]]);
+}

@@ -3,6 +3,9 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { AgentService } from './agent/agent.service.js';
+import { EmbeddedAgents } from './agent/embedded-agents.js';
+import { LeaseMonitor } from './agent/lease-monitor.js';
 import { buildServer } from './api/server.js';
 import { AuditService, readTrustedKeys } from './audit/audit.service.js';
 import {
@@ -14,7 +17,12 @@ import {
 } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
-import { closeProviders, createProviders, defaultDataplaneUrl } from './controller/providers.js';
+import {
+  closeProviders,
+  createProviders,
+  defaultDataplaneUrl,
+  type ProviderSet,
+} from './controller/providers.js';
 import { guardClient } from './db/connection-errors.js';
 import {
   createDb,
@@ -128,6 +136,8 @@ export interface ComposeOptions {
   issuer?: BuiltinIssuer;
   /** The event log service (with a LISTEN notifier); absent: one that polls. */
   events?: EventsService;
+  /** That LISTEN notifier (it also wakes the cell agents' long polls). */
+  notifier?: EventNotifier;
   /** Server spans per request (a tracer provider is registered). */
   tracing?: boolean;
   /** Build the HTTP API (security and server); false for `role: controller`. */
@@ -168,6 +178,7 @@ export async function compose(o: ComposeOptions): Promise<Services> {
     requestLog,
     tracing: o.tracing ?? false,
     events: o.events ?? new EventsService(db, config),
+    ...(o.notifier ? { notifier: o.notifier } : {}),
   });
   return { registry, audit, requestLog, metrics, security, server };
 }
@@ -240,7 +251,9 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       auditSigner: signer,
       trustedAuditKeys: await readTrustedKeys(config.auditTrustedKeyFiles),
       ...(opts.issuer ? { issuer: opts.issuer } : {}),
-      ...(config.role !== 'controller' ? { events: new EventsService(db, config, notifier) } : {}),
+      ...(config.role !== 'controller'
+        ? { events: new EventsService(db, config, notifier), ...(notifier ? { notifier } : {}) }
+        : {}),
       tracing: config.tracing,
       api: config.role !== 'controller',
     });
@@ -271,13 +284,23 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     });
     let controller: Controller | undefined;
     let workflowEngine: WorkflowEngine | undefined;
+    let providers: ProviderSet | undefined;
     if (config.role !== 'api') {
-      const providers = createProviders({
+      providers = createProviders({
         config,
         db,
         dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
       });
-      stops.push(() => closeProviders(providers));
+      const p = providers;
+      stops.push(() => closeProviders(p));
+      // Cells whose agent stopped heartbeating show Unknown (src/agent).
+      const leases = new LeaseMonitor(
+        db,
+        Math.max(100, Math.floor(config.agent.heartbeatIntervalMs / 2)),
+        log.child({ component: 'agents' }),
+      );
+      leases.start();
+      stops.push(() => leases.stop());
       const c = new Controller({
         db,
         config: config.controller,
@@ -358,6 +381,22 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const address = server.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    if (config.role === 'all' && config.agent.embedded && providers && security?.issuer) {
+      // The embedded default's data plane: the same agent as `tenantry agent`, in process, over loopback.
+      const loopback = ['0.0.0.0', '::', 'localhost'].includes(config.host) ? '127.0.0.1' : host;
+      const embeddedAgents = new EmbeddedAgents({
+        agents: new AgentService(db, config.agent, security.issuer, security.authorizer),
+        server: `http://${loopback}:${port}`,
+        providers,
+        dataDir: config.dataDir,
+        logger: log.child({ component: 'agent' }),
+        resyncMs: config.controller.resyncIntervalMs,
+        intervalMs: 2_000,
+      });
+      await embeddedAgents.start();
+      // Stopped before the server closes (stops run in reverse).
+      stops.push(() => embeddedAgents.stop());
+    }
     return {
       url: `http://${host}:${port}`,
       dataLocation,

@@ -6,10 +6,13 @@ import addFormats from 'ajv-formats';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
+import { registerAgentRoutes } from '../agent/agent.routes.js';
+import { AgentService } from '../agent/agent.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
 import { asPlatform, type Db, platformDb, poolOf } from '../db/database.js';
+import type { EventNotifier } from '../events/event-notifier.js';
 import { registerEventRoutes } from '../events/events.routes.js';
 import { EventsService } from '../events/events.service.js';
 import { registerInputGuard } from '../http/input-guard.js';
@@ -63,6 +66,8 @@ export interface ServerDeps {
   rateLimiter?: RateLimiter;
   /** The event log (with its LISTEN notifier); absent: one that polls. */
   events?: EventsService;
+  /** LISTEN notifications (src/events): wake the cell agents' long polls at once. */
+  notifier?: EventNotifier;
   /** Workflows (src/workflows); absent: one over the lifecycle and promotion workflow types. */
   workflows?: WorkflowsService;
   /** Legal holds and purges; absent: one on the system clock. */
@@ -256,6 +261,11 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);
+  registerAgentRoutes(
+    app,
+    new AgentService(db, config.agent, security.issuer, security.authorizer, deps.notifier),
+    identify,
+  );
   const events = deps.events ?? new EventsService(db, config);
   const webhooks = new WebhooksService(db, registry);
   registerEventRoutes(app, events, identify, config);

@@ -7,6 +7,7 @@ import { type Config, loadConfig } from '../config/config.js';
 import { TenantryError } from '../errors/errors.js';
 import { createLogger } from '../logging/logger.js';
 import { CLI_NAMES, CLI_PATHS, KIND_PATHS, type Kind } from '../registry/kinds/index.js';
+import { registerAgentCommands } from './agent.commands.js';
 import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
@@ -748,5 +749,6 @@ registerSecretsCommands(program, { run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
 registerMigrationCommands(program, { client, output: () => globals().output, run });
 registerReleaseCommands(program, { client, output: () => globals().output, run });
+registerAgentCommands(program, { client, run });
 
 await program.parseAsync(process.argv);

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { type Static, Type } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { ValidationError } from '../errors/errors.js';
+import { AgentConfigSchema, parseAgentConfig } from './agent.config.js';
 import { ConsoleConfigSchema, parseConsoleConfig } from './console.config.js';
 import { ControllerConfigSchema, parseControllerConfig } from './controller.config.js';
 import { EventsConfigSchema, parseEventsConfig } from './events.config.js';
@@ -10,6 +11,7 @@ import { IdentityConfigSchema, parseIdentityConfig } from './identity.config.js'
 import { ProvidersConfigSchema, parseProvidersConfig } from './providers.config.js';
 import { integerSetting, LABEL, list } from './settings.js';
 
+export type { AgentConfig } from './agent.config.js';
 export type { ConsoleConfig, ConsoleOidcConfig } from './console.config.js';
 export type { ControllerConfig } from './controller.config.js';
 export type { EventsConfig } from './events.config.js';
@@ -99,6 +101,7 @@ export const ConfigSchema = Type.Composite([
     controller: ControllerConfigSchema,
     events: EventsConfigSchema,
     console: ConsoleConfigSchema,
+    agent: AgentConfigSchema,
   }),
   ProvidersConfigSchema,
 ]);
@@ -187,6 +190,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     ...parseProvidersConfig(env, regions),
     events: parseEventsConfig(env),
     console: parseConsoleConfig(env),
+    agent: parseAgentConfig(env),
   };
   // The area parsers report each bad variable; this catches what slips past them (e.g. a number
   // that is not one) before anything starts.

@@ -4,7 +4,7 @@ import { createAzureBlobProvider } from '../providers/azure-blob/index.js';
 import { createKafkaProvider } from '../providers/kafka/index.js';
 import { LocalDiskBlobProvider } from '../providers/local-disk/local-disk-blob.provider.js';
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
-import { SecretStore } from '../providers/postgres/secret-store.js';
+import { type ResourceSecrets, SecretStore } from '../providers/postgres/secret-store.js';
 import type { ResourceProvider, ResourceType } from '../providers/provider.js';
 import { KubernetesRuntimeProvider } from '../runtime/kubernetes/kubernetes-runtime.provider.js';
 import type { RuntimeProvider } from '../runtime/runtime-provider.js';
@@ -29,10 +29,10 @@ export function slotFor(set: ProviderSet, type: ResourceType, region: string): P
 
 export interface ProviderDeps {
   config: Config;
-  /** The control-plane database (secret references). */
-  db: Db;
-  /** The data-plane PostgreSQL for database isolation (config's URL, else derived from the owner URL). */
-  dataplaneUrl: string;
+  /** The control-plane database (secret references), or where a cell agent keeps them instead. */
+  db: Db | { secrets: ResourceSecrets };
+  /** The data-plane PostgreSQL for database isolation; absent: database resources have no provider. */
+  dataplaneUrl: string | undefined;
 }
 
 /**
@@ -64,12 +64,21 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
       (config.azureBlob
         ? { provider: createAzureBlobProvider(config.azureBlob) }
         : { provider: new LocalDiskBlobProvider(config.dataDir) }),
-    database: overrides.database ?? {
-      provider: new PostgresDatabaseProvider(
-        deps.dataplaneUrl,
-        new SecretStore(deps.db, secretCipherFor(deps.db, config)),
-      ),
-    },
+    database:
+      overrides.database ??
+      (deps.dataplaneUrl
+        ? {
+            provider: new PostgresDatabaseProvider(
+              deps.dataplaneUrl,
+              'secrets' in deps.db
+                ? deps.db.secrets
+                : new SecretStore(deps.db, secretCipherFor(deps.db, config)),
+            ),
+          }
+        : {
+            missing:
+              'No data-plane PostgreSQL is configured: set TENANTRY_DATAPLANE_DATABASE_URL and restart.',
+          }),
     regions: overrides.regions ?? regions,
     runtime:
       overrides.runtime ??

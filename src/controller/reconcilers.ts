@@ -47,7 +47,7 @@ interface ChildRow {
   deleted_at: Date | null;
 }
 
-const target = (kind: Kind, row: ObjectRow): StatusTarget => ({
+export const target = (kind: Kind, row: ObjectRow): StatusTarget => ({
   kind,
   id: row.id,
   slug: row.slug,
@@ -120,8 +120,8 @@ const deletedStatus = (what: string): ObservedStatus => ({
  * tenant write lock, the object's row, the tenant's audit chain head and event sequence, the
  * parents' jobs, the object's own job (src/changes/tenant-write-lock.ts).
  */
-async function settle(
-  env: ReconcileEnv,
+export async function settle(
+  env: Pick<ReconcileEnv, 'db' | 'context'>,
   finish: Finish | undefined,
   kind: Kind,
   row: ObjectRow,
@@ -184,30 +184,33 @@ async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> 
   }
 }
 
-export async function desiredResource(
-  trx: Trx,
-  row: ObjectRow,
-): Promise<{ desired: DesiredResource; region: string }> {
+/** The facts of a resource's tenant and scope that its desired state is resolved from. */
+export interface ResourceFacts {
+  tenant_slug: string;
+  region: string;
+  suspended: boolean;
+  scope_slug: string;
+  consumers: string[] | null;
+  /** The tenant's cell has an agent (src/agent): the control plane calls no provider for it. */
+  agent_managed: boolean;
+}
+
+/** The SQL of ResourceFacts for `r` (an integration_resources row) joined to its tenant `t`. */
+export const resourceFactsSql = sql`t.slug as tenant_slug, t.region,
+  t.lifecycle in ('Suspended', 'Archived')
+    or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen) as suspended,
+  coalesce((select d.slug from deployments d where d.id = r.deployment_id), t.slug) as scope_slug,
+  (select array_agg(c.slug order by c.slug) from deployments c
+    where c.tenant_id = t.id and c.deleted_at is null
+      and c.slug in (select jsonb_array_elements_text(coalesce(r.spec->'kafkaTopic'->'consumers', '[]'::jsonb)))
+  ) as consumers,
+  exists (select 1 from cell_agents a where a.cell_id = t.cell_id) as agent_managed`;
+
+/** A resource's desired state as a provider takes it (pure). */
+export function toDesired(row: ObjectRow, x: ResourceFacts): DesiredResource {
   const spec = row.spec as Specs['IntegrationResource'];
-  const r = await sql<{
-    tenant_slug: string;
-    region: string;
-    suspended: boolean;
-    scope_slug: string;
-    consumers: string[] | null;
-  }>`
-    select t.slug as tenant_slug, t.region, coalesce(d.slug, t.slug) as scope_slug,
-      t.lifecycle in ('Suspended', 'Archived')
-        or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen) as suspended,
-      (select array_agg(c.slug order by c.slug) from deployments c
-        where c.tenant_id = t.id and c.deleted_at is null
-          and c.slug in (select jsonb_array_elements_text(${JSON.stringify(spec.kafkaTopic?.consumers ?? [])}::jsonb))
-      ) as consumers
-    from tenants t left join deployments d on d.id = ${row.deployment_id ?? null}::uuid
-    where t.id = ${row.tenant_id}`.execute(trx);
-  const x = r.rows[0]!;
   const topic = spec.kafkaTopic;
-  const desired: DesiredResource = {
+  return {
     id: row.id,
     type: spec.type as ResourceType,
     tenantId: String(row.tenant_id),
@@ -227,7 +230,18 @@ export async function desiredResource(
     ...(spec.database ? { database: { isolation: spec.database.isolation } } : {}),
     ...(x.suspended ? { suspended: true } : {}),
   };
-  return { desired, region: x.region };
+}
+
+export async function desiredResource(
+  trx: Trx,
+  row: ObjectRow,
+): Promise<{ desired: DesiredResource; region: string; agentManaged: boolean }> {
+  const r = await sql<ResourceFacts>`
+    select ${resourceFactsSql}
+    from integration_resources r join tenants t on t.id = r.tenant_id
+    where r.id = ${row.id}`.execute(trx);
+  const x = r.rows[0]!;
+  return { desired: toDesired(row, x), region: x.region, agentManaged: x.agent_managed };
 }
 
 /** One provider call in its own client span (`provider kafka ensure`), never with secrets. */
@@ -269,7 +283,9 @@ async function reconcileResource(
   row: ObjectRow,
   finish?: Finish,
 ): Promise<ReconcileResult> {
-  const { desired, region } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
+  const { desired, region, agentManaged } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
+  // The cell's agent (src/agent) runs the providers and reports this object's status itself.
+  if (agentManaged) return { finalised: false, finished: false };
   const slot = slotFor(env.providers, desired.type, region);
   if (row.deleted_at) {
     // An archived tenant's resources are kept while its retention window is open or a legal hold

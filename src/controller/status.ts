@@ -67,11 +67,14 @@ export async function writeStatus(
   status: ObservedStatus,
   now = new Date(),
 ): Promise<StatusTransition> {
-  const conditions = mergeReady(target.conditions, status.ready, now);
+  const [ready] = mergeReady(target.conditions, status.ready, now);
+  // The other conditions are the row's own as they are now (a cell's AgentConnected is written by
+  // src/agent meanwhile), not the ones read before the provider call.
   const r = await sql`
     update ${sql.table(TABLES[target.kind])}
     set phase = ${status.phase}, observed_generation = ${target.generation},
-        conditions = ${JSON.stringify(conditions)}
+        conditions = jsonb_build_array(${JSON.stringify(ready)}::jsonb) || coalesce(
+          (select jsonb_agg(c) from jsonb_array_elements(conditions) c where c->>'type' <> 'Ready'), '[]'::jsonb)
     where id = ${target.id} and generation = ${target.generation}`.execute(trx);
   const written = Number(r.numAffectedRows ?? 0) > 0;
   const prevReady = target.conditions.find((c) => c.type === 'Ready')?.status;

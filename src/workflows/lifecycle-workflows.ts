@@ -62,7 +62,10 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
       return Promise.all(rows.rows.map((row) => desiredResource(trx, row)));
     });
 
-  const accessControlOf = (type: ResourceType, region: string) => {
+  // A cell with an agent (src/agent) is not the control plane's to touch: its agent keeps the
+  // credentials of a suspended tenant revoked (the desired state it pulls says `suspended`).
+  const accessControlOf = (type: ResourceType, region: string, agentManaged: boolean) => {
+    if (agentManaged) return undefined;
     const slot = slotFor(deps.providers, type, region);
     return 'provider' in slot && hasAccessControl(slot.provider) ? slot.provider : undefined;
   };
@@ -79,7 +82,7 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
     for (const t of taken.resources) {
       const r = live.get(t.id);
       if (t.type !== type || !t.grant || !r) continue;
-      const ac = accessControlOf(type, r.region);
+      const ac = accessControlOf(type, r.region, r.agentManaged);
       if (!ac) continue;
       await ac[op](r.desired, t.grant);
       n++;
@@ -111,8 +114,8 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
         );
         if (existing.rows[0]) return existing.rows[0].taken;
         const taken: Taken = { resources: [] };
-        for (const { desired, region } of await resourcesOf(ctx.tenantId)) {
-          const ac = accessControlOf(desired.type, region);
+        for (const { desired, region, agentManaged } of await resourcesOf(ctx.tenantId)) {
+          const ac = accessControlOf(desired.type, region, agentManaged);
           taken.resources.push({
             id: desired.id,
             type: desired.type,

@@ -23,6 +23,7 @@ import * as m0024 from './0024-audit-pruned-leaves.js';
 import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
+import * as m0031 from './0031-cell-agents.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -52,6 +53,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0025-tenant-migrations': m0025,
   '0027-runtime-inventory': m0027,
   '0029-releases': m0029,
+  '0031-cell-agents': m0031,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -8,7 +8,7 @@ import {
   ProviderError,
   type ResourceProvider,
 } from '../provider.js';
-import { SecretStore } from './secret-store.js';
+import { type ResourceSecrets, SecretStore } from './secret-store.js';
 
 const { escapeIdentifier: id, escapeLiteral: lit } = pg;
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -43,7 +43,7 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
   /** `url`: the data-plane database (created if missing) as a role that may create roles and databases. */
   constructor(
     private readonly url: string,
-    private readonly secrets: SecretStore,
+    private readonly secrets: ResourceSecrets,
   ) {
     this.database = decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres';
     this.pool = guardPool(new pg.Pool({ connectionString: url, max: 4, connectionTimeoutMillis: 5_000 }));

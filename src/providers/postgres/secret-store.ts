@@ -1,6 +1,18 @@
 import { sql } from 'kysely';
+import pg from 'pg';
+import { guardPool } from '../../db/connection-errors.js';
 import { asPlatform, type Db } from '../../db/database.js';
 import type { SecretBinding, SecretCipher } from '../../secrets/secret-cipher.js';
+
+/** Where generated credentials of provisioned resources are kept (never in status, events, logs). */
+export interface ResourceSecrets {
+  get(resourceId: string): Promise<Record<string, string> | undefined>;
+  getOrCreate(
+    input: { tenantId: string; resourceId: string; name: string },
+    create: () => Record<string, string>,
+  ): Promise<Record<string, string>>;
+  delete(resourceId: string): Promise<void>;
+}
 
 /**
  * Generated credentials of provisioned resources, kept in `resource_secrets` (readable only in the
@@ -8,7 +20,7 @@ import type { SecretBinding, SecretCipher } from '../../secrets/secret-cipher.js
  * 0019) and bound to the resource. Status, events, audit records and logs only ever carry the
  * reference `resource-secrets/<resource uuid>`, never the value.
  */
-export class SecretStore {
+export class SecretStore implements ResourceSecrets {
   constructor(
     private readonly db: Db,
     private readonly cipher: SecretCipher,
@@ -69,5 +81,65 @@ export class SecretStore {
     await asPlatform(this.db, (trx) =>
       sql`delete from resource_secrets where resource_id = ${resourceId}`.execute(trx),
     );
+  }
+}
+
+/**
+ * The secrets of a cell agent's resources, kept in the data-plane PostgreSQL itself (table
+ * `tenantry_resource_secrets`, created on first use): with an agent they never reach the control
+ * plane. Same contract as SecretStore (`on conflict do nothing`, then read).
+ */
+export class DataplaneSecretStore implements ResourceSecrets {
+  private readonly pool: pg.Pool;
+  private ready: Promise<unknown> | undefined;
+
+  constructor(url: string) {
+    this.pool = guardPool(new pg.Pool({ connectionString: url, max: 2, connectionTimeoutMillis: 5_000 }));
+  }
+
+  private async query<R extends pg.QueryResultRow>(
+    text: string,
+    values: unknown[],
+  ): Promise<pg.QueryResult<R>> {
+    this.ready ??= this.pool
+      .query(
+        `create table if not exists tenantry_resource_secrets (
+          resource_id uuid primary key, tenant_id uuid not null, name text not null, value jsonb not null,
+          created_at timestamptz not null default now())`,
+      )
+      .catch((err) => {
+        this.ready = undefined;
+        throw err;
+      });
+    await this.ready;
+    return this.pool.query<R>(text, values);
+  }
+
+  async get(resourceId: string): Promise<Record<string, string> | undefined> {
+    const r = await this.query<{ value: Record<string, string> }>(
+      'select value from tenantry_resource_secrets where resource_id = $1',
+      [resourceId],
+    );
+    return r.rows[0]?.value;
+  }
+
+  async getOrCreate(
+    input: { tenantId: string; resourceId: string; name: string },
+    create: () => Record<string, string>,
+  ): Promise<Record<string, string>> {
+    await this.query(
+      `insert into tenantry_resource_secrets (resource_id, tenant_id, name, value) values ($1, $2, $3, $4)
+       on conflict do nothing`,
+      [input.resourceId, input.tenantId, input.name, JSON.stringify(create())],
+    );
+    return (await this.get(input.resourceId))!;
+  }
+
+  async delete(resourceId: string): Promise<void> {
+    await this.query('delete from tenantry_resource_secrets where resource_id = $1', [resourceId]);
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
   }
 }

@@ -1,0 +1,535 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import type { Authorizer } from '../authz/authorizer.js';
+import type { AgentConfig } from '../config/config.js';
+import { type RequestContext, systemContext } from '../context/request-context.js';
+import { enqueueJob } from '../controller/queue/enqueue-job.js';
+import { settle, target } from '../controller/reconcilers.js';
+import { type Phase, recordStatusEvent } from '../controller/status.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import {
+  ForbiddenError,
+  NotFoundError,
+  TenantryError,
+  UnauthorizedError,
+  ValidationError,
+} from '../errors/errors.js';
+import type { EventNotifier } from '../events/event-notifier.js';
+import type { BuiltinIssuer } from '../identity/builtin-issuer.js';
+import type { ObjectRow } from '../registry/object.repository.js';
+import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
+
+/** The principal of a cell's agent credential, and of a join token for it. */
+export const agentPrincipal = (cellId: string) => `cell-agent:${cellId}`;
+export const joinPrincipal = (cellId: string) => `cell-join:${cellId}`;
+export const AGENT_ROLE = 'cell-agent';
+export const JOIN_ROLE = 'cell-join';
+export const AGENT_APP = 'tenantry-agent';
+/** Missed heartbeat intervals after which a cell and its objects show Unknown. */
+export const MISSED_HEARTBEATS = 5;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+
+export interface Credential {
+  credential: string;
+  expiresAt: string;
+  cell: { id: string; slug: string };
+  heartbeatIntervalMs: number;
+}
+
+/** One observed status an agent reports for one object of its cell. */
+export interface StatusReport {
+  id: string;
+  generation: number;
+  phase: 'Provisioning' | 'Ready' | 'Failed' | 'Deleted';
+  ready: { status: 'True' | 'False'; reason: string; message: string };
+  /** Drift the agent found and repaired (a `drifted` event). */
+  drift?: string[];
+}
+
+/** The AgentConnected condition of a cell. */
+function agentCondition(status: 'True' | 'Unknown' | 'False', reason: string, message: string) {
+  return { type: 'AgentConnected', status, reason, message, lastTransitionTime: new Date().toISOString() };
+}
+
+async function setCellCondition(trx: Trx, cellId: string, condition: ReturnType<typeof agentCondition>) {
+  await sql`
+    update cells set conditions = coalesce(
+      (select jsonb_agg(c) from jsonb_array_elements(conditions) c where c->>'type' <> 'AgentConnected'),
+      '[]'::jsonb) || jsonb_build_array(${JSON.stringify(condition)}::jsonb)
+    where id = ${cellId}`.execute(trx);
+}
+
+/**
+ * The control plane's side of the cell agents (issue 22): join tokens, agent credentials (tokens
+ * of the built-in issuer bound to a session, so revocation takes effect on the next request), the
+ * desired-state feed of a cell, status reports and heartbeats. The agent side is ./cell-agent.ts.
+ *
+ * Authorisation: join tokens and revocation are platform decisions (Cedar, on the cell); every
+ * agent call must come from the credential of the cell it names, else 403 and nothing changes.
+ */
+export class AgentService {
+  constructor(
+    private readonly db: Db,
+    private readonly config: AgentConfig,
+    private readonly issuer: BuiltinIssuer | undefined,
+    private readonly authorizer: Authorizer,
+    /** Wakes waiting desired-state requests on every event (LISTEN); without it they only poll. */
+    private readonly notifier?: EventNotifier,
+  ) {}
+
+  private readonly closing = new AbortController();
+
+  /** Ends every waiting desired-state request now (the server is closing: no query after this). */
+  close(): void {
+    this.closing.abort();
+  }
+
+  private requireIssuer(): BuiltinIssuer {
+    if (!this.issuer)
+      throw new TenantryError(
+        'agent.issuer_disabled',
+        503,
+        'Cell agents need the built-in token issuer (TENANTRY_TOKEN_ISSUER is disabled).',
+      );
+    return this.issuer;
+  }
+
+  private async cell(trx: Trx, ref: string): Promise<{ id: string; slug: string }> {
+    const r = await sql<{ id: string; slug: string }>`
+      select id, slug from cells where deleted_at is null
+        and ${UUID.test(ref) ? sql`id = ${ref}::uuid` : sql`slug = ${ref}`}`.execute(trx);
+    const c = r.rows[0];
+    if (!c) throw new NotFoundError('cell.not_found', `Cell "${ref}" does not exist.`, { ref });
+    return c;
+  }
+
+  private authorizeCell(ctx: RequestContext, action: string, cell: { id: string; slug: string }) {
+    return this.authorizer.authorize(ctx, action, {
+      kind: 'Cell',
+      id: cell.id,
+      tenantId: null,
+      customerId: null,
+    });
+  }
+
+  /** Mints a one-time join token for `cellRef` (kept as its SHA-256 only). */
+  async mintJoinToken(
+    ctx: RequestContext,
+    cellRef: string,
+    ttlSeconds = this.config.joinTokenTtlSeconds,
+  ): Promise<{ token: string; cell: { id: string; slug: string }; expiresAt: string }> {
+    const issuer = this.requireIssuer();
+    if (!Number.isInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > 86_400)
+      throw ValidationError.field('/ttlSeconds', 'agent.ttl_invalid', 'ttlSeconds must be 1 to 86400.');
+    return asPlatform(this.db, async (trx) => {
+      const cell = await this.cell(trx, cellRef);
+      const decision = this.authorizeCell(ctx, 'agent.join-token', cell);
+      const minted = await this.issueJoinToken(trx, issuer, cell.id, ttlSeconds, ctx.actor.principal, false);
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          id: randomUUID(),
+          tenantId: null,
+          action: 'agent.join-token',
+          target: { kind: 'Cell', id: cell.id, slug: cell.slug },
+          before: null,
+          after: { joinToken: minted.id, expiresAt: minted.expiresAt },
+          outcome: 'success',
+          decision,
+        }),
+      );
+      return { token: minted.token, cell, expiresAt: minted.expiresAt };
+    });
+  }
+
+  private async issueJoinToken(
+    trx: Trx,
+    issuer: BuiltinIssuer,
+    cellId: string,
+    ttlSeconds: number,
+    createdBy: string,
+    embedded: boolean,
+  ): Promise<{ id: string; token: string; expiresAt: string }> {
+    const token = await issuer.mint({
+      subject: joinPrincipal(cellId),
+      kind: 'service',
+      roles: [JOIN_ROLE],
+      appId: AGENT_APP,
+      sessionId: null,
+      ttlSeconds,
+    });
+    const expiresAt = new Date(Date.now() + ttlSeconds * 1000);
+    const id = randomUUID();
+    await sql`
+      insert into cell_join_tokens (id, cell_id, token_hash, created_by, expires_at, embedded)
+      values (${id}, ${cellId}, ${sha256(token)}, ${createdBy}, ${expiresAt}, ${embedded})`.execute(trx);
+    return { id, token, expiresAt: expiresAt.toISOString() };
+  }
+
+  /**
+   * Cells the process's own in-process agent may take (role all): those no agent joined, and those
+   * its in-process agent held before; each with a join token marked embedded, good for a minute.
+   */
+  async embeddedJoinTokens(running: ReadonlySet<string>): Promise<{ cellId: string; token: string }[]> {
+    const issuer = this.requireIssuer();
+    return asPlatform(this.db, async (trx) => {
+      const cells = await sql<{ id: string }>`
+        select c.id from cells c left join cell_agents a on a.cell_id = c.id
+        where c.deleted_at is null and (a.cell_id is null or (a.embedded and a.revoked_at is null))
+        order by c.id`.execute(trx);
+      const out: { cellId: string; token: string }[] = [];
+      for (const c of cells.rows.filter((x) => !running.has(x.id)))
+        out.push({
+          cellId: c.id,
+          token: (await this.issueJoinToken(trx, issuer, c.id, 60, 'tenantry', true)).token,
+        });
+      return out;
+    });
+  }
+
+  /**
+   * Spends a join token (the bearer of this request) for a credential of its cell. The cell's
+   * previous agent, if any, is revoked: one agent per cell.
+   *
+   * Concurrency contract: the token is spent by `update … where used_at is null and expires_at >
+   * now()`; of two racing joins one gets the row, the other 401.
+   */
+  async join(ctx: RequestContext, bearer: string, input: { name?: string }): Promise<Credential> {
+    const issuer = this.requireIssuer();
+    const cellId = this.principalCell(ctx, JOIN_ROLE, 'cell-join:');
+    return asPlatform(this.db, async (trx) => {
+      const spent = await sql<{ cell_id: string; embedded: boolean }>`
+        update cell_join_tokens set used_at = now()
+        where token_hash = ${sha256(bearer)} and used_at is null and expires_at > now()
+        returning cell_id, embedded`.execute(trx);
+      const embedded = spent.rows[0]?.embedded ?? false;
+      if (spent.rows[0]?.cell_id !== cellId) {
+        const known = await sql<{ used: boolean }>`
+          select used_at is not null as used from cell_join_tokens where token_hash = ${sha256(bearer)}`.execute(
+          trx,
+        );
+        if (known.rows[0] && !known.rows[0].used)
+          throw new UnauthorizedError('agent.join_token_expired', 'The join token has expired.');
+        throw new UnauthorizedError('agent.join_token_spent', 'The join token was used already.');
+      }
+      const cell = await this.cell(trx, cellId);
+      const previous = await sql<{ session_id: string }>`
+        select session_id from cell_agents where cell_id = ${cellId} for update`.execute(trx);
+      if (previous.rows[0])
+        await sql`update sessions set revoked_at = coalesce(revoked_at, now()), revoked_by = 'agent.join'
+          where id = ${previous.rows[0].session_id}`.execute(trx);
+      const sessionId = randomUUID();
+      const ttl = this.config.credentialTtlSeconds;
+      const expiresAt = new Date(Date.now() + ttl * 1000);
+      await sql`
+        insert into sessions (id, issuer, app_id, tenant_id, principal, expires_at)
+        values (${sessionId}, ${issuer.issuer}, ${AGENT_APP}, null, ${agentPrincipal(cellId)}, ${expiresAt})`.execute(
+        trx,
+      );
+      await sql`
+        insert into cell_agents (cell_id, session_id, name, embedded, credential_expires_at, heartbeat_interval_ms)
+        values (${cellId}, ${sessionId}, ${input.name ?? 'agent'}, ${embedded}, ${expiresAt},
+          ${this.config.heartbeatIntervalMs})
+        on conflict (cell_id) do update set session_id = excluded.session_id, name = excluded.name,
+          embedded = excluded.embedded, joined_at = now(), credential_expires_at = excluded.credential_expires_at,
+          heartbeat_interval_ms = excluded.heartbeat_interval_ms, last_heartbeat_at = now(),
+          connection = 'Connected', connection_since = now(), revoked_at = null, revoked_by = null`.execute(
+        trx,
+      );
+      await setCellCondition(
+        trx,
+        cellId,
+        agentCondition(
+          'True',
+          'Joined',
+          `Agent "${input.name ?? 'agent'}" joined; heartbeats expected every ${this.config.heartbeatIntervalMs} ms.`,
+        ),
+      );
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          id: randomUUID(),
+          tenantId: null,
+          action: 'agent.join',
+          target: { kind: 'Cell', id: cell.id, slug: cell.slug },
+          before: null,
+          after: { agent: input.name ?? 'agent', session: sessionId, expiresAt: expiresAt.toISOString() },
+          outcome: 'success',
+          decision: null,
+        }),
+      );
+      // Every object of the cell is its agent's from now: reconcile them, so the controller lets go.
+      await sql`
+        update reconcile_jobs j set run_after = now() from integration_resources r join tenants t on t.id = r.tenant_id
+        where t.cell_id = ${cellId} and j.object_kind = 'IntegrationResource' and j.object_id = r.id`.execute(
+        trx,
+      );
+      return this.credential(issuer, cell, sessionId, ttl, expiresAt);
+    });
+  }
+
+  private async credential(
+    issuer: BuiltinIssuer,
+    cell: { id: string; slug: string },
+    sessionId: string,
+    ttl: number,
+    expiresAt: Date,
+  ): Promise<Credential> {
+    const credential = await issuer.mint({
+      subject: agentPrincipal(cell.id),
+      kind: 'service',
+      roles: [AGENT_ROLE],
+      appId: AGENT_APP,
+      sessionId,
+      ttlSeconds: ttl,
+    });
+    return {
+      credential,
+      expiresAt: expiresAt.toISOString(),
+      cell,
+      heartbeatIntervalMs: this.config.heartbeatIntervalMs,
+    };
+  }
+
+  /** A fresh credential of the same session, for an agent whose credential is still valid. */
+  async renew(ctx: RequestContext): Promise<Credential> {
+    const issuer = this.requireIssuer();
+    const cellId = this.principalCell(ctx, AGENT_ROLE, 'cell-agent:');
+    return asPlatform(this.db, async (trx) => {
+      const cell = await this.cell(trx, cellId);
+      const ttl = this.config.credentialTtlSeconds;
+      const expiresAt = new Date(Date.now() + ttl * 1000);
+      const r = await sql`
+        update cell_agents set credential_expires_at = ${expiresAt}
+        where cell_id = ${cellId} and session_id = ${ctx.sessionId} and revoked_at is null`.execute(trx);
+      if (Number(r.numAffectedRows ?? 0) === 0)
+        throw new UnauthorizedError('session.revoked', "This agent credential is no longer the cell's.");
+      await sql`update sessions set expires_at = ${expiresAt} where id = ${ctx.sessionId}`.execute(trx);
+      return this.credential(issuer, cell, ctx.sessionId!, ttl, expiresAt);
+    });
+  }
+
+  /** Revokes the cell's agent: its credential is refused from its next request on. */
+  async revoke(
+    ctx: RequestContext,
+    cellRef: string,
+  ): Promise<{ cell: { id: string; slug: string }; revokedAt: string }> {
+    return asPlatform(this.db, async (trx) => {
+      const cell = await this.cell(trx, cellRef);
+      const decision = this.authorizeCell(ctx, 'agent.revoke', cell);
+      const r = await sql<{ session_id: string; revoked_at: Date }>`
+        update cell_agents set revoked_at = coalesce(revoked_at, now()), revoked_by = coalesce(revoked_by, ${ctx.actor.principal})
+        where cell_id = ${cell.id} returning session_id, revoked_at`.execute(trx);
+      const row = r.rows[0];
+      if (!row)
+        throw new NotFoundError('agent.not_found', `Cell "${cell.slug}" has no agent.`, { ref: cellRef });
+      await sql`update sessions set revoked_at = coalesce(revoked_at, now()), revoked_by = ${ctx.actor.principal}
+        where id = ${row.session_id}`.execute(trx);
+      // Join tokens not spent yet go too.
+      await sql`update cell_join_tokens set used_at = now() where cell_id = ${cell.id} and used_at is null`.execute(
+        trx,
+      );
+      await setCellCondition(
+        trx,
+        cell.id,
+        agentCondition('False', 'Revoked', `The agent's credential was revoked by ${ctx.actor.principal}.`),
+      );
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          id: randomUUID(),
+          tenantId: null,
+          action: 'agent.revoke',
+          target: { kind: 'Cell', id: cell.id, slug: cell.slug },
+          before: null,
+          after: { revokedAt: row.revoked_at.toISOString() },
+          outcome: 'success',
+          decision,
+        }),
+      );
+      return { cell, revokedAt: row.revoked_at.toISOString() };
+    });
+  }
+
+  /** The cell a principal of `role` stands for; anyone else is refused. */
+  private principalCell(ctx: RequestContext, role: string, prefix: string): string {
+    const p = ctx.actor.principal;
+    if (
+      ctx.scope.kind !== 'platform' ||
+      ctx.actor.kind !== 'service' ||
+      ctx.issuer !== this.issuer?.issuer ||
+      !ctx.roles?.includes(role) ||
+      !p.startsWith(prefix) ||
+      !UUID.test(p.slice(prefix.length))
+    )
+      throw new ForbiddenError(
+        'agent.credential_required',
+        role === JOIN_ROLE ? 'This call needs a join token.' : "This call needs a cell agent's credential.",
+      );
+    return p.slice(prefix.length).toLowerCase();
+  }
+
+  /** The agent's own cell; naming another one is refused (403, nothing read or changed). */
+  async agentCell(ctx: RequestContext, cellRef: string): Promise<string> {
+    const own = this.principalCell(ctx, AGENT_ROLE, 'cell-agent:');
+    if (UUID.test(cellRef) ? cellRef.toLowerCase() === own : true) {
+      const cell = await asPlatform(this.db, (trx) => this.cell(trx, own));
+      if (UUID.test(cellRef) || cell.slug === cellRef) return own;
+    }
+    throw new ForbiddenError('agent.other_cell', "An agent's credential reaches its own cell only.");
+  }
+
+  /**
+   * The cell's index (generation, content hash, one hash per object). With `known` equal to the
+   * current hash it waits up to `waitMs` for a change and answers `unchanged` if none came.
+   */
+  async index(
+    cellId: string,
+    known: string | undefined,
+    waitMs: number,
+    signal?: AbortSignal,
+  ): Promise<{ generation: number; hash: string; items: IndexEntry[] } | 'unchanged'> {
+    const deadline = Date.now() + waitMs;
+    const closing = this.closing.signal;
+    const signals = signal ? [closing, signal] : [closing];
+    for (;;) {
+      if (closing.aborted) return 'unchanged';
+      const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+      if (index.hash !== known) return index;
+      const left = deadline - Date.now();
+      if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          unsubscribe?.();
+          for (const x of signals) x.removeEventListener('abort', done);
+          resolve();
+        };
+        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
+        for (const x of signals) x.addEventListener('abort', done, { once: true });
+        // Desired-state changes (and lifecycle transitions) are events: look again at once.
+        const unsubscribe = this.notifier?.subscribe('tenantry_events', done);
+      });
+      if (signals.some((x) => x.aborted)) return 'unchanged';
+    }
+  }
+
+  /** Objects of the agent's cell by id; an id of another cell is refused (403). */
+  async items(cellId: string, ids: string[]): Promise<(DesiredItem & { hash: string })[]> {
+    return asPlatform(this.db, async (trx) => {
+      await this.refuseOtherCells(trx, cellId, ids);
+      return (await cellDesiredItems(trx, cellId, ids)).map((i) => ({ ...i, hash: itemHash(i) }));
+    });
+  }
+
+  private async refuseOtherCells(trx: Trx, cellId: string, ids: string[]): Promise<void> {
+    if (ids.length === 0) return;
+    const r = await sql<{ n: string }>`
+      select count(*) as n from integration_resources r left join tenants t on t.id = r.tenant_id
+      where r.id = any(${ids}::uuid[]) and t.cell_id is distinct from ${cellId}::uuid`.execute(trx);
+    if (Number(r.rows[0]?.n ?? 0) > 0)
+      throw new ForbiddenError(
+        'agent.other_cell',
+        "An agent's credential reaches its own cell's objects only.",
+      );
+  }
+
+  /**
+   * Observed status from the agent. Every id must be of its cell (else 403 before anything is
+   * written); a report for a generation that is no longer the object's is stale and skipped
+   * (the agent gets the new desired state from the feed).
+   */
+  async report(cellId: string, reports: StatusReport[]): Promise<{ accepted: number; stale: number }> {
+    const ids = [...new Set(reports.map((r) => r.id))];
+    const rows = await asPlatform(this.db, async (trx) => {
+      await this.refuseOtherCells(trx, cellId, ids);
+      if (ids.length === 0) return [];
+      return (
+        await sql<ObjectRow>`select * from integration_resources where id = any(${ids}::uuid[])`.execute(trx)
+      ).rows;
+    });
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const env = { db: this.db, context: () => systemContext(agentPrincipal(cellId)) };
+    let accepted = 0;
+    let stale = 0;
+    for (const rep of reports) {
+      const row = byId.get(rep.id);
+      if (
+        !row ||
+        row.phase === 'Deleted' ||
+        Number(row.generation) !== rep.generation ||
+        (rep.phase === 'Deleted' && !row.deleted_at)
+      ) {
+        stale++;
+        continue;
+      }
+      const phase: Phase | 'Terminating' =
+        row.deleted_at && rep.phase !== 'Deleted' ? 'Terminating' : (rep.phase as Phase);
+      await settle(
+        env,
+        undefined,
+        'IntegrationResource',
+        row,
+        { phase, ready: rep.ready },
+        rep.drift && row.phase === 'Ready'
+          ? (trx, ctx) =>
+              recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
+                previousPhase: row.phase,
+                phase,
+                reason: 'DriftRepaired',
+                message: rep.ready.message,
+                drift: rep.drift ?? [],
+              })
+          : undefined,
+      );
+      // A finalised tombstone: its job goes at once.
+      if (rep.phase === 'Deleted')
+        await asPlatform(this.db, (trx) =>
+          enqueueJob(trx, {
+            kind: 'IntegrationResource',
+            objectId: row.id,
+            tenantId: row.tenant_id ?? null,
+            generation: 0,
+          }),
+        );
+      byId.set(rep.id, { ...row, phase, generation: row.generation });
+      accepted++;
+    }
+    return { accepted, stale };
+  }
+
+  /**
+   * Renews the agent's lease. `resend` tells an agent that its cell was marked Unknown since its
+   * last heartbeat, so it reports every object's status again.
+   */
+  async heartbeat(
+    cellId: string,
+    sessionId: string | null,
+  ): Promise<{ connection: 'Connected'; resend: boolean }> {
+    return asPlatform(this.db, async (trx) => {
+      const prev = await sql<{ connection: string }>`
+        select connection from cell_agents
+        where cell_id = ${cellId} and session_id = ${sessionId} and revoked_at is null for update`.execute(
+        trx,
+      );
+      const was = prev.rows[0]?.connection;
+      if (was)
+        await sql`
+          update cell_agents set last_heartbeat_at = now(), connection = 'Connected',
+            connection_since = case when connection = 'Connected' then connection_since else now() end
+          where cell_id = ${cellId}`.execute(trx);
+      if (!was)
+        throw new UnauthorizedError('session.revoked', "This agent credential is no longer the cell's.");
+      if (was !== 'Connected')
+        await setCellCondition(
+          trx,
+          cellId,
+          agentCondition('True', 'Heartbeat', 'The agent is heartbeating again.'),
+        );
+      return { connection: 'Connected', resend: was !== 'Connected' };
+    });
+  }
+}

@@ -172,7 +172,11 @@ describe('console over HTTP', () => {
     expect((await s.request('GET', '/v1/tenants/circlek-eu-prod')).body.status.lifecycle).toBe('Suspended');
     // The suspend started a lifecycle workflow; a resume is refused until it ends.
     await settleWorkflows(s.t);
-    const resumed = await c.form('/console/tenants/circlek-eu-prod/resume', { confirm: 'circlek-eu-prod' }, csrf);
+    const resumed = await c.form(
+      '/console/tenants/circlek-eu-prod/resume',
+      { confirm: 'circlek-eu-prod' },
+      csrf,
+    );
     expect(resumed.status).toBe(204);
     await settleWorkflows(s.t);
 

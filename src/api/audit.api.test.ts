@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tamper } from '../../test/helpers/audit.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { verifyAuditExport } from '../audit/export-audit.js';
 
 let s: TestServer;
@@ -81,6 +82,8 @@ describe('audit API', () => {
     await new Promise((r) => setTimeout(r, 5));
     for (const verb of ['suspend', 'resume', 'suspend']) {
       expect((await s.request('POST', `/v1/tenants/circlek-eu-prod/${verb}`)).status).toBe(200);
+      // Each verb starts a lifecycle workflow; the next verb is refused until it ends.
+      await settleWorkflows(s.t);
     }
     await s.request('POST', '/v1/audit/checkpoints');
     const text = await exportText(`?since=${since}&tenant=circlek-eu-prod`);
@@ -89,15 +92,24 @@ describe('audit API', () => {
       .split('\n')
       .map((l) => JSON.parse(l));
     const records = lines.filter((l) => l.type === 'record');
-    expect(records.map((r) => r.action)).toEqual(['tenant.suspend', 'tenant.resume', 'tenant.suspend']);
+    // Each verb's change, and the start of the lifecycle workflow it asked for (same transaction).
+    expect(records.map((r) => r.action)).toEqual([
+      'tenant.suspend',
+      'workflow.start',
+      'tenant.resume',
+      'workflow.start',
+      'tenant.suspend',
+      'workflow.start',
+    ]);
+    const last = records[5].seq;
     const window = lines.find((l) => l.type === 'window');
-    expect(window).toMatchObject({ chain: EU_PROD, fromSeq: records[0].seq, toSeq: records[2].seq });
+    expect(window).toMatchObject({ chain: EU_PROD, fromSeq: records[0].seq, toSeq: last });
     const { pem } = s.audit.publicKey();
     const offline = await verifyAuditExport(Readable.from([text]), [pem]);
     expect(offline.ok).toBe(true);
     expect(offline.chains[0]).toMatchObject({
-      anchoredThrough: records[2].seq,
-      window: { toSeq: records[2].seq },
+      anchoredThrough: last,
+      window: { toSeq: last },
     });
 
     // A record removed from the middle of the window is found.

@@ -8,6 +8,7 @@ import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { findChromium } from '../../test/infra/chromium.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { EventNotifier } from '../events/event-notifier.js';
@@ -232,9 +233,13 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
     await page.goto(`${s.url}/console/events`);
     await page.locator('#events li').first().waitFor();
     await page.waitForTimeout(300); // the SSE connection opens after htmx loads
+    // The suspend earlier in this file started a lifecycle workflow; a resume is refused until it ends.
+    await settleWorkflows(s.t);
     const res = await s.request('POST', '/v1/tenants/circlek-eu-prod/resume');
     expect(res.status).toBe(200);
-    await text(page.locator('#events li').first(), 'tenant.resumed', 10_000);
+    // Newest first: the resume's change, then the start of the workflow it asked for (same transaction).
+    await text(page.locator('#events li').first(), 'workflow.started', 10_000);
+    await text(page.locator('#events li').nth(1), 'tenant.resumed');
     await accessible(page, 'events');
     await page.context().close();
   });

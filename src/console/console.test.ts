@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { cookieName, newSession, SessionCodec, SignInCodes } from './console-session.js';
 import { html, raw } from './html.js';
 
@@ -169,7 +170,15 @@ describe('console over HTTP', () => {
     expect(ok.status).toBe(204);
     expect(ok.headers.get('hx-redirect')).toContain('/console/tenants/circlek-eu-prod');
     expect((await s.request('GET', '/v1/tenants/circlek-eu-prod')).body.status.lifecycle).toBe('Suspended');
-    await c.form('/console/tenants/circlek-eu-prod/resume', { confirm: 'circlek-eu-prod' }, csrf);
+    // The suspend started a lifecycle workflow; a resume is refused until it ends.
+    await settleWorkflows(s.t);
+    const resumed = await c.form(
+      '/console/tenants/circlek-eu-prod/resume',
+      { confirm: 'circlek-eu-prod' },
+      csrf,
+    );
+    expect(resumed.status).toBe(204);
+    await settleWorkflows(s.t);
 
     // The events page starts with the newest events; its live stream resumes after the newest.
     const events = await c.fetch('/console/events');

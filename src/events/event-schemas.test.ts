@@ -6,6 +6,7 @@ import addFormats from 'ajv-formats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { seedTenants } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
 import { recordStatusEvent } from '../controller/status.js';
@@ -52,8 +53,11 @@ describe('emitted events match their published schema', () => {
     const ctx = systemContext('test-operator');
     const registry = createRegistry(t.db, t.config);
     const [tenant] = await seedTenants(registry, ctx, 'schemas', ['s']);
+    // Each lifecycle action starts a workflow; the next one is refused until it ends.
     await registry.transition(ctx, tenant!.slug, 'suspend');
+    await settleWorkflows(t);
     await registry.transition(ctx, tenant!.slug, 'resume');
+    await settleWorkflows(t);
     await registry.apply(ctx, [
       {
         apiVersion: 'tenantry.dev/v1',

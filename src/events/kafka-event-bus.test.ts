@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../../test/helpers/controller.js';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
 import { createRegistry } from '../app.js';
@@ -57,8 +58,11 @@ describe.skipIf(unavailable)('event bus on a real Kafka broker', () => {
     const ctx = systemContext('test');
     await registry.apply(ctx, [customerDoc('busco'), tenantDoc('busco')]);
     const tenant = (await registry.list(ctx, 'Tenant', { filters: {}, limit: 10 })).items[0]!;
-    for (const verb of ['suspend', 'resume', 'suspend'] as const)
+    // Each lifecycle action starts a workflow; the next one is refused until it ends.
+    for (const verb of ['suspend', 'resume', 'suspend'] as const) {
       await registry.transition(ctx, tenant.metadata.name, verb);
+      await settleWorkflows(t);
+    }
 
     // Two publishers: the advisory lock lets one publish, so nothing is sent twice or out of order.
     const [a, b] = [bus(), bus()];

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { KafkaConfig } from '../config/config.js';
 import { reconnectDelay } from '../db/connection-errors.js';
 import { asPlatform, type Db } from '../db/database.js';
-import { KINDS } from '../registry/kinds/index.js';
+import { EVENT_NAMES } from '../registry/kinds/index.js';
 import { type OutboxRow, toCloudEvent } from './cloud-event.js';
 
 /** The Kafka topic of an event domain: `tenantry.events.<kind>` (e.g. `tenantry.events.tenant`). */
@@ -59,8 +59,11 @@ export class KafkaEventBus {
     await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
-      // Every kind's topic, and the audit log's (its checkpoints, dev.tenantry.audit.checkpoint.v1).
-      const missing = [...KINDS, 'audit'].map(busTopic).filter((t) => !existing.has(t));
+      // Every event domain's topic: each kind's, and those of workflows, audit checkpoints and
+      // promotions (dev.tenantry.<domain>.<event>.v1), so no event waits on a topic that is absent.
+      const missing = [...new Set(EVENT_NAMES.map((n) => busTopic(n.split('.')[0]!)))].filter(
+        (t) => !existing.has(t),
+      );
       if (missing.length > 0)
         await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: 6 })) });
     } finally {

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
+import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { WebhookDispatcher } from './webhook-dispatcher.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -68,8 +69,10 @@ describe('crash mid-delivery', () => {
       env: { ...process.env, ...settings, APP_URL: s.t.appUrl, PLATFORM_URL: s.t.platformUrl },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    await s.request('POST', `/v1/tenants/${tenant}/suspend`);
-    await s.request('POST', `/v1/tenants/${tenant}/resume`);
+    expect((await s.request('POST', `/v1/tenants/${tenant}/suspend`)).status).toBe(200);
+    // The suspend's lifecycle workflow ends first (else the resume is 409 workflow.in_progress).
+    await settleWorkflows(s.t);
+    expect((await s.request('POST', `/v1/tenants/${tenant}/resume`)).status).toBe(200);
     await firstArrived;
     child.kill('SIGKILL');
     await new Promise((r) => child!.once('exit', r));

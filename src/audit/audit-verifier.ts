@@ -1,9 +1,9 @@
 import type { KeyObject } from 'node:crypto';
 import { type AuditCheckpoint, checkpointPayload } from './audit-checkpoint.js';
 import { type AuditRecord, chainOf, GENESIS_HASH, HASH_PATTERN, hashAuditDocument } from './audit-hash.js';
-import { logOrigin } from './audit-tree.js';
 import { CheckpointError, openCheckpoint } from './checkpoint-note.js';
 import { type TrustedKeys, verifySignature } from './checkpoint-signer.js';
+import { logOrigin } from './log-origin.js';
 import { leafHash, verifyInclusion } from './merkle.js';
 
 /** A segment deleted by retention: the chain continues after `throughSeq` from `throughHash`. */

@@ -3,9 +3,9 @@ import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import { appendEvent } from '../events/append-event.js';
 import { PLATFORM_CHAIN } from './audit-hash.js';
-import { logOrigin } from './audit-tree.js';
 import { signCheckpoint } from './checkpoint-note.js';
 import type { AuditSigner } from './checkpoint-signer.js';
+import { logOrigin } from './log-origin.js';
 import { CompactRange } from './merkle.js';
 
 export interface PublishedCheckpoint {

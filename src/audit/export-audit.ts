@@ -8,7 +8,6 @@ import { FieldErrors, ValidationError } from '../errors/errors.js';
 import { loadHeads, loadLeafRows, loadRetention, loadWindows, streamRecords } from './audit.repository.js';
 import { type AuditCheckpoint, loadCheckpoints } from './audit-checkpoint.js';
 import type { AuditRecord } from './audit-hash.js';
-import { logOrigin } from './audit-tree.js';
 import {
   type AuditVerification,
   AuditVerifier,
@@ -17,6 +16,7 @@ import {
 } from './audit-verifier.js';
 import { signCheckpoint } from './checkpoint-note.js';
 import { type AuditSigner, trustedKeys } from './checkpoint-signer.js';
+import { logOrigin } from './log-origin.js';
 import { allInclusionProofs, type Hash, leafHash, rootOf } from './merkle.js';
 import { parseChainFilter } from './verify-audit.js';
 

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
-import { chainOfOrigin } from './audit-tree.js';
 import { type Checkpoint, CheckpointError, openCheckpoint } from './checkpoint-note.js';
+import { chainOfOrigin } from './log-origin.js';
 import { verifyConsistency } from './merkle.js';
 
 export interface WitnessCheck {

@@ -506,6 +506,106 @@ export interface RateLimitBucketTable {
   tat: Timestamp;
 }
 
+/** Table audit_pruned_leaves. */
+export interface AuditPrunedLeavesTable {
+  chain: string;
+  seq: ColumnType<string, string | number | bigint, string | number | bigint>;
+  hash: string;
+}
+/** Table audit_trees. */
+export interface AuditTreesTable {
+  chain: string;
+  size: ColumnType<string, string | number | bigint, string | number | bigint>;
+  peaks: string[];
+  published_size: Generated<string>;
+  published_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+/** Table cell_agents. */
+export interface CellAgentsTable {
+  cell_id: string;
+  session_id: string;
+  name: string;
+  embedded: Generated<boolean>;
+  joined_at: Timestamp;
+  credential_expires_at: Timestamp;
+  heartbeat_interval_ms: number;
+  last_heartbeat_at: Timestamp;
+  connection: Generated<string>;
+  connection_since: Timestamp;
+  feed_generation: Generated<string>;
+  feed_hash: Generated<string>;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  revoked_by: string | null;
+}
+/** Table cell_join_tokens. */
+export interface CellJoinTokensTable {
+  id: string;
+  cell_id: string;
+  token_hash: string;
+  created_by: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  embedded: Generated<boolean>;
+}
+/** Table legal_holds. */
+export interface LegalHoldsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  reason: string;
+  placed_by: Json;
+  placed_at: Timestamp;
+  released_by: Json | null;
+  released_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  release_reason: string | null;
+}
+/** Table service_clients. */
+export interface ServiceClientsTable {
+  client_id: string;
+  tenant_id: string;
+  secret: string;
+  roles: string[];
+  workflow_id: string | null;
+  created_at: Timestamp;
+  revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+/** Table tenant_migrations. */
+export interface TenantMigrationsTable {
+  id: string;
+  tenant_id: string;
+  kind: string;
+  state: Generated<string>;
+  source: Json;
+  target: Json;
+  plan: Json;
+  mode: string | null;
+  verification: Json | null;
+  writes_frozen: Generated<boolean>;
+  freeze_started_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  freeze_ended_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  freeze_ms: number | null;
+  cut_over_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  rollback_window_seconds: number;
+  rollback_until: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  rollback_workflow_id: string | null;
+  rollback_verification: Json | null;
+  rolled_back_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  retired_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  error: string | null;
+  actor: Json;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+/** Table tenant_retention. */
+export interface TenantRetentionTable {
+  tenant_id: string;
+  started_at: Timestamp;
+  windows: Json;
+  resources_purge_after: Timestamp;
+  purged_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  purge_workflow_id: string | null;
+}
+
 export interface Database {
   customers: CustomerTable;
   systems: SystemTable;
@@ -556,6 +656,14 @@ export interface Database {
   usage_history: UsageHistoryTable;
   limit_overrides: LimitOverrideTable;
   rate_limit_buckets: RateLimitBucketTable;
+  audit_pruned_leaves: AuditPrunedLeavesTable;
+  audit_trees: AuditTreesTable;
+  cell_agents: CellAgentsTable;
+  cell_join_tokens: CellJoinTokensTable;
+  legal_holds: LegalHoldsTable;
+  service_clients: ServiceClientsTable;
+  tenant_migrations: TenantMigrationsTable;
+  tenant_retention: TenantRetentionTable;
 }
 
 export type SessionRow = Selectable<SessionTable>;

@@ -132,9 +132,18 @@ describe.skipIf(skip)('runtime inventory on a real Kubernetes API server, throug
   it('deleting the deployment behind its back is drift: recorded, repaired, resolved', async () => {
     // Changes of the desired state (above) were no drift.
     expect(await listDrift(t.db, ctx, { tenant: NS, state: 'all', limit: 10 })).toEqual([]);
+    // Both objects are deleted while the controller is down. With it running (a resync every 1.5 s),
+    // a reconcile could read the network policy, then see the deployment gone and re-apply every
+    // object: the network policy deleted in between came back without ever being seen missing, and
+    // the finding below never came (slow machines made that window wide).
+    await c.stop();
     await kubectl('-n', NS, 'delete', 'deployment', SVC, '--wait=false');
     await kubectl('-n', NS, 'delete', 'networkpolicy', 'tenantry-partition');
-    // One finding, or two when a resync ran between the two deletions; each resolved by the repair.
+    c = await startController(t, {
+      env: { TENANTRY_KUBECONFIG: cluster.kubeconfigPath },
+      controller: { resyncIntervalMs: 1_500 },
+    });
+    // The restarted controller's resync finds both missing; the repair resolves the finding.
     const findings = await until(
       'resolved drift findings for both deletions',
       async () => {

@@ -108,8 +108,11 @@ describe('suspend and resume on the real PostgreSQL provider', () => {
         ])
       ).rows[0]!.rolname;
       await dp.query(`alter role ${pg.escapeIdentifier(role)} login`);
+      // Nudged as the product enqueues (src/controller/queue/enqueue-job.ts): the ticket moves too,
+      // so a reconcile still running from the suspension (it enqueued every resource) leaves the
+      // job due when it completes, instead of pushing it to the next resync a minute away.
       await fx.t.owner.query(
-        `update reconcile_jobs set run_after = now() where object_kind = 'IntegrationResource' and object_id = $1`,
+        `update reconcile_jobs set run_after = now(), ticket = ticket + 1 where object_kind = 'IntegrationResource' and object_id = $1`,
         [pool],
       );
       await until('LOGIN taken back', async () => {

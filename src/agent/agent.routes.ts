@@ -108,7 +108,7 @@ export function registerAgentRoutes(
           { name: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$' })) },
           { additionalProperties: false },
         ),
-        response: { 200: CredentialSchema, ...errorResponses(400, 403, 503) },
+        response: { 200: CredentialSchema, ...errorResponses(400, 403, 422, 503) },
       },
     },
     async (request) =>
@@ -199,7 +199,7 @@ export function registerAgentRoutes(
               }),
             ),
           }),
-          ...errorResponses(400, 403, 404),
+          ...errorResponses(400, 403, 404, 422),
         },
       },
     },
@@ -224,7 +224,7 @@ export function registerAgentRoutes(
         ),
         response: {
           200: Type.Object({ accepted: Type.Integer(), stale: Type.Integer() }),
-          ...errorResponses(400, 403, 404),
+          ...errorResponses(400, 403, 404, 422),
         },
       },
     },

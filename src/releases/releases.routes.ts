@@ -144,7 +144,7 @@ export function registerReleaseRoutes(
         tags: ['Release'],
         params: IdParams,
         body: Type.Optional(Type.Object({ comment: Type.Optional(Type.String({ maxLength: 500 })) }, strict)),
-        response: { 200: PromotionDetailSchema, ...errorResponses(400, 403, 404, 409, 423) },
+        response: { 200: PromotionDetailSchema, ...errorResponses(400, 403, 404, 409, 422, 423) },
       },
     },
     async (request) => promotions.approve(await identify(request), request.params.id, request.body?.comment),
@@ -307,7 +307,7 @@ export function registerReleaseRoutes(
           },
           strict,
         ),
-        response: { 204: Type.Null(), ...errorResponses(400, 403, 404) },
+        response: { 204: Type.Null(), ...errorResponses(400, 403, 404, 422) },
       },
     },
     async (request, reply) => {

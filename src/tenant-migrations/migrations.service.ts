@@ -150,10 +150,12 @@ export class MigrationsService {
   async start(
     ctx: RequestContext,
     ref: string,
-    body: { isolation?: Isolation; region?: string; rollbackWindowSeconds?: number },
+    input: { isolation?: Isolation; region?: string; rollbackWindowSeconds?: number } | undefined,
     opts: { dryRun: boolean },
   ): Promise<Migration | MigrationPlanView> {
     platformOnly(ctx);
+    // A POST without a body reaches here with none: it is a request naming no isolation (400), not a 500.
+    const body = input ?? {};
     if (body.region !== undefined)
       throw ValidationError.field(
         '/region',

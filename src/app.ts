@@ -290,6 +290,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         config,
         db,
         dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(ownerUrl),
+        logger: log,
       });
       const p = providers;
       stops.push(() => closeProviders(p));

@@ -153,7 +153,8 @@ describe('tenantry CLI', () => {
   it('applies the Circle K example, then reports every object unchanged', async () => {
     const first = await cli('apply', '-f', EXAMPLE_DIR);
     expect(first.code).toBe(0);
-    expect(first.stdout.trim().split('\n')).toHaveLength(38);
+    // 38 objects of the hierarchy and placement, 13 of the runtime inventory (40-runtime.yaml).
+    expect(first.stdout.trim().split('\n')).toHaveLength(51);
     expect(first.stdout).toContain('tenant/circlek-eu-uat-dev created');
     // The seed's malformed UUIDs are fixed valid ones in the example: the same topic name on every install.
     const topic = await cli(

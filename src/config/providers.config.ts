@@ -51,8 +51,27 @@ export const KubernetesConfigSchema = Type.Object({
 });
 export type KubernetesConfig = Static<typeof KubernetesConfigSchema>;
 
+export const LocalRuntimeConfigSchema = Type.Object({
+  scaleIntervalMs: Type.Integer({
+    minimum: 100,
+    description:
+      'How often the local target samples replica CPU/memory to scale (TENANTRY_LOCAL_SCALE_INTERVAL_MS, default 15000).',
+  }),
+  scaleDownStabilizationMs: Type.Integer({
+    minimum: 0,
+    description:
+      'How long a lower recommendation must hold before scaling down (TENANTRY_LOCAL_SCALE_DOWN_STABILIZATION_MS, default 300000).',
+  }),
+});
+export type LocalRuntimeConfig = Static<typeof LocalRuntimeConfigSchema>;
+
 /** The provider part of the configuration object. */
 export const ProvidersConfigSchema = Type.Object({
+  runtime: Type.Union([Type.Literal('local'), Type.Literal('kubernetes'), Type.Literal('none')], {
+    description:
+      'The compute target services run on (TENANTRY_RUNTIME): `kubernetes` when TENANTRY_KUBECONFIG is set, else `local` (replicas are processes of this machine, src/runtime/local); `none`: services end Ready=False, ProviderNotConfigured.',
+  }),
+  localRuntime: LocalRuntimeConfigSchema,
   kubernetes: Type.Union([KubernetesConfigSchema, Type.Undefined()], {
     description:
       'The Kubernetes cluster services run on (src/runtime/kubernetes); absent: TENANTRY_KUBECONFIG is not set and services end Ready=False, ProviderNotConfigured.',
@@ -73,7 +92,25 @@ export const ProvidersConfigSchema = Type.Object({
 export type ProvidersConfig = Static<typeof ProvidersConfigSchema>;
 
 export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]): ProvidersConfig {
+  const runtime = (env.TENANTRY_RUNTIME || (env.TENANTRY_KUBECONFIG ? 'kubernetes' : 'local')).toLowerCase();
+  if (runtime !== 'local' && runtime !== 'kubernetes' && runtime !== 'none')
+    throw ValidationError.field(
+      '/TENANTRY_RUNTIME',
+      'config.invalid',
+      `Must be one of local, kubernetes, none, got "${runtime}".`,
+    );
+  if (runtime === 'kubernetes' && !env.TENANTRY_KUBECONFIG)
+    throw ValidationError.field(
+      '/TENANTRY_KUBECONFIG',
+      'config.invalid',
+      'TENANTRY_RUNTIME=kubernetes needs TENANTRY_KUBECONFIG (a kubeconfig file).',
+    );
   return {
+    runtime: runtime as ProvidersConfig['runtime'],
+    localRuntime: {
+      scaleIntervalMs: millis(env, 'TENANTRY_LOCAL_SCALE_INTERVAL_MS', 15_000, 100),
+      scaleDownStabilizationMs: millis(env, 'TENANTRY_LOCAL_SCALE_DOWN_STABILIZATION_MS', 300_000, 0),
+    },
     providers: { dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined },
     kubernetes: env.TENANTRY_KUBECONFIG
       ? { kubeconfig: env.TENANTRY_KUBECONFIG, context: env.TENANTRY_KUBE_CONTEXT || undefined }
@@ -83,6 +120,19 @@ export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]):
     kafkaByRegion: byRegion(env, regions, 'TENANTRY_KAFKA_BROKERS', kafkaConfig),
     azureBlobByRegion: byRegion(env, regions, 'TENANTRY_AZURE_STORAGE_CONNECTION_STRING', azureBlobConfig),
   };
+}
+
+function millis(env: NodeJS.ProcessEnv, name: string, fallback: number, minimum: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < minimum)
+    throw ValidationError.field(
+      `/${name}`,
+      'config.invalid',
+      `Must be an integer ≥ ${minimum} (milliseconds).`,
+    );
+  return n;
 }
 
 const SASL_MECHANISMS: readonly KafkaSaslMechanism[] = ['plain', 'scram-sha-256', 'scram-sha-512'];

@@ -1,5 +1,6 @@
+import type { Logger } from 'pino';
 import type { Config } from '../config/config.js';
-import type { Db } from '../db/database.js';
+import { asPlatform, type Db } from '../db/database.js';
 import { createAzureBlobProvider } from '../providers/azure-blob/index.js';
 import { createKafkaProvider } from '../providers/kafka/index.js';
 import { LocalDiskBlobProvider } from '../providers/local-disk/local-disk-blob.provider.js';
@@ -7,8 +8,10 @@ import { PostgresDatabaseProvider } from '../providers/postgres/postgres-databas
 import { type ResourceSecrets, SecretStore } from '../providers/postgres/secret-store.js';
 import type { ResourceProvider, ResourceType } from '../providers/provider.js';
 import { KubernetesRuntimeProvider } from '../runtime/kubernetes/kubernetes-runtime.provider.js';
+import { LocalProcessRuntimeProvider } from '../runtime/local/local-process.provider.js';
 import type { RuntimeProvider } from '../runtime/runtime-provider.js';
 import { secretCipherFor } from '../secrets/index.js';
+import { enqueueJob } from './queue/enqueue-job.js';
 
 /** Per resource type: the configured provider, or why there is none (shown as ProviderNotConfigured). */
 export type ProviderSlot = { provider: ResourceProvider } | { missing: string };
@@ -20,7 +23,7 @@ export interface ProviderSet extends Record<ResourceType, ProviderSlot> {
 }
 export type RuntimeSlot = { provider: RuntimeProvider } | { missing: string };
 export const NO_RUNTIME =
-  'No compute target is configured: set TENANTRY_KUBECONFIG (a kubeconfig file) and restart.';
+  'No compute target is configured (TENANTRY_RUNTIME=none): set TENANTRY_RUNTIME=local, or TENANTRY_KUBECONFIG (a kubeconfig file), and restart.';
 
 /** The provider for a resource of a tenant in `region`: the region's own, else the default one. */
 export function slotFor(set: ProviderSet, type: ResourceType, region: string): ProviderSlot {
@@ -33,6 +36,8 @@ export interface ProviderDeps {
   db: Db | { secrets: ResourceSecrets };
   /** The data-plane PostgreSQL for database isolation; absent: database resources have no provider. */
   dataplaneUrl: string | undefined;
+  /** Where a provider reports what it does on its own (the local target's deaths and scaling). */
+  logger?: Logger;
 }
 
 /**
@@ -80,16 +85,41 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
               'No data-plane PostgreSQL is configured: set TENANTRY_DATAPLANE_DATABASE_URL and restart.',
           }),
     regions: overrides.regions ?? regions,
-    runtime:
-      overrides.runtime ??
-      (config.kubernetes
+    runtime: overrides.runtime ?? runtimeSlot(deps),
+  };
+}
+
+/**
+ * The compute target (TENANTRY_RUNTIME): Kubernetes with a kubeconfig; else local processes of this
+ * machine, whose deaths and scaling enqueue a reconcile of the service at once (when this process
+ * has the control-plane database; an agent's resync picks them up instead).
+ */
+function runtimeSlot(deps: ProviderDeps): RuntimeSlot {
+  const { config } = deps;
+  if (config.runtime === 'kubernetes' && config.kubernetes)
+    return {
+      provider: KubernetesRuntimeProvider.fromFile(config.kubernetes.kubeconfig, config.kubernetes.context),
+    };
+  if (config.runtime !== 'local') return { missing: NO_RUNTIME };
+  const db = 'secrets' in deps.db ? undefined : deps.db;
+  const log = deps.logger?.child({ component: 'runtime' });
+  return {
+    provider: new LocalProcessRuntimeProvider({
+      dataDir: config.dataDir,
+      ...config.localRuntime,
+      ...(log ? { logger: log } : {}),
+      ...(db
         ? {
-            provider: KubernetesRuntimeProvider.fromFile(
-              config.kubernetes.kubeconfig,
-              config.kubernetes.context,
-            ),
+            onChange: (objectId: string, tenantId: string) =>
+              void asPlatform(db, (trx) =>
+                enqueueJob(trx, { kind: 'Service', objectId, tenantId, generation: 0 }),
+              ).catch((err) =>
+                // The next resync reconciles the service anyway.
+                log?.warn({ err, service: objectId }, 'could not enqueue the reconcile of a changed service'),
+              ),
           }
-        : { missing: NO_RUNTIME }),
+        : {}),
+    }),
   };
 }
 

@@ -53,7 +53,10 @@ describe('runtime inventory kinds (Service, ScalingPolicy, Configuration)', () =
     registry = createRegistry(t.db, t.config);
     await registry.apply(ctx, runtimeBase(10));
     // No compute target configured: services must say so, never pretend.
-    c = await startController(t, { controller: { resyncIntervalMs: 60_000 } });
+    c = await startController(t, {
+      env: { TENANTRY_RUNTIME: 'none' },
+      controller: { resyncIntervalMs: 60_000 },
+    });
   });
   afterAll(async () => {
     await c?.stop();

@@ -19,6 +19,11 @@ export interface DesiredService {
   tenantSlug: string;
   deploymentSlug: string;
   component: string;
+  /**
+   * Replica names are this plus `-{n}` (seed 000: `plan-eu-prod_brave-wolf-1`):
+   * `{system}-{region}-{environment type}[-{qualifiers}]_{adjective}-{animal}`.
+   */
+  replicaBase: string;
   /** Image by digest: `registry/name@sha256:…`. */
   image: string;
   version: string;
@@ -43,6 +48,10 @@ export interface ObservedReplica {
   ready: boolean;
   /** The version label the replica runs. */
   version: string;
+  /** Where the replica listens, when the target knows (local processes: `http://127.0.0.1:port`). */
+  address?: string;
+  /** Times the replica was restarted after dying (local processes). */
+  restarts?: number;
 }
 
 /** What the compute target found. Never holds a secret. */

@@ -6,6 +6,7 @@ import { effectiveLimits } from '../placement/quotas.js';
 import { ProviderError } from '../providers/provider.js';
 import type { Specs } from '../registry/kinds/index.js';
 import type { ObjectRow } from '../registry/object.repository.js';
+import { instanceNameOf, replicaBaseName } from './replica-names.js';
 import type { DesiredService, ObservedService, RuntimeProvider } from './runtime-provider.js';
 
 /** What the controller gives a runtime reconcile (src/controller/reconcilers.ts builds it). */
@@ -96,12 +97,17 @@ export async function desiredService(trx: Trx, row: ObjectRow): Promise<DesiredS
   const r = await sql<{
     tenant_slug: string;
     deployment_slug: string;
+    tenant_spec: { region: string; environmentType: string; qualifier?: string };
+    deployment_qualifier: string | null;
+    system_slug: string;
     placement: { networkPartition?: string } | null;
     policy: Specs['ScalingPolicy'] | null;
   }>`
-    select t.slug as tenant_slug, d.slug as deployment_slug, t.placement,
+    select t.slug as tenant_slug, d.slug as deployment_slug, t.placement, t.spec as tenant_spec,
+      d.qualifier as deployment_qualifier, y.slug as system_slug,
       (select p.spec from scaling_policies p where p.service_id = ${row.id} and p.deleted_at is null) as policy
     from tenants t join deployments d on d.tenant_id = t.id and d.id = ${String(row.deployment_id)}
+      join systems y on y.id = d.system_id
     where t.id = ${String(row.tenant_id)}`.execute(trx);
   const x = r.rows[0];
   if (!x) throw new ProviderError('the service has no live deployment or tenant', 'ParentMissing', false);
@@ -137,6 +143,13 @@ export async function desiredService(trx: Trx, row: ObjectRow): Promise<DesiredS
     tenantSlug: x.tenant_slug,
     deploymentSlug: x.deployment_slug,
     component: spec.component,
+    replicaBase: replicaBaseName({
+      system: x.system_slug,
+      region: x.tenant_spec.region,
+      environmentType: x.tenant_spec.environmentType,
+      qualifiers: [x.tenant_spec.qualifier, x.deployment_qualifier],
+      instance: spec.instanceName ?? instanceNameOf(row.id),
+    }),
     image: spec.image,
     version: spec.version,
     replicas: spec.replicas,

@@ -105,17 +105,19 @@ export async function startController(
   const dataDir = opts.dataDir ?? (await tempDataDir());
   const config = loadConfig({}, { TENANTRY_DATA_DIR: dataDir, ...secretsKeyEnv(), ...opts.env });
   const db = createDb(t.appUrl, 10, { platformUrl: t.platformUrl });
+  const logger = opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   let providers = createProviders({
     config,
     db,
     dataplaneUrl: config.providers.dataplaneDatabaseUrl ?? defaultDataplaneUrl(t.ownerUrl),
+    logger,
   });
   if (opts.providers) providers = { ...providers, ...opts.providers(providers) };
   const controller = new Controller({
     db,
     config: { ...FAST, ...opts.controller },
     providers,
-    logger: opts.logger ?? pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
+    logger,
   });
   controller.start();
   return {

@@ -19,6 +19,13 @@ export const ServiceSpec = Type.Object(
         description: 'compute units one replica uses (of the binding quota computeUnits); default 1',
       }),
     ),
+    instanceName: Type.Optional(
+      Type.String({
+        pattern: '^[a-z]{2,20}-[a-z]{2,20}$',
+        description:
+          'the `{adjective}-{animal}` of replica names (`plan-eu-prod_brave-wolf-1`); default: derived from the service UUID',
+      }),
+    ),
     command: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 1024 }), { maxItems: 64 })),
     configuration: Type.Optional(
       Type.Object(

@@ -21,6 +21,7 @@ const desired = (over: Partial<DesiredService> = {}): DesiredService => ({
   tenantSlug: 'circlek-eu-prod',
   deploymentSlug: 'circlek-eu-prod-plan',
   component: 'api',
+  replicaBase: 'plan-eu-prod_brave-wolf',
   image: `registry.example/plan@${DIGEST}`,
   version: '2.4.1',
   replicas: 2,

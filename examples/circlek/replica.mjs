@@ -49,6 +49,8 @@ const server = createServer((req, res) => {
   );
 });
 server.listen(Number(process.env.PORT), '127.0.0.1', () =>
-  console.log(`${process.env.TENANTRY_REPLICA} ${process.env.TENANTRY_VERSION} listening on ${process.env.PORT}`),
+  process.stdout.write(
+    `${process.env.TENANTRY_REPLICA} ${process.env.TENANTRY_VERSION} listening on ${process.env.PORT}\n`,
+  ),
 );
 process.on('SIGTERM', () => process.exit(0));

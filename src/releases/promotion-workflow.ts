@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { type AttemptContext, appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { assignWaves, budgetSpent, type TenantFacts, windowEnd } from '../domain/promotion-waves.js';
 import { compareVersions, judgeRelease, type ReleaseInterfaces } from '../domain/release-compatibility.js';
@@ -13,6 +14,7 @@ import {
   type WorkflowDefinition,
   type WorkflowRegistry,
 } from '../workflows/workflow.js';
+import { rollOutRelease } from './release-rollout.js';
 
 export const PROMOTION_TYPE = 'release.promotion';
 
@@ -424,6 +426,13 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
               updated_at = now()
         returning previous_version`.execute(trx);
       const from = r.rows[0]?.previous_version ?? null;
+      // The tenant's services of this deployment take the release's images: the runtime rolls them out.
+      await rollOutRelease(trx, systemContext(`tenantry-promotion ${p.id}`), {
+        tenantId: t.tenant_id,
+        deploymentId: t.deployment_id,
+        systemId: p.system_id,
+        version: p.version,
+      });
       await sql`update promotion_targets set state = 'Updated', from_version = ${from}, reason = null,
           deferred_until = null, updated_at = now()
         where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
@@ -529,6 +538,14 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
     deploymentId: string,
     from: string | null,
   ) => {
+    // The services go back to the previous release's images (none recorded before: they stay).
+    if (from !== null)
+      await rollOutRelease(trx, systemContext(`tenantry-promotion ${p.id}`), {
+        tenantId,
+        deploymentId,
+        systemId: p.system_id,
+        version: from,
+      });
     if (from === null)
       await sql`delete from deployment_releases where tenant_id = ${tenantId} and deployment_id = ${deploymentId}
         and version = ${p.version}`.execute(trx);

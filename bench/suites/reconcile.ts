@@ -184,6 +184,7 @@ async function rawInserts(server: BenchPostgres): Promise<Measurement> {
   await owner.query('grant select, insert on bench_reconcile_raw to tenantry_app');
   await owner.end();
   const pool = new pg.Pool({ connectionString: appUrl, max: settings.connections });
+  pool.on('error', () => undefined);
   try {
     return await measure(
       closedLoop('raw single-row INSERT (autocommit)', async () => {

@@ -43,7 +43,17 @@ async function rssUnderLoad(server: BenchPostgres, database: string, tenants: nu
   const sample = async () => {
     peak = Math.max(peak, await rssOf(child));
   };
-  const sampler = setInterval(() => void sample().catch(() => undefined), 100);
+  // One sample at a time: a server too busy to answer at once is not asked again meanwhile.
+  let sampling = false;
+  const sampler = setInterval(() => {
+    if (sampling) return;
+    sampling = true;
+    void sample()
+      .catch(() => undefined)
+      .finally(() => {
+        sampling = false;
+      });
+  }, 100);
   try {
     await post(`${tenantryUrl}/v1/apply`, token, [BENCH_CUSTOMER, benchTenant('m0')]);
     const deadline = Date.now() + 60_000;

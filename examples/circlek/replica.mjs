@@ -54,3 +54,6 @@ server.listen(Number(process.env.PORT), '127.0.0.1', () =>
   ),
 );
 process.on('SIGTERM', () => process.exit(0));
+// A replica whose Tenantry was killed (not stopped) ends with it; the next start would end it anyway.
+const parent = process.ppid;
+setInterval(() => process.ppid !== parent && process.exit(0), 1000).unref();

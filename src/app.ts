@@ -42,6 +42,7 @@ import { Metrics } from './observability/metrics.js';
 import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
+import { SecretStore } from './providers/postgres/secret-store.js';
 import { RegistryService } from './registry/registry.service.js';
 import { systemClock, withPromotions } from './releases/promotion-workflow.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
@@ -388,6 +389,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         agents: new AgentService(db, config.agent, security.issuer, security.authorizer),
         server: `http://${loopback}:${port}`,
         providers,
+        secrets: new SecretStore(db, secretCipherFor(db, config)),
         dataDir: config.dataDir,
         logger: log.child({ component: 'agent' }),
         resyncMs: config.controller.resyncIntervalMs,

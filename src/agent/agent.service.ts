@@ -18,6 +18,13 @@ import {
 import type { EventNotifier } from '../events/event-notifier.js';
 import type { BuiltinIssuer } from '../identity/builtin-issuer.js';
 import type { ObjectRow } from '../registry/object.repository.js';
+import {
+  type AgentCommand,
+  type CommandOutcome,
+  completeCommand,
+  hasOpenCommands,
+  pullCommands,
+} from './agent-commands.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
 
 /** The principal of a cell's agent credential, and of a join token for it. */
@@ -415,6 +422,54 @@ export class AgentService {
       });
       if (signals.some((x) => x.aborted)) return 'unchanged';
     }
+  }
+
+  /**
+   * The cell's open commands (src/agent/agent-commands.ts), waiting up to `waitMs` for one. Woken by
+   * workflow notifications (a step that asks for a command runs in a workflow), else it polls.
+   */
+  async commands(cellId: string, waitMs: number, signal?: AbortSignal): Promise<AgentCommand[]> {
+    const deadline = Date.now() + waitMs;
+    const closing = this.closing.signal;
+    const signals = signal ? [closing, signal] : [closing];
+    for (;;) {
+      if (closing.aborted) return [];
+      if (await asPlatform(this.db, (trx) => hasOpenCommands(trx, cellId)))
+        return asPlatform(this.db, (trx) => pullCommands(trx, cellId));
+      const left = deadline - Date.now();
+      if (left <= 0 || signals.some((x) => x.aborted)) return [];
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          for (const x of signals) x.removeEventListener('abort', done);
+          resolve();
+        };
+        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
+        for (const x of signals) x.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+  /** The agent's result of a command of its own cell; another cell's command is refused (403). */
+  async commandResult(
+    cellId: string,
+    id: string,
+    attempts: number,
+    outcome: CommandOutcome,
+  ): Promise<{ accepted: boolean }> {
+    return asPlatform(this.db, async (trx) => {
+      const r = await sql<{
+        cell_id: string;
+      }>`select cell_id from cell_agent_commands where id = ${id}`.execute(trx);
+      const owner = r.rows[0]?.cell_id;
+      if (!owner) throw new NotFoundError('agent.command_not_found', `No command ${id}.`, { ref: id });
+      if (owner !== cellId)
+        throw new ForbiddenError(
+          'agent.other_cell',
+          "An agent's credential reaches its own cell's commands only.",
+        );
+      return { accepted: await completeCommand(trx, cellId, id, attempts, outcome) };
+    });
   }
 
   /** Objects of the agent's cell by id; an id of another cell is refused (403). */

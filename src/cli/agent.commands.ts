@@ -87,6 +87,7 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
           ...(joinToken ? { joinToken } : {}),
           stateDir: path.resolve(config.dataDir),
           providers,
+          ...(secrets ? { secrets } : {}),
           logger,
           name: opts.name,
           resyncMs: config.controller.resyncIntervalMs,

@@ -82,6 +82,24 @@ export class SecretStore implements ResourceSecrets {
       sql`delete from resource_secrets where resource_id = ${resourceId}`.execute(trx),
     );
   }
+
+  /** The references of a tenant's stored credentials (a purge's record). */
+  async refsOfTenant(tenantId: string): Promise<string[]> {
+    const r = await asPlatform(this.db, (trx) =>
+      sql<{ resource_id: string }>`
+        select resource_id from resource_secrets where tenant_id = ${tenantId} order by resource_id`.execute(
+        trx,
+      ),
+    );
+    return r.rows.map((x) => SecretStore.ref(x.resource_id));
+  }
+
+  async deleteTenant(tenantId: string): Promise<number> {
+    const r = await asPlatform(this.db, (trx) =>
+      sql`delete from resource_secrets where tenant_id = ${tenantId}`.execute(trx),
+    );
+    return Number(r.numAffectedRows ?? 0);
+  }
 }
 
 /**
@@ -137,6 +155,21 @@ export class DataplaneSecretStore implements ResourceSecrets {
 
   async delete(resourceId: string): Promise<void> {
     await this.query('delete from tenantry_resource_secrets where resource_id = $1', [resourceId]);
+  }
+
+  async refsOfTenant(tenantId: string): Promise<string[]> {
+    const r = await this.query<{ resource_id: string }>(
+      'select resource_id from tenantry_resource_secrets where tenant_id = $1 order by resource_id',
+      [tenantId],
+    );
+    return r.rows.map((x) => SecretStore.ref(x.resource_id));
+  }
+
+  async deleteTenant(tenantId: string): Promise<number> {
+    return (
+      (await this.query('delete from tenantry_resource_secrets where tenant_id = $1', [tenantId])).rowCount ??
+      0
+    );
   }
 
   async close(): Promise<void> {

@@ -226,11 +226,11 @@ describe('data-plane work of an agent cell', () => {
         [workflowId],
       )
     ).rows[0];
-    expect(removed?.output).toMatchObject({ agentCell: expect.any(String) });
+    expect(removed.output).toMatchObject({ agentCell: expect.any(String) });
     expect(
-      (removed?.output as { removed: { provider: string }[] }).removed.map((r) => r.provider).sort(),
+      (removed.output as { removed: { provider: string }[] }).removed.map((r) => r.provider).sort(),
     ).toEqual(['local-disk', 'postgres'].sort());
-    expect((removed?.output as { secrets: string[] }).secrets).toHaveLength(1);
+    expect((removed.output as { secrets: string[] }).secrets).toHaveLength(1);
 
     // Gone from the agent's data plane, done by the agent.
     expect(await fs.stat(folder).catch(() => undefined)).toBeUndefined();

@@ -133,3 +133,19 @@ export async function completeCommand(
     where id = ${id} and cell_id = ${cellId} and state = 'Running' and attempts = ${attempts}`.execute(trx);
   return Number(r.numAffectedRows ?? 0) > 0;
 }
+
+/**
+ * Of `cellIds`, the slugs of those held by an agent of another process (not the embedded one):
+ * their data plane is not this process's, so work that would reach into it directly is refused.
+ */
+export async function remoteAgentCells(
+  trx: Trx,
+  cellIds: readonly (string | null | undefined)[],
+): Promise<string[]> {
+  const ids = cellIds.filter((x): x is string => typeof x === 'string');
+  if (ids.length === 0) return [];
+  const r = await sql<{ slug: string }>`
+    select c.slug from cell_agents a join cells c on c.id = a.cell_id
+    where a.cell_id = any(${ids}::uuid[]) and not a.embedded order by c.slug`.execute(trx);
+  return r.rows.map((x) => x.slug);
+}

@@ -17,6 +17,7 @@ import { loadConfig } from '../config/config.js';
 import { createProviders, defaultDataplaneUrl, type ProviderSet } from '../controller/providers.js';
 import { DataplaneSecretStore } from '../providers/postgres/secret-store.js';
 import type { DesiredResource, ResourceProvider } from '../providers/provider.js';
+import { LocalFileKeyProvider } from '../secrets/index.js';
 import { lifecycleWorkflowId } from '../workflows/start-lifecycle-workflow.js';
 import { CellAgent } from './cell-agent.js';
 
@@ -124,6 +125,18 @@ beforeAll(async () => {
       {
         apiVersion: 'tenantry.dev/v1',
         kind: 'Cell',
+        metadata: { name: `${customer}-silo` },
+        spec: {
+          region: 'eu',
+          stage: 'nonprod',
+          environmentTypes: ['dev'],
+          tenancy: 'dedicated',
+          capacity: { tenants: 5 },
+        },
+      },
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Cell',
         metadata: { name: `${customer}-other` },
         spec: {
           region: 'us',
@@ -140,7 +153,10 @@ beforeAll(async () => {
   // The agent's own data plane: its folder for blobs, its PostgreSQL (credentials kept there too).
   agentDir = await tempDataDir();
   dataplaneUrl = defaultDataplaneUrl(s.t.ownerUrl);
-  secrets = new DataplaneSecretStore(dataplaneUrl);
+  secrets = new DataplaneSecretStore(
+    dataplaneUrl,
+    new LocalFileKeyProvider(path.join(agentDir, 'secrets.key')),
+  );
   const token = await s.request('POST', `/v1/cells/${cell}/join-tokens`, { body: {} });
   expect(token.status).toBe(201);
   agent = new CellAgent({
@@ -163,6 +179,18 @@ beforeAll(async () => {
   const tenancy = await s.request('POST', '/v1/apply', {
     body: [
       ...deploymentManifests(customer, 'plan'),
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Customer',
+        metadata: { name: `${customer}b` },
+        spec: { displayName: 'Pooled', shortCode: `${customer}b` },
+      },
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'Tenant',
+        metadata: {},
+        spec: { customer: `${customer}b`, region: 'eu', environmentType: 'dev', isolation: 'pool', cell },
+      },
       ...[
         { scope: { tenant }, type: 'database', database: { isolation: 'pool' } },
         { scope: { deployment }, type: 'blob-container' },
@@ -195,8 +223,17 @@ describe('data-plane work of an agent cell', () => {
     const folder = path.join(agentDir, 'blobs', blob.physical_name);
     expect((await fs.stat(folder)).isDirectory()).toBe(true);
     expect(await roleExists()).toBe(true);
-    // The credentials are with the agent, none in the control plane's database.
+    // The credentials are with the agent, sealed by its key file; none in the control plane's database.
     expect(await agentSecrets(tenantId)).toBe(1);
+    const stored = await dataplane(
+      async (c) =>
+        (await c.query('select value from tenantry_resource_secrets where tenant_id = $1', [tenantId]))
+          .rows[0].value,
+    );
+    expect(Object.keys(stored).sort()).toEqual(['keyId', 'sealed']);
+    const opened = await secrets.get((await resources()).find((r) => r.type === 'database').id);
+    expect(opened?.password).toEqual(expect.any(String));
+    expect(JSON.stringify(stored)).not.toContain(opened?.password);
     const cp = await s.t.owner.query('select count(*)::int as n from resource_secrets where tenant_id = $1', [
       tenantId,
     ]);
@@ -285,5 +322,17 @@ describe('data-plane work of an agent cell', () => {
     expect(attempts.map((r) => r.status)).toEqual([403, 403, 403]);
     const row = await s.t.owner.query('select state from cell_agent_commands where id = $1', [foreign]);
     expect(row.rows[0].state).toBe('Running');
+  });
+
+  it('a tenancy-mode migration touching a remote agent cell is refused, and nothing is written', async () => {
+    const pooled = `${customer}b-eu-dev`;
+    const r = await s.request('POST', `/v1/tenants/${pooled}/migrations`, { body: { isolation: 'silo' } });
+    expect(r.status, JSON.stringify(r.body)).toBe(409);
+    expect(r.body.code).toBe('migration.agent_cell');
+    const rows = await s.t.owner.query(
+      'select count(*)::int as n from tenant_migrations m join tenants t on t.id = m.tenant_id where t.slug = $1',
+      [pooled],
+    );
+    expect(rows.rows[0].n).toBe(0);
   });
 });

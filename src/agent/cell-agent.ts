@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -54,6 +55,7 @@ class HttpError extends Error {
 
 const MAX_ATTEMPTS = 8;
 const BATCH = 500;
+const STATUS_BATCH = 100;
 
 const summary = (o: ObservedResource): string =>
   Object.entries(o.details)
@@ -89,7 +91,10 @@ export class CellAgent {
   /** Completed reconcile passes. */
   passes = 0;
 
-  constructor(private readonly o: CellAgentOptions) {}
+  constructor(private readonly o: CellAgentOptions) {
+    // Its loops, sleeps and requests all listen to one abort signal.
+    setMaxListeners(100, this.aborts.signal);
+  }
 
   private get file(): string {
     return path.join(this.o.stateDir, 'agent-state.json');
@@ -448,9 +453,10 @@ export class CellAgent {
 
   private async flushOnce(): Promise<void> {
     const pending = [...this.reports.values()].filter((r) => this.acked.get(r.id) !== JSON.stringify(r));
-    for (let i = 0; i < pending.length; i += BATCH) {
-      const batch = pending.slice(i, i + BATCH);
-      await this.call('POST', this.cellPath('status'), this.bearer(), { reports: batch });
+    // Each report is settled in a transaction of its own: batches small enough to answer well in time.
+    for (let i = 0; i < pending.length; i += STATUS_BATCH) {
+      const batch = pending.slice(i, i + STATUS_BATCH);
+      await this.call('POST', this.cellPath('status'), this.bearer(), { reports: batch }, {}, 60_000);
       this.regained();
       for (const r of batch) {
         this.acked.set(r.id, JSON.stringify(r));

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import pg from 'pg';
+import { remoteAgentCells } from '../agent/agent-commands.js';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { type Change, recordChange } from '../changes/change-path.js';
 import { systemContext } from '../context/request-context.js';
@@ -204,6 +205,16 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       // Read-only: the tenant's databases of the source model, what their schemas hold, the copy mode.
       async run(ctx) {
         const m = await migrationRow(db, ctx.input.migrationId);
+        // An agent joined one of the cells since the request: its data plane is not ours to touch.
+        const agentCells = await asPlatform(db, (trx) =>
+          remoteAgentCells(trx, [m.source.cellUuid, m.target.cellUuid]),
+        );
+        if (agentCells.length > 0)
+          throw new ProviderError(
+            `cell ${agentCells.join(', ')} is run by its own agent; the control plane does not reach into its data plane`,
+            'AgentCell',
+            false,
+          );
         const rows = await asPlatform(db, (trx) =>
           sql<{ id: string; physical_name: string; scope_slug: string }>`
             select r.id, r.physical_name, coalesce(d.slug, t.slug) as scope_slug

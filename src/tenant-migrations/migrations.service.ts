@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { remoteAgentCells } from '../agent/agent-commands.js';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
@@ -232,6 +233,14 @@ export class MigrationsService {
         );
       await assertNotFrozen(trx, t.id, MIGRATE_ISOLATION);
       const target: Placement = { ...current, ...chosen };
+      // A cell held by a remote agent (src/agent): its data plane is the agent's, never reached from here.
+      const agentCells = await remoteAgentCells(trx, [current.cellUuid, target.cellUuid]);
+      if (agentCells.length > 0)
+        throw new ConflictError(
+          'migration.agent_cell',
+          `Cell ${agentCells.join(', ')} is run by its own agent: the control plane does not reach into that data plane, and tenancy-mode migration through agents is not built.`,
+          { details: { cells: agentCells } },
+        );
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `stays in region ${current.region}` },
         {

@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
@@ -87,7 +88,12 @@ export class AgentService {
     private readonly notifier?: EventNotifier,
   ) {}
 
-  private readonly closing = new AbortController();
+  private readonly closing = (() => {
+    const c = new AbortController();
+    // Every waiting long poll (two per connected agent) listens to it.
+    setMaxListeners(0, c.signal);
+    return c;
+  })();
 
   /** Ends every waiting desired-state request now (the server is closing: no query after this). */
   close(): void {

@@ -259,9 +259,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor(owner: pg.Pool, query: string, n: number, timeoutMs: number, everyMs = 200) {
   const deadline = Date.now() + timeoutMs;
+  let said = Date.now();
   for (;;) {
     const got = Number((await owner.query(query)).rows[0].n);
     if (got >= n) return;
+    if (Date.now() - said > 30_000) {
+      said = Date.now();
+      console.log(`  … ${got} of ${n}`);
+    }
     if (Date.now() > deadline) throw new Error(`timed out: ${got} of ${n} (${query})`);
     await sleep(everyMs);
   }

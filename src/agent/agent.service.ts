@@ -408,9 +408,18 @@ export class AgentService {
     const deadline = Date.now() + waitMs;
     const closing = this.closing.signal;
     const signals = signal ? [closing, signal] : [closing];
+    // Events name their tenant: only those of this cell's tenants (and platform ones) wake this
+    // request, not every event of every cell (with 50 cells that herd recomputed 50 indexes per
+    // event). A tenant placed here meanwhile is seen at the next poll.
+    let tenants: Set<string> | undefined;
     for (;;) {
       if (closing.aborted) return 'unchanged';
       const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+      tenants ??= await asPlatform(this.db, async (trx) => {
+        const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(trx);
+        return new Set(r.rows.map((x) => x.id));
+      });
+      const ours = tenants;
       if (index.hash !== known) return index;
       const left = deadline - Date.now();
       if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
@@ -424,7 +433,9 @@ export class AgentService {
         const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
         for (const x of signals) x.addEventListener('abort', done, { once: true });
         // Desired-state changes (and lifecycle transitions) are events: look again at once.
-        const unsubscribe = this.notifier?.subscribe('tenantry_events', done);
+        const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
+          if (tenant === 'platform' || ours.has(tenant)) done();
+        });
       });
       if (signals.some((x) => x.aborted)) return 'unchanged';
     }

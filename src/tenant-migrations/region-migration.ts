@@ -61,7 +61,10 @@ export interface RegionMigrationInput {
 export interface RegionDatabasePlan {
   resourceId: string;
   desired: DesiredResource;
+  /** On the source region's server. */
   database: string;
+  /** On the target region's: its data-plane database (pool) or the tenant's own (silo). */
+  targetDatabase: string;
   schema: string;
   role: string;
   /** The target's credentials are kept under this key until the cut-over makes them the resource's. */
@@ -189,7 +192,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
   const serverOf = (region: string, database: string) =>
     databaseUrl(dataplaneOf(providers, region), database);
   const srcUrl = (p: RegionMigrationPlan, d: RegionDatabasePlan) => serverOf(p.fromRegion, d.database);
-  const dstUrl = (p: RegionMigrationPlan, d: RegionDatabasePlan) => serverOf(p.toRegion, d.database);
+  const dstUrl = (p: RegionMigrationPlan, d: RegionDatabasePlan) => serverOf(p.toRegion, d.targetDatabase);
   const targetDesired = (d: RegionDatabasePlan): DesiredResource => ({ ...d.desired, id: d.targetKey });
 
   const setLogin = async (url: string, role: string, login: boolean) =>
@@ -214,7 +217,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
   const stopReplicationOf = async (p: RegionMigrationPlan, d: RegionDatabasePlan) =>
     withClient(srcUrl(p, d), async (s) => {
       const there = await withClient(serverOf(p.toRegion, 'postgres'), async (c) => {
-        const r = await c.query('select 1 from pg_database where datname = $1', [d.database]);
+        const r = await c.query('select 1 from pg_database where datname = $1', [d.targetDatabase]);
         return (r.rowCount ?? 0) > 0;
       });
       if (there) await withClient(dstUrl(p, d), (t) => stopReplication(s, t, d.replication));
@@ -280,6 +283,10 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             );
           const dpDatabase = decodeURIComponent(new URL(sourceServer).pathname.slice(1)) || 'postgres';
           const database = isolation === 'pool' ? dpDatabase : d.physicalName;
+          const targetDatabase =
+            isolation === 'pool'
+              ? decodeURIComponent(new URL(targetServer).pathname.slice(1)) || 'postgres'
+              : d.physicalName;
           const schema = isolation === 'pool' ? d.physicalName : 'public';
           const inv = await withClient(databaseUrl(sourceServer, database), async (c) => {
             level = await walLevel(c);
@@ -299,6 +306,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             resourceId: d.id,
             desired: d,
             database,
+            targetDatabase,
             schema,
             role: d.physicalName,
             targetKey: workflowKey(migrationId, d.id, 'target'),
@@ -344,7 +352,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             throw new ProviderError(`topic ${t.desired.physicalName}: ${o.drift.join('; ')}`, 'Drift', true);
           topics[t.desired.physicalName] = o.details;
         }
-        return { databases: p.databases.map((d) => d.database), blobs: p.blobs.length, topics };
+        return { databases: p.databases.map((d) => d.targetDatabase), blobs: p.blobs.length, topics };
       },
       async undo(ctx) {
         const p = planOf(ctx);

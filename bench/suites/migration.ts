@@ -208,7 +208,12 @@ async function dumpRestore(
   rows: number,
 ): Promise<Measurement> {
   const major = await withClient(serverUrl, async (c) =>
-    Number((await c.query<{ v: string }>('show server_version_num')).rows[0]!.v.slice(0, -4)),
+    Number(
+      (await c.query<{ v: string }>("select current_setting('server_version_num') as v")).rows[0]!.v.slice(
+        0,
+        -4,
+      ),
+    ),
   );
   const target = 'bench_migration_baseline';
   await withClient(serverUrl, (c) => c.query(`create database ${target}`));

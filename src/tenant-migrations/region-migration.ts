@@ -438,10 +438,22 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const frozenAt = (m.freeze_started_at ?? new Date()).toISOString();
         await setFrozen(ctx.input.migrationId, true);
         for (const d of p.databases) await setLogin(serverOf(p.fromRegion, 'postgres'), d.role, false);
-        const grants: Record<string, unknown> = {};
+        // The access taken is recorded before it is taken, so a re-run after a crash (which would
+        // observe none) still knows what to give back on an undo.
+        const grants: Record<string, AccessGrant> = {};
         for (const b of p.blobs) {
           const src = providerIn(providers, 'blob-container', p.fromRegion) as AzureBlobProvider;
-          const grant = await src.observeAccess(b.desired);
+          const kept = await asPlatform(db, (trx) =>
+            sql<{ grant: AccessGrant | null }>`select plan->'blobGrants'->${b.resourceId} as grant
+              from tenant_migrations where id = ${ctx.input.migrationId}`.execute(trx),
+          );
+          const grant = kept.rows[0]?.grant ?? (await src.observeAccess(b.desired));
+          if (!kept.rows[0]?.grant)
+            await asPlatform(db, (trx) =>
+              sql`update tenant_migrations set plan = jsonb_set(plan, '{blobGrants}',
+                    coalesce(plan->'blobGrants', '{}'::jsonb) || jsonb_build_object(${b.resourceId}::text, ${JSON.stringify(grant)}::jsonb))
+                  where id = ${ctx.input.migrationId}`.execute(trx),
+            );
           await src.revokeAccess(b.desired, grant);
           grants[b.resourceId] = grant;
         }

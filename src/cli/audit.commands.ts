@@ -242,11 +242,15 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
       "the signed checkpoint (C2SP note) of a chain's Merkle tree; save it to verify against later",
     )
     .option('--tenant <tenant>', 'one tenant (UUID or slug), or "platform"')
-    .action((opts: { tenant?: string }) =>
+    .option('--cosigned', 'the largest checkpoint witnesses cosigned, with their cosignatures')
+    .action((opts: { tenant?: string; cosigned?: boolean }) =>
       deps.run(async () => {
         const { body } = await deps
           .client()
-          .request<SignedTreeHead>('GET', `/v1/audit/checkpoint${query({ tenant: opts.tenant })}`);
+          .request<SignedTreeHead>(
+            'GET',
+            `/v1/audit/checkpoint${opts.cosigned ? '/cosigned' : ''}${query({ tenant: opts.tenant })}`,
+          );
         if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
         else process.stdout.write(body.checkpoint);
       }),

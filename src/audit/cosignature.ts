@@ -53,9 +53,12 @@ export function witnessVerifierKey(w: Witness): string {
 
 /** Parses a witness verifier key; throws on anything but a well-formed Ed25519 cosigner key. */
 export function parseWitnessVerifierKey(vkey: string): Witness {
-  const parts = vkey.trim().split('+');
-  if (parts.length !== 3) throw new Error(`not a verifier key: ${vkey}`);
-  const [name, idHex, keyText] = parts as [string, string, string];
+  // <name>+<hex id>+<base64 key>: the name has no '+', the base64 key may.
+  const text = vkey.trim();
+  const a = text.indexOf('+');
+  const b = text.indexOf('+', a + 1);
+  if (a < 0 || b < 0) throw new Error(`not a verifier key: ${vkey}`);
+  const [name, idHex, keyText] = [text.slice(0, a), text.slice(a + 1, b), text.slice(b + 1)];
   checkName(name);
   const raw = Buffer.from(keyText, 'base64');
   if (raw.length !== 33 || raw[0] !== COSIGNATURE_TYPE)

@@ -84,7 +84,11 @@ function startWitness(name: string): Promise<{ endpoint: WitnessEndpoint; child:
       const m = /witness listening on (\S+) (\S+)/.exec(out);
       if (m) {
         clearInterval(timer);
-        resolve({ endpoint: parseWitnessEndpoint(`${m[2]} ${m[1]}`), child });
+        try {
+          resolve({ endpoint: parseWitnessEndpoint(`${m[2]} ${m[1]}`), child });
+        } catch (err) {
+          reject(err);
+        }
       }
     }, 50);
     child.on('exit', (code) => {
@@ -142,6 +146,14 @@ describe('cosignatures (c2sp.org/tlog-cosignature)', () => {
       `witness.example/w1+${id.toString('hex')}+${Buffer.concat([Buffer.from([4]), key]).toString('base64')}`,
     );
     expect(parseWitnessVerifierKey(vkey).publicKey.export({ format: 'jwk' }).x).toBe(raw);
+    // Base64 keys hold '+' (about one in five keys here): the name and id end at the first two.
+    for (let i = 0; i < 50; i++) {
+      const k = generateKeyPairSync('ed25519').publicKey;
+      const v = witnessVerifierKey({ name: 'w.example/x', publicKey: k });
+      expect(parseWitnessVerifierKey(v).publicKey.export({ format: 'jwk' }).x).toBe(
+        k.export({ format: 'jwk' }).x,
+      );
+    }
     expect(() => parseWitnessVerifierKey(vkey.replace(/\+[0-9a-f]{8}\+/, '+00000000+'))).toThrow(/key id/);
 
     const note = signCheckpoint(signer, { origin: 'tenantry/audit/x', size: 5, root: Buffer.alloc(32, 7) });
@@ -267,5 +279,6 @@ describe('a witness process cosigning the audit log', () => {
     expect(await cosignCheckpoint(t.db, signer, forked, [endpoint])).toEqual([
       expect.objectContaining({ status: 'refused', httpStatus: 422 }),
     ]);
-  });
+    // Four processes start here (two witnesses, two CLI runs): minutes on a loaded 2-core machine.
+  }, 240_000);
 });

@@ -110,16 +110,16 @@ export class AuditService {
     return chainCheckpoint(this.db, this.signer, chain);
   }
 
-  /** The largest witness-cosigned checkpoint of the caller's chain's log, or of the chain named. */
-  async cosignedTreeHead(ctx: RequestContext, tenantRef?: string): Promise<CosignedTreeHead> {
+  /** The largest witness-cosigned checkpoint of the caller's chain's log, or of the chain named (null: none yet). */
+  async cosignedTreeHead(
+    ctx: RequestContext,
+    tenantRef?: string,
+  ): Promise<{ chain: string; cosigned: Omit<CosignedTreeHead, 'chain'> | null }> {
     const chain = (await this.chainOf(ctx, tenantRef)) ?? PLATFORM_CHAIN;
     const head = await cosignedCheckpoint(this.db, this.signer, chain);
-    if (!head)
-      throw new NotFoundError(
-        'audit.not_cosigned',
-        `No witness has cosigned a checkpoint of the log of ${chain} yet.`,
-      );
-    return head;
+    if (!head) return { chain, cosigned: null };
+    const { chain: _, ...cosigned } = head;
+    return { chain, cosigned };
   }
 
   /** The inclusion proof of one record in its chain's log; a tenant may ask only about its own. */

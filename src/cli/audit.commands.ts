@@ -245,12 +245,21 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
     .option('--cosigned', 'the largest checkpoint witnesses cosigned, with their cosignatures')
     .action((opts: { tenant?: string; cosigned?: boolean }) =>
       deps.run(async () => {
+        if (opts.cosigned) {
+          const { body } = await deps
+            .client()
+            .request<{ chain: string; cosigned: { checkpoint: string } | null }>(
+              'GET',
+              `/v1/audit/checkpoint/cosigned${query({ tenant: opts.tenant })}`,
+            );
+          if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+          else if (body.cosigned) process.stdout.write(body.cosigned.checkpoint);
+          else throw new Error(`no witness has cosigned a checkpoint of the log of ${body.chain} yet`);
+          return;
+        }
         const { body } = await deps
           .client()
-          .request<SignedTreeHead>(
-            'GET',
-            `/v1/audit/checkpoint${opts.cosigned ? '/cosigned' : ''}${query({ tenant: opts.tenant })}`,
-          );
+          .request<SignedTreeHead>('GET', `/v1/audit/checkpoint${query({ tenant: opts.tenant })}`);
         if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
         else process.stdout.write(body.checkpoint);
       }),

@@ -210,21 +210,31 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
         summary:
           "The largest checkpoint of a chain's log that witnesses cosigned (c2sp.org/tlog-cosignature)",
         description:
-          'The signed note with every witness cosignature kept for it (TENANTRY_AUDIT_WITNESSES). Check it ' +
-          'offline with `tenantry audit verify-checkpoint FILE --public-key PEM --witness VKEY`. 404 ' +
-          '`audit.not_cosigned` until a witness has cosigned this log.',
+          'The signed note with every witness cosignature kept for it (TENANTRY_AUDIT_WITNESSES); `cosigned` ' +
+          'is null until a witness has cosigned this log. Check it offline with ' +
+          '`tenantry audit verify-checkpoint FILE --public-key PEM --witness VKEY`.',
         tags,
         querystring: Type.Object({ tenant: Type.Optional(TenantRef) }, { additionalProperties: false }),
         response: {
           200: Type.Object(
             {
               chain: Type.String(),
-              size: Type.Integer(),
-              rootHash: Type.String(),
-              checkpoint: Type.String({ description: 'C2SP signed note with the witness cosignature lines' }),
-              witnesses: Type.Array(Type.String(), {
-                description: 'Names of the witnesses that cosigned it',
-              }),
+              cosigned: Type.Union([
+                Type.Object(
+                  {
+                    size: Type.Integer(),
+                    rootHash: Type.String(),
+                    checkpoint: Type.String({
+                      description: 'C2SP signed note with the witness cosignature lines',
+                    }),
+                    witnesses: Type.Array(Type.String(), {
+                      description: 'Names of the witnesses that cosigned it',
+                    }),
+                  },
+                  { additionalProperties: false },
+                ),
+                Type.Null(),
+              ]),
             },
             { additionalProperties: false },
           ),

@@ -25,6 +25,7 @@ import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
 import * as m0034 from './0034-audit-cosignatures.js';
+import * as m0036 from './0036-scoped-read.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -56,6 +57,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0029-releases': m0029,
   '0031-cell-agents': m0031,
   '0034-audit-cosignatures': m0034,
+  '0036-scoped-read': m0036,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

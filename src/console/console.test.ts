@@ -1,7 +1,10 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { settleWorkflows } from '../../test/helpers/workflows.js';
+import { createDb } from '../db/database.js';
 import { cookieName, newSession, SessionCodec, SignInCodes } from './console-session.js';
 import { html, raw } from './html.js';
 
@@ -27,21 +30,60 @@ describe('console session cookie (pure)', () => {
     expect(codec.open(codec.seal(busy), limits, 3_600_000)).toEqual({ kind: 'expired', why: 'absolute' });
   });
 
-  it('redeems a sign-in code once, and not after it expired', () => {
-    const codes = new SignInCodes(1000);
-    const a = codes.issue(0);
-    expect(codes.redeem(a, 10)).toBe(true);
-    expect(codes.redeem(a, 20)).toBe(false);
-    const b = codes.issue(0);
-    expect(codes.redeem(b, 1000)).toBe(false);
-    expect(codes.redeem('made-up', 0)).toBe(false);
-  });
-
   it('escapes every interpolated value unless it is markup', () => {
     const evil = '<script>alert("x")</script>';
     expect(html`<p title="${evil}">${evil}${raw('<b>ok</b>')}${[html`<i>${'&'}</i>`]}</p>`.text).toBe(
       '<p title="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;<b>ok</b><i>&amp;</i></p>',
     );
+  });
+});
+
+describe('console sign-in codes (in the database)', () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(() => t?.destroy());
+
+  it('redeems a sign-in code once, and not after it expired', async () => {
+    const codes = new SignInCodes(t.db, 1000);
+    const at = (ms: number) => new Date(Date.UTC(2026, 0, 1) + ms);
+    const a = await codes.issue(at(0));
+    expect(await codes.redeem(a, at(10))).toBe(true);
+    expect(await codes.redeem(a, at(20))).toBe(false);
+    const b = await codes.issue(at(0));
+    expect(await codes.redeem(b, at(1000))).toBe(false);
+    expect(await codes.redeem('made-up', at(0))).toBe(false);
+  });
+
+  it('keeps only the hash, and a code issued by one process is redeemed once by another', async () => {
+    const code = await new SignInCodes(t.db).issue();
+    const stored = await t.owner.query<{ code_hash: string }>('select code_hash from console_sign_in_codes');
+    expect(stored.rows.map((r) => r.code_hash)).not.toContain(code);
+    // Another process: its own pool over the same database.
+    const other = createDb(t.appUrl, 2, { platformUrl: t.platformUrl });
+    try {
+      const [x, y] = await Promise.all([
+        new SignInCodes(other).redeem(code),
+        new SignInCodes(t.db).redeem(code),
+      ]);
+      expect([x, y].filter(Boolean)).toHaveLength(1);
+    } finally {
+      await other.destroy();
+    }
+  });
+
+  it('refuses a tenant-scoped session the codes table (row-level security)', async () => {
+    await new SignInCodes(t.db).issue();
+    const other = createDb(t.appUrl, 1);
+    try {
+      const r = await other
+        .transaction()
+        .execute((trx) => sql<{ n: string }>`select count(*) as n from console_sign_in_codes`.execute(trx));
+      expect(Number(r.rows[0]?.n)).toBe(0);
+    } finally {
+      await other.destroy();
+    }
   });
 });
 
@@ -95,7 +137,7 @@ describe('console over HTTP', () => {
 
   it('signs in once with a one-time link, sets a hardened cookie, and signs out for good', async () => {
     const c = new Client(s.url);
-    const code = new URL(s.app.tenantryConsole.signInLink(s.url)).searchParams.get('code') ?? '';
+    const code = new URL(await s.app.tenantryConsole.signInLink(s.url)).searchParams.get('code') ?? '';
     const login = await c.form('/console/login', { code });
     expect(login.status).toBe(303);
     const setCookie = login.headers.get('set-cookie') ?? '';

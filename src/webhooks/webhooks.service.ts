@@ -2,7 +2,8 @@ import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
-import { NotFoundError } from '../errors/errors.js';
+import { isUuid } from '../domain/identifiers.js';
+import { NotFoundError, ValidationError } from '../errors/errors.js';
 import { writeInScope } from '../idempotency/idempotent-write.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 
@@ -97,8 +98,14 @@ export class WebhooksService {
   async deliveries(
     ctx: RequestContext,
     ref: string,
-    opts: { status?: DeliveryStatus; limit: number },
-  ): Promise<DeliveryView[]> {
+    opts: { status?: DeliveryStatus | undefined; limit: number; cursor?: string | undefined },
+  ): Promise<{ items: DeliveryView[]; nextCursor: string | null }> {
+    if (opts.cursor !== undefined && !isUuid(opts.cursor))
+      throw ValidationError.field(
+        '/cursor',
+        'cursor.invalid',
+        'The cursor is the id of a delivery of a page.',
+      );
     const endpoint = await this.endpointId(ctx, ref);
     return writeInScope(this.db, ctx, async (trx) => {
       const r = await sql<DeliveryRow>`
@@ -107,9 +114,17 @@ export class WebhooksService {
           coalesce((select json_agg(a order by a.id) from webhook_attempts a where a.delivery_id = d.id), '[]') as history
         from webhook_deliveries d join outbox_events o on o.id = d.event_id
         where d.endpoint_id = ${endpoint} ${opts.status ? sql`and d.status = ${opts.status}` : sql``}
-        order by d.created_at desc, d.seq desc
-        limit ${opts.limit}`.execute(trx);
-      return r.rows.map(toView);
+          ${
+            opts.cursor
+              ? sql`and (d.created_at, d.seq, d.id) < (select c.created_at, c.seq, c.id from webhook_deliveries c
+                  where c.id = ${opts.cursor} and c.endpoint_id = ${endpoint})`
+              : sql``
+          }
+        order by d.created_at desc, d.seq desc, d.id desc
+        limit ${opts.limit + 1}`.execute(trx);
+      // One more than the page tells whether there is a next page; its cursor is the page's last id.
+      const items = r.rows.slice(0, opts.limit).map(toView);
+      return { items, nextCursor: r.rows.length > opts.limit ? (items.at(-1)?.id ?? null) : null };
     });
   }
 

@@ -80,6 +80,14 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
             artifacts: [
               { service: 'api', image: 'registry.example.com/plan/api', digest: `sha256:${hex(32)}` },
             ],
+            provenance: {
+              commit: hex(20),
+              repository: 'https://git.example.com/plan',
+              pipelineRunId: 'run-2.0.0',
+              builder: 'ci.example.com',
+              lineage: [hex(20)],
+            },
+            validations: [{ name: 'unit-tests', passed: true }],
           },
         ),
       ],
@@ -146,6 +154,9 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     expect(states.length).toBeGreaterThan(0);
     expect(new Set(states)).toEqual(new Set(['Completed']));
     await accessible(page, 'tenant-workflow-done');
+    // Stopped here: the promotion approved below is to start, not to run against no runtime.
+    await engine.stop();
+    engine = undefined;
     await page.getByRole('link', { name: 'All workflows of this tenant' }).click();
     await page.getByRole('table', { name: 'Workflows, newest first' }).waitFor();
     await accessible(page, 'workflows');
@@ -163,10 +174,7 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     await page.getByRole('table', { name: 'Configurations' }).waitFor();
     await accessible(page, 'configurations');
     await page.goto(`${s.url}/console/releases`);
-    await page
-      .getByRole('link', { name: /plan.*2\.0\.0|2\.0\.0/ })
-      .first()
-      .waitFor();
+    await page.getByRole('link', { name: 'plan-2-0-0' }).waitFor();
     await accessible(page, 'releases');
     await page.getByRole('link', { name: 'Pipelines' }).click();
     await page.getByRole('link', { name: 'plan-pipeline' }).waitFor();

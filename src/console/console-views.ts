@@ -93,6 +93,16 @@ function stepsTable(steps: StepRecord[], caption: string): Html {
 }
 
 const isOpen = (w: Pick<Workflow, 'state'>) => OPEN_STATES.includes(w.state);
+/** `tenantry get` headers (`READY REPLICAS`) as words (`Ready replicas`). */
+const headerOf = (h: string) => `${h[0]}${h.slice(1).toLowerCase()}`;
+/** The owning tenant of a tenant's object: its slug where the spec names it, else its UUID. */
+function tenantLink(o: ApiObject): Html {
+  const slug = (o.spec as { tenant?: unknown }).tenant;
+  const uuid = o.metadata.tenantUuid ?? o.metadata.tenant;
+  if (typeof slug === 'string') return html`<a href="${hrefOf('Tenant', slug)}">${slug}</a>`;
+  if (!uuid) return html`—`;
+  return html`<a href="${hrefOf('Tenant', uuid)}" title="${uuid}">${uuid.slice(0, 8)}…</a>`;
+}
 
 export function registerConsoleViews(c: FastifyInstance, deps: ConsoleViewDeps, kit: ConsoleKit): void {
   const { registry, workflows } = deps;
@@ -233,10 +243,10 @@ ${await workflowSteps(ctx, id)}
 ${tenantScoped ? html`<label for="k-tenant">Tenant (slug or UUID)</label><input id="k-tenant" name="tenant" value="${tenant ?? ''}"> ` : ''}
 <label for="k-q">Search by slug</label><input id="k-q" name="q" type="search" value="${search ?? ''}"> <button type="submit">Filter</button></form>
 <table><caption>${title}</caption>
-<thead><tr><th scope="col">Name</th>${tenantScoped ? html`<th scope="col">Tenant</th>` : ''}${columns.map((col) => html`<th scope="col">${col.header.toLowerCase()}</th>`)}</tr></thead>
+<thead><tr><th scope="col">Name</th>${tenantScoped ? html`<th scope="col">Tenant</th>` : ''}${columns.map((col) => html`<th scope="col">${headerOf(col.header)}</th>`)}</tr></thead>
 <tbody>${res.items.map(
           (o: ApiObject) =>
-            html`<tr><td><a href="${hrefOf(kind, o.metadata.slug)}">${o.metadata.name}</a></td>${tenantScoped ? html`<td>${o.metadata.tenant ?? ''}</td>` : ''}${columns.map(
+            html`<tr><td><a href="${hrefOf(kind, o.metadata.slug)}">${o.metadata.name}</a></td>${tenantScoped ? html`<td>${tenantLink(o)}</td>` : ''}${columns.map(
               (col) => html`<td>${col.value(o as unknown as ObjectView, now)}</td>`,
             )}</tr>`,
         )}</tbody></table>
@@ -318,7 +328,8 @@ ${p.state === 'Running' ? html`<p><a href="${BASE}/workflows/${p.id}">The promot
         t,
       ) => html`<tr><td>${t.wave}</td><td><a href="${hrefOf('Tenant', t.tenant)}">${t.tenant}</a></td><td>${t.deployment}</td><td>${stateBadge(t.state)}</td>
 <td>${t.fromVersion ?? '—'}</td><td>${t.toVersion}</td><td>${t.reason ?? ''}${t.deferredUntil ? html` (until ${time(t.deferredUntil)})` : ''}</td></tr>`,
-    )}</tbody></table></div>`;
+    )}</tbody></table>
+${p.targets.length === 0 ? html`<p>The tenants are chosen when the promotion's workflow starts its first wave.</p>` : ''}</div>`;
   };
 
   c.get(

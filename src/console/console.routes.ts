@@ -524,12 +524,13 @@ ${done ? html`<p role="status" class="ok">Done: ${done}.</p>` : ''}
                         html`<button type="button" hx-get="${hrefOf('Tenant', refOf(o))}/confirm/${a}" hx-target="#confirm">${a[0]?.toUpperCase()}${a.slice(1)}…</button> `,
                     )}</div>
 <div id="confirm"></div></section>
-<section aria-labelledby="placement-h"><h2 id="placement-h">Placement</h2>${yamlBlock(o.status.placement ?? null, 'Placement')}</section>
-<p><a href="${hrefOf('Tenant', refOf(o))}/usage">Usage against quotas</a> · <a href="${BASE}/audit${qs({ tenant: o.metadata.uuid })}">Audit records</a> · <a href="${BASE}/events${qs({ tenant: o.metadata.uuid })}">Events</a></p>
 <section aria-labelledby="workflows-h"><h2 id="workflows-h">Workflows</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/workflows" hx-trigger="load" hx-swap="outerHTML">Loading…</div></section>
+<section aria-labelledby="placement-h"><h2 id="placement-h">Placement</h2>${yamlBlock(o.status.placement ?? null, 'Placement')}</section>
+<p><a href="${hrefOf('Tenant', refOf(o))}/usage">Usage against quotas</a> · <a href="${BASE}/audit${qs({ tenant: o.metadata.uuid })}">Audit records</a> · <a href="${BASE}/events${qs({ tenant: o.metadata.uuid })}">Events</a> · <a href="${BASE}/workflows${qs({ tenant: o.metadata.slug })}">Workflows</a>
+ · Runtime: <a href="${BASE}/services${qs({ tenant: o.metadata.slug })}">services</a>, <a href="${BASE}/scaling-policies${qs({ tenant: o.metadata.slug })}">scaling policies</a>, <a href="${BASE}/configurations${qs({ tenant: o.metadata.slug })}">configurations</a></p>
 <section aria-labelledby="children-h"><h2 id="children-h">Deployments</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/children" hx-trigger="load">Loading…</div></section>
 <section aria-labelledby="migrations-h"><h2 id="migrations-h">Migrations</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/migrations" hx-trigger="load">Loading…</div></section>
-<p>Runtime: <a href="${BASE}/services${qs({ tenant: o.metadata.slug })}">services</a> · <a href="${BASE}/scaling-policies${qs({ tenant: o.metadata.slug })}">scaling policies</a> · <a href="${BASE}/configurations${qs({ tenant: o.metadata.slug })}">configurations</a> · <a href="${BASE}/workflows${qs({ tenant: o.metadata.slug })}">workflows</a></p>`
+`
                 : kind === 'WebhookEndpoint'
                   ? html`<p><a href="${BASE}/webhooks/${o.metadata.uuid}">Deliveries and dead letter</a></p>`
                   : '';

@@ -30,9 +30,20 @@ export async function consoleBenchmark(server: BenchPostgres): Promise<Row[]> {
   try {
     await post(`${tenantryUrl}/v1/apply`, token, [BENCH_CUSTOMER, benchTenant('m0')]);
     await cloneTenants(owner, 'bench-eu-dev-m0', TENANTS - 1);
-    for (let i = 1; i <= 100; i++) {
-      await post(`${tenantryUrl}/v1/tenants/bench-eu-dev-m${i}/suspend`, token, {});
-      await post(`${tenantryUrl}/v1/tenants/bench-eu-dev-m${i}/resume`, token, {});
+    // A resume waits for the suspend's lifecycle workflow to end (409 workflow.in_progress before).
+    const settled = async () => {
+      for (;;) {
+        const r = await owner.query<{ n: number }>(
+          `select count(*)::int as n from workflows where state in ('Pending', 'Running', 'Compensating')`,
+        );
+        if (r.rows[0]?.n === 0) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    for (const action of ['suspend', 'resume']) {
+      for (let i = 1; i <= 100; i++)
+        await post(`${tenantryUrl}/v1/tenants/bench-eu-dev-m${i}/${action}`, token, {});
+      await settled();
     }
     const endpoint = (await post(`${tenantryUrl}/v1/webhook-endpoints`, token, {
       metadata: { name: 'bench-hook' },

@@ -181,8 +181,19 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     await accessible(page, 'pipelines');
     await page.goto(`${s.url}/console/tenants/circlek-eu-prod`);
     await page.getByText('No migrations.').waitFor();
+    // A cell whose agent joined shows it connected; the others are run by the control plane.
+    const join = await s.request('POST', '/v1/cells/eu-prod-silo-1/join-tokens', { body: {} });
+    expect(join.status, JSON.stringify(join.body)).toBe(201);
+    const joined = await s.request('POST', '/v1/agent/join', {
+      token: join.body.token,
+      body: { name: 'console-test-agent' },
+    });
+    expect(joined.status, JSON.stringify(joined.body)).toBe(200);
     await page.goto(`${s.url}/console/cells`);
-    await page.getByRole('columnheader', { name: 'Agent' }).waitFor();
+    const row = page.getByRole('row', { name: /eu-prod-silo-1/ });
+    await text(row, /Connected.*console-test-agent/);
+    await text(page.getByRole('row', { name: /eu-nonprod-1/ }), /none/);
+    await accessible(page, 'cells-agents');
     await page.context().close();
   });
 

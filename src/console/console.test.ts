@@ -73,6 +73,20 @@ describe('console sign-in codes (in the database)', () => {
     }
   });
 
+  it('signs in with a link printed before a restart, once', async () => {
+    const before = await startTestServer({ database: t });
+    const link = await before.app.tenantryConsole.signInLink(before.url);
+    await before.close();
+    const after = await startTestServer({ database: t });
+    try {
+      const code = new URL(link).searchParams.get('code') ?? '';
+      expect((await new Client(after.url).form('/console/login', { code })).status).toBe(303);
+      expect((await new Client(after.url).form('/console/login', { code })).status).toBe(401);
+    } finally {
+      await after.close();
+    }
+  });
+
   it('refuses a tenant-scoped session the codes table (row-level security)', async () => {
     await new SignInCodes(t.db).issue();
     const other = createDb(t.appUrl, 1);

@@ -266,6 +266,20 @@ describe('console over HTTP', () => {
       '/console/webhooks/nope?status=weird',
       '/console/cells?cursor=1',
       '/console/no-such-page',
+      '/console/webhooks/nope?cursor=not-a-uuid',
+      '/console/workflows?tenant=nope&state=weird&limit=-3',
+      '/console/workflows/not-a-uuid',
+      '/console/workflows/00000000-0000-0000-0000-000000000000/steps',
+      '/console/tenants/nope/workflows',
+      '/console/tenants/nope/migrations',
+      '/console/services?tenant=nope&cursor=zzz',
+      '/console/scaling-policies?cursor=%00',
+      '/console/configurations?tenant=%27%3B&cursor=%00',
+      '/console/releases?cursor=1',
+      '/console/pipelines?q=%25_%5C&cursor=eyJ4IjoxfQ',
+      '/console/promotions?system=nope&state=Maybe&limit=abc',
+      '/console/promotions/not-a-uuid',
+      '/console/promotions/00000000-0000-0000-0000-000000000000/detail',
     ];
     for (const path of bad) {
       const res = await c.fetch(path);
@@ -278,6 +292,8 @@ describe('console over HTTP', () => {
       ['/console/webhooks/nope/requeue', { deliveryIds: 'not-a-uuid' }],
       ['/console/tenants/nope/suspend', { confirm: 'nope' }],
       ['/console/tenants/circlek-eu-prod/suspend', { confirm: 'circlek-eu-prod', generation: 'abc' }],
+      ['/console/promotions/not-a-uuid/approve', { comment: 'x' }],
+      ['/console/promotions/00000000-0000-0000-0000-000000000000/approve', { comment: 'x'.repeat(501) }],
     ] as const) {
       const res = await c.form(path, body, csrf);
       expect(res.status, path).toBeGreaterThanOrEqual(400);

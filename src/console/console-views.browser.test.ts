@@ -52,6 +52,19 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     const applied = await s.request('POST', '/v1/apply', {
       body: [
         ...circleK(),
+        // A pool tenant and a dedicated cell, for a migration to silo.
+        ...(['shared', 'dedicated'] as const).map((tenancy) =>
+          doc(
+            'Cell',
+            { name: `eu-dev-${tenancy}` },
+            { region: 'eu', stage: 'nonprod', environmentTypes: ['dev'], tenancy, capacity: { tenants: 5 } },
+          ),
+        ),
+        doc(
+          'Tenant',
+          {},
+          { customer: 'circlek-europe', region: 'eu', environmentType: 'dev', isolation: 'pool' },
+        ),
         doc(
           'Service',
           { name: 'circlek-eu-prod-plan-api' },
@@ -179,8 +192,19 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     await page.getByRole('link', { name: 'Pipelines' }).click();
     await page.getByRole('link', { name: 'plan-pipeline' }).waitFor();
     await accessible(page, 'pipelines');
-    await page.goto(`${s.url}/console/tenants/circlek-eu-prod`);
+    await page.goto(`${s.url}/console/tenants/circlek-eu-dev`);
     await page.getByText('No migrations.').waitFor();
+    // A migration started through the API (no engine runs now: it waits, Pending).
+    const migration = await s.request('POST', '/v1/tenants/circlek-eu-dev/migrations', {
+      body: { isolation: 'silo' },
+    });
+    expect(migration.status, JSON.stringify(migration.body)).toBe(202);
+    await page.reload();
+    const migrations = page.getByRole('table', { name: 'Isolation migrations, newest first' });
+    await text(migrations, /silo in/);
+    await migrations.getByRole('link', { name: /^Workflow of migration/ }).click();
+    await page.getByRole('table', { name: 'Steps' }).waitFor();
+    await accessible(page, 'migration-workflow');
     // A cell whose agent joined shows it connected; the others are run by the control plane.
     const join = await s.request('POST', '/v1/cells/eu-prod-silo-1/join-tokens', { body: {} });
     expect(join.status, JSON.stringify(join.body)).toBe(201);

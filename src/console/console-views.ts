@@ -170,6 +170,13 @@ ${moreLink(items.length, limit, (l) => `${BASE}/workflows${qs({ tenant, state, l
 ${w.error ? html`<div class="error" role="alert">${w.error}</div>` : ''}
 ${stepsTable(w.steps, 'Steps')}</div>`;
   };
+  /** Retry (a Waiting workflow) and cancel (an open one), as /v1/workflows/:id/retry and /cancel. */
+  const workflowActions = (w: Workflow) =>
+    html`<p>${w.state === 'Waiting' ? html`<button type="button" hx-post="${BASE}/workflows/${w.id}/retry" hx-target="#workflow-result">Retry the failed step</button> ` : ''}${
+      ['Pending', 'Running', 'Waiting'].includes(w.state)
+        ? html`<button type="button" hx-post="${BASE}/workflows/${w.id}/cancel" hx-target="#workflow-result" hx-confirm="Cancel this ${w.type} workflow? Its completed steps are undone.">Cancel the workflow</button>`
+        : ''
+    }</p><div id="workflow-result" aria-live="polite"></div>`;
   c.get(
     '/workflows/:id',
     { config: { console: true, action: 'workflow.read' }, schema: { hide: true } },
@@ -177,7 +184,10 @@ ${stepsTable(w.steps, 'Steps')}</div>`;
       const ctx = ctxOf(request);
       const { id } = request.params as { id: string };
       const w = await workflows.get(ctx, id);
-      const body = html`<p>Tenant ${w.tenantSlug ? html`<a href="${hrefOf('Tenant', w.tenantSlug)}">${w.tenantSlug}</a>` : w.tenantId} · by ${w.actor.principal} · <code>${w.id}</code></p>
+      const done = one(query(request).done);
+      const body = html`${done ? html`<p role="status" class="ok">Done: ${done === 'retry' ? 'the failed step runs again' : 'cancel requested; completed steps are undone'}.</p>` : ''}
+<p>Tenant ${w.tenantSlug ? html`<a href="${hrefOf('Tenant', w.tenantSlug)}">${w.tenantSlug}</a>` : w.tenantId} · by ${w.actor.principal} · <code>${w.id}</code></p>
+${workflowActions(w)}
 ${await workflowSteps(ctx, id)}
 <section aria-labelledby="input-h"><h2 id="input-h">Input</h2><pre class="yaml" tabindex="0" aria-label="Input">${JSON.stringify(w.input, null, 2)}</pre></section>`;
       return full(request, reply, `Workflow ${w.type}`, 'workflows', body);
@@ -189,6 +199,21 @@ ${await workflowSteps(ctx, id)}
     async (request, reply) =>
       send(reply, await workflowSteps(ctxOf(request), (request.params as { id: string }).id)),
   );
+
+  for (const verb of ['retry', 'cancel'] as const)
+    c.post(
+      `/workflows/:id/${verb}`,
+      { config: { console: true, action: `workflow.${verb}` }, schema: { hide: true } },
+      async (request, reply) => {
+        const ctx = ctxOf(request);
+        const { id } = request.params as { id: string };
+        const w = verb === 'retry' ? await workflows.retry(ctx, id) : await workflows.cancel(ctx, id);
+        return reply
+          .code(204)
+          .header('hx-redirect', `${BASE}/workflows/${w.id}${qs({ done: verb })}`)
+          .send();
+      },
+    );
 
   // --- tenant migrations ---------------------------------------------------------------------
   c.get(

@@ -932,7 +932,7 @@ function sectionOf(kind: Kind): Section {
  */
 function agentOf(cell: ApiObject): Html {
   const c = cell.status.conditions.find((x) => x.type === 'AgentConnected');
-  if (!c) return html`<span title="the control plane's providers run this cell">none</span>`;
+  if (!c) return html`none <small>(the control plane's providers run it)</small>`;
   const cls = c.status === 'True' ? 'ready-true' : c.status === 'False' ? 'ready-false' : 'ready-unknown';
   return html`<span class="badge ${cls}">${c.status === 'True' ? 'Connected' : c.reason}</span> <small>${c.message}</small>`;
 }

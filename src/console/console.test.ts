@@ -333,4 +333,27 @@ describe('console over HTTP', () => {
     expect([403, 404]).toContain(act.status);
     expect((await s.request('GET', '/v1/tenants/circlek-us-prod')).body.status.lifecycle).toBe('Active');
   });
+
+  it('cancels an open workflow from its page, only with the CSRF token, and a tenant admin only its own', async () => {
+    const suspended = await s.request('POST', '/v1/tenants/circlek-eu-uat-dev/suspend');
+    expect(suspended.status).toBe(200);
+    const id = (await s.request('GET', '/v1/workflows?tenant=circlek-eu-uat-dev')).body.items[0].id;
+    const other = await s.token({ subject: 'eu-admin', tenant: 'circlek-eu-prod', roles: ['tenant-admin'] });
+    const admin = new Client(s.url);
+    expect((await admin.form('/console/login', { token: other })).status).toBe(303);
+    expect([403, 404]).toContain(
+      (await admin.form(`/console/workflows/${id}/cancel`, {}, await admin.csrf())).status,
+    );
+    const c = new Client(s.url);
+    await c.form('/console/login', { token: s.adminToken });
+    const page = await c.fetch(`/console/workflows/${id}`);
+    expect(page.text).toContain('Cancel the workflow');
+    expect((await c.form(`/console/workflows/${id}/cancel`, {})).status).toBe(403);
+    expect((await s.request('GET', `/v1/workflows/${id}`)).body.state).toBe('Pending');
+    const res = await c.form(`/console/workflows/${id}/cancel`, {}, await c.csrf());
+    expect(res.status).toBe(204);
+    expect(res.headers.get('hx-redirect')).toBe(`/console/workflows/${id}?done=cancel`);
+    expect((await s.request('GET', `/v1/workflows/${id}`)).body.state).toBe('Compensating');
+    expect((await c.form(`/console/workflows/${id}/retry`, {}, await c.csrf())).status).toBe(409);
+  });
 });

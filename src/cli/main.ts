@@ -170,7 +170,7 @@ program
     console.log(`  console:   ${instance.url}/console/`);
     if (issuer && instance.server)
       console.log(
-        `  sign in:   ${instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
+        `  sign in:   ${await instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
       );
     console.log(`  data:      ${instance.dataLocation}`);
     for (const line of providerLines(config)) console.log(line);

@@ -12,7 +12,9 @@ import {
   AuditCheckpointer,
   AuditSequencer,
   type AuditSigner,
+  cosignCheckpoint,
   loadAuditSigner,
+  parseWitnessEndpoint,
   publishCheckpoints,
 } from './audit/index.js';
 import type { Config } from './config/config.js';
@@ -270,11 +272,18 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
     });
+    const witnesses = config.auditWitnesses.map(parseWitnessEndpoint);
     // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
     const sequencer = new AuditSequencer(db, {
       // Each batch's logs get a signed checkpoint event, at most one per log per second.
-      onBatch: (batch) =>
-        publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }).then(() => undefined),
+      // With witnesses configured, each published checkpoint is submitted to them for cosigning.
+      onBatch: async (batch) => {
+        const published = await publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 });
+        for (const p of witnesses.length > 0 ? published : []) {
+          for (const o of await cosignCheckpoint(db, signer, p, witnesses))
+            if (o.status !== 'cosigned') log.warn({ witness: o }, 'audit checkpoint not cosigned');
+        }
+      },
       onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
     });
     sequencer.start();

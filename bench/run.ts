@@ -8,6 +8,7 @@ import os from 'node:os';
 import { type BenchPostgres, startBenchPostgres } from './lib/postgres.js';
 import { formatTable, type Measurement, type Row, writeResults } from './lib/results.js';
 import { settings } from './lib/settings.js';
+import { agentsBenchmark } from './suites/agents.js';
 import { auditBenchmark } from './suites/audit.js';
 import { authzBenchmark } from './suites/authz.js';
 import { changePathBenchmark } from './suites/change-path.js';
@@ -15,6 +16,7 @@ import { consoleBenchmark } from './suites/console.js';
 import { httpBenchmark } from './suites/http.js';
 import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
 import { memoryBenchmark } from './suites/memory.js';
+import { migrationBenchmark } from './suites/migration.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 import { webhookBenchmark } from './suites/webhooks.js';
@@ -67,6 +69,8 @@ const suites: Suite[] = [
     run: workflowBenchmark,
   },
   { name: 'console', title: 'Console pages with 10k tenants', run: consoleBenchmark },
+  { name: 'migration', title: 'Pool → silo migration (1M rows)', run: migrationBenchmark },
+  { name: 'agents', title: 'Cell agents (50 agents × 200 objects)', run: agentsBenchmark },
 ];
 // `npm run bench -- audit memory` runs only those suites (the table then has only their rows).
 const only = process.argv.slice(2);

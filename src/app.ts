@@ -12,7 +12,9 @@ import {
   AuditCheckpointer,
   AuditSequencer,
   type AuditSigner,
+  cosignCheckpoint,
   loadAuditSigner,
+  parseWitnessEndpoint,
   publishCheckpoints,
 } from './audit/index.js';
 import type { Config } from './config/config.js';
@@ -42,6 +44,7 @@ import { Metrics } from './observability/metrics.js';
 import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
+import { SecretStore } from './providers/postgres/secret-store.js';
 import { RegistryService } from './registry/registry.service.js';
 import { systemClock, withPromotions } from './releases/promotion-workflow.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
@@ -269,11 +272,18 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
     });
+    const witnesses = config.auditWitnesses.map(parseWitnessEndpoint);
     // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
     const sequencer = new AuditSequencer(db, {
       // Each batch's logs get a signed checkpoint event, at most one per log per second.
-      onBatch: (batch) =>
-        publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }).then(() => undefined),
+      // With witnesses configured, each published checkpoint is submitted to them for cosigning.
+      onBatch: async (batch) => {
+        const published = await publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 });
+        for (const p of witnesses.length > 0 ? published : []) {
+          for (const o of await cosignCheckpoint(db, signer, p, witnesses))
+            if (o.status !== 'cosigned') log.warn({ witness: o }, 'audit checkpoint not cosigned');
+        }
+      },
       onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
     });
     sequencer.start();
@@ -389,6 +399,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
         agents: new AgentService(db, config.agent, security.issuer, security.authorizer),
         server: `http://${loopback}:${port}`,
         providers,
+        secrets: new SecretStore(db, secretCipherFor(db, config)),
         dataDir: config.dataDir,
         logger: log.child({ component: 'agent' }),
         resyncMs: config.controller.resyncIntervalMs,

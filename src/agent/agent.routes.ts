@@ -3,6 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import type { IdentityHook } from '../http/identity.js';
 import { errorResponses } from '../http/schemas.js';
 import type { AgentService, StatusReport } from './agent.service.js';
+import type { CommandOutcome } from './agent-commands.js';
+import { AGENT_OPS } from './agent-ops.js';
 
 const Ref = Type.Object({
   ref: Type.String({ minLength: 1, maxLength: 300, description: 'cell slug or UUID' }),
@@ -231,6 +233,86 @@ export function registerAgentRoutes(
     async (request) => {
       const cellId = await agents.agentCell(identify(request), request.params.ref);
       return agents.report(cellId, request.body?.reports ?? []);
+    },
+  );
+
+  app.get<{ Params: { ref: string }; Querystring: { wait: number } }>(
+    '/v1/agent/:ref/commands',
+    {
+      config: { action: 'agent.commands', decidedBy: 'service' },
+      schema: {
+        operationId: 'getCellAgentCommands',
+        summary:
+          "Data-plane work the control plane's workflows ask of the agent (a purge's deletes, …); waits up to `wait` seconds for one",
+        tags: ['Agent'],
+        params: Ref,
+        querystring: Type.Object(
+          { wait: Type.Integer({ minimum: 0, maximum: 60, default: 0, description: 'seconds to wait' }) },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            commands: Type.Array(
+              Type.Object({
+                id: Uuid,
+                op: Type.Union(AGENT_OPS.map((o) => Type.Literal(o))),
+                input: Type.Unknown(),
+                attempts: Type.Integer(),
+              }),
+            ),
+          }),
+          ...errorResponses(400, 403, 404),
+        },
+      },
+    },
+    async (request) => {
+      const cellId = await agents.agentCell(identify(request), request.params.ref);
+      const abort = new AbortController();
+      request.raw.once('close', () => abort.abort());
+      return { commands: await agents.commands(cellId, request.query.wait * 1000, abort.signal) };
+    },
+  );
+
+  app.post<{ Params: { ref: string; id: string }; Body: CommandOutcome & { attempts: number } }>(
+    '/v1/agent/:ref/commands/:id/result',
+    {
+      config: { action: 'agent.command-result', decidedBy: 'service' },
+      schema: {
+        operationId: 'reportCellAgentCommand',
+        summary: "The agent's result of a command of its cell (the first result counts)",
+        tags: ['Agent'],
+        params: Type.Object({ ref: Ref.properties.ref, id: Uuid }),
+        body: Type.Union([
+          Type.Object(
+            { attempts: Type.Integer({ minimum: 1 }), ok: Type.Literal(true), output: Type.Unknown() },
+            { additionalProperties: false },
+          ),
+          Type.Object(
+            {
+              attempts: Type.Integer({ minimum: 1 }),
+              ok: Type.Literal(false),
+              error: Type.Object(
+                {
+                  message: Type.String({ maxLength: 2000 }),
+                  reason: Type.String({ pattern: '^[A-Z][A-Za-z0-9]{0,63}$' }),
+                  retryable: Type.Boolean(),
+                },
+                { additionalProperties: false },
+              ),
+            },
+            { additionalProperties: false },
+          ),
+        ]),
+        response: {
+          200: Type.Object({ accepted: Type.Boolean() }),
+          ...errorResponses(400, 403, 404, 422),
+        },
+      },
+    },
+    async (request) => {
+      const cellId = await agents.agentCell(identify(request), request.params.ref);
+      const { attempts, ...outcome } = request.body;
+      return agents.commandResult(cellId, request.params.id, attempts, outcome as CommandOutcome);
     },
   );
 

@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
@@ -18,6 +19,13 @@ import {
 import type { EventNotifier } from '../events/event-notifier.js';
 import type { BuiltinIssuer } from '../identity/builtin-issuer.js';
 import type { ObjectRow } from '../registry/object.repository.js';
+import {
+  type AgentCommand,
+  type CommandOutcome,
+  completeCommand,
+  hasOpenCommands,
+  pullCommands,
+} from './agent-commands.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
 
 /** The principal of a cell's agent credential, and of a join token for it. */
@@ -80,7 +88,12 @@ export class AgentService {
     private readonly notifier?: EventNotifier,
   ) {}
 
-  private readonly closing = new AbortController();
+  private readonly closing = (() => {
+    const c = new AbortController();
+    // Every waiting long poll (two per connected agent) listens to it.
+    setMaxListeners(0, c.signal);
+    return c;
+  })();
 
   /** Ends every waiting desired-state request now (the server is closing: no query after this). */
   close(): void {
@@ -395,9 +408,18 @@ export class AgentService {
     const deadline = Date.now() + waitMs;
     const closing = this.closing.signal;
     const signals = signal ? [closing, signal] : [closing];
+    // Events name their tenant: only those of this cell's tenants (and platform ones) wake this
+    // request, not every event of every cell (with 50 cells that herd recomputed 50 indexes per
+    // event). A tenant placed here meanwhile is seen at the next poll.
+    let tenants: Set<string> | undefined;
     for (;;) {
       if (closing.aborted) return 'unchanged';
       const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+      tenants ??= await asPlatform(this.db, async (trx) => {
+        const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(trx);
+        return new Set(r.rows.map((x) => x.id));
+      });
+      const ours = tenants;
       if (index.hash !== known) return index;
       const left = deadline - Date.now();
       if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
@@ -411,10 +433,60 @@ export class AgentService {
         const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
         for (const x of signals) x.addEventListener('abort', done, { once: true });
         // Desired-state changes (and lifecycle transitions) are events: look again at once.
-        const unsubscribe = this.notifier?.subscribe('tenantry_events', done);
+        const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
+          if (tenant === 'platform' || ours.has(tenant)) done();
+        });
       });
       if (signals.some((x) => x.aborted)) return 'unchanged';
     }
+  }
+
+  /**
+   * The cell's open commands (src/agent/agent-commands.ts), waiting up to `waitMs` for one. Woken by
+   * workflow notifications (a step that asks for a command runs in a workflow), else it polls.
+   */
+  async commands(cellId: string, waitMs: number, signal?: AbortSignal): Promise<AgentCommand[]> {
+    const deadline = Date.now() + waitMs;
+    const closing = this.closing.signal;
+    const signals = signal ? [closing, signal] : [closing];
+    for (;;) {
+      if (closing.aborted) return [];
+      if (await asPlatform(this.db, (trx) => hasOpenCommands(trx, cellId)))
+        return asPlatform(this.db, (trx) => pullCommands(trx, cellId));
+      const left = deadline - Date.now();
+      if (left <= 0 || signals.some((x) => x.aborted)) return [];
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(t);
+          for (const x of signals) x.removeEventListener('abort', done);
+          resolve();
+        };
+        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
+        for (const x of signals) x.addEventListener('abort', done, { once: true });
+      });
+    }
+  }
+
+  /** The agent's result of a command of its own cell; another cell's command is refused (403). */
+  async commandResult(
+    cellId: string,
+    id: string,
+    attempts: number,
+    outcome: CommandOutcome,
+  ): Promise<{ accepted: boolean }> {
+    return asPlatform(this.db, async (trx) => {
+      const r = await sql<{
+        cell_id: string;
+      }>`select cell_id from cell_agent_commands where id = ${id}`.execute(trx);
+      const owner = r.rows[0]?.cell_id;
+      if (!owner) throw new NotFoundError('agent.command_not_found', `No command ${id}.`, { ref: id });
+      if (owner !== cellId)
+        throw new ForbiddenError(
+          'agent.other_cell',
+          "An agent's credential reaches its own cell's commands only.",
+        );
+      return { accepted: await completeCommand(trx, cellId, id, attempts, outcome) };
+    });
   }
 
   /** Objects of the agent's cell by id; an id of another cell is refused (403). */

@@ -1,9 +1,12 @@
+import { setMaxListeners } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { type ObservedResource, ProviderError } from '../providers/provider.js';
 import type { Credential, StatusReport } from './agent.service.js';
+import type { AgentCommand, CommandOutcome } from './agent-commands.js';
+import { runAgentOp, type TenantSecrets } from './agent-ops.js';
 import type { DesiredItem, IndexEntry } from './desired-state.js';
 
 export interface CellAgentOptions {
@@ -17,6 +20,8 @@ export interface CellAgentOptions {
   stateDir: string;
   /** The providers, configured where the agent runs. */
   providers: ProviderSet;
+  /** The generated credentials its providers keep (for a purge's commands). */
+  secrets?: TenantSecrets;
   logger: Logger;
   name?: string;
   /** How often every object is reconciled again (drift repair), also while the server is away. */
@@ -50,6 +55,7 @@ class HttpError extends Error {
 
 const MAX_ATTEMPTS = 8;
 const BATCH = 500;
+const STATUS_BATCH = 100;
 
 const summary = (o: ObservedResource): string =>
   Object.entries(o.details)
@@ -85,7 +91,10 @@ export class CellAgent {
   /** Completed reconcile passes. */
   passes = 0;
 
-  constructor(private readonly o: CellAgentOptions) {}
+  constructor(private readonly o: CellAgentOptions) {
+    // Its loops, sleeps and requests all listen to one abort signal.
+    setMaxListeners(100, this.aborts.signal);
+  }
 
   private get file(): string {
     return path.join(this.o.stateDir, 'agent-state.json');
@@ -124,7 +133,7 @@ export class CellAgent {
       this.o.logger.info({ cell: c.cell.slug }, 'agent joined its cell');
     }
     this.running = true;
-    this.loops = [this.syncLoop(), this.heartbeatLoop()];
+    this.loops = [this.syncLoop(), this.heartbeatLoop(), this.commandLoop()];
     const resync = this.o.resyncMs ?? 30_000;
     this.resyncTimer = setInterval(() => this.kick(), resync);
     this.kick();
@@ -288,6 +297,90 @@ export class CellAgent {
     }
   }
 
+  /** Commands running now, and results not yet accepted (kept through a network cut). */
+  private readonly inFlight = new Set<string>();
+  private readonly results = new Map<string, { attempts: number; outcome: CommandOutcome }>();
+  /** Commands this agent completed (tests). */
+  commandsRun = 0;
+
+  /** Pulls the control plane's commands (long poll), runs them here, and reports each result. */
+  private async commandLoop(): Promise<void> {
+    let delay = 200;
+    while (this.running) {
+      try {
+        await this.sendResults();
+        const r = await this.call<{ commands: AgentCommand[] }>(
+          'GET',
+          `${this.cellPath('commands')}?wait=${this.results.size > 0 ? 1 : (this.o.waitSeconds ?? 25)}`,
+          this.bearer(),
+          undefined,
+          {},
+          ((this.o.waitSeconds ?? 25) + 10) * 1000,
+        );
+        this.regained();
+        for (const c of r.commands) {
+          if (this.inFlight.has(c.id) || this.results.has(c.id)) continue;
+          this.inFlight.add(c.id);
+          void this.runCommand(c);
+        }
+        delay = 200;
+      } catch (err) {
+        if (!this.running) return;
+        this.lost(err, 'commands');
+        await this.sleep(delay);
+        delay = Math.min(delay * 2, 5_000);
+      }
+    }
+  }
+
+  private async runCommand(c: AgentCommand): Promise<void> {
+    let outcome: CommandOutcome;
+    try {
+      const output = await runAgentOp(
+        { providers: this.o.providers, secrets: this.o.secrets },
+        c.op,
+        c.input,
+      );
+      outcome = { ok: true, output: output ?? null };
+    } catch (err) {
+      const e =
+        err instanceof ProviderError ? err : new ProviderError((err as Error).message, 'CommandFailed', true);
+      outcome = {
+        ok: false,
+        error: { message: e.message.slice(0, 2000), reason: e.reason.slice(0, 64), retryable: e.retryable },
+      };
+    }
+    this.commandsRun++;
+    this.results.set(c.id, { attempts: c.attempts, outcome });
+    this.inFlight.delete(c.id);
+    await this.sendResults().catch((err) => this.lost(err, 'command result'));
+  }
+
+  private sending: Promise<void> | undefined;
+
+  private async sendResults(): Promise<void> {
+    while (this.sending) await this.sending.catch(() => undefined);
+    this.sending = (async () => {
+      for (const [id, r] of [...this.results]) {
+        try {
+          await this.call('POST', this.cellPath(`commands/${id}/result`), this.bearer(), {
+            attempts: r.attempts,
+            ...r.outcome,
+          });
+        } catch (err) {
+          // Gone or refused for good (404, 403, 422): nothing to report it to; else try again later.
+          if (!(err instanceof HttpError) || err.status === 401 || err.status >= 500) throw err;
+        }
+        this.results.delete(id);
+      }
+    })();
+    try {
+      await this.sending;
+    } finally {
+      this.sending = undefined;
+    }
+  }
+
   private async heartbeatLoop(): Promise<void> {
     while (this.running) {
       await this.sleep(this.state!.heartbeatIntervalMs);
@@ -360,9 +453,10 @@ export class CellAgent {
 
   private async flushOnce(): Promise<void> {
     const pending = [...this.reports.values()].filter((r) => this.acked.get(r.id) !== JSON.stringify(r));
-    for (let i = 0; i < pending.length; i += BATCH) {
-      const batch = pending.slice(i, i + BATCH);
-      await this.call('POST', this.cellPath('status'), this.bearer(), { reports: batch });
+    // Each report is settled in a transaction of its own: batches small enough to answer well in time.
+    for (let i = 0; i < pending.length; i += STATUS_BATCH) {
+      const batch = pending.slice(i, i + STATUS_BATCH);
+      await this.call('POST', this.cellPath('status'), this.bearer(), { reports: batch }, {}, 60_000);
       this.regained();
       for (const r of batch) {
         this.acked.set(r.id, JSON.stringify(r));

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { ProviderSet } from '../controller/providers.js';
 import type { AgentService } from './agent.service.js';
+import type { TenantSecrets } from './agent-ops.js';
 import { CellAgent } from './cell-agent.js';
 
 export interface EmbeddedAgentsOptions {
@@ -11,6 +12,8 @@ export interface EmbeddedAgentsOptions {
   server: string;
   /** This process's providers (the embedded default's: local disk, the owner server's data plane, …). */
   providers: ProviderSet;
+  /** Where those providers keep generated credentials (the control-plane database, in process). */
+  secrets?: TenantSecrets;
   dataDir: string;
   logger: Logger;
   resyncMs: number;
@@ -56,6 +59,7 @@ export class EmbeddedAgents {
           joinToken: token,
           stateDir,
           providers: this.o.providers,
+          ...(this.o.secrets ? { secrets: this.o.secrets } : {}),
           logger: this.o.logger.child({ cell: cellId }),
           name: 'embedded',
           resyncMs: this.o.resyncMs,

@@ -40,6 +40,17 @@ describe('audit Merkle tree API', () => {
     expect(verifyConsistency(1, cp.size, hex(cons.body.proof), root1, cp.root)).toBe(true);
   });
 
+  it('serves the cosigned checkpoint once a witness cosigned one (null before), a tenant its own only', async () => {
+    const none = await s.request('GET', `/v1/audit/checkpoint/cosigned?tenant=${EU_PROD}`);
+    expect(none.status).toBe(200);
+    expect(none.body).toEqual({ chain: EU_PROD, cosigned: null });
+    const tenantToken = await s.token({ subject: 'eu-admin', tenant: EU_PROD, roles: ['tenant-admin'] });
+    expect(
+      (await s.request('GET', '/v1/audit/checkpoint/cosigned?tenant=platform', { token: tenantToken }))
+        .status,
+    ).toBe(403);
+  });
+
   it('refuses bad sizes with 4xx, and a tenant sees only its own log', async () => {
     const bad = await s.request('GET', `/v1/audit/consistency?tenant=${EU_PROD}&from=5000`);
     expect(bad.status).toBe(422);

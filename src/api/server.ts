@@ -141,7 +141,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     tracing: deps.tracing ?? false,
   });
   // The console's session cookie stands for the bearer token on console routes (before authentication).
-  const consoleAuth = await ConsoleAuth.create(config);
+  const consoleAuth = await ConsoleAuth.create(config, db);
   installConsoleSession(app, consoleAuth);
   // Before any route: every route must declare its authorization action (fail closed).
   installSecurity(app, security, db);
@@ -243,21 +243,20 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
-  registerWorkflowRoutes(
-    app,
+  const workflows =
     deps.workflows ??
-      new WorkflowsService(
-        db,
-        withPromotions(workflowTypes(db), { db, clock: deps.clock ?? systemClock, recheckMs: 30_000 }),
-      ),
-    new FreezesService(db),
-    identify,
-  );
+    new WorkflowsService(
+      db,
+      withPromotions(workflowTypes(db), { db, clock: deps.clock ?? systemClock, recheckMs: 30_000 }),
+    );
+  registerWorkflowRoutes(app, workflows, new FreezesService(db), identify);
   registerRetentionRoutes(app, deps.retention ?? new RetentionService(db), identify);
   if (security.issuer)
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
-  registerMigrationRoutes(app, new MigrationsService(db), identify);
-  registerReleaseRoutes(app, new PromotionsService(db, deps.clock ?? systemClock), identify);
+  const migrations = new MigrationsService(db);
+  registerMigrationRoutes(app, migrations, identify);
+  const promotions = new PromotionsService(db, deps.clock ?? systemClock);
+  registerReleaseRoutes(app, promotions, identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);
@@ -272,7 +271,18 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerWebhookRoutes(app, webhooks, identify, config.pageSizeMax);
   await registerConsole(
     app,
-    { config, registry, audit: deps.audit, security, events, webhooks, usage },
+    {
+      config,
+      registry,
+      audit: deps.audit,
+      security,
+      events,
+      webhooks,
+      usage,
+      workflows,
+      migrations,
+      promotions,
+    },
     consoleAuth,
   );
   app.decorate('tenantryConsole', consoleAuth);

@@ -1,5 +1,4 @@
 import { hash } from 'node:crypto';
-import { canonicalJson } from '../domain/diff.js';
 
 /**
  * The hashed form of one audit record (format v1). Every field is part of the hash, including the
@@ -55,19 +54,56 @@ const str = (s: string | null): string => (s === null ? 'null' : JSON.stringify(
 /**
  * `canonicalJson(documentOf(doc))`, written out for the fixed shape of format v1 (keys in sorted
  * order) so that verifying a million records is not dominated by sorting the same keys again;
- * the free-form values (before, after, decision) go through canonicalJson. A property test holds
+ * the free-form values (before, after, decision) go through canonicalValue. A property test holds
  * the two equal.
  */
 export function canonicalAuditJson(r: AuditDocument): string {
   return (
     `{"action":${str(r.action)},"actor":{"kind":${str(r.actor.kind)},"principal":${str(r.actor.principal)}}` +
-    `,"after":${canonicalJson(r.after)},"appId":${str(r.appId)},"before":${canonicalJson(r.before)},"chain":${str(r.chain)}` +
-    `,"correlationId":${str(r.correlationId)},"decision":${canonicalJson(r.decision)},"id":${str(r.id)}` +
+    `,"after":${canonicalValue(r.after)},"appId":${str(r.appId)},"before":${canonicalValue(r.before)},"chain":${str(r.chain)}` +
+    `,"correlationId":${str(r.correlationId)},"decision":${canonicalValue(r.decision)},"id":${str(r.id)}` +
     `,"outcome":${str(r.outcome)},"prevHash":${str(r.prevHash)},"requestId":${str(r.requestId)}` +
     `,"seq":${JSON.stringify(r.seq)},"sessionId":${str(r.sessionId)}` +
     `,"target":{"id":${str(r.target.id)},"kind":${str(r.target.kind)},"slug":${str(r.target.slug)}}` +
     `,"tenantId":${str(r.tenantId)},"time":${str(r.time)},"v":1}`
   );
+}
+
+/** Object keys as JSON strings, kept: a verification meets the same few keys a million times. */
+const keyTexts = new Map<string, string>();
+
+/**
+ * canonicalJson (src/domain/diff.ts), for the free-form values of a record: the same output
+ * (the property test above canonicalAuditJson holds them equal), without sorting keys that already
+ * come sorted and without stringifying the same key again.
+ */
+function canonicalValue(value: unknown): string {
+  if (typeof value !== 'object' || value === null) return JSON.stringify(value ?? null);
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i === 0 ? '' : ',') + canonicalValue(value[i]);
+    return `${out}]`;
+  }
+  const object = value as Record<string, unknown>;
+  const keys = Object.keys(object);
+  for (let i = 1; i < keys.length; i++) {
+    if (keys[i - 1]! > keys[i]!) {
+      keys.sort();
+      break;
+    }
+  }
+  let out = '{';
+  for (const k of keys) {
+    const v = object[k];
+    if (v === undefined) continue;
+    let text = keyTexts.get(k);
+    if (text === undefined) {
+      text = JSON.stringify(k);
+      if (keyTexts.size < 10_000) keyTexts.set(k, text);
+    }
+    out += `${out.length === 1 ? '' : ','}${text}:${canonicalValue(v)}`;
+  }
+  return `${out}}`;
 }
 
 /** Exactly the fields of format v1, whatever else the value carries (e.g. `hash`). */

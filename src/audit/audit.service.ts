@@ -28,6 +28,7 @@ import {
 } from './export-audit.js';
 import { type AuditPage, type AuditSearchQuery, searchAudit } from './search-audit.js';
 import { verifyAudit } from './verify-audit.js';
+import { type CosignedTreeHead, cosignedCheckpoint } from './witness-cosigning.js';
 
 /** Reads the extra trusted checkpoint keys (PEM files, e.g. the public keys of rotated-out signers). */
 export async function readTrustedKeys(files: readonly string[]): Promise<KeyObject[]> {
@@ -107,6 +108,18 @@ export class AuditService {
     const chain = (await this.chainOf(ctx, tenantRef)) ?? PLATFORM_CHAIN;
     await this.catchUp();
     return chainCheckpoint(this.db, this.signer, chain);
+  }
+
+  /** The largest witness-cosigned checkpoint of the caller's chain's log, or of the chain named (null: none yet). */
+  async cosignedTreeHead(
+    ctx: RequestContext,
+    tenantRef?: string,
+  ): Promise<{ chain: string; cosigned: Omit<CosignedTreeHead, 'chain'> | null }> {
+    const chain = (await this.chainOf(ctx, tenantRef)) ?? PLATFORM_CHAIN;
+    const head = await cosignedCheckpoint(this.db, this.signer, chain);
+    if (!head) return { chain, cosigned: null };
+    const { chain: _, ...cosigned } = head;
+    return { chain, cosigned };
   }
 
   /** The inclusion proof of one record in its chain's log; a tenant may ask only about its own. */

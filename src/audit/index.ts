@@ -29,6 +29,13 @@ export type { AuditProblem, AuditProblemCode, AuditVerification, ChainReport } f
 export { type PublishedCheckpoint, publishCheckpoints } from './checkpoint-events.js';
 export { AuditSigner, defaultSigningKeyFile, keyIdOf, loadAuditSigner } from './checkpoint-signer.js';
 export {
+  type CosignedCheckpoint,
+  openCosignedCheckpoint,
+  parseWitnessVerifierKey,
+  type Witness,
+  witnessVerifierKey,
+} from './cosignature.js';
+export {
   type AuditExportSummary,
   EXPORT_FORMAT,
   type ExportAuditOptions,
@@ -38,3 +45,11 @@ export {
 } from './export-audit.js';
 export { type AuditPage, type AuditSearchQuery, searchAudit } from './search-audit.js';
 export { type VerifyAuditOptions, verifyAudit } from './verify-audit.js';
+export {
+  type CosignedTreeHead,
+  cosignCheckpoint,
+  cosignedCheckpoint,
+  parseWitnessEndpoint,
+  type WitnessEndpoint,
+  type WitnessOutcome,
+} from './witness-cosigning.js';

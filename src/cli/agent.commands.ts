@@ -74,7 +74,11 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
         const config = loadConfig({ dataDir: opts.dataDir });
         const logger = createLogger(config.logLevel, process.stdout.isTTY === true);
         const dataplane = config.providers.dataplaneDatabaseUrl;
-        const secrets = dataplane ? new DataplaneSecretStore(dataplane) : undefined;
+        const { LocalFileKeyProvider } = await import('../secrets/index.js');
+        // Sealed at rest by the agent's own key file (in its folder unless TENANTRY_SECRETS_KEY_FILE says).
+        const secrets = dataplane
+          ? new DataplaneSecretStore(dataplane, new LocalFileKeyProvider(config.secretsKeyFile))
+          : undefined;
         const providers = createProviders({
           config,
           db: { secrets: secrets ?? (undefined as never) },
@@ -87,6 +91,7 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
           ...(joinToken ? { joinToken } : {}),
           stateDir: path.resolve(config.dataDir),
           providers,
+          ...(secrets ? { secrets } : {}),
           logger,
           name: opts.name,
           resyncMs: config.controller.resyncIntervalMs,

@@ -242,8 +242,21 @@ export function registerAuditCommands(program: Command, deps: AuditDeps): void {
       "the signed checkpoint (C2SP note) of a chain's Merkle tree; save it to verify against later",
     )
     .option('--tenant <tenant>', 'one tenant (UUID or slug), or "platform"')
-    .action((opts: { tenant?: string }) =>
+    .option('--cosigned', 'the largest checkpoint witnesses cosigned, with their cosignatures')
+    .action((opts: { tenant?: string; cosigned?: boolean }) =>
       deps.run(async () => {
+        if (opts.cosigned) {
+          const { body } = await deps
+            .client()
+            .request<{ chain: string; cosigned: { checkpoint: string } | null }>(
+              'GET',
+              `/v1/audit/checkpoint/cosigned${query({ tenant: opts.tenant })}`,
+            );
+          if (deps.output() !== 'table') console.log(JSON.stringify(body, null, 2));
+          else if (body.cosigned) process.stdout.write(body.cosigned.checkpoint);
+          else throw new Error(`no witness has cosigned a checkpoint of the log of ${body.chain} yet`);
+          return;
+        }
         const { body } = await deps
           .client()
           .request<SignedTreeHead>('GET', `/v1/audit/checkpoint${query({ tenant: opts.tenant })}`);

@@ -17,6 +17,7 @@ import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from
 import { registerReleaseCommands } from './releases.commands.js';
 import { registerRuntimeCommands, showDrift, showReplicas } from './runtime.commands.js';
 import { registerSecretsCommands } from './secrets.commands.js';
+import { registerWitnessCommands } from './witness.commands.js';
 import { registerWorkflowCommands, waitForWorkflow } from './workflows.commands.js';
 
 function filterParams(filters: string[] | undefined): URLSearchParams {
@@ -169,7 +170,7 @@ program
     console.log(`  console:   ${instance.url}/console/`);
     if (issuer && instance.server)
       console.log(
-        `  sign in:   ${instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
+        `  sign in:   ${await instance.server.tenantryConsole.signInLink(instance.url)} (once, 15 minutes)`,
       );
     console.log(`  data:      ${instance.dataLocation}`);
     for (const line of providerLines(config)) console.log(line);
@@ -750,5 +751,6 @@ registerRuntimeCommands(program, { client, output: () => globals().output, run }
 registerMigrationCommands(program, { client, output: () => globals().output, run });
 registerReleaseCommands(program, { client, output: () => globals().output, run });
 registerAgentCommands(program, { client, run });
+registerWitnessCommands(program, { run });
 
 await program.parseAsync(process.argv);

@@ -75,6 +75,10 @@ export const ConfigSchema = Type.Composite([
     auditTrustedKeyFiles: Type.Array(Type.String(), {
       description: 'Public keys (PEM files) of earlier checkpoint signers that verification still trusts.',
     }),
+    auditWitnesses: Type.Array(Type.String(), {
+      description:
+        'Witnesses that cosign audit checkpoints (TENANTRY_AUDIT_WITNESSES, comma-separated "<verifier key> <url>"; c2sp.org/tlog-witness).',
+    }),
     auditCheckpointIntervalMs: Type.Integer({
       minimum: 1,
       description: 'How often the chain heads are signed into a checkpoint (only when they moved).',
@@ -172,6 +176,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       : undefined,
     secretsKeyFile: path.resolve(env.TENANTRY_SECRETS_KEY_FILE || path.join(dataDir, 'secrets', 'kek.json')),
     auditTrustedKeyFiles: list(env.TENANTRY_AUDIT_TRUSTED_KEY_FILES, []).map((f) => path.resolve(f)),
+    auditWitnesses: list(env.TENANTRY_AUDIT_WITNESSES, []),
     auditCheckpointIntervalMs: integerSetting(
       'TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS',
       env.TENANTRY_AUDIT_CHECKPOINT_INTERVAL_MS,

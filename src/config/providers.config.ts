@@ -40,6 +40,10 @@ export const ProviderConfigSchema = Type.Object({
     description:
       'Data-plane PostgreSQL for database isolation; absent: a `<db>_dataplane` database on the owner server.',
   }),
+  dataplaneByRegion: Type.Record(Type.String(), Type.String(), {
+    description:
+      'A region (cell) with a data-plane PostgreSQL of its own: `TENANTRY_DATAPLANE_DATABASE_URL_US` (region migration copies between them).',
+  }),
 });
 export type ProviderConfig = Static<typeof ProviderConfigSchema>;
 
@@ -111,7 +115,12 @@ export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]):
       scaleIntervalMs: millis(env, 'TENANTRY_LOCAL_SCALE_INTERVAL_MS', 15_000, 100),
       scaleDownStabilizationMs: millis(env, 'TENANTRY_LOCAL_SCALE_DOWN_STABILIZATION_MS', 300_000, 0),
     },
-    providers: { dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined },
+    providers: {
+      dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined,
+      dataplaneByRegion: byRegion(env, regions, 'TENANTRY_DATAPLANE_DATABASE_URL', (v) =>
+        v.get('TENANTRY_DATAPLANE_DATABASE_URL'),
+      ),
+    },
     kubernetes: env.TENANTRY_KUBECONFIG
       ? { kubeconfig: env.TENANTRY_KUBECONFIG, context: env.TENANTRY_KUBE_CONTEXT || undefined }
       : undefined,

@@ -1,6 +1,8 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { sql } from 'kysely';
+import { asPlatform, type Db } from '../db/database.js';
 
 /**
  * A console sign-in, kept in the browser as one encrypted cookie (AES-256-GCM): the bearer token the
@@ -107,25 +109,39 @@ export async function loadSessionKey(file: string): Promise<Buffer> {
 export const defaultSessionKeyFile = (dataDir: string) => path.join(dataDir, 'console', 'session-key');
 
 /**
- * One-time sign-in codes of the built-in issuer (the link the first start prints): single use,
- * short-lived, held by the process that printed them (only hashes are kept).
+ * One-time sign-in codes of the built-in issuer (the link `tenantry serve` prints): single use,
+ * short-lived, kept in the database as their SHA-256 only, so a link printed by one process is
+ * redeemed by any process of the installation, also after a restart. Platform rows (RLS).
  */
 export class SignInCodes {
-  private readonly codes = new Map<string, number>();
-  constructor(private readonly ttlMs = 15 * 60_000) {}
+  constructor(
+    private readonly db: Db,
+    private readonly ttlMs = 15 * 60_000,
+  ) {}
 
-  issue(now = Date.now()): string {
+  async issue(now = new Date()): Promise<string> {
     const code = randomBytes(24).toString('base64url');
-    this.codes.set(createHash('sha256').update(code).digest('hex'), now + this.ttlMs);
+    const expires = new Date(now.getTime() + this.ttlMs);
+    await asPlatform(this.db, async (trx) => {
+      // Spent and expired codes are forgotten a day later.
+      await sql`delete from console_sign_in_codes where expires_at < ${new Date(now.getTime() - 86_400_000)}`.execute(
+        trx,
+      );
+      await sql`insert into console_sign_in_codes (code_hash, created_at, expires_at)
+        values (${hashOf(code)}, ${now}, ${expires})`.execute(trx);
+    });
     return code;
   }
 
-  /** True once per issued, unexpired code. */
-  redeem(code: string, now = Date.now()): boolean {
-    const h = createHash('sha256').update(code).digest('hex');
-    const until = this.codes.get(h);
-    this.codes.delete(h);
-    for (const [k, t] of this.codes) if (t <= now) this.codes.delete(k);
-    return until !== undefined && until > now;
+  /** True once per issued, unexpired code: the statement that checks it also spends it. */
+  async redeem(code: string, now = new Date()): Promise<boolean> {
+    const r = await asPlatform(this.db, (trx) =>
+      sql`update console_sign_in_codes set used_at = ${now}
+        where code_hash = ${hashOf(code)} and used_at is null and expires_at > ${now}
+        returning code_hash`.execute(trx),
+    );
+    return r.rows.length === 1;
   }
 }
+
+const hashOf = (code: string) => createHash('sha256').update(code).digest('hex');

@@ -93,7 +93,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
 
   async function signedInAsAdmin(): Promise<Page> {
     const page = await (await browser.newContext()).newPage();
-    await page.goto(s.app.tenantryConsole.signInLink(s.url));
+    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
     await page.getByRole('button', { name: 'Sign in', exact: true }).click();
     await page.waitForURL('**/console/tree');
     return page;
@@ -104,7 +104,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
     await page.goto(`${s.url}/console/tree`);
     await page.waitForURL('**/console/login');
     await accessible(page, 'login');
-    await page.goto(s.app.tenantryConsole.signInLink(s.url));
+    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
     await accessible(page, 'login-link');
     await page.getByRole('button', { name: 'Sign in', exact: true }).click();
     await page.waitForURL('**/console/tree');

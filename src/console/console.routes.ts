@@ -7,6 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
+import type { Db } from '../db/database.js';
 import {
   allowedActions,
   LIFECYCLE_ACTIONS,
@@ -21,7 +22,10 @@ import type { UsageService } from '../placement/usage.service.js';
 import { KIND_PATHS, KINDS, type Kind } from '../registry/kinds/index.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import type { ApiObject } from '../registry/representation.js';
+import type { PromotionsService } from '../releases/promotions.service.js';
+import type { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import type { DeliveryStatus, WebhooksService } from '../webhooks/webhooks.service.js';
+import type { WorkflowsService } from '../workflows/workflows.service.js';
 import {
   cookieName,
   csrfMatches,
@@ -32,6 +36,7 @@ import {
   type SessionLimits,
   SignInCodes,
 } from './console-session.js';
+import { type ConsoleKit, hrefOf, one, registerConsoleViews } from './console-views.js';
 import { type Html, html } from './html.js';
 import {
   BASE,
@@ -55,19 +60,23 @@ export interface ConsoleDeps {
   events: EventsService;
   webhooks: WebhooksService;
   usage: UsageService;
+  workflows: WorkflowsService;
+  migrations: MigrationsService;
+  promotions: PromotionsService;
 }
 
 /** The console's sign-in state shared by the session hook and the routes. */
 export class ConsoleAuth {
-  readonly codes = new SignInCodes();
   constructor(
+    readonly codes: SignInCodes,
     readonly codec: SessionCodec,
     readonly limits: SessionLimits,
     readonly oidc: OidcLogin | undefined,
   ) {}
 
-  static async create(config: Config): Promise<ConsoleAuth> {
+  static async create(config: Config, db: Db): Promise<ConsoleAuth> {
     return new ConsoleAuth(
+      new SignInCodes(db),
       new SessionCodec(await loadSessionKey(defaultSessionKeyFile(config.dataDir))),
       config.console,
       config.console.oidc ? new OidcLogin(config.console.oidc) : undefined,
@@ -75,8 +84,8 @@ export class ConsoleAuth {
   }
 
   /** A one-time sign-in link of the built-in issuer (a platform administrator), valid 15 minutes. */
-  signInLink(baseUrl: string): string {
-    return `${baseUrl}${BASE}/login?code=${this.codes.issue()}`;
+  async signInLink(baseUrl: string): Promise<string> {
+    return `${baseUrl}${BASE}/login?code=${await this.codes.issue()}`;
   }
 }
 
@@ -148,13 +157,10 @@ function asset(specifier: string): Buffer {
   return fs.readFileSync(createRequire(import.meta.url).resolve(specifier));
 }
 
-const one = (v: unknown): string | undefined =>
-  typeof v === 'string' && v.length > 0 ? v : Array.isArray(v) && typeof v[0] === 'string' ? v[0] : undefined;
 const many = (v: unknown): string[] =>
   typeof v === 'string' ? [v] : Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
 
 const refOf = (o: ApiObject) => o.metadata.slug;
-const hrefOf = (kind: Kind, ref: string) => `${BASE}/${KIND_PATHS[kind]}/${encodeURIComponent(ref)}`;
 
 /** The console: server-rendered pages and htmx fragments, each one authorised like the API route it mirrors. */
 export async function registerConsole(
@@ -300,7 +306,7 @@ ${
         const code = one(body.code);
         let token = one(body.token)?.trim();
         if (code) {
-          if (!security.issuer || !auth.codes.redeem(code))
+          if (!security.issuer || !(await auth.codes.redeem(code)))
             return loginPage(reply, { error: 'This sign-in link was used already or has expired.' }, 401);
           token = await security.issuer.mint({
             subject: 'console-admin',
@@ -518,9 +524,13 @@ ${done ? html`<p role="status" class="ok">Done: ${done}.</p>` : ''}
                         html`<button type="button" hx-get="${hrefOf('Tenant', refOf(o))}/confirm/${a}" hx-target="#confirm">${a[0]?.toUpperCase()}${a.slice(1)}…</button> `,
                     )}</div>
 <div id="confirm"></div></section>
+<section aria-labelledby="workflows-h"><h2 id="workflows-h">Workflows</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/workflows" hx-trigger="load" hx-swap="outerHTML">Loading…</div></section>
 <section aria-labelledby="placement-h"><h2 id="placement-h">Placement</h2>${yamlBlock(o.status.placement ?? null, 'Placement')}</section>
-<p><a href="${hrefOf('Tenant', refOf(o))}/usage">Usage against quotas</a> · <a href="${BASE}/audit${qs({ tenant: o.metadata.uuid })}">Audit records</a> · <a href="${BASE}/events${qs({ tenant: o.metadata.uuid })}">Events</a></p>
-<section aria-labelledby="children-h"><h2 id="children-h">Deployments</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/children" hx-trigger="load">Loading…</div></section>`
+<p><a href="${hrefOf('Tenant', refOf(o))}/usage">Usage against quotas</a> · <a href="${BASE}/audit${qs({ tenant: o.metadata.uuid })}">Audit records</a> · <a href="${BASE}/events${qs({ tenant: o.metadata.uuid })}">Events</a> · <a href="${BASE}/workflows${qs({ tenant: o.metadata.slug })}">Workflows</a>
+ · Runtime: <a href="${BASE}/services${qs({ tenant: o.metadata.slug })}">services</a>, <a href="${BASE}/scaling-policies${qs({ tenant: o.metadata.slug })}">scaling policies</a>, <a href="${BASE}/configurations${qs({ tenant: o.metadata.slug })}">configurations</a></p>
+<section aria-labelledby="children-h"><h2 id="children-h">Deployments</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/children" hx-trigger="load">Loading…</div></section>
+<section aria-labelledby="migrations-h"><h2 id="migrations-h">Migrations</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/migrations" hx-trigger="load">Loading…</div></section>
+`
                 : kind === 'WebhookEndpoint'
                   ? html`<p><a href="${BASE}/webhooks/${o.metadata.uuid}">Deliveries and dead letter</a></p>`
                   : '';
@@ -545,13 +555,7 @@ ${tenantPart}
                   html`<li class="diff-${d.op}"><code>${d.op} ${d.path}</code>${d.op !== 'add' ? html` from <code>${JSON.stringify(d.from)}</code>` : ''}${d.op !== 'remove' ? html` to <code>${JSON.stringify(d.to)}</code>` : ''}</li>`,
               )}</ul></li>`,
             )}</ol></section>`;
-            return full(
-              request,
-              reply,
-              `${kind} ${o.metadata.name}`,
-              kind === 'Cell' ? 'cells' : 'tree',
-              body,
-            );
+            return full(request, reply, `${kind} ${o.metadata.name}`, sectionOf(kind), body);
           },
         );
       }
@@ -793,7 +797,12 @@ ${pager(res.nextCursor ? `${BASE}/webhooks${qs({ cursor: res.nextCursor })}` : n
           const s = one((request.query as Record<string, unknown>).status) as DeliveryStatus | undefined;
           const status = s && STATUSES.includes(s) ? s : undefined;
           const endpoint = await registry.get(ctx, 'WebhookEndpoint', ref);
-          const items = await deps.webhooks.deliveries(ctx, ref, { status, limit: 50 });
+          const cursor = one((request.query as Record<string, unknown>).cursor);
+          const { items, nextCursor } = await deps.webhooks.deliveries(ctx, ref, {
+            status,
+            limit: PAGE,
+            cursor,
+          });
           const body = html`<p>${statusBadges(endpoint.status)} <code>${String((endpoint.spec as { url?: unknown }).url ?? '')}</code>
  · <a href="${hrefOf('WebhookEndpoint', endpoint.metadata.uuid)}">Spec and lineage</a></p>
 <nav aria-label="Delivery status"><a href="${BASE}/webhooks/${ref}">All</a> · ${STATUSES.map(
@@ -802,7 +811,7 @@ ${pager(res.nextCursor ? `${BASE}/webhooks${qs({ cursor: res.nextCursor })}` : n
           )}</nav>
 <p><button type="button" hx-post="${BASE}/webhooks/${ref}/requeue" hx-target="#requeued">Requeue all dead deliveries</button></p>
 <div id="requeued" aria-live="polite"></div>
-<table><caption>Deliveries (newest 50)</caption>
+<table><caption>Deliveries, newest first</caption>
 <thead><tr><th scope="col">Event</th><th scope="col">Seq</th><th scope="col">Status</th><th scope="col">Attempts</th><th scope="col">Last</th><th scope="col">Action</th></tr></thead>
 <tbody>${items.map(
             (d) => html`<tr><td>${d.eventType}<details><summary>Attempts</summary><ol>${d.history.map(
@@ -810,7 +819,8 @@ ${pager(res.nextCursor ? `${BASE}/webhooks${qs({ cursor: res.nextCursor })}` : n
                 html`<li>${a.startedAt}: ${a.trigger}, ${a.statusCode ?? 'no response'} in ${a.latencyMs} ms${a.error ? html`, ${a.error}` : ''}${a.responseExcerpt ? html` <code>${a.responseExcerpt}</code>` : ''}</li>`,
             )}</ol></details></td><td>${d.sequence}</td><td>${d.status}</td><td>${d.attempts}</td><td>${d.lastStatus ?? ''} ${d.lastError ?? ''}</td>
 <td>${d.status === 'dead' ? html`<button type="button" hx-post="${BASE}/webhooks/${ref}/requeue" hx-vals='${JSON.stringify({ deliveryIds: d.id })}' hx-target="#requeued" aria-label="Requeue delivery ${d.id}">Requeue</button>` : ''}</td></tr>`,
-          )}</tbody></table>`;
+          )}</tbody></table>
+${pager(nextCursor ? `${BASE}/webhooks/${ref}${qs({ status, cursor: nextCursor })}` : null)}`;
           return full(request, reply, `Webhook ${endpoint.metadata.name}`, 'webhooks', body);
         },
       );
@@ -842,7 +852,7 @@ ${pager(res.nextCursor ? `${BASE}/webhooks${qs({ cursor: res.nextCursor })}` : n
           const cursor = one((request.query as Record<string, unknown>).cursor);
           const res = await listPage(ctx, 'Cell', {}, cursor);
           const body = html`<table><caption>Cells and their capacity</caption>
-<thead><tr><th scope="col">Cell</th><th scope="col">Region</th><th scope="col">Stage</th><th scope="col">Tenancy</th><th scope="col">Tenants</th><th scope="col">Status</th></tr></thead>
+<thead><tr><th scope="col">Cell</th><th scope="col">Region</th><th scope="col">Stage</th><th scope="col">Tenancy</th><th scope="col">Tenants</th><th scope="col">Agent</th><th scope="col">Status</th></tr></thead>
 <tbody>${res.items.map((o) => {
             const spec = o.spec as {
               region?: string;
@@ -853,12 +863,15 @@ ${pager(res.nextCursor ? `${BASE}/webhooks${qs({ cursor: res.nextCursor })}` : n
             const cap = spec.capacity?.tenants;
             const used = o.status.allocated ?? 0;
             return html`<tr><td><a href="${hrefOf('Cell', o.metadata.slug)}">${o.metadata.name}</a></td><td>${spec.region}</td><td>${spec.stage}</td><td>${spec.tenancy}</td>
-<td>${used}${cap !== undefined ? html` of ${cap} <meter min="0" max="${cap}" value="${Math.min(used, cap)}" aria-label="${o.metadata.name}: ${used} of ${cap} tenants">${used}/${cap}</meter>` : ''}</td><td>${statusBadges(o.status)}</td></tr>`;
+<td>${used}${cap !== undefined ? html` of ${cap} <meter min="0" max="${cap}" value="${Math.min(used, cap)}" aria-label="${o.metadata.name}: ${used} of ${cap} tenants">${used}/${cap}</meter>` : ''}</td><td>${agentOf(o)}</td><td>${statusBadges(o.status)}</td></tr>`;
           })}</tbody></table>
 ${pager(res.nextCursor ? `${BASE}/cells${qs({ cursor: res.nextCursor })}` : null)}`;
           return full(request, reply, 'Cells', 'cells', body);
         },
       );
+
+      const kit: ConsoleKit = { ctxOf, send, full };
+      registerConsoleViews(c, deps, kit);
     },
     { prefix: BASE },
   );
@@ -902,6 +915,26 @@ function usageCharts(history: { version: number; time: string; usage: unknown }[
     return html`<li><svg role="img" aria-label="${words}" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}">
 <polyline fill="none" stroke="#0b4f9c" stroke-width="2" points="${line}"/></svg> ${words}</li>`;
   })}</ul></section>`;
+}
+
+/** Where each kind's pages sit in the navigation. */
+function sectionOf(kind: Kind): Section {
+  if (kind === 'Cell') return 'cells';
+  if (kind === 'Service' || kind === 'ScalingPolicy' || kind === 'Configuration') return 'runtime';
+  if (kind === 'Release' || kind === 'Pipeline') return 'releases';
+  if (kind === 'WebhookEndpoint') return 'webhooks';
+  return 'tree';
+}
+
+/**
+ * A cell's agent as its AgentConnected condition says (src/agent): connected, lost (Unknown, with
+ * the last heartbeat), revoked; no condition means the control plane's providers run the cell.
+ */
+function agentOf(cell: ApiObject): Html {
+  const c = cell.status.conditions.find((x) => x.type === 'AgentConnected');
+  if (!c) return html`none <small>(the control plane's providers run it)</small>`;
+  const cls = c.status === 'True' ? 'ready-true' : c.status === 'False' ? 'ready-false' : 'ready-unknown';
+  return html`<span class="badge ${cls}">${c.status === 'True' ? 'Connected' : c.reason}</span> <small>${c.message}</small>`;
 }
 
 function principalOf(actor: unknown): string {

@@ -1,7 +1,10 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
+import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { settleWorkflows } from '../../test/helpers/workflows.js';
+import { createDb } from '../db/database.js';
 import { cookieName, newSession, SessionCodec, SignInCodes } from './console-session.js';
 import { html, raw } from './html.js';
 
@@ -27,21 +30,74 @@ describe('console session cookie (pure)', () => {
     expect(codec.open(codec.seal(busy), limits, 3_600_000)).toEqual({ kind: 'expired', why: 'absolute' });
   });
 
-  it('redeems a sign-in code once, and not after it expired', () => {
-    const codes = new SignInCodes(1000);
-    const a = codes.issue(0);
-    expect(codes.redeem(a, 10)).toBe(true);
-    expect(codes.redeem(a, 20)).toBe(false);
-    const b = codes.issue(0);
-    expect(codes.redeem(b, 1000)).toBe(false);
-    expect(codes.redeem('made-up', 0)).toBe(false);
-  });
-
   it('escapes every interpolated value unless it is markup', () => {
     const evil = '<script>alert("x")</script>';
     expect(html`<p title="${evil}">${evil}${raw('<b>ok</b>')}${[html`<i>${'&'}</i>`]}</p>`.text).toBe(
       '<p title="&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;">&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;<b>ok</b><i>&amp;</i></p>',
     );
+  });
+});
+
+describe('console sign-in codes (in the database)', () => {
+  let t: TestDatabase;
+  beforeAll(async () => {
+    t = await createTestDatabase();
+  });
+  afterAll(() => t?.destroy());
+
+  it('redeems a sign-in code once, and not after it expired', async () => {
+    const codes = new SignInCodes(t.db, 1000);
+    const at = (ms: number) => new Date(Date.UTC(2026, 0, 1) + ms);
+    const a = await codes.issue(at(0));
+    expect(await codes.redeem(a, at(10))).toBe(true);
+    expect(await codes.redeem(a, at(20))).toBe(false);
+    const b = await codes.issue(at(0));
+    expect(await codes.redeem(b, at(1000))).toBe(false);
+    expect(await codes.redeem('made-up', at(0))).toBe(false);
+  });
+
+  it('keeps only the hash, and a code issued by one process is redeemed once by another', async () => {
+    const code = await new SignInCodes(t.db).issue();
+    const stored = await t.owner.query<{ code_hash: string }>('select code_hash from console_sign_in_codes');
+    expect(stored.rows.map((r) => r.code_hash)).not.toContain(code);
+    // Another process: its own pool over the same database.
+    const other = createDb(t.appUrl, 2, { platformUrl: t.platformUrl });
+    try {
+      const [x, y] = await Promise.all([
+        new SignInCodes(other).redeem(code),
+        new SignInCodes(t.db).redeem(code),
+      ]);
+      expect([x, y].filter(Boolean)).toHaveLength(1);
+    } finally {
+      await other.destroy();
+    }
+  });
+
+  it('signs in with a link printed before a restart, once', async () => {
+    const before = await startTestServer({ database: t });
+    const link = await before.app.tenantryConsole.signInLink(before.url);
+    await before.close();
+    const after = await startTestServer({ database: t });
+    try {
+      const code = new URL(link).searchParams.get('code') ?? '';
+      expect((await new Client(after.url).form('/console/login', { code })).status).toBe(303);
+      expect((await new Client(after.url).form('/console/login', { code })).status).toBe(401);
+    } finally {
+      await after.close();
+    }
+  });
+
+  it('refuses a tenant-scoped session the codes table (row-level security)', async () => {
+    await new SignInCodes(t.db).issue();
+    const other = createDb(t.appUrl, 1);
+    try {
+      const r = await other
+        .transaction()
+        .execute((trx) => sql<{ n: string }>`select count(*) as n from console_sign_in_codes`.execute(trx));
+      expect(Number(r.rows[0]?.n)).toBe(0);
+    } finally {
+      await other.destroy();
+    }
   });
 });
 
@@ -95,7 +151,7 @@ describe('console over HTTP', () => {
 
   it('signs in once with a one-time link, sets a hardened cookie, and signs out for good', async () => {
     const c = new Client(s.url);
-    const code = new URL(s.app.tenantryConsole.signInLink(s.url)).searchParams.get('code') ?? '';
+    const code = new URL(await s.app.tenantryConsole.signInLink(s.url)).searchParams.get('code') ?? '';
     const login = await c.form('/console/login', { code });
     expect(login.status).toBe(303);
     const setCookie = login.headers.get('set-cookie') ?? '';
@@ -210,6 +266,20 @@ describe('console over HTTP', () => {
       '/console/webhooks/nope?status=weird',
       '/console/cells?cursor=1',
       '/console/no-such-page',
+      '/console/webhooks/nope?cursor=not-a-uuid',
+      '/console/workflows?tenant=nope&state=weird&limit=-3',
+      '/console/workflows/not-a-uuid',
+      '/console/workflows/00000000-0000-0000-0000-000000000000/steps',
+      '/console/tenants/nope/workflows',
+      '/console/tenants/nope/migrations',
+      '/console/services?tenant=nope&cursor=zzz',
+      '/console/scaling-policies?cursor=%00',
+      '/console/configurations?tenant=%27%3B&cursor=%00',
+      '/console/releases?cursor=1',
+      '/console/pipelines?q=%25_%5C&cursor=eyJ4IjoxfQ',
+      '/console/promotions?system=nope&state=Maybe&limit=abc',
+      '/console/promotions/not-a-uuid',
+      '/console/promotions/00000000-0000-0000-0000-000000000000/detail',
     ];
     for (const path of bad) {
       const res = await c.fetch(path);
@@ -222,6 +292,8 @@ describe('console over HTTP', () => {
       ['/console/webhooks/nope/requeue', { deliveryIds: 'not-a-uuid' }],
       ['/console/tenants/nope/suspend', { confirm: 'nope' }],
       ['/console/tenants/circlek-eu-prod/suspend', { confirm: 'circlek-eu-prod', generation: 'abc' }],
+      ['/console/promotions/not-a-uuid/approve', { comment: 'x' }],
+      ['/console/promotions/00000000-0000-0000-0000-000000000000/approve', { comment: 'x'.repeat(501) }],
     ] as const) {
       const res = await c.form(path, body, csrf);
       expect(res.status, path).toBeGreaterThanOrEqual(400);
@@ -260,5 +332,28 @@ describe('console over HTTP', () => {
     );
     expect([403, 404]).toContain(act.status);
     expect((await s.request('GET', '/v1/tenants/circlek-us-prod')).body.status.lifecycle).toBe('Active');
+  });
+
+  it('cancels an open workflow from its page, only with the CSRF token, and a tenant admin only its own', async () => {
+    const suspended = await s.request('POST', '/v1/tenants/circlek-eu-uat-dev/suspend');
+    expect(suspended.status).toBe(200);
+    const id = (await s.request('GET', '/v1/workflows?tenant=circlek-eu-uat-dev')).body.items[0].id;
+    const other = await s.token({ subject: 'eu-admin', tenant: 'circlek-eu-prod', roles: ['tenant-admin'] });
+    const admin = new Client(s.url);
+    expect((await admin.form('/console/login', { token: other })).status).toBe(303);
+    expect([403, 404]).toContain(
+      (await admin.form(`/console/workflows/${id}/cancel`, {}, await admin.csrf())).status,
+    );
+    const c = new Client(s.url);
+    await c.form('/console/login', { token: s.adminToken });
+    const page = await c.fetch(`/console/workflows/${id}`);
+    expect(page.text).toContain('Cancel the workflow');
+    expect((await c.form(`/console/workflows/${id}/cancel`, {})).status).toBe(403);
+    expect((await s.request('GET', `/v1/workflows/${id}`)).body.state).toBe('Pending');
+    const res = await c.form(`/console/workflows/${id}/cancel`, {}, await c.csrf());
+    expect(res.status).toBe(204);
+    expect(res.headers.get('hx-redirect')).toBe(`/console/workflows/${id}?done=cancel`);
+    expect((await s.request('GET', `/v1/workflows/${id}`)).body.state).toBe('Compensating');
+    expect((await c.form(`/console/workflows/${id}/retry`, {}, await c.csrf())).status).toBe(409);
   });
 });

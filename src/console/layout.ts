@@ -22,6 +22,9 @@ const NAV = [
   ['events', 'Events'],
   ['webhooks', 'Webhooks'],
   ['cells', 'Cells'],
+  ['workflows', 'Workflows'],
+  ['runtime', 'Runtime'],
+  ['releases', 'Releases'],
 ] as const;
 export type Section = (typeof NAV)[number][0];
 
@@ -156,5 +159,11 @@ button { cursor: pointer; }
 .diff-add { color: #0a5c1d; } .diff-remove { color: #9b1111; }
 dialog { max-width: 32rem; }
 meter { width: 12rem; }
+nav.tabs ul { list-style: none; display: flex; gap: 1rem; padding: 0; margin: 0 0 .5rem; border-bottom: 1px solid #ccc; }
+nav.tabs a { display: inline-block; padding: .25rem 0; } nav.tabs a[aria-current="page"] { font-weight: 700; border-bottom: 3px solid #12263f; }
+.state-completed, .state-succeeded, .state-delivered, .state-updated { background: #d7f5dd; }
+.state-failed, .state-compensated, .state-cancelled, .state-dead { background: #fbd9d9; }
+.state-running, .state-pending, .state-waiting, .state-compensating, .state-awaitingapproval { background: #fff4cc; }
+form[role="search"] { margin: .5rem 0; }
 ul.charts { list-style: none; padding: 0; } ul.charts svg { border-bottom: 1px solid #ccc; vertical-align: middle; }
 `;

@@ -548,6 +548,13 @@ export interface CellJoinTokensTable {
   used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   embedded: Generated<boolean>;
 }
+/** Table console_sign_in_codes (src/console/console-session.ts). */
+export interface ConsoleSignInCodesTable {
+  code_hash: string;
+  created_at: Timestamp;
+  expires_at: Timestamp;
+  used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
 /** Table legal_holds. */
 export interface LegalHoldsTable {
   id: Generated<string>;
@@ -660,6 +667,7 @@ export interface Database {
   audit_trees: AuditTreesTable;
   cell_agents: CellAgentsTable;
   cell_join_tokens: CellJoinTokensTable;
+  console_sign_in_codes: ConsoleSignInCodesTable;
   legal_holds: LegalHoldsTable;
   service_clients: ServiceClientsTable;
   tenant_migrations: TenantMigrationsTable;

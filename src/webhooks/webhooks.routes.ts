@@ -60,11 +60,19 @@ export function registerWebhookRoutes(
               Type.Union([Type.Literal('pending'), Type.Literal('delivered'), Type.Literal('dead')]),
             ),
             limit: Type.Optional(Type.Integer({ minimum: 1, maximum: pageSizeMax, default: 50 })),
+            cursor: Type.Optional(
+              Type.String({ format: 'uuid', description: 'nextCursor of the previous page' }),
+            ),
           },
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ items: Type.Array(Type.Ref('WebhookDelivery')) }),
+          200: Type.Object({
+            items: Type.Array(Type.Ref('WebhookDelivery')),
+            nextCursor: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], {
+              description: 'The next page (older deliveries), or null on the last page',
+            }),
+          }),
           ...errorResponses(400, 404),
         },
       },
@@ -72,8 +80,8 @@ export function registerWebhookRoutes(
     async (request) => {
       const ctx = await identify(request);
       const { ref } = request.params as { ref: string };
-      const q = request.query as { status?: DeliveryStatus; limit?: number };
-      return { items: await webhooks.deliveries(ctx, ref, { status: q.status, limit: q.limit ?? 50 }) };
+      const q = request.query as { status?: DeliveryStatus; limit?: number; cursor?: string };
+      return webhooks.deliveries(ctx, ref, { status: q.status, limit: q.limit ?? 50, cursor: q.cursor });
     },
   );
 

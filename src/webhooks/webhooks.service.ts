@@ -2,7 +2,8 @@ import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Db } from '../db/database.js';
-import { NotFoundError } from '../errors/errors.js';
+import { isUuid } from '../domain/identifiers.js';
+import { NotFoundError, ValidationError } from '../errors/errors.js';
 import { writeInScope } from '../idempotency/idempotent-write.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 
@@ -97,19 +98,42 @@ export class WebhooksService {
   async deliveries(
     ctx: RequestContext,
     ref: string,
-    opts: { status?: DeliveryStatus; limit: number },
-  ): Promise<DeliveryView[]> {
+    opts: { status?: DeliveryStatus | undefined; limit: number; cursor?: string | undefined },
+  ): Promise<{ items: DeliveryView[]; nextCursor: string | null }> {
+    if (opts.cursor !== undefined && !isUuid(opts.cursor))
+      throw ValidationError.field(
+        '/cursor',
+        'cursor.invalid',
+        'The cursor is the id of a delivery of a page.',
+      );
     const endpoint = await this.endpointId(ctx, ref);
     return writeInScope(this.db, ctx, async (trx) => {
+      // The page is chosen from the deliveries alone (one range of webhook_deliveries_endpoint_recent),
+      // then its events and attempts are joined. The row-level-security predicate makes the planner
+      // guess a few dozen rows per endpoint, so it would rather sort them all than walk the index in
+      // order: with 20,000 deliveries 144 ms against 0.2 ms (EXPLAIN ANALYZE). Sorting is
+      // discouraged for this transaction only; the index then gives the order.
+      await sql`set local enable_sort = off`.execute(trx);
       const r = await sql<DeliveryRow>`
         select d.id, d.event_id, o.type, o.tenant_id as event_tenant_id, d.seq, d.status, d.attempts,
           d.next_attempt_at, d.last_status, d.last_error, d.created_at, d.updated_at,
           coalesce((select json_agg(a order by a.id) from webhook_attempts a where a.delivery_id = d.id), '[]') as history
-        from webhook_deliveries d join outbox_events o on o.id = d.event_id
-        where d.endpoint_id = ${endpoint} ${opts.status ? sql`and d.status = ${opts.status}` : sql``}
-        order by d.created_at desc, d.seq desc
-        limit ${opts.limit}`.execute(trx);
-      return r.rows.map(toView);
+        from (
+          select * from webhook_deliveries p
+          where p.endpoint_id = ${endpoint} ${opts.status ? sql`and p.status = ${opts.status}` : sql``}
+            ${
+              opts.cursor
+                ? sql`and (p.created_at, p.seq, p.id) < (select c.created_at, c.seq, c.id from webhook_deliveries c
+                    where c.id = ${opts.cursor} and c.endpoint_id = ${endpoint})`
+                : sql``
+            }
+          order by p.created_at desc, p.seq desc, p.id desc
+          limit ${opts.limit + 1}
+        ) d join outbox_events o on o.id = d.event_id
+        order by d.created_at desc, d.seq desc, d.id desc`.execute(trx);
+      // One more than the page tells whether there is a next page; its cursor is the page's last id.
+      const items = r.rows.slice(0, opts.limit).map(toView);
+      return { items, nextCursor: r.rows.length > opts.limit ? (items.at(-1)?.id ?? null) : null };
     });
   }
 

@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { agentCellOfTenant, runOnAgent } from '../agent/agent-commands.js';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { type RequestContext, systemContext } from '../context/request-context.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
@@ -311,6 +313,10 @@ export function purgeSteps<I>(
         select * from integration_resources where tenant_id = ${tenantId} order by id`.execute(trx);
       return Promise.all(rows.rows.map(async (row) => ({ row, ...(await desiredResource(trx, row)) })));
     });
+  // A cell with an agent (src/agent): its data plane is the agent's, the control plane only asks.
+  const agentCell = (tenantId: string) => asPlatform(db, (trx) => agentCellOfTenant(trx, tenantId));
+  const items = (rs: Awaited<ReturnType<typeof resources>>) =>
+    rs.map(({ desired, region }) => ({ desired, region }));
   const providerOf = (type: Parameters<typeof slotFor>[1], region: string) => {
     const slot = slotFor(deps.providers, type, region);
     return 'provider' in slot ? slot.provider : undefined;
@@ -343,7 +349,28 @@ export function purgeSteps<I>(
         );
         const secrets = held.rows.map((r) => SecretStore.ref(r.resource_id));
         const removed: Removed[] = [];
-        for (const { row, desired, region } of await resources(ctx.tenantId)) {
+        const all = await resources(ctx.tenantId);
+        const cell = await agentCell(ctx.tenantId);
+        if (cell) {
+          const done = await runOnAgent(db, {
+            cellId: cell,
+            key: `${ctx.workflowId}:delete-resources`,
+            op: 'resources.delete',
+            input: { tenantId: ctx.tenantId, items: items(all) },
+            signal: ctx.signal,
+          });
+          const by = new Map(done.removed.map((x) => [x.id, x.provider]));
+          for (const { row, desired } of all)
+            removed.push({
+              id: desired.id,
+              slug: row.slug,
+              type: desired.type,
+              physicalName: desired.physicalName,
+              provider: by.get(desired.id) ?? null,
+            });
+          return { removed, secrets: [...new Set([...secrets, ...done.secrets])].sort(), agentCell: cell };
+        }
+        for (const { row, desired, region } of all) {
           const p = providerOf(desired.type, region);
           if (p) await p.delete(desired);
           removed.push({
@@ -362,10 +389,25 @@ export function purgeSteps<I>(
       async run(ctx) {
         if (!decided(ctx).purge) return { kept: true };
         const still: string[] = [];
-        for (const { desired, region } of await resources(ctx.tenantId)) {
-          const p = providerOf(desired.type, region);
-          if (p && (await p.observe(desired)).exists) still.push(`${desired.type} ${desired.physicalName}`);
-        }
+        const cell = await agentCell(ctx.tenantId);
+        if (cell)
+          still.push(
+            ...(
+              await runOnAgent(db, {
+                cellId: cell,
+                // A fresh look each time (observing is read-only): not an earlier attempt's answer.
+                key: `${ctx.workflowId}:verify-resources-gone:${randomUUID()}`,
+                op: 'resources.observe',
+                input: { tenantId: ctx.tenantId, items: items(await resources(ctx.tenantId)) },
+                signal: ctx.signal,
+              })
+            ).present,
+          );
+        else
+          for (const { desired, region } of await resources(ctx.tenantId)) {
+            const p = providerOf(desired.type, region);
+            if (p && (await p.observe(desired)).exists) still.push(`${desired.type} ${desired.physicalName}`);
+          }
         if (still.length > 0)
           throw new ProviderError(`still present after delete: ${still.join(', ')}`, 'PurgeIncomplete', true);
         return { verified: true };
@@ -375,10 +417,23 @@ export function purgeSteps<I>(
       name: 'delete-secrets',
       async run(ctx) {
         if (!decided(ctx).purge) return { kept: true };
+        const cell = await agentCell(ctx.tenantId);
+        const agent = cell
+          ? await runOnAgent(db, {
+              cellId: cell,
+              key: `${ctx.workflowId}:delete-secrets`,
+              op: 'secrets.delete-tenant',
+              input: { tenantId: ctx.tenantId },
+              signal: ctx.signal,
+            })
+          : undefined;
         return asPlatform(db, async (trx) => {
           const r = await sql`delete from resource_secrets where tenant_id = ${ctx.tenantId}`.execute(trx);
           const c = await sql`delete from service_clients where tenant_id = ${ctx.tenantId}`.execute(trx);
-          return { deleted: Number(r.numAffectedRows ?? 0), serviceClients: Number(c.numAffectedRows ?? 0) };
+          return {
+            deleted: Number(r.numAffectedRows ?? 0) + (agent?.deleted ?? 0),
+            serviceClients: Number(c.numAffectedRows ?? 0),
+          };
         });
       },
     },

@@ -201,6 +201,50 @@ export function registerAuditRoutes(app: FastifyInstance, audit: AuditService, i
     async (request) => audit.treeHead(await identify(request), request.query.tenant),
   );
 
+  app.get<{ Querystring: { tenant?: string } }>(
+    '/v1/audit/checkpoint/cosigned',
+    {
+      config: { action: 'audit.read' },
+      schema: {
+        operationId: 'auditCosignedCheckpoint',
+        summary:
+          "The largest checkpoint of a chain's log that witnesses cosigned (c2sp.org/tlog-cosignature)",
+        description:
+          'The signed note with every witness cosignature kept for it (TENANTRY_AUDIT_WITNESSES); `cosigned` ' +
+          'is null until a witness has cosigned this log. Check it offline with ' +
+          '`tenantry audit verify-checkpoint FILE --public-key PEM --witness VKEY`.',
+        tags,
+        querystring: Type.Object({ tenant: Type.Optional(TenantRef) }, { additionalProperties: false }),
+        response: {
+          200: Type.Object(
+            {
+              chain: Type.String(),
+              cosigned: Type.Union([
+                Type.Object(
+                  {
+                    size: Type.Integer(),
+                    rootHash: Type.String(),
+                    checkpoint: Type.String({
+                      description: 'C2SP signed note with the witness cosignature lines',
+                    }),
+                    witnesses: Type.Array(Type.String(), {
+                      description: 'Names of the witnesses that cosigned it',
+                    }),
+                  },
+                  { additionalProperties: false },
+                ),
+                Type.Null(),
+              ]),
+            },
+            { additionalProperties: false },
+          ),
+          ...errorResponses(400, 403, 404),
+        },
+      },
+    },
+    async (request) => audit.cosignedTreeHead(await identify(request), request.query.tenant),
+  );
+
   app.get<{ Params: { id: string } }>(
     '/v1/audit/records/:id/proof',
     {

@@ -24,7 +24,11 @@ import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
+import * as m0034 from './0034-audit-cosignatures.js';
 import * as m0036 from './0036-scoped-read.js';
+import * as m0038 from './0038-console-sign-in-codes.js';
+import * as m0039 from './0039-region-migrations.js';
+import * as m0043 from './0043-cell-agent-commands.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -55,7 +59,11 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0027-runtime-inventory': m0027,
   '0029-releases': m0029,
   '0031-cell-agents': m0031,
+  '0034-audit-cosignatures': m0034,
   '0036-scoped-read': m0036,
+  '0038-console-sign-in-codes': m0038,
+  '0039-region-migrations': m0039,
+  '0043-cell-agent-commands': m0043,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

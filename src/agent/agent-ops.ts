@@ -1,0 +1,82 @@
+import { type ProviderSet, slotFor } from '../controller/providers.js';
+import type { DesiredResource } from '../providers/provider.js';
+
+/** Resources to act on, as the control plane resolved them (one tenant's, of the agent's cell). */
+interface ResourcesInput {
+  tenantId: string;
+  items: { desired: DesiredResource; region: string }[];
+}
+
+/**
+ * The data-plane work a control-plane workflow asks of a cell's agent (src/agent/agent-commands.ts),
+ * by name, with its input and output. Each is safe to run twice.
+ */
+export interface AgentOps {
+  /** Removes each resource with the agent's provider (its generated credentials go with it). */
+  'resources.delete': {
+    input: ResourcesInput;
+    output: { removed: { id: string; provider: string | null }[]; secrets: string[] };
+  };
+  /** Which of the resources still exist (`type physicalName`). */
+  'resources.observe': { input: ResourcesInput; output: { present: string[] } };
+  /** Deletes whatever generated credentials of the tenant the agent still keeps. */
+  'secrets.delete-tenant': { input: { tenantId: string }; output: { deleted: number } };
+}
+export type AgentOp = keyof AgentOps;
+export type AgentOpInput<O extends AgentOp> = AgentOps[O]['input'];
+export type AgentOpOutput<O extends AgentOp> = AgentOps[O]['output'];
+export const AGENT_OPS: readonly AgentOp[] = [
+  'resources.delete',
+  'resources.observe',
+  'secrets.delete-tenant',
+];
+
+/** The generated credentials an agent keeps (src/providers/postgres/secret-store.ts), per tenant. */
+export interface TenantSecrets {
+  refsOfTenant(tenantId: string): Promise<string[]>;
+  deleteTenant(tenantId: string): Promise<number>;
+}
+
+/** What an agent runs commands with: its own providers and secret store, never the control plane's. */
+export interface AgentOpEnv {
+  providers: ProviderSet;
+  secrets?: TenantSecrets;
+}
+
+const providerOf = (env: AgentOpEnv, type: DesiredResource['type'], region: string) => {
+  const slot = slotFor(env.providers, type, region);
+  return 'provider' in slot ? slot.provider : undefined;
+};
+
+type Handlers = { [O in AgentOp]: (env: AgentOpEnv, input: AgentOpInput<O>) => Promise<AgentOpOutput<O>> };
+
+const handlers: Handlers = {
+  async 'resources.delete'(env, input) {
+    const secrets = (await env.secrets?.refsOfTenant(input.tenantId)) ?? [];
+    const removed: { id: string; provider: string | null }[] = [];
+    for (const { desired, region } of input.items) {
+      const p = providerOf(env, desired.type, region);
+      if (p) await p.delete(desired);
+      removed.push({ id: desired.id, provider: p?.name ?? null });
+    }
+    return { removed, secrets };
+  },
+  async 'resources.observe'(env, input) {
+    const present: string[] = [];
+    for (const { desired, region } of input.items) {
+      const p = providerOf(env, desired.type, region);
+      if (p && (await p.observe(desired)).exists) present.push(`${desired.type} ${desired.physicalName}`);
+    }
+    return { present };
+  },
+  async 'secrets.delete-tenant'(env, input) {
+    return { deleted: (await env.secrets?.deleteTenant(input.tenantId)) ?? 0 };
+  },
+};
+
+/** Runs one command in the agent; an op it does not know is refused (the control plane is newer). */
+export function runAgentOp(env: AgentOpEnv, op: string, input: unknown): Promise<unknown> {
+  if (!(AGENT_OPS as readonly string[]).includes(op))
+    return Promise.reject(new Error(`this agent does not know the command "${op}"`));
+  return (handlers[op as AgentOp] as (env: AgentOpEnv, input: unknown) => Promise<unknown>)(env, input);
+}

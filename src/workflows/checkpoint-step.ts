@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Trx } from '../db/database.js';
+import type { Db } from '../db/database.js';
 import { appendEventSql } from '../events/append-event.js';
 
 export interface StepCheckpoint {
@@ -20,18 +20,20 @@ export interface StepCheckpoint {
 export class LeaseLost extends Error {}
 
 /**
- * Records a step's end in the caller's transaction, as one statement: the step row (its output is
- * what a resumed workflow and the step's undo read), the workflow's attempt counter reset, and for a
- * completed step the `workflow.step_completed` event in the tenant's stream. A compensated step's
- * row replaces its completed one, which is how the undo stack shrinks.
+ * Records a step's end as one statement: the step row (its output is what a resumed workflow and the
+ * step's undo read), the workflow's attempt counter reset, and for a completed step the
+ * `workflow.step_completed` event in the tenant's stream. A compensated step's row replaces its
+ * completed one, which is how the undo stack shrinks. Runs in the caller's transaction, or alone
+ * (autocommit: one round trip, one commit) when the step writes nothing else.
  *
  * Concurrency contract: fenced on `locked_by` — when the caller's lease was taken over, the update
- * matches no row and `LeaseLost` is thrown, so the caller's transaction rolls back (the event CTE
- * included) and the caller stops working on the workflow. An operator's cancel, requested while
- * the step ran, is returned so the engine compensates next.
+ * matches no row, so neither the step row nor the event (gated on the update) is written, and
+ * `LeaseLost` is thrown, so a caller's transaction rolls back what else it wrote and the caller stops
+ * working on the workflow. An operator's cancel, requested while the step ran, is returned so the
+ * engine compensates next.
  */
 export async function checkpointStep(
-  trx: Trx,
+  trx: Db,
   c: StepCheckpoint,
 ): Promise<{ cancelRequested: { principal: string; kind: string } | null }> {
   const completed = c.state === 'Completed';
@@ -51,19 +53,22 @@ export async function checkpointStep(
       returning position
     )${
       completed
-        ? sql`, ${appendEventSql({
-            tenantId: c.tenantId,
-            name: 'workflow.step_completed',
-            subject: `workflows/${c.workflowId}`,
-            data: {
-              workflowId: c.workflowId,
+        ? sql`, ${appendEventSql(
+            {
               tenantId: c.tenantId,
-              step: c.name,
-              position: c.position,
-              attempts: c.attempts,
+              name: 'workflow.step_completed',
+              subject: `workflows/${c.workflowId}`,
+              data: {
+                workflowId: c.workflowId,
+                tenantId: c.tenantId,
+                step: c.name,
+                position: c.position,
+                attempts: c.attempts,
+              },
+              correlationId: c.correlationId,
             },
-            correlationId: c.correlationId,
-          })}`
+            'w',
+          )}`
         : sql``
     }
     select step.position, w.cancel_requested from step, w ${completed ? sql`, event_done` : sql``}`.execute(

@@ -1,0 +1,30 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { guardPool } from '../db/connection-errors.js';
+import { type Db, platformDb, poolOf } from '../db/database.js';
+import type { Database } from '../db/schema.js';
+
+/**
+ * The engine's own connections: the platform role's (the one `asPlatform` uses), each with the
+ * platform scope set once for its session instead of once per transaction. The engine's bookkeeping
+ * (claim, lease renewal, a step's checkpoint) is then one autocommit statement — one round trip and
+ * one commit — where `asPlatform` takes four (BEGIN, the scope, the statement, COMMIT), which was
+ * most of a step's overhead (bench/suites/workflows.ts).
+ *
+ * Why this is no wider than before: only the engine holds these connections and only for platform
+ * work it did in the platform scope already; the scope is honoured for the platform role only
+ * (migration 0013), and a tenant-role pool is never used here. Undefined when the Db was not made
+ * by `createDb` (no pool to copy): the engine then runs everything through `asPlatform`.
+ */
+export function engineSessionDb(db: Db, max: number): Db | undefined {
+  const base = poolOf(platformDb(db));
+  if (!base) return undefined;
+  const pool = guardPool(new pg.Pool({ ...base.options, max, allowExitOnIdle: true }));
+  pool.on('connect', (client) => {
+    // Queued ahead of whatever the pool hands the client out for. Should it fail, the connection
+    // fails too (every statement on it does), or sees no rows: a checkpoint then reports the lease
+    // lost and changes nothing.
+    client.query(`select set_config('tenantry.platform', 'on', false)`).catch(() => undefined);
+  });
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}

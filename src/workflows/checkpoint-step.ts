@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import type { Db } from '../db/database.js';
 import { appendEventSql } from '../events/append-event.js';
 
@@ -33,11 +33,27 @@ export class LeaseLost extends Error {}
  * engine compensates next.
  */
 export async function checkpointStep(
-  trx: Db,
+  run: Statement,
   c: StepCheckpoint,
 ): Promise<{ cancelRequested: { principal: string; kind: string } | null }> {
+  const row = (await run(checkpointStepSql(c)))[0];
+  if (!row) throw new LeaseLost(`workflow ${c.workflowId}: lease lost`);
+  return { cancelRequested: row.cancel_requested };
+}
+
+/** Runs one statement and returns its rows: on a Db or transaction, or prepared on the engine's session. */
+export type Statement = <R>(query: RawBuilder<R>) => Promise<R[]>;
+export const onDb =
+  (db: Db): Statement =>
+  async (query) =>
+    (await query.execute(db)).rows;
+
+/** The checkpoint statement (its text is the same for every completed step, so it can be prepared). */
+export function checkpointStepSql(
+  c: StepCheckpoint,
+): RawBuilder<{ position: number; cancel_requested: { principal: string; kind: string } | null }> {
   const completed = c.state === 'Completed';
-  const r = await sql<{ position: number; cancel_requested: { principal: string; kind: string } | null }>`
+  return sql<{ position: number; cancel_requested: { principal: string; kind: string } | null }>`
     with w as (
       update workflows set attempts = 0, error = null, updated_at = now()
       where id = ${c.workflowId} and locked_by = ${c.workerId}
@@ -71,10 +87,5 @@ export async function checkpointStep(
           )}`
         : sql``
     }
-    select step.position, w.cancel_requested from step, w ${completed ? sql`, event_done` : sql``}`.execute(
-    trx,
-  );
-  const row = r.rows[0];
-  if (!row) throw new LeaseLost(`workflow ${c.workflowId}: lease lost`);
-  return { cancelRequested: row.cancel_requested };
+    select step.position, w.cancel_requested from step, w ${completed ? sql`, event_done` : sql``}`;
 }

@@ -4,9 +4,9 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../controller/backoff.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
-import { checkpointStep, LeaseLost } from './checkpoint-step.js';
+import { checkpointStep, LeaseLost, onDb, type Statement } from './checkpoint-step.js';
 import { claimWorkflows, renewWorkflowLease } from './claim-workflows.js';
-import { engineSessionDb } from './engine-session.js';
+import { type EngineSession, engineSession } from './engine-session.js';
 import { finishWorkflow, rescheduleWorkflow } from './settle-workflow.js';
 import {
   type StepContext,
@@ -64,7 +64,7 @@ export class WorkflowEngine {
   /** Set by wake(): look again before sleeping (a NOTIFY may arrive while a claim is running). */
   private woken = false;
   /** The engine's platform-scoped connections while it runs (engine-session.ts). */
-  private session: Db | undefined;
+  private session: EngineSession | undefined;
   /** Steps run by this process (successful attempts), for benchmarks. */
   stepsRun = 0;
 
@@ -76,7 +76,7 @@ export class WorkflowEngine {
     if (this.running) return;
     this.running = true;
     // One connection per workflow in flight, one for claims, one for lease renewals.
-    this.session = engineSessionDb(this.opts.db, this.opts.config.workers + 2);
+    this.session = engineSession(this.opts.db, this.opts.config.workers + 2);
     this.loop = this.run();
   }
 
@@ -100,12 +100,17 @@ export class WorkflowEngine {
 
   /** One statement in the platform scope: autocommit on the engine's session (one round trip). */
   private one<T>(work: (q: Db) => Promise<T>): Promise<T> {
-    return this.session ? work(this.session) : asPlatform(this.opts.db, work);
+    return this.session ? work(this.session.db) : asPlatform(this.opts.db, work);
+  }
+
+  /** One statement in the platform scope, prepared on the engine's session (else as `one`). */
+  private prepared<T>(work: (run: Statement) => Promise<T>): Promise<T> {
+    return this.session ? work(this.session.prepared) : asPlatform(this.opts.db, (trx) => work(onDb(trx)));
   }
 
   /** A transaction in the platform scope, for a statement with what a step or the end writes. */
   private tx<T>(work: (trx: Trx) => Promise<T>): Promise<T> {
-    return this.session ? this.session.transaction().execute(work) : asPlatform(this.opts.db, work);
+    return this.session ? this.session.db.transaction().execute(work) : asPlatform(this.opts.db, work);
   }
 
   private async run(): Promise<void> {
@@ -193,8 +198,8 @@ export class WorkflowEngine {
           await this.stepFailed(w, position, step.name, attempt, startedAt, err, log);
           return;
         }
-        const record = (q: Db) =>
-          checkpointStep(q, {
+        const record = (run: Statement) =>
+          checkpointStep(run, {
             workflowId: w.id,
             tenantId: w.tenant_id,
             workerId: this.workerId,
@@ -214,11 +219,11 @@ export class WorkflowEngine {
         const kept = await this.checkpoint(() =>
           hook
             ? this.tx(async (trx) => {
-                const r = await record(trx);
+                const r = await record(onDb(trx));
                 await hook(trx, ctx, output);
                 return r;
               })
-            : this.one(record),
+            : this.prepared(record),
         );
         if (!kept) return log.warn('workflow lease lost; another engine continues it');
         this.stepsRun++;
@@ -292,7 +297,7 @@ export class WorkflowEngine {
       log.warn({ step: name, err: message }, 'workflow step failed permanently; compensating');
       await this.checkpoint(() =>
         this.tx(async (trx) => {
-          await checkpointStep(trx, {
+          await checkpointStep(onDb(trx), {
             workflowId: w.id,
             tenantId: w.tenant_id,
             workerId: this.workerId,
@@ -378,8 +383,8 @@ export class WorkflowEngine {
         }
       }
       const kept = await this.checkpoint(() =>
-        this.one((q) =>
-          checkpointStep(q, {
+        this.prepared((run) =>
+          checkpointStep(run, {
             workflowId: w.id,
             tenantId: w.tenant_id,
             workerId: this.workerId,

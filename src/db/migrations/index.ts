@@ -24,6 +24,7 @@ import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
+import * as m0032 from './0032-purge-exceptions.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -54,6 +55,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0027-runtime-inventory': m0027,
   '0029-releases': m0029,
   '0031-cell-agents': m0031,
+  '0032-purge-exceptions': m0032,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

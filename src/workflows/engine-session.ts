@@ -31,13 +31,10 @@ export interface EngineSession {
 export function engineSession(db: Db, max: number): EngineSession | undefined {
   const base = poolOf(platformDb(db));
   if (!base) return undefined;
-  const pool = guardPool(new pg.Pool({ ...base.options, max, allowExitOnIdle: true }));
-  pool.on('connect', (client) => {
-    // Queued ahead of whatever the pool hands the client out for. Should it fail, the connection
-    // fails too (every statement on it does), or sees no rows: a checkpoint then reports the lease
-    // lost and changes nothing.
-    client.query(`select set_config('tenantry.platform', 'on', false)`).catch(() => undefined);
-  });
+  // The scope is a startup parameter of every connection, so no statement sets it.
+  const pool = guardPool(
+    new pg.Pool({ ...base.options, max, allowExitOnIdle: true, options: '-c tenantry.platform=on' }),
+  );
   const session = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   const names = new Map<string, string>();
   return {

@@ -97,7 +97,7 @@ export function registerRetentionRoutes(
   app.post<{ Params: { ref: string }; Body: { reason: string } }>(
     '/v1/tenants/:ref/purge-exception',
     {
-      config: { action: 'tenant.purge_exception.request' },
+      config: { action: 'tenant.request-purge-exception' },
       schema: {
         operationId: 'requestPurgeException',
         summary:
@@ -116,7 +116,7 @@ export function registerRetentionRoutes(
   app.post<{ Params: { ref: string }; Body: { reason: string } }>(
     '/v1/tenants/:ref/purge-exception/approve',
     {
-      config: { action: 'tenant.purge_exception.approve' },
+      config: { action: 'tenant.approve-purge-exception' },
       schema: {
         operationId: 'approvePurgeException',
         summary: 'Approves the open governance exception; the approver must not be its requester',

@@ -1,3 +1,4 @@
+import { appendFileSync, writeSync } from 'node:fs';
 import type { Reporter, TestModule } from 'vitest/node';
 
 /**
@@ -20,9 +21,17 @@ export default class ClosingLineReporter implements Reporter {
     }
   }
 
-  /** After the default reporter's summary (it prints in its own onFinished, listed before this one). */
+  /**
+   * After the default reporter's summary (it prints in its own onFinished, listed before this one).
+   * Written to fd 1 directly: on a terminal vitest wraps process.stdout.write to redraw its status
+   * window, which could put cursor codes in front of the line. With TENANTRY_TEST_TALLY set, the
+   * counts are also appended to that file, so `.ci/run` can close on the total of all its runs.
+   */
   onFinished(): void {
     const c = this.count;
-    process.stdout.write(`\ntests: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped\n`);
+    const line = `tests: ${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped`;
+    writeSync(1, `\n${line}\n`);
+    const tally = process.env.TENANTRY_TEST_TALLY;
+    if (tally) appendFileSync(tally, `${c.passed} ${c.failed} ${c.skipped}\n`);
   }
 }

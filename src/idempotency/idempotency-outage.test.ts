@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { customerDoc } from '../../test/helpers/event-fixtures.js';
+import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 
 /**
@@ -134,5 +134,84 @@ describe('Idempotency-Key across a database outage at commit', () => {
     expect(retry.headers.get('idempotency-replayed')).toBe('true');
     expect(retry.body.metadata.uuid).toBe(a.body.metadata.uuid);
     expect(await written('idemdup')).toEqual({ objects: 1, versions: 1, audits: 1, events: 1 });
+  });
+});
+
+/** Other audited writes that take an Idempotency-Key: break-glass and limit overrides (issue 15). */
+describe('Idempotency-Key on break-glass and limit overrides across a cut commit', () => {
+  const post = (path: string, token: string, body: unknown, key: string) =>
+    fetch(`${s.url}${path}`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        'idempotency-key': key,
+      },
+      body: JSON.stringify(body),
+    }).then(async (res) => ({ status: res.status, headers: res.headers, body: await res.json() }));
+
+  async function cutThenRetry(
+    send: () => Promise<{ status: number; headers: Headers; body: { id: string; code?: string } }>,
+    count: () => Promise<{ rows: number; audits: number }>,
+  ) {
+    await holder.query('select pg_advisory_lock($1)', [LOCK]);
+    const first = send();
+    await s.t.owner.query('select pg_terminate_backend($1)', [await heldCommit()]);
+    const cut = await first;
+    await holder.query('select pg_advisory_unlock($1)', [LOCK]);
+    expect(cut.status, JSON.stringify(cut.body)).toBe(503);
+    expect(await count()).toEqual({ rows: 0, audits: 0 });
+    const retry = await send();
+    expect(retry.status, JSON.stringify(retry.body)).toBe(201);
+    const again = await send();
+    expect(again.headers.get('idempotency-replayed')).toBe('true');
+    expect(again.body.id).toBe(retry.body.id);
+    expect(await count()).toEqual({ rows: 1, audits: 1 });
+  }
+
+  it('a break-glass request applies once', async () => {
+    const otto = await s.token({ subject: 'otto-idem', roles: ['platform-operator'], sessionId: null });
+    await cutThenRetry(
+      () =>
+        post(
+          '/v1/break-glass',
+          otto,
+          { reason: 'incident 9: idempotency across a cut', ttlSeconds: 600 },
+          'bg-cut',
+        ),
+      async () =>
+        (
+          await s.t.owner.query<{ rows: number; audits: number }>(
+            `select (select count(*)::int from break_glass_grants where principal = 'otto-idem') as rows,
+                    (select count(*)::int from audit_records where action = 'breakglass.start'
+                       and actor_principal = 'otto-idem') as audits`,
+          )
+        ).rows[0]!,
+    );
+  });
+
+  it('a limit override applies once', async () => {
+    const applied = await s.request('POST', '/v1/apply', {
+      body: [customerDoc('idemlim'), tenantDoc('idemlim')],
+    });
+    expect(applied.status, JSON.stringify(applied.body)).toBe(200);
+    await cutThenRetry(
+      () =>
+        post(
+          '/v1/tenants/idemlim-eu-prod/limit-overrides',
+          s.adminToken,
+          { name: 'rate.read', value: 500, reason: 'incident 9' },
+          'lim-cut',
+        ),
+      async () =>
+        (
+          await s.t.owner.query<{ rows: number; audits: number }>(
+            `select (select count(*)::int from limit_overrides o join tenants t on t.id = o.tenant_id
+                       where t.slug = 'idemlim-eu-prod') as rows,
+                    (select count(*)::int from audit_records where action = 'limits.override'
+                       and target_slug = 'idemlim-eu-prod') as audits`,
+          )
+        ).rows[0]!,
+    );
   });
 });

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
 import type { RequestContext } from '../context/request-context.js';
-import { type Db, inScope } from '../db/database.js';
+import type { Db } from '../db/database.js';
 import type { BreakGlassGrantRow } from '../db/schema.js';
 import { FieldErrors, NotFoundError } from '../errors/errors.js';
+import { writeInScope } from '../idempotency/idempotent-write.js';
 import { listReadable } from './list-readable.js';
 
 export interface BreakGlassGrant {
@@ -66,7 +67,7 @@ export class BreakGlassService {
     });
     errors.throwIfAny('break_glass.invalid', 'The break-glass request is invalid.');
     const tenantId = ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : null;
-    return inScope(this.db, ctx.scope, async (trx) => {
+    return writeInScope(this.db, ctx, async (trx) => {
       const row = await trx
         .insertInto('break_glass_grants')
         .values({
@@ -98,7 +99,7 @@ export class BreakGlassService {
   }
 
   async end(ctx: RequestContext, id: string): Promise<BreakGlassGrant> {
-    return inScope(this.db, ctx.scope, async (trx) => {
+    return writeInScope(this.db, ctx, async (trx) => {
       const row = await trx
         .selectFrom('break_glass_grants')
         .selectAll()

@@ -180,7 +180,7 @@ export function registerIdentityRoutes(app: FastifyInstance, security: Security)
   app.post(
     '/v1/break-glass',
     {
-      config: { action: 'breakglass.request', decidedBy: 'service' },
+      config: { action: 'breakglass.request', decidedBy: 'service', idempotency: 'atomic' },
       schema: {
         operationId: 'startBreakGlass',
         summary: 'Break-glass: elevate the caller to platform-admin for a limited time, with a reason',

@@ -125,7 +125,7 @@ export function registerUsageRoutes(
     '/v1/tenants/:ref/limit-overrides',
     {
       attachValidation: true,
-      config: { action: 'limits.override', rateLimit: false },
+      config: { action: 'limits.override', rateLimit: false, idempotency: 'atomic' },
       schema: {
         operationId: 'createLimitOverride',
         summary: 'Override one quota or rate limit of a tenant, optionally until a time (audited)',

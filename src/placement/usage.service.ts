@@ -5,6 +5,7 @@ import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { mapDatabaseError, NotFoundError, ValidationError } from '../errors/errors.js';
+import { writeInScope } from '../idempotency/idempotent-write.js';
 import {
   appendUsageHistory,
   currentUsage,
@@ -78,6 +79,15 @@ export class UsageService {
   private async run<T>(ctx: RequestContext, work: (trx: Trx) => Promise<T>): Promise<T> {
     try {
       return await inScope(this.db, ctx.scope, work);
+    } catch (err) {
+      throw mapDatabaseError(err);
+    }
+  }
+
+  /** A write: under a route's Idempotency-Key it commits with its answer (idempotent-write.ts). */
+  private async write<T>(ctx: RequestContext, work: (trx: Trx) => Promise<T>): Promise<T> {
+    try {
+      return await writeInScope(this.db, ctx, work);
     } catch (err) {
       throw mapDatabaseError(err);
     }
@@ -177,7 +187,7 @@ export class UsageService {
         'override.expiry_invalid',
         'must be a date-time in the future',
       );
-    return this.run(ctx, async (trx) => {
+    return this.write(ctx, async (trx) => {
       const t = await this.tenant(trx, ref);
       await lockUsage(trx, t.id);
       const id = randomUUID();
@@ -208,7 +218,7 @@ export class UsageService {
   }
 
   async revokeOverride(ctx: RequestContext, ref: string, id: string): Promise<Override> {
-    return this.run(ctx, async (trx) => {
+    return this.write(ctx, async (trx) => {
       const t = await this.tenant(trx, ref);
       await lockUsage(trx, t.id);
       const r = isUuid(id)

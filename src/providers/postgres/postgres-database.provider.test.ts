@@ -254,6 +254,9 @@ describe('PostgreSQL isolation provider', () => {
       // Tenantry's own database takes CONNECT from PUBLIC (src/db/database.ts restrictConnect).
       expect(await refused(connectAs(a, t.name))).toMatch(/permission denied/);
       expect(await refused(connectAs(a, silo.physicalName))).toMatch(/permission denied/);
+      // Nor the server's maintenance databases, open to PUBLIC as PostgreSQL ships them.
+      expect(await refused(connectAs(a, 'postgres'))).toMatch(/permission denied/);
+      expect(await refused(connectAs(a, 'template1'))).toMatch(/permission denied/);
       // A CONNECT given behind Tenantry's back is drift, and the reconcile takes it back.
       await owner.query(`grant connect on database ${t.name} to ${a.physicalName}`);
       await (await connectAs(a, t.name)).end();

@@ -390,6 +390,22 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
         await ignore(admin.query(`create database ${id(this.database)}`), ['42P04', '23505']);
       }
       await ignore(admin.query(`create role ${id(SHARED_GROUP)} nologin`), ['42710', '23505']);
+      // The server's maintenance databases are open to PUBLIC as PostgreSQL ships: a tenant's role
+      // would reach them. Taken back where the provider's role may (owner or superuser; on a managed
+      // server whose admin may not, they stay as its operator left them).
+      // Serialised: concurrent GRANT/REVOKE on one database fail with "tuple concurrently updated".
+      await admin.query('begin');
+      await admin.query(`select pg_advisory_xact_lock(hashtext('tenantry.maintenance_acl'))`);
+      for (const maintenance of ['postgres', 'template1']) {
+        await admin.query('savepoint acl');
+        try {
+          await admin.query(`revoke connect, temporary on database ${id(maintenance)} from public`);
+        } catch (err) {
+          if (!['42501', '3D000'].includes((err as { code?: string }).code ?? '')) throw err;
+          await admin.query('rollback to savepoint acl');
+        }
+      }
+      await admin.query('commit');
     } finally {
       await admin.end();
     }

@@ -15,6 +15,7 @@ import { consoleBenchmark } from './suites/console.js';
 import { httpBenchmark } from './suites/http.js';
 import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
 import { memoryBenchmark } from './suites/memory.js';
+import { migrationBenchmark } from './suites/migration.js';
 import { placementBenchmark } from './suites/placement.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 import { webhookBenchmark } from './suites/webhooks.js';
@@ -67,6 +68,7 @@ const suites: Suite[] = [
     run: workflowBenchmark,
   },
   { name: 'console', title: 'Console pages with 10k tenants', run: consoleBenchmark },
+  { name: 'migration', title: 'Pool → silo migration (1M rows)', run: migrationBenchmark },
 ];
 // `npm run bench -- audit memory` runs only those suites (the table then has only their rows).
 const only = process.argv.slice(2);

@@ -21,6 +21,7 @@ export type Goal =
   | { ratioAtLeast: number }
   | { ratioAtMost: number }
   | { valueAtLeast: number }
+  | { valueAtMost: number }
   | { p99AtMostMs: number };
 
 export interface Row {
@@ -60,6 +61,7 @@ function isMet(goal: Goal, figure: Measurement, ratio: number): boolean {
   if ('ratioAtLeast' in goal) return ratio >= goal.ratioAtLeast;
   if ('ratioAtMost' in goal) return ratio <= goal.ratioAtMost;
   if ('valueAtLeast' in goal) return figure.value >= goal.valueAtLeast;
+  if ('valueAtMost' in goal) return figure.value <= goal.valueAtMost;
   return figure.latencyMs !== undefined && figure.latencyMs.p99 <= goal.p99AtMostMs;
 }
 
@@ -67,6 +69,7 @@ function describe(goal: Goal, figure: Measurement): string {
   if ('ratioAtLeast' in goal) return `ratio >= ${pct(goal.ratioAtLeast)}`;
   if ('ratioAtMost' in goal) return `ratio <= ${pct(goal.ratioAtMost)}`;
   if ('valueAtLeast' in goal) return `>= ${goal.valueAtLeast.toLocaleString('en-US')} ${figure.unit}`;
+  if ('valueAtMost' in goal) return `<= ${goal.valueAtMost.toFixed(0)} ${figure.unit}`;
   return `p99 <= ${goal.p99AtMostMs} ms`;
 }
 

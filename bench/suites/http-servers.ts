@@ -1,8 +1,8 @@
 /**
  * Child process of the HTTP benchmark: the full Tenantry (startTenantry) and a bare Fastify
  * hello-world (JSON and HTML), each on its own port. Load comes from the parent, so the servers do not share an
- * event loop with the load generator. Arguments: <databaseUrl> <dataDir>. Answers "rss" with its
- * resident set size; stops on "stop" or when the parent goes away.
+ * event loop with the load generator. Arguments: <databaseUrl> <dataDir>. Stops on "stop" or when
+ * the parent goes away.
  */
 import Fastify from 'fastify';
 import { pino } from 'pino';
@@ -47,8 +47,6 @@ async function stop(): Promise<void> {
 }
 process.on('message', (m) => {
   if (m === 'stop') void stop();
-  // The memory benchmark samples this process's resident set size.
-  if (m === 'rss') process.send?.({ type: 'rss', rss: process.memoryUsage.rss() });
 });
 process.on('disconnect', () => void stop());
 

@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { asPlatform, createDb } from '../../src/db/database.js';
 import { appendEvent } from '../../src/events/append-event.js';
+import { EventNotifier } from '../../src/events/event-notifier.js';
 import { WebhookDispatcher } from '../../src/webhooks/webhook-dispatcher.js';
 import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
@@ -50,7 +51,6 @@ export async function webhookBenchmark(server: BenchPostgres): Promise<Row[]> {
     {},
     {
       TENANTRY_WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
-      TENANTRY_EVENT_POLL_MS: '20',
       TENANTRY_WEBHOOK_CONCURRENCY: String(Math.max(32, settings.connections * 4)),
     },
   );
@@ -125,7 +125,10 @@ export async function webhookBenchmark(server: BenchPostgres): Promise<Row[]> {
     for (let i = 0; i < backlog; i += settings.connections)
       await Promise.all(Array.from({ length: settings.connections }, (_, w) => write(w)));
     const written = Math.ceil(backlog / settings.connections) * settings.connections;
-    const dispatcher = new WebhookDispatcher(db, config, log);
+    // Woken by NOTIFY as in `tenantry serve` (src/app.ts), the poll only a fallback.
+    const notifier = new EventNotifier(appUrl, log);
+    await notifier.start();
+    const dispatcher = new WebhookDispatcher(db, config, log, notifier);
     const before = received;
     const t0 = performance.now();
     dispatcher.start();
@@ -156,6 +159,7 @@ export async function webhookBenchmark(server: BenchPostgres): Promise<Row[]> {
     const deadline = Date.now() + 60_000;
     while (arrivals.size < produced && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await dispatcher.stop();
+    await notifier.stop();
     const lat = [...arrivals.values()].sort((a, b) => a - b);
     const latency: Measurement = {
       label: 'event -> first attempt (steady writes)',

@@ -29,6 +29,8 @@ declare module 'autocannon' {
       headers?: Record<string, string>;
       body?: string | Buffer;
       requests?: Request[];
+      /** Requests per second across all connections (a fixed rate instead of a closed loop). */
+      overallRate?: number;
     }
 
     interface Histogram {

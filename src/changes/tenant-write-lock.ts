@@ -24,7 +24,23 @@ export function tenantWriteLockSql(chain: string | RawBuilder<unknown>): RawBuil
   return sql`pg_advisory_xact_lock(${TENANT_WRITES}::int, hashtext(${chain}))`;
 }
 
-/** Takes the tenant write lock of `tenantId` (null: the platform's). */
+/**
+ * The chains whose write lock a transaction holds, so that taking it again costs no round trip (the
+ * lock is held to the transaction's end; nothing in src/ uses savepoints, which could release it).
+ */
+const held = new WeakMap<Trx, Set<string>>();
+
+/** Notes that `trx` holds the write lock of `chain` (taken by a statement of its own, e.g. findById). */
+export function noteTenantWriteLock(trx: Trx, chain: string): void {
+  const chains = held.get(trx);
+  if (chains) chains.add(chain);
+  else held.set(trx, new Set([chain]));
+}
+
+/** Takes the tenant write lock of `tenantId` (null: the platform's), unless this transaction holds it. */
 export async function lockTenantWrites(trx: Trx, tenantId: string | null): Promise<void> {
-  await sql`select ${tenantWriteLockSql(chainOf(tenantId?.toLowerCase() ?? null))}`.execute(trx);
+  const chain = chainOf(tenantId?.toLowerCase() ?? null);
+  if (held.get(trx)?.has(chain)) return;
+  await sql`select ${tenantWriteLockSql(chain)}`.execute(trx);
+  noteTenantWriteLock(trx, chain);
 }

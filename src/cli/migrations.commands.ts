@@ -76,22 +76,30 @@ function render(m: MigrationView, format: OutputFormat): string {
 export function registerMigrationCommands(program: Command, deps: Deps): void {
   program
     .command('migrate')
-    .description('tenancy-mode migration of a tenant (pool → silo), run as a workflow')
+    .description('tenancy-mode (pool → silo) or region migration of a tenant, run as a workflow')
     .argument('<tenant>', 'slug or UUID')
-    .requiredOption('--isolation <model>', 'the isolation model to move to: silo')
+    .option('--isolation <model>', 'the isolation model to move to: silo')
+    .option('--region <region>', "the region to move to (one of the tenant's allowed regions)")
     .option('--rollback-window <seconds>', 'how long the source is kept for a rollback (default 7 days)')
     .option('--dry-run', 'show the plan and the policy verdicts; change nothing')
     .option('--wait', 'follow the workflow step by step; exit 1 unless it succeeds')
     .action(
       async (
         tenant: string,
-        opts: { isolation: string; rollbackWindow?: string; dryRun?: boolean; wait?: boolean },
+        opts: {
+          isolation?: string;
+          region?: string;
+          rollbackWindow?: string;
+          dryRun?: boolean;
+          wait?: boolean;
+        },
       ) => {
         await deps.run(async () => {
           const c = deps.client();
           const path = `/v1/tenants/${encodeURIComponent(tenant)}/migrations${opts.dryRun ? '?dryRun=true' : ''}`;
           const body = {
-            isolation: opts.isolation,
+            ...(opts.isolation ? { isolation: opts.isolation } : {}),
+            ...(opts.region ? { region: opts.region } : {}),
             ...(opts.rollbackWindow ? { rollbackWindowSeconds: Number(opts.rollbackWindow) } : {}),
           };
           if (opts.dryRun) {

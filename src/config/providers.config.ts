@@ -40,6 +40,10 @@ export const ProviderConfigSchema = Type.Object({
     description:
       'Data-plane PostgreSQL for database isolation; absent: a `<db>_dataplane` database on the owner server.',
   }),
+  dataplaneByRegion: Type.Record(Type.String(), Type.String(), {
+    description:
+      'A region (cell) with a data-plane PostgreSQL of its own: `TENANTRY_DATAPLANE_DATABASE_URL_US` (region migration copies between them).',
+  }),
 });
 export type ProviderConfig = Static<typeof ProviderConfigSchema>;
 
@@ -74,7 +78,12 @@ export type ProvidersConfig = Static<typeof ProvidersConfigSchema>;
 
 export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]): ProvidersConfig {
   return {
-    providers: { dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined },
+    providers: {
+      dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined,
+      dataplaneByRegion: byRegion(env, regions, 'TENANTRY_DATAPLANE_DATABASE_URL', (v) =>
+        v.get('TENANTRY_DATAPLANE_DATABASE_URL'),
+      ),
+    },
     kubernetes: env.TENANTRY_KUBECONFIG
       ? { kubeconfig: env.TENANTRY_KUBECONFIG, context: env.TENANTRY_KUBE_CONTEXT || undefined }
       : undefined,

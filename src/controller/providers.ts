@@ -51,6 +51,13 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
     regions[region] = { 'kafka-topic': { provider: createKafkaProvider(kafka) } };
   for (const [region, azure] of Object.entries(config.azureBlobByRegion))
     regions[region] = { ...regions[region], 'blob-container': { provider: createAzureBlobProvider(azure) } };
+  const secrets = () =>
+    'secrets' in deps.db ? deps.db.secrets : new SecretStore(deps.db, secretCipherFor(deps.db, config));
+  for (const [region, url] of Object.entries(config.providers.dataplaneByRegion ?? {}))
+    regions[region] = {
+      ...regions[region],
+      database: { provider: new PostgresDatabaseProvider(url, secrets()) },
+    };
   return {
     'kafka-topic':
       overrides['kafka-topic'] ??
@@ -68,12 +75,7 @@ export function createProviders(deps: ProviderDeps, overrides: Partial<ProviderS
       overrides.database ??
       (deps.dataplaneUrl
         ? {
-            provider: new PostgresDatabaseProvider(
-              deps.dataplaneUrl,
-              'secrets' in deps.db
-                ? deps.db.secrets
-                : new SecretStore(deps.db, secretCipherFor(deps.db, config)),
-            ),
+            provider: new PostgresDatabaseProvider(deps.dataplaneUrl, secrets()),
           }
         : {
             missing:

@@ -21,6 +21,7 @@ import { NO_RUNTIME, type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import type { Finish } from './queue/job-types.js';
+import { pokeParents } from './queue/poke-parents.js';
 import { type ObservedStatus, recordStatusEvent, type StatusTarget, writeStatus } from './status.js';
 
 export interface ReconcileEnv {
@@ -70,9 +71,23 @@ export async function reconcile(
   job: ReconcileJob,
   finish?: Finish,
 ): Promise<ReconcileResult> {
-  const row = await load(env.db, job.kind, job.objectId);
-  if (!row || row.phase === 'Deleted') return { finalised: true, finished: false };
-  return RECONCILERS[definitionOf(job.kind).reconciler](env, job.kind, row, finish);
+  const name = definitionOf(job.kind).reconciler;
+  // One read transaction: the row, and what its reconciler reads besides (a resource's facts, a
+  // parent's dependents), rather than one transaction each.
+  const loaded = await asPlatform(env.db, async (trx) => {
+    const row = await findById(trx, job.kind, job.objectId, { includeDeleted: true });
+    if (!row || row.phase === 'Deleted') return undefined;
+    return {
+      row,
+      resource: name === 'resource' ? await desiredResource(trx, row) : undefined,
+      children: name === 'parent' ? await childrenOf(trx, job.kind, row) : undefined,
+    };
+  });
+  if (!loaded) return { finalised: true, finished: false };
+  const { row, resource, children } = loaded;
+  if (resource) return reconcileResource(env, row, resource, finish);
+  if (children) return reconcileParent(env, job.kind as 'Tenant' | 'Deployment', row, children, finish);
+  return RECONCILERS[name](env, job.kind, row, finish);
 }
 
 /** The reconcilers a kind definition can name (`reconciler` in src/registry/kinds). */
@@ -80,8 +95,16 @@ const RECONCILERS: Record<
   ReconcilerName,
   (env: ReconcileEnv, kind: Kind, row: ObjectRow, finish?: Finish) => Promise<ReconcileResult>
 > = {
-  resource: (env, _kind, row, finish) => reconcileResource(env, row, finish),
-  parent: (env, kind, row, finish) => reconcileParent(env, kind as 'Tenant' | 'Deployment', row, finish),
+  resource: async (env, _kind, row, finish) =>
+    reconcileResource(env, row, await asPlatform(env.db, (trx) => desiredResource(trx, row)), finish),
+  parent: async (env, kind, row, finish) =>
+    reconcileParent(
+      env,
+      kind as 'Tenant' | 'Deployment',
+      row,
+      await asPlatform(env.db, (trx) => childrenOf(trx, kind, row)),
+      finish,
+    ),
   // Services, scaling policies and configuration versions (src/runtime): the compute target.
   runtime: (env, kind, row, finish) =>
     reconcileRuntime({
@@ -118,7 +141,9 @@ const deletedStatus = (what: string): ObservedStatus => ({
 /**
  * Writes status; on a transition that matters records it and pokes the parents. Lock order: the
  * tenant write lock, the object's row, the tenant's audit chain head and event sequence, the
- * parents' jobs, the object's own job (src/changes/tenant-write-lock.ts).
+ * parents' jobs, the object's own job (src/changes/tenant-write-lock.ts). `guard`, under the tenant
+ * write lock and before anything is written, may throw to abandon the write (e.g. the lifecycle the
+ * provider call acted on has changed meanwhile).
  */
 export async function settle(
   env: Pick<ReconcileEnv, 'db' | 'context'>,
@@ -127,11 +152,13 @@ export async function settle(
   row: ObjectRow,
   status: ObservedStatus,
   extra?: (trx: Trx, ctx: RequestContext) => Promise<void>,
+  guard?: (trx: Trx) => Promise<void>,
 ): Promise<ReconcileResult> {
   const t = target(kind, row);
   await asPlatform(env.db, async (trx) => {
     // The tenant's write lock before the row, as every change of the tenant takes it (no deadlock).
     await lockTenantWrites(trx, t.tenantId);
+    if (guard) await guard(trx);
     const ctx = env.context();
     const tr = await writeStatus(trx, t, status);
     if (extra) await extra(trx, ctx);
@@ -143,7 +170,12 @@ export async function settle(
     };
     if (tr.becameReady) await recordStatusEvent(trx, ctx, t, 'ready', event);
     if (tr.becameFailed) await recordStatusEvent(trx, ctx, t, 'failed', event);
-    if (tr.changed) await pokeParents(trx, kind, row);
+    if (tr.changed && (kind === 'IntegrationResource' || kind === 'Deployment') && row.tenant_id)
+      await pokeParents(trx, {
+        tenantId: String(row.tenant_id),
+        deploymentId: kind === 'IntegrationResource' && row.deployment_id ? String(row.deployment_id) : null,
+        force: tr.becameFailed,
+      });
     if (finish) await finish(trx, status.phase === 'Deleted');
   });
   return { finalised: status.phase === 'Deleted', finished: finish !== undefined };
@@ -167,21 +199,6 @@ export async function settleFailure(
     phase,
     ready: { status: 'False', reason: err.reason, message },
   });
-}
-
-async function pokeParents(trx: Trx, kind: Kind, row: ObjectRow): Promise<void> {
-  const tenantId = row.tenant_id ?? null;
-  if (kind === 'IntegrationResource' && row.deployment_id) {
-    await enqueueJob(trx, {
-      kind: 'Deployment',
-      objectId: String(row.deployment_id),
-      tenantId,
-      generation: 0,
-    });
-  }
-  if ((kind === 'IntegrationResource' || kind === 'Deployment') && tenantId) {
-    await enqueueJob(trx, { kind: 'Tenant', objectId: tenantId, tenantId, generation: 0 });
-  }
 }
 
 /** The facts of a resource's tenant and scope that its desired state is resolved from. */
@@ -278,12 +295,19 @@ const retained = (db: Db, tenantId: string) =>
     return r.rows.length > 0;
   });
 
+/** The lifecycle a provider call acted on changed before its status was written: act again. */
+class LifecycleMoved extends Error {
+  constructor(readonly desired: DesiredResource) {
+    super('the tenant lifecycle changed during the provider call');
+  }
+}
+
 async function reconcileResource(
   env: ReconcileEnv,
   row: ObjectRow,
+  { desired, region, agentManaged }: Awaited<ReturnType<typeof desiredResource>>,
   finish?: Finish,
 ): Promise<ReconcileResult> {
-  const { desired, region, agentManaged } = await asPlatform(env.db, (trx) => desiredResource(trx, row));
   // The cell's agent (src/agent) runs the providers and reports this object's status itself.
   if (agentManaged) return { finalised: false, finished: false };
   const slot = slotFor(env.providers, desired.type, region);
@@ -308,47 +332,74 @@ async function reconcileResource(
   const before = await providerCall(provider, 'observe', desired);
   let after = before;
   let current = desired;
-  // A suspension or resume commits the tenant's lifecycle and then revokes or restores access in its
-  // workflow; a reconcile that read the lifecycle before that commit must not undo the workflow's
-  // step afterwards (NOLOGIN after the resume gave LOGIN back). So the lifecycle is read again after
-  // the provider call, and the call is repeated while it changed under it: whichever order the two
-  // run in, the last word on access is the committed lifecycle's.
-  for (let round = 0; round < 3; round++) {
-    if (round > 0 || !before.exists || before.drift.length > 0)
-      after = await providerCall(provider, 'ensure', current);
-    const again = (await asPlatform(env.db, (trx) => desiredResource(trx, row))).desired;
-    if (Boolean(again.suspended) === Boolean(current.suspended)) break;
-    current = again;
-  }
-  if (!after.exists || after.drift.length > 0) {
-    throw new ProviderError(
-      `${provider.name} still differs after ensure: ${after.drift.join('; ') || 'missing'}`,
-      'DriftPersists',
-      true,
-    );
-  }
+  if (!before.exists || before.drift.length > 0) after = await providerCall(provider, 'ensure', current);
   const wasProvisioned = row.phase === 'Ready';
   const drifted = wasProvisioned && (!before.exists || before.drift.length > 0);
-  return settle(
-    env,
-    finish,
-    'IntegrationResource',
-    row,
-    {
-      phase: 'Ready',
-      ready: { status: 'True', reason: 'Provisioned', message: `${provider.name}: ${summary(after)}` },
-    },
-    drifted
-      ? (trx, ctx) =>
-          recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
-            previousPhase: row.phase,
-            phase: 'Ready',
-            reason: 'DriftRepaired',
-            message: `${provider.name} repaired the resource`,
-            drift: before.exists ? before.drift : ['the resource was missing'],
-          })
-      : undefined,
-  );
+  // A suspension or resume commits the tenant's lifecycle and then revokes or restores access in its
+  // workflow; a reconcile that read the lifecycle before that commit must not undo the workflow's
+  // step afterwards (NOLOGIN after the resume gave LOGIN back). So the status write reads the
+  // lifecycle again under the tenant's write lock (which the lifecycle change takes too), and when
+  // it changed, abandons the write, repeats the call and tries again: whichever order the two run
+  // in, the last word on access is the committed lifecycle's.
+  for (let round = 0; ; round++) {
+    if (!after.exists || after.drift.length > 0) {
+      throw new ProviderError(
+        `${provider.name} still differs after ensure: ${after.drift.join('; ') || 'missing'}`,
+        'DriftPersists',
+        true,
+      );
+    }
+    const acted = current;
+    const guard =
+      round < 2
+        ? async (trx: Trx) => {
+            const again = (await desiredResource(trx, row)).desired;
+            if (Boolean(again.suspended) !== Boolean(acted.suspended)) throw new LifecycleMoved(again);
+          }
+        : undefined;
+    try {
+      return await settle(
+        env,
+        finish,
+        'IntegrationResource',
+        row,
+        {
+          phase: 'Ready',
+          ready: { status: 'True', reason: 'Provisioned', message: `${provider.name}: ${summary(after)}` },
+        },
+        drifted
+          ? (trx, ctx) =>
+              recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
+                previousPhase: row.phase,
+                phase: 'Ready',
+                reason: 'DriftRepaired',
+                message: `${provider.name} repaired the resource`,
+                drift: before.exists ? before.drift : ['the resource was missing'],
+              })
+          : undefined,
+        guard,
+      );
+    } catch (err) {
+      if (!(err instanceof LifecycleMoved)) throw err;
+      current = err.desired;
+      after = await providerCall(provider, 'ensure', current);
+    }
+  }
+}
+
+/** A parent's dependents: a deployment's resources; a tenant's resources and deployments. */
+async function childrenOf(trx: Trx, kind: Kind, row: ObjectRow): Promise<ChildRow[]> {
+  // Both tables' keys lead with tenant_id, so the tenant narrows every lookup to one tenant's rows.
+  const tenantId = kind === 'Tenant' ? row.id : String(row.tenant_id);
+  const r = await sql<ChildRow>`
+    select slug, phase, conditions, deleted_at from integration_resources
+    where tenant_id = ${tenantId} ${kind === 'Deployment' ? sql`and deployment_id = ${row.id}` : sql``}
+    ${
+      kind === 'Tenant'
+        ? sql`union all select slug, phase, conditions, deleted_at from deployments where tenant_id = ${tenantId}`
+        : sql``
+    }`.execute(trx);
+  return r.rows;
 }
 
 /** Deployments and tenants: Ready when their own state is realised and all their resources are. */
@@ -356,21 +407,9 @@ async function reconcileParent(
   env: ReconcileEnv,
   kind: 'Deployment' | 'Tenant',
   row: ObjectRow,
+  children: ChildRow[],
   finish?: Finish,
 ): Promise<ReconcileResult> {
-  const children = await asPlatform(env.db, async (trx) => {
-    const where = kind === 'Deployment' ? sql`deployment_id = ${row.id}` : sql`tenant_id = ${row.id}`;
-    const resources = await sql<ChildRow>`
-      select slug, phase, conditions, deleted_at from integration_resources where ${where}`.execute(trx);
-    const deployments =
-      kind === 'Tenant'
-        ? await sql<ChildRow>`
-            select slug, phase, conditions, deleted_at from deployments where tenant_id = ${row.id}`.execute(
-            trx,
-          )
-        : { rows: [] };
-    return [...resources.rows, ...deployments.rows];
-  });
   if (row.deleted_at) {
     const pending = children.filter((c) => c.phase !== 'Deleted');
     if (pending.length > 0) {

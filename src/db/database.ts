@@ -240,3 +240,30 @@ export const asPlatform = <T>(db: Db, work: (trx: Trx) => Promise<T>): Promise<T
   inScope(db, PLATFORM, work);
 export const asTenant = <T>(db: Db, tenantId: string, work: (trx: Trx) => Promise<T>): Promise<T> =>
   inScope(db, { kind: 'tenant', tenantId }, work);
+
+/**
+ * Reads the rows of `table` with this id (or the live row with this slug) in one statement, in the
+ * scope of `scope`, as `inScope` would in a transaction of four round trips: the scope is entered by
+ * `tenantry_read_object` (migration 0036) in the statement's own transaction, on the same pool and
+ * with the same proof, so row-level security decides exactly as it does there.
+ */
+export async function readInScope<R>(
+  db: Db,
+  scope: Scope,
+  table: string,
+  ref: { id: string; includeDeleted?: boolean } | { slug: string },
+): Promise<R | undefined> {
+  const id = 'id' in ref ? ref.id : null;
+  const slug = 'slug' in ref ? ref.slug : null;
+  const includeDeleted = 'id' in ref && ref.includeDeleted === true;
+  let proof = sql`null::uuid, null::bigint, null::bytea`;
+  if (scope.kind === 'tenant') {
+    const tenantId = scope.tenantId.toLowerCase();
+    const expires = Math.floor(Date.now() / 1000) + PROOF_SECONDS;
+    proof = sql`${tenantId}::uuid, ${expires}::bigint, ${tenantScopeProof(await scopeKeyOf(db), tenantId, expires)}`;
+  }
+  const r = await sql<R>`
+    select * from tenantry_read_object(null::${sql.table(table)}, ${id}::uuid, ${slug}::text,
+      ${includeDeleted}, ${proof})`.execute(scope.kind === 'platform' ? platformDb(db) : db);
+  return r.rows[0];
+}

@@ -403,22 +403,28 @@ export async function lockCandidateCells(
   regions: string[],
   pinned: string | undefined,
 ): Promise<CellCandidate[] | 'none'> {
+  // One round trip: the candidates locked in id order, and whether any cell exists at all.
   const r = await sql<{
-    id: string;
-    slug: string;
-    region: string;
-    tenancy: 'shared' | 'dedicated';
-    allocated: number;
-    spec: { environmentTypes: string[]; capacity: { tenants: number } };
+    cells: {
+      id: string;
+      slug: string;
+      region: string;
+      tenancy: 'shared' | 'dedicated';
+      allocated: number;
+      spec: { environmentTypes: string[]; capacity: { tenants: number } };
+    }[];
+    any: boolean;
   }>`
-    select id, slug, region, tenancy, allocated, spec from cells
-    where deleted_at is null and (region = any(${regions}::text[]) or slug = ${pinned ?? null})
-    order by id for update`.execute(trx);
-  if (r.rows.length === 0) {
-    const any = await sql`select 1 from cells where deleted_at is null limit 1`.execute(trx);
-    if (any.rows.length === 0) return 'none';
-  }
-  return r.rows.map((c) => ({
+    with candidates as (
+      select id, slug, region, tenancy, allocated, spec from cells
+      where deleted_at is null and (region = any(${regions}::text[]) or slug = ${pinned ?? null})
+      order by id for update
+    )
+    select coalesce((select json_agg(c order by c.id) from candidates c), '[]'::json) as cells,
+           exists (select 1 from cells where deleted_at is null) as any`.execute(trx);
+  const { cells, any } = r.rows[0]!;
+  if (cells.length === 0 && !any) return 'none';
+  return cells.map((c) => ({
     id: c.id,
     slug: c.slug,
     region: c.region,

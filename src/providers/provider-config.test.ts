@@ -111,4 +111,17 @@ describe('provider configuration', () => {
     expect(providerConfigFor(config, 'eu').azureBlob).toBeUndefined();
     expect(refused({ TENANTRY_KAFKA_BROKERS_EU: 'nohost' })).toBe('/TENANTRY_KAFKA_BROKERS_EU');
   });
+
+  it('gives a region a data-plane PostgreSQL of its own (region migration copies between them)', () => {
+    const config = load({
+      TENANTRY_REGIONS: 'eu,us',
+      TENANTRY_DATAPLANE_DATABASE_URL: 'postgres://dp.eu/tenantry_dataplane',
+      TENANTRY_DATAPLANE_DATABASE_URL_US: 'postgres://dp.us/tenantry_dataplane',
+    });
+    expect(config.providers).toEqual({
+      dataplaneDatabaseUrl: 'postgres://dp.eu/tenantry_dataplane',
+      dataplaneByRegion: { us: 'postgres://dp.us/tenantry_dataplane' },
+    });
+    expect(load({}).providers.dataplaneByRegion).toEqual({});
+  });
 });

@@ -32,13 +32,13 @@ export async function locate(
   const row = isUuid(ref)
     ? await findById(trx, kind, ref.toLowerCase(), opts)
     : await findBySlug(trx, kind, ref, opts);
-  if (!row)
-    throw new NotFoundError(`${kindCode(kind)}.not_found`, `${kind} "${ref}" does not exist.`, {
-      kind,
-      ref,
-    });
+  if (!row) throw objectNotFound(kind, ref);
   return row;
 }
+
+/** 404: no object of this kind that the caller's scope sees has this UUID or slug. */
+export const objectNotFound = (kind: Kind, ref: string): NotFoundError =>
+  new NotFoundError(`${kindCode(kind)}.not_found`, `${kind} "${ref}" does not exist.`, { kind, ref });
 
 /** Deletes an object, leaving a tombstone; resources go before their deployment. */
 export async function deleteObject(

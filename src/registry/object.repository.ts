@@ -1,6 +1,6 @@
 import { type RawBuilder, sql } from 'kysely';
-import { PLATFORM_CHAIN } from '../audit/audit-hash.js';
-import { tenantWriteLockSql } from '../changes/tenant-write-lock.js';
+import { chainOf, PLATFORM_CHAIN } from '../audit/audit-hash.js';
+import { noteTenantWriteLock, tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
 import { definitionOf, type Kind, TABLES } from './kinds/index.js';
@@ -12,8 +12,8 @@ const table = (kind: Kind) => sql.table(TABLES[kind]);
 
 /**
  * Reads one object by UUID. `forUpdate` takes its tenant's write lock and then its row lock, both
- * until the transaction ends (lock order: src/changes/tenant-write-lock.ts): two round trips, the
- * first reads the row's tenant and takes the write lock, the second locks the row.
+ * until the transaction ends (lock order: src/changes/tenant-write-lock.ts), in one statement: a
+ * materialised CTE takes the advisory lock, and the row is read `for update` by the id it yields.
  */
 export async function findById(
   trx: Trx,
@@ -22,21 +22,8 @@ export async function findById(
   opts: { includeDeleted?: boolean; forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
   const live = opts.includeDeleted ? sql`` : sql`and deleted_at is null`;
-  if (opts.forUpdate) {
-    const scope = definitionOf(kind).scope;
-    const chain =
-      scope === 'self'
-        ? sql`id::text`
-        : scope === 'tenant'
-          ? sql`coalesce(tenant_id::text, ${PLATFORM_CHAIN})`
-          : sql`${PLATFORM_CHAIN}::text`;
-    const found = await sql`
-      select ${tenantWriteLockSql(chain)} from ${table(kind)} where id = ${id} ${live}`.execute(trx);
-    if (found.rows.length === 0) return undefined;
-  }
-  const r = await sql<ObjectRow>`
-    select * from ${table(kind)} where id = ${id} ${live}
-    ${opts.forUpdate ? sql`for update` : sql``}`.execute(trx);
+  if (opts.forUpdate) return lockedRow(trx, kind, sql`id = ${id} ${live}`, live);
+  const r = await sql<ObjectRow>`select * from ${table(kind)} where id = ${id} ${live}`.execute(trx);
   return r.rows[0];
 }
 
@@ -47,12 +34,43 @@ export async function findBySlug(
   slug: string,
   opts: { forUpdate?: boolean } = {},
 ): Promise<ObjectRow | undefined> {
-  const r = await sql<ObjectRow>`
-    select * from ${table(kind)} where slug = ${slug} and deleted_at is null`.execute(trx);
-  const row = r.rows[0];
+  const live = sql`and deleted_at is null`;
   // The tenant's write lock, then the row's (by id: the slug may be freed meanwhile, the id not).
-  if (!opts.forUpdate || !row) return row;
-  return findById(trx, kind, row.id, { forUpdate: true });
+  if (opts.forUpdate) return lockedRow(trx, kind, sql`slug = ${slug} ${live}`, live);
+  const r = await sql<ObjectRow>`select * from ${table(kind)} where slug = ${slug} ${live}`.execute(trx);
+  return r.rows[0];
+}
+
+/**
+ * The row `where` finds, with its tenant's write lock and then its row lock, in one round trip. The
+ * CTE is materialised and its id reaches the outer scan as an init plan, so the advisory lock is taken
+ * before the row is locked; `for update` re-checks `live` on the newest version of the row.
+ */
+async function lockedRow(
+  trx: Trx,
+  kind: Kind,
+  where: RawBuilder<unknown>,
+  live: RawBuilder<unknown>,
+): Promise<ObjectRow | undefined> {
+  const scope = definitionOf(kind).scope;
+  const chain =
+    scope === 'self'
+      ? sql`id::text`
+      : scope === 'tenant'
+        ? sql`coalesce(tenant_id::text, ${PLATFORM_CHAIN})`
+        : sql`${PLATFORM_CHAIN}::text`;
+  const r = await sql<ObjectRow>`
+    with locked as materialized (
+      select id, ${tenantWriteLockSql(chain)} from ${table(kind)} where ${where}
+    )
+    select * from ${table(kind)} where id = any(array(select id from locked)) ${live}
+    for update`.execute(trx);
+  const row = r.rows[0];
+  if (row) {
+    const tenantId = scope === 'self' ? row.id : scope === 'tenant' ? row.tenant_id : null;
+    noteTenantWriteLock(trx, chainOf(tenantId ? String(tenantId).toLowerCase() : null));
+  }
+  return row;
 }
 
 export async function insertObject(

@@ -2,7 +2,7 @@ import { setTimeout } from 'node:timers/promises';
 import { recordAuditAttempt } from '../audit/append-audit.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
-import { type Db, inScope, type Trx } from '../db/database.js';
+import { type Db, inScope, readInScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { validateManifests } from '../domain/manifest-parser.js';
@@ -17,9 +17,9 @@ import {
   applyManifest,
   type RegistryDeps,
 } from './apply-manifests.js';
-import { APPLY_ORDER, type Kind, LIST_FILTERS, type Manifest } from './kinds/index.js';
+import { APPLY_ORDER, type Kind, LIST_FILTERS, type Manifest, TABLES } from './kinds/index.js';
 import { listObjects, type ObjectRow, readLineage, type VersionRecord } from './object.repository.js';
-import { deleteObject, locate } from './object-changes.js';
+import { deleteObject, locate, objectNotFound } from './object-changes.js';
 import { type ApiObject, toApiObject } from './representation.js';
 import { transitionTenant } from './tenant-lifecycle.js';
 
@@ -172,7 +172,20 @@ export class RegistryService {
     ref: string,
     opts: { includeDeleted?: boolean } = {},
   ): Promise<ApiObject> {
-    return this.run(ctx, async (trx) => toApiObject(kind, await locate(trx, kind, ref, opts)));
+    // One statement (migration 0036): the scope and the read in the statement's own transaction.
+    let row: ObjectRow | undefined;
+    try {
+      row = await readInScope<ObjectRow>(
+        this.db,
+        ctx.scope,
+        TABLES[kind],
+        isUuid(ref) ? { id: ref.toLowerCase(), includeDeleted: opts.includeDeleted === true } : { slug: ref },
+      );
+    } catch (err) {
+      throw mapDatabaseError(err);
+    }
+    if (!row) throw objectNotFound(kind, ref);
+    return toApiObject(kind, row);
   }
 
   async list(ctx: RequestContext, kind: Kind, opts: ListOptions): Promise<Page<ApiObject>> {

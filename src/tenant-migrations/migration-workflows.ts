@@ -38,6 +38,7 @@ import {
   walLevel,
   withClient,
 } from './pg-copy.js';
+import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
 
 const { escapeIdentifier: id } = pg;
 
@@ -100,14 +101,14 @@ interface MigrationRow {
   freeze_started_at: Date | null;
 }
 
-async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
+export async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
   const r = await sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
   const row = r.rows[0];
   if (!row) throw new ProviderError(`migration ${id} is gone`, 'MigrationGone', false);
   return row;
 }
 
-const migrationRow = (db: Db, id: string) => asPlatform(db, (trx) => readMigration(trx, id));
+export const migrationRow = (db: Db, id: string) => asPlatform(db, (trx) => readMigration(trx, id));
 
 /**
  * The tenancy-mode migration (pool → silo) and its rollback, as workflows of the orchestrator
@@ -620,6 +621,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         const m = await migrationRow(db, ctx.input.migrationId);
         if (m.state !== 'CutOver' && m.state !== 'Retired')
           throw new ProviderError(`the migration is ${m.state}, not CutOver`, 'NotCutOver', false);
+        if ((m.plan as { kind?: string }).kind === 'region')
+          return {
+            dropped: await retireRegionSource(deps.providers, m.plan as unknown as RegionMigrationPlan),
+          };
         const plan = m.plan as MigrationPlan;
         for (const r of plan.resources)
           await provider().delete({
@@ -673,10 +678,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     },
   };
   const retire: WorkflowDefinition<RollbackInput> = { type: RETIRE_MIGRATION, steps: retireSteps };
-  return [migrate, rollback, retire] as WorkflowDefinition<never>[];
+  return [migrate, rollback, retire, regionMigrationWorkflow(deps)] as WorkflowDefinition<never>[];
 }
 
-function bindingOf(p: Placement) {
+export function bindingOf(p: Placement) {
   return {
     cell: p.cell,
     cellUuid: p.cellUuid,
@@ -687,7 +692,7 @@ function bindingOf(p: Placement) {
   };
 }
 
-function changeOf(
+export function changeOf(
   kind: 'Tenant' | 'IntegrationResource',
   before: Parameters<typeof stateOf>[0],
   after: Parameters<typeof stateOf>[0],
@@ -709,7 +714,7 @@ function changeOf(
 }
 
 /** A stable UUID for one part of one migration (secret keys), like workflow ids. */
-function workflowKey(migrationId: string, resourceId: string, part: string): string {
+export function workflowKey(migrationId: string, resourceId: string, part: string): string {
   return workflowIdOfParts('migration-key', migrationId, resourceId, part);
 }
 

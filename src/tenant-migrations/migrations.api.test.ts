@@ -48,7 +48,10 @@ describe('migrations over HTTP', () => {
   it('refuses bad or impossible requests with a 4xx naming the rule, and writes nothing', async () => {
     const before = await counts();
     const cases: [unknown, number, string | undefined][] = [
-      [{ region: 'us' }, 422, 'migration.region_unsupported'],
+      // The tenant names no allowed regions: it stays in its own.
+      [{ region: 'us' }, 422, 'placement.residency'],
+      [{ region: 'eu' }, 409, 'migration.same_region'],
+      [{ region: 'us', isolation: 'silo' }, 422, 'migration.one_change'],
       [{ isolation: 'pool' }, 409, 'migration.same_isolation'],
       [{ isolation: 'shared' }, 422, 'migration.unsupported'],
       [{}, 422, 'field.required'],

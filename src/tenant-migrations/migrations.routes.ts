@@ -16,7 +16,7 @@ const Binding = Type.Object({
 const MigrationSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
   tenantId: Type.String({ format: 'uuid' }),
-  kind: Type.Literal('isolation'),
+  kind: Type.Union([Type.Literal('isolation'), Type.Literal('region')]),
   state: Type.String({ description: 'Running, CutOver, RolledBack, Retired or Failed' }),
   workflowId: Type.String({
     format: 'uuid',
@@ -78,7 +78,7 @@ export function registerMigrationRoutes(
       schema: {
         operationId: 'startMigration',
         summary:
-          'Starts a tenancy-mode migration (pool → silo) as a workflow; with dryRun=true shows the plan and the policy verdicts and changes nothing',
+          'Starts a tenancy-mode migration (`isolation`: pool → silo) or a region migration (`region`: database, blobs and topics to a cell of another allowed region) as a workflow; with dryRun=true shows the plan and the policy verdicts and changes nothing',
         tags: ['Workflow'],
         params: TenantParams,
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),

@@ -19,12 +19,13 @@ import {
   ROLLBACK_MIGRATION,
   type RollbackInput,
 } from './migration-workflows.js';
+import { MIGRATE_REGION, type RegionMigrationInput } from './region-migration.js';
 
 /** What the API shows of a migration. */
 export interface Migration {
   id: string;
   tenantId: string;
-  kind: 'isolation';
+  kind: 'isolation' | 'region';
   state: string;
   /** The workflow that runs it (its id is the migration's). */
   workflowId: string;
@@ -65,7 +66,7 @@ export interface MigrationPlanView {
 interface Row {
   id: string;
   tenant_id: string;
-  kind: 'isolation';
+  kind: 'isolation' | 'region';
   state: string;
   source: Placement;
   target: Placement;
@@ -136,6 +137,20 @@ export const ISOLATION_STEPS = [
   'cut-over',
 ];
 
+/** The steps of a region migration, as the workflow runs them. */
+export const REGION_STEPS = [
+  'check-eligibility',
+  'create-target',
+  'copy-schema',
+  'start-replication',
+  'wait-synced',
+  'copy-blobs',
+  'freeze-writes',
+  'sync-and-verify',
+  'detach-target',
+  'cut-over',
+];
+
 const DEFAULT_WINDOW_SECONDS = 7 * 24 * 3600;
 
 /**
@@ -156,12 +171,14 @@ export class MigrationsService {
     platformOnly(ctx);
     // A POST without a body reaches here with none: it is a request naming no isolation (400), not a 500.
     const body = input ?? {};
-    if (body.region !== undefined)
+    if (body.region !== undefined && body.isolation !== undefined)
       throw ValidationError.field(
         '/region',
-        'migration.region_unsupported',
-        'region migration is not built yet (issue 19): only tenancy-mode migrations (pool → silo) run',
+        'migration.one_change',
+        'a migration changes the isolation or the region, not both: migrate twice',
       );
+    if (body.region !== undefined)
+      return this.startRegion(ctx, ref, body.region, body.rollbackWindowSeconds, opts);
     if (body.isolation === undefined)
       throw ValidationError.field('/isolation', 'field.required', 'name the isolation model to migrate to');
     const to = body.isolation;
@@ -288,11 +305,141 @@ export class MigrationsService {
     });
   }
 
+  /**
+   * A region migration: residency (the tenant's `allowedRegions`; none: its own region only), a
+   * cell of the tenant's isolation with room in the target region, no freeze, no workflow in
+   * progress — all checked before anything is written.
+   */
+  private startRegion(
+    ctx: RequestContext,
+    ref: string,
+    region: string,
+    rollbackWindowSeconds: number | undefined,
+    opts: { dryRun: boolean },
+  ): Promise<Migration | MigrationPlanView> {
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const current = t.placement;
+      if (!current)
+        throw new ConflictError(
+          'migration.unplaced',
+          'The tenant is not placed in a cell; there is nothing to move.',
+        );
+      if (t.lifecycle !== 'Active')
+        throw new ConflictError(
+          'migration.tenant_not_active',
+          `The tenant is ${t.lifecycle}; only an Active tenant is migrated.`,
+          { details: { lifecycle: t.lifecycle } },
+        );
+      if (current.region === region)
+        throw new ConflictError('migration.same_region', `The tenant is in ${region} already.`, {
+          errors: [{ pointer: '/region', code: 'migration.same_region', message: `already in ${region}` }],
+        });
+      const allowed = t.spec.residency?.allowedRegions ?? [current.region];
+      if (!allowed.includes(region))
+        throw new PolicyError(
+          'placement.residency',
+          422,
+          `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
+          '/region',
+          { rule: 'residency', region, allowedRegions: allowed },
+          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'migrate' },
+        );
+      const open = await sql<{ id: string }>`
+        select id from tenant_migrations where tenant_id = ${t.id} and state = 'CutOver' and rollback_until > now()`.execute(
+        trx,
+      );
+      if (open.rows[0])
+        throw new ConflictError(
+          'migration.in_rollback_window',
+          'The tenant has a migration whose source is still kept; retire (or roll back) it first.',
+          { details: { migrationId: open.rows[0].id } },
+        );
+      const cells = await lockCandidateCells(trx, [region], undefined);
+      const chosen = chooseCell(
+        {
+          tenantId: t.id,
+          tenantSlug: t.slug,
+          region,
+          environmentType: t.environment_type,
+          isolation: current.isolation,
+          allowedRegions: [region],
+        },
+        cells === 'none' ? [] : cells,
+      );
+      if (isRefusal(chosen))
+        throw new PolicyError(
+          chosen.code,
+          chosen.code === 'placement.no_capacity' ? 409 : 422,
+          chosen.message,
+          '/region',
+          chosen.details,
+          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'migrate' },
+        );
+      await assertNotFrozen(trx, t.id, MIGRATE_REGION);
+      const target: Placement = { ...current, ...chosen, region };
+      const verdicts = [
+        { rule: 'residency', outcome: 'allow' as const, detail: `${region} is among ${allowed.join(', ')}` },
+        { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} in ${region} has room` },
+        { rule: 'freeze', outcome: 'allow' as const, detail: 'no freeze covers the tenant' },
+      ];
+      if (opts.dryRun)
+        return {
+          dryRun: true,
+          tenant: t.slug,
+          from: binding(current),
+          to: binding(target),
+          steps: REGION_STEPS,
+          verdicts,
+        } satisfies MigrationPlanView;
+      const id = randomUUID();
+      const window = rollbackWindowSeconds ?? DEFAULT_WINDOW_SECONDS;
+      await sql`
+        insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
+        values (${id}, ${t.id}, 'region', ${JSON.stringify(current)}, ${JSON.stringify(target)}, '{}',
+                ${window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
+      const input: RegionMigrationInput = {
+        migrationId: id,
+        tenantSlug: t.slug,
+        fromRegion: current.region,
+        toRegion: region,
+      };
+      await startWorkflow(trx, {
+        id,
+        tenantId: t.id,
+        type: MIGRATE_REGION,
+        input,
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+      });
+      await appendAudit(
+        trx,
+        auditEntryOf(ctx, {
+          tenantId: t.id,
+          action: 'migration.start',
+          target: { kind: 'Migration', id, slug: t.slug },
+          before: { placement: binding(current) },
+          after: { placement: binding(target), rollbackWindowSeconds: window, verdicts },
+          outcome: 'success',
+          decision: null,
+        }),
+      );
+      return this.read(trx, t.id, id);
+    });
+  }
+
   async rollback(ctx: RequestContext, ref: string, id: string): Promise<Migration> {
     platformOnly(ctx);
     return asPlatform(this.db, async (trx) => {
       const t = await tenantRow(trx, ref, true);
       const m = await this.read(trx, t.id, id);
+      if (m.kind === 'region')
+        throw new ConflictError(
+          'migration.rollback_unavailable',
+          `A region migration is undone by a region migration back to ${m.from.region} (failback), which copies what was written since; retire this one first.`,
+          { details: { state: m.state, kind: m.kind } },
+        );
       if (m.state !== 'CutOver' || !m.rollbackUntil || Date.parse(m.rollbackUntil) < Date.now())
         throw new ConflictError(
           'migration.rollback_unavailable',
@@ -409,7 +556,7 @@ interface TenantRow {
   slug: string;
   lifecycle: string;
   environment_type: string;
-  spec: { plan?: string };
+  spec: { plan?: string; residency?: { allowedRegions?: string[] } };
   placement: Placement | null;
 }
 

@@ -211,7 +211,11 @@ export async function createSchema(
 export interface TableCheck {
   table: string;
   rows: number;
-  /** md5 over the md5 of every row's text, in the order of those hashes (independent of physical order). */
+  /**
+   * The sum of a 64-bit hash of every row's text (`hashtextextended`): independent of physical
+   * order, changed by a missing, extra, duplicated or altered row, and computed without the sort an
+   * ordered aggregate needs (that sort was most of the write freeze: 2.1 s at 120k rows).
+   */
   checksum: string;
 }
 
@@ -222,8 +226,8 @@ export async function checksums(c: pg.ClientBase, schema: string, tables: string
     const out: TableCheck[] = [];
     for (const t of tables) {
       const r = await c.query<{ rows: string; checksum: string }>(
-        `select count(*)::text as rows, md5(coalesce(string_agg(h, '' order by h), '')) as checksum
-         from (select md5(x::text) as h from ${id(schema)}.${id(t)} x) s`,
+        `select count(*)::text as rows, coalesce(sum(hashtextextended(x::text, 0)), 0)::text as checksum
+         from ${id(schema)}.${id(t)} x`,
       );
       out.push({ table: t, rows: Number(r.rows[0]!.rows), checksum: r.rows[0]!.checksum });
     }

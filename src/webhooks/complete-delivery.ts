@@ -62,10 +62,11 @@ export async function completeDeliveries(trx: Trx, owner: string, items: Settlem
   const r = await sql<{ id: string }>`
     update webhook_deliveries d set
       status = x.status,
+      attempts = greatest(d.attempts, x.attempt),
       next_attempt_at = now() + x.delay_ms * interval '1 millisecond',
       locked_by = null, locked_until = null,
       last_status = x.status_code, last_error = x.error, updated_at = now()
-    from jsonb_to_recordset(${rows}::jsonb) as x(id uuid, status text, delay_ms bigint, status_code int, error text)
+    from jsonb_to_recordset(${rows}::jsonb) as x(id uuid, status text, attempt int, delay_ms bigint, status_code int, error text)
     where d.id = x.id and d.locked_by = ${owner}
     returning d.id`.execute(trx);
   return new Set(r.rows.map((row) => row.id));

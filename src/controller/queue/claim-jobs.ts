@@ -10,6 +10,12 @@ import { type JobRow, type QueuedJob, toJob } from './job.js';
  * leased (`locked_until` null or in the past — a dead worker's lease simply runs out). Since an
  * object has one row, and a leased row is not due, at most one worker holds an object at a time
  * (as long as it renews its lease, see renew-lease.ts). Runs in the caller's (platform) transaction.
+ *
+ * Order: by `run_after`, and among jobs due at the same instant (what one change's transaction
+ * enqueued: it writes every job with its `now()`) children before parents: resources, then
+ * deployments, then tenants, so that a parent applied with its dependents tends to find them settled
+ * and is reconciled once rather than once before and once after (issue 24). The index on `run_after`
+ * still drives the scan; only each instant's jobs are sorted (an incremental sort).
  */
 export async function claimJobs(
   trx: Trx,
@@ -19,7 +25,7 @@ export async function claimJobs(
     with due as (
       select object_kind, object_id from reconcile_jobs
       where run_after <= now() and (locked_until is null or locked_until < now())
-      order by run_after
+      order by run_after, case object_kind when 'Tenant' then 2 when 'Deployment' then 1 else 0 end
       limit ${input.limit}
       for update skip locked
     )

@@ -25,6 +25,8 @@ import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
 import * as m0032 from './0032-purge-exceptions.js';
+import * as m0036 from './0036-scoped-read.js';
+import * as m0039 from './0039-region-migrations.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -56,6 +58,8 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0029-releases': m0029,
   '0031-cell-agents': m0031,
   '0032-purge-exceptions': m0032,
+  '0036-scoped-read': m0036,
+  '0039-region-migrations': m0039,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -172,6 +172,12 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     // The SDK keeps no connections that need closing.
   }
 
+  /** The container (and folder, in the prefix layout) of a resource: a region migration copies its blobs. */
+  blobsOf(desired: DesiredResource): { container: ContainerClient; prefix: string; marker: string } {
+    const t = this.target(desired);
+    return { container: t.container, prefix: t.prefix ?? '', marker: `${t.prefix ?? ''}${MARKER}` };
+  }
+
   private target(desired: DesiredResource): { container: ContainerClient; prefix: string | undefined } {
     if (desired.type !== 'blob-container')
       throw new ProviderError(

@@ -42,7 +42,8 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
 
   /** `url`: the data-plane database (created if missing) as a role that may create roles and databases. */
   constructor(
-    private readonly url: string,
+    /** The data-plane server (a region migration copies from one region's to another's). */
+    readonly url: string,
     private readonly secrets: ResourceSecrets,
   ) {
     this.database = decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres';

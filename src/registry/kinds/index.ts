@@ -106,6 +106,7 @@ export type ChangeAction =
   | 'archive'
   | 'disable'
   | 'migrate'
+  | 'migrate_region'
   | 'revert_migration';
 const PAST: Record<ChangeAction, string> = {
   create: 'created',
@@ -117,6 +118,7 @@ const PAST: Record<ChangeAction, string> = {
   archive: 'archived',
   disable: 'disabled',
   migrate: 'migrated',
+  migrate_region: 'region_migrated',
   revert_migration: 'migration_rolled_back',
 };
 export function eventName(kind: Kind, action: ChangeAction): EventName {

@@ -1,0 +1,49 @@
+import { sql } from 'kysely';
+import type { Trx } from '../../db/database.js';
+
+/**
+ * After a child's status transition (a resource's or a deployment's), makes its parents' jobs due
+ * now (the resource's deployment, and the tenant) — unless the parent could not change its mind yet:
+ * a live parent that is still Pending or Provisioning while some live dependent of it is not Ready
+ * stays so, and is made due by the transition of its last dependent instead. A parent that is Ready
+ * (a dependent fell back), deleting, or not Active is always made due, and so is every parent when
+ * `force` (the child failed: its parent's message names it). So a parent whose children settle one
+ * after another is reconciled again once, not once per child (issue 24).
+ *
+ * Concurrency contract: runs in the child's status transaction, which holds the tenant's write lock
+ * (src/changes/tenant-write-lock.ts), as does every other status write and change of the tenant's
+ * objects. The siblings' phases read here are therefore the committed ones of every status write
+ * before this one, and the ones after see this one: the last of several children settling at once
+ * is the one that finds none waiting, so no parent is left waiting. The enqueue itself is
+ * enqueue-job.ts's upsert (a lease held on the parent is kept; its holder sees the `ticket` move).
+ */
+export async function pokeParents(
+  trx: Trx,
+  input: { tenantId: string; deploymentId: string | null; force: boolean },
+): Promise<void> {
+  const waiting = (phase: string) => sql`(${sql.ref(phase)} in ('Pending', 'Provisioning'))`;
+  await sql`
+    insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
+    select p.kind, p.id, p.tenant_id, 0 from (
+      select 'Deployment' as kind, d.id, d.tenant_id,
+        d.deleted_at is null and ${waiting('d.phase')} and exists (
+          select 1 from integration_resources r
+          where r.tenant_id = d.tenant_id and r.deployment_id = d.id and r.deleted_at is null and r.phase <> 'Ready'
+        ) as unchanged
+      from deployments d where d.tenant_id = ${input.tenantId} and d.id = ${input.deploymentId}
+      union all
+      select 'Tenant', t.id, t.id,
+        t.deleted_at is null and t.lifecycle = 'Active' and ${waiting('t.phase')} and (
+          exists (select 1 from deployments c
+                  where c.tenant_id = t.id and c.deleted_at is null and c.phase <> 'Ready')
+          or exists (select 1 from integration_resources c
+                     where c.tenant_id = t.id and c.deleted_at is null and c.phase <> 'Ready'))
+      from tenants t where t.id = ${input.tenantId}
+    ) p
+    where ${input.force} or not p.unchanged
+    on conflict (object_kind, object_id) do update
+      set generation = greatest(reconcile_jobs.generation, excluded.generation),
+          run_after = now(), attempts = 0, updated_at = now(), ticket = reconcile_jobs.ticket + 1`.execute(
+    trx,
+  );
+}

@@ -27,13 +27,18 @@ export interface EventInput {
  * is gap-free and in commit order (a rolled-back transaction rolls back its bump too). Different
  * tenants never wait on each other. (Since the audit record no longer takes a chain-head lock, this
  * counter is what serialises one tenant's changes from here to commit.)
+ *
+ * `onlyIf` names an earlier CTE of the caller's statement: the event is appended only when it
+ * returned a row (e.g. a fenced update that may match nothing), so an autocommit statement needs
+ * no rollback to leave no event behind.
  */
-export function appendEventSql(e: EventInput): RawBuilder<unknown> {
+export function appendEventSql(e: EventInput, onlyIf?: string): RawBuilder<unknown> {
   const id = randomUUID();
   const stream = e.tenantId?.toLowerCase() ?? 'platform';
   const type = cloudEventType(e.name);
   return sql`event_seq as (
-      insert into event_sequences as s (stream, seq) values (${stream}, 1)
+      insert into event_sequences as s (stream, seq)
+      ${onlyIf ? sql`select ${stream}, 1 where exists (select from ${sql.id(onlyIf)})` : sql`values (${stream}, 1)`}
       on conflict (stream) do update set seq = s.seq + 1
       returning s.seq
     ), event as (

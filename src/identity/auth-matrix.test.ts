@@ -136,6 +136,8 @@ const BODIES: Record<string, unknown> = {
   'PUT /v1/freezes/{name}': { scope: 'platform', reason: 'evil: stop every workflow' },
   'POST /v1/tenants/{ref}/legal-hold': { reason: 'evil: hold everything' },
   'POST /v1/tenants/{ref}/legal-hold/release': { reason: 'evil: release the hold' },
+  'POST /v1/tenants/{ref}/purge-exception': { reason: 'evil: purge before the window' },
+  'POST /v1/tenants/{ref}/purge-exception/approve': { reason: 'evil: approve it' },
   'POST /v1/releases': {
     metadata: {},
     spec: {

@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
 import { UnauthorizedError, ValidationError } from '../errors/errors.js';
 import type { IdentityHook } from '../http/identity.js';
+import { problem, sendProblem } from '../http/problem.js';
 import { errorResponses } from '../http/schemas.js';
 import type { ServiceClientsService } from './service-clients.js';
 
@@ -62,7 +63,8 @@ export async function registerServiceClientRoutes(
     c.post<{ Body: TokenBody }>(
       '/v1/oauth/token',
       {
-        // The client authenticates itself; the per-tenant rate limit needs a caller it does not have.
+        // The client authenticates itself; the per-tenant rate limit needs a caller it does not have,
+        // so the endpoint has its own: per client id and per source address (TOKEN_RATE).
         config: { public: true, rateLimit: false } as { public: true },
         schema: {
           operationId: 'oauthToken',
@@ -85,7 +87,7 @@ export async function registerServiceClientRoutes(
               token_type: Type.Literal('Bearer'),
               expires_in: Type.Integer(),
             }),
-            ...errorResponses(400, 401, 422),
+            ...errorResponses(400, 401, 422, 429),
           },
         },
       },
@@ -102,6 +104,23 @@ export async function registerServiceClientRoutes(
         const secret = basic?.secret ?? b.client_secret;
         if (!id || !secret)
           throw new UnauthorizedError('oauth.invalid_client', 'Client authentication is required.');
+        const refused = await clients.admitToken(id, request.ip);
+        if (refused) {
+          reply.header('retry-after', String(refused.resetSeconds));
+          return sendProblem(
+            reply,
+            problem(
+              429,
+              'oauth.rate_limited',
+              `Too many token requests for this ${refused.scope === 'client' ? 'client' : 'address'} (${refused.limit} per ${refused.windowSeconds}s); retry in ${refused.resetSeconds}s.`,
+              [],
+              {
+                instance: request.id,
+                details: { scope: refused.scope, limit: refused.limit, windowSeconds: refused.windowSeconds },
+              },
+            ),
+          );
+        }
         return reply.header('cache-control', 'no-store').send(await clients.token(id, secret));
       },
     );

@@ -1,11 +1,25 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
-import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { asPlatform, type Db, platformDb, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { NotFoundError, UnauthorizedError } from '../errors/errors.js';
+import { type RateDecision, takeToken } from '../ratelimit/take-token.js';
 import type { BuiltinIssuer } from './builtin-issuer.js';
+
+/**
+ * Token requests admitted per minute, per client id and per source address: far above what a client
+ * that caches its 15-minute token needs, far below what guessing a secret needs. Counted before the
+ * secret is checked, so a right guess past the limit is refused too.
+ */
+export const TOKEN_RATE = { perClient: 60, perAddress: 600, windowSeconds: 60 } as const;
+
+/** The bucket key of a client id or address (rate_limit_buckets is keyed by uuid). */
+function bucketKey(kind: string, value: string): string {
+  const x = createHash('sha256').update(`${kind}\u0000${value}`).digest('hex');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20, 32)}`;
+}
 
 /** The roles a tenant's service client gets: the default `service` policy (read and operate, its tenant). */
 export const SERVICE_CLIENT_ROLES = ['service'];
@@ -101,6 +115,34 @@ export class ServiceClientsService {
   }
 
   /** A service token for a live client of a tenant that is not deleted; 401 `oauth.invalid_client` otherwise. */
+  /**
+   * Takes one token request from the client id's and the source address's allowance (GCRA in
+   * PostgreSQL, shared by every API process); the refusing decision, or null when admitted. Fails
+   * open: a request is not refused because its bucket could not be read.
+   */
+  async admitToken(clientId: string, address: string): Promise<(RateDecision & { scope: string }) | null> {
+    try {
+      const byAddress = await takeToken(
+        platformDb(this.db),
+        bucketKey('address', address),
+        'oauth.token.address',
+        TOKEN_RATE.perAddress,
+        TOKEN_RATE.windowSeconds,
+      );
+      if (!byAddress.allowed) return { ...byAddress, scope: 'address' };
+      const byClient = await takeToken(
+        platformDb(this.db),
+        bucketKey('client', clientId),
+        'oauth.token.client',
+        TOKEN_RATE.perClient,
+        TOKEN_RATE.windowSeconds,
+      );
+      return byClient.allowed ? null : { ...byClient, scope: 'client' };
+    } catch {
+      return null;
+    }
+  }
+
   async token(
     clientId: string,
     secret: string,

@@ -250,14 +250,7 @@ export class MigrationsService {
         );
       await assertNotFrozen(trx, t.id, MIGRATE_ISOLATION);
       const target: Placement = { ...current, ...chosen };
-      // A cell held by a remote agent (src/agent): its data plane is the agent's, never reached from here.
-      const agentCells = await remoteAgentCells(trx, [current.cellUuid, target.cellUuid]);
-      if (agentCells.length > 0)
-        throw new ConflictError(
-          'migration.agent_cell',
-          `Cell ${agentCells.join(', ')} is run by its own agent: the control plane does not reach into that data plane, and tenancy-mode migration through agents is not built.`,
-          { details: { cells: agentCells } },
-        );
+      await refuseAgentCells(trx, current, target);
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `stays in region ${current.region}` },
         {
@@ -387,6 +380,7 @@ export class MigrationsService {
         );
       await assertNotFrozen(trx, t.id, MIGRATE_REGION);
       const target: Placement = { ...current, ...chosen, region };
+      await refuseAgentCells(trx, current, target);
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `${region} is among ${allowed.join(', ')}` },
         { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} in ${region} has room` },
@@ -593,4 +587,15 @@ async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<Ten
 function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
+}
+
+/** A cell held by a remote agent (src/agent): its data plane is the agent's, never reached from here. */
+async function refuseAgentCells(trx: Trx, from: Placement, to: Placement): Promise<void> {
+  const agentCells = await remoteAgentCells(trx, [from.cellUuid, to.cellUuid]);
+  if (agentCells.length > 0)
+    throw new ConflictError(
+      'migration.agent_cell',
+      `Cell ${agentCells.join(', ')} is run by its own agent: the control plane does not reach into that data plane, and migration through agents is not built.`,
+      { details: { cells: agentCells } },
+    );
 }

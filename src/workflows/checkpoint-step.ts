@@ -1,5 +1,5 @@
-import { sql } from 'kysely';
-import type { Trx } from '../db/database.js';
+import { type RawBuilder, sql } from 'kysely';
+import type { Db } from '../db/database.js';
 import { appendEventSql } from '../events/append-event.js';
 
 export interface StepCheckpoint {
@@ -20,22 +20,40 @@ export interface StepCheckpoint {
 export class LeaseLost extends Error {}
 
 /**
- * Records a step's end in the caller's transaction, as one statement: the step row (its output is
- * what a resumed workflow and the step's undo read), the workflow's attempt counter reset, and for a
- * completed step the `workflow.step_completed` event in the tenant's stream. A compensated step's
- * row replaces its completed one, which is how the undo stack shrinks.
+ * Records a step's end as one statement: the step row (its output is what a resumed workflow and the
+ * step's undo read), the workflow's attempt counter reset, and for a completed step the
+ * `workflow.step_completed` event in the tenant's stream. A compensated step's row replaces its
+ * completed one, which is how the undo stack shrinks. Runs in the caller's transaction, or alone
+ * (autocommit: one round trip, one commit) when the step writes nothing else.
  *
  * Concurrency contract: fenced on `locked_by` — when the caller's lease was taken over, the update
- * matches no row and `LeaseLost` is thrown, so the caller's transaction rolls back (the event CTE
- * included) and the caller stops working on the workflow. An operator's cancel, requested while
- * the step ran, is returned so the engine compensates next.
+ * matches no row, so neither the step row nor the event (gated on the update) is written, and
+ * `LeaseLost` is thrown, so a caller's transaction rolls back what else it wrote and the caller stops
+ * working on the workflow. An operator's cancel, requested while the step ran, is returned so the
+ * engine compensates next.
  */
 export async function checkpointStep(
-  trx: Trx,
+  run: Statement,
   c: StepCheckpoint,
 ): Promise<{ cancelRequested: { principal: string; kind: string } | null }> {
+  const row = (await run(checkpointStepSql(c)))[0];
+  if (!row) throw new LeaseLost(`workflow ${c.workflowId}: lease lost`);
+  return { cancelRequested: row.cancel_requested };
+}
+
+/** Runs one statement and returns its rows: on a Db or transaction, or prepared on the engine's session. */
+export type Statement = <R>(query: RawBuilder<R>) => Promise<R[]>;
+export const onDb =
+  (db: Db): Statement =>
+  async (query) =>
+    (await query.execute(db)).rows;
+
+/** The checkpoint statement (its text is the same for every completed step, so it can be prepared). */
+export function checkpointStepSql(
+  c: StepCheckpoint,
+): RawBuilder<{ position: number; cancel_requested: { principal: string; kind: string } | null }> {
   const completed = c.state === 'Completed';
-  const r = await sql<{ position: number; cancel_requested: { principal: string; kind: string } | null }>`
+  return sql<{ position: number; cancel_requested: { principal: string; kind: string } | null }>`
     with w as (
       update workflows set attempts = 0, error = null, updated_at = now()
       where id = ${c.workflowId} and locked_by = ${c.workerId}
@@ -51,25 +69,23 @@ export async function checkpointStep(
       returning position
     )${
       completed
-        ? sql`, ${appendEventSql({
-            tenantId: c.tenantId,
-            name: 'workflow.step_completed',
-            subject: `workflows/${c.workflowId}`,
-            data: {
-              workflowId: c.workflowId,
+        ? sql`, ${appendEventSql(
+            {
               tenantId: c.tenantId,
-              step: c.name,
-              position: c.position,
-              attempts: c.attempts,
+              name: 'workflow.step_completed',
+              subject: `workflows/${c.workflowId}`,
+              data: {
+                workflowId: c.workflowId,
+                tenantId: c.tenantId,
+                step: c.name,
+                position: c.position,
+                attempts: c.attempts,
+              },
+              correlationId: c.correlationId,
             },
-            correlationId: c.correlationId,
-          })}`
+            'w',
+          )}`
         : sql``
     }
-    select step.position, w.cancel_requested from step, w ${completed ? sql`, event_done` : sql``}`.execute(
-    trx,
-  );
-  const row = r.rows[0];
-  if (!row) throw new LeaseLost(`workflow ${c.workflowId}: lease lost`);
-  return { cancelRequested: row.cancel_requested };
+    select step.position, w.cancel_requested from step, w ${completed ? sql`, event_done` : sql``}`;
 }

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { Trx } from '../db/database.js';
+import type { Db } from '../db/database.js';
 import type { WorkflowRow } from './workflow.js';
 
 /**
@@ -10,10 +10,10 @@ import type { WorkflowRow } from './workflow.js';
  * its lease is free (`locked_until` null or past). A controller that dies keeps no workflow: its
  * leases run out and another engine claims them, resuming at the first step without a checkpoint.
  * Every later write of the holder is fenced on `locked_by`, so a holder whose lease was taken over
- * changes nothing more. Runs in the caller's (platform) transaction.
+ * changes nothing more. Runs in the platform scope (the caller's transaction or the engine's session), one statement.
  */
 export async function claimWorkflows(
-  trx: Trx,
+  trx: Db,
   input: { workerId: string; limit: number; leaseMs: number },
 ): Promise<WorkflowRow[]> {
   const r = await sql<WorkflowRow>`
@@ -37,7 +37,7 @@ export async function claimWorkflows(
 
 /** Extends the lease while the holder works; false when it was lost (fenced on `locked_by`). */
 export async function renewWorkflowLease(
-  trx: Trx,
+  trx: Db,
   input: { id: string; workerId: string; leaseMs: number },
 ): Promise<boolean> {
   const r = await sql`

@@ -77,6 +77,8 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
     type: ResourceType,
     op: 'revokeAccess' | 'restoreAccess',
   ): Promise<{ resources: number }> => {
+    // Nothing of this type was taken (or recorded): no provider and no lookup to do.
+    if (!taken.resources.some((t) => t.type === type && t.grant)) return { resources: 0 };
     const live = new Map((await resourcesOf(tenantId)).map((r) => [r.desired.id, r]));
     let n = 0;
     for (const t of taken.resources) {

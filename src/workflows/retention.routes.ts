@@ -28,6 +28,20 @@ const Standing = Type.Object({
     Type.Object({ id: Type.String(), reason: Type.String(), placedBy: Actor, placedAt: Type.String() }),
     Type.Null(),
   ]),
+  exception: Type.Union(
+    [
+      Type.Object({
+        id: Type.String(),
+        reason: Type.String(),
+        requestedBy: Actor,
+        requestedAt: Type.String(),
+        approvedBy: Type.Union([Actor, Type.Null()]),
+        approvedAt: Type.Union([Type.String(), Type.Null()]),
+      }),
+      Type.Null(),
+    ],
+    { description: 'The governance exception to the retention window not yet used by a purge' },
+  ),
 });
 
 /** Retention, legal hold and purge of a tenant (issue 18); platform only, every change audited. */
@@ -79,6 +93,40 @@ export function registerRetentionRoutes(
       },
     },
     async (request) => retention.releaseHold(identify(request), request.params.ref, request.body.reason),
+  );
+  app.post<{ Params: { ref: string }; Body: { reason: string } }>(
+    '/v1/tenants/:ref/purge-exception',
+    {
+      config: { action: 'tenant.request-purge-exception' },
+      schema: {
+        operationId: 'requestPurgeException',
+        summary:
+          "Requests a governance exception to the tenant's retention window; once another principal approves it, a purge may run before the window ends (never under a legal hold)",
+        tags: ['Tenant'],
+        params: Ref,
+        body: Reason,
+        response: { 201: Standing, ...errorResponses(400, 401, 403, 404, 409, 422) },
+      },
+    },
+    async (request, reply) =>
+      reply
+        .code(201)
+        .send(await retention.requestException(identify(request), request.params.ref, request.body.reason)),
+  );
+  app.post<{ Params: { ref: string }; Body: { reason: string } }>(
+    '/v1/tenants/:ref/purge-exception/approve',
+    {
+      config: { action: 'tenant.approve-purge-exception' },
+      schema: {
+        operationId: 'approvePurgeException',
+        summary: 'Approves the open governance exception; the approver must not be its requester',
+        tags: ['Tenant'],
+        params: Ref,
+        body: Reason,
+        response: { 200: Standing, ...errorResponses(400, 401, 403, 404, 409, 422) },
+      },
+    },
+    async (request) => retention.approveException(identify(request), request.params.ref, request.body.reason),
   );
   app.post<{ Params: { ref: string } }>(
     '/v1/tenants/:ref/purge',

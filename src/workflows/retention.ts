@@ -36,6 +36,19 @@ export interface LegalHold {
   placedAt: string;
 }
 
+/**
+ * A governance exception to the retention window: requested by one principal, approved by another
+ * (four eyes); an approved one lets a purge run before the window ends (never under a legal hold).
+ */
+export interface PurgeException {
+  id: string;
+  reason: string;
+  requestedBy: { principal: string; kind: string };
+  requestedAt: string;
+  approvedBy: { principal: string; kind: string } | null;
+  approvedAt: string | null;
+}
+
 export interface RetentionStanding {
   tenantId: string;
   tenantSlug: string;
@@ -51,6 +64,8 @@ export interface RetentionStanding {
     purgedAt: string | null;
   } | null;
   legalHold: LegalHold | null;
+  /** The governance exception not yet used by a purge, if any. */
+  exception: PurgeException | null;
 }
 
 const DAY_MS = 86_400_000;
@@ -86,8 +101,19 @@ export async function standingOf(trx: Trx, tenant: ObjectRow): Promise<Retention
   const h = await sql<{ id: string; reason: string; placed_by: LegalHold['placedBy']; placed_at: Date }>`
     select id, reason, placed_by, placed_at from legal_holds
     where tenant_id = ${tenant.id} and released_at is null`.execute(trx);
+  const x = await sql<{
+    id: string;
+    reason: string;
+    requested_by: PurgeException['requestedBy'];
+    requested_at: Date;
+    approved_by: PurgeException['approvedBy'];
+    approved_at: Date | null;
+  }>`
+    select id, reason, requested_by, requested_at, approved_by, approved_at from purge_exceptions
+    where tenant_id = ${tenant.id} and used_at is null`.execute(trx);
   const rec = r.rows[0];
   const hold = h.rows[0];
+  const ex = x.rows[0];
   return {
     tenantId: tenant.id,
     tenantSlug: tenant.slug,
@@ -109,6 +135,16 @@ export async function standingOf(trx: Trx, tenant: ObjectRow): Promise<Retention
     legalHold: hold
       ? { id: hold.id, reason: hold.reason, placedBy: hold.placed_by, placedAt: hold.placed_at.toISOString() }
       : null,
+    exception: ex
+      ? {
+          id: ex.id,
+          reason: ex.reason,
+          requestedBy: ex.requested_by,
+          requestedAt: ex.requested_at.toISOString(),
+          approvedBy: ex.approved_by,
+          approvedAt: ex.approved_at?.toISOString() ?? null,
+        }
+      : null,
   };
 }
 
@@ -116,7 +152,8 @@ export async function standingOf(trx: Trx, tenant: ObjectRow): Promise<Retention
  * Why a purge may not run now, or null when it may: a legal hold (423 `tenant.legal_hold`), a tenant
  * not deleted (409 `tenant.not_deleted`), a retention window still open (409
  * `tenant.retention_active`, with the moment it ends), a purge already done (409 `tenant.purged`).
- * A deleted tenant that was never archived has no retention record and no window.
+ * A deleted tenant that was never archived has no retention record and no window. An approved
+ * governance exception waives the window (and nothing else: a legal hold still refuses).
  */
 export function purgeRefusal(s: RetentionStanding, now: Date): TenantryError | null {
   const details = { tenant: s.tenantSlug };
@@ -140,11 +177,11 @@ export function purgeRefusal(s: RetentionStanding, now: Date): TenantryError | n
         details: { ...details, purgedAt: s.retention.purgedAt },
       },
     );
-  if (s.retention && new Date(s.retention.purgeAfter) > now)
+  if (s.retention && new Date(s.retention.purgeAfter) > now && !s.exception?.approvedAt)
     return new ConflictError(
       'tenant.retention_active',
-      `Tenant ${s.tenantSlug} is retained until ${s.retention.purgeAfter} (retired services: ${s.retention.windows.retiredServices} days from archival); purge after that.`,
-      { details: { ...details, purgeAfter: s.retention.purgeAfter } },
+      `Tenant ${s.tenantSlug} is retained until ${s.retention.purgeAfter} (retired services: ${s.retention.windows.retiredServices} days from archival); purge after that, or with a governance exception approved by a second principal.`,
+      { details: { ...details, purgeAfter: s.retention.purgeAfter, exception: s.exception } },
     );
   return null;
 }
@@ -223,6 +260,75 @@ export class RetentionService {
   }
 
   /**
+   * Requests a governance exception to the tenant's retention window (audited, with the reason); it
+   * takes effect once a different principal approves it. 409 `purge_exception.exists` when one is
+   * open, `tenant.purged` when there is nothing left to purge.
+   */
+  requestException(ctx: RequestContext, ref: string, reason: string): Promise<RetentionStanding> {
+    platformOnly(ctx);
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const before = await standingOf(trx, t);
+      if (before.retention?.purgedAt)
+        throw new ConflictError(
+          'tenant.purged',
+          `Tenant ${t.slug} was purged at ${before.retention.purgedAt}.`,
+          {
+            details: { tenant: t.slug, purgedAt: before.retention.purgedAt },
+          },
+        );
+      if (before.exception)
+        throw new ConflictError(
+          'purge_exception.exists',
+          `Tenant ${t.slug} has a governance exception open (${before.exception.reason}).`,
+          { details: { exception: before.exception } },
+        );
+      await sql`insert into purge_exceptions (tenant_id, reason, requested_by)
+        values (${t.id}, ${reason}, ${JSON.stringify(ctx.actor)})`.execute(trx);
+      const after = await standingOf(trx, t);
+      await this.audit(trx, ctx, t, 'tenant.purge_exception.request', null, after.exception);
+      return after;
+    });
+  }
+
+  /**
+   * Approves the open governance exception (audited). The approver must not be its requester (403
+   * `purge_exception.self_approval`; the table's check constraint holds the same rule). 404
+   * `purge_exception.not_found` when none is open, 409 `purge_exception.approved` when it is already.
+   */
+  approveException(ctx: RequestContext, ref: string, reason: string): Promise<RetentionStanding> {
+    platformOnly(ctx);
+    return asPlatform(this.db, async (trx) => {
+      const t = await tenantRow(trx, ref, true);
+      const before = await standingOf(trx, t);
+      const ex = before.exception;
+      if (!ex)
+        throw new NotFoundError(
+          'purge_exception.not_found',
+          `Tenant ${t.slug} has no governance exception to approve; request one first.`,
+        );
+      if (ex.approvedAt)
+        throw new ConflictError(
+          'purge_exception.approved',
+          `The exception was approved at ${ex.approvedAt}.`,
+          {
+            details: { exception: ex },
+          },
+        );
+      if (ex.requestedBy.principal === ctx.actor.principal)
+        throw new ForbiddenError(
+          'purge_exception.self_approval',
+          'A governance exception is approved by a principal other than the one who requested it.',
+        );
+      await sql`update purge_exceptions set approved_by = ${JSON.stringify(ctx.actor)}, approved_at = now()
+        where id = ${ex.id}`.execute(trx);
+      const after = await standingOf(trx, t);
+      await this.audit(trx, ctx, t, 'tenant.purge_exception.approve', ex, { ...after.exception, reason });
+      return after;
+    });
+  }
+
+  /**
    * Starts the purge of a deleted tenant whose retention window has passed, with no legal hold in
    * force; refuses otherwise (see `purgeRefusal`) and changes nothing. The tenant row is locked, so
    * a hold placed at the same moment either comes first (and refuses) or waits for the start.
@@ -252,6 +358,7 @@ export class RetentionService {
           type: PURGE_TYPE,
           workflowId: started.id,
           policy: standing.retention,
+          exception: standing.exception?.approvedAt ? standing.exception : null,
         });
       return { workflowId: started.id, standing };
     });
@@ -284,6 +391,8 @@ interface PurgeDecision {
   purge: boolean;
   reason: string | null;
   policy: RetentionStanding['retention'];
+  /** The approved governance exception the purge runs under (before the window ended). */
+  exception?: PurgeException | null;
 }
 
 interface Removed {
@@ -328,8 +437,15 @@ export function purgeSteps<I>(
         const decision = await asPlatform(db, async (trx) => {
           const t = await tenantRow(trx, ctx.tenantId);
           const s = await standingOf(trx, t);
-          const refusal = purgeRefusal(s, deps.clock());
-          return { purge: refusal === null, reason: refusal?.message ?? null, policy: s.retention };
+          const now = deps.clock();
+          const refusal = purgeRefusal(s, now);
+          const early = s.retention !== null && new Date(s.retention.purgeAfter) > now;
+          return {
+            purge: refusal === null,
+            reason: refusal?.message ?? null,
+            policy: s.retention,
+            exception: refusal === null && early ? s.exception : null,
+          };
         });
         if (strict && !decision.purge)
           throw new ProviderError(decision.reason ?? 'purge refused', 'PurgeRefused', false);
@@ -450,6 +566,9 @@ export function purgeSteps<I>(
           on conflict (tenant_id) do update set purged_at = now(), purge_workflow_id = ${ctx.workflowId}`.execute(
           trx,
         );
+        if (d.exception)
+          await sql`update purge_exceptions set used_by_workflow = ${ctx.workflowId}, used_at = now()
+            where id = ${d.exception.id} and used_at is null`.execute(trx);
         const { removed, secrets } = ctx.outputs['delete-resources'] as {
           removed: Removed[];
           secrets: string[];
@@ -467,6 +586,7 @@ export function purgeSteps<I>(
               resources: removed,
               secrets,
               policy: d.policy ?? { retention: 'none: the tenant was never archived' },
+              exception: d.exception ?? null,
               legalHold: null,
             } as never,
             outcome: 'success',

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
-import type { Trx } from '../db/database.js';
-import { appendEvent } from '../events/append-event.js';
+import type { Db } from '../db/database.js';
+import { appendEventSql } from '../events/append-event.js';
 import type { WorkflowState } from './workflow.js';
 
 /**
@@ -9,7 +9,7 @@ import type { WorkflowState } from './workflow.js';
  * run the undo stack). Fenced on `locked_by` like every write of a lease holder.
  */
 export async function rescheduleWorkflow(
-  trx: Trx,
+  trx: Db,
   input: {
     id: string;
     workerId: string;
@@ -30,11 +30,12 @@ export async function rescheduleWorkflow(
 
 /**
  * Closes a workflow (Succeeded, Failed or Cancelled) with its `workflow.succeeded` or
- * `workflow.failed` event, in the caller's transaction (which also holds what the end writes into
- * the registry). Fenced on `locked_by`; false when the lease was lost.
+ * `workflow.failed` event, as one statement, in the caller's transaction (which also holds what the
+ * end writes into the registry) or alone. Fenced on `locked_by`; false when the lease was lost (and
+ * then no event is written either).
  */
 export async function finishWorkflow(
-  trx: Trx,
+  trx: Db,
   input: {
     id: string;
     tenantId: string;
@@ -45,24 +46,29 @@ export async function finishWorkflow(
     correlationId: string;
   },
 ): Promise<boolean> {
-  const r = await sql`
-    update workflows
-    set state = ${input.state}, error = ${input.error}, finished_at = now(), updated_at = now(),
-        locked_by = null, locked_until = null
-    where id = ${input.id} and locked_by = ${input.workerId}`.execute(trx);
-  if (Number(r.numAffectedRows ?? 0) === 0) return false;
-  await appendEvent(trx, {
-    tenantId: input.tenantId,
-    name: input.state === 'Succeeded' ? 'workflow.succeeded' : 'workflow.failed',
-    subject: `workflows/${input.id}`,
-    data: {
-      workflowId: input.id,
-      tenantId: input.tenantId,
-      type: input.type,
-      state: input.state,
-      error: input.error,
-    },
-    correlationId: input.correlationId,
-  });
-  return true;
+  const r = await sql<{ n: number }>`
+    with w as (
+      update workflows
+      set state = ${input.state}, error = ${input.error}, finished_at = now(), updated_at = now(),
+          locked_by = null, locked_until = null
+      where id = ${input.id} and locked_by = ${input.workerId}
+      returning id
+    ), ${appendEventSql(
+      {
+        tenantId: input.tenantId,
+        name: input.state === 'Succeeded' ? 'workflow.succeeded' : 'workflow.failed',
+        subject: `workflows/${input.id}`,
+        data: {
+          workflowId: input.id,
+          tenantId: input.tenantId,
+          type: input.type,
+          state: input.state,
+          error: input.error,
+        },
+        correlationId: input.correlationId,
+      },
+      'w',
+    )}
+    select (select count(*) from w)::int as n, (select count(*) from event_done)::int as events`.execute(trx);
+  return (r.rows[0]?.n ?? 0) > 0;
 }

@@ -4,8 +4,9 @@ import type { Logger } from 'pino';
 import { backoffDelay } from '../controller/backoff.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
-import { checkpointStep, LeaseLost } from './checkpoint-step.js';
+import { checkpointStep, LeaseLost, onDb, type Statement } from './checkpoint-step.js';
 import { claimWorkflows, renewWorkflowLease } from './claim-workflows.js';
+import { type EngineSession, engineSession } from './engine-session.js';
 import { finishWorkflow, rescheduleWorkflow } from './settle-workflow.js';
 import {
   type StepContext,
@@ -60,6 +61,10 @@ export class WorkflowEngine {
   private running = false;
   private loop: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
+  /** Set by wake(): look again before sleeping (a NOTIFY may arrive while a claim is running). */
+  private woken = false;
+  /** The engine's platform-scoped connections while it runs (engine-session.ts). */
+  private session: EngineSession | undefined;
   /** Steps run by this process (successful attempts), for benchmarks. */
   stepsRun = 0;
 
@@ -70,11 +75,14 @@ export class WorkflowEngine {
   start(): void {
     if (this.running) return;
     this.running = true;
+    // One connection per workflow in flight, one for claims, one for lease renewals.
+    this.session = engineSession(this.opts.db, this.opts.config.workers + 2);
     this.loop = this.run();
   }
 
   /** Looks for due workflows now (e.g. right after this process started one). */
   wake(): void {
+    this.woken = true;
     this.wakeUp?.();
   }
 
@@ -85,17 +93,36 @@ export class WorkflowEngine {
     this.wakeUp?.();
     await this.loop;
     await Promise.allSettled([...this.inFlight.values()]);
+    const session = this.session;
+    this.session = undefined;
+    await session?.destroy();
+  }
+
+  /** One statement in the platform scope: autocommit on the engine's session (one round trip). */
+  private one<T>(work: (q: Db) => Promise<T>): Promise<T> {
+    return this.session ? work(this.session.db) : asPlatform(this.opts.db, work);
+  }
+
+  /** One statement in the platform scope, prepared on the engine's session (else as `one`). */
+  private prepared<T>(work: (run: Statement) => Promise<T>): Promise<T> {
+    return this.session ? work(this.session.prepared) : asPlatform(this.opts.db, (trx) => work(onDb(trx)));
+  }
+
+  /** A transaction in the platform scope, for a statement with what a step or the end writes. */
+  private tx<T>(work: (trx: Trx) => Promise<T>): Promise<T> {
+    return this.session ? this.session.db.transaction().execute(work) : asPlatform(this.opts.db, work);
   }
 
   private async run(): Promise<void> {
-    const { config, logger, db } = this.opts;
+    const { config, logger } = this.opts;
     while (this.running) {
+      this.woken = false;
       const free = config.workers - this.inFlight.size;
       let claimed: WorkflowRow[] = [];
       if (free > 0) {
         try {
-          claimed = await asPlatform(db, (trx) =>
-            claimWorkflows(trx, { workerId: this.workerId, limit: free, leaseMs: config.leaseMs }),
+          claimed = await this.one((q) =>
+            claimWorkflows(q, { workerId: this.workerId, limit: free, leaseMs: config.leaseMs }),
           );
         } catch (err) {
           logger.warn({ err }, 'claiming workflows failed');
@@ -106,11 +133,11 @@ export class WorkflowEngine {
           w.id,
           this.process(w).finally(() => {
             this.inFlight.delete(w.id);
-            this.wakeUp?.();
+            this.wake();
           }),
         );
       }
-      if (claimed.length < free || free <= 0) {
+      if ((claimed.length < free || free <= 0) && !this.woken) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, config.pollIntervalMs);
           this.wakeUp = () => {
@@ -124,12 +151,12 @@ export class WorkflowEngine {
   }
 
   private async process(w: WorkflowRow): Promise<void> {
-    const { config, logger, db } = this.opts;
+    const { config, logger } = this.opts;
     const log = logger.child({ workflow: w.id, type: w.type });
     let lost = false;
     const heartbeat = setInterval(() => {
-      void asPlatform(db, (trx) =>
-        renewWorkflowLease(trx, { id: w.id, workerId: this.workerId, leaseMs: config.leaseMs }),
+      void this.one((q) =>
+        renewWorkflowLease(q, { id: w.id, workerId: this.workerId, leaseMs: config.leaseMs }),
       )
         .then((held) => {
           if (!held) lost = true;
@@ -139,17 +166,10 @@ export class WorkflowEngine {
     try {
       const def = this.opts.registry.get(w.type) as WorkflowDefinition<unknown> | undefined;
       if (!def) {
-        await asPlatform(db, (trx) =>
-          this.finish(trx, w, 'Failed', `no workflow type "${w.type}" is known here`),
-        );
+        await this.one((q) => this.finish(q, w, 'Failed', `no workflow type "${w.type}" is known here`));
         return;
       }
-      const steps = (
-        await asPlatform(db, (trx) =>
-          sql<StepRow>`select position, name, state, output from workflow_steps
-            where tenant_id = ${w.tenant_id} and workflow_id = ${w.id} order by position`.execute(trx),
-        )
-      ).rows;
+      const steps = await this.stepsOf(w);
       const outputs: Record<string, unknown> = {};
       for (const s of steps) if (s.state === 'Completed') outputs[s.name] = s.output;
       if (w.state === 'Compensating' || w.cancel_requested) {
@@ -178,8 +198,8 @@ export class WorkflowEngine {
           await this.stepFailed(w, position, step.name, attempt, startedAt, err, log);
           return;
         }
-        const kept = await this.checkpoint(async (trx) => {
-          const r = await checkpointStep(trx, {
+        const record = (run: Statement) =>
+          checkpointStep(run, {
             workflowId: w.id,
             tenantId: w.tenant_id,
             workerId: this.workerId,
@@ -192,9 +212,19 @@ export class WorkflowEngine {
             startedAt,
             correlationId: w.correlation_id,
           });
-          if (step.checkpoint) await step.checkpoint(trx, ctx, output);
-          return r;
-        });
+        // A step that writes nothing of its own checkpoints in one autocommit statement; one that
+        // does, in one transaction with what it writes. Either way the checkpoint is committed
+        // before the engine goes on (or reports the step done).
+        const hook = step.checkpoint;
+        const kept = await this.checkpoint(() =>
+          hook
+            ? this.tx(async (trx) => {
+                const r = await record(onDb(trx));
+                await hook(trx, ctx, output);
+                return r;
+              })
+            : this.prepared(record),
+        );
         if (!kept) return log.warn('workflow lease lost; another engine continues it');
         this.stepsRun++;
         outputs[step.name] = output ?? null;
@@ -210,10 +240,13 @@ export class WorkflowEngine {
           return;
         }
       }
-      await asPlatform(db, async (trx) => {
-        if (await this.finish(trx, w, 'Succeeded', null))
-          await def.succeeded?.(trx, { workflowId: w.id, tenantId: w.tenant_id, input: w.input, outputs });
-      });
+      const succeeded = def.succeeded;
+      if (!succeeded) await this.one((q) => this.finish(q, w, 'Succeeded', null));
+      else
+        await this.tx(async (trx) => {
+          if (await this.finish(trx, w, 'Succeeded', null))
+            await succeeded(trx, { workflowId: w.id, tenantId: w.tenant_id, input: w.input, outputs });
+        });
     } catch (err) {
       // Bookkeeping failed (database unreachable): the lease runs out and the workflow is resumed.
       log.error({ err }, 'workflow bookkeeping failed');
@@ -224,9 +257,9 @@ export class WorkflowEngine {
 
   private async stepsOf(w: WorkflowRow): Promise<StepRow[]> {
     return (
-      await asPlatform(this.opts.db, (trx) =>
+      await this.one((q) =>
         sql<StepRow>`select position, name, state, output from workflow_steps
-          where tenant_id = ${w.tenant_id} and workflow_id = ${w.id} order by position`.execute(trx),
+          where tenant_id = ${w.tenant_id} and workflow_id = ${w.id} order by position`.execute(q),
       )
     ).rows;
   }
@@ -240,11 +273,11 @@ export class WorkflowEngine {
     err: unknown,
     log: Logger,
   ): Promise<void> {
-    const { config, db } = this.opts;
+    const { config } = this.opts;
     if (err instanceof StepDeferred) {
       log.info({ step: name, retryInMs: err.delayMs, reason: err.message }, 'workflow step waits');
-      await asPlatform(db, (trx) =>
-        rescheduleWorkflow(trx, {
+      await this.one((q) =>
+        rescheduleWorkflow(q, {
           id: w.id,
           workerId: this.workerId,
           state: 'Running',
@@ -262,29 +295,31 @@ export class WorkflowEngine {
         : `step ${name}: ${err instanceof ProviderError ? `${err.reason}: ` : ''}${(err as Error)?.message ?? String(err)}`;
     if (permanent) {
       log.warn({ step: name, err: message }, 'workflow step failed permanently; compensating');
-      await this.checkpoint(async (trx) => {
-        await checkpointStep(trx, {
-          workflowId: w.id,
-          tenantId: w.tenant_id,
-          workerId: this.workerId,
-          position,
-          name,
-          state: 'Failed',
-          attempts: attempt,
-          output: null,
-          error: message,
-          startedAt,
-          correlationId: w.correlation_id,
-        });
-        await rescheduleWorkflow(trx, {
-          id: w.id,
-          workerId: this.workerId,
-          state: 'Compensating',
-          attempts: 0,
-          delayMs: 0,
-          error: message,
-        });
-      });
+      await this.checkpoint(() =>
+        this.tx(async (trx) => {
+          await checkpointStep(onDb(trx), {
+            workflowId: w.id,
+            tenantId: w.tenant_id,
+            workerId: this.workerId,
+            position,
+            name,
+            state: 'Failed',
+            attempts: attempt,
+            output: null,
+            error: message,
+            startedAt,
+            correlationId: w.correlation_id,
+          });
+          await rescheduleWorkflow(trx, {
+            id: w.id,
+            workerId: this.workerId,
+            state: 'Compensating',
+            attempts: 0,
+            delayMs: 0,
+            error: message,
+          });
+        }),
+      );
       this.wake();
       return;
     }
@@ -293,8 +328,8 @@ export class WorkflowEngine {
       ? 0
       : backoffDelay(attempt, { baseMs: config.backoffBaseMs, capMs: config.backoffCapMs });
     log.info({ step: name, attempt, exhausted, retryInMs: delayMs, err: message }, 'workflow step failed');
-    await asPlatform(db, (trx) =>
-      rescheduleWorkflow(trx, {
+    await this.one((q) =>
+      rescheduleWorkflow(q, {
         id: w.id,
         workerId: this.workerId,
         state: exhausted ? 'Waiting' : 'Running',
@@ -315,7 +350,7 @@ export class WorkflowEngine {
     outputs: Record<string, unknown>,
     lost: () => boolean,
   ): Promise<void> {
-    const { db, config } = this.opts;
+    const { config } = this.opts;
     const stack = steps.filter((s) => s.state === 'Completed').reverse();
     for (const s of stack) {
       if (lost() || !this.running) return;
@@ -334,8 +369,8 @@ export class WorkflowEngine {
           await withTimeout(step.undo(ctx, s.output), step.timeoutMs ?? config.stepTimeoutMs, ctl);
         } catch (err) {
           const attempt = w.attempts + 1;
-          await asPlatform(db, (trx) =>
-            rescheduleWorkflow(trx, {
+          await this.one((q) =>
+            rescheduleWorkflow(q, {
               id: w.id,
               workerId: this.workerId,
               state: 'Compensating',
@@ -347,20 +382,22 @@ export class WorkflowEngine {
           return;
         }
       }
-      const kept = await this.checkpoint((trx) =>
-        checkpointStep(trx, {
-          workflowId: w.id,
-          tenantId: w.tenant_id,
-          workerId: this.workerId,
-          position: s.position,
-          name: s.name,
-          state: 'Compensated',
-          attempts: 1,
-          output: null,
-          error: null,
-          startedAt,
-          correlationId: w.correlation_id,
-        }),
+      const kept = await this.checkpoint(() =>
+        this.prepared((run) =>
+          checkpointStep(run, {
+            workflowId: w.id,
+            tenantId: w.tenant_id,
+            workerId: this.workerId,
+            position: s.position,
+            name: s.name,
+            state: 'Compensated',
+            attempts: 1,
+            output: null,
+            error: null,
+            startedAt,
+            correlationId: w.correlation_id,
+          }),
+        ),
       );
       if (!kept) return;
     }
@@ -368,7 +405,7 @@ export class WorkflowEngine {
     const reason = cancelled
       ? `cancelled by ${w.cancel_requested?.principal ?? 'an operator'}`
       : (w.error ?? 'a step failed');
-    await asPlatform(db, async (trx) => {
+    await this.tx(async (trx) => {
       if (await this.finish(trx, w, cancelled ? 'Cancelled' : 'Failed', reason))
         await def.compensated?.(
           trx,
@@ -378,10 +415,10 @@ export class WorkflowEngine {
     });
   }
 
-  /** Runs a checkpoint transaction; undefined when the lease was lost (and nothing was written). */
-  private async checkpoint<T>(work: (trx: Trx) => Promise<T>): Promise<T | undefined> {
+  /** Runs a checkpoint (statement or transaction); undefined when the lease was lost (and nothing was written). */
+  private async checkpoint<T>(work: () => Promise<T>): Promise<T | undefined> {
     try {
-      return await asPlatform(this.opts.db, work);
+      return await work();
     } catch (err) {
       if (err instanceof LeaseLost) return undefined;
       throw err;
@@ -389,7 +426,7 @@ export class WorkflowEngine {
   }
 
   private finish(
-    trx: Trx,
+    trx: Db,
     w: WorkflowRow,
     state: 'Succeeded' | 'Failed' | 'Cancelled',
     error: string | null,

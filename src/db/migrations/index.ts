@@ -24,6 +24,7 @@ import * as m0025 from './0025-tenant-migrations.js';
 import * as m0027 from './0027-runtime-inventory.js';
 import * as m0029 from './0029-releases.js';
 import * as m0031 from './0031-cell-agents.js';
+import * as m0032 from './0032-purge-exceptions.js';
 import * as m0034 from './0034-audit-cosignatures.js';
 import * as m0036 from './0036-scoped-read.js';
 import * as m0038 from './0038-console-sign-in-codes.js';
@@ -59,6 +60,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0027-runtime-inventory': m0027,
   '0029-releases': m0029,
   '0031-cell-agents': m0031,
+  '0032-purge-exceptions': m0032,
   '0034-audit-cosignatures': m0034,
   '0036-scoped-read': m0036,
   '0038-console-sign-in-codes': m0038,

@@ -18,6 +18,7 @@ import { kafkaTopicsBenchmark } from './suites/kafka-topics.js';
 import { memoryBenchmark } from './suites/memory.js';
 import { migrationBenchmark } from './suites/migration.js';
 import { placementBenchmark } from './suites/placement.js';
+import { promotionBenchmark } from './suites/promotion.js';
 import { reconcileBenchmark } from './suites/reconcile.js';
 import { webhookBenchmark } from './suites/webhooks.js';
 import { workflowBenchmark } from './suites/workflows.js';
@@ -71,6 +72,11 @@ const suites: Suite[] = [
   { name: 'console', title: 'Console pages with 10k tenants', run: consoleBenchmark },
   { name: 'migration', title: 'Pool → silo migration (1M rows)', run: migrationBenchmark },
   { name: 'agents', title: 'Cell agents (50 agents × 200 objects)', run: agentsBenchmark },
+  {
+    name: 'promotion',
+    title: 'Release promotion (1,000 tenants) vs bare runtime updates',
+    run: promotionBenchmark,
+  },
 ];
 // `npm run bench -- audit memory` runs only those suites (the table then has only their rows).
 const only = process.argv.slice(2);

@@ -9,23 +9,36 @@
  * tenant: lineage, audit, event, reconcile job), one tenant after another as the promotion goes.
  * Goal: the promotion takes ≤ 10 % longer than the bare updates (rate ratio ≥ 1 / 1.1).
  *
- * What runs the replicas: nothing (TENANTRY_RUNTIME=none, no controller). 1,000 tenants × real
- * processes on the local-process target are beyond this 2-core machine, and rolling a replica costs
- * the same on both sides of the ratio; so both sides are the control plane's cost only. Health is
- * reported for every deployment on the new version before the promotion starts (stamped ahead, so
- * the real verifier — `reportedHealth`, a read of deployment_health — finds it at its first look):
- * verification's read is counted, the wait for replicas to turn ready is not.
- *   BENCH_PROMOTION_TENANTS (default 1,000).
+ * Two sizes, because replicas are real processes on the embedded target (local-process):
+ * - The issue's 1,000 tenants with TENANTRY_RUNTIME=none (no controller): 1,000 tenants × real
+ *   processes are beyond this 2-core machine, so both sides are the control plane's cost only.
+ *   Health is reported for every deployment on the new version before the promotion starts (stamped
+ *   ahead, so the real verifier — `reportedHealth`, a read of deployment_health — finds it at its
+ *   first look): verification's read is counted, the wait for replicas is not.
+ * - A subset on the local-process target (a controller rolls each tenant's replica, a real Node
+ *   process, examples/circlek/replica.mjs; a monitor reports health through the API's service once
+ *   every replica is ready on the Service's version): here both sides wait, tenant after tenant, for
+ *   the runtime's health report of the new version (`reportedHealth`, as verification does).
+ *   BENCH_PROMOTION_TENANTS (default 1,000), BENCH_PROMOTION_RUNTIME_TENANTS (default 20; 0 skips it).
  */
-import { sql } from 'kysely';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
 import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
+import { Controller } from '../../src/controller/controller.js';
+import {
+  closeProviders,
+  createProviders,
+  defaultDataplaneUrl,
+  type ProviderSet,
+} from '../../src/controller/providers.js';
 import { asPlatform, createDb } from '../../src/db/database.js';
 import { EventNotifier } from '../../src/events/event-notifier.js';
-import { withPromotions } from '../../src/releases/promotion-workflow.js';
+import { reportedHealth, withPromotions } from '../../src/releases/promotion-workflow.js';
 import { PromotionsService } from '../../src/releases/promotions.service.js';
 import { rollOutRelease } from '../../src/releases/release-rollout.js';
 import { WorkflowEngine } from '../../src/workflows/workflow-engine.js';
@@ -35,6 +48,7 @@ import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
 
 const TENANTS = Number(process.env.BENCH_PROMOTION_TENANTS ?? 1000);
+const RUNTIME_TENANTS = Number(process.env.BENCH_PROMOTION_RUNTIME_TENANTS ?? 20);
 const SYSTEM = 'shop';
 const IMAGE = 'registry.example.com/shop/api';
 const digest = (c: string) => `sha256:${c.repeat(64)}`;
@@ -58,14 +72,58 @@ const release = (version: string, c: string) =>
   });
 
 export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> {
-  const { ownerUrl, appUrl } = await server.createDatabase('bench_promotion');
-  const config = loadConfig({}, { TENANTRY_RUNTIME: 'none' });
+  const rows: Row[] = [];
+  const none = await promoteAcross(server, 'bench_promotion', TENANTS, 'none');
+  rows.push(
+    row(
+      `Promote a release across ${TENANTS} tenants vs bare Service updates (same change path)`,
+      none.promoted,
+      none.bare,
+      { ratioAtLeast: 1 / 1.1 },
+      'promotion ≤ 10% over bare; TENANTRY_RUNTIME=none: no replicas run on either side, health pre-reported',
+    ),
+  );
+  if (RUNTIME_TENANTS > 0) {
+    const local = await promoteAcross(server, 'bench_promotion_local', RUNTIME_TENANTS, 'local');
+    rows.push(
+      row(
+        `Promote across ${RUNTIME_TENANTS} tenants on real replicas vs bare update + wait for health`,
+        local.promoted,
+        local.bare,
+        { ratioAtLeast: 1 / 1.1 },
+        `promotion ≤ 10% over bare; local-process target, 1 replica per tenant; subset: ${TENANTS} processes do not fit 2 cores`,
+      ),
+    );
+  }
+  return rows;
+}
+
+/** Observed replicas of a Service, as the runtime reconciler records them. */
+interface ObservedReplicas {
+  replicas?: { items?: { ready: boolean; version: string }[] };
+}
+
+async function promoteAcross(
+  server: BenchPostgres,
+  database: string,
+  tenants: number,
+  runtime: 'none' | 'local',
+): Promise<{ bare: Measurement; promoted: Measurement }> {
+  const { ownerUrl, appUrl } = await server.createDatabase(database);
+  const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-bench-promo-'));
+  const config = loadConfig({}, { TENANTRY_RUNTIME: runtime, TENANTRY_DATA_DIR: dataDir });
   const db = createDb(appUrl, settings.connections + 4);
-  const owner = new pg.Pool({ connectionString: ownerUrl, max: 2 });
+  const owner = new pg.Pool({ connectionString: ownerUrl, max: 3 });
   const registry = createRegistry(db, config);
   const ctx = systemContext('bench');
+  const clock = { now: () => Date.now() };
+  const promotions = new PromotionsService(db, clock, () => engine?.wake());
   let engine: WorkflowEngine | undefined;
   let notifier: EventNotifier | undefined;
+  let providers: ProviderSet | undefined;
+  let controller: Controller | undefined;
+  let monitoring = false;
+  let monitor: Promise<void> | undefined;
   try {
     // Setup (not timed): the system, its pipeline and three releases; the tenants, each with a
     // deployment of the system and its Service on release 1.0.0, in three rings of labels.
@@ -96,11 +154,11 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
     let next = 0;
     await Promise.all(
       Array.from({ length: settings.connections }, async () => {
-        for (let i = next; i < TENANTS; i = next) {
+        for (let i = next; i < tenants; i = next) {
           next += 10;
           const docs: unknown[] = [];
-          for (let j = i; j < Math.min(i + 10, TENANTS); j++) {
-            const ring = j < TENANTS / 100 ? '1' : j < TENANTS / 10 ? '2' : '3';
+          for (let j = i; j < Math.min(i + 10, tenants); j++) {
+            const ring = j < tenants / 100 ? '1' : j < tenants / 10 ? '2' : '3';
             docs.push(
               {
                 ...manifest('Tenant', undefined, {
@@ -118,6 +176,7 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
                 image: `${IMAGE}@${digest('a')}`,
                 version: '1.0.0',
                 replicas: 1,
+                ...(runtime === 'local' ? { command: ['node', 'examples/circlek/replica.mjs'] } : {}),
               }),
             );
           }
@@ -131,15 +190,72 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
          join tenants t on t.id = d.tenant_id where t.slug like 'bench-eu-dev-p%' order by t.slug`,
       )
     ).rows;
-    if (targets.length !== TENANTS) throw new Error(`${targets.length} deployments, want ${TENANTS}`);
+    if (targets.length !== tenants) throw new Error(`${targets.length} deployments, want ${tenants}`);
     console.log(
-      `  ${TENANTS} tenants with a deployment and a Service applied in ${((performance.now() - t0) / 1000).toFixed(0)}s`,
+      `  ${runtime}: ${tenants} tenants with a deployment and a Service applied in ${((performance.now() - t0) / 1000).toFixed(0)}s`,
     );
 
+    const reportedHealthOf = reportedHealth(db);
+    if (runtime === 'local') {
+      // The runtime: a controller rolling replicas on the local-process target, and the monitoring
+      // that reports a deployment's health once every replica is ready on its Service's version.
+      providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
+      controller = new Controller({
+        db,
+        providers,
+        logger: pino({ level: 'warn' }),
+        config: { ...config.controller, workers: settings.connections, pollIntervalMs: 20 },
+      });
+      controller.start();
+      const reported = new Map<string, string>();
+      monitoring = true;
+      monitor = (async () => {
+        while (monitoring) {
+          const r = await owner.query<{
+            deployment_id: string;
+            replicas: number;
+            version: string;
+            observed: ObservedReplicas | null;
+          }>(
+            `select deployment_id, (spec->>'replicas')::int as replicas, spec->>'version' as version, observed
+             from services where deleted_at is null`,
+          );
+          for (const s of r.rows) {
+            const items = s.observed?.replicas?.items ?? [];
+            const ready = items.filter((x) => x.ready && x.version === s.version).length;
+            if (ready !== s.replicas || items.length !== s.replicas) continue;
+            if (reported.get(s.deployment_id) === s.version) continue;
+            await promotions.reportHealth(ctx, s.deployment_id, {
+              version: s.version,
+              readyReplicas: ready,
+              desiredReplicas: s.replicas,
+              errorRate: 0,
+            });
+            reported.set(s.deployment_id, s.version);
+          }
+          await new Promise((res) => setTimeout(res, 50));
+        }
+      })();
+      const s0 = performance.now();
+      for (;;) {
+        const n = await owner.query<{ n: number }>(
+          `select count(*)::int as n from deployment_health where version = '1.0.0'`,
+        );
+        if (n.rows[0]?.n === tenants) break;
+        if (performance.now() - s0 > 300_000) throw new Error('the replicas did not start within 5 min');
+        await new Promise((res) => setTimeout(res, 200));
+      }
+      console.log(
+        `  local: ${tenants} replicas running 1.0.0 in ${((performance.now() - s0) / 1000).toFixed(0)}s`,
+      );
+    }
+
     // Baseline (timed): the bare runtime update — every tenant's Service onto release 1.1.0 through
-    // the change path, one transaction per tenant, one tenant after another.
+    // the change path, one transaction per tenant, one tenant after another; on real replicas, each
+    // followed by the wait for the runtime's health report of 1.1.0 (as verification waits).
     const b0 = performance.now();
     for (const t of targets) {
+      const since = new Date(Date.now() - 1000);
       const changed = await asPlatform(db, (trx) =>
         rollOutRelease(trx, ctx, {
           tenantId: t.tenant_id,
@@ -149,25 +265,33 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
         }),
       );
       if (changed.length !== 1) throw new Error(`bare update changed ${changed.length} services`);
+      if (runtime === 'local') {
+        const v = await reportedHealthOf(
+          { tenantId: t.tenant_id, deploymentId: t.deployment_id, version: '1.1.0', since },
+          { timeoutMs: 60_000, maxErrorRate: 0.05 },
+          new AbortController().signal,
+        );
+        if (!v.healthy) throw new Error(`bare update not healthy: ${v.reason}`);
+      }
     }
     const bareSeconds = (performance.now() - b0) / 1000;
     const bare: Measurement = {
-      label: `bare Service update via the change path, sequential (${bareSeconds.toFixed(1)} s)`,
-      value: TENANTS / bareSeconds,
+      label: `bare Service update via the change path${runtime === 'local' ? ' + wait for health' : ''}, sequential (${bareSeconds.toFixed(1)} s)`,
+      value: tenants / bareSeconds,
       unit: 'tenants/s',
     };
     console.log(
-      `  bare updates: ${TENANTS} in ${bareSeconds.toFixed(1)}s, ${((bareSeconds * 1000) / TENANTS).toFixed(2)} ms per tenant`,
+      `  ${runtime}: bare updates: ${tenants} in ${bareSeconds.toFixed(1)}s, ${((bareSeconds * 1000) / tenants).toFixed(2)} ms per tenant`,
     );
 
     // What the runtime would report once the replicas run 1.2.0, there before verification looks.
-    await owner.query(
-      `insert into deployment_health (tenant_id, deployment_id, version, ready_replicas, desired_replicas, error_rate, reported_at)
+    if (runtime === 'none')
+      await owner.query(
+        `insert into deployment_health (tenant_id, deployment_id, version, ready_replicas, desired_replicas, error_rate, reported_at)
        select d.tenant_id, d.id, '1.2.0', 1, 1, 0, now() + interval '1 day' from deployments d`,
-    );
+      );
 
     // Figure (timed): the promotion of 1.2.0 to the dev stage, from the request to the workflow's end.
-    const clock = { now: () => Date.now() };
     engine = new WorkflowEngine({
       db,
       registry: withPromotions(new Map(), { db, clock, recheckMs: 1_000 }),
@@ -186,7 +310,6 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
     notifier = new EventNotifier(appUrl, pino({ level: 'warn' }));
     await notifier.start();
     const unsubscribe = notifier.subscribe('tenantry_workflows', () => engine?.wake());
-    const promotions = new PromotionsService(db, clock, () => engine?.wake());
     const p0 = performance.now();
     const promotion = await promotions.request(ctx, { system: SYSTEM, version: '1.2.0', stage: 'dev' });
     let state = '';
@@ -211,8 +334,8 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
       )
     ).rows;
     const verified = counts.find((c) => c.state === 'Verified')?.n ?? 0;
-    if (verified !== TENANTS)
-      throw new Error(`promotion verified ${verified} of ${TENANTS}: ${JSON.stringify(counts)}`);
+    if (verified !== tenants)
+      throw new Error(`promotion verified ${verified} of ${tenants}: ${JSON.stringify(counts)}`);
     const steps = (
       await owner.query<{ name: string; ms: number }>(
         `select name, extract(epoch from ended_at - started_at) * 1000 as ms from workflow_steps
@@ -224,32 +347,29 @@ export async function promotionBenchmark(server: BenchPostgres): Promise<Row[]> 
       `select count(*)::int as n from services where spec->>'version' = '1.2.0' and spec->>'image' = $1`,
       [`${IMAGE}@${digest('c')}`],
     );
-    if (onNew.rows[0]?.n !== TENANTS) throw new Error(`${onNew.rows[0]?.n} services on 1.2.0`);
+    if (onNew.rows[0]?.n !== tenants) throw new Error(`${onNew.rows[0]?.n} services on 1.2.0`);
 
-    const overheadMs = ((promoSeconds - bareSeconds) * 1000) / TENANTS;
+    const overheadMs = ((promoSeconds - bareSeconds) * 1000) / tenants;
     const promoted: Measurement = {
       label: `promotion workflow end to end, 3 waves (${promoSeconds.toFixed(1)} s; +${overheadMs.toFixed(2)} ms per tenant)`,
-      value: TENANTS / promoSeconds,
+      value: tenants / promoSeconds,
       unit: 'tenants/s',
     };
     console.log(
-      `  promotion: ${TENANTS} tenants verified in ${promoSeconds.toFixed(1)}s, ${((promoSeconds * 1000) / TENANTS).toFixed(2)} ms per tenant; ` +
+      `  ${runtime}: promotion: ${tenants} tenants verified in ${promoSeconds.toFixed(1)}s, ${((promoSeconds * 1000) / tenants).toFixed(2)} ms per tenant; ` +
         `orchestration overhead ${overheadMs.toFixed(2)} ms per tenant (${((promoSeconds / bareSeconds - 1) * 100).toFixed(0)}% over bare)`,
     );
     console.log(`  steps: ${steps.map((s) => `${s.name} ${(Number(s.ms) / 1000).toFixed(1)}s`).join(', ')}`);
-    return [
-      row(
-        `Promote a release across ${TENANTS} tenants vs bare Service updates (same change path)`,
-        promoted,
-        bare,
-        { ratioAtLeast: 1 / 1.1 },
-        'promotion ≤ 10% over bare; TENANTRY_RUNTIME=none: no replicas run on either side, health pre-reported',
-      ),
-    ];
+    return { bare, promoted };
   } finally {
+    monitoring = false;
+    await monitor?.catch(() => undefined);
     await notifier?.stop();
     await engine?.stop();
+    await controller?.stop();
+    if (providers) await closeProviders(providers);
     await db.destroy();
     await owner.end();
+    await fs.rm(dataDir, { recursive: true, force: true });
   }
 }

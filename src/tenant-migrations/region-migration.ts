@@ -27,7 +27,7 @@ import {
   migrationRow,
   readMigration,
   workflowKey,
-} from './migration-workflows.js';
+} from './migration-records.js';
 import {
   checksums,
   compare,

@@ -1,0 +1,103 @@
+import { sql } from 'kysely';
+import type { Change } from '../changes/change-path.js';
+import type { ProviderSet } from '../controller/providers.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { diff } from '../domain/diff.js';
+import type { Placement } from '../placement/placement.policy.js';
+import { ProviderError } from '../providers/provider.js';
+import { stateOf } from '../registry/representation.js';
+import { workflowIdOf as workflowIdOfParts } from '../workflows/workflow.js';
+
+/**
+ * What the migration workflows (tenancy mode in migration-workflows.ts, region in
+ * region-migration.ts) share: their dependencies, the migration's row and plan, and the helpers
+ * that turn a placement or an object's change into the registry's terms.
+ */
+
+/** One database resource's move: where its data is, where it goes, and the keys of both secrets. */
+export interface ResourcePlan {
+  resourceId: string;
+  scopeSlug: string;
+  source: { database: string; schema: string; role: string };
+  /** The data lands in `source.schema` of the target database, renamed to `schema` at the cut-over. */
+  target: { database: string; schema: string; role: string };
+  /** The target's generated credentials are kept under this key until the cut-over makes them the resource's. */
+  targetKey: string;
+  /** The source's credentials are kept under this key from the cut-over on (for a rollback). */
+  sourceKey: string;
+  /** Publication, slot and subscription name. */
+  replication: string;
+  tables: string[];
+}
+
+export interface MigrationPlan {
+  mode: 'logical-replication' | 'freeze-copy';
+  modeReason: string;
+  resources: ResourcePlan[];
+}
+
+export interface MigrationDeps {
+  db: Db;
+  providers: ProviderSet;
+  /** The data-plane PostgreSQL, as a role that may create roles, databases and subscriptions. */
+  dataplaneUrl: string;
+  /** How long the sync-and-verify step waits for the copy to equal the frozen source. */
+  verifyTimeoutMs?: number;
+}
+
+export interface MigrationRow {
+  id: string;
+  tenant_id: string;
+  state: string;
+  source: Placement;
+  target: Placement;
+  plan: MigrationPlan | Record<string, never>;
+  rollback_until: Date | null;
+  freeze_started_at: Date | null;
+}
+
+export async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
+  const r = await sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
+  const row = r.rows[0];
+  if (!row) throw new ProviderError(`migration ${id} is gone`, 'MigrationGone', false);
+  return row;
+}
+
+export const migrationRow = (db: Db, id: string) => asPlatform(db, (trx) => readMigration(trx, id));
+
+export function bindingOf(p: Placement) {
+  return {
+    cell: p.cell,
+    cellUuid: p.cellUuid,
+    region: p.region,
+    isolation: p.isolation,
+    networkPartition: p.networkPartition,
+    dataPartition: p.dataPartition,
+  };
+}
+
+export function changeOf(
+  kind: 'Tenant' | 'IntegrationResource',
+  before: Parameters<typeof stateOf>[0],
+  after: Parameters<typeof stateOf>[0],
+  action: Change['action'],
+): Change {
+  const b = stateOf(before);
+  const a = stateOf(after);
+  return {
+    kind,
+    objectId: after.id,
+    slug: after.slug,
+    tenantId: kind === 'Tenant' ? after.id : String(after.tenant_id),
+    action,
+    generation: Number(after.generation),
+    before: b,
+    after: a,
+    changes: diff(b, a),
+  };
+}
+
+/** A stable UUID for one part of one migration (secret keys), like workflow ids. */
+export function workflowKey(migrationId: string, resourceId: string, part: string): string {
+  return workflowIdOfParts('migration-key', migrationId, resourceId, part);
+}

@@ -261,48 +261,25 @@ export class MigrationsService {
         { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} has room` },
         { rule: 'freeze', outcome: 'allow' as const, detail: 'no freeze covers the tenant' },
       ];
-      if (opts.dryRun)
-        return {
-          dryRun: true,
-          tenant: t.slug,
-          from: binding(current),
-          to: binding(target),
-          steps: ISOLATION_STEPS,
-          verdicts,
-        } satisfies MigrationPlanView;
+      if (opts.dryRun) return dryRunView(t.slug, current, target, ISOLATION_STEPS, verdicts);
       const id = randomUUID();
-      const window = body.rollbackWindowSeconds ?? DEFAULT_WINDOW_SECONDS;
-      await sql`
-        insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
-        values (${id}, ${t.id}, 'isolation', ${JSON.stringify(current)}, ${JSON.stringify(target)}, '{}',
-                ${window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
       const input: IsolationMigrationInput = {
         migrationId: id,
         tenantSlug: t.slug,
         from: current.isolation,
         to,
       };
-      await startWorkflow(trx, {
+      await begin(trx, ctx, {
         id,
         tenantId: t.id,
+        kind: 'isolation',
         type: MIGRATE_ISOLATION,
         input,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
+        current,
+        target,
+        window: body.rollbackWindowSeconds ?? DEFAULT_WINDOW_SECONDS,
+        verdicts,
       });
-      await appendAudit(
-        trx,
-        auditEntryOf(ctx, {
-          tenantId: t.id,
-          action: 'migration.start',
-          target: { kind: 'Migration', id, slug: t.slug },
-          before: { placement: binding(current) },
-          after: { placement: binding(target), rollbackWindowSeconds: window, verdicts },
-          outcome: 'success',
-          decision: null,
-        }),
-      );
       return this.read(trx, t.id, id);
     });
   }
@@ -386,48 +363,25 @@ export class MigrationsService {
         { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} in ${region} has room` },
         { rule: 'freeze', outcome: 'allow' as const, detail: 'no freeze covers the tenant' },
       ];
-      if (opts.dryRun)
-        return {
-          dryRun: true,
-          tenant: t.slug,
-          from: binding(current),
-          to: binding(target),
-          steps: REGION_STEPS,
-          verdicts,
-        } satisfies MigrationPlanView;
+      if (opts.dryRun) return dryRunView(t.slug, current, target, REGION_STEPS, verdicts);
       const id = randomUUID();
-      const window = rollbackWindowSeconds ?? DEFAULT_WINDOW_SECONDS;
-      await sql`
-        insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
-        values (${id}, ${t.id}, 'region', ${JSON.stringify(current)}, ${JSON.stringify(target)}, '{}',
-                ${window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
       const input: RegionMigrationInput = {
         migrationId: id,
         tenantSlug: t.slug,
         fromRegion: current.region,
         toRegion: region,
       };
-      await startWorkflow(trx, {
+      await begin(trx, ctx, {
         id,
         tenantId: t.id,
+        kind: 'region',
         type: MIGRATE_REGION,
         input,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
+        current,
+        target,
+        window: rollbackWindowSeconds ?? DEFAULT_WINDOW_SECONDS,
+        verdicts,
       });
-      await appendAudit(
-        trx,
-        auditEntryOf(ctx, {
-          tenantId: t.id,
-          action: 'migration.start',
-          target: { kind: 'Migration', id, slug: t.slug },
-          before: { placement: binding(current) },
-          after: { placement: binding(target), rollbackWindowSeconds: window, verdicts },
-          outcome: 'success',
-          decision: null,
-        }),
-      );
       return this.read(trx, t.id, id);
     });
   }
@@ -598,4 +552,57 @@ async function refuseAgentCells(trx: Trx, from: Placement, to: Placement): Promi
       `Cell ${agentCells.join(', ')} is run by its own agent: the control plane does not reach into that data plane, and migration through agents is not built.`,
       { details: { cells: agentCells } },
     );
+}
+
+function dryRunView(
+  tenant: string,
+  current: Placement,
+  target: Placement,
+  steps: string[],
+  verdicts: MigrationPlanView['verdicts'],
+): MigrationPlanView {
+  return { dryRun: true, tenant, from: binding(current), to: binding(target), steps, verdicts };
+}
+
+/** Records a migration, starts its workflow and audits the start, in the request's transaction. */
+async function begin(
+  trx: Trx,
+  ctx: RequestContext,
+  m: {
+    id: string;
+    tenantId: string;
+    kind: Row['kind'];
+    type: string;
+    input: IsolationMigrationInput | RegionMigrationInput;
+    current: Placement;
+    target: Placement;
+    window: number;
+    verdicts: MigrationPlanView['verdicts'];
+  },
+): Promise<void> {
+  await sql`
+    insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
+    values (${m.id}, ${m.tenantId}, ${m.kind}, ${JSON.stringify(m.current)}, ${JSON.stringify(m.target)}, '{}',
+            ${m.window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
+  await startWorkflow(trx, {
+    id: m.id,
+    tenantId: m.tenantId,
+    type: m.type,
+    input: m.input,
+    actor: ctx.actor,
+    requestId: ctx.requestId,
+    correlationId: ctx.correlationId,
+  });
+  await appendAudit(
+    trx,
+    auditEntryOf(ctx, {
+      tenantId: m.tenantId,
+      action: 'migration.start',
+      target: { kind: 'Migration', id: m.id, slug: m.input.tenantSlug },
+      before: { placement: binding(m.current) },
+      after: { placement: binding(m.target), rollbackWindowSeconds: m.window, verdicts: m.verdicts },
+      outcome: 'success',
+      decision: null,
+    }),
+  );
 }

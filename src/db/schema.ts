@@ -555,6 +555,42 @@ export interface ConsoleSignInCodesTable {
   expires_at: Timestamp;
   used_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
 }
+/** Table audit_cosignatures (migration 0034; src/audit/cosignature.ts): witnesses' cosignatures, append-only. */
+export interface AuditCosignaturesTable {
+  chain: string;
+  size: ColumnType<string, number | string, never>;
+  root_hash: string;
+  witness: string;
+  cosignature: string;
+  created_at: Timestamp;
+}
+/** Table cell_agent_commands (migration 0043; src/agent/agent-commands.ts): data-plane work an agent pulls. */
+export interface CellAgentCommandsTable {
+  id: string;
+  cell_id: string;
+  key: string;
+  op: string;
+  input: Json;
+  state: 'Pending' | 'Running' | 'Succeeded' | 'Failed';
+  attempts: Generated<number>;
+  result: Json | null;
+  error: Json | null;
+  created_at: Timestamp;
+  claimed_at: Timestamp | null;
+  completed_at: Timestamp | null;
+}
+/** Table purge_exceptions (migration 0032): governance exceptions to the retention window, four eyes. */
+export interface PurgeExceptionsTable {
+  id: Generated<string>;
+  tenant_id: string;
+  reason: string;
+  requested_by: Json;
+  requested_at: Timestamp;
+  approved_by: Json | null;
+  approved_at: Timestamp | null;
+  used_by_workflow: string | null;
+  used_at: Timestamp | null;
+}
 /** Table legal_holds. */
 export interface LegalHoldsTable {
   id: Generated<string>;
@@ -665,10 +701,13 @@ export interface Database {
   rate_limit_buckets: RateLimitBucketTable;
   audit_pruned_leaves: AuditPrunedLeavesTable;
   audit_trees: AuditTreesTable;
+  audit_cosignatures: AuditCosignaturesTable;
   cell_agents: CellAgentsTable;
+  cell_agent_commands: CellAgentCommandsTable;
   cell_join_tokens: CellJoinTokensTable;
   console_sign_in_codes: ConsoleSignInCodesTable;
   legal_holds: LegalHoldsTable;
+  purge_exceptions: PurgeExceptionsTable;
   service_clients: ServiceClientsTable;
   tenant_migrations: TenantMigrationsTable;
   tenant_retention: TenantRetentionTable;

@@ -73,8 +73,13 @@ const broken = fc
     if (how === 'unknown-field') target[key] = value;
     else if (how === 'wrong-type') {
       const keys = Object.keys(doc.spec);
-      doc.spec[keys[Math.abs(String(key).length) % keys.length]!] =
-        typeof value === 'string' ? 42 : (value ?? 7);
+      const field = keys[Math.abs(String(key).length) % keys.length]!;
+      // Of another type than the field's value for sure: `{}` into `parameters` (an object) or `[]`
+      // into a list would be a valid change, not a malformed one.
+      const kindOf = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
+      const wrong = value ?? 7;
+      doc.spec[field] =
+        kindOf(wrong) !== kindOf(doc.spec[field]) ? wrong : typeof doc.spec[field] === 'number' ? 'x' : 42;
     } else if (how === 'drop-spec') delete doc.spec;
     else if (how === 'bad-uuid') doc.metadata.uuid = `${key}-not-a-uuid`;
     else doc.kind = `${key}x`;

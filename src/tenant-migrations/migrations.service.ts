@@ -184,19 +184,7 @@ export class MigrationsService {
       throw ValidationError.field('/isolation', 'field.required', 'name the isolation model to migrate to');
     const to = body.isolation;
     return asPlatform(this.db, async (trx) => {
-      const t = await tenantRow(trx, ref, true);
-      const current = t.placement;
-      if (!current)
-        throw new ConflictError(
-          'migration.unplaced',
-          'The tenant is not placed in a cell; there is nothing to move.',
-        );
-      if (t.lifecycle !== 'Active')
-        throw new ConflictError(
-          'migration.tenant_not_active',
-          `The tenant is ${t.lifecycle}; only an Active tenant is migrated.`,
-          { details: { lifecycle: t.lifecycle } },
-        );
+      const { t, current } = await movableTenant(trx, ref);
       if (current.isolation === to)
         throw new ConflictError('migration.same_isolation', `The tenant is ${to} already.`, {
           errors: [{ pointer: '/isolation', code: 'migration.same_isolation', message: `already ${to}` }],
@@ -297,19 +285,7 @@ export class MigrationsService {
     opts: { dryRun: boolean },
   ): Promise<Migration | MigrationPlanView> {
     return asPlatform(this.db, async (trx) => {
-      const t = await tenantRow(trx, ref, true);
-      const current = t.placement;
-      if (!current)
-        throw new ConflictError(
-          'migration.unplaced',
-          'The tenant is not placed in a cell; there is nothing to move.',
-        );
-      if (t.lifecycle !== 'Active')
-        throw new ConflictError(
-          'migration.tenant_not_active',
-          `The tenant is ${t.lifecycle}; only an Active tenant is migrated.`,
-          { details: { lifecycle: t.lifecycle } },
-        );
+      const { t, current } = await movableTenant(trx, ref);
       if (current.region === region)
         throw new ConflictError('migration.same_region', `The tenant is in ${region} already.`, {
           errors: [{ pointer: '/region', code: 'migration.same_region', message: `already in ${region}` }],
@@ -521,6 +497,24 @@ interface TenantRow {
  * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
  * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
  */
+/** The tenant to migrate, locked: placed in a cell and Active, or a 409 naming why not. */
+async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
+  const t = await tenantRow(trx, ref, true);
+  const current = t.placement;
+  if (!current)
+    throw new ConflictError(
+      'migration.unplaced',
+      'The tenant is not placed in a cell; there is nothing to move.',
+    );
+  if (t.lifecycle !== 'Active')
+    throw new ConflictError(
+      'migration.tenant_not_active',
+      `The tenant is ${t.lifecycle}; only an Active tenant is migrated.`,
+      { details: { lifecycle: t.lifecycle } },
+    );
+  return { t, current };
+}
+
 async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
   if (forUpdate) {
     const found = await sql<{ id: string }>`

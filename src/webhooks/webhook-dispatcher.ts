@@ -106,6 +106,13 @@ export class WebhookDispatcher {
     this.sender = new WebhookSender(config.events.webhookAllowedNetworks, config.events.webhookTimeoutMs);
   }
 
+  /** A NOTIFY: one idle lane looks (the busy ones look again after their round anyway). */
+  private wakeOne(): void {
+    this.notified++;
+    const first = this.waiters.values().next();
+    if (!first.done) first.value();
+  }
+
   private wakeAll(): void {
     this.notified++;
     for (const w of [...this.waiters]) w();
@@ -114,7 +121,7 @@ export class WebhookDispatcher {
   start(): void {
     if (!this.stopped) return;
     this.stopped = false;
-    this.unsubscribe = this.notifier?.subscribe('tenantry_webhooks', () => this.wakeAll());
+    this.unsubscribe = this.notifier?.subscribe('tenantry_webhooks', () => this.wakeOne());
     this.running = Array.from({ length: LANES }, () => this.loop());
   }
 

@@ -211,6 +211,7 @@ export class WebhookSender {
     queues: OutboundDelivery[][],
     /** performance.now() after which no attempt may start (the lease less one timeout). */
     lastStart: number,
+    timeoutMs = this.timeoutMs,
   ): Promise<{ sent: SentAttempt[]; released: string[] }> {
     const released: string[] = [];
     const sent = (
@@ -230,7 +231,7 @@ export class WebhookSender {
               released.push(...queue.slice(i).map((r) => r.id));
               break;
             }
-            out.push({ delivery: d, result: await this.attempt(d, checked) });
+            out.push({ delivery: d, result: await this.attempt(d, checked, timeoutMs) });
           }
           return out;
         }),
@@ -242,6 +243,7 @@ export class WebhookSender {
   private async attempt(
     d: OutboundDelivery,
     checked: PinnedAddress | { refused: string } | undefined,
+    timeoutMs: number,
   ): Promise<SentAttempt['result']> {
     // A secret that cannot be opened (the data key unreadable, the key file without its key) fails
     // this attempt like any other error, and it is retried.
@@ -260,7 +262,7 @@ export class WebhookSender {
           const request = signRequest(d, secrets);
           const traceparent = currentTraceparent();
           if (traceparent) request.headers.traceparent = traceparent;
-          const r = await post(d.url, request, this.timeoutMs, checked, this.agents.for(checked));
+          const r = await post(d.url, request, timeoutMs, checked, this.agents.for(checked));
           if (r.statusCode !== null) span.setAttribute('http.response.status_code', r.statusCode);
           return r;
         },

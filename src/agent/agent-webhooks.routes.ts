@@ -76,7 +76,7 @@ export function registerAgentWebhookRoutes(
               description: 'per endpoint: its signing secrets as a JWE sealed for publicKey',
             }),
           }),
-          ...errorResponses(400, 403, 404),
+          ...errorResponses(400, 403, 404, 422),
         },
       },
     },
@@ -128,7 +128,7 @@ export function registerAgentWebhookRoutes(
         ),
         response: {
           200: Type.Object({ accepted: Type.Integer(), stale: Type.Integer() }),
-          ...errorResponses(400, 403, 404),
+          ...errorResponses(400, 403, 404, 422),
         },
       },
     },

@@ -1,5 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import type { FastifyInstance } from 'fastify';
+import { ValidationError } from '../errors/errors.js';
 import type { IdentityHook } from '../http/identity.js';
 import { errorResponses } from '../http/schemas.js';
 import type { AgentService } from './agent.service.js';
@@ -26,7 +27,7 @@ export function registerAgentWebhookRoutes(
 
   app.post<{
     Params: { ref: string };
-    Body: { publicKey: AgentPublicKey; queues?: number; wait?: number };
+    Body: { publicKey?: AgentPublicKey; queues?: number; wait?: number };
   }>(
     '/v1/agent/:ref/webhooks/claim',
     {
@@ -39,16 +40,19 @@ export function registerAgentWebhookRoutes(
         params: Ref,
         body: Type.Object(
           {
-            publicKey: Type.Object(
-              {
-                kty: Type.Literal('OKP'),
-                crv: Type.Literal('X25519'),
-                x: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }),
-              },
-              {
-                additionalProperties: false,
-                description: "The agent's X25519 public key (JWK): signing secrets are sealed for it",
-              },
+            publicKey: Type.Optional(
+              Type.Object(
+                {
+                  kty: Type.Literal('OKP'),
+                  crv: Type.Literal('X25519'),
+                  x: Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' }),
+                },
+                {
+                  additionalProperties: false,
+                  description:
+                    "The agent's X25519 public key (JWK), required: signing secrets are sealed for it",
+                },
+              ),
             ),
             queues: Type.Optional(Type.Integer({ minimum: 1, maximum: 256, default: 32 })),
             wait: Type.Optional(Type.Integer({ minimum: 0, maximum: 60, default: 0 })),
@@ -81,10 +85,17 @@ export function registerAgentWebhookRoutes(
       },
     },
     async (request) => {
+      // The caller's credential is checked first: whoever may not call learns nothing of the body.
       const cellId = await agents.agentCell(identify(request), request.params.ref);
+      const b = request.body;
+      if (!b.publicKey)
+        throw ValidationError.field(
+          '/publicKey',
+          'agent.public_key_required',
+          "A claim needs the agent's X25519 public key: the signing secrets are sealed for it.",
+        );
       const abort = new AbortController();
       request.raw.once('close', () => abort.abort());
-      const b = request.body;
       return webhooks.claim(cellId, b.publicKey, b.queues ?? 32, (b.wait ?? 0) * 1000, abort.signal);
     },
   );

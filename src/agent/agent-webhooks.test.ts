@@ -307,5 +307,8 @@ describe('webhook delivery by a cell agent', () => {
       body: { publicKey: { kty: 'OKP', crv: 'X25519', x: 'short' } },
     });
     expect(bad.status).toBe(422);
+    const none = await s.request('POST', `/v1/agent/${state.cell.id}/webhooks/claim`, { token, body: {} });
+    expect(none.status).toBe(422);
+    expect(none.body.code).toBe('agent.public_key_required');
   });
 });

@@ -70,5 +70,7 @@ begin
 end $do$;
 
 create index tenants_slug_prefix on tenants (slug text_pattern_ops) where deleted_at is null;
+create index workflows_recent on workflows (created_at desc, id desc);
+create index promotions_recent on promotions (created_at desc, id desc);
 `.execute(db);
 }

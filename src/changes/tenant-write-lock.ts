@@ -31,7 +31,10 @@ export type TenantLockMode = 'change' | 'status';
  * retried; no code path does it today). Distinct tenants never wait on each other (unless their
  * keys collide in the hash).
  */
-export function tenantWriteLockSql(chain: string | RawBuilder<unknown>, mode: TenantLockMode): RawBuilder<unknown> {
+export function tenantWriteLockSql(
+  chain: string | RawBuilder<unknown>,
+  mode: TenantLockMode,
+): RawBuilder<unknown> {
   return mode === 'change'
     ? sql`pg_advisory_xact_lock_shared(${TENANT_WRITES}::int, hashtext(${chain}))`
     : sql`pg_advisory_xact_lock(${TENANT_WRITES}::int, hashtext(${chain}))`;

@@ -47,6 +47,7 @@ import {
   withClient,
 } from './pg-copy.js';
 import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
+import { regionRollbackWorkflow } from './region-rollback.js';
 import {
   type Baselines,
   checksumBulk,
@@ -687,7 +688,13 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     },
   };
   const retire: WorkflowDefinition<RollbackInput> = { type: RETIRE_MIGRATION, steps: retireSteps };
-  return [migrate, rollback, retire, regionMigrationWorkflow(deps)] as WorkflowDefinition<never>[];
+  return [
+    migrate,
+    rollback,
+    retire,
+    regionMigrationWorkflow(deps),
+    regionRollbackWorkflow(deps),
+  ] as WorkflowDefinition<never>[];
 }
 
 /**

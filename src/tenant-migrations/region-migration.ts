@@ -100,7 +100,7 @@ interface BlobCheck {
   md5: string;
 }
 
-const providerIn = (providers: ProviderSet, type: ResourceType, region: string): ResourceProvider => {
+export const providerIn = (providers: ProviderSet, type: ResourceType, region: string): ResourceProvider => {
   const slot = slotFor(providers, type, region);
   if (!('provider' in slot))
     throw new ProviderError(`region ${region}: ${slot.missing}`, 'ProviderNotConfigured', false);
@@ -148,7 +148,7 @@ async function md5Of(b: ReturnType<typeof blobsIn>, name: string): Promise<BlobC
  * content type and metadata), skipping those already there with the same MD5, removes from the
  * target what the source no longer has, and returns both sides' checksums.
  */
-async function syncBlobs(
+export async function syncBlobs(
   providers: ProviderSet,
   plan: RegionMigrationPlan,
   desired: DesiredResource,

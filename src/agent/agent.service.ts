@@ -5,9 +5,7 @@ import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
 import type { AgentConfig } from '../config/config.js';
 import { type RequestContext, systemContext } from '../context/request-context.js';
-import { enqueueJob } from '../controller/queue/enqueue-job.js';
-import { settle, target } from '../controller/reconcilers.js';
-import { type Phase, recordStatusEvent } from '../controller/status.js';
+import type { Phase } from '../controller/status.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import {
   ForbiddenError,
@@ -27,6 +25,7 @@ import {
   pullCommands,
 } from './agent-commands.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
+import { type CurrentReport, writeStatusReports } from './status-reports.js';
 
 /** The principal of a cell's agent credential, and of a join token for it. */
 export const agentPrincipal = (cellId: string) => `cell-agent:${cellId}`;
@@ -443,7 +442,8 @@ export class AgentService {
 
   /**
    * The cell's open commands (src/agent/agent-commands.ts), waiting up to `waitMs` for one. Woken by
-   * workflow notifications (a step that asks for a command runs in a workflow), else it polls.
+   * the NOTIFY of the command's insert (one LISTEN connection of the process fans it out to the
+   * cell's waiting requests); the poll is only the fallback when that connection is down.
    */
   async commands(cellId: string, waitMs: number, signal?: AbortSignal): Promise<AgentCommand[]> {
     const deadline = Date.now() + waitMs;
@@ -458,11 +458,15 @@ export class AgentService {
       await new Promise<void>((resolve) => {
         const done = () => {
           clearTimeout(t);
+          unsubscribe?.();
           for (const x of signals) x.removeEventListener('abort', done);
           resolve();
         };
         const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
         for (const x of signals) x.addEventListener('abort', done, { once: true });
+        const unsubscribe = this.notifier?.subscribe('tenantry_agent_commands', (cell) => {
+          if (cell === cellId) done();
+        });
       });
     }
   }
@@ -515,62 +519,33 @@ export class AgentService {
    * (the agent gets the new desired state from the feed).
    */
   async report(cellId: string, reports: StatusReport[]): Promise<{ accepted: number; stale: number }> {
-    const ids = [...new Set(reports.map((r) => r.id))];
-    const rows = await asPlatform(this.db, async (trx) => {
+    // The last report of an object in the request counts.
+    const last = new Map(reports.map((r) => [r.id, r]));
+    const ids = [...last.keys()];
+    return asPlatform(this.db, async (trx) => {
       await this.refuseOtherCells(trx, cellId, ids);
-      if (ids.length === 0) return [];
-      return (
+      if (ids.length === 0) return { accepted: 0, stale: 0 };
+      const rows = (
         await sql<ObjectRow>`select * from integration_resources where id = any(${ids}::uuid[])`.execute(trx)
       ).rows;
-    });
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    const env = { db: this.db, context: () => systemContext(agentPrincipal(cellId)) };
-    let accepted = 0;
-    let stale = 0;
-    for (const rep of reports) {
-      const row = byId.get(rep.id);
-      if (
-        !row ||
-        row.phase === 'Deleted' ||
-        Number(row.generation) !== rep.generation ||
-        (rep.phase === 'Deleted' && !row.deleted_at)
-      ) {
-        stale++;
-        continue;
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      const current: CurrentReport[] = [];
+      for (const rep of last.values()) {
+        const row = byId.get(rep.id);
+        if (
+          !row ||
+          row.phase === 'Deleted' ||
+          Number(row.generation) !== rep.generation ||
+          (rep.phase === 'Deleted' && !row.deleted_at)
+        )
+          continue;
+        const phase: Phase | 'Terminating' =
+          row.deleted_at && rep.phase !== 'Deleted' ? 'Terminating' : (rep.phase as Phase);
+        current.push({ report: rep, row, phase });
       }
-      const phase: Phase | 'Terminating' =
-        row.deleted_at && rep.phase !== 'Deleted' ? 'Terminating' : (rep.phase as Phase);
-      await settle(
-        env,
-        undefined,
-        'IntegrationResource',
-        row,
-        { phase, ready: rep.ready },
-        rep.drift && row.phase === 'Ready'
-          ? (trx, ctx) =>
-              recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
-                previousPhase: row.phase,
-                phase,
-                reason: 'DriftRepaired',
-                message: rep.ready.message,
-                drift: rep.drift ?? [],
-              })
-          : undefined,
-      );
-      // A finalised tombstone: its job goes at once.
-      if (rep.phase === 'Deleted')
-        await asPlatform(this.db, (trx) =>
-          enqueueJob(trx, {
-            kind: 'IntegrationResource',
-            objectId: row.id,
-            tenantId: row.tenant_id ?? null,
-            generation: 0,
-          }),
-        );
-      byId.set(rep.id, { ...row, phase, generation: row.generation });
-      accepted++;
-    }
-    return { accepted, stale };
+      const written = await writeStatusReports(trx, systemContext(agentPrincipal(cellId)), current);
+      return { accepted: written.size, stale: reports.length - written.size };
+    });
   }
 
   /**

@@ -2,7 +2,12 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { reconnectDelay } from '../db/connection-errors.js';
 
-export type NotifyChannel = 'tenantry_events' | 'tenantry_webhooks' | 'tenantry_workflows';
+export type NotifyChannel =
+  | 'tenantry_events'
+  | 'tenantry_webhooks'
+  | 'tenantry_workflows'
+  /** A cell agent's command was asked for (payload: the cell's id; src/agent/agent-commands.ts). */
+  | 'tenantry_agent_commands';
 
 /**
  * One LISTEN connection per process for PostgreSQL NOTIFY (issued by tenantry_event_appended at
@@ -39,7 +44,9 @@ export class EventNotifier {
     });
     try {
       await client.connect();
-      await client.query('listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows');
+      await client.query(
+        'listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows; listen tenantry_agent_commands',
+      );
       if (this.stopped) {
         await client.end().catch(() => undefined);
         return;

@@ -24,6 +24,7 @@ import {
   hasOpenCommands,
   pullCommands,
 } from './agent-commands.js';
+import { type AgentDetail, agentDetail, agentVersionOf } from './agent-detail.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
 import { type CurrentReport, writeStatusReports } from './status-reports.js';
 
@@ -85,7 +86,13 @@ export class AgentService {
     private readonly authorizer: Authorizer,
     /** Wakes waiting desired-state requests on every event (LISTEN); without it they only poll. */
     private readonly notifier?: EventNotifier,
-  ) {}
+  ) {
+    this.forget = notifier?.subscribe('tenantry_events', (tenant) => {
+      this.eventsSeen++;
+      if (tenant === 'platform') this.served.clear();
+      else for (const [cell, x] of this.served) if (x.tenants.has(tenant)) this.served.delete(cell);
+    });
+  }
 
   private readonly closing = (() => {
     const c = new AbortController();
@@ -94,9 +101,20 @@ export class AgentService {
     return c;
   })();
 
+  /**
+   * Per cell, the index hash last computed, when, and the cell's tenants; an event of one of them
+   * (or of the platform) drops it. Valid for feedPollMs at most, as the poll that backs LISTEN is.
+   */
+  private readonly served = new Map<string, { hash: string; at: number; tenants: Set<string> }>();
+  /** Events seen on the LISTEN connection (an index computed while one came is not remembered). */
+  private eventsSeen = 0;
+  private forget: (() => void) | undefined;
+
   /** Ends every waiting desired-state request now (the server is closing: no query after this). */
   close(): void {
     this.closing.abort();
+    this.forget?.();
+    this.served.clear();
   }
 
   private requireIssuer(): BuiltinIssuer {
@@ -366,6 +384,18 @@ export class AgentService {
     });
   }
 
+  /** The agent of a cell, for operators (a platform decision on the cell, as revoking it is). */
+  async detail(ctx: RequestContext, cellRef: string): Promise<AgentDetail> {
+    return asPlatform(this.db, async (trx) => {
+      const cell = await this.cell(trx, cellRef);
+      this.authorizeCell(ctx, 'agent.read', cell);
+      const d = await agentDetail(trx, cell, MISSED_HEARTBEATS);
+      if (!d)
+        throw new NotFoundError('agent.not_found', `Cell "${cell.slug}" has no agent.`, { ref: cellRef });
+      return d;
+    });
+  }
+
   /** The cell a principal of `role` stands for; anyone else is refused. */
   private principalCell(ctx: RequestContext, role: string, prefix: string): string {
     const p = ctx.actor.principal;
@@ -411,15 +441,27 @@ export class AgentService {
     // request, not every event of every cell (with 50 cells that herd recomputed 50 indexes per
     // event). A tenant placed here meanwhile is seen at the next poll.
     let tenants: Set<string> | undefined;
+    // An agent back with the hash it was just given, with no event of its cell since: it waits at
+    // once, without computing the index again (that was half the work of a change).
+    const served = this.served.get(cellId);
+    let fresh =
+      known !== undefined && served?.hash === known && Date.now() - served.at < this.config.feedPollMs;
+    if (fresh) tenants = served?.tenants;
     for (;;) {
       if (closing.aborted) return 'unchanged';
-      const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
-      tenants ??= await asPlatform(this.db, async (trx) => {
-        const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(trx);
-        return new Set(r.rows.map((x) => x.id));
-      });
-      const ours = tenants;
-      if (index.hash !== known) return index;
+      if (!fresh) {
+        const seen = this.eventsSeen;
+        const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+        tenants ??= await asPlatform(this.db, async (trx) => {
+          const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(trx);
+          return new Set(r.rows.map((x) => x.id));
+        });
+        // Only an index no event may have overtaken is remembered.
+        if (seen === this.eventsSeen) this.served.set(cellId, { hash: index.hash, at: Date.now(), tenants });
+        if (index.hash !== known) return index;
+      }
+      fresh = false;
+      const ours = tenants ?? new Set<string>();
       const left = deadline - Date.now();
       if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
       await new Promise<void>((resolve) => {
@@ -555,7 +597,9 @@ export class AgentService {
   async heartbeat(
     cellId: string,
     sessionId: string | null,
+    userAgent?: string,
   ): Promise<{ connection: 'Connected'; resend: boolean }> {
+    const version = agentVersionOf(userAgent);
     return asPlatform(this.db, async (trx) => {
       const prev = await sql<{ connection: string }>`
         select connection from cell_agents
@@ -566,6 +610,7 @@ export class AgentService {
       if (was)
         await sql`
           update cell_agents set last_heartbeat_at = now(), connection = 'Connected',
+            version = coalesce(${version}, version),
             connection_since = case when connection = 'Connected' then connection_since else now() end
           where cell_id = ${cellId}`.execute(trx);
       if (!was)

@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -52,6 +53,11 @@ class HttpError extends Error {
     super(message);
   }
 }
+
+/** The agent's version (package.json, two folders up from src/agent and dist/agent alike), sent as its User-Agent. */
+export const AGENT_VERSION: string = JSON.parse(
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+).version;
 
 const MAX_ATTEMPTS = 8;
 const BATCH = 500;
@@ -175,6 +181,7 @@ export class CellAgent {
       method,
       headers: {
         authorization: `Bearer ${bearer}`,
+        'user-agent': `tenantry-agent/${AGENT_VERSION}`,
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         ...headers,
       },

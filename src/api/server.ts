@@ -260,11 +260,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);
-  registerAgentRoutes(
-    app,
-    new AgentService(db, config.agent, security.issuer, security.authorizer, deps.notifier),
-    identify,
-  );
+  const agents = new AgentService(db, config.agent, security.issuer, security.authorizer, deps.notifier);
+  registerAgentRoutes(app, agents, identify);
   const events = deps.events ?? new EventsService(db, config);
   const webhooks = new WebhooksService(db, registry);
   registerEventRoutes(app, events, identify, config);
@@ -282,6 +279,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       workflows,
       migrations,
       promotions,
+      agents,
     },
     consoleAuth,
   );

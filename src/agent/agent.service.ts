@@ -27,6 +27,7 @@ import {
 import { type AgentDetail, agentDetail, agentVersionOf } from './agent-detail.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
 import { type CurrentReport, writeStatusReports } from './status-reports.js';
+import { Wakeup } from './wakeup.js';
 
 /** The principal of a cell's agent credential, and of a join token for it. */
 export const agentPrincipal = (cellId: string) => `cell-agent:${cellId}`;
@@ -89,7 +90,7 @@ export class AgentService {
   ) {
     this.forget = notifier?.subscribe('tenantry_events', (tenant) => {
       this.eventsSeen++;
-      if (tenant === 'platform') this.served.clear();
+      if (tenant === 'platform' || tenant === '*') this.served.clear();
       else for (const [cell, x] of this.served) if (x.tenants.has(tenant)) this.served.delete(cell);
     });
   }
@@ -109,6 +110,33 @@ export class AgentService {
   /** Events seen on the LISTEN connection (an index computed while one came is not remembered). */
   private eventsSeen = 0;
   private forget: (() => void) | undefined;
+
+  /**
+   * How long a waiting request sleeps before it looks again by itself: while LISTEN is established
+   * the notifications wake it (and a LISTEN that comes back wakes every one), so it waits its whole
+   * time; without it, it polls every feedPollMs. (50 agents polling every 2 s were most of the
+   * control plane's CPU: an index of 200 objects computed 25 times a second for nothing.)
+   */
+  private pollMs(left: number): number {
+    return this.notifier?.listening ? left : Math.min(left, this.config.feedPollMs);
+  }
+
+  /** The cell of a tenant, looked up once per feedPollMs across all waiting requests. */
+  private readonly tenantCells = new Map<string, { at: number; cell: Promise<string | null> }>();
+  private cellOfTenant(tenant: string): Promise<string | null> {
+    if (!UUID.test(tenant)) return Promise.resolve(null);
+    const hit = this.tenantCells.get(tenant);
+    if (hit && Date.now() - hit.at < this.config.feedPollMs) return hit.cell;
+    if (this.tenantCells.size > 10_000) this.tenantCells.clear();
+    const cell = asPlatform(this.db, async (trx) => {
+      const r = await sql<{
+        cell_id: string | null;
+      }>`select cell_id from tenants where id = ${tenant}::uuid`.execute(trx);
+      return r.rows[0]?.cell_id ?? null;
+    }).catch(() => null);
+    this.tenantCells.set(tenant, { at: Date.now(), cell });
+    return cell;
+  }
 
   /** Ends every waiting desired-state request now (the server is closing: no query after this). */
   close(): void {
@@ -388,7 +416,13 @@ export class AgentService {
   async detail(ctx: RequestContext, cellRef: string): Promise<AgentDetail> {
     return asPlatform(this.db, async (trx) => {
       const cell = await this.cell(trx, cellRef);
-      this.authorizeCell(ctx, 'agent.read', cell);
+      // Of the platform: not a Cell (which tenants may read), its agent's state is the operators'.
+      this.authorizer.authorize(ctx, 'agent.read', {
+        kind: 'CellAgent',
+        id: cell.id,
+        tenantId: null,
+        customerId: null,
+      });
       const d = await agentDetail(trx, cell, MISSED_HEARTBEATS);
       if (!d)
         throw new NotFoundError('agent.not_found', `Cell "${cell.slug}" has no agent.`, { ref: cellRef });
@@ -439,46 +473,50 @@ export class AgentService {
     const signals = signal ? [closing, signal] : [closing];
     // Events name their tenant: only those of this cell's tenants (and platform ones) wake this
     // request, not every event of every cell (with 50 cells that herd recomputed 50 indexes per
-    // event). A tenant placed here meanwhile is seen at the next poll.
+    // event). An event of a tenant not known here may be of one placed here meanwhile: its cell is
+    // looked up. Subscribed before the first look, so no change slips in between.
     let tenants: Set<string> | undefined;
-    // An agent back with the hash it was just given, with no event of its cell since: it waits at
-    // once, without computing the index again (that was half the work of a change).
-    const served = this.served.get(cellId);
-    let fresh =
-      known !== undefined && served?.hash === known && Date.now() - served.at < this.config.feedPollMs;
-    if (fresh) tenants = served?.tenants;
-    for (;;) {
-      if (closing.aborted) return 'unchanged';
-      if (!fresh) {
-        const seen = this.eventsSeen;
-        const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
-        tenants ??= await asPlatform(this.db, async (trx) => {
-          const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(trx);
-          return new Set(r.rows.map((x) => x.id));
+    const wakeup = new Wakeup(signals);
+    const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
+      if (tenant === 'platform' || tenant === '*' || !tenants || tenants.has(tenant)) wakeup.wake();
+      else
+        void this.cellOfTenant(tenant).then((cell) => {
+          if (cell === cellId) wakeup.wake();
         });
-        // Only an index no event may have overtaken is remembered.
-        if (seen === this.eventsSeen) this.served.set(cellId, { hash: index.hash, at: Date.now(), tenants });
-        if (index.hash !== known) return index;
+    });
+    try {
+      // An agent back with the hash it was just given, with no event of its cell since: it waits
+      // at once, without computing the index again (that was half the work of a change).
+      const served = this.served.get(cellId);
+      let fresh =
+        known !== undefined && served?.hash === known && Date.now() - served.at < this.config.feedPollMs;
+      if (fresh) tenants = served?.tenants;
+      for (;;) {
+        if (closing.aborted) return 'unchanged';
+        wakeup.take();
+        if (!fresh) {
+          const seen = this.eventsSeen;
+          const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+          tenants ??= await asPlatform(this.db, async (trx) => {
+            const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(
+              trx,
+            );
+            return new Set(r.rows.map((x) => x.id));
+          });
+          // Only an index no event may have overtaken is remembered.
+          if (seen === this.eventsSeen)
+            this.served.set(cellId, { hash: index.hash, at: Date.now(), tenants });
+          if (index.hash !== known) return index;
+        }
+        fresh = false;
+        const left = deadline - Date.now();
+        if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
+        await wakeup.sleep(this.pollMs(left));
+        if (signals.some((x) => x.aborted)) return 'unchanged';
       }
-      fresh = false;
-      const ours = tenants ?? new Set<string>();
-      const left = deadline - Date.now();
-      if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(t);
-          unsubscribe?.();
-          for (const x of signals) x.removeEventListener('abort', done);
-          resolve();
-        };
-        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
-        for (const x of signals) x.addEventListener('abort', done, { once: true });
-        // Desired-state changes (and lifecycle transitions) are events: look again at once.
-        const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
-          if (tenant === 'platform' || ours.has(tenant)) done();
-        });
-      });
-      if (signals.some((x) => x.aborted)) return 'unchanged';
+    } finally {
+      unsubscribe?.();
+      wakeup.close();
     }
   }
 
@@ -491,25 +529,23 @@ export class AgentService {
     const deadline = Date.now() + waitMs;
     const closing = this.closing.signal;
     const signals = signal ? [closing, signal] : [closing];
-    for (;;) {
-      if (closing.aborted) return [];
-      if (await asPlatform(this.db, (trx) => hasOpenCommands(trx, cellId)))
-        return asPlatform(this.db, (trx) => pullCommands(trx, cellId));
-      const left = deadline - Date.now();
-      if (left <= 0 || signals.some((x) => x.aborted)) return [];
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(t);
-          unsubscribe?.();
-          for (const x of signals) x.removeEventListener('abort', done);
-          resolve();
-        };
-        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
-        for (const x of signals) x.addEventListener('abort', done, { once: true });
-        const unsubscribe = this.notifier?.subscribe('tenantry_agent_commands', (cell) => {
-          if (cell === cellId) done();
-        });
-      });
+    const wakeup = new Wakeup(signals);
+    const unsubscribe = this.notifier?.subscribe('tenantry_agent_commands', (cell) => {
+      if (cell === cellId || cell === '*') wakeup.wake();
+    });
+    try {
+      for (;;) {
+        if (closing.aborted) return [];
+        wakeup.take();
+        if (await asPlatform(this.db, (trx) => hasOpenCommands(trx, cellId)))
+          return asPlatform(this.db, (trx) => pullCommands(trx, cellId));
+        const left = deadline - Date.now();
+        if (left <= 0 || signals.some((x) => x.aborted)) return [];
+        await wakeup.sleep(this.pollMs(left));
+      }
+    } finally {
+      unsubscribe?.();
+      wakeup.close();
     }
   }
 

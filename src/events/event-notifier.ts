@@ -52,7 +52,11 @@ export class EventNotifier {
         return;
       }
       this.client = client;
-      if (this.failures > 0) this.log.info('event notifier listening again');
+      if (this.failures > 0) {
+        this.log.info('event notifier listening again');
+        // Whatever was notified while it was away is lost: every reader looks again ('*').
+        for (const set of this.listeners.values()) for (const fn of [...set]) fn('*');
+      }
       this.failures = 0;
     } catch (err) {
       await client.end().catch(() => undefined);
@@ -75,6 +79,14 @@ export class EventNotifier {
       reconnectDelay(this.failures++),
     );
     this.retry.unref();
+  }
+
+  /**
+   * LISTEN is established now. Readers that trust it may wait longer between polls; when it comes
+   * back after a loss, every subscriber is called with the payload '*' (anything may have happened).
+   */
+  get listening(): boolean {
+    return this.client !== undefined;
   }
 
   subscribe(channel: NotifyChannel, fn: (payload: string) => void): () => void {

@@ -140,7 +140,7 @@ describe('GET /v1/cells/{ref}/agent', () => {
     for (const o of all) byPhase[o.phase] = (byPhase[o.phase] ?? 0) + 1;
     expect(r.body.objects.byPhase).toEqual(byPhase);
 
-    // A command the stopped agent has not run is pending.
+    // A command the stopped agent has not run is open (Running if its last request took it).
     await agent.stop();
     await expect(
       runOnAgent(s.t.db, {

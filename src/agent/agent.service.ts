@@ -26,7 +26,7 @@ import {
 } from './agent-commands.js';
 import { type AgentDetail, agentDetail, agentVersionOf } from './agent-detail.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
-import { type CurrentReport, writeStatusReports } from './status-reports.js';
+import { type CurrentReport, type StatusReport, writeStatusReports } from './status-reports.js';
 import { Wakeup } from './wakeup.js';
 
 /** The principal of a cell's agent credential, and of a join token for it. */
@@ -48,15 +48,7 @@ export interface Credential {
   heartbeatIntervalMs: number;
 }
 
-/** One observed status an agent reports for one object of its cell. */
-export interface StatusReport {
-  id: string;
-  generation: number;
-  phase: 'Provisioning' | 'Ready' | 'Failed' | 'Deleted';
-  ready: { status: 'True' | 'False'; reason: string; message: string };
-  /** Drift the agent found and repaired (a `drifted` event). */
-  drift?: string[];
-}
+export type { StatusReport } from './status-reports.js';
 
 /** The AgentConnected condition of a cell. */
 function agentCondition(status: 'True' | 'Unknown' | 'False', reason: string, message: string) {

@@ -8,7 +8,16 @@ import { target } from '../controller/reconcilers.js';
 import { recordStatusEvent } from '../controller/status.js';
 import type { Trx } from '../db/database.js';
 import type { ObjectRow } from '../registry/object.repository.js';
-import type { StatusReport } from './agent.service.js';
+
+/** One observed status an agent reports for one object of its cell. */
+export interface StatusReport {
+  id: string;
+  generation: number;
+  phase: 'Provisioning' | 'Ready' | 'Failed' | 'Deleted';
+  ready: { status: 'True' | 'False'; reason: string; message: string };
+  /** Drift the agent found and repaired (a `drifted` event). */
+  drift?: string[];
+}
 
 /** One report the service found current (its object's generation, not a finalised tombstone). */
 export interface CurrentReport {

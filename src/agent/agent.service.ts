@@ -82,9 +82,11 @@ export class AgentService {
   ) {
     this.forget = notifier?.subscribe('tenantry_events', (tenant) => {
       this.eventsSeen++;
-      if (tenant === 'platform' || tenant === '*') this.served.clear();
+      if (tenant === 'platform') this.served.clear();
       else for (const [cell, x] of this.served) if (x.tenants.has(tenant)) this.served.delete(cell);
     });
+    // Notifications missed while LISTEN was away: nothing remembered is trusted.
+    this.unwatch = notifier?.watch(() => this.served.clear());
   }
 
   private readonly closing = (() => {
@@ -102,10 +104,11 @@ export class AgentService {
   /** Events seen on the LISTEN connection (an index computed while one came is not remembered). */
   private eventsSeen = 0;
   private forget: (() => void) | undefined;
+  private unwatch: (() => void) | undefined;
 
   /**
    * How long a waiting request sleeps before it looks again by itself: while LISTEN is established
-   * the notifications wake it (and a LISTEN that comes back wakes every one), so it waits its whole
+   * the notifications wake it (and a LISTEN lost or back wakes every one), so it waits its whole
    * time; without it, it polls every feedPollMs. (50 agents polling every 2 s were most of the
    * control plane's CPU: an index of 200 objects computed 25 times a second for nothing.)
    */
@@ -134,6 +137,7 @@ export class AgentService {
   close(): void {
     this.closing.abort();
     this.forget?.();
+    this.unwatch?.();
     this.served.clear();
   }
 
@@ -470,12 +474,14 @@ export class AgentService {
     let tenants: Set<string> | undefined;
     const wakeup = new Wakeup(signals);
     const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
-      if (tenant === 'platform' || tenant === '*' || !tenants || tenants.has(tenant)) wakeup.wake();
+      if (tenant === 'platform' || !tenants || tenants.has(tenant)) wakeup.wake();
       else
         void this.cellOfTenant(tenant).then((cell) => {
           if (cell === cellId) wakeup.wake();
         });
     });
+    // LISTEN lost (poll from now) or back (what it missed meanwhile): look again either way.
+    const unwatch = this.notifier?.watch(() => wakeup.wake());
     try {
       // An agent back with the hash it was just given, with no event of its cell since: it waits
       // at once, without computing the index again (that was half the work of a change).
@@ -508,6 +514,7 @@ export class AgentService {
       }
     } finally {
       unsubscribe?.();
+      unwatch?.();
       wakeup.close();
     }
   }
@@ -523,8 +530,9 @@ export class AgentService {
     const signals = signal ? [closing, signal] : [closing];
     const wakeup = new Wakeup(signals);
     const unsubscribe = this.notifier?.subscribe('tenantry_agent_commands', (cell) => {
-      if (cell === cellId || cell === '*') wakeup.wake();
+      if (cell === cellId) wakeup.wake();
     });
+    const unwatch = this.notifier?.watch(() => wakeup.wake());
     try {
       for (;;) {
         if (closing.aborted) return [];
@@ -537,6 +545,7 @@ export class AgentService {
       }
     } finally {
       unsubscribe?.();
+      unwatch?.();
       wakeup.close();
     }
   }

@@ -54,7 +54,10 @@ export interface TestServerOptions {
   database?: TestDatabase;
   /** The event log service (e.g. with a LISTEN notifier); default: one that polls. */
   events?: EventsService;
-  /** A LISTEN notifier (it wakes the cell agents' long polls); default: none, they poll. */
+  /**
+   * The process's LISTEN connection (like `tenantry serve`'s): turns the identity cache on. Also
+   * taken from `events` when that has one. Without either, every request identifies.
+   */
   notifier?: EventNotifier;
 }
 

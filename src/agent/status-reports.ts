@@ -56,7 +56,9 @@ export async function writeStatusReports(
   const chains = [
     ...new Set(reports.map((r) => chainOf(r.row.tenant_id ? String(r.row.tenant_id).toLowerCase() : null))),
   ].sort();
-  await sql`select ${tenantWriteLockSql(sql`c`, 'status')} from unnest(${chains}::text[]) c order by c`.execute(trx);
+  await sql`select ${tenantWriteLockSql(sql`c`, 'status')} from unnest(${chains}::text[]) c order by c`.execute(
+    trx,
+  );
   for (const c of chains) noteTenantWriteLock(trx, c, 'status');
   const input = reports.map((r) => ({
     id: r.row.id,

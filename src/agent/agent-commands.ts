@@ -58,6 +58,8 @@ export async function runOnAgent<O extends AgentOp>(
       update cell_agent_commands set state = 'Pending', attempts = attempts + 1, error = null,
         claimed_at = null, completed_at = null
       where cell_id = ${req.cellId} and key = ${req.key} and state = 'Failed'`.execute(trx);
+    // Wakes the agent's waiting command request (at commit) instead of its next poll.
+    await sql`select pg_notify('tenantry_agent_commands', ${req.cellId})`.execute(trx);
     const r = await sql<{ id: string }>`
       select id from cell_agent_commands where cell_id = ${req.cellId} and key = ${req.key}`.execute(trx);
     return r.rows[0]!;

@@ -4,6 +4,7 @@ import type { IdentityHook } from '../http/identity.js';
 import { errorResponses } from '../http/schemas.js';
 import type { AgentService, StatusReport } from './agent.service.js';
 import type { CommandOutcome } from './agent-commands.js';
+import { registerAgentDetailRoute } from './agent-detail.routes.js';
 import { AGENT_OPS } from './agent-ops.js';
 
 const Ref = Type.Object({
@@ -50,6 +51,7 @@ export function registerAgentRoutes(
 ): void {
   // Waiting long polls end at once when the server closes, before the database goes.
   app.addHook('preClose', async () => agents.close());
+  registerAgentDetailRoute(app, agents, identify);
   app.post<{ Params: { ref: string }; Body: { ttlSeconds?: number } | undefined }>(
     '/v1/cells/:ref/join-tokens',
     {
@@ -334,7 +336,7 @@ export function registerAgentRoutes(
     async (request) => {
       const ctx = identify(request);
       const cellId = await agents.agentCell(ctx, request.params.ref);
-      return agents.heartbeat(cellId, ctx.sessionId);
+      return agents.heartbeat(cellId, ctx.sessionId, request.headers['user-agent']);
     },
   );
 }

@@ -5,9 +5,7 @@ import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Authorizer } from '../authz/authorizer.js';
 import type { AgentConfig } from '../config/config.js';
 import { type RequestContext, systemContext } from '../context/request-context.js';
-import { enqueueJob } from '../controller/queue/enqueue-job.js';
-import { settle, target } from '../controller/reconcilers.js';
-import { type Phase, recordStatusEvent } from '../controller/status.js';
+import type { Phase } from '../controller/status.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import {
   ForbiddenError,
@@ -26,7 +24,10 @@ import {
   hasOpenCommands,
   pullCommands,
 } from './agent-commands.js';
+import { type AgentDetail, agentDetail, agentVersionOf } from './agent-detail.js';
 import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
+import { type CurrentReport, type StatusReport, writeStatusReports } from './status-reports.js';
+import { Wakeup } from './wakeup.js';
 
 /** The principal of a cell's agent credential, and of a join token for it. */
 export const agentPrincipal = (cellId: string) => `cell-agent:${cellId}`;
@@ -47,15 +48,7 @@ export interface Credential {
   heartbeatIntervalMs: number;
 }
 
-/** One observed status an agent reports for one object of its cell. */
-export interface StatusReport {
-  id: string;
-  generation: number;
-  phase: 'Provisioning' | 'Ready' | 'Failed' | 'Deleted';
-  ready: { status: 'True' | 'False'; reason: string; message: string };
-  /** Drift the agent found and repaired (a `drifted` event). */
-  drift?: string[];
-}
+export type { StatusReport } from './status-reports.js';
 
 /** The AgentConnected condition of a cell. */
 function agentCondition(status: 'True' | 'Unknown' | 'False', reason: string, message: string) {
@@ -86,7 +79,15 @@ export class AgentService {
     private readonly authorizer: Authorizer,
     /** Wakes waiting desired-state requests on every event (LISTEN); without it they only poll. */
     private readonly notifier?: EventNotifier,
-  ) {}
+  ) {
+    this.forget = notifier?.subscribe('tenantry_events', (tenant) => {
+      this.eventsSeen++;
+      if (tenant === 'platform') this.served.clear();
+      else for (const [cell, x] of this.served) if (x.tenants.has(tenant)) this.served.delete(cell);
+    });
+    // Notifications missed while LISTEN was away: nothing remembered is trusted.
+    this.unwatch = notifier?.watch(() => this.served.clear());
+  }
 
   private readonly closing = (() => {
     const c = new AbortController();
@@ -95,9 +96,49 @@ export class AgentService {
     return c;
   })();
 
+  /**
+   * Per cell, the index hash last computed, when, and the cell's tenants; an event of one of them
+   * (or of the platform) drops it. Valid for feedPollMs at most, as the poll that backs LISTEN is.
+   */
+  private readonly served = new Map<string, { hash: string; at: number; tenants: Set<string> }>();
+  /** Events seen on the LISTEN connection (an index computed while one came is not remembered). */
+  private eventsSeen = 0;
+  private forget: (() => void) | undefined;
+  private unwatch: (() => void) | undefined;
+
+  /**
+   * How long a waiting request sleeps before it looks again by itself: while LISTEN is established
+   * the notifications wake it (and a LISTEN lost or back wakes every one), so it waits its whole
+   * time; without it, it polls every feedPollMs. (50 agents polling every 2 s were most of the
+   * control plane's CPU: an index of 200 objects computed 25 times a second for nothing.)
+   */
+  private pollMs(left: number): number {
+    return this.notifier?.listening ? left : Math.min(left, this.config.feedPollMs);
+  }
+
+  /** The cell of a tenant, looked up once per feedPollMs across all waiting requests. */
+  private readonly tenantCells = new Map<string, { at: number; cell: Promise<string | null> }>();
+  private cellOfTenant(tenant: string): Promise<string | null> {
+    if (!UUID.test(tenant)) return Promise.resolve(null);
+    const hit = this.tenantCells.get(tenant);
+    if (hit && Date.now() - hit.at < this.config.feedPollMs) return hit.cell;
+    if (this.tenantCells.size > 10_000) this.tenantCells.clear();
+    const cell = asPlatform(this.db, async (trx) => {
+      const r = await sql<{
+        cell_id: string | null;
+      }>`select cell_id from tenants where id = ${tenant}::uuid`.execute(trx);
+      return r.rows[0]?.cell_id ?? null;
+    }).catch(() => null);
+    this.tenantCells.set(tenant, { at: Date.now(), cell });
+    return cell;
+  }
+
   /** Ends every waiting desired-state request now (the server is closing: no query after this). */
   close(): void {
     this.closing.abort();
+    this.forget?.();
+    this.unwatch?.();
+    this.served.clear();
   }
 
   private requireIssuer(): BuiltinIssuer {
@@ -367,6 +408,24 @@ export class AgentService {
     });
   }
 
+  /** The agent of a cell, for operators (a platform decision on the cell, as revoking it is). */
+  async detail(ctx: RequestContext, cellRef: string): Promise<AgentDetail> {
+    return asPlatform(this.db, async (trx) => {
+      const cell = await this.cell(trx, cellRef);
+      // Of the platform: not a Cell (which tenants may read), its agent's state is the operators'.
+      this.authorizer.authorize(ctx, 'agent.read', {
+        kind: 'CellAgent',
+        id: cell.id,
+        tenantId: null,
+        customerId: null,
+      });
+      const d = await agentDetail(trx, cell, MISSED_HEARTBEATS);
+      if (!d)
+        throw new NotFoundError('agent.not_found', `Cell "${cell.slug}" has no agent.`, { ref: cellRef });
+      return d;
+    });
+  }
+
   /** The cell a principal of `role` stands for; anyone else is refused. */
   private principalCell(ctx: RequestContext, role: string, prefix: string): string {
     const p = ctx.actor.principal;
@@ -410,60 +469,84 @@ export class AgentService {
     const signals = signal ? [closing, signal] : [closing];
     // Events name their tenant: only those of this cell's tenants (and platform ones) wake this
     // request, not every event of every cell (with 50 cells that herd recomputed 50 indexes per
-    // event). A tenant placed here meanwhile is seen at the next poll.
+    // event). An event of a tenant not known here may be of one placed here meanwhile: its cell is
+    // looked up. Subscribed before the first look, so no change slips in between.
     let tenants: Set<string> | undefined;
-    for (;;) {
-      if (closing.aborted) return 'unchanged';
-      const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
-      tenants ??= await asPlatform(this.db, async (trx) => {
-        const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(trx);
-        return new Set(r.rows.map((x) => x.id));
-      });
-      const ours = tenants;
-      if (index.hash !== known) return index;
-      const left = deadline - Date.now();
-      if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(t);
-          unsubscribe?.();
-          for (const x of signals) x.removeEventListener('abort', done);
-          resolve();
-        };
-        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
-        for (const x of signals) x.addEventListener('abort', done, { once: true });
-        // Desired-state changes (and lifecycle transitions) are events: look again at once.
-        const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
-          if (tenant === 'platform' || ours.has(tenant)) done();
+    const wakeup = new Wakeup(signals);
+    const unsubscribe = this.notifier?.subscribe('tenantry_events', (tenant) => {
+      if (tenant === 'platform' || !tenants || tenants.has(tenant)) wakeup.wake();
+      else
+        void this.cellOfTenant(tenant).then((cell) => {
+          if (cell === cellId) wakeup.wake();
         });
-      });
-      if (signals.some((x) => x.aborted)) return 'unchanged';
+    });
+    // LISTEN lost (poll from now) or back (what it missed meanwhile): look again either way.
+    const unwatch = this.notifier?.watch(() => wakeup.wake());
+    try {
+      // An agent back with the hash it was just given, with no event of its cell since: it waits
+      // at once, without computing the index again (that was half the work of a change).
+      const served = this.served.get(cellId);
+      let fresh =
+        known !== undefined && served?.hash === known && Date.now() - served.at < this.config.feedPollMs;
+      if (fresh) tenants = served?.tenants;
+      for (;;) {
+        if (closing.aborted) return 'unchanged';
+        wakeup.take();
+        if (!fresh) {
+          const seen = this.eventsSeen;
+          const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+          tenants ??= await asPlatform(this.db, async (trx) => {
+            const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(
+              trx,
+            );
+            return new Set(r.rows.map((x) => x.id));
+          });
+          // Only an index no event may have overtaken is remembered.
+          if (seen === this.eventsSeen)
+            this.served.set(cellId, { hash: index.hash, at: Date.now(), tenants });
+          if (index.hash !== known) return index;
+        }
+        fresh = false;
+        const left = deadline - Date.now();
+        if (left <= 0 || signals.some((x) => x.aborted)) return 'unchanged';
+        await wakeup.sleep(this.pollMs(left));
+        if (signals.some((x) => x.aborted)) return 'unchanged';
+      }
+    } finally {
+      unsubscribe?.();
+      unwatch?.();
+      wakeup.close();
     }
   }
 
   /**
    * The cell's open commands (src/agent/agent-commands.ts), waiting up to `waitMs` for one. Woken by
-   * workflow notifications (a step that asks for a command runs in a workflow), else it polls.
+   * the NOTIFY of the command's insert (one LISTEN connection of the process fans it out to the
+   * cell's waiting requests); the poll is only the fallback when that connection is down.
    */
   async commands(cellId: string, waitMs: number, signal?: AbortSignal): Promise<AgentCommand[]> {
     const deadline = Date.now() + waitMs;
     const closing = this.closing.signal;
     const signals = signal ? [closing, signal] : [closing];
-    for (;;) {
-      if (closing.aborted) return [];
-      if (await asPlatform(this.db, (trx) => hasOpenCommands(trx, cellId)))
-        return asPlatform(this.db, (trx) => pullCommands(trx, cellId));
-      const left = deadline - Date.now();
-      if (left <= 0 || signals.some((x) => x.aborted)) return [];
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(t);
-          for (const x of signals) x.removeEventListener('abort', done);
-          resolve();
-        };
-        const t = setTimeout(done, Math.min(left, this.config.feedPollMs));
-        for (const x of signals) x.addEventListener('abort', done, { once: true });
-      });
+    const wakeup = new Wakeup(signals);
+    const unsubscribe = this.notifier?.subscribe('tenantry_agent_commands', (cell) => {
+      if (cell === cellId) wakeup.wake();
+    });
+    const unwatch = this.notifier?.watch(() => wakeup.wake());
+    try {
+      for (;;) {
+        if (closing.aborted) return [];
+        wakeup.take();
+        if (await asPlatform(this.db, (trx) => hasOpenCommands(trx, cellId)))
+          return asPlatform(this.db, (trx) => pullCommands(trx, cellId));
+        const left = deadline - Date.now();
+        if (left <= 0 || signals.some((x) => x.aborted)) return [];
+        await wakeup.sleep(this.pollMs(left));
+      }
+    } finally {
+      unsubscribe?.();
+      unwatch?.();
+      wakeup.close();
     }
   }
 
@@ -515,62 +598,33 @@ export class AgentService {
    * (the agent gets the new desired state from the feed).
    */
   async report(cellId: string, reports: StatusReport[]): Promise<{ accepted: number; stale: number }> {
-    const ids = [...new Set(reports.map((r) => r.id))];
-    const rows = await asPlatform(this.db, async (trx) => {
+    // The last report of an object in the request counts.
+    const last = new Map(reports.map((r) => [r.id, r]));
+    const ids = [...last.keys()];
+    return asPlatform(this.db, async (trx) => {
       await this.refuseOtherCells(trx, cellId, ids);
-      if (ids.length === 0) return [];
-      return (
+      if (ids.length === 0) return { accepted: 0, stale: 0 };
+      const rows = (
         await sql<ObjectRow>`select * from integration_resources where id = any(${ids}::uuid[])`.execute(trx)
       ).rows;
-    });
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    const env = { db: this.db, context: () => systemContext(agentPrincipal(cellId)) };
-    let accepted = 0;
-    let stale = 0;
-    for (const rep of reports) {
-      const row = byId.get(rep.id);
-      if (
-        !row ||
-        row.phase === 'Deleted' ||
-        Number(row.generation) !== rep.generation ||
-        (rep.phase === 'Deleted' && !row.deleted_at)
-      ) {
-        stale++;
-        continue;
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      const current: CurrentReport[] = [];
+      for (const rep of last.values()) {
+        const row = byId.get(rep.id);
+        if (
+          !row ||
+          row.phase === 'Deleted' ||
+          Number(row.generation) !== rep.generation ||
+          (rep.phase === 'Deleted' && !row.deleted_at)
+        )
+          continue;
+        const phase: Phase | 'Terminating' =
+          row.deleted_at && rep.phase !== 'Deleted' ? 'Terminating' : (rep.phase as Phase);
+        current.push({ report: rep, row, phase });
       }
-      const phase: Phase | 'Terminating' =
-        row.deleted_at && rep.phase !== 'Deleted' ? 'Terminating' : (rep.phase as Phase);
-      await settle(
-        env,
-        undefined,
-        'IntegrationResource',
-        row,
-        { phase, ready: rep.ready },
-        rep.drift && row.phase === 'Ready'
-          ? (trx, ctx) =>
-              recordStatusEvent(trx, ctx, target('IntegrationResource', row), 'drifted', {
-                previousPhase: row.phase,
-                phase,
-                reason: 'DriftRepaired',
-                message: rep.ready.message,
-                drift: rep.drift ?? [],
-              })
-          : undefined,
-      );
-      // A finalised tombstone: its job goes at once.
-      if (rep.phase === 'Deleted')
-        await asPlatform(this.db, (trx) =>
-          enqueueJob(trx, {
-            kind: 'IntegrationResource',
-            objectId: row.id,
-            tenantId: row.tenant_id ?? null,
-            generation: 0,
-          }),
-        );
-      byId.set(rep.id, { ...row, phase, generation: row.generation });
-      accepted++;
-    }
-    return { accepted, stale };
+      const written = await writeStatusReports(trx, systemContext(agentPrincipal(cellId)), current);
+      return { accepted: written.size, stale: reports.length - written.size };
+    });
   }
 
   /**
@@ -580,7 +634,9 @@ export class AgentService {
   async heartbeat(
     cellId: string,
     sessionId: string | null,
+    userAgent?: string,
   ): Promise<{ connection: 'Connected'; resend: boolean }> {
+    const version = agentVersionOf(userAgent);
     return asPlatform(this.db, async (trx) => {
       const prev = await sql<{ connection: string }>`
         select connection from cell_agents
@@ -591,6 +647,7 @@ export class AgentService {
       if (was)
         await sql`
           update cell_agents set last_heartbeat_at = now(), connection = 'Connected',
+            version = coalesce(${version}, version),
             connection_since = case when connection = 'Connected' then connection_since else now() end
           where cell_id = ${cellId}`.execute(trx);
       if (!was)

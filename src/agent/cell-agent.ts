@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -53,9 +54,14 @@ class HttpError extends Error {
   }
 }
 
+/** The agent's version (package.json, two folders up from src/agent and dist/agent alike), sent as its User-Agent. */
+export const AGENT_VERSION: string = JSON.parse(
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+).version;
+
 const MAX_ATTEMPTS = 8;
 const BATCH = 500;
-const STATUS_BATCH = 100;
+const STATUS_BATCH = 500;
 
 const summary = (o: ObservedResource): string =>
   Object.entries(o.details)
@@ -82,7 +88,6 @@ export class CellAgent {
   private connected = true;
   private saves = 0;
   private reconciling: Promise<void> | undefined;
-  private again = false;
   private resyncTimer: NodeJS.Timeout | undefined;
   /** Response bytes of the desired-state feed and item fetches (benchmarks, tests). */
   bytesPulled = 0;
@@ -181,6 +186,7 @@ export class CellAgent {
       method,
       headers: {
         authorization: `Bearer ${bearer}`,
+        'user-agent': `tenantry-agent/${AGENT_VERSION}`,
         ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
         ...headers,
       },
@@ -283,7 +289,7 @@ export class CellAgent {
     }
     s.feed = { hash: r.hash, generation: r.generation };
     await this.save();
-    if (changed.length > 0) this.kick();
+    if (changed.length > 0) this.kick(changed);
     return true;
   }
 
@@ -414,25 +420,39 @@ export class CellAgent {
     this.o.logger.info({ expiresAt: c.expiresAt }, 'agent credential rotated');
   }
 
-  /** Reconciles everything held now (again once more if asked meanwhile). */
-  kick(): void {
-    if (this.reconciling) {
-      this.again = true;
-      return;
-    }
+  /** What the next pass reconciles: every object held, or those whose desired state just changed. */
+  private wanted: Set<string> | 'all' = new Set();
+
+  /**
+   * Reconciles `ids` (after a change of their desired state: only they, at once) or everything held
+   * (start, resync: drift repair); what is asked meanwhile is done in the next pass.
+   */
+  kick(ids?: readonly string[]): void {
+    if (!ids) this.wanted = 'all';
+    else if (this.wanted !== 'all') for (const id of ids) this.wanted.add(id);
+    if (this.reconciling) return;
     this.reconciling = (async () => {
       do {
-        this.again = false;
-        await this.reconcileAll();
-      } while (this.again && this.running);
+        const w = this.wanted;
+        this.wanted = new Set();
+        await this.reconcileAll(w === 'all' ? undefined : w);
+      } while (this.running && this.moreWanted());
     })().finally(() => {
       this.reconciling = undefined;
     });
   }
 
-  /** One pass over the desired state it holds; then the changed reports go out (if reachable). */
-  async reconcileAll(): Promise<void> {
-    for (const item of this.held()) {
+  /** Something was asked for during the pass (read through a method: the pass changed the field). */
+  private moreWanted(): boolean {
+    return this.wanted === 'all' || this.wanted.size > 0;
+  }
+
+  /** One pass over the desired state it holds (or `only` those of it); then the changed reports go out (if reachable). */
+  async reconcileAll(only?: ReadonlySet<string>): Promise<void> {
+    // A partial pass also retries what failed a first attempt (as a full pass would).
+    const ids = only ? new Set([...only, ...this.attempts.keys()]) : undefined;
+    const items = ids ? [...ids].flatMap((id) => this.state?.items[id] ?? []) : this.held();
+    for (const item of items) {
       if (!this.running && this.passes > 0) return;
       const report = await this.realise(item);
       this.reports.set(item.id, report);
@@ -458,7 +478,7 @@ export class CellAgent {
 
   private async flushOnce(): Promise<void> {
     const pending = [...this.reports.values()].filter((r) => this.acked.get(r.id) !== JSON.stringify(r));
-    // Each report is settled in a transaction of its own: batches small enough to answer well in time.
+    // A batch is written in one transaction (src/agent/status-reports.ts).
     for (let i = 0; i < pending.length; i += STATUS_BATCH) {
       const batch = pending.slice(i, i + STATUS_BATCH);
       await this.call('POST', this.cellPath('status'), this.bearer(), { reports: batch }, {}, 60_000);

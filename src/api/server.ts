@@ -287,6 +287,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       workflows,
       migrations,
       promotions,
+      agents,
     },
     consoleAuth,
   );

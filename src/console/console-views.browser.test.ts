@@ -218,6 +218,14 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     await text(row, /Connected.*console-test-agent/);
     await text(page.getByRole('row', { name: /eu-nonprod-1/ }), /none/);
     await accessible(page, 'cells-agents');
+    // The agent's own page: version, lease, credential, objects by phase, pending commands.
+    await row.getByRole('link', { name: 'Agent of eu-prod-silo-1' }).click();
+    await page.getByRole('table', { name: /^Objects by phase/ }).waitFor();
+    await page.getByRole('table', { name: 'Pending commands, oldest first' }).waitFor();
+    await text(page.locator('main'), /console-test-agent/);
+    await text(page.locator('main'), /Connected/);
+    await text(page.locator('main'), /Valid/);
+    await accessible(page, 'cell-agent');
     await page.context().close();
   });
 

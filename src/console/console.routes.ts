@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import formbody from '@fastify/formbody';
 import { parseCookie, stringifySetCookie } from 'cookie';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AgentService } from '../agent/agent.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
@@ -26,6 +27,7 @@ import type { PromotionsService } from '../releases/promotions.service.js';
 import type { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import type { DeliveryStatus, WebhooksService } from '../webhooks/webhooks.service.js';
 import type { WorkflowsService } from '../workflows/workflows.service.js';
+import { registerConsoleAgentViews } from './console-agents.js';
 import {
   cookieName,
   csrfMatches,
@@ -63,6 +65,8 @@ export interface ConsoleDeps {
   workflows: WorkflowsService;
   migrations: MigrationsService;
   promotions: PromotionsService;
+  /** The cell agents' service (the agent page of a cell); absent without the built-in issuer. */
+  agents?: AgentService;
 }
 
 /** The console's sign-in state shared by the session hook and the routes. */
@@ -872,6 +876,7 @@ ${pager(res.nextCursor ? `${BASE}/cells${qs({ cursor: res.nextCursor })}` : null
 
       const kit: ConsoleKit = { ctxOf, send, full };
       registerConsoleViews(c, deps, kit);
+      if (deps.agents) registerConsoleAgentViews(c, deps.agents, kit);
     },
     { prefix: BASE },
   );
@@ -934,7 +939,7 @@ function agentOf(cell: ApiObject): Html {
   const c = cell.status.conditions.find((x) => x.type === 'AgentConnected');
   if (!c) return html`none <small>(the control plane's providers run it)</small>`;
   const cls = c.status === 'True' ? 'ready-true' : c.status === 'False' ? 'ready-false' : 'ready-unknown';
-  return html`<span class="badge ${cls}">${c.status === 'True' ? 'Connected' : c.reason}</span> <small>${c.message}</small>`;
+  return html`<span class="badge ${cls}">${c.status === 'True' ? 'Connected' : c.reason}</span> <small>${c.message}</small> <a href="${BASE}/cells/${encodeURIComponent(cell.metadata.slug)}/agent" aria-label="Agent of ${cell.metadata.slug}">Agent</a>`;
 }
 
 function principalOf(actor: unknown): string {

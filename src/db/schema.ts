@@ -536,6 +536,8 @@ export interface CellAgentsTable {
   feed_hash: Generated<string>;
   revoked_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   revoked_by: string | null;
+  /** The version the agent says it runs (its User-Agent at its last heartbeat). */
+  version: string | null;
 }
 /** Table cell_join_tokens. */
 export interface CellJoinTokensTable {

@@ -6,7 +6,9 @@ export type NotifyChannel =
   | 'tenantry_events'
   | 'tenantry_webhooks'
   | 'tenantry_workflows'
-  | 'tenantry_identity';
+  | 'tenantry_identity'
+  /** A cell agent's command was asked for (payload: the cell's id; src/agent/agent-commands.ts). */
+  | 'tenantry_agent_commands';
 
 /**
  * One LISTEN connection per process for PostgreSQL NOTIFY (issued by tenantry_event_appended at
@@ -53,7 +55,7 @@ export class EventNotifier {
     try {
       await client.connect();
       await client.query(
-        'listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows; listen tenantry_identity',
+        'listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows; listen tenantry_identity; listen tenantry_agent_commands',
       );
       if (this.stopped) {
         await client.end().catch(() => undefined);

@@ -391,8 +391,10 @@ describe('negative matrix (generated from the OpenAPI route list)', () => {
       const body = bodyFor(r);
       const res = await s.request(r.method, path, { token: a, ...(body !== undefined ? { body } : {}) });
       // Allowed by design: the catalogues (systems, regions, cells, plans) are readable, and the caller's own envelope and lists.
+      // A cell's agent (its credential, lease, commands) is the platform's, not the catalogue's: refused.
       const ownScope =
         r.method === 'GET' &&
+        r.path !== '/v1/cells/{ref}/agent' &&
         (['/v1/systems', '/v1/regions', '/v1/cells', '/v1/plans'].some((p) => r.path.startsWith(p)) ||
           ['/v1/whoami', '/v1/sessions', '/v1/break-glass'].includes(r.path));
       const lists = r.method === 'GET' && !r.path.includes('{') && !STREAMS.includes(r.path);

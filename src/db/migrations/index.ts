@@ -32,6 +32,7 @@ import * as m0039 from './0039-region-migrations.js';
 import * as m0043 from './0043-cell-agent-commands.js';
 import * as m0045 from './0045-event-sequence-at-commit.js';
 import * as m0047 from './0047-identity-invalidation.js';
+import * as m0050 from './0050-cell-agent-version.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -70,6 +71,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0043-cell-agent-commands': m0043,
   '0045-event-sequence-at-commit': m0045,
   '0047-identity-invalidation': m0047,
+  '0050-cell-agent-version': m0050,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -35,6 +35,7 @@ import {
   restrictConnect,
 } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import { systemClock } from './domain/clock.js';
 import { EventNotifier } from './events/event-notifier.js';
 import { EventsService } from './events/events.service.js';
 import { KafkaEventBus } from './events/kafka-event-bus.js';
@@ -46,7 +47,7 @@ import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { SecretStore } from './providers/postgres/secret-store.js';
 import { RegistryService } from './registry/registry.service.js';
-import { systemClock, withPromotions } from './releases/promotion-workflow.js';
+import { withPromotions } from './releases/promotion-workflow.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
 import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';

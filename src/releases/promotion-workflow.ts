@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { type AttemptContext, appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import type { Clock } from '../domain/clock.js';
 import { assignWaves, budgetSpent, type TenantFacts, windowEnd } from '../domain/promotion-waves.js';
 import { compareVersions, judgeRelease, type ReleaseInterfaces } from '../domain/release-compatibility.js';
 import { appendEvent } from '../events/append-event.js';
@@ -17,12 +18,6 @@ import {
 import { rollOutRelease } from './release-rollout.js';
 
 export const PROMOTION_TYPE = 'release.promotion';
-
-/** The time promotions read (soak times, maintenance windows, pin expiry); tests move it. */
-export interface Clock {
-  now(): number;
-}
-export const systemClock: Clock = { now: () => Date.now() };
 
 /** What a promotion workflow is asked to do (its id is the promotion's id). */
 export interface PromotionInput {

@@ -69,9 +69,24 @@ describe('retention sweep of the runtime inventory (seed 002), on the job queue'
       serviceDoc({ component: 'worker' }),
       serviceDoc({ component: 'worker', deployment: 'acme-eu-dev-plan' }),
     ]);
+    // The retired service had a scaling policy: its tombstone goes with it.
+    await registry.apply(ctx, [
+      doc(
+        'ScalingPolicy',
+        {},
+        {
+          service: 'acme-eu-prod-plan-worker',
+          metric: 'cpu',
+          minReplicas: 1,
+          maxReplicas: 2,
+          targetUtilization: 70,
+        },
+      ),
+    ]);
     await registry.apply(ctx, [
       serviceDoc({ configuration: { name: 'plan', version: 1 }, version: '1.0.1' }),
     ]);
+    await registry.delete(ctx, 'ScalingPolicy', 'acme-eu-prod-plan-worker');
     await registry.delete(ctx, 'Service', 'acme-eu-prod-plan-worker');
     await registry.delete(ctx, 'Service', 'acme-eu-dev-plan-worker');
     await until('retired services finalised and configuration versions settled', async () => {
@@ -114,6 +129,7 @@ describe('retention sweep of the runtime inventory (seed 002), on the job queue'
       { tenant: 'acme-eu-prod', windowDays: 90, swept: 1, exception: null },
     ]);
     expect(await retired('acme-eu-prod')).toBe(0);
+    expect((await q('select count(*)::int as n from scaling_policies'))[0].n).toBe(0);
     // Open findings stay indefinitely; the held tenant keeps everything.
     expect(await driftOf('acme-eu-prod', true)).toBe(1);
     expect(await driftOf('acme-eu-dev', false)).toBe(1);

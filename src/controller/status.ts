@@ -97,8 +97,8 @@ export interface StatusEventData {
 }
 
 /**
- * A status transition that matters (ready, failed, drifted) as an audit record and an event (with
- * its place in the tenant's sequence), by the system actor, in the status write's transaction.
+ * A status transition that matters (ready, failed, drifted) as an audit record and an event (numbered
+ * in the tenant's sequence at commit), by the system actor, in the status write's transaction.
  */
 export async function recordStatusEvent(
   trx: Trx,
@@ -139,5 +139,5 @@ export async function recordStatusEvent(
       data,
       correlationId: ctx.correlationId,
     })}
-    select seq from event_done`.execute(trx);
+    select id from event_done`.execute(trx);
 }

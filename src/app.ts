@@ -25,8 +25,10 @@ import {
   defaultDataplaneUrl,
   type ProviderSet,
 } from './controller/providers.js';
+import { JobTypes } from './controller/queue/job-types.js';
 import { guardClient } from './db/connection-errors.js';
 import {
+  asPlatform,
   createDb,
   type Db,
   ensureAppRole,
@@ -35,6 +37,7 @@ import {
   restrictConnect,
 } from './db/database.js';
 import { EmbeddedDatabase } from './db/embedded-postgres.js';
+import { systemClock } from './domain/clock.js';
 import { EventNotifier } from './events/event-notifier.js';
 import { EventsService } from './events/events.service.js';
 import { KafkaEventBus } from './events/kafka-event-bus.js';
@@ -46,7 +49,8 @@ import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { SecretStore } from './providers/postgres/secret-store.js';
 import { RegistryService } from './registry/registry.service.js';
-import { systemClock, withPromotions } from './releases/promotion-workflow.js';
+import { withPromotions } from './releases/promotion-workflow.js';
+import { RETENTION_SWEEP, retentionSweepHandler, scheduleRetentionSweep } from './runtime/retention-sweep.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
 import { workflowTypes } from './tenant-migrations/migration-workflows.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
@@ -318,12 +322,15 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       );
       leases.start();
       stops.push(() => leases.stop());
+      // Besides reconciles, the queue serves the retention sweep of the runtime inventory (seed 002).
+      await asPlatform(db, scheduleRetentionSweep);
       const c = new Controller({
         db,
         config: config.controller,
         providers,
         logger: log.child({ component: 'controller' }),
         metrics,
+        jobTypes: new JobTypes().register(RETENTION_SWEEP, retentionSweepHandler(db, systemClock)),
       });
       c.start();
       stops.push(() => c.stop());

@@ -267,12 +267,12 @@ async function promoteAcross(
       );
       if (changed.length !== 1) throw new Error(`bare update changed ${changed.length} services`);
       if (runtime === 'local') {
-        const v = await reportedHealthOf(
-          { tenantId: t.tenant_id, deploymentId: t.deployment_id, version: '1.1.0', since },
+        const [v] = await reportedHealthOf(
+          [{ tenantId: t.tenant_id, deploymentId: t.deployment_id, version: '1.1.0', since }],
           { timeoutMs: 60_000, maxErrorRate: 0.05 },
           new AbortController().signal,
         );
-        if (!v.healthy) throw new Error(`bare update not healthy: ${v.reason}`);
+        if (!v?.healthy) throw new Error(`bare update not healthy: ${v?.reason}`);
       }
     }
     const bareSeconds = (performance.now() - b0) / 1000;

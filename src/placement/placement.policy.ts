@@ -4,7 +4,7 @@ import type { Trx } from '../db/database.js';
 import { ConflictError, ForbiddenError } from '../errors/errors.js';
 import type { Kind, Manifest, Specs } from '../registry/kinds/index.js';
 import type { ObjectRow } from '../registry/object.repository.js';
-import { admitCompute } from '../runtime/compute-quota.js';
+import { admitCompute, enqueueComputeOf } from '../runtime/compute-quota.js';
 import {
   type Binding,
   type CellCandidate,
@@ -112,10 +112,21 @@ export class PlacementPolicy {
     return result;
   }
 
-  /** After a create that consumed a quota: a new version of the usage history (billing comparison). */
+  /**
+   * After a create that consumed a quota: a new version of the usage history (billing comparison).
+   * After a change of a binding's `computeUnits` (the plan's quota, or the tenant's plan): its
+   * services are reconciled at once, in this transaction, not at the next resync.
+   */
   async afterWrite(trx: Trx, ctx: RequestContext, input: PolicyInput, result: PolicyResult): Promise<void> {
     if (result.consumed)
       await appendUsageHistory(trx, result.consumed, `${input.m.kind.toLowerCase()}.create`, ctx.requestId);
+    const before = input.existing?.spec as { quotas?: { computeUnits?: number }; plan?: string } | undefined;
+    const after = input.m.spec as { quotas?: { computeUnits?: number }; plan?: string };
+    if (!before) return;
+    if (input.m.kind === 'Plan' && before.quotas?.computeUnits !== after.quotas?.computeUnits)
+      await enqueueComputeOf(trx, { plan: input.slug });
+    if (input.m.kind === 'Tenant' && before.plan !== after.plan)
+      await enqueueComputeOf(trx, { tenantId: input.id });
   }
 
   /** After a deployment or resource is deleted: a new usage version when the tenant has quotas. */

@@ -6,6 +6,7 @@ import { type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { mapDatabaseError, NotFoundError, ValidationError } from '../errors/errors.js';
 import { writeInScope } from '../idempotency/idempotent-write.js';
+import { enqueueComputeOf } from '../runtime/compute-quota.js';
 import {
   appendUsageHistory,
   currentUsage,
@@ -213,6 +214,8 @@ export class UsageService {
         `override.${input.name}`,
         ctx.requestId,
       );
+      // A new compute quota reaches the tenant's services now (src/runtime/compute-quota.ts).
+      if (input.name === 'computeUnits') await enqueueComputeOf(trx, { tenantId: t.id });
       return o;
     });
   }
@@ -248,6 +251,7 @@ export class UsageService {
         `override_revoke.${o.name}`,
         ctx.requestId,
       );
+      if (o.name === 'computeUnits') await enqueueComputeOf(trx, { tenantId: t.id });
       return o;
     });
   }

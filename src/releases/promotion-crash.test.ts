@@ -4,8 +4,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { startWorkflowEngine } from '../../test/helpers/workflows.js';
+import { systemClock } from '../domain/clock.js';
 import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
-import { systemClock, withPromotions } from './promotion-workflow.js';
+import { withPromotions } from './promotion-workflow.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const N = 12;

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { type AttemptContext, appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import type { Clock } from '../domain/clock.js';
 import { assignWaves, budgetSpent, type TenantFacts, windowEnd } from '../domain/promotion-waves.js';
 import { compareVersions, judgeRelease, type ReleaseInterfaces } from '../domain/release-compatibility.js';
 import { appendEvent } from '../events/append-event.js';
@@ -18,12 +19,6 @@ import { rollOutRelease } from './release-rollout.js';
 
 export const PROMOTION_TYPE = 'release.promotion';
 
-/** The time promotions read (soak times, maintenance windows, pin expiry); tests move it. */
-export interface Clock {
-  now(): number;
-}
-export const systemClock: Clock = { now: () => Date.now() };
-
 /** What a promotion workflow is asked to do (its id is the promotion's id). */
 export interface PromotionInput {
   promotionId: string;
@@ -39,12 +34,22 @@ export interface HealthVerdict {
   healthy: boolean;
   reason: string;
 }
-/** Verification of one tenant's deployment after its update: the health the runtime reports. */
+/** One tenant deployment to verify after its update: the version it must run, reported since when. */
+export interface VerifyTarget {
+  tenantId: string;
+  deploymentId: string;
+  version: string;
+  since: Date;
+}
+/**
+ * Verification of a batch of tenants' deployments after their update: the health the runtime
+ * reports, one verdict per target (in the targets' order), each within the timeout.
+ */
 export type Verifier = (
-  target: { tenantId: string; deploymentId: string; version: string; since: Date },
+  targets: VerifyTarget[],
   opts: { timeoutMs: number; maxErrorRate: number },
   signal: AbortSignal,
-) => Promise<HealthVerdict>;
+) => Promise<HealthVerdict[]>;
 
 export interface PromotionDeps {
   db: Db;
@@ -101,6 +106,8 @@ interface PlannedTarget {
 }
 
 const DEFAULT_VERIFY_TIMEOUT_S = 300;
+/** Most tenants one roll-out transaction updates (fewer while the failure budget is nearly spent). */
+const BATCH_SIZE = 50;
 
 export async function loadPromotion(trx: Trx, id: string): Promise<PromotionRow | undefined> {
   const r = await sql<PromotionRow>`select * from promotions where id = ${id}`.execute(trx);
@@ -130,36 +137,53 @@ function workflowActor(p: PromotionRow): AttemptContext {
 }
 
 /**
- * The health the runtime reported for the deployment (`deployment_health`, written through
- * `POST /v1/deployments/{ref}/health`): healthy once a report for the new version, made after the
- * update, shows every desired replica ready and an error rate within the stage's limit; unhealthy
- * on an error rate over the limit, or when no such report arrives within the timeout.
+ * The health the runtime reported for each deployment (`deployment_health`, written by the runtime
+ * that runs its replicas, or through `POST /v1/deployments/{ref}/health`): healthy once a report
+ * for the new version, made after the update, shows every desired replica ready and an error rate
+ * within the stage's limit; unhealthy on an error rate over the limit, or when no such report
+ * arrives within the timeout. One read per look covers the whole batch.
  */
 export function reportedHealth(db: Db): Verifier {
-  return async (t, opts, signal) => {
+  return async (targets, opts, signal) => {
     const deadline = Date.now() + opts.timeoutMs;
-    let last = 'no health report for the new version';
+    const verdicts: (HealthVerdict | undefined)[] = targets.map(() => undefined);
+    const last = targets.map(() => 'no health report for the new version');
     for (;;) {
+      const open = targets.flatMap((t, i) => (verdicts[i] ? [] : [{ t, i }]));
+      if (open.length === 0) return verdicts as HealthVerdict[];
       const r = await asPlatform(db, (trx) =>
-        sql<{ version: string; ready_replicas: number; desired_replicas: number; error_rate: number }>`
-          select version, ready_replicas, desired_replicas, error_rate from deployment_health
-          where tenant_id = ${t.tenantId} and deployment_id = ${t.deploymentId} and reported_at >= ${t.since}`.execute(
-          trx,
-        ),
+        sql<{
+          i: number;
+          version: string;
+          ready_replicas: number;
+          desired_replicas: number;
+          error_rate: number;
+        }>`
+          select x.i, h.version, h.ready_replicas, h.desired_replicas, h.error_rate
+          from unnest(${open.map((o) => o.i)}::int[], ${open.map((o) => o.t.tenantId)}::uuid[],
+                      ${open.map((o) => o.t.deploymentId)}::uuid[], ${open.map((o) => o.t.since.toISOString())}::timestamptz[])
+            as x(i, tenant_id, deployment_id, since)
+          join deployment_health h on h.tenant_id = x.tenant_id and h.deployment_id = x.deployment_id
+            and h.reported_at >= x.since`.execute(trx),
       );
-      const h = r.rows[0];
-      if (h && h.version === t.version) {
+      for (const h of r.rows) {
+        const t = targets[h.i];
+        if (!t || h.version !== t.version) continue;
         if (h.error_rate > opts.maxErrorRate)
-          return { healthy: false, reason: `error rate ${h.error_rate} above ${opts.maxErrorRate}` };
-        if (h.desired_replicas > 0 && h.ready_replicas >= h.desired_replicas)
-          return {
+          verdicts[h.i] = { healthy: false, reason: `error rate ${h.error_rate} above ${opts.maxErrorRate}` };
+        else if (h.desired_replicas > 0 && h.ready_replicas >= h.desired_replicas)
+          verdicts[h.i] = {
             healthy: true,
             reason: `${h.ready_replicas}/${h.desired_replicas} ready, error rate ${h.error_rate}`,
           };
-        last = `${h.ready_replicas}/${h.desired_replicas} replicas ready`;
+        else last[h.i] = `${h.ready_replicas}/${h.desired_replicas} replicas ready`;
       }
+      if (verdicts.every(Boolean)) return verdicts as HealthVerdict[];
       if (Date.now() >= deadline || signal.aborted)
-        return { healthy: false, reason: `not healthy within ${opts.timeoutMs / 1000} s: ${last}` };
+        return verdicts.map(
+          (v, i) =>
+            v ?? { healthy: false, reason: `not healthy within ${opts.timeoutMs / 1000} s: ${last[i]}` },
+        );
       await new Promise((res) => setTimeout(res, 100));
     }
   };
@@ -171,11 +195,14 @@ export function reportedHealth(db: Db): Verifier {
  * lifecycle orchestrator's engine with the system as the workflow's owner (`workflows.tenant_id`),
  * so one promotion of a system is open at a time (the same partial unique index).
  *
- * Resumable by construction: each tenant's runtime update (`deployment_releases`) and its
- * target's state change commit in one transaction under the target's row lock, so a step that
- * runs again after a crash continues with the targets still Pending, Deferred or Updated — no
- * tenant is updated twice or skipped. Waiting (soak time, maintenance windows, freezes) lets go
- * of the lease (`StepDeferred`) and looks again later.
+ * Tenants go in batches (up to BATCH_SIZE, never more than the failure budget still allows): one
+ * transaction checks their holds and updates them, one read per look verifies them, one
+ * transaction settles them — about two commits per batch where one tenant at a time took three
+ * or four each. Resumable by construction: each tenant's runtime update (`deployment_releases`)
+ * and its target's state change commit in the same transaction under the target's row lock, so a
+ * step that runs again after a crash continues with the targets still Pending, Deferred or
+ * Updated — no tenant is updated twice or skipped. Waiting (soak time, maintenance windows,
+ * freezes) lets go of the lease (`StepDeferred`) and looks again later.
  */
 export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<PromotionInput> {
   const { db, clock } = deps;
@@ -411,123 +438,203 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
     },
   };
 
-  /** Updates one target's runtime record; false when another run already did (or it is no longer due). */
-  const update = (p: PromotionRow, input: PromotionInput, t: TargetRow) =>
-    asPlatform(db, async (trx) => {
-      const cur = await sql<{ state: string }>`select state from promotion_targets
-        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
-        for update`.execute(trx);
-      if (!['Pending', 'Deferred'].includes(cur.rows[0]?.state ?? '')) return false;
-      const r = await sql<{ previous_version: string | null }>`
-        insert into deployment_releases as dr (tenant_id, deployment_id, system_id, version, promotion_id)
-        values (${t.tenant_id}, ${t.deployment_id}, ${p.system_id}, ${p.version}, ${p.id})
-        on conflict (tenant_id, deployment_id) do update
-          set previous_version = dr.version, version = excluded.version, promotion_id = excluded.promotion_id,
-              updated_at = now()
-        returning previous_version`.execute(trx);
-      const from = r.rows[0]?.previous_version ?? null;
-      // The tenant's services of this deployment take the release's images: the runtime rolls them out.
-      await rollOutRelease(trx, systemContext(`tenantry-promotion ${p.id}`), {
-        tenantId: t.tenant_id,
-        deploymentId: t.deployment_id,
-        systemId: p.system_id,
-        version: p.version,
-      });
-      await sql`update promotion_targets set state = 'Updated', from_version = ${from}, reason = null,
-          deferred_until = null, updated_at = now()
-        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
-        trx,
-      );
-      await appendAudit(
-        trx,
-        auditEntryOf(workflowActor(p), {
-          tenantId: t.tenant_id,
-          action: 'promotion.tenant_update',
-          target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
-          before: { version: from },
-          after: { version: p.version, promotionId: p.id, stage: p.stage, wave: t.wave, mode: p.mode },
-          outcome: 'success',
-          decision: null,
-        }),
-      );
-      await event(
-        trx,
-        p,
-        input,
-        'promotion.tenant_updated',
-        {
-          tenantId: t.tenant_id,
-          deploymentId: t.deployment_id,
-          wave: t.wave,
-          fromVersion: from,
-          toVersion: p.version,
-        },
-        t.tenant_id,
-      );
-      return true;
-    });
+  const targetKey = (t: { tenant_id: string; deployment_id: string }) => `${t.tenant_id}/${t.deployment_id}`;
 
   /**
-   * Ends one Updated target: Verified, or RolledBack to the version it ran before. A cancelled
-   * promotion's undo also rolls Verified targets back (`from`).
+   * Why each of `tenantIds` must wait now, and until when: its maintenance window, or a freeze
+   * covering it (two reads for the whole batch, inside the batch's transaction).
    */
-  const settle = (
-    p: PromotionRow,
-    input: PromotionInput,
-    t: TargetRow,
-    verdict: HealthVerdict,
-    from: readonly string[] = ['Updated'],
-  ) =>
+  const holdsOf = async (trx: Trx, tenantIds: string[]) => {
+    const now = clock.now();
+    const holds = new Map<string, { until: number; reason: string }>();
+    if (tenantIds.length === 0) return holds;
+    const windows = (
+      await sql<{ tenant_id: string; starts_at: Date; ends_at: Date }>`
+        select tenant_id, starts_at, ends_at from maintenance_windows where tenant_id = any(${tenantIds}::uuid[])`.execute(
+        trx,
+      )
+    ).rows;
+    for (const id of tenantIds) {
+      const end = windowEnd(
+        windows
+          .filter((w) => w.tenant_id === id)
+          .map((w) => ({ startsAt: w.starts_at.getTime(), endsAt: w.ends_at.getTime() })),
+        now,
+      );
+      if (end !== undefined) holds.set(id, { until: end, reason: 'in a maintenance window' });
+    }
+    const frozen = (
+      await sql<{ tenant_id: string; name: string; ends_at: Date | null }>`
+        select t.id as tenant_id, f.name, f.ends_at from tenants t
+        cross join lateral (
+          select f.name, f.ends_at, f.created_at from workflow_freezes f
+          where f.lifted_at is null and f.starts_at <= now()
+            and (f.ends_at is null or f.ends_at > now()) and not (${PROMOTION_TYPE} = any (f.allow))
+            and (f.scope = 'platform' or (f.scope = 'region' and f.target = t.region)
+                 or (f.scope = 'cell' and f.target = t.cell_id::text))
+          order by f.created_at limit 1) f
+        where t.id = any(${tenantIds}::uuid[])`.execute(trx)
+    ).rows;
+    for (const f of frozen)
+      if (!holds.has(f.tenant_id))
+        holds.set(f.tenant_id, {
+          until: f.ends_at?.getTime() ?? now + deps.recheckMs,
+          reason: `freeze "${f.name}"`,
+        });
+    return holds;
+  };
+
+  /**
+   * One batch of due targets in one transaction: each target's row is locked and re-read (a target
+   * another run already moved on is left alone); a tenant held by its maintenance window or a
+   * freeze is Deferred; every other one gets its runtime update (`deployment_releases`, the
+   * services' release through the change path), its target state Updated, its audit record and its
+   * event — all in the same commit, so a crash either keeps the whole batch or none of it.
+   * Returns the targets it updated and those it deferred (with until when).
+   */
+  const updateBatch = (p: PromotionRow, input: PromotionInput, batch: TargetRow[]) =>
     asPlatform(db, async (trx) => {
-      const cur = await sql<{ state: string; from_version: string | null }>`
-        select state, from_version from promotion_targets
-        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
+      const updated: TargetRow[] = [];
+      const deferred: { t: TargetRow; until: number }[] = [];
+      const cur = await sql<{ tenant_id: string; deployment_id: string; state: string }>`
+        select tenant_id, deployment_id, state from promotion_targets
+        where promotion_id = ${p.id} and (tenant_id, deployment_id) in (
+          select * from unnest(${batch.map((t) => t.tenant_id)}::uuid[], ${batch.map((t) => t.deployment_id)}::uuid[]))
+        order by tenant_id, deployment_id
         for update`.execute(trx);
-      const row = cur.rows[0];
-      if (!row || !from.includes(row.state)) return;
-      if (verdict.healthy) {
-        await sql`update promotion_targets set state = 'Verified', reason = ${verdict.reason}, updated_at = now()
+      const state = new Map(cur.rows.map((r) => [targetKey(r), r.state]));
+      const due = batch.filter((t) => ['Pending', 'Deferred'].includes(state.get(targetKey(t)) ?? ''));
+      const holds = await holdsOf(trx, [...new Set(due.map((t) => t.tenant_id))]);
+      for (const t of due) {
+        const hold = holds.get(t.tenant_id);
+        if (hold) {
+          await defer(trx, p, input, t, hold.until, hold.reason);
+          deferred.push({ t, until: hold.until });
+          continue;
+        }
+        const r = await sql<{ previous_version: string | null }>`
+          insert into deployment_releases as dr (tenant_id, deployment_id, system_id, version, promotion_id)
+          values (${t.tenant_id}, ${t.deployment_id}, ${p.system_id}, ${p.version}, ${p.id})
+          on conflict (tenant_id, deployment_id) do update
+            set previous_version = dr.version, version = excluded.version, promotion_id = excluded.promotion_id,
+                updated_at = now()
+          returning previous_version`.execute(trx);
+        const from = r.rows[0]?.previous_version ?? null;
+        // The tenant's services of this deployment take the release's images: the runtime rolls them out.
+        await rollOutRelease(trx, systemContext(`tenantry-promotion ${p.id}`), {
+          tenantId: t.tenant_id,
+          deploymentId: t.deployment_id,
+          systemId: p.system_id,
+          version: p.version,
+        });
+        await sql`update promotion_targets set state = 'Updated', from_version = ${from}, reason = null,
+            deferred_until = null, updated_at = now()
           where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
           trx,
         );
-      } else {
-        await restore(trx, p, t.tenant_id, t.deployment_id, row.from_version);
-        await sql`update promotion_targets set state = 'RolledBack', reason = ${verdict.reason}, updated_at = now()
-          where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
+        await appendAudit(
           trx,
+          auditEntryOf(workflowActor(p), {
+            tenantId: t.tenant_id,
+            action: 'promotion.tenant_update',
+            target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
+            before: { version: from },
+            after: { version: p.version, promotionId: p.id, stage: p.stage, wave: t.wave, mode: p.mode },
+            outcome: 'success',
+            decision: null,
+          }),
         );
         await event(
           trx,
           p,
           input,
-          'promotion.tenant_rolled_back',
+          'promotion.tenant_updated',
           {
             tenantId: t.tenant_id,
             deploymentId: t.deployment_id,
             wave: t.wave,
-            fromVersion: p.version,
-            toVersion: row.from_version ?? 'none',
-            reason: verdict.reason,
+            fromVersion: from,
+            toVersion: p.version,
           },
           t.tenant_id,
         );
+        updated.push(t);
       }
-      await appendAudit(
-        trx,
-        auditEntryOf(workflowActor(p), {
-          tenantId: t.tenant_id,
-          action: verdict.healthy ? 'promotion.tenant_verified' : 'promotion.tenant_rollback',
-          target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
-          before: { version: p.version },
-          after: {
-            version: verdict.healthy ? p.version : row.from_version,
-            promotionId: p.id,
-            verification: verdict,
-          },
-          outcome: verdict.healthy ? 'success' : 'failure',
-          decision: null,
-        }),
-      );
+      return { updated, deferred };
+    });
+
+  /**
+   * Ends a batch of Updated targets in one transaction: each Verified, or RolledBack to the version
+   * it ran before, with its audit record. A cancelled promotion's undo also rolls Verified targets
+   * back (`from`). A target no longer in one of the `from` states is left alone.
+   */
+  const settleBatch = (
+    p: PromotionRow,
+    input: PromotionInput,
+    batch: { t: TargetRow; verdict: HealthVerdict }[],
+    from: readonly string[] = ['Updated'],
+  ) =>
+    asPlatform(db, async (trx) => {
+      if (batch.length === 0) return;
+      const cur = await sql<{
+        tenant_id: string;
+        deployment_id: string;
+        state: string;
+        from_version: string | null;
+      }>`
+        select tenant_id, deployment_id, state, from_version from promotion_targets
+        where promotion_id = ${p.id} and (tenant_id, deployment_id) in (
+          select * from unnest(${batch.map((b) => b.t.tenant_id)}::uuid[], ${batch.map((b) => b.t.deployment_id)}::uuid[]))
+        order by tenant_id, deployment_id
+        for update`.execute(trx);
+      const rows = new Map(cur.rows.map((r) => [targetKey(r), r]));
+      for (const { t, verdict } of batch) {
+        const row = rows.get(targetKey(t));
+        if (!row || !from.includes(row.state)) continue;
+        if (verdict.healthy) {
+          await sql`update promotion_targets set state = 'Verified', reason = ${verdict.reason}, updated_at = now()
+            where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
+            trx,
+          );
+        } else {
+          await restore(trx, p, t.tenant_id, t.deployment_id, row.from_version);
+          await sql`update promotion_targets set state = 'RolledBack', reason = ${verdict.reason}, updated_at = now()
+            where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
+            trx,
+          );
+          await event(
+            trx,
+            p,
+            input,
+            'promotion.tenant_rolled_back',
+            {
+              tenantId: t.tenant_id,
+              deploymentId: t.deployment_id,
+              wave: t.wave,
+              fromVersion: p.version,
+              toVersion: row.from_version ?? 'none',
+              reason: verdict.reason,
+            },
+            t.tenant_id,
+          );
+        }
+        await appendAudit(
+          trx,
+          auditEntryOf(workflowActor(p), {
+            tenantId: t.tenant_id,
+            action: verdict.healthy ? 'promotion.tenant_verified' : 'promotion.tenant_rollback',
+            target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
+            before: { version: p.version },
+            after: {
+              version: verdict.healthy ? p.version : row.from_version,
+              promotionId: p.id,
+              verification: verdict,
+            },
+            outcome: verdict.healthy ? 'success' : 'failure',
+            decision: null,
+          }),
+        );
+      }
     });
 
   /** Puts a deployment back on `from` (no recorded version before: it has none again). */
@@ -557,58 +664,38 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
       );
   };
 
-  const defer = (p: PromotionRow, input: PromotionInput, t: TargetRow, until: number, reason: string) =>
-    asPlatform(db, async (trx) => {
-      const r =
-        await sql`update promotion_targets set state = 'Deferred', deferred_until = ${new Date(until).toISOString()},
-          reason = ${reason}, updated_at = now()
-        where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
-          and state in ('Pending', 'Deferred')
-          and (deferred_until is distinct from ${new Date(until).toISOString()}::timestamptz or reason is distinct from ${reason})`.execute(
-          trx,
-        );
-      if (Number(r.numAffectedRows ?? 0) > 0)
-        await event(
-          trx,
-          p,
-          input,
-          'promotion.tenant_deferred',
-          {
-            tenantId: t.tenant_id,
-            deploymentId: t.deployment_id,
-            wave: t.wave,
-            reason,
-            until: new Date(until).toISOString(),
-          },
-          t.tenant_id,
-        );
-    });
-
-  /** Why a tenant must wait now, and until when: its maintenance window, or a freeze covering it. */
-  const holdOf = async (tenantId: string): Promise<{ until: number; reason: string } | undefined> => {
-    const now = clock.now();
-    return asPlatform(db, async (trx) => {
-      const windows = (
-        await sql<{ starts_at: Date; ends_at: Date; name: string }>`
-          select name, starts_at, ends_at from maintenance_windows where tenant_id = ${tenantId}`.execute(trx)
-      ).rows;
-      const end = windowEnd(
-        windows.map((w) => ({ startsAt: w.starts_at.getTime(), endsAt: w.ends_at.getTime() })),
-        now,
+  /** Defers one target (in the batch's transaction); an unchanged deferral records no new event. */
+  const defer = async (
+    trx: Trx,
+    p: PromotionRow,
+    input: PromotionInput,
+    t: TargetRow,
+    until: number,
+    reason: string,
+  ) => {
+    const r =
+      await sql`update promotion_targets set state = 'Deferred', deferred_until = ${new Date(until).toISOString()},
+        reason = ${reason}, updated_at = now()
+      where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
+        and state in ('Pending', 'Deferred')
+        and (deferred_until is distinct from ${new Date(until).toISOString()}::timestamptz or reason is distinct from ${reason})`.execute(
+        trx,
       );
-      if (end !== undefined) return { until: end, reason: 'in a maintenance window' };
-      const f = (
-        await sql<{ name: string; ends_at: Date | null }>`
-          select f.name, f.ends_at from workflow_freezes f, tenants t
-          where t.id = ${tenantId} and f.lifted_at is null and f.starts_at <= now()
-            and (f.ends_at is null or f.ends_at > now()) and not (${PROMOTION_TYPE} = any (f.allow))
-            and (f.scope = 'platform' or (f.scope = 'region' and f.target = t.region)
-                 or (f.scope = 'cell' and f.target = t.cell_id::text))
-          order by f.created_at limit 1`.execute(trx)
-      ).rows[0];
-      if (f) return { until: f.ends_at?.getTime() ?? now + deps.recheckMs, reason: `freeze "${f.name}"` };
-      return undefined;
-    });
+    if (Number(r.numAffectedRows ?? 0) > 0)
+      await event(
+        trx,
+        p,
+        input,
+        'promotion.tenant_deferred',
+        {
+          tenantId: t.tenant_id,
+          deploymentId: t.deployment_id,
+          wave: t.wave,
+          reason,
+          until: new Date(until).toISOString(),
+        },
+        t.tenant_id,
+      );
   };
 
   const setWave = (p: PromotionRow, wave: number, field: 'startedAt' | 'finishedAt') =>
@@ -626,6 +713,17 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
 
   const waitFor = (until: number, reason: string): never => {
     throw new StepDeferred(Math.min(Math.max(until - clock.now(), 0), deps.recheckMs), reason);
+  };
+
+  /**
+   * How many more tenants may be updated before their verification is seen without changing which
+   * tenants the budget lets through: the failures still allowed before the budget is spent. A
+   * batch never holds more, so the wave stops after exactly the tenants a one-by-one roll-out
+   * would have updated.
+   */
+  const headroom = (budget: StageSpec['budget'], failed: number, total: number) => {
+    for (let k = 1; k < BATCH_SIZE; k++) if (budgetSpent(budget, failed + k, total)) return k;
+    return BATCH_SIZE;
   };
 
   const rollOut: StepDefinition<PromotionInput> = {
@@ -648,44 +746,60 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
       for (const [i, wave] of waves.entries()) {
         if (await setWave(p, wave, 'startedAt'))
           await asPlatform(db, (trx) => event(trx, p, input, 'promotion.wave_started', { wave }));
-        for (const t of all.filter((x) => x.wave === wave)) {
+        // Open targets in order: Updated ones left by an earlier run first go through verification.
+        const open = all.filter(
+          (x) =>
+            x.wave === wave &&
+            (x.state === 'Updated' ||
+              x.state === 'Pending' ||
+              (x.state === 'Deferred' && !(x.deferred_until && x.deferred_until.getTime() > clock.now()))),
+        );
+        while (open.length > 0) {
           if (ctx.signal.aborted) throw new Error('the roll-out step ran out of time; it resumes');
-          if (t.state === 'Pending' || t.state === 'Deferred') {
-            if (t.state === 'Deferred' && t.deferred_until && t.deferred_until.getTime() > clock.now())
-              continue;
-            const hold = await holdOf(t.tenant_id);
-            if (hold) {
-              await defer(p, input, t, hold.until, hold.reason);
-              t.state = 'Deferred';
-              t.deferred_until = new Date(hold.until);
-              continue;
-            }
-            if (!(await update(p, input, t))) continue;
+          const batch = open.splice(0, headroom(stage.budget, failed, total));
+          const due = batch.filter((t) => t.state === 'Pending' || t.state === 'Deferred');
+          const done = due.length > 0 ? await updateBatch(p, input, due) : { updated: [], deferred: [] };
+          const now = new Date();
+          for (const t of done.updated) {
             t.state = 'Updated';
-            t.updated_at = new Date();
+            t.updated_at = now;
           }
-          if (t.state === 'Updated') {
-            const since = new Date(t.updated_at.getTime() - 1000);
-            const verdict = await verify(
-              { tenantId: t.tenant_id, deploymentId: t.deployment_id, version: p.version, since },
-              verifyOpts,
-              ctx.signal,
-            );
-            await settle(p, input, t, verdict);
+          for (const { t, until } of done.deferred) {
+            t.state = 'Deferred';
+            t.deferred_until = new Date(until);
+          }
+          const toVerify = batch.filter((t) => t.state === 'Updated');
+          if (toVerify.length === 0) continue;
+          const verdicts = await verify(
+            toVerify.map((t) => ({
+              tenantId: t.tenant_id,
+              deploymentId: t.deployment_id,
+              version: p.version,
+              since: new Date(t.updated_at.getTime() - 1000),
+            })),
+            verifyOpts,
+            ctx.signal,
+          );
+          const settled = toVerify.map((t, j) => ({
+            t,
+            verdict: verdicts[j] ?? { healthy: false, reason: 'no verdict' },
+          }));
+          await settleBatch(p, input, settled);
+          for (const { t, verdict } of settled) {
             t.state = verdict.healthy ? 'Verified' : 'RolledBack';
             if (!verdict.healthy) failed++;
-            if (budgetSpent(stage.budget, failed, total)) {
-              await asPlatform(db, (trx) =>
-                sql`update promotion_targets set state = 'Halted',
-                    reason = ${`failure budget spent: ${failed} of ${total} failed verification`}, updated_at = now()
-                  where promotion_id = ${p.id} and state in ('Pending', 'Deferred')`.execute(trx),
-              );
-              throw new ProviderError(
-                `failure budget spent in wave ${wave}: ${failed} of ${total} tenants failed verification`,
-                'BudgetSpent',
-                false,
-              );
-            }
+          }
+          if (budgetSpent(stage.budget, failed, total)) {
+            await asPlatform(db, (trx) =>
+              sql`update promotion_targets set state = 'Halted',
+                  reason = ${`failure budget spent: ${failed} of ${total} failed verification`}, updated_at = now()
+                where promotion_id = ${p.id} and state in ('Pending', 'Deferred')`.execute(trx),
+            );
+            throw new ProviderError(
+              `failure budget spent in wave ${wave}: ${failed} of ${total} tenants failed verification`,
+              'BudgetSpent',
+              false,
+            );
           }
         }
         // The wave is done but for its deferred tenants, which do not hold the next wave back.
@@ -720,11 +834,16 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
       const done = (await asPlatform(db, (trx) => targetsOf(trx, p.id))).filter(
         (t) => t.state === 'Verified' || t.state === 'Updated',
       );
-      for (const t of done)
-        await settle(p, ctx.input, t, { healthy: false, reason: 'promotion cancelled' }, [
-          'Updated',
-          'Verified',
-        ]);
+      for (let i = 0; i < done.length; i += BATCH_SIZE)
+        await settleBatch(
+          p,
+          ctx.input,
+          done.slice(i, i + BATCH_SIZE).map((t) => ({
+            t,
+            verdict: { healthy: false, reason: 'promotion cancelled' },
+          })),
+          ['Updated', 'Verified'],
+        );
     },
   };
 

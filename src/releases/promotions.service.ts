@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
+import type { Clock } from '../domain/clock.js';
 import { isUuid } from '../domain/identifiers.js';
 import { compareVersions } from '../domain/release-compatibility.js';
 import {
@@ -16,7 +17,6 @@ import type { StageSpec } from '../registry/kinds/pipeline.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
 import { workflowIdOf } from '../workflows/workflow.js';
 import {
-  type Clock,
   loadPromotion,
   PROMOTION_TYPE,
   type PromotionInput,

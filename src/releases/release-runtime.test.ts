@@ -8,7 +8,8 @@ import { withPromotions } from './promotion-workflow.js';
 /**
  * A promotion changes what runs (issue 21 on issue 20): the tenant's Service takes the release's image
  * by digest and version, the local-process compute target rolls its replicas onto it, and a rollback
- * puts the previous release's image and version back — on real processes.
+ * puts the previous release's image and version back — on real processes. Verification reads the
+ * health the runtime itself reports from its replicas' /healthz (no one else posts any here).
  */
 const doc = (kind: string, metadata: Record<string, unknown>, spec: Record<string, unknown>) => ({
   apiVersion: 'tenantry.dev/v1',
@@ -48,8 +49,6 @@ describe('promotion rolls the release out on the runtime; rollback restores the 
   let s: TestServer;
   let c: TestController;
   let engine: Awaited<ReturnType<typeof startWorkflowEngine>>;
-  let monitor: NodeJS.Timeout | undefined;
-  let stopped = false;
   const service = async () =>
     (
       await s.t.owner.query<{ spec: { image: string; version: string }; observed: Observed | null }>(
@@ -105,35 +104,8 @@ describe('promotion rolls the release out on the runtime; rollback restores the 
       ],
     });
     expect(res.status, JSON.stringify(res.body)).toBe(200);
-    // The monitoring the runtime feeds: health from the replicas themselves (each answers with the
-    // version it runs), reported once every replica is ready on the service's version.
-    const report = async () => {
-      const svc = await service();
-      const items = svc?.observed?.replicas.items ?? [];
-      const versions = await Promise.all(
-        items.map((r) =>
-          fetch(r.address)
-            .then((x) => x.json() as Promise<{ version: string }>)
-            .then((x) => x.version)
-            .catch(() => null),
-        ),
-      );
-      if (svc && items.length > 0 && versions.every((v) => v === svc.spec.version))
-        await s.request('POST', '/v1/deployments/rr-eu-dev-shop/health', {
-          body: {
-            version: svc.spec.version,
-            readyReplicas: items.filter((r) => r.ready).length,
-            desiredReplicas: items.length,
-            errorRate: 0,
-          },
-        });
-      if (!stopped) monitor = setTimeout(() => void report().catch(() => {}), 200);
-    };
-    void report();
   }, 120_000);
   afterAll(async () => {
-    stopped = true;
-    clearTimeout(monitor);
     await engine?.stop();
     await c?.stop();
     await s?.close();
@@ -180,6 +152,19 @@ describe('promotion rolls the release out on the runtime; rollback restores the 
     const back = await promote('/v1/promotions/rollback', { system: 'shop', stage: 'dev' });
     expect(back.state, JSON.stringify(back)).toBe('Succeeded');
     await running('1.0.0', 'a');
+    // What verification read: the runtime's own report of its replicas' readiness on the version.
+    await until('the runtime reports 2/2 ready on 1.0.0', async () => {
+      const h = await s.t.owner.query(
+        'select version, ready_replicas, desired_replicas, error_rate from deployment_health',
+      );
+      return (
+        h.rows.length === 1 &&
+        h.rows[0].version === '1.0.0' &&
+        h.rows[0].ready_replicas === 2 &&
+        h.rows[0].desired_replicas === 2 &&
+        h.rows[0].error_rate === 0
+      );
+    });
     // Each rollout went through the change path: the service's lineage has the three versions.
     const audit = await s.t.owner.query(
       `select count(*)::int as n from audit_records where target_slug = $1 and action = 'service.update' and actor_principal like 'tenantry-promotion %'`,

@@ -82,3 +82,32 @@ export async function admitCompute(trx: Trx, a: ComputeAdmission): Promise<strin
   }
   return `${others + requested}/${limit} compute units after this change`;
 }
+
+/**
+ * A change of the binding quota `computeUnits` (an override set or revoked, a plan's quota changed,
+ * a tenant moved to another plan) reaches the compute target at once: the live services of the
+ * tenant — or of every tenant on the plan — are enqueued for reconcile in the change's own
+ * transaction, so they commit (or roll back) with it. Returns how many were enqueued.
+ *
+ * Concurrency contract: the same upsert as `enqueueJob` for each service's row (a lease held on it
+ * is kept; the holder sees the bumped `ticket` and leaves the job due).
+ */
+export async function enqueueComputeOf(
+  trx: Trx,
+  of: { tenantId: string } | { plan: string },
+): Promise<number> {
+  const r = await sql`
+    insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
+    select 'Service', s.id, s.tenant_id, s.generation from services s
+    where s.deleted_at is null and ${
+      'tenantId' in of
+        ? sql`s.tenant_id = ${of.tenantId}`
+        : sql`s.tenant_id in (select id from tenants where spec->>'plan' = ${of.plan} and deleted_at is null)`
+    }
+    on conflict (object_kind, object_id) do update
+      set generation = greatest(reconcile_jobs.generation, excluded.generation),
+          run_after = now(), attempts = 0, updated_at = now(), ticket = reconcile_jobs.ticket + 1`.execute(
+    trx,
+  );
+  return Number(r.numAffectedRows ?? 0);
+}

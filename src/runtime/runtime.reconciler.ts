@@ -192,6 +192,37 @@ const observedJson = (o: ObservedService, d: DesiredService, target: string) =>
     observedAt: new Date().toISOString(),
   });
 
+/**
+ * The runtime's health report of a deployment, what promotion verification reads
+ * (`deployment_health`): from what the compute target observed of its live services' replicas —
+ * on the local-process target, their `/healthz` answers — the replicas ready on their service's
+ * version against those desired, written in the reconcile's status transaction. Only when every
+ * service of the deployment is on one version (mid-rollout there is no single version to report).
+ * The target measures readiness, not requests: an error rate reported for the same version
+ * (`POST /v1/deployments/{ref}/health`) is kept; a new version starts at 0.
+ */
+export async function reportDeploymentHealth(
+  trx: Trx,
+  tenantId: string,
+  deploymentId: string,
+): Promise<void> {
+  await sql`
+    insert into deployment_health as h (tenant_id, deployment_id, version, ready_replicas, desired_replicas, error_rate)
+    select s.tenant_id, s.deployment_id, min(s.spec ->> 'version'),
+      sum((select count(*) from jsonb_array_elements(coalesce(s.observed -> 'replicas' -> 'items', '[]')) i
+           where (i ->> 'ready')::boolean and i ->> 'version' = s.spec ->> 'version'))::int,
+      sum(coalesce((s.observed -> 'replicas' ->> 'desired')::int, 0))::int, 0
+    from services s
+    where s.tenant_id = ${tenantId} and s.deployment_id = ${deploymentId} and s.deleted_at is null
+    group by s.tenant_id, s.deployment_id
+    having count(distinct s.spec ->> 'version') = 1
+    on conflict (tenant_id, deployment_id) do update set version = excluded.version,
+      ready_replicas = excluded.ready_replicas, desired_replicas = excluded.desired_replicas,
+      error_rate = case when h.version = excluded.version then h.error_rate else 0 end, reported_at = now()`.execute(
+    trx,
+  );
+}
+
 async function reconcileService<R>(r: RuntimeReconcile<R>): Promise<R> {
   const { row } = r;
   const desired = await asPlatform(r.db, (trx) => desiredService(trx, row));
@@ -250,6 +281,7 @@ async function reconcileService<R>(r: RuntimeReconcile<R>): Promise<R> {
     async (trx, ctx) => {
       await sql`update services set observed = ${observedJson(after, desired, provider.name)}::jsonb
         where tenant_id = ${desired.tenantId} and id = ${row.id}`.execute(trx);
+      await reportDeploymentHealth(trx, desired.tenantId, String(row.deployment_id));
       await sql`update drift_findings set resolved_at = now(), resolved_by = ${`controller: ${provider.name} ensure`}
         where tenant_id = ${desired.tenantId} and object_id = ${row.id} and resolved_at is null`.execute(trx);
       if (wasProvisioned && drift.length > 0)

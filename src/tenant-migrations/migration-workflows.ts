@@ -7,12 +7,12 @@ import { systemContext } from '../context/request-context.js';
 import type { ProviderSet } from '../controller/providers.js';
 import { enqueueJob } from '../controller/queue/enqueue-job.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import type { Clock } from '../domain/clock.js';
 import type { Placement } from '../placement/placement.policy.js';
 import type { Isolation } from '../placement/placement.rules.js';
 import { type DesiredResource, ProviderError, type ResourceProvider } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
 import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
-import type { Clock } from '../workflows/retention.js';
 import type {
   StepContext,
   StepDefinition,

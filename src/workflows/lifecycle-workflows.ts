@@ -5,6 +5,7 @@ import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { enqueueJob } from '../controller/queue/enqueue-job.js';
 import { desiredResource } from '../controller/reconcilers.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { type Clock, systemClock } from '../domain/clock.js';
 import { diff } from '../domain/diff.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { issueServiceClient, revokeServiceClients } from '../identity/service-clients.js';
@@ -12,7 +13,7 @@ import { type AccessGrant, hasAccessControl } from '../providers/access.js';
 import { ProviderError, type ResourceType } from '../providers/provider.js';
 import { findById, type ObjectRow, updateObject } from '../registry/object.repository.js';
 import { stateOf } from '../registry/representation.js';
-import { type Clock, purgeSteps, purgeWorkflow, startRetentionClock, systemClock } from './retention.js';
+import { purgeSteps, purgeWorkflow, startRetentionClock } from './retention.js';
 import type { StepContext, StepDefinition, WorkflowDefinition, WorkflowRegistry } from './workflow.js';
 
 /** What a lifecycle workflow is asked to do: the transition its request wrote. */

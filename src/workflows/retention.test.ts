@@ -33,7 +33,7 @@ const fx = useControllerTestDatabase((f) =>
 
 /** The clock retention is judged by: the system's, moved forward by the test. */
 let offsetMs = 0;
-const clock = () => new Date(Date.now() + offsetMs);
+const clock = { now: () => Date.now() + offsetMs };
 
 async function dataplane<T>(work: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: defaultDataplaneUrl(fx.t.ownerUrl) });

@@ -6,6 +6,7 @@ import { type RequestContext, systemContext } from '../context/request-context.j
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { desiredResource } from '../controller/reconcilers.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { type Clock, systemClock } from '../domain/clock.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, ForbiddenError, NotFoundError, type TenantryError } from '../errors/errors.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
@@ -14,10 +15,6 @@ import type { ObjectRow } from '../registry/object.repository.js';
 import { startWorkflow } from './start-workflow.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from './workflow.js';
 import { workflowIdOf } from './workflow.js';
-
-/** The time retention is judged by; tests move it forward instead of sleeping. */
-export type Clock = () => Date;
-export const systemClock: Clock = () => new Date();
 
 /** Seed 002's data classes and their default windows (days); a plan's `spec.retention` overrides them. */
 export const DEFAULT_RETENTION_DAYS = {
@@ -338,7 +335,7 @@ export class RetentionService {
     return asPlatform(this.db, async (trx) => {
       const t = await tenantRow(trx, ref, true);
       const standing = await standingOf(trx, t);
-      const refusal = purgeRefusal(standing, this.clock());
+      const refusal = purgeRefusal(standing, new Date(this.clock.now()));
       if (refusal) throw refusal;
       const input: PurgeInput = { tenantSlug: t.slug };
       const failed = await sql<{ n: number }>`
@@ -437,7 +434,7 @@ export function purgeSteps<I>(
         const decision = await asPlatform(db, async (trx) => {
           const t = await tenantRow(trx, ctx.tenantId);
           const s = await standingOf(trx, t);
-          const now = deps.clock();
+          const now = new Date(deps.clock.now());
           const refusal = purgeRefusal(s, now);
           const early = s.retention !== null && new Date(s.retention.purgeAfter) > now;
           return {

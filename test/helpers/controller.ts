@@ -14,6 +14,7 @@ import {
   defaultDataplaneUrl,
   type ProviderSet,
 } from '../../src/controller/providers.js';
+import type { JobTypes } from '../../src/controller/queue/job-types.js';
 import { createDb, type Db } from '../../src/db/database.js';
 import type { RegistryService } from '../../src/registry/registry.service.js';
 import { secretsKeyEnv } from './secrets-key-env.js';
@@ -100,6 +101,8 @@ export async function startController(
     controller?: Partial<ControllerConfig>;
     providers?: (p: ProviderSet) => Partial<ProviderSet>;
     logger?: Logger;
+    /** Job types served besides reconciles (e.g. the retention sweep). */
+    jobTypes?: JobTypes;
   } = {},
 ): Promise<TestController> {
   const dataDir = opts.dataDir ?? (await tempDataDir());
@@ -118,6 +121,7 @@ export async function startController(
     config: { ...FAST, ...opts.controller },
     providers,
     logger,
+    ...(opts.jobTypes ? { jobTypes: opts.jobTypes } : {}),
   });
   controller.start();
   return {

@@ -1,8 +1,8 @@
 import pino from 'pino';
 import { defaultDataplaneUrl, type ProviderSet } from '../../src/controller/providers.js';
 import { createDb, type Db } from '../../src/db/database.js';
+import type { Clock } from '../../src/domain/clock.js';
 import { workflowTypes } from '../../src/tenant-migrations/migration-workflows.js';
-import type { Clock } from '../../src/workflows/retention.js';
 import type { WorkflowRegistry } from '../../src/workflows/workflow.js';
 import { WorkflowEngine, type WorkflowEngineOptions } from '../../src/workflows/workflow-engine.js';
 import { until } from './controller.js';

@@ -27,6 +27,7 @@ import {
   reconcile,
   settleFailure,
 } from './reconcilers.js';
+import { lockTenantsWrites } from './settle.js';
 import { SettleBatch } from './settle-batch.js';
 
 /** Claimed batches worked on at once: one settles while the next one's provider calls run. */
@@ -281,10 +282,16 @@ export class Controller {
         ).finally(() => batch.left()),
       ),
     );
+    // Under the tenants' write locks, like every other write of their jobs (settle.ts): a change
+    // enqueuing some of these jobs in its transaction is then never waited for halfway through.
     if (deferred.length > 0)
-      await asPlatform(db, (trx) =>
-        completeJobs(trx, deferred, { workerId: this.workerId, resyncMs: config.resyncIntervalMs }),
-      ).catch((err) => this.opts.logger.error({ err }, 'reconcile bookkeeping failed'));
+      await asPlatform(db, async (trx) => {
+        await lockTenantsWrites(
+          trx,
+          deferred.map((d) => d.job.tenantId),
+        );
+        await completeJobs(trx, deferred, { workerId: this.workerId, resyncMs: config.resyncIntervalMs });
+      }).catch((err) => this.opts.logger.error({ err }, 'reconcile bookkeeping failed'));
   }
 
   /**

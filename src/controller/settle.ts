@@ -54,6 +54,19 @@ export const suspendedSql = sql`(t.lifecycle in ('Suspended', 'Archived')
     or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen))`;
 
 /**
+ * Takes the write locks of many tenants (null: the platform's) in one statement, in the order of
+ * their chain names: every holder of more than one takes them in that order, so none waits in a
+ * circle (src/changes/tenant-write-lock.ts; re-entrant within the transaction).
+ */
+export async function lockTenantsWrites(trx: Trx, tenantIds: (string | null)[]): Promise<void> {
+  const chains = [...new Set(tenantIds.map((id) => chainOf(id?.toLowerCase() ?? null)))].sort();
+  await sql`select count(${tenantWriteLockSql(sql`s.c`)}) from (select c from unnest(${chains}::text[]) c order by c) s`.execute(
+    trx,
+  );
+  for (const c of chains) noteTenantWriteLock(trx, c);
+}
+
+/**
  * Writes the status of any number of objects in the caller's transaction, set-based: one statement
  * takes the write locks of all their tenants, one checks the lifecycle resources acted on, one per
  * table writes the statuses, one records the ready/failed events with their audit records, one pokes
@@ -72,13 +85,10 @@ export async function settleAll(
   opts: { jobLockTimeoutMs?: number } = {},
 ): Promise<Settled[]> {
   if (items.length === 0) return [];
-  const chains = [
-    ...new Set(items.map((it) => chainOf(target(it.kind, it.row).tenantId?.toLowerCase() ?? null))),
-  ].sort();
-  await sql`select count(${tenantWriteLockSql(sql`s.c`)}) from (select c from unnest(${chains}::text[]) c order by c) s`.execute(
+  await lockTenantsWrites(
     trx,
+    items.map((it) => target(it.kind, it.row).tenantId),
   );
-  for (const c of chains) noteTenantWriteLock(trx, c);
 
   const moved = new Set<number>();
   const guarded = items.flatMap((it, i) => (it.actedSuspended === undefined ? [] : [i]));

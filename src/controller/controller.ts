@@ -91,7 +91,10 @@ export class Controller {
   readonly workerId: string;
   private readonly env: ReconcileEnv;
   readonly jobTypes: JobTypes;
+  /** Claimed batches of reconciles being worked on. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Jobs of other types being worked on. */
+  private readonly others = new Set<Promise<void>>();
   /** Kinds whose handler is the built-in reconcile (batched); other types run one by one. */
   private readonly batched = new Set<string>();
   private readonly limit: <T>(call: () => Promise<T>) => Promise<T>;
@@ -145,7 +148,7 @@ export class Controller {
     clearInterval(this.resyncTimer);
     this.wake?.();
     await this.loop;
-    await Promise.allSettled([...this.inFlight]);
+    await Promise.allSettled([...this.inFlight, ...this.others]);
   }
 
   /** Applies this process's providers and resync interval to the jobs already scheduled. */
@@ -171,7 +174,8 @@ export class Controller {
     const batchSize = config.batchSize ?? 256;
     await this.reschedule();
     while (this.running) {
-      const free = this.inFlight.size < BATCHES_AT_ONCE;
+      // Room for a batch, and fewer jobs of other types running than `workers`.
+      const free = this.inFlight.size < BATCHES_AT_ONCE && this.others.size < config.workers;
       let claimed: QueuedJob[] = [];
       if (free) {
         try {
@@ -189,8 +193,18 @@ export class Controller {
           this.paused = isDatabaseUnavailable(err);
         }
       }
-      if (claimed.length > 0) {
-        const batch: Promise<void> = this.processBatch(claimed).finally(() => {
+      // Jobs of other types (a workflow step may run long) each run on their own, beside the
+      // batches, so that they never hold a batch (and with it the claiming of more jobs) up.
+      for (const job of claimed.filter((j) => !this.batched.has(j.kind))) {
+        const one: Promise<void> = this.process(job).finally(() => {
+          this.others.delete(one);
+          this.wake?.();
+        });
+        this.others.add(one);
+      }
+      const reconciles = claimed.filter((j) => this.batched.has(j.kind)) as ReconcileJob[];
+      if (reconciles.length > 0) {
+        const batch: Promise<void> = this.processBatch(reconciles).finally(() => {
           this.inFlight.delete(batch);
           this.wake?.();
         });
@@ -211,10 +225,9 @@ export class Controller {
     }
   }
 
-  /** One claimed batch: its reconciles tier by tier, its other jobs one by one beside them. */
-  private async processBatch(jobs: QueuedJob[]): Promise<void> {
+  /** One claimed batch of reconciles, tier by tier. */
+  private async processBatch(reconciles: ReconcileJob[]): Promise<void> {
     const { config, logger, db } = this.opts;
-    const reconciles = jobs.filter((j) => this.batched.has(j.kind)) as ReconcileJob[];
     let done = false;
     const heartbeat = setInterval(() => {
       void asPlatform(db, (trx) =>
@@ -227,14 +240,10 @@ export class Controller {
         .catch((err) => logger.warn({ err }, 'lease renewal failed'));
     }, config.leaseMs / 3);
     try {
-      const others = jobs
-        .filter((j) => !this.batched.has(j.kind))
-        .map((j) => this.limit(() => this.process(j)));
       for (const tier of [0, 1, 2]) {
         const some = reconciles.filter((j) => tierOf(j.kind) === tier);
         if (some.length > 0) await this.reconcileTogether(some);
       }
-      await Promise.all(others);
     } finally {
       done = true;
       clearInterval(heartbeat);

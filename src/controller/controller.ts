@@ -228,14 +228,16 @@ export class Controller {
   /** One claimed batch of reconciles, tier by tier. */
   private async processBatch(reconciles: ReconcileJob[]): Promise<void> {
     const { config, logger, db } = this.opts;
+    const ended = new Set<ReconcileJob>();
     let done = false;
     const heartbeat = setInterval(() => {
+      const open = reconciles.filter((j) => !ended.has(j));
       void asPlatform(db, (trx) =>
-        renewLeases(trx, reconciles, { workerId: this.workerId, leaseMs: config.leaseMs }),
+        renewLeases(trx, open, { workerId: this.workerId, leaseMs: config.leaseMs }),
       )
         .then((held) => {
-          if (held < reconciles.length && !done)
-            logger.warn({ lost: reconciles.length - held }, 'reconcile leases lost to another worker');
+          if (held < open.length && !done)
+            logger.warn({ lost: open.length - held }, 'reconcile leases lost to another worker');
         })
         .catch((err) => logger.warn({ err }, 'lease renewal failed'));
     }, config.leaseMs / 3);
@@ -243,6 +245,8 @@ export class Controller {
       for (const tier of [0, 1, 2]) {
         const some = reconciles.filter((j) => tierOf(j.kind) === tier);
         if (some.length > 0) await this.reconcileTogether(some);
+        // Their jobs are released: the heartbeat no longer renews (nor counts) them.
+        for (const j of some) ended.add(j);
       }
     } finally {
       done = true;

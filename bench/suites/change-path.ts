@@ -1,6 +1,8 @@
 /**
  * 1. Change-path transactions per second against raw single-row INSERTs, on the same embedded
- * PostgreSQL, as the same application role, with the same number of connections.
+ * PostgreSQL, as the same application role, with the same number of connections. Then (issue 17)
+ * the same number of writers, each changing its own Deployment, all in one tenant against one tenant
+ * each: the change path must not serialise one tenant's changes.
  */
 
 import pg from 'pg';
@@ -8,7 +10,6 @@ import { createRegistry } from '../../src/app.js';
 import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { createDb } from '../../src/db/database.js';
-import { RegistryService } from '../../src/registry/registry.service.js';
 import { closedLoop, compare } from '../lib/load.js';
 import { BENCH_CUSTOMER } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
@@ -67,12 +68,47 @@ export async function changePathBenchmark(server: BenchPostgres): Promise<Change
     if (outcome?.action !== 'configured') notChanged++;
   });
 
+  // (c) Issue 17: every worker changes its own Deployment (a new label value each time), all of them
+  // in one tenant (`bench-eu-dev-one`) against each in a tenant of its own (the tenants of (b)).
+  const deployment = (tenantSlug: string, d: number, labels: Record<string, string> = {}) => ({
+    apiVersion: 'tenantry.dev/v1',
+    kind: 'Deployment',
+    metadata: { labels },
+    spec: { tenant: tenantSlug, system: 'svc', qualifier: `d${d}` },
+  });
+  const deploymentLoad = (label: string, target: (w: number) => [string, number]) =>
+    closedLoop(label, async (w) => {
+      const [slug, d] = target(w);
+      const [outcome] = await registry.apply(ctx, [deployment(slug, d, { n: String(n++) })]);
+      if (outcome?.action !== 'configured') notChanged++;
+    });
+  const oneTenant = deploymentLoad(
+    `change path, ${settings.connections} writers on one tenant (a Deployment each)`,
+    (w) => ['bench-eu-dev-one', w],
+  );
+  const ownTenants = deploymentLoad(
+    `change path, ${settings.connections} writers on ${settings.connections} tenants (a Deployment each)`,
+    (w) => [`bench-eu-dev-w${w}`, 0],
+  );
+
   try {
     await registry.apply(ctx, [
       BENCH_CUSTOMER,
+      {
+        apiVersion: 'tenantry.dev/v1',
+        kind: 'System',
+        metadata: { name: 'svc' },
+        spec: { displayName: 'Svc', serviceId: 'svc' },
+      },
       ...Array.from({ length: settings.connections }, (_, w) => tenant(w)),
+      { ...tenant(0), spec: { ...tenant(0).spec, qualifier: 'one' } },
+    ]);
+    await registry.apply(ctx, [
+      ...Array.from({ length: settings.connections }, (_, w) => deployment(`bench-eu-dev-w${w}`, 0)),
+      ...Array.from({ length: settings.connections }, (_, w) => deployment('bench-eu-dev-one', w)),
     ]);
     const [changeTps, rawTps] = await compare(change, raw);
+    const [oneTps, ownTps] = await compare(oneTenant, ownTenants);
     if (notChanged > 0) throw new Error(`${notChanged} applies were not real changes`);
     return {
       rawInsert: rawTps,
@@ -83,6 +119,12 @@ export async function changePathBenchmark(server: BenchPostgres): Promise<Change
           rawTps,
           null,
           'report only (HTTP goal >= 40%)',
+        ),
+        row(
+          `Change path: ${settings.connections} writers on one tenant vs on ${settings.connections} tenants`,
+          oneTps,
+          ownTps,
+          { ratioAtLeast: 0.8 },
         ),
       ],
     };

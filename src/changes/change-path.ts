@@ -94,10 +94,10 @@ async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promi
   const subject = `${kind.toLowerCase()}s/${change.objectId}`;
   // The request's trace continues in the reconcile and the webhook attempts this change causes.
   const traceparent = currentTraceparent() ?? null;
-  // The tenant write lock before the tenant-wide locks below (event sequence, reconcile jobs): an
-  // update holds it already (findById forUpdate), a create takes it here, where the audit chain
-  // head used to take it (issue 15's lock order).
-  await lockTenantWrites(trx, change.tenantId);
+  // The tenant write lock, shared as the change path holds it, before the object's reconcile job: an
+  // update holds it already (findById forUpdate), a create takes it here (issue 15's lock order; a
+  // status write, which locks parents' jobs, holds it exclusive).
+  await lockTenantWrites(trx, change.tenantId, 'change');
   // The audit record goes in the same statement, unsequenced: no lock of its own; the audit
   // sequencer gives it its chain position and hash once this commits.
   const audit = prepareAuditAppend(

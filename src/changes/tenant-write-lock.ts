@@ -6,41 +6,63 @@ import type { Trx } from '../db/database.js';
 const TENANT_WRITES = 0x7465_6e01;
 
 /**
- * The tenant write lock: one transaction-level advisory lock per audit chain (a tenant's id, or
- * 'platform' for platform objects), taken before any row of that tenant is locked for a change and
- * before its audit chain head. Issue 15 found `deadlock detected` under two controllers: the change
- * path locked an object's row and then the tenant's chain head, event sequence and reconcile jobs,
- * and a multi-object apply took those tenant-wide locks before the next object's row, while a
- * controller's status write locked its object's row first and the tenant-wide ones after.
- *
- * Concurrency contract: every writer of a tenant's desired state (the change path, through
- * findById/findBySlug `forUpdate`) and of its status (the controller's status transaction) takes
- * this lock first, so their row, sequence and job locks are taken one transaction at a time per
- * tenant and cannot cross. (The audit append takes no lock at all since issue 17: the record is
- * written unsequenced and the audit sequencer chains it after commit.) Re-entrant within a transaction; released
- * at its end. Distinct tenants never wait on each other (unless their keys collide in the hash).
+ * How a transaction holds its tenant's write lock: `change` (shared) for the change path, whose
+ * writers of one tenant run side by side; `status` (exclusive) for the controller's status writes and
+ * the other writers that lock a tenant's rows in an order of their own.
  */
-export function tenantWriteLockSql(chain: string | RawBuilder<unknown>): RawBuilder<unknown> {
-  return sql`pg_advisory_xact_lock(${TENANT_WRITES}::int, hashtext(${chain}))`;
+export type TenantLockMode = 'change' | 'status';
+
+/**
+ * The tenant write lock: one transaction-level advisory lock per tenant (its id, or 'platform' for
+ * platform objects), taken before any row of that tenant is locked for a write. Issue 15 found
+ * `deadlock detected` under two controllers: a multi-object apply locked an object's row and its
+ * reconcile job before the next object's row, while a controller's status write locked its object's
+ * row first and its parents' reconcile jobs after.
+ *
+ * Concurrency contract: the change path (findById/findBySlug `forUpdate`, recordChange) takes the
+ * lock shared; a status write (src/controller, the lease monitor, tenant migrations, release
+ * rollouts) takes it exclusive, before any row. So a status write never runs beside a change of its
+ * tenant, and their row and job locks cannot cross; changes of one tenant run side by side (issue
+ * 17): between them, rows are locked in one order (apply sorts its documents) and each object's job
+ * right after its row, and the only tenant-wide lock they share, the event sequence's counter row,
+ * is taken at commit, last (src/events/append-event.ts). The audit append takes no lock at all.
+ * Re-entrant within a transaction; released at its end. A transaction that holds it shared and asks
+ * for it exclusive takes the exclusive lock too (two such upgrades at once would deadlock and be
+ * retried; no code path does it today). Distinct tenants never wait on each other (unless their
+ * keys collide in the hash).
+ */
+export function tenantWriteLockSql(
+  chain: string | RawBuilder<unknown>,
+  mode: TenantLockMode,
+): RawBuilder<unknown> {
+  return mode === 'change'
+    ? sql`pg_advisory_xact_lock_shared(${TENANT_WRITES}::int, hashtext(${chain}))`
+    : sql`pg_advisory_xact_lock(${TENANT_WRITES}::int, hashtext(${chain}))`;
 }
 
 /**
- * The chains whose write lock a transaction holds, so that taking it again costs no round trip (the
- * lock is held to the transaction's end; nothing in src/ uses savepoints, which could release it).
+ * The chains whose write lock a transaction holds, and how, so that taking it again costs no round
+ * trip (the lock is held to the transaction's end; nothing in src/ uses savepoints, which could
+ * release it).
  */
-const held = new WeakMap<Trx, Set<string>>();
+const held = new WeakMap<Trx, Map<string, TenantLockMode>>();
 
 /** Notes that `trx` holds the write lock of `chain` (taken by a statement of its own, e.g. findById). */
-export function noteTenantWriteLock(trx: Trx, chain: string): void {
-  const chains = held.get(trx);
-  if (chains) chains.add(chain);
-  else held.set(trx, new Set([chain]));
+export function noteTenantWriteLock(trx: Trx, chain: string, mode: TenantLockMode): void {
+  const chains = held.get(trx) ?? new Map<string, TenantLockMode>();
+  held.set(trx, chains);
+  if (chains.get(chain) !== 'status') chains.set(chain, mode);
 }
 
-/** Takes the tenant write lock of `tenantId` (null: the platform's), unless this transaction holds it. */
-export async function lockTenantWrites(trx: Trx, tenantId: string | null): Promise<void> {
+/** Takes the tenant write lock of `tenantId` (null: the platform's), unless this transaction holds it so. */
+export async function lockTenantWrites(
+  trx: Trx,
+  tenantId: string | null,
+  mode: TenantLockMode = 'status',
+): Promise<void> {
   const chain = chainOf(tenantId?.toLowerCase() ?? null);
-  if (held.get(trx)?.has(chain)) return;
-  await sql`select ${tenantWriteLockSql(chain)}`.execute(trx);
-  noteTenantWriteLock(trx, chain);
+  const has = held.get(trx)?.get(chain);
+  if (has === 'status' || has === mode) return;
+  await sql`select ${tenantWriteLockSql(chain, mode)}`.execute(trx);
+  noteTenantWriteLock(trx, chain, mode);
 }

@@ -11,9 +11,10 @@ import type { RegistryService } from '../registry/registry.service.js';
  * Issue 15: a `deadlock detected` while reconciling a Deployment under two controllers. Two
  * controllers on one database reconcile tenants, deployments and their resources while the same
  * tenants are applied (changes through the change path); PostgreSQL must detect no deadlock.
- * Status writes lock a child's row, then its tenant's audit chain head and event sequence, then the
- * parents' reconcile jobs, tenant before deployment, then its own job; the change path takes the
- * object row, then the same tenant-wide locks; so no two orders cross.
+ * Status writes take their tenant's write lock exclusive, then lock a child's row, the parents'
+ * reconcile jobs (tenant before deployment) and its own job; the change path takes the same lock
+ * shared before each object's row and job; both number their events at commit (the stream's
+ * counter is the last lock taken); so no two orders cross (src/changes/tenant-write-lock.ts).
  */
 let t: TestDatabase;
 let registry: RegistryService;

@@ -60,10 +60,10 @@ export const suspendedSql = sql`(t.lifecycle in ('Suspended', 'Archived')
  */
 export async function lockTenantsWrites(trx: Trx, tenantIds: (string | null)[]): Promise<void> {
   const chains = [...new Set(tenantIds.map((id) => chainOf(id?.toLowerCase() ?? null)))].sort();
-  await sql`select count(${tenantWriteLockSql(sql`s.c`)}) from (select c from unnest(${chains}::text[]) c order by c) s`.execute(
+  await sql`select count(${tenantWriteLockSql(sql`s.c`, 'status')}) from (select c from unnest(${chains}::text[]) c order by c) s`.execute(
     trx,
   );
-  for (const c of chains) noteTenantWriteLock(trx, c);
+  for (const c of chains) noteTenantWriteLock(trx, c, 'status');
 }
 
 /**

@@ -136,11 +136,9 @@ export interface StatusEvent {
  * Status transitions that matter (ready, failed, drifted) as audit records and events, by the system
  * actor, in the status write's transaction — any number in one statement (a settled batch).
  *
- * The events are appended as src/events/append-event.ts's appendEventSql appends one, for many at
- * once: each stream's counter is bumped by its number of events (`insert … on conflict do update`,
- * the same row lock until commit, so a stream's sequence stays gap-free and in commit order), and
- * the events of a stream take its consecutive numbers in `events`' order; each is fanned out to the
- * webhook endpoints and NOTIFYed by tenantry_event_appended. The audit records are
+ * The events are inserted as src/events/append-event.ts's appendEventSql inserts one, for many at
+ * once: unnumbered, numbered in their tenant's sequence at commit (migration 0045), in `events`'
+ * order. The audit records are
  * prepareAuditAppend's unsequenced inserts, as data-modifying CTEs of the same statement.
  */
 export async function recordStatusEvents(trx: Trx, events: StatusEvent[]): Promise<void> {
@@ -176,7 +174,6 @@ export async function recordStatusEvents(trx: Trx, events: StatusEvent[]): Promi
       ord: rows.length,
       id: randomUUID(),
       tenant_id: target.tenantId,
-      stream: target.tenantId?.toLowerCase() ?? 'platform',
       type: cloudEventType(name as EventName),
       subject: `${target.kind.toLowerCase()}s/${target.id}`,
       data,
@@ -187,23 +184,15 @@ export async function recordStatusEvents(trx: Trx, events: StatusEvent[]): Promi
   const auditCtes = audits.map((a, i) => sql`${sql.id(`audit_${i}`)} as (${a.insert}),`);
   await sql`
     with ${sql.join(auditCtes, sql` `)}
-    ev_in as (
-      select * from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        as x(ord int, id uuid, tenant_id uuid, stream text, type text, subject text, data jsonb, correlation_id text)
-    ), ev_seq as (
-      insert into event_sequences as s (stream, seq)
-      select stream, count(*) from ev_in group by stream
-      on conflict (stream) do update set seq = s.seq + excluded.seq
-      returning s.stream, s.seq
-    ), ev as (
-      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, seq, traceparent)
-      select x.id, x.tenant_id, x.type, x.subject, x.data, x.correlation_id,
-        q.seq - count(*) over w + row_number() over (w order by x.ord), null
-      from ev_in x join ev_seq q on q.stream = x.stream
-      window w as (partition by x.stream)
-      returning id, tenant_id, type, subject, seq
+    ev as (
+      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, traceparent)
+      select x.id, x.tenant_id, x.type, x.subject, x.data, x.correlation_id, null
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as x(ord int, id uuid, tenant_id uuid, type text, subject text, data jsonb, correlation_id text)
+      order by x.ord
+      returning id
     )
-    select count(tenantry_event_appended(id, tenant_id, type, subject, seq)) from ev`.execute(trx);
+    select count(*) from ev`.execute(trx);
 }
 
 /** One status transition that matters as an audit record and an event (recordStatusEvents of one). */

@@ -3,6 +3,7 @@ import { Kysely, Migrator, PostgresDialect, sql, type Transaction } from 'kysely
 import pg from 'pg';
 import type { KeyProvider } from '../secrets/key-provider.js';
 import { guardClient, guardPool } from './connection-errors.js';
+import { deferBegin } from './deferred-begin.js';
 import { migrationProvider, migrationProviderWith } from './migrations/index.js';
 import type { Database } from './schema.js';
 
@@ -46,7 +47,8 @@ export function createDb(connectionString: string, max = 10, opts: { platformUrl
   const pool = guardPool(
     new pg.Pool({ connectionString, max, idleTimeoutMillis: 30_000, connectionTimeoutMillis: 5_000, types }),
   );
-  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  // A transaction's `begin` travels with its first statement (src/db/deferred-begin.ts).
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: deferBegin(pool) }) });
   pools.set(db, pool);
   if (opts.platformUrl) {
     const platform = createDb(opts.platformUrl, Math.max(2, Math.ceil(max / 2)));
@@ -228,10 +230,21 @@ export const tenantScopeProof = (key: Buffer, tenantId: string, expires: number)
  * Binds this transaction to one tenant (migration 0020): every policy then shows that tenant's rows
  * only, whatever a later statement in the transaction sets.
  */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 async function enterTenant(trx: Trx, tenant: string, key: Buffer): Promise<void> {
   const tenantId = tenant.toLowerCase();
   const expires = Math.floor(Date.now() / 1000) + PROOF_SECONDS;
-  await sql`select set_config('tenantry.platform', '', true), tenantry_enter_tenant(${tenantId}::uuid, ${expires}::bigint, ${tenantScopeProof(key, tenantId, expires)})`.execute(
+  const proof = tenantScopeProof(key, tenantId, expires);
+  // Without parameters when the id is a UUID (all three values are then literals that cannot carry
+  // SQL), so the statement travels with the transaction's `begin` (src/db/deferred-begin.ts).
+  if (UUID.test(tenantId)) {
+    await sql`select set_config('tenantry.platform', '', true), tenantry_enter_tenant(${sql.lit(tenantId)}::uuid, ${sql.lit(expires)}::bigint, ${sql.raw(`'\\x${proof.toString('hex')}'`)}::bytea)`.execute(
+      trx,
+    );
+    return;
+  }
+  await sql`select set_config('tenantry.platform', '', true), tenantry_enter_tenant(${tenantId}::uuid, ${expires}::bigint, ${proof})`.execute(
     trx,
   );
 }

@@ -170,8 +170,8 @@ export interface OutboxEventTable {
   published_at: ColumnType<Date | null, never, Date>;
   /** The tenant's UUID or 'platform' (generated). */
   stream: ColumnType<string, never, never>;
-  /** Gap-free per stream (see src/events/append-event.ts). */
-  seq: ColumnType<number, number, never>;
+  /** Gap-free per stream, assigned at commit (migration 0045, src/events/append-event.ts): never null once committed. */
+  seq: ColumnType<number, never, never>;
   txid: ColumnType<string, never, never>;
   position: ColumnType<number, never, never>;
   /** W3C trace context of the change (0009). */

@@ -17,16 +17,18 @@ export interface EventInput {
 }
 
 /**
- * The data-modifying CTEs that append one event, for embedding in the caller's statement:
- * `event_seq` bumps the stream's counter, `event` inserts the outbox row with that sequence, and
- * `event_done` (one row; the caller must select from it, or Postgres skips it) fans the event out to
- * matching webhook endpoints and NOTIFYs listeners (delivered at commit).
+ * The data-modifying CTEs that append one event, for embedding in the caller's statement: `event`
+ * inserts the outbox row, and `event_done` (one row; the caller must select from it, or Postgres
+ * skips it) is what the caller selects from.
  *
- * Concurrency contract: `insert … on conflict do update` on `event_sequences` takes the stream's
- * counter row lock until the transaction ends, so a stream's writers are serialised and its sequence
- * is gap-free and in commit order (a rolled-back transaction rolls back its bump too). Different
- * tenants never wait on each other. (Since the audit record no longer takes a chain-head lock, this
- * counter is what serialises one tenant's changes from here to commit.)
+ * Concurrency contract: the event is written without its sequence number; at COMMIT a deferred
+ * trigger (migration 0045, `tenantry_sequence_events`) bumps its stream's counter row in
+ * `event_sequences`, numbers the transaction's events, fans them out to matching webhook endpoints
+ * and NOTIFYs listeners (delivered at commit). The counter's row lock is held only while the
+ * transaction commits, so a stream's sequence is gap-free (a rolled-back transaction rolls back its
+ * bump too) and in commit order, while one tenant's changes run side by side up to their commits
+ * (issue 17). Different tenants never wait on each other. The number is not known inside the
+ * transaction: consumers (GET /v1/events, SSE, webhooks, the Kafka relay) read committed events only.
  *
  * `onlyIf` names an earlier CTE of the caller's statement: the event is appended only when it
  * returned a row (e.g. a fenced update that may match nothing), so an autocommit statement needs
@@ -34,27 +36,23 @@ export interface EventInput {
  */
 export function appendEventSql(e: EventInput, onlyIf?: string): RawBuilder<unknown> {
   const id = randomUUID();
-  const stream = e.tenantId?.toLowerCase() ?? 'platform';
   const type = cloudEventType(e.name);
-  return sql`event_seq as (
-      insert into event_sequences as s (stream, seq)
-      ${onlyIf ? sql`select ${stream}, 1 where exists (select from ${sql.id(onlyIf)})` : sql`values (${stream}, 1)`}
-      on conflict (stream) do update set seq = s.seq + 1
-      returning s.seq
-    ), event as (
-      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, seq, traceparent)
-      select ${id}, ${e.tenantId}, ${type}, ${e.subject}, ${JSON.stringify(e.data)}, ${e.correlationId}, event_seq.seq,
+  return sql`event as (
+      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, traceparent)
+      select ${id}, ${e.tenantId}, ${type}, ${e.subject}, ${JSON.stringify(e.data)}, ${e.correlationId},
         ${e.traceparent ?? null}
-      from event_seq
-      returning seq
+      ${onlyIf ? sql`where exists (select from ${sql.id(onlyIf)})` : sql``}
+      returning id
     ), event_done as (
-      select tenantry_event_appended(${id}, ${e.tenantId}::uuid, ${type}, ${e.subject}, event.seq) as deliveries, event.seq
-      from event
+      select id from event
     )`;
 }
 
-/** Appends one event in the caller's transaction (e.g. the controller's `ready`/`failed`); returns its sequence. */
-export async function appendEvent(trx: Trx, e: EventInput): Promise<number> {
-  const r = await sql<{ seq: number }>`with ${appendEventSql(e)} select seq from event_done`.execute(trx);
-  return r.rows[0]!.seq;
+/**
+ * Appends one event in the caller's transaction (e.g. a promotion's); it is numbered in its
+ * stream when the transaction commits. Returns its id.
+ */
+export async function appendEvent(trx: Trx, e: EventInput): Promise<string> {
+  const r = await sql<{ id: string }>`with ${appendEventSql(e)} select id from event_done`.execute(trx);
+  return r.rows[0]!.id;
 }

@@ -11,7 +11,8 @@ export type { ObjectRow };
 const table = (kind: Kind) => sql.table(TABLES[kind]);
 
 /**
- * Reads one object by UUID. `forUpdate` takes its tenant's write lock and then its row lock, both
+ * Reads one object by UUID. `forUpdate` takes its tenant's write lock (shared, as the change path
+ * does) and then its row lock, both
  * until the transaction ends (lock order: src/changes/tenant-write-lock.ts), in one statement: a
  * materialised CTE takes the advisory lock, and the row is read `for update` by the id it yields.
  */
@@ -61,14 +62,14 @@ async function lockedRow(
         : sql`${PLATFORM_CHAIN}::text`;
   const r = await sql<ObjectRow>`
     with locked as materialized (
-      select id, ${tenantWriteLockSql(chain)} from ${table(kind)} where ${where}
+      select id, ${tenantWriteLockSql(chain, 'change')} from ${table(kind)} where ${where}
     )
     select * from ${table(kind)} where id = any(array(select id from locked)) ${live}
     for update`.execute(trx);
   const row = r.rows[0];
   if (row) {
     const tenantId = scope === 'self' ? row.id : scope === 'tenant' ? row.tenant_id : null;
-    noteTenantWriteLock(trx, chainOf(tenantId ? String(tenantId).toLowerCase() : null));
+    noteTenantWriteLock(trx, chainOf(tenantId ? String(tenantId).toLowerCase() : null), 'change');
   }
   return row;
 }

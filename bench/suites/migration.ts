@@ -157,7 +157,7 @@ export async function migrationBenchmark(server: BenchPostgres): Promise<Row[]> 
       unit: 'rows/s',
     };
     console.log(
-      `  copy ${copy.value.toFixed(0)} rows/s; freeze ${freezeMs} ms (sync-and-verify ${ms('sync-and-verify').toFixed(0)} ms)`,
+      `  copy ${copy.value.toFixed(0)} rows/s; freeze ${freezeMs} ms (sync-and-verify ${ms('sync-and-verify').toFixed(0)} ms); every row hashed before the freeze in ${ms('checksum-bulk').toFixed(0)} ms`,
     );
 
     // Baseline: the same schema copied into a database of its own on the same server.

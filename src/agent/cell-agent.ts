@@ -104,6 +104,11 @@ export class CellAgent {
     return this.state?.cell.id;
   }
 
+  /** Its current credential (rotated by the heartbeat loop), for the agent's other loops (./agent-webhooks.ts). */
+  get credential(): string | undefined {
+    return this.state?.credential;
+  }
+
   /** The desired state the agent holds now. */
   held(): HeldItem[] {
     return Object.values(this.state?.items ?? {});

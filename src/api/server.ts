@@ -8,6 +8,8 @@ import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
 import { registerAgentRoutes } from '../agent/agent.routes.js';
 import { AgentService } from '../agent/agent.service.js';
+import { registerAgentWebhookRoutes } from '../agent/agent-webhooks.routes.js';
+import { AgentWebhooksService } from '../agent/agent-webhooks.service.js';
 import type { AuditService } from '../audit/audit.service.js';
 import type { Config } from '../config/config.js';
 import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
@@ -260,9 +262,12 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerUsageRoutes(app, usage, identify, rateLimiter);
   registerDriftRoutes(app, db, identify);
   registerMetricsRoute(app, deps.metrics);
-  registerAgentRoutes(
+  const agents = new AgentService(db, config.agent, security.issuer, security.authorizer, deps.notifier);
+  registerAgentRoutes(app, agents, identify);
+  registerAgentWebhookRoutes(
     app,
-    new AgentService(db, config.agent, security.issuer, security.authorizer, deps.notifier),
+    agents,
+    new AgentWebhooksService(db, config, deps.logger.child({ component: 'agent-webhooks' }), deps.notifier),
     identify,
   );
   const events = deps.events ?? new EventsService(db, config);

@@ -105,8 +105,18 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
           await secrets?.close();
           return;
         }
+        // Webhook deliveries of the cell's tenants go out from here, the data plane (issue 22).
+        const { AgentWebhooks } = await import('../agent/agent-webhooks.js');
+        const webhooks = new AgentWebhooks({
+          server,
+          agent,
+          allowedNetworks: config.events.webhookAllowedNetworks,
+          logger: logger.child({ component: 'webhooks' }),
+        });
+        await webhooks.start();
         console.log(`Tenantry agent of cell ${opts.cell} running against ${server}`);
         const shutdown = async () => {
+          await webhooks.stop();
           await agent.stop();
           await closeProviders(providers);
           await secrets?.close();

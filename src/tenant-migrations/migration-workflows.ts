@@ -47,6 +47,14 @@ import {
   withClient,
 } from './pg-copy.js';
 import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
+import { regionRollbackWorkflow } from './region-rollback.js';
+import {
+  type Baselines,
+  checksumBulk,
+  type TrackedPair,
+  untrackPair,
+  verifyFrozen,
+} from './tracked-checksums.js';
 
 const { escapeIdentifier: id } = pg;
 
@@ -307,6 +315,22 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       },
     },
     {
+      name: 'checksum-bulk',
+      timeoutMs: 30 * 60_000,
+      // Every row of both sides hashed while the stream runs, and each side's changes journalled
+      // from then on: the freeze verifies with the journals alone (tracked-checksums.ts).
+      async run(ctx) {
+        const plan = planOf(ctx);
+        if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
+        const out: Record<string, Baselines> = {};
+        for (const r of plan.resources) out[r.resourceId] = await checksumBulk(pairOf(r));
+        return out;
+      },
+      async undo(ctx) {
+        for (const r of planOf(ctx).resources) await stopReplicationOf(r);
+      },
+    },
+    {
       name: 'freeze-writes',
       // From here the tenant's credentials are refused until the cut-over (the freeze whose length is recorded).
       async run(ctx) {
@@ -349,7 +373,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
               ),
             );
           if (plan.mode === 'logical-replication') await caughtUp(r);
-          const v = await verifyUntilEqual(r, r.source.schema, deps.verifyTimeoutMs ?? 60_000);
+          const bases = (ctx.outputs['checksum-bulk'] as Record<string, Baselines> | undefined)?.[
+            r.resourceId
+          ];
+          const v = bases
+            ? await verifyFrozen(pairOf(r), bases, deps.verifyTimeoutMs ?? 60_000)
+            : await verifyUntilEqual(r, r.source.schema, deps.verifyTimeoutMs ?? 60_000);
           await withClient(urlOf(r.source.database), (s) =>
             withClient(urlOf(r.target.database), (t) =>
               syncSequences(s, t, r.source.schema, r.source.schema),
@@ -410,9 +439,23 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     },
   ];
 
+  function pairOf(r: ResourcePlan): TrackedPair {
+    return {
+      sourceUrl: urlOf(r.source.database),
+      targetUrl: urlOf(r.target.database),
+      tracked: { name: r.replication, schema: r.source.schema, tables: r.tables },
+    };
+  }
+
+  /** Replication and the checksums' change tracking ended on both sides (parts already gone skipped). */
   async function stopReplicationOf(r: ResourcePlan): Promise<void> {
     await withClient(urlOf(r.source.database), async (s) => {
       const targetExists = await s.query('select 1 from pg_database where datname = $1', [r.target.database]);
+      const pair = pairOf(r);
+      await untrackPair({
+        ...pair,
+        targetUrl: (targetExists.rowCount ?? 0) > 0 ? pair.targetUrl : undefined,
+      });
       if ((targetExists.rowCount ?? 0) > 0)
         await withClient(urlOf(r.target.database), (t) => stopReplication(s, t, r.replication));
       else await stopReplication(s, undefined, r.replication);
@@ -645,7 +688,13 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     },
   };
   const retire: WorkflowDefinition<RollbackInput> = { type: RETIRE_MIGRATION, steps: retireSteps };
-  return [migrate, rollback, retire, regionMigrationWorkflow(deps)] as WorkflowDefinition<never>[];
+  return [
+    migrate,
+    rollback,
+    retire,
+    regionMigrationWorkflow(deps),
+    regionRollbackWorkflow(deps),
+  ] as WorkflowDefinition<never>[];
 }
 
 /**

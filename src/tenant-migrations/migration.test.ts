@@ -7,7 +7,7 @@ import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
-import { databaseUrl } from './pg-copy.js';
+import { databaseUrl, withClient } from './pg-copy.js';
 
 // Roles and databases belong to the whole server: names unique to this run.
 const customer = `mg${randomBytes(3).toString('hex')}`;
@@ -197,6 +197,7 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
           'copy-schema',
           'start-replication',
           'wait-synced',
+          'checksum-bulk',
           'freeze-writes',
           'sync-and-verify',
           'detach-target',
@@ -205,9 +206,13 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       );
       const done = await service.get(fx.ctx, tenant, m.id);
       expect(done).toMatchObject({ state: 'CutOver', mode: 'logical-replication' });
-      const v = (done.verification as Record<string, { equal: boolean; tables: unknown[] }>)[rid]!;
+      const v = (done.verification as Record<string, { equal: boolean; tables: unknown[]; method: string }>)[
+        rid
+      ]!;
       expect(v.equal).toBe(true);
       expect(v.tables).toHaveLength(3);
+      // Every row was hashed before the freeze; the freeze read only the changes journalled since.
+      expect(v.method).toMatch(/before the freeze.*journalled/);
       expect(done.freeze.durationMs).toBeGreaterThanOrEqual(0);
       // Writes were refused only in the freeze (plus the writer's reconnect right after it).
       const from = Date.parse(done.freeze.startedAt!);
@@ -269,6 +274,17 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       expect(src.rows[0].n).toBeGreaterThanOrEqual(60000);
       const role = await dp.query('select rolcanlogin from pg_roles where rolname = $1', [`t_${base}`]);
       expect(role.rows[0].rolcanlogin).toBe(false);
+      // The change tracking of the checksums is gone from both sides.
+      for (const database of [null, `tenantry_${base}`]) {
+        const url = defaultDataplaneUrl(fx.t.ownerUrl);
+        const left = await withClient(database ? databaseUrl(url, database) : url, (c) =>
+          c.query(
+            `select (select count(*) from pg_trigger where not tgisinternal)::int as triggers,
+                    (select count(*) from pg_namespace where nspname = 'tenantry_verify')::int as schemas`,
+          ),
+        );
+        expect(left.rows[0]).toEqual({ triggers: 0, schemas: 0 });
+      }
       // The reconcile takes the silo over from here, Ready with the new connection details.
       await until('the silo database Ready', async () => {
         const r = await fx.t.owner.query(

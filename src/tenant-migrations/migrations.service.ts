@@ -21,6 +21,7 @@ import {
   type RollbackInput,
 } from './migration-workflows.js';
 import { MIGRATE_REGION, type RegionMigrationInput } from './region-migration.js';
+import { ROLLBACK_REGION } from './region-rollback.js';
 
 /** What the API shows of a migration. */
 export interface Migration {
@@ -132,6 +133,7 @@ export const ISOLATION_STEPS = [
   'copy-schema',
   'start-replication',
   'wait-synced',
+  'checksum-bulk',
   'freeze-writes',
   'sync-and-verify',
   'detach-target',
@@ -145,6 +147,7 @@ export const REGION_STEPS = [
   'copy-schema',
   'start-replication',
   'wait-synced',
+  'checksum-bulk',
   'copy-blobs',
   'freeze-writes',
   'sync-and-verify',
@@ -367,12 +370,6 @@ export class MigrationsService {
     return asPlatform(this.db, async (trx) => {
       const t = await tenantRow(trx, ref, true);
       const m = await this.read(trx, t.id, id);
-      if (m.kind === 'region')
-        throw new ConflictError(
-          'migration.rollback_unavailable',
-          `A region migration is undone by a region migration back to ${m.from.region} (failback), which copies what was written since; retire this one first.`,
-          { details: { state: m.state, kind: m.kind } },
-        );
       if (m.state !== 'CutOver' || !m.rollbackUntil || Date.parse(m.rollbackUntil) < Date.now())
         throw new ConflictError(
           'migration.rollback_unavailable',
@@ -381,13 +378,15 @@ export class MigrationsService {
             : `Only a cut-over migration within its window rolls back; this one is ${m.state}.`,
           { details: { state: m.state, rollbackUntil: m.rollbackUntil } },
         );
-      await assertNotFrozen(trx, t.id, ROLLBACK_MIGRATION);
+      // A region migration rolls back by its own workflow (region-rollback.ts): the source region's kept resources.
+      const type = m.kind === 'region' ? ROLLBACK_REGION : ROLLBACK_MIGRATION;
+      await assertNotFrozen(trx, t.id, type);
       const wid = workflowIdOf('migration-rollback', id);
       const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
       const started = await startWorkflow(trx, {
         id: wid,
         tenantId: t.id,
-        type: ROLLBACK_MIGRATION,
+        type,
         input,
         actor: ctx.actor,
         requestId: ctx.requestId,

@@ -219,15 +219,37 @@ export interface TableCheck {
   checksum: string;
 }
 
+/**
+ * A table alias that is none of `columns`: `alias::text` is the whole row's text only when no
+ * column has the alias's name (a column `x` would make `x::text` that column alone).
+ */
+export function rowAlias(columns: Iterable<string>): string {
+  const taken = new Set(columns);
+  let a = 'r';
+  while (taken.has(a)) a += '_';
+  return a;
+}
+
+/** The column names of `schema`'s tables (every table's, for `rowAlias`). */
+export async function columnNames(c: pg.ClientBase, schema: string): Promise<string[]> {
+  const r = await c.query<{ name: string }>(
+    `select distinct a.attname as name from pg_attribute a join pg_class t on t.oid = a.attrelid
+     join pg_namespace n on n.oid = t.relnamespace where n.nspname = $1 and a.attnum > 0`,
+    [schema],
+  );
+  return r.rows.map((x) => x.name);
+}
+
 /** Row counts and checksums of `tables` in `schema`, in one snapshot. */
 export async function checksums(c: pg.ClientBase, schema: string, tables: string[]): Promise<TableCheck[]> {
   await c.query('begin isolation level repeatable read read only');
   try {
+    const x = id(rowAlias(await columnNames(c, schema)));
     const out: TableCheck[] = [];
     for (const t of tables) {
       const r = await c.query<{ rows: string; checksum: string }>(
-        `select count(*)::text as rows, coalesce(sum(hashtextextended(x::text, 0)), 0)::text as checksum
-         from ${id(schema)}.${id(t)} x`,
+        `select count(*)::text as rows, coalesce(sum(hashtextextended(${x}::text, 0)), 0)::text as checksum
+         from ${id(schema)}.${id(t)} ${x}`,
       );
       out.push({ table: t, rows: Number(r.rows[0]!.rows), checksum: r.rows[0]!.checksum });
     }

@@ -332,4 +332,101 @@ describe.skipIf(unavailable)('region migration eu → us on real engines', () =>
       await e.stop();
     }
   });
+
+  it('rolls a region migration back within its window: what was written in the target comes back, the target goes', {
+    timeout: 300_000,
+  }, async () => {
+    const service = new MigrationsService(fx.t.db);
+    const byType = Object.fromEntries((await rows()).map((r) => [r.type, r]));
+    const db = byType.database!;
+    const container = byType['blob-container']!.physical_name;
+    const euServer = defaultDataplaneUrl(fx.t.ownerUrl);
+    const e = startWorkflowEngine(fx.t, { providers: c.providers });
+    try {
+      // The tenant (in us since the test above) moves to eu, and writes there.
+      const m = (await service.start(
+        fx.ctx,
+        tenant,
+        { region: 'eu', rollbackWindowSeconds: 3600 },
+        { dryRun: false },
+      )) as Migration;
+      expect(await finished(fx.t, m.id, 180_000)).toMatchObject({ state: 'Succeeded' });
+      expect((await service.get(fx.ctx, tenant, m.id)).state).toBe('CutOver');
+      const eu = await tenantClient(db.id, euServer);
+      expect((await eu.query('select count(*)::int as n from orders')).rows[0].n).toBe(20001);
+      await eu.query('insert into orders (n, payload) select g, $1 from generate_series(900001, 900010) g', [
+        'written in eu',
+      ]);
+      await eu.query(`update notes set v = '{"changed":true}' where k = 'k1'`);
+      await eu.end();
+      const euBlobs = BlobServiceClient.fromConnectionString(blobs.eu.connectionString).getContainerClient(
+        container,
+      );
+      const late = randomBytes(7_000);
+      await euBlobs.getBlockBlobClient('docs/late.bin').uploadData(late);
+
+      const rb = await service.rollback(fx.ctx, tenant, m.id);
+      expect(await finished(fx.t, rb.rollbackWorkflowId!, 180_000)).toMatchObject({ state: 'Succeeded' });
+      expect((await stepsOf(fx.t, rb.rollbackWorkflowId!)).map((s) => s.name)).toEqual([
+        'check-window',
+        'freeze-writes',
+        'copy-back',
+        'restore-source',
+        'drop-target',
+      ]);
+      const after = await service.get(fx.ctx, tenant, m.id);
+      expect(after.state).toBe('RolledBack');
+      await expect(service.rollback(fx.ctx, tenant, m.id)).rejects.toMatchObject({
+        code: 'migration.rollback_unavailable',
+      });
+
+      // Back in us, through the tenant's credentials (us's again): the rows written in eu too.
+      const us = await tenantClient(db.id, usUrl);
+      expect((await us.query('select count(*)::int as n from orders')).rows[0].n).toBe(20011);
+      expect(
+        (await us.query(`select count(*)::int as n from orders where payload = 'written in eu'`)).rows[0].n,
+      ).toBe(10);
+      expect((await us.query(`select v from notes where k = 'k1'`)).rows[0].v).toEqual({ changed: true });
+      await us.query(`insert into orders (n) values (-2)`);
+      await us.end();
+      const usBlobs = BlobServiceClient.fromConnectionString(blobs.us.connectionString).getContainerClient(
+        container,
+      );
+      expect((await usBlobs.getBlobClient('docs/late.bin').downloadToBuffer()).equals(late)).toBe(true);
+      // eu's copies are gone.
+      const dp = new pg.Client({ connectionString: euServer });
+      dp.on('error', () => undefined);
+      await dp.connect();
+      expect((await dp.query('select 1 from pg_namespace where nspname = $1', [`t_${base}`])).rowCount).toBe(
+        0,
+      );
+      await dp.end();
+      expect(await euBlobs.exists()).toBe(false);
+
+      const t = await fx.t.owner.query(`select region, placement from tenants where slug = $1`, [tenant]);
+      expect(t.rows[0]).toMatchObject({ region: 'us', placement: { region: 'us', cell: `${customer}-us` } });
+      const ev = await fx.t.owner.query(
+        `select data from outbox_events where type = 'dev.tenantry.tenant.migration_rolled_back.v1' and subject like 'tenants/%'`,
+      );
+      expect(ev.rows).toHaveLength(1);
+      expect(ev.rows[0].data.current.placement).toMatchObject({ region: 'us' });
+      const audit = await fx.t.owner.query<{ action: string }>(
+        `select action from audit_records where action like 'migration.%' and target_id = $1 order by time`,
+        [m.id],
+      );
+      expect(audit.rows.map((r) => r.action)).toEqual([
+        'migration.start',
+        'migration.cut_over',
+        'migration.rollback',
+        'migration.rolled_back',
+      ]);
+      await until(
+        'resources Ready in us',
+        async () => (await rows()).every((r) => r.phase === 'Ready'),
+        60_000,
+      );
+    } finally {
+      await e.stop();
+    }
+  });
 });

@@ -45,6 +45,13 @@ import {
   walLevel,
   withClient,
 } from './pg-copy.js';
+import {
+  type Baselines,
+  checksumBulk,
+  type TrackedPair,
+  untrackPair,
+  verifyFrozen,
+} from './tracked-checksums.js';
 
 const { escapeIdentifier: id } = pg;
 
@@ -93,7 +100,7 @@ interface BlobCheck {
   md5: string;
 }
 
-const providerIn = (providers: ProviderSet, type: ResourceType, region: string): ResourceProvider => {
+export const providerIn = (providers: ProviderSet, type: ResourceType, region: string): ResourceProvider => {
   const slot = slotFor(providers, type, region);
   if (!('provider' in slot))
     throw new ProviderError(`region ${region}: ${slot.missing}`, 'ProviderNotConfigured', false);
@@ -141,7 +148,7 @@ async function md5Of(b: ReturnType<typeof blobsIn>, name: string): Promise<BlobC
  * content type and metadata), skipping those already there with the same MD5, removes from the
  * target what the source no longer has, and returns both sides' checksums.
  */
-async function syncBlobs(
+export async function syncBlobs(
   providers: ProviderSet,
   plan: RegionMigrationPlan,
   desired: DesiredResource,
@@ -214,12 +221,20 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       ),
     );
 
+  const pairOf = (p: RegionMigrationPlan, d: RegionDatabasePlan): TrackedPair => ({
+    sourceUrl: srcUrl(p, d),
+    targetUrl: dstUrl(p, d),
+    tracked: { name: d.replication, schema: d.schema, tables: d.tables },
+  });
+
+  /** Replication and the checksums' change tracking ended on both sides (parts already gone skipped). */
   const stopReplicationOf = async (p: RegionMigrationPlan, d: RegionDatabasePlan) =>
     withClient(srcUrl(p, d), async (s) => {
       const there = await withClient(serverOf(p.toRegion, 'postgres'), async (c) => {
         const r = await c.query('select 1 from pg_database where datname = $1', [d.targetDatabase]);
         return (r.rowCount ?? 0) > 0;
       });
+      await untrackPair({ ...pairOf(p, d), targetUrl: there ? dstUrl(p, d) : undefined });
       if (there) await withClient(dstUrl(p, d), (t) => stopReplication(s, t, d.replication));
       else await stopReplication(s, undefined, d.replication);
     });
@@ -415,6 +430,23 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       },
     },
     {
+      name: 'checksum-bulk',
+      timeoutMs: 30 * 60_000,
+      // Every row of both sides hashed while the stream runs, and each side's changes journalled
+      // from then on: the freeze verifies with the journals alone (tracked-checksums.ts).
+      async run(ctx) {
+        const p = planOf(ctx);
+        if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
+        const out: Record<string, Baselines> = {};
+        for (const d of p.databases) out[d.resourceId] = await checksumBulk(pairOf(p, d));
+        return out;
+      },
+      async undo(ctx) {
+        const p = planOf(ctx);
+        for (const d of p.databases) await stopReplicationOf(p, d);
+      },
+    },
+    {
       name: 'copy-blobs',
       timeoutMs: 30 * 60_000,
       // The bulk of the blobs before the freeze; the freeze copies what changed since.
@@ -499,16 +531,21 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             }),
           );
           const deadline = Date.now() + (deps.verifyTimeoutMs ?? 60_000);
+          const bases = (ctx.outputs['checksum-bulk'] as Record<string, Baselines> | undefined)?.[
+            d.resourceId
+          ];
           let v: Verification;
-          for (;;) {
-            const [a, b] = await Promise.all([
-              withClient(srcUrl(p, d), (s) => checksums(s, d.schema, d.tables)),
-              withClient(dstUrl(p, d), (t) => checksums(t, d.schema, d.tables)),
-            ]);
-            v = compare(a, b);
-            if (v.equal || Date.now() > deadline) break;
-            await new Promise((res) => setTimeout(res, 50));
-          }
+          if (bases) v = await verifyFrozen(pairOf(p, d), bases, deps.verifyTimeoutMs ?? 60_000);
+          else
+            for (;;) {
+              const [a, b] = await Promise.all([
+                withClient(srcUrl(p, d), (s) => checksums(s, d.schema, d.tables)),
+                withClient(dstUrl(p, d), (t) => checksums(t, d.schema, d.tables)),
+              ]);
+              v = compare(a, b);
+              if (v.equal || Date.now() > deadline) break;
+              await new Promise((res) => setTimeout(res, 50));
+            }
           await withClient(srcUrl(p, d), (s) =>
             withClient(dstUrl(p, d), (t) => syncSequences(s, t, d.schema, d.schema)),
           );

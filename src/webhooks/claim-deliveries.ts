@@ -54,6 +54,8 @@ export interface ClaimedDelivery {
  *   skipped because it was locked leaves a gap: the dispatcher sends nothing behind a gap. This is
  *   why a generic job queue (pg-boss, graphile-worker) does not fit: they run jobs independently and
  *   cannot hold back job n+1 of one key until job n has succeeded or been given up.
+ * - Deliveries of an agent-held cell's endpoints are claimed by that agent only (`scope`), those of
+ *   every other endpoint by the control plane's dispatchers only.
  * - A suspended tenant's deliveries are held (src/workflows, `tenant_suspensions.webhooks_held`),
  *   except its lifecycle events (`tenant.*`, `workflow.*`), which pass the held ones; the held ones
  *   go out in their order once the tenant is resumed.
@@ -64,6 +66,8 @@ export async function claimDeliveries(
   queues: number,
   leaseMs: number,
   depth = 1,
+  /** Whose deliveries: the control plane's (default) or those of one agent-held cell. */
+  scope: ClaimScope = { kind: 'control-plane' },
 ): Promise<ClaimedDelivery[]> {
   return asPlatform(db, async (trx) => {
     await sql`select pg_advisory_xact_lock(hashtext('tenantry.webhook_claim'))`.execute(trx);
@@ -77,6 +81,7 @@ export async function claimDeliveries(
         where d.status = 'pending'
           and e.deleted_at is null and coalesce((e.spec ->> 'enabled')::boolean, true)
           and not ${held(sql`d`)}
+          and ${scopeOf(scope)}
         window q as (partition by d.endpoint_id, d.stream order by d.seq)
       ),
       heads as (
@@ -102,6 +107,21 @@ export async function claimDeliveries(
         o.correlation_id, o.txid::text as txid, o.position, o.traceparent`.execute(trx);
     return r.rows;
   });
+}
+
+/**
+ * Who sends a delivery (issue 22): an endpoint of a tenant whose cell is held by a joined agent (not
+ * the in-process agent of the embedded default) is that agent's, sent from the data plane; every
+ * other one (platform-wide endpoints included) is the control plane's.
+ */
+export type ClaimScope = { kind: 'control-plane' } | { kind: 'cell'; cellId: string };
+
+function scopeOf(scope: ClaimScope): RawBuilder<unknown> {
+  const agentCell = sql`select 1 from tenants t join cell_agents a on a.cell_id = t.cell_id
+    where t.id = e.tenant_id and not a.embedded`;
+  return scope.kind === 'cell'
+    ? sql`exists (${agentCell} and t.cell_id = ${scope.cellId}::uuid)`
+    : sql`not exists (${agentCell})`;
 }
 
 /**

@@ -18,8 +18,14 @@ export type Outcome =
   /** 410 Gone: the endpoint is disabled; the delivery waits (pending) in case it is re-enabled. */
   | { kind: 'parked'; reason: string };
 
+/** What settling needs of a delivery (a claimed one, or one a cell's agent reported on). */
+export type SettledDelivery = Pick<
+  ClaimedDelivery,
+  'id' | 'tenant_id' | 'endpoint_id' | 'event_id' | 'attempts' | 'trigger' | 'correlation_id'
+>;
+
 export interface Settlement {
-  delivery: ClaimedDelivery;
+  delivery: SettledDelivery;
   result: AttemptResult;
   outcome: Outcome;
 }

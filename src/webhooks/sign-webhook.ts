@@ -1,4 +1,18 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+
+/** The key object of each secret, made once (bounded: the oldest goes past KEYS_KEPT). */
+const keys = new Map<string, KeyObject>();
+const KEYS_KEPT = 1024;
+
+function keyOf(secret: string): KeyObject {
+  let k = keys.get(secret);
+  if (!k) {
+    k = createSecretKey(Buffer.from(secret.replace(/^whsec_/, ''), 'base64'));
+    if (keys.size >= KEYS_KEPT) keys.delete(keys.keys().next().value as string);
+    keys.set(secret, k);
+  }
+  return k;
+}
 
 /**
  * Standard Webhooks signature (https://www.standardwebhooks.com): HMAC-SHA256 over
@@ -8,10 +22,8 @@ import { createHmac } from 'node:crypto';
  * package is the independent check our tests verify against, so it must not also do the signing.
  */
 export function signatureHeader(secrets: string[], id: string, timestamp: number, body: string): string {
+  const content = `${id}.${timestamp}.${body}`;
   return secrets
-    .map((secret) => {
-      const key = Buffer.from(secret.replace(/^whsec_/, ''), 'base64');
-      return `v1,${createHmac('sha256', key).update(`${id}.${timestamp}.${body}`).digest('base64')}`;
-    })
+    .map((secret) => `v1,${createHmac('sha256', keyOf(secret)).update(content).digest('base64')}`)
     .join(' ');
 }

@@ -29,6 +29,12 @@ function embeddedIPv4(a: ipaddr.IPv6): ipaddr.IPv4 | undefined {
   return undefined;
 }
 
+/** An address the SSRF guard checked: the connection goes there, whatever the name resolves to now. */
+export interface PinnedAddress {
+  address: string;
+  family: 4 | 6;
+}
+
 export class UrlGuard {
   private readonly allowed: [Addr, number][];
 
@@ -65,7 +71,7 @@ export class UrlGuard {
    * Resolves the URL's host once; every address must be allowed. The address returned is the one to
    * connect to (pinned in the HTTP client's lookup), so a second resolution cannot differ.
    */
-  async resolve(url: string): Promise<{ address: string; family: 4 | 6 } | { refused: string }> {
+  async resolve(url: string): Promise<PinnedAddress | { refused: string }> {
     let host: string;
     try {
       host = new URL(url).hostname.replace(/^\[|\]$/g, '');

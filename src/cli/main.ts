@@ -125,7 +125,10 @@ program
   .option('--host <addr>', 'listen address (or TENANTRY_HOST; default 127.0.0.1)')
   .option('--data-dir <dir>', 'data folder (or TENANTRY_DATA_DIR; default ./.tenantry)')
   .option('--role <role>', 'api, controller or all (or TENANTRY_ROLE; default all)')
-  .option('--workers <n>', 'reconciles at once in this process (or TENANTRY_CONTROLLER_WORKERS; default 8)')
+  .option(
+    '--workers <n>',
+    'provider calls at once in this process (or TENANTRY_CONTROLLER_WORKERS; default 8)',
+  )
   .action(async (opts: ServeFlags) => {
     const config = loadConfig(opts);
     const logger = createLogger(config.logLevel, process.stdout.isTTY === true);

@@ -3,7 +3,16 @@ import { integerSetting } from './settings.js';
 
 /** The reconcile controller (src/controller). */
 export const ControllerConfigSchema = Type.Object({
-  workers: Type.Integer({ minimum: 1, description: 'Reconciles this process runs at once.' }),
+  workers: Type.Integer({
+    minimum: 1,
+    description: 'Provider calls (and other jobs) this process runs at once.',
+  }),
+  batchSize: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      description: 'Reconcile jobs claimed in one statement, whose statuses are written in one transaction.',
+    }),
+  ),
   leaseMs: Type.Integer({
     minimum: 1,
     description: 'How long a claimed job stays leased without a heartbeat before another worker may take it.',
@@ -29,6 +38,7 @@ export type ControllerConfig = Static<typeof ControllerConfigSchema>;
 export function parseControllerConfig(env: NodeJS.ProcessEnv, workers?: string | number): ControllerConfig {
   return {
     workers: integerSetting('TENANTRY_CONTROLLER_WORKERS', workers ?? env.TENANTRY_CONTROLLER_WORKERS, 8),
+    batchSize: integerSetting('TENANTRY_CONTROLLER_BATCH', env.TENANTRY_CONTROLLER_BATCH, 256),
     leaseMs: integerSetting('TENANTRY_LEASE_MS', env.TENANTRY_LEASE_MS, 30_000),
     backoffBaseMs: integerSetting('TENANTRY_BACKOFF_BASE_MS', env.TENANTRY_BACKOFF_BASE_MS, 1_000),
     backoffCapMs: integerSetting('TENANTRY_BACKOFF_CAP_MS', env.TENANTRY_BACKOFF_CAP_MS, 5 * 60_000),

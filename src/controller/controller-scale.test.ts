@@ -87,7 +87,8 @@ describe('horizontal scale', () => {
       controllers.push(
         await startController(t, {
           dataDir,
-          controller: { workers: 4, leaseMs: 2_000 },
+          // Batches of 8: the 126 objects are claimed by all three, not by the first in one batch.
+          controller: { workers: 4, leaseMs: 2_000, batchSize: 8 },
           providers: (p) => {
             const slot = p['blob-container'];
             if (!('provider' in slot)) throw new Error('no blob provider');

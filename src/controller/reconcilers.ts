@@ -1,6 +1,5 @@
 import { SpanKind } from '@opentelemetry/api';
 import { sql } from 'kysely';
-import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { inSpan } from '../observability/tracing.js';
@@ -11,7 +10,7 @@ import {
   type ResourceProvider,
   type ResourceType,
 } from '../providers/provider.js';
-import { definitionOf, type Kind, type Specs } from '../registry/kinds/index.js';
+import { definitionOf, type Kind, type Specs, TABLES } from '../registry/kinds/index.js';
 import { DEFAULT_PARTITIONS } from '../registry/kinds/integration-resource.js';
 import type { ReconcilerName } from '../registry/kinds/kind.js';
 import { findById, type ObjectRow } from '../registry/object.repository.js';
@@ -21,14 +20,22 @@ import { NO_RUNTIME, type ProviderSet, slotFor } from './providers.js';
 import { enqueueJob } from './queue/enqueue-job.js';
 import type { ReconcileJob } from './queue/job.js';
 import type { Finish } from './queue/job-types.js';
-import { pokeParents } from './queue/poke-parents.js';
-import { type ObservedStatus, recordStatusEvent, type StatusTarget, writeStatus } from './status.js';
+import { type Settled, type Settlement, settleAll, suspendedSql, target } from './settle.js';
+import { type ObservedStatus, recordStatusEvent } from './status.js';
 
 export interface ReconcileEnv {
   db: Db;
   providers: ProviderSet;
   /** A fresh system context per reconcile (request and correlation ids). */
   context: () => RequestContext;
+  /**
+   * Where status is written when the reconcile is one of a claimed batch (src/controller/settle-batch.ts):
+   * with the batch's other settlements in one transaction, ending the job there when `complete`.
+   * Absent: in a transaction of its own.
+   */
+  settler?: (s: Settlement, complete: boolean) => Promise<Settled>;
+  /** Bounds the provider calls running at once (the controller's `workers`); absent: unbounded. */
+  limit?: <T>(call: () => Promise<T>) => Promise<T>;
 }
 
 export interface ReconcileResult {
@@ -41,22 +48,14 @@ export interface ReconcileResult {
 /** Ends the job in the status write's own transaction: status and job release commit together. */
 export type { Finish };
 
-interface ChildRow {
+export interface ChildRow {
   slug: string;
   phase: string;
   conditions: Condition[];
   deleted_at: Date | null;
 }
 
-export const target = (kind: Kind, row: ObjectRow): StatusTarget => ({
-  kind,
-  id: row.id,
-  slug: row.slug,
-  tenantId: kind === 'Tenant' ? row.id : (row.tenant_id ?? null),
-  generation: row.generation,
-  phase: row.phase,
-  conditions: (row.conditions as Condition[]) ?? [],
-});
+export { target };
 
 const load = (db: Db, kind: Kind, id: string) =>
   asPlatform(db, (trx) => findById(trx, kind, id, { includeDeleted: true }));
@@ -70,25 +69,64 @@ export async function reconcile(
   env: ReconcileEnv,
   job: ReconcileJob,
   finish?: Finish,
+  /** What a batch read for it (loadForReconcile); absent: read here. */
+  preloaded?: { loaded: Loaded | undefined },
 ): Promise<ReconcileResult> {
-  const name = definitionOf(job.kind).reconciler;
-  // One read transaction: the row, and what its reconciler reads besides (a resource's facts, a
-  // parent's dependents), rather than one transaction each.
-  const loaded = await asPlatform(env.db, async (trx) => {
-    const row = await findById(trx, job.kind, job.objectId, { includeDeleted: true });
-    if (!row || row.phase === 'Deleted') return undefined;
-    return {
-      row,
-      resource: name === 'resource' ? await desiredResource(trx, row) : undefined,
-      children: name === 'parent' ? await childrenOf(trx, job.kind, row) : undefined,
-    };
-  });
+  const loaded = preloaded
+    ? preloaded.loaded
+    : (await asPlatform(env.db, (trx) => loadForReconcile(trx, [job]))).get(jobKey(job));
   if (!loaded) return { finalised: true, finished: false };
+  const name = definitionOf(job.kind).reconciler;
   const { row, resource, children } = loaded;
   if (resource) return reconcileResource(env, row, resource, finish);
   if (children) return reconcileParent(env, job.kind as 'Tenant' | 'Deployment', row, children, finish);
   return RECONCILERS[name](env, job.kind, row, finish);
 }
+
+/** What a reconcile reads before it acts: the row, a resource's desired state, a parent's dependents. */
+export interface Loaded {
+  row: ObjectRow;
+  resource?: Awaited<ReturnType<typeof desiredResource>>;
+  children?: ChildRow[];
+}
+
+export const jobKey = (job: { kind: string; objectId: string }): string =>
+  `${job.kind}/${job.objectId.toLowerCase()}`;
+
+/**
+ * Reads what the reconciles of `jobs` start from, set-based (a claimed batch in one transaction: one
+ * statement per kind for the rows, one for the resources' facts, one per parent kind for their
+ * dependents). A job whose object is gone or finalised maps to undefined.
+ */
+export async function loadForReconcile(
+  trx: Trx,
+  jobs: ReconcileJob[],
+): Promise<Map<string, Loaded | undefined>> {
+  const out = new Map<string, Loaded | undefined>();
+  const byKind = new Map<Kind, string[]>();
+  for (const j of jobs) byKind.set(j.kind, [...(byKind.get(j.kind) ?? []), j.objectId]);
+  for (const [kind, ids] of byKind) {
+    const rows = await findByIds(trx, kind, ids);
+    const name = definitionOf(kind).reconciler;
+    const live = rows.filter((r) => r.phase !== 'Deleted');
+    const facts =
+      name === 'resource' && live.length > 0 ? await desiredResources(trx, live) : new Map<string, never>();
+    const children = name === 'parent' && live.length > 0 ? await childrenOfMany(trx, kind, live) : undefined;
+    for (const row of live) {
+      const id = row.id.toLowerCase();
+      out.set(jobKey({ kind, objectId: id }), {
+        row,
+        ...(name === 'resource' ? { resource: facts.get(id) } : {}),
+        ...(children ? { children: children.get(id) ?? [] } : {}),
+      });
+    }
+  }
+  return out;
+}
+
+const findByIds = async (trx: Trx, kind: Kind, ids: string[]): Promise<ObjectRow[]> =>
+  (await sql<ObjectRow>`select * from ${sql.table(TABLES[kind])} where id = any(${ids}::uuid[])`.execute(trx))
+    .rows;
 
 /** The reconcilers a kind definition can name (`reconciler` in src/registry/kinds). */
 const RECONCILERS: Record<
@@ -102,7 +140,7 @@ const RECONCILERS: Record<
       env,
       kind as 'Tenant' | 'Deployment',
       row,
-      await asPlatform(env.db, (trx) => childrenOf(trx, kind, row)),
+      (await asPlatform(env.db, (trx) => childrenOfMany(trx, kind, [row]))).get(row.id.toLowerCase()) ?? [],
       finish,
     ),
   // Services, scaling policies and configuration versions (src/runtime): the compute target.
@@ -139,46 +177,38 @@ const deletedStatus = (what: string): ObservedStatus => ({
 });
 
 /**
- * Writes status; on a transition that matters records it and pokes the parents. Lock order: the
- * tenant write lock, the object's row, the tenant's audit chain head and event sequence, the
- * parents' jobs, the object's own job (src/changes/tenant-write-lock.ts). `guard`, under the tenant
- * write lock and before anything is written, may throw to abandon the write (e.g. the lifecycle the
- * provider call acted on has changed meanwhile).
+ * Writes status; on a transition that matters records it and pokes the parents (settle.ts's
+ * settleAll, of this one object, in a transaction of its own; or with the other settlements of its
+ * batch when the reconcile runs in one: `env.settler`). `finish` ends the job in the same transaction.
+ * `actedSuspended`: see Settlement; when the lifecycle moved, nothing is written and LifecycleMoved
+ * is thrown.
  */
 export async function settle(
-  env: Pick<ReconcileEnv, 'db' | 'context'>,
+  env: Pick<ReconcileEnv, 'db' | 'context' | 'settler'>,
   finish: Finish | undefined,
   kind: Kind,
   row: ObjectRow,
   status: ObservedStatus,
   extra?: (trx: Trx, ctx: RequestContext) => Promise<void>,
-  guard?: (trx: Trx) => Promise<void>,
+  actedSuspended?: boolean,
 ): Promise<ReconcileResult> {
-  const t = target(kind, row);
-  await asPlatform(env.db, async (trx) => {
-    // The tenant's write lock before the row, as every change of the tenant takes it (no deadlock).
-    await lockTenantWrites(trx, t.tenantId);
-    if (guard) await guard(trx);
-    const ctx = env.context();
-    const tr = await writeStatus(trx, t, status);
-    if (extra) await extra(trx, ctx);
-    const event = {
-      previousPhase: t.phase,
-      phase: status.phase,
-      reason: status.ready.reason,
-      message: status.ready.message,
-    };
-    if (tr.becameReady) await recordStatusEvent(trx, ctx, t, 'ready', event);
-    if (tr.becameFailed) await recordStatusEvent(trx, ctx, t, 'failed', event);
-    if (tr.changed && (kind === 'IntegrationResource' || kind === 'Deployment') && row.tenant_id)
-      await pokeParents(trx, {
-        tenantId: String(row.tenant_id),
-        deploymentId: kind === 'IntegrationResource' && row.deployment_id ? String(row.deployment_id) : null,
-        force: tr.becameFailed,
+  const s: Settlement = {
+    kind,
+    row,
+    status,
+    ...(extra ? { extra } : {}),
+    ...(actedSuspended !== undefined ? { actedSuspended } : {}),
+  };
+  const finalised = status.phase === 'Deleted';
+  const settled = env.settler
+    ? await env.settler(s, finish !== undefined)
+    : await asPlatform(env.db, async (trx) => {
+        const [r] = await settleAll(trx, [s], env.context);
+        if (!r!.moved && finish) await finish(trx, finalised);
+        return r!;
       });
-    if (finish) await finish(trx, status.phase === 'Deleted');
-  });
-  return { finalised: status.phase === 'Deleted', finished: finish !== undefined };
+  if (settled.moved) throw new LifecycleMoved();
+  return { finalised, finished: finish !== undefined };
 }
 
 /** Status after a failed attempt (the controller decides retry or final). */
@@ -214,8 +244,7 @@ export interface ResourceFacts {
 
 /** The SQL of ResourceFacts for `r` (an integration_resources row) joined to its tenant `t`. */
 export const resourceFactsSql = sql`t.slug as tenant_slug, t.region,
-  t.lifecycle in ('Suspended', 'Archived')
-    or exists (select from tenant_migrations m where m.tenant_id = t.id and m.writes_frozen) as suspended,
+  ${suspendedSql} as suspended,
   coalesce((select d.slug from deployments d where d.id = r.deployment_id), t.slug) as scope_slug,
   (select array_agg(c.slug order by c.slug) from deployments c
     where c.tenant_id = t.id and c.deleted_at is null
@@ -253,30 +282,51 @@ export async function desiredResource(
   trx: Trx,
   row: ObjectRow,
 ): Promise<{ desired: DesiredResource; region: string; agentManaged: boolean }> {
-  const r = await sql<ResourceFacts>`
-    select ${resourceFactsSql}
+  return (await desiredResources(trx, [row])).get(row.id.toLowerCase())!;
+}
+
+/** desiredResource of many resources in one statement, by lower-case id. */
+async function desiredResources(
+  trx: Trx,
+  rows: ObjectRow[],
+): Promise<Map<string, { desired: DesiredResource; region: string; agentManaged: boolean }>> {
+  const r = await sql<ResourceFacts & { id: string }>`
+    select r.id, ${resourceFactsSql}
     from integration_resources r join tenants t on t.id = r.tenant_id
-    where r.id = ${row.id}`.execute(trx);
-  const x = r.rows[0]!;
-  return { desired: toDesired(row, x), region: x.region, agentManaged: x.agent_managed };
+    where r.id = any(${rows.map((x) => x.id)}::uuid[])`.execute(trx);
+  const facts = new Map(r.rows.map((x) => [String(x.id).toLowerCase(), x]));
+  const out = new Map<string, { desired: DesiredResource; region: string; agentManaged: boolean }>();
+  for (const row of rows) {
+    const x = facts.get(row.id.toLowerCase());
+    if (x)
+      out.set(row.id.toLowerCase(), {
+        desired: toDesired(row, x),
+        region: x.region,
+        agentManaged: x.agent_managed,
+      });
+  }
+  return out;
 }
 
 /** One provider call in its own client span (`provider kafka ensure`), never with secrets. */
 function providerCall<Op extends 'observe' | 'ensure' | 'delete'>(
+  env: Pick<ReconcileEnv, 'limit'>,
   provider: ResourceProvider,
   op: Op,
   desired: DesiredResource,
 ): ReturnType<ResourceProvider[Op]> {
-  return inSpan(
-    `provider ${provider.name} ${op}`,
-    {
-      'tenantry.resource_type': desired.type,
-      'tenantry.object_id': desired.id,
-      'tenantry.tenant_id': desired.tenantId,
-    },
-    () => provider[op](desired) as Promise<never>,
-    SpanKind.CLIENT,
-  ) as ReturnType<ResourceProvider[Op]>;
+  const call = () =>
+    inSpan(
+      `provider ${provider.name} ${op}`,
+      {
+        'tenantry.resource_type': desired.type,
+        'tenantry.object_id': desired.id,
+        'tenantry.tenant_id': desired.tenantId,
+      },
+      () => provider[op](desired) as Promise<never>,
+      SpanKind.CLIENT,
+    );
+  return (env.limit ? env.limit(call) : call()) as ReturnType<ResourceProvider[Op]>;
 }
 
 const summary = (o: ObservedResource): string =>
@@ -297,7 +347,7 @@ const retained = (db: Db, tenantId: string) =>
 
 /** The lifecycle a provider call acted on changed before its status was written: act again. */
 class LifecycleMoved extends Error {
-  constructor(readonly desired: DesiredResource) {
+  constructor() {
     super('the tenant lifecycle changed during the provider call');
   }
 }
@@ -323,16 +373,16 @@ async function reconcileResource(
           message: "Deleted; kept under the tenant's retention until it is purged.",
         },
       });
-    if ('provider' in slot) await providerCall(slot.provider, 'delete', desired);
+    if ('provider' in slot) await providerCall(env, slot.provider, 'delete', desired);
     const what = 'provider' in slot ? `removed from ${slot.provider.name}` : 'no provider was configured';
     return settle(env, finish, 'IntegrationResource', row, deletedStatus(what));
   }
   if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
   const provider = slot.provider;
-  const before = await providerCall(provider, 'observe', desired);
+  const before = await providerCall(env, provider, 'observe', desired);
   let after = before;
   let current = desired;
-  if (!before.exists || before.drift.length > 0) after = await providerCall(provider, 'ensure', current);
+  if (!before.exists || before.drift.length > 0) after = await providerCall(env, provider, 'ensure', current);
   const wasProvisioned = row.phase === 'Ready';
   const drifted = wasProvisioned && (!before.exists || before.drift.length > 0);
   // A suspension or resume commits the tenant's lifecycle and then revokes or restores access in its
@@ -349,14 +399,6 @@ async function reconcileResource(
         true,
       );
     }
-    const acted = current;
-    const guard =
-      round < 2
-        ? async (trx: Trx) => {
-            const again = (await desiredResource(trx, row)).desired;
-            if (Boolean(again.suspended) !== Boolean(acted.suspended)) throw new LifecycleMoved(again);
-          }
-        : undefined;
     try {
       return await settle(
         env,
@@ -377,29 +419,40 @@ async function reconcileResource(
                 drift: before.exists ? before.drift : ['the resource was missing'],
               })
           : undefined,
-        guard,
+        round < 2 ? Boolean(current.suspended) : undefined,
       );
     } catch (err) {
       if (!(err instanceof LifecycleMoved)) throw err;
-      current = err.desired;
-      after = await providerCall(provider, 'ensure', current);
+      current = (await asPlatform(env.db, (trx) => desiredResource(trx, row))).desired;
+      after = await providerCall(env, provider, 'ensure', current);
     }
   }
 }
 
-/** A parent's dependents: a deployment's resources; a tenant's resources and deployments. */
-async function childrenOf(trx: Trx, kind: Kind, row: ObjectRow): Promise<ChildRow[]> {
-  // Both tables' keys lead with tenant_id, so the tenant narrows every lookup to one tenant's rows.
-  const tenantId = kind === 'Tenant' ? row.id : String(row.tenant_id);
-  const r = await sql<ChildRow>`
-    select slug, phase, conditions, deleted_at from integration_resources
-    where tenant_id = ${tenantId} ${kind === 'Deployment' ? sql`and deployment_id = ${row.id}` : sql``}
-    ${
-      kind === 'Tenant'
-        ? sql`union all select slug, phase, conditions, deleted_at from deployments where tenant_id = ${tenantId}`
-        : sql``
-    }`.execute(trx);
-  return r.rows;
+/**
+ * Parents' dependents, by the parent's lower-case id: a deployment's resources; a tenant's resources
+ * and deployments. Both tables' keys lead with tenant_id, so the tenant narrows every lookup.
+ */
+async function childrenOfMany(trx: Trx, kind: Kind, rows: ObjectRow[]): Promise<Map<string, ChildRow[]>> {
+  const cols = sql`slug, phase, conditions, deleted_at`;
+  const r =
+    kind === 'Tenant'
+      ? await sql<ChildRow & { parent: string }>`
+          select tenant_id as parent, ${cols} from integration_resources where tenant_id = any(${rows.map((x) => x.id)}::uuid[])
+          union all
+          select tenant_id, ${cols} from deployments where tenant_id = any(${rows.map((x) => x.id)}::uuid[])`.execute(
+          trx,
+        )
+      : await sql<ChildRow & { parent: string }>`
+          select r.deployment_id as parent, ${sql.raw('r.slug, r.phase, r.conditions, r.deleted_at')}
+          from unnest(${rows.map((x) => String(x.tenant_id))}::uuid[], ${rows.map((x) => x.id)}::uuid[]) as p(tenant_id, id)
+          join integration_resources r on r.tenant_id = p.tenant_id and r.deployment_id = p.id`.execute(trx);
+  const out = new Map<string, ChildRow[]>();
+  for (const { parent, ...c } of r.rows) {
+    const key = String(parent).toLowerCase();
+    out.set(key, [...(out.get(key) ?? []), c]);
+  }
+  return out;
 }
 
 /** Deployments and tenants: Ready when their own state is realised and all their resources are. */

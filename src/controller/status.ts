@@ -1,9 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
-import { appendEventSql } from '../events/append-event.js';
-import { EVENT_NAMES, type EventName, type Kind, TABLES } from '../registry/kinds/index.js';
+import { cloudEventType, EVENT_NAMES, type EventName, type Kind, TABLES } from '../registry/kinds/index.js';
 import type { Condition } from '../registry/representation.js';
 
 /** Phases the controller writes. `Terminating` is set by the registry when an object is deleted. */
@@ -55,36 +55,64 @@ export function mergeReady(existing: Condition[], next: ObservedStatus['ready'],
 }
 
 /**
- * Writes an object's observed status: phase, observedGeneration, conditions. Never bumps the
- * generation and never goes through the desired-state change path (status is not desired state).
+ * Writes objects' observed status: phase, observedGeneration, conditions — one statement per table
+ * for any number of objects (a settled batch). Never bumps the generation and never goes through the
+ * desired-state change path (status is not desired state). The transitions are in `items`' order.
  *
- * Concurrency contract: conditional on `generation` still being the one reconciled — if the
- * desired state moved on meanwhile, nothing is written (that change enqueued the object again).
+ * Concurrency contract: each row is written only if its `generation` is still the one reconciled —
+ * if the desired state moved on meanwhile, nothing is written for it (that change enqueued the
+ * object again).
  */
+export async function writeStatuses(
+  trx: Trx,
+  items: { target: StatusTarget; status: ObservedStatus }[],
+  now = new Date(),
+): Promise<StatusTransition[]> {
+  const written = new Set<string>();
+  const byTable = new Map<string, typeof items>();
+  for (const it of items) {
+    const table = TABLES[it.target.kind];
+    byTable.set(table, [...(byTable.get(table) ?? []), it]);
+  }
+  for (const [table, group] of byTable) {
+    const rows = group.map(({ target, status }) => ({
+      id: target.id,
+      generation: target.generation,
+      phase: status.phase,
+      ready: mergeReady(target.conditions, status.ready, now)[0],
+    }));
+    // The other conditions are the row's own as they are now (a cell's AgentConnected is written by
+    // src/agent meanwhile), not the ones read before the provider call.
+    const r = await sql<{ id: string }>`
+      update ${sql.table(table)} t
+      set phase = v.phase, observed_generation = v.generation,
+          conditions = jsonb_build_array(v.ready) || coalesce(
+            (select jsonb_agg(c) from jsonb_array_elements(t.conditions) c where c->>'type' <> 'Ready'), '[]'::jsonb)
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, generation bigint, phase text, ready jsonb)
+      where t.id = v.id and t.generation = v.generation
+      returning t.id`.execute(trx);
+    for (const row of r.rows) written.add(String(row.id).toLowerCase());
+  }
+  return items.map(({ target, status }) => {
+    const w = written.has(target.id.toLowerCase());
+    const prevReady = target.conditions.find((c) => c.type === 'Ready')?.status;
+    return {
+      written: w,
+      changed: w && (prevReady !== status.ready.status || target.phase !== status.phase),
+      becameReady: w && status.phase === 'Ready' && target.phase !== 'Ready',
+      becameFailed: w && status.phase === 'Failed' && target.phase !== 'Failed',
+    };
+  });
+}
+
+/** Writes one object's observed status (writeStatuses of one). */
 export async function writeStatus(
   trx: Trx,
   target: StatusTarget,
   status: ObservedStatus,
   now = new Date(),
 ): Promise<StatusTransition> {
-  const [ready] = mergeReady(target.conditions, status.ready, now);
-  // The other conditions are the row's own as they are now (a cell's AgentConnected is written by
-  // src/agent meanwhile), not the ones read before the provider call.
-  const r = await sql`
-    update ${sql.table(TABLES[target.kind])}
-    set phase = ${status.phase}, observed_generation = ${target.generation},
-        conditions = jsonb_build_array(${JSON.stringify(ready)}::jsonb) || coalesce(
-          (select jsonb_agg(c) from jsonb_array_elements(conditions) c where c->>'type' <> 'Ready'), '[]'::jsonb)
-    where id = ${target.id} and generation = ${target.generation}`.execute(trx);
-  const written = Number(r.numAffectedRows ?? 0) > 0;
-  const prevReady = target.conditions.find((c) => c.type === 'Ready')?.status;
-  const changed = written && (prevReady !== status.ready.status || target.phase !== status.phase);
-  return {
-    written,
-    changed,
-    becameReady: written && status.phase === 'Ready' && target.phase !== 'Ready',
-    becameFailed: written && status.phase === 'Failed' && target.phase !== 'Failed',
-  };
+  return (await writeStatuses(trx, [{ target, status }], now))[0]!;
 }
 
 /** What a status event says (the published StatusData shape of docs/events/*.ready|failed|drifted.v1). */
@@ -96,48 +124,84 @@ export interface StatusEventData {
   drift?: string[];
 }
 
+/** One status event to record: the transition of `target`, in the context of its reconcile. */
+export interface StatusEvent {
+  ctx: RequestContext;
+  target: Pick<StatusTarget, 'kind' | 'id' | 'slug' | 'tenantId' | 'generation'>;
+  what: 'ready' | 'failed' | 'drifted';
+  event: StatusEventData;
+}
+
 /**
- * A status transition that matters (ready, failed, drifted) as an audit record and an event (numbered
- * in the tenant's sequence at commit), by the system actor, in the status write's transaction.
+ * Status transitions that matter (ready, failed, drifted) as audit records and events, by the system
+ * actor, in the status write's transaction — any number in one statement (a settled batch).
+ *
+ * The events are inserted as src/events/append-event.ts's appendEventSql inserts one, for many at
+ * once: unnumbered, numbered in their tenant's sequence at commit (migration 0045), in `events`'
+ * order. The audit records are
+ * prepareAuditAppend's unsequenced inserts, as data-modifying CTEs of the same statement.
  */
-export async function recordStatusEvent(
+export async function recordStatusEvents(trx: Trx, events: StatusEvent[]): Promise<void> {
+  const audits: ReturnType<typeof prepareAuditAppend>[] = [];
+  const rows: unknown[] = [];
+  for (const { ctx, target, what, event: e } of events) {
+    const name = `${target.kind.toLowerCase()}.${what}`;
+    if (!(EVENT_NAMES as readonly string[]).includes(name)) continue;
+    const data = {
+      kind: target.kind,
+      uuid: target.id,
+      slug: target.slug,
+      observedGeneration: target.generation,
+      previous: { phase: e.previousPhase },
+      current: { phase: e.phase },
+      reason: e.reason,
+      message: e.message,
+      ...(e.drift ? { drift: e.drift } : {}),
+    };
+    audits.push(
+      prepareAuditAppend(
+        auditEntryOf(ctx, {
+          tenantId: target.tenantId,
+          action: name,
+          target: { kind: target.kind, id: target.id, slug: target.slug },
+          after: data,
+          outcome: what === 'failed' ? 'failure' : 'success',
+          decision: null,
+        }),
+      ),
+    );
+    rows.push({
+      ord: rows.length,
+      id: randomUUID(),
+      tenant_id: target.tenantId,
+      type: cloudEventType(name as EventName),
+      subject: `${target.kind.toLowerCase()}s/${target.id}`,
+      data,
+      correlation_id: ctx.correlationId,
+    });
+  }
+  if (rows.length === 0) return;
+  const auditCtes = audits.map((a, i) => sql`${sql.id(`audit_${i}`)} as (${a.insert}),`);
+  await sql`
+    with ${sql.join(auditCtes, sql` `)}
+    ev as (
+      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, traceparent)
+      select x.id, x.tenant_id, x.type, x.subject, x.data, x.correlation_id, null
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
+        as x(ord int, id uuid, tenant_id uuid, type text, subject text, data jsonb, correlation_id text)
+      order by x.ord
+      returning id
+    )
+    select count(*) from ev`.execute(trx);
+}
+
+/** One status transition that matters as an audit record and an event (recordStatusEvents of one). */
+export function recordStatusEvent(
   trx: Trx,
   ctx: RequestContext,
   target: Pick<StatusTarget, 'kind' | 'id' | 'slug' | 'tenantId' | 'generation'>,
   what: 'ready' | 'failed' | 'drifted',
   e: StatusEventData,
 ): Promise<void> {
-  const name = `${target.kind.toLowerCase()}.${what}`;
-  if (!(EVENT_NAMES as readonly string[]).includes(name)) return;
-  const data = {
-    kind: target.kind,
-    uuid: target.id,
-    slug: target.slug,
-    observedGeneration: target.generation,
-    previous: { phase: e.previousPhase },
-    current: { phase: e.phase },
-    reason: e.reason,
-    message: e.message,
-    ...(e.drift ? { drift: e.drift } : {}),
-  };
-  const audit = prepareAuditAppend(
-    auditEntryOf(ctx, {
-      tenantId: target.tenantId,
-      action: name,
-      target: { kind: target.kind, id: target.id, slug: target.slug },
-      after: data,
-      outcome: what === 'failed' ? 'failure' : 'success',
-      decision: null,
-    }),
-  );
-  await sql`
-    with audit as (${audit.insert}),
-    ${appendEventSql({
-      tenantId: target.tenantId,
-      name: name as EventName,
-      subject: `${target.kind.toLowerCase()}s/${target.id}`,
-      data,
-      correlationId: ctx.correlationId,
-    })}
-    select id from event_done`.execute(trx);
+  return recordStatusEvents(trx, [{ ctx, target, what, event: e }]);
 }

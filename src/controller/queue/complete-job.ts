@@ -2,29 +2,59 @@ import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
 import type { QueuedJob } from './job.js';
 
+/** One successful reconcile to end: the job as claimed (its `ticket`) and whether its object is finalised. */
+export interface Completion {
+  job: QueuedJob;
+  finalised: boolean;
+}
+
 /**
- * Ends a successful reconcile. If the object was enqueued again while it was being worked on
- * (`ticket` moved), the job stays due now; otherwise it comes back at the next resync (with ±10%
- * spread so that resyncs do not bunch up). A finalised tombstone's job is removed.
+ * Ends successful reconciles, any number in one statement. If an object was enqueued again while it
+ * was being worked on (`ticket` moved), its job stays due now; otherwise it comes back at the next
+ * resync (with ±10% spread so that resyncs do not bunch up). A finalised tombstone's job is removed.
  *
  * Concurrency contract: fenced on `locked_by` (a worker whose lease was taken over changes
- * nothing) and compared on `ticket` (an enqueue that raced with the work is never lost).
+ * nothing for that job) and compared on `ticket` (an enqueue that raced with the work is never
+ * lost), per row. The delete and the update see the same snapshot; the update skips the rows the
+ * delete took, so no row is written twice.
  */
-export async function completeJob(
+export async function completeJobs(
+  trx: Trx,
+  done: Completion[],
+  input: { workerId: string; resyncMs: number },
+): Promise<void> {
+  if (done.length === 0) return;
+  const kinds = done.map((d) => d.job.kind);
+  const ids = done.map((d) => d.job.objectId);
+  const tickets = done.map((d) => d.job.ticket);
+  const finalised = done.map((d) => d.finalised);
+  await sql`
+    with v as (
+      select * from unnest(${kinds}::text[], ${ids}::uuid[], ${tickets}::bigint[], ${finalised}::boolean[])
+        as v(kind, id, ticket, finalised)
+    ), gone as (
+      delete from reconcile_jobs j using v
+      where j.object_kind = v.kind and j.object_id = v.id and j.locked_by = ${input.workerId}
+        and v.finalised and j.ticket = v.ticket
+      returning j.object_kind, j.object_id
+    )
+    update reconcile_jobs j
+    set locked_by = null, locked_until = null, attempts = 0, last_error = null, updated_at = now(),
+        run_after = case when j.ticket = v.ticket
+          then now() + make_interval(secs => ${input.resyncMs / 1000} * (0.9 + 0.2 * random()))
+          else now() end
+    from v
+    where j.object_kind = v.kind and j.object_id = v.id and j.locked_by = ${input.workerId}
+      and not exists (select from gone g where g.object_kind = j.object_kind and g.object_id = j.object_id)`.execute(
+    trx,
+  );
+}
+
+/** Ends one successful reconcile (completeJobs of one). */
+export function completeJob(
   trx: Trx,
   job: QueuedJob,
   input: { workerId: string; resyncMs: number; finalised: boolean },
 ): Promise<void> {
-  const key = sql`object_kind = ${job.kind} and object_id = ${job.objectId} and locked_by = ${input.workerId}`;
-  if (input.finalised) {
-    const r = await sql`delete from reconcile_jobs where ${key} and ticket = ${job.ticket}`.execute(trx);
-    if (Number(r.numAffectedRows ?? 0) > 0) return;
-  }
-  await sql`
-    update reconcile_jobs
-    set locked_by = null, locked_until = null, attempts = 0, last_error = null, updated_at = now(),
-        run_after = case when ticket = ${job.ticket}
-          then now() + make_interval(secs => ${input.resyncMs / 1000} * (0.9 + 0.2 * random()))
-          else now() end
-    where ${key}`.execute(trx);
+  return completeJobs(trx, [{ job, finalised: input.finalised }], input);
 }

@@ -1,6 +1,14 @@
 import { sql } from 'kysely';
 import type { Trx } from '../../db/database.js';
 
+export interface ChildTransition {
+  tenantId: string;
+  /** The resource's deployment; null for a deployment (its parent is the tenant) or a tenant's own resource. */
+  deploymentId: string | null;
+  /** The child failed: its parents are made due whatever their state. */
+  force: boolean;
+}
+
 /**
  * After a child's status transition (a resource's or a deployment's), makes its parents' jobs due
  * now (the resource's deployment, and the tenant) — unless the parent could not change its mind yet:
@@ -16,34 +24,59 @@ import type { Trx } from '../../db/database.js';
  * before this one, and the ones after see this one: the last of several children settling at once
  * is the one that finds none waiting, so no parent is left waiting. The enqueue itself is
  * enqueue-job.ts's upsert (a lease held on the parent is kept; its holder sees the `ticket` move).
+ * A batch of children settled in one transaction (src/controller/settle-batch.ts) holds the write
+ * locks of all their tenants, so the same reasoning holds for each parent.
  */
-export async function pokeParents(
-  trx: Trx,
-  input: { tenantId: string; deploymentId: string | null; force: boolean },
-): Promise<void> {
+export async function pokeParentsOf(trx: Trx, children: ChildTransition[]): Promise<void> {
+  // One row per parent (an upsert may not touch a row twice), forced if any child forces it.
+  const deployments = new Map<string, { tenantId: string; id: string; force: boolean }>();
+  const tenants = new Map<string, boolean>();
+  for (const c of children) {
+    tenants.set(c.tenantId, (tenants.get(c.tenantId) ?? false) || c.force);
+    if (!c.deploymentId) continue;
+    const d = deployments.get(c.deploymentId);
+    deployments.set(c.deploymentId, {
+      tenantId: c.tenantId,
+      id: c.deploymentId,
+      force: (d?.force ?? false) || c.force,
+    });
+  }
+  if (tenants.size === 0) return;
+  const ds = [...deployments.values()];
   const waiting = (phase: string) => sql`(${sql.ref(phase)} in ('Pending', 'Provisioning'))`;
   await sql`
     insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
     select p.kind, p.id, p.tenant_id, 0 from (
-      select 'Deployment' as kind, d.id, d.tenant_id,
+      select 'Deployment' as kind, d.id, d.tenant_id, v.force,
         d.deleted_at is null and ${waiting('d.phase')} and exists (
           select 1 from integration_resources r
           where r.tenant_id = d.tenant_id and r.deployment_id = d.id and r.deleted_at is null and r.phase <> 'Ready'
         ) as unchanged
-      from deployments d where d.tenant_id = ${input.tenantId} and d.id = ${input.deploymentId}
+      from unnest(${ds.map((d) => d.tenantId)}::uuid[], ${ds.map((d) => d.id)}::uuid[], ${ds.map((d) => d.force)}::boolean[])
+        as v(tenant_id, id, force)
+      join deployments d on d.tenant_id = v.tenant_id and d.id = v.id
       union all
-      select 'Tenant', t.id, t.id,
+      select 'Tenant', t.id, t.id, v.force,
         t.deleted_at is null and t.lifecycle = 'Active' and ${waiting('t.phase')} and (
           exists (select 1 from deployments c
                   where c.tenant_id = t.id and c.deleted_at is null and c.phase <> 'Ready')
           or exists (select 1 from integration_resources c
                      where c.tenant_id = t.id and c.deleted_at is null and c.phase <> 'Ready'))
-      from tenants t where t.id = ${input.tenantId}
+      from unnest(${[...tenants.keys()]}::uuid[], ${[...tenants.values()]}::boolean[]) as v(id, force)
+      join tenants t on t.id = v.id
     ) p
-    where ${input.force} or not p.unchanged
+    where p.force or not p.unchanged
     on conflict (object_kind, object_id) do update
       set generation = greatest(reconcile_jobs.generation, excluded.generation),
           run_after = now(), attempts = 0, updated_at = now(), ticket = reconcile_jobs.ticket + 1`.execute(
     trx,
   );
+}
+
+/** After one child's status transition: pokeParentsOf of one. */
+export function pokeParents(
+  trx: Trx,
+  input: { tenantId: string; deploymentId: string | null; force: boolean },
+): Promise<void> {
+  return pokeParentsOf(trx, [input]);
 }

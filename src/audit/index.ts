@@ -52,4 +52,5 @@ export {
   parseWitnessEndpoint,
   type WitnessEndpoint,
   type WitnessOutcome,
+  WitnessSubmitter,
 } from './witness-cosigning.js';

@@ -8,7 +8,9 @@ export {
   type AuditAttempt,
   type AuditEntry,
   appendAudit,
+  appendAudits,
   prepareAuditAppend,
+  prepareAuditAppends,
   recordAuditAttempt,
 } from './append-audit.js';
 export {

@@ -30,7 +30,7 @@ import * as m0036 from './0036-scoped-read.js';
 import * as m0038 from './0038-console-sign-in-codes.js';
 import * as m0039 from './0039-region-migrations.js';
 import * as m0043 from './0043-cell-agent-commands.js';
-import * as m0044 from './0044-audit-policy-initplan.js';
+import * as m0044 from './0044-audit-hot-paths.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -67,7 +67,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0038-console-sign-in-codes': m0038,
   '0039-region-migrations': m0039,
   '0043-cell-agent-commands': m0043,
-  '0044-audit-policy-initplan': m0044,
+  '0044-audit-hot-paths': m0044,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

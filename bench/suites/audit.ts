@@ -11,7 +11,8 @@
  *      - appendAudits, PER_TX records per transaction in one statement (as a change writing many),
  *        against raw PER_TX-row INSERTs of the same documents in one statement; both in records/s.
  *      Then 8 writers all on one tenant's chain against 8 writers on 8 tenants (appends must not
- *      serialise per chain), and the sequencer's integration delay (write to sequenced) p99.
+ *      serialise per chain), and the sequencer's integration delay (write to sequenced) p99 under
+ *      each load.
  *  (b) Verify: BENCH_AUDIT_RECORDS (default 1,000,000) records in 200 valid chains, built here
  *      (hashes computed as sealAuditRecord does) and bulk-loaded, then verifyAudit recomputes every
  *      hash, link, seq, head and checkpoint signature (its worker threads, one per core, each

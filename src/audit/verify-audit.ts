@@ -51,6 +51,10 @@ export function parseChainFilter(tenant: string | undefined): string | undefined
  * (so deleting the newest records is detected); that retention only removed checkpointed segments;
  * and that the stored chain heads match the last records. Entries the sequencer has not integrated
  * yet are counted, not verified (they have no position or hash yet). Reads as the platform.
+ *
+ * Over a large log (PARALLEL_FROM records) the records are read, parsed and hashed by worker
+ * threads, one per core, each COPYing a range of chains on its own connection in this
+ * transaction's exported snapshot; this thread links what they hand over (AuditVerifier.addLink).
  */
 export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<AuditVerification> {
   const chain = parseChainFilter(opts.tenant);

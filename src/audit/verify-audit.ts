@@ -135,7 +135,7 @@ function chainParts(
   heads: readonly { chain: string; seq: number }[],
   workers: number | undefined,
 ): ChainRange[] {
-  const total = heads.reduce((n, h) => n + h.seq, 0);
+  const total = heads.reduce((n, h) => n + Number(h.seq), 0);
   const count = workers ?? (total >= PARALLEL_FROM ? availableParallelism() : 0);
   if (count <= 1 || heads.length < 2) return count >= 1 ? [{}] : [];
   const bounds: string[] = [];
@@ -143,7 +143,7 @@ function chainParts(
   for (const [i, h] of heads.entries()) {
     if (i > 0 && seen >= (total * (bounds.length + 1)) / count && bounds.length < count - 1)
       bounds.push(h.chain);
-    seen += h.seq;
+    seen += Number(h.seq);
   }
   return [undefined, ...bounds].map((from, i) => ({
     ...(from !== undefined ? { from } : {}),

@@ -169,7 +169,13 @@ export async function compose(o: ComposeOptions): Promise<Services> {
   const requestLog = new RequestLog(db, logger, { retentionDays: config.requestLogRetentionDays });
   if (o.api === false)
     return { registry, audit, requestLog, metrics, security: undefined, server: undefined };
-  const security = await createSecurity(config, db, { ...(o.issuer ? { issuer: o.issuer } : {}), metrics });
+  // The identity cache needs NOTIFY: the process's LISTEN connection, or the event log's.
+  const notifier = o.notifier ?? o.events?.notifier;
+  const security = await createSecurity(config, db, {
+    ...(o.issuer ? { issuer: o.issuer } : {}),
+    metrics,
+    ...(notifier ? { notifier } : {}),
+  });
   const server = await buildServer({
     config,
     db,

@@ -3,6 +3,7 @@ import { stringify } from 'yaml';
 import type { TenantryClient } from './client.js';
 import { readManifests } from './manifests.js';
 import { type OutputFormat, table } from './output.js';
+import { allPages } from './pages.js';
 
 interface Deps {
   client: () => TenantryClient;
@@ -259,31 +260,39 @@ export function registerReleaseCommands(program: Command, deps: Deps): void {
     .description('promotions, newest first')
     .option('--system <system>', 'system slug')
     .option('--state <state>', 'AwaitingApproval | Running | Succeeded | Failed | Cancelled')
-    .option('--limit <n>', 'at most this many', '50')
-    .action(async (opts: { system?: string; state?: string; limit: string }) => {
-      await deps.run(async () => {
-        const q = new URLSearchParams({ limit: opts.limit });
-        if (opts.system) q.set('system', opts.system);
-        if (opts.state) q.set('state', opts.state);
-        const { body } = await deps
-          .client()
-          .request<{ items: PromotionView[] }>('GET', `/v1/promotions?${q}`);
-        emit(body, deps.output(), () =>
-          table([
-            ['ID', 'RELEASE', 'STAGE', 'MODE', 'STATE', 'APPROVALS', 'CREATED'],
-            ...body.items.map((p) => [
-              p.id,
-              `${p.system}@${p.version}`,
-              p.stage,
-              p.mode,
-              p.state,
-              `${p.approvals.length}/${p.requiredApprovals}`,
-              p.createdAt,
+    .option('--limit <n>', 'promotions per page (1-500)', '50')
+    .option('--cursor <id>', 'continue after this page (the nextCursor a page printed)')
+    .option('--all', 'follow every page')
+    .action(
+      async (opts: { system?: string; state?: string; limit: string; cursor?: string; all?: boolean }) => {
+        await deps.run(async () => {
+          const body = await allPages<PromotionView>((cursor) => {
+            const q = new URLSearchParams({ limit: opts.limit });
+            if (opts.system) q.set('system', opts.system);
+            if (opts.state) q.set('state', opts.state);
+            if (cursor) q.set('cursor', cursor);
+            return deps.client().request('GET', `/v1/promotions?${q}`);
+          }, opts);
+          emit(body, deps.output(), () =>
+            table([
+              ['ID', 'RELEASE', 'STAGE', 'MODE', 'STATE', 'APPROVALS', 'CREATED'],
+              ...body.items.map((p) => [
+                p.id,
+                `${p.system}@${p.version}`,
+                p.stage,
+                p.mode,
+                p.state,
+                `${p.approvals.length}/${p.requiredApprovals}`,
+                p.createdAt,
+              ]),
             ]),
-          ]),
-        );
-      });
-    });
+          );
+          const format = deps.output();
+          if (format !== 'json' && format !== 'yaml' && body.nextCursor)
+            console.error(`more: --cursor ${body.nextCursor} (or --all)`);
+        });
+      },
+    );
   promotions
     .command('describe')
     .description('a promotion: gates, approvals, and its tenants (every tenant with -o wide)')

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import type { TenantryClient } from './client.js';
 import { type OutputFormat, table } from './output.js';
+import { allPages } from './pages.js';
 
 interface Deps {
   client: () => TenantryClient;
@@ -94,25 +95,34 @@ export function registerWorkflowCommands(program: Command, deps: Deps): void {
     .description('workflows, newest first')
     .option('--tenant <tenant>', 'tenant slug or UUID')
     .option('--state <state>', 'Pending | Running | Waiting | Compensating | Succeeded | Failed | Cancelled')
-    .option('--limit <n>', 'at most this many', '50')
-    .action(async (opts: { tenant?: string; state?: string; limit: string }) => {
-      await deps.run(async () => {
-        const q = new URLSearchParams({ limit: opts.limit });
-        if (opts.tenant) q.set('tenant', opts.tenant);
-        if (opts.state) q.set('state', opts.state);
-        const { body } = await deps.client().request<{ items: WorkflowView[] }>('GET', `/v1/workflows?${q}`);
-        const format = deps.output();
-        if (format === 'json') console.log(JSON.stringify(body, null, 2));
-        else if (format === 'yaml') console.log(stringify(body).trimEnd());
-        else
-          console.log(
-            table([
-              ['ID', 'TYPE', 'STATE', 'TENANT', 'CREATED', 'ERROR'],
-              ...body.items.map((w) => [w.id, w.type, w.state, w.tenantId, w.createdAt, w.error ?? '']),
-            ]),
-          );
-      });
-    });
+    .option('--limit <n>', 'workflows per page (1-500)', '50')
+    .option('--cursor <id>', 'continue after this page (the nextCursor a page printed)')
+    .option('--all', 'follow every page')
+    .action(
+      async (opts: { tenant?: string; state?: string; limit: string; cursor?: string; all?: boolean }) => {
+        await deps.run(async () => {
+          const body = await allPages<WorkflowView>((cursor) => {
+            const q = new URLSearchParams({ limit: opts.limit });
+            if (opts.tenant) q.set('tenant', opts.tenant);
+            if (opts.state) q.set('state', opts.state);
+            if (cursor) q.set('cursor', cursor);
+            return deps.client().request('GET', `/v1/workflows?${q}`);
+          }, opts);
+          const format = deps.output();
+          if (format === 'json') console.log(JSON.stringify(body, null, 2));
+          else if (format === 'yaml') console.log(stringify(body).trimEnd());
+          else
+            console.log(
+              table([
+                ['ID', 'TYPE', 'STATE', 'TENANT', 'CREATED', 'ERROR'],
+                ...body.items.map((w) => [w.id, w.type, w.state, w.tenantId, w.createdAt, w.error ?? '']),
+              ]),
+            );
+          if (format !== 'json' && format !== 'yaml' && body.nextCursor)
+            console.error(`more: --cursor ${body.nextCursor} (or --all)`);
+        });
+      },
+    );
   workflows
     .command('describe')
     .description('a workflow and its steps (state, attempts, start, end, error)')

@@ -62,6 +62,10 @@ export const IdentityConfigSchema = Type.Object({
     0,
     'How long a verified token is remembered (capped by its `exp`); 0: every request verifies.',
   ),
+  identityCacheSeconds: Seconds(
+    0,
+    "How long an identity (the token's tenant, session and elevation, as tenantry_identify found them) is remembered; changes end it at once through NOTIFY. 0: every request identifies.",
+  ),
   sessionTtlSeconds: Seconds(1),
   breakGlassMaxSeconds: Seconds(1),
   policyFile: OptionalFile('Extra Cedar policies (text), validated at start-up.'),
@@ -149,6 +153,12 @@ export function parseIdentityConfig(env: NodeJS.ProcessEnv): IdentityConfig {
       'TENANTRY_TOKEN_CACHE_SECONDS',
       env.TENANTRY_TOKEN_CACHE_SECONDS,
       60,
+      0,
+    ),
+    identityCacheSeconds: integerSetting(
+      'TENANTRY_IDENTITY_CACHE_SECONDS',
+      env.TENANTRY_IDENTITY_CACHE_SECONDS,
+      30,
       0,
     ),
     sessionTtlSeconds: integerSetting(

@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { RequestContext } from '../context/request-context.js';
+import { isUuid } from '../domain/identifiers.js';
 import { ValidationError } from '../errors/errors.js';
 import { definitionOf, KIND_PATHS, type Kind } from '../registry/kinds/index.js';
 import type { ObjectView } from '../registry/kinds/kind.js';
@@ -42,24 +43,19 @@ export interface ConsoleKit {
 const PAGE = 25;
 /** How often a fragment that shows something still running asks again. */
 const POLL = 'every 1s';
-/** The workflows and promotions APIs page by `limit` (newest first, at most 500). */
-const MAX_LIMIT = 500;
-
 export const one = (v: unknown): string | undefined =>
   typeof v === 'string' && v.length > 0 ? v : Array.isArray(v) && typeof v[0] === 'string' ? v[0] : undefined;
 export const hrefOf = (kind: Kind, ref: string) => `${BASE}/${KIND_PATHS[kind]}/${encodeURIComponent(ref)}`;
 
 const query = (request: FastifyRequest) => (request.query ?? {}) as Record<string, unknown>;
-/** `limit` of a limit-paged list: 25, 50, … up to MAX_LIMIT. */
-function limitOf(request: FastifyRequest): number {
-  const n = Number(one(query(request).limit) ?? PAGE);
-  return Number.isInteger(n) && n > 0 ? Math.min(n, MAX_LIMIT) : PAGE;
+/**
+ * The keyset cursor of a list newest first (workflows, promotions): the id of the previous page's
+ * last row; anything else is no cursor (the first page).
+ */
+function cursorOf(request: FastifyRequest): string | undefined {
+  const c = one(query(request).cursor);
+  return c && isUuid(c) ? c : undefined;
 }
-/** "Show more" of a list the API pages by limit only (newest first). */
-const moreLink = (shown: number, limit: number, href: (limit: number) => string) =>
-  shown === limit && limit < MAX_LIMIT
-    ? html`<nav class="pager" aria-label="Pages"><a href="${href(Math.min(limit + PAGE, MAX_LIMIT))}">Show ${PAGE} more</a></nav>`
-    : html``;
 
 const time = (iso: string | null | undefined) =>
   iso ? html`<time datetime="${iso}">${iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}</time>` : html`—`;
@@ -119,7 +115,7 @@ export function registerConsoleViews(c: FastifyInstance, deps: ConsoleViewDeps, 
     async (request, reply) => {
       const ctx = ctxOf(request);
       const { ref } = request.params as { ref: string };
-      const items = await workflows.list(ctx, { tenant: ref, limit: 5 });
+      const { items } = await workflows.list(ctx, { tenant: ref, limit: 5 });
       const newest = items[0];
       const detail = newest ? await workflows.get(ctx, newest.id) : undefined;
       const self = `${hrefOf('Tenant', ref)}/workflows`;
@@ -149,15 +145,15 @@ ${stepsTable(detail.steps, `Steps of ${detail.type}`)}
       const tenant = one(q.tenant);
       const s = one(q.state);
       const state = s && (WORKFLOW_STATES as readonly string[]).includes(s) ? s : undefined;
-      const limit = limitOf(request);
-      const items = await workflows.list(ctx, { tenant, state, limit });
+      const cursor = cursorOf(request);
+      const { items, nextCursor } = await workflows.list(ctx, { tenant, state, limit: PAGE, cursor });
       const body = html`<form method="get" action="${BASE}/workflows" role="search">
 <label for="w-tenant">Tenant (slug or UUID)</label><input id="w-tenant" name="tenant" value="${tenant ?? ''}">
 <label for="w-state">State</label><select id="w-state" name="state">
 ${['', ...WORKFLOW_STATES].map((o) => html`<option value="${o}"${state === o ? html` selected` : ''}>${o || 'any'}</option>`)}
 </select> <button type="submit">Filter</button></form>
 <table><caption>Workflows, newest first</caption>${workflowHead}<tbody>${items.map(workflowRow)}</tbody></table>
-${moreLink(items.length, limit, (l) => `${BASE}/workflows${qs({ tenant, state, limit: l })}`)}`;
+${pager(nextCursor ? `${BASE}/workflows${qs({ tenant, state, cursor: nextCursor })}` : null)}`;
       return full(request, reply, 'Workflows', 'workflows', body);
     },
   );
@@ -301,11 +297,12 @@ ${pager(res.nextCursor ? `${BASE}/${KIND_PATHS[kind]}${qs({ tenant, q: search, c
       const s = one(q.state);
       const state = s && PROMOTION_STATES.includes(s) ? s : undefined;
       const system = one(q.system);
-      const limit = limitOf(request);
-      const items = await deps.promotions.list(ctx, {
+      const cursor = cursorOf(request);
+      const { items, nextCursor } = await deps.promotions.list(ctx, {
         ...(system ? { system } : {}),
         ...(state ? { state } : {}),
-        limit,
+        limit: PAGE,
+        cursor,
       });
       const body = html`${tabs(RELEASE_TABS, 'promotions')}
 <form method="get" action="${BASE}/promotions" role="search">
@@ -322,7 +319,7 @@ ${['', ...PROMOTION_STATES].map((o) => html`<option value="${o}"${state === o ? 
 <td>${p.approvals.length} of ${p.requiredApprovals}</td><td>${p.requestedBy.principal}</td><td>${time(p.createdAt)}</td><td>${time(p.finishedAt)}</td></tr>`,
       )}</tbody></table>
 ${items.length === 0 ? html`<p>No promotions${state || system ? ' match' : ' yet'}.</p>` : ''}
-${moreLink(items.length, limit, (l) => `${BASE}/promotions${qs({ system, state, limit: l })}`)}`;
+${pager(nextCursor ? `${BASE}/promotions${qs({ system, state, cursor: nextCursor })}` : null)}`;
       return full(request, reply, 'Promotions', 'releases', body);
     },
   );

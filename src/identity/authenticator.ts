@@ -4,6 +4,7 @@ import type { RequestContext } from '../context/request-context.js';
 import { type Db, platformDb } from '../db/database.js';
 import { UnauthorizedError } from '../errors/errors.js';
 import { claimsOf, principalId, type TokenClaims } from './envelope.js';
+import { IdentityCache } from './identity-cache.js';
 import type { TokenVerifier } from './token-verifier.js';
 
 export interface RequestMeta {
@@ -25,19 +26,32 @@ interface IdentifyRow {
   elevation_expires_at: Date | null;
 }
 
+/** The most identities one process keeps (src/identity/identity-cache.ts). */
+const IDENTITY_CACHE_ENTRIES = 10_000;
+
 /**
  * Turns a bearer token into the request's identity envelope (RequestContext): verifies the token,
  * maps its claims, resolves its tenant, enforces the session binding (issuer + app_id + tenant +
  * principal) and applies an active break-glass elevation. One database round trip
- * (tenantry_identify, migration 0004). Never logs or stores the token.
+ * (tenantry_identify, migration 0004), none for a caller identified shortly before: the answers
+ * that admitted a caller are kept in `identities`, invalidated by NOTIFY (identity-cache.ts).
+ * Never logs or stores the token.
  */
 export class Authenticator {
+  readonly identities: IdentityCache<IdentifyRow>;
+
   constructor(
     private readonly db: Db,
     private readonly verifier: TokenVerifier,
     private readonly sessionTtlSeconds: number,
     private readonly builtinIssuer: string | undefined,
-  ) {}
+    identityCacheSeconds = 0,
+  ) {
+    this.identities = new IdentityCache({
+      ttlMs: identityCacheSeconds * 1000,
+      maxEntries: IDENTITY_CACHE_ENTRIES,
+    });
+  }
 
   async authenticate(authorization: string | undefined, meta: RequestMeta): Promise<RequestContext> {
     if (!authorization)
@@ -51,6 +65,11 @@ export class Authenticator {
     const { issuer, payload } = await this.verifier.verify(m[1]);
     const claims = claimsOf(issuer.issuer, payload, issuer.claims);
     const principal = principalId(claims, this.builtinIssuer);
+    // Everything tenantry_identify reads from the token; the roles are the token's own.
+    const key = JSON.stringify([claims.tenant, claims.issuer, principal, claims.appId, claims.sessionId]);
+    const cached = this.identities.get(key);
+    if (cached) return this.envelope(cached, claims, principal, meta);
+    const epoch = this.identities.begin();
     const { rows } = await sql<IdentifyRow>`
       select * from tenantry_identify(${claims.tenant}, ${claims.issuer}, ${principal}, ${claims.appId},
         ${claims.sessionId}, ${this.sessionTtlSeconds})`.execute(platformDb(this.db));
@@ -75,6 +94,23 @@ export class Authenticator {
       );
       throw new UnauthorizedError('token.tenant_unknown', "The token's tenant does not exist.");
     }
+    const ctx = this.envelope(row, claims, principal, meta);
+    if (claims.sessionId) await this.checkSession(ctx, claims, row);
+    // Admitted: kept until the session or the elevation ends, if no invalidation came meanwhile.
+    const ends = [row.session_expires_at, row.elevation_id ? row.elevation_expires_at : null]
+      .filter((d): d is Date => d !== null)
+      .map((d) => d.getTime());
+    this.identities.set(key, row, epoch, Math.min(...ends));
+    return ctx;
+  }
+
+  /** The envelope of an identify answer; on a cached answer, the session and elevation are live. */
+  private envelope(
+    row: IdentifyRow,
+    claims: TokenClaims,
+    principal: string,
+    meta: RequestMeta,
+  ): RequestContext {
     const ctx: RequestContext = {
       actor: { principal, kind: claims.kind },
       scope: row.tenant_id ? { kind: 'tenant', tenantId: row.tenant_id } : { kind: 'platform' },
@@ -87,7 +123,6 @@ export class Authenticator {
       customerId: row.customer_id,
       elevation: null,
     };
-    if (claims.sessionId) await this.checkSession(ctx, claims, row);
     if (row.elevation_id && row.elevation_expires_at) {
       ctx.roles = [...new Set([...claims.roles, ...(row.elevation_roles ?? [])])];
       ctx.elevation = { id: row.elevation_id, expiresAt: row.elevation_expires_at.toISOString() };

@@ -15,6 +15,7 @@ import { AuthFailureAudit } from './auth-failure-audit.js';
 import { Authenticator } from './authenticator.js';
 import { BreakGlassService } from './break-glass.js';
 import { BuiltinIssuer, defaultTokenKeyFile } from './builtin-issuer.js';
+import type { IdentityInvalidation } from './identity-cache.js';
 import { SessionService } from './sessions.js';
 import { TokenVerifier } from './token-verifier.js';
 
@@ -39,7 +40,12 @@ export interface Security {
 export async function createSecurity(
   config: Config,
   db: Db,
-  opts: { issuer?: BuiltinIssuer; metrics?: Metrics } = {},
+  opts: {
+    issuer?: BuiltinIssuer;
+    metrics?: Metrics;
+    /** NOTIFY of identity changes (the process's LISTEN connection): turns the identity cache on. */
+    notifier?: IdentityInvalidation;
+  } = {},
 ): Promise<Security> {
   const id = config.identity;
   const issuer =
@@ -60,9 +66,17 @@ export async function createSecurity(
   );
   const authorizer = new Authorizer(id.policyFile, opts.metrics);
   for (const a of registryActions(KINDS)) authorizer.registerAction(a);
+  const authenticator = new Authenticator(
+    db,
+    verifier,
+    id.sessionTtlSeconds,
+    issuer?.issuer,
+    id.identityCacheSeconds,
+  );
+  if (opts.notifier) authenticator.identities.attach(opts.notifier);
   return {
     issuer,
-    authenticator: new Authenticator(db, verifier, id.sessionTtlSeconds, issuer?.issuer),
+    authenticator,
     authorizer,
     sessions: new SessionService(db, authorizer),
     breakGlass: new BreakGlassService(db, authorizer, id.breakGlassMaxSeconds),
@@ -117,6 +131,8 @@ function requestMentions(request: FastifyRequest): TenantMention[] {
   return out;
 }
 
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+
 const isDocs = (url: string) => url === '/docs' || url.startsWith('/docs/');
 
 /**
@@ -144,6 +160,15 @@ export function installSecurity(app: FastifyInstance, security: Security, db: Db
     security.authorizer.registerAction(config.action);
   });
   app.addHook('onReady', async () => security.authorizer.seal());
+  app.addHook('onClose', async () => security.authenticator.identities.close());
+
+  // This process's own changes to sessions, elevations or tenants are forgotten before the answer
+  // leaves, so the caller's next request sees them even before their NOTIFY arrives. Any request
+  // that can change state counts (cheap: the next request of each caller identifies once again).
+  app.addHook('onSend', async (request, _reply, payload) => {
+    if (!SAFE_METHODS.has(request.method)) security.authenticator.identities.forgetAll();
+    return payload;
+  });
 
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config;

@@ -1,4 +1,5 @@
 import { setTimeout } from 'node:timers/promises';
+import { sql } from 'kysely';
 import { recordAuditAttempt } from '../audit/append-audit.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
@@ -17,7 +18,7 @@ import {
   applyManifest,
   type RegistryDeps,
 } from './apply-manifests.js';
-import { APPLY_ORDER, type Kind, LIST_FILTERS, type Manifest, TABLES } from './kinds/index.js';
+import { APPLY_ORDER, definitionOf, type Kind, LIST_FILTERS, type Manifest, TABLES } from './kinds/index.js';
 import { listObjects, type ObjectRow, readLineage, type VersionRecord } from './object.repository.js';
 import { deleteObject, locate, objectNotFound } from './object-changes.js';
 import { type ApiObject, toApiObject } from './representation.js';
@@ -200,6 +201,11 @@ export class RegistryService {
         );
       return f(value);
     });
+    // A tenant's objects are its rows only (row-level security decides that); said here too, so the
+    // planner follows the tenant's own rows instead of guessing at the policy (migration 0047).
+    const owner = definitionOf(kind).scope;
+    if (ctx.scope.kind === 'tenant' && (owner === 'self' || owner === 'tenant'))
+      where.push(sql`${sql.ref(owner === 'self' ? 'id' : 'tenant_id')} = ${ctx.scope.tenantId}`);
     const limit = Math.min(Math.max(1, opts.limit), this.config.pageSizeMax);
     const after = opts.cursor ? decodeCursor(opts.cursor) : undefined;
     return this.run(ctx, async (trx) => {

@@ -518,4 +518,21 @@ describe('releases', () => {
     });
     expect(res.status).toBe(403);
   });
+
+  it('lists promotions newest first by a keyset cursor: every promotion once, page by page', async () => {
+    const all = (
+      await s.t.owner.query(`select id from promotions order by created_at desc, id desc`)
+    ).rows.map((r: { id: string }) => r.id);
+    expect(all.length).toBeGreaterThan(3);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    do {
+      const r = await s.request('GET', `/v1/promotions?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+      expect(r.status).toBe(200);
+      seen.push(...r.body.items.map((p: { id: string }) => p.id));
+      cursor = r.body.nextCursor;
+    } while (cursor && seen.length <= all.length);
+    expect(seen).toEqual(all);
+    expect((await s.request('GET', '/v1/promotions?cursor=zzz')).status).toBe(400);
+  });
 });

@@ -295,20 +295,39 @@ export class PromotionsService {
     return this.get(ctx, id);
   }
 
+  /**
+   * Newest first, a page of `limit` with a keyset cursor: the id of the page's last promotion, whose
+   * (created_at, id) the next page continues below (promotions_recent, migration 0047).
+   */
   async list(
     ctx: RequestContext,
-    q: { system?: string; state?: string; limit: number },
-  ): Promise<Promotion[]> {
+    q: { system?: string; state?: string; limit: number; cursor?: string | undefined },
+  ): Promise<{ items: Promotion[]; nextCursor: string | null }> {
+    if (q.cursor !== undefined && !isUuid(q.cursor))
+      throw ValidationError.field(
+        '/cursor',
+        'cursor.invalid',
+        'The cursor is the id of a promotion of a page.',
+      );
     // Promotions are platform records: a tenant's principals see none (row-level security).
     return inScope(this.db, ctx.scope, async (trx) => {
       const systemId = q.system ? (await this.systemOf(trx, q.system)).id : undefined;
       const r = await sql<Row>`
-        select p.*, s.slug as system_slug, pl.slug as pipeline_slug from promotions p
+        select p.*, s.slug as system_slug, pl.slug as pipeline_slug from (
+          select * from promotions p
+          where true ${systemId ? sql`and p.system_id = ${systemId}` : sql``}
+            ${q.state ? sql`and p.state = ${q.state}` : sql``}
+            ${
+              q.cursor
+                ? sql`and (p.created_at, p.id) < (select c.created_at, c.id from promotions c where c.id = ${q.cursor.toLowerCase()})`
+                : sql``
+            }
+          order by p.created_at desc, p.id desc limit ${q.limit + 1}
+        ) p
         join systems s on s.id = p.system_id join pipelines pl on pl.id = p.pipeline_id
-        where true ${systemId ? sql`and p.system_id = ${systemId}` : sql``}
-          ${q.state ? sql`and p.state = ${q.state}` : sql``}
-        order by p.created_at desc, p.id limit ${q.limit}`.execute(trx);
-      return r.rows.map(toPromotion);
+        order by p.created_at desc, p.id desc`.execute(trx);
+      const items = r.rows.slice(0, q.limit).map(toPromotion);
+      return { items, nextCursor: r.rows.length > q.limit ? (items.at(-1)?.id ?? null) : null };
     });
   }
 

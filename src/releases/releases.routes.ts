@@ -90,7 +90,7 @@ export function registerReleaseRoutes(
       return reply.code(201).send(p);
     },
   );
-  app.get<{ Querystring: { system?: string; state?: string; limit: number } }>(
+  app.get<{ Querystring: { system?: string; state?: string; limit: number; cursor?: string } }>(
     '/v1/promotions',
     {
       config: { action: 'promotion.list' },
@@ -109,16 +109,24 @@ export function registerReleaseRoutes(
               ),
             ),
             limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
+            cursor: Type.Optional(
+              Type.String({ format: 'uuid', description: 'nextCursor of the previous page' }),
+            ),
           },
           strict,
         ),
         response: {
-          200: Type.Object({ items: Type.Array(PromotionSchema) }),
+          200: Type.Object({
+            items: Type.Array(PromotionSchema),
+            nextCursor: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], {
+              description: 'The next page (older promotions), or null on the last page',
+            }),
+          }),
           ...errorResponses(400, 403, 404),
         },
       },
     },
-    async (request) => ({ items: await promotions.list(await identify(request), request.query) }),
+    async (request) => promotions.list(await identify(request), request.query),
   );
   app.get<{ Params: { id: string } }>(
     '/v1/promotions/:id',

@@ -141,7 +141,7 @@ export function registerWorkflowRoutes(
     },
   );
 
-  app.get<{ Querystring: { tenant?: string; state?: string; limit: number } }>(
+  app.get<{ Querystring: { tenant?: string; state?: string; limit: number; cursor?: string } }>(
     '/v1/workflows',
     {
       config: { action: 'workflow.list' },
@@ -156,18 +156,26 @@ export function registerWorkflowRoutes(
             ),
             state: Type.Optional(Type.String({ maxLength: 20, description: WORKFLOW_STATES.join(' | ') })),
             limit: Type.Integer({ minimum: 1, maximum: 500, default: 50 }),
+            cursor: Type.Optional(
+              Type.String({ format: 'uuid', description: 'nextCursor of the previous page' }),
+            ),
           },
           { additionalProperties: false },
         ),
         response: {
-          200: Type.Object({ items: Type.Array(WorkflowSchema) }),
+          200: Type.Object({
+            items: Type.Array(WorkflowSchema),
+            nextCursor: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], {
+              description: 'The next page (older workflows), or null on the last page',
+            }),
+          }),
           ...errorResponses(400, 404, 422),
         },
       },
     },
     async (request) => {
       const ctx = await identify(request);
-      return { items: await workflows.list(ctx, request.query) };
+      return workflows.list(ctx, request.query);
     },
   );
 

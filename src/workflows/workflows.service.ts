@@ -41,26 +41,55 @@ export class WorkflowsService {
     private readonly registry: WorkflowRegistry,
   ) {}
 
+  /**
+   * Newest first, a page of `limit` with a keyset cursor: the id of the page's last workflow, whose
+   * (created_at, id) the next page continues below (workflows_recent, migration 0047), so a page is
+   * one index range however many workflows there are, and none is skipped or repeated.
+   */
   async list(
     ctx: RequestContext,
-    q: { tenant?: string | undefined; state?: string | undefined; limit: number },
-  ): Promise<Workflow[]> {
+    q: {
+      tenant?: string | undefined;
+      state?: string | undefined;
+      limit: number;
+      cursor?: string | undefined;
+    },
+  ): Promise<{ items: Workflow[]; nextCursor: string | null }> {
     if (q.state !== undefined && !(WORKFLOW_STATES as readonly string[]).includes(q.state))
       throw ValidationError.field(
         '/state',
         'workflow.state_invalid',
         `state must be one of ${WORKFLOW_STATES.join(', ')}`,
       );
+    if (q.cursor !== undefined && !isUuid(q.cursor))
+      throw ValidationError.field(
+        '/cursor',
+        'cursor.invalid',
+        'The cursor is the id of a workflow of a page.',
+      );
     return inScope(this.db, ctx.scope, async (trx) => {
-      const tenantId = q.tenant === undefined ? undefined : await this.tenantId(trx, q.tenant);
+      // A tenant's principals see their tenant's workflows (row-level security); named here too, so
+      // that the plan follows the tenant's index rather than the policy's guess.
+      const tenantId =
+        q.tenant !== undefined
+          ? await this.tenantId(trx, q.tenant)
+          : ctx.scope.kind === 'tenant'
+            ? ctx.scope.tenantId
+            : undefined;
       const r = await sql<WorkflowRow>`
-        select * from workflows
+        select * from workflows w
         where true
-          ${tenantId ? sql`and tenant_id = ${tenantId}` : sql``}
-          ${q.state ? sql`and state = ${q.state}` : sql``}
-        order by created_at desc, id
-        limit ${q.limit}`.execute(trx);
-      return r.rows.map(toWorkflow);
+          ${tenantId ? sql`and w.tenant_id = ${tenantId}` : sql``}
+          ${q.state ? sql`and w.state = ${q.state}` : sql``}
+          ${
+            q.cursor
+              ? sql`and (w.created_at, w.id) < (select c.created_at, c.id from workflows c where c.id = ${q.cursor.toLowerCase()})`
+              : sql``
+          }
+        order by w.created_at desc, w.id desc
+        limit ${q.limit + 1}`.execute(trx);
+      const items = r.rows.slice(0, q.limit).map(toWorkflow);
+      return { items, nextCursor: r.rows.length > q.limit ? (items.at(-1)?.id ?? null) : null };
     });
   }
 

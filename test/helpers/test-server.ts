@@ -5,6 +5,7 @@ import { compose } from '../../src/app.js';
 import type { AuditService } from '../../src/audit/audit.service.js';
 import { AuditSigner } from '../../src/audit/index.js';
 import { createDb } from '../../src/db/database.js';
+import type { EventNotifier } from '../../src/events/event-notifier.js';
 import type { EventsService } from '../../src/events/events.service.js';
 import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issuer.js';
 import type { Security } from '../../src/identity/security.js';
@@ -53,6 +54,11 @@ export interface TestServerOptions {
   database?: TestDatabase;
   /** The event log service (e.g. with a LISTEN notifier); default: one that polls. */
   events?: EventsService;
+  /**
+   * The process's LISTEN connection (like `tenantry serve`'s): turns the identity cache on. Also
+   * taken from `events` when that has one. Without either, every request identifies.
+   */
+  notifier?: EventNotifier;
 }
 
 /**
@@ -76,6 +82,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     issuer,
     tracing: opts.tracing ?? false,
     ...(opts.events ? { events: opts.events } : {}),
+    ...(opts.notifier ? { notifier: opts.notifier } : {}),
   });
   if (!server || !security) throw new Error('compose() built no API');
   const app = server;

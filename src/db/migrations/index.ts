@@ -31,6 +31,7 @@ import * as m0038 from './0038-console-sign-in-codes.js';
 import * as m0039 from './0039-region-migrations.js';
 import * as m0043 from './0043-cell-agent-commands.js';
 import * as m0044 from './0044-audit-hot-paths.js';
+import * as m0047 from './0047-identity-invalidation.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -68,6 +69,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0039-region-migrations': m0039,
   '0043-cell-agent-commands': m0043,
   '0044-audit-hot-paths': m0044,
+  '0047-identity-invalidation': m0047,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

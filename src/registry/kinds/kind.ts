@@ -260,8 +260,12 @@ export const col = {
   }),
 } satisfies Record<string, Column | ((...a: string[]) => Column)>;
 
-/** The `search` list filter: slugs that start with the text (LIKE wildcards in it are taken literally). */
-export const slugPrefix = (v: string) => sql`slug like ${`${v.replace(/[\\%_]/g, (c) => `\\${c}`)}%`}`;
+/**
+ * The `search` list filter: slugs that start with the text, taken literally. starts_with, not LIKE:
+ * it is leakproof, so under row-level security it may run inside an index scan (the tenants' slug
+ * index in byte order, migration 0047) rather than after the policy on every row.
+ */
+export const slugPrefix = (v: string) => sql`starts_with(slug, ${v})`;
 
 /** A subquery for the ids of the objects in `table` named by slug or UUID (for list filters). */
 export const byRef = (table: string, v: string) =>

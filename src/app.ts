@@ -12,10 +12,10 @@ import {
   AuditCheckpointer,
   AuditSequencer,
   type AuditSigner,
-  cosignCheckpoint,
   loadAuditSigner,
   parseWitnessEndpoint,
   publishCheckpoints,
+  WitnessSubmitter,
 } from './audit/index.js';
 import type { Config } from './config/config.js';
 import { Controller } from './controller/controller.js';
@@ -273,8 +273,24 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
     const { registry, audit, requestLog, security } = services;
     requestLog.start();
     stops.push(() => requestLog.stop());
-    const checkpointer = new AuditCheckpointer(db, signer, config.auditCheckpointIntervalMs, (err) =>
-      log.error({ err }, 'audit checkpoint failed'),
+    // Each checkpoint is sent to the witnesses (TENANTRY_AUDIT_WITNESSES) as it is made, in the
+    // background: neither the sequencer nor the checkpointer waits for a witness.
+    const witnesses = new WitnessSubmitter(
+      db,
+      signer,
+      config.auditWitnesses.map(parseWitnessEndpoint),
+      (chain, o) => {
+        if (o.status !== 'cosigned') log.warn({ chain, witness: o }, 'audit checkpoint not cosigned');
+      },
+    );
+    // Stopped last (stops run in reverse): what the last checkpoints published is submitted.
+    stops.push(() => witnesses.idle());
+    const checkpointer = new AuditCheckpointer(
+      db,
+      signer,
+      config.auditCheckpointIntervalMs,
+      (err) => log.error({ err }, 'audit checkpoint failed'),
+      (published) => witnesses.submit(published),
     );
     checkpointer.start();
     stops.push(async () => {
@@ -282,17 +298,11 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
     });
-    const witnesses = config.auditWitnesses.map(parseWitnessEndpoint);
     // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
     const sequencer = new AuditSequencer(db, {
       // Each batch's logs get a signed checkpoint event, at most one per log per second.
-      // With witnesses configured, each published checkpoint is submitted to them for cosigning.
       onBatch: async (batch) => {
-        const published = await publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 });
-        for (const p of witnesses.length > 0 ? published : []) {
-          for (const o of await cosignCheckpoint(db, signer, p, witnesses))
-            if (o.status !== 'cosigned') log.warn({ witness: o }, 'audit checkpoint not cosigned');
-        }
+        witnesses.submit(await publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }));
       },
       onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
     });

@@ -15,8 +15,12 @@ export interface Side {
   run(seconds: number): Promise<Run>;
 }
 
-/** `op` in a closed loop on `settings.connections` concurrent workers. */
-export function closedLoop(label: string, op: (worker: number) => Promise<void>): Side {
+/** `op` in a closed loop on `workers` (default `settings.connections`) concurrent workers. */
+export function closedLoop(
+  label: string,
+  op: (worker: number) => Promise<void>,
+  workers = settings.connections,
+): Side {
   return {
     label,
     unit: 'tx/s',
@@ -25,7 +29,7 @@ export function closedLoop(label: string, op: (worker: number) => Promise<void>)
       let count = 0;
       const start = performance.now();
       await Promise.all(
-        Array.from({ length: settings.connections }, async (_, w) => {
+        Array.from({ length: workers }, async (_, w) => {
           while (Date.now() < until) {
             await op(w);
             count++;

@@ -71,6 +71,46 @@ export function prepareAuditAppend(entry: AuditEntry): PreparedAudit {
   return { record: { id, chain, tenantId, action: entry.action, outcome: entry.outcome }, insert };
 }
 
+/**
+ * The insert of many unsequenced records in one statement (a change that writes many: a bulk
+ * operation, a workflow step over many objects): one round trip and one statement's per-row work
+ * instead of one per record, under the same contract as prepareAuditAppend. Their order in their
+ * chains is the order the sequencer integrates them.
+ */
+export function prepareAuditAppends(entries: readonly AuditEntry[]): {
+  records: AppendedAudit[];
+  insert: RawBuilder<unknown>;
+} {
+  if (entries.length === 0) throw new RangeError('no audit entries to append');
+  const rows = entries.map((entry) => {
+    const id = (entry.id ?? randomUUID()).toLowerCase();
+    const tenantId = entry.tenantId?.toLowerCase() ?? null;
+    const chain = chainOf(tenantId);
+    const targetId = entry.target.id?.toLowerCase() ?? null;
+    return {
+      record: { id, chain, tenantId, action: entry.action, outcome: entry.outcome },
+      values: sql`(${id}::uuid, ${tenantId}::uuid, ${entry.appId}, ${entry.actor.principal}, ${entry.actor.kind},
+        ${entry.sessionId}, ${entry.action}, ${entry.target.kind}, ${targetId}::uuid, ${entry.target.slug},
+        ${JSON.stringify(jsonValue(entry.before))}::jsonb, ${JSON.stringify(jsonValue(entry.after))}::jsonb,
+        ${entry.outcome}, ${JSON.stringify(jsonValue(entry.decision))}::jsonb, ${entry.requestId},
+        ${entry.correlationId}, ${chain})`,
+    };
+  });
+  const insert = sql`insert into audit_records
+      (id, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id,
+       target_slug, before, after, outcome, decision, request_id, correlation_id, chain)
+    values ${sql.join(rows.map((r) => r.values))}`;
+  return { records: rows.map((r) => r.record), insert };
+}
+
+/** Appends many records in the caller's transaction, in one statement (prepareAuditAppends). */
+export async function appendAudits(trx: Trx, entries: readonly AuditEntry[]): Promise<AppendedAudit[]> {
+  if (entries.length === 0) return [];
+  const p = prepareAuditAppends(entries);
+  await p.insert.execute(trx);
+  return p.records;
+}
+
 /** Appends one record in the caller's transaction: one round trip, no lock shared with other changes. */
 export async function appendAudit(trx: Trx, entry: AuditEntry): Promise<AppendedAudit> {
   const p = prepareAuditAppend(entry);

@@ -9,7 +9,7 @@ import { systemContext } from '../context/request-context.js';
 import { asPlatform, asTenant } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
 import type { RegistryService } from '../registry/registry.service.js';
-import { appendAudit, recordAuditAttempt } from './append-audit.js';
+import { appendAudit, appendAudits, recordAuditAttempt } from './append-audit.js';
 import { AuditCheckpointer, createAuditCheckpoint } from './audit-checkpoint.js';
 import { AuditSigner } from './checkpoint-signer.js';
 import { searchAudit } from './search-audit.js';
@@ -266,6 +266,30 @@ describe('audit through the change path', () => {
     expect(rec.chain).toBe(tenant);
     await sequenceAudit(t.db);
     expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('appends many records in one statement, on several chains, and they verify', async () => {
+    const [a, b] = [randomUUID(), randomUUID()];
+    const recs = await asPlatform(t.db, (trx) =>
+      appendAudits(trx, [
+        entry(a),
+        entry(b),
+        { ...entry(a.toUpperCase()), before: { n: 1 } },
+        { ...entry(a), tenantId: null },
+      ]),
+    );
+    expect(recs.map((r) => r.chain)).toEqual([a, b, a, 'platform']);
+    // A tenant writes only its own chain, in a batch as alone.
+    await expect(asTenant(t.db, a, (trx) => appendAudits(trx, [entry(a), entry(b)]))).rejects.toThrow(
+      /row-level security/,
+    );
+    await sequenceAudit(t.db);
+    const v = await verifyAudit(t.db, { tenant: a, publicKeys: keys });
+    expect(v.problems).toEqual([]);
+    expect(v.chains[0]).toMatchObject({ records: 2, lastSeq: 2 });
+    expect((await verifyAudit(t.db, { tenant: b, publicKeys: keys })).chains[0]).toMatchObject({
+      records: 1,
+    });
   });
 
   it('takes a checkpoint only when a chain has moved', async () => {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { canonicalJson } from '../domain/diff.js';
-import { publishCheckpoints } from './checkpoint-events.js';
+import { type PublishedCheckpoint, publishCheckpoints } from './checkpoint-events.js';
 import type { AuditSigner } from './checkpoint-signer.js';
 
 export interface ChainHead {
@@ -81,7 +81,8 @@ export async function loadCheckpoints(trx: Trx): Promise<AuditCheckpoint[]> {
 /**
  * Takes a checkpoint every `intervalMs` while any chain has moved since the last one, and publishes
  * the C2SP checkpoint event of every log that grew since its last event (those the sequencer's
- * per-batch publishing skipped). Long-running: start() and stop().
+ * per-batch publishing skipped), handing each to `onPublished` as it is made (e.g. to send it to
+ * the witnesses: WitnessSubmitter). Long-running: start() and stop().
  */
 export class AuditCheckpointer {
   private timer: NodeJS.Timeout | undefined;
@@ -93,6 +94,7 @@ export class AuditCheckpointer {
     private readonly signer: AuditSigner,
     private readonly intervalMs = 60_000,
     private readonly onError: (err: unknown) => void = () => undefined,
+    private readonly onPublished: (published: PublishedCheckpoint[]) => void = () => undefined,
   ) {}
 
   start(): void {
@@ -104,7 +106,8 @@ export class AuditCheckpointer {
   }
 
   async tick(): Promise<AuditCheckpoint | undefined> {
-    await publishCheckpoints(this.db, this.signer);
+    const published = await publishCheckpoints(this.db, this.signer);
+    if (published.length > 0) this.onPublished(published);
     const heads = await asPlatform(this.db, async (trx) => {
       const { rows } = await sql<{ h: string }>`
         select coalesce(string_agg(chain || ':' || seq, ',' order by chain), '') as h from audit_chain_heads`.execute(

@@ -8,7 +8,7 @@ import { recordFromRow } from './audit.repository.js';
 import { checkpointPayload, createAuditCheckpoint } from './audit-checkpoint.js';
 import { hashAuditDocument } from './audit-hash.js';
 import { AuditSigner } from './checkpoint-signer.js';
-import { verifyAudit } from './verify-audit.js';
+import { type VerifyAuditOptions, verifyAudit } from './verify-audit.js';
 
 let t: TestDatabase;
 const signer = new AuditSigner(generateKeyPairSync('ed25519').privateKey);
@@ -19,12 +19,23 @@ beforeAll(async () => {
 });
 afterAll(async () => t?.destroy());
 
+/**
+ * verifyAudit in this thread, and with two worker threads that each read and hash a part of the
+ * chains on their own connection (as it runs over a large log): both must give the same report.
+ */
+async function verify(opts: VerifyAuditOptions) {
+  const inline = await verifyAudit(t.db, { ...opts, workers: 0 });
+  const parallel = await verifyAudit(t.db, { ...opts, workers: 2 });
+  expect(parallel).toEqual(inline);
+  return inline;
+}
+
 /** A fresh tenant chain of `n` records, covered by a checkpoint; verifies clean before tampering. */
 async function chainOf(n: number) {
   const tenant = randomUUID();
   const records = await appendMany(t.db, tenant, n);
   const checkpoint = await createAuditCheckpoint(t.db, signer);
-  const clean = await verifyAudit(t.db, { tenant, publicKeys: keys });
+  const clean = await verify({ tenant, publicKeys: keys });
   expect(clean.problems).toEqual([]);
   expect(clean.chains[0]).toMatchObject({ chain: tenant, records: n, firstSeq: 1, lastSeq: n, ok: true });
   return { tenant, records, checkpoint };
@@ -61,7 +72,18 @@ describe('audit chain tamper evidence', () => {
         await sql`delete from audit_records where chain = ${tenant}`.execute(trx);
       }),
     ).rejects.toThrow(/permission denied/);
-    expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
+    expect((await verify({ tenant, publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('verifies in parallel parts every chain, also one whose stored head was deleted', async () => {
+    const others = [await chainOf(2), await chainOf(2)];
+    const { tenant } = await chainOf(3);
+    await tamper(t.owner, `delete from audit_chain_heads where chain = '${tenant}'`);
+    // The parts are ranges of chain names: a chain the heads no longer name is still read (and the
+    // parallel report equals the one read in this thread).
+    const v = await verify({ publicKeys: keys });
+    expect(v.chains.find((c) => c.chain === tenant)).toMatchObject({ records: 3, lastSeq: 3 });
+    for (const o of others) expect(v.chains.find((c) => c.chain === o.tenant)).toMatchObject({ ok: true });
   });
 
   it('detects a changed field and names the record', async () => {
@@ -70,7 +92,7 @@ describe('audit chain tamper evidence', () => {
       t.owner,
       `update audit_records set actor_principal = 'mallory' where chain = '${tenant}' and seq = 3`,
     );
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.ok).toBe(false);
     expect(v.firstProblem).toMatchObject({
       code: 'record.altered',
@@ -80,7 +102,7 @@ describe('audit chain tamper evidence', () => {
     });
     expect(v.firstProblem?.message).toContain(rec(records, 3));
     // The whole-log verification fails as well.
-    expect((await verifyAudit(t.db, { publicKeys: keys })).ok).toBe(false);
+    expect((await verify({ publicKeys: keys })).ok).toBe(false);
   });
 
   it('detects a changed record whose hash was recomputed (the link to the next breaks)', async () => {
@@ -95,7 +117,7 @@ describe('audit chain tamper evidence', () => {
       t.owner,
       `update audit_records set after = '{"n":999}', hash = '${hash}' where chain = '${tenant}' and seq = 2`,
     );
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.problems.map((p) => p.code)).toEqual(['record.link_broken']);
     expect(v.firstProblem).toMatchObject({ seq: 3, recordId: rec(records, 3) });
     // The message names the record that was changed.
@@ -121,7 +143,7 @@ describe('audit chain tamper evidence', () => {
     }
     updates.push(`update audit_chain_heads set hash = '${prev}' where chain = '${tenant}';`);
     await tamper(t.owner, updates.join('\n'));
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.ok).toBe(false);
     expect(v.problems.map((p) => p.code)).toEqual(['checkpoint.head_mismatch']);
     expect(v.firstProblem).toMatchObject({ seq: 4, recordId: rec(records, 4) });
@@ -130,7 +152,7 @@ describe('audit chain tamper evidence', () => {
   it('detects a deleted record, naming the missing position and the record after it', async () => {
     const { tenant, records } = await chainOf(5);
     await tamper(t.owner, `delete from audit_records where chain = '${tenant}' and seq = 3`);
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.missing', seq: 4, recordId: rec(records, 4) });
     expect(v.firstProblem?.message).toMatch(/seq 3 .*missing/);
   });
@@ -138,7 +160,7 @@ describe('audit chain tamper evidence', () => {
   it('detects the deletion of the first record', async () => {
     const { tenant, records } = await chainOf(3);
     await tamper(t.owner, `delete from audit_records where chain = '${tenant}' and seq = 1`);
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'chain.start_missing', seq: 2, recordId: rec(records, 2) });
   });
 
@@ -149,7 +171,7 @@ describe('audit chain tamper evidence', () => {
       `delete from audit_records where chain = '${tenant}' and seq >= 4;
        update audit_chain_heads set seq = 3, hash = '${records[2]!.hash}' where chain = '${tenant}';`,
     );
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.ok).toBe(false);
     expect(v.problems.map((p) => p.code)).toEqual(['chain.truncated']);
     expect(v.firstProblem).toMatchObject({ chain: tenant, seq: 4 });
@@ -160,7 +182,7 @@ describe('audit chain tamper evidence', () => {
     const { tenant } = await chainOf(2);
     const more = await appendMany(t.db, tenant, 2);
     await tamper(t.owner, `delete from audit_records where id = '${more[1]!.id}'`);
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'head.mismatch', seq: 4 });
   });
 
@@ -172,7 +194,7 @@ describe('audit chain tamper evidence', () => {
        update audit_records set seq = 2 where chain = '${tenant}' and seq = 4;
        update audit_records set seq = 4 where chain = '${tenant}' and seq = 1000;`,
     );
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.altered', seq: 2, recordId: rec(records, 4) });
     expect(v.problems).toContainEqual(expect.objectContaining({ seq: 4, recordId: rec(records, 2) }));
   });
@@ -184,7 +206,7 @@ describe('audit chain tamper evidence', () => {
       `update audit_records a set time = b.time from audit_records b
        where a.chain = '${tenant}' and b.chain = a.chain and ((a.seq = 1 and b.seq = 3) or (a.seq = 3 and b.seq = 1))`,
     );
-    const v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.altered', seq: 1, recordId: rec(records, 1) });
   });
 
@@ -195,7 +217,7 @@ describe('audit chain tamper evidence', () => {
       t.owner,
       `update audit_checkpoints set heads = jsonb_set(heads, '{${tenant},seq}', '9') where id = '${checkpoint.id}'`,
     );
-    let v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    let v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({
       code: 'checkpoint.signature_invalid',
       checkpointId: checkpoint.id,
@@ -216,12 +238,12 @@ describe('audit chain tamper evidence', () => {
       `insert into audit_checkpoints (id, time, heads, signature, key_id) values
        ('${fake.id}', '${fake.time}', '${JSON.stringify(fake.heads)}', '${signature}', '${fake.keyId}')`,
     );
-    v = await verifyAudit(t.db, { tenant, publicKeys: keys });
+    v = await verify({ tenant, publicKeys: keys });
     expect(v.problems).toContainEqual(
       expect.objectContaining({ code: 'checkpoint.unknown_key', checkpointId: fake.id }),
     );
     // Trusting the attacker's key is the only way to make it pass, and even then the heads do not match.
-    v = await verifyAudit(t.db, { tenant, publicKeys: [...keys, mallory.publicKey] });
+    v = await verify({ tenant, publicKeys: [...keys, mallory.publicKey] });
     expect(v.problems).toContainEqual(expect.objectContaining({ code: 'checkpoint.head_mismatch', seq: 2 }));
   });
 });

@@ -29,6 +29,12 @@ export interface AuditWindow {
   prevHash: string;
 }
 
+/** What the chain checks need of a record once its content is known to match its hash. */
+export type LinkedRecord = Pick<AuditRecord, 'id' | 'chain' | 'seq' | 'tenantId' | 'prevHash' | 'hash'> & {
+  /** An export's inclusion proof of the record (hex hashes). */
+  inclusionProof?: unknown;
+};
+
 export type AuditProblemCode =
   | 'record.altered'
   | 'record.link_broken'
@@ -239,6 +245,15 @@ export class AuditVerifier {
 
   addRecord(r: AuditRecord): void {
     if (!this.inScope(r.chain)) return;
+    this.addLink(r, HASH_PATTERN.test(r.hash) && hashAuditDocument(r) === r.hash);
+  }
+
+  /**
+   * A record whose content was already hashed and compared with its stored hash (`contentMatches`),
+   * as addRecord does: by a worker thread of the database verifier (verify-worker.ts).
+   */
+  addLink(r: LinkedRecord, contentMatches: boolean): void {
+    if (!this.inScope(r.chain)) return;
     this.total++;
     const s = this.state(r.chain);
     const p = (code: AuditProblemCode, message: string) =>
@@ -262,8 +277,7 @@ export class AuditVerifier {
       linked = false;
       p('record.out_of_order', `record ${r.id} has seq ${r.seq} but follows seq ${s.expectedSeq - 1}`);
     }
-    const computed = hashAuditDocument(r);
-    if (!HASH_PATTERN.test(r.hash) || computed !== r.hash) {
+    if (!contentMatches) {
       p('record.altered', `record ${r.id} (seq ${r.seq}) does not match its hash: its content was changed`);
     }
     if (linked && r.prevHash !== s.lastHash) {
@@ -277,7 +291,7 @@ export class AuditVerifier {
     }
     const tree = this.treeHeads.get(r.chain);
     if (tree && r.seq <= tree.size) {
-      const raw = (r as { inclusionProof?: unknown }).inclusionProof;
+      const raw = r.inclusionProof;
       const proof = Array.isArray(raw) ? raw.map((h) => Buffer.from(String(h), 'hex')) : undefined;
       if (
         proof &&

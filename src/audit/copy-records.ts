@@ -3,6 +3,13 @@ import type pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import type { AuditRecord } from './audit-hash.js';
 
+/** Which records to read: one chain, or the chains from `from` (inclusive) to `to` (exclusive); absent: all. */
+export interface ChainRange {
+  chain?: string;
+  from?: string;
+  to?: string;
+}
+
 /**
  * Every sequenced record (of one chain, or all) in (chain, seq) order as one `COPY … TO STDOUT`
  * stream, in batches: one statement and one index scan instead of a keyset query per page, and
@@ -13,17 +20,19 @@ import type { AuditRecord } from './audit-hash.js';
  */
 export async function* copyRecords(
   client: pg.ClientBase,
-  opts: { chain?: string; batchSize?: number } = {},
+  opts: ChainRange & { batchSize?: number } = {},
 ): AsyncGenerator<AuditRecord[]> {
   const size = opts.batchSize ?? 5000;
-  // COPY takes no parameters: the chain is a tenant UUID or 'platform' (checked by the caller), quoted anyway.
-  const where =
-    opts.chain === undefined ? 'a.seq is not null' : `a.chain = ${literal(opts.chain)} and a.seq is not null`;
+  // COPY takes no parameters: chains are tenant UUIDs or 'platform' (checked by the caller), quoted anyway.
+  const where = ['a.seq is not null'];
+  if (opts.chain !== undefined) where.push(`a.chain = ${literal(opts.chain)}`);
+  if (opts.from !== undefined) where.push(`a.chain >= ${literal(opts.from)}`);
+  if (opts.to !== undefined) where.push(`a.chain < ${literal(opts.to)}`);
   const stream = client.query(
     copyTo(`copy (select a.id, a.chain, a.seq, tenantry_audit_time(a.time), a.tenant_id, a.app_id,
       a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,
       a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, a.prev_hash, a.hash
-      from audit_records a where ${where} order by a.chain, a.seq) to stdout`),
+      from audit_records a where ${where.join(' and ')} order by a.chain, a.seq) to stdout`),
   );
   // A character may be split between two chunks: the decoder keeps its first bytes for the next.
   const decoder = new StringDecoder('utf8');

@@ -8,7 +8,9 @@ export {
   type AuditAttempt,
   type AuditEntry,
   appendAudit,
+  appendAudits,
   prepareAuditAppend,
+  prepareAuditAppends,
   recordAuditAttempt,
 } from './append-audit.js';
 export {
@@ -52,4 +54,5 @@ export {
   parseWitnessEndpoint,
   type WitnessEndpoint,
   type WitnessOutcome,
+  WitnessSubmitter,
 } from './witness-cosigning.js';

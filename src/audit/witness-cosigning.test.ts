@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { recordFromRow } from './audit.repository.js';
+import { AuditCheckpointer } from './audit-checkpoint.js';
 import { hashAuditDocument } from './audit-hash.js';
 import { publishCheckpoints } from './checkpoint-events.js';
 import { openCheckpoint, signCheckpoint } from './checkpoint-note.js';
@@ -26,6 +27,8 @@ import {
   cosignedCheckpoint,
   parseWitnessEndpoint,
   type WitnessEndpoint,
+  type WitnessOutcome,
+  WitnessSubmitter,
 } from './witness-cosigning.js';
 
 /**
@@ -281,4 +284,22 @@ describe('a witness process cosigning the audit log', () => {
     ]);
     // Four processes start here (two witnesses, two CLI runs): minutes on a loaded 2-core machine.
   }, 240_000);
+
+  it('sends each periodic checkpoint to the witnesses as it is made, not at the next batch', async () => {
+    const { endpoint } = await startWitness('witness.test/w2');
+    const tenant = (await import('node:crypto')).randomUUID();
+    // Sequenced, but no batch published its checkpoint: the periodic checkpointer does, and submits it.
+    await appendMany(t.db, tenant, 2);
+    const outcomes: WitnessOutcome[] = [];
+    const submitter = new WitnessSubmitter(t.db, signer, [endpoint], (chain, o) => {
+      if (chain === tenant) outcomes.push(o);
+    });
+    await new AuditCheckpointer(t.db, signer, 60_000, undefined, (p) => submitter.submit(p)).tick();
+    await submitter.idle();
+    expect(outcomes).toEqual([{ witness: 'witness.test/w2', status: 'cosigned', size: 2 }]);
+    expect(await cosignedCheckpoint(t.db, signer, tenant)).toMatchObject({
+      size: 2,
+      witnesses: ['witness.test/w2'],
+    });
+  }, 120_000);
 });

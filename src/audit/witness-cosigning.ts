@@ -124,6 +124,69 @@ export async function cosignCheckpoint(
   return out;
 }
 
+/**
+ * Sends checkpoints to the witnesses as they are made, off the caller's path: the sequencer (each
+ * batch's checkpoints) and the checkpointer (the periodic ones) hand what they published to
+ * submit() and go on; one submission at a time runs in the background, with the newest checkpoint
+ * of each log (an older one still waiting is superseded: a witness cosigns the latest size).
+ * Long-running: idle() waits until everything handed over was submitted.
+ */
+export class WitnessSubmitter {
+  private readonly waiting = new Map<
+    string,
+    Pick<PublishedCheckpoint, 'chain' | 'checkpoint' | 'treeSize'>
+  >();
+  private running: Promise<void> | undefined;
+
+  constructor(
+    private readonly db: Db,
+    private readonly signer: AuditSigner,
+    private readonly witnesses: readonly WitnessEndpoint[],
+    private readonly onOutcome: (chain: string, outcome: WitnessOutcome) => void = () => undefined,
+    private readonly fetchImpl: typeof fetch = fetch,
+  ) {}
+
+  submit(published: readonly Pick<PublishedCheckpoint, 'chain' | 'checkpoint' | 'treeSize'>[]): void {
+    if (this.witnesses.length === 0) return;
+    for (const p of published) {
+      const queued = this.waiting.get(p.chain);
+      if (!queued || queued.treeSize < p.treeSize) this.waiting.set(p.chain, p);
+    }
+    this.drain();
+  }
+
+  private drain(): void {
+    if (this.running || this.waiting.size === 0) return;
+    this.running = (async () => {
+      for (const [chain, p] of this.waiting) {
+        this.waiting.delete(chain);
+        try {
+          for (const o of await cosignCheckpoint(this.db, this.signer, p, this.witnesses, this.fetchImpl))
+            this.onOutcome(chain, o);
+        } catch (err) {
+          // The database failed (the witnesses' own failures are outcomes): the next checkpoint asks again.
+          const message = err instanceof Error ? err.message : String(err);
+          for (const { witness } of this.witnesses)
+            this.onOutcome(chain, {
+              witness: witness.name,
+              status: 'unreachable',
+              size: p.treeSize,
+              message,
+            });
+        }
+      }
+    })().finally(() => {
+      this.running = undefined;
+      this.drain();
+    });
+  }
+
+  /** Resolves once every checkpoint handed over so far has been submitted. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+}
+
 async function lastCosignedSize(db: Db, chain: string, witness: string): Promise<number> {
   const { rows } = await asPlatform(db, (trx) =>
     sql<{ size: string | null }>`select max(size) as size from audit_cosignatures

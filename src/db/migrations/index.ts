@@ -30,6 +30,7 @@ import * as m0036 from './0036-scoped-read.js';
 import * as m0038 from './0038-console-sign-in-codes.js';
 import * as m0039 from './0039-region-migrations.js';
 import * as m0043 from './0043-cell-agent-commands.js';
+import * as m0044 from './0044-audit-hot-paths.js';
 import * as m0045 from './0045-event-sequence-at-commit.js';
 import * as m0047 from './0047-identity-invalidation.js';
 import * as m0050 from './0050-cell-agent-version.js';
@@ -69,6 +70,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0038-console-sign-in-codes': m0038,
   '0039-region-migrations': m0039,
   '0043-cell-agent-commands': m0043,
+  '0044-audit-hot-paths': m0044,
   '0045-event-sequence-at-commit': m0045,
   '0047-identity-invalidation': m0047,
   '0050-cell-agent-version': m0050,

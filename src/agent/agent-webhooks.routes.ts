@@ -139,7 +139,8 @@ export function registerAgentWebhookRoutes(
         ),
         response: {
           200: Type.Object({ accepted: Type.Integer(), stale: Type.Integer() }),
-          ...errorResponses(400, 403, 404, 422),
+          // A report past the server's body limit (5,000 attempts with long excerpts can be) is a 413.
+          ...errorResponses(400, 403, 404, 413, 422),
         },
       },
     },

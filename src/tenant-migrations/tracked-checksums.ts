@@ -74,6 +74,30 @@ async function ensureJournal(c: pg.ClientBase, name: string): Promise<void> {
   );
 }
 
+/**
+ * Runs `body` for each tracked table (schema-qualified) in one transaction that waits at most 5 s
+ * for a table's lock; a failure rolls everything back and is a retryable TrackingBusy.
+ */
+async function onEachTable(
+  c: pg.ClientBase,
+  t: Tracked,
+  body: (rel: string) => Promise<void>,
+): Promise<void> {
+  await c.query('begin');
+  try {
+    await c.query(`set local lock_timeout = '5s'`);
+    for (const table of t.tables) await body(`${id(t.schema)}.${id(table)}`);
+    await c.query('commit');
+  } catch (err) {
+    await c.query('rollback').catch(() => undefined);
+    throw new ProviderError(
+      `change tracking on ${t.schema}: ${(err as Error).message}`,
+      'TrackingBusy',
+      true,
+    );
+  }
+}
+
 /** Statement-level triggers with transition tables on the source's tables (safe to run twice). */
 export async function trackSource(c: pg.ClientBase, t: Tracked): Promise<void> {
   await ensureJournal(c, t.name);
@@ -96,34 +120,21 @@ export async function trackSource(c: pg.ClientBase, t: Tracked): Promise<void> {
       return null;
     end $f$`);
   // CREATE TRIGGER waits for the writers' open transactions and holds new ones meanwhile: briefly.
-  await c.query('begin');
-  try {
-    await c.query(`set local lock_timeout = '5s'`);
-    for (const table of t.tables) {
-      const rel = `${id(t.schema)}.${id(table)}`;
-      const f = fn(t.name, 'stmt');
-      await c.query(
-        `create or replace trigger ${trig(t.name, 'i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
-      );
-      await c.query(
-        `create or replace trigger ${trig(t.name, 'd')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
-      );
-      await c.query(
-        `create or replace trigger ${trig(t.name, 'u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
-      );
-      await c.query(
-        `create or replace trigger ${trig(t.name, 't')} after truncate on ${rel} for each statement execute function ${f}()`,
-      );
-    }
-    await c.query('commit');
-  } catch (err) {
-    await c.query('rollback').catch(() => undefined);
-    throw new ProviderError(
-      `change tracking on ${t.schema}: ${(err as Error).message}`,
-      'TrackingBusy',
-      true,
+  await onEachTable(c, t, async (rel) => {
+    const f = fn(t.name, 'stmt');
+    await c.query(
+      `create or replace trigger ${trig(t.name, 'i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
     );
-  }
+    await c.query(
+      `create or replace trigger ${trig(t.name, 'd')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
+    );
+    await c.query(
+      `create or replace trigger ${trig(t.name, 'u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
+    );
+    await c.query(
+      `create or replace trigger ${trig(t.name, 't')} after truncate on ${rel} for each statement execute function ${f}()`,
+    );
+  });
 }
 
 /** Row-level triggers, fired by the apply worker too (ENABLE ALWAYS), on the target's tables. */
@@ -141,25 +152,12 @@ export async function trackTarget(c: pg.ClientBase, t: Tracked): Promise<void> {
       end if;
       return null;
     end $f$`);
-  await c.query('begin');
-  try {
-    await c.query(`set local lock_timeout = '5s'`);
-    for (const table of t.tables) {
-      const rel = `${id(t.schema)}.${id(table)}`;
-      await c.query(
-        `create or replace trigger ${trig(t.name, 'r')} after insert or update or delete on ${rel} for each row execute function ${fn(t.name, 'row')}()`,
-      );
-      await c.query(`alter table ${rel} enable always trigger ${trig(t.name, 'r')}`);
-    }
-    await c.query('commit');
-  } catch (err) {
-    await c.query('rollback').catch(() => undefined);
-    throw new ProviderError(
-      `change tracking on ${t.schema}: ${(err as Error).message}`,
-      'TrackingBusy',
-      true,
+  await onEachTable(c, t, async (rel) => {
+    await c.query(
+      `create or replace trigger ${trig(t.name, 'r')} after insert or update or delete on ${rel} for each row execute function ${fn(t.name, 'row')}()`,
     );
-  }
+    await c.query(`alter table ${rel} enable always trigger ${trig(t.name, 'r')}`);
+  });
 }
 
 /** Removes the triggers, functions and journal (absent parts are skipped). */

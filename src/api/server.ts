@@ -32,6 +32,7 @@ import type { RequestLog } from '../observability/request-log.js';
 import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
+import type { ObjectCache } from '../registry/object-cache.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { withPromotions } from '../releases/promotion-workflow.js';
 import { PromotionsService } from '../releases/promotions.service.js';
@@ -77,7 +78,11 @@ export interface ServerDeps {
   retention?: RetentionService;
   /** The clock promotions read (src/releases); absent: the system's. */
   clock?: Clock;
+  /** The registry's read cache of GET answers, emptied by this process's own changes. */
+  objects?: ObjectCache;
 }
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
 
@@ -216,6 +221,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     deps.metrics.eventBacklog,
     scalar(sql`select count(*) as n from webhook_deliveries where status = 'pending'`),
   );
+
+  // Read-your-own-writes: whatever a request that can change state changed is forgotten before its
+  // answer leaves, so the caller's next GET reads it even before the NOTIFY arrives.
+  const objects = deps.objects;
+  if (objects) {
+    app.addHook('onSend', async (request, _reply, payload) => {
+      if (!SAFE_METHODS.has(request.method)) objects.forgetAll();
+      return payload;
+    });
+    app.addHook('onClose', async () => objects.close());
+  }
 
   const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
   registerRateLimit(app, rateLimiter, identify);

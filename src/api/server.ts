@@ -222,8 +222,15 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     scalar(sql`select count(*) as n from webhook_deliveries where status = 'pending'`),
   );
 
+  const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
+  registerRateLimit(app, rateLimiter, identify);
+
+  registerIdempotency(app, db, security);
+
   // Read-your-own-writes: whatever a request that can change state changed is forgotten before its
-  // answer leaves, so the caller's next GET reads it even before the NOTIFY arrives.
+  // answer leaves, so the caller's next GET reads it even before the NOTIFY arrives. After the
+  // idempotency hook's onSend, which commits an atomic write: a GET that read the old row before
+  // that commit must not be able to keep it (the cache refuses fills begun before forgetAll).
   const objects = deps.objects;
   if (objects) {
     app.addHook('onSend', async (request, _reply, payload) => {
@@ -232,11 +239,6 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     });
     app.addHook('onClose', async () => objects.close());
   }
-
-  const rateLimiter = deps.rateLimiter ?? new RateLimiter(db, { cacheMs: config.rateLimitCacheMs });
-  registerRateLimit(app, rateLimiter, identify);
-
-  registerIdempotency(app, db, security);
 
   app.setErrorHandler((err, request, reply) => {
     const p = toProblem(err, request);

@@ -152,7 +152,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const consoleAuth = await ConsoleAuth.create(config, db);
   installConsoleSession(app, consoleAuth);
   // Before any route: every route must declare its authorization action (fail closed).
-  installSecurity(app, security, db);
+  installSecurity(app, security, db, deps.objects);
   // Before any preHandler (tenant checks, idempotency) touches the database with the input.
   registerInputGuard(app);
   // The error answers every route can give by how it is reached, documented where they can happen:

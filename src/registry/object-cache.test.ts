@@ -282,6 +282,24 @@ describe('GET from the object cache of servers with NOTIFY (two API processes)',
     expect((await get(a, `/v1/webhook-endpoints/${A.endpoint}`, tokenA)).status).toBe(200);
   });
 
+  it('resolves the tenant a tenant caller names from memory, and forgets it when that tenant goes', async () => {
+    const created = await a.request('POST', '/v1/apply', { body: [tenantDoc('ocb', 'eu', 'dev', 'gone')] });
+    expect(created.status).toBe(200);
+    const slug = created.body.results[0].name as string;
+    const tokenA = await a.token({ subject: 'ann', tenant: A.slug, roles: ['tenant-admin'] });
+    const first = await get(a, `/v1/tenants/${slug}`, tokenA);
+    expect(first.body.code).toBe('tenant.spoofing');
+    expect(a.objects?.tenantOf(slug)).toBe(created.body.results[0].uuid);
+    expect((await get(a, `/v1/tenants/${slug}`, tokenA)).body.code).toBe('tenant.spoofing');
+    // Tombstoned by another process: once its NOTIFY arrives the name names no live tenant (404, as today).
+    await t.owner.query('update tenants set deleted_at = now() where slug = $1', [slug]);
+    await expect
+      .poll(async () => (await get(a, `/v1/tenants/${slug}`, tokenA)).status, { timeout: 2_000, interval: 5 })
+      .toBe(404);
+    const plainA = await plain.token({ subject: 'ann', tenant: A.slug, roles: ['tenant-admin'] });
+    expect((await get(plain, `/v1/tenants/${slug}`, plainA)).status).toBe(404);
+  });
+
   it('decides every cached read with Cedar: a reader without the right is refused from a warm entry', async () => {
     const path = `/v1/tenants/${A.slug}`;
     expect((await get(a, path)).status).toBe(200);

@@ -63,6 +63,7 @@ const EVERYTHING = '*';
  * - Entries end after `ttlMs`; at most `maxEntries` are kept (least recently used out first).
  */
 export class ObjectCache {
+  /** GET answers, and (under `tenant-ref <ref>`) which tenant a tenant ref names as the platform sees it. */
   private readonly entries: LRUCache<string, ServedObject>;
   /** The keys under which each object (by UUID) is kept. */
   private readonly keysOf = new Map<string, Set<string>>();
@@ -140,6 +141,24 @@ export class ObjectCache {
     const keys = this.keysOf.get(uuid);
     if (keys) keys.add(key);
     else this.keysOf.set(uuid, new Set([key]));
+  }
+
+  /**
+   * The tenant (UUID) that a tenant ref (slug or UUID) names as the platform sees it, for the
+   * tenant-spoofing check (src/authz/tenant-spoofing.ts): kept and forgotten like that tenant's
+   * object. Unknown names are not kept.
+   */
+  tenantOf(ref: string): string | undefined {
+    return this.caches('Tenant') ? this.entries.get(`tenant-ref ${ref}`)?.metadata.uuid : undefined;
+  }
+
+  setTenantOf(ref: string, tenantId: string, began: number): void {
+    if (this.caches('Tenant'))
+      this.set(
+        `tenant-ref ${ref}`,
+        { metadata: Object.freeze({ uuid: tenantId, generation: 0 }), json: '' },
+        began,
+      );
   }
 
   private invalidatedSince(began: number, uuid: string): boolean {

@@ -9,9 +9,9 @@ import type { EventNotifier } from '../../src/events/event-notifier.js';
 import type { EventsService } from '../../src/events/events.service.js';
 import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issuer.js';
 import type { Security } from '../../src/identity/security.js';
-import type { ObjectCache } from '../../src/registry/object-cache.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { RequestLog } from '../../src/observability/request-log.js';
+import type { ObjectCache } from '../../src/registry/object-cache.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 export interface RequestOptions {

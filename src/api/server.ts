@@ -234,7 +234,9 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const objects = deps.objects;
   if (objects) {
     app.addHook('onSend', async (request, _reply, payload) => {
-      if (!SAFE_METHODS.has(request.method)) objects.forgetAll();
+      // Only a caller who got past authentication can have changed anything (and unauthenticated
+      // requests cannot keep the cache empty for everyone).
+      if (request.ctx && !SAFE_METHODS.has(request.method)) objects.forgetAll();
       return payload;
     });
     app.addHook('onClose', async () => objects.close());

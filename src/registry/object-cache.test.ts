@@ -1,3 +1,4 @@
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { customerDoc, tenantDoc } from '../../test/helpers/event-fixtures.js';
@@ -5,7 +6,8 @@ import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-d
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { PLATFORM } from '../db/database.js';
 import { EventNotifier } from '../events/event-notifier.js';
-import { ObjectCache, type ObjectInvalidation, type ServedObject } from './object-cache.js';
+import { KINDS } from './kinds/index.js';
+import { ObjectCache, type ObjectInvalidation, type ServedObject, watchedKinds } from './object-cache.js';
 
 /** An invalidation source driven by the test (the real one is a LISTEN connection, tested below). */
 class Source implements ObjectInvalidation {
@@ -306,6 +308,39 @@ describe('GET from the object cache of servers with NOTIFY (two API processes)',
     const nobody = await a.token({ subject: 'nora', tenant: A.slug, roles: [] });
     const res = await get(a, path, nobody);
     expect(res.status).toBe(403);
+  });
+
+  it('is told by the database: every kind’s table sends `<kind> <tenant> <id> <generation>`, a bulk statement `*`', async () => {
+    expect(await watchedKinds(t.db)).toEqual([...KINDS]);
+    const listener = new pg.Client({ connectionString: t.appUrl });
+    await listener.connect();
+    const got: string[] = [];
+    listener.on('notification', (n) => got.push(n.payload ?? ''));
+    try {
+      await listener.query('listen tenantry_objects');
+      await t.owner.query(`update tenants set labels = '{"n":"1"}' where id = $1`, [B.uuid]);
+      await t.owner.query(`update customers set labels = '{"n":"1"}' where slug = 'oca'`);
+      await t.owner.query(`update tenants set labels = labels where false`);
+      // Inserts say nothing (no cache can hold an object not yet made); 201 rows updated at once: `*`.
+      await t.owner.query(
+        `insert into regions (id, slug, spec) select gen_random_uuid(), 'bulk-' || i, '{}' from generate_series(1, 201) i`,
+      );
+      await t.owner.query(`update regions set labels = '{"bulk":"1"}' where slug like 'bulk-%'`);
+      await t.owner.query(`delete from regions where slug like 'bulk-%'`);
+      await expect.poll(() => got.length, { timeout: 2_000 }).toBe(4);
+      expect(got.slice(2)).toEqual(['*', '*']);
+      const { rows } = await t.owner.query(
+        `select generation from tenants where id = $1 union all select generation from customers where slug = 'oca'`,
+        [B.uuid],
+      );
+      const customer = (await t.owner.query(`select id from customers where slug = 'oca'`)).rows[0].id;
+      expect(got.slice(0, 2)).toEqual([
+        `Tenant ${B.uuid} ${B.uuid} ${rows[0].generation}`,
+        `Customer  ${customer} ${rows[1].generation}`,
+      ]);
+    } finally {
+      await listener.end();
+    }
   });
 
   it('reads the database while LISTEN is not in place, and caches again once it is', async () => {

@@ -139,7 +139,8 @@ async function reconcileAll(
 
 /**
  * `count` copies of tenant `slug` and its objects (deployments, resources), each with its reconcile
- * job as the change path queued the template's (due now, same generation and ticket), in one
+ * job as the change path queued the template's (same generation and ticket; due as if each copy had
+ * been applied by a change of its own, a microsecond after the one before), in one
  * statement per table and one transaction; the copy of tenant `…-t0` is `…-t<i>` (slugs, physical
  * names and specs rewritten; new ids). Every other column is copied as it is, so the clones stay
  * valid whatever columns later migrations add. The change path's history of each change (object
@@ -208,9 +209,11 @@ async function cloneTenantTree(owner: pg.Pool, slug: string, count: number): Pro
     const jobColumns = await columns('reconcile_jobs', ['object_id', 'tenant_id', 'run_after']);
     await client.query(
       `insert into reconcile_jobs (object_id, tenant_id, run_after, ${jobColumns.map((c) => `"${c}"`).join(', ')})
-       select c.id, ct.id, now(), ${jobColumns.map((c) => `j."${c}"`).join(', ')}
+       select c.id, ct.id, now() - make_interval(secs => ($1::int - c.i) / 1e6),
+         ${jobColumns.map((c) => `j."${c}"`).join(', ')}
        from reconcile_jobs j join clone_ids c on c.old_id = j.object_id and c.kind = j.object_kind
        join clone_ids ct on ct.old_id = j.tenant_id and ct.i = c.i`,
+      [count],
     );
     await client.query('commit');
     for (const table of ['tenants', 'deployments', 'integration_resources', 'reconcile_jobs'])

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { sealAuditRecord } from './append-audit.js';
-import { type AuditRecordRow, itemFromRow, loadLeafRows, RECORD_COLUMNS } from './audit.repository.js';
+import { type AuditRecordRow, itemFromRow, loadLeafRows } from './audit.repository.js';
 import { GENESIS_HASH } from './audit-hash.js';
 import { CompactRange, leafHash } from './merkle.js';
 
@@ -20,10 +20,11 @@ export interface IntegratedBatch {
 }
 
 /**
- * Integrates up to `limit` committed unsequenced audit entries, oldest first, in one transaction:
- * per chain, each gets the next seq, the previous record's hash and its own v1 hash (RFC 9162 leaf
- * of the chain's Merkle tree), written by tenantry_audit_sequence(), which refuses a batch that does
- * not continue every chain's head gap-free and linked.
+ * Integrates up to `limit` committed unsequenced audit entries (audit_queue), oldest first, in one
+ * transaction: per chain, each gets the next seq, the previous record's hash and its own v1 hash
+ * (RFC 9162 leaf of the chain's Merkle tree), inserted into audit_positions by
+ * tenantry_audit_sequence(), which takes them off the queue and refuses a batch that does not
+ * continue every chain's head gap-free and linked. The record itself is not written again.
  *
  * Concurrency contract: any number of processes may call it; `pg_try_advisory_xact_lock` elects one
  * sequencer per batch, and the others return null at once. A sequencer that dies mid-batch rolls
@@ -35,9 +36,17 @@ export async function integrateAuditBatch(db: Db, limit = 5000): Promise<Integra
     const { rows: lock } = await sql<{ ok: boolean }>`
       select pg_try_advisory_xact_lock(${SEQUENCER_LOCK}) as ok`.execute(trx);
     if (!lock[0]?.ok) return null;
+    // The queue's oldest entries (its primary key's order), each with its record.
     const { rows } = await sql<AuditRecordRow & { age_ms: string }>`
-      select ${RECORD_COLUMNS}, extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
-      from audit_records a where a.seq is null order by a.time, a.id limit ${limit}`.execute(trx);
+      select a.id, a.chain, null as seq, tenantry_audit_time(a.time) as time, a.tenant_id, a.app_id,
+        a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,
+        a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, null as prev_hash, null as hash,
+        extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
+      from audit_queue q join audit_records a on a.id = q.record_id
+      -- A queued record that has a position (only a forger with the triggers off writes one) is
+      -- left queued, counted as unsequenced, rather than stopping every batch.
+      where not exists (select from audit_positions p where p.record_id = q.record_id)
+      order by q.time, q.record_id limit ${limit}`.execute(trx);
     const heads = new Map<string, { seq: number; hash: string }>();
     if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
     const chains = [...new Set(rows.map((r) => r.chain))];

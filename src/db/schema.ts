@@ -131,6 +131,7 @@ export interface AuditPositionTable {
 export interface AuditQueueTable {
   time: Timestamp;
   record_id: string;
+  chain: string;
 }
 
 export interface AuditChainHeadTable {

@@ -10,7 +10,7 @@ import { type Kysely, sql } from 'kysely';
  *   append-only trigger). Gap-free (chain, seq) is its primary key; a record has at most one
  *   position (unique record_id). A position counts while its record exists: retention deletes the
  *   records and keeps their leaf hashes in audit_pruned_leaves, as before.
- * - audit_queue (time, record_id): the entries written but not yet integrated, oldest first. The
+ * - audit_queue (time, record_id, chain): the entries written but not yet integrated, oldest first. The
  *   change's INSERT into audit_records fills it (a statement trigger over the inserted rows, so the
  *   change's SQL is unchanged and the entry is queued in the change's own transaction); the
  *   sequencer takes a batch off it in the transaction that positions it. Platform only.
@@ -43,6 +43,7 @@ revoke insert, update, delete, truncate on audit_positions from tenantry_app;
 create table audit_queue (
   time timestamptz not null,
   record_id uuid not null,
+  chain text not null,
   primary key (time, record_id)
 );
 alter table audit_queue enable row level security;
@@ -53,7 +54,7 @@ grant select on audit_queue to tenantry_platform;
 
 insert into audit_positions (chain, seq, record_id, prev_hash, hash)
   select chain, seq, id, prev_hash, hash from audit_records where seq is not null;
-insert into audit_queue (time, record_id) select time, id from audit_records where seq is null;
+insert into audit_queue (time, record_id, chain) select time, id, chain from audit_records where seq is null;
 
 -- No sequencing exception any more: nobody updates an audit record.
 create or replace function tenantry_audit_append_only() returns trigger language plpgsql as $$
@@ -87,7 +88,7 @@ drop index if exists audit_records_action_time;
 create function tenantry_audit_enqueue() returns trigger language plpgsql security definer
 set search_path = public, pg_temp as $$
 begin
-  insert into audit_queue (time, record_id) select n.time, n.id from added n;
+  insert into audit_queue (time, record_id, chain) select n.time, n.id, n.chain from added n;
   return null;
 end $$;
 revoke all on function tenantry_audit_enqueue() from public;

@@ -18,7 +18,7 @@ const SEQUENCER_LOCK = 0x74656e73;
  * busy server's sequencer is not one connection among all the writers'. A log's part is fixed by
  * its name (partOf), so one log is always integrated by one part, in order.
  */
-export const SEQUENCER_PARTS = 4;
+export const SEQUENCER_PARTS = 8;
 
 /** The part of the log whose chain is `chain` (SQL over a chain column). */
 const partOf = (chain: RawBuilder<unknown>) =>

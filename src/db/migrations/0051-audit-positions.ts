@@ -95,53 +95,62 @@ revoke all on function tenantry_audit_enqueue() from public;
 create trigger audit_records_enqueue after insert on audit_records referencing new table as added
   for each statement execute function tenantry_audit_enqueue();
 
--- Integrates a batch: p_ids[i] gets position p_seqs[i] with p_prev[i] and p_hashes[i]. Refuses the
--- whole batch unless every entry was queued (unsequenced) and, per chain, the positions continue
--- the head gap-free and each links to the one before. Platform only.
+-- Integrates a batch: p_ids[i] gets position p_seqs[i] with p_prev[i] and p_hashes[i], in the chain
+-- its queue entry names (the record's own, copied by the enqueue trigger). Refuses the whole batch
+-- unless every entry was queued (unsequenced) and, per chain, the positions continue the head
+-- gap-free and each links to the one before. Platform only.
 create or replace function tenantry_audit_sequence(p_ids uuid[], p_seqs bigint[], p_prev text[], p_hashes text[])
 returns integer language plpgsql security definer set search_path = public, pg_temp as $$
 declare
   n integer;
-  r record;
   head_seq bigint;
   head_hash text;
+  v_chain text[];
+  v_lo bigint[];
+  v_hi bigint[];
+  v_cnt bigint[];
+  v_first text[];
+  v_last text[];
+  v_linked boolean[];
 begin
   if not tenantry_is_platform() then
     raise exception 'sequencing the audit log is a platform operation' using errcode = 'insufficient_privilege';
   end if;
-  -- Taking the entries off the queue is the claim that they were unsequenced.
-  delete from audit_queue q where q.record_id = any(p_ids);
-  get diagnostics n = row_count;
+  -- One statement: the entries come off the queue (taking them is the claim that they were
+  -- unsequenced; the queue names each one's chain), their positions go in, and per chain what the
+  -- batch placed is summed up for the checks below.
+  with taken as (
+    delete from audit_queue q where q.record_id = any(p_ids) returning q.record_id, q.chain
+  ), placed as (
+    insert into audit_positions (chain, seq, record_id, prev_hash, hash)
+    select t.chain, b.seq, t.record_id, b.prev_hash, b.hash
+    from unnest(p_ids, p_seqs, p_prev, p_hashes) as b(id, seq, prev_hash, hash)
+    join taken t on t.record_id = b.id
+    returning chain, seq, prev_hash, hash
+  )
+  select coalesce(sum(g.cnt), 0), array_agg(g.chain), array_agg(g.lo), array_agg(g.hi), array_agg(g.cnt),
+         array_agg(g.first_prev), array_agg(g.last_hash), array_agg(g.linked)
+    into n, v_chain, v_lo, v_hi, v_cnt, v_first, v_last, v_linked
+  from (select b.chain, min(b.seq) as lo, max(b.seq) as hi, count(*) as cnt,
+               (array_agg(b.prev_hash order by b.seq))[1] as first_prev,
+               (array_agg(b.hash order by b.seq desc))[1] as last_hash,
+               bool_and(b.linked) as linked
+        from (select p.chain, p.seq, p.prev_hash, p.hash,
+                     p.prev_hash = coalesce(lag(p.hash) over (partition by p.chain order by p.seq), p.prev_hash) as linked
+              from placed p) b
+        group by b.chain) g;
   if n <> coalesce(cardinality(p_ids), 0) then
     raise exception 'audit batch: % of % entries were unsequenced', n, cardinality(p_ids)
       using errcode = 'serialization_failure';
   end if;
-  insert into audit_positions (chain, seq, record_id, prev_hash, hash)
-    select a.chain, b.seq, a.id, b.prev_hash, b.hash
-    from unnest(p_ids, p_seqs, p_prev, p_hashes) as b(id, seq, prev_hash, hash)
-    join audit_records a on a.id = b.id;
-  get diagnostics n = row_count;
-  if n <> cardinality(p_ids) then
-    raise exception 'audit batch: % of % entries exist', n, cardinality(p_ids)
-      using errcode = 'serialization_failure';
-  end if;
-  for r in
-    select b.chain, min(b.seq) as lo, max(b.seq) as hi, count(*) as cnt,
-           (array_agg(b.prev_hash order by b.seq))[1] as first_prev,
-           (array_agg(b.hash order by b.seq desc))[1] as last_hash,
-           bool_and(b.linked) as linked
-    from (select p.chain, p.seq, p.prev_hash, p.hash,
-                 p.prev_hash = coalesce(lag(p.hash) over (partition by p.chain order by p.seq), p.prev_hash) as linked
-          from audit_positions p where p.record_id = any(p_ids)) b
-    group by b.chain
-  loop
-    select h.seq, h.hash into head_seq, head_hash from audit_chain_heads h where h.chain = r.chain for update;
-    if r.lo <> coalesce(head_seq, 0) + 1 or r.hi - r.lo + 1 <> r.cnt or not r.linked
-       or r.first_prev <> coalesce(head_hash, repeat('0', 64)) then
-      raise exception 'audit batch does not continue chain % at seq %', r.chain, coalesce(head_seq, 0)
+  for i in 1 .. coalesce(cardinality(v_chain), 0) loop
+    select h.seq, h.hash into head_seq, head_hash from audit_chain_heads h where h.chain = v_chain[i] for update;
+    if v_lo[i] <> coalesce(head_seq, 0) + 1 or v_hi[i] - v_lo[i] + 1 <> v_cnt[i] or not v_linked[i]
+       or v_first[i] <> coalesce(head_hash, repeat('0', 64)) then
+      raise exception 'audit batch does not continue chain % at seq %', v_chain[i], coalesce(head_seq, 0)
         using errcode = 'serialization_failure';
     end if;
-    insert into audit_chain_heads as h (chain, seq, hash) values (r.chain, r.hi, r.last_hash)
+    insert into audit_chain_heads as h (chain, seq, hash) values (v_chain[i], v_hi[i], v_last[i])
       on conflict (chain) do update set seq = excluded.seq, hash = excluded.hash, updated_at = now();
   end loop;
   return n;

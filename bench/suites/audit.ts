@@ -87,9 +87,7 @@ export async function auditBenchmark(server: BenchPostgres): Promise<Row[]> {
       },
     });
     const caughtUp = async () => {
-      while (
-        (await owner.query('select count(*)::int as n from audit_queue')).rows[0].n > 0
-      )
+      while ((await owner.query('select count(*)::int as n from audit_queue')).rows[0].n > 0)
         await new Promise((r) => setTimeout(r, 200));
     };
     sequencer.start();

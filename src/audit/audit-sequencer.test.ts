@@ -81,7 +81,9 @@ describe('the audit sequencer', () => {
       let seq: number | null = null;
       while (seq === null && Date.now() - t0 < 3000) {
         await new Promise((r) => setTimeout(r, 10));
-        seq = (await t.owner.query('select seq from audit_positions where record_id = $1', [id])).rows[0]?.seq ?? null;
+        seq =
+          (await t.owner.query('select seq from audit_positions where record_id = $1', [id])).rows[0]?.seq ??
+          null;
       }
       expect(seq).not.toBeNull();
       expect(Date.now() - t0).toBeLessThan(1000);
@@ -161,7 +163,9 @@ describe('the audit sequencer', () => {
     await expect(call('tenant', [id], [2], [first!.hash], [h])).rejects.toThrow(/permission denied/);
     // The application role cannot write records, positions or heads directly.
     await expect(
-      asPlatform(t.db, (trx) => sql`update audit_records set action = 'forged' where id = ${id}`.execute(trx)),
+      asPlatform(t.db, (trx) =>
+        sql`update audit_records set action = 'forged' where id = ${id}`.execute(trx),
+      ),
     ).rejects.toThrow(/permission denied/);
     await expect(
       asPlatform(t.db, (trx) =>

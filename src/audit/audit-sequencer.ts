@@ -226,7 +226,9 @@ export class AuditSequencer {
             total += batch.records;
             this.integrated += batch.records;
             if (this.opts.onBatch)
-              await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
+              await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) =>
+                this.opts.onError?.(err),
+              );
           });
           return total;
         }),

@@ -170,9 +170,7 @@ export async function countUnsequenced(
 ): Promise<{ records: number; oldest: string | null }> {
   const { rows } = await sql<{ n: number; oldest: string | null }>`
     select count(*)::int as n, tenantry_audit_time(min(q.time)) as oldest from audit_queue q
-    ${chain !== undefined ? sql`where q.chain = ${chain}` : sql``}`.execute(
-    trx,
-  );
+    ${chain !== undefined ? sql`where q.chain = ${chain}` : sql``}`.execute(trx);
   return { records: rows[0]?.n ?? 0, oldest: rows[0]?.oldest ?? null };
 }
 

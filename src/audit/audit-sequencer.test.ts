@@ -207,4 +207,26 @@ describe('the audit sequencer', () => {
     expect(batches?.map((b) => b.records)).toEqual([3, 3, 1]);
     expect(batches?.at(-1)?.heads.get(tenant)).toMatchObject({ seq: 7 });
   });
+
+  it('is not stopped by a queued entry that a forger gave a position: it stays queued, counted, and the position is caught', async () => {
+    const forged = randomUUID();
+    const { id } = await write(forged);
+    // As the owner: a position for the queued entry, bypassing the sequencer.
+    await t.owner.query(
+      `insert into audit_positions (chain, seq, record_id, prev_hash, hash)
+       values ($1, 1, $2, repeat('0', 64), repeat('1', 64))`,
+      [forged, id],
+    );
+    const other = randomUUID();
+    await write(other);
+    await write(other);
+    await sequenceAudit(t.db);
+    expect((await verifyAudit(t.db, { tenant: other, publicKeys: keys })).chains[0]).toMatchObject({
+      records: 2,
+      ok: true,
+    });
+    const v = await verifyAudit(t.db, { tenant: forged, publicKeys: keys });
+    expect(v.unsequenced.records).toBe(1);
+    expect(v.firstProblem).toMatchObject({ code: 'record.altered', seq: 1, recordId: id });
+  });
 });

@@ -80,7 +80,9 @@ export async function cellIndex(
   // Hashes only: the objects themselves are read for those an agent lacks (a change: one or two).
   const items = (
     await sql<{ id: string; generation: string; hash: string }>`
-      select x.id, x.generation, ${hashSql} as hash from (${cellObjects(cellId)}) x order by x.id`.execute(trx)
+      select x.id, x.generation, ${hashSql} as hash from (${cellObjects(cellId)}) x order by x.id`.execute(
+      trx,
+    )
   ).rows.map((r) => ({ id: r.id, generation: Number(r.generation), hash: r.hash }));
   const hash = indexHash(items);
   const r = await sql<{ feed_generation: string }>`

@@ -16,7 +16,8 @@ import { databaseUrl } from '../tenant-migrations/pg-copy.js';
  * plane's providers record and refuse any call and its workflow engine's data-plane URL leads
  * nowhere (nothing listens on port 1), so it connects to no data-plane engine. The data is in the
  * silo afterwards, the silo database turns Ready by the target cell's agent with the credentials
- * the source's agent made (and switched at the cut-over), and a rollback brings the tenant back.
+ * the source's agent made (and switched at the cut-over), a rollback brings the tenant back, and a
+ * retirement drops the kept pool schema there.
  */
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const CLI = ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts')];
@@ -169,7 +170,7 @@ afterAll(async () => {
 });
 
 describe('a migration through agents', () => {
-  it('moves a pooled tenant to a silo with the agents doing the data-plane work, and rolls it back', async () => {
+  it('moves a pooled tenant to a silo with the agents doing the data-plane work, rolls it back, and retires a second one', async () => {
     await until(
       'the pool schema Ready (by the agent)',
       async () => (await resource())?.phase === 'Ready',
@@ -261,6 +262,28 @@ describe('a migration through agents', () => {
       c.query(`select count(*)::int as n from ${schema}.orders`),
     );
     expect(back.rows[0].n).toBe(501);
+
+    // Again, then retired: the agent drops the kept pool schema and its role.
+    const again = await s.request('POST', `/v1/tenants/${tenant}/migrations`, {
+      body: { isolation: 'silo' },
+    });
+    expect(again.status, JSON.stringify(again.body)).toBeLessThan(300);
+    expect(await finished(s.t, again.body.id, 120_000)).toMatchObject({ state: 'Succeeded' });
+    const retiring = await s.request('POST', `/v1/tenants/${tenant}/migrations/${again.body.id}/retire`, {
+      body: {},
+    });
+    expect(retiring.status, JSON.stringify(retiring.body)).toBeLessThan(300);
+    expect(await finished(s.t, retiring.body.retireWorkflowId, 60_000)).toMatchObject({ state: 'Succeeded' });
+    const left = await dataplane(undefined, (c) =>
+      c.query(
+        `select (select count(*) from pg_namespace where nspname = $1)::int as schemas,
+                (select count(*) from pg_roles where rolname = $1)::int as roles`,
+        [schema],
+      ),
+    );
+    expect(left.rows[0]).toEqual({ schemas: 0, roles: 0 });
+    const kept = await dataplane(silo, (c) => c.query('select count(*)::int as n from orders'));
+    expect(kept.rows[0].n).toBe(501);
     expect(controlPlaneCalls).toEqual([]);
   });
 });

@@ -27,6 +27,7 @@ import {
   migrationRow,
   type ResourcePlan,
   readMigration,
+  recordSwitch,
   workflowKey,
 } from './migration-records.js';
 import {
@@ -518,32 +519,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       );
       await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
     }
-    if (direction === 'forward')
-      await sql`
-        update tenant_migrations set state = 'CutOver', cut_over_at = now(), writes_frozen = false,
-          freeze_ended_at = now(), freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int,
-          rollback_until = now() + make_interval(secs => rollback_window_seconds),
-          updated_at = now()
-        where id = ${migrationId}`.execute(trx);
-    else
-      await sql`
-        update tenant_migrations set state = 'RolledBack', rolled_back_at = now(), writes_frozen = false,
-          rollback_verification = coalesce(rollback_verification, '{}'::jsonb) || jsonb_build_object(
-            'freezeMs', (extract(epoch from now() - (rollback_verification->>'frozenAt')::timestamptz) * 1000)::int),
-          updated_at = now()
-        where id = ${migrationId}`.execute(trx);
-    await appendAudit(
-      trx,
-      auditEntryOf(ctx, {
-        tenantId,
-        action: direction === 'forward' ? 'migration.cut_over' : 'migration.rolled_back',
-        target: { kind: 'Migration', id: migrationId, slug: t.slug },
-        before: { placement: bindingOf(from) },
-        after: { placement: bindingOf(to) },
-        outcome: 'success',
-        decision: null,
-      }),
-    );
+    await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
     for (const r of plan.resources)
       await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
   }

@@ -200,10 +200,10 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     });
     expect(migration.status, JSON.stringify(migration.body)).toBe(202);
     await page.reload();
-    const migrations = page.getByRole('table', { name: 'Isolation migrations, newest first' });
+    const migrations = page.getByRole('table', { name: 'Migrations of this tenant, newest first' });
     await text(migrations, /silo in/);
-    await migrations.getByRole('link', { name: /^Workflow of migration/ }).click();
-    await page.getByRole('table', { name: 'Steps' }).waitFor();
+    await migrations.getByRole('link', { name: /^Migration .* \(isolation\)$/ }).click();
+    await page.getByRole('table', { name: 'Steps of the migration' }).waitFor();
     await accessible(page, 'migration-workflow');
     // A cell whose agent joined shows it connected; the others are run by the control plane.
     const join = await s.request('POST', '/v1/cells/eu-prod-silo-1/join-tokens', { body: {} });

@@ -236,10 +236,10 @@ Nothing changes until you confirm: first the plan and the policy verdicts are sh
 <h2 id="migrate-h">What to change</h2>
 <fieldset><legend>Change</legend>
 <p><input type="radio" id="change-isolation" name="change" value="isolation" checked>
-<label for="change-isolation">Change the isolation</label>:
+<label for="change-isolation">Change the isolation</label>,
 <label for="m-isolation">isolation model</label> <select id="m-isolation" name="isolation">${ISOLATIONS.filter((i) => i !== placement.isolation).map((i) => html`<option value="${i}">${i}</option>`)}</select></p>
 <p><input type="radio" id="change-region" name="change" value="region">
-<label for="change-region">Move to another region</label>:
+<label for="change-region">Move to another region</label>,
 <label for="m-region">region</label> <input id="m-region" name="region" list="m-regions" maxlength="63" autocomplete="off">
 <datalist id="m-regions">${regions.map((r) => html`<option value="${r}"></option>`)}</datalist></p>
 </fieldset>
@@ -362,8 +362,12 @@ ${Object.entries({
       error?: string;
       tables?: unknown;
       verification?: unknown;
-      bulk?: { ms?: number; changedRows?: number };
+      bulk?: { ms?: number };
     };
+    const moved = Object.values((rollback.tables ?? {}) as Record<string, { changedRows?: number }>)
+      .map((x) => x.changedRows)
+      .filter((x): x is number => typeof x === 'number');
+    const changed = moved.length > 0 ? moved.reduce((a, b) => a + b, 0) : undefined;
     const inWindow = m.state === 'CutOver' && !!m.rollbackUntil && Date.parse(m.rollbackUntil) > Date.now();
     const self = `${migrationHref(ref, id)}/detail`;
     return html`<div id="migration"${live ? html` hx-get="${self}" hx-trigger="${POLL}" hx-swap="outerHTML"` : ''}>
@@ -392,7 +396,7 @@ ${verificationView(m.verification, label, 'Verification')}</section>
 ${
   rw
     ? html`<section aria-labelledby="rollback-h"><h2 id="rollback-h">Rollback</h2>
-<p>Workflow <a href="${BASE}/workflows/${rw.id}">${rw.type}</a> ${stateBadge(rw.state)}${rollback.freezeMs !== undefined ? html` · write freeze ${rollback.freezeMs} ms` : ''}${rollback.bulk?.ms !== undefined ? html` · copied back before the freeze in ${rollback.bulk.ms} ms` : ''}${rollback.bulk?.changedRows !== undefined ? html` · ${rollback.bulk.changedRows} changed rows copied in the freeze` : ''}</p>
+<p>Workflow <a href="${BASE}/workflows/${rw.id}">${rw.type}</a> ${stateBadge(rw.state)}${rollback.freezeMs !== undefined ? html` · write freeze ${rollback.freezeMs} ms` : ''}${rollback.bulk?.ms !== undefined ? html` · copied back before the freeze in ${rollback.bulk.ms} ms` : ''}${changed !== undefined ? html` · ${changed} changed rows moved in the freeze` : ''}</p>
 ${rollback.error ? html`<div class="error" role="alert">${rollback.error}</div>` : ''}
 ${stepsTable(rw.steps, 'Steps of the rollback')}
 ${verificationView(rollback.tables ?? rollback.verification, label, 'Verification of the copy back')}</section>`

@@ -19,6 +19,7 @@ import type {
   WorkflowDefinition,
   WorkflowRegistry,
 } from '../workflows/workflow.js';
+import { type ChangedRows, copyChangedRows, primaryKeys, trackRows, untrackRows } from './changed-rows.js';
 import {
   bindingOf,
   changeOf,
@@ -53,6 +54,8 @@ import {
   type Baselines,
   checksumBulk,
   type TrackedPair,
+  type TrackedVerification,
+  untrack,
   untrackPair,
   verifyFrozen,
 } from './tracked-checksums.js';
@@ -527,6 +530,40 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
   const rollbackPlan = (ctx: StepContext<RollbackInput>) =>
     (ctx.outputs['check-window'] as { plan: MigrationPlan }).plan;
 
+  /**
+   * The copy back of a rollback: the silo's schema (live) into the kept pool schema. Their names
+   * differ (`public` and `t_…`), so logical replication, which maps tables by qualified name, does
+   * not carry it; changed-rows.ts journals the silo's changed rows instead.
+   */
+  function backPair(r: ResourcePlan): TrackedPair {
+    return {
+      sourceUrl: urlOf(r.target.database),
+      targetUrl: urlOf(r.source.database),
+      tracked: { name: `${r.replication}_back`, schema: r.target.schema, tables: r.tables },
+      targetSchema: r.source.schema,
+    };
+  }
+  /** The copy back's change tracking gone from both sides (the silo may be gone already). */
+  async function untrackBack(r: ResourcePlan): Promise<void> {
+    const back = backPair(r);
+    await withClient(back.targetUrl, async (pool) => {
+      await untrack(pool, { ...back.tracked, schema: r.source.schema });
+      const silo = await pool.query('select 1 from pg_database where datname = $1', [r.target.database]);
+      if ((silo.rowCount ?? 0) === 0) return;
+      await withClient(back.sourceUrl, async (c) => {
+        await untrackRows(c, back.tracked);
+        await untrack(c, back.tracked);
+      });
+    });
+  }
+
+  interface BackBulk {
+    bases: Baselines;
+    keys: Record<string, string[]>;
+    copiedMs: number;
+  }
+  type BackVerification = (TrackedVerification & ChangedRows) | Verification;
+
   const rollbackSteps: StepDefinition<RollbackInput>[] = [
     {
       name: 'check-window',
@@ -540,6 +577,52 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       },
     },
     {
+      name: 'copy-back-bulk',
+      timeoutMs: 30 * 60_000,
+      // Before the freeze, while the tenant writes on the silo: its changed rows journalled from
+      // now on, every table copied back whole, and both sides' checksums baselined (hash journals,
+      // tracked-checksums.ts), so that the freeze moves and reads only what changed since.
+      async run(ctx) {
+        const plan = rollbackPlan(ctx);
+        if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
+        const out: Record<string, BackBulk> = {};
+        for (const r of plan.resources) {
+          const t0 = performance.now();
+          const back = backPair(r);
+          // A previous attempt's hash tracking goes first: the copy below replaces the pool's rows.
+          await untrackPair(back);
+          const keys = await withClient(back.sourceUrl, async (silo) => {
+            await trackRows(silo, back.tracked);
+            return primaryKeys(silo, r.target.schema, r.tables);
+          });
+          await withClient(back.sourceUrl, (silo) =>
+            withClient(back.targetUrl, (pool) =>
+              copyTables(silo, pool, {
+                fromSchema: r.target.schema,
+                toSchema: r.source.schema,
+                tables: r.tables,
+              }),
+            ),
+          );
+          const bases = await checksumBulk(back);
+          out[r.resourceId] = { bases, keys, copiedMs: Math.round(performance.now() - t0) };
+        }
+        return out;
+      },
+      async checkpoint(trx, ctx, output) {
+        const ms = Object.values(output as Record<string, Partial<BackBulk>>).reduce(
+          (n, b) => n + (b.copiedMs ?? 0),
+          0,
+        );
+        await sql`update tenant_migrations set rollback_verification = coalesce(rollback_verification, '{}'::jsonb)
+            || jsonb_build_object('bulk', jsonb_build_object('ms', ${ms}::int))
+          where id = ${ctx.input.migrationId}`.execute(trx);
+      },
+      async undo(ctx) {
+        for (const r of rollbackPlan(ctx).resources) await untrackBack(r);
+      },
+    },
+    {
       name: 'freeze-writes',
       async run(ctx) {
         await setFrozen(ctx.input.migrationId, true);
@@ -547,7 +630,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         return { frozenAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx, output) {
-        await sql`update tenant_migrations set rollback_verification = jsonb_build_object('frozenAt', ${(output as { frozenAt: string }).frozenAt}::text)
+        await sql`update tenant_migrations set rollback_verification = coalesce(rollback_verification, '{}'::jsonb)
+            || jsonb_build_object('frozenAt', ${(output as { frozenAt: string }).frozenAt}::text)
           where id = ${ctx.input.migrationId}`.execute(trx);
       },
       async undo(ctx) {
@@ -558,16 +642,40 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'copy-back',
       timeoutMs: 30 * 60_000,
-      // Everything the tenant holds now (writes since the cut-over included) back into the source.
+      // Everything the tenant holds now (writes since the cut-over included) back into the source:
+      // the rows changed since the bulk copy (or, without one, every row), proven equal.
       async run(ctx) {
-        const out: Record<string, Verification> = {};
+        const bulk = ctx.outputs['copy-back-bulk'] as Record<string, BackBulk | undefined>;
+        const out: Record<string, BackVerification> = {};
         for (const r of rollbackPlan(ctx).resources) {
-          await withClient(urlOf(r.target.database), (t) =>
-            withClient(urlOf(r.source.database), (s) =>
-              copyTables(t, s, { fromSchema: r.target.schema, toSchema: r.source.schema, tables: r.tables }),
-            ),
-          );
-          const v = await verifyUntilEqual(r, r.target.schema, 0);
+          const b = bulk[r.resourceId];
+          const back = backPair(r);
+          let v: BackVerification;
+          if (b) {
+            const moved = await withClient(back.sourceUrl, (silo) =>
+              withClient(back.targetUrl, (pool) =>
+                copyChangedRows(silo, pool, {
+                  name: back.tracked.name,
+                  liveSchema: r.target.schema,
+                  intoSchema: r.source.schema,
+                  tables: r.tables,
+                  keys: b.keys,
+                }),
+              ),
+            );
+            v = { ...(await verifyFrozen(back, b.bases, 0, moved.recopied)), ...moved };
+          } else {
+            await withClient(urlOf(r.target.database), (t) =>
+              withClient(urlOf(r.source.database), (s) =>
+                copyTables(t, s, {
+                  fromSchema: r.target.schema,
+                  toSchema: r.source.schema,
+                  tables: r.tables,
+                }),
+              ),
+            );
+            v = await verifyUntilEqual(r, r.target.schema, 0);
+          }
           out[r.resourceId] = v;
           if (!v.equal)
             throw new ProviderError('verification of the copy back failed', 'VerificationFailed', false);
@@ -582,6 +690,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'restore-source',
       async run(ctx) {
+        // No change tracking is left on the pool's tables before the tenant writes there again.
+        for (const r of rollbackPlan(ctx).resources) await untrackBack(r);
         for (const r of rollbackPlan(ctx).resources) await setLogin(r.source.role, true);
         return { restored: rollbackPlan(ctx).resources.length };
       },

@@ -78,7 +78,7 @@ async function ensureJournal(c: pg.ClientBase, name: string): Promise<void> {
  * Runs `body` for each tracked table (schema-qualified) in one transaction that waits at most 5 s
  * for a table's lock; a failure rolls everything back and is a retryable TrackingBusy.
  */
-async function onEachTable(
+export async function onEachTable(
   c: pg.ClientBase,
   t: Tracked,
   body: (rel: string) => Promise<void>,
@@ -305,7 +305,15 @@ export interface TrackedPair {
   sourceUrl: string;
   targetUrl: string;
   tracked: Tracked;
+  /** The target's schema of the same tables, where it is not the source's (a rollback's copy back). */
+  targetSchema?: string;
 }
+
+/** What is tracked on the target side: the same tables, in the target's schema. */
+const onTarget = (p: Pick<TrackedPair, 'tracked' | 'targetSchema'>): Tracked => ({
+  ...p.tracked,
+  schema: p.targetSchema ?? p.tracked.schema,
+});
 
 export interface Baselines {
   source: Baseline;
@@ -321,37 +329,45 @@ export interface Baselines {
 export async function checksumBulk(p: TrackedPair): Promise<Baselines> {
   const t0 = performance.now();
   await withClient(p.sourceUrl, (s) => trackSource(s, p.tracked));
-  await withClient(p.targetUrl, (t) => trackTarget(t, p.tracked));
+  await withClient(p.targetUrl, (t) => trackTarget(t, onTarget(p)));
   const [source, target] = await Promise.all([
     withClient(p.sourceUrl, (s) => baseline(s, p.tracked)),
-    withClient(p.targetUrl, (t) => baseline(t, p.tracked)),
+    withClient(p.targetUrl, (t) => baseline(t, onTarget(p))),
   ]);
   return { source, target, ms: Math.round(performance.now() - t0) };
 }
 
-/** Inside the freeze: both sides' checksums now from their baselines and journals, compared. */
-export async function verifyFrozen(p: TrackedPair, base: Baselines, timeoutMs: number) {
+/**
+ * Inside the freeze: both sides' checksums now from their baselines and journals, compared.
+ * `rehashTarget`: tables the target got by other means than tracked writes (copied anew), hashed
+ * in full there.
+ */
+export async function verifyFrozen(
+  p: TrackedPair,
+  base: Baselines,
+  timeoutMs: number,
+  rehashTarget: string[] = [],
+) {
   const side =
-    (url: string, b: Baseline) =>
+    (url: string, t: Tracked, b: Baseline, also: string[]) =>
     (alsoRehash: string[] = []) =>
       withClient(url, (c) =>
-        trackedChecksums(
-          c,
-          p.tracked,
-          b,
-          (cc, tables) => checksums(cc, p.tracked.schema, tables),
-          alsoRehash,
-        ),
+        trackedChecksums(c, t, b, (cc, tables) => checksums(cc, t.schema, tables), [...also, ...alsoRehash]),
       );
   return verifyTracked({
-    source: side(p.sourceUrl, base.source),
-    target: side(p.targetUrl, base.target),
+    source: side(p.sourceUrl, p.tracked, base.source, []),
+    target: side(p.targetUrl, onTarget(p), base.target, rehashTarget),
     timeoutMs,
   });
 }
 
 /** Tracking removed from both sides (the target's database may be gone already). */
-export async function untrackPair(p: { sourceUrl: string; targetUrl?: string; tracked: Tracked }) {
+export async function untrackPair(p: {
+  sourceUrl: string;
+  targetUrl?: string | undefined;
+  tracked: Tracked;
+  targetSchema?: string;
+}) {
   await withClient(p.sourceUrl, (s) => untrack(s, p.tracked));
-  if (p.targetUrl) await withClient(p.targetUrl, (t) => untrack(t, p.tracked));
+  if (p.targetUrl) await withClient(p.targetUrl, (t) => untrack(t, onTarget(p)));
 }

@@ -543,17 +543,22 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       targetSchema: r.source.schema,
     };
   }
+  /** The copy back's hash tracking gone from the kept pool schema (before the tenant writes there). */
+  const untrackPool = (r: ResourcePlan) =>
+    withClient(urlOf(r.source.database), (pool) =>
+      untrack(pool, { ...backPair(r).tracked, schema: r.source.schema }),
+    );
   /** The copy back's change tracking gone from both sides (the silo may be gone already). */
   async function untrackBack(r: ResourcePlan): Promise<void> {
     const back = backPair(r);
-    await withClient(back.targetUrl, async (pool) => {
-      await untrack(pool, { ...back.tracked, schema: r.source.schema });
-      const silo = await pool.query('select 1 from pg_database where datname = $1', [r.target.database]);
-      if ((silo.rowCount ?? 0) === 0) return;
-      await withClient(back.sourceUrl, async (c) => {
-        await untrackRows(c, back.tracked);
-        await untrack(c, back.tracked);
-      });
+    await untrackPool(r);
+    const silo = await withClient(back.targetUrl, (c) =>
+      c.query('select 1 from pg_database where datname = $1', [r.target.database]),
+    );
+    if ((silo.rowCount ?? 0) === 0) return;
+    await withClient(back.sourceUrl, async (c) => {
+      await untrackRows(c, back.tracked);
+      await untrack(c, back.tracked);
     });
   }
 
@@ -690,8 +695,9 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'restore-source',
       async run(ctx) {
-        // No change tracking is left on the pool's tables before the tenant writes there again.
-        for (const r of rollbackPlan(ctx).resources) await untrackBack(r);
+        // No change tracking is left on the pool's tables before the tenant writes there again
+        // (the silo's goes with its database, in drop-target, after the freeze).
+        for (const r of rollbackPlan(ctx).resources) await untrackPool(r);
         for (const r of rollbackPlan(ctx).resources) await setLogin(r.source.role, true);
         return { restored: rollbackPlan(ctx).resources.length };
       },

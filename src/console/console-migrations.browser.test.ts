@@ -1,31 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
-import { AxeBuilder } from '@axe-core/playwright';
-import { type Browser, chromium, type Locator, type Page } from 'playwright-core';
+import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  accessible,
+  consoleBrowser,
+  signedInAsAdmin as signIn,
+  text,
+} from '../../test/helpers/console-browser.js';
 import { dropDataplane, startController, type TestController, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { startWorkflowEngine } from '../../test/helpers/workflows.js';
-import { findChromium } from '../../test/infra/chromium.js';
-import { skipReason } from '../../test/infra/engines.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { databaseUrl, withClient } from '../tenant-migrations/pg-copy.js';
 
-const executablePath = findChromium();
-const reason = skipReason(
-  'console migration tests',
-  executablePath
-    ? undefined
-    : 'no Chromium found (apt-get install chromium-headless-shell, or set TENANTRY_CHROMIUM)',
-);
-const SHOTS = path.resolve(import.meta.dirname, '../../test-results/console');
-
-async function text(loc: Locator, want: string | RegExp, timeout = 10_000) {
-  await expect
-    .poll(async () => ((await loc.count()) > 0 ? ((await loc.first().textContent()) ?? '') : ''), { timeout })
-    .toMatch(want);
-}
+const { executablePath, reason } = consoleBrowser('console migration tests');
 
 // Roles and databases belong to the whole data-plane server: names unique to this run.
 const customer = `cm${randomBytes(3).toString('hex')}`;
@@ -55,7 +43,6 @@ describe.skipIf(reason)('console migrations (Chromium, real data plane)', () => 
   let migrationId = '';
 
   beforeAll(async () => {
-    fs.mkdirSync(SHOTS, { recursive: true });
     s = await startTestServer();
     const applied = await s.request('POST', '/v1/apply', {
       body: [
@@ -124,21 +111,8 @@ describe.skipIf(reason)('console migrations (Chromium, real data plane)', () => 
     await s?.close();
   });
 
-  async function accessible(page: Page, name: string) {
-    const result = await new AxeBuilder({ page }).analyze();
-    const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-    expect(
-      bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`),
-      name,
-    ).toEqual([]);
-    await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-  }
-
   it('migrates a pool tenant to silo from its page (plan, verdicts, confirmation, live steps, verification) and rolls it back', async () => {
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
-    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/tenants/${tenant}`);
     await page.getByText('No migrations.').waitFor();
     await page.getByRole('link', { name: 'Migrate…' }).click();
@@ -281,10 +255,7 @@ describe.skipIf(reason)('console migrations (Chromium, real data plane)', () => 
   });
 
   it('refuses a migration posted without the CSRF token', async () => {
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
-    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/tenants/${other}`);
     const status = await page.evaluate(async (o) => {
       const res = await fetch(`/console/tenants/${o}/migrate`, {
@@ -333,10 +304,7 @@ describe.skipIf(reason)('console migrations (Chromium, real data plane)', () => 
     expect(seen).toEqual(Array.from({ length: 26 }, (_, i) => at(25 - i)));
     expect((await s.request('GET', `/v1/tenants/${other}/migrations?cursor=nope`)).status).toBe(400);
 
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
-    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/migrations?tenant=${other}`);
     const list = page.getByRole('table', { name: 'Migrations, newest first' });
     expect(await list.locator('tbody tr').count()).toBe(25);

@@ -10,6 +10,7 @@ import type {
   MigrationPlanView,
   MigrationsService,
 } from '../tenant-migrations/migrations.service.js';
+import type { Verification } from '../tenant-migrations/pg-copy.js';
 import type { WorkflowsService } from '../workflows/workflows.service.js';
 import { type ConsoleKit, hrefOf, isOpen, one, stateBadge, stepsTable, time } from './console-views.js';
 import { type Html, html } from './html.js';
@@ -51,19 +52,8 @@ const binding = (b: Migration['from']) => html`${b.isolation} in ${b.cell} <smal
 const freezeOf = (m: Migration) =>
   m.freeze.durationMs !== null ? `${m.freeze.durationMs} ms` : m.freeze.startedAt ? 'frozen now' : '—';
 
-interface TableVerification {
-  equal: boolean;
-  at?: string;
-  method?: string;
-  rehashed?: string[];
-  tables: {
-    table: string;
-    sourceRows: number;
-    targetRows: number;
-    sourceChecksum: string;
-    targetChecksum: string;
-  }[];
-}
+/** A table verification as recorded (pg-copy.ts), with how it was computed where the checksums were tracked. */
+type TableVerification = Verification & { method?: string; rehashed?: string[] };
 const isTableVerification = (v: unknown): v is TableVerification =>
   !!v && typeof v === 'object' && Array.isArray((v as { tables?: unknown }).tables);
 

@@ -2,7 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import { columnNames, copyTables, rowAlias, syncSequences } from './pg-copy.js';
-import { onEachTable, type Tracked } from './tracked-checksums.js';
+import { statementTriggers, type Tracked } from './tracked-checksums.js';
 
 const { escapeIdentifier: id, escapeLiteral: lit } = pg;
 
@@ -67,21 +67,7 @@ export async function trackRows(c: pg.ClientBase, t: Tracked): Promise<void> {
       end if;
       return null;
     end $f$`);
-  await onEachTable(c, t, async (rel) => {
-    const f = fn(t.name);
-    await c.query(
-      `create or replace trigger ${trig(t.name, 'i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
-    );
-    await c.query(
-      `create or replace trigger ${trig(t.name, 'd')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
-    );
-    await c.query(
-      `create or replace trigger ${trig(t.name, 'u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
-    );
-    await c.query(
-      `create or replace trigger ${trig(t.name, 't')} after truncate on ${rel} for each statement execute function ${f}()`,
-    );
-  });
+  await statementTriggers(c, t, (op) => trig(t.name, op), fn(t.name));
 }
 
 /** Removes the row journal's triggers, function and table (absent parts are skipped). */

@@ -128,6 +128,15 @@ describe('SIGKILL at every step boundary of a migration', () => {
         insert into things (v) select 'v' || g from generate_series(1, 2000) g;`);
       await app.end();
 
+      /** An engine process that logs its steps to `log` and kills itself at `killAt`. */
+      const engineEnv = (log: string, killAt: string) => ({
+        APP_URL: fx.t.appUrl,
+        PLATFORM_URL: fx.t.platformUrl,
+        DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
+        DATA_DIR: dataDir,
+        STEP_LOG: log,
+        KILL_AT: killAt,
+      });
       const cases = [...ISOLATION_STEPS.map((step) => `after:${step}`), 'before:cut-over'];
       let rows = 2000;
       const prefixes: string[] = [];
@@ -135,14 +144,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
         const [when, step] = killAt.split(':') as [string, string];
         const log = path.join(dataDir, `steps-${n}.log`);
         fs.writeFileSync(log, '');
-        const child = await spawnEngine({
-          APP_URL: fx.t.appUrl,
-          PLATFORM_URL: fx.t.platformUrl,
-          DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
-          DATA_DIR: dataDir,
-          STEP_LOG: log,
-          KILL_AT: killAt,
-        });
+        const child = await spawnEngine(engineEnv(log, killAt));
         const m = (await service.start(
           fx.ctx,
           tenant,
@@ -189,14 +191,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
         const rbStep = ROLLBACK_STEPS[n % ROLLBACK_STEPS.length]!;
         const rbLog = path.join(dataDir, `rollback-${n}.log`);
         fs.writeFileSync(rbLog, '');
-        const killer = await spawnEngine({
-          APP_URL: fx.t.appUrl,
-          PLATFORM_URL: fx.t.platformUrl,
-          DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
-          DATA_DIR: dataDir,
-          STEP_LOG: rbLog,
-          KILL_AT: `after:${rbStep}`,
-        });
+        const killer = await spawnEngine(engineEnv(rbLog, `after:${rbStep}`));
         const rb = await service.rollback(fx.ctx, tenant, m.id);
         expect(await exited(killer), `rollback after:${rbStep}`).toBe('SIGKILL');
         const e2 = startWorkflowEngine(fx.t, {

@@ -78,7 +78,7 @@ async function ensureJournal(c: pg.ClientBase, name: string): Promise<void> {
  * Runs `body` for each tracked table (schema-qualified) in one transaction that waits at most 5 s
  * for a table's lock; a failure rolls everything back and is a retryable TrackingBusy.
  */
-export async function onEachTable(
+async function onEachTable(
   c: pg.ClientBase,
   t: Tracked,
   body: (rel: string) => Promise<void>,
@@ -119,20 +119,32 @@ export async function trackSource(c: pg.ClientBase, t: Tracked): Promise<void> {
       end if;
       return null;
     end $f$`);
-  // CREATE TRIGGER waits for the writers' open transactions and holds new ones meanwhile: briefly.
+  await statementTriggers(c, t, (op) => trig(t.name, op), fn(t.name, 'stmt'));
+}
+
+/**
+ * AFTER statement triggers with transition tables (`n` new rows, `o` old rows) for INSERT, DELETE,
+ * UPDATE and TRUNCATE on every tracked table, all calling `f` (safe to run twice). CREATE TRIGGER
+ * waits for the writers' open transactions and holds new ones meanwhile: briefly.
+ */
+export async function statementTriggers(
+  c: pg.ClientBase,
+  t: Tracked,
+  name: (op: 'i' | 'd' | 'u' | 't') => string,
+  f: string,
+): Promise<void> {
   await onEachTable(c, t, async (rel) => {
-    const f = fn(t.name, 'stmt');
     await c.query(
-      `create or replace trigger ${trig(t.name, 'i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
+      `create or replace trigger ${name('i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
     );
     await c.query(
-      `create or replace trigger ${trig(t.name, 'd')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
+      `create or replace trigger ${name('d')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
     );
     await c.query(
-      `create or replace trigger ${trig(t.name, 'u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
+      `create or replace trigger ${name('u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
     );
     await c.query(
-      `create or replace trigger ${trig(t.name, 't')} after truncate on ${rel} for each statement execute function ${f}()`,
+      `create or replace trigger ${name('t')} after truncate on ${rel} for each statement execute function ${f}()`,
     );
   });
 }

@@ -2,11 +2,12 @@
  * 12. Pool → silo migration (issue 19) of a tenant with BENCH_MIGRATION_ROWS rows (default 1M,
  * over three tables with keys and an index), run by the workflow engine on real PostgreSQL: the
  * copy rate (rows/s of the initial copy by logical replication: start-replication + wait-synced)
- * and the write freeze (freeze-writes → cut-over), each as the migration records them.
+ * and the write freeze (freeze-writes → cut-over), each as the migration records them; then the
+ * rollback after 1% of the rows changed on the silo, and its write freeze (freeze-writes → restore).
  * Baseline in the same run: `pg_dump | pg_restore` of the same schema when a pg_dump of the
  * server's major version (or newer) is found (TENANTRY_PG_DUMP, else on the PATH); without one, the
  * COPY TO | COPY FROM stream that pg_dump's data section is, into the same tables (said in the row).
- * Goals: copy ≥ 50% of the baseline rate; freeze ≤ 2 s whatever the size.
+ * Goals: copy ≥ 50% of the baseline rate; freeze (of the migration and of its rollback) ≤ 2 s whatever the size.
  */
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -140,8 +141,6 @@ export async function migrationBenchmark(server: BenchPostgres): Promise<Row[]> 
         throw new Error(`the migration ended ${r.rows[0].state}: ${r.rows[0].error}`);
       await new Promise((res) => setTimeout(res, 100));
     }
-    await engine.stop();
-    await controller.stop();
     const steps = await owner.query<{ name: string; ms: number }>(
       `select name, extract(epoch from ended_at - started_at) * 1000 as ms from workflow_steps where workflow_id = $1`,
       [m.id],
@@ -160,6 +159,45 @@ export async function migrationBenchmark(server: BenchPostgres): Promise<Row[]> 
       `  copy ${copy.value.toFixed(0)} rows/s; freeze ${freezeMs} ms (sync-and-verify ${ms('sync-and-verify').toFixed(0)} ms); every row hashed before the freeze in ${ms('checksum-bulk').toFixed(0)} ms`,
     );
 
+    // Timed: the rollback, after writes on the silo (1% of the rows inserted, updated or deleted),
+    // by the same engine: every table copied back before its freeze, the changed rows inside it.
+    const changed = Math.max(1, Math.round(ROWS / 100));
+    await withClient(databaseUrl(dataplane, 'tenantry_bench_eu_dev_mig'), (c) =>
+      c.query(`
+        insert into public.orders (n, payload) select -g, 'after' from generate_series(1, ${Math.round(changed / 2)}) g;
+        update public.items set note = note || '!' where id <= ${Math.round(changed / 4)};
+        delete from public.events where k in (select 'e' || g from generate_series(1, ${Math.round(changed / 4)}) g);`),
+    );
+    const rb = await service.rollback(ctx, tenant, m.id);
+    for (;;) {
+      const r = await owner.query<{ state: string; error: string | null }>(
+        'select state, error from workflows where id = $1',
+        [rb.rollbackWorkflowId],
+      );
+      if (r.rows[0]?.state === 'Succeeded') break;
+      if (r.rows[0] && ['Failed', 'Cancelled', 'Waiting'].includes(r.rows[0].state))
+        throw new Error(`the rollback ended ${r.rows[0].state}: ${r.rows[0].error}`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    await engine.stop();
+    await controller.stop();
+    const rbSteps = await owner.query<{ name: string; ms: number }>(
+      `select name, extract(epoch from ended_at - started_at) * 1000 as ms from workflow_steps where workflow_id = $1`,
+      [rb.rollbackWorkflowId],
+    );
+    const rbMs = (name: string) => Number(rbSteps.rows.find((s) => s.name === name)?.ms ?? 0);
+    const rbFreezeMs = Number(
+      (
+        await owner.query(
+          `select rollback_verification->>'freezeMs' as ms from tenant_migrations where id = $1`,
+          [m.id],
+        )
+      ).rows[0].ms,
+    );
+    console.log(
+      `  rollback: freeze ${rbFreezeMs} ms (copy-back ${rbMs('copy-back').toFixed(0)} ms, ${changed} rows changed on the silo); every table copied back and hashed before the freeze in ${rbMs('copy-back-bulk').toFixed(0)} ms`,
+    );
+
     // Baseline: the same schema copied into a database of its own on the same server.
     const baseline = await dumpRestore(server.serverUrl, dataplane, schema, ROWS);
     console.log(`  baseline: ${baseline.label} ${baseline.value.toFixed(0)} rows/s`);
@@ -169,9 +207,16 @@ export async function migrationBenchmark(server: BenchPostgres): Promise<Row[]> 
       unit: 'freezes/s',
       latencyMs: { p50: freezeMs, p99: freezeMs },
     };
+    const rbFreeze: Measurement = {
+      label: `write freeze of the rollback at ${ROWS} rows (${changed} changed on the silo): ${rbFreezeMs} ms`,
+      value: 1000 / Math.max(rbFreezeMs, 1),
+      unit: 'freezes/s',
+      latencyMs: { p50: rbFreezeMs, p99: rbFreezeMs },
+    };
     return [
       row(`Pool → silo copy of ${ROWS} rows vs ${baseline.label}`, copy, baseline, { ratioAtLeast: 0.5 }),
       row(`Pool → silo write freeze at ${ROWS} rows`, freeze, baseline, { p99AtMostMs: 2000 }),
+      row(`Silo → pool rollback write freeze at ${ROWS} rows`, rbFreeze, baseline, { p99AtMostMs: 2000 }),
     ];
   } finally {
     await closeProviders(providers);

@@ -1,31 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
-import { AxeBuilder } from '@axe-core/playwright';
-import { type Browser, chromium, type Locator, type Page } from 'playwright-core';
+import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  accessible,
+  consoleBrowser,
+  signedInAsAdmin as signIn,
+  text,
+} from '../../test/helpers/console-browser.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { startWorkflowEngine } from '../../test/helpers/workflows.js';
-import { findChromium } from '../../test/infra/chromium.js';
-import { skipReason } from '../../test/infra/engines.js';
 import { withPromotions } from '../releases/promotion-workflow.js';
 import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
 
-const executablePath = findChromium();
-const reason = skipReason(
-  'console browser tests',
-  executablePath
-    ? undefined
-    : 'no Chromium found (apt-get install chromium-headless-shell, or set TENANTRY_CHROMIUM)',
-);
-const SHOTS = path.resolve(import.meta.dirname, '../../test-results/console');
-
-async function text(loc: Locator, want: string | RegExp, timeout = 10_000) {
-  await expect
-    .poll(async () => ((await loc.count()) > 0 ? ((await loc.first().textContent()) ?? '') : ''), { timeout })
-    .toMatch(want);
-}
+const { executablePath, reason } = consoleBrowser('console browser tests');
 
 const doc = (kind: string, metadata: Record<string, unknown>, spec: Record<string, unknown>) => ({
   apiVersion: 'tenantry.dev/v1',
@@ -47,7 +35,6 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
   let promotionId = '';
 
   beforeAll(async () => {
-    fs.mkdirSync(SHOTS, { recursive: true });
     s = await startTestServer();
     const applied = await s.request('POST', '/v1/apply', {
       body: [
@@ -123,23 +110,7 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     await s?.close();
   });
 
-  async function accessible(page: Page, name: string) {
-    const result = await new AxeBuilder({ page }).analyze();
-    const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-    expect(
-      bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`),
-      name,
-    ).toEqual([]);
-    await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-  }
-
-  async function signedInAsAdmin(): Promise<Page> {
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
-    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await page.waitForURL('**/console/tree');
-    return page;
-  }
+  const signedInAsAdmin = () => signIn(browser, s);
 
   it("shows a lifecycle action's workflow steps live until it ends", async () => {
     const page = await signedInAsAdmin();
@@ -200,10 +171,10 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
     });
     expect(migration.status, JSON.stringify(migration.body)).toBe(202);
     await page.reload();
-    const migrations = page.getByRole('table', { name: 'Isolation migrations, newest first' });
+    const migrations = page.getByRole('table', { name: 'Migrations of this tenant, newest first' });
     await text(migrations, /silo in/);
-    await migrations.getByRole('link', { name: /^Workflow of migration/ }).click();
-    await page.getByRole('table', { name: 'Steps' }).waitFor();
+    await migrations.getByRole('link', { name: /^Migration .* \(isolation\)$/ }).click();
+    await page.getByRole('table', { name: 'Steps of the migration' }).waitFor();
     await accessible(page, 'migration-workflow');
     // A cell whose agent joined shows it connected; the others are run by the control plane.
     const join = await s.request('POST', '/v1/cells/eu-prod-silo-1/join-tokens', { body: {} });

@@ -7,7 +7,6 @@ import type { ObjectView } from '../registry/kinds/kind.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import type { ApiObject } from '../registry/representation.js';
 import type { PromotionsService } from '../releases/promotions.service.js';
-import type { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import { OPEN_STATES, type StepRecord, WORKFLOW_STATES, type Workflow } from '../workflows/workflow.js';
 import type { WorkflowsService } from '../workflows/workflows.service.js';
 import { type Html, html } from './html.js';
@@ -15,7 +14,7 @@ import { BASE, pager, qs, type Section } from './layout.js';
 
 /**
  * The console's views of the capabilities that came after it: workflows (with their steps, live
- * while they run), tenant migrations, runtime objects (services, scaling policies, configurations),
+ * while they run), runtime objects (services, scaling policies, configurations),
  * releases, pipelines and promotions (with approve), and the agent of each cell. Each route names
  * the API action it mirrors, so the same Cedar decision and tenant check run before it; the data
  * comes from the domains' services in the caller's scope, so a tenant admin sees only its tenant.
@@ -23,7 +22,6 @@ import { BASE, pager, qs, type Section } from './layout.js';
 export interface ConsoleViewDeps {
   registry: RegistryApi;
   workflows: WorkflowsService;
-  migrations: MigrationsService;
   promotions: PromotionsService;
 }
 
@@ -57,9 +55,10 @@ function cursorOf(request: FastifyRequest): string | undefined {
   return c && isUuid(c) ? c : undefined;
 }
 
-const time = (iso: string | null | undefined) =>
+export const time = (iso: string | null | undefined) =>
   iso ? html`<time datetime="${iso}">${iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z')}</time>` : html`—`;
-const stateBadge = (state: string) => html`<span class="badge state-${state.toLowerCase()}">${state}</span>`;
+export const stateBadge = (state: string) =>
+  html`<span class="badge state-${state.toLowerCase()}">${state}</span>`;
 
 /** Sub-navigation of a section with several lists. */
 function tabs(items: readonly (readonly [string, string])[], current: string): Html {
@@ -79,7 +78,7 @@ const RELEASE_TABS = [
   ['promotions', 'Promotions'],
 ] as const;
 
-function stepsTable(steps: StepRecord[], caption: string): Html {
+export function stepsTable(steps: StepRecord[], caption: string): Html {
   return html`<table><caption>${caption}</caption>
 <thead><tr><th scope="col">#</th><th scope="col">Step</th><th scope="col">State</th><th scope="col">Attempts</th><th scope="col">Started</th><th scope="col">Ended</th><th scope="col">Error</th></tr></thead>
 <tbody>${steps.map(
@@ -88,7 +87,8 @@ function stepsTable(steps: StepRecord[], caption: string): Html {
   )}</tbody></table>`;
 }
 
-const isOpen = (w: Pick<Workflow, 'state'>) => OPEN_STATES.includes(w.state);
+/** An open workflow: its fragments ask again until it ends. */
+export const isOpen = (w: Pick<Workflow, 'state'>) => OPEN_STATES.includes(w.state);
 /** `tenantry get` headers (`READY REPLICAS`) as words (`Ready replicas`). */
 const headerOf = (h: string) => `${h[0]}${h.slice(1).toLowerCase()}`;
 /** The owning tenant of a tenant's object: its slug where the spec names it, else its UUID. */
@@ -210,33 +210,6 @@ ${await workflowSteps(ctx, id)}
           .send();
       },
     );
-
-  // --- tenant migrations ---------------------------------------------------------------------
-  c.get(
-    '/tenants/:ref/migrations',
-    { config: { console: true, action: 'migration.list', tenantParam: 'ref' }, schema: { hide: true } },
-    async (request, reply) => {
-      const ctx = ctxOf(request);
-      const { ref } = request.params as { ref: string };
-      const items = await deps.migrations.list(ctx, ref);
-      const live = items.some((m) => !/^(Succeeded|Failed|RolledBack|Retired|Cancelled)/.test(m.state));
-      const self = `${hrefOf('Tenant', ref)}/migrations`;
-      return send(
-        reply,
-        items.length === 0
-          ? html`<p>No migrations. Start one with <code>tenantry migrate ${ref} --isolation …</code>.</p>`
-          : html`<div${live ? html` hx-get="${self}" hx-trigger="every 2s" hx-swap="outerHTML"` : ''}><table><caption>Isolation migrations, newest first</caption>
-<thead><tr><th scope="col">State</th><th scope="col">From</th><th scope="col">To</th><th scope="col">Mode</th><th scope="col">Freeze</th><th scope="col">Cut over</th><th scope="col">Rollback until</th><th scope="col">Workflow</th><th scope="col">Error</th></tr></thead>
-<tbody>${items.map(
-              (
-                m,
-              ) => html`<tr><td>${stateBadge(m.state)}</td><td>${m.from.isolation} in ${m.from.cell}</td><td>${m.to.isolation} in ${m.to.cell}</td><td>${m.mode ?? '—'}</td>
-<td>${m.freeze.durationMs !== null ? `${m.freeze.durationMs} ms` : '—'}</td><td>${time(m.cutOverAt)}</td><td>${time(m.rollbackUntil)}</td>
-<td><a href="${BASE}/workflows/${m.workflowId}" aria-label="Workflow of migration ${m.id}">steps</a>${m.rollbackWorkflowId ? html` · <a href="${BASE}/workflows/${m.rollbackWorkflowId}">rollback</a>` : ''}</td><td>${m.error ?? ''}</td></tr>`,
-            )}</tbody></table></div>`,
-      );
-    },
-  );
 
   // --- lists of registry kinds (runtime, releases, pipelines) --------------------------------
   /** A page of a kind, with the kind's own `tenantry get` columns (one definition, src/registry/kinds). */

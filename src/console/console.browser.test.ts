@@ -1,9 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { AxeBuilder } from '@axe-core/playwright';
 import pino from 'pino';
 import { type Browser, chromium, type Locator, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { accessible } from '../../test/helpers/console-browser.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
@@ -79,17 +79,6 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
     await s?.close();
     await t?.destroy();
   });
-
-  /** No serious or critical axe-core violation on the page as it is now. */
-  async function accessible(page: Page, name: string) {
-    const result = await new AxeBuilder({ page }).analyze();
-    const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-    expect(
-      bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join('; ')})`),
-      name,
-    ).toEqual([]);
-    await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
-  }
 
   async function signedInAsAdmin(): Promise<Page> {
     const page = await (await browser.newContext()).newPage();

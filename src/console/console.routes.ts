@@ -28,6 +28,7 @@ import type { MigrationsService } from '../tenant-migrations/migrations.service.
 import type { DeliveryStatus, WebhooksService } from '../webhooks/webhooks.service.js';
 import type { WorkflowsService } from '../workflows/workflows.service.js';
 import { registerConsoleAgentViews } from './console-agents.js';
+import { registerConsoleMigrationViews } from './console-migrations.js';
 import {
   cookieName,
   csrfMatches,
@@ -876,6 +877,7 @@ ${pager(res.nextCursor ? `${BASE}/cells${qs({ cursor: res.nextCursor })}` : null
 
       const kit: ConsoleKit = { ctxOf, send, full };
       registerConsoleViews(c, deps, kit);
+      registerConsoleMigrationViews(c, { ...deps, authorizer: security.authorizer }, kit);
       if (deps.agents) registerConsoleAgentViews(c, deps.agents, kit);
     },
     { prefix: BASE },

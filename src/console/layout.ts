@@ -161,7 +161,9 @@ dialog { max-width: 32rem; }
 meter { width: 12rem; }
 nav.tabs ul { list-style: none; display: flex; gap: 1rem; padding: 0; margin: 0 0 .5rem; border-bottom: 1px solid #ccc; }
 nav.tabs a { display: inline-block; padding: .25rem 0; } nav.tabs a[aria-current="page"] { font-weight: 700; border-bottom: 3px solid #12263f; }
-.state-completed, .state-succeeded, .state-delivered, .state-updated { background: #d7f5dd; }
+.state-completed, .state-succeeded, .state-delivered, .state-updated, .state-cutover { background: #d7f5dd; }
+.state-rolledback, .state-retired { background: #e8e8e8; }
+a.button { display: inline-block; padding: .2rem .6rem; border: 1px solid #0b4f9c; border-radius: .3rem; text-decoration: none; }
 .state-failed, .state-compensated, .state-cancelled, .state-dead { background: #fbd9d9; }
 .state-running, .state-pending, .state-waiting, .state-compensating, .state-awaitingapproval { background: #fff4cc; }
 form[role="search"] { margin: .5rem 0; }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { type DesiredResource, ProviderError, type ResourceProvider } from '../providers/provider.js';
+import { type ChangedRows, copyChangedRows, primaryKeys, trackRows, untrackRows } from './changed-rows.js';
 import type { MigrationPlan, ResourcePlan } from './migration-records.js';
 import {
   checksums,
@@ -24,6 +25,8 @@ import {
   type Baselines,
   checksumBulk,
   type TrackedPair,
+  type TrackedVerification,
+  untrack,
   untrackPair,
   verifyFrozen,
 } from './tracked-checksums.js';
@@ -39,6 +42,15 @@ export interface IsolationDataPlaneEnv {
 }
 
 type Resources = { resources: ResourcePlan[] };
+
+/** A rollback's copy back before its freeze: both sides' checksum baselines and each table's key. */
+export interface BackBulk {
+  bases: Baselines;
+  keys: Record<string, string[]>;
+  copiedMs: number;
+}
+/** The copy back's check: from the journals after a bulk copy, or of every row without one. */
+export type BackVerification = (TrackedVerification & ChangedRows) | Verification;
 type Owned = Resources & { tenantId: string; tenantSlug: string };
 
 /**
@@ -268,10 +280,64 @@ export class IsolationDataPlane {
     return { detached: input.resources.length };
   }
 
-  /** Everything the tenant holds now (writes since the cut-over included) back into the source, verified. */
-  async copyBack(input: Resources): Promise<Record<string, Verification>> {
-    const out: Record<string, Verification> = {};
+  /**
+   * Before a rollback's freeze, while the tenant writes on the silo: its changed rows journalled from
+   * now on, every table copied back whole, and both sides' checksums baselined (hash journals,
+   * tracked-checksums.ts), so that the freeze moves and reads only what changed since.
+   */
+  async copyBackBulk(input: Resources): Promise<Record<string, BackBulk>> {
+    const out: Record<string, BackBulk> = {};
     for (const r of input.resources) {
+      const t0 = performance.now();
+      const back = this.backPair(r);
+      // A previous attempt's hash tracking goes first: the copy below replaces the pool's rows.
+      await untrackPair(back);
+      const keys = await withClient(back.sourceUrl, async (silo) => {
+        await trackRows(silo, back.tracked);
+        return primaryKeys(silo, r.target.schema, r.tables);
+      });
+      await withClient(back.sourceUrl, (silo) =>
+        withClient(back.targetUrl, (pool) =>
+          copyTables(silo, pool, {
+            fromSchema: r.target.schema,
+            toSchema: r.source.schema,
+            tables: r.tables,
+          }),
+        ),
+      );
+      const bases = await checksumBulk(back);
+      out[r.resourceId] = { bases, keys, copiedMs: Math.round(performance.now() - t0) };
+    }
+    return out;
+  }
+
+  /**
+   * Everything the tenant holds now (writes since the cut-over included) back into the source,
+   * verified: the rows changed since the bulk copy (`bulk`, copyBackBulk's answer), or, without
+   * one, every row.
+   */
+  async copyBack(
+    input: Resources & { bulk?: Record<string, BackBulk | undefined> },
+  ): Promise<Record<string, BackVerification>> {
+    const out: Record<string, BackVerification> = {};
+    for (const r of input.resources) {
+      const b = input.bulk?.[r.resourceId];
+      if (b?.bases) {
+        const back = this.backPair(r);
+        const moved = await withClient(back.sourceUrl, (silo) =>
+          withClient(back.targetUrl, (pool) =>
+            copyChangedRows(silo, pool, {
+              name: back.tracked.name,
+              liveSchema: r.target.schema,
+              intoSchema: r.source.schema,
+              tables: r.tables,
+              keys: b.keys,
+            }),
+          ),
+        );
+        out[r.resourceId] = { ...(await verifyFrozen(back, b.bases, 0, moved.recopied)), ...moved };
+        continue;
+      }
       await withClient(this.urlOf(r.target.database), (t) =>
         withClient(this.urlOf(r.source.database), (s) =>
           copyTables(t, s, { fromSchema: r.target.schema, toSchema: r.source.schema, tables: r.tables }),
@@ -280,6 +346,32 @@ export class IsolationDataPlane {
       out[r.resourceId] = await this.verifyUntilEqual(r, r.target.schema, 0);
     }
     return out;
+  }
+
+  /** The copy back's hash tracking gone from the kept pool schema (before the tenant writes there). */
+  async untrackPool(input: Resources): Promise<{ untracked: number }> {
+    for (const r of input.resources)
+      await withClient(this.urlOf(r.source.database), (pool) =>
+        untrack(pool, { ...this.backPair(r).tracked, schema: r.source.schema }),
+      );
+    return { untracked: input.resources.length };
+  }
+
+  /** The copy back's change tracking gone from both sides (the silo may be gone already). */
+  async untrackBack(input: Resources): Promise<{ untracked: number }> {
+    await this.untrackPool(input);
+    for (const r of input.resources) {
+      const back = this.backPair(r);
+      const silo = await withClient(back.targetUrl, (c) =>
+        c.query('select 1 from pg_database where datname = $1', [r.target.database]),
+      );
+      if ((silo.rowCount ?? 0) === 0) continue;
+      await withClient(back.sourceUrl, async (c) => {
+        await untrackRows(c, back.tracked);
+        await untrack(c, back.tracked);
+      });
+    }
+    return { untracked: input.resources.length };
   }
 
   /**
@@ -323,6 +415,20 @@ export class IsolationDataPlane {
       sourceUrl: this.urlOf(r.source.database),
       targetUrl: this.urlOf(r.target.database),
       tracked: { name: r.replication, schema: r.source.schema, tables: r.tables },
+    };
+  }
+
+  /**
+   * The copy back of a rollback: the silo's schema (live) into the kept pool schema. Their names
+   * differ (`public` and `t_…`), so logical replication, which maps tables by qualified name, does
+   * not carry it; changed-rows.ts journals the silo's changed rows instead.
+   */
+  private backPair(r: ResourcePlan): TrackedPair {
+    return {
+      sourceUrl: this.urlOf(r.target.database),
+      targetUrl: this.urlOf(r.source.database),
+      tracked: { name: `${r.replication}_back`, schema: r.target.schema, tables: r.tables },
+      targetSchema: r.source.schema,
     };
   }
 
@@ -382,7 +488,10 @@ export const ISOLATION_DATAPLANE_STEPS = [
   'setLogin',
   'syncAndVerify',
   'detachTarget',
+  'copyBackBulk',
   'copyBack',
+  'untrackPool',
+  'untrackBack',
   'switchSecrets',
 ] as const satisfies readonly (keyof IsolationDataPlane)[];
 export type IsolationStep = (typeof ISOLATION_DATAPLANE_STEPS)[number];

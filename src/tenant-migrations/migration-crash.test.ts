@@ -16,6 +16,7 @@ import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
 import { workflowTypes } from './migration-workflows.js';
 import { ISOLATION_STEPS, type Migration, MigrationsService } from './migrations.service.js';
+import { withClient } from './pg-copy.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const customer = `mk${randomBytes(3).toString('hex')}`;
@@ -68,8 +69,8 @@ const exited = (child: ChildProcess) =>
     else child.once('exit', (_code, signal) => resolve(signal));
   });
 
-/** Rows as the tenant sees them, through its connection secret, wherever it lives now. */
-async function tenantRows(resourceId: string): Promise<number> {
+/** A query as the tenant, through its connection secret, wherever it lives now. */
+async function asTenant(resourceId: string, text: string): Promise<pg.QueryResult> {
   const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
   const r = await fx.t.owner.query(`select physical_name, spec from integration_resources where id = $1`, [
     resourceId,
@@ -82,11 +83,25 @@ async function tenantRows(resourceId: string): Promise<number> {
   c.on('error', () => undefined);
   await c.connect();
   try {
-    return (await c.query('select count(*)::int as n from things')).rows[0].n;
+    return await c.query(text);
   } finally {
     await c.end();
   }
 }
+
+/** Rows as the tenant sees them. */
+const tenantRows = async (resourceId: string): Promise<number> =>
+  (await asTenant(resourceId, 'select count(*)::int as n from things')).rows[0].n;
+
+/** The steps of the pool → silo rollback, as its workflow runs them. */
+const ROLLBACK_STEPS = [
+  'check-window',
+  'copy-back-bulk',
+  'freeze-writes',
+  'copy-back',
+  'restore-source',
+  'drop-target',
+];
 
 describe('SIGKILL at every step boundary of a migration', () => {
   it('pool → silo resumes on another engine where the process died and ends in one consistent state', {
@@ -113,20 +128,23 @@ describe('SIGKILL at every step boundary of a migration', () => {
         insert into things (v) select 'v' || g from generate_series(1, 2000) g;`);
       await app.end();
 
+      /** An engine process that logs its steps to `log` and kills itself at `killAt`. */
+      const engineEnv = (log: string, killAt: string) => ({
+        APP_URL: fx.t.appUrl,
+        PLATFORM_URL: fx.t.platformUrl,
+        DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
+        DATA_DIR: dataDir,
+        STEP_LOG: log,
+        KILL_AT: killAt,
+      });
       const cases = [...ISOLATION_STEPS.map((step) => `after:${step}`), 'before:cut-over'];
+      let rows = 2000;
       const prefixes: string[] = [];
       for (const [n, killAt] of cases.entries()) {
         const [when, step] = killAt.split(':') as [string, string];
         const log = path.join(dataDir, `steps-${n}.log`);
         fs.writeFileSync(log, '');
-        const child = await spawnEngine({
-          APP_URL: fx.t.appUrl,
-          PLATFORM_URL: fx.t.platformUrl,
-          DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
-          DATA_DIR: dataDir,
-          STEP_LOG: log,
-          KILL_AT: killAt,
-        });
+        const child = await spawnEngine(engineEnv(log, killAt));
         const m = (await service.start(
           fx.ctx,
           tenant,
@@ -164,19 +182,53 @@ describe('SIGKILL at every step boundary of a migration', () => {
         expect(Object.values(done.verification as Record<string, { equal: boolean }>)[0]?.equal, killAt).toBe(
           true,
         );
-        expect(await tenantRows(rid), killAt).toBe(2000);
+        expect(await tenantRows(rid), killAt).toBe(rows);
 
-        // Back to the pool for the next case.
+        // Back to the pool for the next case, with a row written on the silo, the rollback killed
+        // after one of its steps (each of them in turn) and resumed by another engine.
+        await asTenant(rid, `insert into things (v) values ('on the silo ${n}')`);
+        rows++;
+        const rbStep = ROLLBACK_STEPS[n % ROLLBACK_STEPS.length]!;
+        const rbLog = path.join(dataDir, `rollback-${n}.log`);
+        fs.writeFileSync(rbLog, '');
+        const killer = await spawnEngine(engineEnv(rbLog, `after:${rbStep}`));
         const rb = await service.rollback(fx.ctx, tenant, m.id);
-        const e2 = startWorkflowEngine(fx.t, { providers: c.providers });
+        expect(await exited(killer), `rollback after:${rbStep}`).toBe('SIGKILL');
+        const e2 = startWorkflowEngine(fx.t, {
+          registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), rbLog),
+        });
         try {
-          expect(await finished(fx.t, rb.rollbackWorkflowId!, 120_000), `${killAt} rollback`).toMatchObject({
+          expect(
+            await finished(fx.t, rb.rollbackWorkflowId!, 120_000),
+            `rollback after:${rbStep}`,
+          ).toMatchObject({
             state: 'Succeeded',
           });
         } finally {
           await e2.stop();
         }
-        expect(await tenantRows(rid), killAt).toBe(2000);
+        const rbRuns = fs
+          .readFileSync(rbLog, 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => l.split(' ')[1]);
+        const rbAt = ROLLBACK_STEPS.indexOf(rbStep);
+        expect(rbRuns, `rollback after:${rbStep}`).toEqual([
+          ...ROLLBACK_STEPS.slice(0, rbAt + 1),
+          ...ROLLBACK_STEPS.slice(rbAt),
+        ]);
+        expect((await service.get(fx.ctx, tenant, m.id)).state, `rollback after:${rbStep}`).toBe(
+          'RolledBack',
+        );
+        expect(await tenantRows(rid), `rollback after:${rbStep}`).toBe(rows);
+        const left = await withClient(defaultDataplaneUrl(fx.t.ownerUrl), (dp) =>
+          dp.query(
+            `select count(*)::int as n from pg_trigger t join pg_class c on c.oid = t.tgrelid
+             join pg_namespace s on s.oid = c.relnamespace where s.nspname = $1 and not t.tgisinternal`,
+            [`t_${tenant.replace(/-/g, '_')}`],
+          ),
+        );
+        expect(left.rows[0].n, `rollback after:${rbStep}: change tracking left on the pool`).toBe(0);
       }
       const dp = new pg.Client({ connectionString: defaultDataplaneUrl(fx.t.ownerUrl) });
       await dp.connect();

@@ -1,5 +1,7 @@
 import { sql } from 'kysely';
+import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { Change } from '../changes/change-path.js';
+import type { RequestContext } from '../context/request-context.js';
 import type { ProviderSet } from '../controller/providers.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { diff } from '../domain/diff.js';
@@ -105,4 +107,42 @@ export function changeOf(
 /** A stable UUID for one part of one migration (secret keys), like workflow ids. */
 export function workflowKey(migrationId: string, resourceId: string, part: string): string {
   return workflowIdOfParts('migration-key', migrationId, resourceId, part);
+}
+
+/**
+ * The migration record and audit of a switch between its two sides, in the switch's transaction:
+ * `forward` (the cut-over) is CutOver with the freeze's length and the rollback window from now;
+ * `back` (a rollback) is RolledBack with the rollback's freeze. Both audited with the placements.
+ */
+export async function recordSwitch(
+  trx: Trx,
+  ctx: RequestContext,
+  o: { tenantId: string; tenantSlug: string; migrationId: string; from: Placement; to: Placement },
+  direction: 'forward' | 'back',
+): Promise<void> {
+  if (direction === 'forward')
+    await sql`
+      update tenant_migrations set state = 'CutOver', cut_over_at = now(), writes_frozen = false,
+        freeze_ended_at = now(), freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int,
+        rollback_until = now() + make_interval(secs => rollback_window_seconds), updated_at = now()
+      where id = ${o.migrationId}`.execute(trx);
+  else
+    await sql`
+      update tenant_migrations set state = 'RolledBack', rolled_back_at = now(), writes_frozen = false,
+        rollback_verification = coalesce(rollback_verification, '{}'::jsonb) || jsonb_build_object(
+          'freezeMs', (extract(epoch from now() - (rollback_verification->>'frozenAt')::timestamptz) * 1000)::int),
+        updated_at = now()
+      where id = ${o.migrationId}`.execute(trx);
+  await appendAudit(
+    trx,
+    auditEntryOf(ctx, {
+      tenantId: o.tenantId,
+      action: direction === 'forward' ? 'migration.cut_over' : 'migration.rolled_back',
+      target: { kind: 'Migration', id: o.migrationId, slug: o.tenantSlug },
+      before: { placement: bindingOf(o.from) },
+      after: { placement: bindingOf(o.to) },
+      outcome: 'success',
+      decision: null,
+    }),
+  );
 }

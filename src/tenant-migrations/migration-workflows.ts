@@ -17,7 +17,7 @@ import type {
   WorkflowDefinition,
   WorkflowRegistry,
 } from '../workflows/workflow.js';
-import { IsolationDataPlane } from './isolation-dataplane.js';
+import { type BackBulk, IsolationDataPlane } from './isolation-dataplane.js';
 import { agentIsolationExecutor, localIsolationExecutor, migrationAgentCell } from './isolation-executor.js';
 import {
   bindingOf,
@@ -27,6 +27,7 @@ import {
   migrationRow,
   type ResourcePlan,
   readMigration,
+  recordSwitch,
   workflowKey,
 } from './migration-records.js';
 import type { Verification } from './pg-copy.js';
@@ -398,32 +399,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       );
       await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
     }
-    if (direction === 'forward')
-      await sql`
-        update tenant_migrations set state = 'CutOver', cut_over_at = now(), writes_frozen = false,
-          freeze_ended_at = now(), freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int,
-          rollback_until = now() + make_interval(secs => rollback_window_seconds),
-          updated_at = now()
-        where id = ${migrationId}`.execute(trx);
-    else
-      await sql`
-        update tenant_migrations set state = 'RolledBack', rolled_back_at = now(), writes_frozen = false,
-          rollback_verification = coalesce(rollback_verification, '{}'::jsonb) || jsonb_build_object(
-            'freezeMs', (extract(epoch from now() - (rollback_verification->>'frozenAt')::timestamptz) * 1000)::int),
-          updated_at = now()
-        where id = ${migrationId}`.execute(trx);
-    await appendAudit(
-      trx,
-      auditEntryOf(ctx, {
-        tenantId,
-        action: direction === 'forward' ? 'migration.cut_over' : 'migration.rolled_back',
-        target: { kind: 'Migration', id: migrationId, slug: t.slug },
-        before: { placement: bindingOf(from) },
-        after: { placement: bindingOf(to) },
-        outcome: 'success',
-        decision: null,
-      }),
-    );
+    await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
     for (const r of plan.resources)
       await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
   }
@@ -444,6 +420,31 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       },
     },
     {
+      name: 'copy-back-bulk',
+      timeoutMs: 30 * 60_000,
+      // Before the freeze, while the tenant writes on the silo: its changed rows journalled from
+      // now on, every table copied back whole, and both sides' checksums baselined (hash journals,
+      // tracked-checksums.ts), so that the freeze moves and reads only what changed since.
+      async run(ctx) {
+        const plan = rollbackPlan(ctx);
+        if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
+        return on(plan, ctx, 'copy-back-bulk').copyBackBulk({ resources: plan.resources });
+      },
+      async checkpoint(trx, ctx, output) {
+        const ms = Object.values(output as Record<string, Partial<BackBulk>>).reduce(
+          (n, b) => n + (b.copiedMs ?? 0),
+          0,
+        );
+        await sql`update tenant_migrations set rollback_verification = coalesce(rollback_verification, '{}'::jsonb)
+            || jsonb_build_object('bulk', jsonb_build_object('ms', ${ms}::int))
+          where id = ${ctx.input.migrationId}`.execute(trx);
+      },
+      async undo(ctx) {
+        const plan = rollbackPlan(ctx);
+        await on(plan, ctx, 'copy-back-bulk:undo').untrackBack({ resources: plan.resources });
+      },
+    },
+    {
       name: 'freeze-writes',
       async run(ctx) {
         await setFrozen(ctx.input.migrationId, true);
@@ -454,7 +455,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         return { frozenAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx, output) {
-        await sql`update tenant_migrations set rollback_verification = jsonb_build_object('frozenAt', ${(output as { frozenAt: string }).frozenAt}::text)
+        await sql`update tenant_migrations set rollback_verification = coalesce(rollback_verification, '{}'::jsonb)
+            || jsonb_build_object('frozenAt', ${(output as { frozenAt: string }).frozenAt}::text)
           where id = ${ctx.input.migrationId}`.execute(trx);
       },
       async undo(ctx) {
@@ -468,10 +470,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'copy-back',
       timeoutMs: 30 * 60_000,
-      // Everything the tenant holds now (writes since the cut-over included) back into the source.
+      // Everything the tenant holds now (writes since the cut-over included) back into the source:
+      // the rows changed since the bulk copy (or, without one, every row), proven equal.
       async run(ctx) {
         const plan = rollbackPlan(ctx);
-        const out = await on(plan, ctx, 'copy-back').copyBack({ resources: plan.resources });
+        const bulk = ctx.outputs['copy-back-bulk'] as Record<string, BackBulk | undefined>;
+        const out = await on(plan, ctx, 'copy-back').copyBack({ resources: plan.resources, bulk });
         if (plan.resources.some((r) => !out[r.resourceId]?.equal))
           throw new ProviderError('verification of the copy back failed', 'VerificationFailed', false);
         return out;
@@ -484,11 +488,15 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'restore-source',
       async run(ctx) {
-        await on(rollbackPlan(ctx), ctx, 'restore-source').setLogin({
-          roles: rollbackPlan(ctx).resources.map((r) => r.source.role),
+        const plan = rollbackPlan(ctx);
+        // No change tracking is left on the pool's tables before the tenant writes there again
+        // (the silo's goes with its database, in drop-target, after the freeze).
+        await on(plan, ctx, 'restore-source:untrack').untrackPool({ resources: plan.resources });
+        await on(plan, ctx, 'restore-source').setLogin({
+          roles: plan.resources.map((r) => r.source.role),
           login: true,
         });
-        await switchAgentSecrets(ctx, 'restore-source', rollbackPlan(ctx), 'back');
+        await switchAgentSecrets(ctx, 'restore-source', plan, 'back');
         return { restored: rollbackPlan(ctx).resources.length };
       },
       async checkpoint(trx, ctx) {

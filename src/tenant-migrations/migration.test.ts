@@ -316,6 +316,28 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       await back.end();
       const after = await service.get(fx.ctx, tenant, m.id);
       expect(after.state).toBe('RolledBack');
+      // Copied back whole before the freeze; the freeze moved and hashed only what changed since.
+      expect((await stepsOf(fx.t, rb.rollbackWorkflowId!)).map((s) => `${s.name}:${s.state}`)).toEqual(
+        ['check-window', 'copy-back-bulk', 'freeze-writes', 'copy-back', 'restore-source', 'drop-target'].map(
+          (s) => `${s}:Completed`,
+        ),
+      );
+      const back2 = (
+        after.rollback as {
+          tables: Record<string, { equal: boolean; method: string; changedRows: number; recopied: string[] }>;
+        }
+      ).tables[rid]!;
+      expect(back2).toMatchObject({ equal: true, recopied: [] });
+      expect(back2.method).toMatch(/before the freeze.*journalled/);
+      expect(back2.changedRows).toBeGreaterThan(0);
+      expect(back2.changedRows).toBeLessThan(60000);
+      // No change tracking is left on the pool's tables.
+      const triggers = await dp.query(
+        `select count(*)::int as n from pg_trigger t join pg_class c on c.oid = t.tgrelid
+         join pg_namespace n on n.oid = c.relnamespace where n.nspname = $1 and not t.tgisinternal`,
+        [`t_${base}`],
+      );
+      expect(triggers.rows[0].n).toBe(0);
       const t2 = await fx.t.owner.query(`select placement from tenants where slug = $1`, [tenant]);
       expect(t2.rows[0].placement).toMatchObject({ isolation: 'pool', cell: `${customer}-pool` });
       const gone = await dp.query('select 1 from pg_database where datname = $1', [`tenantry_${base}`]);

@@ -109,19 +109,34 @@ export function registerMigrationRoutes(
     },
   );
 
-  app.get<{ Params: { ref: string } }>(
+  app.get<{ Params: { ref: string }; Querystring: { limit?: number; cursor?: string } }>(
     '/v1/tenants/:ref/migrations',
     {
       config: { action: 'migration.list' },
       schema: {
         operationId: 'listMigrations',
-        summary: "A tenant's migrations, newest first",
+        summary: "A tenant's migrations, newest first, a page at a time",
         tags: ['Workflow'],
         params: TenantParams,
-        response: { 200: Type.Object({ items: Type.Array(MigrationSchema) }), ...errorResponses(400, 404) },
+        querystring: Type.Object(
+          {
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100, default: 100 })),
+            cursor: Type.Optional(
+              Type.String({ format: 'uuid', description: "the previous page's nextCursor" }),
+            ),
+          },
+          { additionalProperties: false },
+        ),
+        response: {
+          200: Type.Object({
+            items: Type.Array(MigrationSchema),
+            nextCursor: Type.Union([Type.String({ format: 'uuid' }), Type.Null()]),
+          }),
+          ...errorResponses(400, 404),
+        },
       },
     },
-    async (request) => ({ items: await migrations.list(await identify(request), request.params.ref) }),
+    async (request) => migrations.list(await identify(request), request.params.ref, request.query),
   );
 
   app.get<{ Params: { ref: string; id: string } }>(

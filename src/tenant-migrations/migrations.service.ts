@@ -460,15 +460,56 @@ export class MigrationsService {
     );
   }
 
-  list(ctx: RequestContext, ref: string): Promise<Migration[]> {
-    return inScope(this.db, ctx.scope, async (trx) => {
-      const t = await tenantRow(trx, ref, false);
-      const r = await sql<Row>`
-        select * from tenant_migrations where tenant_id = ${t.id} order by created_at desc, id limit 100`.execute(
-        trx,
+  /**
+   * Migrations newest first, a page at a time: of one tenant (`tenant`, slug or UUID) or of every
+   * tenant the caller may see (row-level security: a tenant's principals see their tenant's only).
+   * The cursor is the id of the previous page's last migration (keyset on created_at, id).
+   */
+  page(
+    ctx: RequestContext,
+    q: { tenant?: string | undefined; limit: number; cursor?: string | undefined },
+  ): Promise<{ items: (Migration & { tenantSlug: string })[]; nextCursor: string | null }> {
+    if (q.cursor !== undefined && !isUuid(q.cursor))
+      throw ValidationError.field(
+        '/cursor',
+        'cursor.invalid',
+        'The cursor is the id of a migration of a page.',
       );
-      return r.rows.map(toMigration);
+    return inScope(this.db, ctx.scope, async (trx) => {
+      const tenantId =
+        q.tenant !== undefined
+          ? (await tenantRow(trx, q.tenant, false)).id
+          : ctx.scope.kind === 'tenant'
+            ? ctx.scope.tenantId
+            : undefined;
+      const r = await sql<Row & { tenant_slug: string }>`
+        select m.*, t.slug as tenant_slug from tenant_migrations m join tenants t on t.id = m.tenant_id
+        where true
+          ${tenantId ? sql`and m.tenant_id = ${tenantId}` : sql``}
+          ${
+            q.cursor
+              ? sql`and (m.created_at, m.id) < (select c.created_at, c.id from tenant_migrations c where c.id = ${q.cursor.toLowerCase()})`
+              : sql``
+          }
+        order by m.created_at desc, m.id desc limit ${q.limit + 1}`.execute(trx);
+      const items = r.rows
+        .slice(0, q.limit)
+        .map((row) => ({ ...toMigration(row), tenantSlug: row.tenant_slug }));
+      return { items, nextCursor: r.rows.length > q.limit ? (items.at(-1)?.id ?? null) : null };
     });
+  }
+
+  async list(
+    ctx: RequestContext,
+    ref: string,
+    q: { limit?: number | undefined; cursor?: string | undefined } = {},
+  ): Promise<{ items: Migration[]; nextCursor: string | null }> {
+    const { items, nextCursor } = await this.page(ctx, {
+      tenant: ref,
+      limit: q.limit ?? 100,
+      cursor: q.cursor,
+    });
+    return { items: items.map(({ tenantSlug: _, ...m }) => m), nextCursor };
   }
 
   private async read(trx: Trx, tenantId: string, id: string): Promise<Migration> {

@@ -1,14 +1,9 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
-import { recordChange } from '../changes/change-path.js';
-import { systemContext } from '../context/request-context.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
-import { enqueueJob } from '../controller/queue/enqueue-job.js';
 import { desiredResource } from '../controller/reconcilers.js';
-import { asPlatform, type Trx } from '../db/database.js';
-import type { Placement } from '../placement/placement.policy.js';
+import { asPlatform } from '../db/database.js';
 import type { AccessGrant } from '../providers/access.js';
 import { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
@@ -18,16 +13,9 @@ import {
   type ResourceProvider,
   type ResourceType,
 } from '../providers/provider.js';
-import { findById, type ObjectRow, updateObject } from '../registry/object.repository.js';
+import type { ObjectRow } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
-import {
-  bindingOf,
-  changeOf,
-  type MigrationDeps,
-  migrationRow,
-  readMigration,
-  workflowKey,
-} from './migration-records.js';
+import { type MigrationDeps, migrationRow, workflowKey } from './migration-records.js';
 import {
   checksums,
   compare,
@@ -45,6 +33,7 @@ import {
   walLevel,
   withClient,
 } from './pg-copy.js';
+import { switchTenantRegion } from './region-switch.js';
 import {
   type Baselines,
   checksumBulk,
@@ -615,62 +604,10 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         return { cutOverAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx) {
-        await switchRegion(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx));
+        await switchTenantRegion(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx), 'forward');
       },
     },
   ];
-
-  /**
-   * The registry side of the cut-over, in one transaction: the database resources' secret
-   * references resolve to the target's credentials (the source's kept under their key), the
-   * tenant's region, placement and cell, the cells' allocations, the migration record, the
-   * `tenant.region_migrated` event with the previous and new placement, and the audit record.
-   */
-  async function switchRegion(trx: Trx, tenantId: string, migrationId: string, plan: RegionMigrationPlan) {
-    const m = await readMigration(trx, migrationId);
-    const ctx = systemContext(`tenantry-workflow ${migrationId}`);
-    for (const d of plan.databases) {
-      await sql`update resource_secrets set resource_id = ${d.sourceKey} where resource_id = ${d.resourceId}`.execute(
-        trx,
-      );
-      await sql`update resource_secrets set resource_id = ${d.resourceId} where resource_id = ${d.targetKey}`.execute(
-        trx,
-      );
-    }
-    const t = await findById(trx, 'Tenant', tenantId, { forUpdate: true });
-    if (!t) throw new ProviderError('the tenant no longer exists', 'TenantGone', false);
-    const placement: Placement = { ...(t.placement as Placement), ...bindingOf(m.target) };
-    const updated = await updateObject(trx, 'Tenant', t.id, {
-      spec: JSON.stringify({ ...(t.spec as object), region: plan.toRegion }),
-      placement: JSON.stringify(placement),
-      cell_id: m.target.cellUuid,
-      region: plan.toRegion,
-    });
-    await recordChange(trx, ctx, changeOf('Tenant', t, updated, 'migrate_region'));
-    await sql`update cells set allocated = greatest(allocated - 1, 0) where id = ${m.source.cellUuid}`.execute(
-      trx,
-    );
-    await sql`update cells set allocated = allocated + 1 where id = ${m.target.cellUuid}`.execute(trx);
-    await sql`
-      update tenant_migrations set state = 'CutOver', cut_over_at = now(), writes_frozen = false,
-        freeze_ended_at = now(), freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int,
-        rollback_until = now() + make_interval(secs => rollback_window_seconds), updated_at = now()
-      where id = ${migrationId}`.execute(trx);
-    await appendAudit(
-      trx,
-      auditEntryOf(ctx, {
-        tenantId,
-        action: 'migration.cut_over',
-        target: { kind: 'Migration', id: migrationId, slug: t.slug },
-        before: { placement: bindingOf(m.source) },
-        after: { placement: bindingOf(m.target) },
-        outcome: 'success',
-        decision: null,
-      }),
-    );
-    for (const r of [...plan.databases, ...plan.blobs, ...plan.topics])
-      await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
-  }
 
   return {
     type: MIGRATE_REGION,

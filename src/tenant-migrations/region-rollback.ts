@@ -1,17 +1,11 @@
 import { sql } from 'kysely';
 import pg from 'pg';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
-import { recordChange } from '../changes/change-path.js';
-import { systemContext } from '../context/request-context.js';
-import { enqueueJob } from '../controller/queue/enqueue-job.js';
-import { asPlatform, type Trx } from '../db/database.js';
-import type { Placement } from '../placement/placement.policy.js';
+import { asPlatform } from '../db/database.js';
 import type { AccessGrant } from '../providers/access.js';
 import type { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
 import { ProviderError } from '../providers/provider.js';
-import { findById, updateObject } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
-import { bindingOf, changeOf, type MigrationDeps, migrationRow, readMigration } from './migration-records.js';
+import { type MigrationDeps, migrationRow } from './migration-records.js';
 import {
   checksums,
   compare,
@@ -28,6 +22,7 @@ import {
   type RegionMigrationPlan,
   syncBlobs,
 } from './region-migration.js';
+import { switchTenantRegion } from './region-switch.js';
 
 const { escapeIdentifier: id } = pg;
 
@@ -205,7 +200,7 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
         return { restoredAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx) {
-        await switchBack(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx));
+        await switchTenantRegion(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx), 'back');
       },
     },
     {
@@ -229,59 +224,6 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
       },
     },
   ];
-
-  /**
-   * The registry side, in one transaction: the database resources' secret references resolve to
-   * the source's credentials again (the target's kept under their key until dropped), the tenant's
-   * region, placement and cell, the cells' allocations, the migration record, the
-   * `tenant.migration_rolled_back` event and the audit record.
-   */
-  async function switchBack(trx: Trx, tenantId: string, migrationId: string, plan: Plan) {
-    const m = await readMigration(trx, migrationId);
-    const ctx = systemContext(`tenantry-workflow ${migrationId}`);
-    for (const d of plan.databases) {
-      await sql`update resource_secrets set resource_id = ${d.targetKey} where resource_id = ${d.resourceId}`.execute(
-        trx,
-      );
-      await sql`update resource_secrets set resource_id = ${d.resourceId} where resource_id = ${d.sourceKey}`.execute(
-        trx,
-      );
-    }
-    const t = await findById(trx, 'Tenant', tenantId, { forUpdate: true });
-    if (!t) throw new ProviderError('the tenant no longer exists', 'TenantGone', false);
-    const placement: Placement = { ...(t.placement as Placement), ...bindingOf(m.source) };
-    const updated = await updateObject(trx, 'Tenant', t.id, {
-      spec: JSON.stringify({ ...(t.spec as object), region: plan.fromRegion }),
-      placement: JSON.stringify(placement),
-      cell_id: m.source.cellUuid,
-      region: plan.fromRegion,
-    });
-    await recordChange(trx, ctx, changeOf('Tenant', t, updated, 'revert_migration'));
-    await sql`update cells set allocated = greatest(allocated - 1, 0) where id = ${m.target.cellUuid}`.execute(
-      trx,
-    );
-    await sql`update cells set allocated = allocated + 1 where id = ${m.source.cellUuid}`.execute(trx);
-    await sql`
-      update tenant_migrations set state = 'RolledBack', rolled_back_at = now(), writes_frozen = false,
-        rollback_verification = coalesce(rollback_verification, '{}'::jsonb) || jsonb_build_object(
-          'freezeMs', (extract(epoch from now() - (rollback_verification->>'frozenAt')::timestamptz) * 1000)::int),
-        updated_at = now()
-      where id = ${migrationId}`.execute(trx);
-    await appendAudit(
-      trx,
-      auditEntryOf(ctx, {
-        tenantId,
-        action: 'migration.rolled_back',
-        target: { kind: 'Migration', id: migrationId, slug: t.slug },
-        before: { placement: bindingOf(m.target) },
-        after: { placement: bindingOf(m.source) },
-        outcome: 'success',
-        decision: null,
-      }),
-    );
-    for (const r of [...plan.databases, ...plan.blobs, ...plan.topics])
-      await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
-  }
 
   return {
     type: ROLLBACK_REGION,

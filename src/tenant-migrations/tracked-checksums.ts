@@ -119,20 +119,32 @@ export async function trackSource(c: pg.ClientBase, t: Tracked): Promise<void> {
       end if;
       return null;
     end $f$`);
-  // CREATE TRIGGER waits for the writers' open transactions and holds new ones meanwhile: briefly.
+  await statementTriggers(c, t, (op) => trig(t.name, op), fn(t.name, 'stmt'));
+}
+
+/**
+ * AFTER statement triggers with transition tables (`n` new rows, `o` old rows) for INSERT, DELETE,
+ * UPDATE and TRUNCATE on every tracked table, all calling `f` (safe to run twice). CREATE TRIGGER
+ * waits for the writers' open transactions and holds new ones meanwhile: briefly.
+ */
+export async function statementTriggers(
+  c: pg.ClientBase,
+  t: Tracked,
+  name: (op: 'i' | 'd' | 'u' | 't') => string,
+  f: string,
+): Promise<void> {
   await onEachTable(c, t, async (rel) => {
-    const f = fn(t.name, 'stmt');
     await c.query(
-      `create or replace trigger ${trig(t.name, 'i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
+      `create or replace trigger ${name('i')} after insert on ${rel} referencing new table as n for each statement execute function ${f}()`,
     );
     await c.query(
-      `create or replace trigger ${trig(t.name, 'd')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
+      `create or replace trigger ${name('d')} after delete on ${rel} referencing old table as o for each statement execute function ${f}()`,
     );
     await c.query(
-      `create or replace trigger ${trig(t.name, 'u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
+      `create or replace trigger ${name('u')} after update on ${rel} referencing old table as o new table as n for each statement execute function ${f}()`,
     );
     await c.query(
-      `create or replace trigger ${trig(t.name, 't')} after truncate on ${rel} for each statement execute function ${f}()`,
+      `create or replace trigger ${name('t')} after truncate on ${rel} for each statement execute function ${f}()`,
     );
   });
 }
@@ -305,7 +317,15 @@ export interface TrackedPair {
   sourceUrl: string;
   targetUrl: string;
   tracked: Tracked;
+  /** The target's schema of the same tables, where it is not the source's (a rollback's copy back). */
+  targetSchema?: string;
 }
+
+/** What is tracked on the target side: the same tables, in the target's schema. */
+const onTarget = (p: Pick<TrackedPair, 'tracked' | 'targetSchema'>): Tracked => ({
+  ...p.tracked,
+  schema: p.targetSchema ?? p.tracked.schema,
+});
 
 export interface Baselines {
   source: Baseline;
@@ -321,37 +341,45 @@ export interface Baselines {
 export async function checksumBulk(p: TrackedPair): Promise<Baselines> {
   const t0 = performance.now();
   await withClient(p.sourceUrl, (s) => trackSource(s, p.tracked));
-  await withClient(p.targetUrl, (t) => trackTarget(t, p.tracked));
+  await withClient(p.targetUrl, (t) => trackTarget(t, onTarget(p)));
   const [source, target] = await Promise.all([
     withClient(p.sourceUrl, (s) => baseline(s, p.tracked)),
-    withClient(p.targetUrl, (t) => baseline(t, p.tracked)),
+    withClient(p.targetUrl, (t) => baseline(t, onTarget(p))),
   ]);
   return { source, target, ms: Math.round(performance.now() - t0) };
 }
 
-/** Inside the freeze: both sides' checksums now from their baselines and journals, compared. */
-export async function verifyFrozen(p: TrackedPair, base: Baselines, timeoutMs: number) {
+/**
+ * Inside the freeze: both sides' checksums now from their baselines and journals, compared.
+ * `rehashTarget`: tables the target got by other means than tracked writes (copied anew), hashed
+ * in full there.
+ */
+export async function verifyFrozen(
+  p: TrackedPair,
+  base: Baselines,
+  timeoutMs: number,
+  rehashTarget: string[] = [],
+) {
   const side =
-    (url: string, b: Baseline) =>
+    (url: string, t: Tracked, b: Baseline, also: string[]) =>
     (alsoRehash: string[] = []) =>
       withClient(url, (c) =>
-        trackedChecksums(
-          c,
-          p.tracked,
-          b,
-          (cc, tables) => checksums(cc, p.tracked.schema, tables),
-          alsoRehash,
-        ),
+        trackedChecksums(c, t, b, (cc, tables) => checksums(cc, t.schema, tables), [...also, ...alsoRehash]),
       );
   return verifyTracked({
-    source: side(p.sourceUrl, base.source),
-    target: side(p.targetUrl, base.target),
+    source: side(p.sourceUrl, p.tracked, base.source, []),
+    target: side(p.targetUrl, onTarget(p), base.target, rehashTarget),
     timeoutMs,
   });
 }
 
 /** Tracking removed from both sides (the target's database may be gone already). */
-export async function untrackPair(p: { sourceUrl: string; targetUrl?: string; tracked: Tracked }) {
+export async function untrackPair(p: {
+  sourceUrl: string;
+  targetUrl?: string | undefined;
+  tracked: Tracked;
+  targetSchema?: string;
+}) {
   await withClient(p.sourceUrl, (s) => untrack(s, p.tracked));
-  if (p.targetUrl) await withClient(p.targetUrl, (t) => untrack(t, p.tracked));
+  if (p.targetUrl) await withClient(p.targetUrl, (t) => untrack(t, onTarget(p)));
 }

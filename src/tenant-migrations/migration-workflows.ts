@@ -19,6 +19,7 @@ import type {
   WorkflowDefinition,
   WorkflowRegistry,
 } from '../workflows/workflow.js';
+import { failoverWorkflow } from './failover.js';
 import {
   bindingOf,
   changeOf,
@@ -48,6 +49,7 @@ import {
 } from './pg-copy.js';
 import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
 import { regionRollbackWorkflow } from './region-rollback.js';
+import { establishStandbyWorkflow } from './standby.js';
 import {
   type Baselines,
   checksumBulk,
@@ -694,6 +696,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     retire,
     regionMigrationWorkflow(deps),
     regionRollbackWorkflow(deps),
+    establishStandbyWorkflow(deps),
+    failoverWorkflow(deps),
   ] as WorkflowDefinition<never>[];
 }
 

@@ -497,7 +497,7 @@ interface TenantRow {
  * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
  */
 /** The tenant to migrate, locked: placed in a cell and Active, or a 409 naming why not. */
-async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
+export async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
   const t = await tenantRow(trx, ref, true);
   const current = t.placement;
   if (!current)
@@ -514,7 +514,7 @@ async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; cur
   return { t, current };
 }
 
-async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
+export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
   if (forUpdate) {
     const found = await sql<{ id: string }>`
       select id from tenants where deleted_at is null and ${isUuid(ref) ? sql`id = ${ref}` : sql`slug = ${ref}`}`.execute(
@@ -531,13 +531,13 @@ async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<Ten
   return t;
 }
 
-function platformOnly(ctx: RequestContext): void {
+export function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
 }
 
 /** A cell held by a remote agent (src/agent): its data plane is the agent's, never reached from here. */
-async function refuseAgentCells(trx: Trx, from: Placement, to: Placement): Promise<void> {
+export async function refuseAgentCells(trx: Trx, from: Placement, to: Placement): Promise<void> {
   const agentCells = await remoteAgentCells(trx, [from.cellUuid, to.cellUuid]);
   if (agentCells.length > 0)
     throw new ConflictError(

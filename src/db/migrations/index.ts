@@ -34,6 +34,7 @@ import * as m0044 from './0044-audit-hot-paths.js';
 import * as m0045 from './0045-event-sequence-at-commit.js';
 import * as m0047 from './0047-identity-invalidation.js';
 import * as m0050 from './0050-cell-agent-version.js';
+import * as m0053 from './0053-region-standbys.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -74,6 +75,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0045-event-sequence-at-commit': m0045,
   '0047-identity-invalidation': m0047,
   '0050-cell-agent-version': m0050,
+  '0053-region-standbys': m0053,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -106,15 +106,13 @@ export function registerFailoverRoutes(
         tags: ['Workflow'],
         params: TenantParams,
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),
-        body: Type.Optional(
-          Type.Object(
-            {
-              region: Type.Optional(
-                Type.String({ minLength: 1, maxLength: 63, description: "the standby's region (default)" }),
-              ),
-            },
-            { additionalProperties: false },
-          ),
+        body: Type.Object(
+          {
+            region: Type.Optional(
+              Type.String({ minLength: 1, maxLength: 63, description: "the standby's region (default)" }),
+            ),
+          },
+          { additionalProperties: false },
         ),
         response: {
           200: PlanSchema,

@@ -53,7 +53,7 @@ import { withPromotions } from './releases/promotion-workflow.js';
 import { RETENTION_SWEEP, retentionSweepHandler, scheduleRetentionSweep } from './runtime/retention-sweep.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
 import { workflowTypes } from './tenant-migrations/migration-workflows.js';
-import { StandbyKeeper } from './tenant-migrations/standby.js';
+import { StandbyKeeper } from './tenant-migrations/standby-keeper.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { sealSecrets } from './webhooks/webhook-secret-sealing.js';

@@ -653,6 +653,7 @@ export interface TenantStandbysTable {
   caught_up_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
   last_known: Json | null;
   blobs: Json | null;
+  unreachable_checks: Generated<number>;
   error: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;

@@ -23,7 +23,7 @@ import { secretCipherFor } from '../secrets/index.js';
 import type { Consistency } from './failover.js';
 import { FAILOVER_STEPS, type Failover, FailoverService } from './failover.service.js';
 import { workflowTypes } from './migration-workflows.js';
-import { StandbyKeeper } from './standby.js';
+import { StandbyKeeper } from './standby-keeper.js';
 
 // A region failover (eu's PostgreSQL stopped) whose engine process is SIGKILLed after every step's
 // effect, before its checkpoint: each next process resumes the step that died, runs the next and
@@ -62,7 +62,7 @@ const fx = useControllerTestDatabase((f) =>
       environmentType: 'dev',
       isolation: 'pool',
       residency: { allowedRegions: ['eu', 'us'] },
-      standby: { region: 'us' },
+      standby: { region: 'us', failoverAfterChecks: 2 },
     }),
     doc('IntegrationResource', undefined, {
       scope: { tenant },
@@ -202,7 +202,11 @@ describe.skipIf(unavailable)('SIGKILL after every step of a region failover', ()
         KILL_AT: `after:${step}`,
       });
     let running = await child(FAILOVER_STEPS[0]!);
-    const f = (await service.start(fx.ctx, tenant, { region: 'us' }, { dryRun: false })) as Failover;
+    // The failover policy: the primary unreachable for 2 measurements in a row.
+    expect((await keeper.tick()).failedOver).toEqual([]);
+    expect((await keeper.tick()).failedOver).toEqual([tenant]);
+    const [f] = (await service.list(fx.ctx, tenant)) as [Failover];
+    expect(f.reason).toBe('policy: primary unreachable for 2 checks');
     for (const step of FAILOVER_STEPS.slice(1)) {
       expect(await exited(running), step).toBe('SIGKILL');
       running = await child(step);

@@ -20,7 +20,7 @@ import { secretCipherFor } from '../secrets/index.js';
 import type { Consistency } from './failover.js';
 import { type Failover, type FailoverPlanView, FailoverService } from './failover.service.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
-import { StandbyKeeper } from './standby.js';
+import { StandbyKeeper } from './standby-keeper.js';
 
 // Region failover (issue 19) on real engines: two PostgreSQL servers of their own as the eu and us
 // data planes (the eu one is really stopped), an Azurite storage account per region.
@@ -275,6 +275,14 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       await expect(
         new pg.Client({ connectionString: euUrl, connectionTimeoutMillis: 2_000 }).connect(),
       ).rejects.toThrow();
+
+      // Measured now: the lag is unknown, the data-loss window runs from the last sync.
+      const down = await keeper.tick();
+      expect(down.failedOver).toEqual([]); // no failover policy in this tenant's spec
+      const unknown = await service.standby(fx.ctx, tenant);
+      expect(unknown).toMatchObject({ lagBytes: null, lastSyncAt: standby.lastSyncAt });
+      expect(unknown.error).toMatch(/^primary eu unreachable/);
+      expect(unknown.lagSeconds).toBeGreaterThan(0);
 
       const f = (await service.start(fx.ctx, tenant, { region: 'us' }, { dryRun: false })) as Failover;
       expect(f).toMatchObject({ state: 'Running', from: { region: 'eu' }, to: { region: 'us' } });

@@ -6,7 +6,8 @@ import { type Kysely, sql } from 'kysely';
  *   (the plan), its state (Establishing → Streaming → FailedOver, or Failed), and what the keeper
  *   last measured — replication lag in bytes, the last moment the standby was seen caught up, the
  *   primary's row counts and sequence values then (the "last known" the post-failover checks
- *   compare with), and the last blob sync.
+ *   compare with), the last blob sync, and how many measurements in a row found the primary
+ *   unreachable (a tenant's `standby.failoverAfterChecks` fails it over at that count).
  * - `tenant_failovers`: one per failover: from and to placement, the standby's lag and data-loss
  *   window when it started, the post-failover consistency checks, and the outcome.
  */
@@ -24,6 +25,8 @@ create table tenant_standbys (
   caught_up_at timestamptz,
   last_known jsonb,
   blobs jsonb,
+  -- Measurements in a row that found the primary's data plane unreachable (the failover policy's count).
+  unreachable_checks integer not null default 0,
   error text,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now()

@@ -36,6 +36,14 @@ export const TenantSpec = Type.Object(
       Type.Object(
         {
           region: Segment,
+          failoverAfterChecks: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 1000,
+              description:
+                "fail over on its own once this many measurements in a row (one per keeper tick, 15 s) found the primary's data plane unreachable",
+            }),
+          ),
         },
         { ...strict, description: "a standby region: the tenant's database and blobs are replicated there" },
       ),

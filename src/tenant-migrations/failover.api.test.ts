@@ -102,6 +102,9 @@ describe('failover over HTTP', () => {
       [tenantId],
     );
     await refused(path, { region: 'ap' }, 422, 'failover.not_standby_region');
+    // A migration would replace what the standby replicates: the standby goes first.
+    await refused(`/v1/tenants/${tenant}/migrations`, { region: 'us' }, 409, 'migration.standby_exists');
+    await refused(`/v1/tenants/${tenant}/migrations`, { isolation: 'silo' }, 409, 'migration.standby_exists');
     await refused(path, { region: 'us', extra: 1 }, 422);
     await refused(path, { region: '' }, 422);
     await refused('/v1/tenants/nobody-eu-dev/failover', {}, 404);

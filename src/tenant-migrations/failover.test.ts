@@ -391,6 +391,35 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
         (await eu.query(`select count(*)::int as n from orders where payload = 'after'`)).rows[0].n,
       ).toBe(1);
       await eu.end();
+
+      // A standby named again once the migration's kept source in us is retired; unnamed, it goes.
+      expect(
+        await finished(fx.t, (await migrations.retire(fx.ctx, tenant, back.id)).retireWorkflowId!, 120_000),
+      ).toMatchObject({ state: 'Succeeded' });
+      const manifest = (standby?: { region: string }) =>
+        doc('Tenant', undefined, {
+          customer,
+          region: 'eu',
+          environmentType: 'dev',
+          isolation: 'pool',
+          residency: { allowedRegions: ['eu', 'us'] },
+          ...(standby ? { standby } : {}),
+        });
+      await fx.registry.apply(fx.ctx, [manifest({ region: 'us' })]);
+      expect((await keeper.tick()).started).toEqual([tenant]);
+      const again = (await service.standby(fx.ctx, tenant)).workflowId!;
+      expect(await finished(fx.t, again, 120_000)).toMatchObject({ state: 'Succeeded' });
+      await fx.registry.apply(fx.ctx, [manifest()]);
+      expect((await keeper.tick()).retired).toHaveLength(1);
+      await expect(service.standby(fx.ctx, tenant)).rejects.toMatchObject({ code: 'standby.not_found' });
+      const left = new pg.Client({ connectionString: usUrl });
+      left.on('error', () => undefined);
+      await left.connect();
+      expect(
+        (await left.query('select 1 from pg_namespace where nspname = $1', [db.physical_name])).rowCount,
+      ).toBe(0);
+      expect((await left.query('select count(*)::int as n from pg_subscription')).rows[0].n).toBe(0);
+      await left.end();
     } finally {
       await e.stop();
     }

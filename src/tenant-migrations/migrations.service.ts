@@ -22,6 +22,7 @@ import {
 } from './migration-workflows.js';
 import { MIGRATE_REGION, type RegionMigrationInput } from './region-migration.js';
 import { ROLLBACK_REGION } from './region-rollback.js';
+import { refuseWithStandby } from './standby.js';
 
 /** What the API shows of a migration. */
 export interface Migration {
@@ -188,6 +189,7 @@ export class MigrationsService {
     const to = body.isolation;
     return asPlatform(this.db, async (trx) => {
       const { t, current } = await movableTenant(trx, ref);
+      await refuseWithStandby(trx, t.id);
       if (current.isolation === to)
         throw new ConflictError('migration.same_isolation', `The tenant is ${to} already.`, {
           errors: [{ pointer: '/isolation', code: 'migration.same_isolation', message: `already ${to}` }],
@@ -289,6 +291,7 @@ export class MigrationsService {
   ): Promise<Migration | MigrationPlanView> {
     return asPlatform(this.db, async (trx) => {
       const { t, current } = await movableTenant(trx, ref);
+      await refuseWithStandby(trx, t.id);
       if (current.region === region)
         throw new ConflictError('migration.same_region', `The tenant is in ${region} already.`, {
           errors: [{ pointer: '/region', code: 'migration.same_region', message: `already in ${region}` }],

@@ -8,7 +8,7 @@ import { ConflictError, TenantryError } from '../errors/errors.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
 import { FailoverService } from './failover.service.js';
 import { stopReplication, withClient } from './pg-copy.js';
-import { syncBlobs } from './region-migration.js';
+import { providerIn, syncBlobs } from './region-migration.js';
 import {
   ESTABLISH_STANDBY,
   type LastKnown,
@@ -16,6 +16,8 @@ import {
   type StandbyDeps,
   type StandbyInput,
   type StandbyPlan,
+  standbyDesired,
+  stopStandbyReplication,
   withTimeout,
 } from './standby.js';
 
@@ -32,6 +34,9 @@ async function standbysToStart(db: Db) {
         from tenants t left join tenant_standbys s on s.tenant_id = t.id
         where t.deleted_at is null and t.lifecycle = 'Active' and t.placement is not null
           and t.spec->'standby'->>'region' is not null and t.spec->'standby'->>'region' <> t.region
+          -- A migration's kept source in that region (its rollback window) is not overwritten.
+          and not exists (select 1 from tenant_migrations m where m.tenant_id = t.id and m.state = 'CutOver'
+                          and m.source->>'region' = t.spec->'standby'->>'region')
           and (s.tenant_id is null or s.state = 'FailedOver'
                or (s.state = 'Failed' and s.updated_at < now() - interval '5 minutes'))
         order by t.id limit 100`.execute(trx)
@@ -73,6 +78,7 @@ export class StandbyKeeper {
   async tick(): Promise<{
     started: string[];
     measured: Record<string, StandbyMeasure>;
+    retired: string[];
     failedOver: string[];
     fenced: string[];
   }> {
@@ -118,13 +124,61 @@ export class StandbyKeeper {
           )
         ).rows,
     );
-    for (const s of streaming) measured[s.tenant_id] = await this.measure(s.tenant_id, s.plan);
+    const retired = await this.retireUnnamed();
+    for (const s of streaming)
+      if (!retired.includes(s.tenant_id)) measured[s.tenant_id] = await this.measure(s.tenant_id, s.plan);
     return {
       started,
       measured,
+      retired,
       failedOver: await this.failoverPolicy(),
       fenced: await this.fenceReturned(),
     };
+  }
+
+  /**
+   * Standbys no longer named (the tenant's spec names none or another region, or the tenant is
+   * deleted): subscription, slot and publication end, the standby's schema or database, role and
+   * credentials and its blob container go, then the record (so a newly named region is established
+   * at the next tick). A primary that does not answer leaves it for a later tick.
+   */
+  async retireUnnamed(): Promise<string[]> {
+    const { db, providers } = this.deps;
+    const rows = await asPlatform(
+      db,
+      async (trx) =>
+        (
+          await sql<{ tenant_id: string; plan: StandbyPlan | Record<string, never> }>`
+          select s.tenant_id, s.plan from tenant_standbys s left join tenants t on t.id = s.tenant_id
+          where s.state in ('Streaming', 'Failed')
+            and (t.id is null or t.deleted_at is not null or coalesce(t.spec->'standby'->>'region', '') <> s.region)
+            -- Never where the tenant itself lives (the standby region's copy would be its data).
+            and (t.id is null or t.region <> s.region)
+          order by s.tenant_id limit 100`.execute(trx)
+        ).rows,
+    );
+    const retired: string[] = [];
+    for (const r of rows) {
+      const plan = r.plan as StandbyPlan;
+      if (plan.databases)
+        try {
+          await withTimeout(stopStandbyReplication(providers, plan), 30_000);
+          for (const d of plan.databases)
+            await providerIn(providers, 'database', plan.toRegion).delete(standbyDesired(d));
+          for (const b of plan.blobs)
+            await providerIn(providers, 'blob-container', plan.toRegion).delete(b.desired);
+        } catch (err) {
+          this.deps.logger?.warn({ err, tenantId: r.tenant_id }, 'standby not retired yet');
+          continue;
+        }
+      await asPlatform(db, (trx) =>
+        sql`delete from tenant_standbys where tenant_id = ${r.tenant_id} and state in ('Streaming', 'Failed')`.execute(
+          trx,
+        ),
+      );
+      retired.push(r.tenant_id);
+    }
+    return retired;
   }
 
   /**

@@ -1,7 +1,8 @@
 import { sql } from 'kysely';
 import type { ProviderSet } from '../controller/providers.js';
 import { desiredResource } from '../controller/reconcilers.js';
-import { asPlatform, type Db } from '../db/database.js';
+import { asPlatform, type Db, type Trx } from '../db/database.js';
+import { ConflictError } from '../errors/errors.js';
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import { type DesiredResource, ProviderError } from '../providers/provider.js';
 import type { ObjectRow } from '../registry/object.repository.js';
@@ -171,21 +172,24 @@ export async function planStandby(
   return plan;
 }
 
+/** Subscription, slot and publication of a standby ended (parts already gone skipped). */
+export async function stopStandbyReplication(providers: ProviderSet, p: StandbyPlan): Promise<void> {
+  for (const d of p.databases)
+    await withClient(primaryUrl(providers, p, d), async (s) => {
+      const there = await withClient(serverOf(providers, p.toRegion, 'postgres'), async (c) => {
+        const r = await c.query('select 1 from pg_database where datname = $1', [d.targetDatabase]);
+        return (r.rowCount ?? 0) > 0;
+      });
+      if (there) await withClient(standbyUrl(providers, p, d), (t) => stopReplication(s, t, d.replication));
+      else await stopReplication(s, undefined, d.replication);
+    });
+}
+
 /** The establishing workflow: standby resources, schema, subscription, initial copy, blobs. */
 export function establishStandbyWorkflow(deps: StandbyDeps): WorkflowDefinition<StandbyInput> {
   const { providers } = deps;
   const planOf = (ctx: StepContext<StandbyInput>) => ctx.outputs.plan as StandbyPlan;
-  const stop = async (p: StandbyPlan) => {
-    for (const d of p.databases)
-      await withClient(primaryUrl(providers, p, d), async (s) => {
-        const there = await withClient(serverOf(providers, p.toRegion, 'postgres'), async (c) => {
-          const r = await c.query('select 1 from pg_database where datname = $1', [d.targetDatabase]);
-          return (r.rowCount ?? 0) > 0;
-        });
-        if (there) await withClient(standbyUrl(providers, p, d), (t) => stopReplication(s, t, d.replication));
-        else await stopReplication(s, undefined, d.replication);
-      });
-  };
+  const stop = (p: StandbyPlan) => stopStandbyReplication(providers, p);
   const steps: StepDefinition<StandbyInput>[] = [
     {
       name: 'plan',
@@ -315,4 +319,22 @@ export function postgresIn(providers: ProviderSet, region: string): PostgresData
   if (!(p instanceof PostgresDatabaseProvider))
     throw new ProviderError(`region ${region}: the database provider is not PostgreSQL`, 'Ineligible', false);
   return p;
+}
+
+/**
+ * A migration (isolation or region) of a tenant with a live standby is refused: the standby
+ * replicates the schema the migration replaces, and a region migration into the standby's region
+ * would land on its copy. The standby goes first (the spec names none; the keeper retires it).
+ */
+export async function refuseWithStandby(trx: Trx, tenantId: string): Promise<void> {
+  const r = await sql<{ region: string; state: string }>`
+    select region, state from tenant_standbys
+    where tenant_id = ${tenantId} and state in ('Establishing', 'Streaming')`.execute(trx);
+  const s = r.rows[0];
+  if (s)
+    throw new ConflictError(
+      'migration.standby_exists',
+      `The tenant has a standby in ${s.region} (${s.state}); remove standby from its spec and let the keeper retire it before migrating.`,
+      { details: { standby: s } },
+    );
 }

@@ -94,9 +94,15 @@ export class StandbyKeeper {
       };
       try {
         await asPlatform(db, async (trx) => {
-          await sql`delete from tenant_standbys where tenant_id = ${t.id}`.execute(trx);
-          await sql`insert into tenant_standbys (tenant_id, region, workflow_id)
-            values (${t.id}, ${t.standby}, ${standbyId})`.execute(trx);
+          // Two keepers at once: the second's insert finds the first's row and starts nothing.
+          await sql`delete from tenant_standbys where tenant_id = ${t.id} and state in ('FailedOver', 'Failed')`.execute(
+            trx,
+          );
+          const mine = await sql`insert into tenant_standbys (tenant_id, region, workflow_id)
+            values (${t.id}, ${t.standby}, ${standbyId}) on conflict (tenant_id) do nothing returning tenant_id`.execute(
+            trx,
+          );
+          if (mine.rows.length === 0) throw new ConflictError('standby.started', 'another keeper started it');
           await startWorkflow(trx, {
             id: standbyId,
             tenantId: t.id,

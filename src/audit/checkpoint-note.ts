@@ -19,9 +19,17 @@ export interface Checkpoint {
 const SIG_PREFIX = '\u2014 ';
 
 /** The raw 32-byte Ed25519 public key (the tail of its SPKI DER encoding). */
+/** Raw public keys by key: exporting one costs more than the signature (every checkpoint signs). */
+const raws = new WeakMap<KeyObject, Buffer>();
+
 function rawEd25519(key: KeyObject): Buffer {
-  const der = key.export({ type: 'spki', format: 'der' });
-  return der.subarray(der.length - 32);
+  let raw = raws.get(key);
+  if (!raw) {
+    const der = key.export({ type: 'spki', format: 'der' });
+    raw = der.subarray(der.length - 32);
+    raws.set(key, raw);
+  }
+  return raw;
 }
 
 /** The signed-note key id: the first 4 bytes of SHA-256(name || 0x0A || 0x01 || public key). */

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
@@ -52,19 +52,60 @@ export function recordChange(trx: Trx, ctx: RequestContext, change: Change): Pro
       'tenantry.tenant_id': change.tenantId ?? 'platform',
       'tenantry.correlation_id': ctx.correlationId,
     },
-    () => writeChange(trx, ctx, change),
+    async () => {
+      await writeChange(trx, ctx, change);
+    },
   );
 }
 
-async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promise<void> {
+/**
+ * The change path with the object's own write in the same statement: `write` (an
+ * `update … returning *` of the object's row, or an insert) runs as the statement's first CTE, beside
+ * the lineage, audit record, event and job, and its row is returned. One round trip for the whole
+ * change. `change.after` is then the state the write leaves (the caller derives it from the values it
+ * sets; the row is not read back first). The policy gate decides before anything is written.
+ */
+export function writeWithChange<Row>(
+  trx: Trx,
+  ctx: RequestContext,
+  change: Change,
+  write: RawBuilder<Row>,
+): Promise<Row> {
+  return inSpan(
+    `change ${change.kind.toLowerCase()}.${change.action}`,
+    {
+      'tenantry.kind': change.kind,
+      'tenantry.object_id': change.objectId,
+      'tenantry.tenant_id': change.tenantId ?? 'platform',
+      'tenantry.correlation_id': ctx.correlationId,
+    },
+    async () => {
+      const row = await writeChange<Row>(trx, ctx, change, write);
+      if (!row) throw new Error(`${change.kind} ${change.objectId}: the object's write matched no row`);
+      return row;
+    },
+  );
+}
+
+async function writeChange<Row>(
+  trx: Trx,
+  ctx: RequestContext,
+  change: Change,
+  write?: RawBuilder<Row>,
+): Promise<Row | undefined> {
   const kind = change.kind;
   // A suspended or archived tenant's own principals read but change nothing (issue 18).
   // An archived tenant's way on is deletion (placement and policy guard it), so deletes pass.
   if (ctx.scope.kind === 'tenant') {
-    const t = await sql<{ lifecycle: string }>`
-      select lifecycle from tenants where id = ${ctx.scope.tenantId}`.execute(trx);
-    // A change of the tenant itself is judged by its lifecycle before the change (its row is written).
-    const lifecycle = kind === 'Tenant' && change.before ? change.before.lifecycle : t.rows[0]?.lifecycle;
+    // A change of the tenant itself is judged by its lifecycle before the change (its row is locked
+    // and known); any other change by its tenant's row, read here.
+    const lifecycle =
+      kind === 'Tenant' && change.before
+        ? change.before.lifecycle
+        : (
+            await sql<{ lifecycle: string }>`
+              select lifecycle from tenants where id = ${ctx.scope.tenantId}`.execute(trx)
+          ).rows[0]?.lifecycle;
     if (lifecycle === 'Suspended' || (lifecycle === 'Archived' && change.action !== 'delete'))
       throw new TenantryError(
         'tenant.suspended',
@@ -111,21 +152,28 @@ async function writeChange(trx: Trx, ctx: RequestContext, change: Change): Promi
       decision,
     }),
   );
-  await sql`
-    with version as (
+  const writes = sql`version as (
       insert into object_versions
         (tenant_id, object_kind, object_id, generation, action, slug, state, changes, actor, request_id, correlation_id)
       values (${change.tenantId}, ${kind}, ${change.objectId}, ${change.generation}, ${change.action}, ${change.slug},
               ${JSON.stringify(change.after)}, ${JSON.stringify(change.changes)}, ${actor}, ${ctx.requestId}, ${ctx.correlationId})
     ), audit as (${audit.insert}
-    ), ${appendEventSql({ tenantId: change.tenantId, name, subject, data: eventData, correlationId: ctx.correlationId, traceparent })}
-    insert into reconcile_jobs (object_kind, object_id, tenant_id, generation, traceparent)
+    ), ${appendEventSql({ tenantId: change.tenantId, name, subject, data: eventData, correlationId: ctx.correlationId, traceparent })}`;
+  const job = sql`insert into reconcile_jobs (object_kind, object_id, tenant_id, generation, traceparent)
     select ${kind}, ${change.objectId}::uuid, ${change.tenantId}::uuid, ${change.generation}::bigint, ${traceparent}
     from event_done
     on conflict (object_kind, object_id) do update
       set generation = greatest(reconcile_jobs.generation, excluded.generation),
           traceparent = excluded.traceparent,
           run_after = now(), attempts = 0, last_error = null, updated_at = now(),
-          ticket = reconcile_jobs.ticket + 1
-  `.execute(trx);
+          ticket = reconcile_jobs.ticket + 1`;
+  if (!write) {
+    await sql`with ${writes} ${job}`.execute(trx);
+    return undefined;
+  }
+  // The object's write is the first CTE; its row comes back (the job's upsert always returns its one row).
+  const r = await sql<Row>`
+    with object as (${write}), ${writes}, job as (${job} returning 1)
+    select object.* from object cross join job`.execute(trx);
+  return r.rows[0];
 }

@@ -13,6 +13,13 @@ export const ControllerConfigSchema = Type.Object({
       description: 'Reconcile jobs claimed in one statement, whose statuses are written in one transaction.',
     }),
   ),
+  batchesAtOnce: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      description:
+        'Claimed batches worked on at once: while some wait on their provider calls, others are read or settled.',
+    }),
+  ),
   leaseMs: Type.Integer({
     minimum: 1,
     description: 'How long a claimed job stays leased without a heartbeat before another worker may take it.',
@@ -39,6 +46,7 @@ export function parseControllerConfig(env: NodeJS.ProcessEnv, workers?: string |
   return {
     workers: integerSetting('TENANTRY_CONTROLLER_WORKERS', workers ?? env.TENANTRY_CONTROLLER_WORKERS, 8),
     batchSize: integerSetting('TENANTRY_CONTROLLER_BATCH', env.TENANTRY_CONTROLLER_BATCH, 256),
+    batchesAtOnce: integerSetting('TENANTRY_CONTROLLER_BATCHES', env.TENANTRY_CONTROLLER_BATCHES, 4),
     leaseMs: integerSetting('TENANTRY_LEASE_MS', env.TENANTRY_LEASE_MS, 30_000),
     backoffBaseMs: integerSetting('TENANTRY_BACKOFF_BASE_MS', env.TENANTRY_BACKOFF_BASE_MS, 1_000),
     backoffCapMs: integerSetting('TENANTRY_BACKOFF_CAP_MS', env.TENANTRY_BACKOFF_CAP_MS, 5 * 60_000),

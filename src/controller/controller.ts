@@ -30,8 +30,6 @@ import {
 import { lockTenantsWrites } from './settle.js';
 import { SettleBatch } from './settle-batch.js';
 
-/** Claimed batches worked on at once: one settles while the next one's provider calls run. */
-const BATCHES_AT_ONCE = 2;
 /** How long a batch's settlements wait for its slowest reconcile before they are written without it. */
 const SETTLE_WAIT_MS = 100;
 
@@ -172,10 +170,12 @@ export class Controller {
   private async run(): Promise<void> {
     const { config, logger } = this.opts;
     const batchSize = config.batchSize ?? 256;
+    // Claimed batches worked on at once: some settle while the others' provider calls run.
+    const batchesAtOnce = config.batchesAtOnce ?? 4;
     await this.reschedule();
     while (this.running) {
       // Room for a batch, and fewer jobs of other types running than `workers`.
-      const free = this.inFlight.size < BATCHES_AT_ONCE && this.others.size < config.workers;
+      const free = this.inFlight.size < batchesAtOnce && this.others.size < config.workers;
       let claimed: QueuedJob[] = [];
       if (free) {
         try {
@@ -212,7 +212,7 @@ export class Controller {
       }
       // A full batch and room for another: claim again at once. Otherwise sleep until a batch ends
       // or the poll interval.
-      if (claimed.length < batchSize || this.inFlight.size >= BATCHES_AT_ONCE) {
+      if (claimed.length < batchSize || this.inFlight.size >= batchesAtOnce) {
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, config.pollIntervalMs);
           this.wake = () => {

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { auditEntryOf, prepareAuditAppend } from '../audit/append-audit.js';
+import { type AuditEntry, auditEntryOf, prepareAuditAppends } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
-import { cloudEventType, EVENT_NAMES, type EventName, type Kind, TABLES } from '../registry/kinds/index.js';
+import { appendEventsSql, type EventInput } from '../events/append-event.js';
+import { EVENT_NAMES, type EventName, type Kind, TABLES } from '../registry/kinds/index.js';
 import type { Condition } from '../registry/representation.js';
 
 /** Phases the controller writes. `Terminating` is set by the registry when an object is deleted. */
@@ -134,16 +134,14 @@ export interface StatusEvent {
 
 /**
  * Status transitions that matter (ready, failed, drifted) as audit records and events, by the system
- * actor, in the status write's transaction — any number in one statement (a settled batch).
- *
- * The events are inserted as src/events/append-event.ts's appendEventSql inserts one, for many at
- * once: unnumbered, numbered in their tenant's sequence at commit (migration 0045), in `events`'
- * order. The audit records are
- * prepareAuditAppend's unsequenced inserts, as data-modifying CTEs of the same statement.
+ * actor, in the status write's transaction — any number in one statement (a settled batch): the
+ * events appended as src/events/append-event.ts appends them (appendEventsSql: numbered in their
+ * tenant's sequence at commit, migration 0045, in `events`' order), the audit records as
+ * prepareAuditAppends' unsequenced inserts, both data-modifying CTEs of the one statement.
  */
 export async function recordStatusEvents(trx: Trx, events: StatusEvent[]): Promise<void> {
-  const audits: ReturnType<typeof prepareAuditAppend>[] = [];
-  const rows: unknown[] = [];
+  const audits: AuditEntry[] = [];
+  const outbox: EventInput[] = [];
   for (const { ctx, target, what, event: e } of events) {
     const name = `${target.kind.toLowerCase()}.${what}`;
     if (!(EVENT_NAMES as readonly string[]).includes(name)) continue;
@@ -159,39 +157,27 @@ export async function recordStatusEvents(trx: Trx, events: StatusEvent[]): Promi
       ...(e.drift ? { drift: e.drift } : {}),
     };
     audits.push(
-      prepareAuditAppend(
-        auditEntryOf(ctx, {
-          tenantId: target.tenantId,
-          action: name,
-          target: { kind: target.kind, id: target.id, slug: target.slug },
-          after: data,
-          outcome: what === 'failed' ? 'failure' : 'success',
-          decision: null,
-        }),
-      ),
+      auditEntryOf(ctx, {
+        tenantId: target.tenantId,
+        action: name,
+        target: { kind: target.kind, id: target.id, slug: target.slug },
+        after: data,
+        outcome: what === 'failed' ? 'failure' : 'success',
+        decision: null,
+      }),
     );
-    rows.push({
-      ord: rows.length,
-      id: randomUUID(),
-      tenant_id: target.tenantId,
-      type: cloudEventType(name as EventName),
+    outbox.push({
+      tenantId: target.tenantId,
+      name: name as EventName,
       subject: `${target.kind.toLowerCase()}s/${target.id}`,
       data,
-      correlation_id: ctx.correlationId,
+      correlationId: ctx.correlationId,
     });
   }
-  if (rows.length === 0) return;
-  const auditCtes = audits.map((a, i) => sql`${sql.id(`audit_${i}`)} as (${a.insert}),`);
+  if (outbox.length === 0) return;
   await sql`
-    with ${sql.join(auditCtes, sql` `)}
-    ev as (
-      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, traceparent)
-      select x.id, x.tenant_id, x.type, x.subject, x.data, x.correlation_id, null
-      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb)
-        as x(ord int, id uuid, tenant_id uuid, type text, subject text, data jsonb, correlation_id text)
-      order by x.ord
-      returning id
-    )
+    with audit as (${prepareAuditAppends(audits).insert}),
+    ${appendEventsSql(outbox, 'ev')}
     select count(*) from ev`.execute(trx);
 }
 

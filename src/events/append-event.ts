@@ -35,16 +35,39 @@ export interface EventInput {
  * no rollback to leave no event behind.
  */
 export function appendEventSql(e: EventInput, onlyIf?: string): RawBuilder<unknown> {
-  const id = randomUUID();
-  const type = cloudEventType(e.name);
-  return sql`event as (
-      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, traceparent)
-      select ${id}, ${e.tenantId}, ${type}, ${e.subject}, ${JSON.stringify(e.data)}, ${e.correlationId},
-        ${e.traceparent ?? null}
-      ${onlyIf ? sql`where exists (select from ${sql.id(onlyIf)})` : sql``}
-      returning id
-    ), event_done as (
+  return sql`${appendEventsSql([e], 'event', onlyIf)}, event_done as (
       select id from event
+    )`;
+}
+
+/**
+ * The data-modifying CTE `name` that appends any number of events in one insert (a settled batch of
+ * the controller's), in their order, for embedding in the caller's statement; it returns their ids.
+ * appendEventSql is this insert of one, under the same concurrency contract (numbered at commit).
+ */
+export function appendEventsSql(
+  events: readonly EventInput[],
+  name = 'event',
+  onlyIf?: string,
+): RawBuilder<unknown> {
+  const rows = events.map((e, ord) => ({
+    ord,
+    id: randomUUID(),
+    tenant_id: e.tenantId,
+    type: cloudEventType(e.name),
+    subject: e.subject,
+    data: e.data,
+    correlation_id: e.correlationId,
+    traceparent: e.traceparent ?? null,
+  }));
+  return sql`${sql.id(name)} as (
+      insert into outbox_events (id, tenant_id, type, subject, data, correlation_id, traceparent)
+      select x.id, x.tenant_id, x.type, x.subject, x.data, x.correlation_id, x.traceparent
+      from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as x(ord int, id uuid, tenant_id uuid, type text,
+        subject text, data jsonb, correlation_id text, traceparent text)
+      ${onlyIf ? sql`where exists (select from ${sql.id(onlyIf)})` : sql``}
+      order by x.ord
+      returning id
     )`;
 }
 

@@ -4,8 +4,11 @@ import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-d
 import { settleWorkflows } from '../../test/helpers/workflows.js';
 import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
+import { diff } from '../domain/diff.js';
 import { TenantryError } from '../errors/errors.js';
+import type { ObjectRow } from '../registry/object.repository.js';
 import type { RegistryService } from '../registry/registry.service.js';
+import { stateOf } from '../registry/representation.js';
 import { UsageService } from './usage.service.js';
 
 let t: TestDatabase;
@@ -105,6 +108,42 @@ describe('seed 000 placement', () => {
     expect((v?.state as { placement?: unknown } | undefined)?.placement).toMatchObject({ cell: 'eu-prod-1' });
     const audit = await t.owner.query(`select after from audit_records where target_id = $1`, [id]);
     expect(audit.rows[0].after.placement).toMatchObject({ cell: 'eu-prod-1' });
+  });
+
+  it('an update of a placed tenant: lineage, audit record and event hold the state its row holds after it', async () => {
+    // The update and its lineage, audit and event are one statement (issue 24): the state they record
+    // is derived from the values set, not read back; it must be what the row then holds.
+    const read = async () =>
+      (await t.owner.query(`select * from tenants where slug = 'circlek-eu-prod'`)).rows[0] as ObjectRow;
+    const before = await read();
+    const [outcome] = await registry.apply(ctx, [
+      {
+        ...doc('Tenant', 'circlek-eu-prod', before.spec as Record<string, unknown>),
+        metadata: { name: 'circlek-eu-prod', labels: { team: 'x' } },
+      },
+    ]);
+    expect(outcome).toMatchObject({ action: 'configured', generation: Number(before.generation) + 1 });
+    const row = await read();
+    expect(row.placement).toBeTruthy();
+    const state = stateOf(row);
+    const version = await t.owner.query(
+      'select state, changes, generation from object_versions where object_id = $1 order by generation desc limit 1',
+      [row.id],
+    );
+    expect(version.rows[0].state).toEqual(state);
+    expect(Number(version.rows[0].generation)).toBe(Number(row.generation));
+    expect(version.rows[0].changes).toEqual(diff(stateOf(before), state));
+    const audit = await t.owner.query(
+      `select after from audit_records where target_id = $1 and action = 'tenant.update' order by time desc limit 1`,
+      [row.id],
+    );
+    expect(audit.rows[0].after).toEqual(state);
+    const ev = await t.owner.query(
+      `select data from outbox_events where subject = $1 and type = 'dev.tenantry.tenant.updated.v1' order by position desc limit 1`,
+      [`tenants/${row.id}`],
+    );
+    expect(ev.rows[0].data.current).toEqual(state);
+    expect(outcome?.object.metadata.labels).toEqual({ team: 'x' });
   });
 
   it('refuses to place an EU tenant in the US region, and writes nothing', async () => {

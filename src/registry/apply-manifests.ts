@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { type ObjectState, recordChange } from '../changes/change-path.js';
+import { type ObjectState, recordChange, writeWithChange } from '../changes/change-path.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
@@ -19,7 +19,7 @@ import {
   tenantOf,
 } from './kinds/index.js';
 import type { Resolution, ResolveEnv } from './kinds/kind.js';
-import { findById, findBySlug, insertObject, type ObjectRow, updateObject } from './object.repository.js';
+import { findById, findBySlug, insertObject, type ObjectRow, updateObjectSql } from './object.repository.js';
 import { type ApiObject, initialConditions, stateOf, toApiObject } from './representation.js';
 
 /** What writing objects needs besides the transaction (built once in src/app.ts). */
@@ -265,26 +265,36 @@ export async function applyManifest(
     platform: ctx.scope.kind === 'platform',
   };
   const policy = await deps.policy.beforeWrite(trx, policyInput);
-  const row = await updateObject(trx, m.kind, existing.id, {
+  const set: Record<string, unknown> = {
     spec: JSON.stringify(spec),
     labels: JSON.stringify(labels),
     phase: 'Pending',
     ...policy.columns,
     ...res.updateColumns,
-  });
-  changes = diff(prior, stateOf(row));
-  const generation = row.generation;
-  await recordChange(trx, ctx, {
-    kind: m.kind,
-    objectId: row.id,
-    slug: row.slug,
-    tenantId: tenantOf(m.kind, row),
-    action: 'update',
-    generation,
-    before: prior,
-    after: stateOf(row),
-    changes,
-  });
+  };
+  // The state the update leaves, as the row will read back (JSON, so undefined members go): the
+  // update, lineage, audit, event and job are then one statement (writeWithChange).
+  const { placement: was, ...rest } = next;
+  const placement: unknown = typeof set.placement === 'string' ? JSON.parse(set.placement) : was;
+  const after = JSON.parse(JSON.stringify({ ...rest, ...(placement ? { placement } : {}) })) as ObjectState;
+  changes = diff(prior, after);
+  const generation = Number(existing.generation) + 1;
+  const row = await writeWithChange(
+    trx,
+    ctx,
+    {
+      kind: m.kind,
+      objectId: existing.id,
+      slug: existing.slug,
+      tenantId: tenantOf(m.kind, existing),
+      action: 'update',
+      generation,
+      before: prior,
+      after,
+      changes,
+    },
+    updateObjectSql(m.kind, existing.id, set),
+  );
   await deps.policy.afterWrite(trx, ctx, policyInput, policy);
   return {
     kind: m.kind,

@@ -94,13 +94,18 @@ export async function updateObject(
   id: string,
   set: Record<string, unknown>,
 ): Promise<ObjectRow> {
+  const r = await updateObjectSql(kind, id, set).execute(trx);
+  return r.rows[0]!;
+}
+
+/** The update of updateObject as a statement, for a caller that makes it part of a larger one. */
+export function updateObjectSql(kind: Kind, id: string, set: Record<string, unknown>): RawBuilder<ObjectRow> {
   const assignments = Object.entries(set).map(([k, v]) => sql`${sql.ref(k)} = ${v}`);
-  const r = await sql<ObjectRow>`
+  return sql<ObjectRow>`
     update ${table(kind)}
     set ${sql.join([...assignments, sql`generation = generation + 1`, sql`updated_at = now()`])}
     where id = ${id}
-    returning *`.execute(trx);
-  return r.rows[0]!;
+    returning *`;
 }
 
 export interface ListQuery {

@@ -48,6 +48,7 @@ import { RequestLog } from './observability/request-log.js';
 import { startTracing } from './observability/tracing.js';
 import { PlacementPolicy } from './placement/placement.policy.js';
 import { SecretStore } from './providers/postgres/secret-store.js';
+import { ObjectCache, type ObjectInvalidation, watchedKinds } from './registry/object-cache.js';
 import { RegistryService } from './registry/registry.service.js';
 import { withPromotions } from './releases/promotion-workflow.js';
 import { RETENTION_SWEEP, retentionSweepHandler, scheduleRetentionSweep } from './runtime/retention-sweep.js';
@@ -108,26 +109,30 @@ function redactUrl(u: string): string {
 }
 
 /** The registry with its placement policy and the webhook policy (URL guard, secret rotation) of src/webhooks. */
-export function createRegistry(db: Db, config: Config): RegistryService {
+export function createRegistry(db: Db, config: Config, objects?: ObjectCache): RegistryService {
   const cipher = secretCipherFor(db, config);
-  return new RegistryService(db, {
-    config,
-    policy: new PlacementPolicy(),
-    webhooks: {
-      urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
-      // New secrets are sealed before they reach the row (src/secrets); kept ones stay sealed.
-      settleSecret: async (existing, given, endpoint) => {
-        const change = applySecret(
-          existing as StoredSecret[] | null,
-          given,
-          new Date(),
-          config.events.webhookSecretOverlapMs,
-        );
-        if (change.kind !== 'ok') return change;
-        return { ...change, secrets: await sealSecrets(cipher, change.secrets, endpoint) };
+  return new RegistryService(
+    db,
+    {
+      config,
+      policy: new PlacementPolicy(),
+      webhooks: {
+        urlRefusal: (url) => literalAddressRefusal(url, config.events.webhookAllowedNetworks) ?? undefined,
+        // New secrets are sealed before they reach the row (src/secrets); kept ones stay sealed.
+        settleSecret: async (existing, given, endpoint) => {
+          const change = applySecret(
+            existing as StoredSecret[] | null,
+            given,
+            new Date(),
+            config.events.webhookSecretOverlapMs,
+          );
+          if (change.kind !== 'ok') return change;
+          return { ...change, secrets: await sealSecrets(cipher, change.secrets, endpoint) };
+        },
       },
     },
-  });
+    objects,
+  );
 }
 
 export interface ComposeOptions {
@@ -161,6 +166,8 @@ export interface Services {
   security: Security | undefined;
   /** The HTTP server, built but not listening; absent without the API. */
   server: FastifyInstance | undefined;
+  /** The API's read cache of GET answers; absent without the API or without NOTIFY. */
+  objects?: ObjectCache | undefined;
 }
 
 /**
@@ -169,13 +176,14 @@ export interface Services {
  */
 export async function compose(o: ComposeOptions): Promise<Services> {
   const { config, db, logger, metrics } = o;
-  const registry = createRegistry(db, config);
+  // The identity and object caches need NOTIFY: the process's LISTEN connection, or the event log's.
+  const notifier = o.api === false ? undefined : (o.notifier ?? o.events?.notifier);
+  const objects = notifier ? await objectCache(db, config, notifier, logger) : undefined;
+  const registry = createRegistry(db, config, objects);
   const audit = new AuditService(db, o.auditSigner, o.trustedAuditKeys);
   const requestLog = new RequestLog(db, logger, { retentionDays: config.requestLogRetentionDays });
   if (o.api === false)
     return { registry, audit, requestLog, metrics, security: undefined, server: undefined };
-  // The identity cache needs NOTIFY: the process's LISTEN connection, or the event log's.
-  const notifier = o.notifier ?? o.events?.notifier;
   const security = await createSecurity(config, db, {
     ...(o.issuer ? { issuer: o.issuer } : {}),
     metrics,
@@ -193,8 +201,34 @@ export async function compose(o: ComposeOptions): Promise<Services> {
     tracing: o.tracing ?? false,
     events: o.events ?? new EventsService(db, config),
     ...(o.notifier ? { notifier: o.notifier } : {}),
+    ...(objects ? { objects } : {}),
   });
-  return { registry, audit, requestLog, metrics, security, server };
+  return { registry, audit, requestLog, metrics, security, server, objects };
+}
+
+/** The most GET answers one process keeps (src/registry/object-cache.ts). */
+const OBJECT_CACHE_ENTRIES = 10_000;
+
+/** The API's read cache, on for the kinds whose tables send `tenantry_objects` (migration 0057). */
+async function objectCache(
+  db: Db,
+  config: Config,
+  notifier: ObjectInvalidation,
+  logger: Logger,
+): Promise<ObjectCache | undefined> {
+  if (config.objectCacheSeconds <= 0) return undefined;
+  const cache = new ObjectCache({
+    ttlMs: config.objectCacheSeconds * 1000,
+    maxEntries: OBJECT_CACHE_ENTRIES,
+  });
+  try {
+    cache.attach(notifier, await watchedKinds(db));
+  } catch (err) {
+    // The catalogue could not be read: no kind is cached, every GET reads the database.
+    logger.warn({ err }, 'object cache off: the watched kinds could not be read');
+    return undefined;
+  }
+  return cache;
 }
 
 /** The composition root: database, migrations, services, HTTP server. */

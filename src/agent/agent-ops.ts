@@ -1,5 +1,12 @@
 import { type ProviderSet, slotFor } from '../controller/providers.js';
-import type { DesiredResource } from '../providers/provider.js';
+import { type DesiredResource, ProviderError } from '../providers/provider.js';
+import {
+  ISOLATION_DATAPLANE_STEPS,
+  IsolationDataPlane,
+  type IsolationStep,
+  type IsolationStepInput,
+  type IsolationStepOutput,
+} from '../tenant-migrations/isolation-dataplane.js';
 
 /** Resources to act on, as the control plane resolved them (one tenant's, of the agent's cell). */
 interface ResourcesInput {
@@ -7,11 +14,16 @@ interface ResourcesInput {
   items: { desired: DesiredResource; region: string }[];
 }
 
+/** The data-plane steps of a tenancy-mode migration (src/tenant-migrations/isolation-dataplane.ts). */
+type MigrationOps = {
+  [S in IsolationStep as `migration.${S}`]: { input: IsolationStepInput<S>; output: IsolationStepOutput<S> };
+};
+
 /**
  * The data-plane work a control-plane workflow asks of a cell's agent (src/agent/agent-commands.ts),
  * by name, with its input and output. Each is safe to run twice.
  */
-export interface AgentOps {
+export interface AgentOps extends MigrationOps {
   /** Removes each resource with the agent's provider (its generated credentials go with it). */
   'resources.delete': {
     input: ResourcesInput;
@@ -29,6 +41,7 @@ export const AGENT_OPS: readonly AgentOp[] = [
   'resources.delete',
   'resources.observe',
   'secrets.delete-tenant',
+  ...ISOLATION_DATAPLANE_STEPS.map((s) => `migration.${s}` as const),
 ];
 
 /** The generated credentials an agent keeps (src/providers/postgres/secret-store.ts), per tenant. */
@@ -41,7 +54,38 @@ export interface TenantSecrets {
 export interface AgentOpEnv {
   providers: ProviderSet;
   secrets?: TenantSecrets;
+  /** The data-plane PostgreSQL (TENANTRY_DATAPLANE_DATABASE_URL), for a migration's steps. */
+  dataplaneUrl?: string;
 }
+
+/** A migration's data-plane steps on this agent's data plane and database provider. */
+function dataPlaneOf(env: AgentOpEnv): IsolationDataPlane {
+  const url = env.dataplaneUrl;
+  if (!url)
+    throw new ProviderError(
+      "this agent has no data-plane PostgreSQL (TENANTRY_DATAPLANE_DATABASE_URL) to migrate a tenant's data in",
+      'ProviderNotConfigured',
+      false,
+    );
+  return new IsolationDataPlane({
+    dataplaneUrl: url,
+    provider: () => {
+      const slot = env.providers.database;
+      if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
+      return slot.provider;
+    },
+  });
+}
+
+const migrationHandlers = Object.fromEntries(
+  ISOLATION_DATAPLANE_STEPS.map((s) => [
+    `migration.${s}`,
+    (env: AgentOpEnv, input: never) => {
+      const dp = dataPlaneOf(env);
+      return (dp[s] as (i: never) => Promise<unknown>).call(dp, input);
+    },
+  ]),
+) as unknown as Pick<Handlers, keyof MigrationOps>;
 
 const providerOf = (env: AgentOpEnv, type: DesiredResource['type'], region: string) => {
   const slot = slotFor(env.providers, type, region);
@@ -51,6 +95,7 @@ const providerOf = (env: AgentOpEnv, type: DesiredResource['type'], region: stri
 type Handlers = { [O in AgentOp]: (env: AgentOpEnv, input: AgentOpInput<O>) => Promise<AgentOpOutput<O>> };
 
 const handlers: Handlers = {
+  ...migrationHandlers,
   async 'resources.delete'(env, input) {
     const secrets = (await env.secrets?.refsOfTenant(input.tenantId)) ?? [];
     const removed: { id: string; provider: string | null }[] = [];

@@ -18,6 +18,15 @@ const CredentialSchema = Type.Object({
   heartbeatIntervalMs: Type.Integer(),
 });
 const IndexEntry = Type.Object({ id: Type.String(), generation: Type.Integer(), hash: Type.String() });
+/** An object of the cell's desired state, resolved as the agent's providers take it. */
+const DesiredItem = Type.Object({
+  id: Type.String(),
+  generation: Type.Integer(),
+  hash: Type.String(),
+  deleted: Type.Boolean(),
+  region: Type.String(),
+  desired: Type.Unknown(),
+});
 const Uuid = Type.String({ format: 'uuid' });
 const Report = Type.Object(
   {
@@ -161,6 +170,12 @@ export function registerAgentRoutes(
             generation: Type.Integer(),
             hash: Type.String(),
             items: Type.Array(IndexEntry),
+            changed: Type.Optional(
+              Type.Array(DesiredItem, {
+                description:
+                  'the objects whose hash differs from the index named by If-None-Match, when the server still knows that index (else the agent fetches them by id)',
+              }),
+            ),
           }),
           304: Type.Null(),
           ...errorResponses(400, 403, 404),
@@ -193,15 +208,7 @@ export function registerAgentRoutes(
         ),
         response: {
           200: Type.Object({
-            items: Type.Array(
-              Type.Object({
-                id: Type.String(),
-                generation: Type.Integer(),
-                hash: Type.String(),
-                deleted: Type.Boolean(),
-                desired: Type.Unknown(),
-              }),
-            ),
+            items: Type.Array(DesiredItem),
           }),
           ...errorResponses(400, 403, 404, 422),
         },

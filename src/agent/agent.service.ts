@@ -25,7 +25,7 @@ import {
   pullCommands,
 } from './agent-commands.js';
 import { type AgentDetail, agentDetail, agentVersionOf } from './agent-detail.js';
-import { cellDesiredItems, cellIndex, type DesiredItem, type IndexEntry, itemHash } from './desired-state.js';
+import { cellDesiredItems, cellIndex, type HashedItem, type IndexEntry } from './desired-state.js';
 import { type CurrentReport, type StatusReport, writeStatusReports } from './status-reports.js';
 import { Wakeup } from './wakeup.js';
 
@@ -37,6 +37,8 @@ export const JOIN_ROLE = 'cell-join';
 export const AGENT_APP = 'tenantry-agent';
 /** Missed heartbeat intervals after which a cell and its objects show Unknown. */
 export const MISSED_HEARTBEATS = 5;
+/** At most this many changed objects ride in a long poll's answer; more are fetched by id. */
+const PUSHED_ITEMS = 500;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
@@ -101,6 +103,12 @@ export class AgentService {
    * (or of the platform) drops it. Valid for feedPollMs at most, as the poll that backs LISTEN is.
    */
   private readonly served = new Map<string, { hash: string; at: number; tenants: Set<string> }>();
+  /**
+   * Per cell, the item hashes of the last two indexes served (by index hash): an agent that holds
+   * one of them gets the objects that changed since in the long poll's answer itself, instead of
+   * asking for them in a second request (a round trip and a query per agent per change).
+   */
+  private readonly indexes = new Map<string, Map<string, Map<string, string>>>();
   /** Events seen on the LISTEN connection (an index computed while one came is not remembered). */
   private eventsSeen = 0;
   private forget: (() => void) | undefined;
@@ -463,7 +471,9 @@ export class AgentService {
     known: string | undefined,
     waitMs: number,
     signal?: AbortSignal,
-  ): Promise<{ generation: number; hash: string; items: IndexEntry[] } | 'unchanged'> {
+  ): Promise<
+    { generation: number; hash: string; items: IndexEntry[]; changed?: HashedItem[] } | 'unchanged'
+  > {
     const deadline = Date.now() + waitMs;
     const closing = this.closing.signal;
     const signals = signal ? [closing, signal] : [closing];
@@ -494,7 +504,14 @@ export class AgentService {
         wakeup.take();
         if (!fresh) {
           const seen = this.eventsSeen;
-          const index = await asPlatform(this.db, (trx) => cellIndex(trx, cellId));
+          const { index, changed } = await asPlatform(this.db, async (trx) => {
+            const index = await cellIndex(trx, cellId);
+            const ids = this.remember(cellId, index, known);
+            return {
+              index,
+              changed: ids && ids.length > 0 ? await cellDesiredItems(trx, cellId, ids) : undefined,
+            };
+          });
           tenants ??= await asPlatform(this.db, async (trx) => {
             const r = await sql<{ id: string }>`select id from tenants where cell_id = ${cellId}`.execute(
               trx,
@@ -504,7 +521,13 @@ export class AgentService {
           // Only an index no event may have overtaken is remembered.
           if (seen === this.eventsSeen)
             this.served.set(cellId, { hash: index.hash, at: Date.now(), tenants });
-          if (index.hash !== known) return index;
+          if (index.hash !== known)
+            return {
+              generation: index.generation,
+              hash: index.hash,
+              items: index.items,
+              ...(changed ? { changed } : {}),
+            };
         }
         fresh = false;
         const left = deadline - Date.now();
@@ -517,6 +540,32 @@ export class AgentService {
       unwatch?.();
       wakeup.close();
     }
+  }
+
+  /**
+   * Keeps the item hashes of `index` for the cell (and the one before), and answers which of its
+   * objects differ from the index `known` an agent holds, when that one is kept and they are few
+   * (else the agent asks for them itself, by id).
+   */
+  private remember(
+    cellId: string,
+    index: { hash: string; items: IndexEntry[] },
+    known: string | undefined,
+  ): string[] | undefined {
+    let kept = this.indexes.get(cellId);
+    if (!kept) {
+      if (this.indexes.size > 10_000) this.indexes.clear();
+      kept = new Map();
+      this.indexes.set(cellId, kept);
+    }
+    if (!kept.has(index.hash)) {
+      for (const h of [...kept.keys()].slice(0, Math.max(0, kept.size - 1))) kept.delete(h);
+      kept.set(index.hash, new Map(index.items.map((i) => [i.id, i.hash])));
+    }
+    const held = known === undefined || known === index.hash ? undefined : kept.get(known);
+    if (!held) return undefined;
+    const changed = index.items.filter((i) => held.get(i.id) !== i.hash).map((i) => i.id);
+    return changed.length <= PUSHED_ITEMS ? changed : undefined;
   }
 
   /**
@@ -573,10 +622,10 @@ export class AgentService {
   }
 
   /** Objects of the agent's cell by id; an id of another cell is refused (403). */
-  async items(cellId: string, ids: string[]): Promise<(DesiredItem & { hash: string })[]> {
+  async items(cellId: string, ids: string[]): Promise<HashedItem[]> {
     return asPlatform(this.db, async (trx) => {
       await this.refuseOtherCells(trx, cellId, ids);
-      return (await cellDesiredItems(trx, cellId, ids)).map((i) => ({ ...i, hash: itemHash(i) }));
+      return cellDesiredItems(trx, cellId, ids);
     });
   }
 

@@ -23,6 +23,8 @@ export interface CellAgentOptions {
   providers: ProviderSet;
   /** The generated credentials its providers keep (for a purge's commands). */
   secrets?: TenantSecrets;
+  /** The data-plane PostgreSQL its database provider uses (a tenancy-mode migration's commands). */
+  dataplaneUrl?: string;
   logger: Logger;
   name?: string;
   /** How often every object is reconciled again (drift repair), also while the server is away. */
@@ -260,7 +262,12 @@ export class CellAgent {
   async syncOnce(waitSeconds = this.o.waitSeconds ?? 25): Promise<boolean> {
     const s = this.state!;
     const known = s.feed?.hash;
-    const r = await this.call<{ generation: number; hash: string; items: IndexEntry[] }>(
+    const r = await this.call<{
+      generation: number;
+      hash: string;
+      items: IndexEntry[];
+      changed?: HeldItem[];
+    }>(
       'GET',
       `${this.cellPath('desired-state')}?wait=${known ? waitSeconds : 0}`,
       this.bearer(),
@@ -273,7 +280,15 @@ export class CellAgent {
     if (r.status === 304) return false;
     const wanted = new Set(r.items.map((i) => i.id));
     for (const id of Object.keys(s.items)) if (!wanted.has(id)) delete s.items[id];
+    // What the answer brought along (the objects changed since the index held) needs no fetch.
+    for (const item of r.changed ?? []) {
+      s.items[item.id] = item;
+      this.itemsPulled++;
+    }
     const changed = r.items.filter((i) => s.items[i.id]?.hash !== i.hash).map((i) => i.id);
+    const pushed = (r.changed ?? []).map((i) => i.id);
+    // Reconciled at once, while the rest (if any) is fetched and the state saved.
+    if (pushed.length > 0) this.kick(pushed);
     for (let i = 0; i < changed.length; i += BATCH) {
       const got = await this.call<{ items: HeldItem[] }>(
         'POST',
@@ -288,8 +303,8 @@ export class CellAgent {
       for (const item of got.items) s.items[item.id] = item;
     }
     s.feed = { hash: r.hash, generation: r.generation };
-    await this.save();
     if (changed.length > 0) this.kick(changed);
+    await this.save();
     return true;
   }
 
@@ -329,11 +344,16 @@ export class CellAgent {
           ((this.o.waitSeconds ?? 25) + 10) * 1000,
         );
         this.regained();
+        let started = 0;
         for (const c of r.commands) {
           if (this.inFlight.has(c.id) || this.results.has(c.id)) continue;
           this.inFlight.add(c.id);
+          started++;
           void this.runCommand(c);
         }
+        // Only commands it is running already (a long one, a migration's copy): the server answers
+        // at once while they are open, so the next look waits a little.
+        if (r.commands.length > 0 && started === 0) await this.sleep(250);
         delay = 200;
       } catch (err) {
         if (!this.running) return;
@@ -348,7 +368,7 @@ export class CellAgent {
     let outcome: CommandOutcome;
     try {
       const output = await runAgentOp(
-        { providers: this.o.providers, secrets: this.o.secrets },
+        { providers: this.o.providers, secrets: this.o.secrets, dataplaneUrl: this.o.dataplaneUrl },
         c.op,
         c.input,
       );

@@ -17,28 +17,15 @@ export interface DesiredItem {
   desired: DesiredResource;
 }
 
+/** An object of the desired state with its content hash, as the agent holds it. */
+export type HashedItem = DesiredItem & { hash: string };
+
 /** An entry of the feed's index: what the agent compares with what it holds. */
 export interface IndexEntry {
   id: string;
   generation: number;
   hash: string;
 }
-
-/** JSON with object keys sorted, so equal content hashes equally whatever order it was built in. */
-function canonical(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
-  if (v && typeof v === 'object')
-    return `{${Object.keys(v)
-      .sort()
-      .filter((k) => (v as Record<string, unknown>)[k] !== undefined)
-      .map((k) => `${JSON.stringify(k)}:${canonical((v as Record<string, unknown>)[k])}`)
-      .join(',')}}`;
-  return JSON.stringify(v);
-}
-
-/** The content hash of one item (SHA-256, base64url). Pure. */
-export const itemHash = (item: DesiredItem): string =>
-  createHash('sha256').update(canonical(item)).digest('base64url');
 
 /** The content hash of a whole index: over its entries in id order. Pure. */
 export function indexHash(entries: readonly IndexEntry[]): string {
@@ -49,27 +36,34 @@ export function indexHash(entries: readonly IndexEntry[]): string {
 }
 
 /**
- * The desired state of a cell: every integration resource of the tenants placed in it that is not
- * a finalised tombstone, resolved as a provider takes it (the suspended flag of its tenant
- * included), in one statement. `ids` narrows it to those objects (still only the cell's).
+ * The objects of a cell's desired state: every integration resource of the tenants placed in it
+ * that is not a finalised tombstone, with the facts a provider takes it with (the suspended flag of
+ * its tenant included), and the content hash of all of that (computed by PostgreSQL over the
+ * inputs of toDesired: equal inputs give an equal object). `ids` narrows it (still only the cell's).
  */
+const cellObjects = (cellId: string, ids?: readonly string[]) => sql`
+  select r.id, r.generation, r.deleted_at, r.spec, r.physical_name, r.tenant_id, ${resourceFactsSql}
+  from integration_resources r join tenants t on t.id = r.tenant_id
+  where t.cell_id = ${cellId} and r.phase <> 'Deleted'
+    ${ids ? sql`and r.id = any(${ids as string[]}::uuid[])` : sql``}`;
+const hashSql = sql`md5(row(x.generation, x.deleted_at is not null, x.spec, x.physical_name, x.tenant_id,
+  x.tenant_slug, x.region, x.suspended, x.scope_slug, x.consumers)::text)`;
+
+/** The desired state of a cell (or of `ids` of it), resolved as a provider takes it, in one statement. */
 export async function cellDesiredItems(
   trx: Trx,
   cellId: string,
   ids?: readonly string[],
-): Promise<DesiredItem[]> {
-  const r = await sql<ObjectRow & ResourceFacts>`
-    select r.*, ${resourceFactsSql}
-    from integration_resources r join tenants t on t.id = r.tenant_id
-    where t.cell_id = ${cellId} and r.phase <> 'Deleted'
-      ${ids ? sql`and r.id = any(${ids as string[]}::uuid[])` : sql``}
-    order by r.id`.execute(trx);
+): Promise<HashedItem[]> {
+  const r = await sql<ObjectRow & ResourceFacts & { hash: string }>`
+    select x.*, ${hashSql} as hash from (${cellObjects(cellId, ids)}) x order by x.id`.execute(trx);
   return r.rows.map((row) => ({
     id: row.id,
     generation: Number(row.generation),
     deleted: row.deleted_at !== null,
     region: row.region,
     desired: toDesired(row, row),
+    hash: row.hash,
   }));
 }
 
@@ -83,11 +77,13 @@ export async function cellIndex(
   trx: Trx,
   cellId: string,
 ): Promise<{ generation: number; hash: string; items: IndexEntry[] }> {
-  const items = (await cellDesiredItems(trx, cellId)).map((i) => ({
-    id: i.id,
-    generation: i.generation,
-    hash: itemHash(i),
-  }));
+  // Hashes only: the objects themselves are read for those an agent lacks (a change: one or two).
+  const items = (
+    await sql<{ id: string; generation: string; hash: string }>`
+      select x.id, x.generation, ${hashSql} as hash from (${cellObjects(cellId)}) x order by x.id`.execute(
+      trx,
+    )
+  ).rows.map((r) => ({ id: r.id, generation: Number(r.generation), hash: r.hash }));
   const hash = indexHash(items);
   const r = await sql<{ feed_generation: string }>`
     update cell_agents set feed_generation = feed_generation + 1, feed_hash = ${hash}

@@ -121,7 +121,8 @@ describe('audit API', () => {
 
   it('names the first altered record when the database is tampered with', async () => {
     const { rows } = await s.t.owner.query(
-      `select id, seq from audit_records where chain = $1 and action = 'tenant.create'`,
+      `select a.id, p.seq from audit_records a join audit_positions p on p.record_id = a.id
+       where a.chain = $1 and a.action = 'tenant.create'`,
       [EU_PROD],
     );
     await tamper(s.t.owner, `update audit_records set actor_principal = 'mallory' where id = $1`, [

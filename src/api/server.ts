@@ -32,6 +32,7 @@ import type { RequestLog } from '../observability/request-log.js';
 import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
+import type { ObjectCache } from '../registry/object-cache.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import { withPromotions } from '../releases/promotion-workflow.js';
 import { PromotionsService } from '../releases/promotions.service.js';
@@ -79,7 +80,11 @@ export interface ServerDeps {
   retention?: RetentionService;
   /** The clock promotions read (src/releases); absent: the system's. */
   clock?: Clock;
+  /** The registry's read cache of GET answers, emptied by this process's own changes. */
+  objects?: ObjectCache;
 }
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 const YAML_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml', 'text/plain'];
 
@@ -149,7 +154,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   const consoleAuth = await ConsoleAuth.create(config, db);
   installConsoleSession(app, consoleAuth);
   // Before any route: every route must declare its authorization action (fail closed).
-  installSecurity(app, security, db);
+  installSecurity(app, security, db, deps.objects);
   // Before any preHandler (tenant checks, idempotency) touches the database with the input.
   registerInputGuard(app);
   // The error answers every route can give by how it is reached, documented where they can happen:
@@ -223,6 +228,21 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerRateLimit(app, rateLimiter, identify);
 
   registerIdempotency(app, db, security);
+
+  // Read-your-own-writes: whatever a request that can change state changed is forgotten before its
+  // answer leaves, so the caller's next GET reads it even before the NOTIFY arrives. After the
+  // idempotency hook's onSend, which commits an atomic write: a GET that read the old row before
+  // that commit must not be able to keep it (the cache refuses fills begun before forgetAll).
+  const objects = deps.objects;
+  if (objects) {
+    app.addHook('onSend', async (request, _reply, payload) => {
+      // Only a caller who got past authentication can have changed anything (and unauthenticated
+      // requests cannot keep the cache empty for everyone).
+      if (request.ctx && !SAFE_METHODS.has(request.method)) objects.forgetAll();
+      return payload;
+    });
+    app.addHook('onClose', async () => objects.close());
+  }
 
   app.setErrorHandler((err, request, reply) => {
     const p = toProblem(err, request);

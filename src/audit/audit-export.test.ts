@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, sequenceAudit, tamper } from '../../test/helpers/audit.js';
+import { appendMany, SEQUENCED, sequenceAudit, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { systemContext } from '../context/request-context.js';
 import { createAuditCheckpoint } from './audit-checkpoint.js';
@@ -130,12 +130,12 @@ describe('export, offline verification and retention', () => {
     expect(result.record).toMatchObject({ chain: 'platform', action: 'audit.retention' });
     // The run's own record is sequenced like any other: next on the platform chain.
     await sequenceAudit(t.db);
-    const own = await t.owner.query('select chain, seq::int from audit_records where id = $1', [
+    const own = await t.owner.query(`select chain, seq::int from ${SEQUENCED} r where id = $1`, [
       result.record!.id,
     ]);
     expect(own.rows).toEqual([{ chain: 'platform', seq: 3 }]);
     const { rows } = await t.owner.query(
-      'select chain, min(seq)::int as min, count(*)::int as n from audit_records group by chain',
+      `select chain, min(seq)::int as min, count(*)::int as n from ${SEQUENCED} r group by chain`,
     );
     expect(Object.fromEntries(rows.map((r) => [r.chain, [r.min, r.n]]))).toEqual({
       [alpha]: [9, 1],
@@ -174,7 +174,11 @@ describe('export, offline verification and retention', () => {
   it('detects a deleted segment disguised as retention, and a removed retention mark', async () => {
     await appendMany(t.db, beta, 3); // beta 5..8
     // Deleting the start of beta's remaining chain without retention:
-    await tamper(t.owner, `delete from audit_records where chain = '${beta}' and seq <= 6`);
+    await tamper(
+      t.owner,
+      `delete from audit_records a using audit_positions p
+       where p.record_id = a.id and p.chain = '${beta}' and p.seq <= 6`,
+    );
     let v = await verifyAudit(t.db, { tenant: beta, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.missing', seq: 7 });
     // ... and forging a retention mark for it, which no signed checkpoint supports:
@@ -182,7 +186,7 @@ describe('export, offline verification and retention', () => {
     await tamper(
       t.owner,
       `insert into audit_retention (id, chain, through_seq, through_hash, checkpoint_id, deleted)
-       select gen_random_uuid(), chain, seq, hash, '${rows[0].id}', 2 from audit_records where chain = '${beta}' and seq = 7`,
+       select gen_random_uuid(), chain, seq, hash, '${rows[0].id}', 2 from ${SEQUENCED} r where chain = '${beta}' and seq = 7`,
     );
     v = await verifyAudit(t.db, { tenant: beta, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'retention.unverified', chain: beta, seq: 7 });

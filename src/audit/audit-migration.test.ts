@@ -62,7 +62,9 @@ describe('migration 0002 on a database with audit records', () => {
       );
     }
     await migrateTo('latest');
-    const { rows } = await owner.query(`select chain, seq::int from audit_records order by time`);
+    const { rows } = await owner.query(
+      `select p.chain, p.seq::int from audit_records a join audit_positions p on p.record_id = a.id order by a.time`,
+    );
     expect(rows).toEqual([
       { chain: tenant, seq: 1 },
       { chain: 'platform', seq: 1 },

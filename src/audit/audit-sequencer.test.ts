@@ -37,7 +37,11 @@ function entry(tenantId: string | null, n = 0): AuditEntry {
 
 const write = (tenant: string | null, n = 0) => asPlatform(t.db, (trx) => appendAudit(trx, entry(tenant, n)));
 const unsequenced = async (): Promise<number> =>
-  (await t.owner.query('select count(*)::int as n from audit_records where seq is null')).rows[0].n;
+  (
+    await t.owner.query(
+      'select count(*)::int as n from audit_records a where not exists (select from audit_positions p where p.record_id = a.id)',
+    )
+  ).rows[0].n;
 
 describe('the audit sequencer', () => {
   it('integrates entries committed by parallel writers into gap-free chains, each exactly once, with two sequencers running', async () => {
@@ -77,7 +81,9 @@ describe('the audit sequencer', () => {
       let seq: number | null = null;
       while (seq === null && Date.now() - t0 < 3000) {
         await new Promise((r) => setTimeout(r, 10));
-        seq = (await t.owner.query('select seq from audit_records where id = $1', [id])).rows[0].seq;
+        seq =
+          (await t.owner.query('select seq from audit_positions where record_id = $1', [id])).rows[0]?.seq ??
+          null;
       }
       expect(seq).not.toBeNull();
       expect(Date.now() - t0).toBeLessThan(1000);
@@ -97,10 +103,11 @@ describe('the audit sequencer', () => {
     dying.on('error', () => undefined);
     await dying.query('begin');
     await dying.query(`select pg_advisory_xact_lock(${0x74656e73})`);
-    await dying.query("select set_config('tenantry.audit_sequencing', 'on', true)");
     await dying.query(
-      `update audit_records set seq = 3, prev_hash = repeat('0', 64), hash = repeat('1', 64)
-       where chain = $1 and seq is null and (after->>'n')::int = 3`,
+      `with entry as (delete from audit_queue q using audit_records a
+         where a.id = q.record_id and a.chain = $1 and (a.after->>'n')::int = 3 returning a.id)
+       insert into audit_positions (chain, seq, record_id, prev_hash, hash)
+       select $1, 3, id, repeat('0', 64), repeat('1', 64) from entry`,
       [tenant],
     );
     // Meanwhile no other process sequences.
@@ -154,26 +161,34 @@ describe('the audit sequencer', () => {
     await expect(call('platform', [first!.id], [2], [first!.hash], [h])).rejects.toThrow(/0 of 1 entries/);
     // Only the platform role sequences: the tenant role may not even call the function.
     await expect(call('tenant', [id], [2], [first!.hash], [h])).rejects.toThrow(/permission denied/);
-    // The application role cannot update records or heads directly.
+    // The application role cannot write records, positions or heads directly.
     await expect(
-      asPlatform(t.db, (trx) => sql`update audit_records set seq = 2 where id = ${id}`.execute(trx)),
+      asPlatform(t.db, (trx) =>
+        sql`update audit_records set action = 'forged' where id = ${id}`.execute(trx),
+      ),
+    ).rejects.toThrow(/permission denied/);
+    await expect(
+      asPlatform(t.db, (trx) =>
+        sql`insert into audit_positions (chain, seq, record_id, prev_hash, hash)
+          values (${tenant}, 2, ${id}, ${first!.hash}, ${h})`.execute(trx),
+      ),
+    ).rejects.toThrow(/permission denied/);
+    await expect(
+      asPlatform(t.db, (trx) => sql`delete from audit_queue where record_id = ${id}`.execute(trx)),
     ).rejects.toThrow(/permission denied/);
     await expect(
       asPlatform(t.db, (trx) =>
         sql`update audit_chain_heads set seq = 9 where chain = ${tenant}`.execute(trx),
       ),
     ).rejects.toThrow(/permission denied/);
-    // Even the owner, with the sequencing flag on, cannot change a record's content while sequencing it.
+    // Even the owner, with the old sequencing flag on, cannot change a record's content.
     const c = await t.owner.connect();
     try {
       await c.query('begin');
       await c.query("select set_config('tenantry.audit_sequencing', 'on', true)");
-      await expect(
-        c.query(
-          `update audit_records set seq = 2, prev_hash = $2, hash = $3, action = 'forged' where id = $1`,
-          [id, first!.hash, h],
-        ),
-      ).rejects.toThrow(/append-only/);
+      await expect(c.query(`update audit_records set action = 'forged' where id = $1`, [id])).rejects.toThrow(
+        /append-only/,
+      );
       await c.query('rollback');
     } finally {
       c.release();
@@ -191,5 +206,27 @@ describe('the audit sequencer', () => {
     const batches = await integrateAudit(t.db, 3);
     expect(batches?.map((b) => b.records)).toEqual([3, 3, 1]);
     expect(batches?.at(-1)?.heads.get(tenant)).toMatchObject({ seq: 7 });
+  });
+
+  it('is not stopped by a queued entry that a forger gave a position: it stays queued, counted, and the position is caught', async () => {
+    const forged = randomUUID();
+    const { id } = await write(forged);
+    // As the owner: a position for the queued entry, bypassing the sequencer.
+    await t.owner.query(
+      `insert into audit_positions (chain, seq, record_id, prev_hash, hash)
+       values ($1, 1, $2, repeat('0', 64), repeat('1', 64))`,
+      [forged, id],
+    );
+    const other = randomUUID();
+    await write(other);
+    await write(other);
+    await sequenceAudit(t.db);
+    expect((await verifyAudit(t.db, { tenant: other, publicKeys: keys })).chains[0]).toMatchObject({
+      records: 2,
+      ok: true,
+    });
+    const v = await verifyAudit(t.db, { tenant: forged, publicKeys: keys });
+    expect(v.unsequenced.records).toBe(1);
+    expect(v.firstProblem).toMatchObject({ code: 'record.altered', seq: 1, recordId: id });
   });
 });

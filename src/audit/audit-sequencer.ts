@@ -1,12 +1,28 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { sealAuditRecord } from './append-audit.js';
-import { type AuditRecordRow, itemFromRow, loadLeafRows, RECORD_COLUMNS } from './audit.repository.js';
+import { type AuditRecordRow, itemFromRow, loadLeafRows } from './audit.repository.js';
 import { GENESIS_HASH } from './audit-hash.js';
 import { CompactRange, leafHash } from './merkle.js';
 
-/** Transaction-level advisory lock key: whoever holds it is the sequencer for that batch ('tens'). */
+/**
+ * Transaction-level advisory lock key of the sequencer ('tens'): every batch takes it shared, so
+ * whoever takes it exclusively stops all sequencing; each part's batch also takes (key, part)
+ * exclusively, which elects one sequencer per part.
+ */
 const SEQUENCER_LOCK = 0x74656e73;
+
+/**
+ * The logs are integrated in this many parts, each its own transactions on its own connection, in
+ * parallel: logs are independent (a batch touches its logs' heads, positions and trees only), so a
+ * busy server's sequencer is not one connection among all the writers'. A log's part is fixed by
+ * its name (partOf), so one log is always integrated by one part, in order.
+ */
+export const SEQUENCER_PARTS = 8;
+
+/** The part of the log whose chain is `chain` (SQL over a chain column). */
+const partOf = (chain: RawBuilder<unknown>) =>
+  sql`get_byte(decode(md5(${chain}), 'hex'), 0) % ${sql.lit(SEQUENCER_PARTS)}`;
 
 export interface IntegratedBatch {
   /** Entries integrated by this batch. */
@@ -20,24 +36,36 @@ export interface IntegratedBatch {
 }
 
 /**
- * Integrates up to `limit` committed unsequenced audit entries, oldest first, in one transaction:
- * per chain, each gets the next seq, the previous record's hash and its own v1 hash (RFC 9162 leaf
- * of the chain's Merkle tree), written by tenantry_audit_sequence(), which refuses a batch that does
- * not continue every chain's head gap-free and linked.
+ * Integrates up to `limit` committed unsequenced audit entries (audit_queue), oldest first, in one
+ * transaction: per chain, each gets the next seq, the previous record's hash and its own v1 hash
+ * (RFC 9162 leaf of the chain's Merkle tree), inserted into audit_positions by
+ * tenantry_audit_sequence(), which takes them off the queue and refuses a batch that does not
+ * continue every chain's head gap-free and linked. The record itself is not written again.
  *
- * Concurrency contract: any number of processes may call it; `pg_try_advisory_xact_lock` elects one
- * sequencer per batch, and the others return null at once. A sequencer that dies mid-batch rolls
+ * Only the logs of `part` (of SEQUENCER_PARTS). Concurrency contract: any number of processes may
+ * call it; `pg_try_advisory_xact_lock` elects one sequencer per part and batch, and the others
+ * return null at once. A sequencer that dies mid-batch rolls
  * back, releasing the lock; its entries stay unsequenced and the next caller integrates them —
  * nothing is lost. Entries committed while a batch runs are left for the next one.
  */
-export async function integrateAuditBatch(db: Db, limit = 5000): Promise<IntegratedBatch | null> {
+export async function integrateAuditBatch(db: Db, limit = 5000, part = 0): Promise<IntegratedBatch | null> {
   return asPlatform(db, async (trx) => {
     const { rows: lock } = await sql<{ ok: boolean }>`
-      select pg_try_advisory_xact_lock(${SEQUENCER_LOCK}) as ok`.execute(trx);
+      select pg_try_advisory_xact_lock_shared(${SEQUENCER_LOCK}::bigint)
+        and pg_try_advisory_xact_lock(${SEQUENCER_LOCK}::int, ${part}::int) as ok`.execute(trx);
     if (!lock[0]?.ok) return null;
+    // The queue's oldest entries (its primary key's order), each with its record.
     const { rows } = await sql<AuditRecordRow & { age_ms: string }>`
-      select ${RECORD_COLUMNS}, extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
-      from audit_records a where a.seq is null order by a.time, a.id limit ${limit}`.execute(trx);
+      select a.id, a.chain, null as seq, tenantry_audit_time(a.time) as time, a.tenant_id, a.app_id,
+        a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,
+        a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, null as prev_hash, null as hash,
+        extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
+      from audit_queue q join audit_records a on a.id = q.record_id
+      -- A queued record that has a position (only a forger with the triggers off writes one) is
+      -- left queued, counted as unsequenced, rather than stopping every batch.
+      where ${partOf(sql`q.chain`)} = ${part}
+        and not exists (select from audit_positions p where p.record_id = q.record_id)
+      order by q.time, q.record_id limit ${limit}`.execute(trx);
     const heads = new Map<string, { seq: number; hash: string }>();
     if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
     const chains = [...new Set(rows.map((r) => r.chain))];
@@ -121,15 +149,35 @@ async function advanceTrees(
   return moved.map(([c]) => c);
 }
 
-/** Integrates every entry committed so far (batch after batch); null if another sequencer holds the lock. */
-export async function integrateAudit(db: Db, limit = 5000): Promise<IntegratedBatch[] | null> {
+/** Integrates one part's entries committed so far, batch after batch; null if another sequencer holds it. */
+async function integratePart(
+  db: Db,
+  limit: number,
+  part: number,
+  onBatch: (batch: IntegratedBatch) => Promise<void> = async () => undefined,
+): Promise<IntegratedBatch[] | null> {
   const batches: IntegratedBatch[] = [];
   for (;;) {
-    const batch = await integrateAuditBatch(db, limit);
+    const batch = await integrateAuditBatch(db, limit, part);
     if (!batch) return batches.length > 0 ? batches : null;
-    if (batch.records > 0) batches.push(batch);
+    if (batch.records > 0) {
+      batches.push(batch);
+      await onBatch(batch);
+    }
     if (batch.records < limit) return batches;
   }
+}
+
+/**
+ * Integrates every entry committed so far (every part, in parallel, batch after batch); null if
+ * another sequencer holds a part (then it integrates that part).
+ */
+export async function integrateAudit(db: Db, limit = 5000): Promise<IntegratedBatch[] | null> {
+  const parts = await Promise.all(
+    Array.from({ length: SEQUENCER_PARTS }, (_, part) => integratePart(db, limit, part)),
+  );
+  if (parts.some((p) => p === null)) return null;
+  return parts.flatMap((p) => p ?? []);
 }
 
 export interface AuditSequencerOptions {
@@ -170,17 +218,22 @@ export class AuditSequencer {
   async tick(): Promise<number> {
     this.busy = true;
     try {
-      let total = 0;
       const limit = this.opts.batchSize ?? 5000;
-      for (;;) {
-        const batch = await integrateAuditBatch(this.db, limit);
-        if (!batch || batch.records === 0) return total;
-        total += batch.records;
-        this.integrated += batch.records;
-        if (this.opts.onBatch)
-          await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
-        if (batch.records < limit) return total;
-      }
+      const counts = await Promise.all(
+        Array.from({ length: SEQUENCER_PARTS }, async (_, part) => {
+          let total = 0;
+          await integratePart(this.db, limit, part, async (batch) => {
+            total += batch.records;
+            this.integrated += batch.records;
+            if (this.opts.onBatch)
+              await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) =>
+                this.opts.onError?.(err),
+              );
+          });
+          return total;
+        }),
+      );
+      return counts.reduce((a, b) => a + b, 0);
     } finally {
       this.busy = false;
     }

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, tamper } from '../../test/helpers/audit.js';
+import { appendMany, recordAt, SEQUENCED, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { asPlatform } from '../db/database.js';
 import { recordFromRow } from './audit.repository.js';
@@ -64,6 +64,22 @@ describe('audit chain tamper evidence', () => {
       /append-only/,
     );
     await expect(t.owner.query('truncate audit_records')).rejects.toThrow(/append-only/);
+    // Positions likewise: the application role may only read them, the owner is stopped.
+    await expect(
+      asPlatform(t.db, (trx) =>
+        sql`update audit_positions set hash = hash where chain = ${tenant}`.execute(trx),
+      ),
+    ).rejects.toThrow(/permission denied/);
+    await expect(
+      asPlatform(t.db, (trx) => sql`delete from audit_positions where chain = ${tenant}`.execute(trx)),
+    ).rejects.toThrow(/permission denied/);
+    await expect(
+      t.owner.query(`update audit_positions set hash = hash where chain = $1`, [tenant]),
+    ).rejects.toThrow(/append-only/);
+    await expect(t.owner.query(`delete from audit_positions where chain = $1`, [tenant])).rejects.toThrow(
+      /append-only/,
+    );
+    await expect(t.owner.query('truncate audit_positions')).rejects.toThrow(/append-only/);
     await expect(t.owner.query('delete from audit_checkpoints')).rejects.toThrow(/append-only/);
     // Setting the retention flag by hand does not let the application role delete either.
     await expect(
@@ -90,7 +106,7 @@ describe('audit chain tamper evidence', () => {
     const { tenant, records } = await chainOf(5);
     await tamper(
       t.owner,
-      `update audit_records set actor_principal = 'mallory' where chain = '${tenant}' and seq = 3`,
+      `update audit_records set actor_principal = 'mallory' where id = ${recordAt(tenant, 3)}`,
     );
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.ok).toBe(false);
@@ -108,14 +124,15 @@ describe('audit chain tamper evidence', () => {
   it('detects a changed record whose hash was recomputed (the link to the next breaks)', async () => {
     const { tenant, records } = await chainOf(5);
     const { rows } = await t.owner.query(
-      `select a.*, tenantry_audit_time(a.time) as time from audit_records a where chain = $1 and seq = 2`,
+      `select a.*, tenantry_audit_time(a.time) as time from ${SEQUENCED} a where chain = $1 and seq = 2`,
       [tenant],
     );
     const forged = { ...recordFromRow(rows[0]), after: { n: 999 } };
     const hash = hashAuditDocument(forged);
     await tamper(
       t.owner,
-      `update audit_records set after = '{"n":999}', hash = '${hash}' where chain = '${tenant}' and seq = 2`,
+      `update audit_records set after = '{"n":999}' where id = ${recordAt(tenant, 2)};
+       update audit_positions set hash = '${hash}' where chain = '${tenant}' and seq = 2`,
     );
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.problems.map((p) => p.code)).toEqual(['record.link_broken']);
@@ -128,7 +145,7 @@ describe('audit chain tamper evidence', () => {
     const { tenant, records } = await chainOf(4);
     // Rewrite seq 2..4 consistently: the chain alone is valid again, only the checkpoint knows.
     const { rows } = await t.owner.query(
-      `select a.*, tenantry_audit_time(a.time) as time from audit_records a where chain = $1 order by seq`,
+      `select a.*, tenantry_audit_time(a.time) as time from ${SEQUENCED} a where chain = $1 order by seq`,
       [tenant],
     );
     let prev = rows[0].hash as string;
@@ -137,7 +154,8 @@ describe('audit chain tamper evidence', () => {
       const doc = { ...recordFromRow(row), prevHash: prev, after: { rewritten: true } };
       const hash = hashAuditDocument(doc);
       updates.push(
-        `update audit_records set after = '{"rewritten":true}', prev_hash = '${prev}', hash = '${hash}' where id = '${row.id}';`,
+        `update audit_records set after = '{"rewritten":true}' where id = '${row.id}';
+         update audit_positions set prev_hash = '${prev}', hash = '${hash}' where record_id = '${row.id}';`,
       );
       prev = hash;
     }
@@ -151,7 +169,12 @@ describe('audit chain tamper evidence', () => {
 
   it('detects a deleted record, naming the missing position and the record after it', async () => {
     const { tenant, records } = await chainOf(5);
-    await tamper(t.owner, `delete from audit_records where chain = '${tenant}' and seq = 3`);
+    // The record and its position, as a forger would; the record alone leaves the same gap.
+    await tamper(
+      t.owner,
+      `delete from audit_records where id = ${recordAt(tenant, 3)};
+       delete from audit_positions where chain = '${tenant}' and seq = 3`,
+    );
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.missing', seq: 4, recordId: rec(records, 4) });
     expect(v.firstProblem?.message).toMatch(/seq 3 .*missing/);
@@ -159,7 +182,7 @@ describe('audit chain tamper evidence', () => {
 
   it('detects the deletion of the first record', async () => {
     const { tenant, records } = await chainOf(3);
-    await tamper(t.owner, `delete from audit_records where chain = '${tenant}' and seq = 1`);
+    await tamper(t.owner, `delete from audit_records where id = ${recordAt(tenant, 1)}`);
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'chain.start_missing', seq: 2, recordId: rec(records, 2) });
   });
@@ -168,7 +191,9 @@ describe('audit chain tamper evidence', () => {
     const { tenant, records } = await chainOf(5);
     await tamper(
       t.owner,
-      `delete from audit_records where chain = '${tenant}' and seq >= 4;
+      `delete from audit_records a using audit_positions p
+         where p.record_id = a.id and p.chain = '${tenant}' and p.seq >= 4;
+       delete from audit_positions where chain = '${tenant}' and seq >= 4;
        update audit_chain_heads set seq = 3, hash = '${records[2]!.hash}' where chain = '${tenant}';`,
     );
     const v = await verify({ tenant, publicKeys: keys });
@@ -181,7 +206,11 @@ describe('audit chain tamper evidence', () => {
   it('detects the deletion of the newest records through the head, before any checkpoint covers them', async () => {
     const { tenant } = await chainOf(2);
     const more = await appendMany(t.db, tenant, 2);
-    await tamper(t.owner, `delete from audit_records where id = '${more[1]!.id}'`);
+    await tamper(
+      t.owner,
+      `delete from audit_records where id = '${more[1]!.id}';
+       delete from audit_positions where record_id = '${more[1]!.id}'`,
+    );
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'head.mismatch', seq: 4 });
   });
@@ -190,9 +219,9 @@ describe('audit chain tamper evidence', () => {
     const { tenant, records } = await chainOf(5);
     await tamper(
       t.owner,
-      `update audit_records set seq = 1000 where chain = '${tenant}' and seq = 2;
-       update audit_records set seq = 2 where chain = '${tenant}' and seq = 4;
-       update audit_records set seq = 4 where chain = '${tenant}' and seq = 1000;`,
+      `update audit_positions set seq = 1000 where chain = '${tenant}' and seq = 2;
+       update audit_positions set seq = 2 where chain = '${tenant}' and seq = 4;
+       update audit_positions set seq = 4 where chain = '${tenant}' and seq = 1000;`,
     );
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.altered', seq: 2, recordId: rec(records, 4) });
@@ -203,8 +232,9 @@ describe('audit chain tamper evidence', () => {
     const { tenant, records } = await chainOf(3);
     await tamper(
       t.owner,
-      `update audit_records a set time = b.time from audit_records b
-       where a.chain = '${tenant}' and b.chain = a.chain and ((a.seq = 1 and b.seq = 3) or (a.seq = 3 and b.seq = 1))`,
+      `update audit_records a set time = b.time from ${SEQUENCED} b, audit_positions p
+       where p.record_id = a.id and p.chain = '${tenant}' and b.chain = p.chain
+         and ((p.seq = 1 and b.seq = 3) or (p.seq = 3 and b.seq = 1))`,
     );
     const v = await verify({ tenant, publicKeys: keys });
     expect(v.firstProblem).toMatchObject({ code: 'record.altered', seq: 1, recordId: rec(records, 1) });

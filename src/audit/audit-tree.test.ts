@@ -1,6 +1,6 @@
 import { createHash, generateKeyPairSync, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, auditInsertSql, tamper } from '../../test/helpers/audit.js';
+import { appendMany, auditInsertSql, recordAt, SEQUENCED, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { recordFromRow } from './audit.repository.js';
 import { createAuditCheckpoint } from './audit-checkpoint.js';
@@ -46,7 +46,7 @@ const fetchProof = async (chain: string, from: number) => chainConsistency(t.db,
 
 async function readChain(tenant: string): Promise<AuditRecord[]> {
   const { rows } = await t.owner.query(
-    `select a.*, tenantry_audit_time(a.time) as time from audit_records a where chain = $1 order by seq`,
+    `select a.*, tenantry_audit_time(a.time) as time from ${SEQUENCED} a where chain = $1 order by seq`,
     [tenant],
   );
   return rows.map(recordFromRow);
@@ -60,14 +60,15 @@ async function rewrite(tenant: string, edit: (records: AuditRecord[]) => AuditRe
   const edited = edit(await readChain(tenant));
   await tamper(
     t.owner,
-    `delete from audit_retention; delete from audit_checkpoints; delete from audit_records where chain = '${tenant}'`,
+    `delete from audit_retention; delete from audit_checkpoints; delete from audit_records where chain = '${tenant}';
+     delete from audit_positions where chain = '${tenant}'`,
   );
   let prev = GENESIS_HASH;
   for (const [i, r] of edited.entries()) {
     const doc = { ...r, seq: i + 1, prevHash: prev };
     const rec = { ...doc, hash: hashAuditDocument(doc) };
     const q = auditInsertSql(rec).compile(t.db);
-    await t.owner.query(q.sql, [...q.parameters]);
+    await tamper(t.owner, q.sql, [...q.parameters]);
     prev = rec.hash;
   }
   await t.owner.query('update audit_chain_heads set seq = $2, hash = $3 where chain = $1', [
@@ -152,7 +153,7 @@ describe("a chain's Merkle tree", () => {
 
   it('a record deleted without rewriting leaves a tree that cannot be recomputed (409)', async () => {
     const { tenant } = await witnessed();
-    await tamper(t.owner, `delete from audit_records where chain = '${tenant}' and seq = 2`);
+    await tamper(t.owner, `delete from audit_records where id = ${recordAt(tenant, 2)}`);
     await expect(chainCheckpoint(t.db, signer, tenant)).rejects.toMatchObject({
       code: 'audit.tree_incomplete',
     });

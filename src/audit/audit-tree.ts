@@ -70,7 +70,8 @@ export async function locateRecord(db: Db, recordId: string): Promise<{ chain: s
     sql<{
       chain: string;
       seq: string | null;
-    }>`select chain, seq from audit_records where id = ${recordId}`.execute(trx),
+    }>`select coalesce(p.chain, a.chain) as chain, p.seq from audit_records a
+      left join audit_positions p on p.record_id = a.id where a.id = ${recordId}`.execute(trx),
   );
   if (!rows[0]) throw new NotFoundError('audit.record_not_found', `Audit record ${recordId} does not exist.`);
   if (rows[0].seq === null)

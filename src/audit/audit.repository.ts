@@ -5,15 +5,26 @@ import type { AuditRecord } from './audit-hash.js';
 import type { AuditWindow, RetentionMark } from './audit-verifier.js';
 
 /**
- * audit_records as read for hashing, by `tenantry_audit_scan` and by RECORD_COLUMNS: the table's own
- * columns, with `time` as exact microsecond text (`tenantry_audit_time`) instead of a Date. As in the
- * table's row type, `seq` (bigint) comes back as a string and the jsonb columns parsed.
+ * An audit record as read for hashing, by `tenantry_audit_scan` and by RECORD_COLUMNS over
+ * RECORD_FROM: audit_records' own columns with `time` as exact microsecond text
+ * (`tenantry_audit_time`) instead of a Date, and its position (audit_positions: seq, prev_hash,
+ * hash), null while it is still queued. As in the row types, `seq` (bigint) comes back as a string
+ * and the jsonb columns parsed.
  */
-export type AuditRecordRow = Omit<Selectable<AuditRecordTable>, 'time'> & { time: string };
+export type AuditRecordRow = Omit<Selectable<AuditRecordTable>, 'time'> & {
+  time: string;
+  seq: number | string | null;
+  prev_hash: string | null;
+  hash: string | null;
+};
 
-export const RECORD_COLUMNS: RawBuilder<unknown> = sql`a.id, a.chain, a.seq, tenantry_audit_time(a.time) as time,
-  a.tenant_id, a.app_id, a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id,
-  a.target_slug, a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, a.prev_hash, a.hash`;
+/** A record and its position, if it has one: `select ${RECORD_COLUMNS} from ${RECORD_FROM}`. */
+export const RECORD_FROM: RawBuilder<unknown> = sql`audit_records a left join audit_positions p on p.record_id = a.id`;
+
+export const RECORD_COLUMNS: RawBuilder<unknown> = sql`a.id, coalesce(p.chain, a.chain) as chain, p.seq,
+  tenantry_audit_time(a.time) as time, a.tenant_id, a.app_id, a.actor_principal, a.actor_kind, a.session_id,
+  a.action, a.target_kind, a.target_id, a.target_slug, a.before, a.after, a.outcome, a.decision, a.request_id,
+  a.correlation_id, p.prev_hash, p.hash`;
 
 /** A sequenced record; throws for an unsequenced one (whose position and hash do not exist yet). */
 export function recordFromRow(r: AuditRecordRow): AuditRecord {
@@ -103,12 +114,13 @@ export async function loadWindows(
   const until = opts.until ?? 'infinity';
   const { rows } = await sql<{ chain: string; from_seq: number; to_seq: number; prev_hash: string }>`
     with ranges as (
-      select chain, min(seq) filter (where time >= ${since}::timestamptz) as from_seq,
-             max(seq) filter (where time < ${until}::timestamptz) as to_seq
-      from audit_records where ${opts.chain === undefined ? sql`true` : sql`chain = ${opts.chain}`}
-      group by chain)
-    select r.chain, r.from_seq, r.to_seq, a.prev_hash from ranges r
-    join audit_records a on a.chain = r.chain and a.seq = r.from_seq
+      select p.chain, min(p.seq) filter (where a.time >= ${since}::timestamptz) as from_seq,
+             max(p.seq) filter (where a.time < ${until}::timestamptz) as to_seq
+      from audit_positions p join audit_records a on a.id = p.record_id
+      where ${opts.chain === undefined ? sql`true` : sql`p.chain = ${opts.chain}`}
+      group by p.chain)
+    select r.chain, r.from_seq, r.to_seq, p.prev_hash from ranges r
+    join audit_positions p on p.chain = r.chain and p.seq = r.from_seq
     where r.from_seq <= r.to_seq order by r.chain`.execute(trx);
   return rows.map((r) => ({
     chain: r.chain,
@@ -151,26 +163,27 @@ export async function loadHeads(
   return rows.map((r) => ({ chain: r.chain, seq: r.seq, hash: r.hash }));
 }
 
-/** The entries not yet sequenced (of one chain, or all), and the time of the oldest. */
+/** The entries not yet sequenced (still queued; of one chain, or all), and the time of the oldest. */
 export async function countUnsequenced(
   trx: Trx,
   chain?: string,
 ): Promise<{ records: number; oldest: string | null }> {
   const { rows } = await sql<{ n: number; oldest: string | null }>`
-    select count(*)::int as n, tenantry_audit_time(min(time)) as oldest from audit_records
-    where seq is null ${chain !== undefined ? sql`and chain = ${chain}` : sql``}`.execute(trx);
+    select count(*)::int as n, tenantry_audit_time(min(q.time)) as oldest from audit_queue q
+    ${chain !== undefined ? sql`where q.chain = ${chain}` : sql``}`.execute(trx);
   return { records: rows[0]?.n ?? 0, oldest: rows[0]?.oldest ?? null };
 }
 
 /**
  * A chain's leaf hashes (the v1 record hashes) in seq order: those retention pruned (kept in
- * audit_pruned_leaves) and the sequenced records. Whole when seq runs 1..n without a gap.
+ * audit_pruned_leaves) and the positions of the records there are. Whole when seq runs 1..n
+ * without a gap.
  */
 export async function loadLeafRows(trx: Trx, chain: string): Promise<{ seq: number; hash: string }[]> {
   const { rows } = await sql<{ seq: string; hash: string }>`
     select seq, hash from audit_pruned_leaves where chain = ${chain}
     union all
-    select seq, hash from audit_records where chain = ${chain} and seq is not null
+    select p.seq, p.hash from audit_positions p join audit_records a on a.id = p.record_id where p.chain = ${chain}
     order by seq`.execute(trx);
   return rows.map((r) => ({ seq: Number(r.seq), hash: r.hash }));
 }

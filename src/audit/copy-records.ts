@@ -24,15 +24,16 @@ export async function* copyRecords(
 ): AsyncGenerator<AuditRecord[]> {
   const size = opts.batchSize ?? 5000;
   // COPY takes no parameters: chains are tenant UUIDs or 'platform' (checked by the caller), quoted anyway.
-  const where = ['a.seq is not null'];
-  if (opts.chain !== undefined) where.push(`a.chain = ${literal(opts.chain)}`);
-  if (opts.from !== undefined) where.push(`a.chain >= ${literal(opts.from)}`);
-  if (opts.to !== undefined) where.push(`a.chain < ${literal(opts.to)}`);
+  const where = ['true'];
+  if (opts.chain !== undefined) where.push(`p.chain = ${literal(opts.chain)}`);
+  if (opts.from !== undefined) where.push(`p.chain >= ${literal(opts.from)}`);
+  if (opts.to !== undefined) where.push(`p.chain < ${literal(opts.to)}`);
   const stream = client.query(
-    copyTo(`copy (select a.id, a.chain, a.seq, tenantry_audit_time(a.time), a.tenant_id, a.app_id,
+    copyTo(`copy (select a.id, p.chain, p.seq, tenantry_audit_time(a.time), a.tenant_id, a.app_id,
       a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,
-      a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, a.prev_hash, a.hash
-      from audit_records a where ${where.join(' and ')} order by a.chain, a.seq) to stdout`),
+      a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, p.prev_hash, p.hash
+      from audit_positions p join audit_records a on a.id = p.record_id
+      where ${where.join(' and ')} order by p.chain, p.seq) to stdout`),
   );
   // A character may be split between two chunks: the decoder keeps its first bytes for the next.
   const decoder = new StringDecoder('utf8');

@@ -2,7 +2,13 @@ import { sql } from 'kysely';
 import { type Db, inScope, type Scope } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { FieldErrors, ValidationError } from '../errors/errors.js';
-import { type AuditItem, type AuditRecordRow, itemFromRow, RECORD_COLUMNS } from './audit.repository.js';
+import {
+  type AuditItem,
+  type AuditRecordRow,
+  itemFromRow,
+  RECORD_COLUMNS,
+  RECORD_FROM,
+} from './audit.repository.js';
 import type { AuditOutcome } from './audit-hash.js';
 
 export interface AuditSearchQuery {
@@ -111,7 +117,7 @@ export async function searchAudit(db: Db, scope: Scope, query: AuditSearchQuery 
   if (cursor) where.push(sql`(a.time, a.id) < (${cursor.time}::timestamptz, ${cursor.id}::uuid)`);
 
   const rows = await inScope(db, scope, async (trx) => {
-    const r = await sql<AuditRecordRow>`select ${RECORD_COLUMNS} from audit_records a
+    const r = await sql<AuditRecordRow>`select ${RECORD_COLUMNS} from ${RECORD_FROM}
       where ${sql.join(where, sql` and `)} order by a.time desc, a.id desc limit ${limit + 1}`.execute(trx);
     return r.rows;
   });

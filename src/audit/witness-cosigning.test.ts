@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, tamper } from '../../test/helpers/audit.js';
+import { appendMany, SEQUENCED, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { recordFromRow } from './audit.repository.js';
 import { AuditCheckpointer } from './audit-checkpoint.js';
@@ -214,7 +214,7 @@ describe('a witness process cosigning the audit log', () => {
     // 2. The operator rewrites history from seq 2 on (every hash, the head and the cached tree
     //    recomputed, as the PostgreSQL superuser) and appends: the log signs a forked checkpoint.
     const { rows } = await t.owner.query(
-      `select a.*, tenantry_audit_time(a.time) as time from audit_records a where chain = $1 order by seq`,
+      `select a.*, tenantry_audit_time(a.time) as time from ${SEQUENCED} a where chain = $1 order by seq`,
       [tenant],
     );
     let prev = rows[0].hash as string;
@@ -223,7 +223,8 @@ describe('a witness process cosigning the audit log', () => {
       const doc = { ...recordFromRow(row), prevHash: prev, after: { rewritten: true } };
       const hash = hashAuditDocument(doc);
       updates.push(
-        `update audit_records set after = '{"rewritten":true}', prev_hash = '${prev}', hash = '${hash}' where id = '${row.id}';`,
+        `update audit_records set after = '{"rewritten":true}' where id = '${row.id}';
+         update audit_positions set prev_hash = '${prev}', hash = '${hash}' where record_id = '${row.id}';`,
       );
       prev = hash;
     }

@@ -2,6 +2,7 @@ import type { ChangeToAuthorize, RequestContext } from '../context/request-conte
 import type { Db } from '../db/database.js';
 import type { LifecycleAction } from '../domain/lifecycle.js';
 import type { Kind } from '../registry/kinds/index.js';
+import type { ServedObject } from '../registry/object-cache.js';
 import type {
   ApplyOptions,
   ApplyOutcome,
@@ -34,7 +35,7 @@ export function registryActions(kinds: readonly Kind[]): string[] {
   return out;
 }
 
-function resourceOf(kind: Kind, obj: ApiObject) {
+function resourceOf(kind: Kind, obj: Pick<ApiObject, 'metadata'> | ServedObject) {
   // A WebhookEndpoint names its tenant (UUID) in metadata.tenant; a platform-wide one has none.
   const tenantId =
     kind === 'Tenant'
@@ -118,6 +119,20 @@ export class AuthorizedRegistryService implements RegistryApi {
     return this.refused(ctx, `${areaOf(kind)}.read`, async () =>
       this.read(ctx, kind, await this.inner.get(ctx, kind, ref, opts)),
     );
+  }
+
+  /** The same decision as `get`, on the object served (from the read cache or the database). */
+  serve(
+    ctx: RequestContext,
+    kind: Kind,
+    ref: string,
+    opts: { includeDeleted?: boolean } = {},
+  ): Promise<ServedObject> {
+    return this.refused(ctx, `${areaOf(kind)}.read`, async () => {
+      const served = await this.inner.serve(ctx, kind, ref, opts);
+      this.authz.authorize(ctx, `${areaOf(kind)}.read`, resourceOf(kind, served));
+      return served;
+    });
   }
 
   list(ctx: RequestContext, kind: Kind, opts: ListOptions): Promise<Page<ApiObject>> {

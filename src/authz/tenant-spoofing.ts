@@ -4,6 +4,7 @@ import { asPlatform, type Db } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { TenantryError } from '../errors/errors.js';
 import { definitionOf, isKind, type Kind, TABLES } from '../registry/kinds/index.js';
+import type { ObjectCache } from '../registry/object-cache.js';
 
 /** A tenant named by the request itself (body, path or query), to compare with the envelope's. */
 export interface TenantMention {
@@ -33,9 +34,21 @@ export async function checkTenantMentions(
   db: Db,
   ctx: RequestContext,
   mentions: TenantMention[],
+  /** The API's read cache: a tenant name seen before is resolved without a round trip. */
+  objects?: ObjectCache,
 ): Promise<void> {
   if (ctx.scope.kind !== 'tenant' || mentions.length === 0) return;
   const own = ctx.scope.tenantId;
+  if (objects && mentions.every((m) => m.via === undefined)) {
+    const known = mentions.map((m) => objects.tenantOf(m.ref));
+    if (known.every((t) => t !== undefined)) {
+      mentions.forEach((m, i) => {
+        if (known[i] !== own) throw new TenantSpoofing(m.pointer);
+      });
+      return;
+    }
+  }
+  const began = objects?.begin() ?? 0;
   const found = await asPlatform(db, async (trx) => {
     const out: { pointer: string; tenant: string | null }[] = [];
     for (const m of mentions) {
@@ -48,7 +61,9 @@ export async function checkTenantMentions(
         where deleted_at is null and ${byId ? sql`id = ${m.ref.toLowerCase()}::uuid` : sql`slug = ${m.ref}`}`.execute(
         trx,
       );
-      out.push({ pointer: m.pointer, tenant: r.rows[0]?.tenant ?? null });
+      const tenant = r.rows[0]?.tenant ?? null;
+      if (tenant !== null && m.via === undefined) objects?.setTenantOf(m.ref, tenant, began);
+      out.push({ pointer: m.pointer, tenant });
     }
     return out;
   });

@@ -92,6 +92,7 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
           stateDir: path.resolve(config.dataDir),
           providers,
           ...(secrets ? { secrets } : {}),
+          ...(dataplane ? { dataplaneUrl: dataplane } : {}),
           logger,
           name: opts.name,
           resyncMs: config.controller.resyncIntervalMs,

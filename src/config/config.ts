@@ -95,6 +95,11 @@ export const ConfigSchema = Type.Composite([
       minimum: 0,
       description: "How long an API process caches a tenant's rate limits (TENANTRY_RATE_LIMIT_CACHE_MS).",
     }),
+    objectCacheSeconds: Type.Integer({
+      minimum: 0,
+      description:
+        'How long an API process keeps a GET answer (TENANTRY_OBJECT_CACHE_SECONDS); every change ends it at once through NOTIFY. 0: every GET reads the database.',
+    }),
     identity: IdentityConfigSchema,
     role: Type.Union(
       ROLES.map((r) => Type.Literal(r)),
@@ -189,6 +194,12 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
       30,
     ),
     rateLimitCacheMs,
+    objectCacheSeconds: integerSetting(
+      'TENANTRY_OBJECT_CACHE_SECONDS',
+      env.TENANTRY_OBJECT_CACHE_SECONDS,
+      30,
+      0,
+    ),
     identity: parseIdentityConfig(env),
     role: role as Config['role'],
     controller: parseControllerConfig(env, flags.workers),

@@ -113,10 +113,25 @@ export interface AuditRecordTable {
   correlation_id: string;
   /** The tenant id, or 'platform'. */
   chain: string;
-  /** Null until the sequencer integrates the record (src/audit/audit-sequencer.ts); so are prev_hash and hash. */
-  seq: ColumnType<number | null, number | undefined, never>;
-  prev_hash: string | null;
-  hash: string | null;
+}
+
+/**
+ * Table audit_positions: a record's place in its chain, written once by the sequencer
+ * (src/audit/audit-sequencer.ts); a record without one is still queued in audit_queue.
+ */
+export interface AuditPositionTable {
+  chain: string;
+  seq: ColumnType<number, number, never>;
+  record_id: string;
+  prev_hash: string;
+  hash: string;
+}
+
+/** Table audit_queue: the records written but not yet positioned, oldest first. */
+export interface AuditQueueTable {
+  time: Timestamp;
+  record_id: string;
+  chain: string;
 }
 
 export interface AuditChainHeadTable {
@@ -701,6 +716,8 @@ export interface Database {
   drift_findings: DriftFindingTable;
   object_versions: ObjectVersionTable;
   audit_records: AuditRecordTable;
+  audit_positions: AuditPositionTable;
+  audit_queue: AuditQueueTable;
   audit_chain_heads: AuditChainHeadTable;
   audit_checkpoints: AuditCheckpointTable;
   audit_retention: AuditRetentionTable;

@@ -7,6 +7,8 @@ export type NotifyChannel =
   | 'tenantry_webhooks'
   | 'tenantry_workflows'
   | 'tenantry_identity'
+  /** A registry object changed (payload `<kind> <tenant> <id> <generation>`, or `*`; migration 0057). */
+  | 'tenantry_objects'
   /** A cell agent's command was asked for (payload: the cell's id; src/agent/agent-commands.ts). */
   | 'tenantry_agent_commands';
 
@@ -14,8 +16,8 @@ export type NotifyChannel =
  * One LISTEN connection per process for PostgreSQL NOTIFY (issued by tenantry_event_appended at
  * commit). It only wakes readers early: every reader also polls, so a lost connection or a pooler
  * that drops LISTEN delays events by at most the poll interval, never loses them. A lost connection
- * is re-established with backoff (250 ms … 5 s), and LISTEN with it. The identity cache
- * (src/identity/identity-cache.ts) has no poll to fall back on: it watches whether LISTEN is in
+ * is re-established with backoff (250 ms … 5 s), and LISTEN with it. The identity and object caches
+ * (src/identity/identity-cache.ts, src/registry/object-cache.ts) have no poll to fall back on: it watches whether LISTEN is in
  * place (`watch`) and keeps nothing while it is not.
  */
 export class EventNotifier {
@@ -55,7 +57,7 @@ export class EventNotifier {
     try {
       await client.connect();
       await client.query(
-        'listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows; listen tenantry_identity; listen tenantry_agent_commands',
+        'listen tenantry_events; listen tenantry_webhooks; listen tenantry_workflows; listen tenantry_identity; listen tenantry_objects; listen tenantry_agent_commands',
       );
       if (this.stopped) {
         await client.end().catch(() => undefined);

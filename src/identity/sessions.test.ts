@@ -30,7 +30,7 @@ const lastDenial = async () =>
   (
     await s.t.owner.query(
       `select actor_principal, action, outcome, decision, target_slug from audit_records
-       where action = 'session.use' order by time desc, seq desc limit 1`,
+       where action = 'session.use' order by time desc, id desc limit 1`,
     )
   ).rows[0];
 

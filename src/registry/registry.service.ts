@@ -20,6 +20,7 @@ import {
 } from './apply-manifests.js';
 import { APPLY_ORDER, definitionOf, type Kind, LIST_FILTERS, type Manifest, TABLES } from './kinds/index.js';
 import { listObjects, type ObjectRow, readLineage, type VersionRecord } from './object.repository.js';
+import { ObjectCache, type ServedObject, servedObject } from './object-cache.js';
 import { deleteObject, locate, objectNotFound } from './object-changes.js';
 import { type ApiObject, toApiObject } from './representation.js';
 import { transitionTenant } from './tenant-lifecycle.js';
@@ -72,6 +73,8 @@ export class RegistryService {
   constructor(
     private readonly db: Db,
     private readonly deps: RegistryDeps,
+    /** The API process's read cache of GET answers (absent: every GET reads the database). */
+    private readonly objects?: ObjectCache,
   ) {
     this.config = deps.config;
   }
@@ -189,6 +192,27 @@ export class RegistryService {
     return toApiObject(kind, row);
   }
 
+  /**
+   * One object as GET answers it, serialised: from the process's read cache when an entry read
+   * under the caller's scope is there (src/registry/object-cache.ts), else `get` (and kept).
+   */
+  async serve(
+    ctx: RequestContext,
+    kind: Kind,
+    ref: string,
+    opts: { includeDeleted?: boolean } = {},
+  ): Promise<ServedObject> {
+    const cache = this.objects;
+    if (!cache?.caches(kind)) return servedObject(await this.get(ctx, kind, ref, opts));
+    const key = ObjectCache.key(ctx.scope, kind, ref, opts.includeDeleted === true);
+    const hit = cache.get(key);
+    if (hit) return hit;
+    const began = cache.begin();
+    const served = servedObject(await this.get(ctx, kind, ref, opts));
+    cache.set(key, served, began);
+    return served;
+  }
+
   async list(ctx: RequestContext, kind: Kind, opts: ListOptions): Promise<Page<ApiObject>> {
     const filters = LIST_FILTERS[kind];
     const where = Object.entries(opts.filters).map(([name, value]) => {
@@ -277,5 +301,5 @@ export type { ApplyAction, ApplyOptions, ApplyOutcome, RegistryDeps, VersionReco
 /** The registry as routes use it; the authorization decorator (src/authz) implements it too. */
 export type RegistryApi = Pick<
   RegistryService,
-  'apply' | 'get' | 'list' | 'history' | 'transition' | 'delete'
+  'apply' | 'get' | 'serve' | 'list' | 'history' | 'transition' | 'delete'
 >;

@@ -236,7 +236,7 @@ export class FailoverService {
         );
       await assertNotFrozen(trx, t.id, FAILOVER_REGION);
       const target: Placement = { ...current, ...chosen, region };
-      await refuseAgentCells(trx, current, target);
+      await refuseAgentCells(trx, current, target, 'region');
       const now = Date.now();
       const standby: Failover['standby'] = {
         lagBytes: s.lag_bytes === null ? null : Number(s.lag_bytes),

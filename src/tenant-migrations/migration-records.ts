@@ -34,6 +34,11 @@ export interface MigrationPlan {
   mode: 'logical-replication' | 'freeze-copy';
   modeReason: string;
   resources: ResourcePlan[];
+  /**
+   * The cell whose agent runs the data-plane steps (both cells are held by agents of one data
+   * plane: ./isolation-executor.ts); absent: the control plane runs them itself.
+   */
+  agentCell?: string;
 }
 
 export interface MigrationDeps {

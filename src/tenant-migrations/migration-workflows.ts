@@ -1,6 +1,4 @@
 import { sql } from 'kysely';
-import pg from 'pg';
-import { remoteAgentCells } from '../agent/agent-commands.js';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { recordChange } from '../changes/change-path.js';
 import { systemContext } from '../context/request-context.js';
@@ -10,7 +8,7 @@ import { asPlatform, type Db, type Trx } from '../db/database.js';
 import type { Clock } from '../domain/clock.js';
 import type { Placement } from '../placement/placement.policy.js';
 import type { Isolation } from '../placement/placement.rules.js';
-import { type DesiredResource, ProviderError, type ResourceProvider } from '../providers/provider.js';
+import { ProviderError, type ResourceProvider } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
 import { lifecycleWorkflowTypes } from '../workflows/lifecycle-workflows.js';
 import type {
@@ -20,6 +18,8 @@ import type {
   WorkflowRegistry,
 } from '../workflows/workflow.js';
 import { failoverWorkflow } from './failover.js';
+import { IsolationDataPlane } from './isolation-dataplane.js';
+import { agentIsolationExecutor, localIsolationExecutor, migrationAgentCell } from './isolation-executor.js';
 import {
   bindingOf,
   changeOf,
@@ -30,35 +30,11 @@ import {
   readMigration,
   workflowKey,
 } from './migration-records.js';
-import {
-  checksums,
-  compare,
-  copyTables,
-  createSchema,
-  databaseUrl,
-  inventory,
-  replicationLag,
-  schemaDdl,
-  startReplication,
-  stopReplication,
-  syncSequences,
-  tablesSyncing,
-  type Verification,
-  walLevel,
-  withClient,
-} from './pg-copy.js';
+import type { Verification } from './pg-copy.js';
 import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
 import { regionRollbackWorkflow } from './region-rollback.js';
 import { establishStandbyWorkflow } from './standby.js';
-import {
-  type Baselines,
-  checksumBulk,
-  type TrackedPair,
-  untrackPair,
-  verifyFrozen,
-} from './tracked-checksums.js';
-
-const { escapeIdentifier: id } = pg;
+import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_ISOLATION = 'migration.isolation';
 export const ROLLBACK_MIGRATION = 'migration.rollback';
@@ -85,103 +61,77 @@ export interface RollbackInput {
 export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<never>[] {
   const { db, dataplaneUrl } = deps;
   const dpDatabase = decodeURIComponent(new URL(dataplaneUrl).pathname.slice(1)) || 'postgres';
-  const urlOf = (database: string) => databaseUrl(dataplaneUrl, database);
 
   const provider = (): ResourceProvider => {
     const slot = deps.providers.database;
     if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
     return slot.provider;
   };
-
-  const targetDesired = (tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource => ({
-    id: r.targetKey,
-    type: 'database',
-    tenantId,
-    tenantSlug,
-    scopeSlug: r.scopeSlug,
-    physicalName: r.target.role,
-    database: { isolation: 'silo' },
-  });
+  const local = localIsolationExecutor(
+    new IsolationDataPlane({ dataplaneUrl, provider, verifyTimeoutMs: deps.verifyTimeoutMs }),
+  );
+  /**
+   * Where a step's data-plane work runs: here, or (the plan names an agent's cell) by that agent as
+   * its commands, keyed by the workflow and step (./isolation-executor.ts).
+   */
+  const on = (
+    plan: { agentCell?: string } | undefined,
+    ctx: { workflowId: string; signal: AbortSignal },
+    step: string,
+  ) =>
+    plan?.agentCell
+      ? agentIsolationExecutor(db, plan.agentCell, `${ctx.workflowId}:${step}`, ctx.signal)
+      : local;
 
   const planOf = (ctx: StepContext<IsolationMigrationInput>) =>
     ctx.outputs['check-eligibility'] as MigrationPlan;
-
-  /** NOLOGIN (or LOGIN) for a role, and its open sessions ended when taken away. */
-  const setLogin = async (role: string, login: boolean) =>
-    withClient(urlOf(dpDatabase), async (c) => {
-      const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
-      if ((exists.rowCount ?? 0) === 0) return;
-      await c.query(`alter role ${id(role)} ${login ? 'login' : 'nologin'}`);
-      if (!login)
-        await c.query(
-          'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-          [role],
-        );
-    });
-
-  const setFrozen = (migrationId: string, frozen: boolean) =>
-    asPlatform(db, (trx) =>
-      sql`update tenant_migrations set writes_frozen = ${frozen}, updated_at = now() where id = ${migrationId}`.execute(
-        trx,
+  const owned = (ctx: StepContext<{ tenantSlug: string }>, plan: MigrationPlan) => ({
+    tenantId: ctx.tenantId,
+    tenantSlug: ctx.input.tenantSlug,
+    resources: plan.resources,
+  });
+  /** The generated credentials an agent keeps, switched as the registry switches (the control plane's own switch in its table). */
+  const switchAgentSecrets = async (
+    ctx: StepContext<unknown>,
+    step: string,
+    plan: MigrationPlan,
+    direction: 'forward' | 'back',
+  ) => {
+    if (!plan.agentCell) return;
+    await on(plan, ctx, step).switchSecrets({
+      moves: plan.resources.map((r) =>
+        direction === 'forward'
+          ? { resourceId: r.resourceId, away: r.sourceKey, home: r.targetKey }
+          : { resourceId: r.resourceId, away: r.targetKey, home: r.sourceKey },
       ),
-    );
-
-  const verifyUntilEqual = async (
-    r: ResourcePlan,
-    targetSchema: string,
-    timeoutMs: number,
-  ): Promise<Verification> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      // Both sides at once, each in one snapshot: the freeze lasts as long as this takes.
-      const [source, target] = await Promise.all([
-        withClient(urlOf(r.source.database), (s) => checksums(s, r.source.schema, r.tables)),
-        withClient(urlOf(r.target.database), (t) => checksums(t, targetSchema, r.tables)),
-      ]);
-      const v = compare(source, target);
-      if (v.equal || Date.now() > deadline) return v;
-      await new Promise((res) => setTimeout(res, 50));
-    }
-  };
-
-  /**
-   * Waits (at most 3 s) until the subscription has received the source's WAL up to now, so that
-   * the checksums are usually computed once; the checksums, not this, decide.
-   */
-  const caughtUp = async (r: ResourcePlan) => {
-    const lsn = await withClient(urlOf(r.source.database), async (s) => {
-      return (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
-    });
-    const deadline = Date.now() + 3_000;
-    await withClient(urlOf(r.target.database), async (t) => {
-      while (Date.now() < deadline) {
-        const q = await t.query<{ done: boolean }>(
-          `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
-           from pg_stat_subscription where subname = $1 and relid is null`,
-          [r.replication, lsn],
-        );
-        if (q.rows[0]?.done) return;
-        await new Promise((res) => setTimeout(res, 20));
-      }
     });
   };
+
+  // The freeze is part of the desired state (suspended): the NOTIFY wakes the agents' feeds at once.
+  const setFrozen = (migrationId: string, frozen: boolean) =>
+    asPlatform(db, async (trx) => {
+      await sql`update tenant_migrations set writes_frozen = ${frozen}, updated_at = now() where id = ${migrationId}`.execute(
+        trx,
+      );
+      await sql`select pg_notify('tenantry_events', tenant_id::text) from tenant_migrations where id = ${migrationId}`.execute(
+        trx,
+      );
+    });
 
   const isolationSteps: StepDefinition<IsolationMigrationInput>[] = [
     {
       name: 'check-eligibility',
-      // Read-only: the tenant's databases of the source model, what their schemas hold, the copy mode.
+      // Read-only: the tenant's databases of the source model, what their schemas hold, the copy mode,
+      // and who runs the data-plane steps (here, or the agent of the cells' data plane).
       async run(ctx) {
         const m = await migrationRow(db, ctx.input.migrationId);
-        // An agent joined one of the cells since the request: its data plane is not ours to touch.
-        const agentCells = await asPlatform(db, (trx) =>
-          remoteAgentCells(trx, [m.source.cellUuid, m.target.cellUuid]),
+        const agentCell = await migrationAgentCell(
+          db,
+          m.source.cellUuid,
+          m.target.cellUuid,
+          ctx.signal,
+          `${ctx.workflowId}:check-eligibility`,
         );
-        if (agentCells.length > 0)
-          throw new ProviderError(
-            `cell ${agentCells.join(', ')} is run by its own agent; the control plane does not reach into its data plane`,
-            'AgentCell',
-            false,
-          );
         const rows = await asPlatform(db, (trx) =>
           sql<{ id: string; physical_name: string; scope_slug: string }>`
             select r.id, r.physical_name, coalesce(d.slug, t.slug) as scope_slug
@@ -191,19 +141,15 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
               and r.spec->'database'->>'isolation' = ${ctx.input.from}
             order by r.id`.execute(trx),
         );
+        const dp = on(agentCell ? { agentCell } : undefined, ctx, 'check-eligibility');
+        const seen = await dp.inspect({ schemas: rows.rows.map((r) => r.physical_name) });
         const resources: ResourcePlan[] = [];
         let withoutIdentity: string[] = [];
-        let level = '';
-        for (const row of rows.rows) {
+        const level = seen.walLevel;
+        for (const [i, row] of rows.rows.entries()) {
           const base = row.scope_slug.replace(/-/g, '_');
           const schema = row.physical_name;
-          const inv = await withClient(urlOf(dpDatabase), async (c) => {
-            level = await walLevel(c);
-            const exists = await c.query('select 1 from pg_namespace where nspname = $1', [schema]);
-            if ((exists.rowCount ?? 0) === 0)
-              throw new ProviderError(`schema ${schema} does not exist yet`, 'SourceMissing', true);
-            return inventory(c, schema);
-          });
+          const inv = seen.inventories[i]!;
           if (inv.unsupported.length > 0)
             throw new ProviderError(
               `schema ${schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
@@ -215,7 +161,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
           resources.push({
             resourceId: row.id,
             scopeSlug: row.scope_slug,
-            source: { database: dpDatabase, schema, role: schema },
+            source: { database: agentCell ? seen.database : dpDatabase, schema, role: schema },
             target: { database: `tenantry_${base}`, schema: 'public', role: `tenantry_${base}` },
             targetKey: key('target'),
             sourceKey: key('source'),
@@ -232,6 +178,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
               ? `the data-plane server's wal_level is ${level || 'unknown'}, not logical: the data is copied during the write freeze`
               : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`,
           resources,
+          ...(agentCell ? { agentCell } : {}),
         };
         if (m.state !== 'Running')
           throw new ProviderError(`migration is ${m.state}`, 'MigrationNotRunning', false);
@@ -247,27 +194,16 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       name: 'create-target',
       // The dedicated database and its own role, with new credentials (kept under the target key).
       async run(ctx) {
-        for (const r of planOf(ctx).resources)
-          await provider().ensure(targetDesired(ctx.tenantId, ctx.input.tenantSlug, r));
-        return { databases: planOf(ctx).resources.map((r) => r.target.database) };
+        return on(planOf(ctx), ctx, 'create-target').createTarget(owned(ctx, planOf(ctx)));
       },
       async undo(ctx) {
-        for (const r of planOf(ctx).resources)
-          await provider().delete(targetDesired(ctx.tenantId, ctx.input.tenantSlug, r));
+        await on(planOf(ctx), ctx, 'create-target:undo').dropTarget(owned(ctx, planOf(ctx)));
       },
     },
     {
       name: 'copy-schema',
       async run(ctx) {
-        let statements = 0;
-        for (const r of planOf(ctx).resources) {
-          const ddl = await withClient(urlOf(r.source.database), (c) => schemaDdl(c, r.source.schema));
-          await withClient(urlOf(r.target.database), (c) =>
-            createSchema(c, r.source.schema, r.target.role, ddl),
-          );
-          statements += ddl.length;
-        }
-        return { statements };
+        return on(planOf(ctx), ctx, 'copy-schema').copySchema({ resources: planOf(ctx).resources });
       },
     },
     {
@@ -275,20 +211,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       async run(ctx) {
         const plan = planOf(ctx);
         if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
-        for (const r of plan.resources)
-          await withClient(urlOf(r.source.database), (s) =>
-            withClient(urlOf(r.target.database), (t) =>
-              startReplication(s, t, {
-                name: r.replication,
-                schema: r.source.schema,
-                sourceUrl: urlOf(r.source.database),
-              }),
-            ),
-          );
-        return { replicating: plan.resources.map((r) => r.replication) };
+        return on(plan, ctx, 'start-replication').startReplication({ resources: plan.resources });
       },
       async undo(ctx) {
-        for (const r of planOf(ctx).resources) await stopReplicationOf(r);
+        await on(planOf(ctx), ctx, 'start-replication:undo').stopReplication({
+          resources: planOf(ctx).resources,
+        });
       },
     },
     {
@@ -298,22 +226,15 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       async run(ctx) {
         const plan = planOf(ctx);
         if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
-        const lag: Record<string, number | null> = {};
-        for (const r of plan.resources) {
-          for (;;) {
-            const left = await withClient(urlOf(r.target.database), (t) =>
-              tablesSyncing(t, r.replication, r.tables.length),
-            );
-            lag[r.replication] = await withClient(urlOf(r.source.database), (s) =>
-              replicationLag(s, r.replication),
-            );
-            if (left === 0 && (lag[r.replication] ?? 0) < 16 * 1024 * 1024) break;
-            if (ctx.signal.aborted)
-              throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
-            await new Promise((res) => setTimeout(res, 200));
-          }
+        for (;;) {
+          const r = await on(plan, ctx, 'wait-synced').waitSynced({
+            resources: plan.resources,
+            waitMs: 10_000,
+          });
+          if (r.synced) return { lagBytes: r.lagBytes };
+          if (ctx.signal.aborted)
+            throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
         }
-        return { lagBytes: lag };
       },
     },
     {
@@ -324,12 +245,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       async run(ctx) {
         const plan = planOf(ctx);
         if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
-        const out: Record<string, Baselines> = {};
-        for (const r of plan.resources) out[r.resourceId] = await checksumBulk(pairOf(r));
-        return out;
+        return on(plan, ctx, 'checksum-bulk').checksumBulk({ resources: plan.resources });
       },
       async undo(ctx) {
-        for (const r of planOf(ctx).resources) await stopReplicationOf(r);
+        await on(planOf(ctx), ctx, 'checksum-bulk:undo').stopReplication({
+          resources: planOf(ctx).resources,
+        });
       },
     },
     {
@@ -340,7 +261,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         const m = await migrationRow(db, ctx.input.migrationId);
         const frozenAt = (m.freeze_started_at ?? new Date()).toISOString();
         await setFrozen(ctx.input.migrationId, true);
-        for (const r of planOf(ctx).resources) await setLogin(r.source.role, false);
+        await on(planOf(ctx), ctx, 'freeze-writes').setLogin({
+          roles: planOf(ctx).resources.map((r) => r.source.role),
+          login: false,
+        });
         return { frozenAt };
       },
       async checkpoint(trx, ctx, output) {
@@ -348,7 +272,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
           where id = ${ctx.input.migrationId}`.execute(trx);
       },
       async undo(ctx) {
-        for (const r of planOf(ctx).resources) await setLogin(r.source.role, true);
+        await on(planOf(ctx), ctx, 'freeze-writes:undo').setLogin({
+          roles: planOf(ctx).resources.map((r) => r.source.role),
+          login: true,
+        });
         await asPlatform(db, (trx) =>
           sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
                 freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
@@ -362,46 +289,28 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       // The frozen source, all of it in the target (streamed, or copied now), sequences set, and proven equal.
       async run(ctx) {
         const plan = planOf(ctx);
-        const out: Record<string, Verification> = {};
-        for (const r of plan.resources) {
-          if (plan.mode === 'freeze-copy')
-            await withClient(urlOf(r.source.database), (s) =>
-              withClient(urlOf(r.target.database), (t) =>
-                copyTables(s, t, {
-                  fromSchema: r.source.schema,
-                  toSchema: r.source.schema,
-                  tables: r.tables,
-                }),
-              ),
-            );
-          if (plan.mode === 'logical-replication') await caughtUp(r);
-          const bases = (ctx.outputs['checksum-bulk'] as Record<string, Baselines> | undefined)?.[
-            r.resourceId
-          ];
-          const v = bases
-            ? await verifyFrozen(pairOf(r), bases, deps.verifyTimeoutMs ?? 60_000)
-            : await verifyUntilEqual(r, r.source.schema, deps.verifyTimeoutMs ?? 60_000);
-          await withClient(urlOf(r.source.database), (s) =>
-            withClient(urlOf(r.target.database), (t) =>
-              syncSequences(s, t, r.source.schema, r.source.schema),
+        const out: Record<string, Verification> = await on(plan, ctx, 'sync-and-verify').syncAndVerify({
+          mode: plan.mode,
+          resources: plan.resources,
+          ...(ctx.outputs['checksum-bulk'] && !('skipped' in (ctx.outputs['checksum-bulk'] as object))
+            ? { baselines: ctx.outputs['checksum-bulk'] as Record<string, Baselines> }
+            : {}),
+        });
+        const unequal = plan.resources.map((r) => out[r.resourceId]).find((v) => !v?.equal);
+        if (unequal || Object.keys(out).length < plan.resources.length) {
+          await asPlatform(db, (trx) =>
+            sql`update tenant_migrations set verification = ${JSON.stringify(out)} where id = ${ctx.input.migrationId}`.execute(
+              trx,
             ),
           );
-          out[r.resourceId] = v;
-          if (!v.equal) {
-            await asPlatform(db, (trx) =>
-              sql`update tenant_migrations set verification = ${JSON.stringify(out)} where id = ${ctx.input.migrationId}`.execute(
-                trx,
-              ),
-            );
-            const bad = v.tables.filter(
-              (t) => t.sourceChecksum !== t.targetChecksum || t.sourceRows !== t.targetRows,
-            );
-            throw new ProviderError(
-              `verification failed: ${bad.map((t) => `${t.table} ${t.sourceRows}/${t.targetRows} rows`).join(', ')}`,
-              'VerificationFailed',
-              false,
-            );
-          }
+          const bad = (unequal?.tables ?? []).filter(
+            (t) => t.sourceChecksum !== t.targetChecksum || t.sourceRows !== t.targetRows,
+          );
+          throw new ProviderError(
+            `verification failed: ${bad.map((t) => `${t.table} ${t.sourceRows}/${t.targetRows} rows`).join(', ')}`,
+            'VerificationFailed',
+            false,
+          );
         }
         return out;
       },
@@ -414,25 +323,19 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       name: 'detach-target',
       // The copy stands alone: replication ended, and its schema becomes the database's `public`.
       async run(ctx) {
-        for (const r of planOf(ctx).resources) {
-          await stopReplicationOf(r);
-          await withClient(urlOf(r.target.database), async (t) => {
-            const staged = await t.query('select 1 from pg_namespace where nspname = $1', [r.source.schema]);
-            if ((staged.rowCount ?? 0) === 0 || r.source.schema === r.target.schema) return;
-            await t.query('begin');
-            await t.query(`drop schema if exists ${id(r.target.schema)}`);
-            await t.query(`alter schema ${id(r.source.schema)} rename to ${id(r.target.schema)}`);
-            await t.query('commit');
-          });
-        }
-        return { detached: planOf(ctx).resources.length };
+        return on(planOf(ctx), ctx, 'detach-target').detachTarget({ resources: planOf(ctx).resources });
       },
     },
     {
       name: 'cut-over',
-      // The target's role may log in (ensure made it so); the registry switches in the checkpoint.
+      // The target's role may log in (ensure made it so); the registry switches in the checkpoint
+      // (and an agent's kept credentials here, just before: a re-run finds them switched).
       async run(ctx) {
-        for (const r of planOf(ctx).resources) await setLogin(r.target.role, true);
+        await on(planOf(ctx), ctx, 'cut-over').setLogin({
+          roles: planOf(ctx).resources.map((r) => r.target.role),
+          login: true,
+        });
+        await switchAgentSecrets(ctx, 'cut-over', planOf(ctx), 'forward');
         return { cutOverAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx) {
@@ -440,29 +343,6 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       },
     },
   ];
-
-  function pairOf(r: ResourcePlan): TrackedPair {
-    return {
-      sourceUrl: urlOf(r.source.database),
-      targetUrl: urlOf(r.target.database),
-      tracked: { name: r.replication, schema: r.source.schema, tables: r.tables },
-    };
-  }
-
-  /** Replication and the checksums' change tracking ended on both sides (parts already gone skipped). */
-  async function stopReplicationOf(r: ResourcePlan): Promise<void> {
-    await withClient(urlOf(r.source.database), async (s) => {
-      const targetExists = await s.query('select 1 from pg_database where datname = $1', [r.target.database]);
-      const pair = pairOf(r);
-      await untrackPair({
-        ...pair,
-        targetUrl: (targetExists.rowCount ?? 0) > 0 ? pair.targetUrl : undefined,
-      });
-      if ((targetExists.rowCount ?? 0) > 0)
-        await withClient(urlOf(r.target.database), (t) => stopReplication(s, t, r.replication));
-      else await stopReplication(s, undefined, r.replication);
-    });
-  }
 
   /**
    * The registry side of a cut-over (or of a rollback, `back`), in one transaction: the database
@@ -569,7 +449,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       name: 'freeze-writes',
       async run(ctx) {
         await setFrozen(ctx.input.migrationId, true);
-        for (const r of rollbackPlan(ctx).resources) await setLogin(r.target.role, false);
+        await on(rollbackPlan(ctx), ctx, 'freeze-writes').setLogin({
+          roles: rollbackPlan(ctx).resources.map((r) => r.target.role),
+          login: false,
+        });
         return { frozenAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx, output) {
@@ -577,7 +460,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
           where id = ${ctx.input.migrationId}`.execute(trx);
       },
       async undo(ctx) {
-        for (const r of rollbackPlan(ctx).resources) await setLogin(r.target.role, true);
+        await on(rollbackPlan(ctx), ctx, 'freeze-writes:undo').setLogin({
+          roles: rollbackPlan(ctx).resources.map((r) => r.target.role),
+          login: true,
+        });
         await setFrozen(ctx.input.migrationId, false);
       },
     },
@@ -586,18 +472,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       timeoutMs: 30 * 60_000,
       // Everything the tenant holds now (writes since the cut-over included) back into the source.
       async run(ctx) {
-        const out: Record<string, Verification> = {};
-        for (const r of rollbackPlan(ctx).resources) {
-          await withClient(urlOf(r.target.database), (t) =>
-            withClient(urlOf(r.source.database), (s) =>
-              copyTables(t, s, { fromSchema: r.target.schema, toSchema: r.source.schema, tables: r.tables }),
-            ),
-          );
-          const v = await verifyUntilEqual(r, r.target.schema, 0);
-          out[r.resourceId] = v;
-          if (!v.equal)
-            throw new ProviderError('verification of the copy back failed', 'VerificationFailed', false);
-        }
+        const plan = rollbackPlan(ctx);
+        const out = await on(plan, ctx, 'copy-back').copyBack({ resources: plan.resources });
+        if (plan.resources.some((r) => !out[r.resourceId]?.equal))
+          throw new ProviderError('verification of the copy back failed', 'VerificationFailed', false);
         return out;
       },
       async checkpoint(trx, ctx, output) {
@@ -608,7 +486,11 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'restore-source',
       async run(ctx) {
-        for (const r of rollbackPlan(ctx).resources) await setLogin(r.source.role, true);
+        await on(rollbackPlan(ctx), ctx, 'restore-source').setLogin({
+          roles: rollbackPlan(ctx).resources.map((r) => r.source.role),
+          login: true,
+        });
+        await switchAgentSecrets(ctx, 'restore-source', rollbackPlan(ctx), 'back');
         return { restored: rollbackPlan(ctx).resources.length };
       },
       async checkpoint(trx, ctx) {
@@ -618,9 +500,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     {
       name: 'drop-target',
       async run(ctx) {
-        for (const r of rollbackPlan(ctx).resources)
-          await provider().delete(targetDesired(ctx.tenantId, ctx.input.tenantSlug, r));
-        return { dropped: rollbackPlan(ctx).resources.map((r) => r.target.database) };
+        return on(rollbackPlan(ctx), ctx, 'drop-target').dropTarget(owned(ctx, rollbackPlan(ctx)));
       },
     },
   ];
@@ -638,17 +518,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
             dropped: await retireRegionSource(deps.providers, m.plan as unknown as RegionMigrationPlan),
           };
         const plan = m.plan as MigrationPlan;
-        for (const r of plan.resources)
-          await provider().delete({
-            id: r.sourceKey,
-            type: 'database',
-            tenantId: ctx.tenantId,
-            tenantSlug: ctx.input.tenantSlug,
-            scopeSlug: r.scopeSlug,
-            physicalName: r.source.role,
-            database: { isolation: 'pool' },
-          });
-        return { dropped: plan.resources.map((r) => `${r.source.database}.${r.source.schema}`) };
+        return on(plan, ctx, 'drop-source').dropSource(owned(ctx, plan));
       },
       async checkpoint(trx, ctx) {
         await sql`update tenant_migrations set state = 'Retired', retired_at = now(), updated_at = now()

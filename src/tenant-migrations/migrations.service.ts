@@ -243,7 +243,7 @@ export class MigrationsService {
         );
       await assertNotFrozen(trx, t.id, MIGRATE_ISOLATION);
       const target: Placement = { ...current, ...chosen };
-      await refuseAgentCells(trx, current, target);
+      await refuseAgentCells(trx, current, target, 'isolation');
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `stays in region ${current.region}` },
         {
@@ -339,7 +339,7 @@ export class MigrationsService {
         );
       await assertNotFrozen(trx, t.id, MIGRATE_REGION);
       const target: Placement = { ...current, ...chosen, region };
-      await refuseAgentCells(trx, current, target);
+      await refuseAgentCells(trx, current, target, 'region');
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `${region} is among ${allowed.join(', ')}` },
         { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} in ${region} has room` },
@@ -539,15 +539,30 @@ export function platformOnly(ctx: RequestContext): void {
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
 }
 
-/** A cell held by a remote agent (src/agent): its data plane is the agent's, never reached from here. */
-export async function refuseAgentCells(trx: Trx, from: Placement, to: Placement): Promise<void> {
+/**
+ * Cells held by a remote agent (src/agent): their data plane is the agent's, never reached from
+ * here. A tenancy-mode migration between two agent-held cells runs its data-plane steps as commands
+ * of the source cell's agent (./isolation-executor.ts; its first step checks that both agents run
+ * one data plane); one between an agent's cell and a cell the control plane serves, and a region
+ * migration touching an agent's cell, would move data between data planes: refused.
+ */
+export async function refuseAgentCells(
+  trx: Trx,
+  from: Placement,
+  to: Placement,
+  kind: 'isolation' | 'region',
+): Promise<void> {
   const agentCells = await remoteAgentCells(trx, [from.cellUuid, to.cellUuid]);
-  if (agentCells.length > 0)
-    throw new ConflictError(
-      'migration.agent_cell',
-      `Cell ${agentCells.join(', ')} is run by its own agent: the control plane does not reach into that data plane, and migration through agents is not built.`,
-      { details: { cells: agentCells } },
-    );
+  if (agentCells.length === 0) return;
+  const both = from.cellUuid === to.cellUuid || agentCells.length === 2;
+  if (kind === 'isolation' && both) return;
+  throw new ConflictError(
+    'migration.agent_cell',
+    kind === 'region'
+      ? `Cell ${agentCells.join(', ')} is run by its own agent: a region migration would move the tenant's data between data planes, which the control plane does not reach into (not built through agents).`
+      : `Cell ${agentCells.join(', ')} is run by its own agent and the other cell is not: the tenant's data would move between the agent's data plane and the control plane's. Through agents, a tenancy-mode migration runs between cells held by agents of one data plane.`,
+    { details: { cells: agentCells } },
+  );
 }
 
 function dryRunView(

@@ -136,7 +136,7 @@ describe('governance exception to the retention window (four eyes), on the real 
       expect(used.rows).toEqual([{ used_by_workflow: workflowId }]);
 
       const audit = await fx.t.owner.query(
-        `select action, after from audit_records where target_id = $1 order by time, seq`,
+        `select action, after from audit_records where target_id = $1 order by time, id`,
         [deleted.metadata.uuid],
       );
       const actions = audit.rows.map((r) => r.action);

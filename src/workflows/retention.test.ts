@@ -157,7 +157,7 @@ describe('archive, legal hold and purge on the real PostgreSQL provider', () => 
       expect(await siloExists()).toBe(false);
       expect(await secrets()).toBe(0);
       const audit = await fx.t.owner.query(
-        `select action, after from audit_records where target_id = $1 order by time, seq`,
+        `select action, after from audit_records where target_id = $1 order by time, id`,
         [deleted.metadata.uuid],
       );
       const actions = audit.rows.map((r) => r.action);

@@ -47,7 +47,7 @@ const deployment = () => ({
 
 async function auditActions(): Promise<string[]> {
   const r = await s.t.owner.query(
-    `select action from audit_records where action like 'workflow.%' order by time, seq`,
+    `select action from audit_records where action like 'workflow.%' order by time, id`,
   );
   return r.rows.map((x) => x.action);
 }
@@ -230,7 +230,7 @@ describe('freezes', () => {
     const ok = await s.request('POST', `/v1/tenants/${tenant}/resume`);
     expect(ok.status).toBe(200);
     const audit = await s.t.owner.query(
-      `select action, target_slug from audit_records where action like 'freeze.%' and outcome = 'success' order by time, seq`,
+      `select action, target_slug from audit_records where action like 'freeze.%' and outcome = 'success' order by time, id`,
     );
     expect(audit.rows.map((r) => `${r.action} ${r.target_slug}`)).toEqual([
       'freeze.declare eu-maintenance',

@@ -2,7 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type pg from 'pg';
 import { appendAudit } from '../../src/audit/append-audit.js';
-import { type AuditRecordRow, RECORD_COLUMNS, recordFromRow } from '../../src/audit/audit.repository.js';
+import {
+  type AuditRecordRow,
+  RECORD_COLUMNS,
+  RECORD_FROM,
+  recordFromRow,
+} from '../../src/audit/audit.repository.js';
 import type { AuditRecord } from '../../src/audit/audit-hash.js';
 import { integrateAudit } from '../../src/audit/audit-sequencer.js';
 import { asPlatform, type Db } from '../../src/db/database.js';
@@ -20,7 +25,7 @@ export async function sequenceAudit(db: Db): Promise<void> {
 export async function sequencedRecords(db: Db, ids: string[]): Promise<AuditRecord[]> {
   await sequenceAudit(db);
   const { rows } = await asPlatform(db, (trx) =>
-    sql<AuditRecordRow>`select ${RECORD_COLUMNS} from audit_records a where a.id = any(${ids}::uuid[])`.execute(
+    sql<AuditRecordRow>`select ${RECORD_COLUMNS} from ${RECORD_FROM} where a.id = any(${ids}::uuid[])`.execute(
       trx,
     ),
   );
@@ -65,6 +70,20 @@ export async function appendMany(
   return sequencedRecords(db, out);
 }
 
+const AUDIT_TABLES = ['audit_records', 'audit_positions', 'audit_checkpoints', 'audit_retention'];
+
+/**
+ * Sequenced records with their positions, as one relation for tests' SQL: `select … from
+ * ${SEQUENCED} r where chain = $1 order by seq` (the columns of audit_records, then seq, prev_hash
+ * and hash from audit_positions).
+ */
+export const SEQUENCED =
+  '(select a.*, p.seq, p.prev_hash, p.hash from audit_records a join audit_positions p on p.record_id = a.id)';
+
+/** The id of the record at `seq` in `chain`, as SQL (for tampering statements). */
+export const recordAt = (chain: string, seq: number): string =>
+  `(select record_id from audit_positions where chain = '${chain}' and seq = ${seq})`;
+
 /**
  * Runs SQL as the owner with the append-only triggers switched off: what an attacker with
  * database access would do.
@@ -73,13 +92,9 @@ export async function tamper(owner: pg.Pool, statements: string, params: unknown
   const c = await owner.connect();
   try {
     await c.query('begin');
-    await c.query('alter table audit_records disable trigger user');
-    await c.query('alter table audit_checkpoints disable trigger user');
-    await c.query('alter table audit_retention disable trigger user');
+    for (const table of AUDIT_TABLES) await c.query(`alter table ${table} disable trigger user`);
     await c.query(statements, params);
-    await c.query('alter table audit_records enable trigger user');
-    await c.query('alter table audit_checkpoints enable trigger user');
-    await c.query('alter table audit_retention enable trigger user');
+    for (const table of AUDIT_TABLES) await c.query(`alter table ${table} enable trigger user`);
     await c.query('commit');
   } catch (err) {
     await c.query('rollback');
@@ -89,14 +104,19 @@ export async function tamper(owner: pg.Pool, statements: string, params: unknown
   }
 }
 
-/** The INSERT of a record complete with its position and hash (what a forger writes as the owner). */
+/**
+ * The INSERT of a record complete with its position and hash (what a forger writes as the owner):
+ * the record and its row in audit_positions. Run it through tamper() (with the triggers off, as a
+ * forger would), or the record is also queued for the sequencer.
+ */
 export function auditInsertSql(r: AuditRecord): RawBuilder<unknown> {
-  return sql`insert into audit_records
+  return sql`with record as (insert into audit_records
       (id, time, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id,
-       target_slug, before, after, outcome, decision, request_id, correlation_id, chain, seq, prev_hash, hash)
+       target_slug, before, after, outcome, decision, request_id, correlation_id, chain)
     values (${r.id}, ${r.time}::timestamptz, ${r.tenantId}, ${r.appId}, ${r.actor.principal}, ${r.actor.kind},
       ${r.sessionId}, ${r.action}, ${r.target.kind}, ${r.target.id}, ${r.target.slug},
       ${JSON.stringify(r.before)}::jsonb, ${JSON.stringify(r.after)}::jsonb, ${r.outcome},
-      ${JSON.stringify(r.decision)}::jsonb, ${r.requestId}, ${r.correlationId}, ${r.chain}, ${r.seq},
-      ${r.prevHash}, ${r.hash})`;
+      ${JSON.stringify(r.decision)}::jsonb, ${r.requestId}, ${r.correlationId}, ${r.chain}) returning id)
+    insert into audit_positions (chain, seq, record_id, prev_hash, hash)
+    select ${r.chain}, ${r.seq}, id, ${r.prevHash}, ${r.hash} from record`;
 }

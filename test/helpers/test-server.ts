@@ -11,6 +11,7 @@ import { BuiltinIssuer, type MintOptions } from '../../src/identity/builtin-issu
 import type { Security } from '../../src/identity/security.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { RequestLog } from '../../src/observability/request-log.js';
+import type { ObjectCache } from '../../src/registry/object-cache.js';
 import { createTestDatabase, type TestDatabase } from './test-database.js';
 
 export interface RequestOptions {
@@ -31,6 +32,8 @@ export interface TestServer {
   /** The server's metrics (what GET /metrics exposes). */
   metrics: Metrics;
   security: Security;
+  /** The read cache of GET answers (only with a notifier). */
+  objects: ObjectCache | undefined;
   issuer: BuiltinIssuer;
   /** The platform-admin token `request()` sends by default. */
   adminToken: string;
@@ -73,7 +76,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
   const logger = opts.logger ?? pino({ level: 'silent' });
   const issuer = await BuiltinIssuer.ephemeral(t.config.identity.issuer, t.config.identity.audience);
   // The same composition as `tenantry serve` (src/app.ts), over this database.
-  const { server, security, requestLog, audit, metrics } = await compose({
+  const { server, security, requestLog, audit, metrics, objects } = await compose({
     config: t.config,
     db,
     logger,
@@ -100,6 +103,7 @@ export async function startTestServer(opts: TestServerOptions = {}): Promise<Tes
     requestLog,
     metrics,
     security,
+    objects,
     issuer,
     adminToken,
     token,

@@ -154,10 +154,14 @@ export function registerObjectRoutes(
       async (request, reply) => {
         const ctx = identify(request);
         const { ref: r } = request.params as { ref: string };
-        const obj = await registry.get(ctx, kind, r, {
+        // Serialised once per object version (src/registry/object-cache.ts); sent as it is.
+        const served = await registry.serve(ctx, kind, r, {
           includeDeleted: (request.query as { includeDeleted?: boolean }).includeDeleted === true,
         });
-        return reply.header('etag', etagOf(obj.metadata.generation)).send(obj);
+        return reply
+          .header('etag', etagOf(served.metadata.generation))
+          .type('application/json; charset=utf-8')
+          .send(served.json);
       },
     );
 

@@ -1,0 +1,390 @@
+import { createHash } from 'node:crypto';
+import pg from 'pg';
+import { type DesiredResource, ProviderError, type ResourceProvider } from '../providers/provider.js';
+import type { MigrationPlan, ResourcePlan } from './migration-records.js';
+import {
+  checksums,
+  compare,
+  copyTables,
+  createSchema,
+  databaseUrl,
+  inventory,
+  replicationLag,
+  type SchemaInventory,
+  schemaDdl,
+  startReplication,
+  stopReplication,
+  syncSequences,
+  tablesSyncing,
+  type Verification,
+  walLevel,
+  withClient,
+} from './pg-copy.js';
+import {
+  type Baselines,
+  checksumBulk,
+  type TrackedPair,
+  untrackPair,
+  verifyFrozen,
+} from './tracked-checksums.js';
+
+const { escapeIdentifier: id } = pg;
+
+/** Where the data-plane steps of a tenancy-mode migration run: the data-plane server and its database provider. */
+export interface IsolationDataPlaneEnv {
+  dataplaneUrl: string;
+  /** The database provider of this data plane (the target database and its role). */
+  provider: () => ResourceProvider;
+  verifyTimeoutMs?: number;
+}
+
+type Resources = { resources: ResourcePlan[] };
+type Owned = Resources & { tenantId: string; tenantSlug: string };
+
+/**
+ * The data-plane steps of a tenancy-mode migration (pool → silo) and of its rollback and retirement:
+ * every read and write of the data-plane PostgreSQL, with plain JSON in and out, so that the same
+ * code runs in the control plane's process (cells it reconciles itself) or in a cell's agent as its
+ * commands (src/agent/agent-ops.ts; the control plane never connects to that data plane). Each is
+ * safe to run twice. The workflow (./migration-workflows.ts) decides and records; this does.
+ */
+export class IsolationDataPlane {
+  constructor(private readonly env: IsolationDataPlaneEnv) {}
+
+  private urlOf(database: string): string {
+    return databaseUrl(this.env.dataplaneUrl, database);
+  }
+
+  /** The database of the data-plane URL (where pool schemas and generated credentials live). */
+  private get home(): string {
+    return decodeURIComponent(new URL(this.env.dataplaneUrl).pathname.slice(1)) || 'postgres';
+  }
+
+  /**
+   * Which data plane this is: a hash of its server and database (neither they nor credentials
+   * leave the agent); two agents of one data plane say the same.
+   */
+  async identity(_input: Record<string, never>): Promise<{ dataplane: string }> {
+    const u = new URL(this.env.dataplaneUrl);
+    const where = `${u.hostname}:${u.port || '5432'}/${this.home}`;
+    return { dataplane: createHash('sha256').update(where).digest('base64url').slice(0, 22) };
+  }
+
+  /** wal_level, and what each source schema holds (a missing one is a retryable SourceMissing). */
+  async inspect(input: { schemas: string[] }): Promise<{
+    database: string;
+    walLevel: string;
+    inventories: (SchemaInventory & { schema: string })[];
+  }> {
+    return withClient(this.urlOf(this.home), async (c) => {
+      const level = await walLevel(c);
+      const inventories: (SchemaInventory & { schema: string })[] = [];
+      for (const schema of input.schemas) {
+        const exists = await c.query('select 1 from pg_namespace where nspname = $1', [schema]);
+        if ((exists.rowCount ?? 0) === 0)
+          throw new ProviderError(`schema ${schema} does not exist yet`, 'SourceMissing', true);
+        inventories.push({ schema, ...(await inventory(c, schema)) });
+      }
+      return { database: this.home, walLevel: level, inventories };
+    });
+  }
+
+  private targetDesired(tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource {
+    return {
+      id: r.targetKey,
+      type: 'database',
+      tenantId,
+      tenantSlug,
+      scopeSlug: r.scopeSlug,
+      physicalName: r.target.role,
+      database: { isolation: 'silo' },
+    };
+  }
+
+  /** The dedicated databases and their own roles, with new credentials (kept under the target key). */
+  async createTarget(input: Owned): Promise<{ databases: string[] }> {
+    for (const r of input.resources)
+      await this.env.provider().ensure(this.targetDesired(input.tenantId, input.tenantSlug, r));
+    return { databases: input.resources.map((r) => r.target.database) };
+  }
+
+  async dropTarget(input: Owned): Promise<{ dropped: string[] }> {
+    for (const r of input.resources)
+      await this.env.provider().delete(this.targetDesired(input.tenantId, input.tenantSlug, r));
+    return { dropped: input.resources.map((r) => r.target.database) };
+  }
+
+  /** The kept source (schema, role, credentials) removed: the end of the rollback window. */
+  async dropSource(input: Owned): Promise<{ dropped: string[] }> {
+    for (const r of input.resources)
+      await this.env.provider().delete({
+        id: r.sourceKey,
+        type: 'database',
+        tenantId: input.tenantId,
+        tenantSlug: input.tenantSlug,
+        scopeSlug: r.scopeSlug,
+        physicalName: r.source.role,
+        database: { isolation: 'pool' },
+      });
+    return { dropped: input.resources.map((r) => `${r.source.database}.${r.source.schema}`) };
+  }
+
+  async copySchema(input: Resources): Promise<{ statements: number }> {
+    let statements = 0;
+    for (const r of input.resources) {
+      const ddl = await withClient(this.urlOf(r.source.database), (c) => schemaDdl(c, r.source.schema));
+      await withClient(this.urlOf(r.target.database), (c) =>
+        createSchema(c, r.source.schema, r.target.role, ddl),
+      );
+      statements += ddl.length;
+    }
+    return { statements };
+  }
+
+  async startReplication(input: Resources): Promise<{ replicating: string[] }> {
+    for (const r of input.resources)
+      await withClient(this.urlOf(r.source.database), (s) =>
+        withClient(this.urlOf(r.target.database), (t) =>
+          startReplication(s, t, {
+            name: r.replication,
+            schema: r.source.schema,
+            sourceUrl: this.urlOf(r.source.database),
+          }),
+        ),
+      );
+    return { replicating: input.resources.map((r) => r.replication) };
+  }
+
+  /** Replication and the checksums' change tracking ended on both sides (parts already gone skipped). */
+  async stopReplication(input: Resources): Promise<{ stopped: number }> {
+    for (const r of input.resources)
+      await withClient(this.urlOf(r.source.database), async (s) => {
+        const targetExists = await s.query('select 1 from pg_database where datname = $1', [
+          r.target.database,
+        ]);
+        const pair = this.pairOf(r);
+        await untrackPair({
+          ...pair,
+          targetUrl: (targetExists.rowCount ?? 0) > 0 ? pair.targetUrl : undefined,
+        });
+        if ((targetExists.rowCount ?? 0) > 0)
+          await withClient(this.urlOf(r.target.database), (t) => stopReplication(s, t, r.replication));
+        else await stopReplication(s, undefined, r.replication);
+      });
+    return { stopped: input.resources.length };
+  }
+
+  /** Whether the initial copy is done and the stream caught up, looking for at most `waitMs`. */
+  async waitSynced(
+    input: Resources & { waitMs: number },
+  ): Promise<{ synced: boolean; lagBytes: Record<string, number | null> }> {
+    const deadline = Date.now() + input.waitMs;
+    const lag: Record<string, number | null> = {};
+    for (const r of input.resources)
+      for (;;) {
+        const left = await withClient(this.urlOf(r.target.database), (t) =>
+          tablesSyncing(t, r.replication, r.tables.length),
+        );
+        lag[r.replication] = await withClient(this.urlOf(r.source.database), (s) =>
+          replicationLag(s, r.replication),
+        );
+        if (left === 0 && (lag[r.replication] ?? 0) < 16 * 1024 * 1024) break;
+        if (Date.now() > deadline) return { synced: false, lagBytes: lag };
+        await new Promise((res) => setTimeout(res, 200));
+      }
+    return { synced: true, lagBytes: lag };
+  }
+
+  async checksumBulk(input: Resources): Promise<Record<string, Baselines>> {
+    const out: Record<string, Baselines> = {};
+    for (const r of input.resources) out[r.resourceId] = await checksumBulk(this.pairOf(r));
+    return out;
+  }
+
+  /** NOLOGIN (or LOGIN) for roles, and their open sessions ended when taken away. */
+  async setLogin(input: { roles: string[]; login: boolean }): Promise<{ roles: string[] }> {
+    await withClient(this.urlOf(this.home), async (c) => {
+      for (const role of input.roles) {
+        const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
+        if ((exists.rowCount ?? 0) === 0) continue;
+        await c.query(`alter role ${id(role)} ${input.login ? 'login' : 'nologin'}`);
+        if (!input.login)
+          await c.query(
+            'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
+            [role],
+          );
+      }
+    });
+    return { roles: input.roles };
+  }
+
+  /**
+   * The frozen source, all of it in the target (streamed, or copied now), sequences set, and the
+   * verification of each resource (the caller decides what an unequal one means).
+   */
+  async syncAndVerify(input: {
+    mode: MigrationPlan['mode'];
+    resources: ResourcePlan[];
+    baselines?: Record<string, Baselines>;
+  }): Promise<Record<string, Verification>> {
+    const out: Record<string, Verification> = {};
+    for (const r of input.resources) {
+      if (input.mode === 'freeze-copy')
+        await withClient(this.urlOf(r.source.database), (s) =>
+          withClient(this.urlOf(r.target.database), (t) =>
+            copyTables(s, t, { fromSchema: r.source.schema, toSchema: r.source.schema, tables: r.tables }),
+          ),
+        );
+      if (input.mode === 'logical-replication') await this.caughtUp(r);
+      const bases = input.baselines?.[r.resourceId];
+      const timeout = this.env.verifyTimeoutMs ?? 60_000;
+      const v = bases
+        ? await verifyFrozen(this.pairOf(r), bases, timeout)
+        : await this.verifyUntilEqual(r, r.source.schema, timeout);
+      await withClient(this.urlOf(r.source.database), (s) =>
+        withClient(this.urlOf(r.target.database), (t) =>
+          syncSequences(s, t, r.source.schema, r.source.schema),
+        ),
+      );
+      out[r.resourceId] = v;
+      if (!v.equal) break;
+    }
+    return out;
+  }
+
+  /** The copy stands alone: replication ended, and its schema becomes the database's `public`. */
+  async detachTarget(input: Resources): Promise<{ detached: number }> {
+    for (const r of input.resources) {
+      await this.stopReplication({ resources: [r] });
+      await withClient(this.urlOf(r.target.database), async (t) => {
+        const staged = await t.query('select 1 from pg_namespace where nspname = $1', [r.source.schema]);
+        if ((staged.rowCount ?? 0) === 0 || r.source.schema === r.target.schema) return;
+        await t.query('begin');
+        await t.query(`drop schema if exists ${id(r.target.schema)}`);
+        await t.query(`alter schema ${id(r.source.schema)} rename to ${id(r.target.schema)}`);
+        await t.query('commit');
+      });
+    }
+    return { detached: input.resources.length };
+  }
+
+  /** Everything the tenant holds now (writes since the cut-over included) back into the source, verified. */
+  async copyBack(input: Resources): Promise<Record<string, Verification>> {
+    const out: Record<string, Verification> = {};
+    for (const r of input.resources) {
+      await withClient(this.urlOf(r.target.database), (t) =>
+        withClient(this.urlOf(r.source.database), (s) =>
+          copyTables(t, s, { fromSchema: r.target.schema, toSchema: r.source.schema, tables: r.tables }),
+        ),
+      );
+      out[r.resourceId] = await this.verifyUntilEqual(r, r.target.schema, 0);
+    }
+    return out;
+  }
+
+  /**
+   * The generated credentials of the data plane (src/providers/postgres/secret-store.ts, the
+   * `tenantry_resource_secrets` table of its database) switched as the registry switches: the
+   * resource's id now finds the other side's, the ones it had are kept under `away`. Done only while
+   * `home` still holds credentials, so running it twice changes nothing.
+   */
+  async switchSecrets(input: { moves: { resourceId: string; away: string; home: string }[] }): Promise<{
+    switched: number;
+  }> {
+    let switched = 0;
+    await withClient(this.urlOf(this.home), async (c) => {
+      const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
+      if (!table.rows[0]?.present) return;
+      await c.query('begin');
+      for (const m of input.moves) {
+        const pending = await c.query(
+          'select 1 from tenantry_resource_secrets where resource_id = $1 for update',
+          [m.home],
+        );
+        if ((pending.rowCount ?? 0) === 0) continue;
+        await c.query('delete from tenantry_resource_secrets where resource_id = $1', [m.away]);
+        await c.query('update tenantry_resource_secrets set resource_id = $2 where resource_id = $1', [
+          m.resourceId,
+          m.away,
+        ]);
+        await c.query('update tenantry_resource_secrets set resource_id = $2 where resource_id = $1', [
+          m.home,
+          m.resourceId,
+        ]);
+        switched++;
+      }
+      await c.query('commit');
+    });
+    return { switched };
+  }
+
+  private pairOf(r: ResourcePlan): TrackedPair {
+    return {
+      sourceUrl: this.urlOf(r.source.database),
+      targetUrl: this.urlOf(r.target.database),
+      tracked: { name: r.replication, schema: r.source.schema, tables: r.tables },
+    };
+  }
+
+  private async verifyUntilEqual(
+    r: ResourcePlan,
+    targetSchema: string,
+    timeoutMs: number,
+  ): Promise<Verification> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      // Both sides at once, each in one snapshot: the freeze lasts as long as this takes.
+      const [source, target] = await Promise.all([
+        withClient(this.urlOf(r.source.database), (s) => checksums(s, r.source.schema, r.tables)),
+        withClient(this.urlOf(r.target.database), (t) => checksums(t, targetSchema, r.tables)),
+      ]);
+      const v = compare(source, target);
+      if (v.equal || Date.now() > deadline) return v;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+
+  /**
+   * Waits (at most 3 s) until the subscription has received the source's WAL up to now, so that
+   * the checksums are usually computed once; the checksums, not this, decide.
+   */
+  private async caughtUp(r: ResourcePlan): Promise<void> {
+    const lsn = await withClient(this.urlOf(r.source.database), async (s) => {
+      return (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
+    });
+    const deadline = Date.now() + 3_000;
+    await withClient(this.urlOf(r.target.database), async (t) => {
+      while (Date.now() < deadline) {
+        const q = await t.query<{ done: boolean }>(
+          `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
+           from pg_stat_subscription where subname = $1 and relid is null`,
+          [r.replication, lsn],
+        );
+        if (q.rows[0]?.done) return;
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    });
+  }
+}
+
+/** The data-plane steps by name, as a cell's agent runs them (ops `migration.<name>`). */
+export const ISOLATION_DATAPLANE_STEPS = [
+  'identity',
+  'inspect',
+  'createTarget',
+  'dropTarget',
+  'dropSource',
+  'copySchema',
+  'startReplication',
+  'stopReplication',
+  'waitSynced',
+  'checksumBulk',
+  'setLogin',
+  'syncAndVerify',
+  'detachTarget',
+  'copyBack',
+  'switchSecrets',
+] as const satisfies readonly (keyof IsolationDataPlane)[];
+export type IsolationStep = (typeof ISOLATION_DATAPLANE_STEPS)[number];
+export type IsolationStepInput<S extends IsolationStep> = Parameters<IsolationDataPlane[S]>[0];
+export type IsolationStepOutput<S extends IsolationStep> = Awaited<ReturnType<IsolationDataPlane[S]>>;

@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import { runOnAgent } from '../agent/agent-commands.js';
+import { asPlatform, type Db } from '../db/database.js';
+import { ProviderError } from '../providers/provider.js';
+import {
+  ISOLATION_DATAPLANE_STEPS,
+  type IsolationDataPlane,
+  type IsolationStep,
+  type IsolationStepInput,
+  type IsolationStepOutput,
+} from './isolation-dataplane.js';
+
+/** The data-plane steps of a tenancy-mode migration, wherever they run. */
+export type IsolationExecutor = {
+  [S in IsolationStep]: (input: IsolationStepInput<S>) => Promise<IsolationStepOutput<S>>;
+};
+
+/** Reads whose answer changes over time: asked afresh each time (a new command), never found again. */
+const FRESH: ReadonlySet<IsolationStep> = new Set(['identity', 'inspect', 'waitSynced']);
+
+/** The steps run here, on the control plane's own data plane (a cell no remote agent holds). */
+export function localIsolationExecutor(dp: IsolationDataPlane): IsolationExecutor {
+  return Object.fromEntries(
+    ISOLATION_DATAPLANE_STEPS.map((s) => [
+      s,
+      (input: never) => (dp[s] as (i: never) => Promise<unknown>).call(dp, input),
+    ]),
+  ) as IsolationExecutor;
+}
+
+/**
+ * The steps run by the agent of `cellId` as its commands (op `migration.<step>`): the control
+ * plane connects to nothing of that data plane, it waits for the agent's reported result (up to the
+ * step's own timeout, `signal`). The command's key is the workflow step's (`key`) and the data-plane
+ * step's name, so a workflow step that runs again (after its worker died) finds the command it
+ * asked for and its result instead of asking twice; reads (FRESH) are asked anew.
+ */
+export function agentIsolationExecutor(
+  db: Db,
+  cellId: string,
+  key: string,
+  signal: AbortSignal,
+): IsolationExecutor {
+  return Object.fromEntries(
+    ISOLATION_DATAPLANE_STEPS.map((s) => [
+      s,
+      (input: unknown) =>
+        runOnAgent(db, {
+          cellId,
+          key: FRESH.has(s) ? `${key}:${s}:${randomUUID()}` : `${key}:${s}`,
+          op: `migration.${s}`,
+          input: input as never,
+          waitMs: 24 * 3600_000,
+          signal,
+        }),
+    ]),
+  ) as IsolationExecutor;
+}
+
+/** The cells of `cellIds` (in that order) held by an agent of another process, with their slugs. */
+export async function remoteAgentCellsOf(
+  db: Db,
+  cellIds: readonly string[],
+): Promise<({ id: string; slug: string } | null)[]> {
+  const r = await asPlatform(db, (trx) =>
+    sql<{ id: string; slug: string }>`
+      select c.id, c.slug from cell_agents a join cells c on c.id = a.cell_id
+      where a.cell_id = any(${cellIds as string[]}::uuid[]) and not a.embedded`.execute(trx),
+  );
+  return cellIds.map((id) => r.rows.find((x) => x.id === id) ?? null);
+}
+
+/**
+ * Which agent runs a tenancy-mode migration between `source` and `target` cells: none when no
+ * remote agent holds either (null); the source cell's agent when both are held by agents of one
+ * data plane (each agent says which data plane it runs on). Anything else would need the control
+ * plane, or one agent, to reach into a data plane it does not hold: refused (not retryable).
+ */
+export async function migrationAgentCell(
+  db: Db,
+  source: string,
+  target: string,
+  signal: AbortSignal,
+  key: string,
+): Promise<string | null> {
+  const [s, t] = await remoteAgentCellsOf(db, [source, target]);
+  if (!s && !t) return null;
+  if (!s || !t)
+    throw new ProviderError(
+      `cell ${(s ?? t)!.slug} is run by its own agent and cell ${s ? 'of the target' : 'of the source'} is not: the control plane does not reach into an agent's data plane`,
+      'AgentCell',
+      false,
+    );
+  if (s.id === t.id) return s.id;
+  const [a, b] = await Promise.all(
+    [s, t].map((c) => agentIsolationExecutor(db, c.id, `${key}:${c.id}`, signal).identity({})),
+  );
+  if (a!.dataplane !== b!.dataplane)
+    throw new ProviderError(
+      `the agents of cells ${s.slug} and ${t.slug} run different data planes (${a!.dataplane}, ${b!.dataplane}); moving a tenant between data planes is not built`,
+      'AgentDataPlanes',
+      false,
+    );
+  return s.id;
+}

@@ -54,6 +54,7 @@ import { withPromotions } from './releases/promotion-workflow.js';
 import { RETENTION_SWEEP, retentionSweepHandler, scheduleRetentionSweep } from './runtime/retention-sweep.js';
 import { LocalFileKeyProvider, secretCipherFor } from './secrets/index.js';
 import { workflowTypes } from './tenant-migrations/migration-workflows.js';
+import { StandbyKeeper } from './tenant-migrations/standby-keeper.js';
 import { literalAddressRefusal } from './webhooks/url-guard.js';
 import { WebhookDispatcher } from './webhooks/webhook-dispatcher.js';
 import { sealSecrets } from './webhooks/webhook-secret-sealing.js';
@@ -366,6 +367,10 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       );
       leases.start();
       stops.push(() => leases.stop());
+      // Region standbys (issue 19): established where a tenant names one, measured and blob-synced.
+      const standbys = new StandbyKeeper({ db, providers: p, logger: log.child({ component: 'standbys' }) });
+      standbys.start();
+      stops.push(() => standbys.stop());
       // Besides reconciles, the queue serves the retention sweep of the runtime inventory (seed 002).
       await asPlatform(db, scheduleRetentionSweep);
       const c = new Controller({

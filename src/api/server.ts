@@ -38,6 +38,8 @@ import { withPromotions } from '../releases/promotion-workflow.js';
 import { PromotionsService } from '../releases/promotions.service.js';
 import { registerReleaseRoutes } from '../releases/releases.routes.js';
 import { registerDriftRoutes } from '../runtime/drift.routes.js';
+import { registerFailoverRoutes } from '../tenant-migrations/failover.routes.js';
+import { FailoverService } from '../tenant-migrations/failover.service.js';
 import { workflowTypes } from '../tenant-migrations/migration-workflows.js';
 import { registerMigrationRoutes } from '../tenant-migrations/migrations.routes.js';
 import { MigrationsService } from '../tenant-migrations/migrations.service.js';
@@ -278,6 +280,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
   const migrations = new MigrationsService(db);
   registerMigrationRoutes(app, migrations, identify);
+  registerFailoverRoutes(app, new FailoverService(db), identify);
   const promotions = new PromotionsService(db, deps.clock ?? systemClock);
   registerReleaseRoutes(app, promotions, identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);

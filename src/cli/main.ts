@@ -11,6 +11,7 @@ import { registerAgentCommands } from './agent.commands.js';
 import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
 import { registerEventCommands } from './events.commands.js';
+import { registerFailoverCommands } from './failover.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
 import { registerMigrationCommands } from './migrations.commands.js';
 import { isTable, OUTPUT_FORMATS, type OutputFormat, renderObjects, table } from './output.js';
@@ -752,6 +753,7 @@ registerWorkflowCommands(program, { client, output: () => globals().output, run 
 registerSecretsCommands(program, { run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
 registerMigrationCommands(program, { client, output: () => globals().output, run });
+registerFailoverCommands(program, { client, output: () => globals().output, run });
 registerReleaseCommands(program, { client, output: () => globals().output, run });
 registerAgentCommands(program, { client, run });
 registerWitnessCommands(program, { run });

@@ -656,6 +656,44 @@ export interface TenantMigrationsTable {
   created_at: Timestamp;
   updated_at: Timestamp;
 }
+/** Table tenant_standbys. */
+export interface TenantStandbysTable {
+  tenant_id: string;
+  region: string;
+  state: Generated<string>;
+  workflow_id: string | null;
+  plan: Generated<Json>;
+  lag_bytes: string | null;
+  measured_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  caught_up_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  last_known: Json | null;
+  blobs: Json | null;
+  unreachable_checks: Generated<number>;
+  error: string | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+/** Table tenant_failovers. */
+export interface TenantFailoversTable {
+  id: string;
+  tenant_id: string;
+  from_region: string;
+  to_region: string;
+  state: Generated<string>;
+  reason: string;
+  source: Json;
+  target: Json;
+  standby: Json;
+  plan: Json | null;
+  consistency: Json | null;
+  failed_over_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  fenced_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  fence: Json | null;
+  error: string | null;
+  actor: Json;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
 /** Table tenant_retention. */
 export interface TenantRetentionTable {
   tenant_id: string;
@@ -729,6 +767,8 @@ export interface Database {
   purge_exceptions: PurgeExceptionsTable;
   service_clients: ServiceClientsTable;
   tenant_migrations: TenantMigrationsTable;
+  tenant_standbys: TenantStandbysTable;
+  tenant_failovers: TenantFailoversTable;
   tenant_retention: TenantRetentionTable;
 }
 

@@ -17,6 +17,7 @@ import type {
   WorkflowDefinition,
   WorkflowRegistry,
 } from '../workflows/workflow.js';
+import { failoverWorkflow } from './failover.js';
 import { type BackBulk, IsolationDataPlane } from './isolation-dataplane.js';
 import { agentIsolationExecutor, localIsolationExecutor, migrationAgentCell } from './isolation-executor.js';
 import {
@@ -33,6 +34,7 @@ import {
 import type { Verification } from './pg-copy.js';
 import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
 import { regionRollbackWorkflow } from './region-rollback.js';
+import { establishStandbyWorkflow } from './standby.js';
 import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_ISOLATION = 'migration.isolation';
@@ -572,6 +574,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
     retire,
     regionMigrationWorkflow(deps),
     regionRollbackWorkflow(deps),
+    establishStandbyWorkflow(deps),
+    failoverWorkflow(deps),
   ] as WorkflowDefinition<never>[];
 }
 

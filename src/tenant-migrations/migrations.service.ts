@@ -22,6 +22,7 @@ import {
 } from './migration-workflows.js';
 import { MIGRATE_REGION, type RegionMigrationInput } from './region-migration.js';
 import { ROLLBACK_REGION } from './region-rollback.js';
+import { refuseWithStandby } from './standby.js';
 
 /** What the API shows of a migration. */
 export interface Migration {
@@ -188,6 +189,7 @@ export class MigrationsService {
     const to = body.isolation;
     return asPlatform(this.db, async (trx) => {
       const { t, current } = await movableTenant(trx, ref);
+      await refuseWithStandby(trx, t.id);
       if (current.isolation === to)
         throw new ConflictError('migration.same_isolation', `The tenant is ${to} already.`, {
           errors: [{ pointer: '/isolation', code: 'migration.same_isolation', message: `already ${to}` }],
@@ -289,6 +291,7 @@ export class MigrationsService {
   ): Promise<Migration | MigrationPlanView> {
     return asPlatform(this.db, async (trx) => {
       const { t, current } = await movableTenant(trx, ref);
+      await refuseWithStandby(trx, t.id);
       if (current.region === region)
         throw new ConflictError('migration.same_region', `The tenant is in ${region} already.`, {
           errors: [{ pointer: '/region', code: 'migration.same_region', message: `already in ${region}` }],
@@ -538,7 +541,7 @@ interface TenantRow {
  * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
  */
 /** The tenant to migrate, locked: placed in a cell and Active, or a 409 naming why not. */
-async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
+export async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
   const t = await tenantRow(trx, ref, true);
   const current = t.placement;
   if (!current)
@@ -555,7 +558,7 @@ async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; cur
   return { t, current };
 }
 
-async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
+export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
   if (forUpdate) {
     const found = await sql<{ id: string }>`
       select id from tenants where deleted_at is null and ${isUuid(ref) ? sql`id = ${ref}` : sql`slug = ${ref}`}`.execute(
@@ -572,7 +575,7 @@ async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<Ten
   return t;
 }
 
-function platformOnly(ctx: RequestContext): void {
+export function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
 }
@@ -584,7 +587,7 @@ function platformOnly(ctx: RequestContext): void {
  * one data plane); one between an agent's cell and a cell the control plane serves, and a region
  * migration touching an agent's cell, would move data between data planes: refused.
  */
-async function refuseAgentCells(
+export async function refuseAgentCells(
   trx: Trx,
   from: Placement,
   to: Placement,

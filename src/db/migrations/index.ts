@@ -35,6 +35,7 @@ import * as m0045 from './0045-event-sequence-at-commit.js';
 import * as m0047 from './0047-identity-invalidation.js';
 import * as m0050 from './0050-cell-agent-version.js';
 import * as m0051 from './0051-audit-positions.js';
+import * as m0053 from './0053-region-standbys.js';
 import * as m0057 from './0057-object-invalidation.js';
 import * as m0058 from './0058-event-numbering-one-statement.js';
 
@@ -78,6 +79,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0047-identity-invalidation': m0047,
   '0050-cell-agent-version': m0050,
   '0051-audit-positions': m0051,
+  '0053-region-standbys': m0053,
   '0057-object-invalidation': m0057,
   '0058-event-numbering-one-statement': m0058,
 });

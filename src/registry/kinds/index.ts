@@ -107,6 +107,7 @@ export type ChangeAction =
   | 'disable'
   | 'migrate'
   | 'migrate_region'
+  | 'fail_over'
   | 'revert_migration';
 const PAST: Record<ChangeAction, string> = {
   create: 'created',
@@ -119,6 +120,7 @@ const PAST: Record<ChangeAction, string> = {
   disable: 'disabled',
   migrate: 'migrated',
   migrate_region: 'region_migrated',
+  fail_over: 'failed_over',
   revert_migration: 'migration_rolled_back',
 };
 export function eventName(kind: Kind, action: ChangeAction): EventName {

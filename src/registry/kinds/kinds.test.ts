@@ -86,7 +86,8 @@ describe('the kind catalogue', () => {
     expect(childrenOf('Service').map((c) => c.kind)).toEqual(['ScalingPolicy']);
     expect(CLI_PATHS.svc).toBe('services');
     expect(CLI_PATHS.config).toBe('configurations');
-    expect(EVENT_NAMES).toHaveLength(75);
+    expect(EVENT_NAMES).toHaveLength(76);
+    expect(CLOUD_EVENT_TYPES).toContain('dev.tenantry.tenant.failed_over.v1');
     expect(CLOUD_EVENT_TYPES).toContain('dev.tenantry.integrationresource.drifted.v1');
   });
 

@@ -31,6 +31,23 @@ export const TenantSpec = Type.Object(
     isolation: Type.Optional(Isolation),
     residency: Type.Optional(Residency),
     cell: Type.Optional(Slug),
+    // Region failover (src/tenant-migrations/standby.ts): a standby kept in sync in this region's cell.
+    standby: Type.Optional(
+      Type.Object(
+        {
+          region: Segment,
+          failoverAfterChecks: Type.Optional(
+            Type.Integer({
+              minimum: 1,
+              maximum: 1000,
+              description:
+                "fail over on its own once this many measurements in a row (one per keeper tick, 15 s) found the primary's data plane unreachable",
+            }),
+          ),
+        },
+        { ...strict, description: "a standby region: the tenant's database and blobs are replicated there" },
+      ),
+    ),
   },
   strict,
 );
@@ -68,12 +85,32 @@ export const tenant = defineKind({
     for (const [pointer, region] of [
       ['/spec/region', spec.region],
       ['/spec/residency/preferredRegion', spec.residency?.preferredRegion],
+      ['/spec/standby/region', spec.standby?.region],
       ...(spec.residency?.allowedRegions ?? []).map((r, i) => [`/spec/residency/allowedRegions/${i}`, r]),
     ] as const) {
       if (region !== undefined && !regions.includes(region)) {
         env.error(pointer, 'region.unknown', `unknown region; regions: ${regions.join(', ')}`);
         ok = false;
       }
+    }
+    const standby = spec.standby?.region;
+    if (standby !== undefined && standby === spec.region) {
+      env.error(
+        '/spec/standby/region',
+        'standby.same_region',
+        "a standby lives in another region than the tenant's",
+      );
+      ok = false;
+    } else if (
+      standby !== undefined &&
+      !(spec.residency?.allowedRegions ?? [spec.region]).includes(standby)
+    ) {
+      env.error(
+        '/spec/standby/region',
+        'placement.residency',
+        `the standby region must be among the tenant's allowed regions (${(spec.residency?.allowedRegions ?? [spec.region]).join(', ')})`,
+      );
+      ok = false;
     }
     if (spec.plan !== undefined && !(await ref(env, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')))
       ok = false;
@@ -132,6 +169,7 @@ export const tenant = defineKind({
     'region_migrated',
     'migrated',
     'migration_rolled_back',
+    'failed_over',
     'ready',
     'failed',
   ],

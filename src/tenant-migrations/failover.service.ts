@@ -5,14 +5,12 @@ import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
-import { lockCandidateCells, type Placement } from '../placement/placement.policy.js';
-import { chooseCell, isRefusal } from '../placement/placement.rules.js';
+import type { Placement } from '../placement/placement.policy.js';
 import { PolicyError } from '../placement/policy-error.js';
-import { assertNotFrozen } from '../workflows/freezes.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
 import { FAILOVER_REGION, type FailoverInput } from './failover.js';
 import { bindingOf } from './migration-records.js';
-import { movableTenant, platformOnly, refuseAgentCells, tenantRow } from './migrations.service.js';
+import { movableTenant, placeInRegion, platformOnly, tenantRow } from './migrations.service.js';
 
 /** The steps of a region failover, as the workflow runs them. */
 export const FAILOVER_STEPS = [
@@ -213,30 +211,12 @@ export class FailoverService {
           `The tenant has a workflow in progress (${open.rows[0].type} ${open.rows[0].id}); wait for it or cancel it.`,
           { details: { workflowId: open.rows[0].id, type: open.rows[0].type } },
         );
-      const cells = await lockCandidateCells(trx, [region], undefined);
-      const chosen = chooseCell(
-        {
-          tenantId: t.id,
-          tenantSlug: t.slug,
-          region,
-          environmentType: t.environment_type,
-          isolation: current.isolation,
-          allowedRegions: [region],
-        },
-        cells === 'none' ? [] : cells,
+      const { chosen, target } = await placeInRegion(
+        trx,
+        { t, current, region },
+        'failover',
+        FAILOVER_REGION,
       );
-      if (isRefusal(chosen))
-        throw new PolicyError(
-          chosen.code,
-          chosen.code === 'placement.no_capacity' ? 409 : 422,
-          chosen.message,
-          '/region',
-          chosen.details,
-          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'failover' },
-        );
-      await assertNotFrozen(trx, t.id, FAILOVER_REGION);
-      const target: Placement = { ...current, ...chosen, region };
-      await refuseAgentCells(trx, current, target, 'region');
       const now = Date.now();
       const standby: Failover['standby'] = {
         lagBytes: s.lag_bytes === null ? null : Number(s.lag_bytes),

@@ -316,30 +316,7 @@ export class MigrationsService {
           'The tenant has a migration whose source is still kept; retire (or roll back) it first.',
           { details: { migrationId: open.rows[0].id } },
         );
-      const cells = await lockCandidateCells(trx, [region], undefined);
-      const chosen = chooseCell(
-        {
-          tenantId: t.id,
-          tenantSlug: t.slug,
-          region,
-          environmentType: t.environment_type,
-          isolation: current.isolation,
-          allowedRegions: [region],
-        },
-        cells === 'none' ? [] : cells,
-      );
-      if (isRefusal(chosen))
-        throw new PolicyError(
-          chosen.code,
-          chosen.code === 'placement.no_capacity' ? 409 : 422,
-          chosen.message,
-          '/region',
-          chosen.details,
-          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'migrate' },
-        );
-      await assertNotFrozen(trx, t.id, MIGRATE_REGION);
-      const target: Placement = { ...current, ...chosen, region };
-      await refuseAgentCells(trx, current, target, 'region');
+      const { chosen, target } = await placeInRegion(trx, { t, current, region }, 'migrate', MIGRATE_REGION);
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `${region} is among ${allowed.join(', ')}` },
         { rule: 'capacity', outcome: 'allow' as const, detail: `cell ${chosen.cell} in ${region} has room` },
@@ -578,6 +555,45 @@ export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Prom
 export function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
+}
+
+/**
+ * Where a region move (a migration or a failover) puts the tenant: a cell of its isolation with
+ * room in `region` (refused with the placement rule's code), no freeze of `workflowType`, and no
+ * agent-held cell on either side. Checked before anything is written.
+ */
+export async function placeInRegion(
+  trx: Trx,
+  move: { t: TenantRow; current: Placement; region: string },
+  action: string,
+  workflowType: string,
+) {
+  const { t, current, region } = move;
+  const cells = await lockCandidateCells(trx, [region], undefined);
+  const chosen = chooseCell(
+    {
+      tenantId: t.id,
+      tenantSlug: t.slug,
+      region,
+      environmentType: t.environment_type,
+      isolation: current.isolation,
+      allowedRegions: [region],
+    },
+    cells === 'none' ? [] : cells,
+  );
+  if (isRefusal(chosen))
+    throw new PolicyError(
+      chosen.code,
+      chosen.code === 'placement.no_capacity' ? 409 : 422,
+      chosen.message,
+      '/region',
+      chosen.details,
+      { tenantId: t.id, kind: 'Tenant', slug: t.slug, action },
+    );
+  await assertNotFrozen(trx, t.id, workflowType);
+  const target: Placement = { ...current, ...chosen, region };
+  await refuseAgentCells(trx, current, target, 'region');
+  return { chosen, target };
 }
 
 /**

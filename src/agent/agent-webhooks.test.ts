@@ -266,6 +266,9 @@ describe('webhook delivery by a cell agent', () => {
       expect(
         (await s.request('POST', `/v1/agent/${ref}/webhooks/claim`, { token, body: { publicKey } })).status,
       ).toBe(403);
+    // The control plane's dispatcher delivers cell B's deliveries meanwhile: the one looked at below
+    // is taken once it has settled, so that only the agent's report could change it afterwards.
+    await until('cell B delivered', async () => (await pending(tenants.b)) === 0, 20_000);
     const b = await s.t.owner.query(
       `select d.id, d.status, d.attempts from webhook_deliveries d join webhook_endpoints e on e.id = d.endpoint_id
        where e.tenant_id = $1 order by d.seq desc limit 1`,

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { startController, useControllerTestDatabase } from '../../test/helpers/controller.js';
+import { cellManifest, startController, useControllerTestDatabase } from '../../test/helpers/controller.js';
+import { doc } from '../../test/helpers/runtime.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
@@ -10,27 +11,12 @@ import { databaseUrl, withClient } from './pg-copy.js';
 // database resource, so the data plane's own database was never created.
 const customer = `nd${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, tenancy: 'shared' | 'dedicated') =>
-  doc('Cell', name, {
-    region: 'eu',
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy,
-    capacity: { tenants: 5 },
-  });
-
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    cell(`${customer}-pool`, 'shared'),
-    cell(`${customer}-silo`, 'dedicated'),
-    doc('Customer', customer, { displayName: 'No database', shortCode: customer }),
-    doc('Tenant', undefined, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
+    cellManifest(`${customer}-pool`),
+    cellManifest(`${customer}-silo`, 'dedicated'),
+    doc('Customer', { name: customer }, { displayName: 'No database', shortCode: customer }),
+    doc('Tenant', {}, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
   ]),
 );
 

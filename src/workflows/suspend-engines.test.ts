@@ -7,6 +7,7 @@ import {
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  cellManifest,
   deploymentManifests,
   startController,
   type TestController,
@@ -53,18 +54,7 @@ describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azur
   beforeAll(async () => {
     [broker, azurite] = await Promise.all([startKafkaBroker({ users: [deployment] }), startAzurite()]);
     await fx.registry.apply(fx.ctx, [
-      {
-        apiVersion: 'tenantry.dev/v1',
-        kind: 'Cell',
-        metadata: { name: `${customer}-cell` },
-        spec: {
-          region: 'eu',
-          stage: 'nonprod',
-          environmentTypes: ['dev'],
-          tenancy: 'shared',
-          capacity: { tenants: 5 },
-        },
-      },
+      cellManifest(`${customer}-cell`),
       ...deploymentManifests(customer, 'plan'),
       resource({
         scope: { deployment },

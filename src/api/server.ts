@@ -237,15 +237,27 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // write, and a read that raced with the write cannot put the old answer back (both caches
   // refuse fills begun before the forget).
   const objects = deps.objects;
+  // On routes that report their changes (`reportsChanges`: every object write goes through the
+  // change path, which adds it to `ctx.changed`), only those objects are forgotten; after any
+  // other request that can change state, every object.
   const forgetChanges = async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
     security.authenticator.identities.forgetAll();
     // Only a caller who got past authentication can have changed objects (and unauthenticated
     // requests cannot keep the object cache empty for everyone).
-    if (request.ctx) objects?.forgetAll();
+    const ctx = request.ctx;
+    if (ctx && objects) {
+      if (ctx.changed && request.routeOptions.config.reportsChanges) objects.forget(ctx.changed);
+      else objects.forgetAll();
+    }
     return payload;
+  };
+  const reportChanges = async (request: FastifyRequest) => {
+    if (request.ctx) request.ctx.changed = new Set();
   };
   app.addHook('onRoute', (route) => {
     if ([route.method].flat().every((m) => SAFE_METHODS.has(m))) return;
+    if ((route.config as { reportsChanges?: boolean } | undefined)?.reportsChanges)
+      route.preHandler = [reportChanges, ...[route.preHandler ?? []].flat()];
     route.onSend = [...[route.onSend ?? []].flat(), forgetChanges];
   });
   if (objects) app.addHook('onClose', async () => objects.close());

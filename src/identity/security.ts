@@ -234,6 +234,11 @@ declare module 'fastify' {
     tenantParam?: string;
     /** The service decides on the real resource; the route-level decision is skipped. */
     decidedBy?: 'service';
+    /**
+     * Every registry object the route writes is reported in `ctx.changed` (the change path and
+     * placement add them), so the read cache forgets only those after it (src/api/server.ts).
+     */
+    reportsChanges?: boolean;
   }
   interface FastifyRequest {
     /** The identity envelope of an authenticated request. */

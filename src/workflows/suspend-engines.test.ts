@@ -1,10 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import {
-  BlobServiceClient,
-  generateBlobSASQueryParameters,
-  StorageSharedKeyCredential,
-} from '@azure/storage-blob';
-import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   cellManifest,
@@ -14,19 +8,12 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
+import { consume as consumeAs, produce, sasReader } from '../../test/helpers/tenant-access.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
-import {
-  AZURITE_ACCOUNT,
-  AZURITE_KEY,
-  type Azurite,
-  azuriteUnavailableReason,
-  startAzurite,
-} from '../../test/infra/azurite.js';
+import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
 import { lifecycleWorkflowId } from './start-lifecycle-workflow.js';
-
-const { Kafka, logLevel } = kafkajs;
 
 // Suspend and resume (issue 18) on a real Kafka broker and on Azurite: a real consumer of the
 // tenant's and its SAS token are refused while the tenant is suspended, and work again after resume.
@@ -87,38 +74,7 @@ describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azur
     await Promise.all([broker?.stop(), azurite?.stop()]);
   });
 
-  const as = (user: string, password: string) =>
-    new Kafka({
-      brokers: [broker.brokers],
-      sasl: { mechanism: 'plain', username: user, password },
-      logLevel: logLevel.NOTHING,
-    });
-
-  /** The first message a fresh consumer (in the deployment's group prefix) reads, or why it was refused. */
-  async function consume(topic: string): Promise<string> {
-    const consumer = as(deployment, broker.users[deployment]!).consumer({
-      groupId: `${deployment}.${randomBytes(3).toString('hex')}`,
-      retry: { retries: 0, restartOnFailure: async () => false },
-    });
-    const refused = (e: unknown) => {
-      const err = e as { type?: string; name?: string; originalError?: { type?: string } };
-      return `refused: ${err.type ?? err.originalError?.type ?? err.name}`;
-    };
-    try {
-      await consumer.connect();
-      await consumer.subscribe({ topic, fromBeginning: true });
-      return await new Promise<string>((resolve) => {
-        consumer.on(consumer.events.CRASH, (e) => resolve(refused(e.payload.error)));
-        void consumer
-          .run({ eachMessage: async ({ message }) => resolve(String(message.value)) })
-          .catch((e: unknown) => resolve(refused(e)));
-      });
-    } catch (e) {
-      return refused(e);
-    } finally {
-      await consumer.disconnect();
-    }
-  }
+  const consume = (topic: string) => consumeAs(broker, deployment, topic);
 
   async function transition(action: 'suspend' | 'resume'): Promise<void> {
     const obj = await fx.registry.transition(fx.ctx, tenant, action);
@@ -150,26 +106,9 @@ describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azur
     const topic = names['kafka-topic']!;
     const containerName = names['blob-container']!;
 
-    const producer = as(broker.username, broker.password).producer();
-    await producer.connect();
-    await producer.send({ topic, messages: [{ value: 'order proposal' }] });
-    await producer.disconnect();
-
+    await produce(broker, topic, 'order proposal');
     // The tenant's apps hold a SAS token signed against the container's stored access policy.
-    const service = BlobServiceClient.fromConnectionString(azurite.connectionString);
-    const container = service.getContainerClient(containerName);
-    await container.setAccessPolicy(undefined, [
-      {
-        id: 'apps',
-        accessPolicy: { permissions: 'r', expiresOn: new Date(Date.now() + 86_400_000) },
-      },
-    ]);
-    await container.getBlockBlobClient('report.csv').upload('a,b\n', 4);
-    const sas = generateBlobSASQueryParameters(
-      { containerName, blobName: 'report.csv', identifier: 'apps' },
-      new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY),
-    ).toString();
-    const read = async () => (await fetch(`${container.getBlobClient('report.csv').url}?${sas}`)).status;
+    const { container, read } = await sasReader(azurite, containerName);
 
     // A fresh broker may not have its group coordinator ready yet: the first read is polled.
     await expect.poll(() => consume(topic), { timeout: 30_000 }).toBe('order proposal');

@@ -86,7 +86,8 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
       // No `access` option: the container is private. Already there (another worker, a retry): fine.
       await target.container.createIfNotExists({ metadata: target.prefix ? {} : metadataOf(desired) });
       const props = await target.container.getProperties();
-      if (!target.prefix) await this.syncSuspension(target.container, props.metadata ?? {}, desired.suspended);
+      if (!target.prefix)
+        await this.syncSuspension(target.container, props.metadata ?? {}, desired.suspended);
       else if (props.blobPublicAccess) await target.container.setAccessPolicy(undefined);
       if (target.prefix) {
         const marker = target.container.getBlockBlobClient(`${target.prefix}${MARKER}`);
@@ -249,10 +250,14 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     if (!prefix && suspended) {
       const held = (await container.getAccessPolicy()).signedIdentifiers.map((i) => i.id);
       if (held.length > 0)
-        drift.push(`container ${where} holds stored access policies (${held.join(', ')}) while its tenant is suspended`);
+        drift.push(
+          `container ${where} holds stored access policies (${held.join(', ')}) while its tenant is suspended`,
+        );
     }
     if (!prefix && !suspended && savedOf(metadata))
-      drift.push(`container ${where} still lacks the stored access policies its tenant's suspension took away`);
+      drift.push(
+        `container ${where} still lacks the stored access policies its tenant's suspension took away`,
+      );
     return { exists: true, details: { ...details, publicAccess: access ?? 'none' }, drift };
   }
 
@@ -350,5 +355,7 @@ const encodeSaved = (ids: StoredIdentifier[]) => Buffer.from(JSON.stringify(ids)
 /** The policies a suspension saved in the container's metadata, or undefined when none were. */
 function savedOf(metadata: Record<string, string>): StoredIdentifier[] | undefined {
   const raw = metadata[SUSPENDED_KEY];
-  return raw === undefined ? undefined : (JSON.parse(Buffer.from(raw, 'base64url').toString()) as StoredIdentifier[]);
+  return raw === undefined
+    ? undefined
+    : (JSON.parse(Buffer.from(raw, 'base64url').toString()) as StoredIdentifier[]);
 }

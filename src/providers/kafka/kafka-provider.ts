@@ -431,8 +431,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
   ): Promise<TopicState | undefined> {
     const deadline = Date.now() + 3000;
     for (let delay = 10; ; delay = Math.min(delay * 2, 250)) {
-      if (this.report(desired, state).drift.length <= expectedDrift || Date.now() > deadline)
-        return state;
+      if (this.report(desired, state).drift.length <= expectedDrift || Date.now() > deadline) return state;
       await new Promise((r) => setTimeout(r, delay));
       state = await this.readTopic(admin, desired.physicalName, grants);
     }
@@ -453,7 +452,11 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
       for (const acl of r.acls) {
         if (acl.host !== '*') continue;
         const allow = acl.permissionType === Permission.ALLOW;
-        if (allow ? acl.operation !== Op.READ && acl.operation !== Op.DESCRIBE : !DENIED_OPS.includes(acl.operation))
+        if (
+          allow
+            ? acl.operation !== Op.READ && acl.operation !== Op.DESCRIBE
+            : !DENIED_OPS.includes(acl.operation)
+        )
           continue;
         const into = allow ? readers : denials;
         const ops = into.get(acl.principal) ?? new Set<number>();

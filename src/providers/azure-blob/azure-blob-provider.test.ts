@@ -227,6 +227,10 @@ describe.skipIf(reason)('Azure Blob provider (Azurite)', () => {
     const props = await client.getProperties();
     expect(props.metadata).toMatchObject({ tenantry_resource: active.id });
     expect(props.metadata?.tenantry_suspended_policies).toBeDefined();
+    // A workflow that records the grant after this still learns what there is to give back.
+    expect((await provider.observeAccess(active)).identifiers).toMatchObject([
+      { id: 'apps', permissions: 'r' },
+    ]);
 
     expect((await provider.observe(active)).drift).toEqual([
       `container ${active.physicalName} still lacks the stored access policies its tenant's suspension took away`,

@@ -159,7 +159,9 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
   /**
    * The container's stored access policies: the SAS tokens handed to the tenant's apps are signed
    * against them (`si=`), so removing them revokes every such token at once and restoring them
-   * makes the same tokens valid again. In `prefix` mode the container is shared by every tenant
+   * makes the same tokens valid again. The observed grant includes the policies a suspended
+   * tenant's ensure set aside in the metadata (a reconcile may run before a workflow's step that
+   * records the grant, e.g. a region migration's freeze). In `prefix` mode the container is shared by every tenant
    * and holds no policy of this tenant's; there is nothing of its own to take away.
    */
   async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
@@ -167,8 +169,13 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     if (target.prefix) return { provider: this.name, shared: true, identifiers: [] };
     return this.call('observe access', async () => {
       if (!(await target.container.exists())) return { provider: this.name, identifiers: [] };
-      const policy = await target.container.getAccessPolicy();
-      return { provider: this.name, identifiers: storedOf(policy.signedIdentifiers) };
+      // With those a suspended tenant's ensure set aside: whichever of the two ran first, none is lost.
+      const [policy, props] = await Promise.all([
+        target.container.getAccessPolicy(),
+        target.container.getProperties(),
+      ]);
+      const saved = savedOf(props.metadata ?? {}) ?? [];
+      return { provider: this.name, identifiers: mergeById(saved, storedOf(policy.signedIdentifiers)) };
     });
   }
 

@@ -1,13 +1,27 @@
 /**
- * 5. Reconcile throughput (issue 24: 10k tenants × 3 deployments × 2 topics = 100k objects Ready in
- * <= 60 s, and the cost per object flat within ±20% from 1k to 100k objects): objects brought to
- * Ready per second by one controller process (`settings.connections` reconciles at once), at two
- * sizes, each in a database of its own, beside raw single-row INSERTs with as many connections
- * measured in the same run.
+ * 5. Reconcile throughput and its cost per object against the registry's size (issue 24: 10k tenants
+ * × 3 deployments × 2 topics = 100k objects Ready in <= 60 s, and the cost per object flat within ±20%
+ * from 1k to 100k tenants).
+ *
+ * Throughput: objects brought to Ready per second by one controller process (`settings.connections`
+ * reconciles at once), at two sizes, each in a database of its own, beside raw single-row INSERTs
+ * with as many connections measured in the same run.
  *   BENCH_RECONCILE_TENANTS (default 100) and BENCH_RECONCILE_LARGE_TENANTS (default 10,000; 0 skips
  *   it): 10 objects per tenant, so 100 → 1,002 objects, 10,000 → 100,002.
+ * One tenant's objects are created through the registry's apply (the change path) and cloned in SQL
+ * with their reconcile jobs (cloneTenantTree): applying 100k objects one change at a time took half
+ * an hour, their reconcile is what is measured here (the apply path has its own row, change-path.ts).
+ *
+ * Flat cost (flatCost): the same fresh batch (BENCH_RECONCILE_FLAT_BATCH tenants, default 500, ×10 =
+ * 5,000 objects) reconciled to Ready in a registry of each of BENCH_RECONCILE_FLAT_TENANTS tenants
+ * (default 1000,10000,100000; at 100k the registry holds 1M objects), the rest of the registry
+ * bulk-inserted already Ready. The figures are CPU ms per object of the controller's process and of
+ * the PostgreSQL server, and the wall rate; the smallest registry is the same-run baseline and each
+ * is held to within ±20% of it. Reconciling all of 1M objects would take ten minutes; the batch
+ * measures the per-object cost at that size in seconds.
+ *
  * The resources are blob containers on their provider's embedded target (folders on the local disk),
- * so the figure is the control plane's own cost; topics are counted separately: a topic on a real
+ * so the figures are the control plane's own cost; topics are counted separately: a topic on a real
  * broker costs what the Kafka suite (`npm run bench -- kafka`) measures, and a single-node broker on
  * this machine holds nowhere near 60k topics. A blob container's name is its scope's (one per
  * deployment or tenant), so the issue's 3 deployments × 2 topics become 4 deployments with a container
@@ -15,11 +29,6 @@
  * tenant → deployment → resource fan-out.
  * The controller claims, reads and settles in batches (TENANTRY_CONTROLLER_BATCH, default 256;
  * src/controller/settle-batch.ts); `settings.connections` is its number of provider calls at once.
- * Cost per object is the wall time per object Ready (one controller process, the machine shared with
- * PostgreSQL); the flat-cost row compares it at the two sizes. One tenant's objects are created
- * through the registry's apply (the change path) and cloned in SQL with their reconcile jobs
- * (cloneTenantTree): applying 100k objects one change at a time took half an hour, their reconcile
- * is what is measured here (the apply path has its own row, change-path.ts).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -164,9 +173,9 @@ interface BatchCost {
   objects: number;
   reconciles: number;
   seconds: number;
-  /** CPU of this process (the controller; nothing else runs in it meanwhile), ms. */
+  /** CPU of this process (the controller; nothing else runs in it meanwhile), ms, net of its idle cost. */
   controllerMs: number;
-  /** CPU of the PostgreSQL server (every backend and background process), ms. */
+  /** CPU of the PostgreSQL server (every backend and background process), ms, net of its idle cost. */
   postgresMs: number;
 }
 
@@ -192,6 +201,14 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
   const postgresPid = Number(
     (await fs.readFile(path.join(server.dir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0],
   );
+  const cpuNow = async (): Promise<Cpu> => {
+    const { user, system } = process.cpuUsage();
+    return {
+      at: performance.now(),
+      controllerMs: (user + system) / 1000,
+      postgresMs: await postgresCpuMs(postgresPid),
+    };
+  };
   const out: BatchCost[] = [];
   try {
     await bench.applyTemplate();
@@ -215,7 +232,13 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
     for (const size of FLAT_SIZES) {
       const t0 = performance.now();
       const ready = Math.max(0, size - FLAT_BATCH - tenants);
-      await cloneTenantTree(owner, TEMPLATE, { first: tenants, count: ready, due: { resyncMs } });
+      // Vacuumed and analysed with the batch's copy, next.
+      await cloneTenantTree(owner, TEMPLATE, {
+        first: tenants,
+        count: ready,
+        due: { resyncMs },
+        vacuum: false,
+      });
       tenants += ready;
       const batch = await cloneTenantTree(owner, TEMPLATE, {
         first: tenants,
@@ -228,28 +251,38 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
       console.log(
         `  ${tenants.toLocaleString('en-US')} tenants (${ready.toLocaleString('en-US')} Ready added, ${batch.length.toLocaleString('en-US')} objects to reconcile) in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
       );
-      const pg0 = await postgresCpuMs(postgresPid);
-      const cpu0 = process.cpuUsage();
+      // The cost of a second with nothing due (the controller's polls, the server's background work),
+      // taken off the batch's for each second it ran: a cost per second, not per object, and the
+      // batch runs longer on a busier machine.
+      const idle0 = await cpuNow();
+      await new Promise((r) => setTimeout(r, IDLE_MS));
+      const idle = since(idle0, await cpuNow());
+      const scans0 = await seqScans(owner);
+      const cpu0 = await cpuNow();
       const reconciles0 = controller.processed;
-      const started = performance.now();
       await makeDue(owner, batch);
       await untilReady(
         owner,
         batch.filter((o) => o.kind === 'Tenant').map((o) => o.id),
       );
-      const seconds = (performance.now() - started) / 1000;
-      const cpu = process.cpuUsage(cpu0);
+      const cpu = since(cpu0, await cpuNow());
+      const seconds = cpu.seconds;
       const cost: BatchCost = {
         tenants,
         objects: batch.length,
         reconciles: controller.processed - reconciles0,
         seconds,
-        controllerMs: (cpu.user + cpu.system) / 1000,
-        postgresMs: (await postgresCpuMs(postgresPid)) - pg0,
+        controllerMs: cpu.controllerMs - (idle.controllerMs / idle.seconds) * seconds,
+        postgresMs: cpu.postgresMs - (idle.postgresMs / idle.seconds) * seconds,
       };
       out.push(cost);
+      const scanned = [...(await seqScans(owner))]
+        .map(([table, rows]) => [table, rows - (scans0.get(table) ?? 0)] as const)
+        .filter(([, rows]) => rows > 0)
+        .map(([table, rows]) => `${table} ${rows.toLocaleString('en-US')}`);
+      console.log(`    rows read by sequential scans meanwhile: ${scanned.join(', ') || 'none'}`);
       console.log(
-        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms; load ${os
+        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object net of idle: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms (idle: ${(idle.controllerMs / idle.seconds).toFixed(1)} and ${(idle.postgresMs / idle.seconds).toFixed(1)} ms/s; gross ${(cpu.controllerMs / cost.objects).toFixed(3)} and ${(cpu.postgresMs / cost.objects).toFixed(3)} ms); load ${os
           .loadavg()
           .map((l) => l.toFixed(2))
           .join(' ')}`,
@@ -262,6 +295,20 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
   }
 }
 
+/** CPU used so far (ms) by this process and by the PostgreSQL server, at `at` (performance.now()). */
+interface Cpu {
+  at: number;
+  controllerMs: number;
+  postgresMs: number;
+}
+/** How long the idle cost is measured before each batch. */
+const IDLE_MS = 2000;
+const since = (a: Cpu, b: Cpu) => ({
+  seconds: (b.at - a.at) / 1000,
+  controllerMs: b.controllerMs - a.controllerMs,
+  postgresMs: b.postgresMs - a.postgresMs,
+});
+
 /** The flat-cost rows: each figure at the largest registry against the smallest (the middle one named). */
 function flatRows(costs: BatchCost[]): Row[] {
   const first = costs[0]!;
@@ -270,8 +317,8 @@ function flatRows(costs: BatchCost[]): Row[] {
     c.tenants >= 1000 && c.tenants % 1000 === 0 ? `${c.tenants / 1000}k` : String(c.tenants);
   const what = `${first.objects.toLocaleString('en-US')} objects (${FLAT_BATCH.toLocaleString('en-US')} fresh tenants)`;
   const metrics: [string, string, (c: BatchCost) => number][] = [
-    ['controller CPU', 'ms CPU/object', (c) => c.controllerMs / c.objects],
-    ['PostgreSQL CPU', 'ms CPU/object', (c) => c.postgresMs / c.objects],
+    ['controller CPU (net of idle)', 'ms CPU/object', (c) => c.controllerMs / c.objects],
+    ['PostgreSQL CPU (net of idle)', 'ms CPU/object', (c) => c.postgresMs / c.objects],
     ['wall rate', 'objects/s', (c) => c.objects / c.seconds],
   ];
   return metrics.map(([name, unit, f]) => {
@@ -324,6 +371,18 @@ async function untilReady(owner: pg.Pool, ids: string[]): Promise<void> {
   }
 }
 
+/**
+ * Rows read by sequential scans so far, by table: a statement of the reconcile that scans a table
+ * whole shows here as rows in proportion to the registry (the server's statistics, flushed by each
+ * backend within a second; so the count after a window may miss its last second).
+ */
+async function seqScans(owner: pg.Pool): Promise<Map<string, number>> {
+  const r = await owner.query<{ relname: string; n: string }>(
+    'select relname, seq_tup_read as n from pg_stat_user_tables',
+  );
+  return new Map(r.rows.map((x) => [x.relname, Number(x.n)]));
+}
+
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 /**
@@ -360,6 +419,8 @@ interface Copies {
    * copies of a Ready template, in `resyncMs` ±10% (the resync after their reconcile).
    */
   due: 'now' | 'held' | { resyncMs: number };
+  /** Vacuum and analyse the tables after (default true). */
+  vacuum?: boolean;
 }
 
 /** Where a 'held' copy's job waits, shifted by its order (makeDue moves it to now, in the same order). */
@@ -376,7 +437,7 @@ const HELD = `timestamptz '3000-01-01'`;
 async function cloneTenantTree(
   owner: pg.Pool,
   slug: string,
-  { first, count, from = '', due }: Copies,
+  { first, count, from = '', due, vacuum = true }: Copies,
 ): Promise<{ kind: string; id: string }[]> {
   if (count <= 0) return [];
   const client = await owner.connect();
@@ -453,8 +514,9 @@ async function cloneTenantTree(
     );
     const copies = (await client.query<{ kind: string; id: string }>('select kind, id from clone_ids')).rows;
     await client.query('commit');
-    for (const table of ['tenants', 'deployments', 'integration_resources', 'reconcile_jobs'])
-      await client.query(`vacuum analyze ${table}`);
+    if (vacuum)
+      for (const table of ['tenants', 'deployments', 'integration_resources', 'reconcile_jobs'])
+        await client.query(`vacuum analyze ${table}`);
     return copies;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);

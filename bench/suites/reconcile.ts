@@ -348,12 +348,13 @@ async function snapshotTemplate(owner: pg.Pool, slug: string): Promise<void> {
     );
 }
 
-/** Makes 'held' copies' jobs due now, in their order (one statement, by primary key). */
+/** Makes 'held' copies' jobs due now, in their order (one statement, by primary key at any size). */
 async function makeDue(owner: pg.Pool, objects: { kind: string; id: string }[]): Promise<void> {
   await owner.query(
     `update reconcile_jobs j set run_after = now() - (${HELD} - j.run_after)
-     from unnest($1::text[], $2::uuid[]) v(kind, id) where j.object_kind = v.kind and j.object_id = v.id`,
-    [objects.map((o) => o.kind), objects.map((o) => o.id)],
+     from unnest($1::text[], $2::uuid[]) v(kind, id) where j.object_kind = v.kind and j.object_id = v.id
+       and j.object_kind = any($3::text[]) and j.object_id = any($2::uuid[])`,
+    [objects.map((o) => o.kind), objects.map((o) => o.id), [...new Set(objects.map((o) => o.kind))]],
   );
 }
 

@@ -43,7 +43,7 @@ import { Controller } from '../../src/controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from '../../src/controller/providers.js';
 import { createDb } from '../../src/db/database.js';
 import { closedLoop, measure } from '../lib/load.js';
-import { BENCH_CUSTOMER } from '../lib/manifests.js';
+import { BENCH_CUSTOMER, manifest } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
@@ -91,12 +91,7 @@ async function benchDatabase(server: BenchPostgres, database: string) {
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
   await registry.apply(ctx, [
     BENCH_CUSTOMER,
-    {
-      apiVersion: 'tenantry.dev/v1',
-      kind: 'System',
-      metadata: { name: 'svc' },
-      spec: { displayName: 'S', serviceId: 'svc' },
-    },
+    manifest('System', 'svc', { displayName: 'S', serviceId: 'svc' }),
   ]);
   return {
     owner,
@@ -221,12 +216,9 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
     await untilReady(owner, [template.rows[0]!.id]);
     let tenants = 1;
     // A first batch, not measured, warms the process (JIT) and the server's caches.
-    const warmUp = await cloneTenantTree(owner, TEMPLATE, {
-      first: tenants,
-      count: FLAT_BATCH,
-      from: 'bench_fresh_',
-      due: 'now',
-    });
+    const fresh = (first: number, due: 'now' | 'held') =>
+      cloneTenantTree(owner, TEMPLATE, { first, count: FLAT_BATCH, from: 'bench_fresh_', due });
+    const warmUp = await fresh(tenants, 'now');
     tenants += FLAT_BATCH;
     await untilReady(
       owner,
@@ -243,12 +235,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         vacuum: false,
       });
       tenants += ready;
-      const batch = await cloneTenantTree(owner, TEMPLATE, {
-        first: tenants,
-        count: FLAT_BATCH,
-        from: 'bench_fresh_',
-        due: 'held',
-      });
+      const batch = await fresh(tenants, 'held');
       tenants += FLAT_BATCH;
       await owner.query('checkpoint');
       await autovacuum(owner, false);

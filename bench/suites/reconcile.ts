@@ -97,12 +97,12 @@ async function benchDatabase(server: BenchPostgres, database: string) {
     owner,
     /** One tenant (with its deployments and their containers) through the registry's apply, the change path. */
     applyTemplate: () => registry.apply(ctx, tenantDocs(0)),
-    controller: (resyncIntervalMs = config.controller.resyncIntervalMs) =>
+    controller: (resyncIntervalMs = config.controller.resyncIntervalMs, pollIntervalMs = 20) =>
       new Controller({
         db,
         providers,
         logger: pino({ level: 'warn' }),
-        config: { ...config.controller, workers: settings.connections, pollIntervalMs: 20, resyncIntervalMs },
+        config: { ...config.controller, workers: settings.connections, pollIntervalMs, resyncIntervalMs },
       }),
     async close() {
       await closeProviders(providers);
@@ -168,9 +168,9 @@ interface BatchCost {
   objects: number;
   reconciles: number;
   seconds: number;
-  /** CPU of this process (the controller; nothing else runs in it meanwhile), ms, net of its idle cost. */
+  /** CPU of this process (the controller; nothing else runs in it meanwhile), ms. */
   controllerMs: number;
-  /** CPU of the PostgreSQL server (every backend and background process), ms, net of its idle cost. */
+  /** CPU of the PostgreSQL server (every backend and background process), ms. */
   postgresMs: number;
 }
 
@@ -186,8 +186,9 @@ interface BatchCost {
  * deployments and resources are), one controller running all along (its start-up backfill and
  * reschedule are behind it), autovacuum off meanwhile (see autovacuum()). CPU is counted by the
  * kernel: this process's, and the PostgreSQL server's (postmaster, live children, and the children
- * that ended in the window), less the idle cost of the controller's polls for as long as the window
- * lasted. The rows read by sequential scans in each window are printed: a statement that scans a
+ * that ended in the window), the controller's polls for due jobs included (every 100 ms when it
+ * has room for a batch and found less than a full one: a cost per second of the window, ~1% here).
+ * The rows read by sequential scans in each window are printed: a statement that scans a
  * table whole shows there in proportion to the registry.
  */
 async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
@@ -195,7 +196,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
   const { owner } = bench;
   // No resync falls into the run (the batches' own come an hour later).
   const resyncMs = 3_600_000;
-  const controller = bench.controller(resyncMs);
+  const controller = bench.controller(resyncMs, 100);
   const postgresPid = Number(
     (await fs.readFile(path.join(server.dir, 'pg', 'postmaster.pid'), 'utf8')).split('\n')[0],
   );
@@ -242,23 +243,6 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
       console.log(
         `  ${tenants.toLocaleString('en-US')} tenants (${ready.toLocaleString('en-US')} Ready added, ${batch.length.toLocaleString('en-US')} objects to reconcile) in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
       );
-      // The cost of a second with nothing due (the controller's polls and the server's share of them),
-      // taken off the batch's for each second it ran: a cost per second, not per object, and the
-      // batch runs longer on a busier machine. The least of a few samples, each side, so that a burst
-      // of background work (autovacuum) in one of them is not taken off.
-      const samples: ReturnType<typeof since>[] = [];
-      for (let n = 0; n < IDLE_SAMPLES; n++) {
-        const idle0 = await cpuNow();
-        await new Promise((r) => setTimeout(r, IDLE_MS));
-        samples.push(since(idle0, await cpuNow()));
-      }
-      const idleRate = (f: (x: (typeof samples)[number]) => number) =>
-        Math.min(...samples.map((x) => f(x) / x.seconds));
-      const idle = {
-        seconds: 1,
-        controllerMs: idleRate((x) => x.controllerMs),
-        postgresMs: idleRate((x) => x.postgresMs),
-      };
       const scans0 = await seqScans(owner);
       const cpu0 = await cpuNow();
       const reconciles0 = controller.processed;
@@ -275,8 +259,8 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         objects: batch.length,
         reconciles: controller.processed - reconciles0,
         seconds,
-        controllerMs: cpu.controllerMs - (idle.controllerMs / idle.seconds) * seconds,
-        postgresMs: cpu.postgresMs - (idle.postgresMs / idle.seconds) * seconds,
+        controllerMs: cpu.controllerMs,
+        postgresMs: cpu.postgresMs,
       };
       out.push(cost);
       const scanned = [...(await seqScans(owner))]
@@ -285,7 +269,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         .map(([table, rows]) => `${table} ${rows.toLocaleString('en-US')}`);
       console.log(`    rows read by sequential scans meanwhile: ${scanned.join(', ') || 'none'}`);
       console.log(
-        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object net of idle: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms (idle: ${(idle.controllerMs / idle.seconds).toFixed(1)} and ${(idle.postgresMs / idle.seconds).toFixed(1)} ms/s; gross ${(cpu.controllerMs / cost.objects).toFixed(3)} and ${(cpu.postgresMs / cost.objects).toFixed(3)} ms); load ${os
+        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms; load ${os
           .loadavg()
           .map((l) => l.toFixed(2))
           .join(' ')}`,
@@ -304,9 +288,6 @@ interface Cpu {
   controllerMs: number;
   postgresMs: number;
 }
-/** How the idle cost is measured before each batch: samples of IDLE_MS. */
-const IDLE_MS = 500;
-const IDLE_SAMPLES = 4;
 const since = (a: Cpu, b: Cpu) => ({
   seconds: (b.at - a.at) / 1000,
   controllerMs: b.controllerMs - a.controllerMs,
@@ -321,8 +302,8 @@ function flatRows(costs: BatchCost[]): Row[] {
     c.tenants >= 1000 && c.tenants % 1000 === 0 ? `${c.tenants / 1000}k` : String(c.tenants);
   const what = `${first.objects.toLocaleString('en-US')} objects (${FLAT_BATCH.toLocaleString('en-US')} fresh tenants)`;
   const metrics: [string, string, (c: BatchCost) => number][] = [
-    ['controller CPU (net of idle)', 'ms CPU/object', (c) => c.controllerMs / c.objects],
-    ['PostgreSQL CPU (net of idle)', 'ms CPU/object', (c) => c.postgresMs / c.objects],
+    ['controller CPU', 'ms CPU/object', (c) => c.controllerMs / c.objects],
+    ['PostgreSQL CPU', 'ms CPU/object', (c) => c.postgresMs / c.objects],
     ['wall rate', 'objects/s', (c) => c.objects / c.seconds],
   ];
   return metrics.map(([name, unit, f]) => {

@@ -269,7 +269,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         .map(([table, rows]) => `${table} ${rows.toLocaleString('en-US')}`);
       console.log(`    rows read by sequential scans meanwhile: ${scanned.join(', ') || 'none'}`);
       console.log(
-        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms; load ${os
+        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms; this process's heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB; load ${os
           .loadavg()
           .map((l) => l.toFixed(2))
           .join(' ')}`,

@@ -43,6 +43,18 @@ const unsequenced = async (): Promise<number> =>
     )
   ).rows[0].n;
 
+/** The log verifies, and each tenant's chain holds its `records` entries from seq 1, each once. */
+async function expectWholeChains(tenants: string[], records: number): Promise<void> {
+  const v = await verifyAudit(t.db, { publicKeys: keys });
+  expect(v.problems).toEqual([]);
+  for (const tenant of tenants)
+    expect(v.chains.find((c) => c.chain === tenant)).toMatchObject({
+      records,
+      firstSeq: 1,
+      lastSeq: records,
+    });
+}
+
 describe('the audit sequencer', () => {
   it('integrates entries committed by parallel writers into gap-free chains, each exactly once, with two sequencers running', async () => {
     const tenants = [randomUUID(), randomUUID()];
@@ -62,14 +74,7 @@ describe('the audit sequencer', () => {
     expect(await unsequenced()).toBe(0);
     // Both ran; the lock made their batches one at a time, so nothing was integrated twice.
     expect(sequencers[0]!.integrated + sequencers[1]!.integrated).toBe(200);
-    const v = await verifyAudit(t.db, { publicKeys: keys });
-    expect(v.problems).toEqual([]);
-    for (const tenant of tenants)
-      expect(v.chains.find((c) => c.chain === tenant)).toMatchObject({
-        records: 100,
-        firstSeq: 1,
-        lastSeq: 100,
-      });
+    await expectWholeChains(tenants, 100);
   });
 
   it('keeps each part integrating during writes while sequencers stop mid-backlog and others take over, each entry once', async () => {
@@ -100,14 +105,7 @@ describe('the audit sequencer', () => {
     while ((await unsequenced()) > 0) await catchUp.tick();
     await Promise.all([second.stop(), third.stop()]);
     expect(first.integrated + second.integrated + third.integrated + catchUp.integrated).toBe(180);
-    const v = await verifyAudit(t.db, { publicKeys: keys });
-    expect(v.problems).toEqual([]);
-    for (const tenant of tenants)
-      expect(v.chains.find((c) => c.chain === tenant)).toMatchObject({
-        records: 30,
-        firstSeq: 1,
-        lastSeq: 30,
-      });
+    await expectWholeChains(tenants, 30);
   });
 
   it('integrates within a second of the commit', async () => {

@@ -40,6 +40,8 @@ const binding = (b: Failover['from']) => html`${b.isolation} in ${b.cell} <small
 const seconds = (s: number | null | undefined) =>
   s === null || s === undefined ? 'unknown' : `${Math.round(s * 10) / 10} s`;
 const bytes = (b: number | null | undefined) => (b === null || b === undefined ? 'unknown' : `${b} bytes`);
+const behind = (b: number | null | undefined) =>
+  b === null || b === undefined ? 'lag unknown' : `${b} bytes behind`;
 
 type BlobSync = { blobs?: number; bytes?: number; copied?: number; equal?: boolean; at?: string };
 
@@ -183,7 +185,7 @@ ${history.length ? html`<table><caption>Failovers of this tenant, newest first</
     const slug = t.metadata.slug;
     const s = await standbyOf(ctx, ref);
     const placement = (t.status.placement ?? {}) as { region?: string; cell?: string };
-    const page = html`<p>Tenant <a href="${hrefOf('Tenant', slug)}">${slug}</a> is served from cell ${placement.cell ?? '—'}, region ${placement.region ?? '—'}${s ? html`; its standby in ${s.region} is ${stateBadge(s.state)}, ${bytes(s.lagBytes)} behind at ${time(s.measuredAt)}` : '; it has no standby'}.
+    const page = html`<p>Tenant <a href="${hrefOf('Tenant', slug)}">${slug}</a> is served from cell ${placement.cell ?? '—'}, region ${placement.region ?? '—'}${s ? html`; its standby in ${s.region} is ${stateBadge(s.state)}, ${behind(s.lagBytes)} at ${time(s.measuredAt)}` : '; it has no standby'}.
 A failover promotes the standby: writes since its last sync may be lost. Nothing changes until you confirm: first the plan and the policy verdicts are shown (a dry run).</p>
 <form hx-post="${hrefOf('Tenant', slug)}/failover/plan" hx-target="#plan" aria-labelledby="failover-h">
 <h2 id="failover-h">Fail over to the standby</h2>
@@ -196,7 +198,7 @@ A failover promotes the standby: writes since its last sync may be lost. Nothing
   const confirmFailover = (slug: string, plan: FailoverPlanView, error?: string) =>
     html`<section aria-labelledby="plan-h"><h2 id="plan-h">Plan: fail ${slug} over to ${plan.to.region}</h2>
 ${placementTable(plan)}
-<p>Standby lag ${bytes(plan.standby.lagBytes)} at the last measurement; last sync ${time(plan.standby.lastSyncAt)}: <strong>data-loss window ${seconds(plan.standby.dataLossWindowSeconds)}</strong> if it failed over now.</p>
+<p>Standby ${behind(plan.standby.lagBytes)} at the last measurement; last sync ${time(plan.standby.lastSyncAt)}: <strong>data-loss window ${seconds(plan.standby.dataLossWindowSeconds)}</strong> if it failed over now.</p>
 ${verdictsTable(plan.verdicts)}
 <h3>Steps the workflow will run</h3>
 <ol>${plan.steps.map((s) => html`<li>${s}</li>`)}</ol>
@@ -288,7 +290,7 @@ ${f.error ? html`<div class="error" role="alert">${f.error}</div>` : ''}
 <table><caption>Summary</caption><tbody>
 <tr><th scope="row">From</th><td>${binding(f.from)}</td></tr>
 <tr><th scope="row">To</th><td>${binding(f.to)}</td></tr>
-<tr><th scope="row">Standby at the start</th><td>${bytes(f.standby.lagBytes)} behind; last sync ${time(f.standby.lastSyncAt)}</td></tr>
+<tr><th scope="row">Standby at the start</th><td>${behind(f.standby.lagBytes)}; last sync ${time(f.standby.lastSyncAt)}</td></tr>
 <tr><th scope="row">Data-loss window</th><td>${seconds(f.standby.dataLossWindowSeconds)}</td></tr>
 <tr><th scope="row">Failed over</th><td>${time(f.failedOverAt)}</td></tr>
 <tr><th scope="row">Old primary fenced</th><td>${f.fencedAt ? time(f.fencedAt) : fence.length ? `not yet (${fence.join('; ')})` : '—'}</td></tr>

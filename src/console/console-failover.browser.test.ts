@@ -4,12 +4,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   accessible,
   consoleBrowser,
+  signedInWithToken,
   signedInAsAdmin as signIn,
   text,
 } from '../../test/helpers/console-browser.js';
 import { dropDataplane, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import {
+  databaseAndContainer,
   doc,
   movableTenant,
   regionCell,
@@ -19,6 +21,7 @@ import {
 } from '../../test/helpers/two-regions.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { azuriteUnavailableReason } from '../../test/infra/azurite.js';
+import { FAILOVER_STEPS } from '../tenant-migrations/failover.service.js';
 import { StandbyKeeper } from '../tenant-migrations/standby-keeper.js';
 
 const { executablePath, reason } = consoleBrowser('console failover tests');
@@ -54,12 +57,7 @@ describe.skipIf(unavailable)('console failover (Chromium, two regions)', () => {
         regionCell(`${customer}-us`, 'us'),
         doc('Customer', customer, { displayName: 'Failing', shortCode: customer }),
         movableTenant(customer, { standby: { region: 'us', failoverAfterChecks: 5 } }),
-        doc('IntegrationResource', undefined, {
-          scope: { tenant },
-          type: 'database',
-          database: { isolation: 'pool' },
-        }),
-        doc('IntegrationResource', undefined, { scope: { tenant }, type: 'blob-container' }),
+        ...databaseAndContainer(tenant),
       ],
     });
     expect(applied.status, JSON.stringify(applied.body)).toBe(200);
@@ -176,15 +174,7 @@ describe.skipIf(unavailable)('console failover (Chromium, two regions)', () => {
     engine = startWorkflowEngine(s.t, { providers: regions.controller.providers });
     await text(page.locator('#failover p').first(), /FailedOver/, 180_000);
     const steps = page.getByRole('table', { name: 'Steps of the failover' });
-    expect(await steps.locator('tbody tr td:nth-child(2)').allTextContents()).toEqual([
-      'check-standby',
-      'fence-primary',
-      'promote-standby',
-      'rotate-credentials',
-      'switch-placement',
-      'sync-blobs',
-      'verify',
-    ]);
+    expect(await steps.locator('tbody tr td:nth-child(2)').allTextContents()).toEqual(FAILOVER_STEPS);
     expect(new Set(await steps.locator('tbody tr td:nth-child(3)').allTextContents())).toEqual(
       new Set(['Completed']),
     );
@@ -221,11 +211,7 @@ describe.skipIf(unavailable)('console failover (Chromium, two regions)', () => {
     const api = await s.request('POST', `/v1/tenants/${tenant}/failover?dryRun=true`, { token, body: {} });
     expect(api.status).toBe(403);
     expect(api.body.code).toBe('migration.platform_only');
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(`${s.url}/console/login`);
-    await page.getByLabel('Access token').fill(token);
-    await page.getByRole('button', { name: 'Sign in with token' }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signedInWithToken(browser, s, token);
     await page.goto(`${s.url}/console/tenants/${tenant}`);
     await text(page.getByRole('table', { name: 'Failovers of this tenant, newest first' }), /FailedOver/);
     expect(await page.getByRole('link', { name: 'Fail over…' }).count()).toBe(0);

@@ -222,8 +222,7 @@ ${error ? html`<div class="error" role="alert">${error}</div>` : ''}
         dryRun: true,
       })) as FailoverPlanView;
     } catch (err) {
-      if (err instanceof TenantryError && err.status < 500 && err.status !== 403 && err.status !== 404)
-        return err;
+      if (isRefusal(err)) return err;
       throw err;
     }
   };
@@ -329,6 +328,15 @@ ${await detail(ctx, ref, id)}`;
 /** The region the form names (the standby's by default); too long is the API's 400. */
 function regionOf(request: FastifyRequest): string | undefined {
   return one((request.body as Record<string, unknown> | undefined)?.region)?.trim() || undefined;
+}
+
+/**
+ * A refusal of the failover itself (a rule: standby, lag, residency, capacity, freeze, workflow),
+ * shown in the plan's place; not seeing the tenant (404) or not being allowed (403) is the
+ * console's error page, as for every other route.
+ */
+function isRefusal(err: unknown): err is TenantryError {
+  return err instanceof TenantryError && err.status < 500 && err.status !== 403 && err.status !== 404;
 }
 
 /** The consistency checks at a glance. */

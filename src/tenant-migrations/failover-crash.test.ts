@@ -9,6 +9,7 @@ import {
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
 import {
+  databaseAndContainer,
   doc,
   movableTenant,
   regionCell,
@@ -48,12 +49,7 @@ const fx = useControllerTestDatabase((f) =>
     regionCell(`${customer}-us`, 'us'),
     doc('Customer', customer, { displayName: 'Crashing', shortCode: customer }),
     movableTenant(customer, { standby: { region: 'us', failoverAfterChecks: 2 } }),
-    doc('IntegrationResource', undefined, {
-      scope: { tenant },
-      type: 'database',
-      database: { isolation: 'pool' },
-    }),
-    doc('IntegrationResource', undefined, { scope: { tenant }, type: 'blob-container' }),
+    ...databaseAndContainer(tenant),
   ]),
 );
 

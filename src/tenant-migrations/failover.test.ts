@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
 import {
   tenantClient as appClient,
+  databaseAndContainer,
   doc,
   movableTenant,
   regionCell,
@@ -37,12 +38,7 @@ const fx = useControllerTestDatabase((f) =>
     regionCell(`${customer}-us`, 'us'),
     doc('Customer', customer, { displayName: 'Failing', shortCode: customer }),
     movableTenant(customer, { standby: { region: 'us' } }),
-    doc('IntegrationResource', undefined, {
-      scope: { tenant },
-      type: 'database',
-      database: { isolation: 'pool' },
-    }),
-    doc('IntegrationResource', undefined, { scope: { tenant }, type: 'blob-container' }),
+    ...databaseAndContainer(tenant),
     doc('Customer', other, { displayName: 'Standing', shortCode: other }),
     movableTenant(other),
   ]),

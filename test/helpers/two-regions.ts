@@ -139,6 +139,16 @@ export const movableTenant = (customer: string, extra: Record<string, unknown> =
     ...extra,
   });
 
+/** A tenant's pool database and blob container. */
+export const databaseAndContainer = (tenant: string) => [
+  doc('IntegrationResource', undefined, {
+    scope: { tenant },
+    type: 'database',
+    database: { isolation: 'pool' },
+  }),
+  doc('IntegrationResource', undefined, { scope: { tenant }, type: 'blob-container' }),
+];
+
 /** The tenant's application: a connection with the resource's credentials now, on `server`. */
 export async function tenantClient(t: TestDatabase, resourceId: string, server: string): Promise<pg.Client> {
   const s = await new SecretStore(t.db, secretCipherFor(t.db, t.config)).get(resourceId);

@@ -185,7 +185,7 @@ ${history.length ? html`<table><caption>Failovers of this tenant, newest first</
     const slug = t.metadata.slug;
     const s = await standbyOf(ctx, ref);
     const placement = (t.status.placement ?? {}) as { region?: string; cell?: string };
-    const page = html`<p>Tenant <a href="${hrefOf('Tenant', slug)}">${slug}</a> is served from cell ${placement.cell ?? '—'}, region ${placement.region ?? '—'}${s ? html`; its standby in ${s.region} is ${stateBadge(s.state)}, ${behind(s.lagBytes)} at ${time(s.measuredAt)}` : '; it has no standby'}.
+    const page = html`<p>Tenant <a href="${hrefOf('Tenant', slug)}">${slug}</a> is served from cell ${placement.cell ?? '—'}, region ${placement.region ?? '—'}${s ? html`; its standby in ${s.region} is ${stateBadge(s.state)}, ${behind(s.lagBytes)}${s.measuredAt ? html` at ${time(s.measuredAt)}` : ' (never measured)'}` : '; it has no standby'}.
 A failover promotes the standby: writes since its last sync may be lost. Nothing changes until you confirm: first the plan and the policy verdicts are shown (a dry run).</p>
 <form hx-post="${hrefOf('Tenant', slug)}/failover/plan" hx-target="#plan" aria-labelledby="failover-h">
 <h2 id="failover-h">Fail over to the standby</h2>

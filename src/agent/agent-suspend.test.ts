@@ -8,9 +8,8 @@ import {
   startController,
   type TestController,
   tempDataDir,
-  until,
 } from '../../test/helpers/controller.js';
-import { consume, produce, sasReader } from '../../test/helpers/tenant-access.js';
+import { expectRefused, expectWorking, probeTenant } from '../../test/helpers/tenant-access.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
@@ -129,36 +128,14 @@ describe.skipIf(unavailable)('suspend and resume through a remote agent (process
   it('while suspended the agent has a real consumer and a SAS token refused; after resume both work again', {
     timeout: 300_000,
   }, async () => {
-    const names = await until(
-      'topic and container Ready (by the agent)',
-      async () => {
-        const r = await s.t.owner.query<{ type: string; physical_name: string; phase: string }>(
-          `select spec ->> 'type' as type, physical_name, phase from integration_resources`,
-        );
-        return r.rows.every((x) => x.phase === 'Ready') && r.rows.length === 2
-          ? Object.fromEntries(r.rows.map((x) => [x.type, x.physical_name]))
-          : undefined;
-      },
-      120_000,
-    );
-    const topic = names['kafka-topic']!;
-    await produce(broker, topic, 'order proposal');
-    const { container, read } = await sasReader(azurite, names['blob-container']!);
-    await expect.poll(() => consume(broker, deployment, topic), { timeout: 30_000 }).toBe('order proposal');
-    expect(await read()).toBe(200);
+    const probe = await probeTenant(s.t.owner, broker, azurite, deployment);
 
     await transition('suspend');
-    await expect
-      .poll(() => consume(broker, deployment, topic), { timeout: 30_000 })
-      .toMatch(/^refused: .*AUTHORIZATION_FAILED/);
-    await expect.poll(read, { timeout: 30_000 }).toBe(403);
-
+    await expectRefused(probe, 30_000);
     await transition('resume');
-    await expect.poll(() => consume(broker, deployment, topic), { timeout: 30_000 }).toBe('order proposal');
-    await expect.poll(read, { timeout: 30_000 }).toBe(200);
-    // Exactly the policy that was there, and nothing left behind in the container's metadata.
-    expect((await container.getAccessPolicy()).signedIdentifiers.map((i) => i.id)).toEqual(['apps']);
-    expect(Object.keys((await container.getProperties()).metadata ?? {})).not.toContain(
+    await expectWorking(probe, 30_000);
+    // Nothing left behind in the container's metadata.
+    expect(Object.keys((await probe.container.getProperties()).metadata ?? {})).not.toContain(
       'tenantry_suspended_policies',
     );
     // The agent reported the resources Ready throughout (no drift left after its ensure).

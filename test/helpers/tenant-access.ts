@@ -5,8 +5,11 @@ import {
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
 import kafkajs from 'kafkajs';
+import type pg from 'pg';
+import { expect } from 'vitest';
 import { AZURITE_ACCOUNT, AZURITE_KEY, type Azurite } from '../infra/azurite.js';
 import type { KafkaBroker } from '../infra/kafka-broker.js';
+import { until } from './controller.js';
 
 const { Kafka, logLevel } = kafkajs;
 
@@ -73,4 +76,59 @@ export async function sasReader(azurite: Azurite, containerName: string) {
   ).toString();
   const read = async () => (await fetch(`${container.getBlobClient('report.csv').url}?${sas}`)).status;
   return { container, read };
+}
+
+/** A tenant's topic and container as its apps use them: a consumer of `user`'s and a SAS read. */
+export interface TenantProbe {
+  topic: string;
+  container: ReturnType<BlobServiceClient['getContainerClient']>;
+  consume(): Promise<string>;
+  read(): Promise<number>;
+}
+
+/**
+ * Waits until the database's only two resources (a topic and a container) are Ready, writes a
+ * message and a blob with a SAS token signed against a stored access policy, and sees both work.
+ */
+export async function probeTenant(
+  owner: pg.Pool,
+  broker: KafkaBroker,
+  azurite: Azurite,
+  user: string,
+): Promise<TenantProbe> {
+  const names = await until(
+    'topic and container Ready',
+    async () => {
+      const r = await owner.query<{ type: string; physical_name: string; phase: string }>(
+        `select spec ->> 'type' as type, physical_name, phase from integration_resources`,
+      );
+      return r.rows.every((x) => x.phase === 'Ready') && r.rows.length === 2
+        ? Object.fromEntries(r.rows.map((x) => [x.type, x.physical_name]))
+        : undefined;
+    },
+    120_000,
+  );
+  const topic = names['kafka-topic']!;
+  await produce(broker, topic, 'order proposal');
+  const { container, read } = await sasReader(azurite, names['blob-container']!);
+  const probe = { topic, container, consume: () => consume(broker, user, topic), read };
+  // A fresh broker may not have its group coordinator ready yet: the first read is polled.
+  await expect.poll(probe.consume, { timeout: 30_000 }).toBe('order proposal');
+  expect(await read()).toBe(200);
+  return probe;
+}
+
+/** The consumer is refused (AUTHORIZATION_FAILED) and the SAS read is 403: at once, or `within` ms. */
+export async function expectRefused(p: TenantProbe, within?: number): Promise<void> {
+  const refused = /^refused: .*AUTHORIZATION_FAILED/;
+  if (within === undefined) expect(await p.consume()).toMatch(refused);
+  else await expect.poll(p.consume, { timeout: within }).toMatch(refused);
+  await expect.poll(p.read, { timeout: within ?? 10_000 }).toBe(403);
+}
+
+/** Both work again, and the container holds exactly the policy it had. */
+export async function expectWorking(p: TenantProbe, within = 20_000): Promise<void> {
+  await expect.poll(p.consume, { timeout: within }).toBe('order proposal');
+  await expect.poll(p.read, { timeout: within }).toBe(200);
+  expect((await p.container.getAccessPolicy()).signedIdentifiers.map((i) => i.id)).toEqual(['apps']);
 }

@@ -9,7 +9,13 @@ import {
   type TestController,
   tempDataDir,
 } from '../../test/helpers/controller.js';
-import { expectRefused, expectWorking, probeTenant } from '../../test/helpers/tenant-access.js';
+import {
+  engineEnv,
+  expectRefused,
+  expectWorking,
+  probeTenant,
+  topicAndContainer,
+} from '../../test/helpers/tenant-access.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
@@ -32,12 +38,6 @@ const customer = `as${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const deployment = `${tenant}-plan`;
 const cell = `${customer}-cell`;
-const resource = (spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind: 'IntegrationResource',
-  metadata: {},
-  spec: { scope: { deployment }, ...spec },
-});
 
 describe.skipIf(unavailable)('suspend and resume through a remote agent (process)', () => {
   let s: TestServer;
@@ -61,23 +61,7 @@ describe.skipIf(unavailable)('suspend and resume through a remote agent (process
       providers: () => ({ 'blob-container': none, 'kafka-topic': none, database: none, regions: {} }),
     });
     const applied = await s.request('POST', '/v1/apply', {
-      body: [
-        cellManifest(cell),
-        ...deploymentManifests(customer, 'plan'),
-        resource({
-          type: 'kafka-topic',
-          kafkaTopic: {
-            domain: 'supply-chain',
-            subdomain: 'transactions',
-            event: 'order-proposals',
-            version: 'v1',
-            access: 'pub',
-            partitions: 1,
-            consumers: [deployment],
-          },
-        }),
-        resource({ type: 'blob-container' }),
-      ],
+      body: [cellManifest(cell), ...deploymentManifests(customer, 'plan'), ...topicAndContainer(deployment)],
     });
     expect(applied.status, JSON.stringify(applied.body)).toBe(200);
     const token = (await s.request('POST', `/v1/cells/${cell}/join-tokens`, { body: {} })).body.token;
@@ -94,11 +78,7 @@ describe.skipIf(unavailable)('suspend and resume through a remote agent (process
           ...process.env,
           TENANTRY_LOG_LEVEL: 'warn',
           TENANTRY_RESYNC_MS: '2000',
-          TENANTRY_KAFKA_BROKERS: broker.brokers,
-          TENANTRY_KAFKA_SASL_MECHANISM: 'PLAIN',
-          TENANTRY_KAFKA_SASL_USERNAME: broker.username,
-          TENANTRY_KAFKA_SASL_PASSWORD: broker.password,
-          TENANTRY_AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
+          ...engineEnv(broker, azurite),
         },
       },
     );

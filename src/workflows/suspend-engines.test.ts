@@ -7,7 +7,13 @@ import {
   type TestController,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { expectRefused, expectWorking, probeTenant } from '../../test/helpers/tenant-access.js';
+import {
+  engineEnv,
+  expectRefused,
+  expectWorking,
+  probeTenant,
+  topicAndContainer,
+} from '../../test/helpers/tenant-access.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
 import { skipReason } from '../../test/infra/engines.js';
@@ -24,12 +30,6 @@ const unavailable = skipReason(
 const customer = `se${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const deployment = `${tenant}-plan`;
-const resource = (spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind: 'IntegrationResource',
-  metadata: {},
-  spec,
-});
 const fx = useControllerTestDatabase();
 
 describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azurite', () => {
@@ -42,29 +42,10 @@ describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azur
     await fx.registry.apply(fx.ctx, [
       cellManifest(`${customer}-cell`),
       ...deploymentManifests(customer, 'plan'),
-      resource({
-        scope: { deployment },
-        type: 'kafka-topic',
-        kafkaTopic: {
-          domain: 'supply-chain',
-          subdomain: 'transactions',
-          event: 'order-proposals',
-          version: 'v1',
-          access: 'pub',
-          partitions: 1,
-          consumers: [deployment],
-        },
-      }),
-      resource({ scope: { deployment }, type: 'blob-container' }),
+      ...topicAndContainer(deployment),
     ]);
     c = await startController(fx.t, {
-      env: {
-        TENANTRY_KAFKA_BROKERS: broker.brokers,
-        TENANTRY_KAFKA_SASL_MECHANISM: 'PLAIN',
-        TENANTRY_KAFKA_SASL_USERNAME: broker.username,
-        TENANTRY_KAFKA_SASL_PASSWORD: broker.password,
-        TENANTRY_AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
-      },
+      env: engineEnv(broker, azurite),
     });
   }, 300_000);
 

@@ -24,6 +24,35 @@ const as = (broker: KafkaBroker, user: string, password: string) =>
     logLevel: logLevel.NOTHING,
   });
 
+/** A topic the deployment itself reads and a container, both scoped to `deployment`. */
+export function topicAndContainer(deployment: string): unknown[] {
+  const resource = (spec: Record<string, unknown>) => ({
+    apiVersion: 'tenantry.dev/v1',
+    kind: 'IntegrationResource',
+    metadata: {},
+    spec: { scope: { deployment }, ...spec },
+  });
+  return [
+    resource({
+      type: 'kafka-topic',
+      kafkaTopic: {
+        ...{ domain: 'supply-chain', subdomain: 'transactions', event: 'order-proposals' },
+        ...{ version: 'v1', access: 'pub', partitions: 1, consumers: [deployment] },
+      },
+    }),
+    resource({ type: 'blob-container' }),
+  ];
+}
+
+/** The provider variables for the broker and Azurite, as `tenantry serve` and `tenantry agent` take them. */
+export const engineEnv = (broker: KafkaBroker, azurite: Azurite): Record<string, string> => ({
+  TENANTRY_KAFKA_BROKERS: broker.brokers,
+  TENANTRY_KAFKA_SASL_MECHANISM: 'PLAIN',
+  TENANTRY_KAFKA_SASL_USERNAME: broker.username,
+  TENANTRY_KAFKA_SASL_PASSWORD: broker.password,
+  TENANTRY_AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
+});
+
 /** Writes one message to `topic` as the broker's super user. */
 export async function produce(broker: KafkaBroker, topic: string, value: string): Promise<void> {
   const producer = as(broker, broker.username, broker.password).producer();

@@ -232,7 +232,8 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
   /**
    * The principals of a topic's tenant — its consumers and its scope (the producing deployment or
    * tenant) — that hold no DENY of their own on it yet: a suspension denies them, a resume lifts
-   * exactly those DENY ACLs (a DENY put there by someone else stays).
+   * exactly those DENY ACLs. (The reconcile of the active tenant then lifts any DENY of these
+   * principals on the topic: to Tenantry they are its consumers and producer, and may use it.)
    */
   async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
     const topic = this.validName(desired.physicalName);

@@ -418,14 +418,28 @@ export async function syncSequences(
   fromSchema: string,
   toSchema: string,
 ): Promise<number> {
-  const r = await from.query<{ name: string; last: string | null }>(
+  return setSequences(to, toSchema, await readSequences(from, fromSchema));
+}
+
+export type SequenceValues = { name: string; last: string | null }[];
+
+export async function readSequences(c: pg.ClientBase, schema: string): Promise<SequenceValues> {
+  const r = await c.query<{ name: string; last: string | null }>(
     'select sequencename as name, last_value::text as last from pg_sequences where schemaname = $1',
-    [fromSchema],
+    [schema],
   );
+  return r.rows;
+}
+
+export async function setSequences(
+  c: pg.ClientBase,
+  schema: string,
+  values: SequenceValues,
+): Promise<number> {
   let n = 0;
-  for (const s of r.rows) {
+  for (const s of values) {
     if (s.last === null) continue;
-    await to.query(`select setval(${lit(`${id(toSchema)}.${id(s.name)}`)}::regclass, $1::bigint, true)`, [
+    await c.query(`select setval(${lit(`${id(schema)}.${id(s.name)}`)}::regclass, $1::bigint, true)`, [
       s.last,
     ]);
     n++;

@@ -494,16 +494,17 @@ export class RegionDataPlane {
     from: { url: string | null; prefix: string; marker: string };
   }): Promise<{ source: BlobCheck[]; target: BlobCheck[]; copied: number }> {
     const to = this.blobs(input.desired);
-    const list = async (c: ContainerClient, prefix: string, marker: string) => {
+    // The reader's SAS lists and reads (no container properties): it is null when there is no container.
+    const list = async (c: ContainerClient, prefix: string, marker: string, own = false) => {
       const names: string[] = [];
-      if (!(await c.exists())) return names;
+      if (own && !(await c.exists())) return names;
       for await (const x of c.listBlobsFlat({ prefix: prefix || undefined }))
         if (x.name !== marker) names.push(x.name);
       return names.sort();
     };
     const fromContainer = input.from.url ? new ContainerClient(input.from.url) : undefined;
     const fromNames = fromContainer ? await list(fromContainer, input.from.prefix, input.from.marker) : [];
-    const toNames = await list(to.container, to.prefix, to.marker);
+    const toNames = await list(to.container, to.prefix, to.marker, true);
     // The same resource has the same names on both sides (prefix layout: the scope's folder).
     const md5 = (body: Buffer) => createHash('md5').update(body).digest();
     let copied = 0;

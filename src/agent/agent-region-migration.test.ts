@@ -160,6 +160,21 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
       await c.end();
     }
   }
+  /** On a timeout: the workflow's steps and the agents' commands, with their errors. */
+  const explain = (id: string) => async (err: Error) => {
+    const steps = await s.t.owner.query(
+      'select name, state, attempts, error from workflow_steps where workflow_id = $1 order by position',
+      [id],
+    );
+    const commands = await s.t.owner.query(
+      'select key, op, state, attempts, error from cell_agent_commands where key like $1 order by created_at',
+      [`${id}:%`],
+    );
+    const wf = await s.t.owner.query('select state, error, attempts from workflows where id = $1', [id]);
+    throw new Error(
+      `${err.message}\n${JSON.stringify({ workflow: wf.rows[0], steps: steps.rows, commands: commands.rows }, null, 1)}`,
+    );
+  };
   const container = (region: 'eu' | 'us', name: string) =>
     BlobServiceClient.fromConnectionString(blobs[region]!.connectionString).getContainerClient(name);
 
@@ -192,7 +207,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
     const started = await s.request('POST', `/v1/tenants/${tenant}/migrations`, { body: { region: 'us' } });
     expect(started.status, JSON.stringify(started.body)).toBeLessThan(300);
     const id = started.body.id as string;
-    expect(await finished(s.t, id, 180_000)).toMatchObject({ state: 'Succeeded' });
+    expect(await finished(s.t, id, 180_000).catch(explain(id))).toMatchObject({ state: 'Succeeded' });
     expect((await stepsOf(s.t, id)).map((x) => `${x.name}:${x.state}`)).toEqual(
       [
         'check-eligibility',

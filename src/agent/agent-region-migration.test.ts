@@ -271,7 +271,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
 
     // The tenant is in the us cell; the us agent keeps its resources Ready there.
     const t = await s.t.owner.query(
-      'select region, c.slug as cell from tenants t join cells c on c.id = t.cell_id where t.slug = $1',
+      'select t.region, c.slug as cell from tenants t join cells c on c.id = t.cell_id where t.slug = $1',
       [tenant],
     );
     expect(t.rows[0]).toEqual({ region: 'us', cell: usCell });

@@ -178,7 +178,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
   const container = (region: 'eu' | 'us', name: string) =>
     BlobServiceClient.fromConnectionString(blobs[region]!.connectionString).getContainerClient(name);
 
-  it('moves the database rows and blobs from the eu agent to the us agent, checked on the us engines, and retires eu', {
+  it('moves the database rows and blobs from the eu agent to the us agent, checked on the us engines; rolls back to eu with what was written in us; moves again and retires eu', {
     timeout: 300_000,
   }, async () => {
     await until(
@@ -285,8 +285,45 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
     );
     expect(login.rows[0].rolcanlogin).toBe(true);
 
-    // Retired: the eu agent drops the kept schema, its role and the container.
-    const retiring = await s.request('POST', `/v1/tenants/${tenant}/migrations/${id}/retire`, { body: {} });
+    // A row and a blob written in us, then the rollback: the us agent hands the eu agent a reader
+    // and the eu agent pulls; both are in eu afterwards, the us copies are gone.
+    await onServer('us', (c) => c.query(`insert into ${schema}.orders (n, note) values (2001, 'in us')`));
+    const late = randomBytes(3_000);
+    await container('us', bucket).getBlockBlobClient('docs/late.bin').uploadData(late);
+    const rb = await s.request('POST', `/v1/tenants/${tenant}/migrations/${id}/rollback`, { body: {} });
+    expect(rb.status, JSON.stringify(rb.body)).toBeLessThan(300);
+    expect(
+      await finished(s.t, rb.body.rollbackWorkflowId, 120_000).catch(explain(rb.body.rollbackWorkflowId)),
+    ).toMatchObject({ state: 'Succeeded' });
+    const back = await onServer('eu', async (c) => ({
+      rows: (await c.query(`select count(*)::int as n from ${schema}.orders`)).rows[0].n,
+      login: (await c.query('select rolcanlogin from pg_roles where rolname = $1', [schema])).rows[0]
+        .rolcanlogin,
+    }));
+    expect(back).toEqual({ rows: 2001, login: true });
+    expect(
+      (await container('eu', bucket).getBlobClient('docs/late.bin').downloadToBuffer()).equals(late),
+    ).toBe(true);
+    expect(
+      (await onServer('us', (c) => c.query('select 1 from pg_namespace where nspname = $1', [schema])))
+        .rowCount,
+    ).toBe(0);
+    expect(await container('us', bucket).exists()).toBe(false);
+    await until(
+      'the resources Ready in eu again (by its agent)',
+      async () => (await resources()).every((r) => r.phase === 'Ready' && r.current),
+      60_000,
+    );
+
+    // Again to us, then retired: the eu agent drops the kept schema, its role and the container.
+    const again = await s.request('POST', `/v1/tenants/${tenant}/migrations`, { body: { region: 'us' } });
+    expect(again.status, JSON.stringify(again.body)).toBeLessThan(300);
+    expect(await finished(s.t, again.body.id, 180_000).catch(explain(again.body.id))).toMatchObject({
+      state: 'Succeeded',
+    });
+    const retiring = await s.request('POST', `/v1/tenants/${tenant}/migrations/${again.body.id}/retire`, {
+      body: {},
+    });
     expect(retiring.status, JSON.stringify(retiring.body)).toBeLessThan(300);
     expect(await finished(s.t, retiring.body.retireWorkflowId, 60_000)).toMatchObject({ state: 'Succeeded' });
     const left = await onServer('eu', (c) =>
@@ -299,6 +336,8 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
     expect(left.rows[0]).toEqual({ schemas: 0, roles: 0 });
     expect(await container('eu', bucket).exists()).toBe(false);
     expect(await container('us', bucket).exists()).toBe(true);
+    const kept = await onServer('us', (c) => c.query(`select count(*)::int as n from ${schema}.orders`));
+    expect(kept.rows[0].n).toBe(2001);
     expect(controlPlaneCalls).toEqual([]);
   });
 });

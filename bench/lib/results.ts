@@ -80,11 +80,13 @@ const latency = (m: Measurement) =>
 
 export function formatTable(rows: Row[]): string {
   const header = ['Benchmark', 'Figure', 'Baseline (same run)', 'Ratio', 'Goal', 'Met'];
+  // A latency goal is read from the figure's percentiles: its rate and ratio would say nothing.
+  const byLatency = (r: Row) => r.goal !== null && 'p99AtMostMs' in r.goal && r.figure.latencyMs;
   const cells = rows.map((r) => [
     r.benchmark,
-    rate(r.figure),
+    byLatency(r) ? latency(r.figure) : rate(r.figure),
     `${r.baseline.label}: ${rate(r.baseline)}`,
-    pct(r.ratio),
+    byLatency(r) ? '-' : pct(r.ratio),
     r.goalNote,
     r.met === null ? '-' : r.met ? 'yes' : 'NO',
   ]);

@@ -16,17 +16,21 @@ import {
   copyTables,
   createSchema,
   databaseUrl,
+  dropSubscription,
+  hasSubscription,
   inventory,
   readSequences,
   replicationLag,
   type SchemaInventory,
   type SequenceValues,
   schemaDdl,
+  setRolesLogin,
   setSequences,
   stopReplication,
   type TableCheck,
   tablesSyncing,
   type Verification,
+  waitReceived,
   walLevel,
   withClient,
 } from './pg-copy.js';
@@ -283,12 +287,8 @@ export class RegionDataPlane {
     input: SideDatabase & { name: string; connection: string },
   ): Promise<{ subscribed: string }> {
     await withClient(this.urlOf(input.database), async (t) => {
-      const sub = await t.query(
-        'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
-        [input.name],
-      );
       // Again (after a crash): the reader's password is new, the subscription's connection follows.
-      if ((sub.rowCount ?? 0) > 0)
+      if (await hasSubscription(t, input.name))
         await t.query(`alter subscription ${id(input.name)} connection ${lit(input.connection)}`);
       else
         await t.query(
@@ -308,14 +308,7 @@ export class RegionDataPlane {
     if (there)
       await withClient(this.urlOf(input.database), async (t) => {
         await untrack(t, { name: input.name, schema: input.schema, tables: input.tables });
-        const sub = await t.query(
-          'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
-          [input.name],
-        );
-        if ((sub.rowCount ?? 0) === 0) return;
-        await t.query(`alter subscription ${id(input.name)} disable`);
-        await t.query(`alter subscription ${id(input.name)} set (slot_name = none)`);
-        await t.query(`drop subscription ${id(input.name)}`);
+        await dropSubscription(t, input.name);
       });
     return { stopped: input.name };
   }
@@ -385,17 +378,7 @@ export class RegionDataPlane {
     },
   ): Promise<Verification> {
     return withClient(this.urlOf(input.database), async (c) => {
-      const sub = input.subscription;
-      const deadline = Date.now() + 3_000;
-      while (sub && Date.now() < deadline) {
-        const q = await c.query<{ done: boolean }>(
-          `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
-           from pg_stat_subscription where subname = $1 and relid is null`,
-          [sub.name, sub.lsn],
-        );
-        if (q.rows[0]?.done) break;
-        await new Promise((res) => setTimeout(res, 20));
-      }
+      if (input.subscription) await waitReceived(c, input.subscription.name, input.subscription.lsn);
       if (input.tracked)
         return verifyTracked({
           source: async () => input.source,
@@ -434,18 +417,7 @@ export class RegionDataPlane {
 
   /** NOLOGIN (or LOGIN) for roles, and their open sessions ended when taken away. */
   async setLogin(input: { roles: string[]; login: boolean }): Promise<{ roles: string[] }> {
-    await withClient(this.urlOf(this.home), async (c) => {
-      for (const role of input.roles) {
-        const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
-        if ((exists.rowCount ?? 0) === 0) continue;
-        await c.query(`alter role ${id(role)} ${input.login ? 'login' : 'nologin'}`);
-        if (!input.login)
-          await c.query(
-            'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-            [role],
-          );
-      }
-    });
+    await withClient(this.urlOf(this.home), (c) => setRolesLogin(c, input.roles, input.login));
     return { roles: input.roles };
   }
 

@@ -3,7 +3,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { type RawBuilder, sql } from 'kysely';
 import type { Logger } from 'pino';
 import { registerAgentRoutes } from '../agent/agent.routes.js';
@@ -230,19 +230,37 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerIdempotency(app, db, security);
 
   // Read-your-own-writes: whatever a request that can change state changed is forgotten before its
-  // answer leaves, so the caller's next GET reads it even before the NOTIFY arrives. After the
-  // idempotency hook's onSend, which commits an atomic write: a GET that read the old row before
-  // that commit must not be able to keep it (the cache refuses fills begun before forgetAll).
+  // answer leaves, so the caller's next request sees it even before the NOTIFY arrives: the
+  // identities it may have changed (sessions, elevations, tenants) and the objects it changed.
+  // A route-level hook of the routes that can change state (none runs on a GET): route hooks run
+  // after every app-level one, so after the idempotency hook's onSend has committed an atomic
+  // write, and a read that raced with the write cannot put the old answer back (both caches
+  // refuse fills begun before the forget).
   const objects = deps.objects;
-  if (objects) {
-    app.addHook('onSend', async (request, _reply, payload) => {
-      // Only a caller who got past authentication can have changed anything (and unauthenticated
-      // requests cannot keep the cache empty for everyone).
-      if (request.ctx && !SAFE_METHODS.has(request.method)) objects.forgetAll();
-      return payload;
-    });
-    app.addHook('onClose', async () => objects.close());
-  }
+  // On routes that report their changes (`reportsChanges`: every object write goes through the
+  // change path, which adds it to `ctx.changed`), only those objects are forgotten; after any
+  // other request that can change state, every object.
+  const forgetChanges = async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
+    security.authenticator.identities.forgetAll();
+    // Only a caller who got past authentication can have changed objects (and unauthenticated
+    // requests cannot keep the object cache empty for everyone).
+    const ctx = request.ctx;
+    if (ctx && objects) {
+      if (ctx.changed && request.routeOptions.config.reportsChanges) objects.forget(ctx.changed);
+      else objects.forgetAll();
+    }
+    return payload;
+  };
+  const reportChanges = async (request: FastifyRequest) => {
+    if (request.ctx) request.ctx.changed = new Set();
+  };
+  app.addHook('onRoute', (route) => {
+    if ([route.method].flat().every((m) => SAFE_METHODS.has(m))) return;
+    if ((route.config as { reportsChanges?: boolean } | undefined)?.reportsChanges)
+      route.preHandler = [reportChanges, ...[route.preHandler ?? []].flat()];
+    route.onSend = [...[route.onSend ?? []].flat(), forgetChanges];
+  });
+  if (objects) app.addHook('onClose', async () => objects.close());
 
   app.setErrorHandler((err, request, reply) => {
     const p = toProblem(err, request);
@@ -280,7 +298,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
   const migrations = new MigrationsService(db);
   registerMigrationRoutes(app, migrations, identify);
-  registerFailoverRoutes(app, new FailoverService(db), identify);
+  const failovers = new FailoverService(db);
+  registerFailoverRoutes(app, failovers, identify);
   const promotions = new PromotionsService(db, deps.clock ?? systemClock);
   registerReleaseRoutes(app, promotions, identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
@@ -310,6 +329,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       usage,
       workflows,
       migrations,
+      failovers,
       promotions,
       agents,
     },

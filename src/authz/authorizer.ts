@@ -94,6 +94,64 @@ const PRINCIPAL_SHAPE = {
   },
 } as const;
 
+/** One free-form part of a memo key: length-prefixed (so no value can imitate a separator); null and undefined apart. */
+const part = (v: string | null | undefined): string =>
+  v === undefined ? 'u|' : v === null ? 'n|' : `${v.length}:${v}|`;
+
+/** The envelope parts a decision depends on, with the key built from them (one per envelope). */
+interface PrincipalKey {
+  actor: RequestContext['actor'];
+  principal: string;
+  kind: string;
+  issuer: string | undefined;
+  roles: RequestContext['roles'];
+  scope: RequestContext['scope'];
+  tenantId: string;
+  customerId: RequestContext['customerId'];
+  elevation: RequestContext['elevation'];
+  key: string;
+}
+const principalKeys = new WeakMap<RequestContext, PrincipalKey>();
+
+/**
+ * The principal's part of a memo key: computed once per envelope and reused while every part it
+ * was built from is still the same (an envelope copied or changed gets its own).
+ */
+function principalKey(ctx: RequestContext): string {
+  const known = principalKeys.get(ctx);
+  const tenantId = ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : '';
+  if (
+    known &&
+    known.actor === ctx.actor &&
+    known.principal === ctx.actor.principal &&
+    known.kind === ctx.actor.kind &&
+    known.issuer === ctx.issuer &&
+    known.roles === ctx.roles &&
+    known.scope === ctx.scope &&
+    known.tenantId === tenantId &&
+    known.customerId === ctx.customerId &&
+    known.elevation === ctx.elevation
+  )
+    return known.key;
+  const roles = ctx.roles ?? [];
+  let key = `${ctx.actor.kind}|${part(ctx.issuer)}${part(ctx.actor.principal)}${roles.length}|`;
+  for (const r of roles) key += part(r);
+  key += `${part(tenantId)}${part(ctx.customerId ?? '')}${part(ctx.elevation?.id)}`;
+  principalKeys.set(ctx, {
+    actor: ctx.actor,
+    principal: ctx.actor.principal,
+    kind: ctx.actor.kind,
+    issuer: ctx.issuer,
+    roles: ctx.roles,
+    scope: ctx.scope,
+    tenantId,
+    customerId: ctx.customerId,
+    elevation: ctx.elevation,
+    key,
+  });
+  return key;
+}
+
 /**
  * Authorization decisions with Cedar (@cedar-policy/cedar-wasm, the Node build: its ESM entry
  * imports the .wasm file as a module, which Node cannot). The policy set (defaults plus the
@@ -105,7 +163,7 @@ export class Authorizer {
   private policies: Record<string, string> = { ...DEFAULT_POLICIES };
   private sealed = false;
   private readonly id = `tenantry-${++instances}`;
-  private readonly memo = new Map<string, Pick<Decision, 'decision' | 'policies' | 'errors'>>();
+  private readonly memo = new Map<string, Decision>();
 
   constructor(
     extraPolicyFile?: string,
@@ -208,34 +266,36 @@ export class Authorizer {
    * One decision; never throws for a deny (see `authorize`). Decisions are a pure function of the
    * principal, action and resource (the policy set is fixed once sealed), so they are memoised by
    * exactly those inputs: a Cedar call through WebAssembly costs ~0.2 ms, a repeated one a map lookup.
-   * The memo is a plain bounded Map, cleared when full (no LRU library is installed; it needs no more).
+   * The key is built without JSON (every free-form part length-prefixed, so it stays injective), and
+   * the principal's part once per envelope (`principalKey`). The memo holds the whole frozen Decision.
+   * It is a plain bounded Map, cleared when full (no LRU library is installed; it needs no more).
    */
   decide(ctx: RequestContext, action: string, resource: ResourceRef): Decision {
     if (!this.sealed) throw new Error('Authorizer.seal() has not run');
-    const roles = [...(ctx.roles ?? [])];
-    const base = { action, roles, ...(ctx.elevation ? { elevation: ctx.elevation.id } : {}) };
-    if (!this.actions.has(action))
-      return { ...base, decision: 'deny', policies: [], errors: ['unknown action'] };
-    const key = JSON.stringify([
-      ctx.actor.kind,
-      ctx.issuer,
-      ctx.actor.principal,
-      roles,
-      ctx.scope.kind === 'tenant' ? ctx.scope.tenantId : '',
-      ctx.customerId ?? '',
-      action,
-      resource.kind,
-      resource.id ?? null,
-      resource.tenantId ?? '',
-      resource.customerId ?? '',
-      resource.owner ?? null,
-    ]);
+    if (!this.actions.has(action)) {
+      const roles = [...(ctx.roles ?? [])];
+      return {
+        action,
+        roles,
+        ...(ctx.elevation ? { elevation: ctx.elevation.id } : {}),
+        decision: 'deny',
+        policies: [],
+        errors: ['unknown action'],
+      };
+    }
+    const key = `${principalKey(ctx)}${action}|${resource.kind}|${part(resource.id)}${part(resource.tenantId)}${part(resource.customerId)}${part(resource.owner)}`;
     const memo = this.memo.get(key);
-    if (memo) return { ...base, ...memo };
-    const decided = this.evaluate(ctx, action, resource, roles);
+    if (memo) return memo;
+    const roles = [...(ctx.roles ?? [])];
+    const decided: Decision = Object.freeze({
+      action,
+      roles: Object.freeze(roles) as string[],
+      ...(ctx.elevation ? { elevation: ctx.elevation.id } : {}),
+      ...this.evaluate(ctx, action, resource, roles),
+    });
     if (this.memo.size >= MEMO_SIZE) this.memo.clear();
     this.memo.set(key, decided);
-    return { ...base, ...decided };
+    return decided;
   }
 
   /** The Cedar call itself, without the memo. */

@@ -94,6 +94,7 @@ async function writeChange<Row>(
   write?: RawBuilder<Row>,
 ): Promise<Row | undefined> {
   const kind = change.kind;
+  ctx.changed?.add(change.objectId);
   // A suspended or archived tenant's own principals read but change nothing (issue 18).
   // An archived tenant's way on is deletion (placement and policy guard it), so deletes pass.
   if (ctx.scope.kind === 'tenant') {

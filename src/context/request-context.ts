@@ -40,6 +40,13 @@ export interface RequestContext {
    * service runs its write through it (src/idempotency/idempotent-write.ts).
    */
   idempotency?: AtomicWrite;
+  /**
+   * When present, the registry objects (UUIDs) the request wrote are added: every change of the
+   * change path, and a cell whose allocation placement changed. The API sets it on the routes that
+   * report their changes (route config `reportsChanges`), so that only those objects are forgotten
+   * by the read cache when the answer leaves (src/api/server.ts).
+   */
+  changed?: Set<string>;
 }
 
 /** A write that commits with its Idempotency-Key answer (implemented by src/idempotency/idempotent-write.ts). */

@@ -17,7 +17,9 @@ beforeAll(async () => {
   pool.on('connect', (client) => {
     const query = client.query.bind(client) as (...a: unknown[]) => unknown;
     (client as unknown as { query: unknown }).query = (...args: unknown[]) => {
-      if (typeof args[0] === 'string') sent.push(args[0]);
+      const q = args[0] as string | { text?: string };
+      const text = typeof q === 'string' ? q : q.text;
+      if (text !== undefined) sent.push(text);
       return query(...args);
     };
   });
@@ -29,11 +31,12 @@ afterAll(async () => {
   await t?.destroy();
 });
 
+/** Whether the (one) connection is still in a transaction: asked as a simple query, not prepared. */
 const inTransaction = async () =>
   (
-    await sql<{
-      n: boolean;
-    }>`select pg_current_xact_id_if_assigned() is not null or now() <> statement_timestamp() as n`.execute(db)
+    await pool.query<{ n: boolean }>(
+      'select pg_current_xact_id_if_assigned() is not null or now() <> statement_timestamp() as n',
+    )
   ).rows[0]?.n;
 
 describe('deferred begin', () => {
@@ -81,6 +84,26 @@ describe('deferred begin', () => {
     }>`select count(*)::int as n from deferred_begin_probe where n = 99`.execute(db);
     expect(r.rows[0]?.n).toBe(0);
     expect(await inTransaction()).toBe(false);
+  });
+
+  it('prepares a statement once per connection: the same text is then only bound and run', async () => {
+    const text = 'select $1::int + 1 as y';
+    const prepared = async () =>
+      (
+        await sql<{ n: number }>`select count(*)::int as n from pg_prepared_statements
+          where statement = ${text}`.execute(db)
+      ).rows[0]?.n;
+    for (const v of [1, 2, 3]) {
+      const r = await db
+        .transaction()
+        .execute((trx) => sql<{ y: number }>`select ${v}::int + 1 as y`.execute(trx));
+      expect(r.rows[0]?.y).toBe(v + 1);
+    }
+    // One connection (max 1): one prepared statement for three runs; begin and commit are not prepared.
+    expect(await prepared()).toBe(1);
+    const r = await sql<{ n: number }>`select count(*)::int as n from pg_prepared_statements
+      where statement ~* '^(begin|commit|rollback)'`.execute(db);
+    expect(r.rows[0]?.n).toBe(0);
   });
 
   it('an empty transaction sends nothing', async () => {

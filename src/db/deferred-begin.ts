@@ -1,13 +1,33 @@
 import type { PostgresPool, PostgresPoolClient, PostgresQueryResult } from 'kysely';
 
 type Client = PostgresPoolClient & {
-  query: (sql: string, parameters?: readonly unknown[]) => Promise<unknown>;
+  query: (
+    query: string | { text: string; values: readonly unknown[]; name: string },
+    parameters?: readonly unknown[],
+  ) => Promise<unknown>;
 };
+
+/**
+ * How many distinct statements one connection keeps prepared. Statements are prepared in the order
+ * they first come, so the hot ones (the change path's, the reads of every request) are among the
+ * first; a statement whose text varies (a list of literals) stops being prepared once the budget is
+ * spent instead of growing the server's memory.
+ */
+const PREPARED_PER_CONNECTION = 256;
+/** Queries and DML only (no transaction control, no utility statement); one statement per text. */
+const PREPARABLE = /^\s*(select|with|insert|update|delete)\b[^;]*$/i;
 
 const NOTHING = { command: 'SELECT', rowCount: 0, rows: [] } as unknown as PostgresQueryResult<never>;
 
 /**
- * The pool Kysely uses, with `begin` sent together with the transaction's first statement when that
+ * The pool Kysely uses, with two savings on every round trip.
+ *
+ * Named statements: a statement is prepared once per connection (a name per
+ * distinct text) and then only bound and executed: PostgreSQL neither parses nor, once it has settled
+ * on a generic plan, plans it again. The change path's one statement costs about 1 ms to plan (issue
+ * 24), as much as it takes to run. Nothing changes for the caller: the same text with the same values.
+ *
+ * `begin` sent together with the transaction's first statement when that
  * statement has no parameters (e.g. `inScope`'s scope statement): one round trip instead of two
  * for every transaction. node-postgres sends a statement without parameters as a simple query, where
  * `begin; select …` runs as two statements of one message, with their results in order; the first
@@ -36,17 +56,26 @@ export function deferBegin(pool: PostgresPool): PostgresPool {
 
 function withDeferredBegin(client: Client): PostgresPoolClient {
   let pending = false;
+  const names = new Map<string, string>();
+  const send = (text: string, values: readonly unknown[]): Promise<unknown> => {
+    let name = names.get(text);
+    if (name === undefined && names.size < PREPARED_PER_CONNECTION && PREPARABLE.test(text)) {
+      name = `tenantry_${names.size}`;
+      names.set(text, name);
+    }
+    return name === undefined ? client.query(text, values) : client.query({ text, values, name });
+  };
   const query = async (text: string, parameters: readonly unknown[] = []): Promise<unknown> => {
     if (text === 'begin' && parameters.length === 0) {
       pending = true;
       return NOTHING;
     }
-    if (!pending) return client.query(text, parameters);
+    if (!pending) return send(text, parameters);
     pending = false;
     if (text === 'commit' || text === 'rollback') return NOTHING;
     if (parameters.length > 0) {
       await client.query('begin');
-      return client.query(text, parameters);
+      return send(text, parameters);
     }
     const results = (await client.query(`begin;\n${text}`)) as unknown[];
     return results[results.length - 1];

@@ -39,16 +39,21 @@ export function findBadInput(
 export function registerInputGuard(app: FastifyInstance): void {
   app.addHook('preValidation', async (request) => {
     let path: string;
+    let decoded = true;
     try {
       path = decodeURIComponent(request.url);
     } catch {
       path = request.url;
+      decoded = false;
     }
+    // Parameters and the (flat) query come from the URL: once it decodes without a NUL, only the
+    // body is left to look at. An undecodable URL is looked at field by field.
     const bad = path.includes('\0')
       ? { pointer: path.split('?')[0]!.includes('\0') ? '/path' : '/query', reason: 'nul' as const }
-      : (findBadInput(request.params, '/path') ??
-        findBadInput(request.query, '/query') ??
-        findBadInput(request.body));
+      : ((decoded
+          ? undefined
+          : (findBadInput(request.params, '/path') ?? findBadInput(request.query, '/query'))) ??
+        (request.body === undefined ? undefined : findBadInput(request.body)));
     if (!bad) return;
     // Thrown, so that each surface answers in its own form (problem+json, the console's page).
     throw bad.reason === 'nul'

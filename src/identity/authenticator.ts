@@ -5,7 +5,7 @@ import { type Db, platformDb } from '../db/database.js';
 import { UnauthorizedError } from '../errors/errors.js';
 import { claimsOf, principalId, type TokenClaims } from './envelope.js';
 import { IdentityCache } from './identity-cache.js';
-import type { TokenVerifier } from './token-verifier.js';
+import type { TokenVerifier, VerifiedToken } from './token-verifier.js';
 
 export interface RequestMeta {
   requestId: string;
@@ -26,6 +26,13 @@ interface IdentifyRow {
   elevation_expires_at: Date | null;
 }
 
+interface TokenIdentity {
+  claims: TokenClaims;
+  principal: string;
+  /** The identity cache's key. */
+  key: string;
+}
+
 /** The most identities one process keeps (src/identity/identity-cache.ts). */
 const IDENTITY_CACHE_ENTRIES = 10_000;
 
@@ -39,6 +46,7 @@ const IDENTITY_CACHE_ENTRIES = 10_000;
  */
 export class Authenticator {
   readonly identities: IdentityCache<IdentifyRow>;
+  private readonly mapped = new WeakMap<VerifiedToken, TokenIdentity>();
 
   constructor(
     private readonly db: Db,
@@ -62,11 +70,7 @@ export class Authenticator {
     const m = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(authorization);
     if (!m?.[1])
       throw new UnauthorizedError('token.malformed', 'The Authorization header must be "Bearer <token>".');
-    const { issuer, payload } = await this.verifier.verify(m[1]);
-    const claims = claimsOf(issuer.issuer, payload, issuer.claims);
-    const principal = principalId(claims, this.builtinIssuer);
-    // Everything tenantry_identify reads from the token; the roles are the token's own.
-    const key = JSON.stringify([claims.tenant, claims.issuer, principal, claims.appId, claims.sessionId]);
+    const { claims, principal, key } = this.claimsOf(await this.verifier.verify(m[1]));
     const cached = this.identities.get(key);
     if (cached) return this.envelope(cached, claims, principal, meta);
     const epoch = this.identities.begin();
@@ -102,6 +106,22 @@ export class Authenticator {
       .map((d) => d.getTime());
     this.identities.set(key, row, epoch, Math.min(...ends));
     return ctx;
+  }
+
+  /**
+   * What a verified token says, mapped once per verification: the verifier hands back the same
+   * object for a token it remembers (token-verifier.ts), so a known caller's claims cost nothing.
+   */
+  private claimsOf(token: VerifiedToken): TokenIdentity {
+    const known = this.mapped.get(token);
+    if (known) return known;
+    const claims = claimsOf(token.issuer.issuer, token.payload, token.issuer.claims);
+    const principal = principalId(claims, this.builtinIssuer);
+    // Everything tenantry_identify reads from the token; the roles are the token's own.
+    const key = JSON.stringify([claims.tenant, claims.issuer, principal, claims.appId, claims.sessionId]);
+    const mapped = { claims, principal, key };
+    this.mapped.set(token, mapped);
+    return mapped;
   }
 
   /** The envelope of an identify answer; on a cached answer, the session and elevation are live. */

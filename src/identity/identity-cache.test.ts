@@ -1,9 +1,10 @@
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { EventNotifier } from '../events/event-notifier.js';
+import { IdempotentWrite } from '../idempotency/idempotent-write.js';
 import { IdentityCache, type IdentityInvalidation } from './identity-cache.js';
 
 /** An invalidation source driven by the test (the real one is a LISTEN connection, tested below). */
@@ -205,6 +206,36 @@ describe('the identity cache of servers with NOTIFY (two API processes)', () => 
     await expect
       .poll(async () => (await whoami(second, otto2)).body.elevation, { timeout: 2_000 })
       .toBeNull();
+  });
+
+  it('forgets after the write commits: a read during the commit cannot keep the old identity', async () => {
+    const token = await a.token({ subject: 'rita', roles: ['platform-operator'], sessionId: null });
+    expect((await whoami(a, token)).body.elevation).toBeNull();
+    // No NOTIFY for grants here: only the process's own forget can show the elevation at once.
+    await t.owner.query(`alter table break_glass_grants disable trigger identity_changed`);
+    const commit = IdempotentWrite.prototype.commit;
+    let during: unknown;
+    const spy = vi.spyOn(IdempotentWrite.prototype, 'commit').mockImplementation(async function (
+      this: IdempotentWrite,
+      answer,
+    ) {
+      // A concurrent GET identifies while the grant is written but not yet committed.
+      during = (await whoami(a, token)).body.elevation;
+      return commit.call(this, answer);
+    });
+    try {
+      const grant = await a.request('POST', '/v1/break-glass', {
+        token,
+        headers: { 'idempotency-key': 'race-rita' },
+        body: { reason: 'incident 10: forget after the commit' },
+      });
+      expect(grant.status).toBe(201);
+      expect(during).toBeNull();
+      expect((await whoami(a, token)).body.elevation).toMatchObject({ id: grant.body.id });
+    } finally {
+      spy.mockRestore();
+      await t.owner.query(`alter table break_glass_grants enable trigger identity_changed`);
+    }
   });
 
   it('refuses a token of a tenant deleted meanwhile', async () => {

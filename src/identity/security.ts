@@ -132,8 +132,6 @@ function requestMentions(request: FastifyRequest): TenantMention[] {
   return out;
 }
 
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
-
 const isDocs = (url: string) => url === '/docs' || url.startsWith('/docs/');
 
 /**
@@ -168,14 +166,6 @@ export function installSecurity(
   });
   app.addHook('onReady', async () => security.authorizer.seal());
   app.addHook('onClose', async () => security.authenticator.identities.close());
-
-  // This process's own changes to sessions, elevations or tenants are forgotten before the answer
-  // leaves, so the caller's next request sees them even before their NOTIFY arrives. Any request
-  // that can change state counts (cheap: the next request of each caller identifies once again).
-  app.addHook('onSend', async (request, _reply, payload) => {
-    if (!SAFE_METHODS.has(request.method)) security.authenticator.identities.forgetAll();
-    return payload;
-  });
 
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config;
@@ -244,6 +234,11 @@ declare module 'fastify' {
     tenantParam?: string;
     /** The service decides on the real resource; the route-level decision is skipped. */
     decidedBy?: 'service';
+    /**
+     * Every registry object the route writes is reported in `ctx.changed` (the change path and
+     * placement add them), so the read cache forgets only those after it (src/api/server.ts).
+     */
+    reportsChanges?: boolean;
   }
   interface FastifyRequest {
     /** The identity envelope of an authenticated request. */

@@ -60,6 +60,8 @@ export interface PolicyResult {
   placement?: Placement;
   /** Quotas consumed by a create: the usage history gets a new version after the write. */
   consumed?: EffectiveLimits;
+  /** Other registry objects this changed (the cell a tenant is placed in: its allocation). */
+  changed?: string[];
 }
 
 const QUOTA_OF: Partial<Record<Kind, QuotaName>> = {
@@ -228,6 +230,8 @@ export class PlacementPolicy {
       },
     ];
 
+    /** The cell whose allocation this placement took (a registry object changed besides the tenant). */
+    let placed: string | undefined;
     let binding: Binding;
     if (current) {
       // Residency is re-checked on every change: a change that would need the data to move is refused.
@@ -303,6 +307,7 @@ export class PlacementPolicy {
         detail: `cell ${cell.slug}: ${cell.allocated + 1}/${cell.capacity} tenants after placement`,
       });
       binding = chosen;
+      placed = chosen.cellUuid;
     }
 
     // The quota part of the binding: the plan's limits (a new tenant has no overrides yet).
@@ -332,6 +337,7 @@ export class PlacementPolicy {
       columns: { cell_id: binding.cellUuid, placement: JSON.stringify(placement) },
       verdicts,
       placement,
+      ...(placed ? { changed: [placed] } : {}),
     };
   }
 

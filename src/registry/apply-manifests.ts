@@ -182,6 +182,7 @@ export async function applyManifest(
     const platform = ctx.scope.kind === 'platform';
     const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform };
     const policy = await deps.policy.beforeWrite(trx, policyInput);
+    for (const id of policy.changed ?? []) ctx.changed?.add(id);
     const row = await insertObject(trx, m.kind, {
       id,
       slug: res.slug,
@@ -265,6 +266,7 @@ export async function applyManifest(
     platform: ctx.scope.kind === 'platform',
   };
   const policy = await deps.policy.beforeWrite(trx, policyInput);
+  for (const id of policy.changed ?? []) ctx.changed?.add(id);
   const set: Record<string, unknown> = {
     spec: JSON.stringify(spec),
     labels: JSON.stringify(labels),

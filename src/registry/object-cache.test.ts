@@ -98,6 +98,21 @@ describe('ObjectCache', () => {
     expect(c.get(k)).toBeUndefined();
   });
 
+  it('forgets the objects it is told, and refuses their fills begun before, keeping the others', () => {
+    const { c } = cache();
+    const [k1, k2] = ['x', 'y'].map((r) => ObjectCache.key(PLATFORM, 'Tenant', r, false)) as [string, string];
+    c.set(k1, served(U1), c.begin());
+    c.set(k2, served(U2), c.begin());
+    const began = c.begin();
+    c.forget([U1]);
+    expect(c.get(k1)).toBeUndefined();
+    expect(c.get(k2)).toBeDefined();
+    c.set(k1, served(U1), began);
+    expect(c.get(k1)).toBeUndefined();
+    c.set(k1, served(U1), c.begin());
+    expect(c.get(k1)).toBeDefined();
+  });
+
   it('keeps and answers nothing while the source does not listen, and starts empty again', () => {
     const { c, s } = cache();
     const k = ObjectCache.key(PLATFORM, 'Tenant', 'x', false);
@@ -225,6 +240,28 @@ describe('GET from the object cache of servers with NOTIFY (two API processes)',
       const res = await get(a, `/v1/tenants/${ref}`);
       expect(res.body.metadata.labels).toEqual({ own: 'write' });
       expect(res.headers.get('etag')).toBe(`"${res.body.metadata.generation}"`);
+    }
+  });
+
+  it('forgets only what the process’s own write changed: that object at once (no NOTIFY), the others kept', async () => {
+    const keyOf = (ref: string) => ObjectCache.key(PLATFORM, 'Tenant', ref, false);
+    for (const ref of [A.slug, A.uuid, B.slug]) expect((await get(a, `/v1/tenants/${ref}`)).status).toBe(200);
+    expect(a.objects?.get(keyOf(B.slug))).toBeDefined();
+    await t.owner.query('alter table tenants disable trigger object_updated');
+    try {
+      const put = await a.request('POST', '/v1/apply', {
+        body: [{ ...tenantDoc('oca'), metadata: { labels: { only: 'this' } } }],
+      });
+      expect(put.status).toBe(200);
+      expect(a.objects?.get(keyOf(B.slug))).toBeDefined();
+      expect(a.objects?.get(keyOf(A.slug))).toBeUndefined();
+      for (const ref of [A.slug, A.uuid])
+        expect((await get(a, `/v1/tenants/${ref}`)).body.metadata.labels).toEqual({ only: 'this' });
+      // A route that does not report its changes still forgets everything, whatever its answer.
+      await a.request('DELETE', '/v1/sessions/s-unknown');
+      expect(a.objects?.get(keyOf(B.slug))).toBeUndefined();
+    } finally {
+      await t.owner.query('alter table tenants enable trigger object_updated');
     }
   });
 

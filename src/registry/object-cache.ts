@@ -55,8 +55,10 @@ const EVERYTHING = '*';
  * - Notifications can be missed only while LISTEN is not in place: the cache then answers and keeps
  *   nothing, and empties itself when it is in place again. Without a source (`attach` never
  *   called) it is off.
- * - The process's own mutations (`forgetAll` after every unsafe request, before its answer is
- *   sent) are forgotten at once: read-your-own-writes does not wait for the notification.
+ * - The process's own mutations are forgotten once they committed, before the answer is sent:
+ *   read-your-own-writes does not wait for the notification. The objects a request reports it
+ *   changed (`forget`: the change path's writes on the routes that report them), or everything
+ *   (`forgetAll`) after any other request that can change state (src/api/server.ts).
  * - A read that began before an invalidation of its object is not stored after it (it may hold the
  *   old row), so a read racing with a change cannot put the old answer back.
  * - Only kinds whose tables send the notification (`kinds`, looked up at start) are kept.
@@ -185,11 +187,18 @@ export class ObjectCache {
       this.forgetAll();
       return;
     }
-    this.remember(id);
-    const keys = this.keysOf.get(id);
-    if (!keys) return;
-    for (const key of [...keys]) this.entries.delete(key);
-    this.keysOf.delete(id);
+    this.forget([id]);
+  }
+
+  /** Forgets these objects (UUIDs) under every scope and name, and every read of them under way. */
+  forget(ids: Iterable<string>): void {
+    for (const id of ids) {
+      this.remember(id);
+      const keys = this.keysOf.get(id);
+      if (!keys) continue;
+      for (const key of [...keys]) this.entries.delete(key);
+      this.keysOf.delete(id);
+    }
   }
 
   /** Forgets every object and every read under way. */

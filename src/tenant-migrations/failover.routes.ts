@@ -3,15 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { IdentityHook } from '../http/identity.js';
 import { errorResponses } from '../http/schemas.js';
 import type { FailoverService } from './failover.service.js';
-
-const Binding = Type.Object({
-  cell: Type.String(),
-  cellUuid: Type.String({ format: 'uuid' }),
-  region: Type.String(),
-  isolation: Type.String(),
-  networkPartition: Type.String(),
-  dataPartition: Type.Object({ model: Type.String(), kind: Type.String(), name: Type.String() }),
-});
+import { Actor, Binding, movePlanSchema, TenantParams, TenantRecordParams } from './move.schemas.js';
 
 const Nullable = <T extends ReturnType<typeof Type.String>>(t: T) => Type.Union([t, Type.Null()]);
 
@@ -46,7 +38,7 @@ const FailoverSchema = Type.Object({
   }),
   failedOverAt: Nullable(Type.String()),
   error: Nullable(Type.String()),
-  actor: Type.Object({ principal: Type.String(), kind: Type.String() }),
+  actor: Actor,
   createdAt: Type.String(),
 });
 
@@ -68,21 +60,7 @@ const StandbySchema = Type.Object({
   error: Nullable(Type.String()),
 });
 
-const PlanSchema = Type.Object({
-  dryRun: Type.Literal(true),
-  tenant: Type.String(),
-  from: Binding,
-  to: Binding,
-  standby: StandbyAtStart,
-  steps: Type.Array(Type.String()),
-  verdicts: Type.Array(Type.Object({ rule: Type.String(), outcome: Type.String(), detail: Type.String() })),
-});
-
-const TenantParams = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 300 }) });
-const FailoverParams = Type.Object({
-  ref: Type.String({ minLength: 1, maxLength: 300 }),
-  id: Type.String({ minLength: 1, maxLength: 100 }),
-});
+const PlanSchema = movePlanSchema({ standby: StandbyAtStart });
 
 export function registerFailoverRoutes(
   app: FastifyInstance,
@@ -168,7 +146,7 @@ export function registerFailoverRoutes(
         operationId: 'getFailover',
         summary: 'A failover: from and to, the standby lag and data-loss window, fence, consistency checks',
         tags: ['Workflow'],
-        params: FailoverParams,
+        params: TenantRecordParams,
         response: { 200: FailoverSchema, ...errorResponses(400, 404) },
       },
     },

@@ -90,17 +90,26 @@ export class IsolationDataPlane {
     walLevel: string;
     inventories: (SchemaInventory & { schema: string })[];
   }> {
-    return withClient(this.urlOf(this.home), async (c) => {
-      const level = await walLevel(c);
-      const inventories: (SchemaInventory & { schema: string })[] = [];
-      for (const schema of input.schemas) {
-        const exists = await c.query('select 1 from pg_namespace where nspname = $1', [schema]);
-        if ((exists.rowCount ?? 0) === 0)
-          throw new ProviderError(`schema ${schema} does not exist yet`, 'SourceMissing', true);
-        inventories.push({ schema, ...(await inventory(c, schema)) });
-      }
-      return { database: this.home, walLevel: level, inventories };
-    });
+    const read = (database: string) =>
+      withClient(this.urlOf(database), async (c) => {
+        const level = await walLevel(c);
+        const inventories: (SchemaInventory & { schema: string })[] = [];
+        for (const schema of input.schemas) {
+          const exists = await c.query('select 1 from pg_namespace where nspname = $1', [schema]);
+          if ((exists.rowCount ?? 0) === 0)
+            throw new ProviderError(`schema ${schema} does not exist yet`, 'SourceMissing', true);
+          inventories.push({ schema, ...(await inventory(c, schema)) });
+        }
+        return { database: this.home, walLevel: level, inventories };
+      });
+    try {
+      return await read(this.home);
+    } catch (err) {
+      // A data plane no database resource was provisioned on yet has no database of its own: with
+      // no schema to read (a tenant without databases), the server's wal_level is read elsewhere.
+      if ((err as { code?: string }).code !== '3D000' || input.schemas.length > 0) throw err;
+      return read('postgres');
+    }
   }
 
   private targetDesired(tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource {
@@ -217,6 +226,7 @@ export class IsolationDataPlane {
 
   /** NOLOGIN (or LOGIN) for roles, and their open sessions ended when taken away. */
   async setLogin(input: { roles: string[]; login: boolean }): Promise<{ roles: string[] }> {
+    if (input.roles.length === 0) return { roles: [] };
     await withClient(this.urlOf(this.home), (c) => setRolesLogin(c, input.roles, input.login));
     return { roles: input.roles };
   }
@@ -375,6 +385,7 @@ export class IsolationDataPlane {
     switched: number;
   }> {
     let switched = 0;
+    if (input.moves.length === 0) return { switched };
     await withClient(this.urlOf(this.home), async (c) => {
       const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
       if (!table.rows[0]?.present) return;

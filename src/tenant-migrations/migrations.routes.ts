@@ -3,15 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import type { IdentityHook } from '../http/identity.js';
 import { errorResponses } from '../http/schemas.js';
 import type { MigrationsService } from './migrations.service.js';
-
-const Binding = Type.Object({
-  cell: Type.String(),
-  cellUuid: Type.String({ format: 'uuid' }),
-  region: Type.String(),
-  isolation: Type.String(),
-  networkPartition: Type.String(),
-  dataPartition: Type.Object({ model: Type.String(), kind: Type.String(), name: Type.String() }),
-});
+import { Actor, Binding, movePlanSchema, TenantParams, TenantRecordParams } from './move.schemas.js';
 
 const MigrationSchema = Type.Object({
   id: Type.String({ format: 'uuid' }),
@@ -43,24 +35,11 @@ const MigrationSchema = Type.Object({
   retiredAt: Type.Union([Type.String(), Type.Null()]),
   retireWorkflowId: Type.Optional(Type.String({ format: 'uuid' })),
   error: Type.Union([Type.String(), Type.Null()]),
-  actor: Type.Object({ principal: Type.String(), kind: Type.String() }),
+  actor: Actor,
   createdAt: Type.String(),
 });
 
-const PlanSchema = Type.Object({
-  dryRun: Type.Literal(true),
-  tenant: Type.String(),
-  from: Binding,
-  to: Binding,
-  steps: Type.Array(Type.String()),
-  verdicts: Type.Array(Type.Object({ rule: Type.String(), outcome: Type.String(), detail: Type.String() })),
-});
-
-const TenantParams = Type.Object({ ref: Type.String({ minLength: 1, maxLength: 300 }) });
-const MigrationParams = Type.Object({
-  ref: Type.String({ minLength: 1, maxLength: 300 }),
-  id: Type.String({ minLength: 1, maxLength: 100 }),
-});
+const PlanSchema = movePlanSchema({});
 
 export function registerMigrationRoutes(
   app: FastifyInstance,
@@ -147,7 +126,7 @@ export function registerMigrationRoutes(
         operationId: 'getMigration',
         summary: 'A migration: plan, copy mode, verification, write freeze, cut-over and rollback window',
         tags: ['Workflow'],
-        params: MigrationParams,
+        params: TenantRecordParams,
         response: { 200: MigrationSchema, ...errorResponses(400, 404) },
       },
     },
@@ -163,7 +142,7 @@ export function registerMigrationRoutes(
         summary:
           "Drops a cut-over migration's kept source (schema, role, credentials); no rollback after this",
         tags: ['Workflow'],
-        params: MigrationParams,
+        params: TenantRecordParams,
         response: { 202: MigrationSchema, ...errorResponses(400, 403, 404, 409, 423) },
       },
     },
@@ -182,7 +161,7 @@ export function registerMigrationRoutes(
         summary:
           'Returns the tenant to the source of a cut-over migration within its rollback window, with every write made since',
         tags: ['Workflow'],
-        params: MigrationParams,
+        params: TenantRecordParams,
         response: { 202: MigrationSchema, ...errorResponses(400, 403, 404, 409, 423) },
       },
     },

@@ -417,6 +417,7 @@ export class RegionDataPlane {
 
   /** NOLOGIN (or LOGIN) for roles, and their open sessions ended when taken away. */
   async setLogin(input: { roles: string[]; login: boolean }): Promise<{ roles: string[] }> {
+    if (input.roles.length === 0) return { roles: [] };
     await withClient(this.urlOf(this.home), (c) => setRolesLogin(c, input.roles, input.login));
     return { roles: input.roles };
   }

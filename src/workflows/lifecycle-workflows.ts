@@ -60,11 +60,21 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
       const rows = await sql<ObjectRow>`
         select * from integration_resources where tenant_id = ${tenantId} and deleted_at is null
         order by id`.execute(trx);
-      return Promise.all(rows.rows.map((row) => desiredResource(trx, row)));
+      // The embedded default's in-process agent (src/agent/embedded-agents.ts) runs the
+      // installation's own providers: taking access away is this workflow's, as without an agent.
+      const embedded = await sql<{ id: string }>`
+        select a.cell_id as id from tenants t join cell_agents a on a.cell_id = t.cell_id
+        where t.id = ${tenantId} and a.embedded`.execute(trx);
+      return Promise.all(
+        rows.rows.map(async (row) => {
+          const r = await desiredResource(trx, row);
+          return embedded.rows.length > 0 ? { ...r, agentManaged: false } : r;
+        }),
+      );
     });
 
-  // A cell with an agent (src/agent) is not the control plane's to touch: its agent keeps the
-  // credentials of a suspended tenant revoked (the desired state it pulls says `suspended`).
+  // A cell with a joined agent (src/agent) is not the control plane's to touch: its agent keeps the
+  // database credentials of a suspended tenant revoked (the desired state it pulls says `suspended`).
   const accessControlOf = (type: ResourceType, region: string, agentManaged: boolean) => {
     if (agentManaged) return undefined;
     const slot = slotFor(deps.providers, type, region);

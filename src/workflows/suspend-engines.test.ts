@@ -7,6 +7,7 @@ import {
 import kafkajs from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  cellManifest,
   deploymentManifests,
   startController,
   type TestController,
@@ -53,6 +54,7 @@ describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azur
   beforeAll(async () => {
     [broker, azurite] = await Promise.all([startKafkaBroker({ users: [deployment] }), startAzurite()]);
     await fx.registry.apply(fx.ctx, [
+      cellManifest(`${customer}-cell`),
       ...deploymentManifests(customer, 'plan'),
       resource({
         scope: { deployment },
@@ -183,5 +185,19 @@ describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azur
     await expect.poll(read, { timeout: 10_000 }).toBe(200);
     // Resume gave back exactly the policy that was there.
     expect((await container.getAccessPolicy()).signedIdentifiers.map((i) => i.id)).toEqual(['apps']);
+
+    // The embedded default: the cell's agent is the in-process one, which runs these same providers
+    // (`npm start`; Circle K's circlek-eu-prod kept its Kafka readers while suspended).
+    await fx.t.owner.query(
+      `insert into cell_agents (cell_id, session_id, name, embedded, credential_expires_at, heartbeat_interval_ms)
+       select id, 'embedded-test', 'embedded', true, now() + interval '1 hour', 10000 from cells where slug = $1`,
+      [`${customer}-cell`],
+    );
+    await transition('suspend');
+    expect(await consume(topic)).toMatch(/^refused: .*AUTHORIZATION_FAILED/);
+    await expect.poll(read, { timeout: 10_000 }).toBe(403);
+    await transition('resume');
+    await expect.poll(() => consume(topic), { timeout: 20_000 }).toBe('order proposal');
+    await expect.poll(read, { timeout: 10_000 }).toBe(200);
   });
 });

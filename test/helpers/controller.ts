@@ -88,6 +88,16 @@ export function deploymentManifests(customer: string, system: string): unknown[]
   ];
 }
 
+/** A cell of region eu for `dev` tenants, room for five. */
+export function cellManifest(name: string, tenancy: 'shared' | 'dedicated' = 'shared'): unknown {
+  return {
+    apiVersion: 'tenantry.dev/v1',
+    kind: 'Cell',
+    metadata: { name },
+    spec: { region: 'eu', stage: 'nonprod', environmentTypes: ['dev'], tenancy, capacity: { tenants: 5 } },
+  };
+}
+
 export async function tempDataDir(): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-ctl-'));
 }

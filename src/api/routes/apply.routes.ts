@@ -25,7 +25,7 @@ export function registerApplyRoute(
   app.post(
     '/v1/apply',
     {
-      config: { action: 'registry.apply', idempotency: 'atomic' },
+      config: { action: 'registry.apply', idempotency: 'atomic', reportsChanges: true },
       schema: {
         operationId: 'apply',
         summary: 'Apply manifests (multi-document YAML or JSON) in dependency order, all or nothing',

@@ -61,7 +61,7 @@ export function registerObjectRoutes(
     app.post(
       base,
       {
-        config: { action: `${area}.write`, ...tenantParam, idempotency: 'atomic' },
+        config: { action: `${area}.write`, ...tenantParam, idempotency: 'atomic', reportsChanges: true },
         schema: {
           operationId: `create${kind}`,
           summary: `Create a ${kind}`,
@@ -168,7 +168,7 @@ export function registerObjectRoutes(
     app.put(
       `${base}/:ref`,
       {
-        config: { action: `${area}.write`, ...tenantParam },
+        config: { action: `${area}.write`, ...tenantParam, reportsChanges: true },
         schema: {
           operationId: `replace${kind}`,
           summary: `Replace a ${kind}'s desired state (If-Match for optimistic concurrency)`,

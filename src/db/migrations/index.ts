@@ -38,6 +38,7 @@ import * as m0051 from './0051-audit-positions.js';
 import * as m0053 from './0053-region-standbys.js';
 import * as m0057 from './0057-object-invalidation.js';
 import * as m0058 from './0058-event-numbering-one-statement.js';
+import * as m0063 from './0063-object-invalidation-static.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -82,6 +83,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0053-region-standbys': m0053,
   '0057-object-invalidation': m0057,
   '0058-event-numbering-one-statement': m0058,
+  '0063-object-invalidation-static': m0063,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

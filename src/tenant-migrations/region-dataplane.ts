@@ -246,6 +246,14 @@ export class RegionDataPlane {
       await c.query(`grant usage on schema ${id(input.schema)} to ${id(input.name)}`);
       await c.query(`grant select on all tables in schema ${id(input.schema)} to ${id(input.name)}`);
       await c.query(`grant select on all sequences in schema ${id(input.schema)} to ${id(input.name)}`);
+      // A member of the schema's owner (the tenant's role) too: the provider's drift repair takes
+      // other roles' grants on a live tenant's schema away (a rollback reads the live target).
+      const owner = await c.query<{ name: string }>(
+        `select r.rolname as name from pg_namespace n join pg_roles r on r.oid = n.nspowner
+         where n.nspname = $1 and not r.rolsuper and r.rolname not like 'pg\\_%'`,
+        [input.schema],
+      );
+      if (owner.rows[0]) await c.query(`grant ${id(owner.rows[0].name)} to ${id(input.name)}`);
       if (!input.publish) return;
       const pub = await c.query('select 1 from pg_publication where pubname = $1', [input.name]);
       if (pub.rowCount === 0)

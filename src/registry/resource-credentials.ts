@@ -44,8 +44,14 @@ export class ResourceCredentialsService {
         'credentials.not_applicable',
         `${name} is a ${spec.type}: only database resources have credentials.`,
       );
+    // Only what the controller observed of the current generation: a migration's cut-over swaps the
+    // secret and makes the resource Pending, and the details of the old side must not go with it.
     const ready = resource.status.conditions.find((c) => c.type === 'Ready');
-    const details = ready?.status === 'True' ? parseDetails(ready.message) : {};
+    const current =
+      resource.status.phase === 'Ready' &&
+      resource.status.observedGeneration === resource.metadata.generation &&
+      ready?.status === 'True';
+    const details = current ? parseDetails(ready.message) : {};
     const secret = details.host ? await this.secrets.get(uuid) : undefined;
     if (!details.host || !details.database || !secret?.password || !tenantUuid)
       throw new ConflictError(

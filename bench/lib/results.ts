@@ -22,7 +22,9 @@ export type Goal =
   | { ratioAtMost: number }
   | { valueAtLeast: number }
   | { valueAtMost: number }
-  | { p99AtMostMs: number };
+  | { p99AtMostMs: number }
+  /** The figure within ±`ratioWithin` of its baseline (a cost that should stay flat). */
+  | { ratioWithin: number };
 
 export interface Row {
   benchmark: string;
@@ -62,6 +64,7 @@ function isMet(goal: Goal, figure: Measurement, ratio: number): boolean {
   if ('ratioAtMost' in goal) return ratio <= goal.ratioAtMost;
   if ('valueAtLeast' in goal) return figure.value >= goal.valueAtLeast;
   if ('valueAtMost' in goal) return figure.value <= goal.valueAtMost;
+  if ('ratioWithin' in goal) return Math.abs(ratio - 1) <= goal.ratioWithin;
   return figure.latencyMs !== undefined && figure.latencyMs.p99 <= goal.p99AtMostMs;
 }
 
@@ -70,11 +73,13 @@ function describe(goal: Goal, figure: Measurement): string {
   if ('ratioAtMost' in goal) return `ratio <= ${pct(goal.ratioAtMost)}`;
   if ('valueAtLeast' in goal) return `>= ${goal.valueAtLeast.toLocaleString('en-US')} ${figure.unit}`;
   if ('valueAtMost' in goal) return `<= ${goal.valueAtMost.toFixed(0)} ${figure.unit}`;
+  if ('ratioWithin' in goal) return `ratio within 100% ± ${pct(goal.ratioWithin)}`;
   return `p99 <= ${goal.p99AtMostMs} ms`;
 }
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
-const rate = (m: Measurement) => `${m.value.toFixed(0)} ${m.unit}`;
+const rate = (m: Measurement) =>
+  `${m.value >= 100 ? m.value.toFixed(0) : Number(m.value.toPrecision(3))} ${m.unit}`;
 const latency = (m: Measurement) =>
   m.latencyMs ? `p50 ${m.latencyMs.p50} ms, p99 ${m.latencyMs.p99} ms` : '';
 

@@ -313,7 +313,8 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
     await registerServiceClientRoutes(app, new ServiceClientsService(db, security.issuer), identify);
   const migrations = new MigrationsService(db);
   registerMigrationRoutes(app, migrations, identify);
-  registerFailoverRoutes(app, new FailoverService(db), identify);
+  const failovers = new FailoverService(db);
+  registerFailoverRoutes(app, failovers, identify);
   const promotions = new PromotionsService(db, deps.clock ?? systemClock);
   registerReleaseRoutes(app, promotions, identify);
   registerUsageRoutes(app, usage, identify, rateLimiter);
@@ -343,6 +344,7 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
       usage,
       workflows,
       migrations,
+      failovers,
       promotions,
       agents,
     },

@@ -43,6 +43,18 @@ const unsequenced = async (): Promise<number> =>
     )
   ).rows[0].n;
 
+/** The log verifies, and each tenant's chain holds its `records` entries from seq 1, each once. */
+async function expectWholeChains(tenants: string[], records: number): Promise<void> {
+  const v = await verifyAudit(t.db, { publicKeys: keys });
+  expect(v.problems).toEqual([]);
+  for (const tenant of tenants)
+    expect(v.chains.find((c) => c.chain === tenant)).toMatchObject({
+      records,
+      firstSeq: 1,
+      lastSeq: records,
+    });
+}
+
 describe('the audit sequencer', () => {
   it('integrates entries committed by parallel writers into gap-free chains, each exactly once, with two sequencers running', async () => {
     const tenants = [randomUUID(), randomUUID()];
@@ -62,14 +74,38 @@ describe('the audit sequencer', () => {
     expect(await unsequenced()).toBe(0);
     // Both ran; the lock made their batches one at a time, so nothing was integrated twice.
     expect(sequencers[0]!.integrated + sequencers[1]!.integrated).toBe(200);
-    const v = await verifyAudit(t.db, { publicKeys: keys });
-    expect(v.problems).toEqual([]);
-    for (const tenant of tenants)
-      expect(v.chains.find((c) => c.chain === tenant)).toMatchObject({
-        records: 100,
-        firstSeq: 1,
-        lastSeq: 100,
-      });
+    await expectWholeChains(tenants, 100);
+  });
+
+  it('keeps each part integrating during writes while sequencers stop mid-backlog and others take over, each entry once', async () => {
+    const tenants = Array.from({ length: 6 }, () => randomUUID());
+    // Small batches: every part has a backlog, so its loop runs pass after pass without sleeping.
+    const opts = { intervalMs: 60_000, batchSize: 7 };
+    const first = new AuditSequencer(t.db, opts);
+    first.start();
+    const writers = Promise.all(
+      tenants.map(async (tenant, w) => {
+        for (let i = 0; i < 30; i++) await write(tenant, w * 100 + i);
+      }),
+    );
+    // Stopped while writers still write: stop() does not wait out the long interval, and whatever
+    // batch was in flight either committed whole or left its entries queued.
+    await new Promise((r) => setTimeout(r, 150));
+    const stopped = Date.now();
+    await first.stop();
+    expect(Date.now() - stopped).toBeLessThan(10_000);
+    const second = new AuditSequencer(t.db, opts);
+    const third = new AuditSequencer(t.db, opts);
+    second.start();
+    third.start();
+    await writers;
+    // Entries written after a part's pass began wait for its next pass (up to the interval here):
+    // the last pass runs with the loops still going, so the locks are contended to the end.
+    const catchUp = new AuditSequencer(t.db, opts);
+    while ((await unsequenced()) > 0) await catchUp.tick();
+    await Promise.all([second.stop(), third.stop()]);
+    expect(first.integrated + second.integrated + third.integrated + catchUp.integrated).toBe(180);
+    await expectWholeChains(tenants, 30);
   });
 
   it('integrates within a second of the commit', async () => {

@@ -69,9 +69,24 @@ export async function integrateAuditBatch(db: Db, limit = 5000, part = 0): Promi
     const heads = new Map<string, { seq: number; hash: string }>();
     if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
     const chains = [...new Set(rows.map((r) => r.chain))];
-    const { rows: stored } = await sql<{ chain: string; seq: string; hash: string }>`
-      select chain, seq, hash from audit_chain_heads where chain = any(${chains}::text[])`.execute(trx);
-    const current = new Map(stored.map((h) => [h.chain, { seq: Number(h.seq), hash: h.hash }]));
+    // Each chain's head and tree in one read. No row locks: the part's advisory lock makes this the
+    // only sequencer of these chains (a publisher writes only a tree's published_* columns), and
+    // tenantry_audit_sequence locks each head and refuses a batch that does not continue it.
+    const { rows: stored } = await sql<{
+      chain: string;
+      seq: string | null;
+      hash: string | null;
+      size: string | null;
+      peaks: string[] | null;
+    }>`
+      select c.chain, h.seq, h.hash, t.size, t.peaks from unnest(${chains}::text[]) as c(chain)
+      left join audit_chain_heads h on h.chain = c.chain left join audit_trees t on t.chain = c.chain`.execute(
+      trx,
+    );
+    const current = new Map(
+      stored.flatMap((h) => (h.seq === null ? [] : [[h.chain, { seq: Number(h.seq), hash: h.hash! }]])),
+    );
+    const sizes = new Map(stored.map((h) => [h.chain, Number(h.seq ?? 0)]));
     const ids: string[] = [];
     const seqs: number[] = [];
     const prevs: string[] = [];
@@ -87,66 +102,66 @@ export async function integrateAuditBatch(db: Db, limit = 5000, part = 0): Promi
       prevs.push(sealed.prevHash);
       hashes.push(sealed.hash);
     }
-    await sql`select tenantry_audit_sequence(${ids}::uuid[], ${seqs}::bigint[], ${prevs}::text[], ${hashes}::text[])`.execute(
+    const trees = await advanceTrees(trx, stored, sizes, seqs, hashes, rows);
+    // The positions and the trees in one statement (a data-modifying WITH always runs to completion).
+    // Peaks travel comma-joined: a PostgreSQL array of arrays must be rectangular.
+    await sql`with trees as (
+        insert into audit_trees (chain, size, peaks)
+        select u.chain, u.size, string_to_array(u.peaks, ',')
+        from unnest(${trees.map((t) => t.chain)}::text[], ${trees.map((t) => t.range.size)}::bigint[],
+          ${trees.map((t) => t.range.peaks.map((h) => h.toString('hex')).join(','))}::text[]) as u(chain, size, peaks)
+        on conflict (chain) do update set size = excluded.size, peaks = excluded.peaks)
+      select tenantry_audit_sequence(${ids}::uuid[], ${seqs}::bigint[], ${prevs}::text[], ${hashes}::text[])`.execute(
       trx,
     );
-    const trees = await advanceTrees(trx, stored, ids, seqs, hashes, rows);
-    return { records: rows.length, heads, delaysMs: rows.map((r) => Number(r.age_ms)), trees };
+    return {
+      records: rows.length,
+      heads,
+      delaysMs: rows.map((r) => Number(r.age_ms)),
+      trees: trees.map((t) => t.chain),
+    };
   });
 }
 
 /**
- * Appends the batch's leaves to each chain's compact range (audit_trees). A chain without one (it
- * predates the table) gets one built from its leaves (records, and the hashes retention kept); one
- * pruned before those hashes were kept has none, and its checkpoints are not published as events.
+ * Each chain's compact range (audit_trees) with the batch's leaves appended, for the chains the
+ * batch moved. A chain without one (it predates the table) gets one built from its leaves (records,
+ * and the hashes retention kept); one pruned before those hashes were kept has none, and its
+ * checkpoints are not published as events.
  */
 async function advanceTrees(
   trx: Trx,
-  headsBefore: { chain: string; seq: string }[],
-  ids: string[],
+  stored: { chain: string; size: string | null; peaks: string[] | null }[],
+  sizesBefore: Map<string, number>,
   seqs: number[],
   hashes: string[],
   rows: { chain: string }[],
-): Promise<string[]> {
-  const chains = [...new Set(rows.map((r) => r.chain))];
-  const { rows: stored } = await sql<{ chain: string; size: string; peaks: string[] }>`
-    select chain, size, peaks from audit_trees where chain = any(${chains}::text[]) for update`.execute(trx);
-  const ranges = new Map(
-    stored.map((t) => [
-      t.chain,
-      new CompactRange(
-        Number(t.size),
-        t.peaks.map((p) => Buffer.from(p, 'hex')),
-      ),
-    ]),
-  );
-  const before = new Map(headsBefore.map((h) => [h.chain, Number(h.seq)]));
-  for (const chain of chains) {
-    const size = before.get(chain) ?? 0;
-    if (ranges.get(chain)?.size === size) continue;
-    // Built once per chain from its leaves before this batch.
-    const leaves = (await loadLeafRows(trx, chain)).filter((l) => l.seq <= size);
-    if (leaves.length !== size || leaves.some((l, i) => l.seq !== i + 1)) {
-      ranges.delete(chain);
+): Promise<{ chain: string; range: CompactRange }[]> {
+  const ranges = new Map<string, CompactRange>();
+  for (const t of stored) {
+    const size = sizesBefore.get(t.chain) ?? 0;
+    if (t.size !== null && Number(t.size) === size) {
+      ranges.set(
+        t.chain,
+        new CompactRange(
+          size,
+          t.peaks!.map((p) => Buffer.from(p, 'hex')),
+        ),
+      );
       continue;
     }
+    // Built once per chain from its leaves before this batch.
+    const leaves = (await loadLeafRows(trx, t.chain)).filter((l) => l.seq <= size);
+    if (leaves.length !== size || leaves.some((l, i) => l.seq !== i + 1)) continue;
     const range = new CompactRange();
     for (const l of leaves) range.append(leafHash(Buffer.from(l.hash, 'hex')));
-    ranges.set(chain, range);
+    ranges.set(t.chain, range);
   }
-  for (let i = 0; i < ids.length; i++) {
+  for (let i = 0; i < seqs.length; i++) {
     const range = ranges.get(rows[i]!.chain);
     if (range && range.size === seqs[i]! - 1) range.append(leafHash(Buffer.from(hashes[i]!, 'hex')));
   }
-  const moved = [...ranges].filter(([chain]) => chains.includes(chain));
-  if (moved.length === 0) return [];
-  // Peaks travel comma-joined: a PostgreSQL array of arrays must be rectangular.
-  await sql`insert into audit_trees (chain, size, peaks)
-    select u.chain, u.size, string_to_array(u.peaks, ',')
-    from unnest(${moved.map(([c]) => c)}::text[], ${moved.map(([, r]) => r.size)}::bigint[],
-      ${moved.map(([, r]) => r.peaks.map((p) => p.toString('hex')).join(','))}::text[]) as u(chain, size, peaks)
-    on conflict (chain) do update set size = excluded.size, peaks = excluded.peaks`.execute(trx);
-  return moved.map(([c]) => c);
+  return [...ranges].map(([chain, range]) => ({ chain, range }));
 }
 
 /** Integrates one part's entries committed so far, batch after batch; null if another sequencer holds it. */
@@ -181,7 +196,10 @@ export async function integrateAudit(db: Db, limit = 5000): Promise<IntegratedBa
 }
 
 export interface AuditSequencerOptions {
-  /** How often to look for new entries; the integration delay is at most about this plus a batch. */
+  /**
+   * How often each part looks for new entries when it is idle; a part whose last batch took longer
+   * starts the next one at once. The integration delay is at most about this plus two batches.
+   */
   intervalMs?: number;
   batchSize?: number;
   /** Called after each committed batch (e.g. to publish checkpoints); its failure is reported, not retried. */
@@ -190,14 +208,15 @@ export interface AuditSequencerOptions {
 }
 
 /**
- * Runs the sequencer in this process: every `intervalMs` it integrates what has committed. Every
- * process runs one; the advisory lock makes one of them the sequencer at a time. Long-running:
- * start() and stop().
+ * Runs the sequencer in this process: each part (SEQUENCER_PARTS) in a loop of its own that starts a
+ * pass at most every `intervalMs`, and at once when the last pass took longer (a backlog), so a busy
+ * part neither waits for the others nor for the next interval. Every process runs one; the advisory
+ * locks make one of them the sequencer of each part at a time. Long-running: start() and stop().
  */
 export class AuditSequencer {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> = Promise.resolve();
-  private busy = false;
+  private loops: Promise<unknown> | undefined;
+  private stopping = false;
+  private readonly wakers = new Set<() => void>();
   integrated = 0;
 
   constructor(
@@ -206,42 +225,57 @@ export class AuditSequencer {
   ) {}
 
   start(): void {
-    if (this.timer) return;
-    this.timer = setInterval(() => {
-      if (this.busy) return;
-      this.running = this.tick().catch((err: unknown) => this.opts.onError?.(err));
-    }, this.opts.intervalMs ?? 200);
-    this.timer.unref();
+    if (this.loops) return;
+    this.stopping = false;
+    this.loops = Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.loop(part)));
+  }
+
+  private async loop(part: number): Promise<void> {
+    const interval = this.opts.intervalMs ?? 200;
+    while (!this.stopping) {
+      const started = performance.now();
+      await this.pass(part).catch((err: unknown) => this.opts.onError?.(err));
+      const wait = interval - (performance.now() - started);
+      if (wait > 0 && !this.stopping) await this.sleep(wait);
+    }
+  }
+
+  /** A timer that does not keep the process alive, ended early by stop(). */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.wakers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      timer.unref();
+      this.wakers.add(wake);
+    });
+  }
+
+  /** Integrates what `part` has committed so far, batch after batch; how many entries this process integrated. */
+  private async pass(part: number): Promise<number> {
+    let total = 0;
+    await integratePart(this.db, this.opts.batchSize ?? 5000, part, async (batch) => {
+      total += batch.records;
+      this.integrated += batch.records;
+      if (this.opts.onBatch)
+        await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
+    });
+    return total;
   }
 
   /** Integrates everything committed so far; returns how many entries this process integrated. */
   async tick(): Promise<number> {
-    this.busy = true;
-    try {
-      const limit = this.opts.batchSize ?? 5000;
-      const counts = await Promise.all(
-        Array.from({ length: SEQUENCER_PARTS }, async (_, part) => {
-          let total = 0;
-          await integratePart(this.db, limit, part, async (batch) => {
-            total += batch.records;
-            this.integrated += batch.records;
-            if (this.opts.onBatch)
-              await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) =>
-                this.opts.onError?.(err),
-              );
-          });
-          return total;
-        }),
-      );
-      return counts.reduce((a, b) => a + b, 0);
-    } finally {
-      this.busy = false;
-    }
+    const counts = await Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.pass(part)));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   async stop(): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
-    this.timer = undefined;
-    await this.running;
+    this.stopping = true;
+    for (const wake of [...this.wakers]) wake();
+    await this.loops;
+    this.loops = undefined;
   }
 }

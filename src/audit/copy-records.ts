@@ -28,6 +28,13 @@ export async function* copyRecords(
   if (opts.chain !== undefined) where.push(`p.chain = ${literal(opts.chain)}`);
   if (opts.from !== undefined) where.push(`p.chain >= ${literal(opts.from)}`);
   if (opts.to !== undefined) where.push(`p.chain < ${literal(opts.to)}`);
+  // The order the verifier needs is the positions' primary key's: walked in that order, each record
+  // fetched by its id. Left to itself the planner hash-joins the two tables in parallel and sorts
+  // every wide row (measured on 200k records: 8.8 µs of server CPU per record, against 4.2 µs for
+  // the walk), CPU the verifier's own threads need on a small machine.
+  await client.query(
+    'set local enable_hashjoin = off; set local enable_mergejoin = off; set local enable_sort = off; set local max_parallel_workers_per_gather = 0',
+  );
   const stream = client.query(
     copyTo(`copy (select a.id, p.chain, p.seq, tenantry_audit_time(a.time), a.tenant_id, a.app_id,
       a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   accessible,
   consoleBrowser,
+  signedInWithToken,
   signedInAsAdmin as signIn,
   text,
 } from '../../test/helpers/console-browser.js';
@@ -205,11 +206,7 @@ describe.skipIf(reason)('console migrations (Chromium, real data plane)', () => 
 
   it("shows a tenant admin its own tenant's migrations, offers it no migrate or roll back, and the server refuses them", async () => {
     const token = await s.token({ subject: 'cm-admin', tenant, roles: ['tenant-admin'] });
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(`${s.url}/console/login`);
-    await page.getByLabel('Access token').fill(token);
-    await page.getByRole('button', { name: 'Sign in with token' }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signedInWithToken(browser, s, token);
     await page.goto(`${s.url}/console/tenants/${tenant}`);
     await text(page.getByRole('table', { name: 'Migrations of this tenant, newest first' }), /RolledBack/);
     expect(await page.getByRole('link', { name: 'Migrate…' }).count()).toBe(0);

@@ -199,7 +199,8 @@ ${nextCursor ? html`<p><a href="${BASE}/migrations${qs({ tenant: ref })}">All mi
 <button type="submit">Filter</button></form>
 <table><caption>Migrations, newest first</caption>${head(true)}<tbody>${rows(items, undefined)}</tbody></table>
 ${items.length === 0 ? html`<p>No migrations${tenant ? ' of this tenant' : ''}.</p>` : ''}
-${pager(nextCursor ? `${BASE}/migrations${qs({ tenant, cursor: nextCursor })}` : null)}`;
+${pager(nextCursor ? `${BASE}/migrations${qs({ tenant, cursor: nextCursor })}` : null)}
+<section aria-labelledby="failovers-h"><h2 id="failovers-h">Failovers</h2><div hx-get="${BASE}/failovers${qs({ tenant })}" hx-trigger="load">Loading…</div></section>`;
       return full(request, reply, 'Migrations', 'workflows', page);
     },
   );
@@ -271,23 +272,8 @@ Nothing changes until you confirm: first the plan and the policy verdicts are sh
     const what =
       'region' in input ? `to region ${input.region}` : `from ${plan.from.isolation} to ${input.isolation}`;
     return html`<section aria-labelledby="plan-h"><h2 id="plan-h">Plan: migrate ${slug} ${what}</h2>
-<table><caption>Placement now and after</caption>
-<thead><tr><th scope="col"></th><th scope="col">Isolation</th><th scope="col">Cell</th><th scope="col">Region</th><th scope="col">Data partition</th></tr></thead>
-<tbody>${(
-      [
-        ['Now', plan.from],
-        ['After', plan.to],
-      ] as const
-    ).map(
-      ([k, b]) =>
-        html`<tr><th scope="row">${k}</th><td>${b.isolation}</td><td>${b.cell}</td><td>${b.region}</td><td>${b.dataPartition.kind} ${b.dataPartition.name}</td></tr>`,
-    )}</tbody></table>
-<table><caption>Policy verdicts</caption>
-<thead><tr><th scope="col">Rule</th><th scope="col">Verdict</th><th scope="col">Detail</th></tr></thead>
-<tbody>${plan.verdicts.map(
-      (v) =>
-        html`<tr><td>${v.rule}</td><td><span class="badge ${v.outcome === 'allow' ? 'state-succeeded' : 'state-failed'}">${v.outcome}</span></td><td>${v.detail}</td></tr>`,
-    )}</tbody></table>
+${placementTable(plan)}
+${verdictsTable(plan.verdicts)}
 <h3>Steps the workflow will run</h3>
 <ol>${plan.steps.map((s) => html`<li>${s}</li>`)}</ol>
 <form hx-post="${hrefOf('Tenant', slug)}/migrate" hx-target="#plan" aria-labelledby="confirm-h">
@@ -477,4 +463,29 @@ function verdictOf(m: Migration): Html | string {
   return checks.every((x) => x.equal)
     ? html`<span class="ok">Equal</span> <small>(${tables} tables)</small>`
     : html`<span class="bad">Differs</span>`;
+}
+
+/** A move's placement now and after, as its dry run gives it (a migration's or a failover's). */
+export function placementTable(plan: Pick<MigrationPlanView, 'from' | 'to'>): Html {
+  return html`<table><caption>Placement now and after</caption>
+<thead><tr><th scope="col"></th><th scope="col">Isolation</th><th scope="col">Cell</th><th scope="col">Region</th><th scope="col">Data partition</th></tr></thead>
+<tbody>${(
+    [
+      ['Now', plan.from],
+      ['After', plan.to],
+    ] as const
+  ).map(
+    ([k, b]) =>
+      html`<tr><th scope="row">${k}</th><td>${b.isolation}</td><td>${b.cell}</td><td>${b.region}</td><td>${b.dataPartition.kind} ${b.dataPartition.name}</td></tr>`,
+  )}</tbody></table>`;
+}
+
+/** The policy verdicts of a dry run; a refusal shows as one `refuse` row with its rule. */
+export function verdictsTable(verdicts: readonly { rule: string; outcome: string; detail: string }[]): Html {
+  return html`<table><caption>Policy verdicts</caption>
+<thead><tr><th scope="col">Rule</th><th scope="col">Verdict</th><th scope="col">Detail</th></tr></thead>
+<tbody>${verdicts.map(
+    (v) =>
+      html`<tr><td>${v.rule}</td><td><span class="badge ${v.outcome === 'allow' ? 'state-succeeded' : 'state-failed'}">${v.outcome}</span></td><td>${v.detail}</td></tr>`,
+  )}</tbody></table>`;
 }

@@ -24,10 +24,12 @@ import { KIND_PATHS, KINDS, type Kind } from '../registry/kinds/index.js';
 import type { RegistryApi } from '../registry/registry.service.js';
 import type { ApiObject } from '../registry/representation.js';
 import type { PromotionsService } from '../releases/promotions.service.js';
+import type { FailoverService } from '../tenant-migrations/failover.service.js';
 import type { MigrationsService } from '../tenant-migrations/migrations.service.js';
 import type { DeliveryStatus, WebhooksService } from '../webhooks/webhooks.service.js';
 import type { WorkflowsService } from '../workflows/workflows.service.js';
 import { registerConsoleAgentViews } from './console-agents.js';
+import { registerConsoleFailoverViews } from './console-failover.js';
 import { registerConsoleMigrationViews } from './console-migrations.js';
 import {
   cookieName,
@@ -65,6 +67,7 @@ export interface ConsoleDeps {
   usage: UsageService;
   workflows: WorkflowsService;
   migrations: MigrationsService;
+  failovers: FailoverService;
   promotions: PromotionsService;
   /** The cell agents' service (the agent page of a cell); absent without the built-in issuer. */
   agents?: AgentService;
@@ -535,6 +538,7 @@ ${done ? html`<p role="status" class="ok">Done: ${done}.</p>` : ''}
  · Runtime: <a href="${BASE}/services${qs({ tenant: o.metadata.slug })}">services</a>, <a href="${BASE}/scaling-policies${qs({ tenant: o.metadata.slug })}">scaling policies</a>, <a href="${BASE}/configurations${qs({ tenant: o.metadata.slug })}">configurations</a></p>
 <section aria-labelledby="children-h"><h2 id="children-h">Deployments</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/children" hx-trigger="load">Loading…</div></section>
 <section aria-labelledby="migrations-h"><h2 id="migrations-h">Migrations</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/migrations" hx-trigger="load">Loading…</div></section>
+<section aria-labelledby="standby-h"><h2 id="standby-h">Standby and failover</h2><div hx-get="${hrefOf('Tenant', refOf(o))}/standby" hx-trigger="load" hx-swap="outerHTML">Loading…</div></section>
 `
                 : kind === 'WebhookEndpoint'
                   ? html`<p><a href="${BASE}/webhooks/${o.metadata.uuid}">Deliveries and dead letter</a></p>`
@@ -878,6 +882,7 @@ ${pager(res.nextCursor ? `${BASE}/cells${qs({ cursor: res.nextCursor })}` : null
       const kit: ConsoleKit = { ctxOf, send, full };
       registerConsoleViews(c, deps, kit);
       registerConsoleMigrationViews(c, { ...deps, authorizer: security.authorizer }, kit);
+      registerConsoleFailoverViews(c, { ...deps, authorizer: security.authorizer }, kit);
       if (deps.agents) registerConsoleAgentViews(c, deps.agents, kit);
     },
     { prefix: BASE },

@@ -83,13 +83,15 @@ export async function writeStatuses(
     }));
     // The other conditions are the row's own as they are now (a cell's AgentConnected is written by
     // src/agent meanwhile), not the ones read before the provider call.
+    // `t.id = any(…)` besides the join: the planner does not know how many rows jsonb_to_recordset
+    // yields, and must not scan the table whole for them (see pokeParentsOf).
     const r = await sql<{ id: string }>`
       update ${sql.table(table)} t
       set phase = v.phase, observed_generation = v.generation,
           conditions = jsonb_build_array(v.ready) || coalesce(
             (select jsonb_agg(c) from jsonb_array_elements(t.conditions) c where c->>'type' <> 'Ready'), '[]'::jsonb)
       from jsonb_to_recordset(${JSON.stringify(rows)}::jsonb) as v(id uuid, generation bigint, phase text, ready jsonb)
-      where t.id = v.id and t.generation = v.generation
+      where t.id = v.id and t.generation = v.generation and t.id = any(${rows.map((x) => x.id)}::uuid[])
       returning t.id`.execute(trx);
     for (const row of r.rows) written.add(String(row.id).toLowerCase());
   }

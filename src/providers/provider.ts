@@ -28,8 +28,12 @@ export interface DesiredResource {
   };
   database?: { isolation: 'shared' | 'pool' | 'silo' };
   /**
-   * The tenant is suspended or archived (src/workflows): `ensure` keeps its credentials revoked
-   * (a database role stays NOLOGIN) and `observe` reports access given back behind Tenantry's back.
+   * The tenant is suspended or archived (src/workflows), or its writes are frozen by a migration:
+   * `ensure` keeps its credentials revoked (a database role stays NOLOGIN, the tenant's Kafka
+   * principals hold DENY ACLs on the topic, the container holds no stored access policy) and
+   * `observe` reports access given back behind Tenantry's back. Without it, `ensure` gives back what
+   * a suspension took (and `observe` reports what is still taken). The controller, the embedded
+   * agent and a remote agent all run this, so a cell's agent needs no other instruction.
    */
   suspended?: boolean;
 }

@@ -1,26 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
+import { doc, movableTenant, regionCell } from '../../test/helpers/two-regions.js';
 
 // The failover API's refusals and dry run over HTTP (the failover itself runs on real engines in
 // failover.test.ts). Standby records are written directly here: the keeper needs two data planes.
 const customer = `fa${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const bare = `${customer}b`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, region: string) =>
-  doc('Cell', name, {
-    region,
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy: 'shared',
-    capacity: { tenants: 5 },
-  });
 let s: TestServer;
 let tenantAdmin: string;
 let tenantId: string;
@@ -29,17 +16,10 @@ beforeAll(async () => {
   s = await startTestServer();
   const res = await s.request('POST', '/v1/apply', {
     body: [
-      cell(`${customer}-eu`, 'eu'),
-      cell(`${customer}-us`, 'us'),
+      regionCell(`${customer}-eu`, 'eu'),
+      regionCell(`${customer}-us`, 'us'),
       doc('Customer', customer, { displayName: 'Api', shortCode: customer }),
-      doc('Tenant', undefined, {
-        customer,
-        region: 'eu',
-        environmentType: 'dev',
-        isolation: 'pool',
-        residency: { allowedRegions: ['eu', 'us'] },
-        standby: { region: 'us' },
-      }),
+      movableTenant(customer, { standby: { region: 'us' } }),
       doc('Customer', bare, { displayName: 'Bare', shortCode: bare }),
       doc('Tenant', undefined, { customer: bare, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
     ],

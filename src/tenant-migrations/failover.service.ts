@@ -299,14 +299,22 @@ export class FailoverService {
     );
   }
 
-  list(ctx: RequestContext, ref: string): Promise<Failover[]> {
+  async list(ctx: RequestContext, ref: string): Promise<Failover[]> {
+    return this.recent(ctx, { tenant: ref, limit: 100 });
+  }
+
+  /** Failovers newest first, of one tenant or of every tenant in the caller's scope, with its slug. */
+  recent(
+    ctx: RequestContext,
+    q: { tenant?: string | undefined; limit: number },
+  ): Promise<(Failover & { tenantSlug: string })[]> {
     return inScope(this.db, ctx.scope, async (trx) => {
-      const t = await tenantRow(trx, ref, false);
-      const r = await sql<FailoverRow>`
-        select * from tenant_failovers where tenant_id = ${t.id} order by created_at desc, id limit 100`.execute(
-        trx,
-      );
-      return r.rows.map(toFailover);
+      const tenantId = q.tenant !== undefined ? (await tenantRow(trx, q.tenant, false)).id : undefined;
+      const r = await sql<FailoverRow & { tenant_slug: string }>`
+        select f.*, t.slug as tenant_slug from tenant_failovers f join tenants t on t.id = f.tenant_id
+        where true ${tenantId ? sql`and f.tenant_id = ${tenantId}` : sql``}
+        order by f.created_at desc, f.id limit ${q.limit}`.execute(trx);
+      return r.rows.map((row) => ({ ...toFailover(row), tenantSlug: row.tenant_slug }));
     });
   }
 

@@ -1,20 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type TestController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
 import {
-  startController,
-  type TestController,
-  until,
-  useControllerTestDatabase,
-} from '../../test/helpers/controller.js';
+  tenantClient as appClient,
+  databaseAndContainer,
+  doc,
+  movableTenant,
+  regionCell,
+  startTwoRegions,
+  type TwoRegions,
+} from '../../test/helpers/two-regions.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
-import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
+import { azuriteUnavailableReason } from '../../test/infra/azurite.js';
 import { skipReason } from '../../test/infra/engines.js';
-import { EmbeddedDatabase } from '../db/embedded-postgres.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
 import type { Consistency } from './failover.js';
@@ -32,96 +32,30 @@ const unavailable = skipReason(
 const customer = `fo${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const other = `${customer}n`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, region: string) =>
-  doc('Cell', name, {
-    region,
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy: 'shared',
-    capacity: { tenants: 5 },
-  });
-
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    cell(`${customer}-eu`, 'eu'),
-    cell(`${customer}-us`, 'us'),
+    regionCell(`${customer}-eu`, 'eu'),
+    regionCell(`${customer}-us`, 'us'),
     doc('Customer', customer, { displayName: 'Failing', shortCode: customer }),
-    doc('Tenant', undefined, {
-      customer,
-      region: 'eu',
-      environmentType: 'dev',
-      isolation: 'pool',
-      residency: { allowedRegions: ['eu', 'us'] },
-      standby: { region: 'us' },
-    }),
-    doc('IntegrationResource', undefined, {
-      scope: { tenant },
-      type: 'database',
-      database: { isolation: 'pool' },
-    }),
-    doc('IntegrationResource', undefined, { scope: { tenant }, type: 'blob-container' }),
+    movableTenant(customer, { standby: { region: 'us' } }),
+    ...databaseAndContainer(tenant),
     doc('Customer', other, { displayName: 'Standing', shortCode: other }),
-    doc('Tenant', undefined, {
-      customer: other,
-      region: 'eu',
-      environmentType: 'dev',
-      isolation: 'pool',
-      residency: { allowedRegions: ['eu', 'us'] },
-    }),
+    movableTenant(other),
   ]),
 );
 
 describe.skipIf(unavailable)('region failover eu → us with the eu data plane stopped', () => {
-  let dir: string;
-  let servers: { eu: EmbeddedDatabase; us: EmbeddedDatabase };
-  let blobs: { eu: Azurite; us: Azurite };
+  let regions: TwoRegions;
   let c: TestController;
   let euUrl: string;
   let usUrl: string;
 
   beforeAll(async () => {
-    dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-failover-'));
-    const server = (name: string) =>
-      new EmbeddedDatabase({
-        clusterDir: path.join(dir, name, 'pg'),
-        credentialsFile: path.join(dir, name, 'pg.password'),
-        ephemeral: true,
-      });
-    servers = { eu: server('eu'), us: server('us') };
-    await fs.mkdir(path.join(dir, 'eu'));
-    await fs.mkdir(path.join(dir, 'us'));
-    await fs.chmod(dir, 0o755);
-    const [azEu, azUs] = await Promise.all([
-      startAzurite(),
-      startAzurite(),
-      servers.eu.start(),
-      servers.us.start(),
-    ]);
-    blobs = { eu: azEu!, us: azUs! };
-    euUrl = servers.eu.url.replace(/\/postgres$/, '/tenantry_dataplane_eu');
-    usUrl = servers.us.url.replace(/\/postgres$/, '/tenantry_dataplane_us');
-    c = await startController(fx.t, {
-      env: {
-        TENANTRY_AZURE_STORAGE_CONNECTION_STRING: blobs.eu.connectionString,
-        TENANTRY_AZURE_STORAGE_CONNECTION_STRING_EU: blobs.eu.connectionString,
-        TENANTRY_AZURE_STORAGE_CONNECTION_STRING_US: blobs.us.connectionString,
-        TENANTRY_DATAPLANE_DATABASE_URL_EU: euUrl,
-        TENANTRY_DATAPLANE_DATABASE_URL_US: usUrl,
-      },
-    });
+    regions = await startTwoRegions(fx.t, { ownEu: true });
+    ({ controller: c, euUrl, usUrl } = regions);
   }, 300_000);
 
-  afterAll(async () => {
-    await c?.stop();
-    await Promise.all([blobs?.eu.stop(), blobs?.us.stop(), servers?.eu.stop(), servers?.us.stop()]);
-    if (dir) await fs.rm(dir, { recursive: true, force: true });
-  });
+  afterAll(() => regions?.stop());
 
   const rows = async () =>
     (
@@ -135,17 +69,7 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
   const secret = async (resourceId: string) =>
     new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
 
-  /** The tenant's application: its credentials now, on `server`. */
-  async function tenantClient(resourceId: string, server: string): Promise<pg.Client> {
-    const s = await secret(resourceId);
-    const url = new URL(server);
-    url.username = s?.username ?? '';
-    url.password = s?.password ?? '';
-    const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 });
-    client.on('error', () => undefined);
-    await client.connect();
-    return client;
-  }
+  const tenantClient = (resourceId: string, server: string) => appClient(fx.t, resourceId, server);
 
   it('keeps a standby in us, promotes it with eu stopped: every replicated row, sequences continue, events and audit', {
     timeout: 300_000,
@@ -171,9 +95,9 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       create table notes (k text primary key, v jsonb not null default '{}');
       insert into orders (n, payload) select g, md5(g::text) from generate_series(1, 5000) g;
       insert into notes (k) select 'k' || g from generate_series(1, 300) g;`);
-    const euBlobs = BlobServiceClient.fromConnectionString(blobs.eu.connectionString).getContainerClient(
-      container,
-    );
+    const euBlobs = BlobServiceClient.fromConnectionString(
+      regions.blobs.eu.connectionString,
+    ).getContainerClient(container);
     const payloads: Record<string, Buffer> = {};
     for (let i = 0; i < 3; i++) {
       payloads[`docs/${i}.bin`] = randomBytes(5_000 + i * 1_000);
@@ -271,7 +195,7 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       expect((await fx.t.owner.query('select count(*)::int as n from tenant_failovers')).rows[0].n).toBe(0);
 
       // The eu data plane goes down, really.
-      await servers.eu.stop();
+      await regions.servers.eu!.stop();
       await expect(
         new pg.Client({ connectionString: euUrl, connectionTimeoutMillis: 2_000 }).connect(),
       ).rejects.toThrow();
@@ -330,9 +254,9 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       );
       expect(next).toBeGreaterThan(Math.max(...acked));
       await us.end();
-      const usBlobs = BlobServiceClient.fromConnectionString(blobs.us.connectionString).getContainerClient(
-        container,
-      );
+      const usBlobs = BlobServiceClient.fromConnectionString(
+        regions.blobs.us.connectionString,
+      ).getContainerClient(container);
       for (const [name, body] of Object.entries({ ...payloads, 'docs/late.bin': late }))
         expect((await usBlobs.getBlobClient(name).downloadToBuffer()).equals(body)).toBe(true);
 
@@ -367,7 +291,7 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       );
 
       // eu comes back: the keeper fences it (its role may not log in; slot and publication gone).
-      await servers.eu.start();
+      await regions.servers.eu!.start();
       await until('eu fenced', async () => (await keeper.tick()).fenced.includes(f.id), 60_000);
       const dp = new pg.Client({ connectionString: euUrl });
       dp.on('error', () => undefined);
@@ -396,15 +320,7 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       expect(
         await finished(fx.t, (await migrations.retire(fx.ctx, tenant, back.id)).retireWorkflowId!, 120_000),
       ).toMatchObject({ state: 'Succeeded' });
-      const manifest = (standby?: { region: string }) =>
-        doc('Tenant', undefined, {
-          customer,
-          region: 'eu',
-          environmentType: 'dev',
-          isolation: 'pool',
-          residency: { allowedRegions: ['eu', 'us'] },
-          ...(standby ? { standby } : {}),
-        });
+      const manifest = (standby?: { region: string }) => movableTenant(customer, standby ? { standby } : {});
       await fx.registry.apply(fx.ctx, [manifest({ region: 'us' })]);
       expect((await keeper.tick()).started).toEqual([tenant]);
       const again = (await service.standby(fx.ctx, tenant)).workflowId!;

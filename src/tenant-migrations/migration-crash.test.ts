@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,7 +9,14 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
+import {
+  exited,
+  finished,
+  logged,
+  spawnEngine,
+  startWorkflowEngine,
+  stepsOf,
+} from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
@@ -18,7 +24,6 @@ import { workflowTypes } from './migration-workflows.js';
 import { ISOLATION_STEPS, type Migration, MigrationsService } from './migrations.service.js';
 import { withClient } from './pg-copy.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
 const customer = `mk${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
@@ -49,25 +54,6 @@ const fx = useControllerTestDatabase((f) =>
     }),
   ]),
 );
-
-function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/workflow-process.ts'], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'ignore'],
-    });
-    child.stdout?.once('data', () => resolve(child));
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`engine process exited early (${code})`)));
-  });
-}
-
-const exited = (child: ChildProcess) =>
-  new Promise<NodeJS.Signals | null>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve(child.signalCode);
-    else child.once('exit', (_code, signal) => resolve(signal));
-  });
 
 /** A query as the tenant, through its connection secret, wherever it lives now. */
 async function asTenant(resourceId: string, text: string): Promise<pg.QueryResult> {

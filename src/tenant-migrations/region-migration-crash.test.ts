@@ -1,26 +1,34 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  startController,
   type TestController,
   tempDataDir,
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
-import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
+import {
+  doc,
+  movableTenant,
+  regionCell,
+  startTwoRegions,
+  type TwoRegions,
+  tenantClient,
+} from '../../test/helpers/two-regions.js';
+import {
+  exited,
+  finished,
+  logged,
+  spawnEngine,
+  startWorkflowEngine,
+  stepsOf,
+} from '../../test/helpers/workflows.js';
+import { azuriteUnavailableReason } from '../../test/infra/azurite.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
-import { EmbeddedDatabase } from '../db/embedded-postgres.js';
-import { SecretStore } from '../providers/postgres/secret-store.js';
-import { secretCipherFor } from '../secrets/index.js';
 import { workflowTypes } from './migration-workflows.js';
 import { type Migration, MigrationsService, REGION_STEPS } from './migrations.service.js';
 
@@ -33,37 +41,15 @@ const unavailable = skipReason(
   azuriteUnavailableReason(),
 );
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
 const customer = `rk${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const deployment = `${tenant}-plan`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, region: string) =>
-  doc('Cell', name, {
-    region,
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy: 'shared',
-    capacity: { tenants: 5 },
-  });
-
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    cell(`${customer}-eu`, 'eu'),
-    cell(`${customer}-us`, 'us'),
+    regionCell(`${customer}-eu`, 'eu'),
+    regionCell(`${customer}-us`, 'us'),
     doc('Customer', customer, { displayName: 'Crashing', shortCode: customer }),
-    doc('Tenant', undefined, {
-      customer,
-      region: 'eu',
-      environmentType: 'dev',
-      isolation: 'pool',
-      residency: { allowedRegions: ['eu', 'us'] },
-    }),
+    movableTenant(customer),
     doc('System', 'plan', { displayName: 'Plan', serviceId: 'plan' }),
     doc('Deployment', undefined, { tenant, system: 'plan' }),
     doc('IntegrationResource', undefined, {
@@ -75,68 +61,25 @@ const fx = useControllerTestDatabase((f) =>
   ]),
 );
 
-function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/workflow-process.ts'], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'ignore'],
-    });
-    child.stdout?.once('data', () => resolve(child));
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`engine process exited early (${code})`)));
-  });
-}
-
-const exited = (child: ChildProcess) =>
-  new Promise<NodeJS.Signals | null>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve(child.signalCode);
-    else child.once('exit', (_code, signal) => resolve(signal));
-  });
-
 describe.skipIf(unavailable)('SIGKILL at every step boundary of a region migration', () => {
-  let usServer: EmbeddedDatabase;
-  let usDir: string;
-  let blobs: { eu: Azurite; us: Azurite };
+  let regions: TwoRegions;
+  let blobs: TwoRegions['blobs'];
   let c: TestController;
   let usUrl: string;
   let env: Record<string, string>;
 
   beforeAll(async () => {
-    usDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'tenantry-region-crash-us-'));
-    usServer = new EmbeddedDatabase({
-      clusterDir: path.join(usDir, 'pg'),
-      credentialsFile: path.join(usDir, 'pg.password'),
-      ephemeral: true,
-    });
-    const [azEu, azUs] = await Promise.all([startAzurite(), startAzurite(), usServer.start()]);
-    blobs = { eu: azEu!, us: azUs! };
-    usUrl = usServer.url.replace(/\/postgres$/, '/tenantry_dataplane_us');
-    env = {
-      TENANTRY_AZURE_STORAGE_CONNECTION_STRING: blobs.eu.connectionString,
-      TENANTRY_AZURE_STORAGE_CONNECTION_STRING_US: blobs.us.connectionString,
-      TENANTRY_DATAPLANE_DATABASE_URL_US: usUrl,
-    };
-    c = await startController(fx.t, { env, dataDir: await tempDataDir() });
+    regions = await startTwoRegions(fx.t, { dataDir: true });
+    ({ controller: c, blobs, usUrl, env } = regions);
   }, 300_000);
 
-  afterAll(async () => {
-    await c?.stop();
-    await Promise.all([blobs?.eu.stop(), blobs?.us.stop(), usServer?.stop()]);
-    if (usDir) await fsp.rm(usDir, { recursive: true, force: true });
-  });
+  afterAll(() => regions?.stop());
 
   /** The tenant's rows, through its credentials, on the server of the region it is placed in. */
   async function tenantRows(resourceId: string): Promise<number> {
-    const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
     const region = (await fx.t.owner.query(`select region from tenants where slug = $1`, [tenant])).rows[0]
       .region as string;
-    const url = new URL(region === 'us' ? usUrl : defaultDataplaneUrl(fx.t.ownerUrl));
-    url.username = s?.username ?? '';
-    url.password = s?.password ?? '';
-    const client = new pg.Client({ connectionString: url.toString() });
-    client.on('error', () => undefined);
-    await client.connect();
+    const client = await tenantClient(fx.t, resourceId, region === 'us' ? usUrl : regions.euUrl);
     try {
       return (await client.query('select count(*)::int as n from things')).rows[0].n;
     } finally {
@@ -162,12 +105,7 @@ describe.skipIf(unavailable)('SIGKILL at every step boundary of a region migrati
     const byType = Object.fromEntries((await resources()).map((r) => [r.type, r]));
     const rid = byType.database!.id;
     const container = byType['blob-container']!.physical_name;
-    const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(rid);
-    const url = new URL(defaultDataplaneUrl(fx.t.ownerUrl));
-    url.username = s?.username ?? '';
-    url.password = s?.password ?? '';
-    const app = new pg.Client({ connectionString: url.toString() });
-    await app.connect();
+    const app = await tenantClient(fx.t, rid, regions.euUrl);
     await app.query(`create table things (id bigserial primary key, v text);
       insert into things (v) select 'v' || g from generate_series(1, 2000) g;`);
     await app.end();

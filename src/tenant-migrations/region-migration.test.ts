@@ -1,25 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { BlobServiceClient } from '@azure/storage-blob';
 import kafkajs from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type TestController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
 import {
-  startController,
-  type TestController,
-  until,
-  useControllerTestDatabase,
-} from '../../test/helpers/controller.js';
+  tenantClient as appClient,
+  doc,
+  movableTenant,
+  regionCell,
+  startTwoRegions,
+  type TwoRegions,
+} from '../../test/helpers/two-regions.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
-import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
+import { azuriteUnavailableReason } from '../../test/infra/azurite.js';
 import { skipReason } from '../../test/infra/engines.js';
-import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
+import { type KafkaBroker, kafkaUnavailableReason } from '../../test/infra/kafka-broker.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
-import { EmbeddedDatabase } from '../db/embedded-postgres.js';
-import { SecretStore } from '../providers/postgres/secret-store.js';
-import { secretCipherFor } from '../secrets/index.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
 
 const { Kafka, logLevel, AclResourceTypes, AclOperationTypes, AclPermissionTypes, ResourcePatternTypes } =
@@ -37,20 +34,6 @@ const tenant = `${customer}-eu-dev`;
 const base = tenant.replace(/-/g, '_');
 const deployment = `${tenant}-plan`;
 const stay = `${customer}s`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, region: string) =>
-  doc('Cell', name, {
-    region,
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy: 'shared',
-    capacity: { tenants: 5 },
-  });
 const topicSpec = {
   domain: 'supply-chain',
   subdomain: 'transactions',
@@ -63,16 +46,10 @@ const topicSpec = {
 
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    cell(`${customer}-eu`, 'eu'),
-    cell(`${customer}-us`, 'us'),
+    regionCell(`${customer}-eu`, 'eu'),
+    regionCell(`${customer}-us`, 'us'),
     doc('Customer', customer, { displayName: 'Moving', shortCode: customer }),
-    doc('Tenant', undefined, {
-      customer,
-      region: 'eu',
-      environmentType: 'dev',
-      isolation: 'pool',
-      residency: { allowedRegions: ['eu', 'us'] },
-    }),
+    movableTenant(customer),
     doc('System', 'plan', { displayName: 'Plan', serviceId: 'plan' }),
     doc('Deployment', undefined, { tenant, system: 'plan' }),
     doc('IntegrationResource', undefined, {
@@ -92,58 +69,19 @@ const fx = useControllerTestDatabase((f) =>
 );
 
 describe.skipIf(unavailable)('region migration eu → us on real engines', () => {
-  let usServer: EmbeddedDatabase;
-  let usDir: string;
+  let regions: TwoRegions;
   let brokers: { eu: KafkaBroker; us: KafkaBroker };
-  let blobs: { eu: Azurite; us: Azurite };
+  let blobs: TwoRegions['blobs'];
   let c: TestController;
   let usUrl: string;
 
   beforeAll(async () => {
-    usDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-region-us-'));
-    usServer = new EmbeddedDatabase({
-      clusterDir: path.join(usDir, 'pg'),
-      credentialsFile: path.join(usDir, 'pg.password'),
-      ephemeral: true,
-    });
-    const [eu, us, azEu, azUs] = await Promise.all([
-      startKafkaBroker({ users: [deployment] }),
-      startKafkaBroker({ users: [deployment] }),
-      startAzurite(),
-      startAzurite(),
-      usServer.start(),
-    ]);
-    brokers = { eu: eu!, us: us! };
-    blobs = { eu: azEu!, us: azUs! };
-    usUrl = usServer.url.replace(/\/postgres$/, '/tenantry_dataplane_us');
-    const kafka = (b: KafkaBroker, suffix: string) => ({
-      [`TENANTRY_KAFKA_BROKERS${suffix}`]: b.brokers,
-      [`TENANTRY_KAFKA_SASL_MECHANISM${suffix}`]: 'PLAIN',
-      [`TENANTRY_KAFKA_SASL_USERNAME${suffix}`]: b.username,
-      [`TENANTRY_KAFKA_SASL_PASSWORD${suffix}`]: b.password,
-    });
-    c = await startController(fx.t, {
-      env: {
-        ...kafka(brokers.eu, ''),
-        ...kafka(brokers.us, '_US'),
-        TENANTRY_AZURE_STORAGE_CONNECTION_STRING: blobs.eu.connectionString,
-        TENANTRY_AZURE_STORAGE_CONNECTION_STRING_US: blobs.us.connectionString,
-        TENANTRY_DATAPLANE_DATABASE_URL_US: usUrl,
-      },
-    });
+    regions = await startTwoRegions(fx.t, { kafkaUsers: [deployment] });
+    ({ controller: c, blobs, usUrl } = regions);
+    brokers = regions.brokers!;
   }, 300_000);
 
-  afterAll(async () => {
-    await c?.stop();
-    await Promise.all([
-      brokers?.eu.stop(),
-      brokers?.us.stop(),
-      blobs?.eu.stop(),
-      blobs?.us.stop(),
-      usServer?.stop(),
-    ]);
-    if (usDir) await fs.rm(usDir, { recursive: true, force: true });
-  });
+  afterAll(() => regions?.stop());
 
   const rows = async () =>
     (
@@ -152,17 +90,7 @@ describe.skipIf(unavailable)('region migration eu → us on real engines', () =>
       )
     ).rows;
 
-  /** The tenant's application: its credentials, on the server of the region it is placed in now. */
-  async function tenantClient(resourceId: string, server: string): Promise<pg.Client> {
-    const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
-    const url = new URL(server);
-    url.username = s?.username ?? '';
-    url.password = s?.password ?? '';
-    const client = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 });
-    client.on('error', () => undefined);
-    await client.connect();
-    return client;
-  }
+  const tenantClient = (resourceId: string, server: string) => appClient(fx.t, resourceId, server);
 
   it('refuses a residency-forbidden region before anything happens; moves database, blobs and topics to us and retires eu', {
     timeout: 300_000,

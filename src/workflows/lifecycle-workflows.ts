@@ -73,8 +73,9 @@ export function lifecycleWorkflows(deps: LifecycleDeps): WorkflowDefinition<Life
       );
     });
 
-  // A cell with a joined agent (src/agent) is not the control plane's to touch: its agent keeps the
-  // database credentials of a suspended tenant revoked (the desired state it pulls says `suspended`).
+  // A cell with a joined agent (src/agent) is not the control plane's to touch: its agent takes a
+  // suspended tenant's access away and gives it back on resume with its providers' ensure (the
+  // desired state it pulls says `suspended`; src/providers/provider.ts), as the controller does.
   const accessControlOf = (type: ResourceType, region: string, agentManaged: boolean) => {
     if (agentManaged) return undefined;
     const slot = slotFor(deps.providers, type, region);

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -11,14 +10,20 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { finished, logged, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
+import {
+  exited,
+  finished,
+  logged,
+  spawnEngine,
+  startWorkflowEngine,
+  stepsOf,
+} from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
 import { lifecycleWorkflowTypes } from './lifecycle-workflows.js';
 import { lifecycleWorkflowId } from './start-lifecycle-workflow.js';
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
 const customer = `kc${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 
@@ -48,25 +53,6 @@ const ACTIVATE = [
   'issue-service-credentials',
   'enable-webhooks',
 ];
-
-function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/workflow-process.ts'], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
-      stdio: ['pipe', 'pipe', 'ignore'],
-    });
-    child.stdout?.once('data', () => resolve(child));
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`engine process exited early (${code})`)));
-  });
-}
-
-const exited = (child: ChildProcess) =>
-  new Promise<NodeJS.Signals | null>((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve(child.signalCode);
-    else child.once('exit', (_code, signal) => resolve(signal));
-  });
 
 async function canLogIn(): Promise<boolean> {
   const id = (

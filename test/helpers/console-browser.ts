@@ -54,3 +54,13 @@ export async function signedInAsAdmin(browser: Browser, s: TestServer): Promise<
   await page.waitForURL('**/console/tree');
   return page;
 }
+
+/** A new browser context signed in with an access token (a tenant's principal, say). */
+export async function signedInWithToken(browser: Browser, s: TestServer, token: string): Promise<Page> {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(`${s.url}/console/login`);
+  await page.getByLabel('Access token').fill(token);
+  await page.getByRole('button', { name: 'Sign in with token' }).click();
+  await page.waitForURL('**/console/tree');
+  return page;
+}

@@ -1,3 +1,5 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import path from 'node:path';
 import pino from 'pino';
 import { defaultDataplaneUrl, type ProviderSet } from '../../src/controller/providers.js';
 import { createDb, type Db } from '../../src/db/database.js';
@@ -109,3 +111,26 @@ export async function settleWorkflows(t: TestDatabase, timeoutMs = 20_000): Prom
     await e.stop();
   }
 }
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+
+/** A workflow engine in a process of its own (test/fixtures/workflow-process.ts), once it is up. */
+export function spawnEngine(env: Record<string, string>): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/fixtures/workflow-process.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    child.stdout?.once('data', () => resolve(child));
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`engine process exited early (${code})`)));
+  });
+}
+
+/** The signal a spawned process ended by (null: it exited). */
+export const exited = (child: ChildProcess) =>
+  new Promise<NodeJS.Signals | null>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve(child.signalCode);
+    else child.once('exit', (_code, signal) => resolve(signal));
+  });

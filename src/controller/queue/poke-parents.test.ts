@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/test-database.js';
 import { createRegistry } from '../../app.js';
@@ -6,6 +7,7 @@ import { asPlatform } from '../../db/database.js';
 import type { Kind } from '../../registry/kinds/index.js';
 import { findById } from '../../registry/object.repository.js';
 import { settle } from '../reconcilers.js';
+import { pokeParentsOf } from './poke-parents.js';
 
 /**
  * poke-parents.ts: a parent is made due by the transition of its last waiting dependent, also when
@@ -91,5 +93,40 @@ describe('poke parents', () => {
       ready: { status: 'False', reason: 'DependentsNotReady', message: 'test' },
     });
     expect(await due('Tenant')).toEqual([true]);
+  });
+
+  it('looks its parents up by primary key in a registry of many tenants, never by a scan of them all', async () => {
+    // 20k tenants (copies of the first, with their columns as they are), as the planner sees them.
+    const cols = (
+      await t.owner.query<{ c: string }>(
+        `select column_name as c from information_schema.columns where table_schema = 'public'
+         and table_name = 'tenants' and column_name not in ('id', 'slug', 'qualifier', 'spec')`,
+      )
+    ).rows.map((r) => `"${r.c}"`);
+    const copies = await t.owner.query<{ id: string }>(
+      `insert into tenants (id, slug, qualifier, spec, ${cols.join(', ')})
+       select gen_random_uuid(), 'pp-eu-dev-c' || n, 'c' || n, t.spec, ${cols.map((c) => `t.${c}`).join(', ')}
+       from tenants t, generate_series(1, 20000) n where t.slug = 'pp-eu-dev-t0' returning id`,
+    );
+    await t.owner.query('analyze tenants');
+    // A settled batch's worth of parents (a batch is 256 jobs): the join on the unnested ids alone
+    // was planned as a hash join over all 20k tenants.
+    const scans = await asPlatform(t.db, async (trx) => {
+      const count = async () =>
+        Number(
+          (
+            await sql<{ seq_scan: string }>`
+              select seq_scan from pg_stat_xact_user_tables where relname = 'tenants'`.execute(trx)
+          ).rows[0]?.seq_scan,
+        );
+      const before = await count();
+      await pokeParentsOf(
+        trx,
+        copies.rows.slice(0, 256).map((r) => ({ tenantId: r.id, deploymentId: null, force: true })),
+      );
+      return (await count()) - before;
+    });
+    expect(scans).toBe(0);
+    expect(await due('Tenant')).toHaveLength(257);
   });
 });

@@ -43,6 +43,10 @@ export async function pokeParentsOf(trx: Trx, children: ChildTransition[]): Prom
   }
   if (tenants.size === 0) return;
   const ds = [...deployments.values()];
+  // The parents are also selected by `id = any(…)`: a join on the unnested arrays alone was planned
+  // as a hash join over a sequential scan of the whole table (every tenant at 100k tenants, for
+  // each batch of settlements: a cost per object that grew with the registry, issue 24); with the
+  // ids in an index condition the rows are looked up by primary key at any size.
   const waiting = (phase: string) => sql`(${sql.ref(phase)} in ('Pending', 'Provisioning'))`;
   await sql`
     insert into reconcile_jobs (object_kind, object_id, tenant_id, generation)
@@ -55,6 +59,7 @@ export async function pokeParentsOf(trx: Trx, children: ChildTransition[]): Prom
       from unnest(${ds.map((d) => d.tenantId)}::uuid[], ${ds.map((d) => d.id)}::uuid[], ${ds.map((d) => d.force)}::boolean[])
         as v(tenant_id, id, force)
       join deployments d on d.tenant_id = v.tenant_id and d.id = v.id
+      where d.id = any(${ds.map((d) => d.id)}::uuid[])
       union all
       select 'Tenant', t.id, t.id, v.force,
         t.deleted_at is null and t.lifecycle = 'Active' and ${waiting('t.phase')} and (
@@ -64,6 +69,7 @@ export async function pokeParentsOf(trx: Trx, children: ChildTransition[]): Prom
                      where c.tenant_id = t.id and c.deleted_at is null and c.phase <> 'Ready'))
       from unnest(${[...tenants.keys()]}::uuid[], ${[...tenants.values()]}::boolean[]) as v(id, force)
       join tenants t on t.id = v.id
+      where t.id = any(${[...tenants.keys()]}::uuid[])
     ) p
     where p.force or not p.unchanged
     on conflict (object_kind, object_id) do update

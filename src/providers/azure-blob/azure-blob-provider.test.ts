@@ -209,4 +209,40 @@ describe.skipIf(reason)('Azure Blob provider (Azurite)', () => {
       }),
     ).toThrow(ProviderError);
   });
+
+  it("a suspended tenant's container loses its stored access policies, kept in its metadata; resume restores them", async () => {
+    const active = container(fresh());
+    const suspended = { ...active, suspended: true };
+    await provider.ensure(active);
+    const client = service.getContainerClient(active.physicalName);
+    const expiresOn = new Date('2030-01-01T00:00:00Z');
+    await client.setAccessPolicy(undefined, [{ id: 'apps', accessPolicy: { permissions: 'r', expiresOn } }]);
+    expect((await provider.observe(suspended)).drift).toEqual([
+      `container ${active.physicalName} holds stored access policies (apps) while its tenant is suspended`,
+    ]);
+    expect(await provider.ensure(suspended)).toMatchObject({ drift: [] });
+    // Idempotent: the second ensure keeps what the first saved (it does not save "none" over it).
+    expect(await provider.ensure(suspended)).toMatchObject({ drift: [] });
+    expect((await client.getAccessPolicy()).signedIdentifiers).toEqual([]);
+    const props = await client.getProperties();
+    expect(props.metadata).toMatchObject({ tenantry_resource: active.id });
+    expect(props.metadata?.tenantry_suspended_policies).toBeDefined();
+    // A workflow that records the grant after this still learns what there is to give back.
+    expect((await provider.observeAccess(active)).identifiers).toMatchObject([
+      { id: 'apps', permissions: 'r' },
+    ]);
+
+    expect((await provider.observe(active)).drift).toEqual([
+      `container ${active.physicalName} still lacks the stored access policies its tenant's suspension took away`,
+    ]);
+    expect(await provider.ensure(active)).toMatchObject({ drift: [] });
+    const restored = (await client.getAccessPolicy()).signedIdentifiers;
+    expect(
+      restored.map((i) => [i.id, i.accessPolicy.permissions, i.accessPolicy.expiresOn?.toISOString()]),
+    ).toEqual([['apps', 'r', expiresOn.toISOString()]]);
+    expect(Object.keys((await client.getProperties()).metadata ?? {})).not.toContain(
+      'tenantry_suspended_policies',
+    );
+    expect(await provider.observe(active)).toMatchObject({ drift: [] });
+  });
 });

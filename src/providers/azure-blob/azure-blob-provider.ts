@@ -8,12 +8,19 @@
  *    blob `<scope-slug>/.tenantry` (Blob Storage has no empty folders). Deleting the resource
  *    deletes every blob under the prefix and nothing else.
  * Public access is drift: ensure turns it off again.
+ *
+ * While the tenant is suspended (`desired.suspended`) its container holds no stored access policy,
+ * so every SAS token signed against one (`si=`) is refused with 403. Ensure keeps the policies it
+ * takes away in the container's own metadata (SUSPENDED_KEY) before removing them, and a later
+ * ensure of the active tenant puts exactly those back: whoever runs the provider (the controller,
+ * the embedded agent, a remote agent, a new agent after a re-join) finds them where they were.
  */
 import {
   BlobServiceClient,
   type ContainerClient,
   type PublicAccessType,
   RestError,
+  type SignedIdentifier,
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
 import type { AzureBlobConfig } from '../../config/config.js';
@@ -28,6 +35,8 @@ import {
 /** Azure's container name rule: 3-63 of lowercase letters, digits and single inner hyphens. */
 const CONTAINER_NAME = /^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
 const MARKER = '.tenantry';
+/** Container metadata: the stored access policies a suspension took away (base64url JSON). */
+const SUSPENDED_KEY = 'tenantry_suspended_policies';
 
 export interface AzureBlobProviderOptions {
   /** Attempts per request, the first included (default 2); the controller backs off between calls. */
@@ -68,7 +77,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
 
   async observe(desired: DesiredResource): Promise<ObservedResource> {
     const target = this.target(desired);
-    return this.call('observe', () => this.read(target));
+    return this.call('observe', () => this.read(target, desired.suspended));
   }
 
   async ensure(desired: DesiredResource): Promise<ObservedResource> {
@@ -77,7 +86,9 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
       // No `access` option: the container is private. Already there (another worker, a retry): fine.
       await target.container.createIfNotExists({ metadata: target.prefix ? {} : metadataOf(desired) });
       const props = await target.container.getProperties();
-      if (props.blobPublicAccess) await target.container.setAccessPolicy(undefined);
+      if (!target.prefix)
+        await this.syncSuspension(target.container, props.metadata ?? {}, desired.suspended);
+      else if (props.blobPublicAccess) await target.container.setAccessPolicy(undefined);
       if (target.prefix) {
         const marker = target.container.getBlockBlobClient(`${target.prefix}${MARKER}`);
         if (!(await marker.exists())) {
@@ -92,8 +103,37 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
           });
         }
       }
-      return this.read(target);
+      return this.read(target, desired.suspended);
     });
+  }
+
+  /**
+   * A suspended tenant's container: its policies saved in the metadata (with any saved before),
+   * then removed. An active one's: the saved policies put back (with any added since), then the
+   * metadata entry dropped. Each order survives a crash between its two writes. Public access is
+   * turned off on the way (setAccessPolicy always writes it).
+   */
+  private async syncSuspension(
+    container: ContainerClient,
+    metadata: Record<string, string>,
+    suspended: boolean | undefined,
+  ): Promise<void> {
+    const policy = await container.getAccessPolicy();
+    const current = storedOf(policy.signedIdentifiers);
+    const saved = savedOf(metadata);
+    if (suspended) {
+      if (current.length > 0) {
+        const all = mergeById(saved ?? [], current);
+        await container.setMetadata({ ...metadata, [SUSPENDED_KEY]: encodeSaved(all) });
+        await container.setAccessPolicy(undefined, []);
+      } else if (policy.blobPublicAccess) await container.setAccessPolicy(undefined, []);
+      return;
+    }
+    if (saved) {
+      await container.setAccessPolicy(undefined, signedOf(mergeById(saved, current)));
+      const { [SUSPENDED_KEY]: _taken, ...rest } = metadata;
+      await container.setMetadata(rest);
+    } else if (policy.blobPublicAccess) await container.setAccessPolicy(undefined, signedOf(current));
   }
 
   async delete(desired: DesiredResource): Promise<void> {
@@ -119,7 +159,9 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
   /**
    * The container's stored access policies: the SAS tokens handed to the tenant's apps are signed
    * against them (`si=`), so removing them revokes every such token at once and restoring them
-   * makes the same tokens valid again. In `prefix` mode the container is shared by every tenant
+   * makes the same tokens valid again. The observed grant includes the policies a suspended
+   * tenant's ensure set aside in the metadata (a reconcile may run before a workflow's step that
+   * records the grant, e.g. a region migration's freeze). In `prefix` mode the container is shared by every tenant
    * and holds no policy of this tenant's; there is nothing of its own to take away.
    */
   async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
@@ -127,16 +169,13 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     if (target.prefix) return { provider: this.name, shared: true, identifiers: [] };
     return this.call('observe access', async () => {
       if (!(await target.container.exists())) return { provider: this.name, identifiers: [] };
-      const policy = await target.container.getAccessPolicy();
-      return {
-        provider: this.name,
-        identifiers: policy.signedIdentifiers.map((i) => ({
-          id: i.id,
-          permissions: i.accessPolicy.permissions ?? null,
-          startsOn: i.accessPolicy.startsOn?.toISOString() ?? null,
-          expiresOn: i.accessPolicy.expiresOn?.toISOString() ?? null,
-        })),
-      };
+      // With those a suspended tenant's ensure set aside: whichever of the two ran first, none is lost.
+      const [policy, props] = await Promise.all([
+        target.container.getAccessPolicy(),
+        target.container.getProperties(),
+      ]);
+      const saved = savedOf(props.metadata ?? {}) ?? [];
+      return { provider: this.name, identifiers: mergeById(saved, storedOf(policy.signedIdentifiers)) };
     });
   }
 
@@ -154,17 +193,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     if (target.prefix || identifiers.length === 0) return;
     await this.call('restore access', async () => {
       if (!(await target.container.exists())) return;
-      await target.container.setAccessPolicy(
-        undefined,
-        identifiers.map((i) => ({
-          id: i.id,
-          accessPolicy: {
-            ...(i.permissions ? { permissions: i.permissions } : {}),
-            ...(i.startsOn ? { startsOn: new Date(i.startsOn) } : {}),
-            ...(i.expiresOn ? { expiresOn: new Date(i.expiresOn) } : {}),
-          },
-        })),
-      );
+      await target.container.setAccessPolicy(undefined, signedOf(identifiers));
     });
   }
 
@@ -201,17 +230,20 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     return { container: this.service.getContainerClient(name), prefix: undefined };
   }
 
-  private async read(target: {
-    container: ContainerClient;
-    prefix: string | undefined;
-  }): Promise<ObservedResource> {
+  private async read(
+    target: { container: ContainerClient; prefix: string | undefined },
+    suspended: boolean | undefined,
+  ): Promise<ObservedResource> {
     const { container, prefix } = target;
     const where = prefix ? `${container.containerName}/${prefix}` : container.containerName;
     const details: Record<string, unknown> = { container: container.containerName, url: container.url };
     if (prefix) details.prefix = prefix;
     let access: PublicAccessType | undefined;
+    let metadata: Record<string, string> = {};
     try {
-      access = (await container.getProperties()).blobPublicAccess;
+      const props = await container.getProperties();
+      access = props.blobPublicAccess;
+      metadata = props.metadata ?? {};
     } catch (err) {
       if (err instanceof RestError && err.statusCode === 404)
         return { exists: false, details, drift: [`container ${container.containerName} does not exist`] };
@@ -222,6 +254,17 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
       drift.push(`container ${container.containerName} allows public ${access} access; private desired`);
     if (prefix && !(await container.getBlobClient(`${prefix}${MARKER}`).exists()))
       return { exists: false, details, drift: [`folder ${where} does not exist`, ...drift] };
+    if (!prefix && suspended) {
+      const held = (await container.getAccessPolicy()).signedIdentifiers.map((i) => i.id);
+      if (held.length > 0)
+        drift.push(
+          `container ${where} holds stored access policies (${held.join(', ')}) while its tenant is suspended`,
+        );
+    }
+    if (!prefix && !suspended && savedOf(metadata))
+      drift.push(
+        `container ${where} still lacks the stored access policies its tenant's suspension took away`,
+      );
     return { exists: true, details: { ...details, publicAccess: access ?? 'none' }, drift };
   }
 
@@ -287,4 +330,39 @@ interface StoredIdentifier {
 
 function identifiersOf(grant: AccessGrant): StoredIdentifier[] {
   return Array.isArray(grant.identifiers) ? (grant.identifiers as StoredIdentifier[]) : [];
+}
+
+function storedOf(signed: SignedIdentifier[]): StoredIdentifier[] {
+  return signed.map((i) => ({
+    id: i.id,
+    permissions: i.accessPolicy.permissions ?? null,
+    startsOn: i.accessPolicy.startsOn?.toISOString() ?? null,
+    expiresOn: i.accessPolicy.expiresOn?.toISOString() ?? null,
+  }));
+}
+
+function signedOf(identifiers: StoredIdentifier[]): SignedIdentifier[] {
+  return identifiers.map((i) => ({
+    id: i.id,
+    accessPolicy: {
+      ...(i.permissions ? { permissions: i.permissions } : {}),
+      ...(i.startsOn ? { startsOn: new Date(i.startsOn) } : {}),
+      ...(i.expiresOn ? { expiresOn: new Date(i.expiresOn) } : {}),
+    },
+  }));
+}
+
+/** `b` over `a`, by policy id. */
+function mergeById(a: StoredIdentifier[], b: StoredIdentifier[]): StoredIdentifier[] {
+  return [...new Map([...a, ...b].map((i) => [i.id, i])).values()];
+}
+
+const encodeSaved = (ids: StoredIdentifier[]) => Buffer.from(JSON.stringify(ids)).toString('base64url');
+
+/** The policies a suspension saved in the container's metadata, or undefined when none were. */
+function savedOf(metadata: Record<string, string>): StoredIdentifier[] | undefined {
+  const raw = metadata[SUSPENDED_KEY];
+  return raw === undefined
+    ? undefined
+    : (JSON.parse(Buffer.from(raw, 'base64url').toString()) as StoredIdentifier[]);
 }

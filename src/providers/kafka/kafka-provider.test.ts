@@ -347,6 +347,40 @@ describe.skipIf(unavailable)('Kafka topic provider (real KRaft broker)', () => {
     await expect.poll(() => groupGrants(`User:${lonely}`), POLL).toEqual([]);
   });
 
+  it("a suspended tenant's principals are denied the topic; resume lifts those DENY ACLs again", async () => {
+    const name = fresh('suspend');
+    const active = topic(name, { consumers: [STORE_ES] });
+    const suspended = { ...active, suspended: true };
+    await provider.ensure(active);
+    const plan = 'User:circlek-eu-prod-plan';
+    expect((await provider.observe(suspended)).drift).toEqual([
+      `${plan} is not denied the topic while its tenant is suspended`,
+      `User:${STORE_ES} is not denied the topic while its tenant is suspended`,
+    ]);
+    expect(await provider.ensure(suspended)).toMatchObject({ drift: [] });
+    // Idempotent: a second ensure (a retry, the next resync) finds nothing to do.
+    expect(await provider.ensure(suspended)).toMatchObject({ drift: [] });
+    const denied = (p: string) => ['DESCRIBE', 'READ', 'WRITE'].map((o) => `${p} ${o}`);
+    await expect
+      .poll(() => topicAcls(name), POLL)
+      .toEqual(
+        [
+          ...denied(plan),
+          ...denied(`User:${STORE_ES}`),
+          `User:${STORE_ES} DESCRIBE`,
+          `User:${STORE_ES} READ`,
+        ].sort(),
+      );
+    // Resumed: the DENY ACLs are drift, and ensure lifts them; the consumer's ALLOW ones stayed.
+    await expect
+      .poll(async () => (await provider.observe(active)).drift, POLL)
+      .toContain(`${plan} is denied the topic but its tenant is not suspended`);
+    expect(await provider.ensure(active)).toMatchObject({ drift: [] });
+    await expect
+      .poll(() => topicAcls(name), POLL)
+      .toEqual([`User:${STORE_ES} DESCRIBE`, `User:${STORE_ES} READ`]);
+  });
+
   it('a topic deleted behind its back is observed missing and recreated with its ACLs', async () => {
     const name = fresh('recreate');
     const desired = topic(name, { consumers: [STORE_ES] });

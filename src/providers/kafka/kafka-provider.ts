@@ -9,6 +9,9 @@
  *    removed, so the listed consumers are exactly who may read;
  *  - ALLOW READ on the consumer groups prefixed `groupPrefixTemplate` (default the consumer's slug),
  *    removed once the principal reads no topic any more.
+ *  - while the tenant is suspended (`desired.suspended`): DENY READ, WRITE and DESCRIBE on the topic for
+ *    the tenant's principals (its consumers and its scope), which outweigh any ALLOW, so its clients
+ *    are refused at once; an active tenant's principals hold no such DENY (a resume lifts them).
  * Growing partitions and changing retention are corrected in place; shrinking partitions or changing
  * the replication factor is impossible through the admin API and is a permanent ProviderError (the
  * rest is still corrected).
@@ -66,6 +69,8 @@ interface TopicState {
   overrides: { name: string; value: string }[];
   /** Principals holding Tenantry-style ALLOW READ / DESCRIBE ACLs on the topic. */
   readers: Map<string, Set<number>>;
+  /** Principals holding DENY ACLs (READ, WRITE, DESCRIBE from any host) on the topic. */
+  denials: Map<string, Set<number>>;
   /** Principals (of the consumers asked about) holding READ on their consumer-group prefix. */
   groupReaders: Set<string>;
 }
@@ -105,11 +110,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
     const spec = this.validate(desired);
     return this.call('observe topic', async (admin) => {
       const grants = this.grants(spec.consumers);
-      return this.report(
-        desired.physicalName,
-        spec,
-        await this.readTopic(admin, desired.physicalName, grants),
-      );
+      return this.report(desired, await this.readTopic(admin, desired.physicalName, grants));
     });
   }
 
@@ -152,7 +153,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
         });
         await Promise.all([acls, created]);
         const visible = await this.waitForTopic(admin, topic, grants);
-        state = (await this.settle(admin, topic, grants, spec, visible, 0)) ?? visible;
+        state = (await this.settle(admin, desired, grants, visible, 0)) ?? visible;
       }
       const impossible: string[] = [];
       if (state.partitions < spec.partitions) {
@@ -189,13 +190,13 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
         changed = true;
       }
       if (await this.syncAcls(admin, topic, grants, state)) changed = true;
+      if (await this.syncDenials(admin, desired, state)) changed = true;
       // Read back what is real after a change; an in-sync topic (the resync case) needs no second read.
       const after = changed
         ? await this.settle(
             admin,
-            topic,
+            desired,
             grants,
-            spec,
             await this.readTopic(admin, topic, grants),
             impossible.length,
           )
@@ -205,16 +206,16 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
           state.partitions > spec.partitions ? 'PartitionShrinkImpossible' : 'ReplicationFactorChange';
         throw new ProviderError(`Kafka: ${impossible.join('; ')}`, reason, false);
       }
-      return this.report(topic, spec, after);
+      return this.report(desired, after);
     });
   }
 
   async delete(desired: DesiredResource): Promise<void> {
     const topic = this.validName(desired.physicalName);
     await this.call('delete topic', async (admin) => {
-      const topicAcls = await this.topicAcls(admin, topic);
+      const { readers } = await this.topicAcls(admin, topic);
       const principals = new Set([
-        ...topicAcls.keys(),
+        ...readers.keys(),
         ...this.grants(desired.kafkaTopic?.consumers ?? []).map((g) => g.principal),
       ]);
       try {
@@ -231,16 +232,12 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
   /**
    * The principals of a topic's tenant — its consumers and its scope (the producing deployment or
    * tenant) — that hold no DENY of their own on it yet: a suspension denies them, a resume lifts
-   * exactly those DENY ACLs (a DENY put there by someone else stays).
+   * exactly those DENY ACLs. (The reconcile of the active tenant then lifts any DENY of these
+   * principals on the topic: to Tenantry they are its consumers and producer, and may use it.)
    */
   async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
     const topic = this.validName(desired.physicalName);
-    const principals = [
-      ...new Set([
-        ...this.grants(desired.kafkaTopic?.consumers ?? []).map((g) => g.principal),
-        this.config.principalTemplate.replace('{consumer}', desired.scopeSlug),
-      ]),
-    ].sort();
+    const principals = this.tenantPrincipals(desired);
     return this.call('observe topic access', async (admin) => {
       const res = await admin.describeAcls({ ...topicFilter(topic), permissionType: Permission.DENY });
       const denied = new Set(res.resources.flatMap((r) => r.acls.map((a) => a.principal)));
@@ -329,6 +326,30 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
     return spec;
   }
 
+  /** The tenant's principals on a topic: its consumers' and its scope's (the producer). */
+  private tenantPrincipals(desired: DesiredResource): string[] {
+    return [
+      ...new Set([
+        ...this.grants(desired.kafkaTopic?.consumers ?? []).map((g) => g.principal),
+        this.config.principalTemplate.replace('{consumer}', desired.scopeSlug),
+      ]),
+    ].sort();
+  }
+
+  /**
+   * Makes the tenant's DENY ACLs on the topic match its suspension: each principal denied every
+   * operation of DENIED_OPS while suspended, none of them otherwise. True when it changed anything.
+   */
+  private async syncDenials(admin: Admin, desired: DesiredResource, state: TopicState): Promise<boolean> {
+    const grant = { provider: this.name, topic: desired.physicalName, deny: this.tenantPrincipals(desired) };
+    const held = (e: AclEntry) => state.denials.get(e.principal)?.has(e.operation) ?? false;
+    const entries = denyEntries(grant).filter((e) => (desired.suspended ? !held(e) : held(e)));
+    if (entries.length === 0) return false;
+    if (desired.suspended) await admin.createAcls({ acl: entries });
+    else await admin.deleteAcls({ filters: entries });
+    return true;
+  }
+
   private grants(consumers: string[]): ConsumerGrant[] {
     return [...new Set(consumers)].map((consumer) => ({
       consumer,
@@ -356,7 +377,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
       throw err;
     }
     if (!metadata) return undefined;
-    const [configs, readers, groupReaders] = await Promise.all([
+    const [configs, { readers, denials }, groupReaders] = await Promise.all([
       admin.describeConfigs({
         includeSynonyms: false,
         resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }],
@@ -376,6 +397,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
       retentionOverridden: retention?.configSource === ConfigSource.TOPIC_CONFIG,
       overrides,
       readers,
+      denials,
       groupReaders,
     };
   }
@@ -403,35 +425,47 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
    */
   private async settle(
     admin: Admin,
-    topic: string,
+    desired: DesiredResource,
     grants: ConsumerGrant[],
-    spec: NonNullable<DesiredResource['kafkaTopic']>,
     state: TopicState | undefined,
     expectedDrift: number,
   ): Promise<TopicState | undefined> {
     const deadline = Date.now() + 3000;
     for (let delay = 10; ; delay = Math.min(delay * 2, 250)) {
-      if (this.report(topic, spec, state).drift.length <= expectedDrift || Date.now() > deadline)
-        return state;
+      if (this.report(desired, state).drift.length <= expectedDrift || Date.now() > deadline) return state;
       await new Promise((r) => setTimeout(r, delay));
-      state = await this.readTopic(admin, topic, grants);
+      state = await this.readTopic(admin, desired.physicalName, grants);
     }
   }
 
-  /** Principal → operations (READ, DESCRIBE) of the ALLOW ACLs on the literal topic from any host. */
-  private async topicAcls(admin: Admin, topic: string): Promise<Map<string, Set<number>>> {
+  /**
+   * Principal → operations of the ACLs on the literal topic from any host: `readers` the ALLOW READ
+   * and DESCRIBE ones, `denials` the DENY ones of DENIED_OPS.
+   */
+  private async topicAcls(
+    admin: Admin,
+    topic: string,
+  ): Promise<{ readers: Map<string, Set<number>>; denials: Map<string, Set<number>> }> {
     const res = await admin.describeAcls(topicFilter(topic));
     const readers = new Map<string, Set<number>>();
+    const denials = new Map<string, Set<number>>();
     for (const r of res.resources) {
       for (const acl of r.acls) {
-        if (acl.permissionType !== Permission.ALLOW || acl.host !== '*') continue;
-        if (acl.operation !== Op.READ && acl.operation !== Op.DESCRIBE) continue;
-        const ops = readers.get(acl.principal) ?? new Set<number>();
+        if (acl.host !== '*') continue;
+        const allow = acl.permissionType === Permission.ALLOW;
+        if (
+          allow
+            ? acl.operation !== Op.READ && acl.operation !== Op.DESCRIBE
+            : !DENIED_OPS.includes(acl.operation)
+        )
+          continue;
+        const into = allow ? readers : denials;
+        const ops = into.get(acl.principal) ?? new Set<number>();
         ops.add(acl.operation);
-        readers.set(acl.principal, ops);
+        into.set(acl.principal, ops);
       }
     }
-    return readers;
+    return { readers, denials };
   }
 
   /** The principals among `grants` that hold READ on their consumer-group prefix. */
@@ -497,11 +531,9 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
     if (filters.flat().length > 0) await admin.deleteAcls({ filters: filters.flat() });
   }
 
-  private report(
-    topic: string,
-    spec: NonNullable<DesiredResource['kafkaTopic']>,
-    state: TopicState | undefined,
-  ): ObservedResource {
+  private report(desired: DesiredResource, state: TopicState | undefined): ObservedResource {
+    const topic = desired.physicalName;
+    const spec = desired.kafkaTopic!;
     if (!state) return { exists: false, details: { topic }, drift: [`topic ${topic} does not exist`] };
     const drift: string[] = [];
     if (state.partitions !== spec.partitions)
@@ -534,6 +566,13 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
     for (const principal of [...state.readers.keys()].sort()) {
       if (!wanted.has(principal)) drift.push(`${principal} may read the topic but is not a listed consumer`);
     }
+    for (const principal of this.tenantPrincipals(desired)) {
+      const ops = state.denials.get(principal);
+      if (desired.suspended && DENIED_OPS.some((o) => !ops?.has(o)))
+        drift.push(`${principal} is not denied the topic while its tenant is suspended`);
+      if (!desired.suspended && ops && ops.size > 0)
+        drift.push(`${principal} is denied the topic but its tenant is not suspended`);
+    }
     return {
       exists: true,
       details: {
@@ -543,6 +582,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
         retentionMs: state.retentionMs,
         retentionSource: state.retentionOverridden ? 'topic' : 'broker default',
         readers: [...state.readers.keys()].sort(),
+        ...(desired.suspended ? { denied: [...state.denials.keys()].sort() } : {}),
       },
       drift,
     };

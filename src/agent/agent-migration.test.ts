@@ -1,13 +1,13 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { refusingProviders, startAgentProcess } from '../../test/helpers/agent-processes.js';
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
-import { defaultDataplaneUrl, type ProviderSet } from '../controller/providers.js';
-import type { DesiredResource, ResourceProvider } from '../providers/provider.js';
+import { defaultDataplaneUrl } from '../controller/providers.js';
 import { databaseUrl } from '../tenant-migrations/pg-copy.js';
 
 /**
@@ -19,8 +19,6 @@ import { databaseUrl } from '../tenant-migrations/pg-copy.js';
  * the source's agent made (and switched at the cut-over), a rollback brings the tenant back, and a
  * retirement drops the kept pool schema there.
  */
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const CLI = ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts')];
 const customer = `am${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const shared = `${customer}-pool`;
@@ -32,61 +30,17 @@ let dataplaneUrl: string;
 const children: ChildProcess[] = [];
 const controlPlaneCalls: string[] = [];
 
-function refusing(type: ResourceProvider['type']): ResourceProvider {
-  const refuse = async (d: DesiredResource): Promise<never> => {
-    controlPlaneCalls.push(`${type} ${d.physicalName}`);
-    throw new Error('the control plane called a data-plane provider');
-  };
-  return {
-    type,
-    name: 'control-plane',
-    observe: refuse,
-    ensure: refuse,
-    delete: refuse,
-    close: async () => {},
-  };
-}
-const controlPlaneProviders = (): ProviderSet => ({
-  'blob-container': { provider: refusing('blob-container') },
-  'kafka-topic': { provider: refusing('kafka-topic') },
-  database: { provider: refusing('database') },
-  regions: {},
-});
-
-function agentProcess(cell: string, dir: string, joinToken: string, keyFile: string): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [...CLI, '--server', s.url, 'agent', '--cell', cell, '--data-dir', dir, '--join-token', joinToken],
-    {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        ...process.env,
-        TENANTRY_LOG_LEVEL: 'warn',
-        TENANTRY_RESYNC_MS: '1000',
-        // One data plane: its PostgreSQL, and the key its generated credentials are sealed with.
-        TENANTRY_DATAPLANE_DATABASE_URL: dataplaneUrl,
-        TENANTRY_SECRETS_KEY_FILE: keyFile,
-      },
-    },
-  );
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d) => (out += d));
-  child.stderr?.on('data', (d) => (out += d));
-  return new Promise((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (out.includes('running against')) {
-        clearInterval(timer);
-        resolve(child);
-      }
-    }, 100);
-    child.on('exit', (code) => {
-      clearInterval(timer);
-      reject(new Error(`agent of ${cell} exited ${code}: ${out}`));
-    });
+const agentProcess = (cell: string, dir: string, joinToken: string, keyFile: string) =>
+  startAgentProcess({
+    server: s.url,
+    cell,
+    dataDir: dir,
+    joinToken,
+    children,
+    // One data plane: its PostgreSQL, and the key its generated credentials are sealed with.
+    env: { TENANTRY_DATAPLANE_DATABASE_URL: dataplaneUrl, TENANTRY_SECRETS_KEY_FILE: keyFile },
   });
-}
+const controlPlaneProviders = () => refusingProviders(controlPlaneCalls);
 
 async function dataplane<T>(database: string | undefined, work: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({

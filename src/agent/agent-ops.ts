@@ -7,6 +7,13 @@ import {
   type IsolationStepInput,
   type IsolationStepOutput,
 } from '../tenant-migrations/isolation-dataplane.js';
+import {
+  REGION_DATAPLANE_STEPS,
+  RegionDataPlane,
+  type RegionStep,
+  type RegionStepInput,
+  type RegionStepOutput,
+} from '../tenant-migrations/region-dataplane.js';
 
 /** Resources to act on, as the control plane resolved them (one tenant's, of the agent's cell). */
 interface ResourcesInput {
@@ -19,11 +26,16 @@ type MigrationOps = {
   [S in IsolationStep as `migration.${S}`]: { input: IsolationStepInput<S>; output: IsolationStepOutput<S> };
 };
 
+/** One side of a region migration (src/tenant-migrations/region-dataplane.ts). */
+type RegionOps = {
+  [S in RegionStep as `region.${S}`]: { input: RegionStepInput<S>; output: RegionStepOutput<S> };
+};
+
 /**
  * The data-plane work a control-plane workflow asks of a cell's agent (src/agent/agent-commands.ts),
  * by name, with its input and output. Each is safe to run twice.
  */
-export interface AgentOps extends MigrationOps {
+export interface AgentOps extends MigrationOps, RegionOps {
   /** Removes each resource with the agent's provider (its generated credentials go with it). */
   'resources.delete': {
     input: ResourcesInput;
@@ -42,6 +54,7 @@ export const AGENT_OPS: readonly AgentOp[] = [
   'resources.observe',
   'secrets.delete-tenant',
   ...ISOLATION_DATAPLANE_STEPS.map((s) => `migration.${s}` as const),
+  ...REGION_DATAPLANE_STEPS.map((s) => `region.${s}` as const),
 ];
 
 /** The generated credentials an agent keeps (src/providers/postgres/secret-store.ts), per tenant. */
@@ -56,10 +69,11 @@ export interface AgentOpEnv {
   secrets?: TenantSecrets;
   /** The data-plane PostgreSQL (TENANTRY_DATAPLANE_DATABASE_URL), for a migration's steps. */
   dataplaneUrl?: string;
+  /** `host:port` at which another region's PostgreSQL reaches this data plane's (TENANTRY_DATAPLANE_PEER_ADDRESS). */
+  peerAddress?: string;
 }
 
-/** A migration's data-plane steps on this agent's data plane and database provider. */
-function dataPlaneOf(env: AgentOpEnv): IsolationDataPlane {
+function dataplaneUrlOf(env: AgentOpEnv): string {
   const url = env.dataplaneUrl;
   if (!url)
     throw new ProviderError(
@@ -67,8 +81,13 @@ function dataPlaneOf(env: AgentOpEnv): IsolationDataPlane {
       'ProviderNotConfigured',
       false,
     );
+  return url;
+}
+
+/** A migration's data-plane steps on this agent's data plane and database provider. */
+function dataPlaneOf(env: AgentOpEnv): IsolationDataPlane {
   return new IsolationDataPlane({
-    dataplaneUrl: url,
+    dataplaneUrl: dataplaneUrlOf(env),
     provider: () => {
       const slot = env.providers.database;
       if (!('provider' in slot)) throw new ProviderError(slot.missing, 'ProviderNotConfigured', false);
@@ -87,6 +106,22 @@ const migrationHandlers = Object.fromEntries(
   ]),
 ) as unknown as Pick<Handlers, keyof MigrationOps>;
 
+/** A region migration's side on this agent's data plane: its region's providers are the agent's own. */
+const regionHandlers = Object.fromEntries(
+  REGION_DATAPLANE_STEPS.map((s) => [
+    `region.${s}`,
+    (env: AgentOpEnv, input: never) => {
+      const dp = new RegionDataPlane({
+        dataplaneUrl: () => dataplaneUrlOf(env),
+        providers: env.providers,
+        region: '',
+        peerAddress: env.peerAddress,
+      });
+      return (dp[s] as (i: never) => Promise<unknown>).call(dp, input);
+    },
+  ]),
+) as unknown as Pick<Handlers, keyof RegionOps>;
+
 const providerOf = (env: AgentOpEnv, type: DesiredResource['type'], region: string) => {
   const slot = slotFor(env.providers, type, region);
   return 'provider' in slot ? slot.provider : undefined;
@@ -96,6 +131,7 @@ type Handlers = { [O in AgentOp]: (env: AgentOpEnv, input: AgentOpInput<O>) => P
 
 const handlers: Handlers = {
   ...migrationHandlers,
+  ...regionHandlers,
   async 'resources.delete'(env, input) {
     const secrets = (await env.secrets?.refsOfTenant(input.tenantId)) ?? [];
     const removed: { id: string; provider: string | null }[] = [];

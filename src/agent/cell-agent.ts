@@ -25,6 +25,8 @@ export interface CellAgentOptions {
   secrets?: TenantSecrets;
   /** The data-plane PostgreSQL its database provider uses (a tenancy-mode migration's commands). */
   dataplaneUrl?: string;
+  /** `host:port` at which another region's data plane reaches this one's PostgreSQL (a region migration's reader). */
+  peerAddress?: string;
   logger: Logger;
   name?: string;
   /** How often every object is reconciled again (drift repair), also while the server is away. */
@@ -368,7 +370,12 @@ export class CellAgent {
     let outcome: CommandOutcome;
     try {
       const output = await runAgentOp(
-        { providers: this.o.providers, secrets: this.o.secrets, dataplaneUrl: this.o.dataplaneUrl },
+        {
+          providers: this.o.providers,
+          secrets: this.o.secrets,
+          dataplaneUrl: this.o.dataplaneUrl,
+          peerAddress: this.o.peerAddress,
+        },
         c.op,
         c.input,
       );

@@ -93,6 +93,9 @@ export function registerAgentCommands(program: Command, { client, run }: Deps): 
           providers,
           ...(secrets ? { secrets } : {}),
           ...(dataplane ? { dataplaneUrl: dataplane } : {}),
+          ...(config.providers.dataplanePeerAddress
+            ? { peerAddress: config.providers.dataplanePeerAddress }
+            : {}),
           logger,
           name: opts.name,
           resyncMs: config.controller.resyncIntervalMs,

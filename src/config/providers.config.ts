@@ -40,6 +40,10 @@ export const ProviderConfigSchema = Type.Object({
     description:
       'Data-plane PostgreSQL for database isolation; absent: a `<db>_dataplane` database on the owner server.',
   }),
+  dataplanePeerAddress: Type.Union([Type.String(), Type.Undefined()], {
+    description:
+      "`host:port` at which another region's data-plane PostgreSQL (and agent) reaches this one's (TENANTRY_DATAPLANE_PEER_ADDRESS): a region migration between two agents hands it out in a reader's connection string; absent: the host of TENANTRY_DATAPLANE_DATABASE_URL.",
+  }),
   dataplaneByRegion: Type.Record(Type.String(), Type.String(), {
     description:
       'A region (cell) with a data-plane PostgreSQL of its own: `TENANTRY_DATAPLANE_DATABASE_URL_US` (region migration copies between them).',
@@ -117,6 +121,7 @@ export function parseProvidersConfig(env: NodeJS.ProcessEnv, regions: string[]):
     },
     providers: {
       dataplaneDatabaseUrl: env.TENANTRY_DATAPLANE_DATABASE_URL || undefined,
+      dataplanePeerAddress: env.TENANTRY_DATAPLANE_PEER_ADDRESS || undefined,
       dataplaneByRegion: byRegion(env, regions, 'TENANTRY_DATAPLANE_DATABASE_URL', (v) =>
         v.get('TENANTRY_DATAPLANE_DATABASE_URL'),
       ),

@@ -123,5 +123,9 @@ describe('provider configuration', () => {
       dataplaneByRegion: { us: 'postgres://dp.us/tenantry_dataplane' },
     });
     expect(load({}).providers.dataplaneByRegion).toEqual({});
+    // Where another region's PostgreSQL reaches this data plane's (an agent's reader for a region migration).
+    expect(
+      load({ TENANTRY_DATAPLANE_PEER_ADDRESS: 'dp.eu.example:5432' }).providers.dataplanePeerAddress,
+    ).toBe('dp.eu.example:5432');
   });
 });

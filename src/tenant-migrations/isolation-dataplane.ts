@@ -13,11 +13,13 @@ import {
   replicationLag,
   type SchemaInventory,
   schemaDdl,
+  setRolesLogin,
   startReplication,
   stopReplication,
   syncSequences,
   tablesSyncing,
   type Verification,
+  waitReceived,
   walLevel,
   withClient,
 } from './pg-copy.js';
@@ -225,18 +227,7 @@ export class IsolationDataPlane {
   /** NOLOGIN (or LOGIN) for roles, and their open sessions ended when taken away. */
   async setLogin(input: { roles: string[]; login: boolean }): Promise<{ roles: string[] }> {
     if (input.roles.length === 0) return { roles: [] };
-    await withClient(this.urlOf(this.home), async (c) => {
-      for (const role of input.roles) {
-        const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
-        if ((exists.rowCount ?? 0) === 0) continue;
-        await c.query(`alter role ${id(role)} ${input.login ? 'login' : 'nologin'}`);
-        if (!input.login)
-          await c.query(
-            'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-            [role],
-          );
-      }
-    });
+    await withClient(this.urlOf(this.home), (c) => setRolesLogin(c, input.roles, input.login));
     return { roles: input.roles };
   }
 
@@ -461,26 +452,11 @@ export class IsolationDataPlane {
     }
   }
 
-  /**
-   * Waits (at most 3 s) until the subscription has received the source's WAL up to now, so that
-   * the checksums are usually computed once; the checksums, not this, decide.
-   */
   private async caughtUp(r: ResourcePlan): Promise<void> {
     const lsn = await withClient(this.urlOf(r.source.database), async (s) => {
       return (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
     });
-    const deadline = Date.now() + 3_000;
-    await withClient(this.urlOf(r.target.database), async (t) => {
-      while (Date.now() < deadline) {
-        const q = await t.query<{ done: boolean }>(
-          `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
-           from pg_stat_subscription where subname = $1 and relid is null`,
-          [r.replication, lsn],
-        );
-        if (q.rows[0]?.done) return;
-        await new Promise((res) => setTimeout(res, 20));
-      }
-    });
+    await withClient(this.urlOf(r.target.database), (t) => waitReceived(t, r.replication, lsn));
   }
 }
 

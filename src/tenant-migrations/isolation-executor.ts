@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { runOnAgent } from '../agent/agent-commands.js';
+import type { AgentOp } from '../agent/agent-ops.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
 import {
@@ -11,52 +12,81 @@ import {
   type IsolationStepOutput,
 } from './isolation-dataplane.js';
 
+/** A data-plane class's steps (methods of one JSON argument), wherever they run. */
+export type Executor<T, S extends keyof T> = {
+  [K in S]: T[K] extends (input: infer I) => Promise<infer O> ? (input: I) => Promise<O> : never;
+};
 /** The data-plane steps of a tenancy-mode migration, wherever they run. */
 export type IsolationExecutor = {
   [S in IsolationStep]: (input: IsolationStepInput<S>) => Promise<IsolationStepOutput<S>>;
 };
 
 /** Reads whose answer changes over time: asked afresh each time (a new command), never found again. */
-const FRESH: ReadonlySet<IsolationStep> = new Set(['identity', 'inspect', 'waitSynced']);
+const FRESH: ReadonlySet<string> = new Set([
+  'identity',
+  'inspect',
+  'waitSynced',
+  'syncing',
+  'walPosition',
+  'checks',
+  'observeTopics',
+  'observeAccess',
+]);
 
-/** The steps run here, on the control plane's own data plane (a cell no remote agent holds). */
-export function localIsolationExecutor(dp: IsolationDataPlane): IsolationExecutor {
+/** The steps run here, on a data plane this process reaches (a cell no remote agent holds). */
+export function localExecutor<T extends object, S extends keyof T>(
+  dp: T,
+  steps: readonly S[],
+): Executor<T, S> {
   return Object.fromEntries(
-    ISOLATION_DATAPLANE_STEPS.map((s) => [
-      s,
-      (input: never) => (dp[s] as (i: never) => Promise<unknown>).call(dp, input),
-    ]),
-  ) as IsolationExecutor;
+    steps.map((s) => [s, (input: never) => (dp[s] as (i: never) => Promise<unknown>).call(dp, input)]),
+  ) as Executor<T, S>;
 }
 
+export const localIsolationExecutor = (dp: IsolationDataPlane): IsolationExecutor =>
+  localExecutor(dp, ISOLATION_DATAPLANE_STEPS) as IsolationExecutor;
+
 /**
- * The steps run by the agent of `cellId` as its commands (op `migration.<step>`): the control
+ * The steps run by the agent of `cellId` as its commands (op `<prefix>.<step>`): the control
  * plane connects to nothing of that data plane, it waits for the agent's reported result (up to the
  * step's own timeout, `signal`). The command's key is the workflow step's (`key`) and the data-plane
  * step's name, so a workflow step that runs again (after its worker died) finds the command it
- * asked for and its result instead of asking twice; reads (FRESH) are asked anew.
+ * asked for and its result instead of asking twice; reads (FRESH) are asked anew. A step that asks
+ * one data-plane step twice (once per resource) gives each its own `key`.
  */
-export function agentIsolationExecutor(
+export function agentExecutor<T, S extends keyof T & string>(
+  steps: readonly S[],
+  prefix: 'migration' | 'region',
   db: Db,
   cellId: string,
   key: string,
   signal: AbortSignal,
-): IsolationExecutor {
+): Executor<T, S> {
   return Object.fromEntries(
-    ISOLATION_DATAPLANE_STEPS.map((s) => [
+    steps.map((s) => [
       s,
       (input: unknown) =>
         runOnAgent(db, {
           cellId,
           key: FRESH.has(s) ? `${key}:${s}:${randomUUID()}` : `${key}:${s}`,
-          op: `migration.${s}`,
+          op: `${prefix}.${s}` as AgentOp,
           input: input as never,
           waitMs: 24 * 3600_000,
           signal,
         }),
     ]),
-  ) as IsolationExecutor;
+  ) as Executor<T, S>;
 }
+
+export const agentIsolationExecutor = (db: Db, cellId: string, key: string, signal: AbortSignal) =>
+  agentExecutor<IsolationDataPlane, IsolationStep>(
+    ISOLATION_DATAPLANE_STEPS,
+    'migration',
+    db,
+    cellId,
+    key,
+    signal,
+  ) as IsolationExecutor;
 
 /** The cells of `cellIds` (in that order) held by an agent of another process, with their slugs. */
 export async function remoteAgentCellsOf(

@@ -32,7 +32,12 @@ import {
   workflowKey,
 } from './migration-records.js';
 import type { Verification } from './pg-copy.js';
-import { type RegionMigrationPlan, regionMigrationWorkflow, retireRegionSource } from './region-migration.js';
+import {
+  dropRegionCopy,
+  type RegionMigrationPlan,
+  regionMigrationWorkflow,
+  regionSides,
+} from './region-migration.js';
 import { regionRollbackWorkflow } from './region-rollback.js';
 import { establishStandbyWorkflow } from './standby.js';
 import type { Baselines } from './tracked-checksums.js';
@@ -521,10 +526,11 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         const m = await migrationRow(db, ctx.input.migrationId);
         if (m.state !== 'CutOver' && m.state !== 'Retired')
           throw new ProviderError(`the migration is ${m.state}, not CutOver`, 'NotCutOver', false);
-        if ((m.plan as { kind?: string }).kind === 'region')
-          return {
-            dropped: await retireRegionSource(deps.providers, m.plan as unknown as RegionMigrationPlan),
-          };
+        if ((m.plan as { kind?: string }).kind === 'region') {
+          const plan = m.plan as unknown as RegionMigrationPlan;
+          const source = regionSides(deps, plan, ctx, 'drop-source').source();
+          return { dropped: await dropRegionCopy(source, plan, 'source') };
+        }
         const plan = m.plan as MigrationPlan;
         return on(plan, ctx, 'drop-source').dropSource(owned(ctx, plan));
       },

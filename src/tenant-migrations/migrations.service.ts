@@ -592,32 +592,36 @@ export async function placeInRegion(
     );
   await assertNotFrozen(trx, t.id, workflowType);
   const target: Placement = { ...current, ...chosen, region };
-  await refuseAgentCells(trx, current, target, 'region');
+  await refuseAgentCells(trx, current, target, workflowType === MIGRATE_REGION ? 'region' : 'failover');
   return { chosen, target };
 }
 
 /**
  * Cells held by a remote agent (src/agent): their data plane is the agent's, never reached from
- * here. A tenancy-mode migration between two agent-held cells runs its data-plane steps as commands
- * of the source cell's agent (./isolation-executor.ts; its first step checks that both agents run
- * one data plane); one between an agent's cell and a cell the control plane serves, and a region
- * migration touching an agent's cell, would move data between data planes: refused.
+ * here. A region migration runs each region's side where its cell is served: as commands of the
+ * agent holding it, or here (./region-dataplane.ts; the source side hands the target a reader).
+ * A tenancy-mode migration between two agent-held cells runs its data-plane steps as commands of
+ * the source cell's agent (./isolation-executor.ts; its first step checks that both agents run
+ * one data plane). Refused: a tenancy-mode migration between an agent's cell and a cell the
+ * control plane serves (its steps act on both databases at once, on one server), and a failover
+ * touching an agent's cell (the standby keeper and the promotion run here only).
  */
 export async function refuseAgentCells(
   trx: Trx,
   from: Placement,
   to: Placement,
-  kind: 'isolation' | 'region',
+  kind: 'isolation' | 'region' | 'failover',
 ): Promise<void> {
+  if (kind === 'region') return;
   const agentCells = await remoteAgentCells(trx, [from.cellUuid, to.cellUuid]);
   if (agentCells.length === 0) return;
   const both = from.cellUuid === to.cellUuid || agentCells.length === 2;
   if (kind === 'isolation' && both) return;
   throw new ConflictError(
     'migration.agent_cell',
-    kind === 'region'
-      ? `Cell ${agentCells.join(', ')} is run by its own agent: a region migration would move the tenant's data between data planes, which the control plane does not reach into (not built through agents).`
-      : `Cell ${agentCells.join(', ')} is run by its own agent and the other cell is not: the tenant's data would move between the agent's data plane and the control plane's. Through agents, a tenancy-mode migration runs between cells held by agents of one data plane.`,
+    kind === 'failover'
+      ? `Cell ${agentCells.join(', ')} is run by its own agent: a failover's standby (replication into the standby cell, kept in sync by the control plane's standby keeper) and its promotion are not built through agents; a region migration is (failback included).`
+      : `Cell ${agentCells.join(', ')} is run by its own agent and the other cell is not: a tenancy-mode migration's steps act on the source and the target database on one data-plane server, which here would be the agent's and the control plane's. Through agents, it runs between cells held by agents of one data plane; a region migration runs between any two cells.`,
     { details: { cells: agentCells } },
   );
 }

@@ -312,11 +312,7 @@ export async function startReplication(
   const slot = await source.query('select 1 from pg_replication_slots where slot_name = $1', [o.name]);
   if (slot.rowCount === 0)
     await source.query(`select pg_create_logical_replication_slot($1, 'pgoutput')`, [o.name]);
-  const sub = await target.query(
-    'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
-    [o.name],
-  );
-  if (sub.rowCount === 0)
+  if (!(await hasSubscription(target, o.name)))
     await target.query(
       `create subscription ${id(o.name)} connection ${lit(o.sourceUrl)} publication ${id(o.name)}
        with (create_slot = false, slot_name = ${lit(o.name)}, copy_data = true)`,
@@ -350,17 +346,7 @@ export async function stopReplication(
   target: pg.ClientBase | undefined,
   name: string,
 ): Promise<void> {
-  if (target) {
-    const sub = await target.query(
-      'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
-      [name],
-    );
-    if ((sub.rowCount ?? 0) > 0) {
-      await target.query(`alter subscription ${id(name)} disable`);
-      await target.query(`alter subscription ${id(name)} set (slot_name = none)`);
-      await target.query(`drop subscription ${id(name)}`);
-    }
-  }
+  if (target) await dropSubscription(target, name);
   // The walsender lets go of the slot shortly after its subscription went.
   for (let i = 0; ; i++) {
     const r = await source.query<{ active: boolean }>(
@@ -418,17 +404,79 @@ export async function syncSequences(
   fromSchema: string,
   toSchema: string,
 ): Promise<number> {
-  const r = await from.query<{ name: string; last: string | null }>(
+  return setSequences(to, toSchema, await readSequences(from, fromSchema));
+}
+
+export type SequenceValues = { name: string; last: string | null }[];
+
+export async function readSequences(c: pg.ClientBase, schema: string): Promise<SequenceValues> {
+  const r = await c.query<{ name: string; last: string | null }>(
     'select sequencename as name, last_value::text as last from pg_sequences where schemaname = $1',
-    [fromSchema],
+    [schema],
   );
+  return r.rows;
+}
+
+export async function setSequences(
+  c: pg.ClientBase,
+  schema: string,
+  values: SequenceValues,
+): Promise<number> {
   let n = 0;
-  for (const s of r.rows) {
+  for (const s of values) {
     if (s.last === null) continue;
-    await to.query(`select setval(${lit(`${id(toSchema)}.${id(s.name)}`)}::regclass, $1::bigint, true)`, [
+    await c.query(`select setval(${lit(`${id(schema)}.${id(s.name)}`)}::regclass, $1::bigint, true)`, [
       s.last,
     ]);
     n++;
   }
   return n;
+}
+
+/** Whether this database has the subscription `name`. */
+export async function hasSubscription(c: pg.ClientBase, name: string): Promise<boolean> {
+  const sub = await c.query(
+    'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
+    [name],
+  );
+  return (sub.rowCount ?? 0) > 0;
+}
+
+/** The subscription gone, leaving its slot (on the other server) to its publisher's side. */
+export async function dropSubscription(c: pg.ClientBase, name: string): Promise<void> {
+  if (!(await hasSubscription(c, name))) return;
+  await c.query(`alter subscription ${id(name)} disable`);
+  await c.query(`alter subscription ${id(name)} set (slot_name = none)`);
+  await c.query(`drop subscription ${id(name)}`);
+}
+
+/** NOLOGIN (or LOGIN) for the roles that exist, and their open sessions ended when taken away. */
+export async function setRolesLogin(c: pg.ClientBase, roles: string[], login: boolean): Promise<void> {
+  for (const role of roles) {
+    const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
+    if ((exists.rowCount ?? 0) === 0) continue;
+    await c.query(`alter role ${id(role)} ${login ? 'login' : 'nologin'}`);
+    if (!login)
+      await c.query(
+        'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
+        [role],
+      );
+  }
+}
+
+/**
+ * Waits (at most 3 s) until the subscription has received the publisher's WAL up to `lsn`, so that
+ * the checksums are usually computed once; the checksums, not this, decide.
+ */
+export async function waitReceived(target: pg.ClientBase, name: string, lsn: string): Promise<void> {
+  const deadline = Date.now() + 3_000;
+  while (Date.now() < deadline) {
+    const q = await target.query<{ done: boolean }>(
+      `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
+       from pg_stat_subscription where subname = $1 and relid is null`,
+      [name, lsn],
+    );
+    if (q.rows[0]?.done) return;
+    await new Promise((res) => setTimeout(res, 20));
+  }
 }

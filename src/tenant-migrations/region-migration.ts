@@ -1,11 +1,8 @@
-import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
-import pg from 'pg';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { desiredResource } from '../controller/reconcilers.js';
 import { asPlatform } from '../db/database.js';
 import type { AccessGrant } from '../providers/access.js';
-import { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import {
   type DesiredResource,
@@ -15,34 +12,17 @@ import {
 } from '../providers/provider.js';
 import type { ObjectRow } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
+import { agentExecutor, localExecutor, remoteAgentCellsOf } from './isolation-executor.js';
 import { type MigrationDeps, migrationRow, workflowKey } from './migration-records.js';
+import type { Verification } from './pg-copy.js';
 import {
-  checksums,
-  compare,
-  copyTables,
-  createSchema,
-  databaseUrl,
-  inventory,
-  replicationLag,
-  schemaDdl,
-  startReplication,
-  stopReplication,
-  syncSequences,
-  tablesSyncing,
-  type Verification,
-  walLevel,
-  withClient,
-} from './pg-copy.js';
+  type BlobCheck,
+  REGION_DATAPLANE_STEPS,
+  RegionDataPlane,
+  type RegionStep,
+} from './region-dataplane.js';
 import { switchTenantRegion } from './region-switch.js';
-import {
-  type Baselines,
-  checksumBulk,
-  type TrackedPair,
-  untrackPair,
-  verifyFrozen,
-} from './tracked-checksums.js';
-
-const { escapeIdentifier: id } = pg;
+import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_REGION = 'migration.region';
 
@@ -71,7 +51,7 @@ export interface RegionDatabasePlan {
   tables: string[];
 }
 
-export interface RegionMigrationPlan {
+export interface RegionMigrationPlan extends RegionAgents {
   kind: 'region';
   mode: 'logical-replication' | 'freeze-copy';
   modeReason: string;
@@ -80,13 +60,6 @@ export interface RegionMigrationPlan {
   databases: RegionDatabasePlan[];
   blobs: { resourceId: string; desired: DesiredResource }[];
   topics: { resourceId: string; desired: DesiredResource }[];
-}
-
-/** A blob as copied: name, size and MD5 of its content (computed on both sides, not trusted from metadata). */
-interface BlobCheck {
-  name: string;
-  bytes: number;
-  md5: string;
 }
 
 export const providerIn = (providers: ProviderSet, type: ResourceType, region: string): ResourceProvider => {
@@ -107,69 +80,68 @@ export function dataplaneOf(providers: ProviderSet, region: string): string {
   return p.url;
 }
 
-function blobsIn(providers: ProviderSet, region: string, desired: DesiredResource) {
-  const p = providerIn(providers, 'blob-container', region);
-  if (!(p instanceof AzureBlobProvider))
-    throw new ProviderError(
-      `region ${region}: blobs are copied between Azure Blob Storage accounts; this region's blob provider is ${p.name}`,
-      'Ineligible',
-      false,
-    );
-  return p.blobsOf(desired);
-}
-
-async function listBlobs(providers: ProviderSet, region: string, desired: DesiredResource) {
-  const b = blobsIn(providers, region, desired);
-  const names: string[] = [];
-  if (!(await b.container.exists())) return { b, names };
-  for await (const x of b.container.listBlobsFlat({ prefix: b.prefix || undefined }))
-    if (x.name !== b.marker) names.push(x.name);
-  return { b, names: names.sort() };
-}
-
-async function md5Of(b: ReturnType<typeof blobsIn>, name: string): Promise<BlobCheck> {
-  const body = await b.container.getBlobClient(name).downloadToBuffer();
-  return { name, bytes: body.length, md5: createHash('md5').update(body).digest('base64') };
-}
+/** A data plane of `region` this process reaches: the control plane's provider configuration for it. */
+export const localRegion = (providers: ProviderSet, region: string) =>
+  localExecutor(
+    new RegionDataPlane({ dataplaneUrl: () => dataplaneOf(providers, region), providers, region }),
+    REGION_DATAPLANE_STEPS,
+  );
+export type RegionSide = ReturnType<typeof localRegion>;
 
 /**
- * Copies every blob of the resource from the source region's account to the target's (content,
- * content type and metadata), skipping those already there with the same MD5, removes from the
- * target what the source no longer has, and returns both sides' checksums.
+ * Copies every blob of the resource from one region's account to the other's (content, content
+ * type and metadata; the target's extra blobs removed) and returns both sides' checksums, the
+ * source handing the target a read-and-list SAS URL (./region-dataplane.ts).
  */
 export async function syncBlobs(
   providers: ProviderSet,
-  plan: RegionMigrationPlan,
+  plan: { fromRegion: string; toRegion: string },
   desired: DesiredResource,
 ): Promise<{ source: BlobCheck[]; target: BlobCheck[]; copied: number }> {
-  const from = await listBlobs(providers, plan.fromRegion, desired);
-  const to = await listBlobs(providers, plan.toRegion, desired);
-  let copied = 0;
-  const source: BlobCheck[] = [];
-  for (const name of from.names) {
-    const src = from.b.container.getBlobClient(name);
-    const props = await src.getProperties();
-    const body = await src.downloadToBuffer();
-    const md5 = createHash('md5').update(body).digest();
-    source.push({ name, bytes: body.length, md5: md5.toString('base64') });
-    const dst = to.b.container.getBlockBlobClient(name);
-    const there = to.names.includes(name) ? await dst.getProperties() : undefined;
-    if (there?.contentMD5 && Buffer.from(there.contentMD5).equals(md5)) continue;
-    await dst.uploadData(body, {
-      blobHTTPHeaders: {
-        blobContentType: props.contentType,
-        blobContentMD5: md5,
-        blobContentEncoding: props.contentEncoding,
-      },
-      metadata: props.metadata,
-    });
-    copied++;
-  }
-  for (const name of to.names)
-    if (!from.names.includes(name)) await to.b.container.deleteBlob(name).catch(() => undefined);
-  const target: BlobCheck[] = [];
-  for (const name of from.names) target.push(await md5Of(to.b, name));
-  return { source, target, copied };
+  return copyBlobs(localRegion(providers, plan.fromRegion), localRegion(providers, plan.toRegion), desired);
+}
+
+/** One container's blobs from `from`'s side to `to`'s, checksummed on both (see syncBlobs). */
+export async function copyBlobs(from: RegionSide, to: RegionSide, desired: DesiredResource) {
+  return to.pullBlobs({ desired, from: await from.blobReader({ desired, hours: 24 }) });
+}
+
+/** The plan's cells held by agents of other processes (absent: the control plane serves that side). */
+export interface RegionAgents {
+  /** The cell whose agent runs the source region's side. */
+  sourceAgent?: string;
+  /** The cell whose agent runs the target region's side. */
+  targetAgent?: string;
+}
+
+/**
+ * The two sides of a region move: each region's data-plane work runs here (the control plane
+ * serves that cell) or as commands of the agent holding its cell, keyed by the workflow step and
+ * `part` (a resource, when a step asks the same method once per resource).
+ */
+export function regionSides(
+  deps: Pick<MigrationDeps, 'db' | 'providers'>,
+  p: { fromRegion: string; toRegion: string } & RegionAgents,
+  ctx: { workflowId: string; signal: AbortSignal },
+  step: string,
+) {
+  const side = (which: 'source' | 'target', part = '') => {
+    const agent = which === 'source' ? p.sourceAgent : p.targetAgent;
+    return agent
+      ? agentExecutor<RegionDataPlane, RegionStep>(
+          REGION_DATAPLANE_STEPS,
+          'region',
+          deps.db,
+          agent,
+          `${ctx.workflowId}:${step}:${which}${part ? `:${part}` : ''}`,
+          ctx.signal,
+        )
+      : localRegion(deps.providers, which === 'source' ? p.fromRegion : p.toRegion);
+  };
+  return {
+    source: (part?: string) => side('source', part),
+    target: (part?: string) => side('target', part),
+  };
 }
 
 /**
@@ -185,23 +157,19 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
   const { db, providers } = deps;
   const planOf = (ctx: StepContext<RegionMigrationInput>) =>
     ctx.outputs['check-eligibility'] as RegionMigrationPlan;
-  const serverOf = (region: string, database: string) =>
-    databaseUrl(dataplaneOf(providers, region), database);
-  const srcUrl = (p: RegionMigrationPlan, d: RegionDatabasePlan) => serverOf(p.fromRegion, d.database);
-  const dstUrl = (p: RegionMigrationPlan, d: RegionDatabasePlan) => serverOf(p.toRegion, d.targetDatabase);
+  const sides = (ctx: StepContext<RegionMigrationInput>, step: string) =>
+    regionSides(deps, planOf(ctx), ctx, step);
   const targetDesired = (d: RegionDatabasePlan): DesiredResource => ({ ...d.desired, id: d.targetKey });
-
-  const setLogin = async (url: string, role: string, login: boolean) =>
-    withClient(url, async (c) => {
-      const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
-      if ((exists.rowCount ?? 0) === 0) return;
-      await c.query(`alter role ${id(role)} ${login ? 'login' : 'nologin'}`);
-      if (!login)
-        await c.query(
-          'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-          [role],
-        );
-    });
+  const targetResources = (p: RegionMigrationPlan) => ({
+    databases: p.databases.map(targetDesired),
+    blobs: p.blobs.map((b) => b.desired),
+    topics: p.topics.map((t) => t.desired),
+  });
+  const at = (d: RegionDatabasePlan, side: 'source' | 'target') => ({
+    database: side === 'source' ? d.database : d.targetDatabase,
+    schema: d.schema,
+    tables: d.tables,
+  });
 
   const setFrozen = (migrationId: string, frozen: boolean) =>
     asPlatform(db, (trx) =>
@@ -210,30 +178,22 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       ),
     );
 
-  const pairOf = (p: RegionMigrationPlan, d: RegionDatabasePlan): TrackedPair => ({
-    sourceUrl: srcUrl(p, d),
-    targetUrl: dstUrl(p, d),
-    tracked: { name: d.replication, schema: d.schema, tables: d.tables },
-  });
-
-  /** Replication and the checksums' change tracking ended on both sides (parts already gone skipped). */
-  const stopReplicationOf = async (p: RegionMigrationPlan, d: RegionDatabasePlan) =>
-    withClient(srcUrl(p, d), async (s) => {
-      const there = await withClient(serverOf(p.toRegion, 'postgres'), async (c) => {
-        const r = await c.query('select 1 from pg_database where datname = $1', [d.targetDatabase]);
-        return (r.rowCount ?? 0) > 0;
-      });
-      await untrackPair({ ...pairOf(p, d), targetUrl: there ? dstUrl(p, d) : undefined });
-      if (there) await withClient(dstUrl(p, d), (t) => stopReplication(s, t, d.replication));
-      else await stopReplication(s, undefined, d.replication);
-    });
-
   const steps: StepDefinition<RegionMigrationInput>[] = [
     {
       name: 'check-eligibility',
-      // Read-only: what the tenant has (databases, blob containers, topics) and how the data can go.
+      // Read-only: what the tenant has (databases, blob containers, topics), how the data can go,
+      // and who runs each region's side (here, or the agent holding its cell).
       async run(ctx) {
         const { fromRegion, toRegion, migrationId } = ctx.input;
+        const m = await migrationRow(db, migrationId);
+        const [sourceAgent, targetAgent] = await remoteAgentCellsOf(db, [
+          m.source.cellUuid,
+          m.target.cellUuid,
+        ]);
+        const agents: RegionAgents = {
+          ...(sourceAgent ? { sourceAgent: sourceAgent.id } : {}),
+          ...(targetAgent ? { targetAgent: targetAgent.id } : {}),
+        };
         const rows = await asPlatform(db, async (trx) => {
           const r = await sql<ObjectRow>`
             select * from integration_resources
@@ -248,26 +208,24 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
           modeReason: '',
           fromRegion,
           toRegion,
+          ...agents,
           databases: [],
           blobs: [],
           topics: [],
         };
-        const withoutIdentity: string[] = [];
-        let level = '';
+        // A storage account or Kafka cluster both regions use (one provider here) holds what the
+        // tenant has already; an agent's are its own.
+        const shared = (type: ResourceType) =>
+          !sourceAgent && !targetAgent && sameProvider(providers, type, fromRegion, toRegion);
+        const databases: { d: DesiredResource; isolation: 'pool' | 'silo' }[] = [];
         for (const desired of rows) {
           const { suspended: _s, ...d } = desired;
-          // A storage account or Kafka cluster both regions use holds what the tenant has already.
           if (d.type === 'blob-container') {
-            blobsIn(providers, fromRegion, d);
-            blobsIn(providers, toRegion, d);
-            if (!sameProvider(providers, 'blob-container', fromRegion, toRegion))
-              plan.blobs.push({ resourceId: d.id, desired: d });
+            if (!shared('blob-container')) plan.blobs.push({ resourceId: d.id, desired: d });
             continue;
           }
           if (d.type === 'kafka-topic') {
-            providerIn(providers, 'kafka-topic', toRegion);
-            if (!sameProvider(providers, 'kafka-topic', fromRegion, toRegion))
-              plan.topics.push({ resourceId: d.id, desired: d });
+            if (!shared('kafka-topic')) plan.topics.push({ resourceId: d.id, desired: d });
             continue;
           }
           const isolation = d.database?.isolation;
@@ -277,41 +235,39 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
               'Ineligible',
               false,
             );
-          const sourceServer = dataplaneOf(providers, fromRegion);
-          const targetServer = dataplaneOf(providers, toRegion);
-          if (new URL(sourceServer).host === new URL(targetServer).host)
-            throw new ProviderError(
-              `regions ${fromRegion} and ${toRegion} share one data-plane server: set TENANTRY_DATAPLANE_DATABASE_URL_${toRegion.toUpperCase().replace(/-/g, '_')}`,
-              'Ineligible',
-              false,
-            );
-          const dpDatabase = decodeURIComponent(new URL(sourceServer).pathname.slice(1)) || 'postgres';
-          const database = isolation === 'pool' ? dpDatabase : d.physicalName;
-          const targetDatabase =
-            isolation === 'pool'
-              ? decodeURIComponent(new URL(targetServer).pathname.slice(1)) || 'postgres'
-              : d.physicalName;
-          const schema = isolation === 'pool' ? d.physicalName : 'public';
-          const inv = await withClient(databaseUrl(sourceServer, database), async (c) => {
-            level = await walLevel(c);
-            const exists = await c.query('select 1 from pg_namespace where nspname = $1', [schema]);
-            if ((exists.rowCount ?? 0) === 0)
-              throw new ProviderError(`schema ${schema} does not exist yet`, 'SourceMissing', true);
-            return inventory(c, schema);
-          });
+          databases.push({ d, isolation });
+        }
+        const ask = {
+          databases: databases.map((x) => ({ isolation: x.isolation, name: x.d.physicalName })),
+          blobs: plan.blobs.map((b) => b.desired),
+        };
+        const sides = regionSides(deps, plan, ctx, 'check-eligibility');
+        const [source, target] = await Promise.all([
+          sides.source().inspect({ ...ask, topics: [], inventories: true }),
+          sides.target().inspect({ ...ask, topics: plan.topics.map((t) => t.desired), inventories: false }),
+        ]);
+        if (databases.length > 0 && source.server === target.server)
+          throw new ProviderError(
+            `regions ${fromRegion} and ${toRegion} share one data-plane server: set TENANTRY_DATAPLANE_DATABASE_URL_${toRegion.toUpperCase().replace(/-/g, '_')} (or give each region's agent its own)`,
+            'Ineligible',
+            false,
+          );
+        const withoutIdentity: string[] = [];
+        for (const [i, { d, isolation }] of databases.entries()) {
+          const inv = source.inventories[i]!;
           if (inv.unsupported.length > 0)
             throw new ProviderError(
-              `schema ${schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
+              `schema ${inv.schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
               'Ineligible',
               false,
             );
-          withoutIdentity.push(...inv.withoutIdentity.map((t) => `${schema}.${t}`));
+          withoutIdentity.push(...inv.withoutIdentity.map((t) => `${inv.schema}.${t}`));
           plan.databases.push({
             resourceId: d.id,
             desired: d,
-            database,
-            targetDatabase,
-            schema,
+            database: inv.database,
+            targetDatabase: isolation === 'pool' ? target.home : d.physicalName,
+            schema: inv.schema,
             role: d.physicalName,
             targetKey: workflowKey(migrationId, d.id, 'target'),
             sourceKey: workflowKey(migrationId, d.id, 'source'),
@@ -319,7 +275,8 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             tables: inv.tables,
           });
         }
-        const logical = level !== '' && level === 'logical' && withoutIdentity.length === 0;
+        const level = source.walLevel;
+        const logical = level === 'logical' && withoutIdentity.length === 0;
         plan.mode = logical || plan.databases.length === 0 ? 'logical-replication' : 'freeze-copy';
         plan.modeReason =
           plan.databases.length === 0
@@ -329,7 +286,6 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
               : level !== 'logical'
                 ? `the source server's wal_level is ${level}, not logical: the data is copied during the write freeze`
                 : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`;
-        const m = await migrationRow(db, migrationId);
         if (m.state !== 'Running')
           throw new ProviderError(`migration is ${m.state}`, 'MigrationNotRunning', false);
         return plan;
@@ -346,34 +302,24 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       // the blob container, and the topics with their ACLs.
       async run(ctx) {
         const p = planOf(ctx);
-        for (const d of p.databases)
-          await providerIn(providers, 'database', p.toRegion).ensure(targetDesired(d));
-        for (const b of p.blobs) await providerIn(providers, 'blob-container', p.toRegion).ensure(b.desired);
-        const topics: Record<string, unknown> = {};
-        for (const t of p.topics) {
-          const o = await providerIn(providers, 'kafka-topic', p.toRegion).ensure(t.desired);
-          if (o.drift.length > 0)
-            throw new ProviderError(`topic ${t.desired.physicalName}: ${o.drift.join('; ')}`, 'Drift', true);
-          topics[t.desired.physicalName] = o.details;
-        }
+        const { topics } = await sides(ctx, 'create-target').target().createResources(targetResources(p));
         return { databases: p.databases.map((d) => d.targetDatabase), blobs: p.blobs.length, topics };
       },
       async undo(ctx) {
-        const p = planOf(ctx);
-        for (const d of p.databases)
-          await providerIn(providers, 'database', p.toRegion).delete(targetDesired(d));
-        for (const b of p.blobs) await providerIn(providers, 'blob-container', p.toRegion).delete(b.desired);
-        for (const t of p.topics) await providerIn(providers, 'kafka-topic', p.toRegion).delete(t.desired);
+        await sides(ctx, 'create-target:undo')
+          .target()
+          .removeResources(targetResources(planOf(ctx)));
       },
     },
     {
       name: 'copy-schema',
       async run(ctx) {
         const p = planOf(ctx);
+        const s = sides(ctx, 'copy-schema');
         let statements = 0;
         for (const d of p.databases) {
-          const ddl = await withClient(srcUrl(p, d), (c) => schemaDdl(c, d.schema));
-          await withClient(dstUrl(p, d), (c) => createSchema(c, d.schema, d.role, ddl));
+          const { ddl } = await s.source(d.resourceId).schemaDdl(at(d, 'source'));
+          await s.target(d.resourceId).createSchema({ ...at(d, 'target'), role: d.role, ddl });
           statements += ddl.length;
         }
         return { statements };
@@ -381,20 +327,22 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     },
     {
       name: 'start-replication',
+      // The source hands out a reader (its own role, publication and slot) at its peer address;
+      // the target's PostgreSQL subscribes with it.
       async run(ctx) {
         const p = planOf(ctx);
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
-        for (const d of p.databases)
-          await withClient(srcUrl(p, d), (s) =>
-            withClient(dstUrl(p, d), (t) =>
-              startReplication(s, t, { name: d.replication, schema: d.schema, sourceUrl: srcUrl(p, d) }),
-            ),
-          );
+        const s = sides(ctx, 'start-replication');
+        for (const d of p.databases) {
+          const { connection } = await s
+            .source(d.resourceId)
+            .openReader({ ...at(d, 'source'), name: d.replication, publish: true });
+          await s.target(d.resourceId).subscribe({ ...at(d, 'target'), name: d.replication, connection });
+        }
         return { replicating: p.databases.map((d) => d.replication) };
       },
       async undo(ctx) {
-        const p = planOf(ctx);
-        for (const d of p.databases) await stopReplicationOf(p, d);
+        await stopReplicationOf(ctx, 'start-replication:undo');
       },
     },
     {
@@ -403,13 +351,14 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       async run(ctx) {
         const p = planOf(ctx);
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
+        const s = sides(ctx, 'wait-synced');
         const lag: Record<string, number | null> = {};
         for (const d of p.databases)
           for (;;) {
-            const left = await withClient(dstUrl(p, d), (t) =>
-              tablesSyncing(t, d.replication, d.tables.length),
-            );
-            lag[d.replication] = await withClient(srcUrl(p, d), (s) => replicationLag(s, d.replication));
+            const { left } = await s.target().syncing({ ...at(d, 'target'), name: d.replication });
+            lag[d.replication] = (
+              await s.source().walPosition({ ...at(d, 'source'), name: d.replication })
+            ).lagBytes;
             if (left === 0 && (lag[d.replication] ?? 0) < 16 * 1024 * 1024) break;
             if (ctx.signal.aborted)
               throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
@@ -426,13 +375,24 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       async run(ctx) {
         const p = planOf(ctx);
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
+        const s = sides(ctx, 'checksum-bulk');
         const out: Record<string, Baselines> = {};
-        for (const d of p.databases) out[d.resourceId] = await checksumBulk(pairOf(p, d));
+        for (const d of p.databases) {
+          const t0 = performance.now();
+          const [source, target] = await Promise.all([
+            s.source(d.resourceId).trackBaseline({ ...at(d, 'source'), name: d.replication, as: 'source' }),
+            s.target(d.resourceId).trackBaseline({ ...at(d, 'target'), name: d.replication, as: 'target' }),
+          ]);
+          out[d.resourceId] = {
+            source: source.base,
+            target: target.base,
+            ms: Math.round(performance.now() - t0),
+          };
+        }
         return out;
       },
       async undo(ctx) {
-        const p = planOf(ctx);
-        for (const d of p.databases) await stopReplicationOf(p, d);
+        await stopReplicationOf(ctx, 'checksum-bulk:undo');
       },
     },
     {
@@ -441,9 +401,10 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       // The bulk of the blobs before the freeze; the freeze copies what changed since.
       async run(ctx) {
         const p = planOf(ctx);
+        const s = sides(ctx, 'copy-blobs');
         const out: Record<string, { blobs: number; copied: number }> = {};
         for (const b of p.blobs) {
-          const r = await syncBlobs(providers, p, b.desired);
+          const r = await copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired);
           out[b.resourceId] = { blobs: r.source.length, copied: r.copied };
         }
         return out;
@@ -455,27 +416,28 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       // (which its SAS tokens are signed against) are taken away, until the cut-over.
       async run(ctx) {
         const p = planOf(ctx);
+        const s = sides(ctx, 'freeze-writes');
         const m = await migrationRow(db, ctx.input.migrationId);
         const frozenAt = (m.freeze_started_at ?? new Date()).toISOString();
         await setFrozen(ctx.input.migrationId, true);
-        for (const d of p.databases) await setLogin(serverOf(p.fromRegion, 'postgres'), d.role, false);
+        await s.source().setLogin({ roles: p.databases.map((d) => d.role), login: false });
         // The access taken is recorded before it is taken, so a re-run after a crash (which would
         // observe none) still knows what to give back on an undo.
         const grants: Record<string, AccessGrant> = {};
         for (const b of p.blobs) {
-          const src = providerIn(providers, 'blob-container', p.fromRegion) as AzureBlobProvider;
           const kept = await asPlatform(db, (trx) =>
             sql<{ grant: AccessGrant | null }>`select plan->'blobGrants'->${b.resourceId} as grant
               from tenant_migrations where id = ${ctx.input.migrationId}`.execute(trx),
           );
-          const grant = kept.rows[0]?.grant ?? (await src.observeAccess(b.desired));
+          const grant =
+            kept.rows[0]?.grant ?? (await s.source(b.resourceId).observeAccess({ desired: b.desired }));
           if (!kept.rows[0]?.grant)
             await asPlatform(db, (trx) =>
               sql`update tenant_migrations set plan = jsonb_set(plan, '{blobGrants}',
                     coalesce(plan->'blobGrants', '{}'::jsonb) || jsonb_build_object(${b.resourceId}::text, ${JSON.stringify(grant)}::jsonb))
                   where id = ${ctx.input.migrationId}`.execute(trx),
             );
-          await src.revokeAccess(b.desired, grant);
+          await s.source(b.resourceId).revokeAccess({ desired: b.desired, grant });
           grants[b.resourceId] = grant;
         }
         return { frozenAt, grants };
@@ -486,15 +448,12 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       },
       async undo(ctx, output) {
         const p = planOf(ctx);
-        for (const d of p.databases) await setLogin(serverOf(p.fromRegion, 'postgres'), d.role, true);
+        const s = sides(ctx, 'freeze-writes:undo');
+        await s.source().setLogin({ roles: p.databases.map((d) => d.role), login: true });
         const grants = (output as { grants?: Record<string, AccessGrant> }).grants ?? {};
         for (const b of p.blobs) {
           const grant = grants[b.resourceId];
-          if (grant)
-            await (providerIn(providers, 'blob-container', p.fromRegion) as AzureBlobProvider).restoreAccess(
-              b.desired,
-              grant,
-            );
+          if (grant) await s.source(b.resourceId).restoreAccess({ desired: b.desired, grant });
         }
         await asPlatform(db, (trx) =>
           sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
@@ -510,34 +469,37 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       // equal. Blobs: the last changes copied, every blob's MD5 equal on both sides. Topics: no drift.
       async run(ctx) {
         const p = planOf(ctx);
+        const s = sides(ctx, 'sync-and-verify');
+        const logical = p.mode === 'logical-replication';
+        const bulk = ctx.outputs['checksum-bulk'] as Record<string, Baselines> | undefined;
         const databases: Record<string, Verification> = {};
         for (const d of p.databases) {
-          await withClient(srcUrl(p, d), (s) =>
-            withClient(dstUrl(p, d), async (t) => {
-              if (p.mode === 'freeze-copy')
-                await copyTables(s, t, { fromSchema: d.schema, toSchema: d.schema, tables: d.tables });
-              else await caughtUp(s, t, d.replication);
-            }),
-          );
-          const deadline = Date.now() + (deps.verifyTimeoutMs ?? 60_000);
-          const bases = (ctx.outputs['checksum-bulk'] as Record<string, Baselines> | undefined)?.[
-            d.resourceId
-          ];
-          let v: Verification;
-          if (bases) v = await verifyFrozen(pairOf(p, d), bases, deps.verifyTimeoutMs ?? 60_000);
-          else
-            for (;;) {
-              const [a, b] = await Promise.all([
-                withClient(srcUrl(p, d), (s) => checksums(s, d.schema, d.tables)),
-                withClient(dstUrl(p, d), (t) => checksums(t, d.schema, d.tables)),
-              ]);
-              v = compare(a, b);
-              if (v.equal || Date.now() > deadline) break;
-              await new Promise((res) => setTimeout(res, 50));
-            }
-          await withClient(srcUrl(p, d), (s) =>
-            withClient(dstUrl(p, d), (t) => syncSequences(s, t, d.schema, d.schema)),
-          );
+          const [source, target] = [s.source(d.resourceId), s.target(d.resourceId)];
+          // The rows by the subscription, or (freeze-copy) pulled now through a reader of their own.
+          if (!logical) {
+            const reader = await source.openReader({
+              ...at(d, 'source'),
+              name: d.replication,
+              publish: false,
+            });
+            await target.pull({ ...at(d, 'target'), from: reader.connection });
+          }
+          const bases = bulk?.[d.resourceId];
+          const tracked = (side: 'source' | 'target') =>
+            bases?.source ? { tracked: { name: d.replication, base: bases[side] } } : {};
+          const frozen = await source.checks({ ...at(d, 'source'), ...tracked('source') });
+          const { lsn } = logical
+            ? await source.walPosition({ ...at(d, 'source'), name: d.replication })
+            : { lsn: '' };
+          const v = await target.verifyAgainst({
+            ...at(d, 'target'),
+            ...tracked('target'),
+            source: frozen,
+            timeoutMs: deps.verifyTimeoutMs ?? 60_000,
+            ...(logical ? { subscription: { name: d.replication, lsn } } : {}),
+          });
+          const { values } = await source.sequences(at(d, 'source'));
+          await target.setSequences({ ...at(d, 'target'), values });
           databases[d.resourceId] = v;
           if (!v.equal)
             throw new ProviderError(
@@ -554,7 +516,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
           { equal: boolean; blobs: number; bytes: number; copiedInFreeze: number }
         > = {};
         for (const b of p.blobs) {
-          const r = await syncBlobs(providers, p, b.desired);
+          const r = await copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired);
           const equal = JSON.stringify(r.source) === JSON.stringify(r.target);
           blobs[b.resourceId] = {
             equal,
@@ -569,13 +531,12 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
               false,
             );
         }
-        const topics: Record<string, { exists: boolean; drift: string[] }> = {};
+        const topics = p.topics.length > 0 ? await s.target().observeTopics({ topics: p.topics }) : {};
         for (const t of p.topics) {
-          const o = await providerIn(providers, 'kafka-topic', p.toRegion).observe(t.desired);
-          topics[t.resourceId] = { exists: o.exists, drift: o.drift };
-          if (!o.exists || o.drift.length > 0)
+          const o = topics[t.resourceId];
+          if (!o?.exists || o.drift.length > 0)
             throw new ProviderError(
-              `topic ${t.desired.physicalName} in ${p.toRegion}: ${o.drift.join('; ') || 'missing'}`,
+              `topic ${t.desired.physicalName} in ${p.toRegion}: ${o?.drift.join('; ') || 'missing'}`,
               'VerificationFailed',
               false,
             );
@@ -590,17 +551,19 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     {
       name: 'detach-target',
       async run(ctx) {
-        const p = planOf(ctx);
-        for (const d of p.databases) await stopReplicationOf(p, d);
-        return { detached: p.databases.length };
+        await stopReplicationOf(ctx, 'detach-target');
+        return { detached: planOf(ctx).databases.length };
       },
     },
     {
       name: 'cut-over',
-      // The target's role may log in; the registry switches region in the checkpoint.
+      // The target's role may log in; the agents' kept credentials are switched (just before: a
+      // re-run finds them switched); the registry switches region in the checkpoint.
       async run(ctx) {
         const p = planOf(ctx);
-        for (const d of p.databases) await setLogin(serverOf(p.toRegion, 'postgres'), d.role, true);
+        const s = sides(ctx, 'cut-over');
+        await s.target().setLogin({ roles: p.databases.map((d) => d.role), login: true });
+        await renameAgentSecrets(p, s, 'forward');
         return { cutOverAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx) {
@@ -608,6 +571,16 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       },
     },
   ];
+
+  /** Replication, the readers and the checksums' change tracking ended on both sides (parts already gone skipped). */
+  async function stopReplicationOf(ctx: StepContext<RegionMigrationInput>, step: string) {
+    const p = planOf(ctx);
+    const s = sides(ctx, step);
+    for (const d of p.databases) {
+      await s.target(d.resourceId).unsubscribe({ ...at(d, 'target'), name: d.replication });
+      await s.source(d.resourceId).closeReader({ ...at(d, 'source'), name: d.replication });
+    }
+  }
 
   return {
     type: MIGRATE_REGION,
@@ -620,41 +593,51 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
   };
 }
 
-/** Waits (at most 3 s) until the subscription has received the source's WAL up to now; the checksums decide. */
-async function caughtUp(s: pg.ClientBase, t: pg.ClientBase, name: string): Promise<void> {
-  const lsn = (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
-  const deadline = Date.now() + 3_000;
-  while (Date.now() < deadline) {
-    const q = await t.query<{ done: boolean }>(
-      `select coalesce(bool_and(received_lsn >= $2::pg_lsn), false) as done
-       from pg_stat_subscription where subname = $1 and relid is null`,
-      [name, lsn],
-    );
-    if (q.rows[0]?.done) return;
-    await new Promise((res) => setTimeout(res, 20));
-  }
+/**
+ * The generated credentials an agent keeps, switched as the registry switches (the control
+ * plane's own are switched in its table, ./region-switch.ts): forward, the source's go under the
+ * source key and the target's become the resource's; back, the other way round.
+ */
+export async function renameAgentSecrets(
+  p: RegionMigrationPlan,
+  s: ReturnType<typeof regionSides>,
+  direction: 'forward' | 'back',
+) {
+  const forward = direction === 'forward';
+  if (p.sourceAgent)
+    await s.source().renameSecrets({
+      moves: p.databases.map((d) =>
+        forward ? { from: d.resourceId, to: d.sourceKey } : { from: d.sourceKey, to: d.resourceId },
+      ),
+    });
+  if (p.targetAgent)
+    await s.target().renameSecrets({
+      moves: p.databases.map((d) =>
+        forward ? { from: d.targetKey, to: d.resourceId } : { from: d.resourceId, to: d.targetKey },
+      ),
+    });
 }
 
 /**
- * Retiring a region migration: the source region's database (schema or database, and role), blob
- * container and topics go, and the source's kept credentials with them.
+ * One region's copy of a region migration removed: the source's when the migration is retired (its
+ * kept credentials under the source key), the target's when it is rolled back (under the target
+ * key): the database (schema or database, and role), blob container and topics.
  */
-export async function retireRegionSource(
-  providers: ProviderSet,
+export async function dropRegionCopy(
+  side: RegionSide,
   plan: RegionMigrationPlan,
+  which: 'source' | 'target',
 ): Promise<string[]> {
-  const gone: string[] = [];
-  for (const d of plan.databases) {
-    await providerIn(providers, 'database', plan.fromRegion).delete({ ...d.desired, id: d.sourceKey });
-    gone.push(`database ${plan.fromRegion}/${d.database}.${d.schema}`);
-  }
-  for (const b of plan.blobs) {
-    await providerIn(providers, 'blob-container', plan.fromRegion).delete(b.desired);
-    gone.push(`blobs ${plan.fromRegion}/${b.desired.physicalName}`);
-  }
-  for (const t of plan.topics) {
-    await providerIn(providers, 'kafka-topic', plan.fromRegion).delete(t.desired);
-    gone.push(`topic ${plan.fromRegion}/${t.desired.physicalName}`);
-  }
-  return gone;
+  const source = which === 'source';
+  await side.removeResources({
+    databases: plan.databases.map((d) => ({ ...d.desired, id: source ? d.sourceKey : d.targetKey })),
+    blobs: plan.blobs.map((b) => b.desired),
+    topics: plan.topics.map((t) => t.desired),
+  });
+  const region = source ? plan.fromRegion : plan.toRegion;
+  return [
+    ...plan.databases.map((d) => `database ${region}/${source ? d.database : d.targetDatabase}.${d.schema}`),
+    ...plan.blobs.map((b) => `blobs ${region}/${b.desired.physicalName}`),
+    ...plan.topics.map((t) => `topic ${region}/${t.desired.physicalName}`),
+  ];
 }

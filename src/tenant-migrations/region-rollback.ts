@@ -1,30 +1,18 @@
 import { sql } from 'kysely';
-import pg from 'pg';
 import { asPlatform } from '../db/database.js';
 import type { AccessGrant } from '../providers/access.js';
-import type { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
 import { ProviderError } from '../providers/provider.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
 import { type MigrationDeps, migrationRow } from './migration-records.js';
+import type { Verification } from './pg-copy.js';
 import {
-  checksums,
-  compare,
-  copyTables,
-  databaseUrl,
-  inventory,
-  type Verification,
-  withClient,
-} from './pg-copy.js';
-import {
-  dataplaneOf,
-  providerIn,
-  type RegionDatabasePlan,
+  copyBlobs,
+  dropRegionCopy,
   type RegionMigrationPlan,
-  syncBlobs,
+  regionSides,
+  renameAgentSecrets,
 } from './region-migration.js';
 import { switchTenantRegion } from './region-switch.js';
-
-const { escapeIdentifier: id } = pg;
 
 export const ROLLBACK_REGION = 'migration.region-rollback';
 
@@ -46,27 +34,12 @@ type Plan = RegionMigrationPlan & { blobGrants?: Record<string, AccessGrant> };
  * topics were kept as they were).
  */
 export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<RegionRollbackInput> {
-  const { db, providers } = deps;
+  const { db } = deps;
   const planOf = (ctx: StepContext<RegionRollbackInput>) =>
     (ctx.outputs['check-window'] as { plan: Plan }).plan;
-  const serverOf = (region: string, database: string) =>
-    databaseUrl(dataplaneOf(providers, region), database);
-  const srcUrl = (p: Plan, d: RegionDatabasePlan) => serverOf(p.fromRegion, d.database);
-  const dstUrl = (p: Plan, d: RegionDatabasePlan) => serverOf(p.toRegion, d.targetDatabase);
-  const blobProvider = (region: string) =>
-    providerIn(providers, 'blob-container', region) as AzureBlobProvider;
-
-  const setLogin = (url: string, role: string, login: boolean) =>
-    withClient(url, async (c) => {
-      const exists = await c.query('select 1 from pg_roles where rolname = $1', [role]);
-      if ((exists.rowCount ?? 0) === 0) return;
-      await c.query(`alter role ${id(role)} ${login ? 'login' : 'nologin'}`);
-      if (!login)
-        await c.query(
-          'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-          [role],
-        );
-    });
+  const sides = (ctx: StepContext<RegionRollbackInput>, step: string) =>
+    regionSides(deps, planOf(ctx), ctx, step);
+  const roles = (p: Plan) => p.databases.map((d) => d.role);
 
   const steps: StepDefinition<RegionRollbackInput>[] = [
     {
@@ -87,13 +60,14 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
       // The tenant's role in the target region may not log in, its container's access is taken.
       async run(ctx) {
         const p = planOf(ctx);
+        const target = sides(ctx, 'freeze-writes').target;
         await asPlatform(db, (trx) =>
           sql`update tenant_migrations set writes_frozen = true, updated_at = now(),
                 rollback_verification = coalesce(rollback_verification, '{}'::jsonb)
                   || jsonb_build_object('frozenAt', coalesce(rollback_verification->>'frozenAt', now()::text))
               where id = ${ctx.input.migrationId}`.execute(trx),
         );
-        for (const d of p.databases) await setLogin(serverOf(p.toRegion, 'postgres'), d.role, false);
+        await target().setLogin({ roles: roles(p), login: false });
         const grants: Record<string, AccessGrant> = {};
         for (const b of p.blobs) {
           // Recorded before it is taken, so a re-run (which would observe none) still knows it.
@@ -103,25 +77,27 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
             }>`select rollback_verification->'targetGrants'->${b.resourceId} as grant
               from tenant_migrations where id = ${ctx.input.migrationId}`.execute(trx),
           );
-          const grant = kept.rows[0]?.grant ?? (await blobProvider(p.toRegion).observeAccess(b.desired));
+          const grant =
+            kept.rows[0]?.grant ?? (await target(b.resourceId).observeAccess({ desired: b.desired }));
           if (!kept.rows[0]?.grant)
             await asPlatform(db, (trx) =>
               sql`update tenant_migrations set rollback_verification = jsonb_set(rollback_verification, '{targetGrants}',
                     coalesce(rollback_verification->'targetGrants', '{}'::jsonb) || jsonb_build_object(${b.resourceId}::text, ${JSON.stringify(grant)}::jsonb))
                   where id = ${ctx.input.migrationId}`.execute(trx),
             );
-          await blobProvider(p.toRegion).revokeAccess(b.desired, grant);
+          await target(b.resourceId).revokeAccess({ desired: b.desired, grant });
           grants[b.resourceId] = grant;
         }
         return { grants };
       },
       async undo(ctx, output) {
         const p = planOf(ctx);
-        for (const d of p.databases) await setLogin(serverOf(p.toRegion, 'postgres'), d.role, true);
+        const target = sides(ctx, 'freeze-writes:undo').target;
+        await target().setLogin({ roles: roles(p), login: true });
         const grants = (output as { grants?: Record<string, AccessGrant> }).grants ?? {};
         for (const b of p.blobs) {
-          const g = grants[b.resourceId];
-          if (g) await blobProvider(p.toRegion).restoreAccess(b.desired, g);
+          const grant = grants[b.resourceId];
+          if (grant) await target(b.resourceId).restoreAccess({ desired: b.desired, grant });
         }
         await asPlatform(db, (trx) =>
           sql`update tenant_migrations set writes_frozen = false where id = ${ctx.input.migrationId}`.execute(
@@ -133,12 +109,25 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
     {
       name: 'copy-back',
       timeoutMs: 30 * 60_000,
-      // Everything the tenant holds in the target region now, into the kept source, proven equal.
+      // Everything the tenant holds in the target region now, into the kept source, proven equal:
+      // the target hands out a reader of the schema, the source pulls through it.
       async run(ctx) {
         const p = planOf(ctx);
+        const s = sides(ctx, 'copy-back');
         const databases: Record<string, Verification> = {};
         for (const d of p.databases) {
-          const now = await withClient(dstUrl(p, d), (t) => inventory(t, d.schema));
+          const [source, target] = [s.source(d.resourceId), s.target(d.resourceId)];
+          const there = { database: d.targetDatabase, schema: d.schema, tables: d.tables };
+          const here = { database: d.database, schema: d.schema, tables: d.tables };
+          const seen = await target.inspect({
+            databases: [
+              { isolation: d.desired.database?.isolation === 'silo' ? 'silo' : 'pool', name: d.role },
+            ],
+            blobs: [],
+            topics: [],
+            inventories: true,
+          });
+          const now = seen.inventories[0]!;
           const added = now.tables.filter((x) => !d.tables.includes(x));
           if (added.length > 0 || now.unsupported.length > 0)
             throw new ProviderError(
@@ -146,16 +135,11 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
               'Ineligible',
               false,
             );
-          await withClient(dstUrl(p, d), (t) =>
-            withClient(srcUrl(p, d), (s) =>
-              copyTables(t, s, { fromSchema: d.schema, toSchema: d.schema, tables: d.tables }),
-            ),
-          );
-          const [a, b] = await Promise.all([
-            withClient(dstUrl(p, d), (t) => checksums(t, d.schema, d.tables)),
-            withClient(srcUrl(p, d), (s) => checksums(s, d.schema, d.tables)),
-          ]);
-          const v = compare(a, b);
+          const name = `${d.replication}_b`;
+          const reader = await target.openReader({ ...there, name, publish: false });
+          await source.pull({ ...here, from: reader.connection });
+          const v = await source.verifyAgainst({ ...here, source: await target.checks(there), timeoutMs: 0 });
+          await target.closeReader({ ...there, name });
           databases[d.resourceId] = v;
           if (!v.equal)
             throw new ProviderError(
@@ -166,11 +150,7 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
         }
         const blobs: Record<string, { equal: boolean; blobs: number; copied: number }> = {};
         for (const b of p.blobs) {
-          const r = await syncBlobs(
-            providers,
-            { ...p, fromRegion: p.toRegion, toRegion: p.fromRegion },
-            b.desired,
-          );
+          const r = await copyBlobs(s.target(b.resourceId), s.source(b.resourceId), b.desired);
           const equal = JSON.stringify(r.source) === JSON.stringify(r.target);
           blobs[b.resourceId] = { equal, blobs: r.source.length, copied: r.copied };
           if (!equal)
@@ -189,14 +169,17 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
     },
     {
       name: 'restore-source',
-      // The source's role logs in again and its container's access comes back; the registry follows.
+      // The source's role logs in again and its container's access comes back; the agents' kept
+      // credentials switch back, and the registry follows in the checkpoint.
       async run(ctx) {
         const p = planOf(ctx);
-        for (const d of p.databases) await setLogin(serverOf(p.fromRegion, 'postgres'), d.role, true);
+        const s = sides(ctx, 'restore-source');
+        await s.source().setLogin({ roles: roles(p), login: true });
         for (const b of p.blobs) {
-          const g = p.blobGrants?.[b.resourceId];
-          if (g) await blobProvider(p.fromRegion).restoreAccess(b.desired, g);
+          const grant = p.blobGrants?.[b.resourceId];
+          if (grant) await s.source(b.resourceId).restoreAccess({ desired: b.desired, grant });
         }
+        await renameAgentSecrets(p, s, 'back');
         return { restoredAt: new Date().toISOString() };
       },
       async checkpoint(trx, ctx) {
@@ -206,21 +189,8 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
     {
       name: 'drop-target',
       async run(ctx) {
-        const p = planOf(ctx);
-        const gone: string[] = [];
-        for (const d of p.databases) {
-          await providerIn(providers, 'database', p.toRegion).delete({ ...d.desired, id: d.targetKey });
-          gone.push(`database ${p.toRegion}/${d.targetDatabase}.${d.schema}`);
-        }
-        for (const b of p.blobs) {
-          await blobProvider(p.toRegion).delete(b.desired);
-          gone.push(`blobs ${p.toRegion}/${b.desired.physicalName}`);
-        }
-        for (const t of p.topics) {
-          await providerIn(providers, 'kafka-topic', p.toRegion).delete(t.desired);
-          gone.push(`topic ${p.toRegion}/${t.desired.physicalName}`);
-        }
-        return { dropped: gone };
+        const target = sides(ctx, 'drop-target').target();
+        return { dropped: await dropRegionCopy(target, planOf(ctx), 'target') };
       },
     },
   ];

@@ -241,6 +241,8 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
 
   async ensure(desired: DesiredResource): Promise<ObservedResource> {
     const n = this.names(desired);
+    // First: an agent keeps the secrets in the data-plane database this creates.
+    await this.guard(() => this.prepare());
     const secret = await this.guard(() =>
       this.secrets.getOrCreate({ tenantId: desired.tenantId, resourceId: desired.id, name: n.role }, () => ({
         username: n.role,

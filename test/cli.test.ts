@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { deploymentManifests } from './helpers/controller.js';
 import { EXAMPLE_DIR } from './helpers/examples.js';
@@ -202,6 +203,18 @@ describe('tenantry CLI', () => {
       (await cli('-o', 'json', 'get', 'integrationresource', 'demo-eu-dev.database')).stdout,
     );
     expect(db.status.conditions[0].message).toContain('secretRef=resource-secrets/');
+    // Its connection, from `tenantry credentials`: the tenant's own role logs in with it.
+    const creds = JSON.parse((await cli('-o', 'json', 'credentials', 'demo-eu-dev.database')).stdout);
+    expect(creds).toMatchObject({ name: 'demo-eu-dev.database', isolation: 'pool', schema: 't_demo_eu_dev' });
+    const session = new pg.Client({ connectionString: creds.url });
+    await session.connect();
+    expect((await session.query('select current_user as u')).rows[0].u).toBe(creds.username);
+    await session.end();
+    const env = await cli('credentials', 'demo-eu-dev.database', '--env');
+    expect(env.stdout).toContain(`export PGUSER='${creds.username}'\nexport PGPASSWORD='${creds.password}'`);
+    // A blob container has none: the problem's code, exit 1.
+    const none = await cli('credentials', 'demo-eu-dev-plan.blob');
+    expect([none.code, none.stderr]).toEqual([1, expect.stringContaining('[credentials.not_applicable]')]);
     // Without a Kafka cluster the Circle K topics cannot be made; --wait says so instead of hanging.
     const topics = await cli('apply', '-f', EXAMPLE_DIR, '--wait', '--timeout', '60');
     expect(topics.code).toBe(1);

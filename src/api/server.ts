@@ -11,6 +11,7 @@ import { AgentService } from '../agent/agent.service.js';
 import { registerAgentWebhookRoutes } from '../agent/agent-webhooks.routes.js';
 import { AgentWebhooksService } from '../agent/agent-webhooks.service.js';
 import type { AuditService } from '../audit/audit.service.js';
+import { AuthorizedResourceCredentials } from '../authz/authorized-credentials.js';
 import type { Config } from '../config/config.js';
 import { ConsoleAuth, installConsoleSession, registerConsole } from '../console/console.routes.js';
 import { asPlatform, type Db, platformDb, poolOf } from '../db/database.js';
@@ -31,13 +32,16 @@ import type { Metrics } from '../observability/metrics.js';
 import type { RequestLog } from '../observability/request-log.js';
 import { registerUsageRoutes } from '../placement/usage.routes.js';
 import { UsageService } from '../placement/usage.service.js';
+import { SecretStore } from '../providers/postgres/secret-store.js';
 import { RateLimiter, registerRateLimit } from '../ratelimit/rate-limiter.js';
 import type { ObjectCache } from '../registry/object-cache.js';
 import type { RegistryApi } from '../registry/registry.service.js';
+import { ResourceCredentialsService } from '../registry/resource-credentials.js';
 import { withPromotions } from '../releases/promotion-workflow.js';
 import { PromotionsService } from '../releases/promotions.service.js';
 import { registerReleaseRoutes } from '../releases/releases.routes.js';
 import { registerDriftRoutes } from '../runtime/drift.routes.js';
+import { secretCipherFor } from '../secrets/index.js';
 import { registerFailoverRoutes } from '../tenant-migrations/failover.routes.js';
 import { FailoverService } from '../tenant-migrations/failover.service.js';
 import { workflowTypes } from '../tenant-migrations/migration-workflows.js';
@@ -53,6 +57,7 @@ import { WorkflowsService } from '../workflows/workflows.service.js';
 import { registerActivityRoutes } from './routes/activity.routes.js';
 import { registerApplyRoute } from './routes/apply.routes.js';
 import { registerAuditRoutes } from './routes/audit.routes.js';
+import { registerCredentialsRoutes } from './routes/credentials.routes.js';
 import { registerHealthRoutes } from './routes/health.routes.js';
 import { registerObjectRoutes } from './routes/objects.routes.js';
 
@@ -284,6 +289,16 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   registerIdentityRoutes(app, security);
   registerApplyRoute(app, registry, identify);
   registerObjectRoutes(app, registry, identify, config.pageSizeMax);
+  registerCredentialsRoutes(
+    app,
+    new AuthorizedResourceCredentials(
+      new ResourceCredentialsService(db, new SecretStore(db, secretCipherFor(db, config))),
+      registry,
+      security.authorizer,
+      db,
+    ),
+    identify,
+  );
   registerAuditRoutes(app, deps.audit, identify);
   registerActivityRoutes(app, db, registry, identify);
   const workflows =

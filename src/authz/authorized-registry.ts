@@ -35,7 +35,7 @@ export function registryActions(kinds: readonly Kind[]): string[] {
   return out;
 }
 
-function resourceOf(kind: Kind, obj: Pick<ApiObject, 'metadata'> | ServedObject) {
+export function resourceOf(kind: Kind, obj: Pick<ApiObject, 'metadata'> | ServedObject) {
   // A WebhookEndpoint names its tenant (UUID) in metadata.tenant; a platform-wide one has none.
   const tenantId =
     kind === 'Tenant'

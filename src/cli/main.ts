@@ -10,6 +10,7 @@ import { CLI_NAMES, CLI_PATHS, KIND_PATHS, type Kind } from '../registry/kinds/i
 import { registerAgentCommands } from './agent.commands.js';
 import { registerAuditCommands } from './audit.commands.js';
 import { ApiError, credentialsFile, saveCredentials, TenantryClient } from './client.js';
+import { registerCredentialsCommands } from './credentials.commands.js';
 import { registerEventCommands } from './events.commands.js';
 import { registerFailoverCommands } from './failover.commands.js';
 import { locate, readManifests, type SourcedDocument } from './manifests.js';
@@ -751,6 +752,7 @@ registerAuditCommands(program, { client, output: () => globals().output, run });
 registerEventCommands(program, { client, output: () => globals().output, run });
 registerWorkflowCommands(program, { client, output: () => globals().output, run });
 registerSecretsCommands(program, { run });
+registerCredentialsCommands(program, { client, output: () => globals().output, run });
 registerRuntimeCommands(program, { client, output: () => globals().output, run });
 registerMigrationCommands(program, { client, output: () => globals().output, run });
 registerFailoverCommands(program, { client, output: () => globals().output, run });

@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { inSpan } from '../observability/tracing.js';
+import { formatDetails } from '../providers/observed-details.js';
 import {
   type DesiredResource,
   type ObservedResource,
@@ -329,10 +330,7 @@ function providerCall<Op extends 'observe' | 'ensure' | 'delete'>(
   return (env.limit ? env.limit(call) : call()) as ReturnType<ResourceProvider[Op]>;
 }
 
-const summary = (o: ObservedResource): string =>
-  Object.entries(o.details)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-    .join(', ');
+const summary = (o: ObservedResource): string => formatDetails(o.details);
 
 const retained = (db: Db, tenantId: string) =>
   asPlatform(db, async (trx) => {

@@ -8,7 +8,8 @@ import { secretCipherFor } from './index.js';
 /**
  * Issue 16, secrets at rest: after databases are provisioned (generated role passwords) and
  * webhook endpoints created (a generated secret, a given one, a rotation), through the HTTP API
- * with idempotency keys, no secret value appears in any column of any table.
+ * with idempotency keys, and database credentials read through GET …/credentials, no secret value
+ * appears in any column of any table.
  */
 let s: TestServer;
 const customer = `nc${randomBytes(3).toString('hex')}`;
@@ -85,6 +86,11 @@ describe('no secret in clear', () => {
       const store = new SecretStore(s.t.db, secretCipherFor(s.t.db, s.t.config));
       passwords = [];
       for (const { id } of ids.rows) passwords.push((await store.get(id))!.password!);
+      // Handed out over HTTP (GET …/credentials): the request log and the audit keep no copy either.
+      for (const { id } of ids.rows) {
+        const r = await s.request('GET', `/v1/integration-resources/${id}/credentials`);
+        expect(passwords).toContain(r.body.password);
+      }
     } finally {
       await c.stop();
     }

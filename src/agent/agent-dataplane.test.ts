@@ -4,6 +4,7 @@ import path from 'node:path';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { refusingProviders } from '../../test/helpers/agent-processes.js';
 import {
   deploymentManifests,
   startController,
@@ -14,9 +15,8 @@ import {
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { loadConfig } from '../config/config.js';
-import { createProviders, defaultDataplaneUrl, type ProviderSet } from '../controller/providers.js';
+import { createProviders, defaultDataplaneUrl } from '../controller/providers.js';
 import { DataplaneSecretStore } from '../providers/postgres/secret-store.js';
-import type { DesiredResource, ResourceProvider } from '../providers/provider.js';
 import { LocalFileKeyProvider } from '../secrets/index.js';
 import { lifecycleWorkflowId } from '../workflows/start-lifecycle-workflow.js';
 import { CellAgent } from './cell-agent.js';
@@ -43,26 +43,7 @@ let dataplaneUrl: string;
 /** Every provider call of the control plane (controller and workflows). */
 const controlPlaneCalls: string[] = [];
 
-function refusing(type: ResourceProvider['type']): ResourceProvider {
-  const refuse = async (d: DesiredResource): Promise<never> => {
-    controlPlaneCalls.push(`${type} ${d.physicalName}`);
-    throw new Error('the control plane called a data-plane provider');
-  };
-  return {
-    type,
-    name: 'control-plane',
-    observe: refuse,
-    ensure: refuse,
-    delete: refuse,
-    close: async () => {},
-  };
-}
-const controlPlaneProviders = (): ProviderSet => ({
-  'blob-container': { provider: refusing('blob-container') },
-  'kafka-topic': { provider: refusing('kafka-topic') },
-  database: { provider: refusing('database') },
-  regions: {},
-});
+const controlPlaneProviders = () => refusingProviders(controlPlaneCalls);
 
 async function dataplane<T>(work: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ connectionString: dataplaneUrl });

@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAgentProcess } from '../../test/helpers/agent-processes.js';
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
@@ -14,8 +15,6 @@ import { LeaseMonitor } from './lease-monitor.js';
  * with SIGKILL leaves its cell Unknown (not Failed) after 5 missed heartbeats, and its restart
  * (saved credential, no join token) converges again.
  */
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const CLI = ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts')];
 const HEARTBEAT_MS = 400;
 const log = pino({ level: 'silent' });
 let s: TestServer;
@@ -23,43 +22,15 @@ let controller: TestController;
 let monitor: LeaseMonitor;
 const children: ChildProcess[] = [];
 
-function agentProcess(cell: string, dir: string, joinToken?: string): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      ...CLI,
-      '--server',
-      s.url,
-      'agent',
-      '--cell',
-      cell,
-      '--data-dir',
-      dir,
-      ...(joinToken ? ['--join-token', joinToken] : []),
-    ],
-    {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TENANTRY_LOG_LEVEL: 'warn', TENANTRY_RESYNC_MS: '500' },
-    },
-  );
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d) => (out += d));
-  child.stderr?.on('data', (d) => (out += d));
-  return new Promise((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (out.includes('running against')) {
-        clearInterval(timer);
-        resolve(child);
-      }
-    }, 100);
-    child.on('exit', (code) => {
-      clearInterval(timer);
-      reject(new Error(`agent of ${cell} exited ${code}: ${out}`));
-    });
+const agentProcess = (cell: string, dir: string, joinToken?: string) =>
+  startAgentProcess({
+    server: s.url,
+    cell,
+    dataDir: dir,
+    joinToken,
+    children,
+    env: { TENANTRY_RESYNC_MS: '500' },
   });
-}
 
 const blobs = async (cell: string) =>
   (

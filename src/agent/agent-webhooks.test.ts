@@ -1,9 +1,10 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startAgentProcess } from '../../test/helpers/agent-processes.js';
 import { tempDataDir, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
@@ -19,8 +20,6 @@ import { AgentKey, sealForAgent } from './agent-webhook-secrets.js';
  * package at a real receiver; the control plane keeps the record (attempts, retries) and its own
  * dispatcher sends nothing for that cell, while it goes on sending the other cells' deliveries.
  */
-const ROOT = path.resolve(import.meta.dirname, '../..');
-const CLI = ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts')];
 const log = pino({ level: 'silent' });
 let s: TestServer;
 let dispatcher: WebhookDispatcher;
@@ -31,48 +30,20 @@ const secrets: Record<'a' | 'b', string> = { a: '', b: '' };
 const children: ChildProcess[] = [];
 let dir = '';
 
-function agentProcess(cell: string, dir: string, joinToken?: string): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [
-      ...CLI,
-      '--server',
-      s.url,
-      'agent',
-      '--cell',
-      cell,
-      '--data-dir',
-      dir,
-      ...(joinToken ? ['--join-token', joinToken] : []),
-    ],
-    {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        ...process.env,
-        TENANTRY_LOG_LEVEL: 'warn',
-        // The receivers are on loopback: the agent's side allows it (its own network policy).
-        TENANTRY_WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
-      },
+const agentProcess = (cell: string, dir: string, joinToken?: string) =>
+  startAgentProcess({
+    server: s.url,
+    cell,
+    dataDir: dir,
+    joinToken,
+    children,
+    env: {
+      // The resync interval the agent's own settings give it (the helper's is shorter).
+      TENANTRY_RESYNC_MS: process.env.TENANTRY_RESYNC_MS,
+      // The receivers are on loopback: the agent's side allows it (its own network policy).
+      TENANTRY_WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
     },
-  );
-  children.push(child);
-  let out = '';
-  child.stdout?.on('data', (d) => (out += d));
-  child.stderr?.on('data', (d) => (out += d));
-  return new Promise((resolve, reject) => {
-    const timer = setInterval(() => {
-      if (out.includes('running against')) {
-        clearInterval(timer);
-        resolve(child);
-      }
-    }, 100);
-    child.on('exit', (code) => {
-      clearInterval(timer);
-      reject(new Error(`agent of ${cell} exited ${code}: ${out}`));
-    });
   });
-}
 
 const cellDoc = (name: string) => ({
   apiVersion: 'tenantry.dev/v1',

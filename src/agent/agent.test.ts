@@ -3,12 +3,12 @@ import net from 'node:net';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { refusingProviders } from '../../test/helpers/agent-processes.js';
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { createProviders, type ProviderSet } from '../controller/providers.js';
 import { DataplaneSecretStore } from '../providers/postgres/secret-store.js';
-import type { DesiredResource, ResourceProvider } from '../providers/provider.js';
 import { CellAgent } from './cell-agent.js';
 import { LeaseMonitor } from './lease-monitor.js';
 
@@ -48,22 +48,6 @@ class Cable {
     for (const x of this.sockets) x.destroy();
     await new Promise((r) => this.server?.close(r));
   }
-}
-
-/** A provider that records a call and refuses it: the control plane must make none for agent cells. */
-function recording(type: ResourceProvider['type']): ResourceProvider {
-  const refuse = async (d: DesiredResource): Promise<never> => {
-    controlPlaneCalls.push(d.id);
-    throw new Error('the control plane called a provider');
-  };
-  return {
-    type,
-    name: 'control-plane',
-    observe: refuse,
-    ensure: refuse,
-    delete: refuse,
-    close: async () => {},
-  };
 }
 
 async function agentProviders(dir: string): Promise<ProviderSet> {
@@ -125,12 +109,8 @@ beforeAll(async () => {
   const applied = await s.request('POST', '/v1/apply', { body: circleK() });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   controller = await startController(s.t, {
-    providers: () => ({
-      'blob-container': { provider: recording('blob-container') },
-      'kafka-topic': { provider: recording('kafka-topic') },
-      database: { provider: recording('database') },
-      regions: {},
-    }),
+    // A provider call recorded (by resource id) and refused: the control plane must make none for agent cells.
+    providers: () => refusingProviders(controlPlaneCalls, (d) => d.id),
   });
   monitor = new LeaseMonitor(s.t.db, 50, log);
   monitor.start();

@@ -8,12 +8,17 @@ const CLI = ['--import', 'tsx', path.join(ROOT, 'src/cli/main.ts')];
 
 /**
  * The control plane's providers when every cell's data plane is an agent's: each call is recorded
- * in `calls` and refused, so a test shows the control plane touched no data-plane engine.
+ * in `calls` (as `entry` words it: by default `<type> <physical name>`) and refused, so a test
+ * shows the control plane touched no data-plane engine.
  */
-export function refusingProviders(calls: string[]): ProviderSet {
+export function refusingProviders(
+  calls: string[],
+  entry: (d: DesiredResource, type: ResourceProvider['type']) => string = (d, type) =>
+    `${type} ${d.physicalName}`,
+): ProviderSet {
   const refusing = (type: ResourceProvider['type']): ResourceProvider => {
     const refuse = async (d: DesiredResource): Promise<never> => {
-      calls.push(`${type} ${d.physicalName}`);
+      calls.push(entry(d, type));
       throw new Error('the control plane called a data-plane provider');
     };
     return {
@@ -34,16 +39,17 @@ export function refusingProviders(calls: string[]): ProviderSet {
 }
 
 /**
- * `tenantry agent` in its own process for `cell`, joined with `joinToken`, its provider settings
- * (data-plane PostgreSQL, storage, key file) in `env`; resolves once it runs against the server.
- * The caller kills the processes in `children` when done.
+ * `tenantry agent` in its own process for `cell`, joined with `joinToken` (none: restarted with the
+ * credential it saved in `dataDir`), its provider settings (data-plane PostgreSQL, storage, key
+ * file) in `env` (a variable set to undefined there is not passed on); resolves once it runs
+ * against the server. The caller kills the processes in `children` when done.
  */
 export function startAgentProcess(o: {
   server: string;
   cell: string;
   dataDir: string;
-  joinToken: string;
-  env: Record<string, string>;
+  joinToken?: string;
+  env?: Record<string, string | undefined>;
   children: ChildProcess[];
 }): Promise<ChildProcess> {
   const child = spawn(
@@ -57,8 +63,7 @@ export function startAgentProcess(o: {
       o.cell,
       '--data-dir',
       o.dataDir,
-      '--join-token',
-      o.joinToken,
+      ...(o.joinToken ? ['--join-token', o.joinToken] : []),
     ],
     {
       cwd: ROOT,

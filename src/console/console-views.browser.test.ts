@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   accessible,
   consoleBrowser,
+  signedInWithToken,
   signedInAsAdmin as signIn,
   text,
 } from '../../test/helpers/console-browser.js';
@@ -225,11 +226,7 @@ describe.skipIf(reason)('console views of workflows, runtime, releases and agent
 
   it('shows a tenant admin only its tenant in every new view, also by typed URLs', async () => {
     const token = await s.token({ subject: 'eu-admin', tenant: 'circlek-eu-prod', roles: ['tenant-admin'] });
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(`${s.url}/console/login`);
-    await page.getByLabel('Access token').fill(token);
-    await page.getByRole('button', { name: 'Sign in with token' }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signedInWithToken(browser, s, token);
     // Lists show its own tenant's objects only.
     await page.goto(`${s.url}/console/services`);
     await page.getByRole('link', { name: 'circlek-eu-prod-plan-api' }).waitFor();

@@ -1,40 +1,28 @@
-import fs from 'node:fs';
-import path from 'node:path';
 import pino from 'pino';
-import { type Browser, chromium, type Locator, type Page } from 'playwright-core';
+import { type Browser, chromium, type Locator } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { accessible } from '../../test/helpers/console-browser.js';
+import {
+  accessible,
+  consoleBrowser,
+  signedInWithToken,
+  signedInAsAdmin as signIn,
+  text,
+} from '../../test/helpers/console-browser.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
 import { settleWorkflows } from '../../test/helpers/workflows.js';
-import { findChromium } from '../../test/infra/chromium.js';
-import { skipReason } from '../../test/infra/engines.js';
 import { EventNotifier } from '../events/event-notifier.js';
 import { EventsService } from '../events/events.service.js';
 import { WebhookDispatcher } from '../webhooks/webhook-dispatcher.js';
 
-const executablePath = findChromium();
-const reason = skipReason(
-  'console browser tests',
-  executablePath
-    ? undefined
-    : 'no Chromium found (apt-get install chromium-headless-shell, or set TENANTRY_CHROMIUM)',
-);
-/** Waits until the locator's text contains (or matches) `want`. */
-async function text(loc: Locator, want: string | RegExp, timeout = 5_000) {
-  await expect
-    .poll(async () => ((await loc.count()) > 0 ? ((await loc.first().textContent()) ?? '') : ''), { timeout })
-    .toMatch(want);
-}
+const { executablePath, reason } = consoleBrowser('console browser tests');
 
 /** Waits until the locator matches `n` elements. */
 async function count(loc: Locator, n: number) {
   await expect.poll(() => loc.count()).toBe(n);
 }
-
-const SHOTS = path.resolve(import.meta.dirname, '../../test-results/console');
 
 describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   let t: TestDatabase;
@@ -48,7 +36,6 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   let goodId = '';
 
   beforeAll(async () => {
-    fs.mkdirSync(SHOTS, { recursive: true });
     t = await createTestDatabase();
     // A compressed retry schedule (3 attempts, tens of milliseconds apart) so dead letters come quickly.
     t.config.events = {
@@ -80,14 +67,6 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
     await t?.destroy();
   });
 
-  async function signedInAsAdmin(): Promise<Page> {
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(await s.app.tenantryConsole.signInLink(s.url));
-    await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-    await page.waitForURL('**/console/tree');
-    return page;
-  }
-
   it('signs in with the one-time link', async () => {
     const page = await (await browser.newContext()).newPage();
     await page.goto(`${s.url}/console/tree`);
@@ -102,7 +81,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   });
 
   it('shows Circle K in the tree once it is applied through the API', async () => {
-    const page = await signedInAsAdmin();
+    const page = await signIn(browser, s);
     await count(page.getByText('circlek-europe'), 0);
     const applied = await s.request('POST', '/v1/apply', { body: circleK() });
     expect(applied.status).toBe(200);
@@ -141,7 +120,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   });
 
   it('suspends a tenant after a confirmation that names it, and the webhook delivery appears', async () => {
-    const page = await signedInAsAdmin();
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/tenants/circlek-eu-prod`);
     await page.getByText('Lifecycle state: Active').waitFor();
     await accessible(page, 'tenant');
@@ -180,7 +159,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   });
 
   it('verifies the audit log', async () => {
-    const page = await signedInAsAdmin();
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/audit`);
     await page.getByRole('cell', { name: 'tenant.suspend' }).first().waitFor();
     await page.getByRole('button', { name: 'Verify the audit log' }).click();
@@ -193,7 +172,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   });
 
   it('requeues a dead letter', async () => {
-    const page = await signedInAsAdmin();
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/webhooks/${flakyId}?status=dead`);
     await vi.waitFor(
       async () => {
@@ -218,7 +197,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   });
 
   it('shows events live', async () => {
-    const page = await signedInAsAdmin();
+    const page = await signIn(browser, s);
     await page.goto(`${s.url}/console/events`);
     await page.locator('#events li').first().waitFor();
     await page.waitForTimeout(300); // the SSE connection opens after htmx loads
@@ -234,7 +213,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
   });
 
   it('refuses a mutation without the CSRF token', async () => {
-    const page = await signedInAsAdmin();
+    const page = await signIn(browser, s);
     const status = await page.evaluate(async () => {
       const res = await fetch('/console/tenants/circlek-us-prod/suspend', {
         method: 'POST',
@@ -250,11 +229,7 @@ describe.skipIf(reason)('console in a real browser (Chromium)', () => {
 
   it('shows a tenant admin only its tenant, also by typed URLs, and refuses its actions elsewhere', async () => {
     const token = await s.token({ subject: 'eu-admin', tenant: 'circlek-eu-prod', roles: ['tenant-admin'] });
-    const page = await (await browser.newContext()).newPage();
-    await page.goto(`${s.url}/console/login`);
-    await page.getByLabel('Access token').fill(token);
-    await page.getByRole('button', { name: 'Sign in with token' }).click();
-    await page.waitForURL('**/console/tree');
+    const page = await signedInWithToken(browser, s, token);
     await page.getByRole('link', { name: 'circlek-eu-prod', exact: true }).waitFor();
     await count(page.getByText('circlek-us-prod'), 0);
     await accessible(page, 'tenant-admin-tree');

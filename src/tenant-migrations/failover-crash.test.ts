@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type TestController,
@@ -8,6 +6,7 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
+import { killingEngine, loggedRuns, stepLog } from '../../test/helpers/killed-engines.js';
 import {
   databaseAndContainer,
   doc,
@@ -19,9 +18,8 @@ import {
 } from '../../test/helpers/two-regions.js';
 import {
   exited,
-  finished,
+  finishedOnEngine,
   logged,
-  spawnEngine,
   startWorkflowEngine,
   stepsOf,
 } from '../../test/helpers/workflows.js';
@@ -110,17 +108,13 @@ describe.skipIf(unavailable)('SIGKILL after every step of a region failover', ()
     await regions.servers.eu!.stop();
 
     const dataDir = await tempDataDir();
-    const log = path.join(dataDir, 'steps.log');
-    fs.writeFileSync(log, '');
+    const log = stepLog(dataDir, 'steps.log');
     const child = (step: string) =>
-      spawnEngine({
-        APP_URL: fx.t.appUrl,
-        PLATFORM_URL: fx.t.platformUrl,
-        DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
-        DATA_DIR: dataDir,
-        CONFIG_ENV: JSON.stringify(env),
-        STEP_LOG: log,
-        KILL_AT: `after:${step}`,
+      killingEngine(fx.t, {
+        dataDir,
+        log,
+        killAt: `after:${step}`,
+        env: { CONFIG_ENV: JSON.stringify(env) },
       });
     let running = await child(FAILOVER_STEPS[0]!);
     // The failover policy: the primary unreachable for 2 measurements in a row.
@@ -133,20 +127,13 @@ describe.skipIf(unavailable)('SIGKILL after every step of a region failover', ()
       running = await child(step);
     }
     expect(await exited(running)).toBe('SIGKILL');
-    const last = startWorkflowEngine(fx.t, {
+    const last = {
       registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), log),
-    });
-    try {
-      expect(await finished(fx.t, f.id, 120_000)).toMatchObject({ state: 'Succeeded' });
-    } finally {
-      await last.stop();
-    }
-    const runs = fs
-      .readFileSync(log, 'utf8')
-      .trim()
-      .split('\n')
-      .filter((l) => l.startsWith('failover.region '))
-      .map((l) => l.split(' ')[1]);
+    };
+    expect(await finishedOnEngine(fx.t, f.id, last, 120_000)).toMatchObject({ state: 'Succeeded' });
+    const runs = loggedRuns(log)
+      .filter((r) => r[0] === 'failover.region')
+      .map((r) => r[1]);
     // Every step ran twice: in the process that died after it, and again in the next.
     expect(runs).toEqual(FAILOVER_STEPS.flatMap((s) => [s, s]));
     expect((await stepsOf(fx.t, f.id)).every((x) => x.state === 'Completed')).toBe(true);

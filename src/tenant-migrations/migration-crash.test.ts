@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import {
@@ -9,14 +7,8 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import {
-  exited,
-  finished,
-  logged,
-  spawnEngine,
-  startWorkflowEngine,
-  stepsOf,
-} from '../../test/helpers/workflows.js';
+import { killingEngine, loggedRuns, runsAfterKill, stepLog } from '../../test/helpers/killed-engines.js';
+import { exited, finishedOnEngine, logged, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
@@ -114,23 +106,16 @@ describe('SIGKILL at every step boundary of a migration', () => {
         insert into things (v) select 'v' || g from generate_series(1, 2000) g;`);
       await app.end();
 
-      /** An engine process that logs its steps to `log` and kills itself at `killAt`. */
-      const engineEnv = (log: string, killAt: string) => ({
-        APP_URL: fx.t.appUrl,
-        PLATFORM_URL: fx.t.platformUrl,
-        DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
-        DATA_DIR: dataDir,
-        STEP_LOG: log,
-        KILL_AT: killAt,
+      /** The workflows' steps, each run logged to `log`, on an engine of this process. */
+      const loggedTypes = (log: string) => ({
+        registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), log),
       });
       const cases = [...ISOLATION_STEPS.map((step) => `after:${step}`), 'before:cut-over'];
       let rows = 2000;
       const prefixes: string[] = [];
       for (const [n, killAt] of cases.entries()) {
-        const [when, step] = killAt.split(':') as [string, string];
-        const log = path.join(dataDir, `steps-${n}.log`);
-        fs.writeFileSync(log, '');
-        const child = await spawnEngine(engineEnv(log, killAt));
+        const log = stepLog(dataDir, `steps-${n}.log`);
+        const child = await killingEngine(fx.t, { dataDir, log, killAt });
         const m = (await service.start(
           fx.ctx,
           tenant,
@@ -139,26 +124,14 @@ describe('SIGKILL at every step boundary of a migration', () => {
         )) as Migration;
         prefixes.push(`tenantry_m_${m.id.replace(/-/g, '').slice(0, 12)}_%`);
         expect(await exited(child), killAt).toBe('SIGKILL');
-        const e = startWorkflowEngine(fx.t, {
-          registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), log),
+        expect(await finishedOnEngine(fx.t, m.id, loggedTypes(log), 120_000), killAt).toMatchObject({
+          state: 'Succeeded',
         });
-        try {
-          expect(await finished(fx.t, m.id, 120_000), killAt).toMatchObject({ state: 'Succeeded' });
-        } finally {
-          await e.stop();
-        }
-        const runs = fs
-          .readFileSync(log, 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => l.split(' ')[1]);
-        const at = ISOLATION_STEPS.indexOf(step);
         // The step the process died in (after its effect) runs again; no other step runs twice.
-        expect(runs, killAt).toEqual(
-          when === 'before'
-            ? ISOLATION_STEPS
-            : [...ISOLATION_STEPS.slice(0, at + 1), ...ISOLATION_STEPS.slice(at)],
-        );
+        expect(
+          loggedRuns(log).map((r) => r[1]),
+          killAt,
+        ).toEqual(runsAfterKill(ISOLATION_STEPS, killAt));
         expect(
           (await stepsOf(fx.t, m.id)).every((x) => x.state === 'Completed'),
           killAt,
@@ -175,34 +148,18 @@ describe('SIGKILL at every step boundary of a migration', () => {
         await asTenant(rid, `insert into things (v) values ('on the silo ${n}')`);
         rows++;
         const rbStep = ROLLBACK_STEPS[n % ROLLBACK_STEPS.length]!;
-        const rbLog = path.join(dataDir, `rollback-${n}.log`);
-        fs.writeFileSync(rbLog, '');
-        const killer = await spawnEngine(engineEnv(rbLog, `after:${rbStep}`));
+        const rbLog = stepLog(dataDir, `rollback-${n}.log`);
+        const killer = await killingEngine(fx.t, { dataDir, log: rbLog, killAt: `after:${rbStep}` });
         const rb = await service.rollback(fx.ctx, tenant, m.id);
         expect(await exited(killer), `rollback after:${rbStep}`).toBe('SIGKILL');
-        const e2 = startWorkflowEngine(fx.t, {
-          registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), rbLog),
-        });
-        try {
-          expect(
-            await finished(fx.t, rb.rollbackWorkflowId!, 120_000),
-            `rollback after:${rbStep}`,
-          ).toMatchObject({
-            state: 'Succeeded',
-          });
-        } finally {
-          await e2.stop();
-        }
-        const rbRuns = fs
-          .readFileSync(rbLog, 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => l.split(' ')[1]);
-        const rbAt = ROLLBACK_STEPS.indexOf(rbStep);
-        expect(rbRuns, `rollback after:${rbStep}`).toEqual([
-          ...ROLLBACK_STEPS.slice(0, rbAt + 1),
-          ...ROLLBACK_STEPS.slice(rbAt),
-        ]);
+        expect(
+          await finishedOnEngine(fx.t, rb.rollbackWorkflowId!, loggedTypes(rbLog), 120_000),
+          `rollback after:${rbStep}`,
+        ).toMatchObject({ state: 'Succeeded' });
+        expect(
+          loggedRuns(rbLog).map((r) => r[1]),
+          `rollback after:${rbStep}`,
+        ).toEqual(runsAfterKill(ROLLBACK_STEPS, `after:${rbStep}`));
         expect((await service.get(fx.ctx, tenant, m.id)).state, `rollback after:${rbStep}`).toBe(
           'RolledBack',
         );

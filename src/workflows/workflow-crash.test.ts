@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import {
@@ -10,14 +8,8 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import {
-  exited,
-  finished,
-  logged,
-  spawnEngine,
-  startWorkflowEngine,
-  stepsOf,
-} from '../../test/helpers/workflows.js';
+import { killingEngine, loggedRuns, runsAfterKill, stepLog } from '../../test/helpers/killed-engines.js';
+import { exited, finishedOnEngine, logged, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
@@ -92,41 +84,27 @@ describe('SIGKILL at every step boundary', () => {
         const [action, killAt] = name.split(' ') as ['suspend' | 'activate', string];
         const [when, step] = killAt.split(':') as [string, string];
         const steps = action === 'suspend' ? SUSPEND : ACTIVATE;
-        const log = path.join(dataDir, `steps-${n}.log`);
-        fs.writeFileSync(log, '');
+        const log = stepLog(dataDir, `steps-${n}.log`);
         if (action === 'activate')
           await fx.t.owner.query(`update tenants set lifecycle = 'Draft' where slug = $1`, [tenant]);
-        const child = await spawnEngine({
-          APP_URL: fx.t.appUrl,
-          PLATFORM_URL: fx.t.platformUrl,
-          DATAPLANE_URL: defaultDataplaneUrl(fx.t.ownerUrl),
-          DATA_DIR: dataDir,
-          STEP_LOG: log,
-          KILL_AT: killAt,
-        });
+        const child = await killingEngine(fx.t, { dataDir, log, killAt });
         const obj = await fx.registry.transition(fx.ctx, tenant, action);
         const id = lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation);
         expect(await exited(child), name).toBe('SIGKILL');
         // Another engine (this process) takes the workflow over once the dead one's lease runs out.
-        const e = startWorkflowEngine(fx.t, {
-          registry: logged(lifecycleWorkflowTypes(fx.t.db, c.providers), log),
-        });
-        try {
-          expect(await finished(fx.t, id), name).toMatchObject({ state: 'Succeeded' });
-        } finally {
-          await e.stop();
-        }
-        const runs = fs
-          .readFileSync(log, 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => l.split(' '));
+        expect(
+          await finishedOnEngine(fx.t, id, {
+            registry: logged(lifecycleWorkflowTypes(fx.t.db, c.providers), log),
+          }),
+          name,
+        ).toMatchObject({ state: 'Succeeded' });
+        const runs = loggedRuns(log);
         const at = steps.indexOf(step);
         // Steps before the kill ran once, in the dead process; the resumed engine started at the step.
         expect(
           runs.map((r) => r[1]),
           name,
-        ).toEqual(when === 'before' ? steps : [...steps.slice(0, at + 1), ...steps.slice(at)]);
+        ).toEqual(runsAfterKill(steps, killAt));
         expect(
           runs.filter((r) => r[2] === String(child.pid)).map((r) => r[1]),
           name,
@@ -154,12 +132,9 @@ describe('SIGKILL at every step boundary', () => {
           expect(await canLogIn(), name).toBe(false);
           // Back to Active for the next case (no crash here).
           const r = await fx.registry.transition(fx.ctx, tenant, 'resume');
-          const e2 = startWorkflowEngine(fx.t, { providers: c.providers });
-          try {
-            await finished(fx.t, lifecycleWorkflowId(r.metadata.uuid, r.metadata.generation));
-          } finally {
-            await e2.stop();
-          }
+          await finishedOnEngine(fx.t, lifecycleWorkflowId(r.metadata.uuid, r.metadata.generation), {
+            providers: c.providers,
+          });
           expect(await canLogIn(), name).toBe(true);
         }
       }

@@ -76,6 +76,24 @@ export function finished(t: TestDatabase, id: string, timeoutMs = 30_000): Promi
   );
 }
 
+/**
+ * Waits until workflow `id` has ended, run by an engine of this process started for it with
+ * `engine` (a dead engine's lease runs out first) and stopped afterwards.
+ */
+export async function finishedOnEngine(
+  t: TestDatabase,
+  id: string,
+  engine: Parameters<typeof startWorkflowEngine>[1],
+  timeoutMs?: number,
+): Promise<WorkflowSeen> {
+  const e = startWorkflowEngine(t, engine);
+  try {
+    return await finished(t, id, timeoutMs);
+  } finally {
+    await e.stop();
+  }
+}
+
 /** The steps a workflow checkpointed, in order. */
 export async function stepsOf(
   t: TestDatabase,

@@ -10,17 +10,15 @@ import {
   tempDataDir,
 } from '../../test/helpers/controller.js';
 import {
-  engineEnv,
   expectRefused,
   expectWorking,
-  probeTenant,
+  kafkaAndAzuriteUnavailable,
+  startTenantEngines,
+  type TenantEngines,
   topicAndContainer,
 } from '../../test/helpers/tenant-access.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
-import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
-import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
-import { skipReason } from '../../test/infra/engines.js';
-import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
+import { finishedOnEngine } from '../../test/helpers/workflows.js';
 
 /**
  * Suspend and resume (issue 18) in a cell held by a joined agent: the control plane has no provider
@@ -29,9 +27,8 @@ import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../.
  * `suspended` (DENY ACLs; the container's stored access policies kept in its metadata and removed)
  * and gives exactly that back after resume.
  */
-const unavailable = skipReason(
+const unavailable = await kafkaAndAzuriteUnavailable(
   'suspend/resume through a remote agent on Kafka and Azurite',
-  (await kafkaUnavailableReason()) ?? azuriteUnavailableReason(),
 );
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const customer = `as${randomBytes(3).toString('hex')}`;
@@ -42,14 +39,12 @@ const cell = `${customer}-cell`;
 describe.skipIf(unavailable)('suspend and resume through a remote agent (process)', () => {
   let s: TestServer;
   let controller: TestController;
-  let broker: KafkaBroker;
-  let azurite: Azurite;
+  let engines: TenantEngines;
   let agent: ChildProcess | undefined;
 
   beforeAll(async () => {
-    [broker, azurite, s] = await Promise.all([
-      startKafkaBroker({ users: [deployment] }),
-      startAzurite(),
+    [engines, s] = await Promise.all([
+      startTenantEngines(deployment),
       startTestServer({
         configure: (c) => {
           c.agent = { ...c.agent, heartbeatIntervalMs: 400, feedPollMs: 100 };
@@ -78,7 +73,7 @@ describe.skipIf(unavailable)('suspend and resume through a remote agent (process
           ...process.env,
           TENANTRY_LOG_LEVEL: 'warn',
           TENANTRY_RESYNC_MS: '2000',
-          ...engineEnv(broker, azurite),
+          ...engines.env,
         },
       },
     );
@@ -88,27 +83,21 @@ describe.skipIf(unavailable)('suspend and resume through a remote agent (process
     if (agent?.exitCode === null) agent.kill('SIGKILL');
     await controller?.stop();
     await s?.close();
-    await Promise.all([broker?.stop(), azurite?.stop()]);
+    await engines?.stop();
   });
 
   async function transition(action: 'suspend' | 'resume'): Promise<void> {
     const res = await s.request('POST', `/v1/tenants/${tenant}/${action}`);
     expect(res.status, JSON.stringify(res.body)).toBe(200);
     // The control plane's workflow: no provider of its own to call for this cell.
-    const e = startWorkflowEngine(s.t);
-    try {
-      expect(await finished(s.t, String(res.headers.get('tenantry-workflow')), 60_000)).toMatchObject({
-        state: 'Succeeded',
-      });
-    } finally {
-      await e.stop();
-    }
+    const id = String(res.headers.get('tenantry-workflow'));
+    expect(await finishedOnEngine(s.t, id, {}, 60_000)).toMatchObject({ state: 'Succeeded' });
   }
 
   it('while suspended the agent has a real consumer and a SAS token refused; after resume both work again', {
     timeout: 300_000,
   }, async () => {
-    const probe = await probeTenant(s.t.owner, broker, azurite, deployment);
+    const probe = await engines.probe(s.t.owner);
 
     await transition('suspend');
     await expectRefused(probe, 30_000);

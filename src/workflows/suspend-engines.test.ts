@@ -8,24 +8,19 @@ import {
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
 import {
-  engineEnv,
   expectRefused,
   expectWorking,
-  probeTenant,
+  kafkaAndAzuriteUnavailable,
+  startTenantEngines,
+  type TenantEngines,
   topicAndContainer,
 } from '../../test/helpers/tenant-access.js';
-import { finished, startWorkflowEngine } from '../../test/helpers/workflows.js';
-import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
-import { skipReason } from '../../test/infra/engines.js';
-import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../../test/infra/kafka-broker.js';
+import { finishedOnEngine } from '../../test/helpers/workflows.js';
 import { lifecycleWorkflowId } from './start-lifecycle-workflow.js';
 
 // Suspend and resume (issue 18) on a real Kafka broker and on Azurite: a real consumer of the
 // tenant's and its SAS token are refused while the tenant is suspended, and work again after resume.
-const unavailable = skipReason(
-  'suspend/resume on Kafka and Azurite',
-  (await kafkaUnavailableReason()) ?? azuriteUnavailableReason(),
-);
+const unavailable = await kafkaAndAzuriteUnavailable('suspend/resume on Kafka and Azurite');
 
 const customer = `se${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
@@ -33,43 +28,38 @@ const deployment = `${tenant}-plan`;
 const fx = useControllerTestDatabase();
 
 describe.skipIf(unavailable)('suspend and resume on a real Kafka broker and Azurite', () => {
-  let broker: KafkaBroker;
-  let azurite: Azurite;
+  let engines: TenantEngines;
   let c: TestController;
 
   beforeAll(async () => {
-    [broker, azurite] = await Promise.all([startKafkaBroker({ users: [deployment] }), startAzurite()]);
+    engines = await startTenantEngines(deployment);
     await fx.registry.apply(fx.ctx, [
       cellManifest(`${customer}-cell`),
       ...deploymentManifests(customer, 'plan'),
       ...topicAndContainer(deployment),
     ]);
     c = await startController(fx.t, {
-      env: engineEnv(broker, azurite),
+      env: engines.env,
     });
   }, 300_000);
 
   afterAll(async () => {
     await c?.stop();
-    await Promise.all([broker?.stop(), azurite?.stop()]);
+    await engines?.stop();
   });
 
   async function transition(action: 'suspend' | 'resume'): Promise<void> {
     const obj = await fx.registry.transition(fx.ctx, tenant, action);
-    const e = startWorkflowEngine(fx.t, { providers: c.providers });
-    try {
-      expect(
-        await finished(fx.t, lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation), 60_000),
-      ).toMatchObject({ state: 'Succeeded' });
-    } finally {
-      await e.stop();
-    }
+    const id = lifecycleWorkflowId(obj.metadata.uuid, obj.metadata.generation);
+    expect(await finishedOnEngine(fx.t, id, { providers: c.providers }, 60_000)).toMatchObject({
+      state: 'Succeeded',
+    });
   }
 
   it('while suspended a real consumer and a SAS token are refused; after resume both work again', {
     timeout: 300_000,
   }, async () => {
-    const probe = await probeTenant(fx.t.owner, broker, azurite, deployment);
+    const probe = await engines.probe(fx.t.owner);
 
     await transition('suspend');
     await expectRefused(probe);

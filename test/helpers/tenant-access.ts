@@ -7,8 +7,15 @@ import {
 import kafkajs from 'kafkajs';
 import type pg from 'pg';
 import { expect } from 'vitest';
-import { AZURITE_ACCOUNT, AZURITE_KEY, type Azurite } from '../infra/azurite.js';
-import type { KafkaBroker } from '../infra/kafka-broker.js';
+import {
+  AZURITE_ACCOUNT,
+  AZURITE_KEY,
+  type Azurite,
+  azuriteUnavailableReason,
+  startAzurite,
+} from '../infra/azurite.js';
+import { skipReason } from '../infra/engines.js';
+import { type KafkaBroker, kafkaUnavailableReason, startKafkaBroker } from '../infra/kafka-broker.js';
 import { until } from './controller.js';
 
 const { Kafka, logLevel } = kafkajs;
@@ -44,14 +51,41 @@ export function topicAndContainer(deployment: string): unknown[] {
   ];
 }
 
-/** The provider variables for the broker and Azurite, as `tenantry serve` and `tenantry agent` take them. */
-export const engineEnv = (broker: KafkaBroker, azurite: Azurite): Record<string, string> => ({
-  TENANTRY_KAFKA_BROKERS: broker.brokers,
-  TENANTRY_KAFKA_SASL_MECHANISM: 'PLAIN',
-  TENANTRY_KAFKA_SASL_USERNAME: broker.username,
-  TENANTRY_KAFKA_SASL_PASSWORD: broker.password,
-  TENANTRY_AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
-});
+/** Why a test of `what` on Kafka and Azurite skips (undefined: both run here). */
+export async function kafkaAndAzuriteUnavailable(what: string): Promise<string | undefined> {
+  return skipReason(what, (await kafkaUnavailableReason()) ?? azuriteUnavailableReason());
+}
+
+/** A Kafka broker and an Azurite account for a tenant's apps, started side by side. */
+export interface TenantEngines {
+  broker: KafkaBroker;
+  azurite: Azurite;
+  /** Their provider variables, as `tenantry serve` and `tenantry agent` take them. */
+  env: Record<string, string>;
+  /** probeTenant on them, as the deployment they were started for. */
+  probe(owner: pg.Pool): Promise<TenantProbe>;
+  stop(): Promise<void>;
+}
+
+/** The broker (`deployment` one of its users) and the Azurite account of a suspension test. */
+export async function startTenantEngines(deployment: string): Promise<TenantEngines> {
+  const [broker, azurite] = await Promise.all([startKafkaBroker({ users: [deployment] }), startAzurite()]);
+  return {
+    broker,
+    azurite,
+    env: {
+      TENANTRY_KAFKA_BROKERS: broker.brokers,
+      TENANTRY_KAFKA_SASL_MECHANISM: 'PLAIN',
+      TENANTRY_KAFKA_SASL_USERNAME: broker.username,
+      TENANTRY_KAFKA_SASL_PASSWORD: broker.password,
+      TENANTRY_AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString,
+    },
+    probe: (owner) => probeTenant(owner, broker, azurite, deployment),
+    stop: async () => {
+      await Promise.all([broker.stop(), azurite.stop()]);
+    },
+  };
+}
 
 /** Writes one message to `topic` as the broker's super user. */
 export async function produce(broker: KafkaBroker, topic: string, value: string): Promise<void> {
@@ -119,7 +153,7 @@ export interface TenantProbe {
  * Waits until the database's only two resources (a topic and a container) are Ready, writes a
  * message and a blob with a SAS token signed against a stored access policy, and sees both work.
  */
-export async function probeTenant(
+async function probeTenant(
   owner: pg.Pool,
   broker: KafkaBroker,
   azurite: Azurite,

@@ -1,18 +1,15 @@
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { type DesiredResource, ProviderError } from '../providers/provider.js';
+import type { StepInput, StepOutput } from '../tenant-migrations/dataplane-steps.js';
 import {
   ISOLATION_DATAPLANE_STEPS,
   IsolationDataPlane,
   type IsolationStep,
-  type IsolationStepInput,
-  type IsolationStepOutput,
 } from '../tenant-migrations/isolation-dataplane.js';
 import {
   REGION_DATAPLANE_STEPS,
   RegionDataPlane,
   type RegionStep,
-  type RegionStepInput,
-  type RegionStepOutput,
 } from '../tenant-migrations/region-dataplane.js';
 
 /** Resources to act on, as the control plane resolved them (one tenant's, of the agent's cell). */
@@ -21,15 +18,14 @@ interface ResourcesInput {
   items: { desired: DesiredResource; region: string }[];
 }
 
+/** The steps `S` of data-plane class `T` as commands `<prefix>.<step>`. */
+type StepOps<P extends string, T, S extends keyof T & string> = {
+  [K in S as `${P}.${K}`]: { input: StepInput<T, K>; output: StepOutput<T, K> };
+};
 /** The data-plane steps of a tenancy-mode migration (src/tenant-migrations/isolation-dataplane.ts). */
-type MigrationOps = {
-  [S in IsolationStep as `migration.${S}`]: { input: IsolationStepInput<S>; output: IsolationStepOutput<S> };
-};
-
+type MigrationOps = StepOps<'migration', IsolationDataPlane, IsolationStep>;
 /** One side of a region migration (src/tenant-migrations/region-dataplane.ts). */
-type RegionOps = {
-  [S in RegionStep as `region.${S}`]: { input: RegionStepInput<S>; output: RegionStepOutput<S> };
-};
+type RegionOps = StepOps<'region', RegionDataPlane, RegionStep>;
 
 /**
  * The data-plane work a control-plane workflow asks of a cell's agent (src/agent/agent-commands.ts),

@@ -482,5 +482,3 @@ export const ISOLATION_DATAPLANE_STEPS = [
   'switchSecrets',
 ] as const satisfies readonly (keyof IsolationDataPlane)[];
 export type IsolationStep = (typeof ISOLATION_DATAPLANE_STEPS)[number];
-export type IsolationStepInput<S extends IsolationStep> = Parameters<IsolationDataPlane[S]>[0];
-export type IsolationStepOutput<S extends IsolationStep> = Awaited<ReturnType<IsolationDataPlane[S]>>;

@@ -4,22 +4,15 @@ import { runOnAgent } from '../agent/agent-commands.js';
 import type { AgentOp } from '../agent/agent-ops.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
+import type { Executor } from './dataplane-steps.js';
 import {
   ISOLATION_DATAPLANE_STEPS,
   type IsolationDataPlane,
   type IsolationStep,
-  type IsolationStepInput,
-  type IsolationStepOutput,
 } from './isolation-dataplane.js';
 
-/** A data-plane class's steps (methods of one JSON argument), wherever they run. */
-export type Executor<T, S extends keyof T> = {
-  [K in S]: T[K] extends (input: infer I) => Promise<infer O> ? (input: I) => Promise<O> : never;
-};
 /** The data-plane steps of a tenancy-mode migration, wherever they run. */
-export type IsolationExecutor = {
-  [S in IsolationStep]: (input: IsolationStepInput<S>) => Promise<IsolationStepOutput<S>>;
-};
+export type IsolationExecutor = Executor<IsolationDataPlane, IsolationStep>;
 
 /** Reads whose answer changes over time: asked afresh each time (a new command), never found again. */
 const FRESH: ReadonlySet<string> = new Set([
@@ -44,7 +37,7 @@ export function localExecutor<T extends object, S extends keyof T>(
 }
 
 export const localIsolationExecutor = (dp: IsolationDataPlane): IsolationExecutor =>
-  localExecutor(dp, ISOLATION_DATAPLANE_STEPS) as IsolationExecutor;
+  localExecutor(dp, ISOLATION_DATAPLANE_STEPS);
 
 /**
  * The steps run by the agent of `cellId` as its commands (op `<prefix>.<step>`): the control
@@ -86,7 +79,7 @@ export const agentIsolationExecutor = (db: Db, cellId: string, key: string, sign
     cellId,
     key,
     signal,
-  ) as IsolationExecutor;
+  );
 
 /** The cells of `cellIds` (in that order) held by an agent of another process, with their slugs. */
 export async function remoteAgentCellsOf(

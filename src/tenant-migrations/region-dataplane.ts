@@ -574,5 +574,3 @@ export const REGION_DATAPLANE_STEPS = [
   'renameSecrets',
 ] as const satisfies readonly (keyof RegionDataPlane)[];
 export type RegionStep = (typeof REGION_DATAPLANE_STEPS)[number];
-export type RegionStepInput<S extends RegionStep> = Parameters<RegionDataPlane[S]>[0];
-export type RegionStepOutput<S extends RegionStep> = Awaited<ReturnType<RegionDataPlane[S]>>;

@@ -12,9 +12,7 @@ import { dropDataplane, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import {
   databaseAndContainer,
-  doc,
-  movableTenant,
-  regionCell,
+  movableCustomer,
   startTwoRegions,
   type TwoRegions,
   tenantClient,
@@ -53,10 +51,7 @@ describe.skipIf(unavailable)('console failover (Chromium, two regions)', () => {
     s = await startTestServer();
     const applied = await s.request('POST', '/v1/apply', {
       body: [
-        regionCell(`${customer}-eu`, 'eu'),
-        regionCell(`${customer}-us`, 'us'),
-        doc('Customer', customer, { displayName: 'Failing', shortCode: customer }),
-        movableTenant(customer, { standby: { region: 'us', failoverAfterChecks: 5 } }),
+        ...movableCustomer(customer, 'Failing', { standby: { region: 'us', failoverAfterChecks: 5 } }),
         ...databaseAndContainer(tenant),
       ],
     });

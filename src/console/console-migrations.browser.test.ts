@@ -8,7 +8,14 @@ import {
   signedInAsAdmin as signIn,
   text,
 } from '../../test/helpers/console-browser.js';
-import { dropDataplane, startController, type TestController, until } from '../../test/helpers/controller.js';
+import {
+  cellManifest,
+  dropDataplane,
+  poolTenantManifests,
+  startController,
+  type TestController,
+  until,
+} from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { startWorkflowEngine } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
@@ -21,12 +28,6 @@ const customer = `cm${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const other = `${customer}x-eu-dev`;
 const base = tenant.replace(/-/g, '_');
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
 
 /**
  * Migration from the console, in Chromium, on the real data-plane PostgreSQL: a pool tenant's
@@ -47,34 +48,9 @@ describe.skipIf(reason)('console migrations (Chromium, real data plane)', () => 
     s = await startTestServer();
     const applied = await s.request('POST', '/v1/apply', {
       body: [
-        doc('Cell', `${customer}-pool`, {
-          region: 'eu',
-          stage: 'nonprod',
-          environmentTypes: ['dev'],
-          tenancy: 'shared',
-          capacity: { tenants: 5 },
-        }),
-        doc('Cell', `${customer}-silo`, {
-          region: 'eu',
-          stage: 'nonprod',
-          environmentTypes: ['dev'],
-          tenancy: 'dedicated',
-          capacity: { tenants: 5 },
-        }),
-        ...[customer, `${customer}x`].flatMap((code) => [
-          doc('Customer', code, { displayName: code, shortCode: code }),
-          doc('Tenant', undefined, {
-            customer: code,
-            region: 'eu',
-            environmentType: 'dev',
-            isolation: 'pool',
-          }),
-          doc('IntegrationResource', undefined, {
-            scope: { tenant: `${code}-eu-dev` },
-            type: 'database',
-            database: { isolation: 'pool' },
-          }),
-        ]),
+        cellManifest(`${customer}-pool`, 'shared'),
+        cellManifest(`${customer}-silo`, 'dedicated'),
+        ...[customer, `${customer}x`].flatMap((code) => poolTenantManifests(code, code)),
       ],
     });
     expect(applied.status, JSON.stringify(applied.body)).toBe(200);

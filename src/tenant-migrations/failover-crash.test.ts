@@ -9,9 +9,7 @@ import {
 import { killingEngine, loggedRuns, stepLog } from '../../test/helpers/killed-engines.js';
 import {
   databaseAndContainer,
-  doc,
-  movableTenant,
-  regionCell,
+  movableCustomer,
   startTwoRegions,
   type TwoRegions,
   tenantClient,
@@ -43,10 +41,7 @@ const customer = `fk${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    regionCell(`${customer}-eu`, 'eu'),
-    regionCell(`${customer}-us`, 'us'),
-    doc('Customer', customer, { displayName: 'Crashing', shortCode: customer }),
-    movableTenant(customer, { standby: { region: 'us', failoverAfterChecks: 2 } }),
+    ...movableCustomer(customer, 'Crashing', { standby: { region: 'us', failoverAfterChecks: 2 } }),
     ...databaseAndContainer(tenant),
   ]),
 );

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
-import { doc, movableTenant, regionCell } from '../../test/helpers/two-regions.js';
+import { doc, movableCustomer } from '../../test/helpers/two-regions.js';
 
 // The failover API's refusals and dry run over HTTP (the failover itself runs on real engines in
 // failover.test.ts). Standby records are written directly here: the keeper needs two data planes.
@@ -16,10 +16,7 @@ beforeAll(async () => {
   s = await startTestServer();
   const res = await s.request('POST', '/v1/apply', {
     body: [
-      regionCell(`${customer}-eu`, 'eu'),
-      regionCell(`${customer}-us`, 'us'),
-      doc('Customer', customer, { displayName: 'Api', shortCode: customer }),
-      movableTenant(customer, { standby: { region: 'us' } }),
+      ...movableCustomer(customer, 'Api', { standby: { region: 'us' } }),
       doc('Customer', bare, { displayName: 'Bare', shortCode: bare }),
       doc('Tenant', undefined, { customer: bare, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
     ],

@@ -7,8 +7,8 @@ import {
   tenantClient as appClient,
   databaseAndContainer,
   doc,
+  movableCustomer,
   movableTenant,
-  regionCell,
   startTwoRegions,
   type TwoRegions,
 } from '../../test/helpers/two-regions.js';
@@ -34,10 +34,7 @@ const tenant = `${customer}-eu-dev`;
 const other = `${customer}n`;
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    regionCell(`${customer}-eu`, 'eu'),
-    regionCell(`${customer}-us`, 'us'),
-    doc('Customer', customer, { displayName: 'Failing', shortCode: customer }),
-    movableTenant(customer, { standby: { region: 'us' } }),
+    ...movableCustomer(customer, 'Failing', { standby: { region: 'us' } }),
     ...databaseAndContainer(tenant),
     doc('Customer', other, { displayName: 'Standing', shortCode: other }),
     movableTenant(other),

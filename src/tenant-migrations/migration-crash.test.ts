@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import {
+  cellManifest,
+  poolTenantManifests,
   startController,
   tempDataDir,
   until,
@@ -18,32 +20,11 @@ import { withClient } from './pg-copy.js';
 
 const customer = `mk${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, tenancy: string) =>
-  doc('Cell', name, {
-    region: 'eu',
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy,
-    capacity: { tenants: 5 },
-  });
-
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    cell(`${customer}-pool`, 'shared'),
-    cell(`${customer}-silo`, 'dedicated'),
-    doc('Customer', customer, { displayName: 'Crash', shortCode: customer }),
-    doc('Tenant', undefined, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
-    doc('IntegrationResource', undefined, {
-      scope: { tenant },
-      type: 'database',
-      database: { isolation: 'pool' },
-    }),
+    cellManifest(`${customer}-pool`, 'shared'),
+    cellManifest(`${customer}-silo`, 'dedicated'),
+    ...poolTenantManifests(customer, 'Crash'),
   ]),
 );
 

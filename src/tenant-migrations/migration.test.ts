@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { startController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
+import {
+  cellManifest,
+  poolTenantManifests,
+  startController,
+  until,
+  useControllerTestDatabase,
+} from '../../test/helpers/controller.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
@@ -14,44 +20,12 @@ const customer = `mg${randomBytes(3).toString('hex')}`;
 const tenant = `${customer}-eu-dev`;
 const base = tenant.replace(/-/g, '_');
 const tenantB = `${customer}b-eu-dev`;
-const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
-const cell = (name: string, tenancy: 'shared' | 'dedicated') =>
-  doc('Cell', name, {
-    region: 'eu',
-    stage: 'nonprod',
-    environmentTypes: ['dev'],
-    tenancy,
-    capacity: { tenants: 5 },
-  });
-
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    cell(`${customer}-pool`, 'shared'),
-    cell(`${customer}-silo`, 'dedicated'),
-    doc('Customer', customer, { displayName: 'Migrating', shortCode: customer }),
-    doc('Tenant', undefined, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
-    doc('IntegrationResource', undefined, {
-      scope: { tenant },
-      type: 'database',
-      database: { isolation: 'pool' },
-    }),
-    doc('Customer', `${customer}b`, { displayName: 'Keyless', shortCode: `${customer}b` }),
-    doc('Tenant', undefined, {
-      customer: `${customer}b`,
-      region: 'eu',
-      environmentType: 'dev',
-      isolation: 'pool',
-    }),
-    doc('IntegrationResource', undefined, {
-      scope: { tenant: tenantB },
-      type: 'database',
-      database: { isolation: 'pool' },
-    }),
+    cellManifest(`${customer}-pool`, 'shared'),
+    cellManifest(`${customer}-silo`, 'dedicated'),
+    ...poolTenantManifests(customer, 'Migrating'),
+    ...poolTenantManifests(`${customer}b`, 'Keyless'),
   ]),
 );
 

@@ -7,8 +7,7 @@ import { type TestController, until, useControllerTestDatabase } from '../../tes
 import {
   tenantClient as appClient,
   doc,
-  movableTenant,
-  regionCell,
+  movableCustomer,
   startTwoRegions,
   type TwoRegions,
 } from '../../test/helpers/two-regions.js';
@@ -46,10 +45,7 @@ const topicSpec = {
 
 const fx = useControllerTestDatabase((f) =>
   f.registry.apply(f.ctx, [
-    regionCell(`${customer}-eu`, 'eu'),
-    regionCell(`${customer}-us`, 'us'),
-    doc('Customer', customer, { displayName: 'Moving', shortCode: customer }),
-    movableTenant(customer),
+    ...movableCustomer(customer, 'Moving'),
     doc('System', 'plan', { displayName: 'Plan', serviceId: 'plan' }),
     doc('Deployment', undefined, { tenant, system: 'plan' }),
     doc('IntegrationResource', undefined, {

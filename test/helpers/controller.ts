@@ -72,19 +72,33 @@ export function useControllerTestDatabase(
  * Manifests of a customer with one tenant (`<customer>-eu-dev`), a system, and that system's
  * deployment in the tenant (`<customer>-eu-dev-<system>`). Display names are the capitalised names.
  */
+const doc = (kind: string, metadata: { name?: string }, spec: Record<string, unknown>) => ({
+  apiVersion: 'tenantry.dev/v1',
+  kind,
+  metadata,
+  spec,
+});
+
 export function deploymentManifests(customer: string, system: string): unknown[] {
   const title = (name: string) => name.charAt(0).toUpperCase() + name.slice(1);
-  const doc = (kind: string, metadata: { name?: string }, spec: Record<string, unknown>) => ({
-    apiVersion: 'tenantry.dev/v1',
-    kind,
-    metadata,
-    spec,
-  });
   return [
     doc('Customer', { name: customer }, { displayName: title(customer), shortCode: customer }),
     doc('Tenant', {}, { customer, region: 'eu', environmentType: 'dev' }),
     doc('System', { name: system }, { displayName: title(system), serviceId: system }),
     doc('Deployment', {}, { tenant: `${customer}-eu-dev`, system }),
+  ];
+}
+
+/** A customer (`displayName`) with a pool tenant (`<customer>-eu-dev`) and the tenant's pool database. */
+export function poolTenantManifests(customer: string, displayName: string): unknown[] {
+  return [
+    doc('Customer', { name: customer }, { displayName, shortCode: customer }),
+    doc('Tenant', {}, { customer, region: 'eu', environmentType: 'dev', isolation: 'pool' }),
+    doc(
+      'IntegrationResource',
+      {},
+      { scope: { tenant: `${customer}-eu-dev` }, type: 'database', database: { isolation: 'pool' } },
+    ),
   ];
 }
 

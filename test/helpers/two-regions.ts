@@ -139,6 +139,17 @@ export const movableTenant = (customer: string, extra: Record<string, unknown> =
     ...extra,
   });
 
+/**
+ * A cell in eu and one in us (`<customer>-eu`, `<customer>-us`), the customer (`displayName`) and
+ * its movableTenant (with `extra`).
+ */
+export const movableCustomer = (customer: string, displayName: string, extra?: Record<string, unknown>) => [
+  regionCell(`${customer}-eu`, 'eu'),
+  regionCell(`${customer}-us`, 'us'),
+  doc('Customer', customer, { displayName, shortCode: customer }),
+  movableTenant(customer, extra),
+];
+
 /** A tenant's pool database and blob container. */
 export const databaseAndContainer = (tenant: string) => [
   doc('IntegrationResource', undefined, {

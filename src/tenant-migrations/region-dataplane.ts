@@ -4,6 +4,7 @@ import pg from 'pg';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import type { AccessGrant } from '../providers/access.js';
 import { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
+import { MIGRATION_READER } from '../providers/postgres/postgres-database.provider.js';
 import {
   type DesiredResource,
   ProviderError,
@@ -228,32 +229,41 @@ export class RegionDataPlane {
 
   /**
    * A reader of one schema for the other region: a role of its own (`name`, LOGIN REPLICATION, a new
-   * password each time this runs, SELECT on the schema's tables and sequences) and, with `publish`,
-   * the publication and the logical replication slot `name`. Returns the connection string the other
-   * side uses, at the peer address. It travels in the command's result and the next command's input
-   * (the control plane keeps it, but its role reads one schema and is dropped by closeReader).
+   * password each time this runs, SELECT on the schema's tables and sequences, nothing that writes)
+   * and, with `publish`, the publication and the logical replication slot `name`. Returns the
+   * connection string the other side uses, at the peer address. It travels in the command's result
+   * and the next command's input (the control plane keeps it, but its role reads one schema and is
+   * dropped by closeReader). Its name is a MIGRATION_READER's: the provider's drift repair, which
+   * takes other roles' grants on a live tenant's schema or database away (a rollback reads the live
+   * target), leaves its USAGE and CONNECT alone.
    */
   async openReader(
     input: SideDatabase & { name: string; publish: boolean },
   ): Promise<{ connection: string }> {
+    if (!MIGRATION_READER.test(input.name))
+      throw new ProviderError(`"${input.name}" is not a migration reader's name`, 'InvalidName', false);
     const password = randomBytes(24).toString('base64url');
     await withClient(this.urlOf(input.database), async (c) => {
       const exists = await c.query('select 1 from pg_roles where rolname = $1', [input.name]);
       await c.query(
         `${(exists.rowCount ?? 0) > 0 ? 'alter' : 'create'} role ${id(input.name)} login replication password ${lit(password)}`,
       );
+      // The rows as their owner sees them, row-level security or not, where this server lets it be
+      // given (a table's owner bypasses its policies unless they are forced).
+      await c.query(`alter role ${id(input.name)} bypassrls`).catch((err: { code?: string }) => {
+        if (err.code !== '42501') throw err;
+      });
+      // No role's privileges (an earlier version made it a member of the schema's owner, which writes).
+      const memberOf = await c.query<{ name: string }>(
+        `select r.rolname as name from pg_auth_members m join pg_roles r on r.oid = m.roleid
+         where m.member = (select oid from pg_roles where rolname = $1)`,
+        [input.name],
+      );
+      for (const { name } of memberOf.rows) await c.query(`revoke ${id(name)} from ${id(input.name)}`);
       await c.query(`grant connect on database ${id(input.database)} to ${id(input.name)}`);
       await c.query(`grant usage on schema ${id(input.schema)} to ${id(input.name)}`);
       await c.query(`grant select on all tables in schema ${id(input.schema)} to ${id(input.name)}`);
       await c.query(`grant select on all sequences in schema ${id(input.schema)} to ${id(input.name)}`);
-      // A member of the schema's owner (the tenant's role) too: the provider's drift repair takes
-      // other roles' grants on a live tenant's schema away (a rollback reads the live target).
-      const owner = await c.query<{ name: string }>(
-        `select r.rolname as name from pg_namespace n join pg_roles r on r.oid = n.nspowner
-         where n.nspname = $1 and not r.rolsuper and r.rolname not like 'pg\\_%'`,
-        [input.schema],
-      );
-      if (owner.rows[0]) await c.query(`grant ${id(owner.rows[0].name)} to ${id(input.name)}`);
       if (!input.publish) return;
       const pub = await c.query('select 1 from pg_publication where pubname = $1', [input.name]);
       if (pub.rowCount === 0)

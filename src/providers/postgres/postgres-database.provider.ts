@@ -14,6 +14,14 @@ const { escapeIdentifier: id, escapeLiteral: lit } = pg;
 const IDENT = /^[a-z_][a-z0-9_]{0,62}$/;
 const SHARED_GROUP = 'tenantry_shared_tenants';
 
+/**
+ * The roles a migration or standby opens to read one tenant's schema from another server
+ * (`tenantry_<m|r|s>_<12 hex of its id>_<n>[_b]`, src/tenant-migrations/region-dataplane.ts
+ * `openReader`): USAGE on the schema and CONNECT on a silo database granted to them are theirs
+ * while they live, not drift. They get SELECT and nothing that writes.
+ */
+export const MIGRATION_READER = /^tenantry_[mrs]_[0-9a-f]{12}_[0-9]+(_b)?$/;
+
 type Isolation = 'shared' | 'pool' | 'silo';
 
 interface Names {
@@ -123,7 +131,7 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
           foreign: string[];
         }>(
           `select exists (select from pg_namespace where nspname = $1) as schema,
-                  ${FOREIGN_GRANTEES('pg_namespace', 'nspname', 'nspacl', 'nspowner')} as foreign,
+                  ${FOREIGN_GRANTEES('schema')} as foreign,
                   coalesce((select has_schema_privilege($2, $1, 'USAGE, CREATE') where exists
                     (select from pg_roles where rolname = $2) and exists (select from pg_namespace where nspname = $1)), false) as usable,
                   coalesce((select exists (select from pg_namespace n, aclexplode(n.nspacl) a
@@ -140,7 +148,7 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
       } else if (n.isolation === 'silo') {
         const r = await this.pool.query<{ owner: string; public_connect: boolean; foreign: string[] }>(
           `select pg_get_userbyid(datdba) as owner,
-                  ${FOREIGN_GRANTEES('pg_database', 'datname', 'datacl', 'datdba')} as foreign,
+                  ${FOREIGN_GRANTEES('database')} as foreign,
                   datacl is null or exists (select from aclexplode(datacl) a where a.grantee = 0 and a.privilege_type = 'CONNECT') as public_connect
            from pg_database where datname = $1`,
           [n.target, n.role],
@@ -480,26 +488,33 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
   }
 }
 
+const CATALOG = {
+  schema: { catalog: 'pg_namespace', name: 'nspname', acl: 'nspacl', owner: 'nspowner', read: 'USAGE' },
+  database: { catalog: 'pg_database', name: 'datname', acl: 'datacl', owner: 'datdba', read: 'CONNECT' },
+} as const;
+
 /**
  * The roles, other than PUBLIC, the owner and the scope's own role ($2), holding any privilege on the
- * object named $1: grants Tenantry did not give (SQL text for a select list).
+ * schema or database named $1: grants Tenantry did not give (SQL text for a select list). A
+ * migration's reader (MIGRATION_READER) holding only the privilege it reads through is not one.
  */
-const FOREIGN_GRANTEES = (catalog: string, name: string, acl: string, owner: string) => `
+const FOREIGN_GRANTEES = (what: keyof typeof CATALOG) => {
+  const { catalog, name, acl, owner, read } = CATALOG[what];
+  return `
   coalesce((select array_agg(distinct pg_get_userbyid(a.grantee)::text order by pg_get_userbyid(a.grantee)::text)
             from ${catalog} o, aclexplode(o.${acl}) a
             where o.${name} = $1 and a.grantee <> 0 and a.grantee <> o.${owner}
-              and a.grantee <> coalesce((select oid from pg_roles where rolname = $2), 0)), '{}')`;
+              and a.grantee <> coalesce((select oid from pg_roles where rolname = $2), 0)
+              and not (a.privilege_type = '${read}'
+                       and pg_get_userbyid(a.grantee) ~ ${lit(MIGRATION_READER.source)})), '{}')`;
+};
 
 /** Revokes every grant on the scope's schema or database that Tenantry did not give (see FOREIGN_GRANTEES). */
 async function revokeForeign(c: pg.PoolClient, what: 'schema' | 'database', n: Names): Promise<void> {
-  const [catalog, name, acl, owner] =
-    what === 'schema'
-      ? ['pg_namespace', 'nspname', 'nspacl', 'nspowner']
-      : ['pg_database', 'datname', 'datacl', 'datdba'];
-  const { rows } = await c.query<{ foreign: string[] }>(
-    `select ${FOREIGN_GRANTEES(catalog!, name!, acl!, owner!)} as foreign`,
-    [n.target, n.role],
-  );
+  const { rows } = await c.query<{ foreign: string[] }>(`select ${FOREIGN_GRANTEES(what)} as foreign`, [
+    n.target,
+    n.role,
+  ]);
   for (const g of rows[0]?.foreign ?? [])
     await c.query(`revoke all on ${what} ${id(n.target)} from ${id(g)} cascade`);
 }

@@ -3,8 +3,14 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { refusingProviders, startAgentProcess } from '../../test/helpers/agent-processes.js';
-import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
+import { agentStarter, refusingProviders } from '../../test/helpers/agent-processes.js';
+import {
+  cellManifest,
+  startController,
+  type TestController,
+  tempDataDir,
+  until,
+} from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
@@ -30,16 +36,6 @@ let dataplaneUrl: string;
 const children: ChildProcess[] = [];
 const controlPlaneCalls: string[] = [];
 
-const agentProcess = (cell: string, dir: string, joinToken: string, keyFile: string) =>
-  startAgentProcess({
-    server: s.url,
-    cell,
-    dataDir: dir,
-    joinToken,
-    children,
-    // One data plane: its PostgreSQL, and the key its generated credentials are sealed with.
-    env: { TENANTRY_DATAPLANE_DATABASE_URL: dataplaneUrl, TENANTRY_SECRETS_KEY_FILE: keyFile },
-  });
 const controlPlaneProviders = () => refusingProviders(controlPlaneCalls);
 
 async function dataplane<T>(database: string | undefined, work: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -76,21 +72,19 @@ beforeAll(async () => {
     providers: controlPlaneProviders(),
     dataplaneUrl: 'postgres://tenantry@127.0.0.1:1/none',
   });
-  const cell = (name: string, tenancy: string) => ({
-    apiVersion: 'tenantry.dev/v1',
-    kind: 'Cell',
-    metadata: { name },
-    spec: { region: 'eu', stage: 'nonprod', environmentTypes: ['dev'], tenancy, capacity: { tenants: 5 } },
-  });
   const applied = await s.request('POST', '/v1/apply', {
-    body: [cell(shared, 'shared'), cell(dedicated, 'dedicated')],
+    body: [cellManifest(shared, 'shared'), cellManifest(dedicated, 'dedicated')],
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  const keyFile = path.join(await tempDataDir(), 'kek.json');
+  // One data plane: its PostgreSQL, and the key its generated credentials are sealed with.
+  const agentProcess = agentStarter(() => s.url, children, {
+    TENANTRY_DATAPLANE_DATABASE_URL: dataplaneUrl,
+    TENANTRY_SECRETS_KEY_FILE: path.join(await tempDataDir(), 'kek.json'),
+  });
   for (const c of [shared, dedicated]) {
     const token = await s.request('POST', `/v1/cells/${c}/join-tokens`, { body: {} });
     expect(token.status).toBe(201);
-    await agentProcess(c, await tempDataDir(), token.body.token, keyFile);
+    await agentProcess(c, await tempDataDir(), token.body.token);
   }
   const tenancy = await s.request('POST', '/v1/apply', {
     body: [

@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAgentProcess } from '../../test/helpers/agent-processes.js';
+import { agentStarter } from '../../test/helpers/agent-processes.js';
 import { startController, type TestController, tempDataDir, until } from '../../test/helpers/controller.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
@@ -22,15 +22,7 @@ let controller: TestController;
 let monitor: LeaseMonitor;
 const children: ChildProcess[] = [];
 
-const agentProcess = (cell: string, dir: string, joinToken?: string) =>
-  startAgentProcess({
-    server: s.url,
-    cell,
-    dataDir: dir,
-    joinToken,
-    children,
-    env: { TENANTRY_RESYNC_MS: '500' },
-  });
+const agentProcess = agentStarter(() => s.url, children, { TENANTRY_RESYNC_MS: '500' });
 
 const blobs = async (cell: string) =>
   (

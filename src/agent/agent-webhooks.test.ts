@@ -4,7 +4,7 @@ import path from 'node:path';
 import pino from 'pino';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startAgentProcess } from '../../test/helpers/agent-processes.js';
+import { agentStarter } from '../../test/helpers/agent-processes.js';
 import { tempDataDir, until } from '../../test/helpers/controller.js';
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { WebhookReceiver } from '../../test/helpers/webhook-receiver.js';
@@ -30,20 +30,12 @@ const secrets: Record<'a' | 'b', string> = { a: '', b: '' };
 const children: ChildProcess[] = [];
 let dir = '';
 
-const agentProcess = (cell: string, dir: string, joinToken?: string) =>
-  startAgentProcess({
-    server: s.url,
-    cell,
-    dataDir: dir,
-    joinToken,
-    children,
-    env: {
-      // The resync interval the agent's own settings give it (the helper's is shorter).
-      TENANTRY_RESYNC_MS: process.env.TENANTRY_RESYNC_MS,
-      // The receivers are on loopback: the agent's side allows it (its own network policy).
-      TENANTRY_WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
-    },
-  });
+const agentProcess = agentStarter(() => s.url, children, {
+  // The resync interval the agent's own settings give it (the helper's is shorter).
+  TENANTRY_RESYNC_MS: process.env.TENANTRY_RESYNC_MS,
+  // The receivers are on loopback: the agent's side allows it (its own network policy).
+  TENANTRY_WEBHOOK_ALLOWED_NETWORKS: '127.0.0.0/8',
+});
 
 const cellDoc = (name: string) => ({
   apiVersion: 'tenantry.dev/v1',

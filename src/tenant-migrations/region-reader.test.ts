@@ -1,13 +1,13 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropDataplane } from '../../test/helpers/controller.js';
+import { desiredDatabase } from '../../test/helpers/desired-database.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
-import type { DesiredResource } from '../providers/provider.js';
 import { secretCipherFor } from '../secrets/index.js';
 import { withClient } from './pg-copy.js';
 import { RegionDataPlane, type SideDatabase } from './region-dataplane.js';
@@ -45,20 +45,6 @@ afterAll(async () => {
   await dropDataplane(t);
   await t?.destroy();
 });
-
-function desired(isolation: 'pool' | 'silo'): DesiredResource {
-  const scopeSlug = `rr${run}-${isolation}-eu-dev`;
-  const base = scopeSlug.replace(/-/g, '_');
-  return {
-    id: randomUUID(),
-    type: 'database',
-    tenantId: randomUUID(),
-    tenantSlug: scopeSlug,
-    scopeSlug,
-    physicalName: isolation === 'silo' ? `tenantry_${base}` : `t_${base}`,
-    database: { isolation },
-  };
-}
 
 /** A URL of the data-plane server for `database`, as `user` (the admin's when absent). */
 function urlFor(database: string, user?: { name: string; password: string }): string {
@@ -127,7 +113,7 @@ const NOTHING_WRITES = {
 
 describe.each(['pool', 'silo'] as const)('a region migration reader of a %s tenant', (isolation) => {
   it('reads the schema, writes nothing there, and survives the drift repair of the live tenant', async () => {
-    const d = desired(isolation);
+    const d = desiredDatabase(isolation, `rr${run}-${isolation}-eu-dev`);
     expect(await provider.ensure(d)).toMatchObject({ exists: true, drift: [] });
     const home = decodeURIComponent(new URL(dataplaneUrl).pathname.slice(1));
     const side: SideDatabase =

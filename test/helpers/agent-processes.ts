@@ -88,3 +88,16 @@ export function startAgentProcess(o: {
     });
   });
 }
+
+/**
+ * startAgentProcess with what a test's agents share: the server (`server()`, read at each start),
+ * the `children` list and `env`.
+ */
+export function agentStarter(
+  server: () => string,
+  children: ChildProcess[],
+  env?: Record<string, string | undefined>,
+): (cell: string, dataDir: string, joinToken?: string) => Promise<ChildProcess> {
+  return (cell, dataDir, joinToken) =>
+    startAgentProcess({ server: server(), cell, dataDir, joinToken, children, env });
+}

@@ -1,8 +1,9 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dropDataplane } from '../../../test/helpers/controller.js';
+import { desiredDatabase } from '../../../test/helpers/desired-database.js';
 import { createTestDatabase, type TestDatabase } from '../../../test/helpers/test-database.js';
 import { defaultDataplaneUrl } from '../../controller/providers.js';
 import { asTenant } from '../../db/database.js';
@@ -28,20 +29,8 @@ afterAll(async () => {
   await t?.destroy();
 });
 
-function desired(isolation: 'shared' | 'pool' | 'silo', who: string): DesiredResource {
-  const scopeSlug = `iso${run}-${who}-eu-prod`;
-  const base = scopeSlug.replace(/-/g, '_');
-  return {
-    id: randomUUID(),
-    type: 'database',
-    tenantId: randomUUID(),
-    tenantSlug: scopeSlug,
-    scopeSlug,
-    physicalName:
-      isolation === 'silo' ? `tenantry_${base}` : isolation === 'pool' ? `t_${base}` : `shared/${scopeSlug}`,
-    database: { isolation },
-  };
-}
+const desired = (isolation: 'shared' | 'pool' | 'silo', who: string) =>
+  desiredDatabase(isolation, `iso${run}-${who}-eu-prod`);
 
 /** A client logged in as the resource's own role, with the password from the secret store. */
 async function connectAs(d: DesiredResource, database?: string): Promise<pg.Client> {

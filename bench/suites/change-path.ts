@@ -53,11 +53,7 @@ export async function changePathBenchmark(server: BenchPostgres): Promise<Change
   // + 1, lineage, hash-chained audit record, outbox event, reconcile job) and workers never wait on
   // each other's row or audit-chain locks.
   const db = createDb(appUrl, settings.connections);
-  // Group commit of applies (src/db/group-commit.ts) can be set for a comparison: 0 turns it off.
-  const registry = createRegistry(
-    db,
-    loadConfig({}, { TENANTRY_APPLY_BATCHES_IN_FLIGHT: process.env.TENANTRY_APPLY_BATCHES_IN_FLIGHT }),
-  );
+  const registry = createRegistry(db, loadConfig({}, {}));
   const ctx = systemContext('bench');
   const tenant = (w: number, labels: Record<string, string> = {}) => ({
     apiVersion: 'tenantry.dev/v1',

@@ -23,14 +23,7 @@ if (!databaseUrl || !dataDir || !process.send) {
   process.exit(2);
 }
 
-// Group commit of applies (src/db/group-commit.ts) can be set for a comparison: 0 turns it off.
-const config = loadConfig(
-  { port: 0, host: '127.0.0.1', dataDir },
-  {
-    DATABASE_URL: databaseUrl,
-    TENANTRY_APPLY_BATCHES_IN_FLIGHT: process.env.TENANTRY_APPLY_BATCHES_IN_FLIGHT,
-  },
-);
+const config = loadConfig({ port: 0, host: '127.0.0.1', dataDir }, { DATABASE_URL: databaseUrl });
 const tenantry = await startTenantry(config, { logger: pino({ level: 'silent' }) });
 const bare = Fastify({ logger: false });
 bare.get('/hello', async () => ({ hello: 'world' }));

@@ -65,11 +65,6 @@ export const ConfigSchema = Type.Composite([
     source: Type.String({ description: 'CloudEvents `source` of this installation.' }),
     bodyLimitBytes: Type.Integer({ minimum: 1 }),
     pageSizeMax: Type.Integer({ minimum: 1 }),
-    applyBatchesInFlight: Type.Integer({
-      minimum: 0,
-      description:
-        'Group commit of concurrent applies (TENANTRY_APPLY_BATCHES_IN_FLIGHT): while this many apply transactions run, further applies of one scope queue and commit together in the next one; 0 turns it off.',
-    }),
     auditSigningKeyFile: OptionalString(
       'Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; absent: kept under dataDir/audit.',
     ),
@@ -181,12 +176,6 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     source: env.TENANTRY_EVENT_SOURCE ?? 'urn:tenantry:local',
     bodyLimitBytes: Number(env.TENANTRY_BODY_LIMIT_BYTES ?? 1024 * 1024),
     pageSizeMax: 500,
-    applyBatchesInFlight: integerSetting(
-      'TENANTRY_APPLY_BATCHES_IN_FLIGHT',
-      env.TENANTRY_APPLY_BATCHES_IN_FLIGHT,
-      2,
-      0,
-    ),
     auditSigningKeyFile: env.TENANTRY_AUDIT_SIGNING_KEY_FILE
       ? path.resolve(env.TENANTRY_AUDIT_SIGNING_KEY_FILE)
       : undefined,

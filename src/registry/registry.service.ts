@@ -4,7 +4,6 @@ import { recordAuditAttempt } from '../audit/append-audit.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
 import { type Db, inScope, readInScope, type Trx } from '../db/database.js';
-import { GroupCommit } from '../db/group-commit.js';
 import { isUuid } from '../domain/identifiers.js';
 import type { LifecycleAction, LifecycleState } from '../domain/lifecycle.js';
 import { validateManifests } from '../domain/manifest-parser.js';
@@ -70,8 +69,6 @@ function decodeCursor(cursor: string): { slug: string; id: string } {
  */
 export class RegistryService {
   private readonly config: Config;
-  /** Concurrent applies committed together (src/db/group-commit.ts); absent when configured off. */
-  private readonly batches: GroupCommit | undefined;
 
   constructor(
     private readonly db: Db,
@@ -80,10 +77,6 @@ export class RegistryService {
     private readonly objects?: ObjectCache,
   ) {
     this.config = deps.config;
-    this.batches =
-      this.config.applyBatchesInFlight > 0
-        ? new GroupCommit(db, { maxInFlight: this.config.applyBatchesInFlight, maxBatch: 32 })
-        : undefined;
   }
 
   /**
@@ -152,31 +145,29 @@ export class RegistryService {
     schemaErrors: ReturnType<typeof validateManifests>['errors'],
     opts: ApplyOptions,
   ): Promise<ApplyOutcome[]> {
-    const work = async (trx: Trx) => {
-      const errors = new FieldErrors();
-      errors.list.push(...schemaErrors);
-      const results: ApplyOutcome[] = [];
-      const seen = new Map<string, number>();
-      for (const { m, i } of ordered) {
-        const outcome = await applyManifest(trx, ctx, this.deps, m, `/${i}`, errors, opts);
-        if (!outcome) continue;
-        const key = `${m.kind}/${outcome.uuid}`;
-        if (seen.has(key))
-          errors.add(`/${i}`, 'manifest.duplicate', `the same ${m.kind} is also document ${seen.get(key)}`);
-        seen.set(key, i);
-        results[i] = outcome;
-      }
-      errors.throwIfAny('manifest.invalid', 'One or more manifests cannot be applied.');
-      const out = results.filter((r) => r !== undefined);
-      if (opts.dryRun) throw new Rollback(out);
-      return out;
-    };
-    const alone = () => this.run(ctx, work, { write: true });
-    // A dry run rolls back and a write under an Idempotency-Key commits with its answer: both alone.
-    if (!this.batches || opts.dryRun || ctx.idempotency?.available || ordered.length === 0) return alone();
-    return this.batches.run(ctx.scope, work, alone).catch((err: unknown) => {
-      throw mapDatabaseError(err);
-    });
+    return this.run(
+      ctx,
+      async (trx) => {
+        const errors = new FieldErrors();
+        errors.list.push(...schemaErrors);
+        const results: ApplyOutcome[] = [];
+        const seen = new Map<string, number>();
+        for (const { m, i } of ordered) {
+          const outcome = await applyManifest(trx, ctx, this.deps, m, `/${i}`, errors, opts);
+          if (!outcome) continue;
+          const key = `${m.kind}/${outcome.uuid}`;
+          if (seen.has(key))
+            errors.add(`/${i}`, 'manifest.duplicate', `the same ${m.kind} is also document ${seen.get(key)}`);
+          seen.set(key, i);
+          results[i] = outcome;
+        }
+        errors.throwIfAny('manifest.invalid', 'One or more manifests cannot be applied.');
+        const out = results.filter((r) => r !== undefined);
+        if (opts.dryRun) throw new Rollback(out);
+        return out;
+      },
+      { write: true },
+    );
   }
 
   async get(

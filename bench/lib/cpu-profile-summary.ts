@@ -3,6 +3,11 @@
  * given to the first area (below) that any frame of its stack belongs to, so background work and the
  * statements a request sends are told apart from the request's own code. Startup (module loading)
  * and idle time are left out. Used by bench/profile-apply.ts (issue 24).
+ *
+ * V8 samples on a wall clock: time the process spends descheduled is counted in whatever frame it
+ * was in, on a loaded machine mostly the socket writes that wake PostgreSQL or the client (`writev`,
+ * `writeBuffer`, an area of their own), which grow with the load while the process's CPU (from /proc)
+ * does not. Read the areas as shares of wall time, and the CPU per apply from /proc.
  */
 import fs from 'node:fs';
 
@@ -18,9 +23,15 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** First match wins; each frame is tested as "<function> <url>". */
+/** A sample in the socket write itself: the syscall, and on a loaded machine the time descheduled. */
+const WRITES = 'socket writes (syscall; descheduled time under load)';
+
+/** Past WRITES, first match wins; each frame is tested as "<function> <url>". */
 const AREAS: [string, RegExp][] = [
-  ['(startup: module loading)', /node:internal\/modules|\/tsx\/|source_map/],
+  [
+    '(startup: module loading, schema compilation)',
+    /node:internal\/modules|\/tsx\/|source_map|node_modules\/avvio\/|^compile .*\/ajv\/dist\/core\.js/,
+  ],
   ['(idle)', /^\(idle\)/],
   [
     'audit sequencer and checkpoints (background)',
@@ -60,7 +71,9 @@ export function summariseCpuProfile(file: string): { area: string; ms: number }[
       const f = byId.get(cur)!.callFrame;
       frames.push(`${f.functionName || '(anonymous)'} ${f.url}`);
     }
-    const area = AREAS.find(([, re]) => frames.some((f) => re.test(f)))?.[0] ?? 'other (node internals)';
+    const area = /^(writev|writeBuffer) /.test(frames[0] ?? '')
+      ? WRITES
+      : (AREAS.find(([, re]) => frames.some((f) => re.test(f)))?.[0] ?? 'other (node internals)');
     areas.set(area, (areas.get(area) ?? 0) + micros / 1000);
   }
   return [...areas]

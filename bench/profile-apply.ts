@@ -155,11 +155,37 @@ const cpu = () => {
   const pids = pgPids();
   return { node: ticks(child.pid!), pg: pids.reduce((a, p) => a + ticks(p), ticks(postmaster)), pids };
 };
+// What the server's backends are doing, sampled every 20 ms during the measured load: running,
+// waiting on a lock (and which kind), on the WAL, or idle in a transaction (waiting for the server).
+const waits = new Map<string, number>();
+let sampling = true;
+const sampler = (async () => {
+  const sampleConn = new pg.Client({ connectionString: ownerUrl });
+  await sampleConn.connect();
+  while (sampling) {
+    const { rows } = await sampleConn.query<{ what: string; n: number }>(
+      `select case when state = 'active' and wait_event is null then 'running'
+                   when state = 'active' then wait_event_type || ':' || wait_event
+                   else state end as what, count(*)::int as n
+       from pg_stat_activity where datname = 'bench_http' and backend_type = 'client backend' and pid <> pg_backend_pid()
+       group by 1`,
+    );
+    for (const r of rows) waits.set(r.what, (waits.get(r.what) ?? 0) + r.n);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await sampleConn.end();
+})();
 const c0 = cpu();
 const n0 = n;
 const m = await measure(load);
 const c1 = cpu();
 const applies = n - n0;
+sampling = false;
+await sampler;
+const samples = [...waits.values()].reduce((a, b) => a + b, 0);
+console.log('backends by state (share of samples):');
+for (const [what, k] of [...waits].sort((a, b) => b[1] - a[1]))
+  console.log(`  ${((100 * k) / samples).toFixed(1).padStart(5)}%  ${what}`);
 console.log('measured', JSON.stringify(m), 'applies', applies);
 const r =
   await owner.query(`select calls, round(total_exec_time::numeric,1) total_ms, round(mean_exec_time::numeric,3) mean_ms, rows, toplevel,

@@ -478,10 +478,11 @@ async function vacuumAnalyze(db: pg.Pool | pg.PoolClient): Promise<void> {
 }
 
 /** A full garbage collection of this process (its young generation kept as it is). */
-const collectGarbage: () => void = (() => {
+function collectGarbage(): void {
+  // `gc`, exposed when first needed (not for the other suites of the run).
   v8.setFlagsFromString('--expose-gc');
-  return vm.runInNewContext('gc');
-})();
+  (vm.runInNewContext('gc') as () => void)();
+}
 
 /** This process's young generation (V8's new space), bytes. */
 const youngGenerationBytes = () =>

@@ -314,7 +314,9 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
 /**
  * The garbage collector's pauses during a window (count and ms, from perf_hooks), and with
  * BENCH_CPU_PROF=<folder> a CPU profile of this process over it (`<folder>/<name>.cpuprofile`, the
- * format of `node --cpu-prof`: open it in Chrome DevTools or summarise its self time by function).
+ * format of `node --cpu-prof`, summarised by area with bench/lib/cpu-profile-summary.ts or opened in
+ * Chrome DevTools). Its samples are on a wall clock: on a loaded machine compare the GC counts and
+ * the CPU from the kernel, not the profiles' milliseconds.
  */
 async function windowProfile() {
   const gc = { ms: 0, minor: 0, major: 0 };

@@ -23,6 +23,7 @@ import {
   logged,
   spawnEngine,
   startWorkflowEngine,
+  stepRuns,
   stepsOf,
 } from '../../test/helpers/workflows.js';
 import { azuriteUnavailableReason } from '../../test/infra/azurite.js';
@@ -141,12 +142,9 @@ describe.skipIf(unavailable)('SIGKILL after every step of a region failover', ()
     } finally {
       await last.stop();
     }
-    const runs = fs
-      .readFileSync(log, 'utf8')
-      .trim()
-      .split('\n')
-      .filter((l) => l.startsWith('failover.region '))
-      .map((l) => l.split(' ')[1]);
+    const runs = stepRuns(log)
+      .filter((r) => r[0] === 'failover.region')
+      .map((r) => r[1]);
     // Every step ran twice: in the process that died after it, and again in the next.
     expect(runs).toEqual(FAILOVER_STEPS.flatMap((s) => [s, s]));
     expect((await stepsOf(fx.t, f.id)).every((x) => x.state === 'Completed')).toBe(true);

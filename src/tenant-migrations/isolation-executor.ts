@@ -28,6 +28,7 @@ const FRESH: ReadonlySet<string> = new Set([
   'waitSynced',
   'syncing',
   'walPosition',
+  'readerLacks',
   'checks',
   'observeTopics',
   'observeAccess',

@@ -15,6 +15,7 @@ import {
   logged,
   spawnEngine,
   startWorkflowEngine,
+  stepRuns,
   stepsOf,
 } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
@@ -147,11 +148,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
         } finally {
           await e.stop();
         }
-        const runs = fs
-          .readFileSync(log, 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => l.split(' ')[1]);
+        const runs = stepRuns(log).map((r) => r[1]);
         const at = ISOLATION_STEPS.indexOf(step);
         // The step the process died in (after its effect) runs again; no other step runs twice.
         expect(runs, killAt).toEqual(
@@ -193,11 +190,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
         } finally {
           await e2.stop();
         }
-        const rbRuns = fs
-          .readFileSync(rbLog, 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => l.split(' ')[1]);
+        const rbRuns = stepRuns(rbLog).map((r) => r[1]);
         const rbAt = ROLLBACK_STEPS.indexOf(rbStep);
         expect(rbRuns, `rollback after:${rbStep}`).toEqual([
           ...ROLLBACK_STEPS.slice(0, rbAt + 1),

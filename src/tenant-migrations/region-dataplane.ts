@@ -19,6 +19,7 @@ import {
   dropSubscription,
   hasSubscription,
   inventory,
+  readerLacks,
   readSequences,
   replicationLag,
   type SchemaInventory,
@@ -27,6 +28,7 @@ import {
   setRolesLogin,
   setSequences,
   stopReplication,
+  subscriptionErrors,
   type TableCheck,
   tablesSyncing,
   type Verification,
@@ -228,13 +230,14 @@ export class RegionDataPlane {
 
   /**
    * A reader of one schema for the other region: a role of its own (`name`, LOGIN REPLICATION, a new
-   * password each time this runs, SELECT on the schema's tables and sequences) and, with `publish`,
-   * the publication and the logical replication slot `name`. Returns the connection string the other
-   * side uses, at the peer address. It travels in the command's result and the next command's input
-   * (the control plane keeps it, but its role reads one schema and is dropped by closeReader).
+   * password each time this runs, SELECT on the schema's tables and sequences, and a member of the
+   * tenant's `role`) and, with `publish`, the publication and the logical replication slot `name`.
+   * Returns the connection string the other side uses, at the peer address. It travels in the
+   * command's result and the next command's input (the control plane keeps it, but its role reads
+   * one schema and is dropped by closeReader).
    */
   async openReader(
-    input: SideDatabase & { name: string; publish: boolean },
+    input: SideDatabase & { name: string; role: string; publish: boolean },
   ): Promise<{ connection: string }> {
     const password = randomBytes(24).toString('base64url');
     await withClient(this.urlOf(input.database), async (c) => {
@@ -246,14 +249,14 @@ export class RegionDataPlane {
       await c.query(`grant usage on schema ${id(input.schema)} to ${id(input.name)}`);
       await c.query(`grant select on all tables in schema ${id(input.schema)} to ${id(input.name)}`);
       await c.query(`grant select on all sequences in schema ${id(input.schema)} to ${id(input.name)}`);
-      // A member of the schema's owner (the tenant's role) too: the provider's drift repair takes
-      // other roles' grants on a live tenant's schema away (a rollback reads the live target).
-      const owner = await c.query<{ name: string }>(
-        `select r.rolname as name from pg_namespace n join pg_roles r on r.oid = n.nspowner
-         where n.nspname = $1 and not r.rolsuper and r.rolname not like 'pg\\_%'`,
-        [input.schema],
-      );
-      if (owner.rows[0]) await c.query(`grant ${id(owner.rows[0].name)} to ${id(input.name)}`);
+      // The grants on the schema (and a silo's database) alone do not last: the provider's drift
+      // repair takes any role's but the tenant's away from a live tenant's schema or database
+      // (postgres-database.provider.ts, revokeForeign), and a reconcile by the agent may come at
+      // any time (right after a rollback, it did: the table sync then failed "permission denied
+      // for schema" every 5 s and the migration waited for ever). As a member of the tenant's role
+      // the reader keeps its USAGE (CONNECT) through the grants the repair keeps.
+      const tenant = await c.query('select 1 from pg_roles where rolname = $1', [input.role]);
+      if ((tenant.rowCount ?? 0) > 0) await c.query(`grant ${id(input.role)} to ${id(input.name)}`);
       if (!input.publish) return;
       const pub = await c.query('select 1 from pg_publication where pubname = $1', [input.name]);
       if (pub.rowCount === 0)
@@ -321,13 +324,18 @@ export class RegionDataPlane {
     return { stopped: input.name };
   }
 
-  /** Tables of the subscription still in their initial copy. */
-  async syncing(input: SideDatabase & { name: string; tables: string[] }): Promise<{ left: number }> {
-    return {
-      left: await withClient(this.urlOf(input.database), (t) =>
-        tablesSyncing(t, input.name, input.tables.length),
-      ),
-    };
+  /** Tables of the subscription still in their initial copy, and its workers' failed attempts so far. */
+  async syncing(
+    input: SideDatabase & { name: string; tables: string[] },
+  ): Promise<{ left: number; syncErrors: number; applyErrors: number }> {
+    return withClient(this.urlOf(input.database), async (t) => {
+      const errors = await subscriptionErrors(t, input.name);
+      return {
+        left: await tablesSyncing(t, input.name, input.tables.length),
+        syncErrors: errors.sync,
+        applyErrors: errors.apply,
+      };
+    });
   }
 
   /** The slot's lag in bytes, and the current WAL position. */
@@ -338,6 +346,15 @@ export class RegionDataPlane {
       lagBytes: await replicationLag(s, input.name),
       lsn: (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn,
     }));
+  }
+
+  /** What the reader `name` lacks to replicate the tables (see readerLacks): why a table sync may fail. */
+  async readerLacks(input: SideDatabase & { name: string; tables: string[] }): Promise<{ lacks: string[] }> {
+    return {
+      lacks: await withClient(this.urlOf(input.database), (c) =>
+        readerLacks(c, input.name, input.schema, input.tables),
+      ),
+    };
   }
 
   /**
@@ -559,6 +576,7 @@ export const REGION_DATAPLANE_STEPS = [
   'unsubscribe',
   'syncing',
   'walPosition',
+  'readerLacks',
   'trackBaseline',
   'checks',
   'verifyAgainst',

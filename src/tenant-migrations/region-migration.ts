@@ -26,6 +26,12 @@ import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_REGION = 'migration.region';
 
+/**
+ * Failed attempts of a subscription's workers, during one run of `wait-synced`, that fail the step
+ * (PostgreSQL restarts a failed worker after 5 s: about half a minute of failing).
+ */
+const SUBSCRIPTION_FAILURES = 6;
+
 export interface RegionMigrationInput {
   migrationId: string;
   tenantSlug: string;
@@ -336,7 +342,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         for (const d of p.databases) {
           const { connection } = await s
             .source(d.resourceId)
-            .openReader({ ...at(d, 'source'), name: d.replication, publish: true });
+            .openReader({ ...at(d, 'source'), name: d.replication, role: d.role, publish: true });
           await s.target(d.resourceId).subscribe({ ...at(d, 'target'), name: d.replication, connection });
         }
         return { replicating: p.databases.map((d) => d.replication) };
@@ -353,17 +359,36 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
         const s = sides(ctx, 'wait-synced');
         const lag: Record<string, number | null> = {};
-        for (const d of p.databases)
+        for (const d of p.databases) {
+          let seen: number | undefined;
           for (;;) {
-            const { left } = await s.target().syncing({ ...at(d, 'target'), name: d.replication });
+            const { left, syncErrors, applyErrors } = await s
+              .target()
+              .syncing({ ...at(d, 'target'), name: d.replication });
             lag[d.replication] = (
               await s.source().walPosition({ ...at(d, 'source'), name: d.replication })
             ).lagBytes;
             if (left === 0 && (lag[d.replication] ?? 0) < 16 * 1024 * 1024) break;
+            // PostgreSQL restarts a failing worker and says why in its log only: after a few
+            // failures here, the step fails with what can be seen of the cause (a retry asks again).
+            seen ??= syncErrors + applyErrors;
+            if (syncErrors + applyErrors - seen >= SUBSCRIPTION_FAILURES) {
+              const { lacks } = await s.source().readerLacks({ ...at(d, 'source'), name: d.replication });
+              throw new ProviderError(
+                `the subscription ${d.replication} in ${p.toRegion} keeps failing (${syncErrors} table sync and ${applyErrors} apply errors): ${
+                  lacks.length > 0
+                    ? `its reader in ${p.fromRegion} lacks ${lacks.join(', ')}`
+                    : `see the log of the ${p.toRegion} data-plane PostgreSQL`
+                }`,
+                'SubscriptionFailing',
+                true,
+              );
+            }
             if (ctx.signal.aborted)
               throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
             await new Promise((res) => setTimeout(res, 200));
           }
+        }
         return { lagBytes: lag };
       },
     },
@@ -480,6 +505,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             const reader = await source.openReader({
               ...at(d, 'source'),
               name: d.replication,
+              role: d.role,
               publish: false,
             });
             await target.pull({ ...at(d, 'target'), from: reader.connection });

@@ -136,7 +136,7 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
               false,
             );
           const name = `${d.replication}_b`;
-          const reader = await target.openReader({ ...there, name, publish: false });
+          const reader = await target.openReader({ ...there, name, role: d.role, publish: false });
           await source.pull({ ...here, from: reader.connection });
           const v = await source.verifyAgainst({ ...here, source: await target.checks(there), timeoutMs: 0 });
           await target.closeReader({ ...there, name });

@@ -16,6 +16,7 @@ import {
   logged,
   spawnEngine,
   startWorkflowEngine,
+  stepRuns,
   stepsOf,
 } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
@@ -116,11 +117,7 @@ describe('SIGKILL at every step boundary', () => {
         } finally {
           await e.stop();
         }
-        const runs = fs
-          .readFileSync(log, 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => l.split(' '));
+        const runs = stepRuns(log);
         const at = steps.indexOf(step);
         // Steps before the kill ran once, in the dead process; the resumed engine started at the step.
         expect(

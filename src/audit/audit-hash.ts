@@ -240,13 +240,17 @@ function scanString(): boolean {
   }
 }
 
-function scanArray(): string {
+/** Moves past the opening bracket at `at`; whether the closing one (`close`) follows it. */
+function opensEmpty(close: number): boolean {
   at++;
   skipSpace();
-  if (src.charCodeAt(at) === 0x5d) {
-    at++;
-    return '[]';
-  }
+  if (src.charCodeAt(at) !== close) return false;
+  at++;
+  return true;
+}
+
+function scanArray(): string {
+  if (opensEmpty(0x5d)) return '[]';
   let out = '[';
   for (;;) {
     out += scanValue();
@@ -259,12 +263,7 @@ function scanArray(): string {
 }
 
 function scanObject(): string {
-  at++;
-  skipSpace();
-  if (src.charCodeAt(at) === 0x7d) {
-    at++;
-    return '{}';
-  }
+  if (opensEmpty(0x7d)) return '{}';
   const keys: string[] = [];
   const values: string[] = [];
   let sorted = true;

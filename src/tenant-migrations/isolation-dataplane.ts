@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { type DesiredResource, ProviderError, type ResourceProvider } from '../providers/provider.js';
+import { type Arrival, observeArrival } from './arrived-status.js';
 import { type ChangedRows, copyChangedRows, primaryKeys, trackRows, untrackRows } from './changed-rows.js';
 import type { MigrationPlan, ResourcePlan } from './migration-records.js';
 import {
@@ -137,19 +138,37 @@ export class IsolationDataPlane {
     return { dropped: input.resources.map((r) => r.target.database) };
   }
 
+  private sourceDesired(tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource {
+    return {
+      id: r.sourceKey,
+      type: 'database',
+      tenantId,
+      tenantSlug,
+      scopeSlug: r.scopeSlug,
+      physicalName: r.source.role,
+      database: { isolation: 'pool' },
+    };
+  }
+
   /** The kept source (schema, role, credentials) removed: the end of the rollback window. */
   async dropSource(input: Owned): Promise<{ dropped: string[] }> {
     for (const r of input.resources)
-      await this.env.provider().delete({
-        id: r.sourceKey,
-        type: 'database',
-        tenantId: input.tenantId,
-        tenantSlug: input.tenantSlug,
-        scopeSlug: r.scopeSlug,
-        physicalName: r.source.role,
-        database: { isolation: 'pool' },
-      });
+      await this.env.provider().delete(this.sourceDesired(input.tenantId, input.tenantSlug, r));
     return { dropped: input.resources.map((r) => `${r.source.database}.${r.source.schema}`) };
+  }
+
+  /**
+   * The side a cut-over (`target`) or a rollback (`source`) switches to, observed as each resource
+   * will be once it has (./arrived-status.ts), its credentials still under the side's key.
+   */
+  async observeArrived(input: Owned & { side: 'target' | 'source' }): Promise<Arrival[]> {
+    const desired = input.side === 'target' ? this.targetDesired.bind(this) : this.sourceDesired.bind(this);
+    const out: Arrival[] = [];
+    for (const r of input.resources)
+      out.push(
+        await observeArrival(this.env.provider(), r.resourceId, desired(input.tenantId, input.tenantSlug, r)),
+      );
+    return out;
   }
 
   async copySchema(input: Resources): Promise<{ statements: number }> {
@@ -480,6 +499,7 @@ export const ISOLATION_DATAPLANE_STEPS = [
   'untrackPool',
   'untrackBack',
   'switchSecrets',
+  'observeArrived',
 ] as const satisfies readonly (keyof IsolationDataPlane)[];
 export type IsolationStep = (typeof ISOLATION_DATAPLANE_STEPS)[number];
 export type IsolationStepInput<S extends IsolationStep> = Parameters<IsolationDataPlane[S]>[0];

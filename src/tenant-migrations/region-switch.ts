@@ -6,6 +6,7 @@ import type { Trx } from '../db/database.js';
 import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
+import { type Arrival, settleArrivals } from './arrived-status.js';
 import { bindingOf, changeOf, readMigration, recordSwitch } from './migration-records.js';
 
 /**
@@ -19,8 +20,16 @@ import { bindingOf, changeOf, readMigration, recordSwitch } from './migration-re
  *   rollback's freeze);
  * - the tenant's change (event `tenant.region_migrated` or `tenant.migration_rolled_back`, with the
  *   previous and new placement) and the audit record;
+ * - the databases' status: Ready with the arriving side's details (./arrived-status.ts), so their
+ *   credentials name the arriving side's server from the commit on;
  * - a reconcile of every moved resource.
  */
+/** A switching step's output: the arriving side as observed for the status the switch writes. */
+export interface Switched {
+  /** Absent in a step recorded before the switch wrote status (the reconcile writes it then). */
+  arrived?: Arrival[];
+}
+
 /** What of a region migration's plan (region-migration.ts) the switch needs. */
 export interface RegionSwitchPlan {
   fromRegion: string;
@@ -36,6 +45,8 @@ export async function switchTenantRegion(
   migrationId: string,
   plan: RegionSwitchPlan,
   direction: 'forward' | 'back',
+  /** The arriving databases as the switching step observed them (./arrived-status.ts). */
+  arrived: Arrival[] = [],
 ): Promise<void> {
   const m = await readMigration(trx, migrationId);
   const ctx = systemContext(`tenantry-workflow ${migrationId}`);
@@ -69,6 +80,7 @@ export async function switchTenantRegion(
   await sql`update cells set allocated = greatest(allocated - 1, 0) where id = ${from.cellUuid}`.execute(trx);
   await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
   await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
+  await settleArrivals(trx, ctx, arrived);
   for (const r of [...plan.databases, ...plan.blobs, ...plan.topics])
     await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
 }

@@ -2,11 +2,9 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { startController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
+import { credentialsOf as revealCredentials } from '../../test/helpers/credentials.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
-import { SecretStore } from '../providers/postgres/secret-store.js';
-import { ResourceCredentialsService } from '../registry/resource-credentials.js';
-import { secretCipherFor } from '../secrets/index.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
 import { databaseUrl, withClient } from './pg-copy.js';
 
@@ -56,14 +54,7 @@ const fx = useControllerTestDatabase((f) =>
   ]),
 );
 
-/** The resource's credentials as `GET /v1/integration-resources/{ref}/credentials` answers them. */
-async function credentialsOf(resourceId: string) {
-  const service = new ResourceCredentialsService(
-    fx.t.db,
-    new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)),
-  );
-  return service.reveal(fx.ctx, await fx.registry.get(fx.ctx, 'IntegrationResource', resourceId));
-}
+const credentialsOf = (resourceId: string) => revealCredentials(fx, resourceId);
 
 /** The tenant's application: connects with the credentials the API hands out for its resource now. */
 async function tenantClient(resourceId: string): Promise<pg.Client> {

@@ -113,47 +113,34 @@ export class IsolationDataPlane {
     }
   }
 
-  private targetDesired(tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource {
+  /** One side of a resource as its provider takes it: the silo (`target`) or the kept pool schema (`source`), under the side's key. */
+  private desiredOf(input: Owned, r: ResourcePlan, side: 'target' | 'source'): DesiredResource {
+    const target = side === 'target';
     return {
-      id: r.targetKey,
+      id: target ? r.targetKey : r.sourceKey,
       type: 'database',
-      tenantId,
-      tenantSlug,
+      tenantId: input.tenantId,
+      tenantSlug: input.tenantSlug,
       scopeSlug: r.scopeSlug,
-      physicalName: r.target.role,
-      database: { isolation: 'silo' },
+      physicalName: target ? r.target.role : r.source.role,
+      database: { isolation: target ? 'silo' : 'pool' },
     };
   }
 
   /** The dedicated databases and their own roles, with new credentials (kept under the target key). */
   async createTarget(input: Owned): Promise<{ databases: string[] }> {
-    for (const r of input.resources)
-      await this.env.provider().ensure(this.targetDesired(input.tenantId, input.tenantSlug, r));
+    for (const r of input.resources) await this.env.provider().ensure(this.desiredOf(input, r, 'target'));
     return { databases: input.resources.map((r) => r.target.database) };
   }
 
   async dropTarget(input: Owned): Promise<{ dropped: string[] }> {
-    for (const r of input.resources)
-      await this.env.provider().delete(this.targetDesired(input.tenantId, input.tenantSlug, r));
+    for (const r of input.resources) await this.env.provider().delete(this.desiredOf(input, r, 'target'));
     return { dropped: input.resources.map((r) => r.target.database) };
-  }
-
-  private sourceDesired(tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource {
-    return {
-      id: r.sourceKey,
-      type: 'database',
-      tenantId,
-      tenantSlug,
-      scopeSlug: r.scopeSlug,
-      physicalName: r.source.role,
-      database: { isolation: 'pool' },
-    };
   }
 
   /** The kept source (schema, role, credentials) removed: the end of the rollback window. */
   async dropSource(input: Owned): Promise<{ dropped: string[] }> {
-    for (const r of input.resources)
-      await this.env.provider().delete(this.sourceDesired(input.tenantId, input.tenantSlug, r));
+    for (const r of input.resources) await this.env.provider().delete(this.desiredOf(input, r, 'source'));
     return { dropped: input.resources.map((r) => `${r.source.database}.${r.source.schema}`) };
   }
 
@@ -162,12 +149,9 @@ export class IsolationDataPlane {
    * will be once it has (./arrived-status.ts), its credentials still under the side's key.
    */
   async observeArrived(input: Owned & { side: 'target' | 'source' }): Promise<Arrival[]> {
-    const desired = input.side === 'target' ? this.targetDesired.bind(this) : this.sourceDesired.bind(this);
     const out: Arrival[] = [];
     for (const r of input.resources)
-      out.push(
-        await observeArrival(this.env.provider(), r.resourceId, desired(input.tenantId, input.tenantSlug, r)),
-      );
+      out.push(await observeArrival(this.env.provider(), r.resourceId, this.desiredOf(input, r, input.side)));
     return out;
   }
 

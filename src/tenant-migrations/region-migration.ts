@@ -557,9 +557,9 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     },
     {
       name: 'cut-over',
-      // The target's role may log in; the agents' kept credentials are switched (just before: a
+      // The target's role may log in, its databases are observed (credentials still under its key)
+      // for the status the switch writes; the agents' kept credentials are switched (just before: a
       // re-run finds them switched); the registry switches region in the checkpoint.
-      // The target's databases are observed (credentials still under its key) for the status the switch writes.
       async run(ctx) {
         const p = planOf(ctx);
         const s = sides(ctx, 'cut-over');
@@ -571,14 +571,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         return { cutOverAt: new Date().toISOString(), arrived };
       },
       async checkpoint(trx, ctx, output) {
-        await switchTenantRegion(
-          trx,
-          ctx.tenantId,
-          ctx.input.migrationId,
-          planOf(ctx),
-          'forward',
-          (output as Switched).arrived,
-        );
+        await switchTenantRegion(trx, ctx, planOf(ctx), 'forward', output as Switched);
       },
     },
   ];

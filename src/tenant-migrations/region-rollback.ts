@@ -190,14 +190,7 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
         return { restoredAt: new Date().toISOString(), arrived };
       },
       async checkpoint(trx, ctx, output) {
-        await switchTenantRegion(
-          trx,
-          ctx.tenantId,
-          ctx.input.migrationId,
-          planOf(ctx),
-          'back',
-          (output as Switched).arrived,
-        );
+        await switchTenantRegion(trx, ctx, planOf(ctx), 'back', output as Switched);
       },
     },
     {

@@ -6,6 +6,7 @@ import type { Trx } from '../db/database.js';
 import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
+import type { StepContext } from '../workflows/workflow.js';
 import { type Arrival, settleArrivals } from './arrived-status.js';
 import { bindingOf, changeOf, readMigration, recordSwitch } from './migration-records.js';
 
@@ -41,12 +42,11 @@ export interface RegionSwitchPlan {
 
 export async function switchTenantRegion(
   trx: Trx,
-  tenantId: string,
-  migrationId: string,
+  { tenantId, input: { migrationId } }: StepContext<{ migrationId: string }>,
   plan: RegionSwitchPlan,
   direction: 'forward' | 'back',
-  /** The arriving databases as the switching step observed them (./arrived-status.ts). */
-  arrived: Arrival[] = [],
+  /** The switching step's output: the arriving databases as it observed them (./arrived-status.ts). */
+  { arrived = [] }: Switched,
 ): Promise<void> {
   const m = await readMigration(trx, migrationId);
   const ctx = systemContext(`tenantry-workflow ${migrationId}`);

@@ -45,31 +45,47 @@ export function arrivalOf(
 }
 
 /**
- * The status of the moved resources, in the switch's own transaction (after their registry rows
- * changed): Ready at their current generation with the arriving side's details, written and
- * announced as the controller's reconcile writes and announces it (src/controller/settle.ts:
- * `integrationresource.ready` and its audit record when the phase becomes Ready, the parents
- * poked). So the credentials route answers with the new side the moment the switch commits, with
- * no Pending window in between. An arrival that was not found in sync (missing, drift) is left to
- * the reconcile, which the switch enqueues anyway: it finds nothing more to change when it was.
+ * The status of the moved resources (`moved`, their ids), in the switch's own transaction (after
+ * their registry rows changed): Ready at their current generation with the arriving side's details,
+ * written and announced as the controller's reconcile writes and announces it
+ * (src/controller/settle.ts: `integrationresource.ready` and its audit record when the phase
+ * becomes Ready, the parents poked). So the credentials route answers with the new side the moment
+ * the switch commits, with no Pending window in between. One whose arrival was not found in sync
+ * (missing, drift, not observed) is Provisioning until the reconcile, which the switch enqueues for
+ * every one (it finds nothing more to change for the others): never Ready with the leaving side's
+ * details beside the arriving side's secret.
  */
-export async function settleArrivals(trx: Trx, ctx: RequestContext, arrivals: Arrival[]): Promise<void> {
+export async function settleArrivals(
+  trx: Trx,
+  ctx: RequestContext,
+  moved: string[],
+  arrivals: Arrival[],
+): Promise<void> {
   const items: Settlement[] = [];
-  for (const a of arrivals) {
-    if (!a.exists || a.drift.length > 0) continue;
-    const row = await findById(trx, 'IntegrationResource', a.resourceId);
+  for (const id of moved) {
+    const row = await findById(trx, 'IntegrationResource', id);
     if (!row) continue;
+    const a = arrivals.find((x) => x.resourceId === id && x.exists && x.drift.length === 0);
     items.push({
       kind: 'IntegrationResource',
       row,
-      status: {
-        phase: 'Ready',
-        ready: {
-          status: 'True',
-          reason: 'Provisioned',
-          message: `${a.provider}: ${formatDetails(a.details)}`,
-        },
-      },
+      status: a
+        ? {
+            phase: 'Ready',
+            ready: {
+              status: 'True',
+              reason: 'Provisioned',
+              message: `${a.provider}: ${formatDetails(a.details)}`,
+            },
+          }
+        : {
+            phase: 'Provisioning',
+            ready: {
+              status: 'False',
+              reason: 'Moved',
+              message: 'Moved to another data plane: its reconcile there observes it next.',
+            },
+          },
     });
   }
   await settleAll(trx, items, () => ctx);

@@ -327,7 +327,12 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
     await sql`update tenant_standbys set state = 'FailedOver', updated_at = now() where tenant_id = ${t.id}`.execute(
       trx,
     );
-    await settleArrivals(trx, sys, (ctx.outputs['rotate-credentials'] as Switched).arrived ?? []);
+    await settleArrivals(
+      trx,
+      sys,
+      plan.databases.map((d) => d.resourceId),
+      (ctx.outputs['rotate-credentials'] as Switched).arrived ?? [],
+    );
     await appendAudit(
       trx,
       auditEntryOf(sys, {

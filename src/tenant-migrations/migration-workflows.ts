@@ -409,7 +409,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
     }
     await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
-    await settleArrivals(trx, ctx, arrived);
+    await settleArrivals(
+      trx,
+      ctx,
+      plan.resources.map((r) => r.resourceId),
+      arrived,
+    );
     for (const r of plan.resources)
       await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
   }

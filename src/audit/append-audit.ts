@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Db, Trx } from '../db/database.js';
-import { asPlatform } from '../db/database.js';
+import { platformDb } from '../db/database.js';
 import {
   type AuditDocument,
   type AuditOutcome,
@@ -49,26 +49,38 @@ export interface PreparedAudit {
 }
 
 /**
+ * An entry's values as stored: ids in lower case (UUID columns read back so, and what is hashed
+ * must be what is read), JSON as text, the chain of its tenant.
+ */
+function storedValues(entry: AuditEntry) {
+  const id = (entry.id ?? randomUUID()).toLowerCase();
+  const tenantId = entry.tenantId?.toLowerCase() ?? null;
+  const record: AppendedAudit = {
+    id,
+    chain: chainOf(tenantId),
+    tenantId,
+    action: entry.action,
+    outcome: entry.outcome,
+  };
+  const json = (v: unknown) => JSON.stringify(jsonValue(v));
+  return {
+    record,
+    targetId: entry.target.id?.toLowerCase() ?? null,
+    before: json(entry.before),
+    after: json(entry.after),
+    decision: json(entry.decision),
+  };
+}
+
+/**
  * The insert of one unsequenced record (no round trip). Concurrency contract: it takes no lock that
  * any other change takes — appends to one chain run in parallel; their order in the chain is the
  * order in which the sequencer integrates them after they commit. Its `time` is the database clock
  * at the insert. A rolled-back transaction leaves nothing to sequence.
  */
 export function prepareAuditAppend(entry: AuditEntry): PreparedAudit {
-  const id = (entry.id ?? randomUUID()).toLowerCase();
-  // UUID columns read back in lower case; what is hashed must be what is read.
-  const tenantId = entry.tenantId?.toLowerCase() ?? null;
-  const chain = chainOf(tenantId);
-  const targetId = entry.target.id?.toLowerCase() ?? null;
-  const insert = sql`insert into audit_records
-      (id, tenant_id, app_id, actor_principal, actor_kind, session_id, action, target_kind, target_id,
-       target_slug, before, after, outcome, decision, request_id, correlation_id, chain)
-    values (${id}, ${tenantId}, ${entry.appId}, ${entry.actor.principal}, ${entry.actor.kind},
-      ${entry.sessionId}, ${entry.action}, ${entry.target.kind}, ${targetId}, ${entry.target.slug},
-      ${JSON.stringify(jsonValue(entry.before))}::jsonb, ${JSON.stringify(jsonValue(entry.after))}::jsonb,
-      ${entry.outcome}, ${JSON.stringify(jsonValue(entry.decision))}::jsonb, ${entry.requestId},
-      ${entry.correlationId}, ${chain})`;
-  return { record: { id, chain, tenantId, action: entry.action, outcome: entry.outcome }, insert };
+  const { records, insert } = prepareAuditAppends([entry]);
+  return { record: records[0]!, insert };
 }
 
 /**
@@ -83,17 +95,13 @@ export function prepareAuditAppends(entries: readonly AuditEntry[]): {
 } {
   if (entries.length === 0) throw new RangeError('no audit entries to append');
   const rows = entries.map((entry) => {
-    const id = (entry.id ?? randomUUID()).toLowerCase();
-    const tenantId = entry.tenantId?.toLowerCase() ?? null;
-    const chain = chainOf(tenantId);
-    const targetId = entry.target.id?.toLowerCase() ?? null;
+    const v = storedValues(entry);
     return {
-      record: { id, chain, tenantId, action: entry.action, outcome: entry.outcome },
-      values: sql`(${id}::uuid, ${tenantId}::uuid, ${entry.appId}, ${entry.actor.principal}, ${entry.actor.kind},
-        ${entry.sessionId}, ${entry.action}, ${entry.target.kind}, ${targetId}::uuid, ${entry.target.slug},
-        ${JSON.stringify(jsonValue(entry.before))}::jsonb, ${JSON.stringify(jsonValue(entry.after))}::jsonb,
-        ${entry.outcome}, ${JSON.stringify(jsonValue(entry.decision))}::jsonb, ${entry.requestId},
-        ${entry.correlationId}, ${chain})`,
+      record: v.record,
+      values: sql`(${v.record.id}::uuid, ${v.record.tenantId}::uuid, ${entry.appId}, ${entry.actor.principal},
+        ${entry.actor.kind}, ${entry.sessionId}, ${entry.action}, ${entry.target.kind}, ${v.targetId}::uuid,
+        ${entry.target.slug}, ${v.before}::jsonb, ${v.after}::jsonb, ${entry.outcome}, ${v.decision}::jsonb,
+        ${entry.requestId}, ${entry.correlationId}, ${v.record.chain})`,
     };
   });
   const insert = sql`insert into audit_records
@@ -116,6 +124,23 @@ export async function appendAudit(trx: Trx, entry: AuditEntry): Promise<Appended
   const p = prepareAuditAppend(entry);
   await p.insert.execute(trx);
   return p.record;
+}
+
+/**
+ * Appends one record in a transaction of its own, as the platform (the record may concern a tenant
+ * the caller may not see), in one round trip: `tenantry_audit_append` (migration 0066) inserts it in
+ * the platform scope, and the statement is its own transaction, so when this resolves the record and
+ * its queue entry are committed; when it rejects, neither is. Same contract as prepareAuditAppend.
+ * For an operation that writes nothing else (a refused or failed attempt, a disclosure); one that
+ * writes appends in its own transaction (appendAudit, prepareAuditAppend).
+ */
+export async function appendAuditAlone(db: Db, entry: AuditEntry): Promise<AppendedAudit> {
+  const v = storedValues(entry);
+  await sql`select tenantry_audit_append(${v.record.id}, ${v.record.tenantId}, ${entry.appId},
+    ${entry.actor.principal}, ${entry.actor.kind}, ${entry.sessionId}, ${entry.action}, ${entry.target.kind},
+    ${v.targetId}, ${entry.target.slug}, ${v.before}, ${v.after}, ${entry.outcome}, ${v.decision},
+    ${entry.requestId}, ${entry.correlationId})`.execute(platformDb(db));
+  return v.record;
 }
 
 /** Pure: the record `doc` at its chain position, with its v1 hash (the sequencer's step). */
@@ -187,30 +212,27 @@ export function auditEntryOf(
 
 /**
  * Records a refused or failed attempt in a transaction of its own (the operation's transaction has
- * rolled back or never began). Written as the platform, since the record may concern a tenant the
- * caller may not see. Compatible with RequestContext.
+ * rolled back or never began): appendAuditAlone. Compatible with RequestContext.
  */
 export async function recordAuditAttempt(
   db: Db,
   ctx: AttemptContext,
   attempt: AuditAttempt,
 ): Promise<AppendedAudit> {
-  return asPlatform(db, (trx) =>
-    appendAudit(
-      trx,
-      auditEntryOf(ctx, {
-        tenantId: attempt.tenantId,
-        action: attempt.action,
-        target: {
-          kind: attempt.target.kind,
-          id: attempt.target.id ?? null,
-          slug: attempt.target.slug ?? null,
-        },
-        before: null,
-        after: null,
-        outcome: attempt.outcome,
-        decision: attempt.decision ?? null,
-      }),
-    ),
+  return appendAuditAlone(
+    db,
+    auditEntryOf(ctx, {
+      tenantId: attempt.tenantId,
+      action: attempt.action,
+      target: {
+        kind: attempt.target.kind,
+        id: attempt.target.id ?? null,
+        slug: attempt.target.slug ?? null,
+      },
+      before: null,
+      after: null,
+      outcome: attempt.outcome,
+      decision: attempt.decision ?? null,
+    }),
   );
 }

@@ -1,15 +1,16 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendMany, SEQUENCED, sequenceAudit } from '../../test/helpers/audit.js';
 import { circleK } from '../../test/helpers/examples.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { createRegistry } from '../app.js';
 import { systemContext } from '../context/request-context.js';
-import { asPlatform, asTenant } from '../db/database.js';
+import { asPlatform, asTenant, platformDb, setScope } from '../db/database.js';
 import { TenantryError } from '../errors/errors.js';
 import type { RegistryService } from '../registry/registry.service.js';
-import { appendAudit, appendAudits, recordAuditAttempt } from './append-audit.js';
+import { appendAudit, appendAuditAlone, appendAudits, recordAuditAttempt } from './append-audit.js';
 import { AuditCheckpointer, createAuditCheckpoint } from './audit-checkpoint.js';
 import { AuditSigner } from './checkpoint-signer.js';
 import { searchAudit } from './search-audit.js';
@@ -199,6 +200,69 @@ describe('audit through the change path', () => {
       reason: 'role viewer may not suspend tenants',
     });
     expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).ok).toBe(true);
+  });
+
+  it('appends a record alone in one statement: committed with its queue entry, or not at all, as the platform only', async () => {
+    const tenant = randomUUID();
+    const rec = await appendAuditAlone(t.db, {
+      ...entry(tenant.toUpperCase()),
+      id: randomUUID().toUpperCase(),
+    });
+    expect(rec).toMatchObject({ chain: tenant, tenantId: tenant, outcome: 'success' });
+    // Committed when it resolves: seen from another connection, queued for the sequencer.
+    const queued = await t.owner.query('select chain from audit_queue where record_id = $1', [rec.id]);
+    expect(queued.rows).toEqual([{ chain: tenant }]);
+    const platformRec = await appendAuditAlone(t.db, { ...entry(tenant), tenantId: null });
+    expect(platformRec.chain).toBe('platform');
+    await sequenceAudit(t.db);
+    expect((await verifyAudit(t.db, { tenant, publicKeys: keys })).chains[0]).toMatchObject({
+      records: 1,
+      ok: true,
+    });
+    // A record that cannot be written leaves nothing behind (no record, no queue entry).
+    const bad = randomUUID();
+    await expect(
+      appendAuditAlone(t.db, { ...entry(tenant), id: bad, outcome: 'maybe' as 'success' }),
+    ).rejects.toThrow(/audit_records_outcome_check/);
+    const left = await t.owner.query(
+      'select (select count(*) from audit_records where id = $1)::int + (select count(*) from audit_queue where record_id = $1)::int as n',
+      [bad],
+    );
+    expect(left.rows[0].n).toBe(0);
+    // The platform scope is the function's only: in a tenant transaction of the platform role, it ends
+    // with the call.
+    const other = randomUUID();
+    await appendMany(t.db, other, 1);
+    const seen = await platformDb(t.db)
+      .transaction()
+      .execute(async (trx) => {
+        await setScope(trx, { kind: 'tenant', tenantId: tenant }, t.db);
+        await sql`select tenantry_audit_append(${randomUUID()}, ${tenant}, null, 'w', 'service', null, 'tenant.update',
+        'Tenant', null, null, null, null, 'success', null, 'r', 'c')`.execute(trx);
+        const { rows } = await sql<{ tenant_id: string; n: number }>`
+          select tenant_id, count(*)::int as n from audit_records
+          where tenant_id in (${tenant}, ${other}) group by tenant_id`.execute(trx);
+        return rows;
+      });
+    // Its own two records (the one appended in this transaction too), none of the other tenant's.
+    expect(seen).toEqual([{ tenant_id: tenant, n: 2 }]);
+    // The tenant role may not call it, whatever it sets.
+    const app = new pg.Client({ connectionString: t.appUrl });
+    await app.connect();
+    try {
+      await app.query('begin');
+      await app.query(`select set_config('tenantry.platform', 'on', true)`);
+      await expect(
+        app.query(
+          `select tenantry_audit_append(gen_random_uuid(), $1, null, 'w', 'service', null, 'x', 'Tenant',
+          null, null, null, null, 'success', null, 'r', 'c')`,
+          [other],
+        ),
+      ).rejects.toThrow(/permission denied/);
+      await app.query('rollback');
+    } finally {
+      await app.end();
+    }
   });
 
   it('searches by tenant, actor, action, target, time and correlation id, with cursor pagination', async () => {

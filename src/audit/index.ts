@@ -8,6 +8,7 @@ export {
   type AuditAttempt,
   type AuditEntry,
   appendAudit,
+  appendAuditAlone,
   appendAudits,
   prepareAuditAppend,
   prepareAuditAppends,

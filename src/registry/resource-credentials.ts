@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import { appendAuditAlone, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { ConflictError } from '../errors/errors.js';
@@ -75,18 +75,16 @@ export class ResourceCredentialsService {
     url.username = username;
     url.password = secret.password;
     url.pathname = `/${encodeURIComponent(details.database)}`;
-    await asPlatform(this.db, (trx) =>
-      appendAudit(
-        trx,
-        auditEntryOf(ctx, {
-          tenantId: tenantUuid,
-          action: 'integrationresource.credentials',
-          target: { kind: 'IntegrationResource', id: uuid, slug: name },
-          before: null,
-          after: { secretRef: details.secretRef ?? null, username },
-          outcome: 'success',
-        }),
-      ),
+    await appendAuditAlone(
+      this.db,
+      auditEntryOf(ctx, {
+        tenantId: tenantUuid,
+        action: 'integrationresource.credentials',
+        target: { kind: 'IntegrationResource', id: uuid, slug: name },
+        before: null,
+        after: { secretRef: details.secretRef ?? null, username },
+        outcome: 'success',
+      }),
     );
     return {
       resource: uuid,

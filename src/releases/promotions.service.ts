@@ -353,8 +353,13 @@ export class PromotionsService {
                a.target_slug, a.before, a.after, a.outcome, a.correlation_id
         from audit_records a
         where a.action like 'promotion.%'
-          and (a.target_id in (select id from promotions where release_id = ${rel.id})
-               or a.correlation_id in (select correlation_id from promotions where release_id = ${rel.id}))
+          and a.id in (
+            -- Two index lookups (target, correlation): an OR of the two scans the whole log.
+            select x.id from audit_records x join promotions p on x.target_id = p.id
+            where p.release_id = ${rel.id}
+            union
+            select x.id from audit_records x join promotions p on x.correlation_id = p.correlation_id
+            where p.release_id = ${rel.id})
         order by a.time, a.id`.execute(trx);
       return { release: rel.slug, records: r.rows };
     });

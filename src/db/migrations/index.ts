@@ -39,6 +39,7 @@ import * as m0053 from './0053-region-standbys.js';
 import * as m0057 from './0057-object-invalidation.js';
 import * as m0058 from './0058-event-numbering-one-statement.js';
 import * as m0063 from './0063-object-invalidation-static.js';
+import * as m0066 from './0066-audit-append-one-statement.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -84,6 +85,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0057-object-invalidation': m0057,
   '0058-event-numbering-one-statement': m0058,
   '0063-object-invalidation-static': m0063,
+  '0066-audit-append-one-statement': m0066,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

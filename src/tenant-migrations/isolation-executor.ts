@@ -32,6 +32,7 @@ const FRESH: ReadonlySet<string> = new Set([
   'checks',
   'observeTopics',
   'observeAccess',
+  'observeArrived',
 ]);
 
 /** The steps run here, on a data plane this process reaches (a cell no remote agent holds). */

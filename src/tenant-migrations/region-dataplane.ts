@@ -10,6 +10,7 @@ import {
   type ResourceProvider,
   type ResourceType,
 } from '../providers/provider.js';
+import { type Arrival, observeArrival } from './arrived-status.js';
 import {
   checksums,
   compare,
@@ -447,6 +448,19 @@ export class RegionDataPlane {
     return { roles: input.roles };
   }
 
+  /**
+   * The databases this region's side of a switch makes the resources' (each desired's id the key
+   * its credentials are kept under until then), observed as the resources will be (./arrived-status.ts).
+   */
+  async observeArrived(input: {
+    databases: { resourceId: string; desired: DesiredResource }[];
+  }): Promise<Arrival[]> {
+    const out: Arrival[] = [];
+    for (const d of input.databases)
+      out.push(await observeArrival(this.provider('database'), d.resourceId, d.desired));
+    return out;
+  }
+
   async observeAccess(input: { desired: DesiredResource }): Promise<AccessGrant> {
     return this.blobs(input.desired).p.observeAccess(input.desired);
   }
@@ -590,6 +604,7 @@ export const REGION_DATAPLANE_STEPS = [
   'blobReader',
   'pullBlobs',
   'renameSecrets',
+  'observeArrived',
 ] as const satisfies readonly (keyof RegionDataPlane)[];
 export type RegionStep = (typeof REGION_DATAPLANE_STEPS)[number];
 export type RegionStepInput<S extends RegionStep> = Parameters<RegionDataPlane[S]>[0];

@@ -21,7 +21,7 @@ import {
   RegionDataPlane,
   type RegionStep,
 } from './region-dataplane.js';
-import { switchTenantRegion } from './region-switch.js';
+import { type Switched, switchTenantRegion } from './region-switch.js';
 import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_REGION = 'migration.region';
@@ -583,17 +583,21 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     },
     {
       name: 'cut-over',
-      // The target's role may log in; the agents' kept credentials are switched (just before: a
+      // The target's role may log in, its databases are observed (credentials still under its key)
+      // for the status the switch writes; the agents' kept credentials are switched (just before: a
       // re-run finds them switched); the registry switches region in the checkpoint.
       async run(ctx) {
         const p = planOf(ctx);
         const s = sides(ctx, 'cut-over');
         await s.target().setLogin({ roles: p.databases.map((d) => d.role), login: true });
+        const arrived = await s.target().observeArrived({
+          databases: p.databases.map((d) => ({ resourceId: d.resourceId, desired: targetDesired(d) })),
+        });
         await renameAgentSecrets(p, s, 'forward');
-        return { cutOverAt: new Date().toISOString() };
+        return { cutOverAt: new Date().toISOString(), arrived };
       },
-      async checkpoint(trx, ctx) {
-        await switchTenantRegion(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx), 'forward');
+      async checkpoint(trx, ctx, output) {
+        await switchTenantRegion(trx, ctx, planOf(ctx), 'forward', output as Switched);
       },
     },
   ];

@@ -87,9 +87,9 @@ function report(side: Side, runs: Run[]): Measurement {
 }
 
 /** A warm-up (discarded), then one measurement of `settings.seconds`. */
-export async function measure(side: Side): Promise<Measurement> {
+export async function measure(side: Side, seconds = settings.seconds): Promise<Measurement> {
   await side.run(settings.warmupSeconds);
-  return report(side, [await side.run(settings.seconds)]);
+  return report(side, [await side.run(seconds)]);
 }
 
 /**

@@ -32,8 +32,12 @@
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import pg from 'pg';
 import pino from 'pino';
 import { createRegistry } from '../../src/app.js';
@@ -51,7 +55,7 @@ import { settings } from '../lib/settings.js';
 const SMALL = Number(process.env.BENCH_RECONCILE_TENANTS ?? 100);
 const LARGE = Number(process.env.BENCH_RECONCILE_LARGE_TENANTS ?? 10_000);
 /** Registry sizes (tenants) at which the cost per object is measured; the first is the baseline. */
-const FLAT_SIZES = (process.env.BENCH_RECONCILE_FLAT_TENANTS ?? '1000,10000,100000')
+const FLAT_SIZES = (process.env.BENCH_RECONCILE_FLAT_TENANTS ?? '1000,100000')
   .split(',')
   .map(Number)
   .filter((n) => n > 0);
@@ -180,8 +184,13 @@ interface BatchCost {
  * tenants up to the size less the batch are copies of a Ready template, bulk-inserted in SQL with
  * their jobs waiting for their next resync, as a registry looks after they were applied and
  * reconciled; the batch is copies of the template as it was applied (Pending, its jobs queued as the
- * change path queued them). Each batch is inserted with its jobs held back; then the tables are
- * vacuumed and analysed and a checkpoint taken, so the window measures the batch alone: from the
+ * change path queued them). Each batch is inserted with its jobs held back; then another fresh batch
+ * of the same size is reconciled, not measured, so that every window finds the process as busy and
+ * its heap as grown as the one before (after the minutes of SQL that add 100k tenants, V8 had shrunk
+ * the young generation to 1 MiB and the window paid twice the collections: the controller's CPU per
+ * object at 100k was ~146% of that at 1k for this alone; at 2k tenants after 100 s idle, 130%);
+ * then the tables are vacuumed and analysed, a checkpoint taken and the heap collected (young
+ * generation kept), so the window measures the batch alone: from the
  * statement that makes its jobs due until all its tenants are Ready (a tenant is Ready only when its
  * deployments and resources are), one controller running all along (its start-up backfill and
  * reschedule are behind it), autovacuum off meanwhile (see autovacuum()). CPU is counted by the
@@ -189,7 +198,8 @@ interface BatchCost {
  * that ended in the window), the controller's polls for due jobs included (every 100 ms when it
  * has room for a batch and found less than a full one: a cost per second of the window, ~1% here).
  * The rows read by sequential scans in each window are printed: a statement that scans a
- * table whole shows there in proportion to the registry.
+ * table whole shows there in proportion to the registry; and so are the GC pauses and the young
+ * generation's size. BENCH_CPU_PROF=<folder> writes a CPU profile of each window.
  */
 async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
   const bench = await benchDatabase(server, 'bench_reconcile_flat');
@@ -216,18 +226,21 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
     const template = await owner.query<{ id: string }>('select id from tenants where slug = $1', [TEMPLATE]);
     await untilReady(owner, [template.rows[0]!.id]);
     let tenants = 1;
-    // A first batch, not measured, warms the process (JIT) and the server's caches.
-    const fresh = (first: number, due: 'now' | 'held') =>
-      cloneTenantTree(owner, TEMPLATE, { first, count: FLAT_BATCH, from: 'bench_fresh_', due });
-    const warmUp = await fresh(tenants, 'now');
-    tenants += FLAT_BATCH;
-    await untilReady(
-      owner,
-      warmUp.filter((o) => o.kind === 'Tenant').map((o) => o.id),
-    );
+    // Fresh copies of the template as applied, the next FLAT_BATCH tenants.
+    const fresh = async (due: 'now' | 'held', vacuum: boolean) => {
+      const first = tenants;
+      tenants += FLAT_BATCH;
+      return cloneTenantTree(owner, TEMPLATE, {
+        first,
+        count: FLAT_BATCH,
+        from: 'bench_fresh_',
+        due,
+        vacuum,
+      });
+    };
     for (const size of FLAT_SIZES) {
       const t0 = performance.now();
-      const ready = Math.max(0, size - FLAT_BATCH - tenants);
+      const ready = Math.max(0, size - 2 * FLAT_BATCH - tenants);
       // Vacuumed and analysed with the batch's copy, next.
       await cloneTenantTree(owner, TEMPLATE, {
         first: tenants,
@@ -236,14 +249,29 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         vacuum: false,
       });
       tenants += ready;
-      const batch = await fresh(tenants, 'held');
-      tenants += FLAT_BATCH;
+      const batch = await fresh('held', true);
+      const prepared = performance.now();
+      // A batch just before the window, not measured, so that each window finds the process as a
+      // busy controller is: adding 100k tenants in SQL leaves it idle for minutes, and V8 then
+      // shrinks its young generation (to 1 MiB from 32; its GCs doubled in the window after) and
+      // lets cold code go; its own writes vacuumed after it. The first one also warms the server.
+      const warmUp = await fresh('now', false);
+      await untilReady(
+        owner,
+        warmUp.filter((o) => o.kind === 'Tenant').map((o) => o.id),
+      );
+      const warmed = performance.now();
+      await vacuumAnalyze(owner);
       await owner.query('checkpoint');
       await autovacuum(owner, false);
+      // And its heap collected: a major GC then falls in a window for the window's own garbage,
+      // not for what the clones and the warm-up left.
+      collectGarbage();
       console.log(
-        `  ${tenants.toLocaleString('en-US')} tenants (${ready.toLocaleString('en-US')} Ready added, ${batch.length.toLocaleString('en-US')} objects to reconcile) in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
+        `  ${tenants.toLocaleString('en-US')} tenants (${ready.toLocaleString('en-US')} Ready added, ${batch.length.toLocaleString('en-US')} objects to reconcile) in ${((prepared - t0) / 1000).toFixed(1)}s; warm-up batch ${((warmed - prepared) / 1000).toFixed(1)}s, then ${((performance.now() - warmed) / 1000).toFixed(1)}s to the window; young generation ${(youngGenerationBytes() / 2 ** 20).toFixed(0)} MiB`,
       );
       const scans0 = await seqScans(owner);
+      const profile = await windowProfile();
       const cpu0 = await cpuNow();
       const reconciles0 = controller.processed;
       await makeDue(owner, batch);
@@ -252,6 +280,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         batch.filter((o) => o.kind === 'Tenant').map((o) => o.id),
       );
       const cpu = since(cpu0, await cpuNow());
+      const gc = await profile.stop(`reconcile-${tenants}`);
       await autovacuum(owner, true);
       const seconds = cpu.seconds;
       const cost: BatchCost = {
@@ -269,7 +298,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         .map(([table, rows]) => `${table} ${rows.toLocaleString('en-US')}`);
       console.log(`    rows read by sequential scans meanwhile: ${scanned.join(', ') || 'none'}`);
       console.log(
-        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms, PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms; this process's heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB; load ${os
+        `  at ${tenants.toLocaleString('en-US')} tenants: ${cost.objects} objects Ready in ${seconds.toFixed(1)}s (${(cost.objects / seconds).toFixed(0)} objects/s, ${(cost.reconciles / cost.objects).toFixed(2)} reconciles per object); CPU per object: controller ${(cost.controllerMs / cost.objects).toFixed(3)} ms (GC pauses ${(gc.ms / cost.objects).toFixed(3)} ms: ${gc.minor} young, ${gc.major} other), PostgreSQL ${(cost.postgresMs / cost.objects).toFixed(3)} ms; this process's heap ${(process.memoryUsage().heapUsed / 2 ** 20).toFixed(0)} MiB; load ${os
           .loadavg()
           .map((l) => l.toFixed(2))
           .join(' ')}`,
@@ -280,6 +309,45 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
     await controller.stop();
     await bench.close();
   }
+}
+
+/**
+ * The garbage collector's pauses during a window (count and ms, from perf_hooks), and with
+ * BENCH_CPU_PROF=<folder> a CPU profile of this process over it (`<folder>/<name>.cpuprofile`, the
+ * format of `node --cpu-prof`, summarised by area with bench/lib/cpu-profile-summary.ts or opened in
+ * Chrome DevTools). Its samples are on a wall clock: on a loaded machine compare the GC counts and
+ * the CPU from the kernel, not the profiles' milliseconds.
+ */
+async function windowProfile() {
+  const gc = { ms: 0, minor: 0, major: 0 };
+  const observer = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      gc.ms += e.duration;
+      const { kind } = (e as { detail?: { kind?: number } }).detail ?? {};
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gc.minor++;
+      else gc.major++;
+    }
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  const dir = process.env.BENCH_CPU_PROF;
+  const session = dir ? new Session() : undefined;
+  if (session) {
+    session.connect();
+    await session.post('Profiler.enable');
+    await session.post('Profiler.start');
+  }
+  return {
+    async stop(name: string) {
+      observer.disconnect();
+      if (session && dir) {
+        const { profile } = await session.post('Profiler.stop');
+        session.disconnect();
+        await fs.mkdir(dir, { recursive: true });
+        await fs.writeFile(path.join(dir, `${name}.cpuprofile`), JSON.stringify(profile));
+      }
+      return gc;
+    },
+  };
 }
 
 /** CPU used so far (ms) by this process and by the PostgreSQL server, at `at` (performance.now()). */
@@ -405,6 +473,23 @@ async function postgresCpuMs(postmaster: number): Promise<number> {
   return (ticks * 1000) / CLOCK_TICKS;
 }
 
+/** The registry's tables vacuumed and analysed. */
+async function vacuumAnalyze(db: pg.Pool | pg.PoolClient): Promise<void> {
+  for (const table of ['tenants', 'deployments', 'integration_resources', 'reconcile_jobs'])
+    await db.query(`vacuum analyze ${table}`);
+}
+
+/** A full garbage collection of this process (its young generation kept as it is). */
+function collectGarbage(): void {
+  // `gc`, exposed when first needed (not for the other suites of the run).
+  v8.setFlagsFromString('--expose-gc');
+  (vm.runInNewContext('gc') as () => void)();
+}
+
+/** This process's young generation (V8's new space), bytes. */
+const youngGenerationBytes = () =>
+  v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size ?? 0;
+
 /** Which copies cloneTenantTree makes, from which rows, and when their jobs are due. */
 interface Copies {
   /** The copies are tenants `…-t<first>` to `…-t<first + count - 1>`. */
@@ -518,9 +603,7 @@ async function cloneTenantTree(
         ? (await client.query<{ kind: string; id: string }>('select kind, id from clone_ids')).rows
         : [];
     await client.query('commit');
-    if (vacuum)
-      for (const table of ['tenants', 'deployments', 'integration_resources', 'reconcile_jobs'])
-        await client.query(`vacuum analyze ${table}`);
+    if (vacuum) await vacuumAnalyze(client);
     return copies;
   } catch (err) {
     await client.query('rollback').catch(() => undefined);

@@ -1,7 +1,7 @@
 // A tenant application that keeps writing: one row every 50 ms into the database resource named
 // on the command line, with the credentials `tenantry credentials` hands out. A write refused (the
-// migration's short write freeze, then the old role's end at the cut-over, until the controller has
-// reconciled the moved resource) is retried with freshly fetched credentials, so no row is lost.
+// migration's short write freeze, then the old role's end at the cut-over) is retried with freshly
+// fetched credentials (the new side's from the cut-over's commit on), so no row is lost.
 // Ctrl-C (SIGINT, or SIGTERM) stops it and prints how many rows it wrote.
 //   node examples/migration/writer.mjs circlek-eu-prod.database           # write until stopped
 //   node examples/migration/writer.mjs circlek-eu-prod.database --count   # count the rows there
@@ -14,7 +14,7 @@ if (!resource) throw new Error('usage: writer.mjs RESOURCE [--count]');
 const cli = fileURLToPath(new URL('../../bin/tenantry.js', import.meta.url));
 const say = (stream, line) => stream.write(`${line}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-/** The resource's credentials; while it is not Ready (409, e.g. just after the cut-over) it asks again. */
+/** The resource's credentials; while it is not Ready (409, e.g. before it was provisioned) it asks again. */
 async function credentials() {
   for (let attempt = 0; ; attempt++) {
     try {

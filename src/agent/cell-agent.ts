@@ -369,6 +369,7 @@ export class CellAgent {
   private async runCommand(c: AgentCommand): Promise<void> {
     let outcome: CommandOutcome;
     try {
+      if (c.op === 'region.removeResources') await this.settle();
       const output = await runAgentOp(
         {
           providers: this.o.providers,
@@ -445,6 +446,17 @@ export class CellAgent {
     Object.assign(s, { credential: c.credential, issuedAt: Date.now(), expiresAt: c.expiresAt });
     await this.save();
     this.o.logger.info({ expiresAt: c.expiresAt }, 'agent credential rotated');
+  }
+
+  /**
+   * The desired state brought up to date and the reconcile pass in flight ended: before a region
+   * migration removes its copy here (the rollback's drop-target, the retirement), whose tenant the
+   * switch took from this cell. A pass that still held the old item re-created the schema and role
+   * just dropped (agent-region-migration.test.ts, log_statement=ddl); later passes no longer hold it.
+   */
+  private async settle(): Promise<void> {
+    await this.syncOnce(0);
+    while (this.reconciling) await this.reconciling;
   }
 
   /** What the next pass reconciles: every object held, or those whose desired state just changed. */

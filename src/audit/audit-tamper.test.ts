@@ -1,9 +1,10 @@
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { appendMany, recordAt, SEQUENCED, tamper } from '../../test/helpers/audit.js';
+import { appendMany, recordAt, SEQUENCED, sequenceAudit, tamper } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { asPlatform } from '../db/database.js';
+import { appendAudit } from './append-audit.js';
 import { recordFromRow } from './audit.repository.js';
 import { checkpointPayload, createAuditCheckpoint } from './audit-checkpoint.js';
 import { hashAuditDocument } from './audit-hash.js';
@@ -119,6 +120,53 @@ describe('audit chain tamper evidence', () => {
     expect(v.firstProblem?.message).toContain(rec(records, 3));
     // The whole-log verification fails as well.
     expect((await verify({ publicKeys: keys })).ok).toBe(false);
+  });
+
+  it('verifies records whose text needs escaping (in COPY and in JSON), and detects a change in them', async () => {
+    const tenant = randomUUID();
+    const odd = 'a "quote", a \\ backslash, \t tab, \n newline, \u0001, é, 😀, \\N';
+    const values = {
+      'a longer key': [1e21, 0.1, -5, 1.5e-7, 123456789012345, 'x\\y'],
+      b: { é: null, '\u0001\u001f': true, [odd]: odd, '': {} },
+      N: '\\N',
+    };
+    const ids: string[] = [];
+    for (const [principal, slug] of [
+      [odd, 'plain'],
+      ['plain', '\\N'],
+      ['plain', 'plain'],
+    ] as const) {
+      const id = randomUUID();
+      const appended = await asPlatform(t.db, (trx) =>
+        appendAudit(trx, {
+          tenantId: tenant,
+          appId: odd,
+          actor: { principal, kind: 'user' },
+          sessionId: null,
+          action: 'tenant.update',
+          target: { kind: 'Tenant', id: tenant, slug },
+          before: values,
+          after: { ...values, N: odd },
+          outcome: 'success',
+          decision: [odd],
+          requestId: id,
+          correlationId: id,
+        }),
+      );
+      ids.push(appended.id);
+    }
+    await sequenceAudit(t.db);
+    await createAuditCheckpoint(t.db, signer);
+    expect((await verify({ tenant, publicKeys: keys })).problems).toEqual([]);
+    // A string `\N` is not SQL's null (seq 2 holds one and verifies): changed to one, it is detected.
+    await tamper(t.owner, `update audit_records set target_slug = $1 where id = $2`, ['\\N', ids[2]]);
+    await tamper(
+      t.owner,
+      `update audit_records set after = jsonb_set(after, '{N}', '"\\\\N"') where id = $1`,
+      [ids[0]],
+    );
+    const v = await verify({ tenant, publicKeys: keys });
+    expect(v.problems.filter((p) => p.code === 'record.altered').map((p) => p.seq)).toEqual([1, 3]);
   });
 
   it('detects a changed record whose hash was recomputed (the link to the next breaks)', async () => {

@@ -13,7 +13,7 @@ import { loadCheckpoints } from './audit-checkpoint.js';
 import { PLATFORM_CHAIN } from './audit-hash.js';
 import { type AuditVerification, AuditVerifier } from './audit-verifier.js';
 import { trustedKeys } from './checkpoint-signer.js';
-import { type ChainRange, copyRecords } from './copy-records.js';
+import { type ChainRange, copyRecords, linkOf, type RecordBatch } from './copy-records.js';
 import type { VerifyPart, VerifyPartMessage } from './verify-worker.js';
 
 export interface VerifyAuditOptions {
@@ -110,7 +110,7 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
         await client.query(
           "select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)",
         );
-        for await (const batch of copyRecords(client, scope)) for (const r of batch) verifier.addRecord(r);
+        for await (const batch of copyRecords(client, scope)) addBatch(verifier, batch);
         await client.query('commit');
       } catch (err) {
         await client.query('rollback').catch((e: Error) => {
@@ -193,9 +193,8 @@ function runPart(part: VerifyPart, verifier: AuditVerifier): Promise<void> {
       else resolve();
     };
     worker.on('message', (m: VerifyPartMessage) => {
-      if ('records' in m) {
-        for (let i = 0; i < m.records.length; i++) verifier.addLink(m.records[i]!, m.matches[i]!);
-      } else if ('done' in m) settle();
+      if ('batch' in m) addBatch(verifier, m.batch);
+      else if ('done' in m) settle();
       else settle(new Error(`audit verification worker: ${m.error}`));
     });
     worker.on('error', (err) => settle(err));
@@ -203,4 +202,8 @@ function runPart(part: VerifyPart, verifier: AuditVerifier): Promise<void> {
       settle(new Error(`audit verification worker exited (${code}) before it finished`)),
     );
   });
+}
+
+function addBatch(verifier: AuditVerifier, b: RecordBatch): void {
+  for (let i = 0; i < b.ids.length; i++) verifier.addLink(linkOf(b, i), b.matches[i]!);
 }

@@ -1,6 +1,7 @@
+import { sql } from 'kysely';
 import { appendAuditAlone, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
-import type { Db } from '../db/database.js';
+import { asPlatform, type Db } from '../db/database.js';
 import { ConflictError } from '../errors/errors.js';
 import { parseDetails } from '../providers/observed-details.js';
 import type { ResourceSecrets } from '../providers/postgres/secret-store.js';
@@ -44,21 +45,27 @@ export class ResourceCredentialsService {
         'credentials.not_applicable',
         `${name} is a ${spec.type}: only database resources have credentials.`,
       );
-    // Only what the controller observed of the current generation: a migration's cut-over swaps the
-    // secret and makes the resource Pending, and the details of the old side must not go with it.
-    const ready = resource.status.conditions.find((c) => c.type === 'Ready');
-    const current =
-      resource.status.phase === 'Ready' &&
-      resource.status.observedGeneration === resource.metadata.generation &&
-      ready?.status === 'True';
-    const details = current ? parseDetails(ready.message) : {};
-    const secret = details.host ? await this.secrets.get(uuid) : undefined;
+    // Only what was observed of the current generation: a migration's cut-over swaps the secret and
+    // the details in one transaction (the new side's, or Pending until the reconcile), and the details
+    // of the old side must not go with the new secret. The secret is read between two reads of the
+    // status that agree, so both are of one side of any such switch.
+    let status = await this.statusOf(uuid);
+    let details: Record<string, string> = {};
+    let secret: Record<string, string> | undefined;
+    for (let attempt = 0; attempt < 5; attempt++) {
+      details = status.current ? parseDetails(status.message) : {};
+      secret = details.host ? await this.secrets.get(uuid) : undefined;
+      const again = await this.statusOf(uuid);
+      if (again.key === status.key) break;
+      status = again;
+      secret = undefined;
+    }
     if (!details.host || !details.database || !secret?.password || !tenantUuid)
       throw new ConflictError(
         'credentials.not_provisioned',
-        `${name} is not provisioned yet (phase ${resource.status.phase}): its credentials exist once it is Ready` +
+        `${name} is not provisioned yet (phase ${status.phase}): its credentials exist once it is Ready` +
           ' (`tenantry apply --wait`, or `tenantry get resource NAME`); a database of a remote cell agent keeps them in its cell.',
-        { details: { phase: resource.status.phase } },
+        { details: { phase: status.phase } },
       );
     const username = secret.username ?? details.role ?? '';
     const port = Number(details.port ?? 5432);
@@ -83,7 +90,7 @@ export class ResourceCredentialsService {
       resource: uuid,
       name,
       tenantUuid,
-      isolation: spec.database?.isolation ?? details.isolation ?? '',
+      isolation: details.isolation ?? spec.database?.isolation ?? '',
       host: details.host,
       port,
       database: details.database,
@@ -92,5 +99,22 @@ export class ResourceCredentialsService {
       password: secret.password,
       url: url.toString(),
     };
+  }
+
+  /** The resource's status now: its phase, and the Ready message when it is of the current generation. */
+  private async statusOf(
+    id: string,
+  ): Promise<{ phase: string; current: boolean; message: string; key: string }> {
+    const r = await asPlatform(this.db, (trx) =>
+      sql<{ phase: string; current: boolean; message: string | null }>`
+        select phase, phase = 'Ready' and observed_generation = generation and c->>'status' = 'True' as current,
+               c->>'message' as message
+        from integration_resources left join lateral (
+          select c from jsonb_array_elements(conditions) c where c->>'type' = 'Ready' limit 1) rc on true
+        where id = ${id}`.execute(trx),
+    );
+    const row = r.rows[0];
+    const s = { phase: row?.phase ?? 'Deleted', current: row?.current === true, message: row?.message ?? '' };
+    return { ...s, key: JSON.stringify(s) };
   }
 }

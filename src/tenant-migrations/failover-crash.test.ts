@@ -6,7 +6,7 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { killingEngine, loggedRuns, stepLog } from '../../test/helpers/killed-engines.js';
+import { killingEngine, stepLog } from '../../test/helpers/killed-engines.js';
 import {
   databaseAndContainer,
   movableCustomer,
@@ -19,6 +19,7 @@ import {
   finishedOnEngine,
   logged,
   startWorkflowEngine,
+  stepRuns,
   stepsOf,
 } from '../../test/helpers/workflows.js';
 import { azuriteUnavailableReason } from '../../test/infra/azurite.js';
@@ -126,7 +127,7 @@ describe.skipIf(unavailable)('SIGKILL after every step of a region failover', ()
       registry: logged(workflowTypes(fx.t.db, c.providers, defaultDataplaneUrl(fx.t.ownerUrl)), log),
     };
     expect(await finishedOnEngine(fx.t, f.id, last, 120_000)).toMatchObject({ state: 'Succeeded' });
-    const runs = loggedRuns(log)
+    const runs = stepRuns(log)
       .filter((r) => r[0] === 'failover.region')
       .map((r) => r[1]);
     // Every step ran twice: in the process that died after it, and again in the next.

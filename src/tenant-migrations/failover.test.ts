@@ -3,6 +3,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
+import { credentialsOf } from '../../test/helpers/credentials.js';
 import {
   tenantClient as appClient,
   databaseAndContainer,
@@ -239,6 +240,11 @@ describe.skipIf(unavailable)('region failover eu → us with the eu data plane s
       // the sequence continues past them.
       const rotated = await secret(db.id);
       expect(rotated?.password).not.toBe(primaryPassword);
+      // The credentials the API hands out: the rotated ones, on us's server.
+      expect(await credentialsOf(fx, db.id)).toMatchObject({
+        port: Number(new URL(usUrl).port),
+        password: rotated?.password,
+      });
       const us = await tenantClient(db.id, usUrl);
       const ids = (
         await us.query<{ id: string }>(`select id from orders where payload = 'written' order by id`)

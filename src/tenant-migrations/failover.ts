@@ -9,9 +9,11 @@ import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
+import { type Arrival, arrivalOf, settleArrivals } from './arrived-status.js';
 import { bindingOf, changeOf, workflowKey } from './migration-records.js';
 import { withClient } from './pg-copy.js';
 import { providerIn, type RegionDatabasePlan, syncBlobs } from './region-migration.js';
+import type { Switched } from './region-switch.js';
 import {
   type LastKnown,
   primaryUrl,
@@ -170,16 +172,17 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
     },
     {
       name: 'rotate-credentials',
-      // The standby role gets new credentials (under the failover's key) and LOGIN.
+      // The standby role gets new credentials (under the failover's key) and LOGIN; what ensure
+      // observed then is the status the switch writes (./arrived-status.ts).
       async run(ctx) {
         const { plan } = checked(ctx);
-        for (const d of plan.databases)
-          await providerIn(providers, 'database', plan.toRegion).ensure({
-            ...d.desired,
-            id: rotatedKey(ctx, d),
-            suspended: false,
-          });
-        return { rotated: plan.databases.map((d) => d.resourceId) };
+        const store = providerIn(providers, 'database', plan.toRegion);
+        const arrived: Arrival[] = [];
+        for (const d of plan.databases) {
+          const o = await store.ensure({ ...d.desired, id: rotatedKey(ctx, d), suspended: false });
+          arrived.push(arrivalOf(store, d.resourceId, o));
+        }
+        return { rotated: plan.databases.map((d) => d.resourceId), arrived };
       },
     },
     {
@@ -280,7 +283,8 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
    * The registry side, in one transaction: the database resources' secret references resolve to
    * the rotated credentials (the primary's kept under the plan's source key), the tenant's region,
    * placement and cell (its spec's standby cleared: the old primary is no standby), the cells'
-   * allocations, the failover and standby records, `tenant.failed_over` and the audit record.
+   * allocations, the databases' status (Ready with the promoted standby's details), the failover
+   * and standby records, `tenant.failed_over` and the audit record.
    */
   async function switchToStandby(trx: Trx, ctx: StepContext<FailoverInput>): Promise<void> {
     const { plan } = checked(ctx);
@@ -322,6 +326,12 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
       where id = ${f.id}`.execute(trx);
     await sql`update tenant_standbys set state = 'FailedOver', updated_at = now() where tenant_id = ${t.id}`.execute(
       trx,
+    );
+    await settleArrivals(
+      trx,
+      sys,
+      plan.databases.map((d) => d.resourceId),
+      (ctx.outputs['rotate-credentials'] as Switched).arrived ?? [],
     );
     await appendAudit(
       trx,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { type DesiredResource, ProviderError, type ResourceProvider } from '../providers/provider.js';
+import { type Arrival, observeArrival } from './arrived-status.js';
 import { type ChangedRows, copyChangedRows, primaryKeys, trackRows, untrackRows } from './changed-rows.js';
 import type { MigrationPlan, ResourcePlan } from './migration-records.js';
 import {
@@ -112,44 +113,46 @@ export class IsolationDataPlane {
     }
   }
 
-  private targetDesired(tenantId: string, tenantSlug: string, r: ResourcePlan): DesiredResource {
+  /** One side of a resource as its provider takes it: the silo (`target`) or the kept pool schema (`source`), under the side's key. */
+  private desiredOf(input: Owned, r: ResourcePlan, side: 'target' | 'source'): DesiredResource {
+    const target = side === 'target';
     return {
-      id: r.targetKey,
+      id: target ? r.targetKey : r.sourceKey,
       type: 'database',
-      tenantId,
-      tenantSlug,
+      tenantId: input.tenantId,
+      tenantSlug: input.tenantSlug,
       scopeSlug: r.scopeSlug,
-      physicalName: r.target.role,
-      database: { isolation: 'silo' },
+      physicalName: target ? r.target.role : r.source.role,
+      database: { isolation: target ? 'silo' : 'pool' },
     };
   }
 
   /** The dedicated databases and their own roles, with new credentials (kept under the target key). */
   async createTarget(input: Owned): Promise<{ databases: string[] }> {
-    for (const r of input.resources)
-      await this.env.provider().ensure(this.targetDesired(input.tenantId, input.tenantSlug, r));
+    for (const r of input.resources) await this.env.provider().ensure(this.desiredOf(input, r, 'target'));
     return { databases: input.resources.map((r) => r.target.database) };
   }
 
   async dropTarget(input: Owned): Promise<{ dropped: string[] }> {
-    for (const r of input.resources)
-      await this.env.provider().delete(this.targetDesired(input.tenantId, input.tenantSlug, r));
+    for (const r of input.resources) await this.env.provider().delete(this.desiredOf(input, r, 'target'));
     return { dropped: input.resources.map((r) => r.target.database) };
   }
 
   /** The kept source (schema, role, credentials) removed: the end of the rollback window. */
   async dropSource(input: Owned): Promise<{ dropped: string[] }> {
-    for (const r of input.resources)
-      await this.env.provider().delete({
-        id: r.sourceKey,
-        type: 'database',
-        tenantId: input.tenantId,
-        tenantSlug: input.tenantSlug,
-        scopeSlug: r.scopeSlug,
-        physicalName: r.source.role,
-        database: { isolation: 'pool' },
-      });
+    for (const r of input.resources) await this.env.provider().delete(this.desiredOf(input, r, 'source'));
     return { dropped: input.resources.map((r) => `${r.source.database}.${r.source.schema}`) };
+  }
+
+  /**
+   * The side a cut-over (`target`) or a rollback (`source`) switches to, observed as each resource
+   * will be once it has (./arrived-status.ts), its credentials still under the side's key.
+   */
+  async observeArrived(input: Owned & { side: 'target' | 'source' }): Promise<Arrival[]> {
+    const out: Arrival[] = [];
+    for (const r of input.resources)
+      out.push(await observeArrival(this.env.provider(), r.resourceId, this.desiredOf(input, r, input.side)));
+    return out;
   }
 
   async copySchema(input: Resources): Promise<{ statements: number }> {
@@ -480,5 +483,6 @@ export const ISOLATION_DATAPLANE_STEPS = [
   'untrackPool',
   'untrackBack',
   'switchSecrets',
+  'observeArrived',
 ] as const satisfies readonly (keyof IsolationDataPlane)[];
 export type IsolationStep = (typeof ISOLATION_DATAPLANE_STEPS)[number];

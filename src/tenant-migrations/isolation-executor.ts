@@ -21,9 +21,11 @@ const FRESH: ReadonlySet<string> = new Set([
   'waitSynced',
   'syncing',
   'walPosition',
+  'readerLacks',
   'checks',
   'observeTopics',
   'observeAccess',
+  'observeArrived',
 ]);
 
 /** The steps run here, on a data plane this process reaches (a cell no remote agent holds). */

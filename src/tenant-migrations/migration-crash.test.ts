@@ -9,8 +9,8 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { killingEngine, loggedRuns, runsAfterKill, stepLog } from '../../test/helpers/killed-engines.js';
-import { exited, finishedOnEngine, logged, stepsOf } from '../../test/helpers/workflows.js';
+import { killingEngine, runsAfterKill, stepLog } from '../../test/helpers/killed-engines.js';
+import { exited, finishedOnEngine, logged, stepRuns, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
@@ -110,7 +110,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
         });
         // The step the process died in (after its effect) runs again; no other step runs twice.
         expect(
-          loggedRuns(log).map((r) => r[1]),
+          stepRuns(log).map((r) => r[1]),
           killAt,
         ).toEqual(runsAfterKill(ISOLATION_STEPS, killAt));
         expect(
@@ -138,7 +138,7 @@ describe('SIGKILL at every step boundary of a migration', () => {
           `rollback after:${rbStep}`,
         ).toMatchObject({ state: 'Succeeded' });
         expect(
-          loggedRuns(rbLog).map((r) => r[1]),
+          stepRuns(rbLog).map((r) => r[1]),
           `rollback after:${rbStep}`,
         ).toEqual(runsAfterKill(ROLLBACK_STEPS, `after:${rbStep}`));
         expect((await service.get(fx.ctx, tenant, m.id)).state, `rollback after:${rbStep}`).toBe(

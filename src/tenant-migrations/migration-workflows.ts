@@ -17,6 +17,7 @@ import type {
   WorkflowDefinition,
   WorkflowRegistry,
 } from '../workflows/workflow.js';
+import { type Arrival, settleArrivals } from './arrived-status.js';
 import { failoverWorkflow } from './failover.js';
 import { type BackBulk, IsolationDataPlane } from './isolation-dataplane.js';
 import { agentIsolationExecutor, localIsolationExecutor, migrationAgentCell } from './isolation-executor.js';
@@ -39,6 +40,7 @@ import {
   regionSides,
 } from './region-migration.js';
 import { regionRollbackWorkflow } from './region-rollback.js';
+import type { Switched } from './region-switch.js';
 import { establishStandbyWorkflow } from './standby.js';
 import type { Baselines } from './tracked-checksums.js';
 
@@ -336,16 +338,16 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       name: 'cut-over',
       // The target's role may log in (ensure made it so); the registry switches in the checkpoint
       // (and an agent's kept credentials here, just before: a re-run finds them switched).
+      // The target is observed (credentials still under its key) for the status the switch writes.
       async run(ctx) {
-        await on(planOf(ctx), ctx, 'cut-over').setLogin({
-          roles: planOf(ctx).resources.map((r) => r.target.role),
-          login: true,
-        });
+        const dp = on(planOf(ctx), ctx, 'cut-over');
+        await dp.setLogin({ roles: planOf(ctx).resources.map((r) => r.target.role), login: true });
+        const arrived = await dp.observeArrived({ ...owned(ctx, planOf(ctx)), side: 'target' });
         await switchAgentSecrets(ctx, 'cut-over', planOf(ctx), 'forward');
-        return { cutOverAt: new Date().toISOString() };
+        return { cutOverAt: new Date().toISOString(), arrived };
       },
-      async checkpoint(trx, ctx) {
-        await switchPlacement(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx), 'forward');
+      async checkpoint(trx, ctx, output) {
+        await switchPlacement(trx, ctx, planOf(ctx), 'forward', (output as Switched).arrived);
       },
     },
   ];
@@ -359,10 +361,10 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
    */
   async function switchPlacement(
     trx: Trx,
-    tenantId: string,
-    migrationId: string,
+    { tenantId, input: { migrationId } }: StepContext<{ migrationId: string }>,
     plan: MigrationPlan,
     direction: 'forward' | 'back',
+    arrived: Arrival[] = [],
   ): Promise<void> {
     const m = await readMigration(trx, migrationId);
     const from = direction === 'forward' ? m.source : m.target;
@@ -407,6 +409,12 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
     }
     await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
+    await settleArrivals(
+      trx,
+      ctx,
+      plan.resources.map((r) => r.resourceId),
+      arrived,
+    );
     for (const r of plan.resources)
       await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
   }
@@ -499,15 +507,14 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         // No change tracking is left on the pool's tables before the tenant writes there again
         // (the silo's goes with its database, in drop-target, after the freeze).
         await on(plan, ctx, 'restore-source:untrack').untrackPool({ resources: plan.resources });
-        await on(plan, ctx, 'restore-source').setLogin({
-          roles: plan.resources.map((r) => r.source.role),
-          login: true,
-        });
+        const dp = on(plan, ctx, 'restore-source');
+        await dp.setLogin({ roles: plan.resources.map((r) => r.source.role), login: true });
+        const arrived = await dp.observeArrived({ ...owned(ctx, plan), side: 'source' });
         await switchAgentSecrets(ctx, 'restore-source', plan, 'back');
-        return { restored: rollbackPlan(ctx).resources.length };
+        return { restored: plan.resources.length, arrived };
       },
-      async checkpoint(trx, ctx) {
-        await switchPlacement(trx, ctx.tenantId, ctx.input.migrationId, rollbackPlan(ctx), 'back');
+      async checkpoint(trx, ctx, output) {
+        await switchPlacement(trx, ctx, rollbackPlan(ctx), 'back', (output as Switched).arrived);
       },
     },
     {

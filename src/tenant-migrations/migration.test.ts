@@ -8,10 +8,9 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
+import { credentialsOf as revealCredentials } from '../../test/helpers/credentials.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
-import { SecretStore } from '../providers/postgres/secret-store.js';
-import { secretCipherFor } from '../secrets/index.js';
 import { type Migration, MigrationsService } from './migrations.service.js';
 import { databaseUrl, withClient } from './pg-copy.js';
 
@@ -29,37 +28,72 @@ const fx = useControllerTestDatabase((f) =>
   ]),
 );
 
-/**
- * The tenant's application: connects with what the connection secret reference holds now, to the
- * database the resource's placement names (the pool's shared data-plane database, or its own).
- */
+const credentialsOf = (resourceId: string) => revealCredentials(fx, resourceId);
+
+/** The tenant's application: connects with the credentials the API hands out for its resource now. */
 async function tenantClient(resourceId: string): Promise<pg.Client> {
-  const s = await new SecretStore(fx.t.db, secretCipherFor(fx.t.db, fx.t.config)).get(resourceId);
-  if (!s) throw new Error('no secret');
-  const r = await fx.t.owner.query<{ physical_name: string; isolation: string }>(
-    `select physical_name, spec->'database'->>'isolation' as isolation from integration_resources where id = $1`,
-    [resourceId],
-  );
-  const row = r.rows[0]!;
-  const url = new URL(
-    row.isolation === 'silo'
-      ? databaseUrl(defaultDataplaneUrl(fx.t.ownerUrl), row.physical_name)
-      : defaultDataplaneUrl(fx.t.ownerUrl),
-  );
-  url.username = s.username ?? '';
-  url.password = s.password ?? '';
-  const c = new pg.Client({ connectionString: url.toString(), connectionTimeoutMillis: 5_000 });
+  const c = new pg.Client({
+    connectionString: (await credentialsOf(resourceId)).url,
+    connectionTimeoutMillis: 5_000,
+  });
   c.on('error', () => undefined);
   await c.connect();
   return c;
 }
 
 /**
+ * Asks for the resource's credentials every 20 ms, as a client that reconnects would, and keeps
+ * each answer: the database and user it names, or the refusal's code.
+ */
+function watchCredentials(resourceId: string) {
+  const answers: { at: number; answer: string }[] = [];
+  let stop = false;
+  const done = (async () => {
+    while (!stop) {
+      const answer = await credentialsOf(resourceId).then(
+        (x) => `${x.username}@${x.database}`,
+        (err: { code?: string }) => err.code ?? String(err),
+      );
+      answers.push({ at: Date.now(), answer });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  return {
+    answers,
+    /** The distinct answers in the order they came. */
+    sequence: () => answers.map((a) => a.answer).filter((a, i, all) => i === 0 || all[i - 1] !== a),
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
+/** The resource's status, and how many times it was announced Ready (`integrationresource.ready`). */
+async function readyOf(resourceId: string) {
+  const r = await fx.t.owner.query(
+    `select phase, observed_generation = generation as current,
+            (select c->>'message' from jsonb_array_elements(conditions) c where c->>'type' = 'Ready') as message,
+            (select count(*)::int from outbox_events where type = 'dev.tenantry.integrationresource.ready.v1'
+               and subject = 'integrationresources/' || r.id) as "readyEvents"
+     from integration_resources r where id = $1`,
+    [resourceId],
+  );
+  return r.rows[0] as { phase: string; current: boolean; message: string; readyEvents: number };
+}
+
+/** The longest time between two acknowledged writes (the writer's longest pause). */
+const longestPause = (ackedAt: number[]) =>
+  ackedAt.reduce((max, at, i) => (i === 0 ? 0 : Math.max(max, at - ackedAt[i - 1]!)), 0);
+
+/**
  * Writes one row at a time through the tenant's own credentials and remembers every write the
- * database acknowledged, and when writes were refused; reconnects (re-reading the secret) on error.
+ * database acknowledged, and when writes were refused; reconnects (asking for the credentials
+ * again, a refusal of which counts as a refused write) on error.
  */
 function startWriter(resourceId: string, from = 1_000_000) {
   const acked: number[] = [];
+  const ackedAt: number[] = [];
   const refusedAt: number[] = [];
   let stop = false;
   let n = from;
@@ -72,6 +106,7 @@ function startWriter(resourceId: string, from = 1_000_000) {
         const v = ++n;
         await c.query('insert into orders (n, payload) values ($1, $2)', [v, `w${v}`]);
         acked.push(v);
+        ackedAt.push(Date.now());
       } catch (err) {
         lastError = (err as Error).message;
         refusedAt.push(Date.now());
@@ -84,6 +119,7 @@ function startWriter(resourceId: string, from = 1_000_000) {
   })();
   return {
     acked,
+    ackedAt,
     refusedAt,
     lastError: () => lastError,
     async stop() {
@@ -144,6 +180,7 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
 
       const writer = startWriter(rid);
       await until('the writer writing', async () => writer.acked.length > 50);
+      const watch = watchCredentials(rid);
       const m = (await service.start(
         fx.ctx,
         tenant,
@@ -160,9 +197,23 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       });
 
       expect(await finished(fx.t, m.id, 120_000)).toMatchObject({ state: 'Succeeded' });
+      // The moment the cut-over has committed, the credentials are the silo's: never a 409 between.
+      expect(await credentialsOf(rid)).toMatchObject({
+        database: `tenantry_${base}`,
+        username: `tenantry_${base}`,
+        isolation: 'silo',
+      });
+      const cutOver = await readyOf(rid);
+      expect(cutOver).toMatchObject({ phase: 'Ready', current: true, readyEvents: 2 });
+      expect(cutOver.message).toMatch(new RegExp(`^postgres: isolation=silo, .*database=tenantry_${base}, `));
       const ackedAtCutOver = writer.acked.length;
       await until('writes on the silo', async () => writer.acked.length > ackedAtCutOver + 50, 30_000);
       await writer.stop();
+      await watch.stop();
+      expect(watch.sequence()).toEqual([
+        `t_${base}@${new URL(defaultDataplaneUrl(fx.t.ownerUrl)).pathname.slice(1)}`,
+        `tenantry_${base}@tenantry_${base}`,
+      ]);
 
       expect((await stepsOf(fx.t, m.id)).map((s) => `${s.name}:${s.state}`)).toEqual(
         [
@@ -188,13 +239,19 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       // Every row was hashed before the freeze; the freeze read only the changes journalled since.
       expect(v.method).toMatch(/before the freeze.*journalled/);
       expect(done.freeze.durationMs).toBeGreaterThanOrEqual(0);
-      // Writes were refused only in the freeze (plus the writer's reconnect right after it).
+      // Writes were refused only in the freeze (plus the writer's reconnect right after it): its
+      // longest pause is the freeze's, not the freeze's and then a wait for the reconcile.
       const from = Date.parse(done.freeze.startedAt!);
       const to = Date.parse(done.freeze.endedAt!);
       for (const at of writer.refusedAt) {
         expect(at).toBeGreaterThanOrEqual(from - 50);
         expect(at).toBeLessThanOrEqual(to + 2_000);
       }
+      const pause = longestPause(writer.ackedAt);
+      process.stdout.write(
+        `pool → silo: freeze ${done.freeze.durationMs} ms, writer's longest pause ${pause} ms\n`,
+      );
+      expect(pause).toBeLessThan(done.freeze.durationMs! + 2_000);
 
       // The silo holds every acknowledged write exactly once, and everything else.
       const silo = await tenantClient(rid);
@@ -259,21 +316,31 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
         );
         expect(left.rows[0]).toEqual({ triggers: 0, schemas: 0 });
       }
-      // The reconcile takes the silo over from here, Ready with the new connection details.
-      await until('the silo database Ready', async () => {
+      // The reconcile the cut-over asked for finds what the cut-over wrote: nothing more to change
+      // or to announce.
+      await until('the silo database reconciled', async () => {
         const r = await fx.t.owner.query(
-          `select phase, observed_generation = generation as current from integration_resources where id = $1`,
-          [rid],
+          `select 1 from reconcile_jobs j, tenant_migrations m where j.object_id = $1 and m.id = $2
+             and j.updated_at > m.cut_over_at and j.locked_by is null and j.run_after > now()`,
+          [rid, m.id],
         );
-        return r.rows[0].phase === 'Ready' && r.rows[0].current;
+        return r.rowCount === 1;
       });
+      expect(await readyOf(rid)).toEqual(cutOver);
 
       // Rollback, while the writer writes on: the pool gets every row, those written on the silo too.
       const writer2 = startWriter(rid, 2_000_000);
       await until('the second writer writing', async () => writer2.acked.length > 50);
+      const watch2 = watchCredentials(rid);
       const rb = await service.rollback(fx.ctx, tenant, m.id);
       expect(rb.rollbackWorkflowId).toBeTruthy();
       expect(await finished(fx.t, rb.rollbackWorkflowId!, 120_000)).toMatchObject({ state: 'Succeeded' });
+      expect(await credentialsOf(rid)).toMatchObject({ username: `t_${base}`, isolation: 'pool' });
+      await watch2.stop();
+      expect(watch2.sequence()).toEqual([
+        `tenantry_${base}@tenantry_${base}`,
+        `t_${base}@${new URL(defaultDataplaneUrl(fx.t.ownerUrl)).pathname.slice(1)}`,
+      ]);
       const ackedAtRollback = writer2.acked.length;
       await until(
         'writes on the pool again',
@@ -281,6 +348,8 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
         30_000,
       );
       await writer2.stop();
+      process.stdout.write(`rollback: writer's longest pause ${longestPause(writer2.ackedAt)} ms\n`);
+      expect(await readyOf(rid)).toMatchObject({ phase: 'Ready', current: true, readyEvents: 3 });
       const back = await tenantClient(rid);
       expect(back.database).not.toBe(`tenantry_${base}`);
       const all = [...writer.acked, ...writer2.acked];

@@ -330,6 +330,64 @@ export async function tablesSyncing(target: pg.ClientBase, name: string, expecte
   return Math.max(expected, x.total) - x.ready;
 }
 
+/**
+ * The subscription's failed attempts so far (`pg_stat_subscription_stats`, PostgreSQL 15 on; zero
+ * before): a table sync or apply worker that errors is restarted by PostgreSQL every
+ * `wal_retrieve_retry_interval` (5 s) and says why in the server log only.
+ */
+export async function subscriptionErrors(
+  target: pg.ClientBase,
+  name: string,
+): Promise<{ sync: number; apply: number }> {
+  const view = await target.query<{ present: boolean }>(
+    `select to_regclass('pg_catalog.pg_stat_subscription_stats') is not null as present`,
+  );
+  if (!view.rows[0]?.present) return { sync: 0, apply: 0 };
+  const r = await target.query<{ sync: number; apply: number }>(
+    `select sync_error_count::int as sync, apply_error_count::int as apply
+     from pg_stat_subscription_stats where subname = $1`,
+    [name],
+  );
+  return r.rows[0] ?? { sync: 0, apply: 0 };
+}
+
+/**
+ * What the role `reader` lacks to replicate `tables` of `schema` in this database (LOGIN,
+ * REPLICATION, CONNECT, USAGE on the schema, SELECT on each table): empty when nothing.
+ */
+export async function readerLacks(
+  c: pg.ClientBase,
+  reader: string,
+  schema: string,
+  tables: string[],
+): Promise<string[]> {
+  const r = await c.query<{
+    login: boolean;
+    replication: boolean;
+    connect: boolean;
+    usage: boolean;
+    unreadable: string[];
+  }>(
+    `select r.rolcanlogin as login, r.rolreplication as replication,
+            has_database_privilege(r.oid, current_database(), 'CONNECT') as connect,
+            has_schema_privilege(r.oid, n.oid, 'USAGE') as usage,
+            array(select t from unnest($3::text[]) t
+                  where to_regclass(format('%I.%I', $2::text, t)) is null
+                     or not has_table_privilege(r.oid, to_regclass(format('%I.%I', $2::text, t)), 'SELECT')) as unreadable
+     from pg_roles r, pg_namespace n where r.rolname = $1 and n.nspname = $2`,
+    [reader, schema, tables],
+  );
+  const x = r.rows[0];
+  if (!x) return [`role ${reader} or schema ${schema} (missing)`];
+  return [
+    ...(x.login ? [] : ['LOGIN']),
+    ...(x.replication ? [] : ['REPLICATION']),
+    ...(x.connect ? [] : ['CONNECT on the database']),
+    ...(x.usage ? [] : [`USAGE on schema ${schema}`]),
+    ...x.unreadable.map((t) => `SELECT on ${schema}.${t}`),
+  ];
+}
+
 /** Bytes of WAL the subscription has not confirmed yet (the replication lag). */
 export async function replicationLag(source: pg.ClientBase, name: string): Promise<number | null> {
   const r = await source.query<{ lag: string | null }>(

@@ -11,6 +11,7 @@ import {
   type ResourceProvider,
   type ResourceType,
 } from '../providers/provider.js';
+import { type Arrival, observeArrival } from './arrived-status.js';
 import {
   checksums,
   compare,
@@ -20,6 +21,7 @@ import {
   dropSubscription,
   hasSubscription,
   inventory,
+  readerLacks,
   readSequences,
   replicationLag,
   type SchemaInventory,
@@ -28,6 +30,7 @@ import {
   setRolesLogin,
   setSequences,
   stopReplication,
+  subscriptionErrors,
   type TableCheck,
   tablesSyncing,
   type Verification,
@@ -331,13 +334,18 @@ export class RegionDataPlane {
     return { stopped: input.name };
   }
 
-  /** Tables of the subscription still in their initial copy. */
-  async syncing(input: SideDatabase & { name: string; tables: string[] }): Promise<{ left: number }> {
-    return {
-      left: await withClient(this.urlOf(input.database), (t) =>
-        tablesSyncing(t, input.name, input.tables.length),
-      ),
-    };
+  /** Tables of the subscription still in their initial copy, and its workers' failed attempts so far. */
+  async syncing(
+    input: SideDatabase & { name: string; tables: string[] },
+  ): Promise<{ left: number; syncErrors: number; applyErrors: number }> {
+    return withClient(this.urlOf(input.database), async (t) => {
+      const errors = await subscriptionErrors(t, input.name);
+      return {
+        left: await tablesSyncing(t, input.name, input.tables.length),
+        syncErrors: errors.sync,
+        applyErrors: errors.apply,
+      };
+    });
   }
 
   /** The slot's lag in bytes, and the current WAL position. */
@@ -348,6 +356,15 @@ export class RegionDataPlane {
       lagBytes: await replicationLag(s, input.name),
       lsn: (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn,
     }));
+  }
+
+  /** What the reader `name` lacks to replicate the tables (see readerLacks): why a table sync may fail. */
+  async readerLacks(input: SideDatabase & { name: string; tables: string[] }): Promise<{ lacks: string[] }> {
+    return {
+      lacks: await withClient(this.urlOf(input.database), (c) =>
+        readerLacks(c, input.name, input.schema, input.tables),
+      ),
+    };
   }
 
   /**
@@ -438,6 +455,19 @@ export class RegionDataPlane {
     if (input.roles.length === 0) return { roles: [] };
     await withClient(this.urlOf(this.home), (c) => setRolesLogin(c, input.roles, input.login));
     return { roles: input.roles };
+  }
+
+  /**
+   * The databases this region's side of a switch makes the resources' (each desired's id the key
+   * its credentials are kept under until then), observed as the resources will be (./arrived-status.ts).
+   */
+  async observeArrived(input: {
+    databases: { resourceId: string; desired: DesiredResource }[];
+  }): Promise<Arrival[]> {
+    const out: Arrival[] = [];
+    for (const d of input.databases)
+      out.push(await observeArrival(this.provider('database'), d.resourceId, d.desired));
+    return out;
   }
 
   async observeAccess(input: { desired: DesiredResource }): Promise<AccessGrant> {
@@ -569,6 +599,7 @@ export const REGION_DATAPLANE_STEPS = [
   'unsubscribe',
   'syncing',
   'walPosition',
+  'readerLacks',
   'trackBaseline',
   'checks',
   'verifyAgainst',
@@ -582,5 +613,6 @@ export const REGION_DATAPLANE_STEPS = [
   'blobReader',
   'pullBlobs',
   'renameSecrets',
+  'observeArrived',
 ] as const satisfies readonly (keyof RegionDataPlane)[];
 export type RegionStep = (typeof REGION_DATAPLANE_STEPS)[number];

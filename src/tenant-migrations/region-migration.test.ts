@@ -4,6 +4,7 @@ import kafkajs from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TestController, until, useControllerTestDatabase } from '../../test/helpers/controller.js';
+import { credentialsOf } from '../../test/helpers/credentials.js';
 import {
   tenantClient as appClient,
   doc,
@@ -168,6 +169,8 @@ describe.skipIf(unavailable)('region migration eu → us on real engines', () =>
       expect(Object.values(v.blobs)).toEqual([expect.objectContaining({ equal: true, blobs: 5 })]);
       expect(Object.values(v.topics)).toEqual([{ exists: true, drift: [] }]);
 
+      // The moment the cut-over has committed, the credentials the API hands out are us's.
+      expect(await credentialsOf(fx, db.id)).toMatchObject({ port: Number(new URL(usUrl).port) });
       // On the us engines: the rows (through the tenant's credentials, now us's), the blobs byte for byte, the topic and its ACLs.
       const us = await tenantClient(db.id, usUrl);
       expect((await us.query('select count(*)::int as n from orders')).rows[0].n).toBe(20000);
@@ -276,6 +279,7 @@ describe.skipIf(unavailable)('region migration eu → us on real engines', () =>
       )) as Migration;
       expect(await finished(fx.t, m.id, 180_000)).toMatchObject({ state: 'Succeeded' });
       expect((await service.get(fx.ctx, tenant, m.id)).state).toBe('CutOver');
+      expect(await credentialsOf(fx, db.id)).toMatchObject({ port: Number(new URL(euServer).port) });
       const eu = await tenantClient(db.id, euServer);
       expect((await eu.query('select count(*)::int as n from orders')).rows[0].n).toBe(20001);
       await eu.query('insert into orders (n, payload) select g, $1 from generate_series(900001, 900010) g', [
@@ -291,6 +295,7 @@ describe.skipIf(unavailable)('region migration eu → us on real engines', () =>
 
       const rb = await service.rollback(fx.ctx, tenant, m.id);
       expect(await finished(fx.t, rb.rollbackWorkflowId!, 180_000)).toMatchObject({ state: 'Succeeded' });
+      expect(await credentialsOf(fx, db.id)).toMatchObject({ port: Number(new URL(usUrl).port) });
       expect((await stepsOf(fx.t, rb.rollbackWorkflowId!)).map((s) => s.name)).toEqual([
         'check-window',
         'freeze-writes',

@@ -21,10 +21,16 @@ import {
   RegionDataPlane,
   type RegionStep,
 } from './region-dataplane.js';
-import { switchTenantRegion } from './region-switch.js';
+import { type Switched, switchTenantRegion } from './region-switch.js';
 import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_REGION = 'migration.region';
+
+/**
+ * Failed attempts of a subscription's workers, during one run of `wait-synced`, that fail the step
+ * (PostgreSQL restarts a failed worker after 5 s: about half a minute of failing).
+ */
+const SUBSCRIPTION_FAILURES = 6;
 
 export interface RegionMigrationInput {
   migrationId: string;
@@ -353,17 +359,36 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
         const s = sides(ctx, 'wait-synced');
         const lag: Record<string, number | null> = {};
-        for (const d of p.databases)
+        for (const d of p.databases) {
+          let seen: number | undefined;
           for (;;) {
-            const { left } = await s.target().syncing({ ...at(d, 'target'), name: d.replication });
+            const { left, syncErrors, applyErrors } = await s
+              .target()
+              .syncing({ ...at(d, 'target'), name: d.replication });
             lag[d.replication] = (
               await s.source().walPosition({ ...at(d, 'source'), name: d.replication })
             ).lagBytes;
             if (left === 0 && (lag[d.replication] ?? 0) < 16 * 1024 * 1024) break;
+            // PostgreSQL restarts a failing worker and says why in its log only: after a few
+            // failures here, the step fails with what can be seen of the cause (a retry asks again).
+            seen ??= syncErrors + applyErrors;
+            if (syncErrors + applyErrors - seen >= SUBSCRIPTION_FAILURES) {
+              const { lacks } = await s.source().readerLacks({ ...at(d, 'source'), name: d.replication });
+              throw new ProviderError(
+                `the subscription ${d.replication} in ${p.toRegion} keeps failing (${syncErrors} table sync and ${applyErrors} apply errors): ${
+                  lacks.length > 0
+                    ? `its reader in ${p.fromRegion} lacks ${lacks.join(', ')}`
+                    : `see the log of the ${p.toRegion} data-plane PostgreSQL`
+                }`,
+                'SubscriptionFailing',
+                true,
+              );
+            }
             if (ctx.signal.aborted)
               throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
             await new Promise((res) => setTimeout(res, 200));
           }
+        }
         return { lagBytes: lag };
       },
     },
@@ -557,17 +582,21 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     },
     {
       name: 'cut-over',
-      // The target's role may log in; the agents' kept credentials are switched (just before: a
+      // The target's role may log in, its databases are observed (credentials still under its key)
+      // for the status the switch writes; the agents' kept credentials are switched (just before: a
       // re-run finds them switched); the registry switches region in the checkpoint.
       async run(ctx) {
         const p = planOf(ctx);
         const s = sides(ctx, 'cut-over');
         await s.target().setLogin({ roles: p.databases.map((d) => d.role), login: true });
+        const arrived = await s.target().observeArrived({
+          databases: p.databases.map((d) => ({ resourceId: d.resourceId, desired: targetDesired(d) })),
+        });
         await renameAgentSecrets(p, s, 'forward');
-        return { cutOverAt: new Date().toISOString() };
+        return { cutOverAt: new Date().toISOString(), arrived };
       },
-      async checkpoint(trx, ctx) {
-        await switchTenantRegion(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx), 'forward');
+      async checkpoint(trx, ctx, output) {
+        await switchTenantRegion(trx, ctx, planOf(ctx), 'forward', output as Switched);
       },
     },
   ];

@@ -12,7 +12,7 @@ import {
   regionSides,
   renameAgentSecrets,
 } from './region-migration.js';
-import { switchTenantRegion } from './region-switch.js';
+import { type Switched, switchTenantRegion } from './region-switch.js';
 
 export const ROLLBACK_REGION = 'migration.region-rollback';
 
@@ -179,11 +179,18 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
           const grant = p.blobGrants?.[b.resourceId];
           if (grant) await s.source(b.resourceId).restoreAccess({ desired: b.desired, grant });
         }
+        // The source's databases observed (credentials still under its key) for the status the switch writes.
+        const arrived = await s.source().observeArrived({
+          databases: p.databases.map((d) => ({
+            resourceId: d.resourceId,
+            desired: { ...d.desired, id: d.sourceKey },
+          })),
+        });
         await renameAgentSecrets(p, s, 'back');
-        return { restoredAt: new Date().toISOString() };
+        return { restoredAt: new Date().toISOString(), arrived };
       },
-      async checkpoint(trx, ctx) {
-        await switchTenantRegion(trx, ctx.tenantId, ctx.input.migrationId, planOf(ctx), 'back');
+      async checkpoint(trx, ctx, output) {
+        await switchTenantRegion(trx, ctx, planOf(ctx), 'back', output as Switched);
       },
     },
     {

@@ -6,6 +6,8 @@ import type { Trx } from '../db/database.js';
 import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
+import type { StepContext } from '../workflows/workflow.js';
+import { type Arrival, settleArrivals } from './arrived-status.js';
 import { bindingOf, changeOf, readMigration, recordSwitch } from './migration-records.js';
 
 /**
@@ -19,8 +21,16 @@ import { bindingOf, changeOf, readMigration, recordSwitch } from './migration-re
  *   rollback's freeze);
  * - the tenant's change (event `tenant.region_migrated` or `tenant.migration_rolled_back`, with the
  *   previous and new placement) and the audit record;
+ * - the databases' status: Ready with the arriving side's details (./arrived-status.ts), so their
+ *   credentials name the arriving side's server from the commit on;
  * - a reconcile of every moved resource.
  */
+/** A switching step's output: the arriving side as observed for the status the switch writes. */
+export interface Switched {
+  /** Absent in a step recorded before the switch wrote status (the reconcile writes it then). */
+  arrived?: Arrival[];
+}
+
 /** What of a region migration's plan (region-migration.ts) the switch needs. */
 export interface RegionSwitchPlan {
   fromRegion: string;
@@ -32,10 +42,11 @@ export interface RegionSwitchPlan {
 
 export async function switchTenantRegion(
   trx: Trx,
-  tenantId: string,
-  migrationId: string,
+  { tenantId, input: { migrationId } }: StepContext<{ migrationId: string }>,
   plan: RegionSwitchPlan,
   direction: 'forward' | 'back',
+  /** The switching step's output: the arriving databases as it observed them (./arrived-status.ts). */
+  { arrived = [] }: Switched,
 ): Promise<void> {
   const m = await readMigration(trx, migrationId);
   const ctx = systemContext(`tenantry-workflow ${migrationId}`);
@@ -69,6 +80,12 @@ export async function switchTenantRegion(
   await sql`update cells set allocated = greatest(allocated - 1, 0) where id = ${from.cellUuid}`.execute(trx);
   await sql`update cells set allocated = allocated + 1 where id = ${to.cellUuid}`.execute(trx);
   await recordSwitch(trx, ctx, { tenantId, tenantSlug: t.slug, migrationId, from, to }, direction);
+  await settleArrivals(
+    trx,
+    ctx,
+    plan.databases.map((d) => d.resourceId),
+    arrived,
+  );
   for (const r of [...plan.databases, ...plan.blobs, ...plan.topics])
     await enqueueJob(trx, { kind: 'IntegrationResource', objectId: r.resourceId, tenantId, generation: 0 });
 }

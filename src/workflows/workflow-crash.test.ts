@@ -8,8 +8,8 @@ import {
   until,
   useControllerTestDatabase,
 } from '../../test/helpers/controller.js';
-import { killingEngine, loggedRuns, runsAfterKill, stepLog } from '../../test/helpers/killed-engines.js';
-import { exited, finishedOnEngine, logged, stepsOf } from '../../test/helpers/workflows.js';
+import { killingEngine, runsAfterKill, stepLog } from '../../test/helpers/killed-engines.js';
+import { exited, finishedOnEngine, logged, stepRuns, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
@@ -98,7 +98,7 @@ describe('SIGKILL at every step boundary', () => {
           }),
           name,
         ).toMatchObject({ state: 'Succeeded' });
-        const runs = loggedRuns(log);
+        const runs = stepRuns(log);
         const at = steps.indexOf(step);
         // Steps before the kill ran once, in the dead process; the resumed engine started at the step.
         expect(

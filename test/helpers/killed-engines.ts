@@ -36,15 +36,6 @@ export function killingEngine(
   });
 }
 
-/** The step runs `log` holds, in order, each `[workflow type, step, pid]`. */
-export function loggedRuns(log: string): string[][] {
-  return fs
-    .readFileSync(log, 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => l.split(' '));
-}
-
 /**
  * The steps run, in order, when the engine running `steps` dies at `killAt` and another resumes:
  * each once, and the one it died after (its effect done, not its checkpoint) twice.

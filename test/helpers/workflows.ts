@@ -106,7 +106,7 @@ export async function stepsOf(
   return r.rows;
 }
 
-export { logged } from '../fixtures/logged-steps.js';
+export { logged, stepRuns } from '../fixtures/logged-steps.js';
 
 /**
  * Runs the open workflows to their end (lifecycle types, no providers: their steps touch only the

@@ -110,6 +110,24 @@ describe('PostgreSQL isolation provider', () => {
     await provider.delete(b);
   });
 
+  it('pool: a suspended tenant’s role may not log in, and that is no drift (its session is not probed)', async () => {
+    const a = { ...desired('pool', 's'), suspended: true };
+    try {
+      expect(await provider.ensure(a)).toMatchObject({ exists: true, drift: [] });
+      expect((await provider.observe(a)).drift).toEqual([]);
+      const login = await t.owner.query('select rolcanlogin from pg_roles where rolname = $1', [
+        a.physicalName,
+      ]);
+      expect(login.rows[0].rolcanlogin).toBe(false);
+      // Resumed: the role logs in again, and its session is checked again.
+      const { suspended: _, ...resumed } = a;
+      expect(await provider.ensure(resumed)).toMatchObject({ exists: true, drift: [] });
+      await (await connectAs(resumed)).end();
+    } finally {
+      await provider.delete(a);
+    }
+  });
+
   it('pool: observe checks the contract as the tenant sees it; each broken piece is drift that ensure repairs', async () => {
     const a = desired('pool', 'c');
     const b = desired('pool', 'd');

@@ -175,8 +175,12 @@ export class PostgresDatabaseProvider implements ResourceProvider, AccessControl
         else if (b && !b.member) drift.push(`role ${n.role} is not a member of ${SHARED_GROUP}`);
         exists = exists && b !== undefined;
       }
-      // What the catalog says is not the whole contract: the tenant's own session must work.
-      if (exists) drift.push(...(await this.probe(desired, n)));
+      // What the catalog says is not the whole contract: the tenant's own session must work. A
+      // suspended tenant's role may not log in, as wanted: it has no session to check (probing it
+      // made a drift of the refusal, which no ensure repairs, reconciled again and again while a
+      // migration froze the tenant's writes).
+      const refused = desired.suspended && !role.rows[0]?.rolcanlogin;
+      if (exists && !refused) drift.push(...(await this.probe(desired, n)));
       return { exists, drift: [...new Set(drift)], details: this.details(desired, n) };
     });
   }

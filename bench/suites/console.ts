@@ -81,7 +81,10 @@ export async function consoleBenchmark(server: BenchPostgres): Promise<Row[]> {
         httpLoad(label, tenantryUrl, { ...one, requests: [{ method: 'GET', path, headers: { cookie } }] }),
         SECONDS,
       );
-    const baseline = await measure(httpLoad('bare Fastify HTML route', `${bareUrl}/hello.html`, one), SECONDS);
+    const baseline = await measure(
+      httpLoad('bare Fastify HTML route', `${bareUrl}/hello.html`, one),
+      SECONDS,
+    );
     const n = TENANTS.toLocaleString('en-US');
     const pages = [
       [`hierarchy: a customer's tenants (25 of ${n})`, '/console/customers/bench/children'],

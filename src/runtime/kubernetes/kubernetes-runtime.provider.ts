@@ -1,11 +1,5 @@
-import {
-  CoreV1Api,
-  KubeConfig,
-  type KubernetesObject,
-  KubernetesObjectApi,
-  PatchStrategy,
-  type V1Pod,
-} from '@kubernetes/client-node';
+import fs from 'node:fs';
+import type { CoreV1Api, KubernetesObject, KubernetesObjectApi, V1Pod } from '@kubernetes/client-node';
 import { ProviderError } from '../../providers/provider.js';
 import {
   COMPUTE_UNIT,
@@ -14,6 +8,13 @@ import {
   quotaReplicaCap,
   type RuntimeProvider,
 } from '../runtime-provider.js';
+
+/** The client library's parts this provider uses, once loaded. */
+type Clients = {
+  objects: KubernetesObjectApi;
+  core: CoreV1Api;
+  serverSideApply: typeof import('@kubernetes/client-node')['PatchStrategy']['ServerSideApply'];
+};
 
 /**
  * Services on Kubernetes (`@kubernetes/client-node`), one namespace per tenant:
@@ -36,20 +37,41 @@ import {
  */
 export class KubernetesRuntimeProvider implements RuntimeProvider {
   readonly name = 'kubernetes';
-  private readonly objects: KubernetesObjectApi;
-  private readonly core: CoreV1Api;
+  private loaded?: Promise<Clients>;
 
-  constructor(kubeconfig: KubeConfig) {
-    this.objects = KubernetesObjectApi.makeApiClient(kubeconfig);
-    this.core = kubeconfig.makeApiClient(CoreV1Api);
+  private constructor(private readonly load: () => Promise<Clients>) {}
+
+  /**
+   * From a kubeconfig file (TENANTRY_KUBECONFIG), optionally a named context. The client library is
+   * loaded at the first call, not with this module: it holds ~70 MiB of generated API code that a
+   * server on another compute target would carry for nothing. The file must be readable now.
+   */
+  static fromFile(path: string, context?: string): KubernetesRuntimeProvider {
+    fs.accessSync(path, fs.constants.R_OK);
+    return new KubernetesRuntimeProvider(async () => {
+      const k8s = await import('@kubernetes/client-node');
+      const kc = new k8s.KubeConfig();
+      kc.loadFromFile(path);
+      if (context) kc.setCurrentContext(context);
+      return {
+        objects: k8s.KubernetesObjectApi.makeApiClient(kc),
+        core: kc.makeApiClient(k8s.CoreV1Api),
+        serverSideApply: k8s.PatchStrategy.ServerSideApply,
+      };
+    });
   }
 
-  /** From a kubeconfig file (TENANTRY_KUBECONFIG), optionally a named context. */
-  static fromFile(path: string, context?: string): KubernetesRuntimeProvider {
-    const kc = new KubeConfig();
-    kc.loadFromFile(path);
-    if (context) kc.setCurrentContext(context);
-    return new KubernetesRuntimeProvider(kc);
+  private clients(): Promise<Clients> {
+    if (!this.loaded)
+      this.loaded = this.load().catch((err: unknown) => {
+        this.loaded = undefined;
+        throw new ProviderError(
+          `Kubernetes client: ${err instanceof Error ? err.message : String(err)}`,
+          'ProviderNotConfigured',
+          false,
+        );
+      });
+    return this.loaded;
   }
 
   async observe(d: DesiredService): Promise<ObservedService> {
@@ -101,7 +123,9 @@ export class KubernetesRuntimeProvider implements RuntimeProvider {
   ): Promise<ObservedService> {
     const pods = deployment
       ? await this.call(`list pods of ${d.slug}`, () =>
-          this.core.listNamespacedPod({ namespace: d.tenantSlug, labelSelector: `${SERVICE_UUID}=${d.id}` }),
+          this.clients().then(({ core }) =>
+            core.listNamespacedPod({ namespace: d.tenantSlug, labelSelector: `${SERVICE_UUID}=${d.id}` }),
+          ),
         )
       : { items: [] as V1Pod[] };
     const items = pods.items
@@ -137,7 +161,8 @@ export class KubernetesRuntimeProvider implements RuntimeProvider {
   private read(m: KubernetesObject): Promise<KubernetesObject | undefined> {
     return this.call(`read ${m.kind} ${m.metadata?.name}`, async () => {
       try {
-        return wire(await this.objects.read(m as KubernetesObject & { metadata: { name: string } }));
+        const { objects } = await this.clients();
+        return wire(await objects.read(m as KubernetesObject & { metadata: { name: string } }));
       } catch (err) {
         if (statusOf(err) === 404) return undefined;
         throw err;
@@ -146,15 +171,17 @@ export class KubernetesRuntimeProvider implements RuntimeProvider {
   }
 
   private apply(m: KubernetesObject): Promise<unknown> {
-    return this.call(`apply ${m.kind} ${m.metadata?.name}`, () =>
-      this.objects.patch(m, undefined, undefined, FIELD_MANAGER, true, PatchStrategy.ServerSideApply),
-    );
+    return this.call(`apply ${m.kind} ${m.metadata?.name}`, async () => {
+      const { objects, serverSideApply } = await this.clients();
+      return objects.patch(m, undefined, undefined, FIELD_MANAGER, true, serverSideApply);
+    });
   }
 
   private remove(m: KubernetesObject): Promise<unknown> {
     return this.call(`delete ${m.kind} ${m.metadata?.name}`, async () => {
       try {
-        return await this.objects.delete(m, undefined, undefined, undefined, undefined, 'Background');
+        const { objects } = await this.clients();
+        return await objects.delete(m, undefined, undefined, undefined, undefined, 'Background');
       } catch (err) {
         if (statusOf(err) === 404) return undefined;
         throw err;
@@ -166,7 +193,8 @@ export class KubernetesRuntimeProvider implements RuntimeProvider {
   private async pruneConfigMaps(d: DesiredService, keep: string | undefined): Promise<void> {
     const list = await this.call(`list config maps of ${d.slug}`, async () => {
       try {
-        return await this.core.listNamespacedConfigMap({
+        const { core } = await this.clients();
+        return await core.listNamespacedConfigMap({
           namespace: d.tenantSlug,
           labelSelector: `${SERVICE_UUID}=${d.id}`,
         });

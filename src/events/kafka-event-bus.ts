@@ -1,10 +1,11 @@
-import kafkajs, { type Kafka, type Producer } from 'kafkajs';
+import type { Producer } from 'kafkajs';
 import { sql } from 'kysely';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { KafkaConfig } from '../config/config.js';
 import { reconnectDelay } from '../db/connection-errors.js';
 import { asPlatform, type Db } from '../db/database.js';
+import { kafkajs as lazyKafkajs } from '../providers/kafka/kafkajs.js';
 import { EVENT_NAMES } from '../registry/kinds/index.js';
 import { type OutboxRow, toCloudEvent } from './cloud-event.js';
 
@@ -27,7 +28,6 @@ const PUBLISHER_LOCK = 0x74656e62; // 'tenb'
  * so reading `seq` ascending per stream never skips an event that commits later.
  */
 export class KafkaEventBus {
-  private readonly kafka: Kafka;
   private producer: Producer | undefined;
   private lockClient: pg.Client | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -40,22 +40,23 @@ export class KafkaEventBus {
   constructor(
     private readonly db: Db,
     private readonly ownerOrAppUrl: string,
-    kafka: KafkaConfig,
+    private readonly config: KafkaConfig,
     private readonly source: string,
     private readonly log: Logger,
     private readonly pollMs = 500,
-  ) {
-    this.kafka = new kafkajs.Kafka({
-      clientId: `${kafka.clientId}-event-bus`,
-      brokers: kafka.brokers,
-      ...(kafka.sasl ? { sasl: kafka.sasl } : {}),
-      ssl: kafka.ssl,
+  ) {}
+
+  /** Loads kafkajs (not before: a server without the bus does not carry it), then connects. */
+  async start(): Promise<void> {
+    const kafkajs = await lazyKafkajs.load();
+    const kafka = new kafkajs.Kafka({
+      clientId: `${this.config.clientId}-event-bus`,
+      brokers: this.config.brokers,
+      ...(this.config.sasl ? { sasl: this.config.sasl } : {}),
+      ssl: this.config.ssl,
       logLevel: kafkajs.logLevel.NOTHING,
     });
-  }
-
-  async start(): Promise<void> {
-    const admin = this.kafka.admin();
+    const admin = kafka.admin();
     await admin.connect();
     try {
       const existing = new Set(await admin.listTopics());
@@ -69,7 +70,7 @@ export class KafkaEventBus {
     } finally {
       await admin.disconnect();
     }
-    this.producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    this.producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await this.producer.connect();
     this.timer = setInterval(() => {
       this.running = this.running

@@ -1,7 +1,5 @@
-import kafkajs from 'kafkajs';
 import { ProviderError } from '../provider.js';
-
-const { KafkaJSAggregateError, KafkaJSError, KafkaJSNumberOfRetriesExceeded, KafkaJSProtocolError } = kafkajs;
+import { type KafkajsModule, kafkajs as lazyKafkajs } from './kafkajs.js';
 
 /** Broker answers that mean "the request is wrong": retrying the same request cannot help. */
 const PERMANENT: Record<string, string> = {
@@ -23,7 +21,8 @@ const PERMANENT: Record<string, string> = {
 };
 
 /** The kafkajs error underneath retry and aggregate wrappers. */
-function innermost(err: unknown): unknown {
+function innermost(k: KafkajsModule, err: unknown): unknown {
+  const { KafkaJSAggregateError, KafkaJSNumberOfRetriesExceeded } = k;
   let e = err;
   for (let i = 0; i < 5; i++) {
     if (e instanceof KafkaJSNumberOfRetriesExceeded && e.cause) e = e.cause;
@@ -35,21 +34,25 @@ function innermost(err: unknown): unknown {
 
 /** The protocol error type (`UNKNOWN_TOPIC_OR_PARTITION`, …) of a kafkajs failure, if it is one. */
 export function kafkaErrorType(err: unknown): string | undefined {
-  const e = innermost(err);
-  return e instanceof KafkaJSProtocolError ? e.type : undefined;
+  const kafkajs = lazyKafkajs.loaded();
+  if (!kafkajs) return undefined;
+  const e = innermost(kafkajs, err);
+  return e instanceof kafkajs.KafkaJSProtocolError ? e.type : undefined;
 }
 
 /**
  * Turns a kafkajs failure into a ProviderError: anything about reaching the cluster (refused
  * connection, timeout, no controller, leader moving) is retryable `BrokerUnavailable`; a request the
- * broker refuses on its merits is permanent. Errors that are not Kafka's pass through unchanged.
+ * broker refuses on its merits is permanent. Errors that are not Kafka's pass through unchanged (before
+ * kafkajs is loaded, none can be).
  */
 export function toProviderError(err: unknown, action: string): unknown {
-  if (err instanceof ProviderError) return err;
-  const e = innermost(err);
-  if (!(e instanceof KafkaJSError)) return err;
+  const kafkajs = lazyKafkajs.loaded();
+  if (err instanceof ProviderError || !kafkajs) return err;
+  const e = innermost(kafkajs, err);
+  if (!(e instanceof kafkajs.KafkaJSError)) return err;
   const message = `Kafka: ${action}: ${e.message}`;
-  const type = e instanceof KafkaJSProtocolError ? e.type : undefined;
+  const type = e instanceof kafkajs.KafkaJSProtocolError ? e.type : undefined;
   const permanent = type ? PERMANENT[type] : undefined;
   if (permanent) return new ProviderError(message, permanent, false, { cause: err });
   if (e.name === 'KafkaJSSASLAuthenticationError')

@@ -24,7 +24,6 @@ import type {
   ITopicMetadata,
   Kafka as KafkaClient,
 } from 'kafkajs';
-import kafkajs from 'kafkajs';
 import type { KafkaConfig } from '../../config/config.js';
 import type { AccessControl, AccessGrant } from '../access.js';
 import {
@@ -34,17 +33,16 @@ import {
   type ResourceProvider,
 } from '../provider.js';
 import { kafkaErrorType, toProviderError } from './kafka-errors.js';
+import { type KafkajsModule, kafkajs as lazyKafkajs } from './kafkajs.js';
 
-const {
-  Kafka,
-  logLevel,
-  AclOperationTypes: Op,
-  AclPermissionTypes: Permission,
-  AclResourceTypes: Resource,
-  ConfigResourceTypes,
-  ConfigSource,
-  ResourcePatternTypes: Pattern,
-} = kafkajs;
+// kafkajs' protocol constants, bound when the first admin call loads kafkajs: every use
+// below runs inside or after such a call.
+let Op: KafkajsModule['AclOperationTypes'];
+let Permission: KafkajsModule['AclPermissionTypes'];
+let Resource: KafkajsModule['AclResourceTypes'];
+let ConfigResourceTypes: KafkajsModule['ConfigResourceTypes'];
+let ConfigSource: KafkajsModule['ConfigSource'];
+let Pattern: KafkajsModule['ResourcePatternTypes'];
 
 export interface KafkaProviderOptions {
   /** Milliseconds to open a connection (default 3000). */
@@ -84,24 +82,14 @@ interface ConsumerGrant {
 export class KafkaTopicProvider implements ResourceProvider, AccessControl {
   readonly type = 'kafka-topic' as const;
   readonly name = 'kafka';
-  private readonly kafka: KafkaClient;
+  private kafka: Promise<KafkaClient> | undefined;
   private admin: Promise<Admin> | undefined;
   private readonly principalPattern: RegExp;
 
   constructor(
     private readonly config: KafkaConfig,
-    options: KafkaProviderOptions = {},
+    private readonly options: KafkaProviderOptions = {},
   ) {
-    this.kafka = new Kafka({
-      clientId: config.clientId,
-      brokers: config.brokers,
-      ssl: config.ssl,
-      sasl: config.sasl,
-      connectionTimeout: options.connectionTimeoutMs ?? 3000,
-      requestTimeout: options.requestTimeoutMs ?? 15_000,
-      retry: { retries: options.retries ?? 2, initialRetryTime: 200, maxRetryTime: 2000 },
-      logLevel: logLevel.NOTHING,
-    });
     const [before, after] = config.principalTemplate.split('{consumer}');
     this.principalPattern = new RegExp(`^${escapeRegExp(before ?? '')}(.+)${escapeRegExp(after ?? '')}$`);
   }
@@ -245,17 +233,17 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
 
   /** DENY READ, WRITE and DESCRIBE on the topic to each principal of the grant: clients stop. */
   async revokeAccess(_desired: DesiredResource, grant: AccessGrant): Promise<void> {
-    const entries = denyEntries(grant);
-    if (entries.length === 0) return;
-    await this.call('deny topic access', (admin) => admin.createAcls({ acl: entries }).then(() => undefined));
+    if (deniedPrincipals(grant).length === 0) return;
+    await this.call('deny topic access', (admin) =>
+      admin.createAcls({ acl: denyEntries(grant) }).then(() => undefined),
+    );
   }
 
   /** Deletes exactly the DENY ACLs the grant's suspension created. */
   async restoreAccess(_desired: DesiredResource, grant: AccessGrant): Promise<void> {
-    const entries = denyEntries(grant);
-    if (entries.length === 0) return;
+    if (deniedPrincipals(grant).length === 0) return;
     await this.call('lift topic denial', (admin) =>
-      admin.deleteAcls({ filters: entries }).then(() => undefined),
+      admin.deleteAcls({ filters: denyEntries(grant) }).then(() => undefined),
     );
   }
 
@@ -278,13 +266,45 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
 
   private connect(): Promise<Admin> {
     if (!this.admin) {
-      const admin = this.kafka.admin();
-      this.admin = admin.connect().then(() => admin);
+      this.admin = this.client().then(async (kafka) => {
+        const admin = kafka.admin();
+        await admin.connect();
+        return admin;
+      });
       this.admin.catch(() => {
         this.admin = undefined;
       });
     }
     return this.admin;
+  }
+
+  /** The cluster's client, made once kafkajs is loaded (at the first call, not with this module). */
+  private client(): Promise<KafkaClient> {
+    this.kafka ??= lazyKafkajs.load().then((kafkajs) => {
+      ({
+        AclOperationTypes: Op,
+        AclPermissionTypes: Permission,
+        AclResourceTypes: Resource,
+        ConfigResourceTypes,
+        ConfigSource,
+        ResourcePatternTypes: Pattern,
+      } = kafkajs);
+      const { config, options } = this;
+      return new kafkajs.Kafka({
+        clientId: config.clientId,
+        brokers: config.brokers,
+        ssl: config.ssl,
+        sasl: config.sasl,
+        connectionTimeout: options.connectionTimeoutMs ?? 3000,
+        requestTimeout: options.requestTimeoutMs ?? 15_000,
+        retry: { retries: options.retries ?? 2, initialRetryTime: 200, maxRetryTime: 2000 },
+        logLevel: kafkajs.logLevel.NOTHING,
+      });
+    });
+    this.kafka.catch(() => {
+      this.kafka = undefined;
+    });
+    return this.kafka;
   }
 
   private validName(name: string): string {
@@ -336,7 +356,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
 
   /**
    * Makes the tenant's DENY ACLs on the topic match its suspension: each principal denied every
-   * operation of DENIED_OPS while suspended, none of them otherwise. True when it changed anything.
+   * operation of deniedOps() while suspended, none of them otherwise. True when it changed anything.
    */
   private async syncDenials(admin: Admin, desired: DesiredResource, state: TopicState): Promise<boolean> {
     const grant = { provider: this.name, topic: desired.physicalName, deny: this.tenantPrincipals(desired) };
@@ -438,7 +458,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
 
   /**
    * Principal → operations of the ACLs on the literal topic from any host: `readers` the ALLOW READ
-   * and DESCRIBE ones, `denials` the DENY ones of DENIED_OPS.
+   * and DESCRIBE ones, `denials` the DENY ones of deniedOps().
    */
   private async topicAcls(
     admin: Admin,
@@ -454,7 +474,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
         if (
           allow
             ? acl.operation !== Op.READ && acl.operation !== Op.DESCRIBE
-            : !DENIED_OPS.includes(acl.operation)
+            : !deniedOps().includes(acl.operation)
         )
           continue;
         const into = allow ? readers : denials;
@@ -566,7 +586,7 @@ export class KafkaTopicProvider implements ResourceProvider, AccessControl {
     }
     for (const principal of this.tenantPrincipals(desired)) {
       const ops = state.denials.get(principal);
-      if (desired.suspended && DENIED_OPS.some((o) => !ops?.has(o)))
+      if (desired.suspended && deniedOps().some((o) => !ops?.has(o)))
         drift.push(`${principal} is not denied the topic while its tenant is suspended`);
       if (!desired.suspended && ops && ops.size > 0)
         drift.push(`${principal} is denied the topic but its tenant is not suspended`);
@@ -629,13 +649,17 @@ function groupAcl(prefix: string, principal: string): AclEntry {
   };
 }
 
-const DENIED_OPS = [Op.READ, Op.WRITE, Op.DESCRIBE];
+/** The operations a suspension denies. */
+const deniedOps = () => [Op.READ, Op.WRITE, Op.DESCRIBE];
+
+function deniedPrincipals(grant: AccessGrant): string[] {
+  return Array.isArray(grant.deny) ? (grant.deny as string[]) : [];
+}
 
 function denyEntries(grant: AccessGrant): AclEntry[] {
   const topic = String(grant.topic);
-  const principals = Array.isArray(grant.deny) ? (grant.deny as string[]) : [];
-  return principals.flatMap((principal) =>
-    DENIED_OPS.map((operation) => ({
+  return deniedPrincipals(grant).flatMap((principal) =>
+    deniedOps().map((operation) => ({
       ...topicAcl(topic, principal, operation),
       permissionType: Permission.DENY,
     })),

@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ContainerClient, ContainerSASPermissions } from '@azure/storage-blob';
+import type { ContainerClient } from '@azure/storage-blob';
 import pg from 'pg';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import type { AccessGrant } from '../providers/access.js';
-import { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
+import { AzureBlobProvider, storageBlob } from '../providers/azure-blob/azure-blob-provider.js';
 import { MIGRATION_READER } from '../providers/postgres/postgres-database.provider.js';
 import {
   type DesiredResource,
@@ -112,7 +112,7 @@ export class RegionDataPlane {
     return slot.provider;
   }
 
-  private blobs(desired: DesiredResource) {
+  private blobProvider(): AzureBlobProvider {
     const p = this.provider('blob-container');
     if (!(p instanceof AzureBlobProvider))
       throw new ProviderError(
@@ -120,7 +120,11 @@ export class RegionDataPlane {
         'Ineligible',
         false,
       );
-    return { p, ...p.blobsOf(desired) };
+    return p;
+  }
+
+  private blobs(desired: DesiredResource) {
+    return this.blobProvider().blobsOf(desired);
   }
 
   /**
@@ -146,7 +150,7 @@ export class RegionDataPlane {
       .update(`${u.hostname}:${u.port || '5432'}`)
       .digest('base64url')
       .slice(0, 22);
-    for (const b of input.blobs) this.blobs(b);
+    for (const b of input.blobs) await this.blobs(b);
     const topicProvider = input.topics.length > 0 ? this.provider('kafka-topic').name : null;
     const inventories: (SchemaInventory & SideDatabase)[] = [];
     let level = '';
@@ -471,11 +475,11 @@ export class RegionDataPlane {
   }
 
   async observeAccess(input: { desired: DesiredResource }): Promise<AccessGrant> {
-    return this.blobs(input.desired).p.observeAccess(input.desired);
+    return this.blobProvider().observeAccess(input.desired);
   }
 
   async revokeAccess(input: { desired: DesiredResource; grant: AccessGrant }): Promise<{ revoked: boolean }> {
-    await this.blobs(input.desired).p.revokeAccess(input.desired, input.grant);
+    await this.blobProvider().revokeAccess(input.desired, input.grant);
     return { revoked: true };
   }
 
@@ -483,7 +487,7 @@ export class RegionDataPlane {
     desired: DesiredResource;
     grant: AccessGrant;
   }): Promise<{ restored: boolean }> {
-    await this.blobs(input.desired).p.restoreAccess(input.desired, input.grant);
+    await this.blobProvider().restoreAccess(input.desired, input.grant);
     return { restored: true };
   }
 
@@ -496,8 +500,9 @@ export class RegionDataPlane {
     desired: DesiredResource;
     hours: number;
   }): Promise<{ url: string | null; prefix: string; marker: string }> {
-    const b = this.blobs(input.desired);
+    const b = await this.blobs(input.desired);
     if (!(await b.container.exists())) return { url: null, prefix: b.prefix, marker: b.marker };
+    const { ContainerSASPermissions } = await storageBlob.load();
     const url = await b.container.generateSasUrl({
       permissions: ContainerSASPermissions.parse('rl'),
       expiresOn: new Date(Date.now() + input.hours * 3600_000),
@@ -514,7 +519,7 @@ export class RegionDataPlane {
     desired: DesiredResource;
     from: { url: string | null; prefix: string; marker: string };
   }): Promise<{ source: BlobCheck[]; target: BlobCheck[]; copied: number }> {
-    const to = this.blobs(input.desired);
+    const to = await this.blobs(input.desired);
     // The reader's SAS lists and reads (no container properties): it is null when there is no container.
     const list = async (c: ContainerClient, prefix: string, marker: string, own = false) => {
       const names: string[] = [];
@@ -523,6 +528,7 @@ export class RegionDataPlane {
         if (x.name !== marker) names.push(x.name);
       return names.sort();
     };
+    const { ContainerClient } = await storageBlob.load();
     const fromContainer = input.from.url ? new ContainerClient(input.from.url) : undefined;
     const fromNames = fromContainer ? await list(fromContainer, input.from.prefix, input.from.marker) : [];
     const toNames = await list(to.container, to.prefix, to.marker, true);

@@ -15,22 +15,27 @@
  * ensure of the active tenant puts exactly those back: whoever runs the provider (the controller,
  * the embedded agent, a remote agent, a new agent after a re-join) finds them where they were.
  */
-import {
+import type * as StorageBlob from '@azure/storage-blob';
+import type {
   BlobServiceClient,
-  type ContainerClient,
-  type PublicAccessType,
+  ContainerClient,
+  PublicAccessType,
   RestError,
-  type SignedIdentifier,
-  type StoragePipelineOptions,
+  SignedIdentifier,
+  StoragePipelineOptions,
 } from '@azure/storage-blob';
 import type { AzureBlobConfig } from '../../config/config.js';
 import type { AccessControl, AccessGrant } from '../access.js';
+import { lazyModule } from '../lazy-module.js';
 import {
   type DesiredResource,
   type ObservedResource,
   ProviderError,
   type ResourceProvider,
 } from '../provider.js';
+
+/** `@azure/storage-blob` (~12 MiB of RSS), loaded by the first call of a provider. */
+export const storageBlob = lazyModule<typeof StorageBlob>(() => import('@azure/storage-blob'));
 
 /** Azure's container name rule: 3-63 of lowercase letters, digits and single inner hyphens. */
 const CONTAINER_NAME = /^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/;
@@ -48,13 +53,22 @@ export interface AzureBlobProviderOptions {
 export class AzureBlobProvider implements ResourceProvider, AccessControl {
   readonly type = 'blob-container' as const;
   readonly name = 'azure-blob';
-  private readonly service: BlobServiceClient;
+  private service: Promise<BlobServiceClient> | undefined;
+  private readonly pipeline: StoragePipelineOptions;
 
+  /**
+   * The SDK is loaded at the first call, not here; a connection string that names neither an account
+   * key nor a SAS is refused now, the SDK's full parse at that call (permanent InvalidConfiguration).
+   */
   constructor(
     private readonly config: AzureBlobConfig,
     options: AzureBlobProviderOptions = {},
   ) {
-    const pipeline: StoragePipelineOptions = {
+    if (!connectionStringForm(config.connectionString))
+      throw unusable(
+        'it names neither an account (AccountName, AccountKey) nor a SAS (BlobEndpoint, SharedAccessSignature)',
+      );
+    this.pipeline = {
       retryOptions: {
         maxTries: options.maxTries ?? 2,
         tryTimeoutInMs: options.tryTimeoutMs ?? 15_000,
@@ -63,25 +77,29 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
       },
       userAgentOptions: { userAgentPrefix: 'tenantry' },
     };
-    try {
-      this.service = BlobServiceClient.fromConnectionString(config.connectionString, pipeline);
-    } catch (err) {
-      throw new ProviderError(
-        `Azure Blob: the connection string is not usable: ${(err as Error).message}`,
-        'InvalidConfiguration',
-        false,
-        { cause: err },
-      );
-    }
+  }
+
+  private client(): Promise<BlobServiceClient> {
+    this.service ??= storageBlob.load().then((sdk) => {
+      try {
+        return sdk.BlobServiceClient.fromConnectionString(this.config.connectionString, this.pipeline);
+      } catch (err) {
+        throw unusable((err as Error).message, err);
+      }
+    });
+    this.service.catch(() => {
+      this.service = undefined;
+    });
+    return this.service;
   }
 
   async observe(desired: DesiredResource): Promise<ObservedResource> {
-    const target = this.target(desired);
+    const target = await this.target(desired);
     return this.call('observe', () => this.read(target, desired.suspended));
   }
 
   async ensure(desired: DesiredResource): Promise<ObservedResource> {
-    const target = this.target(desired);
+    const target = await this.target(desired);
     return this.call('ensure', async () => {
       // No `access` option: the container is private. Already there (another worker, a retry): fine.
       await target.container.createIfNotExists({ metadata: target.prefix ? {} : metadataOf(desired) });
@@ -137,7 +155,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
   }
 
   async delete(desired: DesiredResource): Promise<void> {
-    const target = this.target(desired);
+    const target = await this.target(desired);
     await this.call('delete', async () => {
       if (!target.prefix) {
         await target.container.deleteIfExists();
@@ -165,7 +183,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
    * and holds no policy of this tenant's; there is nothing of its own to take away.
    */
   async observeAccess(desired: DesiredResource): Promise<AccessGrant> {
-    const target = this.target(desired);
+    const target = await this.target(desired);
     if (target.prefix) return { provider: this.name, shared: true, identifiers: [] };
     return this.call('observe access', async () => {
       if (!(await target.container.exists())) return { provider: this.name, identifiers: [] };
@@ -180,7 +198,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
   }
 
   async revokeAccess(desired: DesiredResource, grant: AccessGrant): Promise<void> {
-    const target = this.target(desired);
+    const target = await this.target(desired);
     if (target.prefix || identifiersOf(grant).length === 0) return;
     await this.call('revoke access', async () => {
       if (await target.container.exists()) await target.container.setAccessPolicy(undefined, []);
@@ -188,7 +206,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
   }
 
   async restoreAccess(desired: DesiredResource, grant: AccessGrant): Promise<void> {
-    const target = this.target(desired);
+    const target = await this.target(desired);
     const identifiers = identifiersOf(grant);
     if (target.prefix || identifiers.length === 0) return;
     await this.call('restore access', async () => {
@@ -202,12 +220,16 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
   }
 
   /** The container (and folder, in the prefix layout) of a resource: a region migration copies its blobs. */
-  blobsOf(desired: DesiredResource): { container: ContainerClient; prefix: string; marker: string } {
-    const t = this.target(desired);
+  async blobsOf(
+    desired: DesiredResource,
+  ): Promise<{ container: ContainerClient; prefix: string; marker: string }> {
+    const t = await this.target(desired);
     return { container: t.container, prefix: t.prefix ?? '', marker: `${t.prefix ?? ''}${MARKER}` };
   }
 
-  private target(desired: DesiredResource): { container: ContainerClient; prefix: string | undefined } {
+  private async target(
+    desired: DesiredResource,
+  ): Promise<{ container: ContainerClient; prefix: string | undefined }> {
     if (desired.type !== 'blob-container')
       throw new ProviderError(
         `Azure Blob provider cannot handle ${desired.type} resources`,
@@ -218,7 +240,10 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
     if (this.config.mode === 'prefix') {
       if (!/^[a-z0-9][a-z0-9-]{0,253}$/.test(name))
         throw new ProviderError(`Azure Blob: "${name}" is not a usable folder name`, 'InvalidName', false);
-      return { container: this.service.getContainerClient(this.config.container), prefix: `${name}/` };
+      return {
+        container: (await this.client()).getContainerClient(this.config.container),
+        prefix: `${name}/`,
+      };
     }
     if (!CONTAINER_NAME.test(name))
       throw new ProviderError(
@@ -227,7 +252,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
         'InvalidName',
         false,
       );
-    return { container: this.service.getContainerClient(name), prefix: undefined };
+    return { container: (await this.client()).getContainerClient(name), prefix: undefined };
   }
 
   private async read(
@@ -245,7 +270,7 @@ export class AzureBlobProvider implements ResourceProvider, AccessControl {
       access = props.blobPublicAccess;
       metadata = props.metadata ?? {};
     } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404)
+      if (isRestError(err) && err.statusCode === 404)
         return { exists: false, details, drift: [`container ${container.containerName} does not exist`] };
       throw err;
     }
@@ -286,7 +311,7 @@ function metadataOf(desired: DesiredResource): Record<string, string> {
 }
 
 function ignoreNotFound(err: unknown): void {
-  if (!(err instanceof RestError && err.statusCode === 404)) throw err;
+  if (!(isRestError(err) && err.statusCode === 404)) throw err;
 }
 
 /**
@@ -294,9 +319,9 @@ function ignoreNotFound(err: unknown): void {
  * (`StorageUnavailable`); refused credentials and invalid requests are permanent.
  */
 export function toProviderError(err: unknown, action: string): unknown {
-  if (err instanceof ProviderError || !(err instanceof RestError || isAbort(err))) return err;
-  const status = err instanceof RestError ? err.statusCode : undefined;
-  const code = err instanceof RestError ? err.code : undefined;
+  if (err instanceof ProviderError || !(isRestError(err) || isAbort(err))) return err;
+  const status = isRestError(err) ? err.statusCode : undefined;
+  const code = isRestError(err) ? err.code : undefined;
   const message = `Azure Blob: ${action}: ${err.message.split('\n')[0]}${code ? ` (${code})` : ''}`;
   if (status === undefined || status === 408 || status === 429 || status >= 500)
     return new ProviderError(message, 'StorageUnavailable', true, { cause: err });
@@ -307,6 +332,31 @@ export function toProviderError(err: unknown, action: string): unknown {
   if (code === 'InvalidResourceName' || code === 'OutOfRangeInput')
     return new ProviderError(message, 'InvalidName', false, { cause: err });
   return new ProviderError(message, 'InvalidConfiguration', false, { cause: err });
+}
+
+/** An HTTP failure of the SDK (none can exist before it is loaded). */
+function isRestError(err: unknown): err is RestError {
+  const sdk = storageBlob.loaded();
+  return sdk !== undefined && err instanceof sdk.RestError;
+}
+
+function unusable(why: string, cause?: unknown): ProviderError {
+  return new ProviderError(
+    `Azure Blob: the connection string is not usable: ${why}`,
+    'InvalidConfiguration',
+    false,
+    cause === undefined ? undefined : { cause },
+  );
+}
+
+/** `Key=value;…` naming an account key or a SAS with its endpoint, or the emulator's shorthand. */
+function connectionStringForm(connectionString: string): boolean {
+  if (connectionString.startsWith('UseDevelopmentStorage=true')) return true;
+  const keys = new Set(connectionString.split(';').map((part) => part.trim().split('=', 1)[0]));
+  return (
+    (keys.has('AccountName') && keys.has('AccountKey')) ||
+    (keys.has('BlobEndpoint') && keys.has('SharedAccessSignature'))
+  );
 }
 
 function isAbort(err: unknown): err is Error {

@@ -244,7 +244,7 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
   };
   try {
     if (config.tracing) {
-      const tracing = startTracing({ instanceId: config.instanceId });
+      const tracing = await startTracing({ instanceId: config.instanceId });
       stops.push(() => tracing.shutdown());
     }
     if (!ownerUrl) {

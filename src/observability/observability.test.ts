@@ -29,7 +29,7 @@ function which(cmd: string): boolean {
 }
 
 beforeAll(async () => {
-  tracing = startTracing({ instanceId: 'test', processors: [new SimpleSpanProcessor(spans)] });
+  tracing = await startTracing({ instanceId: 'test', processors: [new SimpleSpanProcessor(spans)] });
   const sink = new Writable({
     write(chunk, _enc, done) {
       for (const line of String(chunk).split('\n').filter(Boolean)) logLines.push(JSON.parse(line));

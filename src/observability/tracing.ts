@@ -7,11 +7,7 @@ import {
   SpanStatusCode,
   trace,
 } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { RequestContext } from '../context/request-context.js';
 
 export const tracer = () => trace.getTracer('tenantry', '0.1.0');
@@ -24,9 +20,26 @@ export interface Tracing {
  * Registers the global tracer provider (with the W3C trace-context propagator and an async-local
  * context manager). With no processor given, spans go to OTLP/HTTP, whose endpoint comes from the
  * standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` variables. Off by
- * default: without a provider every span below is a no-op.
+ * default: without a provider every span below is a no-op. The SDK and the exporter are loaded here,
+ * not with this module: a server without tracing does not carry them (~9 MiB of RSS).
  */
-export function startTracing(opts: { instanceId: string; processors?: SpanProcessor[] }): Tracing {
+export async function startTracing(opts: {
+  instanceId: string;
+  processors?: SpanProcessor[];
+}): Promise<Tracing> {
+  const [
+    { OTLPTraceExporter },
+    { resourceFromAttributes },
+    { BatchSpanProcessor },
+    { NodeTracerProvider },
+    { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION },
+  ] = await Promise.all([
+    import('@opentelemetry/exporter-trace-otlp-http'),
+    import('@opentelemetry/resources'),
+    import('@opentelemetry/sdk-trace-base'),
+    import('@opentelemetry/sdk-trace-node'),
+    import('@opentelemetry/semantic-conventions'),
+  ]);
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({
       [ATTR_SERVICE_NAME]: 'tenantry',

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { ContainerClient, ContainerSASPermissions } from '@azure/storage-blob';
 import pg from 'pg';
+import { AgentKey, type AgentPublicKey, sealForAgent } from '../agent/agent-webhook-secrets.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import type { AccessGrant } from '../providers/access.js';
 import { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
@@ -63,6 +64,63 @@ export interface RegionDataPlaneEnv {
    * data-plane URL's. An agent's TENANTRY_DATAPLANE_PEER_ADDRESS.
    */
   peerAddress?: string | undefined;
+  /** The key this side opens what the other side sealed for it with (see SealTo); absent: it opens nothing. */
+  opener?: (() => Promise<Opener | undefined>) | undefined;
+}
+
+/**
+ * Whom a credential one side hands the other (a reader's connection string, a blob reader's SAS URL)
+ * is sealed for: the receiving side's public key and cell. The credential never crosses the control
+ * plane in clear: it is a JWE (./../agent/agent-webhook-secrets.ts) in the command's result and the
+ * next command's input, bound to the receiving cell and the reader, which only the receiving agent's
+ * key (in its memory) opens; the control plane clears it from both rows once the hand-over is done
+ * (src/agent/agent-commands.ts `clearSealed`).
+ */
+export interface SealTo {
+  key: AgentPublicKey;
+  cell: string;
+}
+
+/** The receiving side's key pair: an agent's, or this process's for the sides it serves itself. */
+export interface Opener {
+  key: AgentKey;
+  cell: string;
+}
+
+/** How a sealed credential starts, in a command's input or result (what `clearSealed` clears). */
+export const SEALED = 'sealed:';
+/** The cell of the sides the control plane serves itself (its opener is the process's own key). */
+const LOCAL = 'control-plane';
+let processKey: Promise<AgentKey> | undefined;
+
+/** This process's opener: a key made at first use and kept in memory only. */
+export async function localOpener(): Promise<Opener> {
+  processKey ??= AgentKey.generate();
+  return { key: await processKey, cell: LOCAL };
+}
+
+export const sealToOf = (o: Opener): SealTo => ({ key: o.key.publicKey, cell: o.cell });
+
+const blobPurpose = (d: DesiredResource) => `blobs of ${d.id}`;
+
+async function seal(value: string, to: SealTo, purpose: string): Promise<string> {
+  return SEALED + (await sealForAgent([value], to.key, { cellId: to.cell, endpointId: purpose }));
+}
+
+/** A credential sealed for `o` and `purpose`, opened; another key's (an agent that restarted since) is a retryable failure. */
+export async function openSealed(o: Opener | undefined, sealed: string, purpose: string): Promise<string> {
+  try {
+    if (!o || !sealed.startsWith(SEALED)) throw new Error('not sealed for this side');
+    const [value] = await o.key.open(sealed.slice(SEALED.length), { cellId: o.cell, endpointId: purpose });
+    if (typeof value === 'string') return value;
+    throw new Error('nothing sealed');
+  } catch (err) {
+    throw new ProviderError(
+      `the credential handed over for ${purpose} does not open here (${(err as Error).message}; sealed for an earlier key of this side?): it is asked for again`,
+      'SealedForAnotherKey',
+      true,
+    );
+  }
 }
 
 /** One side's database of a resource: the database on that side's server, and the schema. */
@@ -234,14 +292,15 @@ export class RegionDataPlane {
    * A reader of one schema for the other region: a role of its own (`name`, LOGIN REPLICATION, a new
    * password each time this runs, SELECT on the schema's tables and sequences, nothing that writes)
    * and, with `publish`, the publication and the logical replication slot `name`. Returns the
-   * connection string the other side uses, at the peer address. It travels in the command's result
-   * and the next command's input (the control plane keeps it, but its role reads one schema and is
-   * dropped by closeReader). Its name is a MIGRATION_READER's: the provider's drift repair, which
+   * connection string the other side uses, at the peer address, sealed for `sealTo` (purpose: the
+   * reader's name): it travels in the command's result and the next command's input as ciphertext
+   * only the receiving side opens, cleared from both once handed over; its role reads one schema
+   * and is dropped by closeReader. Its name is a MIGRATION_READER's: the provider's drift repair, which
    * takes other roles' grants on a live tenant's schema or database away (a rollback reads the live
    * target), leaves its USAGE and CONNECT alone.
    */
   async openReader(
-    input: SideDatabase & { name: string; publish: boolean },
+    input: SideDatabase & { name: string; publish: boolean; sealTo: SealTo },
   ): Promise<{ connection: string }> {
     if (!MIGRATION_READER.test(input.name))
       throw new ProviderError(`"${input.name}" is not a migration reader's name`, 'InvalidName', false);
@@ -279,7 +338,7 @@ export class RegionDataPlane {
     if (this.env.peerAddress) u.host = this.env.peerAddress;
     u.username = input.name;
     u.password = password;
-    return { connection: u.toString() };
+    return { connection: await seal(u.toString(), input.sealTo, input.name) };
   }
 
   /** The reader gone: its slot (once the walsender lets go), publication, role, and the source's change tracking. */
@@ -303,17 +362,18 @@ export class RegionDataPlane {
     return { closed: input.name };
   }
 
-  /** The subscription to the other side's reader (it copies the rows, then streams the changes). */
+  /** The subscription to the other side's reader (sealed for this side; it copies the rows, then streams the changes). */
   async subscribe(
     input: SideDatabase & { name: string; connection: string },
   ): Promise<{ subscribed: string }> {
+    const connection = await openSealed(await this.env.opener?.(), input.connection, input.name);
     await withClient(this.urlOf(input.database), async (t) => {
       // Again (after a crash): the reader's password is new, the subscription's connection follows.
       if (await hasSubscription(t, input.name))
-        await t.query(`alter subscription ${id(input.name)} connection ${lit(input.connection)}`);
+        await t.query(`alter subscription ${id(input.name)} connection ${lit(connection)}`);
       else
         await t.query(
-          `create subscription ${id(input.name)} connection ${lit(input.connection)} publication ${id(input.name)}
+          `create subscription ${id(input.name)} connection ${lit(connection)} publication ${id(input.name)}
            with (create_slot = false, slot_name = ${lit(input.name)}, copy_data = true)`,
         );
     });
@@ -429,9 +489,12 @@ export class RegionDataPlane {
     });
   }
 
-  /** Every table's rows (replacing what is here) and the sequences, from the other side's reader. */
-  async pull(input: SideDatabase & { from: string; tables: string[] }): Promise<{ tables: number }> {
-    await withClient(input.from, (s) =>
+  /** Every table's rows (replacing what is here) and the sequences, from the other side's reader `name` (sealed for this side). */
+  async pull(
+    input: SideDatabase & { name: string; from: string; tables: string[] },
+  ): Promise<{ tables: number }> {
+    const from = await openSealed(await this.env.opener?.(), input.from, input.name);
+    await withClient(from, (s) =>
       withClient(this.urlOf(input.database), (t) =>
         copyTables(s, t, { fromSchema: input.schema, toSchema: input.schema, tables: input.tables }),
       ),
@@ -490,11 +553,13 @@ export class RegionDataPlane {
   /**
    * A reader of the container for the other region: a SAS URL (read and list, signed with the
    * account key, not against the container's stored policies, so a freeze's revocation leaves it
-   * working) valid for `hours`, and the prefix and marker of the resource's blobs.
+   * working) valid for `hours`, sealed for `sealTo` (see openReader), and the prefix and marker of
+   * the resource's blobs.
    */
   async blobReader(input: {
     desired: DesiredResource;
     hours: number;
+    sealTo: SealTo;
   }): Promise<{ url: string | null; prefix: string; marker: string }> {
     const b = this.blobs(input.desired);
     if (!(await b.container.exists())) return { url: null, prefix: b.prefix, marker: b.marker };
@@ -502,7 +567,11 @@ export class RegionDataPlane {
       permissions: ContainerSASPermissions.parse('rl'),
       expiresOn: new Date(Date.now() + input.hours * 3600_000),
     });
-    return { url, prefix: b.prefix, marker: b.marker };
+    return {
+      url: await seal(url, input.sealTo, blobPurpose(input.desired)),
+      prefix: b.prefix,
+      marker: b.marker,
+    };
   }
 
   /**
@@ -523,7 +592,11 @@ export class RegionDataPlane {
         if (x.name !== marker) names.push(x.name);
       return names.sort();
     };
-    const fromContainer = input.from.url ? new ContainerClient(input.from.url) : undefined;
+    const fromContainer = input.from.url
+      ? new ContainerClient(
+          await openSealed(await this.env.opener?.(), input.from.url, blobPurpose(input.desired)),
+        )
+      : undefined;
     const fromNames = fromContainer ? await list(fromContainer, input.from.prefix, input.from.marker) : [];
     const toNames = await list(to.container, to.prefix, to.marker, true);
     // The same resource has the same names on both sides (prefix layout: the scope's folder).

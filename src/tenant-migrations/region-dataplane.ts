@@ -1,5 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ContainerClient, ContainerSASPermissions } from '@azure/storage-blob';
+import {
+  BlobClient,
+  BlobSASPermissions,
+  ContainerClient,
+  ContainerSASPermissions,
+} from '@azure/storage-blob';
 import pg from 'pg';
 import { AgentKey, type AgentPublicKey, sealForAgent } from '../agent/agent-webhook-secrets.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
@@ -102,6 +107,9 @@ export async function localOpener(): Promise<Opener> {
 export const sealToOf = (o: Opener): SealTo => ({ key: o.key.publicKey, cell: o.cell });
 
 const blobPurpose = (d: DesiredResource) => `blobs of ${d.id}`;
+
+/** What a blob reader hands over, sealed: the container's SAS URL, or each blob's (by name). */
+type BlobsReader = { container: string; marker: string } | { blobs: Record<string, string> };
 
 async function seal(value: string, to: SealTo, purpose: string): Promise<string> {
   return SEALED + (await sealForAgent([value], to.key, { cellId: to.cell, endpointId: purpose }));
@@ -551,40 +559,53 @@ export class RegionDataPlane {
   }
 
   /**
-   * A reader of the container for the other region: a SAS URL (read and list, signed with the
-   * account key, not against the container's stored policies, so a freeze's revocation leaves it
-   * working) valid for `hours`, sealed for `sealTo` (see openReader), and the prefix and marker of
-   * the resource's blobs.
+   * A reader of the resource's blobs for the other region, sealed for `sealTo` (see openReader):
+   * SAS URLs signed with the account key (not against the container's stored policies, so a
+   * freeze's revocation leaves them working), valid for `hours`. The container layout: one SAS of
+   * the container (the resource's own), read and list. The prefix layout (one container shared by
+   * many resources): a SAS of each of the resource's blobs, read only: a container SAS would read
+   * every resource's blobs, and a SAS of a folder (`sr=d`) exists only with a hierarchical
+   * namespace (neither Azurite nor a flat-namespace account has one). Null when there is no container.
    */
   async blobReader(input: {
     desired: DesiredResource;
     hours: number;
     sealTo: SealTo;
-  }): Promise<{ url: string | null; prefix: string; marker: string }> {
+  }): Promise<{ reader: string | null }> {
     const b = this.blobs(input.desired);
-    if (!(await b.container.exists())) return { url: null, prefix: b.prefix, marker: b.marker };
-    const url = await b.container.generateSasUrl({
-      permissions: ContainerSASPermissions.parse('rl'),
-      expiresOn: new Date(Date.now() + input.hours * 3600_000),
-    });
-    return {
-      url: await seal(url, input.sealTo, blobPurpose(input.desired)),
-      prefix: b.prefix,
-      marker: b.marker,
-    };
+    if (!(await b.container.exists())) return { reader: null };
+    const expiresOn = new Date(Date.now() + input.hours * 3600_000);
+    let reader: BlobsReader;
+    if (!b.prefix)
+      reader = {
+        container: await b.container.generateSasUrl({
+          permissions: ContainerSASPermissions.parse('rl'),
+          expiresOn,
+        }),
+        marker: b.marker,
+      };
+    else {
+      const blobs: Record<string, string> = {};
+      for await (const x of b.container.listBlobsFlat({ prefix: b.prefix }))
+        if (x.name !== b.marker)
+          blobs[x.name] = await b.container
+            .getBlobClient(x.name)
+            .generateSasUrl({ permissions: BlobSASPermissions.parse('r'), expiresOn });
+      reader = { blobs };
+    }
+    return { reader: await seal(JSON.stringify(reader), input.sealTo, blobPurpose(input.desired)) };
   }
 
   /**
-   * Every blob of the other side's reader copied into this side's container (content, content type
-   * and metadata), skipping those already here with the same MD5; what the other side no longer has
-   * removed here; both sides' checksums computed from the content.
+   * Every blob of the other side's reader (sealed for this side) copied into this side's container
+   * (content, content type and metadata), skipping those already here with the same MD5; what the
+   * other side no longer has removed here; both sides' checksums computed from the content.
    */
   async pullBlobs(input: {
     desired: DesiredResource;
-    from: { url: string | null; prefix: string; marker: string };
+    from: { reader: string | null };
   }): Promise<{ source: BlobCheck[]; target: BlobCheck[]; copied: number }> {
     const to = this.blobs(input.desired);
-    // The reader's SAS lists and reads (no container properties): it is null when there is no container.
     const list = async (c: ContainerClient, prefix: string, marker: string, own = false) => {
       const names: string[] = [];
       if (own && !(await c.exists())) return names;
@@ -592,19 +613,24 @@ export class RegionDataPlane {
         if (x.name !== marker) names.push(x.name);
       return names.sort();
     };
-    const fromContainer = input.from.url
-      ? new ContainerClient(
-          await openSealed(await this.env.opener?.(), input.from.url, blobPurpose(input.desired)),
-        )
-      : undefined;
-    const fromNames = fromContainer ? await list(fromContainer, input.from.prefix, input.from.marker) : [];
+    const reader: BlobsReader = input.from.reader
+      ? JSON.parse(await openSealed(await this.env.opener?.(), input.from.reader, blobPurpose(input.desired)))
+      : { blobs: {} };
+    // The container's SAS lists and reads (no container properties); the blobs' each reads one.
+    const fromContainer = 'container' in reader ? new ContainerClient(reader.container) : undefined;
+    const fromNames =
+      'container' in reader
+        ? await list(fromContainer!, '', reader.marker)
+        : Object.keys(reader.blobs).sort();
+    const sourceBlob = (name: string) =>
+      'container' in reader ? fromContainer!.getBlobClient(name) : new BlobClient(reader.blobs[name]!);
     const toNames = await list(to.container, to.prefix, to.marker, true);
     // The same resource has the same names on both sides (prefix layout: the scope's folder).
     const md5 = (body: Buffer) => createHash('md5').update(body).digest();
     let copied = 0;
     const source: BlobCheck[] = [];
     for (const name of fromNames) {
-      const src = fromContainer!.getBlobClient(name);
+      const src = sourceBlob(name);
       const props = await src.getProperties();
       const body = await src.downloadToBuffer();
       const sum = md5(body);

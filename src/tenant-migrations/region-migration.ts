@@ -123,10 +123,12 @@ export async function syncBlobs(
 
 /**
  * One container's blobs from `from`'s side to `to`'s, checksummed on both (see syncBlobs); the
- * reader's SAS URL sealed for `to` (`sealTo`, the receiving side's key).
+ * reader's SAS URLs sealed for `to` (`sealTo`, the receiving side's key), valid for an hour (the copy
+ * asks for them just before; each blob's download starts within it, a longer copy that runs out
+ * fails retryably and the step asks for new ones, skipping what is copied already).
  */
 export async function copyBlobs(from: RegionSide, to: RegionSide, desired: DesiredResource, sealTo: SealTo) {
-  return to.pullBlobs({ desired, from: await from.blobReader({ desired, hours: 24, sealTo }) });
+  return to.pullBlobs({ desired, from: await from.blobReader({ desired, hours: 1, sealTo }) });
 }
 
 /** The plan's cells held by agents of other processes (absent: the control plane serves that side). */

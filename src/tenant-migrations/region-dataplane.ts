@@ -156,9 +156,10 @@ const tracking = (d: Side): Tracked => ({ name: d.tracked!.name, schema: d.schem
  * agent runs it as its command `region.<method>` otherwise (src/agent/agent-ops.ts). Nothing here
  * connects to the other region's engines except through what that side handed over: a reader
  * (`openReader`: a PostgreSQL connection string for a role of its own, for one schema, at the
- * peer address) and a blob reader (`blobReader`: a read-and-list SAS URL of the container). The
- * target's PostgreSQL subscribes with the former; a freeze-time copy pulls with it. Each method is
- * safe to run twice.
+ * peer address) and a blob reader (`blobReader`: SAS URLs of the resource's blobs), each sealed for
+ * the receiving side's key (SealTo): the control plane relays ciphertext only. The target's
+ * PostgreSQL subscribes with the former; a freeze-time copy pulls with it. Each method is safe to
+ * run twice.
  */
 export class RegionDataPlane {
   constructor(private readonly env: RegionDataPlaneEnv) {}

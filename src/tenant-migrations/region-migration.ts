@@ -106,7 +106,7 @@ export type RegionSide = ReturnType<typeof localRegion>;
 /**
  * Copies every blob of the resource from one region's account to the other's (content, content
  * type and metadata; the target's extra blobs removed) and returns both sides' checksums, the
- * source handing the target a read-and-list SAS URL (./region-dataplane.ts).
+ * source handing the target SAS URLs, sealed for it (./region-dataplane.ts `blobReader`).
  */
 export async function syncBlobs(
   providers: ProviderSet,

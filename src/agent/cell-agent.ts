@@ -4,7 +4,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
-import { type ObservedResource, ProviderError } from '../providers/provider.js';
+import { provisionedCondition } from '../providers/observed-details.js';
+import { ProviderError } from '../providers/provider.js';
 import type { Credential, StatusReport } from './agent.service.js';
 import type { AgentCommand, CommandOutcome } from './agent-commands.js';
 import { runAgentOp, type TenantSecrets } from './agent-ops.js';
@@ -66,11 +67,6 @@ export const AGENT_VERSION: string = JSON.parse(
 const MAX_ATTEMPTS = 8;
 const BATCH = 500;
 const STATUS_BATCH = 500;
-
-const summary = (o: ObservedResource): string =>
-  Object.entries(o.details)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-    .join(', ');
 
 /**
  * The agent of one cell (issue 22): connects out to the control plane, pulls its cell's desired
@@ -559,7 +555,7 @@ export class CellAgent {
       return {
         ...base,
         phase: 'Ready',
-        ready: { status: 'True', reason: 'Provisioned', message: `${p.name}: ${summary(after)}` },
+        ready: provisionedCondition(p.name, after.details),
         ...(drifted ? { drift: before.exists ? before.drift : ['the resource was missing'] } : {}),
       };
     } catch (err) {

@@ -234,12 +234,16 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       async run(ctx) {
         const plan = planOf(ctx);
         if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
+        // Asked in turns of 10 s (an agent answers each), the workers' failures counted across them.
+        let errorsSeen: Record<string, number> | undefined;
         for (;;) {
           const r = await on(plan, ctx, 'wait-synced').waitSynced({
             resources: plan.resources,
             waitMs: 10_000,
+            errorsSeen,
           });
           if (r.synced) return { lagBytes: r.lagBytes };
+          errorsSeen = r.errorsSeen;
           if (ctx.signal.aborted)
             throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
         }

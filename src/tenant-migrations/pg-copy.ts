@@ -388,6 +388,31 @@ export async function readerLacks(
   ];
 }
 
+/** The subscription's tables still in their initial copy, and its workers' failed attempts so far. */
+export async function syncState(
+  target: pg.ClientBase,
+  name: string,
+  expected: number,
+): Promise<{ left: number; syncErrors: number; applyErrors: number }> {
+  const errors = await subscriptionErrors(target, name);
+  return {
+    left: await tablesSyncing(target, name, expected),
+    syncErrors: errors.sync,
+    applyErrors: errors.apply,
+  };
+}
+
+/**
+ * What the role `url` connects as lacks to replicate `tables` of `schema` there (see readerLacks):
+ * the reader of a subscription whose connection is `url`.
+ */
+export async function connectingRoleLacks(url: string, schema: string, tables: string[]): Promise<string[]> {
+  return withClient(url, async (c) => {
+    const me = (await c.query<{ name: string }>('select current_user as name')).rows[0]!.name;
+    return readerLacks(c, me, schema, tables);
+  });
+}
+
 /** Bytes of WAL the subscription has not confirmed yet (the replication lag). */
 export async function replicationLag(source: pg.ClientBase, name: string): Promise<number | null> {
   const r = await source.query<{ lag: string | null }>(

@@ -30,9 +30,8 @@ import {
   setRolesLogin,
   setSequences,
   stopReplication,
-  subscriptionErrors,
+  syncState,
   type TableCheck,
-  tablesSyncing,
   type Verification,
   waitReceived,
   walLevel,
@@ -338,14 +337,7 @@ export class RegionDataPlane {
   async syncing(
     input: SideDatabase & { name: string; tables: string[] },
   ): Promise<{ left: number; syncErrors: number; applyErrors: number }> {
-    return withClient(this.urlOf(input.database), async (t) => {
-      const errors = await subscriptionErrors(t, input.name);
-      return {
-        left: await tablesSyncing(t, input.name, input.tables.length),
-        syncErrors: errors.sync,
-        applyErrors: errors.apply,
-      };
-    });
+    return withClient(this.urlOf(input.database), (t) => syncState(t, input.name, input.tables.length));
   }
 
   /** The slot's lag in bytes, and the current WAL position. */

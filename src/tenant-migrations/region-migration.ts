@@ -22,15 +22,10 @@ import {
   type RegionStep,
 } from './region-dataplane.js';
 import { type Switched, switchTenantRegion } from './region-switch.js';
+import { MAX_LAG_BYTES, waitSynced } from './sync-wait.js';
 import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_REGION = 'migration.region';
-
-/**
- * Failed attempts of a subscription's workers, during one run of `wait-synced`, that fail the step
- * (PostgreSQL restarts a failed worker after 5 s: about half a minute of failing).
- */
-const SUBSCRIPTION_FAILURES = 6;
 
 export interface RegionMigrationInput {
   migrationId: string;
@@ -360,34 +355,23 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const s = sides(ctx, 'wait-synced');
         const lag: Record<string, number | null> = {};
         for (const d of p.databases) {
-          let seen: number | undefined;
-          for (;;) {
-            const { left, syncErrors, applyErrors } = await s
-              .target()
-              .syncing({ ...at(d, 'target'), name: d.replication });
-            lag[d.replication] = (
-              await s.source().walPosition({ ...at(d, 'source'), name: d.replication })
-            ).lagBytes;
-            if (left === 0 && (lag[d.replication] ?? 0) < 16 * 1024 * 1024) break;
-            // PostgreSQL restarts a failing worker and says why in its log only: after a few
-            // failures here, the step fails with what can be seen of the cause (a retry asks again).
-            seen ??= syncErrors + applyErrors;
-            if (syncErrors + applyErrors - seen >= SUBSCRIPTION_FAILURES) {
-              const { lacks } = await s.source().readerLacks({ ...at(d, 'source'), name: d.replication });
-              throw new ProviderError(
-                `the subscription ${d.replication} in ${p.toRegion} keeps failing (${syncErrors} table sync and ${applyErrors} apply errors): ${
-                  lacks.length > 0
-                    ? `its reader in ${p.fromRegion} lacks ${lacks.join(', ')}`
-                    : `see the log of the ${p.toRegion} data-plane PostgreSQL`
-                }`,
-                'SubscriptionFailing',
-                true,
-              );
-            }
-            if (ctx.signal.aborted)
-              throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
-            await new Promise((res) => setTimeout(res, 200));
-          }
+          const r = await waitSynced(
+            {
+              syncing: () => s.target().syncing({ ...at(d, 'target'), name: d.replication }),
+              lagBytes: async () =>
+                (await s.source().walPosition({ ...at(d, 'source'), name: d.replication })).lagBytes,
+              readerLacks: async () =>
+                (await s.source().readerLacks({ ...at(d, 'source'), name: d.replication })).lacks,
+            },
+            {
+              subscription: `the subscription ${d.replication} in ${p.toRegion}`,
+              reader: `its reader in ${p.fromRegion}`,
+              log: `the ${p.toRegion} data-plane PostgreSQL`,
+              maxLagBytes: MAX_LAG_BYTES,
+              signal: ctx.signal,
+            },
+          );
+          lag[d.replication] = r.lagBytes;
         }
         return { lagBytes: lag };
       },

@@ -9,8 +9,14 @@ import type { Placement } from '../placement/placement.policy.js';
 import { PolicyError } from '../placement/policy-error.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
 import { FAILOVER_REGION, type FailoverInput } from './failover.js';
-import { bindingOf } from './migration-records.js';
-import { movableTenant, placeInRegion, platformOnly, tenantRow } from './migrations.service.js';
+import { type Binding, bindingOf } from './migration-records.js';
+import {
+  allowedRegions,
+  movableTenant,
+  placeInRegion,
+  platformOnly,
+  tenantRow,
+} from './migrations.service.js';
 
 /** The steps of a region failover, as the workflow runs them. */
 export const FAILOVER_STEPS = [
@@ -22,8 +28,6 @@ export const FAILOVER_STEPS = [
   'sync-blobs',
   'verify',
 ];
-
-type Binding = ReturnType<typeof bindingOf>;
 
 /** A tenant's standby as the API shows it: where, its state, and its lag. */
 export interface StandbyView {
@@ -183,16 +187,7 @@ export class FailoverService {
         throw new ConflictError('failover.same_region', `The tenant is served from ${region} already.`, {
           errors: [{ pointer: '/region', code: 'failover.same_region', message: `already in ${region}` }],
         });
-      const allowed = t.spec.residency?.allowedRegions ?? [current.region];
-      if (!allowed.includes(region))
-        throw new PolicyError(
-          'placement.residency',
-          422,
-          `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
-          '/region',
-          { rule: 'residency', region, allowedRegions: allowed },
-          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'failover' },
-        );
+      const allowed = allowedRegions({ t, current, region }, 'failover');
       if (!s.caught_up_at)
         throw new ConflictError(
           'failover.lag_unknown',

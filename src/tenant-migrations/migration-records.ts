@@ -72,7 +72,13 @@ export async function readMigration(trx: Trx, id: string): Promise<MigrationRow>
 
 export const migrationRow = (db: Db, id: string) => asPlatform(db, (trx) => readMigration(trx, id));
 
-export function bindingOf(p: Placement) {
+/** Where a tenant is placed, as a migration or failover shows it (both sides). */
+export type Binding = Pick<
+  Placement,
+  'cell' | 'cellUuid' | 'region' | 'isolation' | 'networkPartition' | 'dataPartition'
+>;
+
+export function bindingOf(p: Placement): Binding {
   return {
     cell: p.cell,
     cellUuid: p.cellUuid,

@@ -13,6 +13,7 @@ import { PolicyError } from '../placement/policy-error.js';
 import { assertNotFrozen } from '../workflows/freezes.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
 import { workflowIdOf } from '../workflows/workflow.js';
+import { type Binding, bindingOf } from './migration-records.js';
 import {
   type IsolationMigrationInput,
   MIGRATE_ISOLATION,
@@ -52,11 +53,6 @@ export interface Migration {
   createdAt: string;
 }
 
-type Binding = Pick<
-  Placement,
-  'cell' | 'cellUuid' | 'region' | 'isolation' | 'networkPartition' | 'dataPartition'
->;
-
 export interface MigrationPlanView {
   dryRun: true;
   tenant: string;
@@ -92,14 +88,6 @@ interface Row {
 }
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
-const binding = (p: Placement): Binding => ({
-  cell: p.cell,
-  cellUuid: p.cellUuid,
-  region: p.region,
-  isolation: p.isolation,
-  networkPartition: p.networkPartition,
-  dataPartition: p.dataPartition,
-});
 
 function toMigration(r: Row): Migration {
   return {
@@ -109,8 +97,8 @@ function toMigration(r: Row): Migration {
     state: r.state,
     workflowId: r.id,
     rollbackWorkflowId: r.rollback_workflow_id,
-    from: binding(r.source),
-    to: binding(r.target),
+    from: bindingOf(r.source),
+    to: bindingOf(r.target),
     mode: r.mode,
     plan: r.plan,
     verification: r.verification,
@@ -200,16 +188,11 @@ export class MigrationsService {
           'migration.unsupported',
           `${current.isolation} → ${to} is not built: the migration moves a pool tenant to silo; a silo tenant returns to the pool by rolling back its migration within the window`,
         );
-      const open = await sql<{ id: string }>`
-        select id from tenant_migrations where tenant_id = ${t.id} and state = 'CutOver' and rollback_until > now()`.execute(
+      await refuseInRollbackWindow(
         trx,
+        t.id,
+        'The tenant has a migration in its rollback window; roll it back or let the window pass first.',
       );
-      if (open.rows[0])
-        throw new ConflictError(
-          'migration.in_rollback_window',
-          'The tenant has a migration in its rollback window; roll it back or let the window pass first.',
-          { details: { migrationId: open.rows[0].id } },
-        );
       const planSpec = t.spec.plan
         ? (
             await sql<{ spec: { isolationModels?: Isolation[] } }>`
@@ -296,26 +279,12 @@ export class MigrationsService {
         throw new ConflictError('migration.same_region', `The tenant is in ${region} already.`, {
           errors: [{ pointer: '/region', code: 'migration.same_region', message: `already in ${region}` }],
         });
-      const allowed = t.spec.residency?.allowedRegions ?? [current.region];
-      if (!allowed.includes(region))
-        throw new PolicyError(
-          'placement.residency',
-          422,
-          `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
-          '/region',
-          { rule: 'residency', region, allowedRegions: allowed },
-          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'migrate' },
-        );
-      const open = await sql<{ id: string }>`
-        select id from tenant_migrations where tenant_id = ${t.id} and state = 'CutOver' and rollback_until > now()`.execute(
+      const allowed = allowedRegions({ t, current, region }, 'migrate');
+      await refuseInRollbackWindow(
         trx,
+        t.id,
+        'The tenant has a migration whose source is still kept; retire (or roll back) it first.',
       );
-      if (open.rows[0])
-        throw new ConflictError(
-          'migration.in_rollback_window',
-          'The tenant has a migration whose source is still kept; retire (or roll back) it first.',
-          { details: { migrationId: open.rows[0].id } },
-        );
       const { chosen, target } = await placeInRegion(trx, { t, current, region }, 'migrate', MIGRATE_REGION);
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `${region} is among ${allowed.join(', ')}` },
@@ -513,10 +482,6 @@ interface TenantRow {
   placement: Placement | null;
 }
 
-/**
- * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
- * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
- */
 /** The tenant to migrate, locked: placed in a cell and Active, or a 409 naming why not. */
 export async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
   const t = await tenantRow(trx, ref, true);
@@ -535,6 +500,10 @@ export async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantR
   return { t, current };
 }
 
+/**
+ * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
+ * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
+ */
 export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
   if (forUpdate) {
     const found = await sql<{ id: string }>`
@@ -555,6 +524,40 @@ export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Prom
 export function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
+}
+
+/**
+ * The regions a region move (a migration or a failover) may take the tenant to: its residency's
+ * `allowedRegions` (none: its own region only), which must hold `region` (422 placement.residency).
+ */
+export function allowedRegions(
+  move: { t: TenantRow; current: Placement; region: string },
+  action: string,
+): string[] {
+  const { t, current, region } = move;
+  const allowed = t.spec.residency?.allowedRegions ?? [current.region];
+  if (!allowed.includes(region))
+    throw new PolicyError(
+      'placement.residency',
+      422,
+      `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
+      '/region',
+      { rule: 'residency', region, allowedRegions: allowed },
+      { tenantId: t.id, kind: 'Tenant', slug: t.slug, action },
+    );
+  return allowed;
+}
+
+/** A migration cut over and still in its rollback window (its source kept) refuses another: 409 with `message`. */
+async function refuseInRollbackWindow(trx: Trx, tenantId: string, message: string): Promise<void> {
+  const open = await sql<{ id: string }>`
+    select id from tenant_migrations where tenant_id = ${tenantId} and state = 'CutOver' and rollback_until > now()`.execute(
+    trx,
+  );
+  if (open.rows[0])
+    throw new ConflictError('migration.in_rollback_window', message, {
+      details: { migrationId: open.rows[0].id },
+    });
 }
 
 /**
@@ -633,7 +636,7 @@ function dryRunView(
   steps: string[],
   verdicts: MigrationPlanView['verdicts'],
 ): MigrationPlanView {
-  return { dryRun: true, tenant, from: binding(current), to: binding(target), steps, verdicts };
+  return { dryRun: true, tenant, from: bindingOf(current), to: bindingOf(target), steps, verdicts };
 }
 
 /** Records a migration, starts its workflow and audits the start, in the request's transaction. */
@@ -671,8 +674,8 @@ async function begin(
       tenantId: m.tenantId,
       action: 'migration.start',
       target: { kind: 'Migration', id: m.id, slug: m.input.tenantSlug },
-      before: { placement: binding(m.current) },
-      after: { placement: binding(m.target), rollbackWindowSeconds: m.window, verdicts: m.verdicts },
+      before: { placement: bindingOf(m.current) },
+      after: { placement: bindingOf(m.target), rollbackWindowSeconds: m.window, verdicts: m.verdicts },
       outcome: 'success',
       decision: null,
     }),

@@ -63,6 +63,59 @@ export interface MigrationRow {
   freeze_started_at: Date | null;
 }
 
+/**
+ * Refuses a schema holding objects the copy does not carry (pg-copy.ts `inventory`); answers its
+ * tables without a replica identity, qualified, for `copyMode`.
+ */
+export function copiable(inv: {
+  schema: string;
+  unsupported: string[];
+  withoutIdentity: string[];
+}): string[] {
+  if (inv.unsupported.length > 0)
+    throw new ProviderError(
+      `schema ${inv.schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
+      'Ineligible',
+      false,
+    );
+  return inv.withoutIdentity.map((t) => `${inv.schema}.${t}`);
+}
+
+/**
+ * How a migration moves the data, and why: logical replication (writes frozen only for the
+ * cut-over) where the source `server`'s wal_level is logical and every table has a replica
+ * identity; otherwise a copy during the write freeze.
+ */
+export function copyMode(
+  server: string,
+  level: string,
+  withoutIdentity: string[],
+): Pick<MigrationPlan, 'mode' | 'modeReason'> {
+  if (level === 'logical' && withoutIdentity.length === 0)
+    return {
+      mode: 'logical-replication',
+      modeReason:
+        'wal_level is logical and every table has a replica identity: writes are frozen only for the cut-over',
+    };
+  return {
+    mode: 'freeze-copy',
+    modeReason:
+      level !== 'logical'
+        ? `${server}'s wal_level is ${level || 'unknown'}, not logical: the data is copied during the write freeze`
+        : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`,
+  };
+}
+
+/** The plan's checkpoint: the migration's row holds the plan and its mode. */
+export async function savePlan(
+  trx: Trx,
+  migrationId: string,
+  plan: Pick<MigrationPlan, 'mode'>,
+): Promise<void> {
+  await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
+    where id = ${migrationId}`.execute(trx);
+}
+
 export async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
   const r = await sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
   const row = r.rows[0];

@@ -24,12 +24,15 @@ import { agentIsolationExecutor, localIsolationExecutor, migrationAgentCell } fr
 import {
   bindingOf,
   changeOf,
+  copiable,
+  copyMode,
   type MigrationDeps,
   type MigrationPlan,
   migrationRow,
   type ResourcePlan,
   readMigration,
   recordSwitch,
+  savePlan,
   workflowKey,
 } from './migration-records.js';
 import type { Verification } from './pg-copy.js';
@@ -153,18 +156,11 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         const seen = await dp.inspect({ schemas: rows.rows.map((r) => r.physical_name) });
         const resources: ResourcePlan[] = [];
         let withoutIdentity: string[] = [];
-        const level = seen.walLevel;
         for (const [i, row] of rows.rows.entries()) {
           const base = row.scope_slug.replace(/-/g, '_');
           const schema = row.physical_name;
           const inv = seen.inventories[i]!;
-          if (inv.unsupported.length > 0)
-            throw new ProviderError(
-              `schema ${schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
-              'Ineligible',
-              false,
-            );
-          withoutIdentity = [...withoutIdentity, ...inv.withoutIdentity.map((t) => `${schema}.${t}`)];
+          withoutIdentity = [...withoutIdentity, ...copiable({ ...inv, schema })];
           const key = (part: string) => workflowKey(ctx.input.migrationId, row.id, part);
           resources.push({
             resourceId: row.id,
@@ -177,14 +173,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
             tables: inv.tables,
           });
         }
-        const logical = level === 'logical' && withoutIdentity.length === 0;
         const plan: MigrationPlan = {
-          mode: logical ? 'logical-replication' : 'freeze-copy',
-          modeReason: logical
-            ? 'wal_level is logical and every table has a replica identity: writes are frozen only for the cut-over'
-            : level !== 'logical'
-              ? `the data-plane server's wal_level is ${level || 'unknown'}, not logical: the data is copied during the write freeze`
-              : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`,
+          ...copyMode('the data-plane server', seen.walLevel, withoutIdentity),
           resources,
           ...(agentCell ? { agentCell } : {}),
         };
@@ -193,9 +183,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         return plan;
       },
       async checkpoint(trx, ctx, output) {
-        const plan = output as MigrationPlan;
-        await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await savePlan(trx, ctx.input.migrationId, output as MigrationPlan);
       },
     },
     {

@@ -13,7 +13,14 @@ import {
 import type { ObjectRow } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
 import { agentExecutor, localExecutor, remoteAgentCellsOf } from './isolation-executor.js';
-import { type MigrationDeps, migrationRow, workflowKey } from './migration-records.js';
+import {
+  copiable,
+  copyMode,
+  type MigrationDeps,
+  migrationRow,
+  savePlan,
+  workflowKey,
+} from './migration-records.js';
 import type { Verification } from './pg-copy.js';
 import {
   type BlobCheck,
@@ -256,13 +263,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const withoutIdentity: string[] = [];
         for (const [i, { d, isolation }] of databases.entries()) {
           const inv = source.inventories[i]!;
-          if (inv.unsupported.length > 0)
-            throw new ProviderError(
-              `schema ${inv.schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
-              'Ineligible',
-              false,
-            );
-          withoutIdentity.push(...inv.withoutIdentity.map((t) => `${inv.schema}.${t}`));
+          withoutIdentity.push(...copiable(inv));
           plan.databases.push({
             resourceId: d.id,
             desired: d,
@@ -276,25 +277,18 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             tables: inv.tables,
           });
         }
-        const level = source.walLevel;
-        const logical = level === 'logical' && withoutIdentity.length === 0;
-        plan.mode = logical || plan.databases.length === 0 ? 'logical-replication' : 'freeze-copy';
-        plan.modeReason =
+        const how =
           plan.databases.length === 0
-            ? 'no database to copy'
-            : logical
-              ? 'wal_level is logical and every table has a replica identity: writes are frozen only for the cut-over'
-              : level !== 'logical'
-                ? `the source server's wal_level is ${level}, not logical: the data is copied during the write freeze`
-                : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`;
+            ? { mode: 'logical-replication' as const, modeReason: 'no database to copy' }
+            : copyMode('the source server', source.walLevel, withoutIdentity);
+        plan.mode = how.mode;
+        plan.modeReason = how.modeReason;
         if (m.state !== 'Running')
           throw new ProviderError(`migration is ${m.state}`, 'MigrationNotRunning', false);
         return plan;
       },
       async checkpoint(trx, ctx, output) {
-        const plan = output as RegionMigrationPlan;
-        await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await savePlan(trx, ctx.input.migrationId, output as RegionMigrationPlan);
       },
     },
     {

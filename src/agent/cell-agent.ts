@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { provisionedCondition } from '../providers/observed-details.js';
@@ -243,17 +244,9 @@ export class CellAgent {
     this.o.logger.info('control plane reachable again; reporting status');
   }
 
+  /** `ms`, or less once the agent stops. */
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.aborts.signal;
-      const done = () => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return pause(ms, undefined, { signal: this.aborts.signal }).catch(() => undefined);
   }
 
   /** Pulls the desired state: index by hash (long poll), then only the objects whose hash changed. */

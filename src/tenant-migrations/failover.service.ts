@@ -1,15 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
 import type { Placement } from '../placement/placement.policy.js';
 import { PolicyError } from '../placement/policy-error.js';
-import { startWorkflow } from '../workflows/start-workflow.js';
 import { FAILOVER_REGION, type FailoverInput } from './failover.js';
-import { type Binding, bindingOf } from './migration-records.js';
+import { type Binding, bindingOf, startAudited } from './migration-records.js';
 import {
   allowedRegions,
   movableTenant,
@@ -253,26 +251,16 @@ export class FailoverService {
                 ${JSON.stringify(target)}, ${JSON.stringify(standby)}, ${JSON.stringify(ctx.actor)})`.execute(
         trx,
       );
-      await startWorkflow(trx, {
-        id,
-        tenantId: t.id,
-        type: FAILOVER_REGION,
-        input: wf,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
-      await appendAudit(
+      await startAudited(
         trx,
-        auditEntryOf(ctx, {
-          tenantId: t.id,
+        ctx,
+        { id, tenantId: t.id, type: FAILOVER_REGION, input: wf },
+        {
           action: 'failover.start',
           target: { kind: 'Failover', id, slug: t.slug },
           before: { placement: bindingOf(current) },
           after: { placement: bindingOf(target), standby, verdicts },
-          outcome: 'success',
-          decision: null,
-        }),
+        },
       );
       return this.read(trx, t.id, id);
     });

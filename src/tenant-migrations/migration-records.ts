@@ -8,6 +8,7 @@ import { diff } from '../domain/diff.js';
 import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { stateOf } from '../registry/representation.js';
+import { startWorkflow } from '../workflows/start-workflow.js';
 import { workflowIdOf as workflowIdOfParts } from '../workflows/workflow.js';
 
 /**
@@ -114,6 +115,36 @@ export async function savePlan(
 ): Promise<void> {
   await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
     where id = ${migrationId}`.execute(trx);
+}
+
+/**
+ * Starts the workflow of a move (a migration, its rollback or retirement, a failover) in the
+ * request's transaction, and audits the request as `audit` says when it started one (a repeated
+ * request finds its workflow and records nothing again). Answers whether it started one.
+ */
+export async function startAudited(
+  trx: Trx,
+  ctx: RequestContext,
+  w: { id: string; tenantId: string; type: string; input: unknown },
+  audit: {
+    action: string;
+    target: { kind: string; id: string; slug: string };
+    before: unknown;
+    after: unknown;
+  },
+): Promise<boolean> {
+  const { created } = await startWorkflow(trx, {
+    ...w,
+    actor: ctx.actor,
+    requestId: ctx.requestId,
+    correlationId: ctx.correlationId,
+  });
+  if (created)
+    await appendAudit(
+      trx,
+      auditEntryOf(ctx, { tenantId: w.tenantId, ...audit, outcome: 'success', decision: null }),
+    );
+  return created;
 }
 
 export async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {

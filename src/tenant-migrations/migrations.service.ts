@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { remoteAgentCells } from '../agent/agent-commands.js';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
@@ -11,9 +10,8 @@ import { lockCandidateCells, type Placement } from '../placement/placement.polic
 import { chooseCell, type Isolation, isRefusal } from '../placement/placement.rules.js';
 import { PolicyError } from '../placement/policy-error.js';
 import { assertNotFrozen } from '../workflows/freezes.js';
-import { startWorkflow } from '../workflows/start-workflow.js';
 import { workflowIdOf } from '../workflows/workflow.js';
-import { type Binding, bindingOf } from './migration-records.js';
+import { type Binding, bindingOf, startAudited } from './migration-records.js';
 import {
   type IsolationMigrationInput,
   MIGRATE_ISOLATION,
@@ -332,32 +330,21 @@ export class MigrationsService {
       await assertNotFrozen(trx, t.id, type);
       const wid = workflowIdOf('migration-rollback', id);
       const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
-      const started = await startWorkflow(trx, {
-        id: wid,
-        tenantId: t.id,
-        type,
-        input,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
-      if (started.created) {
+      const started = await startAudited(
+        trx,
+        ctx,
+        { id: wid, tenantId: t.id, type, input },
+        {
+          action: 'migration.rollback',
+          target: { kind: 'Migration', id, slug: t.slug },
+          before: { placement: m.to },
+          after: { placement: m.from },
+        },
+      );
+      if (started)
         await sql`update tenant_migrations set rollback_workflow_id = ${wid}, updated_at = now() where id = ${id}`.execute(
           trx,
         );
-        await appendAudit(
-          trx,
-          auditEntryOf(ctx, {
-            tenantId: t.id,
-            action: 'migration.rollback',
-            target: { kind: 'Migration', id, slug: t.slug },
-            before: { placement: m.to },
-            after: { placement: m.from },
-            outcome: 'success',
-            decision: null,
-          }),
-        );
-      }
       return this.read(trx, t.id, id);
     });
   }
@@ -377,28 +364,17 @@ export class MigrationsService {
       await assertNotFrozen(trx, t.id, RETIRE_MIGRATION);
       const wid = workflowIdOf('migration-retire', id);
       const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
-      const started = await startWorkflow(trx, {
-        id: wid,
-        tenantId: t.id,
-        type: RETIRE_MIGRATION,
-        input,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
-      if (started.created)
-        await appendAudit(
-          trx,
-          auditEntryOf(ctx, {
-            tenantId: t.id,
-            action: 'migration.retire',
-            target: { kind: 'Migration', id, slug: t.slug },
-            before: { placement: m.from },
-            after: null,
-            outcome: 'success',
-            decision: null,
-          }),
-        );
+      await startAudited(
+        trx,
+        ctx,
+        { id: wid, tenantId: t.id, type: RETIRE_MIGRATION, input },
+        {
+          action: 'migration.retire',
+          target: { kind: 'Migration', id, slug: t.slug },
+          before: { placement: m.from },
+          after: null,
+        },
+      );
       return { ...(await this.read(trx, t.id, id)), retireWorkflowId: wid };
     });
   }
@@ -659,25 +635,15 @@ async function begin(
     insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
     values (${m.id}, ${m.tenantId}, ${m.kind}, ${JSON.stringify(m.current)}, ${JSON.stringify(m.target)}, '{}',
             ${m.window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
-  await startWorkflow(trx, {
-    id: m.id,
-    tenantId: m.tenantId,
-    type: m.type,
-    input: m.input,
-    actor: ctx.actor,
-    requestId: ctx.requestId,
-    correlationId: ctx.correlationId,
-  });
-  await appendAudit(
+  await startAudited(
     trx,
-    auditEntryOf(ctx, {
-      tenantId: m.tenantId,
+    ctx,
+    { id: m.id, tenantId: m.tenantId, type: m.type, input: m.input },
+    {
       action: 'migration.start',
       target: { kind: 'Migration', id: m.id, slug: m.input.tenantSlug },
       before: { placement: bindingOf(m.current) },
       after: { placement: bindingOf(m.target), rollbackWindowSeconds: m.window, verdicts: m.verdicts },
-      outcome: 'success',
-      decision: null,
-    }),
+    },
   );
 }

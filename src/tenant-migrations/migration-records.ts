@@ -147,6 +147,21 @@ export async function startAudited(
   return created;
 }
 
+/** The write freeze's start, checkpointed (a re-run keeps the first). */
+export async function recordFreezeStart(trx: Trx, migrationId: string, output: unknown): Promise<void> {
+  await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
+    where id = ${migrationId}`.execute(trx);
+}
+
+/** The write freeze undone (its step compensated): writes allowed again, its length recorded. */
+export async function recordFreezeUndone(db: Db, migrationId: string): Promise<void> {
+  await asPlatform(db, (trx) =>
+    sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
+          freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
+        where id = ${migrationId}`.execute(trx),
+  );
+}
+
 export async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
   const r = await sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
   const row = r.rows[0];

@@ -31,6 +31,8 @@ import {
   migrationRow,
   type ResourcePlan,
   readMigration,
+  recordFreezeStart,
+  recordFreezeUndone,
   recordSwitch,
   savePlan,
   workflowKey,
@@ -268,19 +270,14 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         return { frozenAt };
       },
       async checkpoint(trx, ctx, output) {
-        await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await recordFreezeStart(trx, ctx.input.migrationId, output);
       },
       async undo(ctx) {
         await on(planOf(ctx), ctx, 'freeze-writes:undo').setLogin({
           roles: planOf(ctx).resources.map((r) => r.source.role),
           login: true,
         });
-        await asPlatform(db, (trx) =>
-          sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
-                freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
-              where id = ${ctx.input.migrationId}`.execute(trx),
-        );
+        await recordFreezeUndone(db, ctx.input.migrationId);
       },
     },
     {

@@ -18,6 +18,8 @@ import {
   copyMode,
   type MigrationDeps,
   migrationRow,
+  recordFreezeStart,
+  recordFreezeUndone,
   savePlan,
   workflowKey,
 } from './migration-records.js';
@@ -446,8 +448,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         return { frozenAt, grants };
       },
       async checkpoint(trx, ctx, output) {
-        await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await recordFreezeStart(trx, ctx.input.migrationId, output);
       },
       async undo(ctx, output) {
         const p = planOf(ctx);
@@ -458,11 +459,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
           const grant = grants[b.resourceId];
           if (grant) await s.source(b.resourceId).restoreAccess({ desired: b.desired, grant });
         }
-        await asPlatform(db, (trx) =>
-          sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
-                freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
-              where id = ${ctx.input.migrationId}`.execute(trx),
-        );
+        await recordFreezeUndone(db, ctx.input.migrationId);
       },
     },
     {

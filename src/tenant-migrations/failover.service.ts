@@ -5,7 +5,6 @@ import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
 import type { Placement } from '../placement/placement.policy.js';
-import { PolicyError } from '../placement/policy-error.js';
 import { FAILOVER_REGION, type FailoverInput } from './failover.js';
 import { type Binding, bindingOf, startAudited } from './migration-records.js';
 import {

@@ -11,6 +11,7 @@ import {
   copyTables,
   createSchema,
   databaseUrl,
+  inSecretsTable,
   inventory,
   replicationLag,
   type SchemaInventory,
@@ -409,10 +410,7 @@ export class IsolationDataPlane {
   }> {
     let switched = 0;
     if (input.moves.length === 0) return { switched };
-    await withClient(this.urlOf(this.home), async (c) => {
-      const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
-      if (!table.rows[0]?.present) return;
-      await c.query('begin');
+    await inSecretsTable(this.urlOf(this.home), async (c) => {
       for (const m of input.moves) {
         const pending = await c.query(
           'select 1 from tenantry_resource_secrets where resource_id = $1 for update',
@@ -430,7 +428,6 @@ export class IsolationDataPlane {
         ]);
         switched++;
       }
-      await c.query('commit');
     });
     return { switched };
   }

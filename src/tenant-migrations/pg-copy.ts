@@ -35,6 +35,20 @@ export async function withClient<T>(url: string, work: (c: pg.Client) => Promise
   }
 }
 
+/**
+ * `work` in one transaction on the generated credentials a data plane keeps (`tenantry_resource_secrets`,
+ * src/providers/postgres/secret-store.ts) in the database at `url`; nothing where it has no such table.
+ */
+export async function inSecretsTable(url: string, work: (c: pg.ClientBase) => Promise<void>): Promise<void> {
+  await withClient(url, async (c) => {
+    const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
+    if (!table.rows[0]?.present) return;
+    await c.query('begin');
+    await work(c);
+    await c.query('commit');
+  });
+}
+
 export interface SchemaInventory {
   tables: string[];
   /** Tables without a primary key or replica identity (logical replication cannot carry their updates). */

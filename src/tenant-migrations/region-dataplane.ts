@@ -20,6 +20,7 @@ import {
   databaseUrl,
   dropSubscription,
   hasSubscription,
+  inSecretsTable,
   inventory,
   readerLacks,
   readSequences,
@@ -559,10 +560,7 @@ export class RegionDataPlane {
    */
   async renameSecrets(input: { moves: { from: string; to: string }[] }): Promise<{ renamed: number }> {
     let renamed = 0;
-    await withClient(this.urlOf(this.home), async (c) => {
-      const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
-      if (!table.rows[0]?.present) return;
-      await c.query('begin');
+    await inSecretsTable(this.urlOf(this.home), async (c) => {
       for (const m of input.moves) {
         const r = await c.query(
           `update tenantry_resource_secrets set resource_id = $2 where resource_id = $1
@@ -571,7 +569,6 @@ export class RegionDataPlane {
         );
         renamed += r.rowCount ?? 0;
       }
-      await c.query('commit');
     });
     return { renamed };
   }

@@ -295,10 +295,10 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         );
         const cpu = since(cpu0, await cpuNow());
         const windowStatements = await statements?.read();
-        // (The counters after the processes' next flush of their statistics, a second at most.)
-        const counters =
-          counters0 && (await new Promise((r) => setTimeout(r, 1100)), await statements?.counters());
         const gc = await profile.stop(`reconcile-${tenants}-${windows.length + 1}`);
+        // The counters after the processes' next flush of their statistics (a second at most).
+        if (statements) await new Promise((r) => setTimeout(r, 1100));
+        const counters = await statements?.counters();
         await autovacuum(owner, true);
         const seconds = cpu.seconds;
         const cost: BatchCost = {

@@ -203,7 +203,10 @@ interface BatchCost {
  * has room for a batch and found less than a full one: a cost per second of the window, ~1% here).
  * The rows read by sequential scans in each window are printed: a statement that scans a
  * table whole shows there in proportion to the registry; and so are the GC pauses and the young
- * generation's size. BENCH_CPU_PROF=<folder> writes a CPU profile of each window.
+ * generation's size. BENCH_CPU_PROF=<folder> writes a CPU profile of each window. BENCH_PG_STATEMENTS=1
+ * prints, per window, the server's top statements per object (pg_stat_statements: time, buffers,
+ * WAL) and its WAL, I/O and row-write counters (how many updates were HOT), then each statement at
+ * the largest size against the smallest: what grows with the registry, and why.
  */
 async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
   const bench = await benchDatabase(server, 'bench_reconcile_flat');

@@ -45,6 +45,7 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
   };
   try {
     await embedded.start();
+    if (process.env.BENCH_PG_STATEMENTS) await loadPgStatStatements(embedded);
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;
@@ -73,4 +74,24 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
     },
     stop,
   };
+}
+
+/**
+ * BENCH_PG_STATEMENTS=1: the server restarted with pg_stat_statements loaded (every statement,
+ * nested ones too, and its planning), so that a suite can say which statements its time went to
+ * (the reconcile suite's flat cost prints them per window). Off by default: tracking costs the
+ * server a little on every statement.
+ */
+async function loadPgStatStatements(embedded: EmbeddedDatabase): Promise<void> {
+  const admin = new pg.Client({ connectionString: embedded.url });
+  await admin.connect();
+  try {
+    await admin.query(`alter system set shared_preload_libraries = 'pg_stat_statements'`);
+    await admin.query(`alter system set pg_stat_statements.track = 'all'`);
+    await admin.query(`alter system set pg_stat_statements.track_planning = on`);
+  } finally {
+    await admin.end();
+  }
+  await embedded.stop();
+  await embedded.start();
 }

@@ -95,7 +95,8 @@ export class EmbeddedDatabase {
     ];
     if (this.options.ephemeral)
       flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
-    for (const [name, value] of Object.entries(this.options.settings ?? {})) flags.push('-c', `${name}=${value}`);
+    for (const [name, value] of Object.entries(this.options.settings ?? {}))
+      flags.push('-c', `${name}=${value}`);
     this.pg = new EmbeddedPostgres({
       databaseDir: clusterDir,
       user: 'postgres',

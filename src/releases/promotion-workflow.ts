@@ -233,8 +233,10 @@ export function reportedHealth(db: Db): Verifier {
  *
  * Tenants go in batches (up to BATCH_SIZE, never more than the failure budget still allows): one
  * transaction checks their holds and updates them, one read per look verifies them, one
- * transaction settles them — about two commits per batch where one tenant at a time took three
- * or four each. Resumable by construction: each tenant's runtime update (`deployment_releases`)
+ * transaction settles them — two commits per batch. Both transactions are set-based: a batch
+ * costs one statement per Service it changes (the change path) and a fixed few for all its
+ * tenants (targets, deployment_releases, audit records and events), where each tenant cost
+ * about a dozen. Resumable by construction: each tenant's runtime update (`deployment_releases`)
  * and its target's state change commit in the same transaction under the target's row lock, so a
  * step that runs again after a crash continues with the targets still Pending, Deferred or
  * Updated — no tenant is updated twice or skipped. Waiting (soak time, maintenance windows,

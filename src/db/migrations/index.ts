@@ -42,6 +42,7 @@ import * as m0063 from './0063-object-invalidation-static.js';
 import * as m0066 from './0066-audit-append-one-statement.js';
 import * as m0067 from './0067-event-numbering-one-event.js';
 import * as m0068 from './0068-object-invalidation-columns.js';
+import * as m0069 from './0069-status-hot-updates.js';
 import * as m0071 from './0071-agent-command-key.js';
 
 /**
@@ -91,6 +92,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0066-audit-append-one-statement': m0066,
   '0067-event-numbering-one-event': m0067,
   '0068-object-invalidation-columns': m0068,
+  '0069-status-hot-updates': m0069,
   '0071-agent-command-key': m0071,
 });
 

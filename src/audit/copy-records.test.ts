@@ -55,7 +55,10 @@ describe('the time verify hashes (auditTime)', () => {
     for (const [printed, hashed] of await both(edges)) expect(auditTime(printed), printed).toBe(hashed);
     // Any instant from 4713 BC to 294276 AD: days from 2000-01-01 and microseconds into the day.
     const instants = fc.sample(
-      fc.tuple(fc.integer({ min: -2_451_000, max: 106_700_000 }), fc.integer({ min: 0, max: 86_399_999_999 })),
+      fc.tuple(
+        fc.integer({ min: -2_451_000, max: 106_700_000 }),
+        fc.integer({ min: 0, max: 86_399_999_999 }),
+      ),
       2000,
     );
     const { rows } = await client.query<{ printed: string; hashed: string }>(

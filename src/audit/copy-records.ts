@@ -26,15 +26,16 @@ const hashMemoryKb = (records: number): number =>
 export type LinkSink = (record: LinkedRecord, contentMatches: boolean) => void;
 
 /**
- * Every sequenced record (of one chain, or all) in (chain, seq) order as one `COPY … TO STDOUT`
- * stream, each record's content hashed as it comes (format v1, hashAuditText), in batches: one
- * statement and one index scan instead of a keyset query per page, and rows split from COPY's
+ * Every sequenced record (of one chain, or a range of chains, or all) as one `COPY … TO STDOUT`
+ * stream, in the order the server finds them (chains interleaved, each nearly in seq order), each
+ * record's content hashed as it comes (format v1, hashAuditText) and handed to `sink`: one
+ * statement and two sequential scans instead of a keyset query per page, and rows split from COPY's
  * text format instead of being built field by field by the driver — the read side of `verify` over
  * a million records. The jsonb values are canonicalised from the text PostgreSQL prints, not
  * parsed. Run on a client inside a repeatable-read transaction in the platform scope (the
  * caller's snapshot); reads only what the platform may read (RLS applies to `COPY (query)`).
  */
-export async function copyRecords(client: pg.ClientBase, opts: ChainRange, sink: LinkSink): Promise<number> {
+export async function copyRecords(client: pg.ClientBase, opts: ChainRange, sink: LinkSink): Promise<void> {
   // COPY takes no parameters: chains are tenant UUIDs or 'platform' (checked by the caller), quoted anyway.
   const where = ['true'];
   if (opts.chain !== undefined) where.push(`p.chain = ${literal(opts.chain)}`);
@@ -60,7 +61,6 @@ export async function copyRecords(client: pg.ClientBase, opts: ChainRange, sink:
   // A character may be split between two chunks: the decoder keeps its first bytes for the next.
   const decoder = new StringDecoder('utf8');
   let rest = '';
-  let n = 0;
   for await (const chunk of stream as AsyncIterable<Buffer>) {
     const text = rest + decoder.write(chunk);
     let at = 0;
@@ -68,17 +68,12 @@ export async function copyRecords(client: pg.ClientBase, opts: ChainRange, sink:
       const nl = text.indexOf('\n', at);
       if (nl < 0) break;
       addLine(sink, text.slice(at, nl));
-      n++;
       at = nl + 1;
     }
     rest = text.slice(at);
   }
   rest += decoder.end();
-  if (rest !== '') {
-    addLine(sink, rest);
-    n++;
-  }
-  return n;
+  if (rest !== '') addLine(sink, rest);
 }
 
 /**
@@ -99,7 +94,8 @@ export function auditTime(text: string): string | null {
   )
     return `${text.slice(0, 10)}T${text.slice(11, 26)}Z`;
   if (text === 'infinity' || text === '-infinity' || text === '\\N') return null;
-  const m = /^([0-9]{4,}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?\+00(?: BC)?$/.exec(text);
+  const m =
+    /^([0-9]{4,}-[0-9]{2}-[0-9]{2}) ([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,6}))?\+00(?: BC)?$/.exec(text);
   if (!m) throw new Error(`unexpected timestamp in the audit log: ${text}`);
   return `${m[1]}T${m[2]}.${(m[3] ?? '').padEnd(6, '0')}Z`;
 }
@@ -171,7 +167,14 @@ function addLine(sink: LinkSink, line: string): void {
   };
   const stored = s(f[20]!)!;
   sink(
-    { id: doc.id, chain: doc.chain, seq: doc.seq, tenantId: doc.tenantId, prevHash: doc.prevHash, hash: stored },
+    {
+      id: doc.id,
+      chain: doc.chain,
+      seq: doc.seq,
+      tenantId: doc.tenantId,
+      prevHash: doc.prevHash,
+      hash: stored,
+    },
     hashAuditText(doc, fast) === stored,
   );
 }

@@ -90,9 +90,15 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
       const { rows } = await sql<{ id: string }>`select pg_export_snapshot() as id`.execute(trx);
       const parts = chainParts(heads, opts.workers);
       if (parts.length > 1 || opts.workers) {
-        const part = { snapshot: rows[0]!.id, connection: connectionOf(pool), basis: verifier.linkingBasis() };
+        const part = {
+          snapshot: rows[0]!.id,
+          connection: connectionOf(pool),
+          basis: verifier.linkingBasis(),
+        };
         const linked = await Promise.all(
-          parts.map((range) => runPart({ ...part, range: { ...range, ...(chain !== undefined ? { chain } : {}) } })),
+          parts.map((range) =>
+            runPart({ ...part, range: { ...range, ...(chain !== undefined ? { chain } : {}) } }),
+          ),
         );
         for (const chains of linked) verifier.addLinkedChains(chains);
         return verifier.finish();
@@ -107,7 +113,9 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
           "select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)",
         );
         const records = heads.reduce((n, h) => n + Number(h.seq), 0);
-        await copyRecords(client, { ...scope, records }, (r, matches) => verifier.addLinkInAnyOrder(r, matches));
+        await copyRecords(client, { ...scope, records }, (r, matches) =>
+          verifier.addLinkInAnyOrder(r, matches),
+        );
         await client.query('commit');
       } catch (err) {
         await client.query('rollback').catch((e: Error) => {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { ProviderError } from '../providers/provider.js';
 import type { AgentOp, AgentOpInput, AgentOpOutput } from './agent-ops.js';
@@ -66,11 +66,14 @@ export async function runOnAgent<O extends AgentOp>(
   });
   const deadline = Date.now() + (req.waitMs ?? 15_000);
   for (;;) {
-    const r = await asPlatform(db, (trx) =>
-      sql<CommandRow>`select id, state, result, error from cell_agent_commands where id = ${row.id}`.execute(
-        trx,
-      ),
-    );
+    const r = await asPlatform(db, async (trx) => {
+      const r = await sql<CommandRow>`
+        select id, state, result, error from cell_agent_commands where id = ${row.id}`.execute(trx);
+      // Read once done: a credential one side sealed for the other goes from the row.
+      if (r.rows[0]?.state === 'Succeeded' || r.rows[0]?.state === 'Failed')
+        await clearSealed(trx, sql`id = ${row.id}`);
+      return r;
+    });
     const c = r.rows[0];
     if (c?.state === 'Succeeded') return c.result as AgentOpOutput<O>;
     if (c?.state === 'Failed') {
@@ -131,9 +134,28 @@ export async function completeCommand(
   const r = await sql`
     update cell_agent_commands set state = ${outcome.ok ? 'Succeeded' : 'Failed'},
       result = ${outcome.ok ? JSON.stringify(outcome.output ?? null) : null}::jsonb,
-      error = ${outcome.ok ? null : JSON.stringify(outcome.error)}::jsonb, completed_at = now()
+      error = ${outcome.ok ? null : JSON.stringify(outcome.error)}::jsonb, completed_at = now(),
+      input = ${clearedSealed(sql.ref('input'))}
     where id = ${id} and cell_id = ${cellId} and state = 'Running' and attempts = ${attempts}`.execute(trx);
   return Number(r.numAffectedRows ?? 0) > 0;
+}
+
+/** `value` (jsonb) with every sealed credential (`"sealed:<JWE>"`, src/tenant-migrations/region-dataplane.ts) cleared. */
+const clearedSealed = (value: RawBuilder<unknown> | ReturnType<typeof sql.ref>) =>
+  sql`regexp_replace(${value}::text, '"sealed:[^"]+"', '"sealed:cleared"', 'g')::jsonb`;
+
+/**
+ * The sealed credentials (a region migration's readers, ciphertext for one agent's key) cleared
+ * from the inputs and results of the commands `where` selects, done ones only: the receiving agent
+ * has used its input when it reports, the control plane has read a result once it is done; a
+ * migration's end clears whatever a crash between the two left (src/tenant-migrations).
+ */
+export async function clearSealed(trx: Trx, where: RawBuilder<unknown>): Promise<void> {
+  await sql`
+    update cell_agent_commands set input = ${clearedSealed(sql.ref('input'))},
+      result = ${clearedSealed(sql.ref('result'))}
+    where (${where}) and state in ('Succeeded', 'Failed')
+      and (input::text like '%"sealed:ey%' or result::text like '%"sealed:ey%')`.execute(trx);
 }
 
 /**
@@ -151,3 +173,7 @@ export async function remoteAgentCells(
     where a.cell_id = any(${ids}::uuid[]) and not a.embedded order by c.slug`.execute(trx);
   return r.rows.map((x) => x.slug);
 }
+
+/** What a workflow's commands (keys `<workflowId>:…`) still hold sealed, cleared: at the end of a region migration or its rollback. */
+export const clearSealedOf = (trx: Trx, workflowId: string) =>
+  clearSealed(trx, sql`starts_with(key, ${`${workflowId}:`})`);

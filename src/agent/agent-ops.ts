@@ -7,6 +7,7 @@ import {
   type IsolationStep,
 } from '../tenant-migrations/isolation-dataplane.js';
 import {
+  type Opener,
   REGION_DATAPLANE_STEPS,
   RegionDataPlane,
   type RegionStep,
@@ -67,6 +68,8 @@ export interface AgentOpEnv {
   dataplaneUrl?: string;
   /** `host:port` at which another region's PostgreSQL reaches this data plane's (TENANTRY_DATAPLANE_PEER_ADDRESS). */
   peerAddress?: string;
+  /** The agent's key (in its memory) and cell: what another region's side hands it is sealed for them. */
+  opener?: Opener;
 }
 
 function dataplaneUrlOf(env: AgentOpEnv): string {
@@ -112,6 +115,7 @@ const regionHandlers = Object.fromEntries(
         providers: env.providers,
         region: '',
         peerAddress: env.peerAddress,
+        opener: async () => env.opener,
       });
       return (dp[s] as (i: never) => Promise<unknown>).call(dp, input);
     },

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { BlobServiceClient } from '@azure/storage-blob';
+import { BlobServiceClient, ContainerSASPermissions } from '@azure/storage-blob';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refusingProviders, startAgentProcess } from '../../test/helpers/agent-processes.js';
@@ -47,6 +47,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
   const dataplanes: Partial<Record<'eu' | 'us', string>> = {};
   const children: ChildProcess[] = [];
   const controlPlaneCalls: string[] = [];
+  let agentLogs = '';
 
   beforeAll(async () => {
     dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-agent-region-'));
@@ -93,7 +94,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
     ] as const) {
       const token = await s.request('POST', `/v1/cells/${c}/join-tokens`, { body: {} });
       expect(token.status).toBe(201);
-      await startAgentProcess({
+      const agent = await startAgentProcess({
         server: s.url,
         cell: c,
         dataDir: await tempDataDir(),
@@ -106,6 +107,8 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
           TENANTRY_SECRETS_KEY_FILE: path.join(dir, `kek-${r}.json`),
         },
       });
+      agent.stdout?.on('data', (d) => (agentLogs += d));
+      agent.stderr?.on('data', (d) => (agentLogs += d));
     }
     const tenancy = await s.request('POST', '/v1/apply', {
       body: [
@@ -177,6 +180,44 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
   };
   const container = (region: 'eu' | 'us', name: string) =>
     BlobServiceClient.fromConnectionString(blobs[region]!.connectionString).getContainerClient(name);
+
+  /**
+   * The credentials a region migration hands from one agent to the other: a reader's connection
+   * string with its password, a SAS URL's signature, or either still sealed (ciphertext not yet
+   * cleared). None may be found in the control plane's rows, its API's answers or the agents' logs.
+   */
+  const CREDENTIAL = /tenantry_r_[0-9a-f]+_\d+(_b)?:[^@"\s]+@|[?&]sig=|sealed:ey/;
+  /** Every row of every table of the control plane's database (commands, audit, events, workflow steps, …) that holds one. */
+  const leaks = async (): Promise<string[]> => {
+    const tables = await s.t.owner.query<{ name: string }>(
+      `select format('%I.%I', n.nspname, c.relname) as name from pg_class c
+       join pg_namespace n on n.oid = c.relnamespace
+       where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
+         and n.nspname not like 'pg_toast%'`,
+    );
+    const found: string[] = [];
+    for (const { name } of tables.rows) {
+      const r = await s.t.owner.query<{ row: string }>(
+        `select t::text as row from ${name} t where t::text ~ $1`,
+        [CREDENTIAL.source],
+      );
+      found.push(...r.rows.map((x) => `${name}: ${x.row.slice(0, 300)}`));
+    }
+    return found;
+  };
+  /** No credential in the rows, the migration's API answers (the source of truth and its list) or the agents' logs. */
+  const noCredentialLeft = async (migrationId: string) => {
+    expect(await leaks()).toEqual([]);
+    for (const path of [
+      `/v1/tenants/${tenant}/migrations/${migrationId}`,
+      `/v1/tenants/${tenant}/migrations`,
+    ]) {
+      const r = await s.request('GET', path);
+      expect(r.status).toBe(200);
+      expect(JSON.stringify(r.body)).not.toMatch(CREDENTIAL);
+    }
+    expect(agentLogs).not.toMatch(CREDENTIAL);
+  };
 
   it('moves the database rows and blobs from the eu agent to the us agent, checked on the us engines; rolls back to eu with what was written in us; moves again and retires eu', {
     timeout: 300_000,
@@ -269,6 +310,28 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
       expect(by(usCell)).toContain(`region.${op}`);
     expect(commands.rows.every((r) => r.state === 'Succeeded')).toBe(true);
 
+    // The reader and the SAS URL went sealed for the us agent, and are cleared from the rows since.
+    const handedOver = await s.t.owner.query<{ op: string; input: unknown; result: unknown }>(
+      `select op, input, result from cell_agent_commands
+       where key like $1 and op in ('region.openReader', 'region.subscribe', 'region.blobReader', 'region.pullBlobs')`,
+      [`${id}:%`],
+    );
+    for (const c of handedOver.rows) {
+      const sealed = c.op === 'region.openReader' || c.op === 'region.blobReader' ? c.result : c.input;
+      expect(JSON.stringify(sealed), c.op).toContain('"sealed:cleared"');
+    }
+    // The pattern finds what it looks for (a reader's URL and a SAS URL as they are made).
+    expect(
+      `postgres://tenantry_r_0123456789ab_0:${randomBytes(24).toString('base64url')}@127.0.0.1/x`,
+    ).toMatch(CREDENTIAL);
+    expect(
+      await container('eu', bucket).generateSasUrl({
+        permissions: ContainerSASPermissions.parse('rl'),
+        expiresOn: new Date(Date.now() + 60_000),
+      }),
+    ).toMatch(CREDENTIAL);
+    await noCredentialLeft(id);
+
     // The tenant is in the us cell; the us agent keeps its resources Ready there.
     const t = await s.t.owner.query(
       'select t.region, c.slug as cell from tenants t join cells c on c.id = t.cell_id where t.slug = $1',
@@ -301,6 +364,8 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
         .rolcanlogin,
     }));
     expect(back).toEqual({ rows: 2001, login: true });
+    // The rolled-back migration: the us agent's reader and SAS went sealed for the eu agent, cleared since.
+    await noCredentialLeft(id);
     expect(
       (await container('eu', bucket).getBlobClient('docs/late.bin').downloadToBuffer()).equals(late),
     ).toBe(true);
@@ -339,5 +404,6 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
     const kept = await onServer('us', (c) => c.query(`select count(*)::int as n from ${schema}.orders`));
     expect(kept.rows[0].n).toBe(2001);
     expect(controlPlaneCalls).toEqual([]);
+    await noCredentialLeft(again.body.id);
   });
 });

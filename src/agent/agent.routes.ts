@@ -245,7 +245,7 @@ export function registerAgentRoutes(
     },
   );
 
-  app.get<{ Params: { ref: string }; Querystring: { wait: number } }>(
+  app.get<{ Params: { ref: string }; Querystring: { wait: number; key?: string } }>(
     '/v1/agent/:ref/commands',
     {
       config: { action: 'agent.commands', decidedBy: 'service' },
@@ -256,7 +256,16 @@ export function registerAgentRoutes(
         tags: ['Agent'],
         params: Ref,
         querystring: Type.Object(
-          { wait: Type.Integer({ minimum: 0, maximum: 60, default: 0, description: 'seconds to wait' }) },
+          {
+            wait: Type.Integer({ minimum: 0, maximum: 60, default: 0, description: 'seconds to wait' }),
+            key: Type.Optional(
+              Type.String({
+                pattern: '^[A-Za-z0-9_-]{43}$',
+                description:
+                  "the public half (x of an X25519 JWK) of the agent's key of the moment: what another region's agent hands it in a command (a migration's reader) is sealed for it",
+              }),
+            ),
+          },
           { additionalProperties: false },
         ),
         response: {
@@ -278,6 +287,7 @@ export function registerAgentRoutes(
       const cellId = await agents.agentCell(identify(request), request.params.ref);
       const abort = new AbortController();
       request.raw.once('close', () => abort.abort());
+      if (request.query.key) await agents.commandKey(cellId, request.query.key);
       return { commands: await agents.commands(cellId, request.query.wait * 1000, abort.signal) };
     },
   );

@@ -298,9 +298,8 @@ export class AgentService {
         on conflict (cell_id) do update set session_id = excluded.session_id, name = excluded.name,
           embedded = excluded.embedded, joined_at = now(), credential_expires_at = excluded.credential_expires_at,
           heartbeat_interval_ms = excluded.heartbeat_interval_ms, last_heartbeat_at = now(),
-          connection = 'Connected', connection_since = now(), revoked_at = null, revoked_by = null`.execute(
-        trx,
-      );
+          connection = 'Connected', connection_since = now(), revoked_at = null, revoked_by = null,
+          command_key = null`.execute(trx);
       await setCellCondition(
         trx,
         cellId,
@@ -597,6 +596,14 @@ export class AgentService {
       unwatch?.();
       wakeup.close();
     }
+  }
+
+  /** The public key the agent of `cellId` says it has now (what is handed to it in a command is sealed for it). */
+  async commandKey(cellId: string, key: string): Promise<void> {
+    await asPlatform(this.db, (trx) =>
+      sql`update cell_agents set command_key = ${key}
+        where cell_id = ${cellId} and command_key is distinct from ${key}`.execute(trx),
+    );
   }
 
   /** The agent's result of a command of its own cell; another cell's command is refused (403). */

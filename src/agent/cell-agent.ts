@@ -8,6 +8,7 @@ import { type ObservedResource, ProviderError } from '../providers/provider.js';
 import type { Credential, StatusReport } from './agent.service.js';
 import type { AgentCommand, CommandOutcome } from './agent-commands.js';
 import { runAgentOp, type TenantSecrets } from './agent-ops.js';
+import { AgentKey } from './agent-webhook-secrets.js';
 import type { DesiredItem, IndexEntry } from './desired-state.js';
 
 export interface CellAgentOptions {
@@ -325,6 +326,11 @@ export class CellAgent {
     }
   }
 
+  /**
+   * The key what another region's agent hands this one in a command is sealed for (a migration's
+   * reader): made at start, kept in memory only; its public half goes with each command request.
+   */
+  private commandKey: AgentKey | undefined;
   /** Commands running now, and results not yet accepted (kept through a network cut). */
   private readonly inFlight = new Set<string>();
   private readonly results = new Map<string, { attempts: number; outcome: CommandOutcome }>();
@@ -336,10 +342,11 @@ export class CellAgent {
     let delay = 200;
     while (this.running) {
       try {
+        this.commandKey ??= await AgentKey.generate();
         await this.sendResults();
         const r = await this.call<{ commands: AgentCommand[] }>(
           'GET',
-          `${this.cellPath('commands')}?wait=${this.results.size > 0 ? 1 : (this.o.waitSeconds ?? 25)}`,
+          `${this.cellPath('commands')}?wait=${this.results.size > 0 ? 1 : (this.o.waitSeconds ?? 25)}&key=${this.commandKey.publicKey.x}`,
           this.bearer(),
           undefined,
           {},
@@ -376,6 +383,7 @@ export class CellAgent {
           secrets: this.o.secrets,
           dataplaneUrl: this.o.dataplaneUrl,
           peerAddress: this.o.peerAddress,
+          ...(this.commandKey && this.cellId ? { opener: { key: this.commandKey, cell: this.cellId } } : {}),
         },
         c.op,
         c.input,

@@ -553,6 +553,8 @@ export interface CellAgentsTable {
   revoked_by: string | null;
   /** The version the agent says it runs (its User-Agent at its last heartbeat). */
   version: string | null;
+  /** The public half of the agent's key of the moment (x of an X25519 JWK), said with its command requests. */
+  command_key: string | null;
 }
 /** Table cell_join_tokens. */
 export interface CellJoinTokensTable {

@@ -14,8 +14,17 @@ import {
 /** The data-plane steps of a tenancy-mode migration, wherever they run. */
 export type IsolationExecutor = Executor<IsolationDataPlane, IsolationStep>;
 
-/** Reads whose answer changes over time: asked afresh each time (a new command), never found again. */
+/**
+ * Asked afresh each time (a new command), never found again: reads whose answer changes over time,
+ * and a region migration's hand-over of a reader (sealed for the receiving agent's key of the
+ * moment, cleared from the rows once used: a step run again hands over a new one).
+ */
 const FRESH: ReadonlySet<string> = new Set([
+  'openReader',
+  'blobReader',
+  'subscribe',
+  'pull',
+  'pullBlobs',
   'identity',
   'inspect',
   'waitSynced',

@@ -8,7 +8,7 @@ import { PostgresDatabaseProvider } from '../providers/postgres/postgres-databas
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import type { DesiredResource } from '../providers/provider.js';
 import { secretCipherFor } from '../secrets/index.js';
-import { RegionDataPlane } from './region-dataplane.js';
+import { localOpener, openSealed, RegionDataPlane, sealToOf } from './region-dataplane.js';
 
 let t: TestDatabase;
 let provider: PostgresDatabaseProvider;
@@ -55,7 +55,9 @@ describe("a region migration's reader", () => {
       await owner.query(`create table ${schema}.orders (id bigint primary key);
         insert into ${schema}.orders select generate_series(1, 5)`);
       const at = { database, schema, name };
-      const { connection } = await side.openReader({ ...at, publish: false });
+      const opener = await localOpener();
+      const sealed = await side.openReader({ ...at, publish: false, sealTo: sealToOf(opener) });
+      const connection = await openSealed(opener, sealed.connection, name);
       expect((await provider.ensure(desired)).drift).toEqual([]);
       expect(await side.readerLacks({ ...at, tables: ['orders'] })).toEqual({ lacks: [] });
       const reader = new pg.Client({ connectionString: connection });

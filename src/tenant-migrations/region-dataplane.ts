@@ -1,6 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { ContainerClient, ContainerSASPermissions } from '@azure/storage-blob';
+import {
+  BlobClient,
+  BlobSASPermissions,
+  ContainerClient,
+  ContainerSASPermissions,
+} from '@azure/storage-blob';
 import pg from 'pg';
+import { AgentKey, type AgentPublicKey, sealForAgent } from '../agent/agent-webhook-secrets.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import type { AccessGrant } from '../providers/access.js';
 import { AzureBlobProvider } from '../providers/azure-blob/azure-blob-provider.js';
@@ -63,6 +69,66 @@ export interface RegionDataPlaneEnv {
    * data-plane URL's. An agent's TENANTRY_DATAPLANE_PEER_ADDRESS.
    */
   peerAddress?: string | undefined;
+  /** The key this side opens what the other side sealed for it with (see SealTo); absent: it opens nothing. */
+  opener?: (() => Promise<Opener | undefined>) | undefined;
+}
+
+/**
+ * Whom a credential one side hands the other (a reader's connection string, a blob reader's SAS URL)
+ * is sealed for: the receiving side's public key and cell. The credential never crosses the control
+ * plane in clear: it is a JWE (./../agent/agent-webhook-secrets.ts) in the command's result and the
+ * next command's input, bound to the receiving cell and the reader, which only the receiving agent's
+ * key (in its memory) opens; the control plane clears it from both rows once the hand-over is done
+ * (src/agent/agent-commands.ts `clearSealed`).
+ */
+export interface SealTo {
+  key: AgentPublicKey;
+  cell: string;
+}
+
+/** The receiving side's key pair: an agent's, or this process's for the sides it serves itself. */
+export interface Opener {
+  key: AgentKey;
+  cell: string;
+}
+
+/** How a sealed credential starts, in a command's input or result (what `clearSealed` clears). */
+export const SEALED = 'sealed:';
+/** The cell of the sides the control plane serves itself (its opener is the process's own key). */
+const LOCAL = 'control-plane';
+let processKey: Promise<AgentKey> | undefined;
+
+/** This process's opener: a key made at first use and kept in memory only. */
+export async function localOpener(): Promise<Opener> {
+  processKey ??= AgentKey.generate();
+  return { key: await processKey, cell: LOCAL };
+}
+
+export const sealToOf = (o: Opener): SealTo => ({ key: o.key.publicKey, cell: o.cell });
+
+const blobPurpose = (d: DesiredResource) => `blobs of ${d.id}`;
+
+/** What a blob reader hands over, sealed: the container's SAS URL, or each blob's (by name). */
+type BlobsReader = { container: string; marker: string } | { blobs: Record<string, string> };
+
+async function seal(value: string, to: SealTo, purpose: string): Promise<string> {
+  return SEALED + (await sealForAgent([value], to.key, { cellId: to.cell, endpointId: purpose }));
+}
+
+/** A credential sealed for `o` and `purpose`, opened; another key's (an agent that restarted since) is a retryable failure. */
+export async function openSealed(o: Opener | undefined, sealed: string, purpose: string): Promise<string> {
+  try {
+    if (!o || !sealed.startsWith(SEALED)) throw new Error('not sealed for this side');
+    const [value] = await o.key.open(sealed.slice(SEALED.length), { cellId: o.cell, endpointId: purpose });
+    if (typeof value === 'string') return value;
+    throw new Error('nothing sealed');
+  } catch (err) {
+    throw new ProviderError(
+      `the credential handed over for ${purpose} does not open here (${(err as Error).message}; sealed for an earlier key of this side?): it is asked for again`,
+      'SealedForAnotherKey',
+      true,
+    );
+  }
 }
 
 /** One side's database of a resource: the database on that side's server, and the schema. */
@@ -90,9 +156,10 @@ const tracking = (d: Side): Tracked => ({ name: d.tracked!.name, schema: d.schem
  * agent runs it as its command `region.<method>` otherwise (src/agent/agent-ops.ts). Nothing here
  * connects to the other region's engines except through what that side handed over: a reader
  * (`openReader`: a PostgreSQL connection string for a role of its own, for one schema, at the
- * peer address) and a blob reader (`blobReader`: a read-and-list SAS URL of the container). The
- * target's PostgreSQL subscribes with the former; a freeze-time copy pulls with it. Each method is
- * safe to run twice.
+ * peer address) and a blob reader (`blobReader`: SAS URLs of the resource's blobs), each sealed for
+ * the receiving side's key (SealTo): the control plane relays ciphertext only. The target's
+ * PostgreSQL subscribes with the former; a freeze-time copy pulls with it. Each method is safe to
+ * run twice.
  */
 export class RegionDataPlane {
   constructor(private readonly env: RegionDataPlaneEnv) {}
@@ -234,14 +301,15 @@ export class RegionDataPlane {
    * A reader of one schema for the other region: a role of its own (`name`, LOGIN REPLICATION, a new
    * password each time this runs, SELECT on the schema's tables and sequences, nothing that writes)
    * and, with `publish`, the publication and the logical replication slot `name`. Returns the
-   * connection string the other side uses, at the peer address. It travels in the command's result
-   * and the next command's input (the control plane keeps it, but its role reads one schema and is
-   * dropped by closeReader). Its name is a MIGRATION_READER's: the provider's drift repair, which
+   * connection string the other side uses, at the peer address, sealed for `sealTo` (purpose: the
+   * reader's name): it travels in the command's result and the next command's input as ciphertext
+   * only the receiving side opens, cleared from both once handed over; its role reads one schema
+   * and is dropped by closeReader. Its name is a MIGRATION_READER's: the provider's drift repair, which
    * takes other roles' grants on a live tenant's schema or database away (a rollback reads the live
    * target), leaves its USAGE and CONNECT alone.
    */
   async openReader(
-    input: SideDatabase & { name: string; publish: boolean },
+    input: SideDatabase & { name: string; publish: boolean; sealTo: SealTo },
   ): Promise<{ connection: string }> {
     if (!MIGRATION_READER.test(input.name))
       throw new ProviderError(`"${input.name}" is not a migration reader's name`, 'InvalidName', false);
@@ -279,7 +347,7 @@ export class RegionDataPlane {
     if (this.env.peerAddress) u.host = this.env.peerAddress;
     u.username = input.name;
     u.password = password;
-    return { connection: u.toString() };
+    return { connection: await seal(u.toString(), input.sealTo, input.name) };
   }
 
   /** The reader gone: its slot (once the walsender lets go), publication, role, and the source's change tracking. */
@@ -303,17 +371,18 @@ export class RegionDataPlane {
     return { closed: input.name };
   }
 
-  /** The subscription to the other side's reader (it copies the rows, then streams the changes). */
+  /** The subscription to the other side's reader (sealed for this side; it copies the rows, then streams the changes). */
   async subscribe(
     input: SideDatabase & { name: string; connection: string },
   ): Promise<{ subscribed: string }> {
+    const connection = await openSealed(await this.env.opener?.(), input.connection, input.name);
     await withClient(this.urlOf(input.database), async (t) => {
       // Again (after a crash): the reader's password is new, the subscription's connection follows.
       if (await hasSubscription(t, input.name))
-        await t.query(`alter subscription ${id(input.name)} connection ${lit(input.connection)}`);
+        await t.query(`alter subscription ${id(input.name)} connection ${lit(connection)}`);
       else
         await t.query(
-          `create subscription ${id(input.name)} connection ${lit(input.connection)} publication ${id(input.name)}
+          `create subscription ${id(input.name)} connection ${lit(connection)} publication ${id(input.name)}
            with (create_slot = false, slot_name = ${lit(input.name)}, copy_data = true)`,
         );
     });
@@ -429,9 +498,12 @@ export class RegionDataPlane {
     });
   }
 
-  /** Every table's rows (replacing what is here) and the sequences, from the other side's reader. */
-  async pull(input: SideDatabase & { from: string; tables: string[] }): Promise<{ tables: number }> {
-    await withClient(input.from, (s) =>
+  /** Every table's rows (replacing what is here) and the sequences, from the other side's reader `name` (sealed for this side). */
+  async pull(
+    input: SideDatabase & { name: string; from: string; tables: string[] },
+  ): Promise<{ tables: number }> {
+    const from = await openSealed(await this.env.opener?.(), input.from, input.name);
+    await withClient(from, (s) =>
       withClient(this.urlOf(input.database), (t) =>
         copyTables(s, t, { fromSchema: input.schema, toSchema: input.schema, tables: input.tables }),
       ),
@@ -488,34 +560,53 @@ export class RegionDataPlane {
   }
 
   /**
-   * A reader of the container for the other region: a SAS URL (read and list, signed with the
-   * account key, not against the container's stored policies, so a freeze's revocation leaves it
-   * working) valid for `hours`, and the prefix and marker of the resource's blobs.
+   * A reader of the resource's blobs for the other region, sealed for `sealTo` (see openReader):
+   * SAS URLs signed with the account key (not against the container's stored policies, so a
+   * freeze's revocation leaves them working), valid for `hours`. The container layout: one SAS of
+   * the container (the resource's own), read and list. The prefix layout (one container shared by
+   * many resources): a SAS of each of the resource's blobs, read only: a container SAS would read
+   * every resource's blobs, and a SAS of a folder (`sr=d`) exists only with a hierarchical
+   * namespace (neither Azurite nor a flat-namespace account has one). Null when there is no container.
    */
   async blobReader(input: {
     desired: DesiredResource;
     hours: number;
-  }): Promise<{ url: string | null; prefix: string; marker: string }> {
+    sealTo: SealTo;
+  }): Promise<{ reader: string | null }> {
     const b = this.blobs(input.desired);
-    if (!(await b.container.exists())) return { url: null, prefix: b.prefix, marker: b.marker };
-    const url = await b.container.generateSasUrl({
-      permissions: ContainerSASPermissions.parse('rl'),
-      expiresOn: new Date(Date.now() + input.hours * 3600_000),
-    });
-    return { url, prefix: b.prefix, marker: b.marker };
+    if (!(await b.container.exists())) return { reader: null };
+    const expiresOn = new Date(Date.now() + input.hours * 3600_000);
+    let reader: BlobsReader;
+    if (!b.prefix)
+      reader = {
+        container: await b.container.generateSasUrl({
+          permissions: ContainerSASPermissions.parse('rl'),
+          expiresOn,
+        }),
+        marker: b.marker,
+      };
+    else {
+      const blobs: Record<string, string> = {};
+      for await (const x of b.container.listBlobsFlat({ prefix: b.prefix }))
+        if (x.name !== b.marker)
+          blobs[x.name] = await b.container
+            .getBlobClient(x.name)
+            .generateSasUrl({ permissions: BlobSASPermissions.parse('r'), expiresOn });
+      reader = { blobs };
+    }
+    return { reader: await seal(JSON.stringify(reader), input.sealTo, blobPurpose(input.desired)) };
   }
 
   /**
-   * Every blob of the other side's reader copied into this side's container (content, content type
-   * and metadata), skipping those already here with the same MD5; what the other side no longer has
-   * removed here; both sides' checksums computed from the content.
+   * Every blob of the other side's reader (sealed for this side) copied into this side's container
+   * (content, content type and metadata), skipping those already here with the same MD5; what the
+   * other side no longer has removed here; both sides' checksums computed from the content.
    */
   async pullBlobs(input: {
     desired: DesiredResource;
-    from: { url: string | null; prefix: string; marker: string };
+    from: { reader: string | null };
   }): Promise<{ source: BlobCheck[]; target: BlobCheck[]; copied: number }> {
     const to = this.blobs(input.desired);
-    // The reader's SAS lists and reads (no container properties): it is null when there is no container.
     const list = async (c: ContainerClient, prefix: string, marker: string, own = false) => {
       const names: string[] = [];
       if (own && !(await c.exists())) return names;
@@ -523,15 +614,24 @@ export class RegionDataPlane {
         if (x.name !== marker) names.push(x.name);
       return names.sort();
     };
-    const fromContainer = input.from.url ? new ContainerClient(input.from.url) : undefined;
-    const fromNames = fromContainer ? await list(fromContainer, input.from.prefix, input.from.marker) : [];
+    const reader: BlobsReader = input.from.reader
+      ? JSON.parse(await openSealed(await this.env.opener?.(), input.from.reader, blobPurpose(input.desired)))
+      : { blobs: {} };
+    // The container's SAS lists and reads (no container properties); the blobs' each reads one.
+    const fromContainer = 'container' in reader ? new ContainerClient(reader.container) : undefined;
+    const fromNames =
+      'container' in reader
+        ? await list(fromContainer!, '', reader.marker)
+        : Object.keys(reader.blobs).sort();
+    const sourceBlob = (name: string) =>
+      'container' in reader ? fromContainer!.getBlobClient(name) : new BlobClient(reader.blobs[name]!);
     const toNames = await list(to.container, to.prefix, to.marker, true);
     // The same resource has the same names on both sides (prefix layout: the scope's folder).
     const md5 = (body: Buffer) => createHash('md5').update(body).digest();
     let copied = 0;
     const source: BlobCheck[] = [];
     for (const name of fromNames) {
-      const src = fromContainer!.getBlobClient(name);
+      const src = sourceBlob(name);
       const props = await src.getProperties();
       const body = await src.downloadToBuffer();
       const sum = md5(body);

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { clearSealedOf } from '../agent/agent-commands.js';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
 import { desiredResource } from '../controller/reconcilers.js';
 import { asPlatform } from '../db/database.js';
@@ -17,9 +18,12 @@ import { type MigrationDeps, migrationRow, workflowKey } from './migration-recor
 import type { Verification } from './pg-copy.js';
 import {
   type BlobCheck,
+  localOpener,
   REGION_DATAPLANE_STEPS,
   RegionDataPlane,
   type RegionStep,
+  type SealTo,
+  sealToOf,
 } from './region-dataplane.js';
 import { type Switched, switchTenantRegion } from './region-switch.js';
 import type { Baselines } from './tracked-checksums.js';
@@ -89,7 +93,12 @@ export function dataplaneOf(providers: ProviderSet, region: string): string {
 /** A data plane of `region` this process reaches: the control plane's provider configuration for it. */
 export const localRegion = (providers: ProviderSet, region: string) =>
   localExecutor(
-    new RegionDataPlane({ dataplaneUrl: () => dataplaneOf(providers, region), providers, region }),
+    new RegionDataPlane({
+      dataplaneUrl: () => dataplaneOf(providers, region),
+      providers,
+      region,
+      opener: localOpener,
+    }),
     REGION_DATAPLANE_STEPS,
   );
 export type RegionSide = ReturnType<typeof localRegion>;
@@ -97,19 +106,29 @@ export type RegionSide = ReturnType<typeof localRegion>;
 /**
  * Copies every blob of the resource from one region's account to the other's (content, content
  * type and metadata; the target's extra blobs removed) and returns both sides' checksums, the
- * source handing the target a read-and-list SAS URL (./region-dataplane.ts).
+ * source handing the target SAS URLs, sealed for it (./region-dataplane.ts `blobReader`).
  */
 export async function syncBlobs(
   providers: ProviderSet,
   plan: { fromRegion: string; toRegion: string },
   desired: DesiredResource,
 ): Promise<{ source: BlobCheck[]; target: BlobCheck[]; copied: number }> {
-  return copyBlobs(localRegion(providers, plan.fromRegion), localRegion(providers, plan.toRegion), desired);
+  return copyBlobs(
+    localRegion(providers, plan.fromRegion),
+    localRegion(providers, plan.toRegion),
+    desired,
+    sealToOf(await localOpener()),
+  );
 }
 
-/** One container's blobs from `from`'s side to `to`'s, checksummed on both (see syncBlobs). */
-export async function copyBlobs(from: RegionSide, to: RegionSide, desired: DesiredResource) {
-  return to.pullBlobs({ desired, from: await from.blobReader({ desired, hours: 24 }) });
+/**
+ * One container's blobs from `from`'s side to `to`'s, checksummed on both (see syncBlobs); the
+ * reader's SAS URLs sealed for `to` (`sealTo`, the receiving side's key), valid for an hour (the copy
+ * asks for them just before; each blob's download starts within it, a longer copy that runs out
+ * fails retryably and the step asks for new ones, skipping what is copied already).
+ */
+export async function copyBlobs(from: RegionSide, to: RegionSide, desired: DesiredResource, sealTo: SealTo) {
+  return to.pullBlobs({ desired, from: await from.blobReader({ desired, hours: 1, sealTo }) });
 }
 
 /** The plan's cells held by agents of other processes (absent: the control plane serves that side). */
@@ -144,9 +163,28 @@ export function regionSides(
         )
       : localRegion(deps.providers, which === 'source' ? p.fromRegion : p.toRegion);
   };
+  /** Whom what is handed to a side is sealed for: the agent of its cell (its current key), or this process. */
+  const sealFor = async (which: 'source' | 'target'): Promise<SealTo> => {
+    const agent = which === 'source' ? p.sourceAgent : p.targetAgent;
+    if (!agent) return sealToOf(await localOpener());
+    const r = await asPlatform(deps.db, (trx) =>
+      sql<{
+        key: string | null;
+      }>`select command_key as key from cell_agents where cell_id = ${agent}`.execute(trx),
+    );
+    const x = r.rows[0]?.key;
+    if (!x)
+      throw new ProviderError(
+        `the agent of the ${which} cell has not said its key yet (it does with its next command request)`,
+        'AgentPending',
+        true,
+      );
+    return { key: { kty: 'OKP', crv: 'X25519', x }, cell: agent };
+  };
   return {
     source: (part?: string) => side('source', part),
     target: (part?: string) => side('target', part),
+    sealFor,
   };
 }
 
@@ -339,10 +377,11 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const p = planOf(ctx);
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
         const s = sides(ctx, 'start-replication');
+        const sealTo = await s.sealFor('target');
         for (const d of p.databases) {
           const { connection } = await s
             .source(d.resourceId)
-            .openReader({ ...at(d, 'source'), name: d.replication, publish: true });
+            .openReader({ ...at(d, 'source'), name: d.replication, publish: true, sealTo });
           await s.target(d.resourceId).subscribe({ ...at(d, 'target'), name: d.replication, connection });
         }
         return { replicating: p.databases.map((d) => d.replication) };
@@ -428,8 +467,9 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const p = planOf(ctx);
         const s = sides(ctx, 'copy-blobs');
         const out: Record<string, { blobs: number; copied: number }> = {};
+        const sealTo = await s.sealFor('target');
         for (const b of p.blobs) {
-          const r = await copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired);
+          const r = await copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired, sealTo);
           out[b.resourceId] = { blobs: r.source.length, copied: r.copied };
         }
         return out;
@@ -498,6 +538,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const logical = p.mode === 'logical-replication';
         const bulk = ctx.outputs['checksum-bulk'] as Record<string, Baselines> | undefined;
         const databases: Record<string, Verification> = {};
+        const sealTo = await s.sealFor('target');
         for (const d of p.databases) {
           const [source, target] = [s.source(d.resourceId), s.target(d.resourceId)];
           // The rows by the subscription, or (freeze-copy) pulled now through a reader of their own.
@@ -506,8 +547,9 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
               ...at(d, 'source'),
               name: d.replication,
               publish: false,
+              sealTo,
             });
-            await target.pull({ ...at(d, 'target'), from: reader.connection });
+            await target.pull({ ...at(d, 'target'), name: d.replication, from: reader.connection });
           }
           const bases = bulk?.[d.resourceId];
           const tracked = (side: 'source' | 'target') =>
@@ -541,7 +583,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
           { equal: boolean; blobs: number; bytes: number; copiedInFreeze: number }
         > = {};
         for (const b of p.blobs) {
-          const r = await copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired);
+          const r = await copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired, sealTo);
           const equal = JSON.stringify(r.source) === JSON.stringify(r.target);
           blobs[b.resourceId] = {
             equal,
@@ -615,6 +657,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     type: MIGRATE_REGION,
     steps,
     compensated: async (trx, ctx, reason) => {
+      await clearSealedOf(trx, ctx.workflowId);
       await sql`update tenant_migrations set state = case when state = 'Running' then 'Failed' else state end,
           writes_frozen = false, error = ${reason.slice(0, 2000)}, updated_at = now()
         where id = ${ctx.input.migrationId}`.execute(trx);

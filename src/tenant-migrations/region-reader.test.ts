@@ -10,7 +10,7 @@ import { PostgresDatabaseProvider } from '../providers/postgres/postgres-databas
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import { secretCipherFor } from '../secrets/index.js';
 import { withClient } from './pg-copy.js';
-import { RegionDataPlane, type SideDatabase } from './region-dataplane.js';
+import { localOpener, openSealed, RegionDataPlane, type SideDatabase, sealToOf } from './region-dataplane.js';
 
 /**
  * The reader a region migration opens on a tenant's schema for the other region (openReader), on
@@ -134,7 +134,17 @@ describe.each(['pool', 'silo'] as const)('a region migration reader of a %s tena
         await c.query(`create role ${name} login`);
         await c.query(`grant ${pg.escapeIdentifier(d.physicalName)} to ${name}`);
       });
-      const { connection } = await dp.openReader({ ...side, name, publish: false });
+      const opener = await localOpener();
+      const sealed = await dp.openReader({ ...side, name, publish: false, sealTo: sealToOf(opener) });
+      // Ciphertext for this process's key only: the connection string is not in it.
+      expect(sealed.connection).toMatch(/^sealed:ey/);
+      expect(sealed.connection).not.toContain(name);
+      const connection = await openSealed(opener, sealed.connection, name);
+      // Sealed for another reader (or cell), it does not open: retryable, a new one is asked for.
+      await expect(openSealed(opener, sealed.connection, `${name}_b`)).rejects.toMatchObject({
+        reason: 'SealedForAnotherKey',
+        retryable: true,
+      });
       expect(new URL(connection).username).toBe(name);
       expect(await readerCan(connection, side, d.physicalName)).toEqual({
         rows: 50,
@@ -192,6 +202,12 @@ describe.each(['pool', 'silo'] as const)('a region migration reader of a %s tena
 
 it('refuses to open a reader whose name the drift repair would not know', async () => {
   await expect(
-    dp.openReader({ database: 'postgres', schema: 'public', name: `reader_${run}`, publish: false }),
+    dp.openReader({
+      database: 'postgres',
+      schema: 'public',
+      name: `reader_${run}`,
+      publish: false,
+      sealTo: sealToOf(await localOpener()),
+    }),
   ).rejects.toMatchObject({ reason: 'InvalidName', retryable: false });
 });

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { clearSealedOf } from '../agent/agent-commands.js';
 import { asPlatform } from '../db/database.js';
 import type { AccessGrant } from '../providers/access.js';
 import { ProviderError } from '../providers/provider.js';
@@ -114,6 +115,8 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
       async run(ctx) {
         const p = planOf(ctx);
         const s = sides(ctx, 'copy-back');
+        // The target (us) hands out readers, the kept source pulls: sealed for the source's side.
+        const sealTo = await s.sealFor('source');
         const databases: Record<string, Verification> = {};
         for (const d of p.databases) {
           const [source, target] = [s.source(d.resourceId), s.target(d.resourceId)];
@@ -136,8 +139,8 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
               false,
             );
           const name = `${d.replication}_b`;
-          const reader = await target.openReader({ ...there, name, publish: false });
-          await source.pull({ ...here, from: reader.connection });
+          const reader = await target.openReader({ ...there, name, publish: false, sealTo });
+          await source.pull({ ...here, name, from: reader.connection });
           const v = await source.verifyAgainst({ ...here, source: await target.checks(there), timeoutMs: 0 });
           await target.closeReader({ ...there, name });
           databases[d.resourceId] = v;
@@ -150,7 +153,7 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
         }
         const blobs: Record<string, { equal: boolean; blobs: number; copied: number }> = {};
         for (const b of p.blobs) {
-          const r = await copyBlobs(s.target(b.resourceId), s.source(b.resourceId), b.desired);
+          const r = await copyBlobs(s.target(b.resourceId), s.source(b.resourceId), b.desired, sealTo);
           const equal = JSON.stringify(r.source) === JSON.stringify(r.target);
           blobs[b.resourceId] = { equal, blobs: r.source.length, copied: r.copied };
           if (!equal)
@@ -206,6 +209,7 @@ export function regionRollbackWorkflow(deps: MigrationDeps): WorkflowDefinition<
     type: ROLLBACK_REGION,
     steps,
     compensated: async (trx, ctx, reason) => {
+      await clearSealedOf(trx, ctx.workflowId);
       await sql`update tenant_migrations set writes_frozen = false,
             rollback_verification = coalesce(rollback_verification, '{}'::jsonb) || jsonb_build_object('error', ${reason.slice(0, 2000)}::text)
           where id = ${ctx.input.migrationId}`.execute(trx);

@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { clearSealedOf } from '../agent/agent-commands.js';
 import { recordChange } from '../changes/change-path.js';
 import { systemContext } from '../context/request-context.js';
 import { enqueueJob } from '../controller/queue/enqueue-job.js';
@@ -42,12 +43,14 @@ export interface RegionSwitchPlan {
 
 export async function switchTenantRegion(
   trx: Trx,
-  { tenantId, input: { migrationId } }: StepContext<{ migrationId: string }>,
+  { tenantId, workflowId, input: { migrationId } }: StepContext<{ migrationId: string }>,
   plan: RegionSwitchPlan,
   direction: 'forward' | 'back',
   /** The switching step's output: the arriving databases as it observed them (./arrived-status.ts). */
   { arrived = [] }: Switched,
 ): Promise<void> {
+  // The readers handed over are done with: what a crash left sealed in the commands goes.
+  await clearSealedOf(trx, workflowId);
   const m = await readMigration(trx, migrationId);
   const ctx = systemContext(`tenantry-workflow ${migrationId}`);
   const forward = direction === 'forward';

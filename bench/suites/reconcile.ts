@@ -203,7 +203,10 @@ interface BatchCost {
  * has room for a batch and found less than a full one: a cost per second of the window, ~1% here).
  * The rows read by sequential scans in each window are printed: a statement that scans a
  * table whole shows there in proportion to the registry; and so are the GC pauses and the young
- * generation's size. BENCH_CPU_PROF=<folder> writes a CPU profile of each window.
+ * generation's size. BENCH_CPU_PROF=<folder> writes a CPU profile of each window. BENCH_PG_STATEMENTS=1
+ * prints, per window, the server's top statements per object (pg_stat_statements: time, buffers,
+ * WAL) and its WAL, I/O and row-write counters (how many updates were HOT), then each statement at
+ * the largest size against the smallest: what grows with the registry, and why.
  */
 async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
   const bench = await benchDatabase(server, 'bench_reconcile_flat');
@@ -223,6 +226,9 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
     };
   };
   const out: BatchCost[] = [];
+  const statements = process.env.BENCH_PG_STATEMENTS ? await statementStats(owner) : undefined;
+  /** The statements' figures summed over the windows at each size (BENCH_PG_STATEMENTS). */
+  const statementsBySize: { tenants: number; objects: number; stats: Map<string, StatementStat> }[] = [];
   try {
     await bench.applyTemplate();
     await snapshotTemplate(owner, TEMPLATE);
@@ -267,6 +273,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
       );
       const warmed = performance.now();
       const windows: BatchCost[] = [];
+      const sizeStatements = { tenants, objects: 0, stats: new Map<string, StatementStat>() };
       for (const batch of batches) {
         await vacuumAnalyze(owner);
         await owner.query('checkpoint');
@@ -280,6 +287,8 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
           );
         const scans0 = await seqScans(owner);
         const profile = await windowProfile();
+        await statements?.reset();
+        const counters0 = await statements?.counters();
         const cpu0 = await cpuNow();
         const reconciles0 = controller.processed;
         await makeDue(owner, batch);
@@ -288,7 +297,11 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
           batch.filter((o) => o.kind === 'Tenant').map((o) => o.id),
         );
         const cpu = since(cpu0, await cpuNow());
+        const windowStatements = await statements?.read();
         const gc = await profile.stop(`reconcile-${tenants}-${windows.length + 1}`);
+        // The counters after the processes' next flush of their statistics (a second at most).
+        if (statements) await new Promise((r) => setTimeout(r, 1100));
+        const counters = await statements?.counters();
         await autovacuum(owner, true);
         const seconds = cpu.seconds;
         const cost: BatchCost = {
@@ -300,6 +313,16 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
           postgresMs: cpu.postgresMs,
         };
         windows.push(cost);
+        if (windowStatements && counters0 && counters) {
+          const changed = [...counters]
+            .map(([k, v]) => [k, v - (counters0.get(k) ?? 0)] as const)
+            .filter(([, v]) => v !== 0)
+            .map(([k, v]) => `${k} ${(v / cost.objects).toFixed(2)}`);
+          console.log(`    server counters per object: ${changed.join(', ')}`);
+          printStatements(windowStatements, cost.objects, 10);
+          sizeStatements.objects += cost.objects;
+          addStatements(sizeStatements.stats, windowStatements);
+        }
         const scanned = [...(await seqScans(owner))]
           .map(([table, rows]) => [table, rows - (scans0.get(table) ?? 0)] as const)
           .filter(([, rows]) => rows > 0)
@@ -315,6 +338,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
       // Each figure the median of the windows' (a window is ~2 s: one alone moves ±30% on a shared machine).
       const median = (f: (c: BatchCost) => number) =>
         windows.map(f).sort((a, b) => a - b)[Math.floor(windows.length / 2)]!;
+      if (statements) statementsBySize.push(sizeStatements);
       out.push({
         tenants,
         objects: windows[0]!.objects,
@@ -324,6 +348,7 @@ async function flatCost(server: BenchPostgres): Promise<BatchCost[]> {
         postgresMs: median((c) => c.postgresMs),
       });
     }
+    if (statementsBySize.length >= 2) compareStatements(statementsBySize[0]!, statementsBySize.at(-1)!);
     return out;
   } finally {
     await controller.stop();
@@ -468,6 +493,159 @@ async function seqScans(owner: pg.Pool): Promise<Map<string, number>> {
     'select relname, seq_tup_read as n from pg_stat_user_tables',
   );
   return new Map(r.rows.map((x) => [x.relname, Number(x.n)]));
+}
+
+/** One statement's figures in pg_stat_statements (BENCH_PG_STATEMENTS), over a window or summed over several. */
+interface StatementStat {
+  query: string;
+  toplevel: boolean;
+  calls: number;
+  /** Execution and planning time, ms. */
+  execMs: number;
+  planMs: number;
+  plans: number;
+  rows: number;
+  /** Shared buffers found in PostgreSQL's cache and read from outside it (the OS or the disk). */
+  hit: number;
+  read: number;
+  /** Shared buffers this statement dirtied first; full-page images and bytes it wrote to the WAL. */
+  dirtied: number;
+  fpi: number;
+  walBytes: number;
+}
+
+/**
+ * The server's statement statistics in the bench's database (pg_stat_statements; the server loads
+ * it with BENCH_PG_STATEMENTS=1, bench/lib/postgres.ts): reset before a window, read after it. Every
+ * statement of the database is counted, the bench's own polls (a count of the batch's tenants by
+ * primary key, ten a second) too, and nested ones (in functions and triggers; `toplevel` false)
+ * beside the statements that ran them, so the nested ones' time is also in their callers'.
+ */
+async function statementStats(owner: pg.Pool) {
+  await owner.query('create extension if not exists pg_stat_statements');
+  return {
+    reset: async () => {
+      await owner.query('select pg_stat_statements_reset()');
+    },
+    /**
+     * The server's counters that a statement's figures leave out: WAL (records, full-page images,
+     * bytes), buffers by kind of process (pg_stat_io: reads, writes, evictions), and row writes by
+     * table (updates and how many were HOT, i.e. wrote no index entry). Flushed by each process
+     * within a second, as the sequential scans are.
+     */
+    async counters(): Promise<Map<string, number>> {
+      const r = await owner.query<{ k: string; v: string }>(
+        `select 'wal ' || k as k, v from pg_stat_wal,
+           lateral (values ('records', wal_records), ('full-page images', wal_fpi), ('KiB', wal_bytes / 1024)) x(k, v)
+         union all
+         select backend_type || ' ' || k, sum(v) from pg_stat_io,
+           lateral (values ('reads', reads), ('writes', writes), ('extends', extends), ('evictions', evictions)) x(k, v)
+         where object = 'relation' group by backend_type, k
+         union all
+         select relname || ' ' || k, v from pg_stat_user_tables,
+           lateral (values ('inserts', n_tup_ins), ('updates', n_tup_upd), ('HOT updates', n_tup_hot_upd), ('deletes', n_tup_del)) x(k, v)
+         where relname in ('tenants', 'deployments', 'integration_resources', 'reconcile_jobs')`,
+      );
+      return new Map(r.rows.map((x) => [x.k, Number(x.v ?? 0)]));
+    },
+    async read(): Promise<Map<string, StatementStat>> {
+      const r = await owner.query<Record<string, string | number | boolean>>(
+        `select queryid::text || '/' || toplevel as key, toplevel, query, calls, total_exec_time, total_plan_time,
+                plans, rows, shared_blks_hit, shared_blks_read, shared_blks_dirtied, wal_fpi, wal_bytes
+         from pg_stat_statements where dbid = (select oid from pg_database where datname = current_database())`,
+      );
+      return new Map(
+        r.rows.map((x) => [
+          String(x.key),
+          {
+            query: String(x.query).replace(/\s+/g, ' '),
+            toplevel: Boolean(x.toplevel),
+            calls: Number(x.calls),
+            execMs: Number(x.total_exec_time),
+            planMs: Number(x.total_plan_time),
+            plans: Number(x.plans),
+            rows: Number(x.rows),
+            hit: Number(x.shared_blks_hit),
+            read: Number(x.shared_blks_read),
+            dirtied: Number(x.shared_blks_dirtied),
+            fpi: Number(x.wal_fpi),
+            walBytes: Number(x.wal_bytes),
+          },
+        ]),
+      );
+    },
+  };
+}
+
+function addStatements(into: Map<string, StatementStat>, from: Map<string, StatementStat>): void {
+  for (const [key, s] of from) {
+    const t = into.get(key);
+    if (!t) into.set(key, { ...s });
+    else
+      for (const f of [
+        'calls',
+        'execMs',
+        'planMs',
+        'plans',
+        'rows',
+        'hit',
+        'read',
+        'dirtied',
+        'fpi',
+        'walBytes',
+      ] as const)
+        t[f] += s[f];
+  }
+}
+
+/** A statement's figures per object of the window (ms, calls) and per call (buffers, rows, plan share). */
+function statementLine(s: StatementStat, objects: number): string {
+  const calls = Math.max(1, s.calls);
+  return `${((s.execMs + s.planMs) / objects).toFixed(4)} ms/object (plan ${(s.planMs / objects).toFixed(4)}, ${s.plans}/${s.calls} planned), ${(s.calls / objects).toFixed(3)} calls/object, per call ${((s.execMs + s.planMs) / calls).toFixed(3)} ms, ${(s.rows / calls).toFixed(1)} rows, ${(s.hit / calls).toFixed(1)} blocks hit, ${(s.read / calls).toFixed(1)} read, ${(s.dirtied / calls).toFixed(1)} dirtied, ${(s.fpi / calls).toFixed(1)} full-page images, ${(s.walBytes / calls / 1024).toFixed(1)} KiB WAL${s.toplevel ? '' : ' [nested]'}`;
+}
+
+const queryText = (s: StatementStat, n = 160) => (s.query.length > n ? `${s.query.slice(0, n)}…` : s.query);
+
+/** The window's top statements by time (execution and planning) per object, and the top-level statements' total. */
+function printStatements(stats: Map<string, StatementStat>, objects: number, top: number): void {
+  const all = [...stats.values()];
+  const total = all.filter((s) => s.toplevel).reduce((t, s) => t + s.execMs + s.planMs, 0);
+  const calls = all.filter((s) => s.toplevel).reduce((t, s) => t + s.calls, 0);
+  console.log(
+    `    statements (pg_stat_statements): top-level ${(total / objects).toFixed(4)} ms/object in ${(calls / objects).toFixed(2)} calls/object; the top ${top}:`,
+  );
+  for (const s of all.sort((a, b) => b.execMs + b.planMs - (a.execMs + a.planMs)).slice(0, top))
+    console.log(`      ${statementLine(s, objects)}
+        ${queryText(s)}`);
+}
+
+/** Each statement at the largest registry against the smallest, those whose time per object grew most first. */
+function compareStatements(
+  small: { tenants: number; objects: number; stats: Map<string, StatementStat> },
+  large: { tenants: number; objects: number; stats: Map<string, StatementStat> },
+): void {
+  const perObject = (s: StatementStat | undefined, objects: number) =>
+    s ? (s.execMs + s.planMs) / objects : 0;
+  const keys = new Set([...small.stats.keys(), ...large.stats.keys()]);
+  const rows = [...keys]
+    .map((key) => {
+      const a = small.stats.get(key);
+      const b = large.stats.get(key);
+      return { a, b, growth: perObject(b, large.objects) - perObject(a, small.objects) };
+    })
+    .sort((x, y) => Math.abs(y.growth) - Math.abs(x.growth))
+    .slice(0, 15);
+  const total = (x: typeof small) =>
+    [...x.stats.values()].filter((s) => s.toplevel).reduce((t, s) => t + s.execMs + s.planMs, 0) / x.objects;
+  console.log(
+    `  statements at ${large.tenants.toLocaleString('en-US')} vs ${small.tenants.toLocaleString('en-US')} tenants (all windows): top-level ${total(large).toFixed(4)} vs ${total(small).toFixed(4)} ms/object; the largest changes per object:`,
+  );
+  for (const { a, b, growth } of rows) {
+    const s = (b ?? a)!;
+    console.log(`    ${growth >= 0 ? '+' : ''}${growth.toFixed(4)} ms/object: ${queryText(s)}`);
+    console.log(`      small: ${a ? statementLine(a, small.objects) : 'not run'}`);
+    console.log(`      large: ${b ? statementLine(b, large.objects) : 'not run'}`);
+  }
 }
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;

@@ -14,6 +14,7 @@ import {
 import { startTestServer, type TestServer } from '../../test/helpers/test-server.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
+import { ISOLATION_STEPS } from '../tenant-migrations/migrations.service.js';
 import { databaseUrl } from '../tenant-migrations/pg-copy.js';
 
 /**
@@ -137,18 +138,7 @@ describe('a migration through agents', () => {
     const id = started.body.id as string;
     expect(await finished(s.t, id, 120_000)).toMatchObject({ state: 'Succeeded' });
     expect((await stepsOf(s.t, id)).map((x) => `${x.name}:${x.state}`)).toEqual(
-      [
-        'check-eligibility',
-        'create-target',
-        'copy-schema',
-        'start-replication',
-        'wait-synced',
-        'checksum-bulk',
-        'freeze-writes',
-        'sync-and-verify',
-        'detach-target',
-        'cut-over',
-      ].map((x) => `${x}:Completed`),
+      ISOLATION_STEPS.map((x) => `${x}:Completed`),
     );
 
     // The tenant is in the silo cell; the target cell's agent turns the silo database Ready.

@@ -13,6 +13,7 @@ import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workf
 import { type Azurite, azuriteUnavailableReason, startAzurite } from '../../test/infra/azurite.js';
 import { skipReason } from '../../test/infra/engines.js';
 import { EmbeddedDatabase } from '../db/embedded-postgres.js';
+import { REGION_STEPS } from '../tenant-migrations/migrations.service.js';
 
 /**
  * A region migration eu → us between two cells held by `tenantry agent` processes, each region's
@@ -250,19 +251,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
     const id = started.body.id as string;
     expect(await finished(s.t, id, 180_000).catch(explain(id))).toMatchObject({ state: 'Succeeded' });
     expect((await stepsOf(s.t, id)).map((x) => `${x.name}:${x.state}`)).toEqual(
-      [
-        'check-eligibility',
-        'create-target',
-        'copy-schema',
-        'start-replication',
-        'wait-synced',
-        'checksum-bulk',
-        'copy-blobs',
-        'freeze-writes',
-        'sync-and-verify',
-        'detach-target',
-        'cut-over',
-      ].map((x) => `${x}:Completed`),
+      REGION_STEPS.map((x) => `${x}:Completed`),
     );
     const m = await s.t.owner.query(
       'select state, mode, plan, verification from tenant_migrations where id = $1',

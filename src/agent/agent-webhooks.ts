@@ -1,4 +1,5 @@
 import { setMaxListeners } from 'node:events';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { queuesOf } from '../webhooks/webhook-dispatcher.js';
 import { type OutboundDelivery, WebhookSender } from '../webhooks/webhook-sender.js';
@@ -80,17 +81,9 @@ export class AgentWebhooks {
     }
   }
 
+  /** `ms`, or less once the agent stops. */
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.aborts.signal;
-      const done = () => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return pause(ms, undefined, { signal: this.aborts.signal }).catch(() => undefined);
   }
 
   private async run(): Promise<void> {

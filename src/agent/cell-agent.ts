@@ -2,9 +2,11 @@ import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { setTimeout as pause } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { type ProviderSet, slotFor } from '../controller/providers.js';
-import { type ObservedResource, ProviderError } from '../providers/provider.js';
+import { provisionedCondition } from '../providers/observed-details.js';
+import { ProviderError } from '../providers/provider.js';
 import type { Credential, StatusReport } from './agent.service.js';
 import type { AgentCommand, CommandOutcome } from './agent-commands.js';
 import { runAgentOp, type TenantSecrets } from './agent-ops.js';
@@ -67,11 +69,6 @@ export const AGENT_VERSION: string = JSON.parse(
 const MAX_ATTEMPTS = 8;
 const BATCH = 500;
 const STATUS_BATCH = 500;
-
-const summary = (o: ObservedResource): string =>
-  Object.entries(o.details)
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-    .join(', ');
 
 /**
  * The agent of one cell (issue 22): connects out to the control plane, pulls its cell's desired
@@ -248,17 +245,9 @@ export class CellAgent {
     this.o.logger.info('control plane reachable again; reporting status');
   }
 
+  /** `ms`, or less once the agent stops. */
   private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const signal = this.aborts.signal;
-      const done = () => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    return pause(ms, undefined, { signal: this.aborts.signal }).catch(() => undefined);
   }
 
   /** Pulls the desired state: index by hash (long poll), then only the objects whose hash changed. */
@@ -567,7 +556,7 @@ export class CellAgent {
       return {
         ...base,
         phase: 'Ready',
-        ready: { status: 'True', reason: 'Provisioned', message: `${p.name}: ${summary(after)}` },
+        ready: provisionedCondition(p.name, after.details),
         ...(drifted ? { drift: before.exists ? before.drift : ['the resource was missing'] } : {}),
       };
     } catch (err) {

@@ -62,26 +62,15 @@ export async function markLostAgents(db: Db): Promise<string[]> {
         returning r.id, r.tenant_id, r.deployment_id`.execute(trx);
       // Their deployments and tenants are looked at again (DependentsNotReady).
       const parents = new Set<string>();
-      for (const o of objects.rows) {
-        if (o.deployment_id && !parents.has(o.deployment_id)) {
-          parents.add(o.deployment_id);
-          await enqueueJob(trx, {
-            kind: 'Deployment',
-            objectId: o.deployment_id,
-            tenantId: o.tenant_id,
-            generation: 0,
-          });
+      for (const o of objects.rows)
+        for (const [kind, objectId] of [
+          ['Deployment', o.deployment_id],
+          ['Tenant', o.tenant_id],
+        ] as const) {
+          if (!objectId || parents.has(objectId)) continue;
+          parents.add(objectId);
+          await enqueueJob(trx, { kind, objectId, tenantId: o.tenant_id, generation: 0 });
         }
-        if (!parents.has(o.tenant_id)) {
-          parents.add(o.tenant_id);
-          await enqueueJob(trx, {
-            kind: 'Tenant',
-            objectId: o.tenant_id,
-            tenantId: o.tenant_id,
-            generation: 0,
-          });
-        }
-      }
     }
     return lost.rows.map((c) => c.slug);
   });

@@ -245,13 +245,17 @@ export async function buildServer(deps: ServerDeps): Promise<FastifyInstance> {
   // On routes that report their changes (`reportsChanges`: every object write goes through the
   // change path, which adds it to `ctx.changed`), only those objects are forgotten; after any
   // other request that can change state, every object.
+  // Identities likewise: a route that reports its changes forgets them only when a change could
+  // alter one (`ctx.identityChanged`, set by the change path): an ordinary apply keeps its caller's
+  // identity verified, one round trip fewer on the next request.
   const forgetChanges = async (request: FastifyRequest, _reply: unknown, payload: unknown) => {
-    security.authenticator.identities.forgetAll();
+    const ctx = request.ctx;
+    const reported = ctx?.changed !== undefined && request.routeOptions.config.reportsChanges === true;
+    if (!reported || ctx?.identityChanged) security.authenticator.identities.forgetAll();
     // Only a caller who got past authentication can have changed objects (and unauthenticated
     // requests cannot keep the object cache empty for everyone).
-    const ctx = request.ctx;
     if (ctx && objects) {
-      if (ctx.changed && request.routeOptions.config.reportsChanges) objects.forget(ctx.changed);
+      if (reported && ctx.changed) objects.forget(ctx.changed);
       else objects.forgetAll();
     }
     return payload;

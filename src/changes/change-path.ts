@@ -95,6 +95,13 @@ async function writeChange<Row>(
 ): Promise<Row | undefined> {
   const kind = change.kind;
   ctx.changed?.add(change.objectId);
+  // A creation alters no verified identity (refusals are never cached); an update only if it renames.
+  if (
+    change.action === 'update'
+      ? change.before?.metadata.slug !== change.after?.metadata.slug
+      : change.action !== 'create'
+  )
+    ctx.identityChanged = true;
   // A suspended or archived tenant's own principals read but change nothing (issue 18).
   // An archived tenant's way on is deletion (placement and policy guard it), so deletes pass.
   if (ctx.scope.kind === 'tenant') {

@@ -1,5 +1,5 @@
 import { type RawBuilder, sql } from 'kysely';
-import { chainOf } from '../audit/audit-hash.js';
+import { chainOf, PLATFORM_CHAIN } from '../audit/audit-hash.js';
 import type { Trx } from '../db/database.js';
 
 /** The advisory lock space of tenant write locks (first key of pg_advisory_xact_lock(int, int)). */
@@ -65,4 +65,26 @@ export async function lockTenantWrites(
   if (has === 'status' || has === mode) return;
   await sql`select ${tenantWriteLockSql(chain, mode)}`.execute(trx);
   noteTenantWriteLock(trx, chain, mode);
+}
+
+/**
+ * lockTenantWrites of many tenants in one round trip, in the order given (a caller that locks the
+ * rows of several tenants in one transaction keeps one order of its own); those this transaction
+ * holds so already are left out.
+ */
+export async function lockTenantsWrites(
+  trx: Trx,
+  tenantIds: readonly (string | null)[],
+  mode: TenantLockMode = 'status',
+): Promise<void> {
+  const chains = [...new Set(tenantIds.map((id) => chainOf(id?.toLowerCase() ?? null)))].filter((chain) => {
+    const has = held.get(trx)?.get(chain);
+    return has !== 'status' && has !== mode;
+  });
+  if (chains.length === 0) return;
+  if (chains.length === 1)
+    return lockTenantWrites(trx, chains[0] === PLATFORM_CHAIN ? null : chains[0]!, mode);
+  await sql`select ${tenantWriteLockSql(sql.ref('x.chain'), mode)}
+    from unnest(${chains}::text[]) with ordinality as x(chain, n) order by x.n`.execute(trx);
+  for (const chain of chains) noteTenantWriteLock(trx, chain, mode);
 }

@@ -47,6 +47,12 @@ export interface RequestContext {
    * by the read cache when the answer leaves (src/api/server.ts).
    */
   changed?: Set<string>;
+  /**
+   * Set by the change path when a change can alter what `tenantry_identify` answers (a deletion or
+   * a lifecycle change, a tenant whose slug changes: what migration 0047's triggers notify). A route
+   * that reports its changes forgets the process's verified identities only then (src/api/server.ts).
+   */
+  identityChanged?: boolean;
 }
 
 /** A write that commits with its Idempotency-Key answer (implemented by src/idempotency/idempotent-write.ts). */

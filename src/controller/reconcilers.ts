@@ -3,10 +3,9 @@ import { sql } from 'kysely';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { inSpan } from '../observability/tracing.js';
-import { formatDetails } from '../providers/observed-details.js';
+import { provisionedCondition } from '../providers/observed-details.js';
 import {
   type DesiredResource,
-  type ObservedResource,
   ProviderError,
   type ResourceProvider,
   type ResourceType,
@@ -330,8 +329,6 @@ function providerCall<Op extends 'observe' | 'ensure' | 'delete'>(
   return (env.limit ? env.limit(call) : call()) as ReturnType<ResourceProvider[Op]>;
 }
 
-const summary = (o: ObservedResource): string => formatDetails(o.details);
-
 const retained = (db: Db, tenantId: string) =>
   asPlatform(db, async (trx) => {
     const r = await sql`
@@ -405,7 +402,7 @@ async function reconcileResource(
         row,
         {
           phase: 'Ready',
-          ready: { status: 'True', reason: 'Provisioned', message: `${provider.name}: ${summary(after)}` },
+          ready: provisionedCondition(provider.name, after.details),
         },
         drifted
           ? (trx, ctx) =>

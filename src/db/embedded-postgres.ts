@@ -23,6 +23,8 @@ export interface EmbeddedOptions {
   credentialsFile: string;
   /** Trade durability for speed; tests only. */
   ephemeral?: boolean;
+  /** More server settings (`-c name=value`), e.g. a profiler's `shared_preload_libraries`. */
+  settings?: Record<string, string>;
   logger?: Logger;
 }
 
@@ -93,6 +95,8 @@ export class EmbeddedDatabase {
     ];
     if (this.options.ephemeral)
       flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
+    for (const [name, value] of Object.entries(this.options.settings ?? {}))
+      flags.push('-c', `${name}=${value}`);
     this.pg = new EmbeddedPostgres({
       databaseDir: clusterDir,
       user: 'postgres',

@@ -79,3 +79,8 @@ export async function appendEvent(trx: Trx, e: EventInput): Promise<string> {
   const r = await sql<{ id: string }>`with ${appendEventSql(e)} select id from event_done`.execute(trx);
   return r.rows[0]!.id;
 }
+
+/** Appends events in the caller's transaction, in one statement (appendEventsSql); none: no round trip. */
+export async function appendEvents(trx: Trx, events: readonly EventInput[]): Promise<void> {
+  if (events.length > 0) await sql`with ${appendEventsSql(events)} select count(*) from event`.execute(trx);
+}

@@ -125,4 +125,49 @@ describe('event numbers assigned at commit', () => {
       expect(r.rows.map((row) => Number(row.seq))).toEqual(Array.from({ length: b + 160 }, (_, i) => i + 1));
     }
   });
+
+  it('fans every event out to the endpoints that want it, with its number, one event or many (migration 0067)', async () => {
+    const [x, y] = await seedTenants(registry, ctx, 'seqfan', ['x', 'y']);
+    const endpoint = (slug: string, tenant: string | null, spec: object) =>
+      t.owner.query<{ id: string }>(
+        `insert into webhook_endpoints (id, tenant_id, name, slug, spec)
+         values (gen_random_uuid(), $1, $2, $2, $3) returning id`,
+        [tenant, slug, JSON.stringify(spec)],
+      );
+    const all = (await endpoint('fan-all', null, {})).rows[0]!.id;
+    const xOnly = (await endpoint('fan-x', x!.uuid, {})).rows[0]!.id;
+    const suspended = (
+      await endpoint('fan-suspended', null, { eventTypes: ['dev.tenantry.tenant.suspended.v1'] })
+    ).rows[0]!.id;
+    const append = (
+      trx: Parameters<typeof appendEvent>[0],
+      s: string,
+      name: 'tenant.updated' | 'tenant.suspended',
+    ) => appendEvent(trx, { tenantId: s, name, subject: `tenants/${s}`, data: {}, correlationId: 'fan' });
+    const one = await asPlatform(t.db, (trx) => append(trx, y!.uuid, 'tenant.updated'));
+    const many = await asPlatform(t.db, async (trx) => [
+      await append(trx, y!.uuid, 'tenant.suspended'),
+      await append(trx, x!.uuid, 'tenant.updated'),
+      await append(trx, x!.uuid, 'tenant.suspended'),
+    ]);
+    const r = await t.owner.query<{ event: string; endpoint: string; fit: boolean }>(
+      `select d.event_id as event, d.endpoint_id as endpoint, d.stream = o.stream and d.seq = o.seq as fit
+       from webhook_deliveries d join outbox_events o on o.id = d.event_id
+       where d.event_id = any($1::uuid[]) order by o.stream, o.seq, d.endpoint_id`,
+      [[one, ...many]],
+    );
+    expect(r.rows.every((d) => d.fit)).toBe(true);
+    const got = r.rows.map((d) => `${d.event} ${d.endpoint}`).sort();
+    const want = [
+      [one, all],
+      [many[0], all],
+      [many[0], suspended],
+      [many[1], all],
+      [many[1], xOnly],
+      [many[2], all],
+      [many[2], xOnly],
+      [many[2], suspended],
+    ].map(([e, d]) => `${e} ${d}`);
+    expect(got).toEqual(want.sort());
+  });
 });

@@ -171,6 +171,43 @@ describe('the identity cache of servers with NOTIFY (two API processes)', () => 
     expect(after.body.code).toBe('session.revoked');
   });
 
+  it('keeps its caller verified across an apply (no change there can alter an identity)', async () => {
+    const token = await a.token({
+      subject: 'olga',
+      tenant: TENANT_A,
+      roles: ['tenant-admin'],
+      sessionId: 's-olga',
+    });
+    expect((await whoami(a, token)).status).toBe(200);
+    const relabel = (n: string) =>
+      a.request('POST', '/v1/apply', {
+        token,
+        body: [
+          {
+            apiVersion: 'tenantry.dev/v1',
+            kind: 'Tenant',
+            metadata: { labels: { n } },
+            spec: { customer: 'circlek-europe', region: 'eu', environmentType: 'uat' },
+          },
+        ],
+      });
+    expect((await relabel('1')).body).toMatchObject({ summary: { configured: 1 } });
+    expect(cached(a).size).toBeGreaterThan(0);
+    // Revoked behind NOTIFY's back: only this process's own forgetting could show it. The apply
+    // after it is answered from memory, and so is the request after the apply.
+    await t.owner.query(`alter table sessions disable trigger identity_changed`);
+    try {
+      await t.owner.query(`update sessions set revoked_at = now() where id = 's-olga'`);
+      expect((await relabel('2')).body).toMatchObject({ summary: { configured: 1 } });
+      expect((await whoami(a, token)).status).toBe(200);
+      // Any other request that can change state forgets every identity, as before.
+      expect((await a.request('DELETE', '/v1/sessions/s-none')).status).toBe(404);
+      expect((await whoami(a, token)).body.code).toBe('session.revoked');
+    } finally {
+      await t.owner.query(`alter table sessions enable trigger identity_changed`);
+    }
+  });
+
   it('refuses a session revoked through another server once its NOTIFY arrives', async () => {
     const token = await second.token({
       subject: 'bo',

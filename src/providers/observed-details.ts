@@ -19,3 +19,14 @@ export function parseDetails(message: string): Record<string, string> {
   }
   return out;
 }
+
+/**
+ * The Ready condition of a resource its provider observed (or ensured) in sync: the controller's
+ * reconcile, a cell's agent and a move's arriving side (src/tenant-migrations/arrived-status.ts)
+ * write the same one, so `parseDetails` reads each alike.
+ */
+export const provisionedCondition = (provider: string, details: Record<string, unknown>) => ({
+  status: 'True' as const,
+  reason: 'Provisioned',
+  message: `${provider}: ${formatDetails(details)}`,
+});

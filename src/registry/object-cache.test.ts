@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -375,6 +376,21 @@ describe('GET from the object cache of servers with NOTIFY (two API processes)',
         `Tenant ${B.uuid} ${B.uuid} ${rows[0].generation}`,
         `Customer  ${customer} ${rows[1].generation}`,
       ]);
+      // A table whose tenant column is `tenant_id` (null: a platform row), and a one-row delete.
+      const [own, platform, region] = [randomUUID(), randomUUID(), randomUUID()];
+      await t.owner.query(
+        `insert into webhook_endpoints (id, tenant_id, name, slug, spec)
+         values ($1, $2, 'w', 'w-own', '{}'), ($3, null, 'w', 'w-platform', '{}')`,
+        [own, B.uuid, platform],
+      );
+      await t.owner.query(`update webhook_endpoints set labels = '{"n":"1"}' where slug like 'w-%'`);
+      await t.owner.query(`insert into regions (id, slug, spec) values ($1, 'gone', '{}')`, [region]);
+      await t.owner.query(`delete from regions where id = $1`, [region]);
+      await expect.poll(() => got.length, { timeout: 2_000 }).toBe(7);
+      expect(got.slice(4, 6).sort()).toEqual(
+        [`WebhookEndpoint ${B.uuid} ${own} 1`, `WebhookEndpoint  ${platform} 1`].sort(),
+      );
+      expect(got[6]).toBe(`Region  ${region} 1`);
     } finally {
       await listener.end();
     }

@@ -1,11 +1,17 @@
 import { sql } from 'kysely';
-import { type AttemptContext, appendAudit, auditEntryOf } from '../audit/append-audit.js';
+import {
+  type AttemptContext,
+  type AuditEntry,
+  appendAudit,
+  auditEntryOf,
+  prepareAuditAppends,
+} from '../audit/append-audit.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
 import type { Clock } from '../domain/clock.js';
 import { assignWaves, budgetSpent, type TenantFacts, windowEnd } from '../domain/promotion-waves.js';
 import { compareVersions, judgeRelease, type ReleaseInterfaces } from '../domain/release-compatibility.js';
-import { appendEvent } from '../events/append-event.js';
+import { appendEvent, appendEvents, appendEventsSql, type EventInput } from '../events/append-event.js';
 import { ProviderError } from '../providers/provider.js';
 import { GATES, type StageSpec } from '../registry/kinds/pipeline.js';
 import {
@@ -15,7 +21,7 @@ import {
   type WorkflowDefinition,
   type WorkflowRegistry,
 } from '../workflows/workflow.js';
-import { rollOutRelease } from './release-rollout.js';
+import { rollOutReleases } from './release-rollout.js';
 
 export const PROMOTION_TYPE = 'release.promotion';
 
@@ -125,6 +131,36 @@ export async function targetsOf(trx: Trx, promotionId: string): Promise<TargetRo
   return r.rows;
 }
 
+const targetKey = (t: { tenant_id: string; deployment_id: string }) => `${t.tenant_id}/${t.deployment_id}`;
+
+/**
+ * Targets' new states (each with its reason; `from`, when given, the version it ran before), their
+ * audit records and their events, in one statement.
+ */
+async function recordTargets(
+  trx: Trx,
+  p: PromotionRow,
+  steps: readonly { t: TargetRow; state: TargetRow['state']; reason: string | null; from?: string | null }[],
+  audits: readonly AuditEntry[],
+  events: readonly EventInput[],
+): Promise<void> {
+  if (steps.length === 0) return;
+  await sql`
+    with targets as (
+      update promotion_targets pt set state = x.state, reason = x.reason,
+          from_version = case when x.set_from then x.from_version else pt.from_version end,
+          deferred_until = null, updated_at = now()
+      from unnest(${steps.map((s) => s.t.tenant_id)}::uuid[], ${steps.map((s) => s.t.deployment_id)}::uuid[],
+                  ${steps.map((s) => s.state)}::text[], ${steps.map((s) => s.reason)}::text[],
+                  ${steps.map((s) => s.from !== undefined)}::bool[], ${steps.map((s) => s.from ?? null)}::text[])
+        as x(tenant_id, deployment_id, state, reason, set_from, from_version)
+      where pt.promotion_id = ${p.id} and pt.tenant_id = x.tenant_id and pt.deployment_id = x.deployment_id
+    )${audits.length > 0 ? sql`, audit as (${prepareAuditAppends(audits).insert})` : sql``}${
+      events.length > 0 ? sql`, ${appendEventsSql(events)}` : sql``
+    }
+    select 1`.execute(trx);
+}
+
 /** The audit context of a promotion's own records: the engine acting for the requester. */
 function workflowActor(p: PromotionRow): AttemptContext {
   return {
@@ -197,8 +233,10 @@ export function reportedHealth(db: Db): Verifier {
  *
  * Tenants go in batches (up to BATCH_SIZE, never more than the failure budget still allows): one
  * transaction checks their holds and updates them, one read per look verifies them, one
- * transaction settles them — about two commits per batch where one tenant at a time took three
- * or four each. Resumable by construction: each tenant's runtime update (`deployment_releases`)
+ * transaction settles them — two commits per batch. Both transactions are set-based: a batch
+ * costs one statement per Service it changes (the change path) and a fixed few for all its
+ * tenants (targets, deployment_releases, audit records and events), where each tenant cost
+ * about a dozen. Resumable by construction: each tenant's runtime update (`deployment_releases`)
  * and its target's state change commit in the same transaction under the target's row lock, so a
  * step that runs again after a crash continues with the targets still Pending, Deferred or
  * Updated — no tenant is updated twice or skipped. Waiting (soak time, maintenance windows,
@@ -215,28 +253,34 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
     return p;
   };
 
+  /** One of the promotion's events (a tenant's, in that tenant's stream; else the platform's). */
+  const eventOf = (
+    p: PromotionRow,
+    input: PromotionInput,
+    name: EventInput['name'],
+    extra: Record<string, unknown>,
+    tenantId: string | null = null,
+  ): EventInput => ({
+    tenantId,
+    name,
+    subject: `promotions/${p.id}`,
+    data: {
+      promotionId: p.id,
+      system: input.system,
+      version: input.version,
+      stage: input.stage,
+      mode: input.mode,
+      ...extra,
+    },
+    correlationId: p.correlation_id,
+  });
   const event = (
     trx: Trx,
     p: PromotionRow,
     input: PromotionInput,
-    name: Parameters<typeof appendEvent>[1]['name'],
+    name: EventInput['name'],
     extra: Record<string, unknown>,
-    tenantId: string | null = null,
-  ) =>
-    appendEvent(trx, {
-      tenantId,
-      name,
-      subject: `promotions/${p.id}`,
-      data: {
-        promotionId: p.id,
-        system: input.system,
-        version: input.version,
-        stage: input.stage,
-        mode: input.mode,
-        ...extra,
-      },
-      correlationId: p.correlation_id,
-    });
+  ) => appendEvent(trx, eventOf(p, input, name, extra));
 
   const gates: StepDefinition<PromotionInput> = {
     name: 'check-gates',
@@ -419,26 +463,36 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
       const p = await loadPromotion(trx, ctx.input.promotionId);
       if (!p) return;
       const { targets } = output as { targets: PlannedTarget[] };
-      for (const t of targets) {
-        const r = await sql`
-          insert into promotion_targets (promotion_id, tenant_id, deployment_id, wave, state, reason, from_version, to_version)
-          values (${p.id}, ${t.tenantId}, ${t.deploymentId}, ${t.wave}, ${t.skip ? 'Skipped' : 'Pending'}, ${t.skip},
-                  ${t.fromVersion}, ${p.version})
-          on conflict do nothing`.execute(trx);
-        if (t.skip && Number(r.numAffectedRows ?? 0) > 0)
-          await event(
-            trx,
+      if (targets.length === 0) return;
+      // Every target in one insert; the skipped ones it inserted (not those of an earlier run) get
+      // their event, all in one more.
+      const inserted = await sql<{ tenant_id: string; deployment_id: string }>`
+        insert into promotion_targets (promotion_id, tenant_id, deployment_id, wave, state, reason, from_version, to_version)
+        select ${p.id}, x.tenant_id, x.deployment_id, x.wave, x.state, x.reason, x.from_version, ${p.version}
+        from unnest(${targets.map((t) => t.tenantId)}::uuid[], ${targets.map((t) => t.deploymentId)}::uuid[],
+                    ${targets.map((t) => t.wave)}::int[], ${targets.map((t) => (t.skip ? 'Skipped' : 'Pending'))}::text[],
+                    ${targets.map((t) => t.skip)}::text[], ${targets.map((t) => t.fromVersion)}::text[])
+          as x(tenant_id, deployment_id, wave, state, reason, from_version)
+        on conflict do nothing
+        returning tenant_id, deployment_id`.execute(trx);
+      const fresh = new Set(inserted.rows.map(targetKey));
+      const skipped = targets.filter(
+        (t) => t.skip && fresh.has(targetKey({ tenant_id: t.tenantId, deployment_id: t.deploymentId })),
+      );
+      await appendEvents(
+        trx,
+        skipped.map((t) =>
+          eventOf(
             p,
             ctx.input,
             'promotion.tenant_skipped',
             { tenantId: t.tenantId, deploymentId: t.deploymentId, wave: t.wave, reason: t.skip },
             t.tenantId,
-          );
-      }
+          ),
+        ),
+      );
     },
   };
-
-  const targetKey = (t: { tenant_id: string; deployment_id: string }) => `${t.tenant_id}/${t.deployment_id}`;
 
   /**
    * Why each of `tenantIds` must wait now, and until when: its maintenance window, or a freeze
@@ -485,88 +539,121 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
   };
 
   /**
-   * One batch of due targets in one transaction: each target's row is locked and re-read (a target
+   * The promotion's targets in `keys` locked (`for update`, in one order) and re-read: their state
+   * and the version each ran before (a target another run already moved on is left to its caller).
+   */
+  const lockTargets = async (trx: Trx, p: PromotionRow, keys: readonly TargetRow[]) =>
+    new Map(
+      (
+        await sql<{ tenant_id: string; deployment_id: string; state: string; from_version: string | null }>`
+          select tenant_id, deployment_id, state, from_version from promotion_targets
+          where promotion_id = ${p.id} and (tenant_id, deployment_id) in (
+            select * from unnest(${keys.map((t) => t.tenant_id)}::uuid[], ${keys.map((t) => t.deployment_id)}::uuid[]))
+          order by tenant_id, deployment_id
+          for update`.execute(trx)
+      ).rows.map((r) => [targetKey(r), r]),
+    );
+
+  /** A tenant step's audit record: the deployment, its version before and after, and `after`'s details. */
+  const tenantAudit = (
+    p: PromotionRow,
+    t: TargetRow,
+    action: string,
+    versions: { before: string | null; after: string | null },
+    detail: Record<string, unknown>,
+    outcome: 'success' | 'failure' = 'success',
+  ): AuditEntry =>
+    auditEntryOf(workflowActor(p), {
+      tenantId: t.tenant_id,
+      action,
+      target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
+      before: { version: versions.before },
+      after: { version: versions.after, promotionId: p.id, ...detail },
+      outcome,
+      decision: null,
+    });
+
+  /**
+   * One batch of due targets in one transaction: the targets' rows are locked and re-read (a target
    * another run already moved on is left alone); a tenant held by its maintenance window or a
    * freeze is Deferred; every other one gets its runtime update (`deployment_releases`, the
    * services' release through the change path), its target state Updated, its audit record and its
    * event — all in the same commit, so a crash either keeps the whole batch or none of it.
-   * Returns the targets it updated and those it deferred (with until when).
+   * Set-based: besides one statement per changed service (the change path), the batch costs the
+   * same few statements whatever its size. Returns the targets it updated and those it deferred
+   * (with until when).
    */
   const updateBatch = (p: PromotionRow, input: PromotionInput, batch: TargetRow[]) =>
     asPlatform(db, async (trx) => {
-      const updated: TargetRow[] = [];
-      const deferred: { t: TargetRow; until: number }[] = [];
-      const cur = await sql<{ tenant_id: string; deployment_id: string; state: string }>`
-        select tenant_id, deployment_id, state from promotion_targets
-        where promotion_id = ${p.id} and (tenant_id, deployment_id) in (
-          select * from unnest(${batch.map((t) => t.tenant_id)}::uuid[], ${batch.map((t) => t.deployment_id)}::uuid[]))
-        order by tenant_id, deployment_id
-        for update`.execute(trx);
-      const state = new Map(cur.rows.map((r) => [targetKey(r), r.state]));
-      const due = batch.filter((t) => ['Pending', 'Deferred'].includes(state.get(targetKey(t)) ?? ''));
+      const state = await lockTargets(trx, p, batch);
+      const due = batch.filter((t) => ['Pending', 'Deferred'].includes(state.get(targetKey(t))?.state ?? ''));
       const holds = await holdsOf(trx, [...new Set(due.map((t) => t.tenant_id))]);
-      for (const t of due) {
+      const deferred = due.flatMap((t) => {
         const hold = holds.get(t.tenant_id);
-        if (hold) {
-          await defer(trx, p, input, t, hold.until, hold.reason);
-          deferred.push({ t, until: hold.until });
-          continue;
-        }
-        const r = await sql<{ previous_version: string | null }>`
-          insert into deployment_releases as dr (tenant_id, deployment_id, system_id, version, promotion_id)
-          values (${t.tenant_id}, ${t.deployment_id}, ${p.system_id}, ${p.version}, ${p.id})
-          on conflict (tenant_id, deployment_id) do update
-            set previous_version = dr.version, version = excluded.version, promotion_id = excluded.promotion_id,
-                updated_at = now()
-          returning previous_version`.execute(trx);
-        const from = r.rows[0]?.previous_version ?? null;
-        // The tenant's services of this deployment take the release's images: the runtime rolls them out.
-        await rollOutRelease(trx, systemContext(`tenantry-promotion ${p.id}`), {
-          tenantId: t.tenant_id,
-          deploymentId: t.deployment_id,
-          systemId: p.system_id,
-          version: p.version,
-        });
-        await sql`update promotion_targets set state = 'Updated', from_version = ${from}, reason = null,
-            deferred_until = null, updated_at = now()
-          where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
-          trx,
-        );
-        await appendAudit(
-          trx,
-          auditEntryOf(workflowActor(p), {
-            tenantId: t.tenant_id,
-            action: 'promotion.tenant_update',
-            target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
-            before: { version: from },
-            after: { version: p.version, promotionId: p.id, stage: p.stage, wave: t.wave, mode: p.mode },
-            outcome: 'success',
-            decision: null,
-          }),
-        );
-        await event(
-          trx,
-          p,
-          input,
-          'promotion.tenant_updated',
-          {
-            tenantId: t.tenant_id,
-            deploymentId: t.deployment_id,
-            wave: t.wave,
-            fromVersion: from,
-            toVersion: p.version,
-          },
-          t.tenant_id,
-        );
-        updated.push(t);
-      }
+        return hold ? [{ t, ...hold }] : [];
+      });
+      await deferAll(trx, p, input, deferred);
+      const updated = due.filter((t) => !holds.has(t.tenant_id));
+      if (updated.length === 0) return { updated, deferred };
+      const previous = new Map(
+        (
+          await sql<{ tenant_id: string; deployment_id: string; previous_version: string | null }>`
+            insert into deployment_releases as dr (tenant_id, deployment_id, system_id, version, promotion_id)
+            select x.tenant_id, x.deployment_id, ${p.system_id}, ${p.version}, ${p.id}
+            from unnest(${updated.map((t) => t.tenant_id)}::uuid[], ${updated.map((t) => t.deployment_id)}::uuid[])
+              as x(tenant_id, deployment_id)
+            on conflict (tenant_id, deployment_id) do update
+              set previous_version = dr.version, version = excluded.version, promotion_id = excluded.promotion_id,
+                  updated_at = now()
+            returning tenant_id, deployment_id, previous_version`.execute(trx)
+        ).rows.map((r) => [targetKey(r), r.previous_version]),
+      );
+      // The tenants' services of these deployments take the release's images: the runtime rolls them out.
+      await rollOutReleases(
+        trx,
+        systemContext(`tenantry-promotion ${p.id}`),
+        { systemId: p.system_id, version: p.version },
+        updated.map((t) => ({ tenantId: t.tenant_id, deploymentId: t.deployment_id })),
+      );
+      const steps = updated.map((t) => ({ t, from: previous.get(targetKey(t)) ?? null }));
+      await recordTargets(
+        trx,
+        p,
+        steps.map(({ t, from }) => ({ t, state: 'Updated', reason: null, from })),
+        steps.map(({ t, from }) =>
+          tenantAudit(
+            p,
+            t,
+            'promotion.tenant_update',
+            { before: from, after: p.version },
+            { stage: p.stage, wave: t.wave, mode: p.mode },
+          ),
+        ),
+        steps.map(({ t, from }) =>
+          eventOf(
+            p,
+            input,
+            'promotion.tenant_updated',
+            {
+              tenantId: t.tenant_id,
+              deploymentId: t.deployment_id,
+              wave: t.wave,
+              fromVersion: from,
+              toVersion: p.version,
+            },
+            t.tenant_id,
+          ),
+        ),
+      );
       return { updated, deferred };
     });
 
   /**
    * Ends a batch of Updated targets in one transaction: each Verified, or RolledBack to the version
-   * it ran before, with its audit record. A cancelled promotion's undo also rolls Verified targets
-   * back (`from`). A target no longer in one of the `from` states is left alone.
+   * it ran before, with its audit record (and a rolled-back one with its event). A cancelled
+   * promotion's undo also rolls Verified targets back (`from`). A target no longer in one of the
+   * `from` states is left alone. Set-based like updateBatch: one statement per service a rollback
+   * changes, the rest a few statements for the batch.
    */
   const settleBatch = (
     p: PromotionRow,
@@ -576,34 +663,38 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
   ) =>
     asPlatform(db, async (trx) => {
       if (batch.length === 0) return;
-      const cur = await sql<{
-        tenant_id: string;
-        deployment_id: string;
-        state: string;
-        from_version: string | null;
-      }>`
-        select tenant_id, deployment_id, state, from_version from promotion_targets
-        where promotion_id = ${p.id} and (tenant_id, deployment_id) in (
-          select * from unnest(${batch.map((b) => b.t.tenant_id)}::uuid[], ${batch.map((b) => b.t.deployment_id)}::uuid[]))
-        order by tenant_id, deployment_id
-        for update`.execute(trx);
-      const rows = new Map(cur.rows.map((r) => [targetKey(r), r]));
-      for (const { t, verdict } of batch) {
+      const rows = await lockTargets(
+        trx,
+        p,
+        batch.map((b) => b.t),
+      );
+      const live = batch.flatMap(({ t, verdict }) => {
         const row = rows.get(targetKey(t));
-        if (!row || !from.includes(row.state)) continue;
-        if (verdict.healthy) {
-          await sql`update promotion_targets set state = 'Verified', reason = ${verdict.reason}, updated_at = now()
-            where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
-            trx,
-          );
-        } else {
-          await restore(trx, p, t.tenant_id, t.deployment_id, row.from_version);
-          await sql`update promotion_targets set state = 'RolledBack', reason = ${verdict.reason}, updated_at = now()
-            where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}`.execute(
-            trx,
-          );
-          await event(
-            trx,
+        return row && from.includes(row.state) ? [{ t, verdict, before: row.from_version }] : [];
+      });
+      if (live.length === 0) return;
+      const failed = live.filter((x) => !x.verdict.healthy);
+      await restore(trx, p, failed);
+      await recordTargets(
+        trx,
+        p,
+        live.map(({ t, verdict }) => ({
+          t,
+          state: verdict.healthy ? 'Verified' : 'RolledBack',
+          reason: verdict.reason,
+        })),
+        live.map(({ t, verdict, before }) =>
+          tenantAudit(
+            p,
+            t,
+            verdict.healthy ? 'promotion.tenant_verified' : 'promotion.tenant_rollback',
+            { before: p.version, after: verdict.healthy ? p.version : before },
+            { verification: verdict },
+            verdict.healthy ? 'success' : 'failure',
+          ),
+        ),
+        failed.map(({ t, verdict, before }) =>
+          eventOf(
             p,
             input,
             'promotion.tenant_rolled_back',
@@ -612,90 +703,93 @@ export function promotionWorkflow(deps: PromotionDeps): WorkflowDefinition<Promo
               deploymentId: t.deployment_id,
               wave: t.wave,
               fromVersion: p.version,
-              toVersion: row.from_version ?? 'none',
+              toVersion: before ?? 'none',
               reason: verdict.reason,
             },
             t.tenant_id,
-          );
-        }
-        await appendAudit(
-          trx,
-          auditEntryOf(workflowActor(p), {
-            tenantId: t.tenant_id,
-            action: verdict.healthy ? 'promotion.tenant_verified' : 'promotion.tenant_rollback',
-            target: { kind: 'Deployment', id: t.deployment_id, slug: t.deployment_slug },
-            before: { version: p.version },
-            after: {
-              version: verdict.healthy ? p.version : row.from_version,
-              promotionId: p.id,
-              verification: verdict,
-            },
-            outcome: verdict.healthy ? 'success' : 'failure',
-            decision: null,
-          }),
-        );
-      }
+          ),
+        ),
+      );
     });
 
-  /** Puts a deployment back on `from` (no recorded version before: it has none again). */
+  /**
+   * Puts deployments back on the version each ran before (none recorded before: they have none
+   * again): their services on that release's images (none recorded: they stay), one roll-out per
+   * version, and their `deployment_releases` in one statement.
+   */
   const restore = async (
     trx: Trx,
     p: PromotionRow,
-    tenantId: string,
-    deploymentId: string,
-    from: string | null,
+    targets: readonly { t: TargetRow; before: string | null }[],
   ) => {
-    // The services go back to the previous release's images (none recorded before: they stay).
-    if (from !== null)
-      await rollOutRelease(trx, systemContext(`tenantry-promotion ${p.id}`), {
-        tenantId,
-        deploymentId,
-        systemId: p.system_id,
-        version: from,
-      });
-    if (from === null)
-      await sql`delete from deployment_releases where tenant_id = ${tenantId} and deployment_id = ${deploymentId}
-        and version = ${p.version}`.execute(trx);
-    else
-      await sql`update deployment_releases set version = ${from}, previous_version = ${p.version},
-          promotion_id = ${p.id}, updated_at = now()
-        where tenant_id = ${tenantId} and deployment_id = ${deploymentId} and version = ${p.version}`.execute(
+    if (targets.length === 0) return;
+    const ctx = systemContext(`tenantry-promotion ${p.id}`);
+    for (const version of new Set(targets.flatMap((x) => (x.before === null ? [] : [x.before]))))
+      await rollOutReleases(
         trx,
+        ctx,
+        { systemId: p.system_id, version },
+        targets
+          .filter((x) => x.before === version)
+          .map(({ t }) => ({ tenantId: t.tenant_id, deploymentId: t.deployment_id })),
       );
+    await sql`
+      with x as (
+        select * from unnest(${targets.map((x) => x.t.tenant_id)}::uuid[], ${targets.map((x) => x.t.deployment_id)}::uuid[],
+                             ${targets.map((x) => x.before)}::text[]) as x(tenant_id, deployment_id, before)
+      ), gone as (
+        delete from deployment_releases dr using x
+        where x.before is null and dr.tenant_id = x.tenant_id and dr.deployment_id = x.deployment_id
+          and dr.version = ${p.version}
+      )
+      update deployment_releases dr set version = x.before, previous_version = ${p.version},
+          promotion_id = ${p.id}, updated_at = now()
+      from x
+      where x.before is not null and dr.tenant_id = x.tenant_id and dr.deployment_id = x.deployment_id
+        and dr.version = ${p.version}`.execute(trx);
   };
 
-  /** Defers one target (in the batch's transaction); an unchanged deferral records no new event. */
-  const defer = async (
+  /**
+   * Defers targets (in the batch's transaction) until their hold ends; an unchanged deferral records
+   * no new event. One statement for the targets, one for the events of those that changed.
+   */
+  const deferAll = async (
     trx: Trx,
     p: PromotionRow,
     input: PromotionInput,
-    t: TargetRow,
-    until: number,
-    reason: string,
+    held: readonly { t: TargetRow; until: number; reason: string }[],
   ) => {
-    const r =
-      await sql`update promotion_targets set state = 'Deferred', deferred_until = ${new Date(until).toISOString()},
-        reason = ${reason}, updated_at = now()
-      where promotion_id = ${p.id} and tenant_id = ${t.tenant_id} and deployment_id = ${t.deployment_id}
-        and state in ('Pending', 'Deferred')
-        and (deferred_until is distinct from ${new Date(until).toISOString()}::timestamptz or reason is distinct from ${reason})`.execute(
-        trx,
-      );
-    if (Number(r.numAffectedRows ?? 0) > 0)
-      await event(
-        trx,
-        p,
-        input,
-        'promotion.tenant_deferred',
-        {
-          tenantId: t.tenant_id,
-          deploymentId: t.deployment_id,
-          wave: t.wave,
-          reason,
-          until: new Date(until).toISOString(),
-        },
-        t.tenant_id,
-      );
+    if (held.length === 0) return;
+    const changed = await sql<{ tenant_id: string; deployment_id: string }>`
+      update promotion_targets pt set state = 'Deferred', deferred_until = x.until, reason = x.reason, updated_at = now()
+      from unnest(${held.map((h) => h.t.tenant_id)}::uuid[], ${held.map((h) => h.t.deployment_id)}::uuid[],
+                  ${held.map((h) => new Date(h.until).toISOString())}::timestamptz[], ${held.map((h) => h.reason)}::text[])
+        as x(tenant_id, deployment_id, until, reason)
+      where pt.promotion_id = ${p.id} and pt.tenant_id = x.tenant_id and pt.deployment_id = x.deployment_id
+        and pt.state in ('Pending', 'Deferred')
+        and (pt.deferred_until is distinct from x.until or pt.reason is distinct from x.reason)
+      returning pt.tenant_id, pt.deployment_id`.execute(trx);
+    const fresh = new Set(changed.rows.map(targetKey));
+    await appendEvents(
+      trx,
+      held
+        .filter((h) => fresh.has(targetKey(h.t)))
+        .map(({ t, until, reason }) =>
+          eventOf(
+            p,
+            input,
+            'promotion.tenant_deferred',
+            {
+              tenantId: t.tenant_id,
+              deploymentId: t.deployment_id,
+              wave: t.wave,
+              reason,
+              until: new Date(until).toISOString(),
+            },
+            t.tenant_id,
+          ),
+        ),
+    );
   };
 
   const setWave = (p: PromotionRow, wave: number, field: 'startedAt' | 'finishedAt') =>

@@ -436,6 +436,28 @@ describe('releases', () => {
       'dev.tenantry.promotion.tenant_updated.v1',
       'dev.tenantry.promotion.tenant_rolled_back.v1',
     ]);
+    const stream = async (slug: string) =>
+      (
+        await s.t.owner.query(
+          `select type, data from outbox_events where data->>'promotionId' = $1
+             and tenant_id = (select id from tenants where slug = $2) order by seq`,
+          [p.id, slug],
+        )
+      ).rows;
+    const skipped = await stream(pinned);
+    expect(skipped.map((r) => r.type)).toEqual(['dev.tenantry.promotion.tenant_skipped.v1']);
+    expect(skipped[0].data.reason).toContain('pinned to 1.0.0');
+    // Deferred once (a look while the window holds records no second event), then updated.
+    const deferred = await stream(windowed);
+    expect(deferred.map((r) => r.type)).toEqual([
+      'dev.tenantry.promotion.tenant_deferred.v1',
+      'dev.tenantry.promotion.tenant_updated.v1',
+    ]);
+    expect(deferred[0].data).toMatchObject({
+      reason: 'in a maintenance window',
+      until: new Date(windowEnd).toISOString(),
+    });
+    expect(deferred[1].data).toMatchObject({ fromVersion: '1.0.0', toVersion: '1.1.0' });
     const steps = await s.t.owner.query(
       `select data->>'step' as step from outbox_events where subject = $1 and type = 'dev.tenantry.workflow.step_completed.v1' order by seq`,
       [`workflows/${p.id}`],

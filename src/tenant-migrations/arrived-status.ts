@@ -1,7 +1,7 @@
 import type { RequestContext } from '../context/request-context.js';
 import { type Settlement, settleAll } from '../controller/settle.js';
 import type { Trx } from '../db/database.js';
-import { formatDetails } from '../providers/observed-details.js';
+import { provisionedCondition } from '../providers/observed-details.js';
 import { SecretStore } from '../providers/postgres/secret-store.js';
 import type { DesiredResource, ObservedResource, ResourceProvider } from '../providers/provider.js';
 import { findById } from '../registry/object.repository.js';
@@ -72,11 +72,7 @@ export async function settleArrivals(
       status: a
         ? {
             phase: 'Ready',
-            ready: {
-              status: 'True',
-              reason: 'Provisioned',
-              message: `${a.provider}: ${formatDetails(a.details)}`,
-            },
+            ready: provisionedCondition(a.provider, a.details),
           }
         : {
             phase: 'Provisioning',

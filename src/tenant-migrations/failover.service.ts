@@ -1,16 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors/errors.js';
 import type { Placement } from '../placement/placement.policy.js';
-import { PolicyError } from '../placement/policy-error.js';
-import { startWorkflow } from '../workflows/start-workflow.js';
 import { FAILOVER_REGION, type FailoverInput } from './failover.js';
-import { bindingOf } from './migration-records.js';
-import { movableTenant, placeInRegion, platformOnly, tenantRow } from './migrations.service.js';
+import { type Binding, bindingOf, startAudited } from './migration-records.js';
+import {
+  allowedRegions,
+  movableTenant,
+  placeInRegion,
+  platformOnly,
+  tenantRow,
+} from './migrations.service.js';
 
 /** The steps of a region failover, as the workflow runs them. */
 export const FAILOVER_STEPS = [
@@ -22,8 +25,6 @@ export const FAILOVER_STEPS = [
   'sync-blobs',
   'verify',
 ];
-
-type Binding = ReturnType<typeof bindingOf>;
 
 /** A tenant's standby as the API shows it: where, its state, and its lag. */
 export interface StandbyView {
@@ -183,16 +184,7 @@ export class FailoverService {
         throw new ConflictError('failover.same_region', `The tenant is served from ${region} already.`, {
           errors: [{ pointer: '/region', code: 'failover.same_region', message: `already in ${region}` }],
         });
-      const allowed = t.spec.residency?.allowedRegions ?? [current.region];
-      if (!allowed.includes(region))
-        throw new PolicyError(
-          'placement.residency',
-          422,
-          `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
-          '/region',
-          { rule: 'residency', region, allowedRegions: allowed },
-          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'failover' },
-        );
+      const allowed = allowedRegions({ t, current, region }, 'failover');
       if (!s.caught_up_at)
         throw new ConflictError(
           'failover.lag_unknown',
@@ -258,26 +250,16 @@ export class FailoverService {
                 ${JSON.stringify(target)}, ${JSON.stringify(standby)}, ${JSON.stringify(ctx.actor)})`.execute(
         trx,
       );
-      await startWorkflow(trx, {
-        id,
-        tenantId: t.id,
-        type: FAILOVER_REGION,
-        input: wf,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
-      await appendAudit(
+      await startAudited(
         trx,
-        auditEntryOf(ctx, {
-          tenantId: t.id,
+        ctx,
+        { id, tenantId: t.id, type: FAILOVER_REGION, input: wf },
+        {
           action: 'failover.start',
           target: { kind: 'Failover', id, slug: t.slug },
           before: { placement: bindingOf(current) },
           after: { placement: bindingOf(target), standby, verdicts },
-          outcome: 'success',
-          decision: null,
-        }),
+        },
       );
       return this.read(trx, t.id, id);
     });

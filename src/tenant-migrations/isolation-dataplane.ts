@@ -7,9 +7,11 @@ import type { MigrationPlan, ResourcePlan } from './migration-records.js';
 import {
   checksums,
   compare,
+  connectingRoleLacks,
   copyTables,
   createSchema,
   databaseUrl,
+  inSecretsTable,
   inventory,
   replicationLag,
   type SchemaInventory,
@@ -18,12 +20,13 @@ import {
   startReplication,
   stopReplication,
   syncSequences,
-  tablesSyncing,
+  syncState,
   type Verification,
   waitReceived,
   walLevel,
   withClient,
 } from './pg-copy.js';
+import { MAX_LAG_BYTES, waitSynced } from './sync-wait.js';
 import {
   type Baselines,
   checksumBulk,
@@ -200,25 +203,43 @@ export class IsolationDataPlane {
     return { stopped: input.resources.length };
   }
 
-  /** Whether the initial copy is done and the stream caught up, looking for at most `waitMs`. */
-  async waitSynced(
-    input: Resources & { waitMs: number },
-  ): Promise<{ synced: boolean; lagBytes: Record<string, number | null> }> {
-    const deadline = Date.now() + input.waitMs;
+  /**
+   * Whether the initial copy is done and the stream caught up, looking for at most `waitMs`; a
+   * subscription whose workers keep failing fails it (sync-wait.ts), counted from `errorsSeen`
+   * (the previous answer's, when the caller asks again).
+   */
+  async waitSynced(input: Resources & { waitMs: number; errorsSeen?: Record<string, number> }): Promise<{
+    synced: boolean;
+    lagBytes: Record<string, number | null>;
+    errorsSeen: Record<string, number>;
+  }> {
+    const until = Date.now() + input.waitMs;
     const lag: Record<string, number | null> = {};
-    for (const r of input.resources)
-      for (;;) {
-        const left = await withClient(this.urlOf(r.target.database), (t) =>
-          tablesSyncing(t, r.replication, r.tables.length),
-        );
-        lag[r.replication] = await withClient(this.urlOf(r.source.database), (s) =>
-          replicationLag(s, r.replication),
-        );
-        if (left === 0 && (lag[r.replication] ?? 0) < 16 * 1024 * 1024) break;
-        if (Date.now() > deadline) return { synced: false, lagBytes: lag };
-        await new Promise((res) => setTimeout(res, 200));
-      }
-    return { synced: true, lagBytes: lag };
+    const errorsSeen = { ...input.errorsSeen };
+    for (const r of input.resources) {
+      const sourceUrl = this.urlOf(r.source.database);
+      const w = await waitSynced(
+        {
+          syncing: () =>
+            withClient(this.urlOf(r.target.database), (t) => syncState(t, r.replication, r.tables.length)),
+          lagBytes: () => withClient(sourceUrl, (s) => replicationLag(s, r.replication)),
+          // The subscription connects to the source as this data plane's own role (startReplication).
+          readerLacks: () => connectingRoleLacks(sourceUrl, r.source.schema, r.tables),
+        },
+        {
+          subscription: `the subscription ${r.replication} in database ${r.target.database}`,
+          reader: `the role it reads database ${r.source.database} as`,
+          log: 'the data-plane PostgreSQL',
+          maxLagBytes: MAX_LAG_BYTES,
+          until,
+          errorsSeen: errorsSeen[r.replication],
+        },
+      );
+      lag[r.replication] = w.lagBytes;
+      errorsSeen[r.replication] = w.errorsSeen;
+      if (!w.synced) return { synced: false, lagBytes: lag, errorsSeen };
+    }
+    return { synced: true, lagBytes: lag, errorsSeen };
   }
 
   async checksumBulk(input: Resources): Promise<Record<string, Baselines>> {
@@ -389,10 +410,7 @@ export class IsolationDataPlane {
   }> {
     let switched = 0;
     if (input.moves.length === 0) return { switched };
-    await withClient(this.urlOf(this.home), async (c) => {
-      const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
-      if (!table.rows[0]?.present) return;
-      await c.query('begin');
+    await inSecretsTable(this.urlOf(this.home), async (c) => {
       for (const m of input.moves) {
         const pending = await c.query(
           'select 1 from tenantry_resource_secrets where resource_id = $1 for update',
@@ -410,7 +428,6 @@ export class IsolationDataPlane {
         ]);
         switched++;
       }
-      await c.query('commit');
     });
     return { switched };
   }

@@ -8,6 +8,7 @@ import { diff } from '../domain/diff.js';
 import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { stateOf } from '../registry/representation.js';
+import { startWorkflow } from '../workflows/start-workflow.js';
 import { workflowIdOf as workflowIdOfParts } from '../workflows/workflow.js';
 
 /**
@@ -63,6 +64,104 @@ export interface MigrationRow {
   freeze_started_at: Date | null;
 }
 
+/**
+ * Refuses a schema holding objects the copy does not carry (pg-copy.ts `inventory`); answers its
+ * tables without a replica identity, qualified, for `copyMode`.
+ */
+export function copiable(inv: {
+  schema: string;
+  unsupported: string[];
+  withoutIdentity: string[];
+}): string[] {
+  if (inv.unsupported.length > 0)
+    throw new ProviderError(
+      `schema ${inv.schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
+      'Ineligible',
+      false,
+    );
+  return inv.withoutIdentity.map((t) => `${inv.schema}.${t}`);
+}
+
+/**
+ * How a migration moves the data, and why: logical replication (writes frozen only for the
+ * cut-over) where the source `server`'s wal_level is logical and every table has a replica
+ * identity; otherwise a copy during the write freeze.
+ */
+export function copyMode(
+  server: string,
+  level: string,
+  withoutIdentity: string[],
+): Pick<MigrationPlan, 'mode' | 'modeReason'> {
+  if (level === 'logical' && withoutIdentity.length === 0)
+    return {
+      mode: 'logical-replication',
+      modeReason:
+        'wal_level is logical and every table has a replica identity: writes are frozen only for the cut-over',
+    };
+  return {
+    mode: 'freeze-copy',
+    modeReason:
+      level !== 'logical'
+        ? `${server}'s wal_level is ${level || 'unknown'}, not logical: the data is copied during the write freeze`
+        : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`,
+  };
+}
+
+/** The plan's checkpoint: the migration's row holds the plan and its mode. */
+export async function savePlan(
+  trx: Trx,
+  migrationId: string,
+  plan: Pick<MigrationPlan, 'mode'>,
+): Promise<void> {
+  await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
+    where id = ${migrationId}`.execute(trx);
+}
+
+/**
+ * Starts the workflow of a move (a migration, its rollback or retirement, a failover) in the
+ * request's transaction, and audits the request as `audit` says when it started one (a repeated
+ * request finds its workflow and records nothing again). Answers whether it started one.
+ */
+export async function startAudited(
+  trx: Trx,
+  ctx: RequestContext,
+  w: { id: string; tenantId: string; type: string; input: unknown },
+  audit: {
+    action: string;
+    target: { kind: string; id: string; slug: string };
+    before: unknown;
+    after: unknown;
+  },
+): Promise<boolean> {
+  const { created } = await startWorkflow(trx, {
+    ...w,
+    actor: ctx.actor,
+    requestId: ctx.requestId,
+    correlationId: ctx.correlationId,
+  });
+  if (created)
+    await appendAudit(
+      trx,
+      auditEntryOf(ctx, { tenantId: w.tenantId, ...audit, outcome: 'success', decision: null }),
+    );
+  return created;
+}
+
+/** The write freeze's start, checkpointed (a re-run keeps the first). */
+export async function recordFreezeStart(trx: Trx, migrationId: string, output: unknown): Promise<void> {
+  await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
+    where id = ${migrationId}`.execute(trx);
+}
+
+/** The write freeze undone (its step compensated): writes allowed again, its length recorded. */
+export async function recordFreezeUndone(db: Db, migrationId: string): Promise<void> {
+  await asPlatform(db, (trx) =>
+    sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
+          freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
+        where id = ${migrationId}`.execute(trx),
+  );
+}
+
 export async function readMigration(trx: Trx, id: string): Promise<MigrationRow> {
   const r = await sql<MigrationRow>`select * from tenant_migrations where id = ${id}`.execute(trx);
   const row = r.rows[0];
@@ -72,7 +171,13 @@ export async function readMigration(trx: Trx, id: string): Promise<MigrationRow>
 
 export const migrationRow = (db: Db, id: string) => asPlatform(db, (trx) => readMigration(trx, id));
 
-export function bindingOf(p: Placement) {
+/** Where a tenant is placed, as a migration or failover shows it (both sides). */
+export type Binding = Pick<
+  Placement,
+  'cell' | 'cellUuid' | 'region' | 'isolation' | 'networkPartition' | 'dataPartition'
+>;
+
+export function bindingOf(p: Placement): Binding {
   return {
     cell: p.cell,
     cellUuid: p.cellUuid,

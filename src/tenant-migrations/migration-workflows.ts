@@ -24,12 +24,17 @@ import { agentIsolationExecutor, localIsolationExecutor, migrationAgentCell } fr
 import {
   bindingOf,
   changeOf,
+  copiable,
+  copyMode,
   type MigrationDeps,
   type MigrationPlan,
   migrationRow,
   type ResourcePlan,
   readMigration,
+  recordFreezeStart,
+  recordFreezeUndone,
   recordSwitch,
+  savePlan,
   workflowKey,
 } from './migration-records.js';
 import type { Verification } from './pg-copy.js';
@@ -153,18 +158,11 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         const seen = await dp.inspect({ schemas: rows.rows.map((r) => r.physical_name) });
         const resources: ResourcePlan[] = [];
         let withoutIdentity: string[] = [];
-        const level = seen.walLevel;
         for (const [i, row] of rows.rows.entries()) {
           const base = row.scope_slug.replace(/-/g, '_');
           const schema = row.physical_name;
           const inv = seen.inventories[i]!;
-          if (inv.unsupported.length > 0)
-            throw new ProviderError(
-              `schema ${schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
-              'Ineligible',
-              false,
-            );
-          withoutIdentity = [...withoutIdentity, ...inv.withoutIdentity.map((t) => `${schema}.${t}`)];
+          withoutIdentity = [...withoutIdentity, ...copiable({ ...inv, schema })];
           const key = (part: string) => workflowKey(ctx.input.migrationId, row.id, part);
           resources.push({
             resourceId: row.id,
@@ -177,14 +175,8 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
             tables: inv.tables,
           });
         }
-        const logical = level === 'logical' && withoutIdentity.length === 0;
         const plan: MigrationPlan = {
-          mode: logical ? 'logical-replication' : 'freeze-copy',
-          modeReason: logical
-            ? 'wal_level is logical and every table has a replica identity: writes are frozen only for the cut-over'
-            : level !== 'logical'
-              ? `the data-plane server's wal_level is ${level || 'unknown'}, not logical: the data is copied during the write freeze`
-              : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`,
+          ...copyMode('the data-plane server', seen.walLevel, withoutIdentity),
           resources,
           ...(agentCell ? { agentCell } : {}),
         };
@@ -193,9 +185,7 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         return plan;
       },
       async checkpoint(trx, ctx, output) {
-        const plan = output as MigrationPlan;
-        await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await savePlan(trx, ctx.input.migrationId, output as MigrationPlan);
       },
     },
     {
@@ -234,12 +224,16 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
       async run(ctx) {
         const plan = planOf(ctx);
         if (plan.mode !== 'logical-replication') return { skipped: plan.modeReason };
+        // Asked in turns of 10 s (an agent answers each), the workers' failures counted across them.
+        let errorsSeen: Record<string, number> | undefined;
         for (;;) {
           const r = await on(plan, ctx, 'wait-synced').waitSynced({
             resources: plan.resources,
             waitMs: 10_000,
+            errorsSeen,
           });
           if (r.synced) return { lagBytes: r.lagBytes };
+          errorsSeen = r.errorsSeen;
           if (ctx.signal.aborted)
             throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
         }
@@ -276,19 +270,14 @@ export function migrationWorkflows(deps: MigrationDeps): WorkflowDefinition<neve
         return { frozenAt };
       },
       async checkpoint(trx, ctx, output) {
-        await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await recordFreezeStart(trx, ctx.input.migrationId, output);
       },
       async undo(ctx) {
         await on(planOf(ctx), ctx, 'freeze-writes:undo').setLogin({
           roles: planOf(ctx).resources.map((r) => r.source.role),
           login: true,
         });
-        await asPlatform(db, (trx) =>
-          sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
-                freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
-              where id = ${ctx.input.migrationId}`.execute(trx),
-        );
+        await recordFreezeUndone(db, ctx.input.migrationId);
       },
     },
     {

@@ -11,7 +11,7 @@ import {
 import { credentialsOf as revealCredentials } from '../../test/helpers/credentials.js';
 import { finished, startWorkflowEngine, stepsOf } from '../../test/helpers/workflows.js';
 import { defaultDataplaneUrl } from '../controller/providers.js';
-import { type Migration, MigrationsService } from './migrations.service.js';
+import { ISOLATION_STEPS, type Migration, MigrationsService } from './migrations.service.js';
 import { databaseUrl, withClient } from './pg-copy.js';
 
 // Roles and databases belong to the whole server: names unique to this run.
@@ -216,18 +216,7 @@ describe('pool → silo migration on real PostgreSQL, with a writer writing thro
       ]);
 
       expect((await stepsOf(fx.t, m.id)).map((s) => `${s.name}:${s.state}`)).toEqual(
-        [
-          'check-eligibility',
-          'create-target',
-          'copy-schema',
-          'start-replication',
-          'wait-synced',
-          'checksum-bulk',
-          'freeze-writes',
-          'sync-and-verify',
-          'detach-target',
-          'cut-over',
-        ].map((s) => `${s}:Completed`),
+        ISOLATION_STEPS.map((s) => `${s}:Completed`),
       );
       const done = await service.get(fx.ctx, tenant, m.id);
       expect(done).toMatchObject({ state: 'CutOver', mode: 'logical-replication' });

@@ -133,41 +133,35 @@ export function registerMigrationRoutes(
     async (request) => migrations.get(await identify(request), request.params.ref, request.params.id),
   );
 
-  app.post<{ Params: { ref: string; id: string } }>(
-    '/v1/tenants/:ref/migrations/:id/retire',
+  const actions = [
     {
-      config: { action: 'migration.retire' },
-      schema: {
-        operationId: 'retireMigration',
-        summary:
-          "Drops a cut-over migration's kept source (schema, role, credentials); no rollback after this",
-        tags: ['Workflow'],
-        params: TenantRecordParams,
-        response: { 202: MigrationSchema, ...errorResponses(400, 403, 404, 409, 423) },
-      },
+      verb: 'retire',
+      operationId: 'retireMigration',
+      summary: "Drops a cut-over migration's kept source (schema, role, credentials); no rollback after this",
     },
-    async (request, reply) =>
-      reply
-        .code(202)
-        .send(await migrations.retire(await identify(request), request.params.ref, request.params.id)),
-  );
-
-  app.post<{ Params: { ref: string; id: string } }>(
-    '/v1/tenants/:ref/migrations/:id/rollback',
     {
-      config: { action: 'migration.rollback' },
-      schema: {
-        operationId: 'rollbackMigration',
-        summary:
-          'Returns the tenant to the source of a cut-over migration within its rollback window, with every write made since',
-        tags: ['Workflow'],
-        params: TenantRecordParams,
-        response: { 202: MigrationSchema, ...errorResponses(400, 403, 404, 409, 423) },
-      },
+      verb: 'rollback',
+      operationId: 'rollbackMigration',
+      summary:
+        'Returns the tenant to the source of a cut-over migration within its rollback window, with every write made since',
     },
-    async (request, reply) =>
-      reply
-        .code(202)
-        .send(await migrations.rollback(await identify(request), request.params.ref, request.params.id)),
-  );
+  ] as const;
+  for (const { verb, operationId, summary } of actions)
+    app.post<{ Params: { ref: string; id: string } }>(
+      `/v1/tenants/:ref/migrations/:id/${verb}`,
+      {
+        config: { action: `migration.${verb}` },
+        schema: {
+          operationId,
+          summary,
+          tags: ['Workflow'],
+          params: TenantRecordParams,
+          response: { 202: MigrationSchema, ...errorResponses(400, 403, 404, 409, 423) },
+        },
+      },
+      async (request, reply) =>
+        reply
+          .code(202)
+          .send(await migrations[verb](await identify(request), request.params.ref, request.params.id)),
+    );
 }

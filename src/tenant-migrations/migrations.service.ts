@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { remoteAgentCells } from '../agent/agent-commands.js';
-import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { lockTenantWrites } from '../changes/tenant-write-lock.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
@@ -11,8 +10,8 @@ import { lockCandidateCells, type Placement } from '../placement/placement.polic
 import { chooseCell, type Isolation, isRefusal } from '../placement/placement.rules.js';
 import { PolicyError } from '../placement/policy-error.js';
 import { assertNotFrozen } from '../workflows/freezes.js';
-import { startWorkflow } from '../workflows/start-workflow.js';
 import { workflowIdOf } from '../workflows/workflow.js';
+import { type Binding, bindingOf, startAudited } from './migration-records.js';
 import {
   type IsolationMigrationInput,
   MIGRATE_ISOLATION,
@@ -52,11 +51,6 @@ export interface Migration {
   createdAt: string;
 }
 
-type Binding = Pick<
-  Placement,
-  'cell' | 'cellUuid' | 'region' | 'isolation' | 'networkPartition' | 'dataPartition'
->;
-
 export interface MigrationPlanView {
   dryRun: true;
   tenant: string;
@@ -92,14 +86,6 @@ interface Row {
 }
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
-const binding = (p: Placement): Binding => ({
-  cell: p.cell,
-  cellUuid: p.cellUuid,
-  region: p.region,
-  isolation: p.isolation,
-  networkPartition: p.networkPartition,
-  dataPartition: p.dataPartition,
-});
 
 function toMigration(r: Row): Migration {
   return {
@@ -109,8 +95,8 @@ function toMigration(r: Row): Migration {
     state: r.state,
     workflowId: r.id,
     rollbackWorkflowId: r.rollback_workflow_id,
-    from: binding(r.source),
-    to: binding(r.target),
+    from: bindingOf(r.source),
+    to: bindingOf(r.target),
     mode: r.mode,
     plan: r.plan,
     verification: r.verification,
@@ -200,16 +186,11 @@ export class MigrationsService {
           'migration.unsupported',
           `${current.isolation} → ${to} is not built: the migration moves a pool tenant to silo; a silo tenant returns to the pool by rolling back its migration within the window`,
         );
-      const open = await sql<{ id: string }>`
-        select id from tenant_migrations where tenant_id = ${t.id} and state = 'CutOver' and rollback_until > now()`.execute(
+      await refuseInRollbackWindow(
         trx,
+        t.id,
+        'The tenant has a migration in its rollback window; roll it back or let the window pass first.',
       );
-      if (open.rows[0])
-        throw new ConflictError(
-          'migration.in_rollback_window',
-          'The tenant has a migration in its rollback window; roll it back or let the window pass first.',
-          { details: { migrationId: open.rows[0].id } },
-        );
       const planSpec = t.spec.plan
         ? (
             await sql<{ spec: { isolationModels?: Isolation[] } }>`
@@ -296,26 +277,12 @@ export class MigrationsService {
         throw new ConflictError('migration.same_region', `The tenant is in ${region} already.`, {
           errors: [{ pointer: '/region', code: 'migration.same_region', message: `already in ${region}` }],
         });
-      const allowed = t.spec.residency?.allowedRegions ?? [current.region];
-      if (!allowed.includes(region))
-        throw new PolicyError(
-          'placement.residency',
-          422,
-          `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
-          '/region',
-          { rule: 'residency', region, allowedRegions: allowed },
-          { tenantId: t.id, kind: 'Tenant', slug: t.slug, action: 'migrate' },
-        );
-      const open = await sql<{ id: string }>`
-        select id from tenant_migrations where tenant_id = ${t.id} and state = 'CutOver' and rollback_until > now()`.execute(
+      const allowed = allowedRegions({ t, current, region }, 'migrate');
+      await refuseInRollbackWindow(
         trx,
+        t.id,
+        'The tenant has a migration whose source is still kept; retire (or roll back) it first.',
       );
-      if (open.rows[0])
-        throw new ConflictError(
-          'migration.in_rollback_window',
-          'The tenant has a migration whose source is still kept; retire (or roll back) it first.',
-          { details: { migrationId: open.rows[0].id } },
-        );
       const { chosen, target } = await placeInRegion(trx, { t, current, region }, 'migrate', MIGRATE_REGION);
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `${region} is among ${allowed.join(', ')}` },
@@ -363,32 +330,21 @@ export class MigrationsService {
       await assertNotFrozen(trx, t.id, type);
       const wid = workflowIdOf('migration-rollback', id);
       const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
-      const started = await startWorkflow(trx, {
-        id: wid,
-        tenantId: t.id,
-        type,
-        input,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
-      if (started.created) {
+      const started = await startAudited(
+        trx,
+        ctx,
+        { id: wid, tenantId: t.id, type, input },
+        {
+          action: 'migration.rollback',
+          target: { kind: 'Migration', id, slug: t.slug },
+          before: { placement: m.to },
+          after: { placement: m.from },
+        },
+      );
+      if (started)
         await sql`update tenant_migrations set rollback_workflow_id = ${wid}, updated_at = now() where id = ${id}`.execute(
           trx,
         );
-        await appendAudit(
-          trx,
-          auditEntryOf(ctx, {
-            tenantId: t.id,
-            action: 'migration.rollback',
-            target: { kind: 'Migration', id, slug: t.slug },
-            before: { placement: m.to },
-            after: { placement: m.from },
-            outcome: 'success',
-            decision: null,
-          }),
-        );
-      }
       return this.read(trx, t.id, id);
     });
   }
@@ -408,28 +364,17 @@ export class MigrationsService {
       await assertNotFrozen(trx, t.id, RETIRE_MIGRATION);
       const wid = workflowIdOf('migration-retire', id);
       const input: RollbackInput = { migrationId: id, tenantSlug: t.slug };
-      const started = await startWorkflow(trx, {
-        id: wid,
-        tenantId: t.id,
-        type: RETIRE_MIGRATION,
-        input,
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      });
-      if (started.created)
-        await appendAudit(
-          trx,
-          auditEntryOf(ctx, {
-            tenantId: t.id,
-            action: 'migration.retire',
-            target: { kind: 'Migration', id, slug: t.slug },
-            before: { placement: m.from },
-            after: null,
-            outcome: 'success',
-            decision: null,
-          }),
-        );
+      await startAudited(
+        trx,
+        ctx,
+        { id: wid, tenantId: t.id, type: RETIRE_MIGRATION, input },
+        {
+          action: 'migration.retire',
+          target: { kind: 'Migration', id, slug: t.slug },
+          before: { placement: m.from },
+          after: null,
+        },
+      );
       return { ...(await this.read(trx, t.id, id)), retireWorkflowId: wid };
     });
   }
@@ -513,10 +458,6 @@ interface TenantRow {
   placement: Placement | null;
 }
 
-/**
- * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
- * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
- */
 /** The tenant to migrate, locked: placed in a cell and Active, or a 409 naming why not. */
 export async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantRow; current: Placement }> {
   const t = await tenantRow(trx, ref, true);
@@ -535,6 +476,10 @@ export async function movableTenant(trx: Trx, ref: string): Promise<{ t: TenantR
   return { t, current };
 }
 
+/**
+ * The tenant by slug or UUID. `forUpdate`: its write lock first, then its row lock (the lock order of
+ * src/changes/tenant-write-lock.ts, which the audit append and the controller's status writes follow).
+ */
 export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Promise<TenantRow> {
   if (forUpdate) {
     const found = await sql<{ id: string }>`
@@ -555,6 +500,40 @@ export async function tenantRow(trx: Trx, ref: string, forUpdate: boolean): Prom
 export function platformOnly(ctx: RequestContext): void {
   if (ctx.scope.kind !== 'platform')
     throw new ForbiddenError('migration.platform_only', 'Only the platform migrates tenants.');
+}
+
+/**
+ * The regions a region move (a migration or a failover) may take the tenant to: its residency's
+ * `allowedRegions` (none: its own region only), which must hold `region` (422 placement.residency).
+ */
+export function allowedRegions(
+  move: { t: TenantRow; current: Placement; region: string },
+  action: string,
+): string[] {
+  const { t, current, region } = move;
+  const allowed = t.spec.residency?.allowedRegions ?? [current.region];
+  if (!allowed.includes(region))
+    throw new PolicyError(
+      'placement.residency',
+      422,
+      `Region ${region} is not among the tenant's allowed regions (${allowed.join(', ')}).`,
+      '/region',
+      { rule: 'residency', region, allowedRegions: allowed },
+      { tenantId: t.id, kind: 'Tenant', slug: t.slug, action },
+    );
+  return allowed;
+}
+
+/** A migration cut over and still in its rollback window (its source kept) refuses another: 409 with `message`. */
+async function refuseInRollbackWindow(trx: Trx, tenantId: string, message: string): Promise<void> {
+  const open = await sql<{ id: string }>`
+    select id from tenant_migrations where tenant_id = ${tenantId} and state = 'CutOver' and rollback_until > now()`.execute(
+    trx,
+  );
+  if (open.rows[0])
+    throw new ConflictError('migration.in_rollback_window', message, {
+      details: { migrationId: open.rows[0].id },
+    });
 }
 
 /**
@@ -633,7 +612,7 @@ function dryRunView(
   steps: string[],
   verdicts: MigrationPlanView['verdicts'],
 ): MigrationPlanView {
-  return { dryRun: true, tenant, from: binding(current), to: binding(target), steps, verdicts };
+  return { dryRun: true, tenant, from: bindingOf(current), to: bindingOf(target), steps, verdicts };
 }
 
 /** Records a migration, starts its workflow and audits the start, in the request's transaction. */
@@ -656,25 +635,15 @@ async function begin(
     insert into tenant_migrations (id, tenant_id, kind, source, target, plan, rollback_window_seconds, actor)
     values (${m.id}, ${m.tenantId}, ${m.kind}, ${JSON.stringify(m.current)}, ${JSON.stringify(m.target)}, '{}',
             ${m.window}, ${JSON.stringify(ctx.actor)})`.execute(trx);
-  await startWorkflow(trx, {
-    id: m.id,
-    tenantId: m.tenantId,
-    type: m.type,
-    input: m.input,
-    actor: ctx.actor,
-    requestId: ctx.requestId,
-    correlationId: ctx.correlationId,
-  });
-  await appendAudit(
+  await startAudited(
     trx,
-    auditEntryOf(ctx, {
-      tenantId: m.tenantId,
+    ctx,
+    { id: m.id, tenantId: m.tenantId, type: m.type, input: m.input },
+    {
       action: 'migration.start',
       target: { kind: 'Migration', id: m.id, slug: m.input.tenantSlug },
-      before: { placement: binding(m.current) },
-      after: { placement: binding(m.target), rollbackWindowSeconds: m.window, verdicts: m.verdicts },
-      outcome: 'success',
-      decision: null,
-    }),
+      before: { placement: bindingOf(m.current) },
+      after: { placement: bindingOf(m.target), rollbackWindowSeconds: m.window, verdicts: m.verdicts },
+    },
   );
 }

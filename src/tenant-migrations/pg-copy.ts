@@ -35,6 +35,20 @@ export async function withClient<T>(url: string, work: (c: pg.Client) => Promise
   }
 }
 
+/**
+ * `work` in one transaction on the generated credentials a data plane keeps (`tenantry_resource_secrets`,
+ * src/providers/postgres/secret-store.ts) in the database at `url`; nothing where it has no such table.
+ */
+export async function inSecretsTable(url: string, work: (c: pg.ClientBase) => Promise<void>): Promise<void> {
+  await withClient(url, async (c) => {
+    const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
+    if (!table.rows[0]?.present) return;
+    await c.query('begin');
+    await work(c);
+    await c.query('commit');
+  });
+}
+
 export interface SchemaInventory {
   tables: string[];
   /** Tables without a primary key or replica identity (logical replication cannot carry their updates). */
@@ -386,6 +400,31 @@ export async function readerLacks(
     ...(x.usage ? [] : [`USAGE on schema ${schema}`]),
     ...x.unreadable.map((t) => `SELECT on ${schema}.${t}`),
   ];
+}
+
+/** The subscription's tables still in their initial copy, and its workers' failed attempts so far. */
+export async function syncState(
+  target: pg.ClientBase,
+  name: string,
+  expected: number,
+): Promise<{ left: number; syncErrors: number; applyErrors: number }> {
+  const errors = await subscriptionErrors(target, name);
+  return {
+    left: await tablesSyncing(target, name, expected),
+    syncErrors: errors.sync,
+    applyErrors: errors.apply,
+  };
+}
+
+/**
+ * What the role `url` connects as lacks to replicate `tables` of `schema` there (see readerLacks):
+ * the reader of a subscription whose connection is `url`.
+ */
+export async function connectingRoleLacks(url: string, schema: string, tables: string[]): Promise<string[]> {
+  return withClient(url, async (c) => {
+    const me = (await c.query<{ name: string }>('select current_user as name')).rows[0]!.name;
+    return readerLacks(c, me, schema, tables);
+  });
 }
 
 /** Bytes of WAL the subscription has not confirmed yet (the replication lag). */

@@ -26,6 +26,7 @@ import {
   databaseUrl,
   dropSubscription,
   hasSubscription,
+  inSecretsTable,
   inventory,
   readerLacks,
   readSequences,
@@ -36,9 +37,8 @@ import {
   setRolesLogin,
   setSequences,
   stopReplication,
-  subscriptionErrors,
+  syncState,
   type TableCheck,
-  tablesSyncing,
   type Verification,
   waitReceived,
   walLevel,
@@ -407,14 +407,7 @@ export class RegionDataPlane {
   async syncing(
     input: SideDatabase & { name: string; tables: string[] },
   ): Promise<{ left: number; syncErrors: number; applyErrors: number }> {
-    return withClient(this.urlOf(input.database), async (t) => {
-      const errors = await subscriptionErrors(t, input.name);
-      return {
-        left: await tablesSyncing(t, input.name, input.tables.length),
-        syncErrors: errors.sync,
-        applyErrors: errors.apply,
-      };
-    });
+    return withClient(this.urlOf(input.database), (t) => syncState(t, input.name, input.tables.length));
   }
 
   /** The slot's lag in bytes, and the current WAL position. */
@@ -667,10 +660,7 @@ export class RegionDataPlane {
    */
   async renameSecrets(input: { moves: { from: string; to: string }[] }): Promise<{ renamed: number }> {
     let renamed = 0;
-    await withClient(this.urlOf(this.home), async (c) => {
-      const table = await c.query(`select to_regclass('tenantry_resource_secrets') is not null as present`);
-      if (!table.rows[0]?.present) return;
-      await c.query('begin');
+    await inSecretsTable(this.urlOf(this.home), async (c) => {
       for (const m of input.moves) {
         const r = await c.query(
           `update tenantry_resource_secrets set resource_id = $2 where resource_id = $1
@@ -679,7 +669,6 @@ export class RegionDataPlane {
         );
         renamed += r.rowCount ?? 0;
       }
-      await c.query('commit');
     });
     return { renamed };
   }

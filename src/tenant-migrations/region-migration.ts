@@ -14,7 +14,16 @@ import {
 import type { ObjectRow } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
 import { agentExecutor, localExecutor, remoteAgentCellsOf } from './isolation-executor.js';
-import { type MigrationDeps, migrationRow, workflowKey } from './migration-records.js';
+import {
+  copiable,
+  copyMode,
+  type MigrationDeps,
+  migrationRow,
+  recordFreezeStart,
+  recordFreezeUndone,
+  savePlan,
+  workflowKey,
+} from './migration-records.js';
 import type { Verification } from './pg-copy.js';
 import {
   type BlobCheck,
@@ -26,15 +35,10 @@ import {
   sealToOf,
 } from './region-dataplane.js';
 import { type Switched, switchTenantRegion } from './region-switch.js';
+import { MAX_LAG_BYTES, waitSynced } from './sync-wait.js';
 import type { Baselines } from './tracked-checksums.js';
 
 export const MIGRATE_REGION = 'migration.region';
-
-/**
- * Failed attempts of a subscription's workers, during one run of `wait-synced`, that fail the step
- * (PostgreSQL restarts a failed worker after 5 s: about half a minute of failing).
- */
-const SUBSCRIPTION_FAILURES = 6;
 
 export interface RegionMigrationInput {
   migrationId: string;
@@ -299,13 +303,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const withoutIdentity: string[] = [];
         for (const [i, { d, isolation }] of databases.entries()) {
           const inv = source.inventories[i]!;
-          if (inv.unsupported.length > 0)
-            throw new ProviderError(
-              `schema ${inv.schema} holds objects the migration does not copy: ${inv.unsupported.join(', ')}`,
-              'Ineligible',
-              false,
-            );
-          withoutIdentity.push(...inv.withoutIdentity.map((t) => `${inv.schema}.${t}`));
+          withoutIdentity.push(...copiable(inv));
           plan.databases.push({
             resourceId: d.id,
             desired: d,
@@ -319,25 +317,18 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
             tables: inv.tables,
           });
         }
-        const level = source.walLevel;
-        const logical = level === 'logical' && withoutIdentity.length === 0;
-        plan.mode = logical || plan.databases.length === 0 ? 'logical-replication' : 'freeze-copy';
-        plan.modeReason =
+        const how =
           plan.databases.length === 0
-            ? 'no database to copy'
-            : logical
-              ? 'wal_level is logical and every table has a replica identity: writes are frozen only for the cut-over'
-              : level !== 'logical'
-                ? `the source server's wal_level is ${level}, not logical: the data is copied during the write freeze`
-                : `tables without a primary key or replica identity (${withoutIdentity.join(', ')}): the data is copied during the write freeze`;
+            ? { mode: 'logical-replication' as const, modeReason: 'no database to copy' }
+            : copyMode('the source server', source.walLevel, withoutIdentity);
+        plan.mode = how.mode;
+        plan.modeReason = how.modeReason;
         if (m.state !== 'Running')
           throw new ProviderError(`migration is ${m.state}`, 'MigrationNotRunning', false);
         return plan;
       },
       async checkpoint(trx, ctx, output) {
-        const plan = output as RegionMigrationPlan;
-        await sql`update tenant_migrations set plan = ${JSON.stringify(plan)}, mode = ${plan.mode}, updated_at = now()
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await savePlan(trx, ctx.input.migrationId, output as RegionMigrationPlan);
       },
     },
     {
@@ -399,34 +390,23 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         const s = sides(ctx, 'wait-synced');
         const lag: Record<string, number | null> = {};
         for (const d of p.databases) {
-          let seen: number | undefined;
-          for (;;) {
-            const { left, syncErrors, applyErrors } = await s
-              .target()
-              .syncing({ ...at(d, 'target'), name: d.replication });
-            lag[d.replication] = (
-              await s.source().walPosition({ ...at(d, 'source'), name: d.replication })
-            ).lagBytes;
-            if (left === 0 && (lag[d.replication] ?? 0) < 16 * 1024 * 1024) break;
-            // PostgreSQL restarts a failing worker and says why in its log only: after a few
-            // failures here, the step fails with what can be seen of the cause (a retry asks again).
-            seen ??= syncErrors + applyErrors;
-            if (syncErrors + applyErrors - seen >= SUBSCRIPTION_FAILURES) {
-              const { lacks } = await s.source().readerLacks({ ...at(d, 'source'), name: d.replication });
-              throw new ProviderError(
-                `the subscription ${d.replication} in ${p.toRegion} keeps failing (${syncErrors} table sync and ${applyErrors} apply errors): ${
-                  lacks.length > 0
-                    ? `its reader in ${p.fromRegion} lacks ${lacks.join(', ')}`
-                    : `see the log of the ${p.toRegion} data-plane PostgreSQL`
-                }`,
-                'SubscriptionFailing',
-                true,
-              );
-            }
-            if (ctx.signal.aborted)
-              throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
-            await new Promise((res) => setTimeout(res, 200));
-          }
+          const r = await waitSynced(
+            {
+              syncing: () => s.target().syncing({ ...at(d, 'target'), name: d.replication }),
+              lagBytes: async () =>
+                (await s.source().walPosition({ ...at(d, 'source'), name: d.replication })).lagBytes,
+              readerLacks: async () =>
+                (await s.source().readerLacks({ ...at(d, 'source'), name: d.replication })).lacks,
+            },
+            {
+              subscription: `the subscription ${d.replication} in ${p.toRegion}`,
+              reader: `its reader in ${p.fromRegion}`,
+              log: `the ${p.toRegion} data-plane PostgreSQL`,
+              maxLagBytes: MAX_LAG_BYTES,
+              signal: ctx.signal,
+            },
+          );
+          lag[d.replication] = r.lagBytes;
         }
         return { lagBytes: lag };
       },
@@ -508,8 +488,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         return { frozenAt, grants };
       },
       async checkpoint(trx, ctx, output) {
-        await sql`update tenant_migrations set freeze_started_at = coalesce(freeze_started_at, ${(output as { frozenAt: string }).frozenAt}::timestamptz)
-          where id = ${ctx.input.migrationId}`.execute(trx);
+        await recordFreezeStart(trx, ctx.input.migrationId, output);
       },
       async undo(ctx, output) {
         const p = planOf(ctx);
@@ -520,11 +499,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
           const grant = grants[b.resourceId];
           if (grant) await s.source(b.resourceId).restoreAccess({ desired: b.desired, grant });
         }
-        await asPlatform(db, (trx) =>
-          sql`update tenant_migrations set writes_frozen = false, freeze_ended_at = now(),
-                freeze_ms = (extract(epoch from now() - freeze_started_at) * 1000)::int
-              where id = ${ctx.input.migrationId}`.execute(trx),
-        );
+        await recordFreezeUndone(db, ctx.input.migrationId);
       },
     },
     {

@@ -9,6 +9,7 @@ import type { ObjectRow } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
 import { workflowKey } from './migration-records.js';
 import {
+  connectingRoleLacks,
   createSchema,
   databaseUrl,
   inventory,
@@ -16,7 +17,7 @@ import {
   schemaDdl,
   startReplication,
   stopReplication,
-  tablesSyncing,
+  syncState,
   walLevel,
   withClient,
 } from './pg-copy.js';
@@ -27,6 +28,7 @@ import {
   type RegionMigrationPlan,
   syncBlobs,
 } from './region-migration.js';
+import { waitSynced } from './sync-wait.js';
 
 /**
  * Region standbys (issue 19, "Region failover"). A tenant whose spec names `standby.region` gets a
@@ -258,19 +260,25 @@ export function establishStandbyWorkflow(deps: StandbyDeps): WorkflowDefinition<
       async run(ctx) {
         const p = planOf(ctx);
         const lag: Record<string, number | null> = {};
-        for (const d of p.databases)
-          for (;;) {
-            const left = await withClient(standbyUrl(providers, p, d), (t) =>
-              tablesSyncing(t, d.replication, d.tables.length),
-            );
-            lag[d.replication] = await withClient(primaryUrl(providers, p, d), (s) =>
-              replicationLag(s, d.replication),
-            );
-            if (left === 0) break;
-            if (ctx.signal.aborted)
-              throw new ProviderError('the initial copy is not done in time', 'NotSynced', true);
-            await new Promise((res) => setTimeout(res, 200));
-          }
+        for (const d of p.databases) {
+          const r = await waitSynced(
+            {
+              syncing: () =>
+                withClient(standbyUrl(providers, p, d), (t) => syncState(t, d.replication, d.tables.length)),
+              lagBytes: () =>
+                withClient(primaryUrl(providers, p, d), (s) => replicationLag(s, d.replication)),
+              // The subscription connects to the primary as its data plane's role (start-replication).
+              readerLacks: () => connectingRoleLacks(primaryUrl(providers, p, d), d.schema, d.tables),
+            },
+            {
+              subscription: `the standby's subscription ${d.replication} in ${p.toRegion}`,
+              reader: `the role it reads the primary in ${p.fromRegion} as`,
+              log: `the ${p.toRegion} data-plane PostgreSQL`,
+              signal: ctx.signal,
+            },
+          );
+          lag[d.replication] = r.lagBytes;
+        }
         return { lagBytes: lag };
       },
     },

@@ -40,6 +40,9 @@ import * as m0057 from './0057-object-invalidation.js';
 import * as m0058 from './0058-event-numbering-one-statement.js';
 import * as m0063 from './0063-object-invalidation-static.js';
 import * as m0066 from './0066-audit-append-one-statement.js';
+import * as m0067 from './0067-event-numbering-one-event.js';
+import * as m0068 from './0068-object-invalidation-columns.js';
+import * as m0069 from './0069-status-hot-updates.js';
 import * as m0071 from './0071-agent-command-key.js';
 
 /**
@@ -87,6 +90,9 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0058-event-numbering-one-statement': m0058,
   '0063-object-invalidation-static': m0063,
   '0066-audit-append-one-statement': m0066,
+  '0067-event-numbering-one-event': m0067,
+  '0068-object-invalidation-columns': m0068,
+  '0069-status-hot-updates': m0069,
   '0071-agent-command-key': m0071,
 });
 

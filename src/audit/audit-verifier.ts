@@ -93,6 +93,22 @@ export interface AuditVerification {
   unsequenced: { records: number; oldest: string | null };
 }
 
+/**
+ * What a verifier of part of the chains needs to link them as the whole verifier would
+ * (AuditVerifier.forPart): the retention floors and the heads valid checkpoints signed.
+ */
+export interface LinkingBasis {
+  chain?: string;
+  floors: RetentionMark[];
+  signedHeads: { chain: string; seq: number; checkpointId: string; hash: string }[];
+}
+
+/** A chain as a part's verifier linked it, with the signed positions it met (AuditVerifier.addLinkedChains). */
+export interface LinkedChain {
+  state: ChainState;
+  seenSeqs: number[];
+}
+
 interface ChainState {
   chain: string;
   records: number;
@@ -126,6 +142,8 @@ export class AuditVerifier {
   private readonly checkpoints = new Map<string, { checkpoint: AuditCheckpoint; valid: boolean }>();
   private readonly expectations = new Map<string, Map<number, Expectation[]>>();
   private readonly heads = new Map<string, { seq: number; hash: string }>();
+  /** Per chain, records that came before the ones ahead of them in seq (addLinkInAnyOrder), by seq. */
+  private readonly held = new Map<string, Map<number, [LinkedRecord, boolean][]>>();
   private readonly globalProblems: AuditProblem[] = [];
   private latestCheckpoint: AuditCheckpoint | undefined;
   private total = 0;
@@ -174,19 +192,70 @@ export class AuditVerifier {
     } else {
       valid = true;
       if (!this.latestCheckpoint || c.time >= this.latestCheckpoint.time) this.latestCheckpoint = c;
-      for (const [chain, head] of Object.entries(c.heads)) {
-        if (!this.inScope(chain)) continue;
-        let bySeq = this.expectations.get(chain);
-        if (!bySeq) {
-          bySeq = new Map();
-          this.expectations.set(chain, bySeq);
-        }
-        const list = bySeq.get(head.seq) ?? [];
-        list.push({ checkpointId: c.id, hash: head.hash, seen: false });
-        bySeq.set(head.seq, list);
-      }
+      for (const [chain, head] of Object.entries(c.heads)) this.expect(chain, head.seq, c.id, head.hash);
     }
     this.checkpoints.set(c.id, { checkpoint: c, valid });
+  }
+
+  /** A head a valid checkpoint signed: the record at that position must have that hash. */
+  private expect(chain: string, seq: number, checkpointId: string, hash: string): void {
+    if (!this.inScope(chain)) return;
+    let bySeq = this.expectations.get(chain);
+    if (!bySeq) {
+      bySeq = new Map();
+      this.expectations.set(chain, bySeq);
+    }
+    const list = bySeq.get(seq) ?? [];
+    list.push({ checkpointId, hash, seen: false });
+    bySeq.set(seq, list);
+  }
+
+  /** What a verifier of a part of the chains needs (call after the retention marks and checkpoints). */
+  linkingBasis(): LinkingBasis {
+    return {
+      ...(this.opts.chain !== undefined ? { chain: this.opts.chain } : {}),
+      floors: [...this.floors.values()],
+      signedHeads: [...this.expectations].flatMap(([chain, bySeq]) =>
+        [...bySeq].flatMap(([seq, list]) =>
+          list.map((e) => ({ chain, seq, checkpointId: e.checkpointId, hash: e.hash })),
+        ),
+      ),
+    };
+  }
+
+  /**
+   * A verifier that links a part of the chains (each chain whole) as the one that gave `basis`
+   * would: fed that part's records (addLink), its linkedChains() go to that one's addLinkedChains.
+   * It checks no signature (the whole verifier did) and knows no heads, exports or windows.
+   */
+  static forPart(basis: LinkingBasis): AuditVerifier {
+    const v = new AuditVerifier(new Map(), basis.chain !== undefined ? { chain: basis.chain } : {});
+    for (const f of basis.floors) v.floors.set(f.chain, f);
+    for (const h of basis.signedHeads) v.expect(h.chain, h.seq, h.checkpointId, h.hash);
+    return v;
+  }
+
+  /** The chains this verifier linked (of a part: see forPart). */
+  linkedChains(): LinkedChain[] {
+    this.linkHeld();
+    return [...this.chains.values()].map((state) => ({
+      state,
+      seenSeqs: [...(this.expectations.get(state.chain) ?? [])]
+        .filter(([, list]) => list.some((e) => e.seen))
+        .map(([seq]) => seq),
+    }));
+  }
+
+  /** Chains linked by the verifier of a part (forPart), as if their records had come here. */
+  addLinkedChains(chains: readonly LinkedChain[]): void {
+    for (const { state, seenSeqs } of chains) {
+      if (!this.inScope(state.chain)) continue;
+      if (this.chains.has(state.chain)) throw new Error(`chain ${state.chain} was linked twice`);
+      this.chains.set(state.chain, state);
+      this.total += state.records;
+      const bySeq = this.expectations.get(state.chain);
+      for (const seq of seenSeqs) for (const e of bySeq?.get(seq) ?? []) e.seen = true;
+    }
   }
 
   /**
@@ -323,7 +392,43 @@ export class AuditVerifier {
     s.expectedSeq = Math.max(s.expectedSeq, r.seq + 1);
   }
 
+  /**
+   * addLink for records that may come out of seq order (as a hash join gives them): a record is
+   * linked once the ones before it in its chain have been, the others are held until then, and
+   * what is still held at the end (after a gap) is linked in seq order: the outcome is that of
+   * the records in seq order. Held records cost memory only while their chain comes out of order.
+   */
+  addLinkInAnyOrder(r: LinkedRecord, contentMatches: boolean): void {
+    if (!this.inScope(r.chain)) return;
+    const s = this.state(r.chain);
+    let held = this.held.get(r.chain);
+    if (r.seq > s.expectedSeq) {
+      if (!held) {
+        held = new Map();
+        this.held.set(r.chain, held);
+      }
+      const list = held.get(r.seq);
+      if (list) list.push([r, contentMatches]);
+      else held.set(r.seq, [[r, contentMatches]]);
+      return;
+    }
+    this.addLink(r, contentMatches);
+    for (let next = held?.get(s.expectedSeq); next; next = held?.get(s.expectedSeq)) {
+      held!.delete(s.expectedSeq);
+      for (const [h, m] of next) this.addLink(h, m);
+    }
+  }
+
+  /** Links what addLinkInAnyOrder still holds: each chain's rest, in seq order, after its gap. */
+  private linkHeld(): void {
+    for (const held of this.held.values())
+      for (const seq of [...held.keys()].sort((a, b) => a - b))
+        for (const [r, m] of held.get(seq)!) this.addLink(r, m);
+    this.held.clear();
+  }
+
   finish(): AuditVerification {
+    this.linkHeld();
     for (const chain of [
       ...this.heads.keys(),
       ...this.expectations.keys(),

@@ -11,9 +11,9 @@ import { ValidationError } from '../errors/errors.js';
 import { countUnsequenced, loadHeads, loadRetention, streamRecords } from './audit.repository.js';
 import { loadCheckpoints } from './audit-checkpoint.js';
 import { PLATFORM_CHAIN } from './audit-hash.js';
-import { type AuditVerification, AuditVerifier } from './audit-verifier.js';
+import { type AuditVerification, AuditVerifier, type LinkedChain } from './audit-verifier.js';
 import { trustedKeys } from './checkpoint-signer.js';
-import { type ChainRange, copyRecords, linkOf, type RecordBatch } from './copy-records.js';
+import { type ChainRange, copyRecords } from './copy-records.js';
 import type { VerifyPart, VerifyPartMessage } from './verify-worker.js';
 
 export interface VerifyAuditOptions {
@@ -54,7 +54,8 @@ export function parseChainFilter(tenant: string | undefined): string | undefined
  *
  * Over a large log (PARALLEL_FROM records) the records are read, parsed and hashed by worker
  * threads, one per core, each COPYing a range of chains on its own connection in this
- * transaction's exported snapshot; this thread links what they hand over (AuditVerifier.addLink).
+ * transaction's exported snapshot and linking them; this thread takes each chain's outcome
+ * (AuditVerifier.addLinkedChains) and checks heads, checkpoints and retention over all of them.
  */
 export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<AuditVerification> {
   const chain = parseChainFilter(opts.tenant);
@@ -92,13 +93,14 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
         const part = {
           snapshot: rows[0]!.id,
           connection: connectionOf(pool),
-          batchSize: opts.batchSize ?? 5000,
+          basis: verifier.linkingBasis(),
         };
-        await Promise.all(
+        const linked = await Promise.all(
           parts.map((range) =>
-            runPart({ ...part, range: { ...range, ...(chain !== undefined ? { chain } : {}) } }, verifier),
+            runPart({ ...part, range: { ...range, ...(chain !== undefined ? { chain } : {}) } }),
           ),
         );
+        for (const chains of linked) verifier.addLinkedChains(chains);
         return verifier.finish();
       }
       const client = await pool.connect();
@@ -110,7 +112,10 @@ export async function verifyAudit(db: Db, opts: VerifyAuditOptions): Promise<Aud
         await client.query(
           "select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)",
         );
-        for await (const batch of copyRecords(client, scope)) addBatch(verifier, batch);
+        const records = heads.reduce((n, h) => n + Number(h.seq), 0);
+        await copyRecords(client, { ...scope, records }, (r, matches) =>
+          verifier.addLinkInAnyOrder(r, matches),
+        );
         await client.query('commit');
       } catch (err) {
         await client.query('rollback').catch((e: Error) => {
@@ -137,17 +142,22 @@ function chainParts(
 ): ChainRange[] {
   const total = heads.reduce((n, h) => n + Number(h.seq), 0);
   const count = workers ?? (total >= PARALLEL_FROM ? availableParallelism() : 0);
-  if (count <= 1 || heads.length < 2) return count >= 1 ? [{}] : [];
+  if (count <= 1 || heads.length < 2) return count >= 1 ? [{ records: total }] : [];
   const bounds: string[] = [];
+  const records = [0];
   let seen = 0;
   for (const [i, h] of heads.entries()) {
-    if (i > 0 && seen >= (total * (bounds.length + 1)) / count && bounds.length < count - 1)
+    if (i > 0 && seen >= (total * (bounds.length + 1)) / count && bounds.length < count - 1) {
       bounds.push(h.chain);
+      records.push(0);
+    }
     seen += Number(h.seq);
+    records[records.length - 1]! += Number(h.seq);
   }
   return [undefined, ...bounds].map((from, i) => ({
     ...(from !== undefined ? { from } : {}),
     ...(bounds[i] !== undefined ? { to: bounds[i] } : {}),
+    records: records[i]!,
   }));
 }
 
@@ -180,21 +190,20 @@ function startWorker(part: VerifyPart): Worker {
   });
 }
 
-/** One part in a worker thread: its records go to the verifier as they come; rejects if the worker fails. */
-function runPart(part: VerifyPart, verifier: AuditVerifier): Promise<void> {
+/** One part in a worker thread: its chains as the worker linked them; rejects if the worker fails. */
+function runPart(part: VerifyPart): Promise<LinkedChain[]> {
   return new Promise((resolve, reject) => {
     const worker = startWorker(part);
     let settled = false;
-    const settle = (err?: Error) => {
+    const settle = (err?: Error, chains?: LinkedChain[]) => {
       if (settled) return;
       settled = true;
       void worker.terminate();
-      if (err) reject(err);
-      else resolve();
+      if (chains) resolve(chains);
+      else reject(err);
     };
     worker.on('message', (m: VerifyPartMessage) => {
-      if ('batch' in m) addBatch(verifier, m.batch);
-      else if ('done' in m) settle();
+      if ('chains' in m) settle(undefined, m.chains);
       else settle(new Error(`audit verification worker: ${m.error}`));
     });
     worker.on('error', (err) => settle(err));
@@ -202,8 +211,4 @@ function runPart(part: VerifyPart, verifier: AuditVerifier): Promise<void> {
       settle(new Error(`audit verification worker exited (${code}) before it finished`)),
     );
   });
-}
-
-function addBatch(verifier: AuditVerifier, b: RecordBatch): void {
-  for (let i = 0; i < b.ids.length; i++) verifier.addLink(linkOf(b, i), b.matches[i]!);
 }

@@ -1,32 +1,31 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import pg from 'pg';
-import { type ChainRange, copyRecords, type RecordBatch } from './copy-records.js';
+import { AuditVerifier, type LinkedChain, type LinkingBasis } from './audit-verifier.js';
+import { type ChainRange, copyRecords } from './copy-records.js';
 
-/** What verifyAudit gives a worker: where to connect, the snapshot to read in, which chains. */
+/** What verifyAudit gives a worker: where to connect, the snapshot to read in, which chains, how to link them. */
 export interface VerifyPart {
   connection: pg.ClientConfig;
   /** pg_export_snapshot() of the verifying transaction, still open while the worker reads. */
   snapshot: string;
   range: ChainRange;
-  batchSize: number;
+  basis: LinkingBasis;
 }
 
-/**
- * What a worker posts: batches of records in (chain, seq) order, each with whether its content
- * matches its hash, then `done` with the count; or the error that stopped it.
- */
-export type VerifyPartMessage = { batch: RecordBatch } | { done: number } | { error: string };
+/** What a worker posts once: its chains as it linked them; or the error that stopped it. */
+export type VerifyPartMessage = { chains: LinkedChain[] } | { error: string };
 
 /**
  * One part of `audit verify` in a worker thread (verify-audit.ts starts one per part of the chains):
  * reads its chains by COPY on its own connection in the verifying transaction's snapshot, as the
- * platform, recomputes each record's v1 hash from its content, and hands the main thread only what
- * the chain checks need. So reading, parsing and hashing use every core, and the main thread links.
+ * platform, recomputes each record's v1 hash from its content and links its chains (each chain is
+ * whole in one part) with a verifier of that part (AuditVerifier.forPart). The main thread gets
+ * each chain's outcome, not its records: reading, parsing, hashing and linking use every core.
  */
-async function verifyPart(part: VerifyPart, post: (m: VerifyPartMessage) => void): Promise<number> {
+async function verifyPart(part: VerifyPart): Promise<LinkedChain[]> {
+  const verifier = AuditVerifier.forPart(part.basis);
   const client = new pg.Client(part.connection);
   await client.connect();
-  let n = 0;
   try {
     await client.query('begin isolation level repeatable read read only');
     await client.query(`set transaction snapshot '${part.snapshot.replace(/'/g, '')}'`);
@@ -34,21 +33,18 @@ async function verifyPart(part: VerifyPart, post: (m: VerifyPartMessage) => void
     await client.query(
       "select set_config('tenantry.platform', 'on', true), set_config('tenantry.tenant_id', '', true)",
     );
-    for await (const batch of copyRecords(client, { ...part.range, batchSize: part.batchSize })) {
-      n += batch.ids.length;
-      post({ batch });
-    }
+    await copyRecords(client, part.range, (r, matches) => verifier.addLinkInAnyOrder(r, matches));
     await client.query('commit');
   } finally {
     await client.end();
   }
-  return n;
+  return verifier.linkedChains();
 }
 
 if (parentPort && workerData) {
   const port = parentPort;
-  verifyPart(workerData as VerifyPart, (m) => port.postMessage(m)).then(
-    (done) => port.postMessage({ done } satisfies VerifyPartMessage),
+  verifyPart(workerData as VerifyPart).then(
+    (chains) => port.postMessage({ chains } satisfies VerifyPartMessage),
     (err: unknown) =>
       port.postMessage({
         error: err instanceof Error ? err.message : String(err),

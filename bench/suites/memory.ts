@@ -6,7 +6,7 @@
  *   - a full listing, page by page (GET /v1/tenants?limit=500 and its cursors);
  *   - 5 seconds of GET /v1/tenants/{slug} spread over every tenant (autocannon);
  * while the controller runs with every tenant's job waiting for its next resync.
- * The RSS is sampled every 100 ms; the figure is the peak. Memory that grows with the registry
+ * The RSS is sampled every 100 ms; the figure is the peak (the peak by the end of the listing is printed too). Memory that grows with the registry
  * (an unbounded cache, a listing held whole) shows as a ratio well above 1; the issue's ceiling is
  * 300 MB (286 MiB) with 100k tenants. Not under tsx: its loader thread alone is ~110 MiB.
  *
@@ -152,6 +152,8 @@ async function rssUnderLoad(server: BenchPostgres, database: string, tenants: nu
       cursor = page.nextCursor;
     } while (cursor);
     if (listed !== tenants) throw new Error(`listed ${listed} tenants, expected ${tenants}`);
+    await sample();
+    const afterListing = peak;
 
     // Reads spread over every tenant.
     let n = 0;
@@ -172,7 +174,7 @@ async function rssUnderLoad(server: BenchPostgres, database: string, tenants: nu
       unit: 'MiB',
     };
     console.log(
-      `  ${m.label}: ${m.value.toFixed(0)} MiB (${mib(baseline).toFixed(0)} MiB before the load; ${n} reads)`,
+      `  ${m.label}: ${m.value.toFixed(0)} MiB (${mib(baseline).toFixed(0)} MiB before the load, ${mib(afterListing).toFixed(0)} MiB peak by the end of the listing; ${n} reads)`,
     );
     return m;
   } finally {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
+import { skipReason } from '../../test/infra/engines.js';
 import { ProviderError } from '../providers/provider.js';
 import { IsolationDataPlane } from './isolation-dataplane.js';
 import type { ResourcePlan } from './migration-records.js';
@@ -74,7 +75,13 @@ describe('the isolation migration waiting for its subscription', () => {
   it('fails as SubscriptionFailing, saying why, when the table sync keeps failing', {
     timeout: 150_000,
   }, async (ctx) => {
-    if (!logical) ctx.skip();
+    if (
+      skipReason(
+        'the subscription wait test',
+        logical ? undefined : 'the test PostgreSQL is not at wal_level=logical',
+      )
+    )
+      ctx.skip();
     await dp.copySchema({ resources: [plan] });
     // Already in the target: the initial copy of `orders` breaks its primary key, every attempt.
     await withClient(databaseUrl(t.ownerUrl, target), (c) =>

@@ -12,9 +12,9 @@ import {
   AuditCheckpointer,
   AuditSequencer,
   type AuditSigner,
+  CheckpointPublisher,
   loadAuditSigner,
   parseWitnessEndpoint,
-  publishCheckpoints,
   WitnessSubmitter,
 } from './audit/index.js';
 import type { Config } from './config/config.js';
@@ -333,12 +333,17 @@ export async function startTenantry(config: Config, opts: StartOptions): Promise
       // A last checkpoint, so the heads written until now are signed before the process ends.
       await checkpointer.tick();
     });
+    // The logs the sequencer moves get a signed checkpoint event, at most one per log per second,
+    // published a few times a second for all of them together (not per batch).
+    const publisher = new CheckpointPublisher(db, signer, {
+      onPublished: (published) => witnesses.submit(published),
+      onError: (err) => log.warn({ err }, 'audit checkpoint publication failed; retrying'),
+    });
+    publisher.start();
+    stops.push(() => publisher.stop());
     // Every process runs a sequencer; an advisory lock makes one of them integrate at a time.
     const sequencer = new AuditSequencer(db, {
-      // Each batch's logs get a signed checkpoint event, at most one per log per second.
-      onBatch: async (batch) => {
-        witnesses.submit(await publishCheckpoints(db, signer, { chains: batch.trees, minIntervalMs: 1000 }));
-      },
+      onBatch: (batch) => publisher.add(batch.trees),
       onError: (err) => log.warn({ err }, 'audit sequencing failed; retrying'),
     });
     sequencer.start();

@@ -80,8 +80,8 @@ export async function loadCheckpoints(trx: Trx): Promise<AuditCheckpoint[]> {
 
 /**
  * Takes a checkpoint every `intervalMs` while any chain has moved since the last one, and publishes
- * the C2SP checkpoint event of every log that grew since its last event (those the sequencer's
- * per-batch publishing skipped), handing each to `onPublished` as it is made (e.g. to send it to
+ * the C2SP checkpoint event of every log that grew since its last event (those the
+ * CheckpointPublisher of the process that sequenced them did not publish: it stopped, or crashed), handing each to `onPublished` as it is made (e.g. to send it to
  * the witnesses: WitnessSubmitter). Long-running: start() and stop().
  */
 export class AuditCheckpointer {

@@ -12,7 +12,7 @@ import { appendAudit } from './append-audit.js';
 import { AuditCheckpointer } from './audit-checkpoint.js';
 import { AuditSequencer } from './audit-sequencer.js';
 import { chainCheckpoint, chainConsistency } from './audit-tree.js';
-import { publishCheckpoints } from './checkpoint-events.js';
+import { CheckpointPublisher, publishCheckpoints } from './checkpoint-events.js';
 import { openCheckpoint } from './checkpoint-note.js';
 import { AuditSigner } from './checkpoint-signer.js';
 import { verifyConsistency } from './merkle.js';
@@ -128,13 +128,11 @@ describe('checkpoints published as events', () => {
     });
   });
 
-  it('a running sequencer publishes the checkpoint of each batch within a second of the write', async () => {
+  it('a running sequencer and publisher publish the checkpoint of a write within a second', async () => {
     const tenant = randomUUID();
-    const sequencer = new AuditSequencer(t.db, {
-      intervalMs: 100,
-      onBatch: (b) =>
-        publishCheckpoints(t.db, signer, { chains: b.trees, minIntervalMs: 1000 }).then(() => undefined),
-    });
+    const publisher = new CheckpointPublisher(t.db, signer);
+    const sequencer = new AuditSequencer(t.db, { intervalMs: 100, onBatch: (b) => publisher.add(b.trees) });
+    publisher.start();
     sequencer.start();
     try {
       const t0 = Date.now();
@@ -162,6 +160,33 @@ describe('checkpoints published as events', () => {
       ]);
     } finally {
       await sequencer.stop();
+      await publisher.stop();
     }
+  });
+});
+
+describe('the checkpoint publisher', () => {
+  it('publishes the moved logs together, defers a log published within the interval, and publishes it at a later tick', async () => {
+    const [a, b] = [randomUUID(), randomUUID()];
+    await appendMany(t.db, a, 1);
+    await appendMany(t.db, b, 1);
+    const publisher = new CheckpointPublisher(t.db, signer, { minIntervalMs: 300 });
+    publisher.add([a, b]);
+    expect((await publisher.tick()).map((p) => [p.chain, p.treeSize]).sort()).toEqual(
+      [
+        [a, 1],
+        [b, 1],
+      ].sort(),
+    );
+    await appendMany(t.db, a, 1);
+    publisher.add([a]);
+    // Published 1 ms ago: kept for later, not dropped.
+    expect(await publisher.tick()).toEqual([]);
+    await new Promise((r) => setTimeout(r, 350));
+    expect((await publisher.tick()).map((p) => [p.chain, p.treeSize])).toEqual([[a, 2]]);
+    // Nothing left.
+    expect(await publisher.tick()).toEqual([]);
+    const mine = (await checkpointEvents()).filter((e) => e.data.chain === a);
+    expect(mine.map((e) => e.data.treeSize)).toEqual([1, 2]);
   });
 });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { asPlatform, type Db } from '../db/database.js';
-import { appendEvent } from '../events/append-event.js';
+import { appendEventsSql } from '../events/append-event.js';
 import { PLATFORM_CHAIN } from './audit-hash.js';
 import { signCheckpoint } from './checkpoint-note.js';
 import type { AuditSigner } from './checkpoint-signer.js';
@@ -16,68 +16,153 @@ export interface PublishedCheckpoint {
   checkpoint: string;
 }
 
+/** At most this many logs' checkpoints in one transaction (one statement of events). */
+const PUBLISH_CHUNK = 500;
+
 /**
  * Publishes the signed C2SP checkpoint of each audit log that has grown since its last one, as the
  * event `audit.checkpoint` in that log's own stream (the tenant's, or the platform's): every webhook
  * subscriber of the tenant and the event bus then hold copies, and a tenant's subscribers see no
  * other tenant's log. The root comes from the compact range the sequencer keeps (audit_trees), so
- * no chain is read. Each log's event and its published mark commit together.
+ * no chain is read.
  *
- * `chains` limits it to those logs (the sequencer's batch); `minIntervalMs` skips a log published
- * more recently than that (the scheduled call, without it, publishes what was skipped).
+ * `chains` limits it to those logs; `minIntervalMs` skips a log published more recently than that
+ * (the scheduled call, without it, publishes what was skipped).
+ *
+ * The due logs are published together (up to PUBLISH_CHUNK per transaction): one read of their
+ * trees, one statement that appends every event and marks every log published, one commit. The
+ * events and the published marks commit together. Numbering several streams at commit takes their
+ * locks in stream order (migration 0067), so a publication cannot deadlock with a change.
  *
  * Concurrency contract: `for update skip locked` on audit_trees rows — concurrent publishers never
- * sign the same log twice for the same size; a row the sequencer is advancing is skipped this time.
+ * sign the same log twice for the same size; a row the sequencer is advancing is skipped this time
+ * (and left for the next call).
  */
 export async function publishCheckpoints(
   db: Db,
   signer: AuditSigner,
   opts: { chains?: string[]; minIntervalMs?: number } = {},
 ): Promise<PublishedCheckpoint[]> {
-  const due = await asPlatform(db, async (trx) => {
-    const { rows } = await sql<{ chain: string }>`
-      select chain from audit_trees
-      where size > published_size
-        ${opts.chains ? sql`and chain = any(${opts.chains}::text[])` : sql``}
-        ${opts.minIntervalMs ? sql`and (published_at is null or published_at < now() - ${opts.minIntervalMs} * interval '1 millisecond')` : sql``}
-      order by chain`.execute(trx);
-    return rows.map((r) => r.chain);
-  });
+  return (await publishDue(db, signer, opts)).published;
+}
+
+/**
+ * publishCheckpoints, and the logs it left for later because they were published less than
+ * `minIntervalMs` ago (`deferred`). A log whose row another transaction holds is neither: that is
+ * the sequencer moving it (its batch hands it over again) or another publisher publishing it.
+ */
+async function publishDue(
+  db: Db,
+  signer: AuditSigner,
+  opts: { chains?: string[]; minIntervalMs?: number },
+): Promise<{ published: PublishedCheckpoint[]; deferred: string[] }> {
   const published: PublishedCheckpoint[] = [];
-  // One transaction per log: it holds one event stream's lock at a time, as a change does.
-  for (const chain of due) {
-    const p = await asPlatform(db, async (trx) => {
-      const { rows } = await sql<{ size: string; peaks: string[] }>`
-        select size, peaks from audit_trees where chain = ${chain} and size > published_size
-        for update skip locked`.execute(trx);
-      const r = rows[0];
-      if (!r) return undefined;
-      const size = Number(r.size);
-      const root = new CompactRange(
-        size,
-        r.peaks.map((h) => Buffer.from(h, 'hex')),
-      ).root();
-      const origin = logOrigin(chain);
-      const data: PublishedCheckpoint = {
-        chain,
-        origin,
-        treeSize: size,
-        rootHash: root.toString('hex'),
-        checkpoint: signCheckpoint(signer, { origin, size, root }),
-      };
-      await appendEvent(trx, {
-        tenantId: chain === PLATFORM_CHAIN ? null : chain,
-        name: 'audit.checkpoint',
-        subject: `auditlogs/${chain}`,
-        data,
-        correlationId: randomUUID(),
+  const deferred: string[] = [];
+  for (;;) {
+    const { rows, chunk } = await asPlatform(db, async (trx) => {
+      const { rows } = await sql<{ chain: string; size: string; peaks: string[]; ripe: boolean }>`
+        select chain, size, peaks,
+          ${opts.minIntervalMs ? sql`published_at is null or published_at < now() - ${opts.minIntervalMs} * interval '1 millisecond'` : sql`true`} as ripe
+        from audit_trees
+        where size > published_size ${opts.chains ? sql`and chain = any(${opts.chains}::text[])` : sql``}
+        order by chain limit ${PUBLISH_CHUNK} for update skip locked`.execute(trx);
+      for (const r of rows) if (!r.ripe) deferred.push(r.chain);
+      const ripe = rows.filter((r) => r.ripe);
+      if (ripe.length === 0) return { rows, chunk: [] };
+      const data = ripe.map((r): PublishedCheckpoint => {
+        const size = Number(r.size);
+        const root = new CompactRange(
+          size,
+          r.peaks.map((h) => Buffer.from(h, 'hex')),
+        ).root();
+        const origin = logOrigin(r.chain);
+        return {
+          chain: r.chain,
+          origin,
+          treeSize: size,
+          rootHash: root.toString('hex'),
+          checkpoint: signCheckpoint(signer, { origin, size, root }),
+        };
       });
-      await sql`update audit_trees set published_size = ${size}, published_at = now() where chain = ${chain}`.execute(
-        trx,
-      );
-      return data;
+      const events = data.map((d) => ({
+        tenantId: d.chain === PLATFORM_CHAIN ? null : d.chain,
+        name: 'audit.checkpoint' as const,
+        subject: `auditlogs/${d.chain}`,
+        data: d,
+        correlationId: randomUUID(),
+      }));
+      await sql`with ${appendEventsSql(events)}, marked as (
+          update audit_trees t set published_size = u.size, published_at = now()
+          from unnest(${data.map((d) => d.chain)}::text[], ${data.map((d) => d.treeSize)}::bigint[]) as u(chain, size)
+          where t.chain = u.chain returning 1)
+        select (select count(*) from event), (select count(*) from marked)`.execute(trx);
+      return { rows, chunk: data };
     });
-    if (p) published.push(p);
+    published.push(...chunk);
+    // A full chunk of deferred logs only: the rest would be read again; they wait for the next call.
+    if (rows.length < PUBLISH_CHUNK || chunk.length === 0) return { published, deferred };
   }
-  return published;
+}
+
+/**
+ * Publishes the checkpoints of the logs this process's sequencer moved on a cadence of its own,
+ * not per batch: every `intervalMs` one publishCheckpoints of the logs moved since (each at most
+ * once per `minIntervalMs`), so its cost follows time and the number of logs, not the append rate.
+ * A log skipped (published too recently, or locked) stays pending for the next tick. What a crash
+ * loses is published by the scheduled checkpointer (AuditCheckpointer). Long-running: start() and stop().
+ */
+export class CheckpointPublisher {
+  private readonly pending = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly db: Db,
+    private readonly signer: AuditSigner,
+    private readonly opts: {
+      intervalMs?: number;
+      minIntervalMs?: number;
+      onPublished?: (published: PublishedCheckpoint[]) => void;
+      onError?: (err: unknown) => void;
+    } = {},
+  ) {}
+
+  /** Logs that moved (a sequencer batch's trees): published at the next tick. */
+  add(chains: Iterable<string>): void {
+    for (const c of chains) this.pending.add(c);
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      this.running = this.running.then(() => this.tick()).catch((err: unknown) => this.opts.onError?.(err));
+    }, this.opts.intervalMs ?? 250);
+    this.timer.unref();
+  }
+
+  async tick(): Promise<PublishedCheckpoint[]> {
+    if (this.pending.size === 0) return [];
+    const chains = [...this.pending];
+    this.pending.clear();
+    let due: { published: PublishedCheckpoint[]; deferred: string[] };
+    try {
+      due = await publishDue(this.db, this.signer, {
+        chains,
+        minIntervalMs: this.opts.minIntervalMs ?? 1000,
+      });
+    } catch (err) {
+      for (const c of chains) this.pending.add(c);
+      throw err;
+    }
+    // Published too recently: at a later tick.
+    for (const c of due.deferred) this.pending.add(c);
+    if (due.published.length > 0) this.opts.onPublished?.(due.published);
+    return due.published;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
 }

@@ -29,7 +29,7 @@ export {
   integrateAuditBatch,
 } from './audit-sequencer.js';
 export type { AuditProblem, AuditProblemCode, AuditVerification, ChainReport } from './audit-verifier.js';
-export { type PublishedCheckpoint, publishCheckpoints } from './checkpoint-events.js';
+export { CheckpointPublisher, type PublishedCheckpoint, publishCheckpoints } from './checkpoint-events.js';
 export { AuditSigner, defaultSigningKeyFile, keyIdOf, loadAuditSigner } from './checkpoint-signer.js';
 export {
   type CosignedCheckpoint,

@@ -16,7 +16,7 @@
  *      serialise per chain), and the sequencer's integration delay (write to sequenced) p99 under
  *      each load.
  *  (b) Verify: BENCH_AUDIT_RECORDS (default 1,000,000) records in 200 valid chains, built here
- *      (hashes computed as sealAuditRecord does) and bulk-loaded, then verifyAudit recomputes every
+ *      (hashes computed as the sequencer does) and bulk-loaded, then verifyAudit recomputes every
  *      hash, link, seq, head and checkpoint signature (its worker threads, one per core, each
  *      reading part of the chains); against reading the same records in the same keyset batches
  *      through the same driver without checking anything. The same verification in one thread is
@@ -329,7 +329,7 @@ export async function bulkLoad(owner: pg.Pool, total: number): Promise<number> {
       const tenant = chains[made % CHAINS]!;
       const head = heads.get(tenant) ?? { seq: 0, hash: GENESIS_HASH };
       const e = entry(tenant, made);
-      // As sealAuditRecord does, minus its JSON normalisation (these values are plain JSON already).
+      // As the sequencer hashes, minus its JSON normalisation (these values are plain JSON already).
       const doc: AuditDocument = {
         v: 1,
         id: randomUUID(),

@@ -2,14 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Db, Trx } from '../db/database.js';
 import { platformDb } from '../db/database.js';
-import {
-  type AuditDocument,
-  type AuditOutcome,
-  type AuditRecord,
-  chainOf,
-  hashAuditDocument,
-  jsonValue,
-} from './audit-hash.js';
+import { type AuditOutcome, chainOf, jsonValue } from './audit-hash.js';
 
 /** What a caller says about one audited operation; the sequencer adds the chain position and hashes. */
 export interface AuditEntry {
@@ -142,38 +135,6 @@ export async function appendAuditAlone(db: Db, entry: AuditEntry): Promise<Appen
     ${entry.requestId}, ${entry.correlationId})`.execute(platformDb(db));
   return v.record;
 }
-
-/** Pure: the record `doc` at its chain position, with its v1 hash (the sequencer's step). */
-export function sealAuditRecord(
-  doc: Omit<AuditDocument, 'v' | 'seq' | 'prevHash'>,
-  position: { seq: number; prevHash: string },
-): AuditRecord {
-  const sealed: AuditDocument = {
-    v: 1,
-    ...documentFields(doc),
-    seq: position.seq,
-    prevHash: position.prevHash,
-  };
-  return { ...sealed, hash: hashAuditDocument(sealed) };
-}
-
-const documentFields = (d: Omit<AuditDocument, 'v' | 'seq' | 'prevHash'>) => ({
-  id: d.id,
-  chain: d.chain,
-  time: d.time,
-  tenantId: d.tenantId,
-  appId: d.appId,
-  actor: { principal: d.actor.principal, kind: d.actor.kind },
-  sessionId: d.sessionId,
-  action: d.action,
-  target: { kind: d.target.kind, id: d.target.id, slug: d.target.slug },
-  before: d.before,
-  after: d.after,
-  outcome: d.outcome,
-  decision: d.decision,
-  requestId: d.requestId,
-  correlationId: d.correlationId,
-});
 
 export interface AuditAttempt {
   tenantId: string | null;

@@ -1,8 +1,8 @@
 import { type RawBuilder, sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
-import { sealAuditRecord } from './append-audit.js';
-import { type AuditRecordRow, itemFromRow, loadLeafRows } from './audit.repository.js';
-import { GENESIS_HASH } from './audit-hash.js';
+import { loadLeafRows } from './audit.repository.js';
+import { type AuditDocumentText, type AuditOutcome, GENESIS_HASH, hashAuditText } from './audit-hash.js';
+import { auditTime } from './copy-records.js';
 import { CompactRange, leafHash } from './merkle.js';
 
 /**
@@ -35,6 +35,58 @@ export interface IntegratedBatch {
   trees: string[];
 }
 
+/** A queued record as the sequencer reads it: its columns as text, and its chain's head on the chain's first. */
+interface QueuedRow {
+  id: string;
+  chain: string;
+  time: string;
+  tenant_id: string | null;
+  app_id: string | null;
+  actor_principal: string;
+  actor_kind: string;
+  session_id: string | null;
+  action: string;
+  target_kind: string;
+  target_id: string | null;
+  target_slug: string | null;
+  before: string | null;
+  after: string | null;
+  outcome: AuditOutcome;
+  decision: string | null;
+  request_id: string;
+  correlation_id: string;
+  age_ms: string;
+  head_seq: string | null;
+  head_hash: string | null;
+  tree_size: string | null;
+  tree_peaks: string[] | null;
+  first: boolean;
+}
+
+/** The v1 document of a queued record at its chain position (what its hash covers). */
+function documentOf(r: QueuedRow, seq: number, prevHash: string): AuditDocumentText {
+  return {
+    v: 1,
+    id: r.id,
+    chain: r.chain,
+    seq,
+    time: auditTime(r.time)!,
+    tenantId: r.tenant_id,
+    appId: r.app_id,
+    actor: { principal: r.actor_principal, kind: r.actor_kind },
+    sessionId: r.session_id,
+    action: r.action,
+    target: { kind: r.target_kind, id: r.target_id, slug: r.target_slug },
+    before: r.before ?? 'null',
+    after: r.after ?? 'null',
+    outcome: r.outcome,
+    decision: r.decision ?? 'null',
+    requestId: r.request_id,
+    correlationId: r.correlation_id,
+    prevHash,
+  };
+}
+
 /**
  * Integrates up to `limit` committed unsequenced audit entries (audit_queue), oldest first, in one
  * transaction: per chain, each gets the next seq, the previous record's hash and its own v1 hash
@@ -50,59 +102,69 @@ export interface IntegratedBatch {
  */
 export async function integrateAuditBatch(db: Db, limit = 5000, part = 0): Promise<IntegratedBatch | null> {
   return asPlatform(db, async (trx) => {
+    // The time is hashed as PostgreSQL prints a timestamptz in UTC, ISO (auditTime formats it, as
+    // verify does): no SQL function per record.
     const { rows: lock } = await sql<{ ok: boolean }>`
       select pg_try_advisory_xact_lock_shared(${SEQUENCER_LOCK}::bigint)
-        and pg_try_advisory_xact_lock(${SEQUENCER_LOCK}::int, ${part}::int) as ok`.execute(trx);
+        and pg_try_advisory_xact_lock(${SEQUENCER_LOCK}::int, ${part}::int)
+        and set_config('timezone', 'UTC', true) is not null
+        and set_config('datestyle', 'ISO, YMD', true) is not null as ok`.execute(trx);
     if (!lock[0]?.ok) return null;
-    // The queue's oldest entries (its primary key's order), each with its record.
-    const { rows } = await sql<AuditRecordRow & { age_ms: string }>`
-      select a.id, a.chain, null as seq, tenantry_audit_time(a.time) as time, a.tenant_id, a.app_id,
-        a.actor_principal, a.actor_kind, a.session_id, a.action, a.target_kind, a.target_id, a.target_slug,
-        a.before, a.after, a.outcome, a.decision, a.request_id, a.correlation_id, null as prev_hash, null as hash,
-        extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms
-      from audit_queue q join audit_records a on a.id = q.record_id
-      -- A queued record that has a position (only a forger with the triggers off writes one) is
-      -- left queued, counted as unsequenced, rather than stopping every batch.
-      where ${partOf(sql`q.chain`)} = ${part}
-        and not exists (select from audit_positions p where p.record_id = q.record_id)
-      order by q.time, q.record_id limit ${limit}`.execute(trx);
+    // The queue's oldest entries (its primary key's order), each with its record as text (the jsonb
+    // values as PostgreSQL prints them, hashed without parsing), and on the first entry of each
+    // chain that chain's head and tree. No row locks: the part's advisory lock makes this the only
+    // sequencer of these chains (a publisher writes only a tree's published_* columns), and
+    // tenantry_audit_sequence locks each head and refuses a batch that does not continue it.
+    const { rows } = await sql<QueuedRow>`
+      select a.id, a.chain, a.time::text as time, a.tenant_id, a.app_id, a.actor_principal, a.actor_kind,
+        a.session_id, a.action, a.target_kind, a.target_id, a.target_slug, a.before::text as before,
+        a.after::text as after, a.outcome, a.decision::text as decision, a.request_id, a.correlation_id,
+        extract(epoch from clock_timestamp() - a.time) * 1000 as age_ms,
+        h.seq as head_seq, h.hash as head_hash, t.size as tree_size, t.peaks as tree_peaks, q.first
+      from (select q.record_id, q.time,
+              row_number() over (partition by q.chain order by q.time, q.record_id) = 1 as first
+            from audit_queue q
+            -- A queued record that has a position (only a forger with the triggers off writes one) is
+            -- left queued, counted as unsequenced, rather than stopping every batch.
+            where ${partOf(sql`q.chain`)} = ${part}
+              and not exists (select from audit_positions p where p.record_id = q.record_id)
+            order by q.time, q.record_id limit ${limit}) q
+      join audit_records a on a.id = q.record_id
+      left join audit_chain_heads h on q.first and h.chain = a.chain
+      left join audit_trees t on q.first and t.chain = a.chain
+      order by q.time, q.record_id`.execute(trx);
     const heads = new Map<string, { seq: number; hash: string }>();
     if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
-    const chains = [...new Set(rows.map((r) => r.chain))];
-    // Each chain's head and tree in one read. No row locks: the part's advisory lock makes this the
-    // only sequencer of these chains (a publisher writes only a tree's published_* columns), and
-    // tenantry_audit_sequence locks each head and refuses a batch that does not continue it.
-    const { rows: stored } = await sql<{
-      chain: string;
-      seq: string | null;
-      hash: string | null;
-      size: string | null;
-      peaks: string[] | null;
-    }>`
-      select c.chain, h.seq, h.hash, t.size, t.peaks from unnest(${chains}::text[]) as c(chain)
-      left join audit_chain_heads h on h.chain = c.chain left join audit_trees t on t.chain = c.chain`.execute(
-      trx,
-    );
+    const stored = rows.filter((r) => r.first);
     const current = new Map(
-      stored.flatMap((h) => (h.seq === null ? [] : [[h.chain, { seq: Number(h.seq), hash: h.hash! }]])),
+      stored.flatMap((h) =>
+        h.head_seq === null ? [] : [[h.chain, { seq: Number(h.head_seq), hash: h.head_hash! }]],
+      ),
     );
-    const sizes = new Map(stored.map((h) => [h.chain, Number(h.seq ?? 0)]));
+    const sizes = new Map(stored.map((h) => [h.chain, Number(h.head_seq ?? 0)]));
     const ids: string[] = [];
     const seqs: number[] = [];
     const prevs: string[] = [];
     const hashes: string[] = [];
     for (const row of rows) {
       const head = current.get(row.chain) ?? { seq: 0, hash: GENESIS_HASH };
-      const sealed = sealAuditRecord(itemFromRow(row), { seq: head.seq + 1, prevHash: head.hash });
-      const next = { seq: sealed.seq, hash: sealed.hash };
+      const seq = head.seq + 1;
+      const next = { seq, hash: hashAuditText(documentOf(row, seq, head.hash)) };
       current.set(row.chain, next);
       heads.set(row.chain, next);
-      ids.push(sealed.id);
-      seqs.push(sealed.seq);
-      prevs.push(sealed.prevHash);
-      hashes.push(sealed.hash);
+      ids.push(row.id);
+      seqs.push(next.seq);
+      prevs.push(head.hash);
+      hashes.push(next.hash);
     }
-    const trees = await advanceTrees(trx, stored, sizes, seqs, hashes, rows);
+    const trees = await advanceTrees(
+      trx,
+      stored.map((h) => ({ chain: h.chain, size: h.tree_size, peaks: h.tree_peaks })),
+      sizes,
+      seqs,
+      hashes,
+      rows,
+    );
     // The positions and the trees in one statement (a data-modifying WITH always runs to completion).
     // Peaks travel comma-joined: a PostgreSQL array of arrays must be rectangular.
     await sql`with trees as (

@@ -189,4 +189,15 @@ describe('the checkpoint publisher', () => {
     const mine = (await checkpointEvents()).filter((e) => e.data.chain === a);
     expect(mine.map((e) => e.data.treeSize)).toEqual([1, 2]);
   });
+
+  it('signs each size once when publishers race, and never a smaller size after a larger one', async () => {
+    const tenant = randomUUID();
+    for (let round = 1; round <= 3; round++) {
+      await appendMany(t.db, tenant, 2);
+      const results = await Promise.all(Array.from({ length: 4 }, () => publishCheckpoints(t.db, signer)));
+      expect(results.flat().filter((p) => p.chain === tenant)).toHaveLength(1);
+    }
+    const mine = (await checkpointEvents()).filter((e) => e.data.chain === tenant);
+    expect(mine.map((e) => e.data.treeSize)).toEqual([2, 4, 6]);
+  });
 });

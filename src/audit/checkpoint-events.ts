@@ -16,6 +16,12 @@ export interface PublishedCheckpoint {
   checkpoint: string;
 }
 
+/**
+ * Transaction-level advisory lock key of checkpoint publication ('audp'), with the log's hashtext:
+ * one publisher per log at a time.
+ */
+const PUBLISHER_LOCK = 0x61756470;
+
 /** At most this many logs' checkpoints in one transaction (one statement of events). */
 const PUBLISH_CHUNK = 500;
 
@@ -34,9 +40,11 @@ const PUBLISH_CHUNK = 500;
  * events and the published marks commit together. Numbering several streams at commit takes their
  * locks in stream order (migration 0067), so a publication cannot deadlock with a change.
  *
- * Concurrency contract: `for update skip locked` on audit_trees rows — concurrent publishers never
- * sign the same log twice for the same size; a row the sequencer is advancing is skipped this time
- * (and left for the next call).
+ * Concurrency contract: a publisher takes each due log's advisory lock (PUBLISHER_LOCK) or skips
+ * the log, then reads its tree and published mark again: concurrent publishers never sign the same
+ * log twice for the same size, nor a smaller size after a larger one. The marks are in
+ * audit_publications (migration 0077), not in the trees the sequencer rewrites, so a publication
+ * never holds up a sequencer batch, nor the reverse.
  */
 export async function publishCheckpoints(
   db: Db,
@@ -48,8 +56,7 @@ export async function publishCheckpoints(
 
 /**
  * publishCheckpoints, and the logs it left for later because they were published less than
- * `minIntervalMs` ago (`deferred`). A log whose row another transaction holds is neither: that is
- * the sequencer moving it (its batch hands it over again) or another publisher publishing it.
+ * `minIntervalMs` ago (`deferred`). A log another publisher holds is neither: that one publishes it.
  */
 async function publishDue(
   db: Db,
@@ -60,14 +67,23 @@ async function publishDue(
   const deferred: string[] = [];
   for (;;) {
     const { rows, chunk } = await asPlatform(db, async (trx) => {
-      const { rows } = await sql<{ chain: string; size: string; peaks: string[]; ripe: boolean }>`
-        select chain, size, peaks,
-          ${opts.minIntervalMs ? sql`published_at is null or published_at < now() - ${opts.minIntervalMs} * interval '1 millisecond'` : sql`true`} as ripe
-        from audit_trees
-        where size > published_size ${opts.chains ? sql`and chain = any(${opts.chains}::text[])` : sql``}
-        order by chain limit ${PUBLISH_CHUNK} for update skip locked`.execute(trx);
-      for (const r of rows) if (!r.ripe) deferred.push(r.chain);
-      const ripe = rows.filter((r) => r.ripe);
+      // The due logs, each taken by this publisher if no other holds it (its advisory lock).
+      const { rows } = await sql<{ chain: string; mine: boolean }>`
+        select d.chain, pg_try_advisory_xact_lock(${PUBLISHER_LOCK}::int, hashtext(d.chain)) as mine
+        from (select t.chain from audit_trees t left join audit_publications p on p.chain = t.chain
+              where t.size > coalesce(p.published_size, 0)
+                ${opts.chains ? sql`and t.chain = any(${opts.chains}::text[])` : sql``}
+              order by t.chain limit ${PUBLISH_CHUNK}) d`.execute(trx);
+      const mine = rows.filter((r) => r.mine).map((r) => r.chain);
+      if (mine.length === 0) return { rows, chunk: [] };
+      // Read again once held (a new snapshot): what another publisher committed meanwhile counts.
+      const { rows: trees } = await sql<{ chain: string; size: string; peaks: string[]; ripe: boolean }>`
+        select t.chain, t.size, t.peaks,
+          ${opts.minIntervalMs ? sql`p.published_at is null or p.published_at < now() - ${opts.minIntervalMs} * interval '1 millisecond'` : sql`true`} as ripe
+        from audit_trees t left join audit_publications p on p.chain = t.chain
+        where t.chain = any(${mine}::text[]) and t.size > coalesce(p.published_size, 0)`.execute(trx);
+      for (const r of trees) if (!r.ripe) deferred.push(r.chain);
+      const ripe = trees.filter((r) => r.ripe);
       if (ripe.length === 0) return { rows, chunk: [] };
       const data = ripe.map((r): PublishedCheckpoint => {
         const size = Number(r.size);
@@ -92,9 +108,11 @@ async function publishDue(
         correlationId: randomUUID(),
       }));
       await sql`with ${appendEventsSql(events)}, marked as (
-          update audit_trees t set published_size = u.size, published_at = now()
+          insert into audit_publications (chain, published_size, published_at)
+          select u.chain, u.size, now()
           from unnest(${data.map((d) => d.chain)}::text[], ${data.map((d) => d.treeSize)}::bigint[]) as u(chain, size)
-          where t.chain = u.chain returning 1)
+          on conflict (chain) do update set published_size = excluded.published_size, published_at = excluded.published_at
+          returning 1)
         select (select count(*) from event), (select count(*) from marked)`.execute(trx);
       return { rows, chunk: data };
     });

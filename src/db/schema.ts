@@ -532,8 +532,12 @@ export interface AuditTreesTable {
   chain: string;
   size: ColumnType<string, string | number | bigint, string | number | bigint>;
   peaks: string[];
-  published_size: Generated<string>;
-  published_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+/** Table audit_publications. */
+export interface AuditPublicationsTable {
+  chain: string;
+  published_size: ColumnType<string, string | number | bigint, string | number | bigint>;
+  published_at: ColumnType<Date, Date | string, Date | string>;
 }
 /** Table cell_agents. */
 export interface CellAgentsTable {
@@ -760,6 +764,7 @@ export interface Database {
   rate_limit_buckets: RateLimitBucketTable;
   audit_pruned_leaves: AuditPrunedLeavesTable;
   audit_trees: AuditTreesTable;
+  audit_publications: AuditPublicationsTable;
   audit_cosignatures: AuditCosignaturesTable;
   cell_agents: CellAgentsTable;
   cell_agent_commands: CellAgentCommandsTable;

@@ -136,7 +136,8 @@ export async function integrateAuditBatch(
             from audit_queue q
             -- A queued record that has a position (only a forger with the triggers off writes one) is
             -- left queued, counted as unsequenced, rather than stopping every batch.
-            where ${partOf(sql`q.chain`)} = any(${held}::int[])
+            -- Every part held: no filter, the queue's primary key walked from its oldest entry.
+            where ${held.length === SEQUENCER_PARTS ? sql`true` : sql`${partOf(sql`q.chain`)} = any(${held}::int[])`}
               and not exists (select from audit_positions p where p.record_id = q.record_id)
             order by q.time, q.record_id limit ${limit}) q
       join audit_records a on a.id = q.record_id

@@ -45,6 +45,7 @@ import * as m0068 from './0068-object-invalidation-columns.js';
 import * as m0069 from './0069-status-hot-updates.js';
 import * as m0071 from './0071-agent-command-key.js';
 import * as m0077 from './0077-audit-publications.js';
+import * as m0078 from './0078-audit-sequence-set-based.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -96,6 +97,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0069-status-hot-updates': m0069,
   '0071-agent-command-key': m0071,
   '0077-audit-publications': m0077,
+  '0078-audit-sequence-set-based': m0078,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

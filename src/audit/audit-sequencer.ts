@@ -278,7 +278,8 @@ export interface AuditSequencerOptions {
   batchSize?: number;
   /**
    * A pass starts with one batch of every part, of at most this many entries; a full one means a
-   * backlog, and the parts then integrate it in parallel (batches of batchSize). Default 500.
+   * backlog, and the parts then integrate in parallel (batches of batchSize), each in a loop of its
+   * own, until every part's pass is light again (under its share of this). Default 200.
    */
   combinedBatchSize?: number;
   /** Called after each committed batch (e.g. to publish checkpoints); its failure is reported, not retried. */
@@ -287,12 +288,13 @@ export interface AuditSequencerOptions {
 }
 
 /**
- * Runs the sequencer in this process: a loop that starts a pass at most every `intervalMs`, and at
- * once when the last pass took longer (a backlog). A pass integrates what every part committed in
- * one batch while the load is light (a few transactions a second, whatever the append rate, each
- * with more entries: fewer statements per entry); when that batch is full, each part
- * (SEQUENCER_PARTS) integrates its backlog on its own connection, in parallel, so a busy server's
- * sequencer is not one connection among all the writers'. Every process runs one; the advisory
+ * Runs the sequencer in this process: while the load is light, a loop that integrates what every
+ * part committed in one batch at most every `intervalMs` (a few transactions a second whatever
+ * the append rate, each with more entries: fewer statements per entry). When that batch is full,
+ * each part (SEQUENCER_PARTS) runs a loop of its own on its own connection, in parallel, starting a
+ * pass at most every `intervalMs` and at once after a longer one, so a busy server's sequencer is
+ * not one connection among all the writers'; once every part's pass is light again, the one loop
+ * takes over. Every process runs one; the advisory
  * locks make one of them the sequencer of each part at a time. Long-running: start() and stop().
  */
 export class AuditSequencer {
@@ -312,14 +314,50 @@ export class AuditSequencer {
     this.loops = this.loop();
   }
 
+  /** The combined loop: one batch of every part per interval while that keeps up; else the part loops. */
   private async loop(): Promise<void> {
     const interval = this.opts.intervalMs ?? 200;
     while (!this.stopping) {
       const started = performance.now();
-      await this.pass().catch((err: unknown) => this.opts.onError?.(err));
+      const light = await this.combinedPass().catch((err: unknown) => {
+        this.opts.onError?.(err);
+        return true;
+      });
+      if (!light) {
+        await this.partLoops(interval);
+        continue;
+      }
       const wait = interval - (performance.now() - started);
       if (wait > 0 && !this.stopping) await this.sleep(wait);
     }
+  }
+
+  /**
+   * A loop per part, each starting a pass at most every `interval` (at once after a longer one),
+   * until every part's last pass was light (fewer than its share of a combined batch).
+   */
+  private async partLoops(interval: number): Promise<void> {
+    const share = Math.max(1, Math.floor(this.combinedLimit() / SEQUENCER_PARTS));
+    const light = Array.from({ length: SEQUENCER_PARTS }, () => false);
+    const allLight = () => light.every(Boolean);
+    await Promise.all(
+      light.map(async (_, part) => {
+        while (!this.stopping && !allLight()) {
+          const started = performance.now();
+          const n = await this.passOf(part).catch((err: unknown) => {
+            this.opts.onError?.(err);
+            return 0;
+          });
+          light[part] = n < share;
+          const wait = interval - (performance.now() - started);
+          if (wait > 0 && !this.stopping && !allLight()) await this.sleep(wait);
+        }
+      }),
+    );
+  }
+
+  private combinedLimit(): number {
+    return this.opts.combinedBatchSize ?? 200;
   }
 
   /** A timer that does not keep the process alive, ended early by stop(). */
@@ -347,12 +385,18 @@ export class AuditSequencer {
    * parallel. How many entries this process integrated.
    */
   private async pass(): Promise<number> {
-    const combined = this.opts.combinedBatchSize ?? 500;
-    const first = await integrateAuditBatch(this.db, combined, 'all');
-    if (first && first.records > 0) await this.taken(first);
-    if (first && first.records < combined && first.parts === SEQUENCER_PARTS) return first.records;
-    const counts = await Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.passOf(part)));
-    return counts.reduce((a, b) => a + b, first?.records ?? 0);
+    const before = this.integrated;
+    if (!(await this.combinedPass()))
+      await Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.passOf(part)));
+    return this.integrated - before;
+  }
+
+  /** One batch of every part; whether it was light (not full, and no part held elsewhere). */
+  private async combinedPass(): Promise<boolean> {
+    const limit = this.combinedLimit();
+    const batch = await integrateAuditBatch(this.db, limit, 'all');
+    if (batch && batch.records > 0) await this.taken(batch);
+    return batch !== null && batch.records < limit && batch.parts === SEQUENCER_PARTS;
   }
 
   /** Integrates what `part` has committed so far, batch after batch; how many entries this process integrated. */

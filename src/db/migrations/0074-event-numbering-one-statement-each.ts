@@ -1,0 +1,94 @@
+import { type Kysely, sql } from 'kysely';
+
+/**
+ * Event numbering at commit (migrations 0045, 0058, 0067) with fewer statements per firing (issue 24).
+ * Profiled under the HTTP suite's apply load (`npx tsx bench/profile-apply.ts`), a change's one event
+ * cost, at commit: a `not exists` check that the event was still unnumbered, a count of the
+ * transaction's pending events, the counter upsert, the update numbering the event, and a nested
+ * security-definer call (`tenantry_event_appended_unchecked`) inserting its deliveries and notifying.
+ *
+ * - The count of pending events (at most two are looked at) is the only check: none pending means an
+ *   earlier firing numbered this transaction's events, this one included. The `not exists` probe
+ *   said the same thing about the firing's own event only; events appended after an earlier
+ *   numbering (after `set constraints … immediate`) are numbered by the first firing that finds
+ *   them, as the multi-event path always did.
+ * - One pending event (every change of the change path): the counter bump, the numbering and the
+ *   deliveries are one statement, and the NOTIFYs follow it; no nested function call.
+ * - More: the statement of 0067, unchanged.
+ *
+ * Unchanged: the guarantees of 0045 (gap-free per stream, in commit order, no committed event
+ * without `seq`, streams' counters locked in stream order), the trigger and its firing, the
+ * endpoints an event goes to (`tenantry_webhook_wants`), the notifications (the stream on
+ * `tenantry_events`; `tenantry_webhooks` when a delivery was made).
+ */
+export async function up(db: Kysely<unknown>): Promise<void> {
+  await sql`
+create or replace function tenantry_sequence_events() returns trigger
+language plpgsql security definer set search_path = public, pg_temp as $$
+declare
+  pending int;
+  one_id uuid;
+  one_stream text;
+  delivered bigint;
+  streams bigint;
+begin
+  select count(*), (array_agg(p.id))[1], (array_agg(p.stream))[1] into pending, one_id, one_stream
+  from (select id, stream from outbox_events where txid = pg_current_xact_id() and seq is null limit 2) p;
+  if pending = 0 then
+    return null;
+  end if;
+  if pending = 1 then
+    with bumped as (
+      insert into event_sequences as c (stream, seq) values (one_stream, 1)
+      on conflict (stream) do update set seq = c.seq + 1
+      returning c.seq
+    ), numbered as (
+      update outbox_events o set seq = b.seq from bumped b where o.id = one_id
+      returning o.id, o.tenant_id, o.type, o.subject, o.stream, o.seq
+    ), deliveries as (
+      insert into webhook_deliveries (tenant_id, endpoint_id, event_id, stream, seq)
+      select e.tenant_id, e.id, n.id, n.stream, n.seq
+      from numbered n join webhook_endpoints e on tenantry_webhook_wants(e, n.tenant_id, n.type, n.subject)
+      returning 1
+    )
+    select count(*) into delivered from deliveries;
+    perform pg_notify('tenantry_events', one_stream);
+    if delivered > 0 then
+      perform pg_notify('tenantry_webhooks', '');
+    end if;
+    return null;
+  end if;
+  with pending as materialized (
+    select id, stream, position from outbox_events
+    where txid = pg_current_xact_id() and seq is null
+  ), counted as (
+    select stream, count(*) as n from pending group by stream
+  ), bumped as (
+    insert into event_sequences as c (stream, seq)
+    select stream, counted.n from counted order by stream
+    on conflict (stream) do update set seq = c.seq + excluded.seq
+    returning c.stream, c.seq as last
+  ), numbered as (
+    select p.id, b.last - k.n + row_number() over (partition by p.stream order by p.position) as seq
+    from pending p join counted k on k.stream = p.stream join bumped b on b.stream = p.stream
+  ), sequenced as (
+    update outbox_events o set seq = numbered.seq from numbered where o.id = numbered.id
+    returning o.id, o.tenant_id, o.type, o.subject, o.seq, o.stream
+  ), deliveries as (
+    insert into webhook_deliveries (tenant_id, endpoint_id, event_id, stream, seq)
+    select e.tenant_id, e.id, s.id, s.stream, s.seq
+    from sequenced s join webhook_endpoints e on tenantry_webhook_wants(e, s.tenant_id, s.type, s.subject)
+    order by s.stream, s.seq
+    returning 1
+  ), woken as (
+    select pg_notify('tenantry_events', w.stream) from (select distinct stream from sequenced order by stream) w
+  )
+  select (select count(*) from deliveries), (select count(*) from woken) into delivered, streams;
+  if delivered > 0 then
+    perform pg_notify('tenantry_webhooks', '');
+  end if;
+  return null;
+end $$;
+revoke all on function tenantry_sequence_events() from public;
+`.execute(db);
+}

@@ -1,4 +1,5 @@
 import { type Kysely, sql } from 'kysely';
+import { NUMBER_MANY_EVENTS } from './0067-event-numbering-one-event.js';
 
 /**
  * Event numbering at commit (migrations 0045, 0058, 0067): a change's one event in one statement (issue 24).
@@ -57,37 +58,6 @@ begin
     end if;
     return null;
   end if;
-  with pending as materialized (
-    select id, stream, position from outbox_events
-    where txid = pg_current_xact_id() and seq is null
-  ), counted as (
-    select stream, count(*) as n from pending group by stream
-  ), bumped as (
-    insert into event_sequences as c (stream, seq)
-    select stream, counted.n from counted order by stream
-    on conflict (stream) do update set seq = c.seq + excluded.seq
-    returning c.stream, c.seq as last
-  ), numbered as (
-    select p.id, b.last - k.n + row_number() over (partition by p.stream order by p.position) as seq
-    from pending p join counted k on k.stream = p.stream join bumped b on b.stream = p.stream
-  ), sequenced as (
-    update outbox_events o set seq = numbered.seq from numbered where o.id = numbered.id
-    returning o.id, o.tenant_id, o.type, o.subject, o.seq, o.stream
-  ), deliveries as (
-    insert into webhook_deliveries (tenant_id, endpoint_id, event_id, stream, seq)
-    select e.tenant_id, e.id, s.id, s.stream, s.seq
-    from sequenced s join webhook_endpoints e on tenantry_webhook_wants(e, s.tenant_id, s.type, s.subject)
-    order by s.stream, s.seq
-    returning 1
-  ), woken as (
-    select pg_notify('tenantry_events', w.stream) from (select distinct stream from sequenced order by stream) w
-  )
-  select (select count(*) from deliveries), (select count(*) from woken) into delivered, streams;
-  if delivered > 0 then
-    perform pg_notify('tenantry_webhooks', '');
-  end if;
-  return null;
-end $$;
-revoke all on function tenantry_sequence_events() from public;
+${sql.raw(NUMBER_MANY_EVENTS)}revoke all on function tenantry_sequence_events() from public;
 `.execute(db);
 }

@@ -44,6 +44,7 @@ import * as m0067 from './0067-event-numbering-one-event.js';
 import * as m0068 from './0068-object-invalidation-columns.js';
 import * as m0069 from './0069-status-hot-updates.js';
 import * as m0071 from './0071-agent-command-key.js';
+import * as m0074 from './0074-event-numbering-one-statement-each.js';
 import * as m0077 from './0077-audit-publications.js';
 import * as m0078 from './0078-audit-sequence-set-based.js';
 
@@ -96,6 +97,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0068-object-invalidation-columns': m0068,
   '0069-status-hot-updates': m0069,
   '0071-agent-command-key': m0071,
+  '0074-event-numbering-one-statement-each': m0074,
   '0077-audit-publications': m0077,
   '0078-audit-sequence-set-based': m0078,
 });

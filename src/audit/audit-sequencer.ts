@@ -1,7 +1,8 @@
-import { type RawBuilder, sql } from 'kysely';
+import { type RawBuilder, type Selectable, sql } from 'kysely';
 import { asPlatform, type Db, type Trx } from '../db/database.js';
+import type { AuditRecordTable } from '../db/schema.js';
 import { loadLeafRows } from './audit.repository.js';
-import { type AuditDocumentText, type AuditOutcome, GENESIS_HASH, hashAuditText } from './audit-hash.js';
+import { type AuditDocumentText, GENESIS_HASH, hashAuditText } from './audit-hash.js';
 import { auditTime } from './copy-records.js';
 import { CompactRange, leafHash } from './merkle.js';
 
@@ -38,32 +39,18 @@ export interface IntegratedBatch {
 }
 
 /** A queued record as the sequencer reads it: its columns as text, and its chain's head on the chain's first. */
-interface QueuedRow {
-  id: string;
-  chain: string;
+type QueuedRow = Omit<Selectable<AuditRecordTable>, 'time' | 'before' | 'after' | 'decision'> & {
   time: string;
-  tenant_id: string | null;
-  app_id: string | null;
-  actor_principal: string;
-  actor_kind: string;
-  session_id: string | null;
-  action: string;
-  target_kind: string;
-  target_id: string | null;
-  target_slug: string | null;
   before: string | null;
   after: string | null;
-  outcome: AuditOutcome;
   decision: string | null;
-  request_id: string;
-  correlation_id: string;
   age_ms: string;
   head_seq: string | null;
   head_hash: string | null;
   tree_size: string | null;
   tree_peaks: string[] | null;
   first: boolean;
-}
+};
 
 /** The v1 document of a queued record at its chain position (what its hash covers). */
 function documentOf(r: QueuedRow, seq: number, prevHash: string): AuditDocumentText {

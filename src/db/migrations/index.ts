@@ -46,7 +46,6 @@ import * as m0069 from './0069-status-hot-updates.js';
 import * as m0071 from './0071-agent-command-key.js';
 import * as m0074 from './0074-event-numbering-one-statement-each.js';
 import * as m0077 from './0077-audit-publications.js';
-import * as m0078 from './0078-audit-sequence-set-based.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -99,7 +98,6 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0071-agent-command-key': m0071,
   '0074-event-numbering-one-statement-each': m0074,
   '0077-audit-publications': m0077,
-  '0078-audit-sequence-set-based': m0078,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

@@ -6,13 +6,7 @@ import { appendMany, sequenceAudit } from '../../test/helpers/audit.js';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/test-database.js';
 import { asPlatform, asTenant } from '../db/database.js';
 import { type AuditEntry, appendAudit } from './append-audit.js';
-import {
-  AuditSequencer,
-  type IntegratedBatch,
-  integrateAudit,
-  integrateAuditBatch,
-  SEQUENCER_PARTS,
-} from './audit-sequencer.js';
+import { AuditSequencer, integrateAudit, integrateAuditBatch } from './audit-sequencer.js';
 import { AuditSigner } from './checkpoint-signer.js';
 import { verifyAudit } from './verify-audit.js';
 
@@ -112,25 +106,6 @@ describe('the audit sequencer', () => {
     await Promise.all([second.stop(), third.stop()]);
     expect(first.integrated + second.integrated + third.integrated + catchUp.integrated).toBe(180);
     await expectWholeChains(tenants, 30);
-  });
-
-  it('integrates a light load of every part in one batch, and a backlog part by part', async () => {
-    const tenants = Array.from({ length: 24 }, () => randomUUID());
-    for (const [i, tenant] of tenants.entries()) await write(tenant, i);
-    const batches: IntegratedBatch[] = [];
-    const light = new AuditSequencer(t.db, { intervalMs: 60_000, onBatch: (b) => void batches.push(b) });
-    light.start();
-    while ((await unsequenced()) > 0) await new Promise((r) => setTimeout(r, 20));
-    await light.stop();
-    expect(batches.map((b) => [b.records, b.parts])).toEqual([[24, SEQUENCER_PARTS]]);
-    // More than a combined batch: the rest goes part by part.
-    for (const [i, tenant] of tenants.entries()) await write(tenant, 100 + i);
-    batches.length = 0;
-    await new AuditSequencer(t.db, { combinedBatchSize: 5, onBatch: (b) => void batches.push(b) }).tick();
-    expect(batches[0]).toMatchObject({ records: 5, parts: SEQUENCER_PARTS });
-    expect(batches.slice(1).every((b) => b.parts === 1)).toBe(true);
-    expect(batches.reduce((n, b) => n + b.records, 0)).toBe(24);
-    await expectWholeChains(tenants, 2);
   });
 
   it('integrates within a second of the commit', async () => {

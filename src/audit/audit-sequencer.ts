@@ -34,8 +34,6 @@ export interface IntegratedBatch {
   delaysMs: number[];
   /** The chains whose Merkle tree (audit_trees) advanced with this batch. */
   trees: string[];
-  /** How many parts (of SEQUENCER_PARTS) the batch held: the logs it may have integrated. */
-  parts: number;
 }
 
 /** A queued record as the sequencer reads it: its columns as text, and its chain's head on the chain's first. */
@@ -83,30 +81,22 @@ function documentOf(r: QueuedRow, seq: number, prevHash: string): AuditDocumentT
  * tenantry_audit_sequence(), which takes them off the queue and refuses a batch that does not
  * continue every chain's head gap-free and linked. The record itself is not written again.
  *
- * Only the logs of `part` (of SEQUENCER_PARTS), or of every part no other sequencer holds ('all':
- * one batch for a light load). Concurrency contract: any number of processes may call it;
- * `pg_try_advisory_xact_lock` elects one sequencer per part and batch, and the others return null
- * at once. A sequencer that dies mid-batch rolls
+ * Only the logs of `part` (of SEQUENCER_PARTS). Concurrency contract: any number of processes may
+ * call it; `pg_try_advisory_xact_lock` elects one sequencer per part and batch, and the others
+ * return null at once. A sequencer that dies mid-batch rolls
  * back, releasing the lock; its entries stay unsequenced and the next caller integrates them —
  * nothing is lost. Entries committed while a batch runs are left for the next one.
  */
-export async function integrateAuditBatch(
-  db: Db,
-  limit = 5000,
-  part: number | 'all' = 0,
-): Promise<IntegratedBatch | null> {
+export async function integrateAuditBatch(db: Db, limit = 5000, part = 0): Promise<IntegratedBatch | null> {
   return asPlatform(db, async (trx) => {
     // The time is hashed as PostgreSQL prints a timestamptz in UTC, ISO (auditTime formats it, as
     // verify does): no SQL function per record.
-    const parts = part === 'all' ? Array.from({ length: SEQUENCER_PARTS }, (_, p) => p) : [part];
-    const { rows: lock } = await sql<{ parts: number[] | null }>`
-      select case when pg_try_advisory_xact_lock_shared(${SEQUENCER_LOCK}::bigint)
-          and set_config('timezone', 'UTC', true) is not null
-          and set_config('datestyle', 'ISO, YMD', true) is not null
-        then array(select p from unnest(${parts}::int[]) p where pg_try_advisory_xact_lock(${SEQUENCER_LOCK}::int, p))
-        end as parts`.execute(trx);
-    const held = lock[0]?.parts ?? [];
-    if (held.length === 0) return null;
+    const { rows: lock } = await sql<{ ok: boolean }>`
+      select pg_try_advisory_xact_lock_shared(${SEQUENCER_LOCK}::bigint)
+        and pg_try_advisory_xact_lock(${SEQUENCER_LOCK}::int, ${part}::int)
+        and set_config('timezone', 'UTC', true) is not null
+        and set_config('datestyle', 'ISO, YMD', true) is not null as ok`.execute(trx);
+    if (!lock[0]?.ok) return null;
     // The queue's oldest entries (its primary key's order), each with its record as text (the jsonb
     // values as PostgreSQL prints them, hashed without parsing), and on the first entry of each
     // chain that chain's head and tree. No row locks: the part's advisory lock makes this the only
@@ -123,8 +113,7 @@ export async function integrateAuditBatch(
             from audit_queue q
             -- A queued record that has a position (only a forger with the triggers off writes one) is
             -- left queued, counted as unsequenced, rather than stopping every batch.
-            -- Every part held: no filter, the queue's primary key walked from its oldest entry.
-            where ${held.length === SEQUENCER_PARTS ? sql`true` : sql`${partOf(sql`q.chain`)} = any(${held}::int[])`}
+            where ${partOf(sql`q.chain`)} = ${part}
               and not exists (select from audit_positions p where p.record_id = q.record_id)
             order by q.time, q.record_id limit ${limit}) q
       join audit_records a on a.id = q.record_id
@@ -132,7 +121,7 @@ export async function integrateAuditBatch(
       left join audit_trees t on q.first and t.chain = a.chain
       order by q.time, q.record_id`.execute(trx);
     const heads = new Map<string, { seq: number; hash: string }>();
-    if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [], parts: held.length };
+    if (rows.length === 0) return { records: 0, heads, delaysMs: [], trees: [] };
     const stored = rows.filter((r) => r.first);
     const current = new Map(
       stored.flatMap((h) =>
@@ -179,7 +168,6 @@ export async function integrateAuditBatch(
       heads,
       delaysMs: rows.map((r) => Number(r.age_ms)),
       trees: trees.map((t) => t.chain),
-      parts: held.length,
     };
   });
 }
@@ -258,30 +246,20 @@ export async function integrateAudit(db: Db, limit = 5000): Promise<IntegratedBa
 
 export interface AuditSequencerOptions {
   /**
-   * How often the sequencer looks for new entries when it is idle; a pass that took longer starts
-   * the next one at once. The integration delay is at most about this plus two batches.
+   * How often each part looks for new entries when it is idle; a part whose last batch took longer
+   * starts the next one at once. The integration delay is at most about this plus two batches.
    */
   intervalMs?: number;
   batchSize?: number;
-  /**
-   * A pass starts with one batch of every part, of at most this many entries; a full one means a
-   * backlog, and the parts then integrate in parallel (batches of batchSize), each in a loop of its
-   * own, until every part's pass is light again (under its share of this). Default 200.
-   */
-  combinedBatchSize?: number;
   /** Called after each committed batch (e.g. to publish checkpoints); its failure is reported, not retried. */
   onBatch?: (batch: IntegratedBatch) => Promise<void> | void;
   onError?: (err: unknown) => void;
 }
 
 /**
- * Runs the sequencer in this process: while the load is light, a loop that integrates what every
- * part committed in one batch at most every `intervalMs` (a few transactions a second whatever
- * the append rate, each with more entries: fewer statements per entry). When that batch is full,
- * each part (SEQUENCER_PARTS) runs a loop of its own on its own connection, in parallel, starting a
- * pass at most every `intervalMs` and at once after a longer one, so a busy server's sequencer is
- * not one connection among all the writers'; once every part's pass is light again, the one loop
- * takes over. Every process runs one; the advisory
+ * Runs the sequencer in this process: each part (SEQUENCER_PARTS) in a loop of its own that starts a
+ * pass at most every `intervalMs`, and at once when the last pass took longer (a backlog), so a busy
+ * part neither waits for the others nor for the next interval. Every process runs one; the advisory
  * locks make one of them the sequencer of each part at a time. Long-running: start() and stop().
  */
 export class AuditSequencer {
@@ -298,53 +276,17 @@ export class AuditSequencer {
   start(): void {
     if (this.loops) return;
     this.stopping = false;
-    this.loops = this.loop();
+    this.loops = Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.loop(part)));
   }
 
-  /** The combined loop: one batch of every part per interval while that keeps up; else the part loops. */
-  private async loop(): Promise<void> {
+  private async loop(part: number): Promise<void> {
     const interval = this.opts.intervalMs ?? 200;
     while (!this.stopping) {
       const started = performance.now();
-      const light = await this.combinedPass().catch((err: unknown) => {
-        this.opts.onError?.(err);
-        return true;
-      });
-      if (!light) {
-        await this.partLoops(interval);
-        continue;
-      }
+      await this.pass(part).catch((err: unknown) => this.opts.onError?.(err));
       const wait = interval - (performance.now() - started);
       if (wait > 0 && !this.stopping) await this.sleep(wait);
     }
-  }
-
-  /**
-   * A loop per part, each starting a pass at most every `interval` (at once after a longer one),
-   * until every part's last pass was light (fewer than its share of a combined batch).
-   */
-  private async partLoops(interval: number): Promise<void> {
-    const share = Math.max(1, Math.floor(this.combinedLimit() / SEQUENCER_PARTS));
-    const light = Array.from({ length: SEQUENCER_PARTS }, () => false);
-    const allLight = () => light.every(Boolean);
-    await Promise.all(
-      light.map(async (_, part) => {
-        while (!this.stopping && !allLight()) {
-          const started = performance.now();
-          const n = await this.passOf(part).catch((err: unknown) => {
-            this.opts.onError?.(err);
-            return 0;
-          });
-          light[part] = n < share;
-          const wait = interval - (performance.now() - started);
-          if (wait > 0 && !this.stopping && !allLight()) await this.sleep(wait);
-        }
-      }),
-    );
-  }
-
-  private combinedLimit(): number {
-    return this.opts.combinedBatchSize ?? 200;
   }
 
   /** A timer that does not keep the process alive, ended early by stop(). */
@@ -361,44 +303,22 @@ export class AuditSequencer {
     });
   }
 
-  private async taken(batch: IntegratedBatch): Promise<void> {
-    this.integrated += batch.records;
-    if (this.opts.onBatch)
-      await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
-  }
-
-  /**
-   * One batch of every part; if it was full (or a part is held elsewhere), each part's backlog in
-   * parallel. How many entries this process integrated.
-   */
-  private async pass(): Promise<number> {
-    const before = this.integrated;
-    if (!(await this.combinedPass()))
-      await Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.passOf(part)));
-    return this.integrated - before;
-  }
-
-  /** One batch of every part; whether it was light (not full, and no part held elsewhere). */
-  private async combinedPass(): Promise<boolean> {
-    const limit = this.combinedLimit();
-    const batch = await integrateAuditBatch(this.db, limit, 'all');
-    if (batch && batch.records > 0) await this.taken(batch);
-    return batch !== null && batch.records < limit && batch.parts === SEQUENCER_PARTS;
-  }
-
   /** Integrates what `part` has committed so far, batch after batch; how many entries this process integrated. */
-  private async passOf(part: number): Promise<number> {
+  private async pass(part: number): Promise<number> {
     let total = 0;
     await integratePart(this.db, this.opts.batchSize ?? 5000, part, async (batch) => {
       total += batch.records;
-      await this.taken(batch);
+      this.integrated += batch.records;
+      if (this.opts.onBatch)
+        await Promise.resolve(this.opts.onBatch(batch)).catch((err: unknown) => this.opts.onError?.(err));
     });
     return total;
   }
 
   /** Integrates everything committed so far; returns how many entries this process integrated. */
-  tick(): Promise<number> {
-    return this.pass();
+  async tick(): Promise<number> {
+    const counts = await Promise.all(Array.from({ length: SEQUENCER_PARTS }, (_, part) => this.pass(part)));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   async stop(): Promise<void> {

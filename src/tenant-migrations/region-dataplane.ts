@@ -402,6 +402,49 @@ export class RegionDataPlane {
     return { stopped: input.name };
   }
 
+  /**
+   * One measurement of a standby's primary (this side): the schema's row counts and sequence values
+   * in one snapshot, then the WAL position, then how far the slot `name` is behind it after waiting
+   * up to `waitMs` for the standby to confirm it (0: caught up; null: no such slot). The counts are
+   * what the standby held at least once it confirmed that position.
+   */
+  async measure(input: SideDatabase & { name: string; tables: string[]; waitMs: number }): Promise<{
+    rows: Record<string, number>;
+    sequences: Record<string, string>;
+    behind: number | null;
+  }> {
+    return withClient(this.urlOf(input.database), async (s) => {
+      await s.query('begin isolation level repeatable read read only');
+      const rows: Record<string, number> = {};
+      for (const t of input.tables)
+        rows[t] = Number(
+          (await s.query<{ n: string }>(`select count(*)::text as n from ${id(input.schema)}.${id(t)}`))
+            .rows[0]!.n,
+        );
+      const seqs = await s.query<{ name: string; last: string | null }>(
+        'select sequencename as name, last_value::text as last from pg_sequences where schemaname = $1',
+        [input.schema],
+      );
+      await s.query('commit');
+      const lsn = (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
+      const deadline = Date.now() + input.waitMs;
+      let behind: number | null = null;
+      for (;;) {
+        const q = await s.query<{ behind: string | null }>(
+          `select greatest(pg_wal_lsn_diff($2::pg_lsn, confirmed_flush_lsn), 0)::text as behind
+           from pg_replication_slots where slot_name = $1`,
+          [input.name, lsn],
+        );
+        behind = q.rows[0]?.behind == null ? null : Number(q.rows[0].behind);
+        if (behind === 0 || behind === null || Date.now() > deadline) break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      const sequences: Record<string, string> = {};
+      for (const x of seqs.rows) if (x.last !== null) sequences[x.name] = x.last;
+      return { rows, sequences, behind };
+    });
+  }
+
   /** Tables of the subscription still in their initial copy, and its workers' failed attempts so far. */
   async syncing(
     input: SideDatabase & { name: string; tables: string[] },
@@ -689,6 +732,7 @@ export const REGION_DATAPLANE_STEPS = [
   'unsubscribe',
   'syncing',
   'walPosition',
+  'measure',
   'readerLacks',
   'trackBaseline',
   'checks',

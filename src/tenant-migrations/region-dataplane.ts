@@ -16,9 +16,11 @@ import { type Arrival, observeArrival } from './arrived-status.js';
 import {
   checksums,
   compare,
+  continueSequences,
   copyTables,
   createSchema,
   databaseUrl,
+  detachSubscription,
   dropSubscription,
   hasSubscription,
   inSecretsTable,
@@ -445,6 +447,20 @@ export class RegionDataPlane {
     });
   }
 
+  /**
+   * A failover's promotion of this side's standby (its primary may be gone): the subscription
+   * `name` detached here alone, and every sequence set past the data and the primary's last known
+   * values (`lastKnown`); what each sequence was set to.
+   */
+  async promote(
+    input: SideDatabase & { name: string; lastKnown: Record<string, string> },
+  ): Promise<{ detached: boolean; sequences: Record<string, string> }> {
+    return withClient(this.urlOf(input.database), async (t) => ({
+      detached: await detachSubscription(t, input.name),
+      sequences: await continueSequences(t, input.schema, input.lastKnown),
+    }));
+  }
+
   /** Tables of the subscription still in their initial copy, and its workers' failed attempts so far. */
   async syncing(
     input: SideDatabase & { name: string; tables: string[] },
@@ -702,9 +718,17 @@ export class RegionDataPlane {
    * there (so running it twice changes nothing). The control plane's own are switched in its
    * table, in the cut-over's transaction (./region-switch.ts).
    */
-  async renameSecrets(input: { moves: { from: string; to: string }[] }): Promise<{ renamed: number }> {
+  async renameSecrets(input: {
+    moves: { from: string; to: string }[];
+    /** Kept credentials no role has any more (a failover's standby's first ones, replaced by the rotated ones). */
+    drop?: string[];
+  }): Promise<{ renamed: number }> {
     let renamed = 0;
     await inSecretsTable(this.urlOf(this.home), async (c) => {
+      if (input.drop?.length)
+        await c.query('delete from tenantry_resource_secrets where resource_id = any($1::text[])', [
+          input.drop,
+        ]);
       for (const m of input.moves) {
         const r = await c.query(
           `update tenantry_resource_secrets set resource_id = $2 where resource_id = $1
@@ -733,6 +757,7 @@ export const REGION_DATAPLANE_STEPS = [
   'syncing',
   'walPosition',
   'measure',
+  'promote',
   'readerLacks',
   'trackBaseline',
   'checks',

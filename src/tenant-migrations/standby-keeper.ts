@@ -1,19 +1,17 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { clearSealedOf } from '../agent/agent-commands.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { ConflictError, TenantryError } from '../errors/errors.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
+import { keepPrimarySecrets } from './failover.js';
 import { FailoverService } from './failover.service.js';
-import { withClient } from './pg-copy.js';
-import { closeStreams, copyBlobs } from './region-migration.js';
+import { closeStreams, copyBlobs, sideOf } from './region-migration.js';
 import {
   ESTABLISH_STANDBY,
   type LastKnown,
-  primaryUrl,
   type StandbyDeps,
   type StandbyInput,
   type StandbyPlan,
@@ -21,8 +19,6 @@ import {
   standbySides,
   withTimeout,
 } from './standby.js';
-
-const esc = pg.escapeIdentifier;
 
 /** Tenants naming a standby region that have none (or a failed one, retried after 5 minutes). */
 async function standbysToStart(db: Db) {
@@ -234,7 +230,7 @@ export class StandbyKeeper {
    * publication go (a slot nobody reads keeps WAL forever). The schema stays, for a failback.
    */
   async fenceReturned(): Promise<string[]> {
-    const { db, providers } = this.deps;
+    const { db } = this.deps;
     const open = await asPlatform(
       db,
       async (trx) =>
@@ -248,34 +244,28 @@ export class StandbyKeeper {
     );
     const fenced: string[] = [];
     for (const f of open) {
+      const p = f.plan;
       try {
-        for (const d of f.plan.databases)
-          await withTimeout(
-            withClient(primaryUrl(providers, f.plan, d), async (c) => {
-              const role = await c.query('select 1 from pg_roles where rolname = $1', [d.role]);
-              if ((role.rowCount ?? 0) > 0) {
-                await c.query(`alter role ${esc(d.role)} nologin`);
-                await c.query(
-                  'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-                  [d.role],
-                );
-              }
-            }),
-            15_000,
-          );
-        // The reader the standby subscribed with: its slot, publication and role.
-        await closeStreams(
-          { databases: f.plan.databases },
-          standbySides(this.deps, f.plan, 'fence', AbortSignal.timeout(15_000)),
+        const s = standbySides(this.deps, p, 'fence', AbortSignal.timeout(15_000));
+        await withTimeout(
+          s.source().setLogin({ roles: p.databases.map((d) => d.role), login: false }),
+          15_000,
         );
+        // The reader the standby subscribed with: its slot, publication and role.
+        for (const d of p.databases)
+          await s.source(d.resourceId).closeReader({ ...sideOf(d, 'source'), name: d.replication });
+        // An agent keeps the old primary's credentials under the source key (as the failover would have).
+        if (p.sourceAgent) await keepPrimarySecrets(s, p);
       } catch {
         continue; // still down: the next tick tries again
       }
-      await asPlatform(db, (trx) =>
-        sql`update tenant_failovers set fenced_at = now(),
+      await asPlatform(db, async (trx) => {
+        // What the failover asked of the agent while it was down (a blob reader) answered since: cleared.
+        await clearSealedOf(trx, f.id);
+        await sql`update tenant_failovers set fenced_at = now(),
               fence = coalesce(fence, '{}'::jsonb) || jsonb_build_object('returnedAt', now()::text), updated_at = now()
-            where id = ${f.id}`.execute(trx),
-      );
+            where id = ${f.id}`.execute(trx);
+      });
       fenced.push(f.id);
     }
     return fenced;

@@ -6,17 +6,14 @@ import { asPlatform, type Db, type Trx } from '../db/database.js';
 import { ConflictError } from '../errors/errors.js';
 import { lockCandidateCells } from '../placement/placement.policy.js';
 import { chooseCell, type Isolation, isRefusal } from '../placement/placement.rules.js';
-import { PostgresDatabaseProvider } from '../providers/postgres/postgres-database.provider.js';
 import { type DesiredResource, ProviderError } from '../providers/provider.js';
 import type { ObjectRow } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
 import { workflowKey } from './migration-records.js';
-import { databaseUrl } from './pg-copy.js';
 import {
   closeStreams,
   copyBlobs,
   copySchemas,
-  dataplaneOf,
   openStreams,
   providerIn,
   type RegionAgents,
@@ -69,12 +66,6 @@ export interface StandbyDeps {
   providers: ProviderSet;
 }
 
-const serverOf = (providers: ProviderSet, region: string, database: string) =>
-  databaseUrl(dataplaneOf(providers, region), database);
-export const primaryUrl = (providers: ProviderSet, p: RegionMigrationPlan, d: RegionDatabasePlan) =>
-  serverOf(providers, p.fromRegion, d.database);
-export const standbyUrl = (providers: ProviderSet, p: RegionMigrationPlan, d: RegionDatabasePlan) =>
-  serverOf(providers, p.toRegion, d.targetDatabase);
 /** The standby's role: its own credentials, NOLOGIN (`suspended`) until a failover promotes it. */
 export const standbyDesired = (d: RegionDatabasePlan): DesiredResource => ({
   ...d.desired,
@@ -335,14 +326,6 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
       timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
-}
-
-/** The database provider of a region, as PostgreSQL (a failover talks to its server directly). */
-export function postgresIn(providers: ProviderSet, region: string): PostgresDatabaseProvider {
-  const p = providerIn(providers, 'database', region);
-  if (!(p instanceof PostgresDatabaseProvider))
-    throw new ProviderError(`region ${region}: the database provider is not PostgreSQL`, 'Ineligible', false);
-  return p;
 }
 
 /**

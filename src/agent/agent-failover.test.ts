@@ -193,7 +193,7 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
       subscriptions: (await c.query('select count(*)::int as n from pg_subscription')).rows[0].n,
       secrets: (
         await c.query<{ id: string }>(
-          'select resource_id as id from tenantry_resource_secrets where resource_id = any($1::text[])',
+          'select resource_id as id from tenantry_resource_secrets where resource_id = any($1::uuid[])',
           [[resourceId, keys.targetKey, workflowKey(fid, resourceId, 'rotated')]],
         )
       ).rows.map((r) => r.id),
@@ -214,11 +214,14 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
       login: (await c.query('select rolcanlogin from pg_roles where rolname = $1', [schema])).rows[0]
         .rolcanlogin,
       slots: (await c.query('select count(*)::int as n from pg_replication_slots')).rows[0].n,
-      readers: (await c.query(`select count(*)::int as n from pg_roles where rolname like 'tenantry_s_%'`))
-        .rows[0].n,
+      readers: (
+        await c.query(
+          `select count(*)::int as n from pg_roles where rolname ~ '^tenantry_s_[0-9a-f]{12}_[0-9]+$'`,
+        )
+      ).rows[0].n,
       secrets: (
         await c.query<{ id: string }>(
-          'select resource_id as id from tenantry_resource_secrets where resource_id = any($1::text[])',
+          'select resource_id as id from tenantry_resource_secrets where resource_id = any($1::uuid[])',
           [[resourceId, keys.sourceKey]],
         )
       ).rows.map((r) => r.id),
@@ -242,6 +245,10 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
     }));
     expect(home).toEqual({ rows: 2501, login: true });
 
+    // The pattern finds what it looks for (a standby reader's URL as it is made).
+    expect(
+      `postgres://tenantry_s_0123456789ab_0:${randomBytes(24).toString('base64url')}@127.0.0.1/x`,
+    ).toMatch(CREDENTIAL);
     // Nothing handed over is readable anywhere in the control plane, its answers or the agents' logs.
     await ag.noCredentialLeft(CREDENTIAL, [
       `/v1/tenants/${tenant}/standby`,

@@ -69,6 +69,7 @@ const TIMEOUT = 5_000;
  * now log in), switch-placement (secrets, tenant region, placement and cell, `tenant.failed_over`,
  * audit), sync-blobs (the last blob changes, when the primary's account answers), and verify (row
  * counts against the last known ones, the rotated credentials tried, recorded on the failover).
+ * Each region's side runs where its cell is served (the agent holding it, or here), as the standby's.
  */
 export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<FailoverInput> {
   const { db } = deps;

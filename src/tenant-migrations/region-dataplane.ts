@@ -726,7 +726,7 @@ export class RegionDataPlane {
     let renamed = 0;
     await inSecretsTable(this.urlOf(this.home), async (c) => {
       if (input.drop?.length)
-        await c.query('delete from tenantry_resource_secrets where resource_id = any($1::text[])', [
+        await c.query('delete from tenantry_resource_secrets where resource_id = any($1::uuid[])', [
           input.drop,
         ]);
       for (const m of input.moves) {

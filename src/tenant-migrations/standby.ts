@@ -27,11 +27,15 @@ import {
  * Region standbys (issue 19, "Region failover"). A tenant whose spec names `standby.region` gets a
  * copy of its databases and blobs in that region's cell, kept in sync until a failover promotes it:
  * - databases: per-tenant logical replication (the embedded PostgreSQL has no `pg_basebackup`):
- *   publication and slot for the tenant's schema on the primary region's data-plane server, a
- *   subscription in the standby region's (the same building blocks as a region migration,
+ *   a reader, publication and slot for the tenant's schema on the primary region's data-plane
+ *   server, a subscription in the standby region's (the same building blocks as a region migration,
  *   pg-copy.ts). The standby's role exists with its own credentials but NOLOGIN, so nothing writes
  *   there but the subscription.
  * - blobs: copied and MD5-checked into the standby region's account by the keeper, every tick.
+ * Each region's side runs where its cell is served, as for a region migration (region-migration.ts
+ * `regionSides`): by the agent holding the cell, as its commands, or here. The primary's side hands
+ * the standby's a reader of its own (a migration reader's role, publication and slot), sealed for
+ * the standby side's key; the standby's PostgreSQL subscribes with it.
  * The keeper (StandbyKeeper) starts the establishing workflow for a tenant that names a standby and
  * has none, and measures every streaming standby: lag in bytes, the last moment it was seen caught
  * up, and the primary's row counts and sequence values at that moment (what the failover's

@@ -62,17 +62,7 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
     timeout: 300_000,
   }, async () => {
     const keeper = new StandbyKeeper({ db: ag.s.t.db, providers: refusingProviders(ag.controlPlaneCalls) });
-    await until(
-      'the pool schema and container Ready in eu (by its agent)',
-      async () => {
-        const r = await ag.resources();
-        return r.length === 2 && r.every((x) => x.phase === 'Ready');
-      },
-      120_000,
-    );
-    const byType = Object.fromEntries((await ag.resources()).map((r) => [r.type, r]));
-    const schema = byType.database!.physical_name;
-    const bucket = byType['blob-container']!.physical_name;
+    const { schema, bucket } = await ag.readyInEu();
     const resourceId = (
       await ag.s.t.owner.query<{ id: string }>(
         `select id from integration_resources where physical_name = $1 and deleted_at is null`,

@@ -49,17 +49,7 @@ describe.skipIf(unavailable)('a region migration through agents', () => {
   it('moves the database rows and blobs from the eu agent to the us agent, checked on the us engines; rolls back to eu with what was written in us; moves again and retires eu', {
     timeout: 300_000,
   }, async () => {
-    await until(
-      'the pool schema and container Ready in eu (by its agent)',
-      async () => {
-        const r = await ag.resources();
-        return r.length === 2 && r.every((x) => x.phase === 'Ready');
-      },
-      120_000,
-    );
-    const byType = Object.fromEntries((await ag.resources()).map((r) => [r.type, r]));
-    const schema = byType.database!.physical_name;
-    const bucket = byType['blob-container']!.physical_name;
+    const { schema, bucket } = await ag.readyInEu();
     await ag.onServer('eu', (c) =>
       c.query(`create table ${schema}.orders (id bigserial primary key, n integer not null, note text);
                insert into ${schema}.orders (n, note) select g, md5(g::text) from generate_series(1, 2000) g;`),

@@ -8,18 +8,12 @@ import { expect } from 'vitest';
 import { EmbeddedDatabase } from '../../src/db/embedded-postgres.js';
 import { type Azurite, startAzurite } from '../infra/azurite.js';
 import { refusingProviders, startAgentProcess } from './agent-processes.js';
-import { startController, type TestController, tempDataDir } from './controller.js';
+import { startController, type TestController, tempDataDir, until } from './controller.js';
 import { startTestServer, type TestServer } from './test-server.js';
+import { databaseAndContainer, doc, regionCell } from './two-regions.js';
 import { startWorkflowEngine } from './workflows.js';
 
 export type Region = 'eu' | 'us';
-
-export const doc = (kind: string, name: string | undefined, spec: Record<string, unknown>) => ({
-  apiVersion: 'tenantry.dev/v1',
-  kind,
-  metadata: name ? { name } : {},
-  spec,
-});
 
 /**
  * Two regions whose cells (`<customer>-eu`, `<customer>-us`) are held by `tenantry agent` processes,
@@ -64,16 +58,8 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
     dataplaneUrl: 'postgres://tenantry@127.0.0.1:1/none',
   });
   const cells = { eu: `${customer}-eu`, us: `${customer}-us` };
-  const cell = (name: string, region: string) =>
-    doc('Cell', name, {
-      region,
-      stage: 'nonprod',
-      environmentTypes: ['dev'],
-      tenancy: 'shared',
-      capacity: { tenants: 5 },
-    });
   const applied = await s.request('POST', '/v1/apply', {
-    body: [cell(cells.eu, 'eu'), cell(cells.us, 'us')],
+    body: [regionCell(cells.eu, 'eu'), regionCell(cells.us, 'us')],
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
   for (const r of ['eu', 'us'] as const) {
@@ -96,7 +82,6 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
     agent.stderr?.on('data', (d) => (logs.agents += d));
   }
   const tenant = `${customer}-eu-dev`;
-  const deployment = `${tenant}-plan`;
   const tenancy = await s.request('POST', '/v1/apply', {
     body: [
       doc('Customer', customer, { displayName: 'Moving through agents', shortCode: customer }),
@@ -109,14 +94,7 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
         residency: { allowedRegions: ['eu', 'us'] },
         ...tenantSpec,
       }),
-      doc('System', 'plan', { displayName: 'Plan', serviceId: 'plan' }),
-      doc('Deployment', undefined, { tenant, system: 'plan' }),
-      doc('IntegrationResource', undefined, {
-        scope: { tenant },
-        type: 'database',
-        database: { isolation: 'pool' },
-      }),
-      doc('IntegrationResource', undefined, { scope: { deployment }, type: 'blob-container' }),
+      ...databaseAndContainer(tenant),
     ],
   });
   expect(tenancy.status, JSON.stringify(tenancy.body)).toBe(200);
@@ -132,6 +110,19 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
         [tenant],
       )
     ).rows;
+  /** Waits until the agent of eu has the pool schema and the container Ready; their physical names. */
+  const readyInEu = async () => {
+    await until(
+      'the pool schema and container Ready in eu (by its agent)',
+      async () => {
+        const r = await resources();
+        return r.length === 2 && r.every((x) => x.phase === 'Ready');
+      },
+      120_000,
+    );
+    const byType = Object.fromEntries((await resources()).map((r) => [r.type, r]));
+    return { schema: byType.database!.physical_name, bucket: byType['blob-container']!.physical_name };
+  };
   /** `work` on a region's data-plane database, connected as its superuser (the test looking behind the agents). */
   async function onServer<T>(region: Region, work: (c: pg.Client) => Promise<T>): Promise<T> {
     const c = new pg.Client({ connectionString: dataplanes[region] });
@@ -201,6 +192,7 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
     controlPlaneCalls,
     logs,
     resources,
+    readyInEu,
     onServer,
     explain,
     container,

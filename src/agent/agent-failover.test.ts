@@ -11,6 +11,7 @@ import { FAILOVER_STEPS } from '../tenant-migrations/failover.service.js';
 import { workflowKey } from '../tenant-migrations/migration-records.js';
 import type { StandbyPlan } from '../tenant-migrations/standby.js';
 import { StandbyKeeper } from '../tenant-migrations/standby-keeper.js';
+import { markLostAgents } from './lease-monitor.js';
 
 /**
  * A region standby and its failover eu → us between two cells held by `tenantry agent` processes,
@@ -18,7 +19,8 @@ import { StandbyKeeper } from '../tenant-migrations/standby-keeper.js';
  * the control plane's providers refuse any call): the eu agent hands the us agent a reader (sealed
  * for it), the us PostgreSQL subscribes, the keeper measures the lag through the eu agent and has
  * the blobs copied by the us agent; with the eu PostgreSQL really stopped, the failover promotes
- * the standby and rotates its credentials through the us agent. eu comes back: the keeper fences it
+ * the standby and rotates its credentials through the us agent (before that, a killed eu agent makes
+ * the primary unreachable as soon as its lease runs out). eu comes back: the keeper fences it
  * through the eu agent. Failback is a region migration back, through both agents.
  */
 const unavailable = skipReason(
@@ -46,6 +48,13 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
   const CREDENTIAL = /tenantry_[rs]_[0-9a-f]+_\d+(_b)?:[^@"\s]+@|[?&]sig=|sealed:ey/;
   const cellId = async (slug: string) =>
     (await ag.s.t.owner.query<{ id: string }>('select id from cells where slug = $1', [slug])).rows[0]!.id;
+  const euAgent = async () =>
+    (
+      await ag.s.t.owner.query<{ connection: string }>(
+        'select a.connection from cell_agents a join cells c on c.id = a.cell_id where c.slug = $1',
+        [ag.cells.eu],
+      )
+    ).rows[0]!.connection;
   /** The ops of the commands of workflow or standby `prefix` that the agent of `cell` ran. */
   const opsOf = async (prefix: string, cell: string) =>
     new Set(
@@ -139,6 +148,28 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
     expect(
       (await ag.container('us', bucket).getBlobClient('docs/late.bin').downloadToBuffer()).equals(late),
     ).toBe(true);
+
+    // The eu agent is killed: once its lease has run out (Unknown) the keeper counts the primary
+    // unreachable without asking it (no command waits for it); restarted, it measures again.
+    await ag.killAgent('eu');
+    await until(
+      'the eu agent Unknown',
+      async () => (await markLostAgents(ag.s.t.db)).length > 0 || (await euAgent()) === 'Unknown',
+      30_000,
+    );
+    const t0 = Date.now();
+    await keeper.tick();
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    const lost = await ag.s.request('GET', `/v1/tenants/${tenant}/standby`);
+    expect(lost.body).toMatchObject({ lagBytes: null, lastSyncAt: view.body.lastSyncAt });
+    expect(lost.body.error).toMatch(/^primary eu unreachable: the agent of its cell is Unknown since /);
+    await ag.startAgent('eu');
+    await until(
+      'measured through the restarted eu agent',
+      async () =>
+        (await euAgent()) === 'Connected' && (await keeper.tick()).measured[standby.tenant_id]?.caughtUp,
+      60_000,
+    );
 
     // The eu data plane's PostgreSQL goes down (its agent stays up): the lag is unknown now.
     await ag.servers.eu.stop();

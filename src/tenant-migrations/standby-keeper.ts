@@ -288,6 +288,7 @@ export class StandbyKeeper {
     const known: LastKnown = { at: at.toISOString(), databases: {} };
     const s = standbySides(this.deps, plan, 'measure', AbortSignal.timeout(60_000));
     try {
+      await agentConnected(db, plan.sourceAgent);
       for (const d of plan.databases) {
         const r = await s.source(d.resourceId).measure({
           database: d.database,
@@ -356,4 +357,19 @@ export interface StandbyMeasure {
   lagBytes: number | null;
   caughtUp: boolean;
   error: string | null;
+}
+
+/**
+ * Throws when the agent of `cellId` (the primary's side) is `Unknown` (its lease ran out): it is not
+ * asked (its command would wait for it), the primary counts as unreachable at once.
+ */
+async function agentConnected(db: Db, cellId: string | undefined): Promise<void> {
+  if (!cellId) return;
+  const r = await asPlatform(db, (trx) =>
+    sql<{ connection: string; since: Date }>`
+      select connection, connection_since as since from cell_agents where cell_id = ${cellId}`.execute(trx),
+  );
+  const a = r.rows[0];
+  if (a && a.connection !== 'Connected')
+    throw new Error(`the agent of its cell is ${a.connection} since ${a.since.toISOString()}`);
 }

@@ -62,14 +62,15 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
     body: [regionCell(cells.eu, 'eu'), regionCell(cells.us, 'us')],
   });
   expect(applied.status, JSON.stringify(applied.body)).toBe(200);
-  for (const r of ['eu', 'us'] as const) {
-    const token = await s.request('POST', `/v1/cells/${cells[r]}/join-tokens`, { body: {} });
-    expect(token.status).toBe(201);
-    const agent = await startAgentProcess({
+  const agentDirs = {} as Record<Region, string>;
+  const agents = {} as Record<Region, ChildProcess>;
+  /** The agent of `r`'s cell, joined with `joinToken` (none: restarted with the credential it saved). */
+  const startAgent = async (r: Region, joinToken?: string) => {
+    agents[r] = await startAgentProcess({
       server: s.url,
       cell: cells[r],
-      dataDir: await tempDataDir(),
-      joinToken: token.body.token,
+      dataDir: agentDirs[r],
+      ...(joinToken ? { joinToken } : {}),
       children,
       // Each region's data plane, known to its agent only; the key its credentials are sealed with.
       env: {
@@ -78,9 +79,23 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
         TENANTRY_SECRETS_KEY_FILE: path.join(dir, `kek-${r}.json`),
       },
     });
-    agent.stdout?.on('data', (d) => (logs.agents += d));
-    agent.stderr?.on('data', (d) => (logs.agents += d));
+    agents[r].stdout?.on('data', (d) => (logs.agents += d));
+    agents[r].stderr?.on('data', (d) => (logs.agents += d));
+  };
+  for (const r of ['eu', 'us'] as const) {
+    const token = await s.request('POST', `/v1/cells/${cells[r]}/join-tokens`, { body: {} });
+    expect(token.status).toBe(201);
+    agentDirs[r] = await tempDataDir();
+    await startAgent(r, token.body.token);
   }
+  /** The agent of `r`'s cell killed (SIGKILL), once it has exited. */
+  const killAgent = async (r: Region) => {
+    const a = agents[r];
+    if (a.exitCode !== null || a.signalCode !== null) return;
+    const exited = new Promise((res) => a.once('exit', res));
+    a.kill('SIGKILL');
+    await exited;
+  };
   const tenant = `${customer}-eu-dev`;
   const tenancy = await s.request('POST', '/v1/apply', {
     body: [
@@ -191,6 +206,8 @@ export async function startAgentRegions(customer: string, tenantSpec: Record<str
     tenant,
     controlPlaneCalls,
     logs,
+    startAgent,
+    killAgent,
     resources,
     readyInEu,
     onServer,

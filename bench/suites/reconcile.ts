@@ -799,13 +799,18 @@ async function cloneTenantTree(
         ? `now() - make_interval(secs => (${last} - c.i) / 1e6)`
         : due === 'held'
           ? `${HELD} - make_interval(secs => (${last} - c.i) / 1e6)`
-          : `now() + make_interval(secs => ${due.resyncMs / 1000} * (0.9 + 0.2 * random()))`;
+          : `now() + make_interval(secs => ${due.resyncMs / 1000} * s.spread)`;
     const jobColumns = await columns('reconcile_jobs', ['object_id', 'tenant_id', 'run_after']);
+    // A Ready copy's resync, as completeJobs spreads it: drawn once per batch of jobs ended together
+    // (8 copies, ~80 jobs, what one completion ended in the windows here).
     await client.query(
-      `insert into reconcile_jobs (object_id, tenant_id, run_after, ${jobColumns.map((c) => `"${c}"`).join(', ')})
+      `with s as materialized (select g, 0.9 + 0.2 * random() as spread from generate_series($1::int / 8, $2::int / 8) g)
+       insert into reconcile_jobs (object_id, tenant_id, run_after, ${jobColumns.map((c) => `"${c}"`).join(', ')})
        select c.id, ct.id, ${runAfter}, ${jobColumns.map((c) => `j."${c}"`).join(', ')}
        from ${from}reconcile_jobs j join clone_ids c on c.old_id = j.object_id and c.kind = j.object_kind
-       join clone_ids ct on ct.old_id = j.tenant_id and ct.i = c.i`,
+       join clone_ids ct on ct.old_id = j.tenant_id and ct.i = c.i
+       join s on s.g = c.i / 8`,
+      [first, last],
     );
     // The objects of copies to be reconciled; not those of Ready copies (at 100k tenants, 900k rows
     // that this process would read only to collect them as garbage during the window that follows).

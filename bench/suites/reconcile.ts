@@ -751,7 +751,9 @@ async function cloneTenantTree(
         [slug],
       )
     ).rows;
-    await client.query('create temporary table clone_ids (kind text, old_id uuid, id uuid, i int) on commit drop');
+    await client.query(
+      'create temporary table clone_ids (kind text, old_id uuid, id uuid, i int) on commit drop',
+    );
     // In statements of 10k copies (100k ids), not one array of a million.
     for (let at = first; at < first + count; at += 10_000) {
       const copies = Array.from({ length: Math.min(10_000, first + count - at) }, (_, k) => at + k);

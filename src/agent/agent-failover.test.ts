@@ -138,6 +138,20 @@ describe.skipIf(unavailable)('a region standby and failover through agents', () 
     expect(view.body).toMatchObject({ region: 'us', state: 'Streaming', lagBytes: 0, error: null });
     expect(Object.values(view.body.blobs)).toEqual([expect.objectContaining({ blobs: 4, equal: true })]);
     expect(await opsOf(sid, ag.cells.eu)).toContain('region.measure');
+    // The keeper's earlier measurement commands (a few every tick) go after 10 minutes.
+    const aged = await ag.s.t.owner.query(
+      `update cell_agent_commands set completed_at = now() - interval '11 minutes'
+       where starts_with(key, $1) and state = 'Succeeded'`,
+      [`${sid}:measure:`],
+    );
+    expect(aged.rowCount).toBeGreaterThan(0);
+    await keeper.tick();
+    const left = await ag.s.t.owner.query(
+      `select count(*)::int as n from cell_agent_commands
+       where starts_with(key, $1) and completed_at < now() - interval '10 minutes'`,
+      [`${sid}:measure:`],
+    );
+    expect(left.rows[0].n).toBe(0);
     const onUs = await ag.onServer('us', async (c) => ({
       rows: (await c.query(`select count(*)::int as n from ${schema}.orders`)).rows[0].n,
       login: (await c.query('select rolcanlogin from pg_roles where rolname = $1', [schema])).rows[0]

@@ -341,6 +341,9 @@ export class StandbyKeeper {
     await asPlatform(db, async (trx) => {
       // A blob reader's SAS URLs an agent's failed or late command still holds, sealed: cleared.
       await clearSealedOf(trx, plan.standbyId);
+      // The agents' commands of earlier measurements (a few every tick) go after 10 minutes.
+      await sql`delete from cell_agent_commands where starts_with(key, ${`${plan.standbyId}:measure:`})
+        and state in ('Succeeded', 'Failed') and completed_at < now() - interval '10 minutes'`.execute(trx);
       await sql`update tenant_standbys set lag_bytes = ${lag}, measured_at = ${at.toISOString()}::timestamptz,
             caught_up_at = case when ${caughtUp} then ${at.toISOString()}::timestamptz else caught_up_at end,
             last_known = case when ${caughtUp} then ${JSON.stringify(known)}::jsonb else last_known end,

@@ -19,7 +19,14 @@ import {
   tenantOf,
 } from './kinds/index.js';
 import type { Resolution, ResolveEnv } from './kinds/kind.js';
-import { findById, findBySlug, insertObject, type ObjectRow, updateObjectSql } from './object.repository.js';
+import {
+  findById,
+  findBySlug,
+  insertObject,
+  type ObjectRow,
+  readTenantContext,
+  updateObjectSql,
+} from './object.repository.js';
 import { type ApiObject, initialConditions, stateOf, toApiObject } from './representation.js';
 
 /** What writing objects needs besides the transaction (built once in src/app.ts). */
@@ -90,6 +97,10 @@ function resolve(
           where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(trx)
       ).rows,
     regions: () => knownRegions(trx, deps.config),
+    tenantContext: async (customer, slugRest) => {
+      const c = await readTenantContext(trx, customer, slugRest);
+      return c.regions.length > 0 ? c : { ...c, regions: deps.config.regions };
+    },
     environmentTypes: deps.config.environmentTypes,
     isPlatform: async () => {
       const r = await sql<{ platform: boolean }>`select tenantry_is_platform() as platform`.execute(trx);
@@ -159,7 +170,10 @@ export async function applyManifest(
       return undefined;
     }
   } else {
-    existing = await findBySlug(trx, m.kind, res.slug, { forUpdate: true });
+    existing =
+      res.existing !== undefined
+        ? (res.existing ?? undefined)
+        : await findBySlug(trx, m.kind, res.slug, { forUpdate: true });
   }
 
   if (opts.target && (opts.target.kind !== m.kind || !existing || existing.id !== opts.target.id)) {

@@ -49,6 +49,12 @@ export interface Resolution {
   updateColumns?: Record<string, unknown>;
   /** A secret generated for this object: returned once in the creating response, stored nowhere else. */
   generatedSecret?: string;
+  /**
+   * When the slug rule has read it already: the live object with this slug, locked as
+   * `findBySlug(…, { forUpdate: true })` locks it (null: there is none). Only for a manifest without
+   * `metadata.uuid` (with one, the object is found by its UUID).
+   */
+  existing?: ObjectRow | null;
 }
 
 /** The stored signing secrets of a webhook endpoint after an apply (settled by src/webhooks). */
@@ -68,6 +74,15 @@ export interface ResolveEnv {
   liveWith(kind: string, column: string, value: string): Promise<ObjectRow[]>;
   /** The regions tenants and cells may name. */
   regions(): Promise<string[]>;
+  /**
+   * A tenant's reads in one round trip (issue 24): the regions (as `regions()`), the live customer
+   * with this slug, and, given `slugRest`, the live tenant `<customer's short code>-<slugRest>`
+   * locked as `findBySlug(…, { forUpdate: true })` locks it.
+   */
+  tenantContext(
+    customer: string,
+    slugRest: string | undefined,
+  ): Promise<{ regions: string[]; customer?: { id: string; short_code: string }; existing?: ObjectRow }>;
   environmentTypes: readonly string[];
   /** Whether the caller acts platform-wide (an operator), not for one tenant. */
   isPlatform(): Promise<boolean>;
@@ -218,7 +233,18 @@ export function named(m: KindManifest, env: ResolveEnv, pattern: RegExp, what: s
 
 /** A reference to another object by slug; a field error if it does not exist. */
 export async function ref(env: ResolveEnv, kind: string, slug: string, pointer: string, code: string) {
-  const row = await env.findBySlug(kind, slug);
+  return found(env, await env.findBySlug(kind, slug), kind, slug, pointer, code);
+}
+
+/** `row`, the object a reference names, as read; a field error (as `ref` adds) if there is none. */
+export function found<R>(
+  env: ResolveEnv,
+  row: R | undefined,
+  kind: string,
+  slug: string,
+  pointer: string,
+  code: string,
+): R | undefined {
   if (!row) env.error(pointer, code, `${kind} "${slug}" does not exist`);
   return row;
 }

@@ -2,7 +2,7 @@ import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
 import { tenantSlug } from '../../domain/identifiers.js';
 import { Isolation, Segment, Slug, strict, Text } from '../../domain/manifest.js';
-import { byRef, checkName, col, defineKind, ref, slugPrefix, tooLong } from './kind.js';
+import { byRef, checkName, col, defineKind, found, ref, slugPrefix, tooLong } from './kind.js';
 
 const Residency = Type.Object(
   {
@@ -81,7 +81,17 @@ export const tenant = defineKind({
   async resolve(m, env) {
     const { spec } = m;
     let ok = true;
-    const regions = await env.regions();
+    // The slug's part after the customer's short code; without a UUID the tenant is found (and
+    // locked) by its slug in the same round trip as the regions and the customer.
+    const rest = tenantSlug({
+      prefix: '',
+      region: spec.region,
+      environmentType: spec.environmentType,
+      qualifier: spec.qualifier,
+    });
+    const bySlug = m.metadata.uuid === undefined;
+    const context = await env.tenantContext(spec.customer, bySlug ? rest : undefined);
+    const regions = context.regions;
     for (const [pointer, region] of [
       ['/spec/region', spec.region],
       ['/spec/residency/preferredRegion', spec.residency?.preferredRegion],
@@ -124,7 +134,14 @@ export const tenant = defineKind({
       );
       ok = false;
     }
-    const customer = await ref(env, 'Customer', spec.customer, '/spec/customer', 'customer.not_found');
+    const customer = found(
+      env,
+      context.customer,
+      'Customer',
+      spec.customer,
+      '/spec/customer',
+      'customer.not_found',
+    );
     if (!customer || !ok) return undefined;
     const slug = tenantSlug({
       prefix: String(customer.short_code),
@@ -142,6 +159,7 @@ export const tenant = defineKind({
         environment_type: spec.environmentType,
         qualifier: spec.qualifier ?? null,
       },
+      ...(bySlug && slug === `${customer.short_code}-${rest}` ? { existing: context.existing ?? null } : {}),
     };
   },
   filters: {

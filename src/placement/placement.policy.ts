@@ -51,6 +51,8 @@ export interface PolicyInput {
   at: string;
   /** Whether the caller acts as the platform (cells can only be changed then). */
   platform: boolean;
+  /** What the apply read already in this transaction (the kind's slug rule), not read again here. */
+  known?: { cellsDeclared?: boolean } | undefined;
 }
 
 export interface PolicyResult {
@@ -287,7 +289,11 @@ export class PlacementPolicy {
       });
       return { columns: {}, verdicts };
     } else {
-      const cells = await lockCandidateCells(trx, regionOrder(req), spec.cell);
+      // No cell at all when the apply read the tenant (same transaction): nothing to lock.
+      const cells =
+        input.known?.cellsDeclared === false
+          ? 'none'
+          : await lockCandidateCells(trx, regionOrder(req), spec.cell);
       if (cells === 'none') {
         // No cell has been declared at all: the installation does not place tenants (yet).
         verdicts.push({

@@ -194,7 +194,7 @@ export async function applyManifest(
     const id = givenUuid ?? randomUUID();
     const tenantId = res.tenant === 'self' ? id : res.tenant;
     const platform = ctx.scope.kind === 'platform';
-    const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform };
+    const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform, known: res.known };
     const policy = await deps.policy.beforeWrite(trx, policyInput);
     for (const id of policy.changed ?? []) ctx.changed?.add(id);
     const row = await insertObject(trx, m.kind, {
@@ -278,6 +278,7 @@ export async function applyManifest(
     existing,
     at,
     platform: ctx.scope.kind === 'platform',
+    known: res.known,
   };
   const policy = await deps.policy.beforeWrite(trx, policyInput);
   for (const id of policy.changed ?? []) ctx.changed?.add(id);

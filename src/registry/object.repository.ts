@@ -82,13 +82,16 @@ export interface TenantContext {
   customer?: { id: string; short_code: string };
   /** The live tenant `<customer's short code>-<slugRest>`, locked as findBySlug `forUpdate` locks it. */
   existing?: ObjectRow;
+  /** Whether any live cell exists (none: the installation does not place tenants, see src/placement). */
+  cellsDeclared: boolean;
 }
 
 /**
  * The regions, the live customer `customerSlug`, and with `slugRest` the live tenant whose slug is
  * the customer's short code, `-` and `slugRest`, with its tenant write lock and then its row lock
- * (lockedRow's statement, the slug taken from the customer row): what resolving and locking a Tenant
- * manifest read in three round trips (issue 24). Without `slugRest` no tenant is read or locked.
+ * (lockedRow's statement, the slug taken from the customer row), and whether any cell exists: what
+ * resolving, locking and placing a Tenant manifest read in four round trips (issue 24). Without
+ * `slugRest` no tenant is read or locked.
  */
 export async function readTenantContext(
   trx: Trx,
@@ -98,6 +101,7 @@ export async function readTenantContext(
   const r = await sql<
     ObjectRow & {
       tenantry_regions: string[];
+      tenantry_cells: boolean;
       tenantry_customer_id: string | null;
       tenantry_short_code: string;
     }
@@ -108,18 +112,26 @@ export async function readTenantContext(
       select id, ${tenantWriteLockSql(sql`id::text`, 'change')} from tenants
       where slug = (select short_code || '-' || ${slugRest ?? null}::text from customer) and deleted_at is null
     )
-    select r.tenantry_regions, c.id as tenantry_customer_id, c.short_code as tenantry_short_code, t.*
+    select r.tenantry_regions, c.id as tenantry_customer_id, c.short_code as tenantry_short_code,
+      exists (select 1 from cells where deleted_at is null) as tenantry_cells, t.*
     from (select coalesce(array_agg(slug order by slug), '{}') as tenantry_regions
           from regions where deleted_at is null) r
     left join customer c on true
     left join lateral (
       select * from tenants where id = any(array(select id from locked)) and deleted_at is null for update
     ) t on true`.execute(trx);
-  const { tenantry_regions: regions, tenantry_customer_id, tenantry_short_code, ...row } = r.rows[0]!;
+  const {
+    tenantry_regions: regions,
+    tenantry_cells: cellsDeclared,
+    tenantry_customer_id,
+    tenantry_short_code,
+    ...row
+  } = r.rows[0]!;
   const existing = row.id === null ? undefined : (row as ObjectRow);
   if (existing) noteTenantWriteLock(trx, chainOf(existing.id.toLowerCase()), 'change');
   return {
     regions,
+    cellsDeclared,
     ...(tenantry_customer_id === null
       ? {}
       : { customer: { id: tenantry_customer_id, short_code: tenantry_short_code } }),

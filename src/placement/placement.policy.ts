@@ -51,8 +51,8 @@ export interface PolicyInput {
   at: string;
   /** Whether the caller acts as the platform (cells can only be changed then). */
   platform: boolean;
-  /** What the apply read already in this transaction (the kind's slug rule), not read again here. */
-  known?: { cellsDeclared?: boolean } | undefined;
+  /** What the apply read already in this transaction (a Tenant's context), not read again here. */
+  known?: { cellsDeclared?: boolean; limits?: EffectiveLimits } | undefined;
 }
 
 export interface PolicyResult {
@@ -319,7 +319,7 @@ export class PlacementPolicy {
     // The quota part of the binding: the plan's limits (a new tenant has no overrides yet).
     let quota: EffectiveLimits['quotas'] = {};
     if (input.existing) {
-      const limits = await effectiveLimits(trx, input.id);
+      const limits = input.known?.limits ?? (await effectiveLimits(trx, input.id));
       if (limits) {
         const next = { ...limits, plan: spec.plan ?? null, quotas: planQuotas(plan, limits) };
         if (spec.plan !== (input.existing.spec as Specs['Tenant']).plan) {

@@ -7,7 +7,7 @@ import type { Trx } from '../db/database.js';
 import { type DiffEntry, diff } from '../domain/diff.js';
 import { isUuid } from '../domain/identifiers.js';
 import { ConflictError, type FieldErrors } from '../errors/errors.js';
-import type { Placement, PlacementPolicy, Verdict } from '../placement/placement.policy.js';
+import type { Placement, PlacementPolicy, PolicyInput, Verdict } from '../placement/placement.policy.js';
 import { knownRegions } from '../placement/regions.js';
 import {
   definitionOf,
@@ -73,19 +73,23 @@ function getPath(obj: unknown, path: string): unknown {
     );
 }
 
-/** Resolves a manifest through its kind's slug rule, with lookups in this transaction. */
-function resolve(
+/**
+ * Resolves a manifest through its kind's slug rule, with lookups in this transaction; `known`: what
+ * they read that the write's policy would read again (a Tenant's context).
+ */
+async function resolve(
   trx: Trx,
   deps: RegistryDeps,
   m: Manifest,
   at: string,
   errors: FieldErrors,
-): Promise<Resolution | undefined> {
+): Promise<(Resolution & { known?: PolicyInput['known'] }) | undefined> {
   const def = definitionOf(m.kind);
   if (m.metadata.tenant !== undefined && !def.metadataTenant) {
     errors.add(`${at}/metadata/tenant`, 'field.not_allowed', `not allowed for ${m.kind}`);
-    return Promise.resolve(undefined);
+    return undefined;
   }
+  let known: PolicyInput['known'];
   const env: ResolveEnv = {
     at,
     error: (pointer, code, message) => errors.add(`${at}${pointer}`, code, message),
@@ -99,6 +103,7 @@ function resolve(
     regions: () => knownRegions(trx, deps.config),
     tenantContext: async (customer, slugRest) => {
       const c = await readTenantContext(trx, customer, slugRest);
+      known = { cellsDeclared: c.cellsDeclared, ...(c.limits ? { limits: c.limits } : {}) };
       return c.regions.length > 0 ? c : { ...c, regions: deps.config.regions };
     },
     environmentTypes: deps.config.environmentTypes,
@@ -108,7 +113,8 @@ function resolve(
     },
     webhooks: deps.webhooks,
   };
-  return def.resolve(m as never, env);
+  const res = await def.resolve(m as never, env);
+  return res && { ...res, known };
 }
 
 /**

@@ -3,6 +3,7 @@ import { chainOf, PLATFORM_CHAIN } from '../audit/audit-hash.js';
 import { noteTenantWriteLock, tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
+import { type EffectiveLimits, effectiveLimitsSql, type LimitsRow, limitsOf } from '../placement/quotas.js';
 import { definitionOf, type Kind, TABLES } from './kinds/index.js';
 import type { ObjectRow } from './kinds/kind.js';
 
@@ -84,14 +85,16 @@ export interface TenantContext {
   existing?: ObjectRow;
   /** Whether any live cell exists (none: the installation does not place tenants, see src/placement). */
   cellsDeclared: boolean;
+  /** A placed `existing` tenant's limits in force (effectiveLimits), which its change's policy checks. */
+  limits?: EffectiveLimits;
 }
 
 /**
  * The regions, the live customer `customerSlug`, and with `slugRest` the live tenant whose slug is
  * the customer's short code, `-` and `slugRest`, with its tenant write lock and then its row lock
- * (lockedRow's statement, the slug taken from the customer row), and whether any cell exists: what
- * resolving, locking and placing a Tenant manifest read in four round trips (issue 24). Without
- * `slugRest` no tenant is read or locked.
+ * (lockedRow's statement, the slug taken from the customer row), whether any cell exists, and a
+ * placed tenant's limits: what resolving, locking and placing a Tenant manifest read in four round
+ * trips (issue 24). Without `slugRest` no tenant is read or locked.
  */
 export async function readTenantContext(
   trx: Trx,
@@ -104,6 +107,7 @@ export async function readTenantContext(
       tenantry_cells: boolean;
       tenantry_customer_id: string | null;
       tenantry_short_code: string;
+      tenantry_limits: LimitsRow | null;
     }
   >`
     with customer as materialized (
@@ -113,18 +117,22 @@ export async function readTenantContext(
       where slug = (select short_code || '-' || ${slugRest ?? null}::text from customer) and deleted_at is null
     )
     select r.tenantry_regions, c.id as tenantry_customer_id, c.short_code as tenantry_short_code,
-      exists (select 1 from cells where deleted_at is null) as tenantry_cells, t.*
+      exists (select 1 from cells where deleted_at is null) as tenantry_cells,
+      case when locked_tenant.placement is not null
+        then (select to_jsonb(l) from (${effectiveLimitsSql(sql`locked_tenant.id`)}) l) end as tenantry_limits,
+      locked_tenant.*
     from (select coalesce(array_agg(slug order by slug), '{}') as tenantry_regions
           from regions where deleted_at is null) r
     left join customer c on true
     left join lateral (
       select * from tenants where id = any(array(select id from locked)) and deleted_at is null for update
-    ) t on true`.execute(trx);
+    ) locked_tenant on true`.execute(trx);
   const {
     tenantry_regions: regions,
     tenantry_cells: cellsDeclared,
     tenantry_customer_id,
     tenantry_short_code,
+    tenantry_limits,
     ...row
   } = r.rows[0]!;
   const existing = row.id === null ? undefined : (row as ObjectRow);
@@ -136,6 +144,7 @@ export async function readTenantContext(
       ? {}
       : { customer: { id: tenantry_customer_id, short_code: tenantry_short_code } }),
     ...(existing ? { existing } : {}),
+    ...(tenantry_limits ? { limits: limitsOf(tenantry_limits) } : {}),
   };
 }
 

@@ -55,8 +55,6 @@ export interface Resolution {
    * `metadata.uuid` (with one, the object is found by its UUID).
    */
   existing?: ObjectRow | null;
-  /** What the slug rule read that the write's policy reads too (src/placement: PolicyInput). */
-  known?: { cellsDeclared?: boolean };
 }
 
 /** The stored signing secrets of a webhook endpoint after an apply (settled by src/webhooks). */
@@ -84,12 +82,7 @@ export interface ResolveEnv {
   tenantContext(
     customer: string,
     slugRest: string | undefined,
-  ): Promise<{
-    regions: string[];
-    customer?: { id: string; short_code: string };
-    existing?: ObjectRow;
-    cellsDeclared: boolean;
-  }>;
+  ): Promise<{ regions: string[]; customer?: { id: string; short_code: string }; existing?: ObjectRow }>;
   environmentTypes: readonly string[];
   /** Whether the caller acts platform-wide (an operator), not for one tenant. */
   isPlatform(): Promise<boolean>;

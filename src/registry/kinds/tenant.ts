@@ -159,7 +159,6 @@ export const tenant = defineKind({
         environment_type: spec.environmentType,
         qualifier: spec.qualifier ?? null,
       },
-      known: { cellsDeclared: context.cellsDeclared },
       ...(bySlug && slug === `${customer.short_code}-${rest}` ? { existing: context.existing ?? null } : {}),
     };
   },

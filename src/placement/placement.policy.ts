@@ -52,7 +52,14 @@ export interface PolicyInput {
   /** Whether the caller acts as the platform (cells can only be changed then). */
   platform: boolean;
   /** What the apply read already in this transaction (a Tenant's context), not read again here. */
-  known?: { cellsDeclared?: boolean; limits?: EffectiveLimits } | undefined;
+  known?:
+    | {
+        cellsDeclared?: boolean;
+        limits?: EffectiveLimits;
+        /** The live plan the manifest names (null: none). */
+        plan?: { spec: PlanSpecShape } | null;
+      }
+    | undefined;
 }
 
 export interface PolicyResult {
@@ -183,12 +190,15 @@ export class PlacementPolicy {
   }
 
   private async tenant(trx: Trx, input: PolicyInput, spec: Specs['Tenant']): Promise<PolicyResult> {
+    const known = input.known?.plan;
     const plan = spec.plan
-      ? (
-          await sql<{
-            spec: PlanSpecShape;
-          }>`select spec from plans where slug = ${spec.plan} and deleted_at is null`.execute(trx)
-        ).rows[0]?.spec
+      ? known !== undefined
+        ? known?.spec
+        : (
+            await sql<{
+              spec: PlanSpecShape;
+            }>`select spec from plans where slug = ${spec.plan} and deleted_at is null`.execute(trx)
+          ).rows[0]?.spec
       : undefined;
     const current = input.existing?.placement as Placement | null | undefined;
     const req: PlacementRequest = {

@@ -101,9 +101,13 @@ async function resolve(
           where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(trx)
       ).rows,
     regions: () => knownRegions(trx, deps.config),
-    tenantContext: async (customer, slugRest) => {
-      const c = await readTenantContext(trx, customer, slugRest);
-      known = { cellsDeclared: c.cellsDeclared, ...(c.limits ? { limits: c.limits } : {}) };
+    tenantContext: async (q) => {
+      const c = await readTenantContext(trx, q);
+      known = {
+        cellsDeclared: c.cellsDeclared,
+        ...(c.limits ? { limits: c.limits } : {}),
+        ...(c.plan !== undefined ? { plan: c.plan } : {}),
+      };
       return c.regions.length > 0 ? c : { ...c, regions: deps.config.regions };
     },
     environmentTypes: deps.config.environmentTypes,
@@ -145,7 +149,10 @@ export async function applyManifest(
       );
       return undefined;
     }
-    existing = await findById(trx, m.kind, givenUuid, { includeDeleted: true, forUpdate: true });
+    existing =
+      res.existing !== undefined
+        ? (res.existing ?? undefined)
+        : await findById(trx, m.kind, givenUuid, { includeDeleted: true, forUpdate: true });
     if (existing?.deleted_at) {
       errors.add(
         `${at}/metadata/uuid`,

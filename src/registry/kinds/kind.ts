@@ -50,9 +50,9 @@ export interface Resolution {
   /** A secret generated for this object: returned once in the creating response, stored nowhere else. */
   generatedSecret?: string;
   /**
-   * When the slug rule has read it already: the live object with this slug, locked as
-   * `findBySlug(…, { forUpdate: true })` locks it (null: there is none). Only for a manifest without
-   * `metadata.uuid` (with one, the object is found by its UUID).
+   * When the slug rule has read it already, the object the manifest names, locked as applyManifest
+   * locks it (null: there is none): by `metadata.uuid`, deleted ones too (`findById`), else the live
+   * one with this slug (`findBySlug`), each `forUpdate`.
    */
   existing?: ObjectRow | null;
 }
@@ -76,13 +76,20 @@ export interface ResolveEnv {
   regions(): Promise<string[]>;
   /**
    * A tenant's reads in one round trip (issue 24): the regions (as `regions()`), the live customer
-   * with this slug, and, given `slugRest`, the live tenant `<customer's short code>-<slugRest>`
-   * locked as `findBySlug(…, { forUpdate: true })` locks it.
+   * and plan with these slugs (null: no such plan), and the tenant `lock` names, locked as
+   * applyManifest locks it: by UUID (`findById`, deleted ones too) or by slug (live, `findBySlug`),
+   * the slug being the customer's short code, `-` and `slugRest`.
    */
-  tenantContext(
-    customer: string,
-    slugRest: string | undefined,
-  ): Promise<{ regions: string[]; customer?: { id: string; short_code: string }; existing?: ObjectRow }>;
+  tenantContext(q: {
+    customer: string;
+    lock?: { id: string } | { slugRest: string };
+    plan?: string;
+  }): Promise<{
+    regions: string[];
+    customer?: { id: string; short_code: string };
+    existing?: ObjectRow;
+    plan?: { spec: unknown } | null;
+  }>;
   environmentTypes: readonly string[];
   /** Whether the caller acts platform-wide (an operator), not for one tenant. */
   isPlatform(): Promise<boolean>;

@@ -1,6 +1,6 @@
 import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
-import { tenantSlug } from '../../domain/identifiers.js';
+import { isUuid, tenantSlug } from '../../domain/identifiers.js';
 import { Isolation, Segment, Slug, strict, Text } from '../../domain/manifest.js';
 import { byRef, checkName, col, defineKind, found, ref, slugPrefix, tooLong } from './kind.js';
 
@@ -81,16 +81,21 @@ export const tenant = defineKind({
   async resolve(m, env) {
     const { spec } = m;
     let ok = true;
-    // The slug's part after the customer's short code; without a UUID the tenant is found (and
-    // locked) by its slug in the same round trip as the regions and the customer.
+    // The slug's part after the customer's short code. The tenant is found and locked (by its UUID,
+    // else by its slug) in the same round trip as the regions, the customer and the plan.
     const rest = tenantSlug({
       prefix: '',
       region: spec.region,
       environmentType: spec.environmentType,
       qualifier: spec.qualifier,
     });
-    const bySlug = m.metadata.uuid === undefined;
-    const context = await env.tenantContext(spec.customer, bySlug ? rest : undefined);
+    const uuid = m.metadata.uuid?.toLowerCase();
+    const lock = uuid === undefined ? { slugRest: rest } : isUuid(uuid) ? { id: uuid } : undefined;
+    const context = await env.tenantContext({
+      customer: spec.customer,
+      ...(lock ? { lock } : {}),
+      ...(spec.plan !== undefined ? { plan: spec.plan } : {}),
+    });
     const regions = context.regions;
     for (const [pointer, region] of [
       ['/spec/region', spec.region],
@@ -122,7 +127,10 @@ export const tenant = defineKind({
       );
       ok = false;
     }
-    if (spec.plan !== undefined && !(await ref(env, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')))
+    if (
+      spec.plan !== undefined &&
+      !found(env, context.plan ?? undefined, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')
+    )
       ok = false;
     if (spec.cell !== undefined && !(await ref(env, 'Cell', spec.cell, '/spec/cell', 'cell.not_found')))
       ok = false;
@@ -159,7 +167,9 @@ export const tenant = defineKind({
         environment_type: spec.environmentType,
         qualifier: spec.qualifier ?? null,
       },
-      ...(bySlug && slug === `${customer.short_code}-${rest}` ? { existing: context.existing ?? null } : {}),
+      ...(lock && ('id' in lock || slug === `${customer.short_code}-${rest}`)
+        ? { existing: context.existing ?? null }
+        : {}),
     };
   },
   filters: {

@@ -29,7 +29,7 @@ fs.mkdirSync(OUT, { recursive: true });
 const session = new inspector.Session();
 session.connect();
 await session.post('Profiler.enable');
-await session.post('Profiler.setSamplingInterval', { interval: 200 });
+await session.post('Profiler.setSamplingInterval', { interval: Number(process.env.CPUPROF_US ?? 1000) });
 
 const server = await startBenchPostgres({
   shared_preload_libraries: 'pg_stat_statements',

@@ -19,6 +19,7 @@ import { createDb } from '../src/db/database.js';
 import { summariseCpuProfile } from './lib/cpu-profile-summary.js';
 import { BENCH_CUSTOMER, benchTenant } from './lib/manifests.js';
 import { startBenchPostgres } from './lib/postgres.js';
+import { postgresTicks, TICKS_PER_SECOND } from './lib/process-cpu.js';
 import { stepOverhead } from './suites/workflows.js';
 
 const STEPS = Number(process.env.BENCH_WORKFLOW_STEPS ?? 2000);
@@ -36,29 +37,7 @@ const server = await startBenchPostgres({
   'pg_stat_statements.track': 'all',
   'pg_stat_statements.track_planning': 'on',
 });
-const postmaster = Number(
-  fs.readFileSync(path.join(server.dir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0],
-);
-/** CPU ticks (user + system, reaped children's too) of a process, 0 once it is gone. */
-const ticks = (pid: number) => {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  } catch {
-    return 0;
-  }
-};
-const pgTicks = () => {
-  let sum = ticks(postmaster);
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(postmaster))
-        sum += ticks(Number(d));
-    } catch {}
-  }
-  return sum;
-};
+const pgTicks = postgresTicks(path.join(server.dir, 'pg'));
 
 const { ownerUrl, appUrl } = await server.createDatabase('profile_workflows');
 const owner = new pg.Pool({ connectionString: ownerUrl, max: 2 });
@@ -78,7 +57,7 @@ try {
   const tenantId = (await owner.query(`select id from tenants where slug = 'bench-eu-dev-p0'`)).rows[0]
     .id as string;
   await owner.query('create extension if not exists pg_stat_statements');
-  await stepOverhead(db, owner, tenantId, config, 200); // warm
+  await stepOverhead(db, appUrl, owner, tenantId, config, 200); // warm
   for (let round = 1; round <= ROUNDS; round++) {
     let t0 = { node: process.cpuUsage(), pg: 0, commits: 0, hot: new Map<string, [number, number]>() };
     const probe = async (phase: 'engine' | 'raw', at: 'start' | 'end') => {
@@ -90,7 +69,7 @@ try {
         return;
       }
       const node = process.cpuUsage(t0.node);
-      const pgMs = ((pgTicks() - t0.pg) * 1000) / 100;
+      const pgMs = ((pgTicks() - t0.pg) * 1000) / TICKS_PER_SECOND;
       const xacts = (await commits(owner)) - t0.commits;
       const wal = (await owner.query('select wal_records, wal_bytes, wal_fpi from pg_stat_wal')).rows[0];
       console.log(`--- ${phase}: per step (the probe's own statements included)`);
@@ -137,7 +116,7 @@ try {
           );
       }
     };
-    const r = await stepOverhead(db, owner, tenantId, config, STEPS, probe);
+    const r = await stepOverhead(db, appUrl, owner, tenantId, config, STEPS, probe);
     const rawMs = 1000 / r.raw.value;
     console.log(
       `=== round ${round}: ${STEPS} steps, ${(1000 / r.engineSteps.value).toFixed(3)} ms per step ` +

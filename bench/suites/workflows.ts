@@ -161,7 +161,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
 
     const tenantId = (await owner.query(`select id from tenants where slug = 'bench-eu-dev-w0'`)).rows[0]
       .id as string;
-    const { engineSteps, bare, raw, overheadMs } = await stepOverhead(db, owner, tenantId, {
+    const { engineSteps, bare, raw, overheadMs } = await stepOverhead(db, appUrl, owner, tenantId, {
       ...engineConfig,
       workers: 1,
     });
@@ -195,6 +195,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
  */
 export async function stepOverhead(
   db: Db,
+  appUrl: string,
   owner: pg.Pool,
   tenantId: string,
   config: WorkflowEngineOptions['config'],
@@ -225,6 +226,9 @@ export async function stepOverhead(
   /** Starts a workflow of `type` and waits for its end; the time from its start to its end, ms. */
   const run = async (type: string) => {
     const id = randomUUID();
+    ran = new Promise<void>((res) => {
+      lastRan = res;
+    });
     await asPlatform(db, (trx) =>
       startWorkflow(trx, {
         id,
@@ -236,12 +240,7 @@ export async function stepOverhead(
         correlationId: ctx.correlationId,
       }),
     );
-    ran = new Promise<void>((res) => {
-      lastRan = res;
-    });
     const t0 = performance.now();
-    // As in the server, the start's NOTIFY wakes the engine (src/app.ts).
-    stepEngine.wake();
     // Waits without a statement or a timer of its own while the steps run (the product has no
     // poller), then for the workflow's end to be committed.
     await ran;
@@ -253,13 +252,23 @@ export async function stepOverhead(
       await new Promise((res) => setTimeout(res, 1));
     }
   };
-  // A running engine (its connections made, its statements prepared), as in the server.
+  // A running engine (its connections made, its statements prepared), woken by the start's NOTIFY
+  // and listening as in the server (src/app.ts), where every step's event is also a NOTIFY.
+  const notifier = new EventNotifier(appUrl, pino({ level: 'warn' }));
+  await notifier.start();
+  const unsubscribe = notifier.subscribe('tenantry_workflows', () => stepEngine.wake());
   stepEngine.start();
-  await run('bench.warm');
-  await probe?.('engine', 'start');
-  const stepMs = await run('bench.noop');
-  await probe?.('engine', 'end');
-  await stepEngine.stop();
+  let stepMs: number;
+  try {
+    await run('bench.warm');
+    await probe?.('engine', 'start');
+    stepMs = await run('bench.noop');
+    await probe?.('engine', 'end');
+  } finally {
+    unsubscribe();
+    await notifier.stop();
+    await stepEngine.stop();
+  }
   const stepSeconds = stepMs / 1000;
   const engineSteps: Measurement = {
     label: `${steps} no-op steps through the engine (1 worker)`,

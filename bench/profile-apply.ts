@@ -7,6 +7,7 @@
  *   CPUPROF=1 npx tsx bench/profile-apply.ts       # also a --cpu-prof of the server, in /tmp/tenantry-profile,
  *                                                  # and the server's CPU per apply by area (bench/lib/cpu-profile-summary.ts)
  *   EXPLAIN=1 npx tsx bench/profile-apply.ts       # auto_explain (analyze, nested) of 5 applies, /tmp/tenantry-profile/pg.log
+ *   NOTIFY_AB=3 npx tsx bench/profile-apply.ts     # 3 rounds alternating NOTIFY in the transaction / no NOTIFY at all, in one run
  */
 import { fork } from 'node:child_process';
 import fsSync from 'node:fs';
@@ -125,8 +126,6 @@ if (process.env.EXPLAIN) {
   process.exit(0);
 }
 await measure(load); // warm
-await owner.query('select pg_stat_statements_reset()');
-await owner.query('select pg_stat_reset()');
 const ticks = (pid: number) => {
   try {
     const f = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
@@ -155,37 +154,104 @@ const cpu = () => {
   const pids = pgPids();
   return { node: ticks(child.pid!), pg: pids.reduce((a, p) => a + ticks(p), ticks(postmaster)), pids };
 };
-// What the server's backends are doing, sampled every 20 ms during the measured load: running,
-// waiting on a lock (and which kind), on the WAL, or idle in a transaction (waiting for the server).
-const waits = new Map<string, number>();
-let sampling = true;
-const sampler = (async () => {
-  const sampleConn = new pg.Client({ connectionString: ownerUrl });
-  await sampleConn.connect();
-  while (sampling) {
-    const { rows } = await sampleConn.query<{ what: string; n: number }>(
-      `select case when state = 'active' and wait_event is null then 'running'
-                   when state = 'active' then wait_event_type || ':' || wait_event
-                   else state end as what, count(*)::int as n
-       from pg_stat_activity where datname = 'bench_http' and backend_type = 'client backend' and pid <> pg_backend_pid()
-       group by 1`,
+const hz = 100; // /proc/<pid>/stat ticks per second
+/** CPU ms per apply of the server process and of PostgreSQL between two readings. */
+const cpuPerApply = (c0: ReturnType<typeof cpu>, c1: ReturnType<typeof cpu>, applies: number) => ({
+  node: ((c1.node - c0.node) * 1000) / hz / applies,
+  pg: ((c1.pg - c0.pg) * 1000) / hz / applies,
+});
+/**
+ * What the server's backends are doing, sampled every 20 ms until `stop`: running, waiting on a
+ * lock (and which kind), on the WAL, or idle in a transaction (waiting for the server). Shares.
+ */
+const sampleWaits = () => {
+  const waits = new Map<string, number>();
+  let sampling = true;
+  const sampler = (async () => {
+    const sampleConn = new pg.Client({ connectionString: ownerUrl });
+    await sampleConn.connect();
+    while (sampling) {
+      const { rows } = await sampleConn.query<{ what: string; n: number }>(
+        `select case when state = 'active' and wait_event is null then 'running'
+                     when state = 'active' then wait_event_type || ':' || wait_event
+                     else state end as what, count(*)::int as n
+         from pg_stat_activity where datname = 'bench_http' and backend_type = 'client backend' and pid <> pg_backend_pid()
+         group by 1`,
+      );
+      for (const r of rows) waits.set(r.what, (waits.get(r.what) ?? 0) + r.n);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await sampleConn.end();
+  })();
+  return async () => {
+    sampling = false;
+    await sampler;
+    const samples = [...waits.values()].reduce((a, b) => a + b, 0);
+    return new Map([...waits].sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, (100 * v) / samples]));
+  };
+};
+const stopChild = async () => {
+  child.send('stop');
+  await new Promise((r) => child.once('exit', r));
+};
+const stopDatabase = async () => {
+  await owner.end();
+  await admin.end();
+  await epg.stop();
+  await fs.rm(dir, { recursive: true, force: true });
+};
+if (process.env.NOTIFY_AB) {
+  // What PostgreSQL's NOTIFY inside the change's transaction costs (issue 24): a transaction that
+  // notifies takes a database-wide lock before its commit record and holds it through the WAL flush,
+  // so those commits are serialised. The same load alternates, NOTIFY_AB rounds, between the
+  // functions as migrated and the same functions with every pg_notify a no-op: a ceiling on what
+  // notifying after commit could gain (correctness aside: nothing is invalidated or woken meanwhile).
+  const { rows: fns } = await owner.query<{ def: string }>(
+    `select pg_get_functiondef(p.oid) as def from pg_proc p
+     where p.pronamespace = current_schema()::regnamespace and p.prosrc like '%pg_notify(%'`,
+  );
+  await owner.query(
+    `create function profile_no_notify(text, text) returns void language sql as 'select null::void'`,
+  );
+  const variants = {
+    'NOTIFY in the transaction': fns.map((f) => f.def),
+    'no NOTIFY': fns.map((f) => f.def.replaceAll('pg_notify(', 'profile_no_notify(')),
+  };
+  const seen = new Map<string, { reqs: number; pg: number; node: number; lock: number }[]>();
+  for (let round = 0; round < Number(process.env.NOTIFY_AB); round++)
+    for (const [name, defs] of Object.entries(variants)) {
+      for (const d of defs) await owner.query(d);
+      await measure(load, 2); // settle
+      const stop = sampleWaits();
+      const c0 = cpu();
+      const n0 = n;
+      const m = await measure(load);
+      const per = cpuPerApply(c0, cpu(), n - n0);
+      const lock = (await stop()).get('Lock:object') ?? 0;
+      seen.set(name, [...(seen.get(name) ?? []), { reqs: m.value, ...per, lock }]);
+      console.log(
+        `round ${round}, ${name}: ${m.value.toFixed(0)} req/s, CPU per apply: postgres ${per.pg.toFixed(2)} ms, node ${per.node.toFixed(2)} ms; backends waiting on Lock:object ${lock.toFixed(1)}%`,
+      );
+    }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  for (const [name, rs] of seen)
+    console.log(
+      `median, ${name}: ${median(rs.map((r) => r.reqs)).toFixed(0)} req/s, CPU per apply: postgres ${median(rs.map((r) => r.pg)).toFixed(2)} ms, node ${median(rs.map((r) => r.node)).toFixed(2)} ms; Lock:object ${median(rs.map((r) => r.lock)).toFixed(1)}%`,
     );
-    for (const r of rows) waits.set(r.what, (waits.get(r.what) ?? 0) + r.n);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  await sampleConn.end();
-})();
+  await stopChild();
+  await stopDatabase();
+  process.exit(0);
+}
+await owner.query('select pg_stat_statements_reset()');
+await owner.query('select pg_stat_reset()');
+const stopSampling = sampleWaits();
 const c0 = cpu();
 const n0 = n;
 const m = await measure(load);
 const c1 = cpu();
 const applies = n - n0;
-sampling = false;
-await sampler;
-const samples = [...waits.values()].reduce((a, b) => a + b, 0);
 console.log('backends by state (share of samples):');
-for (const [what, k] of [...waits].sort((a, b) => b[1] - a[1]))
-  console.log(`  ${((100 * k) / samples).toFixed(1).padStart(5)}%  ${what}`);
+for (const [what, share] of await stopSampling()) console.log(`  ${share.toFixed(1).padStart(5)}%  ${what}`);
 console.log('measured', JSON.stringify(m), 'applies', applies);
 const r =
   await owner.query(`select calls, round(total_exec_time::numeric,1) total_ms, round(mean_exec_time::numeric,3) mean_ms, rows, toplevel,
@@ -207,12 +273,11 @@ const x = await owner.query(
   `select sum(calls) c, round(sum(total_exec_time)::numeric,1) t, round(sum(total_plan_time)::numeric,1) plan from pg_stat_statements where toplevel`,
 );
 console.log('toplevel totals', x.rows[0], 'per apply', Number(x.rows[0].c) / applies);
-const hz = 100;
+const per = cpuPerApply(c0, c1, applies);
 console.log(
-  `CPU per apply: node ${(((c1.node - c0.node) * 1000) / hz / applies).toFixed(2)} ms, postgres ${(((c1.pg - c0.pg) * 1000) / hz / applies).toFixed(2)} ms (backends ${c0.pids.length}->${c1.pids.length})`,
+  `CPU per apply: node ${per.node.toFixed(2)} ms, postgres ${per.pg.toFixed(2)} ms (backends ${c0.pids.length}->${c1.pids.length})`,
 );
-child.send('stop');
-await new Promise((r) => child.once('exit', r));
+await stopChild();
 if (process.env.CPUPROF) {
   // The server's main thread (thread 0) over its whole life: setup, warm-up and measured load.
   const file = fsSync
@@ -228,7 +293,4 @@ if (process.env.CPUPROF) {
       );
   }
 }
-await owner.end();
-await admin.end();
-await epg.stop();
-await fs.rm(dir, { recursive: true, force: true });
+await stopDatabase();

@@ -1,11 +1,10 @@
-import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { type ObjectState, recordChange, writeWithChange } from '../changes/change-path.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { type DiffEntry, diff } from '../domain/diff.js';
-import { isUuid } from '../domain/identifiers.js';
+import { isUuid, newObjectId } from '../domain/identifiers.js';
 import { ConflictError, type FieldErrors } from '../errors/errors.js';
 import type { Placement, PlacementPolicy, Verdict } from '../placement/placement.policy.js';
 import { knownRegions } from '../placement/regions.js';
@@ -177,7 +176,7 @@ export async function applyManifest(
 
   const labels = m.metadata.labels ?? {};
   if (!existing) {
-    const id = givenUuid ?? randomUUID();
+    const id = givenUuid ?? newObjectId();
     const tenantId = res.tenant === 'self' ? id : res.tenant;
     const platform = ctx.scope.kind === 'platform';
     const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform };

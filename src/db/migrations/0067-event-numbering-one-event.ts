@@ -71,7 +71,15 @@ begin
     perform tenantry_event_appended_unchecked(one_id, one.tenant_id, one.type, one.subject, last);
     return null;
   end if;
-  with pending as materialized (
+${sql.raw(NUMBER_MANY_EVENTS)}revoke all on function tenantry_sequence_events() from public;
+`.execute(db);
+}
+
+/**
+ * The body's end for a transaction with more than one pending event: number them all and fan them out
+ * (the second point of the comment above `up`). Also the end of 0074's body, which changed only the one-event path before it.
+ */
+export const NUMBER_MANY_EVENTS = `  with pending as materialized (
     select id, stream, position from outbox_events
     where txid = pg_current_xact_id() and seq is null
   ), counted as (
@@ -102,6 +110,4 @@ begin
   end if;
   return null;
 end $$;
-revoke all on function tenantry_sequence_events() from public;
-`.execute(db);
-}
+`;

@@ -44,6 +44,7 @@ import * as m0067 from './0067-event-numbering-one-event.js';
 import * as m0068 from './0068-object-invalidation-columns.js';
 import * as m0069 from './0069-status-hot-updates.js';
 import * as m0071 from './0071-agent-command-key.js';
+import * as m0074 from './0074-event-numbering-one-statement-each.js';
 
 /**
  * Forward-only, numbered. Add new files at the end; never edit one that has shipped.
@@ -94,6 +95,7 @@ const migrationsWith = (keys: KeyProvider | undefined): Record<string, Migration
   '0068-object-invalidation-columns': m0068,
   '0069-status-hot-updates': m0069,
   '0071-agent-command-key': m0071,
+  '0074-event-numbering-one-statement-each': m0074,
 });
 
 /** The migrations of a process that holds the key-encryption key. */

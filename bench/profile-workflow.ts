@@ -42,22 +42,13 @@ const pgTicks = postgresTicks(path.join(server.dir, 'pg'));
 const { ownerUrl, appUrl } = await server.createDatabase('profile_workflows');
 const owner = new pg.Pool({ connectionString: ownerUrl, max: 2 });
 const db = createDb(appUrl, 4);
-const config = {
-  workers: 1,
-  leaseMs: 30_000,
-  backoffBaseMs: 200,
-  backoffCapMs: 2_000,
-  maxAttempts: 8,
-  pollIntervalMs: 500,
-  stepTimeoutMs: 60_000,
-};
 try {
   const registry = createRegistry(db, loadConfig({}, { TENANTRY_DATA_DIR: server.dir }));
   await registry.apply(systemContext('bench'), [BENCH_CUSTOMER, benchTenant('p0')]);
   const tenantId = (await owner.query(`select id from tenants where slug = 'bench-eu-dev-p0'`)).rows[0]
     .id as string;
   await owner.query('create extension if not exists pg_stat_statements');
-  await stepOverhead(db, appUrl, owner, tenantId, config, 200); // warm
+  await stepOverhead(db, appUrl, owner, tenantId, 200); // warm
   for (let round = 1; round <= ROUNDS; round++) {
     let t0 = { node: process.cpuUsage(), pg: 0, commits: 0, hot: new Map<string, [number, number]>() };
     const probe = async (phase: 'engine' | 'raw', at: 'start' | 'end') => {
@@ -116,7 +107,7 @@ try {
           );
       }
     };
-    const r = await stepOverhead(db, appUrl, owner, tenantId, config, STEPS, probe);
+    const r = await stepOverhead(db, appUrl, owner, tenantId, STEPS, probe);
     const rawMs = 1000 / r.raw.value;
     console.log(
       `=== round ${round}: ${STEPS} steps, ${(1000 / r.engineSteps.value).toFixed(3)} ms per step ` +

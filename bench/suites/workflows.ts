@@ -34,6 +34,18 @@ import { settings } from '../lib/settings.js';
 const TENANTS = Number(process.env.BENCH_WORKFLOW_TENANTS ?? 1000);
 const STEPS = Number(process.env.BENCH_WORKFLOW_STEPS ?? 500);
 
+/** The engine's settings in the benchmarks (workers aside; also the promotion suite's). */
+export const ENGINE_CONFIG: WorkflowEngineOptions['config'] = {
+  workers: 1,
+  leaseMs: 30_000,
+  backoffBaseMs: 200,
+  backoffCapMs: 2_000,
+  maxAttempts: 8,
+  // The server's default poll (TENANTRY_POLL_MS); NOTIFY wakes the engine sooner.
+  pollIntervalMs: 500,
+  stepTimeoutMs: 60_000,
+};
+
 export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
   const { ownerUrl, appUrl } = await server.createDatabase('bench_workflows');
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'tenantry-bench-wf-'));
@@ -43,16 +55,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
   const registry = createRegistry(db, config);
   const ctx = systemContext('bench');
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
-  const engineConfig = {
-    workers: settings.connections,
-    leaseMs: 30_000,
-    backoffBaseMs: 200,
-    backoffCapMs: 2_000,
-    maxAttempts: 8,
-    // The server's default poll (TENANTRY_POLL_MS); NOTIFY wakes the engine sooner.
-    pollIntervalMs: 500,
-    stepTimeoutMs: 60_000,
-  };
+  const engineConfig = { ...ENGINE_CONFIG, workers: settings.connections };
   try {
     // Setup (not timed): the tenants and their databases, reconciled to Ready.
     await registry.apply(ctx, [BENCH_CUSTOMER]);
@@ -161,10 +164,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
 
     const tenantId = (await owner.query(`select id from tenants where slug = 'bench-eu-dev-w0'`)).rows[0]
       .id as string;
-    const { engineSteps, bare, raw, overheadMs } = await stepOverhead(db, appUrl, owner, tenantId, {
-      ...engineConfig,
-      workers: 1,
-    });
+    const { engineSteps, bare, raw, overheadMs } = await stepOverhead(db, appUrl, owner, tenantId);
     const overhead: Measurement = {
       label: `engine overhead per step: ${overheadMs.toFixed(2)} ms vs raw INSERT ${(1000 / raw.value).toFixed(2)} ms`,
       value: 1000 / overheadMs,
@@ -189,7 +189,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
 }
 
 /**
- * The engine's overhead per step: one workflow of STEPS no-op steps run by one engine worker (as the
+ * The engine's overhead per step: one workflow of `steps` no-op steps run by one engine worker (as the
  * server runs it: its own session, prepared checkpoints), against the same step function called bare
  * and raw single-row INSERTs on one connection. Also run by bench/profile-workflow.ts.
  */
@@ -198,7 +198,6 @@ export async function stepOverhead(
   appUrl: string,
   owner: pg.Pool,
   tenantId: string,
-  config: WorkflowEngineOptions['config'],
   steps = STEPS,
   probe?: (phase: 'engine' | 'raw', at: 'start' | 'end') => Promise<void>,
 ): Promise<{ engineSteps: Measurement; bare: Measurement; raw: Measurement; overheadMs: number }> {
@@ -221,7 +220,7 @@ export async function stepOverhead(
       [def('bench.warm', 10), def('bench.noop', steps)].map((d) => [d.type, d as WorkflowDefinition<never>]),
     ),
     logger: pino({ level: 'warn' }),
-    config,
+    config: ENGINE_CONFIG,
   });
   /** Starts a workflow of `type` and waits for its end; the time from its start to its end, ms. */
   const run = async (type: string) => {

@@ -61,6 +61,8 @@ try {
       }
       const node = process.cpuUsage(t0.node);
       const pgMs = ((pgTicks() - t0.pg) * 1000) / TICKS_PER_SECOND;
+      // Backends flush their statistics (commits, WAL) within a second of their last transaction.
+      const hot = await hotUpdates(owner);
       const xacts = (await commits(owner)) - t0.commits;
       const wal = (await owner.query('select wal_records, wal_bytes, wal_fpi from pg_stat_wal')).rows[0];
       console.log(`--- ${phase}: per step (the probe's own statements included)`);
@@ -86,7 +88,6 @@ try {
         console.log(
           `${(Number(x.calls) / STEPS).toFixed(2)}\t${(Number(x.total_ms) / STEPS).toFixed(4)}\t${(Number(x.plan_ms) / STEPS).toFixed(4)}\t${x.toplevel ? 'y' : 'n'}\t${x.q}`,
         );
-      const hot = await hotUpdates(owner);
       console.log(
         `updates (HOT): ${[...hot]
           .map(([t, [u, h]]) => [t, u - (t0.hot.get(t)?.[0] ?? 0), h - (t0.hot.get(t)?.[1] ?? 0)] as const)

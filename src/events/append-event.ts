@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
+import { newObjectId } from '../domain/identifiers.js';
 import { cloudEventType, type EventName } from '../registry/kinds/index.js';
 
 /** One event as the writer states it; id, sequence and time are assigned here and by the database. */
@@ -52,7 +52,8 @@ export function appendEventsSql(
 ): RawBuilder<unknown> {
   const rows = events.map((e, ord) => ({
     ord,
-    id: randomUUID(),
+    // Time-ordered, like new objects' keys: the outbox's primary-key entries land on its right-hand pages.
+    id: newObjectId(),
     tenant_id: e.tenantId,
     type: cloudEventType(e.name),
     subject: e.subject,

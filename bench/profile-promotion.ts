@@ -12,6 +12,7 @@ import inspector from 'node:inspector/promises';
 import path from 'node:path';
 import { summariseCpuProfile } from './lib/cpu-profile-summary.js';
 import { startBenchPostgres } from './lib/postgres.js';
+import { postgresTicks, TICKS_PER_SECOND } from './lib/process-cpu.js';
 import { type PhaseProbe, promoteAcross } from './suites/promotion.js';
 
 const TENANTS = Number(process.env.BENCH_PROMOTION_TENANTS ?? 1000);
@@ -22,30 +23,7 @@ const server = await startBenchPostgres({
   shared_preload_libraries: 'pg_stat_statements',
   'pg_stat_statements.track': 'top',
 });
-const postmaster = Number(
-  fs.readFileSync(path.join(server.dir, 'pg', 'postmaster.pid'), 'utf8').split('\n')[0],
-);
-/** CPU ticks (user + system) of a process, 0 once it is gone. */
-const ticks = (pid: number) => {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  } catch {
-    return 0;
-  }
-};
-/** PostgreSQL's CPU ticks: the postmaster, its live children and its reaped children (cutime). */
-const pgTicks = () => {
-  let sum = ticks(postmaster);
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (fs.readFileSync(`/proc/${d}/stat`, 'utf8').split(') ')[1]!.split(' ')[1] === String(postmaster))
-        sum += ticks(Number(d));
-    } catch {}
-  }
-  return sum;
-};
+const pgTicks = postgresTicks(path.join(server.dir, 'pg'));
 
 const session = new inspector.Session();
 session.connect();
@@ -106,7 +84,7 @@ const probe: PhaseProbe = async (phase, at, { owner, promotionId }) => {
   const { profile } = await session.post('Profiler.stop');
   const seconds = (performance.now() - started.t) / 1000;
   const node = process.cpuUsage(started.node);
-  const pgMs = ((pgTicks() - started.pg) * 1000) / 100;
+  const pgMs = ((pgTicks() - started.pg) * 1000) / TICKS_PER_SECOND;
   samplingOn = false;
   await sampling;
   await owner.query('select pg_stat_clear_snapshot()');

@@ -47,6 +47,7 @@ import { BENCH_CUSTOMER, manifest } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
 import { settings } from '../lib/settings.js';
+import { ENGINE_CONFIG } from './workflows.js';
 
 const TENANTS = Number(process.env.BENCH_PROMOTION_TENANTS ?? 1000);
 const RUNTIME_TENANTS = Number(process.env.BENCH_PROMOTION_RUNTIME_TENANTS ?? 30);
@@ -310,15 +311,7 @@ export async function promoteAcross(
       db,
       registry: withPromotions(new Map(), { db, clock, recheckMs: 1_000 }),
       logger: pino({ level: 'warn' }),
-      config: {
-        workers: settings.connections,
-        leaseMs: 30_000,
-        backoffBaseMs: 200,
-        backoffCapMs: 2_000,
-        maxAttempts: 8,
-        pollIntervalMs: 500,
-        stepTimeoutMs: 60_000,
-      },
+      config: { ...ENGINE_CONFIG, workers: settings.connections },
     });
     engine.start();
     notifier = new EventNotifier(appUrl, pino({ level: 'warn' }));

@@ -46,6 +46,7 @@ import { systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from '../../src/controller/providers.js';
 import { createDb } from '../../src/db/database.js';
+import { newObjectId } from '../../src/domain/identifiers.js';
 import { closedLoop, measure } from '../lib/load.js';
 import { BENCH_CUSTOMER, manifest } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
@@ -738,16 +739,30 @@ async function cloneTenantTree(
   const renameJson = (col: string) => `replace(${col}::text, '"' || $1 || '', ${`'"${stem}' || c.i`})::jsonb`;
   try {
     await client.query('begin');
-    // The template's objects, and a new id for each in every copy.
+    // The template's objects (in the order apply created them), and a new id for each in every copy,
+    // from the product's generator (newObjectId, time-ordered): the copies' keys land in the indexes
+    // as the keys of tenants applied one after another do, not at random places.
+    const template = (
+      await client.query<{ kind: string; id: string }>(
+        `select kind, id from (select 'Tenant' as kind, id from ${from}tenants where slug = $1
+           union all select 'Deployment', d.id from ${from}deployments d join ${from}tenants t on t.id = d.tenant_id where t.slug = $1
+           union all select 'IntegrationResource', r.id from ${from}integration_resources r join ${from}tenants t on t.id = r.tenant_id where t.slug = $1) o
+         order by id`,
+        [slug],
+      )
+    ).rows;
     await client.query(
-      `create temporary table clone_ids on commit drop as
-         select o.kind, o.id as old_id, gen_random_uuid() as id, c.i
-         from (select 'Tenant' as kind, id from ${from}tenants where slug = $1
-               union all select 'Deployment', d.id from ${from}deployments d join ${from}tenants t on t.id = d.tenant_id where t.slug = $1
-               union all select 'IntegrationResource', r.id from ${from}integration_resources r join ${from}tenants t on t.id = r.tenant_id where t.slug = $1) o
-         cross join generate_series($2::int, $3::int) c(i)`,
-      [slug, first, first + count - 1],
+      'create temporary table clone_ids (kind text, old_id uuid, id uuid, i int) on commit drop',
     );
+    // In statements of 10k copies (100k ids), not one array of a million.
+    for (let at = first; at < first + count; at += 10_000) {
+      const copies = Array.from({ length: Math.min(10_000, first + count - at) }, (_, k) => at + k);
+      const rows = copies.flatMap((i) => template.map((o) => ({ ...o, i })));
+      await client.query(
+        'insert into clone_ids select * from unnest($1::text[], $2::uuid[], $3::uuid[], $4::int[])',
+        [rows.map((o) => o.kind), rows.map((o) => o.id), rows.map(() => newObjectId()), rows.map((o) => o.i)],
+      );
+    }
     await client.query('create index on clone_ids (old_id, i)');
     const copy = async (table: string, kind: string, set: Record<string, string>) => {
       const rest = await columns(table, Object.keys(set));
@@ -786,13 +801,18 @@ async function cloneTenantTree(
         ? `now() - make_interval(secs => (${last} - c.i) / 1e6)`
         : due === 'held'
           ? `${HELD} - make_interval(secs => (${last} - c.i) / 1e6)`
-          : `now() + make_interval(secs => ${due.resyncMs / 1000} * (0.9 + 0.2 * random()))`;
+          : `now() + make_interval(secs => ${due.resyncMs / 1000} * s.spread)`;
     const jobColumns = await columns('reconcile_jobs', ['object_id', 'tenant_id', 'run_after']);
+    // A Ready copy's resync, as completeJobs spreads it: drawn once per batch of jobs ended together
+    // (8 copies, ~80 jobs, what one completion ended in the windows here).
     await client.query(
-      `insert into reconcile_jobs (object_id, tenant_id, run_after, ${jobColumns.map((c) => `"${c}"`).join(', ')})
+      `with s as materialized (select g, 0.9 + 0.2 * random() as spread from generate_series($1::int / 8, $2::int / 8) g)
+       insert into reconcile_jobs (object_id, tenant_id, run_after, ${jobColumns.map((c) => `"${c}"`).join(', ')})
        select c.id, ct.id, ${runAfter}, ${jobColumns.map((c) => `j."${c}"`).join(', ')}
        from ${from}reconcile_jobs j join clone_ids c on c.old_id = j.object_id and c.kind = j.object_kind
-       join clone_ids ct on ct.old_id = j.tenant_id and ct.i = c.i`,
+       join clone_ids ct on ct.old_id = j.tenant_id and ct.i = c.i
+       join s on s.g = c.i / 8`,
+      [first, last],
     );
     // The objects of copies to be reconciled; not those of Ready copies (at 100k tenants, 900k rows
     // that this process would read only to collect them as garbage during the window that follows).

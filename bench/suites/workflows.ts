@@ -8,6 +8,7 @@
  * overhead per step ≤ 2× one raw INSERT).
  *   BENCH_WORKFLOW_TENANTS (default 1,000), BENCH_WORKFLOW_STEPS (default 500).
  */
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,12 +20,12 @@ import { loadConfig } from '../../src/config/config.js';
 import { systemContext } from '../../src/context/request-context.js';
 import { Controller } from '../../src/controller/controller.js';
 import { closeProviders, createProviders, defaultDataplaneUrl } from '../../src/controller/providers.js';
-import { asPlatform, createDb } from '../../src/db/database.js';
+import { asPlatform, createDb, type Db } from '../../src/db/database.js';
 import { EventNotifier } from '../../src/events/event-notifier.js';
 import { lifecycleWorkflowTypes } from '../../src/workflows/lifecycle-workflows.js';
 import { startWorkflow } from '../../src/workflows/start-workflow.js';
 import type { WorkflowDefinition } from '../../src/workflows/workflow.js';
-import { WorkflowEngine } from '../../src/workflows/workflow-engine.js';
+import { WorkflowEngine, type WorkflowEngineOptions } from '../../src/workflows/workflow-engine.js';
 import { BENCH_CUSTOMER, manifest } from '../lib/manifests.js';
 import type { BenchPostgres } from '../lib/postgres.js';
 import { type Measurement, type Row, row } from '../lib/results.js';
@@ -32,6 +33,18 @@ import { settings } from '../lib/settings.js';
 
 const TENANTS = Number(process.env.BENCH_WORKFLOW_TENANTS ?? 1000);
 const STEPS = Number(process.env.BENCH_WORKFLOW_STEPS ?? 500);
+
+/** The engine's settings in the benchmarks (workers aside; also the promotion suite's). */
+export const ENGINE_CONFIG: WorkflowEngineOptions['config'] = {
+  workers: 1,
+  leaseMs: 30_000,
+  backoffBaseMs: 200,
+  backoffCapMs: 2_000,
+  maxAttempts: 8,
+  // The server's default poll (TENANTRY_POLL_MS); NOTIFY wakes the engine sooner.
+  pollIntervalMs: 500,
+  stepTimeoutMs: 60_000,
+};
 
 export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
   const { ownerUrl, appUrl } = await server.createDatabase('bench_workflows');
@@ -42,16 +55,7 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
   const registry = createRegistry(db, config);
   const ctx = systemContext('bench');
   const providers = createProviders({ config, db, dataplaneUrl: defaultDataplaneUrl(ownerUrl) });
-  const engineConfig = {
-    workers: settings.connections,
-    leaseMs: 30_000,
-    backoffBaseMs: 200,
-    backoffCapMs: 2_000,
-    maxAttempts: 8,
-    // The server's default poll (TENANTRY_POLL_MS); NOTIFY wakes the engine sooner.
-    pollIntervalMs: 500,
-    stepTimeoutMs: 60_000,
-  };
+  const engineConfig = { ...ENGINE_CONFIG, workers: settings.connections };
   try {
     // Setup (not timed): the tenants and their databases, reconciled to Ready.
     await registry.apply(ctx, [BENCH_CUSTOMER]);
@@ -158,59 +162,9 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
         `${lifecycle.value.toFixed(0)} workflows/s, p50 ${lifecycle.latencyMs!.p50.toFixed(0)} ms, p99 ${lifecycle.latencyMs!.p99.toFixed(0)} ms`,
     );
 
-    // Engine overhead per step: one workflow of no-op steps, one worker; a bare call; a raw INSERT.
-    const noop = async () => ({ ok: true });
-    const def: WorkflowDefinition<unknown> = {
-      type: 'bench.noop',
-      steps: Array.from({ length: STEPS }, (_, k) => ({ name: `step-${k}`, run: noop })),
-    };
-    const stepEngine = new WorkflowEngine({
-      db,
-      registry: new Map([[def.type, def as WorkflowDefinition<never>]]),
-      logger: pino({ level: 'warn' }),
-      config: { ...engineConfig, workers: 1 },
-    });
     const tenantId = (await owner.query(`select id from tenants where slug = 'bench-eu-dev-w0'`)).rows[0]
       .id as string;
-    const id = '00000000-0000-4000-8000-00000000b0b0';
-    await asPlatform(db, (trx) =>
-      startWorkflow(trx, {
-        id,
-        tenantId,
-        type: def.type,
-        input: {},
-        actor: ctx.actor,
-        requestId: ctx.requestId,
-        correlationId: ctx.correlationId,
-      }),
-    );
-    const s0 = performance.now();
-    stepEngine.start();
-    for (;;) {
-      const r = await asPlatform(db, (trx) =>
-        sql<{ state: string }>`select state from workflows where id = ${id}`.execute(trx),
-      );
-      if (r.rows[0]?.state === 'Succeeded') break;
-      await new Promise((res) => setTimeout(res, 5));
-    }
-    const stepSeconds = (performance.now() - s0) / 1000;
-    await stepEngine.stop();
-    const engineSteps: Measurement = {
-      label: `${STEPS} no-op steps through the engine (1 worker)`,
-      value: STEPS / stepSeconds,
-      unit: 'steps/s',
-    };
-    const b0 = performance.now();
-    for (let k = 0; k < STEPS * 100; k++) await noop();
-    const bare: Measurement = {
-      label: 'the same step function called bare',
-      value: (STEPS * 100) / ((performance.now() - b0) / 1000),
-      unit: 'calls/s',
-    };
-    const raw = await rawInserts(owner, STEPS);
-    // Overhead per step = engine time per step − bare call time; as a rate, so the ratio to the raw
-    // INSERT rate is ≥ 0.5 exactly when the overhead is ≤ 2 raw INSERTs.
-    const overheadMs = 1000 / engineSteps.value - 1000 / bare.value;
+    const { engineSteps, bare, raw, overheadMs } = await stepOverhead(db, appUrl, owner, tenantId);
     const overhead: Measurement = {
       label: `engine overhead per step: ${overheadMs.toFixed(2)} ms vs raw INSERT ${(1000 / raw.value).toFixed(2)} ms`,
       value: 1000 / overheadMs,
@@ -234,10 +188,113 @@ export async function workflowBenchmark(server: BenchPostgres): Promise<Row[]> {
   }
 }
 
+/**
+ * The engine's overhead per step: one workflow of `steps` no-op steps run by one engine worker (as the
+ * server runs it: its own session, prepared checkpoints), against the same step function called bare
+ * and raw single-row INSERTs on one connection. Also run by bench/profile-workflow.ts.
+ */
+export async function stepOverhead(
+  db: Db,
+  appUrl: string,
+  owner: pg.Pool,
+  tenantId: string,
+  steps = STEPS,
+  probe?: (phase: 'engine' | 'raw', at: 'start' | 'end') => Promise<void>,
+): Promise<{ engineSteps: Measurement; bare: Measurement; raw: Measurement; overheadMs: number }> {
+  const ctx = systemContext('bench');
+  const noop = async () => ({ ok: true });
+  // The last step tells this process it ran (no statement of the bench's own while the steps run).
+  let lastRan = () => {};
+  let ran = Promise.resolve();
+  const last = async () => {
+    lastRan();
+    return { ok: true };
+  };
+  const def = (type: string, n: number): WorkflowDefinition<unknown> => ({
+    type,
+    steps: Array.from({ length: n }, (_, k) => ({ name: `step-${k}`, run: k < n - 1 ? noop : last })),
+  });
+  const stepEngine = new WorkflowEngine({
+    db,
+    registry: new Map(
+      [def('bench.warm', 10), def('bench.noop', steps)].map((d) => [d.type, d as WorkflowDefinition<never>]),
+    ),
+    logger: pino({ level: 'warn' }),
+    config: ENGINE_CONFIG,
+  });
+  /** Starts a workflow of `type` and waits for its end; the time from its start to its end, ms. */
+  const run = async (type: string) => {
+    const id = randomUUID();
+    ran = new Promise<void>((res) => {
+      lastRan = res;
+    });
+    await asPlatform(db, (trx) =>
+      startWorkflow(trx, {
+        id,
+        tenantId,
+        type,
+        input: {},
+        actor: ctx.actor,
+        requestId: ctx.requestId,
+        correlationId: ctx.correlationId,
+      }),
+    );
+    const t0 = performance.now();
+    // Waits without a statement or a timer of its own while the steps run (the product has no
+    // poller), then for the workflow's end to be committed.
+    await ran;
+    for (;;) {
+      const r = await asPlatform(db, (trx) =>
+        sql<{ state: string }>`select state from workflows where id = ${id}`.execute(trx),
+      );
+      if (r.rows[0]?.state === 'Succeeded') return performance.now() - t0;
+      await new Promise((res) => setTimeout(res, 1));
+    }
+  };
+  // A running engine (its connections made, its statements prepared), woken by the start's NOTIFY
+  // and listening as in the server (src/app.ts), where every step's event is also a NOTIFY.
+  const notifier = new EventNotifier(appUrl, pino({ level: 'warn' }));
+  await notifier.start();
+  const unsubscribe = notifier.subscribe('tenantry_workflows', () => stepEngine.wake());
+  stepEngine.start();
+  let stepMs: number;
+  try {
+    await run('bench.warm');
+    await probe?.('engine', 'start');
+    stepMs = await run('bench.noop');
+    await probe?.('engine', 'end');
+  } finally {
+    unsubscribe();
+    await notifier.stop();
+    await stepEngine.stop();
+  }
+  const stepSeconds = stepMs / 1000;
+  const engineSteps: Measurement = {
+    label: `${steps} no-op steps through the engine (1 worker)`,
+    value: steps / stepSeconds,
+    unit: 'steps/s',
+  };
+  const b0 = performance.now();
+  for (let k = 0; k < steps * 100; k++) await noop();
+  const bare: Measurement = {
+    label: 'the same step function called bare',
+    value: (steps * 100) / ((performance.now() - b0) / 1000),
+    unit: 'calls/s',
+  };
+  await rawInserts(owner, 10); // warm, as the engine was
+  await probe?.('raw', 'start');
+  const raw = await rawInserts(owner, steps);
+  await probe?.('raw', 'end');
+  // Overhead per step = engine time per step − bare call time; as a rate, so the ratio to the raw
+  // INSERT rate is ≥ 0.5 exactly when the overhead is ≤ 2 raw INSERTs.
+  const overheadMs = 1000 / engineSteps.value - 1000 / bare.value;
+  return { engineSteps, bare, raw, overheadMs };
+}
+
 /** Raw single-row INSERTs (autocommit), one after another on one connection. */
 async function rawInserts(owner: pg.Pool, count: number): Promise<Measurement> {
   await owner.query(
-    'create table bench_workflow_raw (id bigint generated always as identity primary key, data jsonb not null)',
+    'create table if not exists bench_workflow_raw (id bigint generated always as identity primary key, data jsonb not null)',
   );
   const t0 = performance.now();
   for (let k = 0; k < count; k++)

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { diff } from './diff.js';
-import { deploymentSlug, isLabel, isUuid, kafkaTopicName, tenantSlug } from './identifiers.js';
+import { deploymentSlug, isLabel, isUuid, kafkaTopicName, newObjectId, tenantSlug } from './identifiers.js';
 import { nextState } from './lifecycle.js';
 
 describe('identifiers', () => {
@@ -23,6 +23,17 @@ describe('identifiers', () => {
         access: 'pub',
       }),
     ).toBe('f1a2b3c4-d5e6-4f7a-8b9c-0d1e2f3a4b5c.supply-chain.transactions.order-proposals.v1.pub');
+  });
+
+  it('gives new objects UUIDv7 keys, each after the one before in the order PostgreSQL sorts uuids', () => {
+    const ids = Array.from({ length: 5000 }, newObjectId);
+    for (const id of ids) {
+      expect(isUuid(id)).toBe(true);
+      expect(id[14]).toBe('7');
+    }
+    // PostgreSQL compares uuids byte by byte: the order of their lowercase hexadecimal spelling.
+    expect([...ids].sort()).toEqual(ids);
+    expect(new Set(ids).size).toBe(ids.length);
   });
 
   it('accepts seed-000 UUIDs that are well formed and refuses the malformed ones', () => {

@@ -51,6 +51,15 @@ export interface PolicyInput {
   at: string;
   /** Whether the caller acts as the platform (cells can only be changed then). */
   platform: boolean;
+  /** What the apply read already in this transaction (a Tenant's context), not read again here. */
+  known?:
+    | {
+        cellsDeclared?: boolean;
+        limits?: EffectiveLimits;
+        /** The live plan the manifest names (null: none). */
+        plan?: { spec: PlanSpecShape } | null;
+      }
+    | undefined;
 }
 
 export interface PolicyResult {
@@ -181,12 +190,15 @@ export class PlacementPolicy {
   }
 
   private async tenant(trx: Trx, input: PolicyInput, spec: Specs['Tenant']): Promise<PolicyResult> {
+    const known = input.known?.plan;
     const plan = spec.plan
-      ? (
-          await sql<{
-            spec: PlanSpecShape;
-          }>`select spec from plans where slug = ${spec.plan} and deleted_at is null`.execute(trx)
-        ).rows[0]?.spec
+      ? known !== undefined
+        ? known?.spec
+        : (
+            await sql<{
+              spec: PlanSpecShape;
+            }>`select spec from plans where slug = ${spec.plan} and deleted_at is null`.execute(trx)
+          ).rows[0]?.spec
       : undefined;
     const current = input.existing?.placement as Placement | null | undefined;
     const req: PlacementRequest = {
@@ -287,7 +299,11 @@ export class PlacementPolicy {
       });
       return { columns: {}, verdicts };
     } else {
-      const cells = await lockCandidateCells(trx, regionOrder(req), spec.cell);
+      // No cell at all when the apply read the tenant (same transaction): nothing to lock.
+      const cells =
+        input.known?.cellsDeclared === false
+          ? 'none'
+          : await lockCandidateCells(trx, regionOrder(req), spec.cell);
       if (cells === 'none') {
         // No cell has been declared at all: the installation does not place tenants (yet).
         verdicts.push({
@@ -313,7 +329,7 @@ export class PlacementPolicy {
     // The quota part of the binding: the plan's limits (a new tenant has no overrides yet).
     let quota: EffectiveLimits['quotas'] = {};
     if (input.existing) {
-      const limits = await effectiveLimits(trx, input.id);
+      const limits = input.known?.limits ?? (await effectiveLimits(trx, input.id));
       if (limits) {
         const next = { ...limits, plan: spec.plan ?? null, quotas: planQuotas(plan, limits) };
         if (spec.plan !== (input.existing.spec as Specs['Tenant']).plan) {

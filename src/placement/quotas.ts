@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import type { Trx } from '../db/database.js';
 
 /** The quotas a plan defines (DESIGN.md §1, seed 001 "Quotas And Rate Limits") and the rate-limit classes. */
@@ -53,15 +53,27 @@ export interface EffectiveLimits {
 
 const DEFAULT_RATE_WINDOW = 60;
 
+/** What effectiveLimitsSql reads: the tenant, its plan's spec and its active overrides. */
+export interface LimitsRow {
+  id: string;
+  slug: string;
+  plan: string | null;
+  plan_spec: PlanSpecShape | null;
+  overrides: { name: LimitName; value: number; expires_at: string | null }[];
+}
+
 /** Reads the tenant's plan and active overrides (one statement, no locks). */
 export async function effectiveLimits(trx: Trx, tenantId: string): Promise<EffectiveLimits | undefined> {
-  const r = await sql<{
-    id: string;
-    slug: string;
-    plan: string | null;
-    plan_spec: PlanSpecShape | null;
-    overrides: { name: LimitName; value: number; expires_at: string | null }[];
-  }>`
+  const row = (await effectiveLimitsSql(tenantId).execute(trx)).rows[0];
+  return row ? limitsOf(row) : undefined;
+}
+
+/**
+ * effectiveLimits' statement, for a caller that makes it part of a larger one: `tenantId` is a value
+ * or an expression of the enclosing statement (not over the alias `t`, which this one uses).
+ */
+export function effectiveLimitsSql(tenantId: string | RawBuilder<unknown>): RawBuilder<LimitsRow> {
+  return sql<LimitsRow>`
     select t.id, t.slug, t.spec->>'plan' as plan, p.spec as plan_spec,
       coalesce((
         select jsonb_agg(jsonb_build_object('name', o.name, 'value', o.value, 'expires_at', o.expires_at))
@@ -71,9 +83,11 @@ export async function effectiveLimits(trx: Trx, tenantId: string): Promise<Effec
       ), '[]') as overrides
     from tenants t
     left join plans p on p.slug = t.spec->>'plan' and p.deleted_at is null
-    where t.id = ${tenantId}`.execute(trx);
-  const row = r.rows[0];
-  if (!row) return undefined;
+    where t.id = ${tenantId}`;
+}
+
+/** The limits in force, from effectiveLimitsSql's row. */
+export function limitsOf(row: LimitsRow): EffectiveLimits {
   const spec = row.plan_spec;
   const quotas: EffectiveLimits['quotas'] = {};
   const rate: EffectiveLimits['rate'] = {};

@@ -1,13 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import { type ObjectState, recordChange, writeWithChange } from '../changes/change-path.js';
 import type { Config } from '../config/config.js';
 import type { RequestContext } from '../context/request-context.js';
 import type { Trx } from '../db/database.js';
 import { type DiffEntry, diff } from '../domain/diff.js';
-import { isUuid } from '../domain/identifiers.js';
+import { isUuid, newObjectId } from '../domain/identifiers.js';
 import { ConflictError, type FieldErrors } from '../errors/errors.js';
-import type { Placement, PlacementPolicy, Verdict } from '../placement/placement.policy.js';
+import type { Placement, PlacementPolicy, PolicyInput, Verdict } from '../placement/placement.policy.js';
 import { knownRegions } from '../placement/regions.js';
 import {
   definitionOf,
@@ -19,7 +18,14 @@ import {
   tenantOf,
 } from './kinds/index.js';
 import type { Resolution, ResolveEnv } from './kinds/kind.js';
-import { findById, findBySlug, insertObject, type ObjectRow, updateObjectSql } from './object.repository.js';
+import {
+  findById,
+  findBySlug,
+  insertObject,
+  type ObjectRow,
+  readTenantContext,
+  updateObjectSql,
+} from './object.repository.js';
 import { type ApiObject, initialConditions, stateOf, toApiObject } from './representation.js';
 
 /** What writing objects needs besides the transaction (built once in src/app.ts). */
@@ -66,19 +72,23 @@ function getPath(obj: unknown, path: string): unknown {
     );
 }
 
-/** Resolves a manifest through its kind's slug rule, with lookups in this transaction. */
-function resolve(
+/**
+ * Resolves a manifest through its kind's slug rule, with lookups in this transaction; `known`: what
+ * they read that the write's policy would read again (a Tenant's context).
+ */
+async function resolve(
   trx: Trx,
   deps: RegistryDeps,
   m: Manifest,
   at: string,
   errors: FieldErrors,
-): Promise<Resolution | undefined> {
+): Promise<(Resolution & { known?: PolicyInput['known'] }) | undefined> {
   const def = definitionOf(m.kind);
   if (m.metadata.tenant !== undefined && !def.metadataTenant) {
     errors.add(`${at}/metadata/tenant`, 'field.not_allowed', `not allowed for ${m.kind}`);
-    return Promise.resolve(undefined);
+    return undefined;
   }
+  let known: PolicyInput['known'];
   const env: ResolveEnv = {
     at,
     error: (pointer, code, message) => errors.add(`${at}${pointer}`, code, message),
@@ -90,6 +100,15 @@ function resolve(
           where ${sql.ref(column)} = ${value} and deleted_at is null`.execute(trx)
       ).rows,
     regions: () => knownRegions(trx, deps.config),
+    tenantContext: async (q) => {
+      const c = await readTenantContext(trx, q);
+      known = {
+        cellsDeclared: c.cellsDeclared,
+        ...(c.limits ? { limits: c.limits } : {}),
+        ...(c.plan !== undefined ? { plan: c.plan } : {}),
+      };
+      return c.regions.length > 0 ? c : { ...c, regions: deps.config.regions };
+    },
     environmentTypes: deps.config.environmentTypes,
     isPlatform: async () => {
       const r = await sql<{ platform: boolean }>`select tenantry_is_platform() as platform`.execute(trx);
@@ -97,7 +116,8 @@ function resolve(
     },
     webhooks: deps.webhooks,
   };
-  return def.resolve(m as never, env);
+  const res = await def.resolve(m as never, env);
+  return res && { ...res, known };
 }
 
 /**
@@ -128,7 +148,10 @@ export async function applyManifest(
       );
       return undefined;
     }
-    existing = await findById(trx, m.kind, givenUuid, { includeDeleted: true, forUpdate: true });
+    existing =
+      res.existing !== undefined
+        ? (res.existing ?? undefined)
+        : await findById(trx, m.kind, givenUuid, { includeDeleted: true, forUpdate: true });
     if (existing?.deleted_at) {
       errors.add(
         `${at}/metadata/uuid`,
@@ -159,7 +182,10 @@ export async function applyManifest(
       return undefined;
     }
   } else {
-    existing = await findBySlug(trx, m.kind, res.slug, { forUpdate: true });
+    existing =
+      res.existing !== undefined
+        ? (res.existing ?? undefined)
+        : await findBySlug(trx, m.kind, res.slug, { forUpdate: true });
   }
 
   if (opts.target && (opts.target.kind !== m.kind || !existing || existing.id !== opts.target.id)) {
@@ -177,10 +203,10 @@ export async function applyManifest(
 
   const labels = m.metadata.labels ?? {};
   if (!existing) {
-    const id = givenUuid ?? randomUUID();
+    const id = givenUuid ?? newObjectId();
     const tenantId = res.tenant === 'self' ? id : res.tenant;
     const platform = ctx.scope.kind === 'platform';
-    const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform };
+    const policyInput = { m, tenantId, id, slug: res.slug, existing, at, platform, known: res.known };
     const policy = await deps.policy.beforeWrite(trx, policyInput);
     for (const id of policy.changed ?? []) ctx.changed?.add(id);
     const row = await insertObject(trx, m.kind, {
@@ -264,6 +290,7 @@ export async function applyManifest(
     existing,
     at,
     platform: ctx.scope.kind === 'platform',
+    known: res.known,
   };
   const policy = await deps.policy.beforeWrite(trx, policyInput);
   for (const id of policy.changed ?? []) ctx.changed?.add(id);

@@ -3,6 +3,13 @@ import { chainOf, PLATFORM_CHAIN } from '../audit/audit-hash.js';
 import { noteTenantWriteLock, tenantWriteLockSql } from '../changes/tenant-write-lock.js';
 import type { Trx } from '../db/database.js';
 import type { DiffEntry } from '../domain/diff.js';
+import {
+  type EffectiveLimits,
+  effectiveLimitsSql,
+  type LimitsRow,
+  limitsOf,
+  type PlanSpecShape,
+} from '../placement/quotas.js';
 import { definitionOf, type Kind, TABLES } from './kinds/index.js';
 import type { ObjectRow } from './kinds/kind.js';
 
@@ -72,6 +79,98 @@ async function lockedRow(
     noteTenantWriteLock(trx, chainOf(tenantId ? String(tenantId).toLowerCase() : null), 'change');
   }
   return row;
+}
+
+/** What a tenant's slug rule reads (ResolveEnv.tenantContext), in one round trip. */
+export interface TenantContext {
+  /** The live Region objects' slugs, in order (empty: none declared). */
+  regions: string[];
+  /** The live customer with the slug asked for. */
+  customer?: { id: string; short_code: string };
+  /** The tenant `lock` names, locked (findById/findBySlug `forUpdate`); absent when there is none. */
+  existing?: ObjectRow;
+  /** The live plan `plan` (null: none); absent when no plan was asked for. */
+  plan?: { spec: PlanSpecShape } | null;
+  /** Whether any live cell exists (none: the installation does not place tenants, see src/placement). */
+  cellsDeclared: boolean;
+  /** A placed `existing` tenant's limits in force (effectiveLimits), which its change's policy checks. */
+  limits?: EffectiveLimits;
+}
+
+/** What readTenantContext reads: a customer by slug, the tenant to lock, a plan by slug. */
+export interface TenantContextQuery {
+  customer: string;
+  /**
+   * The tenant to lock: by UUID (deleted ones too, as findById), or by slug (live, as findBySlug),
+   * the slug being the customer's short code, `-` and `slugRest`. Absent: no tenant is read.
+   */
+  lock?: { id: string } | { slugRest: string };
+  plan?: string;
+}
+
+/**
+ * In one statement, what resolving, locking and placing a Tenant manifest read in up to seven
+ * (issue 24): the regions, the live customer, the tenant `lock` names with its tenant write lock and
+ * then its row lock (lockedRow's statement; by slug, the slug is taken from the customer row read
+ * here), the live plan, whether any cell exists, and a placed tenant's limits in force.
+ */
+export async function readTenantContext(trx: Trx, q: TenantContextQuery): Promise<TenantContext> {
+  const lock = q.lock;
+  const which = !lock
+    ? sql`false`
+    : 'id' in lock
+      ? sql`id = ${lock.id}`
+      : sql`slug = (select short_code || '-' || ${lock.slugRest}::text from customer) and deleted_at is null`;
+  const r = await sql<
+    ObjectRow & {
+      tenantry_regions: string[];
+      tenantry_cells: boolean;
+      tenantry_customer_id: string | null;
+      tenantry_short_code: string;
+      tenantry_limits: LimitsRow | null;
+      tenantry_plan: { spec: PlanSpecShape } | null;
+    }
+  >`
+    with customer as materialized (
+      select id, short_code from customers where slug = ${q.customer} and deleted_at is null
+    ), locked as materialized (
+      select id, ${tenantWriteLockSql(sql`id::text`, 'change')} from tenants where ${which}
+    )
+    select r.tenantry_regions, c.id as tenantry_customer_id, c.short_code as tenantry_short_code,
+      exists (select 1 from cells where deleted_at is null) as tenantry_cells,
+      (select jsonb_build_object('spec', spec) from plans
+        where slug = ${q.plan ?? null} and deleted_at is null) as tenantry_plan,
+      case when locked_tenant.placement is not null
+        then (select to_jsonb(l) from (${effectiveLimitsSql(sql`locked_tenant.id`)}) l) end as tenantry_limits,
+      locked_tenant.*
+    from (select coalesce(array_agg(slug order by slug), '{}') as tenantry_regions
+          from regions where deleted_at is null) r
+    left join customer c on true
+    left join lateral (
+      select * from tenants where id = any(array(select id from locked))
+        ${lock && 'id' in lock ? sql`` : sql`and deleted_at is null`} for update
+    ) locked_tenant on true`.execute(trx);
+  const {
+    tenantry_regions: regions,
+    tenantry_cells: cellsDeclared,
+    tenantry_customer_id,
+    tenantry_short_code,
+    tenantry_limits,
+    tenantry_plan,
+    ...row
+  } = r.rows[0]!;
+  const existing = row.id === null ? undefined : (row as ObjectRow);
+  if (existing) noteTenantWriteLock(trx, chainOf(existing.id.toLowerCase()), 'change');
+  return {
+    regions,
+    cellsDeclared,
+    ...(tenantry_customer_id === null
+      ? {}
+      : { customer: { id: tenantry_customer_id, short_code: tenantry_short_code } }),
+    ...(existing ? { existing } : {}),
+    ...(tenantry_limits ? { limits: limitsOf(tenantry_limits) } : {}),
+    ...(q.plan !== undefined ? { plan: tenantry_plan } : {}),
+  };
 }
 
 export async function insertObject(

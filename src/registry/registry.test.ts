@@ -431,3 +431,45 @@ describe('row-level security', () => {
     }
   });
 });
+
+describe('the statements of one tenant change', () => {
+  let db: TestDatabase;
+  let own: RegistryService;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    own = createRegistry(db.db, db.config);
+  });
+  afterAll(async () => db?.destroy());
+
+  it('changes a tenant in four round trips: begin with the scope, its context, the change, commit (issue 24)', async () => {
+    // A placed tenant named by UUID, with a plan: its context (regions, customer, plan, the locked
+    // row, the limits in force) is one statement.
+    await own.apply(ctx, circleK());
+    const now = await own.get(ctx, 'Tenant', 'circlek-eu-prod');
+    expect(now.spec).toHaveProperty('plan');
+    const changed = tenantDoc('circlek-eu-prod', now.spec as Record<string, unknown>, {
+      uuid: now.metadata.uuid,
+      labels: { round: 'trips' },
+    });
+    const sent: string[] = [];
+    const query = pg.Client.prototype.query;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const q = args[0] as string | { text: string };
+      sent.push(typeof q === 'string' ? q : q.text);
+      return (query as (...a: unknown[]) => unknown).apply(this, args);
+    } as typeof query;
+    let results: Awaited<ReturnType<RegistryService['apply']>>;
+    try {
+      results = await own.apply(ctx, [changed]);
+    } finally {
+      pg.Client.prototype.query = query;
+    }
+    expect(results.map((r) => r.action)).toEqual(['configured']);
+    expect(sent.map((s) => s.trim().split(/\s+/).slice(0, 3).join(' '))).toEqual([
+      "begin; select set_config('tenantry.platform',",
+      'with customer as',
+      'with object as',
+      'commit',
+    ]);
+  });
+});

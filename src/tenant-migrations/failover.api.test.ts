@@ -95,6 +95,14 @@ describe('failover over HTTP', () => {
       `update tenants set spec = jsonb_set(spec, '{residency,allowedRegions}', '["eu","us"]') where id = $1`,
       [tenantId],
     );
+    // The standby is kept in another cell (by the agent holding it) than the placement rules choose.
+    await s.t.owner.query(
+      `update tenant_standbys set plan = jsonb_build_object('targetAgent', (select id from cells where slug = $2))
+       where tenant_id = $1`,
+      [tenantId, `${customer}-eu`],
+    );
+    await refused(path, {}, 409, 'failover.standby_cell');
+    await s.t.owner.query(`update tenant_standbys set plan = '{}' where tenant_id = $1`, [tenantId]);
     const denied = await s.request('POST', path, { body: {}, token: tenantAdmin });
     expect(denied.status).toBe(403);
     expect(await counts()).toEqual(before);

@@ -80,7 +80,7 @@ export function registerFailoverRoutes(
         summary:
           "Promotes the tenant's standby in another region (its primary's data plane may be down) as a workflow: subscription detached, sequences continued, credentials rotated, placement switched, consistency checked; with dryRun=true shows the plan, the standby's lag and the policy verdicts and changes nothing",
         description:
-          'Refusals: 409 failover.no_standby (none, or not streaming), 409 failover.lag_unknown (never seen caught up), 409 workflow.in_progress, 409 failover.same_region, 409 placement.no_capacity, 422 failover.not_standby_region, 422 placement.residency, 423 workflow.frozen.',
+          'Refusals: 409 failover.no_standby (none, or not streaming), 409 failover.lag_unknown (never seen caught up), 409 workflow.in_progress, 409 failover.same_region, 409 failover.standby_cell (the placement rules choose another cell than the one keeping the standby), 409 placement.no_capacity, 422 failover.not_standby_region, 422 placement.residency, 423 workflow.frozen.',
         tags: ['Workflow'],
         params: TenantParams,
         querystring: Type.Object({ dryRun: Type.Optional(Type.Boolean()) }, { additionalProperties: false }),

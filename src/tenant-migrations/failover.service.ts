@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { remoteAgentCells } from '../agent/agent-commands.js';
 import type { RequestContext } from '../context/request-context.js';
 import { asPlatform, type Db, inScope, type Trx } from '../db/database.js';
 import { isUuid } from '../domain/identifiers.js';
@@ -14,6 +15,7 @@ import {
   platformOnly,
   tenantRow,
 } from './migrations.service.js';
+import type { StandbyPlan } from './standby.js';
 
 /** The steps of a region failover, as the workflow runs them. */
 export const FAILOVER_STEPS = [
@@ -74,6 +76,7 @@ export interface FailoverPlanView {
 
 interface StandbyRow {
   region: string;
+  plan: Partial<StandbyPlan>;
   state: string;
   workflow_id: string | null;
   lag_bytes: string | null;
@@ -143,6 +146,32 @@ function toFailover(r: FailoverRow): Failover {
 }
 
 /**
+ * The cell a failover puts the tenant in must hold its standby: the one whose agent keeps it (the
+ * standby's data plane is that agent's), or else one the control plane serves (the region's data
+ * plane). Otherwise 409 `failover.standby_cell`, before anything is written.
+ */
+async function sameCellAsStandby(trx: Trx, plan: Partial<StandbyPlan>, target: Placement): Promise<void> {
+  const [agentHeld] = await remoteAgentCells(trx, [target.cellUuid]);
+  const kept = plan.targetAgent ?? null;
+  if (kept === (agentHeld ? target.cellUuid : null)) return;
+  const keptSlug = kept
+    ? (await sql<{ slug: string }>`select slug from cells where id = ${kept}`.execute(trx)).rows[0]?.slug
+    : undefined;
+  throw new ConflictError(
+    'failover.standby_cell',
+    kept
+      ? `The standby is kept in cell ${keptSlug ?? kept} by its agent, but the placement rules put the tenant in cell ${target.cell}: a failover promotes the standby where it is (give that cell room, or name the standby again to re-establish it).`
+      : `The standby is kept on the data plane the control plane serves in ${target.region}, but the placement rules put the tenant in cell ${target.cell}, held by its agent: a failover promotes the standby where it is.`,
+    {
+      errors: [
+        { pointer: '/region', code: 'failover.standby_cell', message: 'the standby is in another cell' },
+      ],
+      details: { standbyCell: keptSlug ?? null, placementCell: target.cell },
+    },
+  );
+}
+
+/**
  * Region failover as the API asks for it (issue 19): every rule checked before anything is written
  * — a streaming standby in the named region, its lag known (it was seen caught up at least once),
  * residency, a cell with room there, no freeze, no workflow in progress — then the failover record,
@@ -209,6 +238,7 @@ export class FailoverService {
         'failover',
         FAILOVER_REGION,
       );
+      await sameCellAsStandby(trx, s.plan, target);
       const now = Date.now();
       const standby: Failover['standby'] = {
         lagBytes: s.lag_bytes === null ? null : Number(s.lag_bytes),

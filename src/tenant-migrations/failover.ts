@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import pg from 'pg';
+import { clearSealedOf } from '../agent/agent-commands.js';
 import { appendAudit, auditEntryOf } from '../audit/append-audit.js';
 import { recordChange } from '../changes/change-path.js';
 import { systemContext } from '../context/request-context.js';
@@ -9,21 +9,11 @@ import type { Placement } from '../placement/placement.policy.js';
 import { ProviderError } from '../providers/provider.js';
 import { findById, updateObject } from '../registry/object.repository.js';
 import type { StepContext, StepDefinition, WorkflowDefinition } from '../workflows/workflow.js';
-import { type Arrival, arrivalOf, settleArrivals } from './arrived-status.js';
+import { settleArrivals } from './arrived-status.js';
 import { bindingOf, changeOf, workflowKey } from './migration-records.js';
-import { withClient } from './pg-copy.js';
-import { providerIn, type RegionDatabasePlan, syncBlobs } from './region-migration.js';
+import { copyBlobs, type RegionDatabasePlan, regionSides, sideOf } from './region-migration.js';
 import type { Switched } from './region-switch.js';
-import {
-  type LastKnown,
-  primaryUrl,
-  type StandbyDeps,
-  type StandbyPlan,
-  standbyUrl,
-  withTimeout,
-} from './standby.js';
-
-const { escapeIdentifier: id } = pg;
+import { type LastKnown, type StandbyDeps, type StandbyPlan, withTimeout } from './standby.js';
 
 export const FAILOVER_REGION = 'failover.region';
 
@@ -79,12 +69,24 @@ const TIMEOUT = 5_000;
  * now log in), switch-placement (secrets, tenant region, placement and cell, `tenant.failed_over`,
  * audit), sync-blobs (the last blob changes, when the primary's account answers), and verify (row
  * counts against the last known ones, the rotated credentials tried, recorded on the failover).
+ * Each region's side runs where its cell is served (the agent holding it, or here), as the standby's.
  */
 export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<FailoverInput> {
-  const { db, providers } = deps;
+  const { db } = deps;
   const checked = (ctx: StepContext<FailoverInput>) => ctx.outputs['check-standby'] as Checked;
   const rotatedKey = (ctx: StepContext<FailoverInput>, d: RegionDatabasePlan) =>
     workflowKey(ctx.input.failoverId, d.resourceId, 'rotated');
+  /** Each region's side (here, or the agent holding its cell); `ms`: how long an agent is waited for. */
+  const sides = (ctx: StepContext<FailoverInput>, step: string, ms?: number) =>
+    regionSides(
+      deps,
+      checked(ctx).plan,
+      {
+        workflowId: ctx.workflowId,
+        signal: ms ? AbortSignal.any([ctx.signal, AbortSignal.timeout(ms)]) : ctx.signal,
+      },
+      step,
+    );
 
   const steps: StepDefinition<FailoverInput>[] = [
     {
@@ -123,27 +125,21 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
     },
     {
       name: 'fence-primary',
-      // Best effort: a primary that still answers stops taking the tenant's writes.
+      // Best effort: a primary that still answers stops taking the tenant's writes. An agent that
+      // does not answer runs it when it is back (its command waits); the keeper fences it then too.
       async run(ctx) {
         const { plan } = checked(ctx);
-        const out: Record<string, string> = {};
-        for (const d of plan.databases)
-          try {
-            await withTimeout(
-              withClient(primaryUrl(providers, plan, d), async (c) => {
-                await c.query(`alter role ${id(d.role)} nologin`);
-                await c.query(
-                  'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-                  [d.role],
-                );
-              }),
-              TIMEOUT,
-            );
-            out[d.resourceId] = 'fenced';
-          } catch (err) {
-            out[d.resourceId] = `unreachable: ${(err as Error).message}`.slice(0, 500);
-          }
-        return out;
+        const s = sides(ctx, 'fence-primary', TIMEOUT);
+        let outcome = 'fenced';
+        try {
+          await withTimeout(
+            s.source().setLogin({ roles: plan.databases.map((d) => d.role), login: false }),
+            TIMEOUT,
+          );
+        } catch (err) {
+          outcome = `unreachable: ${(err as Error).message}`.slice(0, 500);
+        }
+        return Object.fromEntries(plan.databases.map((d) => [d.resourceId, outcome]));
       },
       async checkpoint(trx, ctx, output) {
         const fenced = Object.values(output as Record<string, string>).every((x) => x === 'fenced');
@@ -156,39 +152,57 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
       name: 'promote-standby',
       async run(ctx) {
         const { plan, lastKnown } = checked(ctx);
+        const s = sides(ctx, 'promote-standby');
         const out: Record<string, { detached: boolean; sequences: Record<string, string> }> = {};
         for (const d of plan.databases)
-          out[d.resourceId] = await withClient(standbyUrl(providers, plan, d), async (t) => {
-            const detached = await detachSubscription(t, d.replication);
-            const sequences = await continueSequences(
-              t,
-              d.schema,
-              lastKnown?.databases[d.resourceId]?.sequences ?? {},
-            );
-            return { detached, sequences };
+          out[d.resourceId] = await s.target(d.resourceId).promote({
+            ...sideOf(d, 'target'),
+            name: d.replication,
+            lastKnown: lastKnown?.databases[d.resourceId]?.sequences ?? {},
           });
         return out;
       },
     },
     {
       name: 'rotate-credentials',
-      // The standby role gets new credentials (under the failover's key) and LOGIN; what ensure
-      // observed then is the status the switch writes (./arrived-status.ts).
+      // The standby role gets new credentials (under the failover's key) and LOGIN; what is observed
+      // then is the status the switch writes (./arrived-status.ts).
       async run(ctx) {
         const { plan } = checked(ctx);
-        const store = providerIn(providers, 'database', plan.toRegion);
-        const arrived: Arrival[] = [];
-        for (const d of plan.databases) {
-          const o = await store.ensure({ ...d.desired, id: rotatedKey(ctx, d), suspended: false });
-          arrived.push(arrivalOf(store, d.resourceId, o));
-        }
+        const target = sides(ctx, 'rotate-credentials').target();
+        const rotated = plan.databases.map((d) => ({
+          ...d.desired,
+          id: rotatedKey(ctx, d),
+          suspended: false,
+        }));
+        await target.createResources({ databases: rotated, blobs: [], topics: [] });
+        const arrived = await target.observeArrived({
+          databases: plan.databases.map((d, i) => ({ resourceId: d.resourceId, desired: rotated[i]! })),
+        });
         return { rotated: plan.databases.map((d) => d.resourceId), arrived };
       },
     },
     {
       name: 'switch-placement',
-      async run() {
-        return { switchedAt: new Date().toISOString() };
+      // The standby's agent's kept credentials switched just before (a re-run finds them switched):
+      // the rotated ones become the resource's, the standby's first ones go. The primary's agent
+      // keeps the primary's under the source key: now if it answers, else the keeper does it when
+      // it is back (fenceReturned).
+      async run(ctx) {
+        const { plan } = checked(ctx);
+        const s = sides(ctx, 'switch-placement', TIMEOUT);
+        if (plan.targetAgent)
+          await s.target().renameSecrets({
+            moves: plan.databases.map((d) => ({ from: rotatedKey(ctx, d), to: d.resourceId })),
+            drop: plan.databases.map((d) => d.targetKey),
+          });
+        let primaryKept = !plan.sourceAgent;
+        if (plan.sourceAgent)
+          primaryKept = await withTimeout(keepPrimarySecrets(s, plan), TIMEOUT).then(
+            () => true,
+            () => false,
+          );
+        return { switchedAt: new Date().toISOString(), primaryKept };
       },
       async checkpoint(trx, ctx) {
         await switchToStandby(trx, ctx);
@@ -201,9 +215,14 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
       async run(ctx) {
         const { plan } = checked(ctx);
         const out: Consistency['blobs'] = {};
+        const s = sides(ctx, 'sync-blobs', 60_000);
+        const sealTo = await s.sealFor('target');
         for (const b of plan.blobs)
           try {
-            const r = await withTimeout(syncBlobs(providers, plan, b.desired), 60_000);
+            const r = await withTimeout(
+              copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired, sealTo),
+              60_000,
+            );
             out[b.resourceId] = {
               blobs: r.target.length,
               equal: JSON.stringify(r.source) === JSON.stringify(r.target),
@@ -222,7 +241,7 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
           string,
           { sequences: Record<string, string> }
         >;
-        const store = providerIn(providers, 'database', plan.toRegion);
+        const s = sides(ctx, 'verify');
         const out: Consistency = {
           at: new Date().toISOString(),
           lastKnownAt: lastKnown?.at ?? null,
@@ -232,21 +251,19 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
         };
         for (const d of plan.databases) {
           const known = lastKnown?.databases[d.resourceId]?.rows ?? {};
-          const tables = await withClient(standbyUrl(providers, plan, d), async (t) => {
-            const rows: Consistency['databases'][string]['tables'] = [];
-            for (const table of d.tables) {
-              const n = Number(
-                (await t.query<{ n: string }>(`select count(*)::text as n from ${id(d.schema)}.${id(table)}`))
-                  .rows[0]!.n,
-              );
-              const k = known[table] ?? null;
-              rows.push({ table, lastKnownRows: k, rows: n, delta: k === null ? null : n - k });
-            }
-            return rows;
+          const counted = await s
+            .target(d.resourceId)
+            .measure({ ...sideOf(d, 'target'), name: d.replication, waitMs: 0 });
+          const tables = d.tables.map((table) => {
+            const k = known[table] ?? null;
+            const n = counted.rows[table]!;
+            return { table, lastKnownRows: k, rows: n, delta: k === null ? null : n - k };
           });
           // The resource's credentials now (the rotated ones), tried on the promoted server.
-          const observed = await store.observe(d.desired);
-          const credentialsWork = !observed.drift.some((x) => x.includes('cannot log in'));
+          const [observed] = await s
+            .target(d.resourceId)
+            .observeArrived({ databases: [{ resourceId: d.resourceId, desired: d.desired }] });
+          const credentialsWork = !observed!.drift.some((x) => x.includes('cannot log in'));
           out.databases[d.resourceId] = {
             tables,
             sequences: Object.entries(promoted[d.resourceId]?.sequences ?? {}).map(([sequence, value]) => ({
@@ -354,7 +371,9 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
   return {
     type: FAILOVER_REGION,
     steps,
+    succeeded: (trx, ctx) => clearSealedOf(trx, ctx.workflowId),
     compensated: async (trx, ctx, reason) => {
+      await clearSealedOf(trx, ctx.workflowId);
       await sql`update tenant_failovers set state = case when state = 'Running' then 'Failed' else state end,
           error = ${reason.slice(0, 2000)}, updated_at = now()
         where id = ${ctx.input.failoverId}`.execute(trx);
@@ -362,62 +381,12 @@ export function failoverWorkflow(deps: StandbyDeps): WorkflowDefinition<Failover
   };
 }
 
-/**
- * The subscription ends on the standby's side alone (the primary may be gone): disabled, cut from
- * its slot (which stays on the primary until fenced), dropped. False when it was gone already.
- */
-export async function detachSubscription(t: pg.ClientBase, name: string): Promise<boolean> {
-  const sub = await t.query(
-    'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
-    [name],
-  );
-  if ((sub.rowCount ?? 0) === 0) return false;
-  await t.query(`alter subscription ${id(name)} disable`);
-  await t.query(`alter subscription ${id(name)} set (slot_name = none)`);
-  await t.query(`drop subscription ${id(name)}`);
-  return true;
-}
-
-/**
- * Sets every sequence of `schema` past what the data holds: for a sequence owned by a column (serial
- * or identity), the column's maximum; and never below the primary's last known value (values handed
- * out but rolled back, or deleted since). The new primary's next value collides with no row.
- */
-export async function continueSequences(
-  c: pg.ClientBase,
-  schema: string,
-  lastKnown: Record<string, string>,
-): Promise<Record<string, string>> {
-  const seqs = await c.query<{ seq: string; table: string | null; col: string | null; last: string | null }>(
-    `select s.relname as seq, t.relname as table, a.attname as col, q.last_value::text as last
-     from pg_class s join pg_namespace n on n.oid = s.relnamespace
-     join pg_sequences q on q.schemaname = n.nspname and q.sequencename = s.relname
-     left join pg_depend d on d.objid = s.oid and d.classid = 'pg_class'::regclass and d.deptype in ('a', 'i')
-       and d.refclassid = 'pg_class'::regclass
-     left join pg_class t on t.oid = d.refobjid
-     left join pg_attribute a on a.attrelid = t.oid and a.attnum = d.refobjsubid
-     where n.nspname = $1 and s.relkind = 'S'`,
-    [schema],
-  );
-  const out: Record<string, string> = {};
-  for (const s of seqs.rows) {
-    let value = BigInt(s.last ?? '0');
-    const known = lastKnown[s.seq];
-    if (known !== undefined && BigInt(known) > value) value = BigInt(known);
-    if (s.table && s.col) {
-      const m = await c.query<{ max: string | null }>(
-        `select max(${id(s.col)})::text as max from ${id(schema)}.${id(s.table)}`,
-      );
-      const max = m.rows[0]?.max;
-      if (max != null && BigInt(max) > value) value = BigInt(max);
-    }
-    if (value > 0n) {
-      await c.query(`select setval($1::regclass, $2::bigint, true)`, [
-        `${id(schema)}.${id(s.seq)}`,
-        value.toString(),
-      ]);
-      out[s.seq] = value.toString();
-    }
-  }
-  return out;
+/** The primary's agent keeps the primary's credentials under the plan's source key (as a region migration's source). */
+export async function keepPrimarySecrets(
+  s: ReturnType<typeof regionSides>,
+  plan: StandbyPlan,
+): Promise<void> {
+  await s
+    .source()
+    .renameSecrets({ moves: plan.databases.map((d) => ({ from: d.resourceId, to: d.sourceKey })) });
 }

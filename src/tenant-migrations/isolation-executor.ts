@@ -30,6 +30,7 @@ const FRESH: ReadonlySet<string> = new Set([
   'waitSynced',
   'syncing',
   'walPosition',
+  'measure',
   'readerLacks',
   'checks',
   'observeTopics',

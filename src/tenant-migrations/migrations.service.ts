@@ -224,7 +224,7 @@ export class MigrationsService {
         );
       await assertNotFrozen(trx, t.id, MIGRATE_ISOLATION);
       const target: Placement = { ...current, ...chosen };
-      await refuseAgentCells(trx, current, target, 'isolation');
+      await refuseAgentCells(trx, current, target);
       const verdicts = [
         { rule: 'residency', outcome: 'allow' as const, detail: `stays in region ${current.region}` },
         {
@@ -538,8 +538,8 @@ async function refuseInRollbackWindow(trx: Trx, tenantId: string, message: strin
 
 /**
  * Where a region move (a migration or a failover) puts the tenant: a cell of its isolation with
- * room in `region` (refused with the placement rule's code), no freeze of `workflowType`, and no
- * agent-held cell on either side. Checked before anything is written.
+ * room in `region` (refused with the placement rule's code) and no freeze of `workflowType`.
+ * Checked before anything is written.
  */
 export async function placeInRegion(
   trx: Trx,
@@ -571,36 +571,25 @@ export async function placeInRegion(
     );
   await assertNotFrozen(trx, t.id, workflowType);
   const target: Placement = { ...current, ...chosen, region };
-  await refuseAgentCells(trx, current, target, workflowType === MIGRATE_REGION ? 'region' : 'failover');
   return { chosen, target };
 }
 
 /**
  * Cells held by a remote agent (src/agent): their data plane is the agent's, never reached from
- * here. A region migration runs each region's side where its cell is served: as commands of the
- * agent holding it, or here (./region-dataplane.ts; the source side hands the target a reader).
- * A tenancy-mode migration between two agent-held cells runs its data-plane steps as commands of
- * the source cell's agent (./isolation-executor.ts; its first step checks that both agents run
- * one data plane). Refused: a tenancy-mode migration between an agent's cell and a cell the
- * control plane serves (its steps act on both databases at once, on one server), and a failover
- * touching an agent's cell (the standby keeper and the promotion run here only).
+ * here. A region migration and a failover run each region's side where its cell is served: as
+ * commands of the agent holding it, or here (./region-dataplane.ts; the source side hands the
+ * target a reader). A tenancy-mode migration between two agent-held cells runs its data-plane steps
+ * as commands of the source cell's agent (./isolation-executor.ts; its first step checks that both
+ * agents run one data plane). Refused: a tenancy-mode migration between an agent's cell and a cell
+ * the control plane serves (its steps act on both databases at once, on one server).
  */
-export async function refuseAgentCells(
-  trx: Trx,
-  from: Placement,
-  to: Placement,
-  kind: 'isolation' | 'region' | 'failover',
-): Promise<void> {
-  if (kind === 'region') return;
+export async function refuseAgentCells(trx: Trx, from: Placement, to: Placement): Promise<void> {
   const agentCells = await remoteAgentCells(trx, [from.cellUuid, to.cellUuid]);
   if (agentCells.length === 0) return;
-  const both = from.cellUuid === to.cellUuid || agentCells.length === 2;
-  if (kind === 'isolation' && both) return;
+  if (from.cellUuid === to.cellUuid || agentCells.length === 2) return;
   throw new ConflictError(
     'migration.agent_cell',
-    kind === 'failover'
-      ? `Cell ${agentCells.join(', ')} is run by its own agent: a failover's standby (replication into the standby cell, kept in sync by the control plane's standby keeper) and its promotion are not built through agents; a region migration is (failback included).`
-      : `Cell ${agentCells.join(', ')} is run by its own agent and the other cell is not: a tenancy-mode migration's steps act on the source and the target database on one data-plane server, which here would be the agent's and the control plane's. Through agents, it runs between cells held by agents of one data plane; a region migration runs between any two cells.`,
+    `Cell ${agentCells.join(', ')} is run by its own agent and the other cell is not: a tenancy-mode migration's steps act on the source and the target database on one data-plane server, which here would be the agent's and the control plane's. Through agents, it runs between cells held by agents of one data plane; a region migration (and a failover) runs between any two cells.`,
     { details: { cells: agentCells } },
   );
 }

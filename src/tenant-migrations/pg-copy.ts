@@ -577,3 +577,63 @@ export async function waitReceived(target: pg.ClientBase, name: string, lsn: str
     await new Promise((res) => setTimeout(res, 20));
   }
 }
+
+/**
+ * The subscription ends on the standby's side alone (the primary may be gone): disabled, cut from
+ * its slot (which stays on the primary until fenced), dropped. False when it was gone already.
+ */
+export async function detachSubscription(t: pg.ClientBase, name: string): Promise<boolean> {
+  const sub = await t.query(
+    'select 1 from pg_subscription where subname = $1 and subdbid = (select oid from pg_database where datname = current_database())',
+    [name],
+  );
+  if ((sub.rowCount ?? 0) === 0) return false;
+  await t.query(`alter subscription ${id(name)} disable`);
+  await t.query(`alter subscription ${id(name)} set (slot_name = none)`);
+  await t.query(`drop subscription ${id(name)}`);
+  return true;
+}
+
+/**
+ * Sets every sequence of `schema` past what the data holds: for a sequence owned by a column (serial
+ * or identity), the column's maximum; and never below the primary's last known value (values handed
+ * out but rolled back, or deleted since). The new primary's next value collides with no row.
+ */
+export async function continueSequences(
+  c: pg.ClientBase,
+  schema: string,
+  lastKnown: Record<string, string>,
+): Promise<Record<string, string>> {
+  const seqs = await c.query<{ seq: string; table: string | null; col: string | null; last: string | null }>(
+    `select s.relname as seq, t.relname as table, a.attname as col, q.last_value::text as last
+     from pg_class s join pg_namespace n on n.oid = s.relnamespace
+     join pg_sequences q on q.schemaname = n.nspname and q.sequencename = s.relname
+     left join pg_depend d on d.objid = s.oid and d.classid = 'pg_class'::regclass and d.deptype in ('a', 'i')
+       and d.refclassid = 'pg_class'::regclass
+     left join pg_class t on t.oid = d.refobjid
+     left join pg_attribute a on a.attrelid = t.oid and a.attnum = d.refobjsubid
+     where n.nspname = $1 and s.relkind = 'S'`,
+    [schema],
+  );
+  const out: Record<string, string> = {};
+  for (const s of seqs.rows) {
+    let value = BigInt(s.last ?? '0');
+    const known = lastKnown[s.seq];
+    if (known !== undefined && BigInt(known) > value) value = BigInt(known);
+    if (s.table && s.col) {
+      const m = await c.query<{ max: string | null }>(
+        `select max(${id(s.col)})::text as max from ${id(schema)}.${id(s.table)}`,
+      );
+      const max = m.rows[0]?.max;
+      if (max != null && BigInt(max) > value) value = BigInt(max);
+    }
+    if (value > 0n) {
+      await c.query(`select setval($1::regclass, $2::bigint, true)`, [
+        `${id(schema)}.${id(s.seq)}`,
+        value.toString(),
+      ]);
+      out[s.seq] = value.toString();
+    }
+  }
+  return out;
+}

@@ -16,9 +16,11 @@ import { type Arrival, observeArrival } from './arrived-status.js';
 import {
   checksums,
   compare,
+  continueSequences,
   copyTables,
   createSchema,
   databaseUrl,
+  detachSubscription,
   dropSubscription,
   hasSubscription,
   inSecretsTable,
@@ -402,6 +404,63 @@ export class RegionDataPlane {
     return { stopped: input.name };
   }
 
+  /**
+   * One measurement of a standby's primary (this side): the schema's row counts and sequence values
+   * in one snapshot, then the WAL position, then how far the slot `name` is behind it after waiting
+   * up to `waitMs` for the standby to confirm it (0: caught up; null: no such slot). The counts are
+   * what the standby held at least once it confirmed that position.
+   */
+  async measure(input: SideDatabase & { name: string; tables: string[]; waitMs: number }): Promise<{
+    rows: Record<string, number>;
+    sequences: Record<string, string>;
+    behind: number | null;
+  }> {
+    return withClient(this.urlOf(input.database), async (s) => {
+      await s.query('begin isolation level repeatable read read only');
+      const rows: Record<string, number> = {};
+      for (const t of input.tables)
+        rows[t] = Number(
+          (await s.query<{ n: string }>(`select count(*)::text as n from ${id(input.schema)}.${id(t)}`))
+            .rows[0]!.n,
+        );
+      const seqs = await s.query<{ name: string; last: string | null }>(
+        'select sequencename as name, last_value::text as last from pg_sequences where schemaname = $1',
+        [input.schema],
+      );
+      await s.query('commit');
+      const lsn = (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!.lsn;
+      const deadline = Date.now() + input.waitMs;
+      let behind: number | null = null;
+      for (;;) {
+        const q = await s.query<{ behind: string | null }>(
+          `select greatest(pg_wal_lsn_diff($2::pg_lsn, confirmed_flush_lsn), 0)::text as behind
+           from pg_replication_slots where slot_name = $1`,
+          [input.name, lsn],
+        );
+        behind = q.rows[0]?.behind == null ? null : Number(q.rows[0].behind);
+        if (behind === 0 || behind === null || Date.now() > deadline) break;
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      const sequences: Record<string, string> = {};
+      for (const x of seqs.rows) if (x.last !== null) sequences[x.name] = x.last;
+      return { rows, sequences, behind };
+    });
+  }
+
+  /**
+   * A failover's promotion of this side's standby (its primary may be gone): the subscription
+   * `name` detached here alone, and every sequence set past the data and the primary's last known
+   * values (`lastKnown`); what each sequence was set to.
+   */
+  async promote(
+    input: SideDatabase & { name: string; lastKnown: Record<string, string> },
+  ): Promise<{ detached: boolean; sequences: Record<string, string> }> {
+    return withClient(this.urlOf(input.database), async (t) => ({
+      detached: await detachSubscription(t, input.name),
+      sequences: await continueSequences(t, input.schema, input.lastKnown),
+    }));
+  }
+
   /** Tables of the subscription still in their initial copy, and its workers' failed attempts so far. */
   async syncing(
     input: SideDatabase & { name: string; tables: string[] },
@@ -659,9 +718,17 @@ export class RegionDataPlane {
    * there (so running it twice changes nothing). The control plane's own are switched in its
    * table, in the cut-over's transaction (./region-switch.ts).
    */
-  async renameSecrets(input: { moves: { from: string; to: string }[] }): Promise<{ renamed: number }> {
+  async renameSecrets(input: {
+    moves: { from: string; to: string }[];
+    /** Kept credentials no role has any more (a failover's standby's first ones, replaced by the rotated ones). */
+    drop?: string[];
+  }): Promise<{ renamed: number }> {
     let renamed = 0;
     await inSecretsTable(this.urlOf(this.home), async (c) => {
+      if (input.drop?.length)
+        await c.query('delete from tenantry_resource_secrets where resource_id = any($1::uuid[])', [
+          input.drop,
+        ]);
       for (const m of input.moves) {
         const r = await c.query(
           `update tenantry_resource_secrets set resource_id = $2 where resource_id = $1
@@ -689,6 +756,8 @@ export const REGION_DATAPLANE_STEPS = [
   'unsubscribe',
   'syncing',
   'walPosition',
+  'measure',
+  'promote',
   'readerLacks',
   'trackBaseline',
   'checks',

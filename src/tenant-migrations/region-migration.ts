@@ -192,6 +192,79 @@ export function regionSides(
   };
 }
 
+/** One side's database of a planned resource: the source's or the target's, its schema and tables. */
+export const sideOf = (d: RegionDatabasePlan, side: 'source' | 'target') => ({
+  database: side === 'source' ? d.database : d.targetDatabase,
+  schema: d.schema,
+  tables: d.tables,
+});
+
+type Sides = ReturnType<typeof regionSides>;
+type Streamed = Pick<RegionMigrationPlan, 'databases'>;
+
+/** Each database's schema (DDL read on the source side) created on the target side; the statements run. */
+export async function copySchemas(p: Streamed, s: Sides): Promise<number> {
+  let statements = 0;
+  for (const d of p.databases) {
+    const { ddl } = await s.source(d.resourceId).schemaDdl(sideOf(d, 'source'));
+    await s.target(d.resourceId).createSchema({ ...sideOf(d, 'target'), role: d.role, ddl });
+    statements += ddl.length;
+  }
+  return statements;
+}
+
+/**
+ * The source hands out a reader per database (its own role, publication and slot) at its peer
+ * address, sealed for the target side; the target's PostgreSQL subscribes with it.
+ */
+export async function openStreams(p: Streamed, s: Sides): Promise<string[]> {
+  const sealTo = await s.sealFor('target');
+  for (const d of p.databases) {
+    const { connection } = await s
+      .source(d.resourceId)
+      .openReader({ ...sideOf(d, 'source'), name: d.replication, publish: true, sealTo });
+    await s.target(d.resourceId).subscribe({ ...sideOf(d, 'target'), name: d.replication, connection });
+  }
+  return p.databases.map((d) => d.replication);
+}
+
+/** Replication, the readers and the checksums' change tracking ended on both sides (parts already gone skipped). */
+export async function closeStreams(p: Streamed, s: Sides): Promise<void> {
+  for (const d of p.databases) {
+    await s.target(d.resourceId).unsubscribe({ ...sideOf(d, 'target'), name: d.replication });
+    await s.source(d.resourceId).closeReader({ ...sideOf(d, 'source'), name: d.replication });
+  }
+}
+
+/** Every subscription past its initial copy and (within `maxLagBytes`) caught up; the lag of each. */
+export async function waitStreamsSynced(
+  p: Streamed & { fromRegion: string; toRegion: string },
+  s: Sides,
+  signal: AbortSignal,
+  maxLagBytes?: number,
+): Promise<Record<string, number | null>> {
+  const lag: Record<string, number | null> = {};
+  for (const d of p.databases) {
+    const [source, target] = [sideOf(d, 'source'), sideOf(d, 'target')];
+    const r = await waitSynced(
+      {
+        syncing: () => s.target().syncing({ ...target, name: d.replication }),
+        lagBytes: async () => (await s.source().walPosition({ ...source, name: d.replication })).lagBytes,
+        readerLacks: async () => (await s.source().readerLacks({ ...source, name: d.replication })).lacks,
+      },
+      {
+        subscription: `the subscription ${d.replication} in ${p.toRegion}`,
+        reader: `its reader in ${p.fromRegion}`,
+        log: `the ${p.toRegion} data-plane PostgreSQL`,
+        ...(maxLagBytes === undefined ? {} : { maxLagBytes }),
+        signal,
+      },
+    );
+    lag[d.replication] = r.lagBytes;
+  }
+  return lag;
+}
+
 /**
  * Region migration (issue 19): the tenant's databases, blobs and topics move to a cell of another
  * region, each region with its own data-plane PostgreSQL, storage account and Kafka cluster (the
@@ -212,11 +285,6 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     databases: p.databases.map(targetDesired),
     blobs: p.blobs.map((b) => b.desired),
     topics: p.topics.map((t) => t.desired),
-  });
-  const at = (d: RegionDatabasePlan, side: 'source' | 'target') => ({
-    database: side === 'source' ? d.database : d.targetDatabase,
-    schema: d.schema,
-    tables: d.tables,
   });
 
   const setFrozen = (migrationId: string, frozen: boolean) =>
@@ -349,15 +417,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     {
       name: 'copy-schema',
       async run(ctx) {
-        const p = planOf(ctx);
-        const s = sides(ctx, 'copy-schema');
-        let statements = 0;
-        for (const d of p.databases) {
-          const { ddl } = await s.source(d.resourceId).schemaDdl(at(d, 'source'));
-          await s.target(d.resourceId).createSchema({ ...at(d, 'target'), role: d.role, ddl });
-          statements += ddl.length;
-        }
-        return { statements };
+        return { statements: await copySchemas(planOf(ctx), sides(ctx, 'copy-schema')) };
       },
     },
     {
@@ -367,15 +427,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       async run(ctx) {
         const p = planOf(ctx);
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
-        const s = sides(ctx, 'start-replication');
-        const sealTo = await s.sealFor('target');
-        for (const d of p.databases) {
-          const { connection } = await s
-            .source(d.resourceId)
-            .openReader({ ...at(d, 'source'), name: d.replication, publish: true, sealTo });
-          await s.target(d.resourceId).subscribe({ ...at(d, 'target'), name: d.replication, connection });
-        }
-        return { replicating: p.databases.map((d) => d.replication) };
+        return { replicating: await openStreams(p, sides(ctx, 'start-replication')) };
       },
       async undo(ctx) {
         await stopReplicationOf(ctx, 'start-replication:undo');
@@ -387,28 +439,7 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
       async run(ctx) {
         const p = planOf(ctx);
         if (p.mode !== 'logical-replication') return { skipped: p.modeReason };
-        const s = sides(ctx, 'wait-synced');
-        const lag: Record<string, number | null> = {};
-        for (const d of p.databases) {
-          const r = await waitSynced(
-            {
-              syncing: () => s.target().syncing({ ...at(d, 'target'), name: d.replication }),
-              lagBytes: async () =>
-                (await s.source().walPosition({ ...at(d, 'source'), name: d.replication })).lagBytes,
-              readerLacks: async () =>
-                (await s.source().readerLacks({ ...at(d, 'source'), name: d.replication })).lacks,
-            },
-            {
-              subscription: `the subscription ${d.replication} in ${p.toRegion}`,
-              reader: `its reader in ${p.fromRegion}`,
-              log: `the ${p.toRegion} data-plane PostgreSQL`,
-              maxLagBytes: MAX_LAG_BYTES,
-              signal: ctx.signal,
-            },
-          );
-          lag[d.replication] = r.lagBytes;
-        }
-        return { lagBytes: lag };
+        return { lagBytes: await waitStreamsSynced(p, sides(ctx, 'wait-synced'), ctx.signal, MAX_LAG_BYTES) };
       },
     },
     {
@@ -424,8 +455,12 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
         for (const d of p.databases) {
           const t0 = performance.now();
           const [source, target] = await Promise.all([
-            s.source(d.resourceId).trackBaseline({ ...at(d, 'source'), name: d.replication, as: 'source' }),
-            s.target(d.resourceId).trackBaseline({ ...at(d, 'target'), name: d.replication, as: 'target' }),
+            s
+              .source(d.resourceId)
+              .trackBaseline({ ...sideOf(d, 'source'), name: d.replication, as: 'source' }),
+            s
+              .target(d.resourceId)
+              .trackBaseline({ ...sideOf(d, 'target'), name: d.replication, as: 'target' }),
           ]);
           out[d.resourceId] = {
             source: source.base,
@@ -519,29 +554,29 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
           // The rows by the subscription, or (freeze-copy) pulled now through a reader of their own.
           if (!logical) {
             const reader = await source.openReader({
-              ...at(d, 'source'),
+              ...sideOf(d, 'source'),
               name: d.replication,
               publish: false,
               sealTo,
             });
-            await target.pull({ ...at(d, 'target'), name: d.replication, from: reader.connection });
+            await target.pull({ ...sideOf(d, 'target'), name: d.replication, from: reader.connection });
           }
           const bases = bulk?.[d.resourceId];
           const tracked = (side: 'source' | 'target') =>
             bases?.source ? { tracked: { name: d.replication, base: bases[side] } } : {};
-          const frozen = await source.checks({ ...at(d, 'source'), ...tracked('source') });
+          const frozen = await source.checks({ ...sideOf(d, 'source'), ...tracked('source') });
           const { lsn } = logical
-            ? await source.walPosition({ ...at(d, 'source'), name: d.replication })
+            ? await source.walPosition({ ...sideOf(d, 'source'), name: d.replication })
             : { lsn: '' };
           const v = await target.verifyAgainst({
-            ...at(d, 'target'),
+            ...sideOf(d, 'target'),
             ...tracked('target'),
             source: frozen,
             timeoutMs: deps.verifyTimeoutMs ?? 60_000,
             ...(logical ? { subscription: { name: d.replication, lsn } } : {}),
           });
-          const { values } = await source.sequences(at(d, 'source'));
-          await target.setSequences({ ...at(d, 'target'), values });
+          const { values } = await source.sequences(sideOf(d, 'source'));
+          await target.setSequences({ ...sideOf(d, 'target'), values });
           databases[d.resourceId] = v;
           if (!v.equal)
             throw new ProviderError(
@@ -618,14 +653,8 @@ export function regionMigrationWorkflow(deps: MigrationDeps): WorkflowDefinition
     },
   ];
 
-  /** Replication, the readers and the checksums' change tracking ended on both sides (parts already gone skipped). */
   async function stopReplicationOf(ctx: StepContext<RegionMigrationInput>, step: string) {
-    const p = planOf(ctx);
-    const s = sides(ctx, step);
-    for (const d of p.databases) {
-      await s.target(d.resourceId).unsubscribe({ ...at(d, 'target'), name: d.replication });
-      await s.source(d.resourceId).closeReader({ ...at(d, 'source'), name: d.replication });
-    }
+    await closeStreams(planOf(ctx), sides(ctx, step));
   }
 
   return {

@@ -1,27 +1,24 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import pg from 'pg';
 import type { Logger } from 'pino';
+import { clearSealedOf } from '../agent/agent-commands.js';
 import { systemContext } from '../context/request-context.js';
 import { asPlatform, type Db } from '../db/database.js';
 import { ConflictError, TenantryError } from '../errors/errors.js';
 import { startWorkflow } from '../workflows/start-workflow.js';
+import { keepPrimarySecrets } from './failover.js';
 import { FailoverService } from './failover.service.js';
-import { stopReplication, withClient } from './pg-copy.js';
-import { providerIn, syncBlobs } from './region-migration.js';
+import { closeStreams, copyBlobs, sideOf } from './region-migration.js';
 import {
   ESTABLISH_STANDBY,
   type LastKnown,
-  primaryUrl,
   type StandbyDeps,
   type StandbyInput,
   type StandbyPlan,
-  standbyDesired,
-  stopStandbyReplication,
+  standbyResources,
+  standbySides,
   withTimeout,
 } from './standby.js';
-
-const esc = pg.escapeIdentifier;
 
 /** Tenants naming a standby region that have none (or a failed one, retried after 5 minutes). */
 async function standbysToStart(db: Db) {
@@ -149,7 +146,7 @@ export class StandbyKeeper {
    * at the next tick). A primary that does not answer leaves it for a later tick.
    */
   async retireUnnamed(): Promise<string[]> {
-    const { db, providers } = this.deps;
+    const { db } = this.deps;
     const rows = await asPlatform(
       db,
       async (trx) =>
@@ -168,11 +165,9 @@ export class StandbyKeeper {
       const plan = r.plan as StandbyPlan;
       if (plan.databases)
         try {
-          await withTimeout(stopStandbyReplication(providers, plan), 30_000);
-          for (const d of plan.databases)
-            await providerIn(providers, 'database', plan.toRegion).delete(standbyDesired(d));
-          for (const b of plan.blobs)
-            await providerIn(providers, 'blob-container', plan.toRegion).delete(b.desired);
+          const s = standbySides(this.deps, plan, 'retire', AbortSignal.timeout(60_000));
+          await withTimeout(closeStreams(plan, s), 30_000);
+          await s.target().removeResources(standbyResources(plan));
         } catch (err) {
           this.deps.logger?.warn({ err, tenantId: r.tenant_id }, 'standby not retired yet');
           continue;
@@ -235,7 +230,7 @@ export class StandbyKeeper {
    * publication go (a slot nobody reads keeps WAL forever). The schema stays, for a failback.
    */
   async fenceReturned(): Promise<string[]> {
-    const { db, providers } = this.deps;
+    const { db } = this.deps;
     const open = await asPlatform(
       db,
       async (trx) =>
@@ -249,30 +244,28 @@ export class StandbyKeeper {
     );
     const fenced: string[] = [];
     for (const f of open) {
+      const p = f.plan;
       try {
-        for (const d of f.plan.databases)
-          await withTimeout(
-            withClient(primaryUrl(providers, f.plan, d), async (c) => {
-              const role = await c.query('select 1 from pg_roles where rolname = $1', [d.role]);
-              if ((role.rowCount ?? 0) > 0) {
-                await c.query(`alter role ${esc(d.role)} nologin`);
-                await c.query(
-                  'select pg_terminate_backend(pid) from pg_stat_activity where usename = $1 and pid <> pg_backend_pid()',
-                  [d.role],
-                );
-              }
-              await stopReplication(c, undefined, d.replication);
-            }),
-            15_000,
-          );
+        const s = standbySides(this.deps, p, 'fence', AbortSignal.timeout(15_000));
+        await withTimeout(
+          s.source().setLogin({ roles: p.databases.map((d) => d.role), login: false }),
+          15_000,
+        );
+        // The reader the standby subscribed with: its slot, publication and role.
+        for (const d of p.databases)
+          await s.source(d.resourceId).closeReader({ ...sideOf(d, 'source'), name: d.replication });
+        // An agent keeps the old primary's credentials under the source key (as the failover would have).
+        if (p.sourceAgent) await keepPrimarySecrets(s, p);
       } catch {
         continue; // still down: the next tick tries again
       }
-      await asPlatform(db, (trx) =>
-        sql`update tenant_failovers set fenced_at = now(),
+      await asPlatform(db, async (trx) => {
+        // What the failover asked of the agent while it was down (a blob reader) answered since: cleared.
+        await clearSealedOf(trx, f.id);
+        await sql`update tenant_failovers set fenced_at = now(),
               fence = coalesce(fence, '{}'::jsonb) || jsonb_build_object('returnedAt', now()::text), updated_at = now()
-            where id = ${f.id}`.execute(trx),
-      );
+            where id = ${f.id}`.execute(trx);
+      });
       fenced.push(f.id);
     }
     return fenced;
@@ -286,49 +279,23 @@ export class StandbyKeeper {
    * last known as it was: the data-loss window grows from the last catch-up.
    */
   async measure(tenantId: string, plan: StandbyPlan): Promise<StandbyMeasure> {
-    const { providers, db } = this.deps;
+    const { db } = this.deps;
     const at = new Date();
     let lag: number | null = 0;
     let caughtUp = true;
     let error: string | null = null;
     let unreachable = false;
     const known: LastKnown = { at: at.toISOString(), databases: {} };
+    const s = standbySides(this.deps, plan, 'measure', AbortSignal.timeout(60_000));
     try {
+      await agentConnected(db, plan.sourceAgent);
       for (const d of plan.databases) {
-        const r = await withClient(primaryUrl(providers, plan, d), async (s) => {
-          await s.query('begin isolation level repeatable read read only');
-          const rows: Record<string, number> = {};
-          for (const t of d.tables)
-            rows[t] = Number(
-              (await s.query<{ n: string }>(`select count(*)::text as n from ${esc(d.schema)}.${esc(t)}`))
-                .rows[0]!.n,
-            );
-          const seqs = await s.query<{ name: string; last: string | null }>(
-            'select sequencename as name, last_value::text as last from pg_sequences where schemaname = $1',
-            [d.schema],
-          );
-          await s.query('commit');
-          const lsn = (await s.query<{ lsn: string }>('select pg_current_wal_lsn()::text as lsn')).rows[0]!
-            .lsn;
-          const deadline = Date.now() + 3_000;
-          let behind: number | null = null;
-          for (;;) {
-            const q = await s.query<{ behind: string | null }>(
-              `select greatest(pg_wal_lsn_diff($2::pg_lsn, confirmed_flush_lsn), 0)::text as behind
-               from pg_replication_slots where slot_name = $1`,
-              [d.replication, lsn],
-            );
-            behind = q.rows[0]?.behind == null ? null : Number(q.rows[0].behind);
-            if (behind === 0 || behind === null || Date.now() > deadline) break;
-            await new Promise((res) => setTimeout(res, 50));
-          }
-          return {
-            rows,
-            sequences: Object.fromEntries(
-              seqs.rows.filter((x) => x.last !== null).map((x) => [x.name, x.last!]),
-            ),
-            behind,
-          };
+        const r = await s.source(d.resourceId).measure({
+          database: d.database,
+          schema: d.schema,
+          tables: d.tables,
+          name: d.replication,
+          waitMs: 3_000,
         });
         known.databases[d.resourceId] = { rows: r.rows, sequences: r.sequences };
         if (r.behind === null) {
@@ -353,8 +320,12 @@ export class StandbyKeeper {
     if (plan.blobs.length > 0 && error === null)
       try {
         blobs = {};
+        const sealTo = await s.sealFor('target');
         for (const b of plan.blobs) {
-          const r = await withTimeout(syncBlobs(providers, plan, b.desired), 60_000);
+          const r = await withTimeout(
+            copyBlobs(s.source(b.resourceId), s.target(b.resourceId), b.desired, sealTo),
+            60_000,
+          );
           blobs[b.resourceId] = {
             blobs: r.source.length,
             bytes: r.source.reduce((n, x) => n + x.bytes, 0),
@@ -367,15 +338,20 @@ export class StandbyKeeper {
         blobs = null;
         error = `blob sync: ${(err as Error).message}`.slice(0, 2000);
       }
-    await asPlatform(db, (trx) =>
-      sql`update tenant_standbys set lag_bytes = ${lag}, measured_at = ${at.toISOString()}::timestamptz,
+    await asPlatform(db, async (trx) => {
+      // A blob reader's SAS URLs an agent's failed or late command still holds, sealed: cleared.
+      await clearSealedOf(trx, plan.standbyId);
+      // The agents' commands of earlier measurements (a few every tick) go after 10 minutes.
+      await sql`delete from cell_agent_commands where starts_with(key, ${`${plan.standbyId}:measure:`})
+        and state in ('Succeeded', 'Failed') and completed_at < now() - interval '10 minutes'`.execute(trx);
+      await sql`update tenant_standbys set lag_bytes = ${lag}, measured_at = ${at.toISOString()}::timestamptz,
             caught_up_at = case when ${caughtUp} then ${at.toISOString()}::timestamptz else caught_up_at end,
             last_known = case when ${caughtUp} then ${JSON.stringify(known)}::jsonb else last_known end,
             blobs = coalesce(${blobs === null ? null : JSON.stringify(blobs)}::jsonb, blobs),
             unreachable_checks = case when ${unreachable} then unreachable_checks + 1 else 0 end,
             error = ${error}, updated_at = now()
-          where tenant_id = ${tenantId} and state = 'Streaming'`.execute(trx),
-    );
+          where tenant_id = ${tenantId} and state = 'Streaming'`.execute(trx);
+    });
     return { lagBytes: lag, caughtUp, error };
   }
 }
@@ -384,4 +360,19 @@ export interface StandbyMeasure {
   lagBytes: number | null;
   caughtUp: boolean;
   error: string | null;
+}
+
+/**
+ * Throws when the agent of `cellId` (the primary's side) is `Unknown` (its lease ran out): it is not
+ * asked (its command would wait for it), the primary counts as unreachable at once.
+ */
+async function agentConnected(db: Db, cellId: string | undefined): Promise<void> {
+  if (!cellId) return;
+  const r = await asPlatform(db, (trx) =>
+    sql<{ connection: string; since: Date }>`
+      select connection, connection_since as since from cell_agents where cell_id = ${cellId}`.execute(trx),
+  );
+  const a = r.rows[0];
+  if (a && a.connection !== 'Connected')
+    throw new Error(`the agent of its cell is ${a.connection} since ${a.since.toISOString()}`);
 }

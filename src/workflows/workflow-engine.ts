@@ -178,6 +178,8 @@ export class WorkflowEngine {
       }
       const done = new Set(steps.filter((s) => s.state === 'Completed').map((s) => s.position));
       let attempts = w.attempts;
+      // Attempts or an error of failed attempts on the row, which the next checkpoint resets.
+      let reset = w.attempts !== 0 || w.error !== null;
       for (const [position, step] of def.steps.entries()) {
         if (done.has(position)) continue;
         if (lost || !this.running) return;
@@ -211,6 +213,7 @@ export class WorkflowEngine {
             error: null,
             startedAt,
             correlationId: w.correlation_id,
+            reset,
           });
         // A step that writes nothing of its own checkpoints in one autocommit statement; one that
         // does, in one transaction with what it writes. Either way the checkpoint is committed
@@ -229,6 +232,7 @@ export class WorkflowEngine {
         this.stepsRun++;
         outputs[step.name] = output ?? null;
         attempts = 0;
+        reset = false;
         if (kept.cancelRequested) {
           await this.compensate(
             { ...w, cancel_requested: kept.cancelRequested },
@@ -309,6 +313,7 @@ export class WorkflowEngine {
             error: message,
             startedAt,
             correlationId: w.correlation_id,
+            reset: true,
           });
           await rescheduleWorkflow(trx, {
             id: w.id,
@@ -396,6 +401,7 @@ export class WorkflowEngine {
             error: null,
             startedAt,
             correlationId: w.correlation_id,
+            reset: true,
           }),
         ),
       );

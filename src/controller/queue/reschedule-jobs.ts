@@ -6,8 +6,8 @@ import type { Trx } from '../../db/database.js';
  * - a job that last failed because its provider was not configured, for a resource type this
  *   process has a provider for, is due now with a fresh count (the operator has just configured it);
  * - a job scheduled further ahead than `resyncMs` (the interval was shortened) comes at the resync,
- *   spread by ±10% like completeJob's, so the new interval applies to every job, not only after
- *   each one's old `run_after`.
+ *   spread by ±10% (one instant per job: this runs once per start), so the new interval applies to
+ *   every job, not only after each one's old `run_after`.
  *
  * Concurrency contract: leased jobs (`locked_until` in the future) are untouched, so this may run
  * while other controllers work; both updates only ever move `run_after` earlier.

@@ -49,6 +49,12 @@ export interface Resolution {
   updateColumns?: Record<string, unknown>;
   /** A secret generated for this object: returned once in the creating response, stored nowhere else. */
   generatedSecret?: string;
+  /**
+   * When the slug rule has read it already, the object the manifest names, locked as applyManifest
+   * locks it (null: there is none): by `metadata.uuid`, deleted ones too (`findById`), else the live
+   * one with this slug (`findBySlug`), each `forUpdate`.
+   */
+  existing?: ObjectRow | null;
 }
 
 /** The stored signing secrets of a webhook endpoint after an apply (settled by src/webhooks). */
@@ -68,6 +74,22 @@ export interface ResolveEnv {
   liveWith(kind: string, column: string, value: string): Promise<ObjectRow[]>;
   /** The regions tenants and cells may name. */
   regions(): Promise<string[]>;
+  /**
+   * A tenant's reads in one round trip (issue 24): the regions (as `regions()`), the live customer
+   * and plan with these slugs (null: no such plan), and the tenant `lock` names, locked as
+   * applyManifest locks it: by UUID (`findById`, deleted ones too) or by slug (live, `findBySlug`),
+   * the slug being the customer's short code, `-` and `slugRest`.
+   */
+  tenantContext(q: {
+    customer: string;
+    lock?: { id: string } | { slugRest: string };
+    plan?: string;
+  }): Promise<{
+    regions: string[];
+    customer?: { id: string; short_code: string };
+    existing?: ObjectRow;
+    plan?: { spec: unknown } | null;
+  }>;
   environmentTypes: readonly string[];
   /** Whether the caller acts platform-wide (an operator), not for one tenant. */
   isPlatform(): Promise<boolean>;
@@ -218,7 +240,18 @@ export function named(m: KindManifest, env: ResolveEnv, pattern: RegExp, what: s
 
 /** A reference to another object by slug; a field error if it does not exist. */
 export async function ref(env: ResolveEnv, kind: string, slug: string, pointer: string, code: string) {
-  const row = await env.findBySlug(kind, slug);
+  return found(env, await env.findBySlug(kind, slug), kind, slug, pointer, code);
+}
+
+/** `row`, the object a reference names, as read; a field error (as `ref` adds) if there is none. */
+export function found<R>(
+  env: ResolveEnv,
+  row: R | undefined,
+  kind: string,
+  slug: string,
+  pointer: string,
+  code: string,
+): R | undefined {
   if (!row) env.error(pointer, code, `${kind} "${slug}" does not exist`);
   return row;
 }

@@ -1,8 +1,8 @@
 import { Type } from '@sinclair/typebox';
 import { sql } from 'kysely';
-import { tenantSlug } from '../../domain/identifiers.js';
+import { isUuid, tenantSlug } from '../../domain/identifiers.js';
 import { Isolation, Segment, Slug, strict, Text } from '../../domain/manifest.js';
-import { byRef, checkName, col, defineKind, ref, slugPrefix, tooLong } from './kind.js';
+import { byRef, checkName, col, defineKind, found, ref, slugPrefix, tooLong } from './kind.js';
 
 const Residency = Type.Object(
   {
@@ -81,7 +81,22 @@ export const tenant = defineKind({
   async resolve(m, env) {
     const { spec } = m;
     let ok = true;
-    const regions = await env.regions();
+    // The slug's part after the customer's short code. The tenant is found and locked (by its UUID,
+    // else by its slug) in the same round trip as the regions, the customer and the plan.
+    const rest = tenantSlug({
+      prefix: '',
+      region: spec.region,
+      environmentType: spec.environmentType,
+      qualifier: spec.qualifier,
+    });
+    const uuid = m.metadata.uuid?.toLowerCase();
+    const lock = uuid === undefined ? { slugRest: rest } : isUuid(uuid) ? { id: uuid } : undefined;
+    const context = await env.tenantContext({
+      customer: spec.customer,
+      ...(lock ? { lock } : {}),
+      ...(spec.plan !== undefined ? { plan: spec.plan } : {}),
+    });
+    const regions = context.regions;
     for (const [pointer, region] of [
       ['/spec/region', spec.region],
       ['/spec/residency/preferredRegion', spec.residency?.preferredRegion],
@@ -112,7 +127,10 @@ export const tenant = defineKind({
       );
       ok = false;
     }
-    if (spec.plan !== undefined && !(await ref(env, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')))
+    if (
+      spec.plan !== undefined &&
+      !found(env, context.plan ?? undefined, 'Plan', spec.plan, '/spec/plan', 'plan.not_found')
+    )
       ok = false;
     if (spec.cell !== undefined && !(await ref(env, 'Cell', spec.cell, '/spec/cell', 'cell.not_found')))
       ok = false;
@@ -124,7 +142,14 @@ export const tenant = defineKind({
       );
       ok = false;
     }
-    const customer = await ref(env, 'Customer', spec.customer, '/spec/customer', 'customer.not_found');
+    const customer = found(
+      env,
+      context.customer,
+      'Customer',
+      spec.customer,
+      '/spec/customer',
+      'customer.not_found',
+    );
     if (!customer || !ok) return undefined;
     const slug = tenantSlug({
       prefix: String(customer.short_code),
@@ -142,6 +167,9 @@ export const tenant = defineKind({
         environment_type: spec.environmentType,
         qualifier: spec.qualifier ?? null,
       },
+      ...(lock && ('id' in lock || slug === `${customer.short_code}-${rest}`)
+        ? { existing: context.existing ?? null }
+        : {}),
     };
   },
   filters: {

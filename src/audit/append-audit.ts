@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Db, Trx } from '../db/database.js';
 import { platformDb } from '../db/database.js';
+import { newObjectId } from '../domain/identifiers.js';
 import { type AuditOutcome, chainOf, jsonValue } from './audit-hash.js';
 
 /** What a caller says about one audited operation; the sequencer adds the chain position and hashes. */
@@ -46,7 +46,8 @@ export interface PreparedAudit {
  * must be what is read), JSON as text, the chain of its tenant.
  */
 function storedValues(entry: AuditEntry) {
-  const id = (entry.id ?? randomUUID()).toLowerCase();
+  // Time-ordered (UUIDv7) like new objects' keys, so audit_records' key entries stay on its right-hand pages.
+  const id = (entry.id ?? newObjectId()).toLowerCase();
   const tenantId = entry.tenantId?.toLowerCase() ?? null;
   const record: AppendedAudit = {
     id,
